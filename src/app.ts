@@ -1,0 +1,41 @@
+/** The Hono app: tenancy, routes, the OpenAPI document, and one error handler for every failure. */
+import { OpenAPIHono } from "@hono/zod-openapi";
+import { HTTPException } from "hono/http-exception";
+import { tenancy, type AppEnv } from "./auth";
+import { ApiError } from "./errors";
+import { validationError } from "./http/validation";
+import { runs } from "./routes/runs";
+import { system } from "./routes/system";
+
+export const app = new OpenAPIHono<AppEnv>({
+  defaultHook: async (result, c) => {
+    if (!result.success) throw await validationError(result.error, result.target, c);
+  },
+});
+
+app.use("*", tenancy());
+app.route("/", system);
+app.route("/", runs);
+
+app.doc31("/openapi.json", {
+  openapi: "3.1.0",
+  info: {
+    title: "Edge runs",
+    version: "0.1.0",
+    description: "Submit, watch, fetch, list, cancel and delete long-running agent jobs (PraisonAI Async Jobs API).",
+  },
+});
+
+app.notFound((c) => c.json({ detail: "Not Found" }, 404));
+
+app.onError((error, c) => {
+  if (error instanceof ApiError) {
+    const detail = error.detail;
+    return c.json({ detail, ...error.extra }, error.status, error.headers);
+  }
+  if (error instanceof HTTPException) {
+    return c.json({ detail: error.message || "Bad request" }, error.status);
+  }
+  console.error("unhandled error", error);
+  return c.json({ detail: "Internal server error" }, 500);
+});

@@ -1,0 +1,58 @@
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+
+/**
+ * Error codes are what crosses RPC: a Durable Object returns `{ ok: false, code, detail }`
+ * (error classes do not survive RPC) and the Worker maps the code to HTTP here, once.
+ */
+export const ERROR_STATUS = {
+  bad_request: 400,
+  invalid_state: 400,
+  unauthorized: 401,
+  not_found: 404,
+  idempotency_conflict: 409,
+  range_not_satisfiable: 416,
+  payload_too_large: 413,
+  validation: 422,
+  purge_failed: 500,
+  internal: 500,
+} as const satisfies Record<string, ContentfulStatusCode>;
+
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+/** The failure half of every RPC result. `extra` fields are merged into the response body. */
+export interface Failure {
+  ok: false;
+  code: ErrorCode;
+  detail: string;
+  extra?: Record<string, unknown>;
+}
+
+export type Result<T> = ({ ok: true } & T) | Failure;
+
+export function fail(code: ErrorCode, detail: string, extra?: Record<string, unknown>): Failure {
+  return extra ? { ok: false, code, detail, extra } : { ok: false, code, detail };
+}
+
+/** Thrown inside the Worker; `app.onError` turns it into `{"detail": ...}` with the code's status. */
+export class ApiError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    readonly detail: unknown,
+    readonly extra: Record<string, unknown> = {},
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(typeof detail === "string" ? detail : code);
+  }
+
+  get status(): ContentfulStatusCode {
+    return ERROR_STATUS[this.code];
+  }
+}
+
+/** Unwraps an RPC result in the Worker, throwing its failure as an ApiError. */
+export function unwrap<T>(result: Result<T>): T {
+  if (!result.ok) throw new ApiError(result.code, result.detail, result.extra);
+  return result;
+}
+
+export const jobNotFound = (id: string) => fail("not_found", `Job not found: ${id}`);

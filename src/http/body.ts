@@ -1,0 +1,53 @@
+/** Reading a JSON request body safely: content type, size limit (also when chunked), well-formed JSON. */
+import type { MiddlewareHandler } from "hono";
+import { ApiError } from "../errors";
+
+const JSON_TYPE = /^application\/([\w.-]+\+)?json$/i;
+
+async function readLimited(request: Request, maxBytes: number): Promise<Uint8Array> {
+  const declared = request.headers.get("content-length");
+  const tooLarge = () => new ApiError("payload_too_large", `Request body is larger than ${maxBytes} bytes`);
+  if (declared !== null && Number(declared) > maxBytes) throw tooLarge();
+  if (!request.body) return new Uint8Array();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const reader = request.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > maxBytes) {
+      await reader.cancel();
+      throw tooLarge();
+    }
+    chunks.push(value);
+  }
+  const body = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    body.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return body;
+}
+
+/**
+ * Admits only a JSON body within `maxBytes`, then hands its text to Hono's body cache so the
+ * route's zod validator reads it from there.
+ */
+export function jsonBody(maxBytes: (env: Env) => number): MiddlewareHandler<{ Bindings: Env }> {
+  return async (c, next) => {
+    const mediaType = (c.req.header("content-type") ?? "").split(";")[0].trim();
+    if (!JSON_TYPE.test(mediaType)) throw new ApiError("bad_request", "Content-Type must be application/json");
+    const bytes = await readLimited(c.req.raw, maxBytes(c.env));
+    let text: string;
+    try {
+      text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
+      JSON.parse(text);
+    } catch {
+      throw new ApiError("bad_request", "Malformed JSON in request body");
+    }
+    (c.req.bodyCache as Record<string, Promise<string>>).text = Promise.resolve(text);
+    await next();
+  };
+}

@@ -1,0 +1,178 @@
+/**
+ * One Durable Object per tenant: the projection of its jobs that list and stats read, and its
+ * idempotency keys. RunObjects push version-guarded snapshots here; a tombstone keeps a deleted
+ * job from ever coming back through a late update.
+ */
+import { DurableObject } from "cloudflare:workers";
+import type { Job } from "../schemas";
+import { migrate } from "../storage/migrations";
+import { STATUSES, type Status } from "../run/transitions";
+
+const INDEX_MIGRATIONS = [
+  `CREATE TABLE jobs (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     job_id TEXT NOT NULL UNIQUE,
+     status TEXT NOT NULL,
+     session_id TEXT,
+     version INTEGER NOT NULL,
+     body TEXT NOT NULL)`,
+  `CREATE INDEX jobs_by_status ON jobs (status, seq)`,
+  `CREATE INDEX jobs_by_session ON jobs (session_id, seq)`,
+  `CREATE TABLE tombstones (job_id TEXT PRIMARY KEY, deleted_at INTEGER NOT NULL)`,
+  `CREATE TABLE idempotency (key TEXT PRIMARY KEY, job_id TEXT NOT NULL, body_hash TEXT NOT NULL)`,
+  `CREATE INDEX idempotency_by_job ON idempotency (job_id)`,
+] as const;
+
+export interface Admission {
+  job: Job;
+  idempotency_key: string | null;
+  body_hash: string | null;
+}
+
+export type AdmitResult =
+  | { admitted: true }
+  | { admitted: false; job_id: string; same_body: boolean; job: Job | null };
+
+export interface ListQuery {
+  status?: Status;
+  session_id?: string;
+  page: number;
+  page_size: number;
+  /** Keyset position: only jobs admitted before this sequence number. */
+  before?: number;
+}
+
+export interface ListPage {
+  jobs: Job[];
+  total: number;
+  /** Sequence number to continue from, or null at the end. */
+  next: number | null;
+}
+
+export class TenantIndex extends DurableObject<Env> {
+  private readonly sql: SqlStorage;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.sql = ctx.storage.sql;
+    migrate(ctx.storage, INDEX_MIGRATIONS);
+  }
+
+  /** Registers a new job, unless its idempotency key already names one: then that job is returned. */
+  admit(entry: Admission): AdmitResult {
+    return this.ctx.storage.transactionSync((): AdmitResult => {
+      if (entry.idempotency_key !== null) {
+        const held = this.sql
+          .exec<{ job_id: string; body_hash: string }>("SELECT job_id, body_hash FROM idempotency WHERE key = ?", entry.idempotency_key)
+          .toArray()[0];
+        if (held) {
+          return { admitted: false, job_id: held.job_id, same_body: held.body_hash === entry.body_hash, job: this.snapshot(held.job_id) };
+        }
+        this.sql.exec(
+          "INSERT INTO idempotency (key, job_id, body_hash) VALUES (?, ?, ?)",
+          entry.idempotency_key,
+          entry.job.job_id,
+          entry.body_hash ?? "",
+        );
+      }
+      this.insert(entry.job, 1);
+      return { admitted: true };
+    });
+  }
+
+  /** Undoes an admission whose job could not be created. */
+  forget(jobId: string): void {
+    this.ctx.storage.transactionSync(() => {
+      this.sql.exec("DELETE FROM jobs WHERE job_id = ?", jobId);
+      this.sql.exec("DELETE FROM idempotency WHERE job_id = ?", jobId);
+    });
+  }
+
+  /** Applies a job snapshot if it is newer than the one held; ignored for deleted jobs. */
+  upsert(job: Job, version: number): void {
+    this.ctx.storage.transactionSync(() => {
+      if (this.sql.exec("SELECT 1 FROM tombstones WHERE job_id = ?", job.job_id).toArray().length > 0) return;
+      const held = this.sql.exec<{ version: number }>("SELECT version FROM jobs WHERE job_id = ?", job.job_id).toArray()[0];
+      if (!held) this.insert(job, version);
+      else if (version > held.version) {
+        this.sql.exec(
+          "UPDATE jobs SET status = ?, session_id = ?, version = ?, body = ? WHERE job_id = ?",
+          job.status,
+          job.session_id,
+          version,
+          JSON.stringify(job),
+          job.job_id,
+        );
+      }
+    });
+  }
+
+  /** Forgets a deleted job for good: its row, its idempotency key; leaves a tombstone. */
+  remove(jobId: string): void {
+    this.ctx.storage.transactionSync(() => {
+      this.sql.exec("DELETE FROM jobs WHERE job_id = ?", jobId);
+      this.sql.exec("DELETE FROM idempotency WHERE job_id = ?", jobId);
+      this.sql.exec("INSERT OR IGNORE INTO tombstones (job_id, deleted_at) VALUES (?, ?)", jobId, Date.now());
+    });
+  }
+
+  list(query: ListQuery): ListPage {
+    const where: string[] = [];
+    const params: (string | number)[] = [];
+    if (query.status) {
+      where.push("status = ?");
+      params.push(query.status);
+    }
+    if (query.session_id !== undefined) {
+      where.push("session_id = ?");
+      params.push(query.session_id);
+    }
+    const filter = where.length ? `WHERE ${where.join(" AND ")}` : "";
+    const total = this.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM jobs ${filter}`, ...params).one().n;
+
+    if (query.before !== undefined) {
+      where.push("seq < ?");
+      params.push(query.before);
+    }
+    const pageFilter = where.length ? `WHERE ${where.join(" AND ")}` : "";
+    const offset = query.before !== undefined ? 0 : (query.page - 1) * query.page_size;
+    const rows = this.sql
+      .exec<{ seq: number; body: string }>(
+        `SELECT seq, body FROM jobs ${pageFilter} ORDER BY seq DESC LIMIT ? OFFSET ?`,
+        ...params,
+        query.page_size + 1,
+        offset,
+      )
+      .toArray();
+    const page = rows.slice(0, query.page_size);
+    return {
+      jobs: page.map((r) => JSON.parse(r.body) as Job),
+      total,
+      next: rows.length > query.page_size ? page[page.length - 1].seq : null,
+    };
+  }
+
+  stats(): { total_jobs: number; by_status: Record<Status, number> } {
+    const by_status = Object.fromEntries(STATUSES.map((s) => [s, 0])) as Record<Status, number>;
+    for (const row of this.sql.exec<{ status: Status; n: number }>("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")) {
+      by_status[row.status] = row.n;
+    }
+    return { total_jobs: Object.values(by_status).reduce((a, b) => a + b, 0), by_status };
+  }
+
+  private snapshot(jobId: string): Job | null {
+    const row = this.sql.exec<{ body: string }>("SELECT body FROM jobs WHERE job_id = ?", jobId).toArray()[0];
+    return row ? (JSON.parse(row.body) as Job) : null;
+  }
+
+  private insert(job: Job, version: number): void {
+    this.sql.exec(
+      "INSERT INTO jobs (job_id, status, session_id, version, body) VALUES (?, ?, ?, ?, ?)",
+      job.job_id,
+      job.status,
+      job.session_id,
+      version,
+      JSON.stringify(job),
+    );
+  }
+}

@@ -1,0 +1,27 @@
+/** Service-level routes: health, the caller's stats. */
+import { createRoute, OpenAPIHono } from "@hono/zod-openapi";
+import type { AppEnv } from "../auth";
+import { activeRunner } from "../runners";
+import { HealthSchema, StatsSchema } from "../schemas";
+
+export const system = new OpenAPIHono<AppEnv>();
+
+system.openapi(
+  createRoute({
+    method: "get",
+    path: "/health",
+    summary: "Liveness and the active runner",
+    responses: { 200: { content: { "application/json": { schema: HealthSchema } }, description: "Healthy" } },
+  }),
+  (c) => c.json({ status: "healthy" as const, runner: activeRunner(c.env).name }, 200),
+);
+
+system.openapi(
+  createRoute({
+    method: "get",
+    path: "/stats",
+    summary: "Counts of the caller's jobs by status",
+    responses: { 200: { content: { "application/json": { schema: StatsSchema } }, description: "Counts" } },
+  }),
+  async (c) => c.json(await c.env.TENANTS.getByName(c.var.tenant).stats(), 200),
+);

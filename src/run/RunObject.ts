@@ -1,0 +1,506 @@
+/**
+ * One Durable Object per job, named `<tenant>/<job_id>`. It holds the job row, its steps, an
+ * append-only event log and an outbox, and serialises every transition of the job. One alarm
+ * drives all background work: the next step, the outbox, the purge after delete, expiry.
+ */
+import { DurableObject } from "cloudflare:workers";
+import { limits, type Limits } from "../config";
+import { fail, type Result } from "../errors";
+import type { Job } from "../schemas";
+import { outputPrefix, partKey, purgePrefix, writePart, type OutputPart, type WrittenPart } from "../storage/blobs";
+import { hasTable, migrate } from "../storage/migrations";
+import { activeRunner } from "../runners";
+import { StepFailed, TimedOut } from "../runners/types";
+import { Watchers, type LogTail, type NewEvent, type StoredEvent } from "./events";
+import { initialRow, toJob, type RunRow, type RunSpec } from "./job";
+import { isTerminal, transition, type Action } from "./transitions";
+import { RUN_MIGRATIONS } from "./schema";
+
+/** While a step runs, the alarm is kept this far ahead so that a lost instance is resumed. */
+const STEP_LEASE_MS = 60_000;
+/** An output event carries a step's text when it is at most this long; larger output is only in R2. */
+const OUTPUT_EVENT_BYTES = 16 * 1024;
+
+const notFound = () => fail("not_found", "Job not found");
+
+type StepRow = {
+  idx: number;
+  name: string;
+  status: "pending" | "running" | "done";
+  attempts: number;
+  last_error: string | null;
+};
+
+type StepOutcome =
+  | { kind: "written"; part: WrittenPart }
+  | { kind: "failed"; message: string }
+  | { kind: "timed_out" }
+  | { kind: "aborted" }
+  | { kind: "error"; message: string };
+
+export class RunObject extends DurableObject<Env> {
+  private readonly sql: SqlStorage;
+  private readonly limits: Limits;
+  /** False for an object that holds no job: nothing may write to it but `create`. */
+  private hasSchema: boolean;
+  private inflight: { controller: AbortController; done: Promise<void> } | null = null;
+  private readonly watchers = new Watchers((after) => this.logAfter(after));
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.sql = ctx.storage.sql;
+    this.limits = limits(env);
+    this.hasSchema = hasTable(this.sql, "run");
+    if (this.hasSchema) void ctx.blockConcurrencyWhile(async () => migrate(ctx.storage, RUN_MIGRATIONS));
+  }
+
+  // ---- RPC ----------------------------------------------------------------------------
+
+  async create(spec: RunSpec): Promise<Result<{ job: Job }>> {
+    if (this.hasSchema) return fail("internal", "Job already exists");
+    migrate(this.ctx.storage, RUN_MIGRATIONS);
+    this.hasSchema = true;
+    const row = initialRow(spec);
+    this.ctx.storage.transactionSync(() => {
+      this.sql.exec("INSERT INTO spec (id, body) VALUES (1, ?)", JSON.stringify(spec));
+      this.writeRow(row);
+      spec.tasks.forEach((name, i) => this.sql.exec("INSERT INTO steps (idx, name) VALUES (?, ?)", i + 1, name));
+      this.appendEvents([
+        { type: "progress", data: { percentage: 0, current_step: null } },
+        { type: "log", data: { message: "Job queued" } },
+      ]);
+    });
+    await this.armAlarm();
+    return { ok: true, job: toJob(spec, row) };
+  }
+
+  get(): Result<{ job: Job }> {
+    const row = this.liveRow();
+    return row ? { ok: true, job: toJob(this.spec(), row) } : notFound();
+  }
+
+  async cancel(): Promise<Result<{ job: Job }>> {
+    const row = this.liveRow();
+    if (!row) return notFound();
+    if (!transition(row.status, "cancel")) {
+      return fail("invalid_state", `Cannot cancel job with status: ${row.status}`);
+    }
+    const next = this.commitCancel(row);
+    await this.stopInflight("cancelled");
+    await this.afterCommit();
+    return { ok: true, job: toJob(this.spec(), next) };
+  }
+
+  async delete(force: boolean): Promise<Result<object>> {
+    let row = this.liveRow();
+    if (!row) return notFound();
+    if (!isTerminal(row.status)) {
+      if (!force) return fail("invalid_state", "Cannot delete running job. Cancel it first.");
+      row = this.commitCancel(row);
+    }
+    this.markDeleted(row);
+    await this.stopInflight("deleted");
+    return this.purge();
+  }
+
+  /** The job and its finished output parts, in order: what /result and /output serve. */
+  output(): Result<{ job: Job; parts: OutputPart[] }> {
+    const row = this.liveRow();
+    if (!row) return notFound();
+    const parts = this.sql
+      .exec<{ key: string; bytes: number; etag: string }>(
+        "SELECT output_key AS key, output_bytes AS bytes, output_etag AS etag FROM steps WHERE status = 'done' ORDER BY idx",
+      )
+      .toArray();
+    return { ok: true, job: toJob(this.spec(), row), parts };
+  }
+
+  /** An SSE stream of the events after `after`, live until the job ends (then `[DONE]`). */
+  stream(after: number): Result<{ body: ReadableStream<Uint8Array> }> {
+    if (!this.liveRow()) return notFound();
+    return { ok: true, body: this.watchers.open(after) };
+  }
+
+  // ---- background work ------------------------------------------------------------------
+
+  async alarm(): Promise<void> {
+    const row = this.readRow();
+    if (!row) return;
+    if (row.deleted_at !== null) {
+      await this.purge();
+      return;
+    }
+    if (this.inflight) {
+      // A step is running in this very instance; the alarm only keeps its lease.
+      await this.armAlarm();
+      return;
+    }
+    if (this.stepDue(row)) {
+      await this.runNextStep(row);
+      this.watchers.notify();
+    }
+    await this.drainOutbox();
+    const after = this.readRow();
+    if (!after) return;
+    if (after.deleted_at !== null) {
+      await this.purge();
+      return;
+    }
+    if (isTerminal(after.status) && after.expires_at !== null && after.expires_at <= Date.now()) {
+      this.markDeleted(after);
+      await this.purge();
+      return;
+    }
+    await this.armAlarm();
+  }
+
+  /** Work is due at its time, at the deadline, or at once when a step's instance was lost. */
+  private stepDue(row: RunRow): boolean {
+    if (isTerminal(row.status)) return false;
+    const now = Date.now();
+    if ((row.next_step_at ?? Infinity) <= now || (row.deadline_at ?? Infinity) <= now) return true;
+    return this.sql.exec("SELECT 1 FROM steps WHERE status = 'running'").toArray().length > 0;
+  }
+
+  private async runNextStep(start: RunRow): Promise<void> {
+    let row = start;
+    const now = Date.now();
+    if (row.status === "queued") {
+      row = this.commit(row, { started_at: now, deadline_at: now + this.spec().timeout_s * 1000 }, [
+        { type: "log", data: { message: "Job started" } },
+      ], "start");
+    }
+    if (row.deadline_at !== null && now >= row.deadline_at) return this.failJob(row, this.timeoutMessage());
+
+    const step = this.sql
+      .exec<StepRow>("SELECT idx, name, status, attempts, last_error FROM steps WHERE status != 'done' ORDER BY idx LIMIT 1")
+      .toArray()[0];
+    if (!step) {
+      this.commit(row, { current_step: null }, [], "succeed");
+      return;
+    }
+    if (step.attempts >= this.limits.maxStepAttempts) {
+      const cause = step.last_error ?? "it was interrupted";
+      return this.failJob(row, `Step ${step.name} failed after ${step.attempts} attempts: ${cause}`);
+    }
+
+    this.ctx.storage.transactionSync(() => {
+      this.sql.exec("UPDATE steps SET status = 'running', attempts = attempts + 1, started_at = ? WHERE idx = ?", now, step.idx);
+      row = this.commit(row, { current_step: step.name, next_step_at: now + STEP_LEASE_MS }, [
+        { type: "progress", data: { percentage: this.percentage(row), current_step: step.name } },
+      ]);
+    });
+    await this.armAlarm();
+    this.watchers.notify();
+
+    const outcome = await this.executeStep(step, row);
+    const current = this.liveRow();
+    if (!current || current.status !== "running") return; // cancelled or deleted meanwhile: write nothing
+    this.settleStep(current, step, outcome);
+  }
+
+  /** Runs one step with an AbortController that cancel, delete and the timeout abort. */
+  private async executeStep(step: StepRow, row: RunRow): Promise<StepOutcome> {
+    const spec = this.spec();
+    const controller = new AbortController();
+    let settle!: () => void;
+    this.inflight = { controller, done: new Promise<void>((resolve) => (settle = resolve)) };
+    const deadline = row.deadline_at;
+    const timer = deadline === null ? undefined : setTimeout(() => controller.abort(new TimedOut()), Math.max(0, deadline - Date.now()));
+    const key = partKey(outputPrefix(spec.tenant, spec.job_id), step.idx);
+    let outcome: StepOutcome;
+    try {
+      const output = await activeRunner(this.env).runStep({
+        prompt: spec.prompt,
+        index: step.idx,
+        total: row.steps_total,
+        task: step.name,
+        config: spec.config,
+        signal: controller.signal,
+      });
+      outcome = { kind: "written", part: await writePart(this.env.OUTPUTS, key, output) };
+      if (controller.signal.aborted) {
+        // The part landed after a cancel or delete: it is not the job's output.
+        await this.env.OUTPUTS.delete(key);
+        outcome = { kind: "aborted" };
+      }
+    } catch (error) {
+      const reason = controller.signal.reason;
+      if (controller.signal.aborted) outcome = reason instanceof TimedOut ? { kind: "timed_out" } : { kind: "aborted" };
+      else if (error instanceof StepFailed) outcome = { kind: "failed", message: error.message };
+      else outcome = { kind: "error", message: error instanceof Error ? error.message : String(error) };
+    } finally {
+      if (timer !== undefined) clearTimeout(timer);
+    }
+    this.inflight = null;
+    settle();
+    return outcome;
+  }
+
+  private settleStep(row: RunRow, step: StepRow, outcome: StepOutcome): void {
+    switch (outcome.kind) {
+      case "written": {
+        const { part } = outcome;
+        const done = row.steps_completed + 1;
+        const events: NewEvent[] = [];
+        if (part.bytes <= OUTPUT_EVENT_BYTES) {
+          events.push({ type: "output", data: { delta: new TextDecoder().decode(part.head) } });
+        } else {
+          events.push({ type: "log", data: { message: `Step ${step.name} wrote ${part.bytes} bytes of output` } });
+        }
+        const percentage = Math.floor((100 * done) / row.steps_total);
+        events.push({ type: "progress", data: { percentage, current_step: step.name } });
+        this.ctx.storage.transactionSync(() => {
+          this.sql.exec(
+            "UPDATE steps SET status = 'done', finished_at = ?, output_key = ?, output_bytes = ?, output_etag = ? WHERE idx = ?",
+            Date.now(),
+            part.key,
+            part.bytes,
+            part.etag,
+            step.idx,
+          );
+          const next = this.commit(row, { steps_completed: done, next_step_at: Date.now() }, events);
+          if (done >= row.steps_total) this.commit(next, { current_step: null }, [], "succeed");
+        });
+        return;
+      }
+      case "failed":
+        return this.failJob(row, outcome.message);
+      case "timed_out":
+        return this.failJob(row, this.timeoutMessage());
+      case "aborted":
+        return;
+      case "error": {
+        // An infrastructure error (R2, the runner's transport): retried, a bounded number of times.
+        const retryAt = Date.now() + Math.min(60_000, 1000 * 2 ** step.attempts);
+        this.ctx.storage.transactionSync(() => {
+          this.sql.exec("UPDATE steps SET status = 'pending', last_error = ? WHERE idx = ?", outcome.message, step.idx);
+          this.commit(row, { next_step_at: retryAt }, [
+            { type: "log", data: { message: `Step ${step.name} failed, will retry: ${outcome.message}` } },
+          ]);
+        });
+      }
+    }
+  }
+
+  private failJob(row: RunRow, message: string): void {
+    this.commit(row, { error: message, current_step: null }, [{ type: "log", data: { message } }], "fail");
+  }
+
+  private timeoutMessage(): string {
+    return `Job timed out after ${this.spec().timeout_s} seconds`;
+  }
+
+  private percentage(row: RunRow): number {
+    return row.steps_total > 0 ? Math.floor((100 * row.steps_completed) / row.steps_total) : 0;
+  }
+
+  // ---- transitions and the outbox ------------------------------------------------------------
+
+  /**
+   * Writes the row change, its events and the index outbox row in one transaction. With an
+   * action, the status change is the transition table's and a terminal one records `complete`.
+   */
+  private commit(row: RunRow, patch: Partial<RunRow>, events: NewEvent[], action?: Action): RunRow {
+    const next: RunRow = { ...row, ...patch, version: row.version + 1 };
+    const all = [...events];
+    if (action) {
+      const to = transition(row.status, action);
+      if (!to) throw new Error(`transition ${action} from ${row.status} is not in the table`);
+      next.status = to;
+      if (isTerminal(to)) {
+        const now = Date.now();
+        next.completed_at = now;
+        next.next_step_at = null;
+        next.expires_at = now + this.limits.retentionMs;
+        all.push({ type: "complete", data: { status: to, job_id: this.spec().job_id } });
+      }
+    }
+    this.ctx.storage.transactionSync(() => {
+      this.writeRow(next);
+      this.appendEvents(all);
+      this.enqueue("index", { job: toJob(this.spec(), next), version: next.version }, Date.now());
+    });
+    return next;
+  }
+
+  private commitCancel(row: RunRow): RunRow {
+    return this.commit(row, { cancelled_at: Date.now(), current_step: null }, [
+      { type: "log", data: { message: "Job cancelled" } },
+    ], "cancel");
+  }
+
+  /** From here on the job answers 404; the purge outbox row finishes the rest. */
+  private markDeleted(row: RunRow): void {
+    this.ctx.storage.transactionSync(() => {
+      this.writeRow({ ...row, deleted_at: Date.now(), version: row.version + 1 });
+      this.sql.exec("DELETE FROM outbox WHERE kind = 'index'");
+      this.enqueue("purge", {}, Date.now());
+    });
+    this.watchers.closeAll();
+  }
+
+  private async stopInflight(reason: string): Promise<void> {
+    const inflight = this.inflight;
+    if (!inflight) return;
+    inflight.controller.abort(new Error(reason));
+    await inflight.done;
+  }
+
+  private async afterCommit(): Promise<void> {
+    this.watchers.notify();
+    await this.drainOutbox();
+    await this.armAlarm();
+  }
+
+  private enqueue(kind: string, payload: object, dueAt: number): void {
+    this.sql.exec(
+      "INSERT INTO outbox (kind, payload, due_at, attempts) VALUES (?, ?, ?, 0) ON CONFLICT (kind) DO UPDATE SET payload = excluded.payload, due_at = excluded.due_at, attempts = 0",
+      kind,
+      JSON.stringify(payload),
+      dueAt,
+    );
+  }
+
+  /** Delivers due outbox rows; a failed delivery is retried later with backoff. Idempotent. */
+  private async drainOutbox(): Promise<void> {
+    if (!this.hasSchema) return;
+    const rows = this.sql
+      .exec<{ kind: string; payload: string; attempts: number }>(
+        "SELECT kind, payload, attempts FROM outbox WHERE kind != 'purge' AND due_at <= ?",
+        Date.now(),
+      )
+      .toArray();
+    for (const row of rows) {
+      try {
+        await this.deliver(row.kind, JSON.parse(row.payload));
+        if (!this.hasSchema) return;
+        // A newer payload may have been queued while this one was in flight: keep it.
+        this.sql.exec("DELETE FROM outbox WHERE kind = ? AND payload = ?", row.kind, row.payload);
+      } catch {
+        if (!this.hasSchema) return;
+        this.retryLater(row.kind, row.payload);
+      }
+    }
+  }
+
+  private retryLater(kind: string, payload?: string): void {
+    this.sql.exec(
+      "UPDATE outbox SET attempts = attempts + 1, due_at = ? + MIN(300000, 1000 * (1 << MIN(attempts, 16))) WHERE kind = ? AND (? IS NULL OR payload = ?)",
+      Date.now(),
+      kind,
+      payload ?? null,
+      payload ?? null,
+    );
+  }
+
+  private async deliver(kind: string, payload: { job: Job; version: number }): Promise<void> {
+    if (kind === "index") await this.index().upsert(payload.job, payload.version);
+  }
+
+  /** Deletion's last leg, in order: R2 under the job's prefix, the index row and key, then storage. */
+  private async purge(): Promise<Result<object>> {
+    const spec = this.spec();
+    try {
+      await purgePrefix(this.env.OUTPUTS, outputPrefix(spec.tenant, spec.job_id));
+      await this.index().remove(spec.job_id);
+    } catch (error) {
+      if (this.hasSchema) {
+        this.retryLater("purge");
+        await this.armAlarm();
+      }
+      const message = error instanceof Error ? error.message : String(error);
+      return fail("purge_failed", `Job deleted, but purging its data failed and will be retried: ${message}`);
+    }
+    if (this.hasSchema) {
+      this.hasSchema = false;
+      await this.ctx.storage.deleteAlarm();
+      await this.ctx.storage.deleteAll();
+    }
+    return { ok: true };
+  }
+
+  /** One alarm for all due work: the earliest of the next step, the outbox, and expiry. */
+  private async armAlarm(): Promise<void> {
+    const row = this.readRow();
+    if (!row) return;
+    const times: number[] = [];
+    const outbox = this.sql.exec<{ due: number | null }>("SELECT MIN(due_at) AS due FROM outbox").one().due;
+    if (outbox !== null) times.push(outbox);
+    if (row.deleted_at === null) {
+      if (isTerminal(row.status)) {
+        if (row.expires_at !== null) times.push(row.expires_at);
+      } else {
+        if (row.next_step_at !== null) times.push(row.next_step_at);
+        if (row.deadline_at !== null) times.push(row.deadline_at);
+      }
+    }
+    if (times.length === 0) await this.ctx.storage.deleteAlarm();
+    else await this.ctx.storage.setAlarm(Math.min(...times) + this.limits.alarmDelayMs);
+  }
+
+  // ---- storage --------------------------------------------------------------------------
+
+  private readRow(): RunRow | null {
+    if (!this.hasSchema) return null;
+    return this.sql.exec<RunRow & Record<string, SqlStorageValue>>("SELECT * FROM run WHERE id = 1").toArray()[0] ?? null;
+  }
+
+  /** The row of a job that exists and is not being deleted. */
+  private liveRow(): RunRow | null {
+    const row = this.readRow();
+    return row && row.deleted_at === null ? row : null;
+  }
+
+  private specCache: RunSpec | null = null;
+  private spec(): RunSpec {
+    this.specCache ??= JSON.parse(this.sql.exec<{ body: string }>("SELECT body FROM spec WHERE id = 1").one().body) as RunSpec;
+    return this.specCache;
+  }
+
+  private writeRow(row: RunRow): void {
+    this.sql.exec(
+      `INSERT INTO run (id, status, started_at, completed_at, cancelled_at, error, steps_total, steps_completed,
+         current_step, version, deleted_at, deadline_at, expires_at, next_step_at)
+       VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (id) DO UPDATE SET status = excluded.status, started_at = excluded.started_at,
+         completed_at = excluded.completed_at, cancelled_at = excluded.cancelled_at, error = excluded.error,
+         steps_total = excluded.steps_total, steps_completed = excluded.steps_completed,
+         current_step = excluded.current_step, version = excluded.version, deleted_at = excluded.deleted_at,
+         deadline_at = excluded.deadline_at, expires_at = excluded.expires_at, next_step_at = excluded.next_step_at`,
+      row.status,
+      row.started_at,
+      row.completed_at,
+      row.cancelled_at,
+      row.error,
+      row.steps_total,
+      row.steps_completed,
+      row.current_step,
+      row.version,
+      row.deleted_at,
+      row.deadline_at,
+      row.expires_at,
+      row.next_step_at,
+    );
+  }
+
+  private appendEvents(events: NewEvent[]): void {
+    const at = Date.now();
+    for (const event of events) {
+      this.sql.exec("INSERT INTO events (type, data, at) VALUES (?, ?, ?)", event.type, JSON.stringify(event.data), at);
+    }
+  }
+
+  private logAfter(after: number): LogTail {
+    const row = this.readRow();
+    if (!row) return { events: [], finished: true };
+    const events = this.sql
+      .exec<StoredEvent & Record<string, SqlStorageValue>>("SELECT seq, type, data FROM events WHERE seq > ? ORDER BY seq", after)
+      .toArray();
+    return { events, finished: isTerminal(row.status) };
+  }
+
+  private index() {
+    return this.env.TENANTS.getByName(this.spec().tenant);
+  }
+}

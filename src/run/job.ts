@@ -1,0 +1,87 @@
+/** The job row a RunObject stores, and the job object of the contract derived from it. */
+import type { Job } from "../schemas";
+import { isTerminal, type Status } from "./transitions";
+
+/** What the Worker decides at submit; fixed for the job's life. */
+export interface RunSpec {
+  job_id: string;
+  tenant: string;
+  created_at: number;
+  prompt: string;
+  agent_id: string;
+  tasks: string[];
+  session_id: string | null;
+  metadata: Record<string, string>;
+  config: Record<string, unknown>;
+  timeout_s: number;
+  webhook_url: string | null;
+  idempotency_key: string | null;
+}
+
+export interface RunRow {
+  status: Status;
+  started_at: number | null;
+  completed_at: number | null;
+  cancelled_at: number | null;
+  error: string | null;
+  steps_total: number;
+  steps_completed: number;
+  current_step: string | null;
+  version: number;
+  deleted_at: number | null;
+  deadline_at: number | null;
+  expires_at: number | null;
+  next_step_at: number | null;
+}
+
+export const POLL_INTERVAL_S = 2;
+
+export function initialRow(spec: RunSpec): RunRow {
+  return {
+    status: "queued",
+    started_at: null,
+    completed_at: null,
+    cancelled_at: null,
+    error: null,
+    steps_total: spec.tasks.length,
+    steps_completed: 0,
+    current_step: null,
+    version: 1,
+    deleted_at: null,
+    deadline_at: null,
+    expires_at: null,
+    next_step_at: spec.created_at,
+  };
+}
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+export function toJob(spec: RunSpec, row: RunRow): Job {
+  const terminal = isTerminal(row.status);
+  const percentage =
+    row.status === "succeeded"
+      ? 100
+      : row.steps_total > 0
+        ? Math.floor((100 * row.steps_completed) / row.steps_total)
+        : 0;
+  return {
+    job_id: spec.job_id,
+    status: row.status,
+    progress: {
+      percentage,
+      current_step: row.current_step,
+      steps_completed: row.steps_completed,
+      steps_total: row.steps_total,
+    },
+    created_at: iso(spec.created_at)!,
+    started_at: iso(row.started_at),
+    completed_at: iso(row.completed_at),
+    cancelled_at: iso(row.cancelled_at),
+    session_id: spec.session_id,
+    agent_id: spec.agent_id,
+    error: row.error,
+    retry_after: terminal ? null : POLL_INTERVAL_S,
+    metadata: spec.metadata,
+    expires_at: iso(row.expires_at),
+  };
+}
