@@ -62,8 +62,10 @@ export const SubmitBodySchema = z
     idempotency_key: z.string().min(1).max(256).nullish(),
     metadata: MetadataSchema.nullish(),
     recipe_name: z
-      .never({ error: "recipe_name is not supported: recipes would change what runs" })
-      .optional(),
+      .unknown()
+      .refine(() => false, { message: "recipe_name is not supported: recipes would change what runs" })
+      .optional()
+      .openapi({ description: "Not supported: any value is refused with 422" }),
   })
   .openapi("SubmitRun");
 export type SubmitBody = z.infer<typeof SubmitBodySchema>;

@@ -337,6 +337,8 @@ export class RunObject extends DurableObject<Env> {
       this.sql.exec("DELETE FROM outbox WHERE kind = 'index'");
       this.enqueue("purge", {}, Date.now());
     });
+    // Watchers hear what was logged up to here (a forced cancel's `complete`), then their streams end.
+    this.watchers.notify();
     this.watchers.closeAll();
   }
 

@@ -1,0 +1,144 @@
+import { env, runDurableObjectAlarm } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { outputPrefix, purgePrefix } from "../src/storage/blobs";
+import { api, finished, getJob, post, r2Keys, runStub, storedTables, submit, waitFor } from "./helpers";
+
+const del = (id: string, query = "") => api(`/api/v1/runs/${id}${query}`, { method: "DELETE" });
+const listIds = async (query = "page_size=100") =>
+  (await (await api(`/api/v1/runs?${query}`)).json<{ jobs: { job_id: string }[] }>()).jobs.map((j) => j.job_id);
+
+async function expectGone(id: string) {
+  for (const [path, method] of [
+    ["", "GET"],
+    ["/result", "GET"],
+    ["/output", "GET"],
+    ["/stream", "GET"],
+    ["/cancel", "POST"],
+    ["", "DELETE"],
+  ]) {
+    const res = await api(`/api/v1/runs/${id}${path}`, { method });
+    expect(res.status, `${method} ${path}`).toBe(404);
+    expect(await res.json()).toEqual({ detail: `Job not found: ${id}` });
+  }
+  expect(await r2Keys(`runs/default/${id}/`)).toEqual([]);
+  expect(await storedTables(id)).toEqual([]);
+  expect(await listIds(`session_id=${id}`)).toEqual([]);
+}
+
+describe("DELETE /api/v1/runs/{id} (the seed page)", () => {
+  it.each([
+    ["succeeded", {}],
+    ["failed", { fail_at_step: 2 }],
+  ])("a %s job → 204 and everything of it is gone", async (_status, simulate) => {
+    const id = await finished({ steps: 3, output_bytes: 200_000, ...simulate }, { session_id: "del-1" });
+    expect((await r2Keys(`runs/default/${id}/`)).length).toBeGreaterThan(0);
+    const statsBefore = await (await api("/stats")).json<{ total_jobs: number }>();
+
+    const res = await del(id);
+    expect(res.status).toBe(204);
+    expect(await res.text()).toBe("");
+
+    await expectGone(id);
+    expect(await listIds()).not.toContain(id);
+    const statsAfter = await (await api("/stats")).json<{ total_jobs: number }>();
+    expect(statsAfter.total_jobs).toBe(statsBefore.total_jobs - 1);
+    // A later read does not bring it back, and nothing is left scheduled.
+    await getJob(id).catch(() => {});
+    expect(await storedTables(id)).toEqual([]);
+    expect(await runDurableObjectAlarm(runStub(id))).toBe(false);
+  });
+
+  it("a cancelled job → 204", async () => {
+    const id = await submit();
+    await api(`/api/v1/runs/${id}/cancel`, { method: "POST" });
+    expect((await del(id)).status).toBe(204);
+    await expectGone(id);
+  });
+
+  it("a queued job → 400 and nothing changes", async () => {
+    const id = await submit({}, { session_id: "del-queued" });
+    const before = await getJob(id);
+    const res = await del(id);
+    expect(res.status).toBe(400);
+    expect(await res.json()).toEqual({ detail: "Cannot delete running job. Cancel it first." });
+    expect(await getJob(id)).toEqual(before);
+    expect(await listIds("session_id=del-queued")).toEqual([id]);
+  });
+
+  it("a running job → 400 and it runs on to the end", async () => {
+    const id = await submit({ steps: 1, step_ms: 300 });
+    const alarm = runDurableObjectAlarm(runStub(id));
+    await waitFor(async () => (await getJob(id)).status === "running", "the job to run");
+    const res = await del(id);
+    expect(res.status).toBe(400);
+    expect(await res.json()).toEqual({ detail: "Cannot delete running job. Cancel it first." });
+    await alarm;
+    expect((await getJob(id)).status).toBe("succeeded");
+  });
+
+  it("an unknown id → 404", async () => {
+    const res = await del("run_abc123");
+    expect(res.status).toBe(404);
+    expect(await res.json()).toEqual({ detail: "Job not found: run_abc123" });
+    expect(await storedTables("run_abc123")).toEqual([]);
+  });
+
+  it("the seed's cancel-then-delete flow", async () => {
+    const id = await submit({ steps: 3, step_ms: 200 });
+    const status = await getJob(id);
+    expect(["queued", "running"]).toContain(status.status);
+    expect((await api(`/api/v1/runs/${id}/cancel`, { method: "POST" })).status).toBe(200);
+    expect((await del(id)).status).toBe(204);
+    await expectGone(id);
+  });
+
+  it("frees the idempotency key", async () => {
+    const res = await post("/api/v1/runs", { prompt: "p", config: { simulate: { steps: 1, step_ms: 1 } } }, { "Idempotency-Key": "del-key" });
+    const { job_id } = await res.json<{ job_id: string }>();
+    await runDurableObjectAlarm(runStub(job_id));
+    expect((await del(job_id)).status).toBe(204);
+    const again = await post("/api/v1/runs", { prompt: "q" }, { "Idempotency-Key": "del-key" });
+    expect(again.status).toBe(202);
+    expect(again.headers.get("Idempotent-Replayed")).toBeNull();
+  });
+});
+
+describe("DELETE ?force=true", () => {
+  it("cancels and deletes a queued job in one step", async () => {
+    const id = await submit();
+    expect((await del(id, "?force=true")).status).toBe(204);
+    await expectGone(id);
+  });
+
+  it("stops a running step and leaves nothing behind, even what the step was writing", async () => {
+    const id = await submit({ steps: 2, step_ms: 300, output_bytes: 2_000_000 });
+    await runDurableObjectAlarm(runStub(id)); // step 1 written to R2
+    const alarm = runDurableObjectAlarm(runStub(id));
+    await waitFor(async () => (await getJob(id)).progress.current_step === "step_2", "step 2 to run");
+    expect((await del(id, "?force=true")).status).toBe(204);
+    await alarm;
+    await expectGone(id);
+  });
+
+  it("force=false behaves like a plain delete", async () => {
+    const id = await submit();
+    expect((await del(id, "?force=false")).status).toBe(400);
+    expect((await del(id, "?force=yes")).status).toBe(422);
+  });
+});
+
+describe("purging R2 by prefix", () => {
+  it("removes everything under run_1/ and nothing under run_10/", async () => {
+    const p1 = outputPrefix("t-prefix", "run_1");
+    const p10 = outputPrefix("t-prefix", "run_10");
+    expect(p1).toBe("runs/t-prefix/run_1/");
+    for (let i = 0; i < 1005; i++) await env.OUTPUTS.put(`${p1}steps/${i}`, "x");
+    await env.OUTPUTS.put(`${p10}steps/0001`, "keep");
+    await env.OUTPUTS.put("runs/t-prefix/run_1", "sibling without slash");
+
+    expect(await purgePrefix(env.OUTPUTS, p1)).toBe(1005);
+    expect(await r2Keys(p1)).toEqual([]);
+    expect(await r2Keys(p10)).toEqual([`${p10}steps/0001`]);
+    expect(await env.OUTPUTS.head("runs/t-prefix/run_1")).not.toBeNull();
+  });
+});

@@ -1,0 +1,111 @@
+/** Shared test helpers: requests through the real Worker, alarms driven by hand. */
+import { env, runDurableObjectAlarm, runInDurableObject, SELF } from "cloudflare:test";
+import type { Job } from "../src/schemas";
+
+export const BASE = "http://localhost";
+
+export function api(path: string, init?: RequestInit): Promise<Response> {
+  return SELF.fetch(`${BASE}${path}`, init);
+}
+
+export function post(path: string, body: unknown, headers: Record<string, string> = {}): Promise<Response> {
+  return api(path, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });
+}
+
+export interface Simulate {
+  steps?: number;
+  step_ms?: number;
+  output_bytes?: number;
+  fail_at_step?: number;
+}
+
+/** Submits a simulated job and returns its id. */
+export async function submit(simulate: Simulate = {}, extra: Record<string, unknown> = {}): Promise<string> {
+  const res = await post("/api/v1/runs", { prompt: "test prompt", config: { simulate: { step_ms: 1, ...simulate } }, ...extra });
+  if (res.status !== 202) throw new Error(`submit answered ${res.status}: ${await res.text()}`);
+  return ((await res.json()) as { job_id: string }).job_id;
+}
+
+export function runStub(id: string, tenant = "default") {
+  return env.RUNS.getByName(`${tenant}/${id}`);
+}
+
+export async function getJob(id: string): Promise<Job> {
+  const res = await api(`/api/v1/runs/${id}`);
+  if (res.status !== 200) throw new Error(`GET answered ${res.status}: ${await res.text()}`);
+  return res.json();
+}
+
+const TERMINAL = ["succeeded", "failed", "cancelled"];
+
+/** Fires the job's alarm until it reaches a terminal status (bounded). */
+export async function drive(id: string, maxAlarms = 50): Promise<Job> {
+  for (let i = 0; i < maxAlarms; i++) {
+    const job = await getJob(id);
+    if (TERMINAL.includes(job.status)) return job;
+    await runDurableObjectAlarm(runStub(id));
+  }
+  throw new Error(`job ${id} did not finish within ${maxAlarms} alarms`);
+}
+
+/** Submits a job and drives it to the end. */
+export async function finished(simulate: Simulate = {}, extra: Record<string, unknown> = {}): Promise<string> {
+  const id = await submit(simulate, extra);
+  await drive(id);
+  return id;
+}
+
+export interface ParsedEvent {
+  id: number | null;
+  event: string | null;
+  data: string;
+}
+
+/** Parses an SSE body into its events (comments skipped). */
+export function parseSse(text: string): ParsedEvent[] {
+  return text
+    .split("\n\n")
+    .filter((block) => block.trim() !== "" && !block.startsWith(":"))
+    .map((block) => {
+      const event: ParsedEvent = { id: null, event: null, data: "" };
+      for (const line of block.split("\n")) {
+        if (line.startsWith("id: ")) event.id = Number(line.slice(4));
+        else if (line.startsWith("event: ")) event.event = line.slice(7);
+        else if (line.startsWith("data: ")) event.data = line.slice(6);
+      }
+      return event;
+    });
+}
+
+/** A finished job's whole event log, as its stream replays it. */
+export async function eventLog(id: string, after?: number): Promise<ParsedEvent[]> {
+  const res = await api(`/api/v1/runs/${id}/stream${after === undefined ? "" : `?after=${after}`}`);
+  return parseSse(await res.text());
+}
+
+export async function r2Keys(prefix: string): Promise<string[]> {
+  return (await env.OUTPUTS.list({ prefix })).objects.map((o) => o.key);
+}
+
+/** Every user table of the object's SQLite database, with its row count. */
+export async function storedTables(id: string, tenant = "default"): Promise<string[]> {
+  return runInDurableObject(runStub(id, tenant), (_instance, state) =>
+    state.storage.sql
+      .exec<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table'")
+      .toArray()
+      .map((r) => r.name),
+  );
+}
+
+export async function waitFor<T>(probe: () => Promise<T | undefined | false>, what: string, tries = 500): Promise<T> {
+  for (let i = 0; i < tries; i++) {
+    const value = await probe();
+    if (value) return value;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}

@@ -1,0 +1,263 @@
+import { env } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { api, drive, finished, getJob, submit } from "./helpers";
+
+describe("GET /api/v1/runs/{id}", () => {
+  it("shows progress, timestamps and expiry through the job's life", async () => {
+    const id = await submit({ steps: 2 });
+    const job = await drive(id);
+    expect(job.status).toBe("succeeded");
+    expect(job.progress).toEqual({ percentage: 100, current_step: null, steps_completed: 2, steps_total: 2 });
+    expect(job.retry_after).toBeNull();
+    expect(Date.parse(job.started_at!)).toBeGreaterThanOrEqual(Date.parse(job.created_at));
+    expect(Date.parse(job.completed_at!)).toBeGreaterThanOrEqual(Date.parse(job.started_at!));
+    expect(Date.parse(job.expires_at!) - Date.parse(job.completed_at!)).toBe(7 * 86400 * 1000);
+  });
+
+  it("answers an unknown id with 404 and the id", async () => {
+    const res = await api("/api/v1/runs/run_doesnotexist000000000000");
+    expect(res.status).toBe(404);
+    expect(await res.json()).toEqual({ detail: "Job not found: run_doesnotexist000000000000" });
+  });
+});
+
+describe("GET /api/v1/runs/{id}/result", () => {
+  it("succeeded → 200 with the output inline and result_url", async () => {
+    const id = await finished({ steps: 2 }, { prompt: "hello" });
+    const res = await api(`/api/v1/runs/${id}/result`);
+    expect(res.status).toBe(200);
+    const body = await res.json<Record<string, unknown>>();
+    expect(body).toMatchObject({
+      job_id: id,
+      status: "succeeded",
+      result: "Step 1/2 (step_1): simulated answer to: hello\nStep 2/2 (step_2): simulated answer to: hello\n",
+      result_url: `http://localhost/api/v1/runs/${id}/output`,
+      error: null,
+    });
+    expect(body.duration_seconds).toBeGreaterThanOrEqual(0);
+    expect(body.started_at).toBeTruthy();
+    expect(body.completed_at).toBeTruthy();
+  });
+
+  it("an output over the inline limit → result null, result_url to /output", async () => {
+    const id = await finished({ steps: 2, output_bytes: 1024 * 1024 + 1 });
+    const body = await (await api(`/api/v1/runs/${id}/result`)).json<Record<string, unknown>>();
+    expect(body.result).toBeNull();
+    expect(body.result_url).toBe(`http://localhost/api/v1/runs/${id}/output`);
+  });
+
+  it("an output exactly at the inline limit is inline", async () => {
+    const id = await finished({ steps: 3, output_bytes: 1024 * 1024 });
+    const body = await (await api(`/api/v1/runs/${id}/result`)).json<{ result: string }>();
+    expect(body.result.length).toBe(1024 * 1024);
+  });
+
+  it("queued → 400 Job is still queued", async () => {
+    const id = await submit();
+    const res = await api(`/api/v1/runs/${id}/result`);
+    expect(res.status).toBe(400);
+    expect(await res.json()).toEqual({ detail: "Job is still queued. Current status: queued" });
+  });
+
+  it("failed → 400 with the error", async () => {
+    const id = await finished({ steps: 3, fail_at_step: 2 });
+    const res = await api(`/api/v1/runs/${id}/result`);
+    expect(res.status).toBe(400);
+    expect(await res.json()).toEqual({
+      detail: "Job failed. No result available.",
+      error: "Simulated failure at step 2 of 3",
+    });
+  });
+
+  it("cancelled → 400", async () => {
+    const id = await submit();
+    await api(`/api/v1/runs/${id}/cancel`, { method: "POST" });
+    const res = await api(`/api/v1/runs/${id}/result`);
+    expect(res.status).toBe(400);
+    expect(await res.json()).toEqual({ detail: "Job was cancelled. No result available." });
+  });
+
+  it("unknown → 404", async () => {
+    const res = await api("/api/v1/runs/run_nope/result");
+    expect(res.status).toBe(404);
+    expect(await res.json()).toEqual({ detail: "Job not found: run_nope" });
+  });
+});
+
+describe("GET /api/v1/runs/{id}/output", () => {
+  it("streams the whole output with an ETag and Content-Length", async () => {
+    const id = await finished({ steps: 3, output_bytes: 300_000 });
+    const res = await api(`/api/v1/runs/${id}/output`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get("Content-Type")).toBe("text/plain; charset=utf-8");
+    expect(res.headers.get("Content-Length")).toBe("300000");
+    expect(res.headers.get("ETag")).toMatch(/^"[0-9a-f]{32}"$/);
+    expect(res.headers.get("X-Run-Status")).toBe("succeeded");
+    const text = await res.text();
+    expect(text.length).toBe(300_000);
+    expect(text.startsWith("step 1/3 ")).toBe(true);
+    expect(text.slice(100_000, 100_009)).toBe("step 2/3 ");
+    expect(text.slice(200_000, 200_009)).toBe("step 3/3 ");
+  });
+
+  it("serves byte ranges across step boundaries (206) and refuses impossible ones (416)", async () => {
+    const id = await finished({ steps: 3, output_bytes: 3000 });
+    const whole = await (await api(`/api/v1/runs/${id}/output`)).text();
+    for (const [range, start, end] of [
+      ["bytes=0-9", 0, 9],
+      ["bytes=995-1005", 995, 1005],
+      ["bytes=1990-", 1990, 2999],
+      ["bytes=-10", 2990, 2999],
+      ["bytes=2990-5000", 2990, 2999],
+    ] as const) {
+      const res = await api(`/api/v1/runs/${id}/output`, { headers: { Range: range } });
+      expect(res.status).toBe(206);
+      expect(res.headers.get("Content-Range")).toBe(`bytes ${start}-${end}/3000`);
+      expect(await res.text()).toBe(whole.slice(start, end + 1));
+    }
+    const bad = await api(`/api/v1/runs/${id}/output`, { headers: { Range: "bytes=3000-" } });
+    expect(bad.status).toBe(416);
+    expect(bad.headers.get("Content-Range")).toBe("bytes */3000");
+    expect((await bad.json<{ detail: string }>()).detail).toContain("Range not satisfiable");
+  });
+
+  it("answers HEAD with headers only, and If-None-Match with 304", async () => {
+    const id = await finished({ steps: 1, output_bytes: 5000 });
+    const head = await api(`/api/v1/runs/${id}/output`, { method: "HEAD" });
+    expect(head.status).toBe(200);
+    expect(head.headers.get("Content-Length")).toBe("5000");
+    expect(await head.text()).toBe("");
+    const etag = head.headers.get("ETag")!;
+    const again = await api(`/api/v1/runs/${id}/output`, { headers: { "If-None-Match": etag } });
+    expect(again.status).toBe(304);
+  });
+
+  it("serves the partial output of a failed job, marked with X-Run-Status", async () => {
+    const id = await finished({ steps: 3, fail_at_step: 3 }, { prompt: "p" });
+    const res = await api(`/api/v1/runs/${id}/output`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get("X-Run-Status")).toBe("failed");
+    expect(await res.text()).toBe("Step 1/3 (step_1): simulated answer to: p\nStep 2/3 (step_2): simulated answer to: p\n");
+  });
+
+  it("no output yet → 404 No output for job", async () => {
+    const id = await submit();
+    const res = await api(`/api/v1/runs/${id}/output`);
+    expect(res.status).toBe(404);
+    expect(await res.json()).toEqual({ detail: `No output for job: ${id}` });
+  });
+});
+
+describe("GET /api/v1/runs (list)", () => {
+  // One tenant's index is shared by every test in this file, so each test filters by its own session.
+  it("lists newest first with total, page and page_size, filtered by session", async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push(await submit({}, { session_id: "list-order" }));
+    const res = await api("/api/v1/runs?session_id=list-order&page_size=2");
+    expect(res.status).toBe(200);
+    const body = await res.json<{ jobs: { job_id: string }[]; total: number; page: number; page_size: number; next_cursor: string | null }>();
+    expect(body.total).toBe(5);
+    expect(body.page).toBe(1);
+    expect(body.page_size).toBe(2);
+    expect(body.jobs.map((j) => j.job_id)).toEqual([ids[4], ids[3]]);
+    const page3 = await (await api("/api/v1/runs?session_id=list-order&page_size=2&page=3")).json<{ jobs: { job_id: string }[]; next_cursor: string | null }>();
+    expect(page3.jobs.map((j) => j.job_id)).toEqual([ids[0]]);
+    expect(page3.next_cursor).toBeNull();
+  });
+
+  it("walks every job exactly once by cursor", async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 7; i++) ids.push(await submit({}, { session_id: "list-cursor" }));
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const url: string = `/api/v1/runs?session_id=list-cursor&page_size=3${cursor ? `&cursor=${cursor}` : ""}`;
+      const body = await (await api(url)).json<{ jobs: { job_id: string }[]; next_cursor: string | null; total: number }>();
+      expect(body.total).toBe(7);
+      seen.push(...body.jobs.map((j) => j.job_id));
+      cursor = body.next_cursor;
+    } while (cursor);
+    expect(seen).toEqual([...ids].reverse());
+  });
+
+  it("filters by status and shows the job's current status", async () => {
+    const done = await finished({ steps: 1 }, { session_id: "list-status" });
+    const waiting = await submit({}, { session_id: "list-status" });
+    const succeeded = await (await api("/api/v1/runs?session_id=list-status&status=succeeded")).json<{ jobs: { job_id: string; status: string }[]; total: number }>();
+    expect(succeeded.total).toBe(1);
+    expect(succeeded.jobs).toMatchObject([{ job_id: done, status: "succeeded" }]);
+    const queued = await (await api("/api/v1/runs?session_id=list-status&status=queued")).json<{ jobs: { job_id: string }[] }>();
+    expect(queued.jobs.map((j) => j.job_id)).toEqual([waiting]);
+  });
+
+  it("an unknown status → 400 naming the valid values", async () => {
+    const res = await api("/api/v1/runs?status=done");
+    expect(res.status).toBe(400);
+    expect(await res.json()).toEqual({
+      detail: "Invalid status: done. Valid values: ['queued', 'running', 'succeeded', 'failed', 'cancelled']",
+    });
+  });
+
+  it.each(["page_size=0", "page_size=101", "page=0", "page=abc", "page_size=1.5"])("%s → 422", async (query) => {
+    const res = await api(`/api/v1/runs?${query}`);
+    expect(res.status).toBe(422);
+    const { detail } = await res.json<{ detail: { loc: string[] }[] }>();
+    expect(detail[0].loc[0]).toBe("query");
+    expect(detail[0].loc[1]).toBe(query.split("=")[0]);
+  });
+
+  it("a forged cursor → 400", async () => {
+    const res = await api("/api/v1/runs?cursor=%%%");
+    expect(res.status).toBe(400);
+    expect(await res.json()).toEqual({ detail: "Invalid cursor" });
+  });
+});
+
+describe("/stats, /health, /openapi.json", () => {
+  it("counts the tenant's jobs by status", async () => {
+    const before = await (await api("/stats")).json<{ total_jobs: number; by_status: Record<string, number> }>();
+    await submit();
+    await finished({ steps: 1, fail_at_step: 1 });
+    const after = await (await api("/stats")).json<{ total_jobs: number; by_status: Record<string, number> }>();
+    expect(Object.keys(after.by_status).sort()).toEqual(["cancelled", "failed", "queued", "running", "succeeded"]);
+    expect(after.total_jobs).toBe(before.total_jobs + 2);
+    expect(after.by_status.queued).toBe(before.by_status.queued + 1);
+    expect(after.by_status.failed).toBe(before.by_status.failed + 1);
+  });
+
+  it("reports health and the simulated runner", async () => {
+    const res = await api("/health");
+    expect(await res.json()).toEqual({ status: "healthy", runner: "simulated" });
+  });
+
+  it("serves an OpenAPI 3.1 document of every route", async () => {
+    const res = await api("/openapi.json");
+    if (res.status !== 200) throw new Error(await res.text());
+    const doc = await res.json<{ openapi: string; paths: Record<string, Record<string, unknown>> }>();
+    expect(doc.openapi).toBe("3.1.0");
+    expect(Object.keys(doc.paths).sort()).toEqual([
+      "/api/v1/runs",
+      "/api/v1/runs/{id}",
+      "/api/v1/runs/{id}/cancel",
+      "/api/v1/runs/{id}/output",
+      "/api/v1/runs/{id}/result",
+      "/api/v1/runs/{id}/stream",
+      "/health",
+      "/stats",
+    ]);
+    expect(Object.keys(doc.paths["/api/v1/runs"]).sort()).toEqual(["get", "post"]);
+    expect(Object.keys(doc.paths["/api/v1/runs/{id}"]).sort()).toEqual(["delete", "get"]);
+  });
+
+  it("an unknown route → 404 with a detail", async () => {
+    const res = await api("/api/v2/nothing");
+    expect(res.status).toBe(404);
+    expect(await res.json()).toEqual({ detail: "Not Found" });
+  });
+
+  it("a job reading does not depend on the index", async () => {
+    const id = await submit();
+    expect((await getJob(id)).status).toBe("queued");
+    expect(env.OUTPUTS).toBeDefined();
+  });
+});

@@ -1,0 +1,197 @@
+import { env } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { api, BASE, drive, getJob, post, submit } from "./helpers";
+
+describe("POST /api/v1/runs", () => {
+  it("accepts a job: 202, the contract's body, Location and Retry-After", async () => {
+    const res = await post("/api/v1/runs", { prompt: "Summarise AI news", session_id: "s-1", metadata: { team: "a" } });
+    expect(res.status).toBe(202);
+    const body = await res.json<Record<string, string>>();
+    expect(body.job_id).toMatch(/^run_[A-Za-z0-9]{24,}$/);
+    expect(body.status).toBe("queued");
+    expect(body.created_at).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    expect(body.poll_url).toBe(`${BASE}/api/v1/runs/${body.job_id}`);
+    expect(body.stream_url).toBe(`${body.poll_url}/stream`);
+    expect(res.headers.get("Location")).toBe(body.poll_url);
+    expect(res.headers.get("Retry-After")).toBe("2");
+
+    const job = await getJob(body.job_id);
+    expect(job).toMatchObject({
+      job_id: body.job_id,
+      status: "queued",
+      session_id: "s-1",
+      metadata: { team: "a" },
+      agent_id: "file:agents.yaml",
+      retry_after: 2,
+      started_at: null,
+      completed_at: null,
+      cancelled_at: null,
+      error: null,
+      expires_at: null,
+      progress: { percentage: 0, current_step: null, steps_completed: 0, steps_total: 3 },
+    });
+  });
+
+  it("gives every job a distinct unguessable id", async () => {
+    const ids = await Promise.all(Array.from({ length: 20 }, () => submit()));
+    expect(new Set(ids).size).toBe(20);
+  });
+
+  it("ignores unknown fields", async () => {
+    const res = await post("/api/v1/runs", { prompt: "x", something_else: 1 });
+    expect(res.status).toBe(202);
+  });
+
+  it("names an inline agent definition in agent_id", async () => {
+    const res = await post("/api/v1/runs", { prompt: "x", agent_yaml: "roles: {}" });
+    const { job_id } = await res.json<{ job_id: string }>();
+    expect((await getJob(job_id)).agent_id).toBe("yaml:inline");
+  });
+});
+
+describe("idempotency", () => {
+  const body = { prompt: "same work", config: { simulate: { step_ms: 1, steps: 1 } } };
+
+  it("replays the same job for the same key and body, with its current status", async () => {
+    const first = await post("/api/v1/runs", body, { "Idempotency-Key": "k-replay" });
+    const { job_id } = await first.json<{ job_id: string }>();
+    expect(first.headers.get("Idempotent-Replayed")).toBeNull();
+    await drive(job_id);
+
+    const again = await post("/api/v1/runs", body, { "Idempotency-Key": "k-replay" });
+    expect(again.status).toBe(202);
+    expect(again.headers.get("Idempotent-Replayed")).toBe("true");
+    expect(await again.json()).toMatchObject({ job_id, status: "succeeded" });
+  });
+
+  it("treats the body field like the header, and the header wins", async () => {
+    const first = await post("/api/v1/runs", { ...body, idempotency_key: "k-field" });
+    const { job_id } = await first.json<{ job_id: string }>();
+    const viaHeader = await post("/api/v1/runs", { ...body, idempotency_key: "ignored" }, { "Idempotency-Key": "k-field" });
+    expect(viaHeader.headers.get("Idempotent-Replayed")).toBe("true");
+    expect((await viaHeader.json<{ job_id: string }>()).job_id).toBe(job_id);
+  });
+
+  it("answers 409 with the job's id and status for the same key and another body", async () => {
+    const first = await post("/api/v1/runs", body, { "Idempotency-Key": "k-conflict" });
+    const { job_id } = await first.json<{ job_id: string }>();
+    const other = await post("/api/v1/runs", { ...body, prompt: "other work" }, { "Idempotency-Key": "k-conflict" });
+    expect(other.status).toBe(409);
+    expect(await other.json()).toEqual({
+      detail: "Job already exists with this idempotency key",
+      job_id,
+      status: "queued",
+      message: "Job already exists with this idempotency key",
+    });
+  });
+
+  it("frees the key when its job is deleted", async () => {
+    const first = await post("/api/v1/runs", body, { "Idempotency-Key": "k-freed" });
+    const { job_id } = await first.json<{ job_id: string }>();
+    await drive(job_id);
+    expect((await api(`/api/v1/runs/${job_id}`, { method: "DELETE" })).status).toBe(204);
+
+    const again = await post("/api/v1/runs", { ...body, prompt: "new work" }, { "Idempotency-Key": "k-freed" });
+    expect(again.status).toBe(202);
+    expect(again.headers.get("Idempotent-Replayed")).toBeNull();
+    expect((await again.json<{ job_id: string }>()).job_id).not.toBe(job_id);
+  });
+
+  it("rejects an over-long Idempotency-Key header", async () => {
+    const res = await post("/api/v1/runs", body, { "Idempotency-Key": "k".repeat(257) });
+    expect(res.status).toBe(400);
+    expect((await res.json<{ detail: string }>()).detail).toBe("Idempotency-Key must be 1 to 256 characters");
+  });
+});
+
+describe("bad submissions", () => {
+  async function expectDetail(res: Response, status: number) {
+    expect(res.status).toBe(status);
+    const body = await res.json<{ detail: unknown }>();
+    expect(body.detail).toBeTruthy();
+    return body.detail;
+  }
+
+  async function jobCount(): Promise<number> {
+    return (await env.TENANTS.getByName("default").stats()).total_jobs;
+  }
+
+  it("malformed JSON → 400", async () => {
+    const before = await jobCount();
+    expect(await expectDetail(await post("/api/v1/runs", '{"prompt": "x",'), 400)).toBe("Malformed JSON in request body");
+    expect(await jobCount()).toBe(before);
+  });
+
+  it("a non-JSON content type → 400", async () => {
+    const res = await api("/api/v1/runs", { method: "POST", headers: { "content-type": "text/plain" }, body: '{"prompt":"x"}' });
+    expect(await expectDetail(res, 400)).toBe("Content-Type must be application/json");
+    const none = await api("/api/v1/runs", { method: "POST", body: '{"prompt":"x"}' });
+    expect(none.status).toBe(400);
+  });
+
+  it("invalid UTF-8 → 400", async () => {
+    const res = await api("/api/v1/runs", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: new Uint8Array([0x7b, 0x22, 0xff, 0x22, 0x7d]),
+    });
+    await expectDetail(res, 400);
+  });
+
+  it("missing prompt → 422 in the FastAPI shape", async () => {
+    const detail = await expectDetail(await post("/api/v1/runs", {}), 422);
+    expect(detail).toEqual([{ loc: ["body", "prompt"], msg: "Field required", type: "missing" }]);
+  });
+
+  it.each([
+    ["empty prompt", { prompt: "" }, ["body", "prompt"]],
+    ["blank prompt", { prompt: "   " }, ["body", "prompt"]],
+    ["prompt of the wrong type", { prompt: 42 }, ["body", "prompt"]],
+    ["timeout negative", { prompt: "x", timeout: -1 }, ["body", "timeout"]],
+    ["timeout over a day", { prompt: "x", timeout: 86401 }, ["body", "timeout"]],
+    ["timeout not an integer", { prompt: "x", timeout: "soon" }, ["body", "timeout"]],
+    ["another framework", { prompt: "x", framework: "crewai" }, ["body", "framework"]],
+    ["recipe_name", { prompt: "x", recipe_name: "r" }, ["body", "recipe_name"]],
+    ["session_id too long", { prompt: "x", session_id: "s".repeat(257) }, ["body", "session_id"]],
+    ["metadata with a non-string value", { prompt: "x", metadata: { a: 1 } }, ["body", "metadata", "a"]],
+    ["metadata with 17 keys", { prompt: "x", metadata: Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, "v"])) }, ["body", "metadata"]],
+    ["config not an object", { prompt: "x", config: [] }, ["body", "config"]],
+    ["simulate steps 0", { prompt: "x", config: { simulate: { steps: 0 } } }, ["body", "config", "simulate", "steps"]],
+    ["webhook_url not http", { prompt: "x", webhook_url: "ftp://example.com/hook" }, ["body", "webhook_url"]],
+    ["a body that is an array", [], ["body"]],
+  ])("%s → 422 naming the field", async (_name, payload, loc) => {
+    const before = await jobCount();
+    const detail = (await expectDetail(await post("/api/v1/runs", payload), 422)) as { loc: unknown[]; msg: string }[];
+    expect(detail.map((d) => d.loc)).toContainEqual(loc);
+    expect(detail.every((d) => typeof d.msg === "string" && d.msg.length > 0)).toBe(true);
+    expect(await jobCount()).toBe(before);
+  });
+
+  it("timeout 0 means the default of an hour", async () => {
+    const res = await post("/api/v1/runs", { prompt: "x", timeout: 0 });
+    expect(res.status).toBe(202);
+  });
+
+  it("an agent_file outside the agents folder → 400", async () => {
+    for (const agent_file of ["../secrets.yaml", "/etc/passwd.yaml", "a/../../b.yaml", "agents.txt"]) {
+      const detail = await expectDetail(await post("/api/v1/runs", { prompt: "x", agent_file }), 400);
+      expect(detail).toContain("agent_file must name a YAML file inside the agents folder");
+    }
+  });
+
+  it("a body over 1 MiB → 413, with or without a Content-Length", async () => {
+    const big = JSON.stringify({ prompt: "x".repeat(1024 * 1024 + 10) });
+    await expectDetail(await post("/api/v1/runs", big), 413);
+    const chunked = new ReadableStream({
+      start(controller) {
+        const chunk = new TextEncoder().encode(big.slice(0, 512 * 1024));
+        controller.enqueue(chunk);
+        controller.enqueue(chunk);
+        controller.enqueue(chunk);
+        controller.close();
+      },
+    });
+    const res = await api("/api/v1/runs", { method: "POST", headers: { "content-type": "application/json" }, body: chunked });
+    await expectDetail(res, 413);
+  });
+});
