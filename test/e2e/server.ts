@@ -1,0 +1,61 @@
+/** Starts and stops a real `wrangler dev` for black-box tests. */
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+export const PORT = 8005;
+export const BASE = `http://127.0.0.1:${PORT}`;
+
+export interface DevServer {
+  process: ChildProcess;
+  persistTo: string;
+  output: string[];
+}
+
+export async function startServer(persistTo = mkdtempSync(join(tmpdir(), "runs-e2e-"))): Promise<DevServer> {
+  const child = spawn(
+    "node_modules/.bin/wrangler",
+    ["dev", "--ip", "127.0.0.1", "--port", String(PORT), "--persist-to", persistTo, "--log-level", "warn"],
+    {
+      env: { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false", CI: "true" },
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
+  const server: DevServer = { process: child, persistTo, output: [] };
+  child.stdout!.on("data", (d) => server.output.push(String(d)));
+  child.stderr!.on("data", (d) => server.output.push(String(d)));
+  const deadline = Date.now() + 90_000;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`wrangler dev exited: ${server.output.join("")}`);
+    try {
+      if ((await fetch(`${BASE}/health`)).ok) return server;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  await stopServer(server);
+  throw new Error(`wrangler dev did not come up: ${server.output.join("")}`);
+}
+
+/** Stops the server by its PID and waits until the port is free again. */
+export async function stopServer(server: DevServer): Promise<void> {
+  const { process: child } = server;
+  if (child.exitCode === null) {
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    child.kill("SIGTERM");
+    const killed = setTimeout(() => child.kill("SIGKILL"), 10_000);
+    await exited;
+    clearTimeout(killed);
+  }
+  for (let i = 0; i < 100; i++) {
+    try {
+      await fetch(`${BASE}/health`);
+    } catch {
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error("port 8005 still answers after the server stopped");
+}
