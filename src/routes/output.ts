@@ -27,6 +27,9 @@ export async function serveOutput(c: Context, job: Job, parts: OutputPart[]): Pr
     "Accept-Ranges": "bytes",
     ETag: await outputEtag(parts),
     "X-Run-Status": job.status,
+    // Byte ranges and Content-Length refer to the stored bytes: the edge must not re-encode them.
+    "Cache-Control": "no-transform",
+    "Content-Encoding": "identity",
   });
   if (c.req.header("If-None-Match") === headers.get("ETag")) return new Response(null, { status: 304, headers });
 
