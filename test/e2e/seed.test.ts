@@ -97,3 +97,24 @@ describe("the seed page's flows over HTTP", () => {
     expect(result.result).toBe("Step 1/1 (step_1): simulated answer to: persist\n");
   });
 });
+
+describe("a live stream over HTTP", () => {
+  it("delivers events as they happen and a heartbeat comment within 15 s of silence", async () => {
+    const { job_id } = await submit({ steps: 2, step_ms: 20_000 });
+    const res = await fetch(`${BASE}/api/v1/runs/${job_id}/stream`);
+    expect(res.headers.get("content-type")).toBe("text/event-stream; charset=utf-8");
+    const reader = res.body!.getReader();
+    const decoder = new TextDecoder();
+    let text = "";
+    const opened = Date.now();
+    while (!text.includes(": ping\n\n") && Date.now() - opened < 20_000) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += decoder.decode(value, { stream: true });
+    }
+    await reader.cancel();
+    expect(text).toContain('data: {"event":"progress","data":{"percentage":0,"current_step":"step_1"}}');
+    expect(text).toContain(": ping\n\n");
+    expect((await fetch(`${BASE}/api/v1/runs/${job_id}?force=true`, { method: "DELETE" })).status).toBe(204);
+  });
+});
