@@ -1,21 +1,14 @@
 import { env, runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { outputPrefix, purgePrefix } from "../src/storage/blobs";
-import { api, finished, getJob, post, r2Keys, runStub, storedTables, submit, waitFor } from "./helpers";
+import { api, finished, JOB_ENDPOINTS, getJob, post, r2Keys, runStub, storedTables, submit, waitFor } from "./helpers";
 
 const del = (id: string, query = "") => api(`/api/v1/runs/${id}${query}`, { method: "DELETE" });
 const listIds = async (query = "page_size=100") =>
   (await (await api(`/api/v1/runs?${query}`)).json<{ jobs: { job_id: string }[] }>()).jobs.map((j) => j.job_id);
 
 async function expectGone(id: string) {
-  for (const [path, method] of [
-    ["", "GET"],
-    ["/result", "GET"],
-    ["/output", "GET"],
-    ["/stream", "GET"],
-    ["/cancel", "POST"],
-    ["", "DELETE"],
-  ]) {
+  for (const [method, path] of JOB_ENDPOINTS) {
     const res = await api(`/api/v1/runs/${id}${path}`, { method });
     expect(res.status, `${method} ${path}`).toBe(404);
     expect(await res.json()).toEqual({ detail: `Job not found: ${id}` });

@@ -1,6 +1,6 @@
 import { abortAllDurableObjects, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { api, drive, eventLog, getJob, r2Keys, runStub, storedTables, submit, waitFor } from "./helpers";
+import { api, drive, JOB_ENDPOINTS, eventLog, getJob, r2Keys, runStub, storedTables, submit, waitFor } from "./helpers";
 
 async function stepAttempts(id: string): Promise<number[]> {
   return runInDurableObject(runStub(id), (_i, state) =>
@@ -102,15 +102,7 @@ describe("step-by-step execution", () => {
 
   it("touching an unknown id writes nothing", async () => {
     const id = "run_neverSubmitted000000000000";
-    for (const [path, method] of [
-      ["", "GET"],
-      ["/result", "GET"],
-      ["/output", "GET"],
-      ["/stream", "GET"],
-      ["/cancel", "POST"],
-      ["", "DELETE"],
-      ["?force=true", "DELETE"],
-    ]) {
+    for (const [method, path] of JOB_ENDPOINTS) {
       expect((await api(`/api/v1/runs/${id}${path}`, { method })).status).toBe(404);
     }
     expect(await storedTables(id)).toEqual([]);

@@ -30,6 +30,17 @@ export async function submit(simulate: Simulate = {}, extra: Record<string, unkn
   return ((await res.json()) as { job_id: string }).job_id;
 }
 
+/** Every endpoint that names one job, as [method, path suffix]. */
+export const JOB_ENDPOINTS = [
+  ["GET", ""],
+  ["GET", "/result"],
+  ["GET", "/output"],
+  ["GET", "/stream"],
+  ["POST", "/cancel"],
+  ["DELETE", ""],
+  ["DELETE", "?force=true"],
+] as const;
+
 export function runStub(id: string, tenant = "default") {
   return env.RUNS.getByName(`${tenant}/${id}`);
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { api } from "./helpers";
+import { api, JOB_ENDPOINTS } from "./helpers";
 
 // Path ids that can never name a job: each endpoint answers like an unknown id, never 500.
 const HOSTILE = [
@@ -15,20 +15,10 @@ const HOSTILE = [
   ["a wrong prefix", "job_abc123"],
 ] as const;
 
-const ENDPOINTS = [
-  ["GET", ""],
-  ["GET", "/result"],
-  ["GET", "/output"],
-  ["GET", "/stream"],
-  ["POST", "/cancel"],
-  ["DELETE", ""],
-  ["DELETE", "?force=true"],
-] as const;
-
 describe("hostile job ids", () => {
   for (const [name, id] of HOSTILE) {
     it(`${name}: every endpoint answers 4xx with a detail`, async () => {
-      for (const [method, suffix] of ENDPOINTS) {
+      for (const [method, suffix] of JOB_ENDPOINTS) {
         const res = await api(`/api/v1/runs/${id}${suffix}`, { method });
         expect(res.status, `${method} ${suffix}`).toBeGreaterThanOrEqual(400);
         expect(res.status, `${method} ${suffix}`).toBeLessThan(500);
