@@ -1,19 +1,33 @@
+import { createHash } from "node:crypto";
 import { cloudflareTest } from "@cloudflare/vitest-pool-workers";
 import { defineConfig } from "vitest/config";
+
+// Alarms are scheduled an hour late so that tests fire them with runDurableObjectAlarm.
+const TEST_BINDINGS = { ALARM_DELAY_MS: "3600000" };
+const sha256 = (text: string) => createHash("sha256").update(text).digest("hex");
 
 export default defineConfig({
   test: {
     projects: [
       {
         // Inside workerd, on miniflare's local SQLite Durable Objects and R2.
+        plugins: [cloudflareTest({ wrangler: { configPath: "./wrangler.jsonc" }, miniflare: { bindings: TEST_BINDINGS } })],
+        test: { name: "workers", include: ["test/*.test.ts"] },
+      },
+      {
+        // The same, with API keys configured for two tenants.
         plugins: [
           cloudflareTest({
             wrangler: { configPath: "./wrangler.jsonc" },
-            // Alarms are scheduled an hour late so that tests fire them with runDurableObjectAlarm.
-            miniflare: { bindings: { ALARM_DELAY_MS: "3600000" } },
+            miniflare: {
+              bindings: {
+                ...TEST_BINDINGS,
+                API_KEYS: JSON.stringify({ [sha256("key-alpha")]: "alpha", [sha256("key-beta")]: "beta" }),
+              },
+            },
           }),
         ],
-        test: { name: "workers", include: ["test/*.test.ts"] },
+        test: { name: "workers-keys", include: ["test/keys/*.test.ts"] },
       },
       {
         // Black-box: a real `wrangler dev` on 127.0.0.1:8005, driven over HTTP from Node.

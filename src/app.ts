@@ -13,7 +13,9 @@ export const app = new OpenAPIHono<AppEnv>({
   },
 });
 
-app.use("*", tenancy());
+// /health and /openapi.json are public; everything that touches jobs acts for a tenant.
+app.use("/api/*", tenancy());
+app.use("/stats", tenancy());
 app.route("/", system);
 app.route("/", runs);
 

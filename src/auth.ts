@@ -1,12 +1,87 @@
-/** Who is calling: the tenant every request acts for. */
+/**
+ * Who is calling. API keys are configured as the secret API_KEYS, a JSON object mapping the
+ * SHA-256 (hex) of each key to its tenant; keys themselves are never stored. With no key
+ * configured, only requests to a localhost host are served, as the default tenant.
+ */
 import type { MiddlewareHandler } from "hono";
 import { DEFAULT_TENANT } from "./config";
+import { ApiError } from "./errors";
+
+declare global {
+  namespace Cloudflare {
+    interface Env {
+      /** Secret: `{"<sha256 hex of key>": "<tenant>", ...}` */
+      API_KEYS?: string;
+    }
+  }
+}
 
 export type AppEnv = { Bindings: Env; Variables: { tenant: string } };
 
+const TENANT = /^[A-Za-z0-9_-]{1,64}$/;
+const LOCAL_HOSTS = new Set(["localhost", "127.0.0.1", "[::1]"]);
+const encoder = new TextEncoder();
+
+interface KeyEntry {
+  hash: Uint8Array;
+  tenant: string;
+}
+
+let parsed: { source: string; entries: KeyEntry[] } | null = null;
+
+/** The configured keys; a malformed setting is a deployment error, never an open door. */
+export function configuredKeys(env: Env): KeyEntry[] {
+  const source = env.API_KEYS ?? "";
+  if (parsed?.source === source) return parsed.entries;
+  const entries: KeyEntry[] = [];
+  if (source.trim() !== "") {
+    const map = JSON.parse(source) as Record<string, unknown>;
+    for (const [hash, tenant] of Object.entries(map)) {
+      if (!/^[0-9a-f]{64}$/.test(hash) || typeof tenant !== "string" || !TENANT.test(tenant)) {
+        throw new Error("API_KEYS must map 64-hex-digit SHA-256 hashes to tenant names of [A-Za-z0-9_-]");
+      }
+      entries.push({ hash: Uint8Array.from(hash.match(/../g)!.map((h) => parseInt(h, 16))), tenant });
+    }
+  }
+  parsed = { source, entries };
+  return entries;
+}
+
+function presentedKey(headers: Headers): string | null {
+  const authorization = headers.get("Authorization");
+  if (authorization !== null) {
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
+    return match ? match[1] : "";
+  }
+  return headers.get("X-API-Key");
+}
+
+/** The tenant whose key hashes to this key's hash; every entry is compared, in constant time. */
+async function tenantFor(key: string, entries: KeyEntry[]): Promise<string | null> {
+  const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", encoder.encode(key)));
+  let tenant: string | null = null;
+  for (const entry of entries) {
+    if (crypto.subtle.timingSafeEqual(hash, entry.hash)) tenant = entry.tenant;
+  }
+  return tenant;
+}
+
+const unauthorized = (detail: string) => new ApiError("unauthorized", detail, {}, { "WWW-Authenticate": "Bearer" });
+
 export function tenancy(): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    c.set("tenant", DEFAULT_TENANT);
-    await next();
+    const entries = configuredKeys(c.env);
+    if (entries.length === 0) {
+      if (!LOCAL_HOSTS.has(new URL(c.req.url).hostname)) {
+        throw unauthorized("An API key is required for non-localhost access");
+      }
+      c.set("tenant", DEFAULT_TENANT);
+      return next();
+    }
+    const key = presentedKey(c.req.raw.headers);
+    const tenant = key ? await tenantFor(key, entries) : null;
+    if (tenant === null) throw unauthorized("Unauthorized");
+    c.set("tenant", tenant);
+    return next();
   };
 }
