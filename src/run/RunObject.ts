@@ -11,10 +11,10 @@ import { outputPrefix, partKey, purgePrefix, writePart, type OutputPart, type Wr
 import { hasTable, migrate } from "../storage/migrations";
 import { activeRunner } from "../runners";
 import { StepFailed, TimedOut } from "../runners/types";
-import { Watchers, type LogTail, type NewEvent, type StoredEvent } from "./events";
+import { Watchers, type LogTail, type NewEvent } from "./events";
 import { initialRow, toJob, type RunRow, type RunSpec } from "./job";
 import { isTerminal, transition, type Action } from "./transitions";
-import { RUN_MIGRATIONS } from "./schema";
+import { eventsAfter, insertEvents, insertSpec, readRunRow, readSpec, RUN_MIGRATIONS, writeRunRow } from "./store";
 
 /** While a step runs, the alarm is kept this far ahead so that a lost instance is resumed. */
 const STEP_LEASE_MS = 60_000;
@@ -62,9 +62,8 @@ export class RunObject extends DurableObject<Env> {
     this.hasSchema = true;
     const row = initialRow(spec);
     this.ctx.storage.transactionSync(() => {
-      this.sql.exec("INSERT INTO spec (id, body) VALUES (1, ?)", JSON.stringify(spec));
+      insertSpec(this.sql, spec);
       this.writeRow(row);
-      spec.tasks.forEach((name, i) => this.sql.exec("INSERT INTO steps (idx, name) VALUES (?, ?)", i + 1, name));
       this.appendEvents([
         { type: "progress", data: { percentage: 0, current_step: null } },
         { type: "log", data: { message: "Job queued" } },
@@ -311,6 +310,7 @@ export class RunObject extends DurableObject<Env> {
       if (isTerminal(to)) {
         const now = Date.now();
         next.completed_at = now;
+        if (to === "cancelled") next.cancelled_at = now;
         next.next_step_at = null;
         next.expires_at = now + this.limits.retentionMs;
         all.push({ type: "complete", data: { status: to, job_id: this.spec().job_id } });
@@ -325,7 +325,7 @@ export class RunObject extends DurableObject<Env> {
   }
 
   private commitCancel(row: RunRow): RunRow {
-    return this.commit(row, { cancelled_at: Date.now(), current_step: null }, [
+    return this.commit(row, { current_step: null }, [
       { type: "log", data: { message: "Job cancelled" } },
     ], "cancel");
   }
@@ -444,8 +444,7 @@ export class RunObject extends DurableObject<Env> {
   // ---- storage --------------------------------------------------------------------------
 
   private readRow(): RunRow | null {
-    if (!this.hasSchema) return null;
-    return this.sql.exec<RunRow & Record<string, SqlStorageValue>>("SELECT * FROM run WHERE id = 1").toArray()[0] ?? null;
+    return this.hasSchema ? readRunRow(this.sql) : null;
   }
 
   /** The row of a job that exists and is not being deleted. */
@@ -456,50 +455,22 @@ export class RunObject extends DurableObject<Env> {
 
   private specCache: RunSpec | null = null;
   private spec(): RunSpec {
-    this.specCache ??= JSON.parse(this.sql.exec<{ body: string }>("SELECT body FROM spec WHERE id = 1").one().body) as RunSpec;
+    this.specCache ??= readSpec(this.sql);
     return this.specCache;
   }
 
   private writeRow(row: RunRow): void {
-    this.sql.exec(
-      `INSERT INTO run (id, status, started_at, completed_at, cancelled_at, error, steps_total, steps_completed,
-         current_step, version, deleted_at, deadline_at, expires_at, next_step_at)
-       VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT (id) DO UPDATE SET status = excluded.status, started_at = excluded.started_at,
-         completed_at = excluded.completed_at, cancelled_at = excluded.cancelled_at, error = excluded.error,
-         steps_total = excluded.steps_total, steps_completed = excluded.steps_completed,
-         current_step = excluded.current_step, version = excluded.version, deleted_at = excluded.deleted_at,
-         deadline_at = excluded.deadline_at, expires_at = excluded.expires_at, next_step_at = excluded.next_step_at`,
-      row.status,
-      row.started_at,
-      row.completed_at,
-      row.cancelled_at,
-      row.error,
-      row.steps_total,
-      row.steps_completed,
-      row.current_step,
-      row.version,
-      row.deleted_at,
-      row.deadline_at,
-      row.expires_at,
-      row.next_step_at,
-    );
+    writeRunRow(this.sql, row);
   }
 
   private appendEvents(events: NewEvent[]): void {
-    const at = Date.now();
-    for (const event of events) {
-      this.sql.exec("INSERT INTO events (type, data, at) VALUES (?, ?, ?)", event.type, JSON.stringify(event.data), at);
-    }
+    insertEvents(this.sql, events);
   }
 
   private logAfter(after: number): LogTail {
     const row = this.readRow();
     if (!row) return { events: [], finished: true };
-    const events = this.sql
-      .exec<StoredEvent & Record<string, SqlStorageValue>>("SELECT seq, type, data FROM events WHERE seq > ? ORDER BY seq", after)
-      .toArray();
-    return { events, finished: isTerminal(row.status) };
+    return { events: eventsAfter(this.sql, after), finished: isTerminal(row.status) };
   }
 
   private index() {

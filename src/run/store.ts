@@ -1,0 +1,78 @@
+/** The RunObject's tables (numbered migrations, see storage/migrations.ts) and the SQL that reads and writes them. */
+import type { NewEvent, StoredEvent } from "./events";
+import type { RunRow, RunSpec } from "./job";
+
+type Row<T> = T & Record<string, SqlStorageValue>;
+
+export const RUN_MIGRATIONS = [
+  `CREATE TABLE spec (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL)`,
+  `CREATE TABLE run (
+     id INTEGER PRIMARY KEY CHECK (id = 1),
+     status TEXT NOT NULL,
+     started_at INTEGER, completed_at INTEGER, cancelled_at INTEGER,
+     error TEXT,
+     steps_total INTEGER NOT NULL, steps_completed INTEGER NOT NULL,
+     current_step TEXT,
+     version INTEGER NOT NULL,
+     deleted_at INTEGER, deadline_at INTEGER, expires_at INTEGER, next_step_at INTEGER)`,
+  `CREATE TABLE steps (
+     idx INTEGER PRIMARY KEY,
+     name TEXT NOT NULL,
+     status TEXT NOT NULL DEFAULT 'pending',
+     attempts INTEGER NOT NULL DEFAULT 0,
+     last_error TEXT,
+     started_at INTEGER, finished_at INTEGER,
+     output_key TEXT, output_bytes INTEGER, output_etag TEXT)`,
+  `CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, data TEXT NOT NULL, at INTEGER NOT NULL)`,
+  `CREATE TABLE outbox (kind TEXT PRIMARY KEY, payload TEXT NOT NULL, due_at INTEGER NOT NULL, attempts INTEGER NOT NULL)`,
+] as const;
+
+export function readRunRow(sql: SqlStorage): RunRow | null {
+  return sql.exec<Row<RunRow>>("SELECT * FROM run WHERE id = 1").toArray()[0] ?? null;
+}
+
+export function writeRunRow(sql: SqlStorage, row: RunRow): void {
+  sql.exec(
+    `INSERT INTO run (id, status, started_at, completed_at, cancelled_at, error, steps_total, steps_completed,
+       current_step, version, deleted_at, deadline_at, expires_at, next_step_at)
+     VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+     ON CONFLICT (id) DO UPDATE SET status = excluded.status, started_at = excluded.started_at,
+       completed_at = excluded.completed_at, cancelled_at = excluded.cancelled_at, error = excluded.error,
+       steps_total = excluded.steps_total, steps_completed = excluded.steps_completed,
+       current_step = excluded.current_step, version = excluded.version, deleted_at = excluded.deleted_at,
+       deadline_at = excluded.deadline_at, expires_at = excluded.expires_at, next_step_at = excluded.next_step_at`,
+    row.status,
+    row.started_at,
+    row.completed_at,
+    row.cancelled_at,
+    row.error,
+    row.steps_total,
+    row.steps_completed,
+    row.current_step,
+    row.version,
+    row.deleted_at,
+    row.deadline_at,
+    row.expires_at,
+    row.next_step_at,
+  );
+}
+
+export function readSpec(sql: SqlStorage): RunSpec {
+  return JSON.parse(sql.exec<{ body: string }>("SELECT body FROM spec WHERE id = 1").one().body) as RunSpec;
+}
+
+export function insertSpec(sql: SqlStorage, spec: RunSpec): void {
+  sql.exec("INSERT INTO spec (id, body) VALUES (1, ?)", JSON.stringify(spec));
+  spec.tasks.forEach((name, i) => sql.exec("INSERT INTO steps (idx, name) VALUES (?, ?)", i + 1, name));
+}
+
+export function insertEvents(sql: SqlStorage, events: NewEvent[]): void {
+  const at = Date.now();
+  for (const event of events) {
+    sql.exec("INSERT INTO events (type, data, at) VALUES (?, ?, ?)", event.type, JSON.stringify(event.data), at);
+  }
+}
+
+export function eventsAfter(sql: SqlStorage, after: number): StoredEvent[] {
+  return sql.exec<Row<StoredEvent>>("SELECT seq, type, data FROM events WHERE seq > ? ORDER BY seq", after).toArray();
+}
