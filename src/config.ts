@@ -1,3 +1,4 @@
+import type { ModelSettings } from "./runners/openai";
 /** Deployment settings read from the Worker's vars, with the contract's defaults. */
 export interface Limits {
   maxBodyBytes: number;
@@ -5,6 +6,8 @@ export interface Limits {
   retentionMs: number;
   maxStepAttempts: number;
   alarmDelayMs: number;
+  retryBaseMs: number;
+  maxRunningPerTenant: number;
 }
 
 function positiveInt(value: string | undefined, fallback: number): number {
@@ -19,7 +22,32 @@ export function limits(env: Env): Limits {
     retentionMs: positiveInt(env.RETENTION_SECONDS, 7 * 86400) * 1000,
     maxStepAttempts: Math.max(1, positiveInt(env.MAX_STEP_ATTEMPTS, 3)),
     alarmDelayMs: positiveInt(env.ALARM_DELAY_MS, 0),
+    retryBaseMs: positiveInt(env.RETRY_BASE_MS, 1000),
+    maxRunningPerTenant: Math.max(1, positiveInt(env.MAX_RUNNING_PER_TENANT, 10)),
   };
 }
 
 export const DEFAULT_TENANT = "default";
+
+declare global {
+  namespace Cloudflare {
+    interface Env {
+      /** Secret: the model provider's API key. */
+      MODEL_API_KEY?: string;
+    }
+  }
+}
+
+/** The configured model endpoint, or null when jobs run on the simulated runner. */
+export function modelSettings(env: Env): ModelSettings | null {
+  const baseUrl = (env.MODEL_BASE_URL ?? "").trim();
+  if (baseUrl === "") return null;
+  return {
+    baseUrl,
+    apiKey: env.MODEL_API_KEY?.trim() || null,
+    model: (env.MODEL_NAME ?? "").trim(),
+    idleTimeoutMs: Math.max(1, positiveInt(env.MODEL_IDLE_TIMEOUT_MS, 60_000)),
+  };
+}
+
+export const allowSimulate = (env: Env) => env.ALLOW_SIMULATE === "true";

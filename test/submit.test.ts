@@ -43,7 +43,8 @@ describe("POST /api/v1/runs", () => {
   });
 
   it("names an inline agent definition in agent_id", async () => {
-    const res = await post("/api/v1/runs", { prompt: "x", agent_yaml: "roles: {}" });
+    const agent_yaml = "roles:\n  r:\n    role: R\n    goal: G\n    backstory: B\n    tasks:\n      t:\n        description: D\n        expected_output: E\n";
+    const res = await post("/api/v1/runs", { prompt: "x", agent_yaml });
     const { job_id } = await res.json<{ job_id: string }>();
     expect((await getJob(job_id)).agent_id).toBe("yaml:inline");
   });

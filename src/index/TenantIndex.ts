@@ -6,7 +6,8 @@
 import { DurableObject } from "cloudflare:workers";
 import type { Job } from "../schemas";
 import { migrate } from "../storage/migrations";
-import { STATUSES, type Status } from "../run/transitions";
+import { isTerminal, STATUSES, type Status } from "../run/transitions";
+import { runObjectName } from "../ids";
 
 const INDEX_MIGRATIONS = [
   `CREATE TABLE jobs (
@@ -21,6 +22,10 @@ const INDEX_MIGRATIONS = [
   `CREATE TABLE tombstones (job_id TEXT PRIMARY KEY, deleted_at INTEGER NOT NULL)`,
   `CREATE TABLE idempotency (key TEXT PRIMARY KEY, job_id TEXT NOT NULL, body_hash TEXT NOT NULL)`,
   `CREATE INDEX idempotency_by_job ON idempotency (job_id)`,
+  // Run slots: a job holds a row from its first attempt to start until it ends; `running` ones
+  // count against the tenant's limit, waiting ones start in the order they were submitted.
+  `CREATE TABLE slots (job_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, running INTEGER NOT NULL DEFAULT 0)`,
+  `CREATE INDEX slots_by_state ON slots (running, seq)`,
 ] as const;
 
 export interface Admission {
@@ -84,13 +89,38 @@ export class TenantIndex extends DurableObject<Env> {
   forget(jobId: string): void {
     this.ctx.storage.transactionSync(() => {
       this.sql.exec("DELETE FROM jobs WHERE job_id = ?", jobId);
+      this.sql.exec("DELETE FROM slots WHERE job_id = ?", jobId);
       this.sql.exec("DELETE FROM idempotency WHERE job_id = ?", jobId);
     });
   }
 
+  /**
+   * Lets a queued job start if the tenant has a free slot and no job submitted before it is
+   * waiting; otherwise it waits in line. Idempotent: a job already running keeps its slot.
+   */
+  acquire(jobId: string, limit: number): boolean {
+    return this.ctx.storage.transactionSync(() => {
+      let slot = this.sql.exec<{ seq: number; running: number }>("SELECT seq, running FROM slots WHERE job_id = ?", jobId).toArray()[0];
+      if (!slot) {
+        const job = this.sql.exec<{ seq: number }>("SELECT seq FROM jobs WHERE job_id = ?", jobId).toArray()[0];
+        if (!job) return false; // deleted meanwhile
+        this.sql.exec("INSERT INTO slots (job_id, seq) VALUES (?, ?)", jobId, job.seq);
+        slot = { seq: job.seq, running: 0 };
+      }
+      if (slot.running) return true;
+      const running = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM slots WHERE running = 1").one().n;
+      const ahead = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM slots WHERE running = 0 AND seq < ?", slot.seq).one().n;
+      if (running + ahead >= limit) return false;
+      this.sql.exec("UPDATE slots SET running = 1 WHERE job_id = ?", jobId);
+      return true;
+    });
+  }
+
   /** Applies a job snapshot if it is newer than the one held; ignored for deleted jobs. */
-  upsert(job: Job, version: number): void {
+  async upsert(job: Job, version: number, limit: number): Promise<void> {
+    const ended = isTerminal(job.status);
     this.ctx.storage.transactionSync(() => {
+      if (ended) this.sql.exec("DELETE FROM slots WHERE job_id = ?", job.job_id);
       if (this.sql.exec("SELECT 1 FROM tombstones WHERE job_id = ?", job.job_id).toArray().length > 0) return;
       const held = this.sql.exec<{ version: number }>("SELECT version FROM jobs WHERE job_id = ?", job.job_id).toArray()[0];
       if (!held) this.insert(job, version);
@@ -105,15 +135,38 @@ export class TenantIndex extends DurableObject<Env> {
         );
       }
     });
+    if (ended) await this.wakeWaiting(limit);
   }
 
-  /** Forgets a deleted job for good: its row, its idempotency key; leaves a tombstone. */
-  remove(jobId: string): void {
+  /** Forgets a deleted job for good: its row, its idempotency key, its slot; leaves a tombstone. */
+  async remove(jobId: string, limit: number): Promise<void> {
     this.ctx.storage.transactionSync(() => {
+      this.sql.exec("DELETE FROM slots WHERE job_id = ?", jobId);
       this.sql.exec("DELETE FROM jobs WHERE job_id = ?", jobId);
       this.sql.exec("DELETE FROM idempotency WHERE job_id = ?", jobId);
       this.sql.exec("INSERT OR IGNORE INTO tombstones (job_id, deleted_at) VALUES (?, ?)", jobId, Date.now());
     });
+    await this.wakeWaiting(limit);
+  }
+
+  /**
+   * Tells the jobs first in line that a slot is free, so they start now rather than at their
+   * next check. A wake that fails costs only time: each waiting job checks again by itself.
+   */
+  private async wakeWaiting(limit: number): Promise<void> {
+    const running = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM slots WHERE running = 1").one().n;
+    if (running >= limit) return;
+    const next = this.sql
+      .exec<{ job_id: string }>("SELECT job_id FROM slots WHERE running = 0 ORDER BY seq LIMIT ?", limit - running)
+      .toArray();
+    const tenant = this.tenant();
+    await Promise.allSettled(next.map((s) => this.env.RUNS.getByName(runObjectName(tenant, s.job_id)).wake()));
+  }
+
+  private tenant(): string {
+    const name = this.ctx.id.name;
+    if (!name) throw new Error("TenantIndex must be addressed by its tenant's name");
+    return name;
   }
 
   list(query: ListQuery): ListPage {

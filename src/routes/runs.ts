@@ -8,7 +8,8 @@ import { isJobId, newJobId, runObjectName } from "../ids";
 import { jsonBody } from "../http/body";
 import { initialRow, toJob, POLL_INTERVAL_S, type RunSpec } from "../run/job";
 import { isStatus, STATUSES } from "../run/transitions";
-import { planTasks } from "../runners";
+import { planRun } from "../runners";
+import { resolveAgent } from "../runners/agents";
 import {
   DEFAULT_TIMEOUT_S,
   DeleteQuerySchema,
@@ -70,17 +71,6 @@ async function bodyHash(body: SubmitBody): Promise<string> {
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-const AGENT_FILE = /^(?!.*(^|\/)\.\.?(\/|$))[A-Za-z0-9_][A-Za-z0-9_./-]*\.ya?ml$/;
-
-function agentId(body: SubmitBody): string {
-  if (body.agent_yaml) return "yaml:inline";
-  const file = body.agent_file ?? "agents.yaml";
-  if (!AGENT_FILE.test(file)) {
-    throw new ApiError("bad_request", `agent_file must name a YAML file inside the agents folder: ${file}`);
-  }
-  return `file:${file}`;
-}
-
 function idempotencyKey(c: Ctx, body: SubmitBody): string | null {
   const header = c.req.header("Idempotency-Key");
   if (header !== undefined && (header.length === 0 || header.length > 256)) {
@@ -114,13 +104,17 @@ runs.openapi(submitRoute, async (c) => {
   const key = idempotencyKey(c, body);
   const now = Date.now();
   const config = body.config ?? {};
+  const agent = resolveAgent(body);
+  const plan = planRun(c.env, config, agent.tasks);
   const spec: RunSpec = {
     job_id: newJobId(),
     tenant: c.var.tenant,
     created_at: now,
     prompt: body.prompt,
-    agent_id: agentId(body),
-    tasks: planTasks(c.env, config),
+    agent_id: agent.agent_id,
+    runner: plan.runner,
+    tasks: plan.tasks,
+    agent: plan.agent,
     session_id: body.session_id ?? null,
     metadata: body.metadata ?? {},
     config,

@@ -1,7 +1,7 @@
 /** Service-level routes: health, the caller's stats. */
 import { createRoute, OpenAPIHono } from "@hono/zod-openapi";
 import type { AppEnv } from "../auth";
-import { activeRunner } from "../runners";
+import { activeRunnerName } from "../runners";
 import { HealthSchema, StatsSchema } from "../schemas";
 
 export const system = new OpenAPIHono<AppEnv>();
@@ -13,7 +13,7 @@ system.openapi(
     summary: "Liveness and the active runner",
     responses: { 200: { content: { "application/json": { schema: HealthSchema } }, description: "Healthy" } },
   }),
-  (c) => c.json({ status: "healthy" as const, runner: activeRunner(c.env).name }, 200),
+  (c) => c.json({ status: "healthy" as const, runner: activeRunnerName(c.env) }, 200),
 );
 
 system.openapi(

@@ -7,15 +7,17 @@ import { DurableObject } from "cloudflare:workers";
 import { limits, type Limits } from "../config";
 import { fail, type Result } from "../errors";
 import type { Job } from "../schemas";
-import { outputPrefix, partKey, purgePrefix, writePart, type OutputPart, type WrittenPart } from "../storage/blobs";
+import { outputPrefix, partKey, purgePrefix, readText, writePart, type OutputPart, type WrittenPart } from "../storage/blobs";
 import { hasTable, migrate } from "../storage/migrations";
-import { activeRunner } from "../runners";
-import { StepFailed, TimedOut } from "../runners/types";
-import { Watchers, type LogTail, type NewEvent } from "./events";
+import { runnerFor } from "../runners";
+import { StepFailed, TimedOut, TransientError } from "../runners/types";
+import { OutputCoalescer, Watchers, type LogTail, type NewEvent } from "./events";
 import { initialRow, toJob, type RunRow, type RunSpec } from "./job";
 import { isTerminal, transition, type Action } from "./transitions";
 import { eventsAfter, insertEvents, insertSpec, readRunRow, readSpec, RUN_MIGRATIONS, writeRunRow } from "./store";
 
+/** A job waiting for a run slot checks again this often, in case a wake-up was lost. */
+const SLOT_RECHECK_MS = 60_000;
 /** While a step runs, the alarm is kept this far ahead so that a lost instance is resumed. */
 const STEP_LEASE_MS = 60_000;
 /** An output event carries a step's text when it is at most this long; larger output is only in R2. */
@@ -32,11 +34,11 @@ type StepRow = {
 };
 
 type StepOutcome =
-  | { kind: "written"; part: WrittenPart }
+  | { kind: "written"; part: WrittenPart; streamed: boolean }
   | { kind: "failed"; message: string }
   | { kind: "timed_out" }
   | { kind: "aborted" }
-  | { kind: "error"; message: string };
+  | { kind: "error"; message: string; retryAfterMs?: number };
 
 export class RunObject extends DurableObject<Env> {
   private readonly sql: SqlStorage;
@@ -120,6 +122,14 @@ export class RunObject extends DurableObject<Env> {
     return { ok: true, body: this.watchers.open(after) };
   }
 
+  /** A run slot is free: a queued job tries to start now. */
+  async wake(): Promise<void> {
+    const row = this.liveRow();
+    if (row?.status !== "queued") return;
+    this.writeRow({ ...row, next_step_at: Date.now() });
+    await this.armAlarm();
+  }
+
   // ---- background work ------------------------------------------------------------------
 
   async alarm(): Promise<void> {
@@ -165,7 +175,15 @@ export class RunObject extends DurableObject<Env> {
     let row = start;
     const now = Date.now();
     if (row.status === "queued") {
-      row = this.commit(row, { started_at: now, deadline_at: now + this.spec().timeout_s * 1000 }, [
+      const granted = await this.index().acquire(this.spec().job_id, this.limits.maxRunningPerTenant);
+      const current = this.liveRow();
+      if (!current || current.status !== "queued") return; // cancelled or deleted meanwhile; its end frees the slot
+      if (!granted) {
+        this.writeRow({ ...current, next_step_at: Date.now() + SLOT_RECHECK_MS });
+        return;
+      }
+      const started = Date.now();
+      row = this.commit(current, { started_at: started, deadline_at: started + this.spec().timeout_s * 1000 }, [
         { type: "log", data: { message: "Job started" } },
       ], "start");
     }
@@ -207,17 +225,27 @@ export class RunObject extends DurableObject<Env> {
     const deadline = row.deadline_at;
     const timer = deadline === null ? undefined : setTimeout(() => controller.abort(new TimedOut()), Math.max(0, deadline - Date.now()));
     const key = partKey(outputPrefix(spec.tenant, spec.job_id), step.idx);
+    // Output text arrives as the runner produces it; it goes to the log coalesced, and only while the job runs.
+    const deltas = new OutputCoalescer((delta) => {
+      if (controller.signal.aborted || this.liveRow()?.status !== "running") return;
+      this.appendEvents([{ type: "output", data: { delta } }]);
+      this.watchers.notify();
+    });
     let outcome: StepOutcome;
     try {
-      const output = await activeRunner(this.env).runStep({
+      const output = await runnerFor(this.env, spec.runner).runStep({
         prompt: spec.prompt,
         index: step.idx,
         total: row.steps_total,
         task: step.name,
+        agentTask: spec.agent[step.idx - 1],
+        context: spec.runner === "openai" ? await this.earlierOutputs() : [],
         config: spec.config,
         signal: controller.signal,
+        onDelta: (text) => deltas.add(text),
       });
-      outcome = { kind: "written", part: await writePart(this.env.OUTPUTS, key, output) };
+      deltas.flush();
+      outcome = { kind: "written", part: await writePart(this.env.OUTPUTS, key, output), streamed: output.streamed === true };
       if (controller.signal.aborted) {
         // The part landed after a cancel or delete: it is not the job's output.
         await this.env.OUTPUTS.delete(key);
@@ -227,9 +255,13 @@ export class RunObject extends DurableObject<Env> {
       const reason = controller.signal.reason;
       if (controller.signal.aborted) outcome = reason instanceof TimedOut ? { kind: "timed_out" } : { kind: "aborted" };
       else if (error instanceof StepFailed) outcome = { kind: "failed", message: error.message };
-      else outcome = { kind: "error", message: error instanceof Error ? error.message : String(error) };
+      else {
+        const message = error instanceof Error ? error.message : String(error);
+        outcome = { kind: "error", message, retryAfterMs: error instanceof TransientError ? error.retryAfterMs : undefined };
+      }
     } finally {
       if (timer !== undefined) clearTimeout(timer);
+      deltas.close();
     }
     this.inflight = null;
     settle();
@@ -242,7 +274,9 @@ export class RunObject extends DurableObject<Env> {
         const { part } = outcome;
         const done = row.steps_completed + 1;
         const events: NewEvent[] = [];
-        if (part.bytes <= OUTPUT_EVENT_BYTES) {
+        if (outcome.streamed) {
+          // Its text already went out as output events while it was produced.
+        } else if (part.bytes <= OUTPUT_EVENT_BYTES) {
           events.push({ type: "output", data: { delta: new TextDecoder().decode(part.head) } });
         } else {
           events.push({ type: "log", data: { message: `Step ${step.name} wrote ${part.bytes} bytes of output` } });
@@ -271,7 +305,8 @@ export class RunObject extends DurableObject<Env> {
         return;
       case "error": {
         // An infrastructure error (R2, the runner's transport): retried, a bounded number of times.
-        const retryAt = Date.now() + Math.min(60_000, 1000 * 2 ** step.attempts);
+        const backoff = Math.min(60_000, this.limits.retryBaseMs * 2 ** step.attempts);
+        const retryAt = Date.now() + Math.max(backoff, outcome.retryAfterMs ?? 0);
         this.ctx.storage.transactionSync(() => {
           this.sql.exec("UPDATE steps SET status = 'pending', last_error = ? WHERE idx = ?", outcome.message, step.idx);
           this.commit(row, { next_step_at: retryAt }, [
@@ -280,6 +315,16 @@ export class RunObject extends DurableObject<Env> {
         });
       }
     }
+  }
+
+  /** What the finished steps produced, for the next task's context. */
+  private async earlierOutputs(): Promise<{ task: string; output: string }[]> {
+    const done = this.sql
+      .exec<{ name: string; key: string; bytes: number; etag: string }>(
+        "SELECT name, output_key AS key, output_bytes AS bytes, output_etag AS etag FROM steps WHERE status = 'done' ORDER BY idx",
+      )
+      .toArray();
+    return Promise.all(done.map(async (part) => ({ task: part.name, output: await readText(this.env.OUTPUTS, [part]) })));
   }
 
   private failJob(row: RunRow, message: string): void {
@@ -397,7 +442,7 @@ export class RunObject extends DurableObject<Env> {
   }
 
   private async deliver(kind: string, payload: { job: Job; version: number }): Promise<void> {
-    if (kind === "index") await this.index().upsert(payload.job, payload.version);
+    if (kind === "index") await this.index().upsert(payload.job, payload.version, this.limits.maxRunningPerTenant);
   }
 
   /** Deletion's last leg, in order: R2 under the job's prefix, the index row and key, then storage. */
@@ -405,7 +450,7 @@ export class RunObject extends DurableObject<Env> {
     const spec = this.spec();
     try {
       await purgePrefix(this.env.OUTPUTS, outputPrefix(spec.tenant, spec.job_id));
-      await this.index().remove(spec.job_id);
+      await this.index().remove(spec.job_id, this.limits.maxRunningPerTenant);
     } catch (error) {
       if (this.hasSchema) {
         this.retryLater("purge");

@@ -118,3 +118,44 @@ export class Watchers {
     }, HEARTBEAT_MS);
   }
 }
+
+export const OUTPUT_FLUSH_MS = 250;
+export const OUTPUT_EVENT_MAX_CHARS = 16 * 1024;
+
+/**
+ * Gathers output deltas (a model streams one per token) into `output` events: at most one every
+ * OUTPUT_FLUSH_MS, none held longer than that, none over OUTPUT_EVENT_MAX_CHARS.
+ */
+export class OutputCoalescer {
+  private buffer = "";
+  private lastFlush = 0;
+  private timer: ReturnType<typeof setTimeout> | null = null;
+
+  constructor(private readonly emit: (delta: string) => void) {}
+
+  add(text: string): void {
+    this.buffer += text;
+    if (this.buffer.length >= OUTPUT_EVENT_MAX_CHARS || Date.now() - this.lastFlush >= OUTPUT_FLUSH_MS) this.flush();
+    else this.timer ??= setTimeout(() => this.flush(), OUTPUT_FLUSH_MS);
+  }
+
+  flush(): void {
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    while (this.buffer.length > 0) {
+      const delta = this.buffer.slice(0, OUTPUT_EVENT_MAX_CHARS);
+      this.buffer = this.buffer.slice(delta.length);
+      this.emit(delta);
+    }
+    this.lastFlush = Date.now();
+  }
+
+  /** Drops what is left unsent: the step ended without producing it as output. */
+  close(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    this.buffer = "";
+  }
+}

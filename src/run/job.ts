@@ -1,4 +1,6 @@
 /** The job row a RunObject stores, and the job object of the contract derived from it. */
+import type { AgentTask } from "../runners/agents";
+import type { RunnerKind } from "../runners";
 import type { Job } from "../schemas";
 import { isTerminal, type Status } from "./transitions";
 
@@ -9,7 +11,11 @@ export interface RunSpec {
   created_at: number;
   prompt: string;
   agent_id: string;
+  runner: RunnerKind;
+  /** Step names, in order. */
   tasks: string[];
+  /** The agent task of each step, for the model runner (empty on the simulated runner). */
+  agent: AgentTask[];
   session_id: string | null;
   metadata: Record<string, string>;
   config: Record<string, unknown>;

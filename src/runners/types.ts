@@ -1,18 +1,28 @@
 /** What a runner is given for one step of a job, and what it hands back. */
+import type { AgentTask } from "./agents";
+
 export interface StepInput {
   prompt: string;
   /** 1-based position of the step among `total`. */
   index: number;
   total: number;
   task: string;
+  /** The agent task this step runs, for runners that talk to a model. */
+  agentTask?: AgentTask;
+  /** Outputs of the steps before this one, in order. */
+  context?: { task: string; output: string }[];
   config: Record<string, unknown>;
   signal: AbortSignal;
+  /** Called with output text as the runner produces it (the job coalesces it into events). */
+  onDelta?: (text: string) => void;
 }
 
 /** A step's output as a byte stream of known length, so it can go to R2 without being held whole. */
 export interface StepOutput {
   bytes: number;
   body: ReadableStream<Uint8Array>;
+  /** True when the text already went out through `onDelta`. */
+  streamed?: boolean;
 }
 
 export interface Runner {
@@ -22,6 +32,16 @@ export interface Runner {
 
 /** A failure of the work itself: the job fails with this message and the step is not retried. */
 export class StepFailed extends Error {}
+
+/** A failure worth retrying (rate limit, server error, broken stream); `retryAfterMs` when the cause said. */
+export class TransientError extends Error {
+  constructor(
+    message: string,
+    readonly retryAfterMs?: number,
+  ) {
+    super(message);
+  }
+}
 
 /** The reason a step's AbortController is aborted with when the job's timeout passes. */
 export class TimedOut extends Error {}

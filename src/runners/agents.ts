@@ -1,0 +1,102 @@
+/**
+ * Agent definitions in PraisonAI's agents.yaml shape, inline or bundled from agents/, turned
+ * into the ordered tasks of a run: every role's tasks, in the order the file gives them.
+ */
+import { z } from "@hono/zod-openapi";
+import { parse } from "yaml";
+import { ApiError } from "../errors";
+import { BUNDLED_AGENTS } from "./agents.bundle";
+
+export const MAX_TASKS = 100;
+
+const text = z.string().trim().min(1);
+const TaskSchema = z.looseObject({ description: text, expected_output: text });
+const RoleSchema = z.looseObject({
+  role: text,
+  goal: text,
+  backstory: text,
+  tasks: z.record(z.string().min(1), TaskSchema).refine((t) => Object.keys(t).length > 0, { message: "a role needs at least one task" }),
+});
+const AgentDefinitionSchema = z.looseObject({
+  framework: z.string().optional(),
+  topic: z.string().optional(),
+  roles: z.record(z.string().min(1), RoleSchema).refine((r) => Object.keys(r).length > 0, { message: "roles must not be empty" }),
+});
+
+/** One task of a run, with everything its prompt needs. */
+export interface AgentTask {
+  name: string;
+  role: string;
+  goal: string;
+  backstory: string;
+  description: string;
+  expected_output: string;
+}
+
+export interface AgentPlan {
+  agent_id: string;
+  tasks: AgentTask[];
+}
+
+const AGENT_FILE = /^(?!.*(^|\/)\.\.?(\/|$))[A-Za-z0-9_][A-Za-z0-9_./-]*\.ya?ml$/;
+
+function invalid(detail: string): ApiError {
+  return new ApiError("validation", [{ loc: ["body", "agent_yaml"], msg: detail, type: "value_error" }]);
+}
+
+/** Parses and checks a definition; every failure is a 4xx naming what is wrong. */
+export function parseAgentDefinition(source: string, where: (detail: string) => ApiError = invalid): AgentTask[] {
+  let document: unknown;
+  try {
+    document = parse(source, { maxAliasCount: 50, uniqueKeys: true });
+  } catch (error) {
+    throw where(`Invalid YAML: ${error instanceof Error ? error.message.split("\n")[0] : String(error)}`);
+  }
+  const result = AgentDefinitionSchema.safeParse(document);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    throw where(`Not a valid agent definition: ${issue.path.join(".") || "document"}: ${issue.message}`);
+  }
+  const tasks = Object.entries(result.data.roles).flatMap(([, role]) =>
+    Object.entries(role.tasks).map(([name, task]) => ({
+      name,
+      role: role.role,
+      goal: role.goal,
+      backstory: role.backstory,
+      description: task.description,
+      expected_output: task.expected_output,
+    })),
+  );
+  if (tasks.length > MAX_TASKS) throw where(`Not a valid agent definition: more than ${MAX_TASKS} tasks`);
+  return tasks;
+}
+
+/** The agent a submission names: `agent_yaml` inline, else `agent_file` (default agents.yaml). */
+export function resolveAgent(body: { agent_yaml?: string | null; agent_file?: string | null }): AgentPlan {
+  if (body.agent_yaml) return { agent_id: "yaml:inline", tasks: parseAgentDefinition(body.agent_yaml) };
+  const file = body.agent_file ?? "agents.yaml";
+  if (!AGENT_FILE.test(file)) {
+    throw new ApiError("bad_request", `agent_file must name a YAML file inside the agents folder: ${file}`);
+  }
+  const source = BUNDLED_AGENTS[file];
+  if (source === undefined) {
+    throw new ApiError("bad_request", `Unknown agent_file: ${file}. Available: [${Object.keys(BUNDLED_AGENTS).join(", ")}]`);
+  }
+  const bundled = (detail: string) => new ApiError("bad_request", `agent_file ${file}: ${detail}`);
+  return { agent_id: `file:${file}`, tasks: parseAgentDefinition(source, bundled) };
+}
+
+const fill = (template: string, topic: string) => template.replaceAll("{topic}", topic);
+
+/** The chat messages of one task: who the agent is, the task, the topic and what came before. */
+export function taskMessages(task: AgentTask, topic: string, context: { task: string; output: string }[]) {
+  const system = [`You are ${fill(task.role, topic)}.`, `Your goal: ${fill(task.goal, topic)}`, `Your backstory: ${fill(task.backstory, topic)}`].join("\n");
+  const parts = [`Topic: ${topic}`, `Task: ${fill(task.description, topic)}`, `Expected output: ${fill(task.expected_output, topic)}`];
+  if (context.length > 0) {
+    parts.push(["Context from earlier tasks:", ...context.map((c) => `### ${c.task}\n${c.output}`)].join("\n\n"));
+  }
+  return [
+    { role: "system" as const, content: system },
+    { role: "user" as const, content: parts.join("\n\n") },
+  ];
+}

@@ -1,0 +1,148 @@
+/**
+ * Runs a step on any OpenAI-compatible chat-completions endpoint (OpenAI, Workers AI's
+ * OpenAI-compatible endpoint, vLLM, Ollama, LiteLLM), streaming the answer.
+ */
+import { taskMessages } from "./agents";
+import { StepFailed, TransientError, type Runner, type StepInput, type StepOutput } from "./types";
+
+export interface ModelSettings {
+  baseUrl: string;
+  apiKey: string | null;
+  model: string;
+  /** A stream silent this long is given up on (and the step retried). */
+  idleTimeoutMs: number;
+}
+
+const encoder = new TextEncoder();
+
+function retryAfterMs(header: string | null): number | undefined {
+  if (header === null) return undefined;
+  const seconds = Number(header);
+  if (Number.isFinite(seconds) && seconds >= 0) return Math.min(seconds, 3600) * 1000;
+  const at = Date.parse(header);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
+}
+
+async function errorText(res: Response): Promise<string> {
+  const body = (await res.text().catch(() => "")).slice(0, 300);
+  try {
+    const parsed = JSON.parse(body) as { error?: { message?: string } | string };
+    const message = typeof parsed.error === "string" ? parsed.error : parsed.error?.message;
+    if (message) return message;
+  } catch {
+    // not JSON: the text itself
+  }
+  return body || res.statusText;
+}
+
+/** Maps a non-2xx answer to a failure: retried where another try can succeed. */
+async function providerError(res: Response): Promise<Error> {
+  const detail = await errorText(res);
+  if (res.status === 401 || res.status === 403) {
+    return new StepFailed(`Model provider refused the credentials (${res.status}): ${detail}`);
+  }
+  if (res.status === 429) return new TransientError(`Model provider rate limit (429): ${detail}`, retryAfterMs(res.headers.get("Retry-After")));
+  if (res.status >= 500) return new TransientError(`Model provider error (${res.status}): ${detail}`);
+  return new StepFailed(`Model provider rejected the request (${res.status}): ${detail}`);
+}
+
+/** Reads the SSE body of a streamed completion, handing each content delta on; returns the text. */
+async function readCompletion(body: ReadableStream<Uint8Array>, idleTimeoutMs: number, onDelta: (text: string) => void, signal: AbortSignal): Promise<string> {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  let text = "";
+  let finished = false;
+  for (;;) {
+    let idle: ReturnType<typeof setTimeout> | undefined;
+    const stalled = new Promise<never>((_, reject) => {
+      idle = setTimeout(() => reject(new TransientError(`Model stream stalled: no data for ${idleTimeoutMs} ms`)), idleTimeoutMs);
+    });
+    let chunk: ReadableStreamReadResult<string>;
+    try {
+      chunk = await Promise.race([reader.read(), stalled]);
+    } catch (error) {
+      await reader.cancel().catch(() => {});
+      if (signal.aborted) throw signal.reason;
+      throw error instanceof TransientError ? error : new TransientError(`Model stream broke: ${String(error)}`);
+    } finally {
+      clearTimeout(idle ?? null);
+    }
+    if (chunk.done) break;
+    buffer += chunk.value;
+    let newline: number;
+    while ((newline = buffer.indexOf("\n")) >= 0) {
+      const line = buffer.slice(0, newline).trim();
+      buffer = buffer.slice(newline + 1);
+      if (!line.startsWith("data:")) continue;
+      const data = line.slice(5).trim();
+      if (data === "[DONE]") {
+        finished = true;
+        continue;
+      }
+      let event: { choices?: { delta?: { content?: string | null }; finish_reason?: string | null }[]; error?: unknown };
+      try {
+        event = JSON.parse(data);
+      } catch {
+        await reader.cancel().catch(() => {});
+        throw new TransientError(`Model stream was malformed: ${data.slice(0, 100)}`);
+      }
+      if (event.error) throw new TransientError(`Model stream reported an error: ${JSON.stringify(event.error).slice(0, 200)}`);
+      const choice = event.choices?.[0];
+      const delta = choice?.delta?.content;
+      if (delta) {
+        text += delta;
+        onDelta(delta);
+      }
+      if (choice?.finish_reason) finished = true;
+    }
+  }
+  if (!finished) throw new TransientError("Model stream ended before the answer was complete");
+  return text;
+}
+
+export function openAiRunner(settings: ModelSettings): Runner {
+  return {
+    name: "openai-compatible",
+    async runStep(input: StepInput): Promise<StepOutput> {
+      const task = input.agentTask;
+      if (!task) throw new StepFailed(`Step ${input.task} has no agent task`);
+      const config = input.config;
+      const request = {
+        model: typeof config.model === "string" ? config.model : settings.model,
+        messages: taskMessages(task, input.prompt, input.context ?? []),
+        stream: true,
+        ...(typeof config.temperature === "number" ? { temperature: config.temperature } : {}),
+        ...(typeof config.max_tokens === "number" ? { max_tokens: config.max_tokens } : {}),
+      };
+      let res: Response;
+      try {
+        res = await fetch(`${settings.baseUrl.replace(/\/+$/, "")}/chat/completions`, {
+          method: "POST",
+          headers: {
+            "content-type": "application/json",
+            accept: "text/event-stream",
+            ...(settings.apiKey ? { authorization: `Bearer ${settings.apiKey}` } : {}),
+          },
+          body: JSON.stringify(request),
+          signal: input.signal,
+        });
+      } catch (error) {
+        if (input.signal.aborted) throw input.signal.reason;
+        throw new TransientError(`Model provider unreachable: ${error instanceof Error ? error.message : String(error)}`);
+      }
+      if (!res.ok || !res.body) throw await providerError(res);
+      const text = await readCompletion(res.body, settings.idleTimeoutMs, input.onDelta ?? (() => {}), input.signal);
+      const bytes = encoder.encode(text);
+      return {
+        bytes: bytes.length,
+        streamed: true,
+        body: new ReadableStream({
+          start(controller) {
+            controller.enqueue(bytes);
+            controller.close();
+          },
+        }),
+      };
+    },
+  };
+}
