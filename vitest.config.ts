@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { cloudflareTest } from "@cloudflare/vitest-pool-workers";
 import { defineConfig } from "vitest/config";
+import { LLM_KEY, LLM_URL } from "./test/model/protocol";
 
 // Alarms are scheduled an hour late so that tests fire them with runDurableObjectAlarm.
 const TEST_BINDINGS = { ALARM_DELAY_MS: "3600000" };
@@ -28,6 +29,25 @@ export default defineConfig({
           }),
         ],
         test: { name: "workers-keys", include: ["test/keys/*.test.ts"] },
+      },
+      {
+        // The same, with the model runner pointed at a local server speaking the OpenAI protocol.
+        plugins: [
+          cloudflareTest({
+            wrangler: { configPath: "./wrangler.jsonc" },
+            miniflare: {
+              bindings: {
+                ...TEST_BINDINGS,
+                MODEL_BASE_URL: `${LLM_URL}/v1`,
+                MODEL_NAME: "echo",
+                MODEL_API_KEY: LLM_KEY,
+                MODEL_IDLE_TIMEOUT_MS: "1000",
+                RETRY_BASE_MS: "50",
+              },
+            },
+          }),
+        ],
+        test: { name: "workers-model", include: ["test/model/*.test.ts"], globalSetup: ["test/model/llm-server.ts"] },
       },
       {
         // Black-box: a real `wrangler dev` on 127.0.0.1:8005, driven over HTTP from Node.

@@ -53,12 +53,16 @@ export async function getJob(id: string): Promise<Job> {
 
 const TERMINAL = ["succeeded", "failed", "cancelled"];
 
-/** Fires the job's alarm until it reaches a terminal status (bounded). */
-export async function drive(id: string, maxAlarms = 50): Promise<Job> {
+/**
+ * Fires the job's alarm until it reaches a terminal status (bounded). Between alarms it pauses
+ * briefly, so that a retry scheduled a moment ahead (a backoff, a Retry-After) comes due.
+ */
+export async function drive(id: string, maxAlarms = 200): Promise<Job> {
   for (let i = 0; i < maxAlarms; i++) {
     const job = await getJob(id);
     if (TERMINAL.includes(job.status)) return job;
     await runDurableObjectAlarm(runStub(id));
+    if (i > 0) await new Promise((r) => setTimeout(r, 20));
   }
   throw new Error(`job ${id} did not finish within ${maxAlarms} alarms`);
 }

@@ -1,0 +1,135 @@
+/**
+ * A real local HTTP server speaking the OpenAI chat-completions streaming protocol, started by
+ * vitest (globalSetup, in Node) for the `workers-model` project. The request's `model` picks how
+ * it answers; every request is recorded and served back at GET /_requests.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+
+import { answerFor, LLM_KEY, LLM_PORT } from "./protocol";
+
+interface Recorded {
+  model: string;
+  topic: string;
+  body: Record<string, unknown>;
+  at: number;
+  /** The client went away before the answer was finished. */
+  closedEarly: boolean;
+  finished: boolean;
+}
+
+const requests: Recorded[] = [];
+const attemptsByTopic = new Map<string, number>();
+
+function sse(res: ServerResponse, payload: unknown) {
+  res.write(`data: ${typeof payload === "string" ? payload : JSON.stringify(payload)}\n\n`);
+}
+
+const chunk = (content: string, finish: string | null = null) => ({
+  id: "chatcmpl-test",
+  object: "chat.completion.chunk",
+  choices: [{ index: 0, delta: finish ? {} : { content }, finish_reason: finish }],
+});
+
+async function stream(res: ServerResponse, record: Recorded, pieces: string[], delayMs: number) {
+  res.writeHead(200, { "content-type": "text/event-stream" });
+  for (const piece of pieces) {
+    if (record.closedEarly) return;
+    sse(res, chunk(piece));
+    if (delayMs) await new Promise((r) => setTimeout(r, delayMs));
+  }
+  if (record.closedEarly) return;
+  sse(res, chunk("", "stop"));
+  sse(res, "[DONE]");
+  record.finished = true;
+  res.end();
+}
+
+function split(text: string, size: number): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < text.length; i += size) out.push(text.slice(i, i + size));
+  return out;
+}
+
+async function handle(req: IncomingMessage, res: ServerResponse) {
+  if (req.method === "GET" && req.url === "/_requests") {
+    res.writeHead(200, { "content-type": "application/json" });
+    return res.end(JSON.stringify(requests));
+  }
+  if (req.method === "POST" && req.url === "/_reset") {
+    requests.length = 0;
+    attemptsByTopic.clear();
+    return res.end("{}");
+  }
+  let raw = "";
+  for await (const part of req) raw += part;
+  const body = JSON.parse(raw) as { model: string; messages: { role: string; content: string }[] };
+  const user = body.messages.find((m) => m.role === "user")?.content ?? "";
+  const topic = /^Topic: (.*)$/m.exec(user)?.[1] ?? "";
+  const task = /^Task: (.*)$/m.exec(user)?.[1] ?? "";
+  const record: Recorded = { model: body.model, topic, body, at: Date.now(), closedEarly: false, finished: false };
+  requests.push(record);
+  res.on("close", () => {
+    if (!record.finished) record.closedEarly = true;
+  });
+  const attempt = (attemptsByTopic.get(topic) ?? 0) + 1;
+  attemptsByTopic.set(topic, attempt);
+
+  if (req.headers.authorization !== `Bearer ${LLM_KEY}` || body.model === "bad-key") {
+    res.writeHead(401, { "content-type": "application/json" });
+    return res.end(JSON.stringify({ error: { message: "Incorrect API key provided" } }));
+  }
+  const answer = answerFor(task, topic);
+  switch (body.model) {
+    case "echo":
+      return stream(res, record, split(answer, 7), 2);
+    case "slow":
+      return stream(res, record, split(answer.repeat(10), 5), 100);
+    case "stall":
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      sse(res, chunk("Thinking"));
+      return; // and never another byte
+    case "rate-limited-once":
+      if (attempt === 1) {
+        res.writeHead(429, { "content-type": "application/json", "retry-after": "1" });
+        return res.end(JSON.stringify({ error: { message: "Rate limit reached" } }));
+      }
+      return stream(res, record, split(answer, 7), 0);
+    case "server-error":
+      res.writeHead(503, { "content-type": "application/json" });
+      return res.end(JSON.stringify({ error: { message: "The server is overloaded" } }));
+    case "server-error-once":
+      if (attempt === 1) {
+        res.writeHead(500, { "content-type": "application/json" });
+        return res.end(JSON.stringify({ error: { message: "Internal error" } }));
+      }
+      return stream(res, record, split(answer, 7), 0);
+    case "malformed":
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      res.write("data: {this is not json\n\n");
+      return res.end();
+    case "reset":
+      return req.socket.destroy();
+    default:
+      res.writeHead(404, { "content-type": "application/json" });
+      return res.end(JSON.stringify({ error: { message: `The model ${body.model} does not exist` } }));
+  }
+}
+
+let server: Server;
+
+export async function setup() {
+  server = createServer((req, res) => {
+    handle(req, res).catch((error) => {
+      res.destroy(error);
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(LLM_PORT, "127.0.0.1", () => resolve());
+  });
+}
+
+export async function teardown() {
+  server.closeAllConnections();
+  await new Promise((resolve) => server.close(resolve));
+}

@@ -1,0 +1,190 @@
+import { abortAllDurableObjects, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { beforeEach, describe, expect, it } from "vitest";
+import { api, drive, eventLog, getJob, post, r2Keys, runStub, waitFor } from "../helpers";
+import { answerFor, LLM_URL } from "./protocol";
+
+interface Recorded {
+  model: string;
+  topic: string;
+  body: { model: string; temperature?: number; max_tokens?: number; messages: { role: string; content: string }[] };
+  at: number;
+  closedEarly: boolean;
+  finished: boolean;
+}
+
+const seen = async (topic: string): Promise<Recorded[]> =>
+  ((await (await fetch(`${LLM_URL}/_requests`)).json()) as Recorded[]).filter((r) => r.topic === topic);
+
+const THREE_TASKS = `
+topic: unused
+roles:
+  researcher:
+    role: Researcher of {topic}
+    goal: Find facts about {topic}
+    backstory: Careful and brief.
+    tasks:
+      gather:
+        description: Gather facts about {topic}
+        expected_output: Bullet points
+      check:
+        description: Check the facts
+        expected_output: Corrections
+  writer:
+    role: Writer
+    goal: Explain {topic}
+    backstory: Plain words.
+    tasks:
+      write:
+        description: Write the answer
+        expected_output: Paragraphs
+`;
+
+let topicCounter = 0;
+let topic: string;
+beforeEach(() => {
+  topic = `topic-${Date.now()}-${++topicCounter}`;
+});
+
+async function submitModel(body: Record<string, unknown> = {}): Promise<string> {
+  const res = await post("/api/v1/runs", { prompt: topic, ...body });
+  expect(res.status).toBe(202);
+  return (await res.json<{ job_id: string }>()).job_id;
+}
+
+const outputDeltas = async (id: string) =>
+  (await eventLog(id)).filter((e) => e.event === "output").map((e) => JSON.parse(e.data).data.delta as string);
+
+describe("the OpenAI-compatible runner", () => {
+  it("reports itself in /health", async () => {
+    expect(await (await api("/health")).json()).toEqual({ status: "healthy", runner: "openai-compatible" });
+  });
+
+  it("runs a multi-task YAML agent in order, each task with its role, the topic and the earlier outputs", async () => {
+    const id = await submitModel({ agent_yaml: THREE_TASKS });
+    const queued = await getJob(id);
+    expect(queued.agent_id).toBe("yaml:inline");
+    expect(queued.progress.steps_total).toBe(3);
+
+    await runDurableObjectAlarm(runStub(id));
+    expect((await getJob(id)).progress).toMatchObject({ steps_completed: 1, current_step: "gather" });
+    const job = await drive(id);
+    expect(job.status).toBe("succeeded");
+
+    const requests = await seen(topic);
+    expect(requests.map((r) => r.model)).toEqual(["echo", "echo", "echo"]);
+    const [first, second, third] = requests.map((r) => r.body.messages);
+    expect(first[0]).toEqual({ role: "system", content: `You are Researcher of ${topic}.\nYour goal: Find facts about ${topic}\nYour backstory: Careful and brief.` });
+    expect(first[1].content).toBe(`Topic: ${topic}\n\nTask: Gather facts about ${topic}\n\nExpected output: Bullet points`);
+    const a1 = answerFor(`Gather facts about ${topic}`, topic);
+    const a2 = answerFor("Check the facts", topic);
+    const a3 = answerFor("Write the answer", topic);
+    expect(second[1].content).toContain(`Context from earlier tasks:\n\n### gather\n${a1}`);
+    expect(third[0].content).toContain("You are Writer.");
+    expect(third[1].content).toContain(`### gather\n${a1}\n\n### check\n${a2}`);
+
+    const result = await (await api(`/api/v1/runs/${id}/result`)).json<{ result: string }>();
+    expect(result.result).toBe(a1 + a2 + a3);
+    // Streamed deltas become output events, coalesced: fewer events than the 7-character chunks sent.
+    const deltas = await outputDeltas(id);
+    expect(deltas.join("")).toBe(a1 + a2 + a3);
+    expect(deltas.length).toBeLessThan(Math.ceil(a1.length / 7) * 3);
+  });
+
+  it("runs the bundled default agent when no definition is given", async () => {
+    const id = await submitModel();
+    expect((await getJob(id)).agent_id).toBe("file:agents.yaml");
+    expect((await drive(id)).status).toBe("succeeded");
+    expect((await seen(topic)).map((r) => r.body.messages[0].content.split("\n")[0])).toEqual(["You are Researcher.", "You are Writer."]);
+  });
+
+  it("passes the job's model, temperature and max_tokens", async () => {
+    const id = await submitModel({ config: { model: "echo", temperature: 0.2, max_tokens: 64 } });
+    await drive(id);
+    expect((await seen(topic))[0].body).toMatchObject({ model: "echo", temperature: 0.2, max_tokens: 64 });
+  });
+
+  it("cancel mid-stream closes the model request and no output arrives after the 200", async () => {
+    const id = await submitModel({ config: { model: "slow" } });
+    const alarm = runDurableObjectAlarm(runStub(id));
+    // The job is still running, so its stream would not end: look at the stored log instead.
+    const storedOutputs = () =>
+      runInDurableObject(runStub(id), (_i, state) =>
+        state.storage.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM events WHERE type = 'output'").one().n,
+      );
+    await waitFor(async () => (await storedOutputs()) > 0, "the first output event");
+
+    const res = await api(`/api/v1/runs/${id}/cancel`, { method: "POST" });
+    expect(res.status).toBe(200);
+    const logAtCancel = await eventLog(id);
+    await alarm;
+    await waitFor(async () => (await seen(topic))[0]?.closedEarly, "the server to see the connection closed");
+    expect(await eventLog(id)).toEqual(logAtCancel);
+    expect((await getJob(id)).status).toBe("cancelled");
+    expect(await r2Keys(`runs/default/${id}/`)).toEqual([]);
+    expect((await seen(topic))[0].finished).toBe(false);
+  });
+
+  it("a timeout aborts the model request and fails the job with a timed-out error", async () => {
+    const id = await submitModel({ config: { model: "slow" }, timeout: 1 });
+    const job = await drive(id);
+    expect(job).toMatchObject({ status: "failed", error: "Job timed out after 1 seconds" });
+    await waitFor(async () => (await seen(topic))[0]?.closedEarly, "the server to see the connection closed");
+  });
+
+  it("an eviction between steps resumes without sending a finished step again", async () => {
+    const id = await submitModel({ agent_yaml: THREE_TASKS });
+    await runDurableObjectAlarm(runStub(id));
+    await abortAllDurableObjects();
+    expect((await drive(id)).status).toBe("succeeded");
+    const tasks = (await seen(topic)).map((r) => /^Task: (.*)$/m.exec(r.body.messages[1].content)![1]);
+    expect(tasks).toEqual([`Gather facts about ${topic}`, "Check the facts", "Write the answer"]);
+  });
+});
+
+describe("provider failures", () => {
+  it("401: fails at once, naming the cause", async () => {
+    const id = await submitModel({ config: { model: "bad-key" } });
+    const job = await drive(id);
+    expect(job.status).toBe("failed");
+    expect(job.error).toBe("Model provider refused the credentials (401): Incorrect API key provided");
+    expect(await seen(topic)).toHaveLength(1);
+  });
+
+  it("an unknown model (404): fails at once", async () => {
+    const job = await drive(await submitModel({ config: { model: "no-such-model" } }));
+    expect(job.error).toBe("Model provider rejected the request (404): The model no-such-model does not exist");
+  });
+
+  it("429 with Retry-After: waits that long, then succeeds", async () => {
+    const id = await submitModel({ config: { model: "rate-limited-once" } });
+    expect((await drive(id)).status).toBe("succeeded");
+    const requests = await seen(topic);
+    expect(requests).toHaveLength(3); // the 429, its retry, then the second task
+    expect(requests[1].at - requests[0].at).toBeGreaterThanOrEqual(1000);
+    const log = await eventLog(id);
+    expect(log.some((e) => e.data.includes("Model provider rate limit (429): Rate limit reached"))).toBe(true);
+  });
+
+  it("a 500 once: retried with backoff, then succeeds", async () => {
+    const id = await submitModel({ config: { model: "server-error-once" } });
+    expect((await drive(id)).status).toBe("succeeded");
+  });
+
+  it.each([
+    ["server-error", "Model provider error (503): The server is overloaded"],
+    ["malformed", "Model stream was malformed: {this is not json"],
+    ["stall", "Model stream stalled: no data for 1000 ms"],
+  ])("%s every time: a bounded number of tries, then the job fails naming the cause", async (model, cause) => {
+    const id = await submitModel({ config: { model } });
+    const job = await drive(id);
+    expect(job.status).toBe("failed");
+    expect(job.error).toBe(`Step research failed after 3 attempts: ${cause}`);
+    expect(await seen(topic)).toHaveLength(3);
+  });
+
+  it("a connection reset every time: fails naming the cause", async () => {
+    const job = await drive(await submitModel({ config: { model: "reset" } }));
+    expect(job.status).toBe("failed");
+    expect(job.error).toMatch(/^Step research failed after 3 attempts: Model (provider unreachable|stream broke): /);
+  });
+});
