@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { cloudflareTest } from "@cloudflare/vitest-pool-workers";
 import { defineConfig } from "vitest/config";
+import { WEBHOOK_SECRET } from "./test/hooks/protocol";
 import { LLM_KEY, LLM_URL } from "./test/model/protocol";
 
 // Alarms are scheduled an hour late so that tests fire them with runDurableObjectAlarm.
@@ -31,7 +32,8 @@ export default defineConfig({
         test: { name: "workers-keys", include: ["test/keys/*.test.ts"] },
       },
       {
-        // The same, with the model runner pointed at a local server speaking the OpenAI protocol.
+        // The same, with the model runner pointed at a local server speaking the OpenAI protocol
+        // and webhooks going to a local receiver that checks their signatures.
         plugins: [
           cloudflareTest({
             wrangler: { configPath: "./wrangler.jsonc" },
@@ -43,11 +45,20 @@ export default defineConfig({
                 MODEL_API_KEY: LLM_KEY,
                 MODEL_IDLE_TIMEOUT_MS: "1000",
                 RETRY_BASE_MS: "50",
+                ALLOW_SIMULATE: "true",
+                WEBHOOK_SECRET,
+                WEBHOOK_ALLOW_PRIVATE: "true",
+                WEBHOOK_RETRY_BASE_MS: "50",
+                WEBHOOK_RETRY_WINDOW_MS: "1500",
               },
             },
           }),
         ],
-        test: { name: "workers-model", include: ["test/model/*.test.ts"], globalSetup: ["test/model/llm-server.ts"] },
+        test: {
+          name: "workers-peers",
+          include: ["test/model/*.test.ts", "test/hooks/*.test.ts"],
+          globalSetup: ["test/model/llm-server.ts", "test/hooks/receiver.ts"],
+        },
       },
       {
         // Black-box: a real `wrangler dev` on 127.0.0.1:8005, driven over HTTP from Node.

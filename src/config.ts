@@ -8,6 +8,8 @@ export interface Limits {
   alarmDelayMs: number;
   retryBaseMs: number;
   maxRunningPerTenant: number;
+  webhookRetryBaseMs: number;
+  webhookRetryWindowMs: number;
 }
 
 function positiveInt(value: string | undefined, fallback: number): number {
@@ -24,6 +26,8 @@ export function limits(env: Env): Limits {
     alarmDelayMs: positiveInt(env.ALARM_DELAY_MS, 0),
     retryBaseMs: positiveInt(env.RETRY_BASE_MS, 1000),
     maxRunningPerTenant: Math.max(1, positiveInt(env.MAX_RUNNING_PER_TENANT, 10)),
+    webhookRetryBaseMs: Math.max(1, positiveInt(env.WEBHOOK_RETRY_BASE_MS, 10_000)),
+    webhookRetryWindowMs: positiveInt(env.WEBHOOK_RETRY_WINDOW_MS, 86_400_000),
   };
 }
 
@@ -34,6 +38,8 @@ declare global {
     interface Env {
       /** Secret: the model provider's API key. */
       MODEL_API_KEY?: string;
+      /** Secret: the Standard Webhooks signing secret, `whsec_<base64>`. */
+      WEBHOOK_SECRET?: string;
     }
   }
 }
@@ -51,3 +57,4 @@ export function modelSettings(env: Env): ModelSettings | null {
 }
 
 export const allowSimulate = (env: Env) => env.ALLOW_SIMULATE === "true";
+export const allowPrivateWebhooks = (env: Env) => env.WEBHOOK_ALLOW_PRIVATE === "true";

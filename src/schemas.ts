@@ -92,6 +92,17 @@ export const JobSchema = z
     retry_after: z.number().int().nullable(),
     metadata: z.record(z.string(), z.string()),
     expires_at: z.string().nullable(),
+    webhook: z
+      .object({
+        url: z.string(),
+        state: z.enum(["pending", "delivered", "failed", "stopped"]),
+        attempts: z.number().int(),
+        last_status: z.number().int().nullable(),
+        last_error: z.string().nullable(),
+        last_attempt_at: z.string().nullable(),
+      })
+      .nullable()
+      .openapi({ description: "Delivery of the terminal-state webhook, when the job has a webhook_url" }),
   })
   .openapi("Job");
 export type Job = z.infer<typeof JobSchema>;

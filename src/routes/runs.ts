@@ -2,11 +2,12 @@
 import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { AppEnv } from "../auth";
-import { limits } from "../config";
+import { allowPrivateWebhooks, limits } from "../config";
+import { webhookUrlProblem } from "../webhooks/targets";
 import { ApiError, unwrap, type Result } from "../errors";
 import { isJobId, newJobId, runObjectName } from "../ids";
 import { jsonBody } from "../http/body";
-import { initialRow, toJob, POLL_INTERVAL_S, type RunSpec } from "../run/job";
+import { durationSeconds, initialRow, toJob, POLL_INTERVAL_S, type RunSpec } from "../run/job";
 import { isStatus, STATUSES } from "../run/transitions";
 import { planRun } from "../runners";
 import { resolveAgent } from "../runners/agents";
@@ -25,7 +26,7 @@ import {
   type SubmitBody,
 } from "../schemas";
 import { serveOutput } from "./output";
-import { readText } from "../storage/blobs";
+import { inlineResult } from "../storage/blobs";
 
 type Ctx = Context<AppEnv>;
 
@@ -103,6 +104,10 @@ runs.openapi(submitRoute, async (c) => {
   const body = c.req.valid("json");
   const key = idempotencyKey(c, body);
   const now = Date.now();
+  if (body.webhook_url) {
+    const problem = webhookUrlProblem(body.webhook_url, allowPrivateWebhooks(c.env));
+    if (problem) throw new ApiError("validation", [{ loc: ["body", "webhook_url"], msg: problem, type: "value_error" }]);
+  }
   const config = body.config ?? {};
   const agent = resolveAgent(body);
   const plan = planRun(c.env, config, agent.tasks);
@@ -236,17 +241,14 @@ runs.openapi(resultRoute, async (c) => {
     case "cancelled":
       throw new ApiError("invalid_state", "Job was cancelled. No result available.");
   }
-  const bytes = parts.reduce((sum, p) => sum + p.bytes, 0);
-  const result = bytes <= limits(c.env).inlineResultBytes ? await readText(c.env.OUTPUTS, parts) : null;
-  const started = job.started_at ? Date.parse(job.started_at) : null;
-  const completed = job.completed_at ? Date.parse(job.completed_at) : null;
+  const result = await inlineResult(c.env.OUTPUTS, parts, limits(c.env).inlineResultBytes);
   return c.json(
     {
       job_id: job.job_id,
       status: job.status,
       result,
       result_url: `${pollUrl(c, id)}/output`,
-      duration_seconds: started !== null && completed !== null ? (completed - started) / 1000 : null,
+      duration_seconds: durationSeconds(job),
       created_at: job.created_at,
       started_at: job.started_at,
       completed_at: job.completed_at,

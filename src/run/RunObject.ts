@@ -7,14 +7,16 @@ import { DurableObject } from "cloudflare:workers";
 import { limits, type Limits } from "../config";
 import { fail, type Result } from "../errors";
 import type { Job } from "../schemas";
-import { outputPrefix, partKey, purgePrefix, readText, writePart, type OutputPart, type WrittenPart } from "../storage/blobs";
+import { inlineResult, outputPrefix, partKey, purgePrefix, readText, writePart, type OutputPart, type WrittenPart } from "../storage/blobs";
 import { hasTable, migrate } from "../storage/migrations";
 import { runnerFor } from "../runners";
 import { StepFailed, TimedOut, TransientError } from "../runners/types";
 import { OutputCoalescer, Watchers, type LogTail, type NewEvent } from "./events";
-import { initialRow, toJob, type RunRow, type RunSpec } from "./job";
+import { durationSeconds, initialRow, toJob, type RunRow, type RunSpec } from "./job";
 import { isTerminal, transition, type Action } from "./transitions";
-import { eventsAfter, insertEvents, insertSpec, readRunRow, readSpec, RUN_MIGRATIONS, writeRunRow } from "./store";
+import { eventsAfter, insertEvents, insertSpec, readRunRow, readSpec, readWebhook, RUN_MIGRATIONS, writeRunRow } from "./store";
+import { retryDelay, sendWebhook } from "../webhooks/delivery";
+import { newJobId } from "../ids";
 
 /** A job waiting for a run slot checks again this often, in case a wake-up was lost. */
 const SLOT_RECHECK_MS = 60_000;
@@ -77,7 +79,7 @@ export class RunObject extends DurableObject<Env> {
 
   get(): Result<{ job: Job }> {
     const row = this.liveRow();
-    return row ? { ok: true, job: toJob(this.spec(), row) } : notFound();
+    return row ? { ok: true, job: this.job(row) } : notFound();
   }
 
   async cancel(): Promise<Result<{ job: Job }>> {
@@ -89,7 +91,7 @@ export class RunObject extends DurableObject<Env> {
     const next = this.commitCancel(row);
     await this.stopInflight("cancelled");
     await this.afterCommit();
-    return { ok: true, job: toJob(this.spec(), next) };
+    return { ok: true, job: this.job(next) };
   }
 
   async delete(force: boolean): Promise<Result<object>> {
@@ -108,12 +110,7 @@ export class RunObject extends DurableObject<Env> {
   output(): Result<{ job: Job; parts: OutputPart[] }> {
     const row = this.liveRow();
     if (!row) return notFound();
-    const parts = this.sql
-      .exec<{ key: string; bytes: number; etag: string }>(
-        "SELECT output_key AS key, output_bytes AS bytes, output_etag AS etag FROM steps WHERE status = 'done' ORDER BY idx",
-      )
-      .toArray();
-    return { ok: true, job: toJob(this.spec(), row), parts };
+    return { ok: true, job: this.job(row), parts: this.finishedParts() };
   }
 
   /** An SSE stream of the events after `after`, live until the job ends (then `[DONE]`). */
@@ -319,12 +316,16 @@ export class RunObject extends DurableObject<Env> {
 
   /** What the finished steps produced, for the next task's context. */
   private async earlierOutputs(): Promise<{ task: string; output: string }[]> {
-    const done = this.sql
+    return Promise.all(this.finishedParts().map(async (part) => ({ task: part.name, output: await readText(this.env.OUTPUTS, [part]) })));
+  }
+
+  /** The output of every finished step, in order, with the step's name. */
+  private finishedParts(): (OutputPart & { name: string })[] {
+    return this.sql
       .exec<{ name: string; key: string; bytes: number; etag: string }>(
         "SELECT name, output_key AS key, output_bytes AS bytes, output_etag AS etag FROM steps WHERE status = 'done' ORDER BY idx",
       )
       .toArray();
-    return Promise.all(done.map(async (part) => ({ task: part.name, output: await readText(this.env.OUTPUTS, [part]) })));
   }
 
   private failJob(row: RunRow, message: string): void {
@@ -364,7 +365,11 @@ export class RunObject extends DurableObject<Env> {
     this.ctx.storage.transactionSync(() => {
       this.writeRow(next);
       this.appendEvents(all);
-      this.enqueue("index", { job: toJob(this.spec(), next), version: next.version }, Date.now());
+      if (action && isTerminal(next.status) && this.spec().webhook_url) {
+        this.sql.exec("INSERT INTO webhook (id, message_id, state) VALUES (1, ?, 'pending')", `msg_${newJobId().slice(4)}`);
+        this.enqueue("webhook", {}, Date.now());
+      }
+      this.enqueue("index", { job: this.job(next), version: next.version }, Date.now());
     });
     return next;
   }
@@ -419,6 +424,11 @@ export class RunObject extends DurableObject<Env> {
       )
       .toArray();
     for (const row of rows) {
+      if (row.kind === "webhook") {
+        await this.deliverWebhook();
+        if (!this.hasSchema) return;
+        continue;
+      }
       try {
         await this.deliver(row.kind, JSON.parse(row.payload));
         if (!this.hasSchema) return;
@@ -443,6 +453,68 @@ export class RunObject extends DurableObject<Env> {
 
   private async deliver(kind: string, payload: { job: Job; version: number }): Promise<void> {
     if (kind === "index") await this.index().upsert(payload.job, payload.version, this.limits.maxRunningPerTenant);
+  }
+
+  /**
+   * One attempt to deliver the terminal-state webhook. The body is fixed at the first attempt
+   * and the message id never changes, so a receiver can deduplicate retries. 2xx ends it, 410
+   * stops it, anything else is retried with backoff until the retry window has passed.
+   */
+  private async deliverWebhook(): Promise<void> {
+    const hook = readWebhook(this.sql);
+    const spec = this.spec();
+    if (!hook || hook.state !== "pending" || !spec.webhook_url) {
+      this.sql.exec("DELETE FROM outbox WHERE kind = 'webhook'");
+      return;
+    }
+    const body = hook.body ?? JSON.stringify(await this.webhookPayload());
+    const firstAttemptAt = hook.first_attempt_at ?? Date.now();
+    const outcome = await sendWebhook(spec.webhook_url, hook.message_id, body, this.env.WEBHOOK_SECRET);
+    if (!this.hasSchema) return;
+    const now = Date.now();
+    const status = "status" in outcome ? outcome.status : null;
+    const state =
+      status !== null && status >= 200 && status < 300
+        ? "delivered"
+        : status === 410
+          ? "stopped"
+          : now - firstAttemptAt >= this.limits.webhookRetryWindowMs
+            ? "failed"
+            : "pending";
+    const attempts = hook.attempts + 1;
+    this.ctx.storage.transactionSync(() => {
+      this.sql.exec(
+        "UPDATE webhook SET state = ?, attempts = ?, last_status = ?, last_error = ?, last_attempt_at = ?, first_attempt_at = ?, body = ? WHERE id = 1",
+        state,
+        attempts,
+        status,
+        "error" in outcome ? outcome.error : null,
+        now,
+        firstAttemptAt,
+        body,
+      );
+      if (state === "pending") {
+        this.sql.exec("UPDATE outbox SET due_at = ?, attempts = ? WHERE kind = 'webhook'", now + retryDelay(attempts, this.limits.webhookRetryBaseMs), attempts);
+      } else {
+        this.sql.exec("DELETE FROM outbox WHERE kind = 'webhook'");
+      }
+    });
+  }
+
+  /** The contract's webhook body: the result inline when the job succeeded, else null. */
+  private async webhookPayload() {
+    const row = this.readRow()!;
+    const job = this.job(row);
+    const result =
+      job.status === "succeeded" ? await inlineResult(this.env.OUTPUTS, this.finishedParts(), this.limits.inlineResultBytes) : null;
+    return {
+      job_id: job.job_id,
+      status: job.status,
+      result,
+      error: job.error,
+      completed_at: job.completed_at,
+      duration_seconds: durationSeconds(job),
+    };
   }
 
   /** Deletion's last leg, in order: R2 under the job's prefix, the index row and key, then storage. */
@@ -516,6 +588,10 @@ export class RunObject extends DurableObject<Env> {
     const row = this.readRow();
     if (!row) return { events: [], finished: true };
     return { events: eventsAfter(this.sql, after), finished: isTerminal(row.status) };
+  }
+
+  private job(row: RunRow): Job {
+    return toJob(this.spec(), row, this.hasSchema ? readWebhook(this.sql) : null);
   }
 
   private index() {

@@ -42,6 +42,15 @@ export interface RunRow {
 
 export const POLL_INTERVAL_S = 2;
 
+/** Delivery of the job's webhook, as shown on the job object. */
+export interface WebhookState {
+  state: "pending" | "delivered" | "failed" | "stopped";
+  attempts: number;
+  last_status: number | null;
+  last_error: string | null;
+  last_attempt_at: number | null;
+}
+
 export function initialRow(spec: RunSpec): RunRow {
   return {
     status: "queued",
@@ -62,7 +71,13 @@ export function initialRow(spec: RunSpec): RunRow {
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
-export function toJob(spec: RunSpec, row: RunRow): Job {
+/** Seconds from start to end, or null until both are known. */
+export function durationSeconds(job: Pick<Job, "started_at" | "completed_at">): number | null {
+  if (!job.started_at || !job.completed_at) return null;
+  return (Date.parse(job.completed_at) - Date.parse(job.started_at)) / 1000;
+}
+
+export function toJob(spec: RunSpec, row: RunRow, webhook: WebhookState | null = null): Job {
   const terminal = isTerminal(row.status);
   const percentage =
     row.status === "succeeded"
@@ -89,5 +104,15 @@ export function toJob(spec: RunSpec, row: RunRow): Job {
     retry_after: terminal ? null : POLL_INTERVAL_S,
     metadata: spec.metadata,
     expires_at: iso(row.expires_at),
+    webhook: spec.webhook_url
+      ? {
+          url: spec.webhook_url,
+          state: webhook?.state ?? "pending",
+          attempts: webhook?.attempts ?? 0,
+          last_status: webhook?.last_status ?? null,
+          last_error: webhook?.last_error ?? null,
+          last_attempt_at: iso(webhook?.last_attempt_at ?? null),
+        }
+      : null,
   };
 }

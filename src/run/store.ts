@@ -1,6 +1,6 @@
 /** The RunObject's tables (numbered migrations, see storage/migrations.ts) and the SQL that reads and writes them. */
 import type { NewEvent, StoredEvent } from "./events";
-import type { RunRow, RunSpec } from "./job";
+import type { RunRow, RunSpec, WebhookState } from "./job";
 
 type Row<T> = T & Record<string, SqlStorageValue>;
 
@@ -25,6 +25,13 @@ export const RUN_MIGRATIONS = [
      output_key TEXT, output_bytes INTEGER, output_etag TEXT)`,
   `CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, data TEXT NOT NULL, at INTEGER NOT NULL)`,
   `CREATE TABLE outbox (kind TEXT PRIMARY KEY, payload TEXT NOT NULL, due_at INTEGER NOT NULL, attempts INTEGER NOT NULL)`,
+  `CREATE TABLE webhook (
+     id INTEGER PRIMARY KEY CHECK (id = 1),
+     message_id TEXT NOT NULL,
+     state TEXT NOT NULL,
+     attempts INTEGER NOT NULL DEFAULT 0,
+     last_status INTEGER, last_error TEXT, last_attempt_at INTEGER, first_attempt_at INTEGER,
+     body TEXT)`,
 ] as const;
 
 export function readRunRow(sql: SqlStorage): RunRow | null {
@@ -75,4 +82,14 @@ export function insertEvents(sql: SqlStorage, events: NewEvent[]): void {
 
 export function eventsAfter(sql: SqlStorage, after: number): StoredEvent[] {
   return sql.exec<Row<StoredEvent>>("SELECT seq, type, data FROM events WHERE seq > ? ORDER BY seq", after).toArray();
+}
+
+export interface WebhookRow extends WebhookState {
+  message_id: string;
+  first_attempt_at: number | null;
+  body: string | null;
+}
+
+export function readWebhook(sql: SqlStorage): WebhookRow | null {
+  return sql.exec<Row<WebhookRow>>("SELECT * FROM webhook WHERE id = 1").toArray()[0] ?? null;
 }

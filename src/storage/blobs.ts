@@ -79,6 +79,12 @@ export async function readText(bucket: R2Bucket, parts: OutputPart[]): Promise<s
   return texts.join("");
 }
 
+/** The output as text when it is at most `limit` bytes; null when it is larger. */
+export async function inlineResult(bucket: R2Bucket, parts: OutputPart[], limit: number): Promise<string | null> {
+  const bytes = parts.reduce((sum, p) => sum + p.bytes, 0);
+  return bytes <= limit ? readText(bucket, parts) : null;
+}
+
 /** The bytes [start, end] (inclusive) of the parts taken as one blob, streamed part by part. */
 export function streamRange(bucket: R2Bucket, parts: OutputPart[], start: number, end: number): ReadableStream<Uint8Array> {
   const slices: { key: string; offset: number; length: number }[] = [];

@@ -1,0 +1,75 @@
+/**
+ * A real local webhook receiver, started by vitest (globalSetup, in Node). It checks every
+ * Standard Webhooks signature itself, answers by scenario (/hooks/<scenario>/<token>) and
+ * serves what it received at GET /_deliveries.
+ */
+import { createHmac, timingSafeEqual } from "node:crypto";
+import { createServer, type Server } from "node:http";
+import { RECEIVER_PORT, WEBHOOK_SECRET, type Delivery } from "./protocol";
+
+const deliveries: Delivery[] = [];
+
+function verify(id: string, timestamp: string, body: string, header: string): boolean {
+  const key = Buffer.from(WEBHOOK_SECRET.slice("whsec_".length), "base64");
+  const expected = createHmac("sha256", key).update(`${id}.${timestamp}.${body}`).digest();
+  return header.split(" ").some((part) => {
+    const [version, signature] = part.split(",");
+    const given = Buffer.from(signature ?? "", "base64");
+    return version === "v1" && given.length === expected.length && timingSafeEqual(given, expected);
+  });
+}
+
+function answer(scenario: string, earlier: number): number {
+  switch (scenario) {
+    case "ok":
+      return 200;
+    case "flaky":
+      return earlier < 2 ? 500 : 204;
+    case "gone":
+      return 410;
+    case "redirect":
+      return 302;
+    default:
+      return 500;
+  }
+}
+
+let server: Server;
+
+export async function setup() {
+  server = createServer(async (req, res) => {
+    if (req.method === "GET" && req.url === "/_deliveries") {
+      res.writeHead(200, { "content-type": "application/json" });
+      return res.end(JSON.stringify(deliveries));
+    }
+    const [, , scenario = "", token = ""] = (req.url ?? "").split("/");
+    let body = "";
+    for await (const part of req) body += part;
+    const id = req.headers["webhook-id"] as string | undefined;
+    const timestamp = req.headers["webhook-timestamp"] as string | undefined;
+    const signature = req.headers["webhook-signature"] as string | undefined;
+    const earlier = deliveries.filter((d) => d.token === token).length;
+    const status = answer(scenario, earlier);
+    deliveries.push({
+      scenario,
+      token,
+      id: id ?? null,
+      timestamp: timestamp ?? null,
+      signature: signature ?? null,
+      verified: Boolean(id && timestamp && signature && verify(id, timestamp, body, signature)),
+      body: JSON.parse(body),
+      answered: status,
+    });
+    res.writeHead(status, status === 302 ? { location: `/hooks/ok/${token}-redirected` } : {});
+    res.end();
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(RECEIVER_PORT, "127.0.0.1", () => resolve());
+  });
+}
+
+export async function teardown() {
+  server.closeAllConnections();
+  await new Promise((resolve) => server.close(resolve));
+}

@@ -1,0 +1,127 @@
+import { runDurableObjectAlarm } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { api, drive, getJob, post, runStub } from "../helpers";
+import type { Job } from "../../src/schemas";
+import { RECEIVER_URL, type Delivery } from "./protocol";
+
+let counter = 0;
+const token = () => `t${Date.now()}x${++counter}`;
+
+async function deliveriesTo(tokenValue: string): Promise<Delivery[]> {
+  const all = (await (await fetch(`${RECEIVER_URL}/_deliveries`)).json()) as Delivery[];
+  return all.filter((d) => d.token === tokenValue);
+}
+
+async function submitWithHook(scenario: string, tokenValue: string, simulate: Record<string, number> = {}): Promise<string> {
+  const res = await post("/api/v1/runs", {
+    prompt: "hooked",
+    webhook_url: `${RECEIVER_URL}/hooks/${scenario}/${tokenValue}`,
+    config: { simulate: { steps: 1, step_ms: 1, ...simulate } },
+  });
+  expect(res.status).toBe(202);
+  return (await res.json<{ job_id: string }>()).job_id;
+}
+
+/** Fires the job's alarm until its webhook is no longer pending (bounded; retries are 50 ms apart). */
+async function settleWebhook(id: string): Promise<Job> {
+  for (let i = 0; i < 200; i++) {
+    const job = await getJob(id);
+    if (job.webhook && job.webhook.state !== "pending") return job;
+    await runDurableObjectAlarm(runStub(id));
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error("the webhook never settled");
+}
+
+describe("webhooks", () => {
+  it("a succeeded job calls back once, signed, with the contract's body", async () => {
+    const t = token();
+    const id = await submitWithHook("ok", t);
+    expect((await getJob(id)).webhook).toMatchObject({ state: "pending", attempts: 0, url: `${RECEIVER_URL}/hooks/ok/${t}` });
+    await drive(id);
+    const job = await settleWebhook(id);
+    expect(job.webhook).toMatchObject({ state: "delivered", attempts: 1, last_status: 200, last_error: null });
+
+    const [delivery, ...more] = await deliveriesTo(t);
+    expect(more).toEqual([]);
+    expect(delivery.verified).toBe(true);
+    expect(delivery.id).toMatch(/^msg_/);
+    expect(Math.abs(Number(delivery.timestamp) - Date.now() / 1000)).toBeLessThan(300);
+    const result = await (await api(`/api/v1/runs/${id}/result`)).json<{ result: string; duration_seconds: number }>();
+    expect(delivery.body).toEqual({
+      job_id: id,
+      status: "succeeded",
+      result: result.result,
+      error: null,
+      completed_at: job.completed_at,
+      duration_seconds: result.duration_seconds,
+    });
+  });
+
+  it("retries after 500s with the same webhook-id and body until it is accepted", async () => {
+    const t = token();
+    const id = await submitWithHook("flaky", t);
+    await drive(id);
+    const job = await settleWebhook(id);
+    expect(job.webhook).toMatchObject({ state: "delivered", attempts: 3, last_status: 204 });
+    const deliveries = await deliveriesTo(t);
+    expect(deliveries.map((d) => d.answered)).toEqual([500, 500, 204]);
+    expect(new Set(deliveries.map((d) => d.id)).size).toBe(1);
+    expect(deliveries.every((d) => d.verified)).toBe(true);
+    expect(new Set(deliveries.map((d) => JSON.stringify(d.body))).size).toBe(1);
+  });
+
+  it("stops at 410 Gone", async () => {
+    const t = token();
+    const id = await submitWithHook("gone", t);
+    await drive(id);
+    const job = await settleWebhook(id);
+    expect(job.webhook).toMatchObject({ state: "stopped", attempts: 1, last_status: 410 });
+    await runDurableObjectAlarm(runStub(id));
+    expect(await deliveriesTo(t)).toHaveLength(1);
+  });
+
+  it("gives up when the retry window has passed, and the job says so", async () => {
+    const t = token();
+    const id = await submitWithHook("down", t);
+    await drive(id);
+    const job = await settleWebhook(id);
+    expect(job.webhook!.state).toBe("failed");
+    expect(job.webhook!.attempts).toBeGreaterThanOrEqual(2);
+    expect(job.webhook!.last_status).toBe(500);
+    expect((await deliveriesTo(t)).length).toBe(job.webhook!.attempts);
+  });
+
+  it("does not follow redirects", async () => {
+    const t = token();
+    const id = await submitWithHook("redirect", t);
+    await drive(id);
+    const job = await settleWebhook(id);
+    expect(job.webhook).toMatchObject({ state: "failed", last_status: 302 });
+    expect(await deliveriesTo(`${t}-redirected`)).toEqual([]);
+  });
+
+  it("calls back for a cancelled job", async () => {
+    const t = token();
+    const id = await submitWithHook("ok", t);
+    expect((await api(`/api/v1/runs/${id}/cancel`, { method: "POST" })).status).toBe(200);
+    await settleWebhook(id);
+    const [delivery] = await deliveriesTo(t);
+    expect(delivery.verified).toBe(true);
+    expect(delivery.body).toMatchObject({ job_id: id, status: "cancelled", result: null, error: null, duration_seconds: null });
+  });
+
+  it("calls back for a failed job, with its error", async () => {
+    const t = token();
+    const id = await submitWithHook("ok", t, { steps: 2, fail_at_step: 2 });
+    await drive(id);
+    await settleWebhook(id);
+    const [delivery] = await deliveriesTo(t);
+    expect(delivery.body).toMatchObject({ job_id: id, status: "failed", result: null, error: "Simulated failure at step 2 of 2" });
+  });
+
+  it("a job without webhook_url shows no webhook", async () => {
+    const id = await drive((await (await post("/api/v1/runs", { prompt: "x", config: { simulate: { steps: 1, step_ms: 1 } } })).json<{ job_id: string }>()).job_id);
+    expect(id.webhook).toBeNull();
+  });
+});
