@@ -24,8 +24,10 @@ export default defineConfig({
             miniflare: {
               bindings: {
                 ...TEST_BINDINGS,
-                API_KEYS: JSON.stringify({ [sha256("key-alpha")]: "alpha", [sha256("key-beta")]: "beta" }),
+                API_KEYS: JSON.stringify({ [sha256("key-alpha")]: "alpha", [sha256("key-beta")]: "beta", [sha256("key-gamma")]: "gamma" }),
+                CORS_ORIGINS: "https://app.example.com",
               },
+              ratelimits: { RATE_LIMITER: { simple: { limit: 50, period: 60 } } },
             },
           }),
         ],

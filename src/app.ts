@@ -3,6 +3,8 @@ import { OpenAPIHono } from "@hono/zod-openapi";
 import { HTTPException } from "hono/http-exception";
 import { tenancy, type AppEnv } from "./auth";
 import { ApiError } from "./errors";
+import { cors } from "./http/cors";
+import { rateLimit } from "./http/ratelimit";
 import { validationError } from "./http/validation";
 import { runs } from "./routes/runs";
 import { system } from "./routes/system";
@@ -13,9 +15,10 @@ export const app = new OpenAPIHono<AppEnv>({
   },
 });
 
-// /health and /openapi.json are public; everything that touches jobs acts for a tenant.
-app.use("/api/*", tenancy());
-app.use("/stats", tenancy());
+// /health and /openapi.json are public; everything that touches jobs acts for a tenant, within
+// its key's rate limit.
+app.use("*", cors());
+for (const path of ["/api/*", "/stats"]) app.use(path, tenancy(), rateLimit());
 app.route("/", system);
 app.route("/", runs);
 

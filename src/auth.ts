@@ -16,7 +16,8 @@ declare global {
   }
 }
 
-export type AppEnv = { Bindings: Env; Variables: { tenant: string } };
+/** `keyId` names the API key used (a prefix of its hash), null when no keys are configured. */
+export type AppEnv = { Bindings: Env; Variables: { tenant: string; keyId: string | null } };
 
 const TENANT = /^[A-Za-z0-9_-]{1,64}$/;
 const LOCAL_HOSTS = new Set(["localhost", "127.0.0.1", "[::1]"]);
@@ -47,24 +48,32 @@ export function configuredKeys(env: Env): KeyEntry[] {
   return entries;
 }
 
+/** The key the request presents; both headers with different keys is a conflict, not a choice. */
 function presentedKey(headers: Headers): string | null {
   const authorization = headers.get("Authorization");
+  const apiKey = headers.get("X-API-Key");
+  let bearer: string | null = null;
   if (authorization !== null) {
     const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
-    return match ? match[1] : "";
+    bearer = match ? match[1] : "";
   }
-  return headers.get("X-API-Key");
+  if (bearer !== null && apiKey !== null && bearer !== apiKey) {
+    throw new ApiError("bad_request", "Authorization and X-API-Key name different keys: send one");
+  }
+  return bearer ?? apiKey;
 }
 
-/** The tenant whose key hashes to this key's hash; every entry is compared, in constant time. */
-async function tenantFor(key: string, entries: KeyEntry[]): Promise<string | null> {
+/** The entry whose hash is this key's hash; every entry is compared, in constant time. */
+async function entryFor(key: string, entries: KeyEntry[]): Promise<KeyEntry | null> {
   const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", encoder.encode(key)));
-  let tenant: string | null = null;
+  let found: KeyEntry | null = null;
   for (const entry of entries) {
-    if (crypto.subtle.timingSafeEqual(hash, entry.hash)) tenant = entry.tenant;
+    if (crypto.subtle.timingSafeEqual(hash, entry.hash)) found = entry;
   }
-  return tenant;
+  return found;
 }
+
+const hex = (bytes: Uint8Array) => [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
 
 const unauthorized = (detail: string) => new ApiError("unauthorized", detail, {}, { "WWW-Authenticate": "Bearer" });
 
@@ -76,12 +85,14 @@ export function tenancy(): MiddlewareHandler<AppEnv> {
         throw unauthorized("An API key is required for non-localhost access");
       }
       c.set("tenant", DEFAULT_TENANT);
+      c.set("keyId", null);
       return next();
     }
     const key = presentedKey(c.req.raw.headers);
-    const tenant = key ? await tenantFor(key, entries) : null;
-    if (tenant === null) throw unauthorized("Unauthorized");
-    c.set("tenant", tenant);
+    const entry = key ? await entryFor(key, entries) : null;
+    if (entry === null) throw unauthorized("Unauthorized");
+    c.set("tenant", entry.tenant);
+    c.set("keyId", hex(entry.hash).slice(0, 16));
     return next();
   };
 }

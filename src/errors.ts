@@ -13,6 +13,7 @@ export const ERROR_STATUS = {
   range_not_satisfiable: 416,
   payload_too_large: 413,
   validation: 422,
+  rate_limited: 429,
   purge_failed: 500,
   internal: 500,
 } as const satisfies Record<string, ContentfulStatusCode>;

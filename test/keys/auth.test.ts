@@ -18,8 +18,8 @@ async function submitAs(headers: Record<string, string>, body: Record<string, un
 describe("API keys", () => {
   it.each([
     ["no key", {}],
-    ["an unknown bearer key", { Authorization: "Bearer key-gamma" }],
-    ["an unknown X-API-Key", { "X-API-Key": "key-gamma" }],
+    ["an unknown bearer key", { Authorization: "Bearer key-unknown" }],
+    ["an unknown X-API-Key", { "X-API-Key": "key-unknown" }],
     ["another scheme", { Authorization: "Basic a2V5LWFscGhh" }],
     ["an empty bearer", { Authorization: "Bearer " }],
     ["a key differing in case", { Authorization: "Bearer KEY-ALPHA" }],

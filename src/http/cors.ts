@@ -1,0 +1,27 @@
+/**
+ * CORS: the origins in CORS_ORIGINS (comma-separated, or "*"). Left empty, a deployment with API
+ * keys allows no origin, and local development (no keys) allows localhost origins.
+ */
+import { cors as honoCors } from "hono/cors";
+import type { MiddlewareHandler } from "hono";
+import type { AppEnv } from "../auth";
+import { configuredKeys } from "../auth";
+
+const LOCAL_ORIGIN = /^https?:\/\/(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?$/;
+
+export function allowedOrigin(origin: string, env: Env): string | null {
+  const listed = (env.CORS_ORIGINS ?? "").split(",").map((o) => o.trim()).filter(Boolean);
+  if (listed.length > 0) return listed.includes("*") || listed.includes(origin) ? origin : null;
+  if (configuredKeys(env).length === 0 && LOCAL_ORIGIN.test(origin)) return origin;
+  return null;
+}
+
+export function cors(): MiddlewareHandler<AppEnv> {
+  return honoCors({
+    origin: (origin, c) => allowedOrigin(origin, c.env),
+    allowMethods: ["GET", "HEAD", "POST", "DELETE", "OPTIONS"],
+    allowHeaders: ["Content-Type", "Authorization", "X-API-Key", "Idempotency-Key", "Last-Event-ID", "Range", "If-None-Match"],
+    exposeHeaders: ["Location", "Retry-After", "Idempotent-Replayed", "ETag", "Content-Range", "Content-Length", "X-Run-Status"],
+    maxAge: 600,
+  });
+}

@@ -1,0 +1,55 @@
+import { describe, expect, it } from "vitest";
+import { api } from "../helpers";
+
+describe("rate limiting per API key (the RATE_LIMITER binding, 50 a minute here)", () => {
+  it("answers 429 with Retry-After once a key has used its requests, and other keys go on", async () => {
+    const gamma = { "X-API-Key": "key-gamma" };
+    const statuses: number[] = [];
+    for (let i = 0; i < 55; i++) statuses.push((await api("/api/v1/runs?page_size=1", { headers: gamma })).status);
+    expect(statuses.filter((s) => s === 200).length).toBe(50);
+    const limited = await api("/stats", { headers: gamma });
+    expect(limited.status).toBe(429);
+    expect(Number(limited.headers.get("Retry-After"))).toBeGreaterThan(0);
+    expect(await limited.json()).toEqual({ detail: "Rate limit exceeded for this API key" });
+    expect((await api("/stats", { headers: { "X-API-Key": "key-beta" } })).status).toBe(200);
+  });
+});
+
+describe("CORS with keys configured (CORS_ORIGINS=https://app.example.com)", () => {
+  const preflight = (origin: string) =>
+    api("/api/v1/runs", {
+      method: "OPTIONS",
+      headers: { Origin: origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type, authorization, idempotency-key" },
+    });
+
+  it("allows the configured origin, with the headers clients need", async () => {
+    const res = await preflight("https://app.example.com");
+    expect(res.status).toBe(204);
+    expect(res.headers.get("Access-Control-Allow-Origin")).toBe("https://app.example.com");
+    expect(res.headers.get("Access-Control-Allow-Headers")).toContain("Idempotency-Key");
+    const get = await api("/api/v1/runs", { headers: { Origin: "https://app.example.com", Authorization: "Bearer key-alpha" } });
+    expect(get.headers.get("Access-Control-Allow-Origin")).toBe("https://app.example.com");
+    expect(get.headers.get("Access-Control-Expose-Headers")).toContain("Idempotent-Replayed");
+  });
+
+  it("allows no other origin, localhost included", async () => {
+    for (const origin of ["https://evil.example.com", "http://localhost:3000"]) {
+      expect((await preflight(origin)).headers.get("Access-Control-Allow-Origin")).toBeNull();
+    }
+  });
+
+  it("an unauthorised answer still carries CORS headers, so the browser can read the 401", async () => {
+    const res = await api("/api/v1/runs", { headers: { Origin: "https://app.example.com" } });
+    expect(res.status).toBe(401);
+    expect(res.headers.get("Access-Control-Allow-Origin")).toBe("https://app.example.com");
+  });
+});
+
+describe("conflicting key headers", () => {
+  it("Authorization and X-API-Key naming different keys → 400", async () => {
+    const res = await api("/api/v1/runs", { headers: { Authorization: "Bearer key-alpha", "X-API-Key": "key-beta" } });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toEqual({ detail: "Authorization and X-API-Key name different keys: send one" });
+    expect((await api("/api/v1/runs", { headers: { Authorization: "Bearer key-alpha", "X-API-Key": "key-alpha" } })).status).toBe(200);
+  });
+});
