@@ -1,8 +1,8 @@
 import { createHash } from "node:crypto";
 import { cloudflareTest } from "@cloudflare/vitest-pool-workers";
 import { defineConfig } from "vitest/config";
-import { WEBHOOK_SECRET } from "./test/hooks/protocol";
-import { LLM_KEY, LLM_URL } from "./test/model/protocol";
+import { WEBHOOK_SECRET } from "./test/hooks/protocol.ts";
+import { LLM_KEY, LLM_URL } from "./test/model/protocol.ts";
 
 // Alarms are scheduled an hour late so that tests fire them with runDurableObjectAlarm.
 const TEST_BINDINGS = { ALARM_DELAY_MS: "3600000" };

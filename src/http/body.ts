@@ -31,6 +31,25 @@ async function readLimited(request: Request, maxBytes: number): Promise<Uint8Arr
   return body;
 }
 
+export const MAX_JSON_DEPTH = 32;
+
+/** How deeply arrays and objects nest in JSON text, counted without parsing it. */
+export function jsonDepth(text: string): number {
+  let depth = 0;
+  let deepest = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text.charCodeAt(i);
+    if (inString) {
+      if (ch === 92) i++; // backslash: skip the escaped character
+      else if (ch === 34) inString = false;
+    } else if (ch === 34) inString = true;
+    else if (ch === 123 || ch === 91) deepest = Math.max(deepest, ++depth);
+    else if (ch === 125 || ch === 93) depth--;
+  }
+  return deepest;
+}
+
 /**
  * Admits only a JSON body within `maxBytes`, then hands its text to Hono's body cache so the
  * route's zod validator reads it from there.
@@ -43,6 +62,13 @@ export function jsonBody(maxBytes: (env: Env) => number): MiddlewareHandler<{ Bi
     let text: string;
     try {
       text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
+    } catch {
+      throw new ApiError("bad_request", "Request body is not valid UTF-8");
+    }
+    if (jsonDepth(text) > MAX_JSON_DEPTH) {
+      throw new ApiError("bad_request", `JSON nested deeper than ${MAX_JSON_DEPTH} levels`);
+    }
+    try {
       JSON.parse(text);
     } catch {
       throw new ApiError("bad_request", "Malformed JSON in request body");

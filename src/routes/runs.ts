@@ -77,6 +77,8 @@ function idempotencyKey(c: Ctx, body: SubmitBody): string | null {
   if (header !== undefined && (header.length === 0 || header.length > 256)) {
     throw new ApiError("bad_request", "Idempotency-Key must be 1 to 256 characters");
   }
+  // Repeated headers arrive joined by ", ": which one was meant cannot be told.
+  if (header?.includes(",")) throw new ApiError("bad_request", "Idempotency-Key must be sent once, without commas");
   return header ?? body.idempotency_key ?? null;
 }
 

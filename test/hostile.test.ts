@@ -1,0 +1,128 @@
+/**
+ * A corpus of hostile requests, generated and hand-picked, sent to every endpoint: each must be
+ * refused with a 4xx carrying a `detail`, never a 5xx, and leave storage as it was.
+ */
+import { env } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { api, finished, JOB_ENDPOINTS } from "./helpers";
+
+interface Case {
+  name: string;
+  path: string;
+  init?: RequestInit;
+}
+
+const json = (body: string, headers: Record<string, string> = {}): RequestInit => ({
+  method: "POST",
+  headers: { "content-type": "application/json", ...headers },
+  body,
+});
+const submitCase = (name: string, body: unknown, headers: Record<string, string> = {}): Case => ({
+  name,
+  path: "/api/v1/runs",
+  init: json(typeof body === "string" ? body : JSON.stringify(body), headers),
+});
+
+const MALFORMED = [
+  "", " ", "{", "}", "[", '{"prompt":}', '{"prompt":"x",}', "{'prompt':'x'}", '{"prompt":"x"}{"prompt":"y"}',
+  '{"prompt":"x"} trailing', "NaN", "Infinity", '{"prompt": NaN}', '{"prompt": undefined}', "\u0000", '{"prompt":"x"\u0000}',
+  '{"prompt":"unterminated}', "{prompt: 'x'}", '{"a":1,,"b":2}', "01", '{"prompt":"\\x41"}', '{"prompt":"\\u12"}', "/* c */ {}",
+];
+
+function nested(depth: number, open: string, close: string, inner = "1"): string {
+  return open.repeat(depth) + inner + close.repeat(depth);
+}
+
+const FIELDS: Record<string, unknown[]> = {
+  prompt: [123, true, null, [], {}, "", "   ", "\n\t"],
+  agent_file: [123, true, [], {}, "../x.yaml", "/abs.yaml", "a/../../b.yaml", "..", "x.txt", "missing.yaml", "%2e%2e/x.yaml", "agents.yaml\u0000.txt"],
+  agent_yaml: [123, true, [], {}, "roles: [", "just text", "roles: {}", "- a\n- b"],
+  framework: [123, "crewai", "autogen", "PraisonAI", ""],
+  config: ["x", 1, [], true, { simulate: "fast" }, { simulate: { steps: 0 } }, { simulate: { steps: 101 } }, { simulate: { steps: 1.5 } },
+    { simulate: { step_ms: -1 } }, { simulate: { output_bytes: 2 ** 31 } }, { simulate: { fail_at_step: 0 } }, { temperature: 3 }, { max_tokens: 0 }, { model: 5 }],
+  timeout: ["10", -1, 86401, 1.5, true, [], {}, 1e12],
+  webhook_url: [123, "not a url", "ftp://example.com", "http://127.0.0.1/x", "http://localhost/x", "http://10.1.2.3/x", "http://[::1]/x",
+    "http://169.254.169.254/x", "https://u:p@example.com/x", "http://0x7f000001/x", "http://2130706433/x", "javascript:alert(1)"],
+  session_id: [123, true, [], {}, "s".repeat(257)],
+  idempotency_key: [123, true, [], {}, "", "k".repeat(257)],
+  metadata: ["x", 1, [], { a: 1 }, { a: true }, { a: null }, { a: {} }, { "": "v" }, { ["k".repeat(65)]: "v" }, { a: "v".repeat(513) },
+    Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, "v"]))],
+  recipe_name: ["r", 1, null, {}],
+};
+
+const HOSTILE_IDS = ["run_a%2Fb", "%2F%2F", "run_..%2F..", "run_%E2%9C%93", "run_%FF%FE", "run_a%00b", `run_${"a".repeat(10 * 1024)}`, "job_abc", "RUN_abc", "run_"];
+
+function corpus(knownId: string): Case[] {
+  const cases: Case[] = [];
+  for (const body of MALFORMED) cases.push(submitCase(`malformed ${JSON.stringify(body).slice(0, 30)}`, body));
+  for (const depth of [33, 100, 1000, 10_000]) {
+    cases.push(submitCase(`arrays nested ${depth} deep`, `{"prompt":"x","config":{"deep":${nested(depth, "[", "]")}}}`));
+    cases.push(submitCase(`objects nested ${depth} deep`, `{"prompt":"x","config":${nested(depth, '{"a":', "}")}}`));
+  }
+  for (const [field, values] of Object.entries(FIELDS)) {
+    for (const value of values) cases.push(submitCase(`${field} = ${JSON.stringify(value).slice(0, 30)}`, { prompt: "x", [field]: value }));
+  }
+  for (const body of [null, true, 1, "x", [], [{ prompt: "x" }], { prompt: "x", __proto__: { polluted: true }, framework: 1 }]) {
+    cases.push(submitCase(`body ${JSON.stringify(body)}`, JSON.stringify(body)));
+  }
+  cases.push(submitCase("a body over 1 MiB", { prompt: "x".repeat(1024 * 1024) }));
+  cases.push(submitCase("invalid UTF-8", new TextDecoder("latin1").decode(new Uint8Array([0x7b, 0xff, 0x7d]))));
+  for (const type of ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/json, text/plain", "application/jsonp", "json"]) {
+    cases.push({ name: `content type ${type}`, path: "/api/v1/runs", init: { method: "POST", headers: { "content-type": type }, body: '{"prompt":"x"}' } });
+  }
+  cases.push({ name: "no content type", path: "/api/v1/runs", init: { method: "POST", body: '{"prompt":"x"}' } });
+  for (const key of ["k".repeat(257), "a, b"]) {
+    cases.push(submitCase(`Idempotency-Key ${key.slice(0, 10)}`, { prompt: "x" }, { "Idempotency-Key": key }));
+  }
+
+  const queries = ["status=done", "status=QUEUED", "status=", "status=queued,running", "status=%E2%9C%93", "status=queued&status=running",
+    "page=0", "page=-1", "page=abc", "page=1.5", "page=2000000", "page=1&page=2", "page_size=0", "page_size=101", "page_size=-5",
+    "page_size=abc", "page_size=1e3", "cursor=%%%", "cursor=abc", "cursor=MA", "cursor=LTE", `cursor=${"A".repeat(65)}`, `session_id=${"s".repeat(257)}`];
+  for (const q of queries) cases.push({ name: `list ?${q.slice(0, 30)}`, path: `/api/v1/runs?${q}` });
+
+  for (const id of HOSTILE_IDS) {
+    for (const [method, suffix] of JOB_ENDPOINTS) cases.push({ name: `${method} ${id.slice(0, 20)}${suffix}`, path: `/api/v1/runs/${id}${suffix}`, init: { method } });
+  }
+  for (const lastId of ["abc", "-1", "1.5", "99999999999999999999", "1e3", "0x10"]) {
+    cases.push({ name: `stream Last-Event-ID ${lastId}`, path: `/api/v1/runs/${knownId}/stream`, init: { headers: { "Last-Event-ID": lastId } } });
+    cases.push({ name: `stream ?after=${lastId}`, path: `/api/v1/runs/${knownId}/stream?after=${encodeURIComponent(lastId)}` });
+  }
+  for (const force of ["yes", "1", "TRUE", ""]) {
+    cases.push({ name: `delete ?force=${force}`, path: `/api/v1/runs/${knownId}?force=${force}`, init: { method: "DELETE" } });
+  }
+  cases.push({ name: "cancel a finished job", path: `/api/v1/runs/${knownId}/cancel`, init: { method: "POST" } });
+  cases.push({ name: "output range past the end", path: `/api/v1/runs/${knownId}/output`, init: { headers: { Range: "bytes=999999-" } } });
+  return cases;
+}
+
+async function snapshot() {
+  const index = env.TENANTS.getByName("default");
+  const list = await index.list({ page: 1, page_size: 100 });
+  const objects = await env.OUTPUTS.list({ prefix: "runs/" });
+  return { stats: await index.stats(), ids: list.jobs.map((j) => j.job_id), objects: objects.objects.map((o) => `${o.key}:${o.etag}`) };
+}
+
+describe("hostile input", () => {
+  it("every case is refused with a 4xx and a detail; nothing is stored", async () => {
+    const knownId = await finished({ steps: 1 });
+    const before = await snapshot();
+    const cases = corpus(knownId);
+    expect(cases.length).toBeGreaterThanOrEqual(200);
+
+    const wrong: string[] = [];
+    for (const c of cases) {
+      const res = await api(c.path, c.init);
+      const text = await res.text();
+      let detail: unknown;
+      try {
+        detail = (JSON.parse(text) as { detail?: unknown }).detail;
+      } catch {
+        detail = undefined;
+      }
+      const hasDetail = (typeof detail === "string" && detail.length > 0) || (Array.isArray(detail) && detail.length > 0);
+      if (res.status < 400 || res.status >= 500 || !hasDetail) wrong.push(`${c.name}: ${res.status} ${text.slice(0, 120)}`);
+    }
+    expect(wrong).toEqual([]);
+    expect(await snapshot()).toEqual(before);
+  });
+});
