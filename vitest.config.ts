@@ -52,6 +52,7 @@ export default defineConfig({
                 WEBHOOK_ALLOW_PRIVATE: "true",
                 WEBHOOK_RETRY_BASE_MS: "50",
                 WEBHOOK_RETRY_WINDOW_MS: "1500",
+                STALL_TIMEOUT_MS: "1500",
               },
             },
           }),

@@ -10,6 +10,7 @@ export interface Limits {
   maxRunningPerTenant: number;
   webhookRetryBaseMs: number;
   webhookRetryWindowMs: number;
+  stallTimeoutMs: number;
 }
 
 function positiveInt(value: string | undefined, fallback: number): number {
@@ -28,6 +29,7 @@ export function limits(env: Env): Limits {
     maxRunningPerTenant: Math.max(1, positiveInt(env.MAX_RUNNING_PER_TENANT, 10)),
     webhookRetryBaseMs: Math.max(1, positiveInt(env.WEBHOOK_RETRY_BASE_MS, 10_000)),
     webhookRetryWindowMs: positiveInt(env.WEBHOOK_RETRY_WINDOW_MS, 86_400_000),
+    stallTimeoutMs: Math.max(1, positiveInt(env.STALL_TIMEOUT_MS, 900_000)),
   };
 }
 

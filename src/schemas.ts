@@ -8,6 +8,7 @@ import { STATUSES } from "./run/transitions";
 export const MAX_TIMEOUT_S = 86400;
 export const DEFAULT_TIMEOUT_S = 3600;
 const MAX_METADATA_KEYS = 16;
+export const MAX_RETENTION_S = 30 * 86400;
 
 export const StatusSchema = z.enum(STATUSES).openapi("Status");
 
@@ -61,6 +62,13 @@ export const SubmitBodySchema = z
     session_id: z.string().max(256).nullish(),
     idempotency_key: z.string().min(1).max(256).nullish(),
     metadata: MetadataSchema.nullish(),
+    retention_seconds: z
+      .number()
+      .int()
+      .min(1)
+      .max(MAX_RETENTION_S)
+      .nullish()
+      .openapi({ description: "Keep the finished job this long (default: the deployment's, 7 days)" }),
     recipe_name: z
       .unknown()
       .refine(() => false, { message: "recipe_name is not supported: recipes would change what runs" })

@@ -126,6 +126,7 @@ runs.openapi(submitRoute, async (c) => {
     metadata: body.metadata ?? {},
     config,
     timeout_s: body.timeout || DEFAULT_TIMEOUT_S,
+    retention_ms: body.retention_seconds ? body.retention_seconds * 1000 : null,
     webhook_url: body.webhook_url ?? null,
     idempotency_key: key,
   };

@@ -22,6 +22,9 @@ import { newJobId } from "../ids";
 const SLOT_RECHECK_MS = 60_000;
 /** While a step runs, the alarm is kept this far ahead so that a lost instance is resumed. */
 const STEP_LEASE_MS = 60_000;
+/** Why a step's AbortController was aborted when the step stopped reporting. */
+class Stalled extends Error {}
+
 /** An output event carries a step's text when it is at most this long; larger output is only in R2. */
 const OUTPUT_EVENT_BYTES = 16 * 1024;
 
@@ -55,7 +58,13 @@ export class RunObject extends DurableObject<Env> {
     this.sql = ctx.storage.sql;
     this.limits = limits(env);
     this.hasSchema = hasTable(this.sql, "run");
-    if (this.hasSchema) void ctx.blockConcurrencyWhile(async () => migrate(ctx.storage, RUN_MIGRATIONS));
+    if (this.hasSchema) {
+      void ctx.blockConcurrencyWhile(async () => {
+        migrate(ctx.storage, RUN_MIGRATIONS);
+        // Work left behind (an outbox row, a step, a purge) whose alarm was lost is scheduled again.
+        if ((await ctx.storage.getAlarm()) === null) await this.armAlarm();
+      });
+    }
   }
 
   // ---- RPC ----------------------------------------------------------------------------
@@ -221,6 +230,13 @@ export class RunObject extends DurableObject<Env> {
     this.inflight = { controller, done: new Promise<void>((resolve) => (settle = resolve)) };
     const deadline = row.deadline_at;
     const timer = deadline === null ? undefined : setTimeout(() => controller.abort(new TimedOut()), Math.max(0, deadline - Date.now()));
+    // A step that reports nothing (no output) for stallTimeoutMs is stopped and retried.
+    const stallMs = this.limits.stallTimeoutMs;
+    let watchdog = setTimeout(() => controller.abort(new Stalled()), stallMs);
+    const reported = () => {
+      clearTimeout(watchdog);
+      watchdog = setTimeout(() => controller.abort(new Stalled()), stallMs);
+    };
     const key = partKey(outputPrefix(spec.tenant, spec.job_id), step.idx);
     // Output text arrives as the runner produces it; it goes to the log coalesced, and only while the job runs.
     const deltas = new OutputCoalescer((delta) => {
@@ -239,7 +255,10 @@ export class RunObject extends DurableObject<Env> {
         context: spec.runner === "openai" ? await this.earlierOutputs() : [],
         config: spec.config,
         signal: controller.signal,
-        onDelta: (text) => deltas.add(text),
+        onDelta: (text) => {
+          reported();
+          deltas.add(text);
+        },
       });
       deltas.flush();
       outcome = { kind: "written", part: await writePart(this.env.OUTPUTS, key, output), streamed: output.streamed === true };
@@ -250,7 +269,8 @@ export class RunObject extends DurableObject<Env> {
       }
     } catch (error) {
       const reason = controller.signal.reason;
-      if (controller.signal.aborted) outcome = reason instanceof TimedOut ? { kind: "timed_out" } : { kind: "aborted" };
+      if (reason instanceof Stalled) outcome = { kind: "error", message: `Step ${step.name} made no progress for ${stallMs} ms` };
+      else if (controller.signal.aborted) outcome = reason instanceof TimedOut ? { kind: "timed_out" } : { kind: "aborted" };
       else if (error instanceof StepFailed) outcome = { kind: "failed", message: error.message };
       else {
         const message = error instanceof Error ? error.message : String(error);
@@ -258,6 +278,7 @@ export class RunObject extends DurableObject<Env> {
       }
     } finally {
       if (timer !== undefined) clearTimeout(timer);
+      clearTimeout(watchdog);
       deltas.close();
     }
     this.inflight = null;
@@ -302,6 +323,10 @@ export class RunObject extends DurableObject<Env> {
         return;
       case "error": {
         // An infrastructure error (R2, the runner's transport): retried, a bounded number of times.
+        const attempt = step.attempts + 1;
+        if (attempt >= this.limits.maxStepAttempts) {
+          return this.failJob(row, `Step ${step.name} failed after ${attempt} attempts: ${outcome.message}`);
+        }
         const backoff = Math.min(60_000, this.limits.retryBaseMs * 2 ** step.attempts);
         const retryAt = Date.now() + Math.max(backoff, outcome.retryAfterMs ?? 0);
         this.ctx.storage.transactionSync(() => {
@@ -358,7 +383,7 @@ export class RunObject extends DurableObject<Env> {
         next.completed_at = now;
         if (to === "cancelled") next.cancelled_at = now;
         next.next_step_at = null;
-        next.expires_at = now + this.limits.retentionMs;
+        next.expires_at = now + (this.spec().retention_ms ?? this.limits.retentionMs);
         all.push({ type: "complete", data: { status: to, job_id: this.spec().job_id } });
       }
     }

@@ -20,6 +20,8 @@ export interface RunSpec {
   metadata: Record<string, string>;
   config: Record<string, unknown>;
   timeout_s: number;
+  /** How long the job is kept after it ends, when the submission chose; else the deployment's. */
+  retention_ms: number | null;
   webhook_url: string | null;
   idempotency_key: string | null;
 }
