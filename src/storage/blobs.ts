@@ -30,6 +30,12 @@ export interface WrittenPart extends OutputPart {
 export async function writePart(bucket: R2Bucket, key: string, output: StepOutput): Promise<WrittenPart> {
   const { readable, writable } = new FixedLengthStream(output.bytes);
   const put = bucket.put(key, readable, { httpMetadata: { contentType: "text/plain; charset=utf-8" } });
+  // If the upload fails early, nobody reads the stream any more: writes must not wait on it forever.
+  const putFailed = put.then(
+    () => new Promise<never>(() => {}),
+    (error) => Promise.reject(error),
+  );
+  putFailed.catch(() => {});
   const head = new Uint8Array(Math.min(HEAD_BYTES, output.bytes));
   let filled = 0;
   const writer = writable.getWriter();
@@ -43,10 +49,11 @@ export async function writePart(bucket: R2Bucket, key: string, output: StepOutpu
         head.set(take, filled);
         filled += take.length;
       }
-      await writer.write(value);
+      await Promise.race([writer.write(value), putFailed]);
     }
-    await writer.close();
+    await Promise.race([writer.close(), putFailed]);
   } catch (error) {
+    await reader.cancel(error).catch(() => {});
     await writer.abort(error).catch(() => {});
     await put.catch(() => {});
     throw error;

@@ -1,0 +1,71 @@
+import { env, runDurableObjectAlarm } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { failing, failingIndex, withBindings, type When } from "./faults";
+import { api, drive, eventLog, finished, getJob, r2Keys, runStub, storedTables, submit } from "./helpers";
+
+const del = (id: string) => api(`/api/v1/runs/${id}`, { method: "DELETE" });
+const listed = async (session: string) =>
+  (await (await api(`/api/v1/runs?session_id=${session}`)).json<{ jobs: { job_id: string; status: string }[] }>()).jobs;
+
+async function expectPurged(id: string, session: string) {
+  expect((await api(`/api/v1/runs/${id}`)).status).toBe(404);
+  expect(await r2Keys(`runs/default/${id}/`)).toEqual([]);
+  expect(await storedTables(id)).toEqual([]);
+  expect(await listed(session)).toEqual([]);
+}
+
+describe.each(["before", "after"] as When[])("faults %s the side effect", (when) => {
+  it("R2 failing while a delete purges: 500, the job is 404 at once, the alarm finishes the purge", async () => {
+    const session = `r2-delete-${when}`;
+    const id = await finished({ steps: 2, output_bytes: 5000 }, { session_id: session });
+    await withBindings(id, { OUTPUTS: failing(env.OUTPUTS, "delete", [1], when).proxy });
+
+    const res = await del(id);
+    expect(res.status).toBe(500);
+    expect((await res.json<{ detail: string }>()).detail).toMatch(/^Job deleted, but purging its data failed and will be retried: injected delete failure/);
+    expect((await api(`/api/v1/runs/${id}`)).status).toBe(404);
+    expect((await del(id)).status).toBe(404);
+
+    await runDurableObjectAlarm(runStub(id));
+    await expectPurged(id, session);
+  });
+
+  it("the index failing to remove the job: the alarm finishes, and a late update never brings it back", async () => {
+    const session = `index-remove-${when}`;
+    const id = await finished({ steps: 1 }, { session_id: session });
+    const stale = await getJob(id);
+    await withBindings(id, { TENANTS: failingIndex(env.TENANTS, "remove", [1], when).proxy });
+
+    expect((await del(id)).status).toBe(500);
+    await runDurableObjectAlarm(runStub(id));
+    await expectPurged(id, session);
+
+    await env.TENANTS.getByName("default").upsert(stale, 1_000, 10); // a late, "newer" snapshot
+    expect(await listed(session)).toEqual([]);
+  });
+
+  it("the index failing to take a status update: the job runs on and the index catches up once", async () => {
+    const session = `index-upsert-${when}`;
+    const id = await submit({ steps: 2 }, { session_id: session });
+    await withBindings(id, { TENANTS: failingIndex(env.TENANTS, "upsert", [1, 2], when).proxy });
+    const job = await drive(id);
+    expect(job.status).toBe("succeeded");
+    for (let i = 0; i < 5 && (await listed(session))[0]?.status !== "succeeded"; i++) {
+      await new Promise((r) => setTimeout(r, 1100)); // the outbox retries after its backoff
+      await runDurableObjectAlarm(runStub(id));
+    }
+    expect(await listed(session)).toMatchObject([{ job_id: id, status: "succeeded" }]);
+    expect((await eventLog(id)).filter((e) => e.event === "complete")).toHaveLength(1);
+  });
+
+  it("R2 failing to store a step's output: the step is retried and its output is stored once", async () => {
+    const id = await submit({ steps: 2, output_bytes: 4000 }, { prompt: "faulty put" });
+    await withBindings(id, { OUTPUTS: failing(env.OUTPUTS, "put", [1], when).proxy });
+    const job = await drive(id);
+    expect(job.status).toBe("succeeded");
+    expect(await r2Keys(`runs/default/${id}/`)).toEqual([`runs/default/${id}/steps/0001`, `runs/default/${id}/steps/0002`]);
+    expect((await (await api(`/api/v1/runs/${id}/output`)).text()).length).toBe(4000);
+    const retries = (await eventLog(id)).filter((e) => e.data.includes("will retry"));
+    expect(retries).toHaveLength(1);
+  });
+});

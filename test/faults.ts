@@ -1,0 +1,92 @@
+/**
+ * Faults and barriers around the real bindings, installed into one live RunObject from the test
+ * (runInDurableObject): the object keeps talking to real R2 and the real TenantIndex, and the
+ * wrapper fails or holds the calls a test names.
+ */
+import { runInDurableObject } from "cloudflare:test";
+import { runStub } from "./helpers";
+
+export type When = "before" | "after";
+
+/** Wraps `target` so that the listed calls (1-based, per method) of `method` fail, before or after the real call. */
+export function failing<T extends object>(target: T, method: string, calls: number[], when: When) {
+  const counts = { n: 0 };
+  const proxy = new Proxy(target, {
+    get(obj, prop) {
+      const value = Reflect.get(obj, prop);
+      if (typeof value !== "function") return value;
+      if (prop !== method) return value.bind(obj);
+      return async (...args: unknown[]) => {
+        const call = ++counts.n;
+        if (!calls.includes(call)) return value.apply(obj, args);
+        if (when === "after") await value.apply(obj, args);
+        throw new Error(`injected ${String(prop)} failure on call ${call} (${when} its effect)`);
+      };
+    },
+  });
+  return { proxy, counts };
+}
+
+/** A tenant-index namespace whose stubs fail the listed calls of `method`. */
+export function failingIndex(namespace: Env["TENANTS"], method: string, calls: number[], when: When) {
+  const counts = { n: 0 };
+  const proxy = new Proxy(namespace, {
+    get(obj, prop) {
+      const value = Reflect.get(obj, prop);
+      if (prop !== "getByName") return typeof value === "function" ? value.bind(obj) : value;
+      return (name: string) => {
+        const stub = obj.getByName(name);
+        return new Proxy(stub, {
+          get(s, p) {
+            if (p !== method) return Reflect.get(s, p);
+            return async (...args: unknown[]) => {
+              const call = ++counts.n;
+              const real = () => (Reflect.get(s, p) as (...a: unknown[]) => Promise<unknown>)(...args);
+              if (!calls.includes(call)) return real();
+              if (when === "after") await real();
+              throw new Error(`injected index ${String(p)} failure on call ${call} (${when} its effect)`);
+            };
+          },
+        });
+      };
+    },
+  });
+  return { proxy, counts };
+}
+
+/** A bucket whose `put` waits at a gate the test opens. */
+export function gatedBucket(bucket: R2Bucket) {
+  let open!: () => void;
+  let arrived!: () => void;
+  const gate = new Promise<void>((r) => (open = r));
+  const reached = new Promise<void>((r) => (arrived = r));
+  const proxy = new Proxy(bucket, {
+    get(obj, prop) {
+      const value = Reflect.get(obj, prop);
+      if (typeof value !== "function") return value;
+      if (prop !== "put") return value.bind(obj);
+      return async (...args: unknown[]) => {
+        arrived();
+        await gate;
+        return value.apply(obj, args);
+      };
+    },
+  });
+  return { proxy, open, reached };
+}
+
+/** Replaces bindings of the job's live object (until it is evicted or restored). */
+export async function withBindings(id: string, overrides: Partial<Env>): Promise<void> {
+  await runInDurableObject(runStub(id), (instance) => {
+    const holder = instance as unknown as { env: Env };
+    holder.env = Object.assign(Object.create(holder.env), overrides) as Env;
+  });
+}
+
+export async function restoreBindings(id: string): Promise<void> {
+  await runInDurableObject(runStub(id), (instance) => {
+    const holder = instance as unknown as { env: Env };
+    const original = Object.getPrototypeOf(holder.env) as Env;
+    if (original !== Object.prototype) holder.env = original;
+  });
+}
