@@ -268,6 +268,8 @@ export class RunObject extends DurableObject<Env> {
         outcome = { kind: "aborted" };
       }
     } catch (error) {
+      // An aborted upload may still have landed whole: it is not the job's output either.
+      if (controller.signal.aborted) await this.env.OUTPUTS.delete(key).catch(() => {});
       const reason = controller.signal.reason;
       if (reason instanceof Stalled) outcome = { kind: "error", message: `Step ${step.name} made no progress for ${stallMs} ms` };
       else if (controller.signal.aborted) outcome = reason instanceof TimedOut ? { kind: "timed_out" } : { kind: "aborted" };
