@@ -1,0 +1,158 @@
+/**
+ * Random sequences of create, get, list, cancel, delete, forced delete, step completion (the
+ * alarm) and eviction, checked against a small in-memory model of the contract.
+ */
+import { abortAllDurableObjects, runDurableObjectAlarm } from "cloudflare:test";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { transition, isTerminal, type Status } from "../src/run/transitions";
+import { api, eventLog, post, r2Keys, runStub, storedTables } from "./helpers";
+
+interface ModelJob {
+  id: string;
+  status: Status;
+  deleted: boolean;
+}
+interface Model {
+  jobs: ModelJob[];
+}
+interface Real {
+  session: string;
+}
+
+const pick = (model: Model, n: number) => (model.jobs.length ? model.jobs[n % model.jobs.length] : null);
+
+/** After every command: what the job must look like, deleted or not. */
+async function checkJob(job: ModelJob) {
+  if (job.deleted) {
+    expect((await api(`/api/v1/runs/${job.id}`)).status).toBe(404);
+    expect(await r2Keys(`runs/default/${job.id}/`)).toEqual([]);
+    expect(await storedTables(job.id)).toEqual([]);
+    return;
+  }
+  const res = await api(`/api/v1/runs/${job.id}`);
+  expect(res.status).toBe(200);
+  expect((await res.json<{ status: Status }>()).status).toBe(job.status);
+  if (isTerminal(job.status)) {
+    const completes = (await eventLog(job.id)).filter((e) => e.event === "complete");
+    expect(completes).toHaveLength(1); // exactly one terminal transition, recorded once
+    expect(JSON.parse(completes[0].data).data.status).toBe(job.status);
+  }
+}
+
+class Create implements fc.AsyncCommand<Model, Real> {
+  check = () => true;
+  async run(model: Model, real: Real) {
+    const res = await post("/api/v1/runs", { prompt: "model", session_id: real.session, config: { simulate: { steps: 2, step_ms: 1 } } });
+    expect(res.status).toBe(202);
+    model.jobs.push({ id: (await res.json<{ job_id: string }>()).job_id, status: "queued", deleted: false });
+  }
+  toString = () => "create";
+}
+
+class Alarm implements fc.AsyncCommand<Model, Real> {
+  constructor(readonly n: number) {}
+  check = (m: Readonly<Model>) => m.jobs.length > 0;
+  async run(model: Model) {
+    const job = pick(model, this.n)!;
+    await runDurableObjectAlarm(runStub(job.id));
+    if (job.deleted) return checkJob(job);
+    const now = (await (await api(`/api/v1/runs/${job.id}`)).json<{ status: Status }>()).status;
+    // A step may start the job, finish it, or (waiting for a slot) change nothing.
+    const legal = new Set<Status>([job.status]);
+    const started = transition(job.status, "start");
+    if (started) legal.add(started);
+    for (const from of [...legal]) {
+      const done = transition(from, "succeed");
+      if (done) legal.add(done);
+    }
+    expect(legal.has(now)).toBe(true);
+    job.status = now;
+    await checkJob(job);
+  }
+  toString = () => `alarm(${this.n})`;
+}
+
+class Cancel implements fc.AsyncCommand<Model, Real> {
+  constructor(readonly n: number) {}
+  check = (m: Readonly<Model>) => m.jobs.length > 0;
+  async run(model: Model) {
+    const job = pick(model, this.n)!;
+    const res = await api(`/api/v1/runs/${job.id}/cancel`, { method: "POST" });
+    if (job.deleted) expect(res.status).toBe(404);
+    else if (isTerminal(job.status)) expect(res.status).toBe(400);
+    else {
+      expect(res.status).toBe(200);
+      job.status = "cancelled";
+    }
+    await checkJob(job);
+  }
+  toString = () => `cancel(${this.n})`;
+}
+
+class Delete implements fc.AsyncCommand<Model, Real> {
+  constructor(
+    readonly n: number,
+    readonly force: boolean,
+  ) {}
+  check = (m: Readonly<Model>) => m.jobs.length > 0;
+  async run(model: Model) {
+    const job = pick(model, this.n)!;
+    const res = await api(`/api/v1/runs/${job.id}${this.force ? "?force=true" : ""}`, { method: "DELETE" });
+    if (job.deleted) expect(res.status).toBe(404);
+    else if (!isTerminal(job.status) && !this.force) expect(res.status).toBe(400);
+    else {
+      expect(res.status).toBe(204);
+      job.deleted = true;
+    }
+    await checkJob(job);
+  }
+  toString = () => `delete(${this.n}${this.force ? ", force" : ""})`;
+}
+
+class List implements fc.AsyncCommand<Model, Real> {
+  check = () => true;
+  async run(model: Model, real: Real) {
+    const body = await (await api(`/api/v1/runs?session_id=${real.session}&page_size=100`)).json<{ jobs: { job_id: string; status: Status }[]; total: number }>();
+    const live = model.jobs.filter((j) => !j.deleted);
+    expect(body.total).toBe(live.length);
+    expect(body.jobs.map((j) => [j.job_id, j.status])).toEqual([...live].reverse().map((j) => [j.id, j.status]));
+  }
+  toString = () => "list";
+}
+
+class Evict implements fc.AsyncCommand<Model, Real> {
+  check = () => true;
+  async run(model: Model) {
+    await abortAllDurableObjects();
+    for (const job of model.jobs) await checkJob(job);
+  }
+  toString = () => "evict";
+}
+
+describe("model-based: the contract under random sequences", () => {
+  it("holds for every sequence", async () => {
+    const index = fc.nat(20);
+    const commands = [
+      fc.constant(new Create()),
+      fc.constant(new Create()),
+      index.map((n) => new Alarm(n)),
+      index.map((n) => new Alarm(n)),
+      index.map((n) => new Cancel(n)),
+      fc.tuple(index, fc.boolean()).map(([n, force]) => new Delete(n, force)),
+      fc.constant(new List()),
+      fc.constant(new Evict()),
+    ];
+    let run = 0;
+    let executed = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.commands(commands, { maxCommands: 40, size: "large" }), async (cmds) => {
+        const real = { session: `model-${Date.now()}-${++run}` };
+        await fc.asyncModelRun(() => ({ model: { jobs: [] }, real }), cmds);
+        executed += [...cmds].length;
+      }),
+      { numRuns: 12 },
+    );
+    expect(executed).toBeGreaterThan(100);
+  }, 120_000);
+});
