@@ -61,8 +61,9 @@ export class RunObject extends DurableObject<Env> {
     if (this.hasSchema) {
       void ctx.blockConcurrencyWhile(async () => {
         migrate(ctx.storage, RUN_MIGRATIONS);
-        // Work left behind (an outbox row, a step, a purge) whose alarm was lost is scheduled again.
-        if ((await ctx.storage.getAlarm()) === null) await this.armAlarm();
+        // Work left behind (an outbox row, a step, a purge) is scheduled again: after a restart the
+        // stored alarm may be lost, or known to storage but not to the scheduler.
+        await this.armAlarm();
       });
     }
   }

@@ -20,6 +20,8 @@ export async function startServer(persistTo = mkdtempSync(join(tmpdir(), "runs-e
     {
       env: { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false", CI: "true" },
       stdio: ["ignore", "pipe", "pipe"],
+      // Its own process group, so that a hard kill can take workerd down with it.
+      detached: true,
     },
   );
   const server: DevServer = { process: child, persistTo, output: [] };
@@ -39,6 +41,26 @@ export async function startServer(persistTo = mkdtempSync(join(tmpdir(), "runs-e
   throw new Error(`wrangler dev did not come up: ${server.output.join("")}`);
 }
 
+/** Kills wrangler and workerd at once, as a crash or a power cut would. */
+export async function killServer(server: DevServer): Promise<void> {
+  const exited = new Promise((resolve) => server.process.once("exit", resolve));
+  process.kill(-server.process.pid!, "SIGKILL");
+  await exited;
+  await portFree();
+}
+
+async function portFree(): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    try {
+      await fetch(`${BASE}/health`);
+    } catch {
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error("port 8005 still answers after the server stopped");
+}
+
 /** Stops the server by its PID and waits until the port is free again. */
 export async function stopServer(server: DevServer): Promise<void> {
   const { process: child } = server;
@@ -49,13 +71,5 @@ export async function stopServer(server: DevServer): Promise<void> {
     await exited;
     clearTimeout(killed);
   }
-  for (let i = 0; i < 100; i++) {
-    try {
-      await fetch(`${BASE}/health`);
-    } catch {
-      return;
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error("port 8005 still answers after the server stopped");
+  await portFree();
 }
