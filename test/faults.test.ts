@@ -69,3 +69,14 @@ describe.each(["before", "after"] as When[])("faults %s the side effect", (when)
     expect(retries).toHaveLength(1);
   });
 });
+
+describe("an alarm that fails", () => {
+  it("schedules itself again and the job goes on", async () => {
+    const id = await submit({ steps: 1 });
+    await withBindings(id, { TENANTS: failingIndex(env.TENANTS, "acquire", [1], "before").proxy });
+    await runDurableObjectAlarm(runStub(id)); // asking for a run slot fails
+    expect((await getJob(id)).status).toBe("queued");
+    expect(await runDurableObjectAlarm(runStub(id))).toBe(true); // it was scheduled again
+    expect((await drive(id)).status).toBe("succeeded");
+  });
+});

@@ -139,7 +139,20 @@ export class RunObject extends DurableObject<Env> {
 
   // ---- background work ------------------------------------------------------------------
 
+  /**
+   * The platform retries a failing alarm only a few times, so the alarm never fails: whatever
+   * went wrong, it schedules itself again a little later.
+   */
   async alarm(): Promise<void> {
+    try {
+      await this.runDueWork();
+    } catch (error) {
+      console.error("alarm failed; trying again later", error);
+      if (this.hasSchema) await this.ctx.storage.setAlarm(Date.now() + this.limits.retryBaseMs + this.limits.alarmDelayMs);
+    }
+  }
+
+  private async runDueWork(): Promise<void> {
     const row = this.readRow();
     if (!row) return;
     if (row.deleted_at !== null) {
