@@ -7,24 +7,20 @@ import { DurableObject } from "cloudflare:workers";
 import { limits, type Limits } from "../config";
 import { fail, type Result } from "../errors";
 import type { Job } from "../schemas";
-import { inlineResult, outputPrefix, partKey, purgePrefix, readText, writePart, type OutputPart, type WrittenPart } from "../storage/blobs";
-import { hasTable, migrate } from "../storage/migrations";
-import { runnerFor } from "../runners";
-import { StepFailed, TimedOut, TransientError } from "../runners/types";
-import { OutputCoalescer, Watchers, type LogTail, type NewEvent } from "./events";
-import { durationSeconds, initialRow, toJob, type RunRow, type RunSpec } from "./job";
-import { isTerminal, transition, type Action } from "./transitions";
-import { eventsAfter, insertEvents, insertSpec, readRunRow, readSpec, readWebhook, RUN_MIGRATIONS, writeRunRow } from "./store";
-import { retryDelay, sendWebhook } from "../webhooks/delivery";
 import { newJobId } from "../ids";
+import { outputPrefix, purgePrefix, readText, type OutputPart } from "../storage/blobs";
+import { hasTable, migrate } from "../storage/migrations";
+import { Watchers, type LogTail, type NewEvent } from "./events";
+import { executeStep, type StepOutcome } from "./execute";
+import { initialRow, toJob, type RunRow, type RunSpec } from "./job";
+import { Outbox, type OutboxHost } from "./outbox";
+import { eventsAfter, insertEvents, insertSpec, readRunRow, readSpec, readWebhook, RUN_MIGRATIONS, writeRunRow } from "./store";
+import { isTerminal, transition, type Action } from "./transitions";
 
 /** A job waiting for a run slot checks again this often, in case a wake-up was lost. */
 const SLOT_RECHECK_MS = 60_000;
 /** While a step runs, the alarm is kept this far ahead so that a lost instance is resumed. */
 const STEP_LEASE_MS = 60_000;
-/** Why a step's AbortController was aborted when the step stopped reporting. */
-class Stalled extends Error {}
-
 /** An output event carries a step's text when it is at most this long; larger output is only in R2. */
 const OUTPUT_EVENT_BYTES = 16 * 1024;
 
@@ -38,13 +34,6 @@ type StepRow = {
   last_error: string | null;
 };
 
-type StepOutcome =
-  | { kind: "written"; part: WrittenPart; streamed: boolean }
-  | { kind: "failed"; message: string }
-  | { kind: "timed_out" }
-  | { kind: "aborted" }
-  | { kind: "error"; message: string; retryAfterMs?: number };
-
 export class RunObject extends DurableObject<Env> {
   private readonly sql: SqlStorage;
   private readonly limits: Limits;
@@ -52,6 +41,7 @@ export class RunObject extends DurableObject<Env> {
   private hasSchema: boolean;
   private inflight: { controller: AbortController; done: Promise<void> } | null = null;
   private readonly watchers = new Watchers((after) => this.logAfter(after));
+  private readonly outbox = new Outbox(this.outboxHost());
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -168,7 +158,7 @@ export class RunObject extends DurableObject<Env> {
       await this.runNextStep(row);
       this.watchers.notify();
     }
-    await this.drainOutbox();
+    await this.outbox.drain();
     const after = this.readRow();
     if (!after) return;
     if (after.deleted_at !== null) {
@@ -236,70 +226,31 @@ export class RunObject extends DurableObject<Env> {
     this.settleStep(current, step, outcome);
   }
 
-  /** Runs one step with an AbortController that cancel, delete and the timeout abort. */
+  /** Runs one step, with an AbortController that cancel and delete reach through `inflight`. */
   private async executeStep(step: StepRow, row: RunRow): Promise<StepOutcome> {
-    const spec = this.spec();
     const controller = new AbortController();
     let settle!: () => void;
     this.inflight = { controller, done: new Promise<void>((resolve) => (settle = resolve)) };
-    const deadline = row.deadline_at;
-    const timer = deadline === null ? undefined : setTimeout(() => controller.abort(new TimedOut()), Math.max(0, deadline - Date.now()));
-    // A step that reports nothing (no output) for stallTimeoutMs is stopped and retried.
-    const stallMs = this.limits.stallTimeoutMs;
-    let watchdog = setTimeout(() => controller.abort(new Stalled()), stallMs);
-    const reported = () => {
-      clearTimeout(watchdog);
-      watchdog = setTimeout(() => controller.abort(new Stalled()), stallMs);
-    };
-    const key = partKey(outputPrefix(spec.tenant, spec.job_id), step.idx);
-    // Output text arrives as the runner produces it; it goes to the log coalesced, and only while the job runs.
-    const deltas = new OutputCoalescer((delta) => {
-      if (controller.signal.aborted || this.liveRow()?.status !== "running") return;
-      this.appendEvents([{ type: "output", data: { delta } }]);
-      this.watchers.notify();
-    });
-    let outcome: StepOutcome;
     try {
-      const output = await runnerFor(this.env, spec.runner).runStep({
-        prompt: spec.prompt,
-        index: step.idx,
+      return await executeStep({
+        env: this.env,
+        spec: this.spec(),
+        step,
         total: row.steps_total,
-        task: step.name,
-        agentTask: spec.agent[step.idx - 1],
-        context: spec.runner === "openai" ? await this.earlierOutputs() : [],
-        config: spec.config,
-        signal: controller.signal,
-        onDelta: (text) => {
-          reported();
-          deltas.add(text);
+        deadlineAt: row.deadline_at,
+        stallMs: this.limits.stallTimeoutMs,
+        controller,
+        context: () => this.earlierOutputs(),
+        onOutput: (delta) => {
+          if (controller.signal.aborted || this.liveRow()?.status !== "running") return;
+          this.appendEvents([{ type: "output", data: { delta } }]);
+          this.watchers.notify();
         },
       });
-      deltas.flush();
-      outcome = { kind: "written", part: await writePart(this.env.OUTPUTS, key, output), streamed: output.streamed === true };
-      if (controller.signal.aborted) {
-        // The part landed after a cancel or delete: it is not the job's output.
-        await this.env.OUTPUTS.delete(key);
-        outcome = { kind: "aborted" };
-      }
-    } catch (error) {
-      // An aborted upload may still have landed whole: it is not the job's output either.
-      if (controller.signal.aborted) await this.env.OUTPUTS.delete(key).catch(() => {});
-      const reason = controller.signal.reason;
-      if (reason instanceof Stalled) outcome = { kind: "error", message: `Step ${step.name} made no progress for ${stallMs} ms` };
-      else if (controller.signal.aborted) outcome = reason instanceof TimedOut ? { kind: "timed_out" } : { kind: "aborted" };
-      else if (error instanceof StepFailed) outcome = { kind: "failed", message: error.message };
-      else {
-        const message = error instanceof Error ? error.message : String(error);
-        outcome = { kind: "error", message, retryAfterMs: error instanceof TransientError ? error.retryAfterMs : undefined };
-      }
     } finally {
-      if (timer !== undefined) clearTimeout(timer);
-      clearTimeout(watchdog);
-      deltas.close();
+      this.inflight = null;
+      settle();
     }
-    this.inflight = null;
-    settle();
-    return outcome;
   }
 
   private settleStep(row: RunRow, step: StepRow, outcome: StepOutcome): void {
@@ -406,11 +357,8 @@ export class RunObject extends DurableObject<Env> {
     this.ctx.storage.transactionSync(() => {
       this.writeRow(next);
       this.appendEvents(all);
-      if (action && isTerminal(next.status) && this.spec().webhook_url) {
-        this.sql.exec("INSERT INTO webhook (id, message_id, state) VALUES (1, ?, 'pending')", `msg_${newJobId().slice(4)}`);
-        this.enqueue("webhook", {}, Date.now());
-      }
-      this.enqueue("index", { job: this.job(next), version: next.version }, Date.now());
+      if (action && isTerminal(next.status) && this.spec().webhook_url) this.outbox.owesWebhook(`msg_${newJobId().slice(4)}`);
+      this.outbox.enqueue("index", { job: this.job(next), version: next.version }, Date.now());
     });
     return next;
   }
@@ -425,8 +373,8 @@ export class RunObject extends DurableObject<Env> {
   private markDeleted(row: RunRow): void {
     this.ctx.storage.transactionSync(() => {
       this.writeRow({ ...row, deleted_at: Date.now(), version: row.version + 1 });
-      this.sql.exec("DELETE FROM outbox WHERE kind = 'index'");
-      this.enqueue("purge", {}, Date.now());
+      this.outbox.drop("index");
+      this.outbox.enqueue("purge", {}, Date.now());
     });
     // Watchers hear what was logged up to here (a forced cancel's `complete`), then their streams end.
     this.watchers.notify();
@@ -442,120 +390,8 @@ export class RunObject extends DurableObject<Env> {
 
   private async afterCommit(): Promise<void> {
     this.watchers.notify();
-    await this.drainOutbox();
+    await this.outbox.drain();
     await this.armAlarm();
-  }
-
-  private enqueue(kind: string, payload: object, dueAt: number): void {
-    this.sql.exec(
-      "INSERT INTO outbox (kind, payload, due_at, attempts) VALUES (?, ?, ?, 0) ON CONFLICT (kind) DO UPDATE SET payload = excluded.payload, due_at = excluded.due_at, attempts = 0",
-      kind,
-      JSON.stringify(payload),
-      dueAt,
-    );
-  }
-
-  /** Delivers due outbox rows; a failed delivery is retried later with backoff. Idempotent. */
-  private async drainOutbox(): Promise<void> {
-    if (!this.hasSchema) return;
-    const rows = this.sql
-      .exec<{ kind: string; payload: string; attempts: number }>(
-        "SELECT kind, payload, attempts FROM outbox WHERE kind != 'purge' AND due_at <= ?",
-        Date.now(),
-      )
-      .toArray();
-    for (const row of rows) {
-      if (row.kind === "webhook") {
-        await this.deliverWebhook();
-        if (!this.hasSchema) return;
-        continue;
-      }
-      try {
-        await this.deliver(row.kind, JSON.parse(row.payload));
-        if (!this.hasSchema) return;
-        // A newer payload may have been queued while this one was in flight: keep it.
-        this.sql.exec("DELETE FROM outbox WHERE kind = ? AND payload = ?", row.kind, row.payload);
-      } catch {
-        if (!this.hasSchema) return;
-        this.retryLater(row.kind, row.payload);
-      }
-    }
-  }
-
-  private retryLater(kind: string, payload?: string): void {
-    this.sql.exec(
-      "UPDATE outbox SET attempts = attempts + 1, due_at = ? + MIN(300000, 1000 * (1 << MIN(attempts, 16))) WHERE kind = ? AND (? IS NULL OR payload = ?)",
-      Date.now(),
-      kind,
-      payload ?? null,
-      payload ?? null,
-    );
-  }
-
-  private async deliver(kind: string, payload: { job: Job; version: number }): Promise<void> {
-    if (kind === "index") await this.index().upsert(payload.job, payload.version, this.limits.maxRunningPerTenant);
-  }
-
-  /**
-   * One attempt to deliver the terminal-state webhook. The body is fixed at the first attempt
-   * and the message id never changes, so a receiver can deduplicate retries. 2xx ends it, 410
-   * stops it, anything else is retried with backoff until the retry window has passed.
-   */
-  private async deliverWebhook(): Promise<void> {
-    const hook = readWebhook(this.sql);
-    const spec = this.spec();
-    if (!hook || hook.state !== "pending" || !spec.webhook_url) {
-      this.sql.exec("DELETE FROM outbox WHERE kind = 'webhook'");
-      return;
-    }
-    const body = hook.body ?? JSON.stringify(await this.webhookPayload());
-    const firstAttemptAt = hook.first_attempt_at ?? Date.now();
-    const outcome = await sendWebhook(spec.webhook_url, hook.message_id, body, this.env.WEBHOOK_SECRET);
-    if (!this.hasSchema) return;
-    const now = Date.now();
-    const status = "status" in outcome ? outcome.status : null;
-    const state =
-      status !== null && status >= 200 && status < 300
-        ? "delivered"
-        : status === 410
-          ? "stopped"
-          : now - firstAttemptAt >= this.limits.webhookRetryWindowMs
-            ? "failed"
-            : "pending";
-    const attempts = hook.attempts + 1;
-    this.ctx.storage.transactionSync(() => {
-      this.sql.exec(
-        "UPDATE webhook SET state = ?, attempts = ?, last_status = ?, last_error = ?, last_attempt_at = ?, first_attempt_at = ?, body = ? WHERE id = 1",
-        state,
-        attempts,
-        status,
-        "error" in outcome ? outcome.error : null,
-        now,
-        firstAttemptAt,
-        body,
-      );
-      if (state === "pending") {
-        this.sql.exec("UPDATE outbox SET due_at = ?, attempts = ? WHERE kind = 'webhook'", now + retryDelay(attempts, this.limits.webhookRetryBaseMs), attempts);
-      } else {
-        this.sql.exec("DELETE FROM outbox WHERE kind = 'webhook'");
-      }
-    });
-  }
-
-  /** The contract's webhook body: the result inline when the job succeeded, else null. */
-  private async webhookPayload() {
-    const row = this.readRow()!;
-    const job = this.job(row);
-    const result =
-      job.status === "succeeded" ? await inlineResult(this.env.OUTPUTS, this.finishedParts(), this.limits.inlineResultBytes) : null;
-    return {
-      job_id: job.job_id,
-      status: job.status,
-      result,
-      error: job.error,
-      completed_at: job.completed_at,
-      duration_seconds: durationSeconds(job),
-    };
   }
 
   /** Deletion's last leg, in order: R2 under the job's prefix, the index row and key, then storage. */
@@ -566,7 +402,7 @@ export class RunObject extends DurableObject<Env> {
       await this.index().remove(spec.job_id, this.limits.maxRunningPerTenant);
     } catch (error) {
       if (this.hasSchema) {
-        this.retryLater("purge");
+        this.outbox.retryLater("purge");
         await this.armAlarm();
       }
       const message = error instanceof Error ? error.message : String(error);
@@ -585,7 +421,7 @@ export class RunObject extends DurableObject<Env> {
     const row = this.readRow();
     if (!row) return;
     const times: number[] = [];
-    const outbox = this.sql.exec<{ due: number | null }>("SELECT MIN(due_at) AS due FROM outbox").one().due;
+    const outbox = this.outbox.earliestDue();
     if (outbox !== null) times.push(outbox);
     if (row.deleted_at === null) {
       if (isTerminal(row.status)) {
@@ -629,6 +465,27 @@ export class RunObject extends DurableObject<Env> {
     const row = this.readRow();
     if (!row) return { events: [], finished: true };
     return { events: eventsAfter(this.sql, after), finished: isTerminal(row.status) };
+  }
+
+  private outboxHost(): OutboxHost {
+    const object = this;
+    return {
+      storage: this.ctx.storage,
+      get env() {
+        return object.env;
+      },
+      get limits() {
+        return object.limits;
+      },
+      hasJob: () => this.hasSchema,
+      spec: () => this.spec(),
+      currentJob: () => {
+        const row = this.readRow();
+        return row ? this.job(row) : null;
+      },
+      finishedParts: () => this.finishedParts(),
+      index: () => this.index(),
+    };
   }
 
   private job(row: RunRow): Job {
