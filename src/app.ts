@@ -6,6 +6,7 @@ import { ApiError } from "./errors";
 import { cors } from "./http/cors";
 import { rateLimit } from "./http/ratelimit";
 import { validationError } from "./http/validation";
+import { docs } from "./routes/docs";
 import { runs } from "./routes/runs";
 import { system } from "./routes/system";
 
@@ -19,6 +20,7 @@ export const app = new OpenAPIHono<AppEnv>({
 // its key's rate limit.
 app.use("*", cors());
 for (const path of ["/api/*", "/stats"]) app.use(path, tenancy(), rateLimit());
+app.route("/", docs);
 app.route("/", system);
 app.route("/", runs);
 

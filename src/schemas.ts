@@ -181,3 +181,11 @@ export const StreamQuerySchema = z.object({
 export const DeleteQuerySchema = z.object({
   force: z.enum(["true", "false"]).optional().openapi({ description: "Cancel a queued or running job first" }),
 });
+
+export type SubmitInput = z.input<typeof SubmitBodySchema>;
+export type SubmitResponse = z.infer<typeof SubmitResponseSchema>;
+export type RunResult = z.infer<typeof ResultSchema>;
+export type RunList = z.infer<typeof ListResponseSchema>;
+export type Stats = z.infer<typeof StatsSchema>;
+export type ListQuery = z.input<typeof ListQuerySchema>;
+export type Status = z.infer<typeof StatusSchema>;

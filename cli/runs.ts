@@ -1,0 +1,207 @@
+#!/usr/bin/env node
+/**
+ * `runs`: the runs API from a terminal. Exit codes: 0 done (a job that succeeded), 1 the job
+ * failed or was cancelled, 2 usage, 3 the API refused (4xx), 4 not found, 5 server or network.
+ */
+import { parseArgs } from "node:util";
+import { readFileSync } from "node:fs";
+import { RunsApiError, RunsClient, type Job } from "../client/index";
+
+const USAGE = `usage: runs <command> [options]
+
+commands:
+  submit <prompt>       submit a job   [--agent-file F] [--agent-yaml PATH] [--config JSON] [--timeout S]
+                                       [--session ID] [--webhook URL] [--idempotency-key K] [--wait]
+  status <id>           the job
+  result <id>           its result (exit 1 if it failed or was cancelled)
+  list                  jobs, newest first   [--status S] [--session ID] [--limit N]
+  stream <id>           live events until the job ends   [--after N]
+  wait <id>             wait until the job ends, with a progress bar
+  cancel <id>           cancel a queued or running job
+  delete <id>           delete a finished job   [--force: cancel it first]
+
+options: --api-url URL (default $RUNS_API_URL or http://127.0.0.1:8005), --json
+the API key is read from $RUNS_API_KEY`;
+
+const EXIT = { ok: 0, jobFailed: 1, usage: 2, refused: 3, notFound: 4, server: 5 } as const;
+
+class UsageError extends Error {}
+
+function parse(argv: string[]) {
+  return parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      "api-url": { type: "string" },
+      json: { type: "boolean", default: false },
+      "agent-file": { type: "string" },
+      "agent-yaml": { type: "string" },
+      config: { type: "string" },
+      timeout: { type: "string" },
+      session: { type: "string" },
+      webhook: { type: "string" },
+      "idempotency-key": { type: "string" },
+      wait: { type: "boolean", default: false },
+      status: { type: "string" },
+      limit: { type: "string" },
+      after: { type: "string" },
+      force: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+}
+
+function bar(job: Job): string {
+  const pct = job.progress.percentage;
+  const filled = Math.round(pct / 5);
+  const step = job.progress.current_step ? ` ${job.progress.current_step}` : "";
+  return `[${"#".repeat(filled)}${"-".repeat(20 - filled)}] ${String(pct).padStart(3)}% ${job.status}${step}`;
+}
+
+/** Draws progress on one terminal line, or one line per change when not a terminal. */
+function progressPrinter() {
+  let last = "";
+  return {
+    update(line: string) {
+      if (line === last) return;
+      last = line;
+      if (process.stderr.isTTY) process.stderr.write(`\r\x1b[2K${line}`);
+      else process.stderr.write(`${line}\n`);
+    },
+    end() {
+      if (process.stderr.isTTY && last) process.stderr.write("\n");
+    },
+  };
+}
+
+function need(value: string | undefined, what: string): string {
+  if (!value) throw new UsageError(`missing ${what}`);
+  return value;
+}
+
+const endCode = (job: Job) => (job.status === "succeeded" ? EXIT.ok : EXIT.jobFailed);
+
+async function waitFor(client: RunsClient, id: string, json: boolean): Promise<number> {
+  const progress = progressPrinter();
+  const job = await client.waitForCompletion(id, { onUpdate: (j) => progress.update(bar(j)) });
+  progress.end();
+  console.log(json ? JSON.stringify(job) : `${job.job_id} ${job.status}${job.error ? `: ${job.error}` : ""}`);
+  return endCode(job);
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { values: o, positionals } = parse(argv);
+  const [command, arg] = positionals;
+  if (o.help || !command) {
+    console.log(USAGE);
+    return o.help ? EXIT.ok : EXIT.usage;
+  }
+  const client = new RunsClient({ baseUrl: o["api-url"] ?? process.env.RUNS_API_URL, apiKey: process.env.RUNS_API_KEY });
+  const print = (value: unknown, text: string) => console.log(o.json ? JSON.stringify(value) : text);
+
+  switch (command) {
+    case "submit": {
+      let config: Record<string, unknown> | undefined;
+      try {
+        config = o.config ? (JSON.parse(o.config) as Record<string, unknown>) : undefined;
+      } catch {
+        throw new UsageError("--config must be JSON");
+      }
+      const submitted = await client.submit(
+        {
+          prompt: need(arg, "prompt"),
+          agent_file: o["agent-file"],
+          agent_yaml: o["agent-yaml"] ? readFileSync(o["agent-yaml"], "utf8") : undefined,
+          config,
+          timeout: o.timeout ? Number(o.timeout) : undefined,
+          session_id: o.session,
+          webhook_url: o.webhook,
+        },
+        { idempotencyKey: o["idempotency-key"] },
+      );
+      print(submitted, `${submitted.job_id} ${submitted.status}${submitted.replayed ? " (replayed)" : ""}`);
+      return o.wait ? waitFor(client, submitted.job_id, o.json) : EXIT.ok;
+    }
+    case "status": {
+      const job = await client.get(need(arg, "job id"));
+      print(job, bar(job));
+      return EXIT.ok;
+    }
+    case "result": {
+      const id = need(arg, "job id");
+      try {
+        const result = await client.result(id);
+        if (o.json) console.log(JSON.stringify(result));
+        else if (result.result !== null) process.stdout.write(result.result);
+        else {
+          const res = await client.output(id);
+          for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) process.stdout.write(chunk);
+        }
+        return EXIT.ok;
+      } catch (error) {
+        // A failed or cancelled job has no result: that is the job's outcome, not a usage error.
+        if (error instanceof RunsApiError && error.status === 400 && /failed|cancelled/.test(String(error.detail))) {
+          console.error(String(error.detail) + (error.body.error ? ` ${String(error.body.error)}` : ""));
+          return EXIT.jobFailed;
+        }
+        throw error;
+      }
+    }
+    case "list": {
+      const limit = o.limit ? Number(o.limit) : 20;
+      if (!Number.isInteger(limit) || limit < 1) throw new UsageError("--limit must be a positive integer");
+      const jobs: Job[] = [];
+      for await (const job of client.listAll({ status: o.status, session_id: o.session, page_size: Math.min(limit, 100) })) {
+        jobs.push(job);
+        if (jobs.length >= limit) break;
+      }
+      if (o.json) console.log(JSON.stringify(jobs));
+      else for (const job of jobs) console.log(`${job.job_id}  ${job.status.padEnd(9)}  ${job.created_at}`);
+      return EXIT.ok;
+    }
+    case "stream": {
+      const id = need(arg, "job id");
+      const progress = progressPrinter();
+      for await (const event of client.stream(id, { after: o.after ? Number(o.after) : undefined })) {
+        if (o.json) console.log(JSON.stringify(event));
+        else if (event.event === "output") process.stdout.write(String(event.data.delta));
+        else if (event.event === "progress") progress.update(`${String(event.data.percentage).padStart(3)}% ${event.data.current_step ?? ""}`);
+        else if (event.event === "log") progress.update(String(event.data.message));
+      }
+      progress.end();
+      return endCode(await client.get(id));
+    }
+    case "wait":
+      return waitFor(client, need(arg, "job id"), o.json);
+    case "cancel": {
+      const job = await client.cancel(need(arg, "job id"));
+      print(job, `${job.job_id} ${job.status}`);
+      return EXIT.ok;
+    }
+    case "delete": {
+      const id = need(arg, "job id");
+      await client.delete(id, { force: o.force });
+      print({ job_id: id, deleted: true }, `${id} deleted`);
+      return EXIT.ok;
+    }
+    default:
+      throw new UsageError(`unknown command: ${command}`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    const parseError = error instanceof Error && String((error as { code?: string }).code).startsWith("ERR_PARSE_ARGS");
+    if (error instanceof UsageError || parseError) {
+      console.error(`${(error as Error).message}\n\n${USAGE}`);
+      process.exit(EXIT.usage);
+    }
+    if (error instanceof RunsApiError) {
+      console.error(typeof error.detail === "string" ? error.detail : JSON.stringify(error.detail));
+      process.exit(error.status === 404 ? EXIT.notFound : error.status >= 500 ? EXIT.server : EXIT.refused);
+    }
+    console.error(error instanceof Error ? error.message : String(error));
+    process.exit(EXIT.server);
+  },
+);

@@ -1,0 +1,206 @@
+/**
+ * A typed client of the runs API. Its types come from the service's own zod schemas, so they
+ * cannot drift from what the server validates. It needs only `fetch` and web streams: it runs in
+ * browsers, Node 18+ and Workers.
+ */
+import type { Job, ListQuery, RunList, RunResult, Stats, Status, SubmitInput, SubmitResponse } from "../src/schemas";
+
+export type { Job, ListQuery, RunList, RunResult, Stats, Status, SubmitInput, SubmitResponse };
+
+/** An answer other than the one asked for, with the server's status and `detail`. */
+export class RunsApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly detail: unknown,
+    readonly body: Record<string, unknown> = {},
+  ) {
+    super(`${status}: ${typeof detail === "string" ? detail : JSON.stringify(detail)}`);
+    this.name = "RunsApiError";
+  }
+}
+
+export interface ClientOptions {
+  /** Default http://127.0.0.1:8005 */
+  baseUrl?: string;
+  apiKey?: string;
+  fetch?: typeof fetch;
+}
+
+/** One server-sent event of a job. */
+export interface RunEvent {
+  id: number;
+  event: "progress" | "log" | "output" | "complete" | string;
+  data: Record<string, unknown>;
+}
+
+const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener("abort", () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    });
+  });
+
+export class RunsClient {
+  private readonly baseUrl: string;
+  private readonly apiKey?: string;
+  private readonly fetchImpl: typeof fetch;
+
+  constructor(options: ClientOptions = {}) {
+    this.baseUrl = (options.baseUrl ?? "http://127.0.0.1:8005").replace(/\/+$/, "");
+    this.apiKey = options.apiKey;
+    this.fetchImpl = options.fetch ?? ((input, init) => fetch(input, init));
+  }
+
+  /** Submits a job. `replayed` is true when an idempotency key returned an earlier job. */
+  async submit(body: SubmitInput, options: { idempotencyKey?: string } = {}): Promise<SubmitResponse & { replayed: boolean }> {
+    const headers: Record<string, string> = { "content-type": "application/json" };
+    if (options.idempotencyKey) headers["Idempotency-Key"] = options.idempotencyKey;
+    const res = await this.request("POST", "/api/v1/runs", { headers, body: JSON.stringify(body) });
+    return { ...((await res.json()) as SubmitResponse), replayed: res.headers.get("Idempotent-Replayed") === "true" };
+  }
+
+  async get(id: string): Promise<Job> {
+    return (await this.request("GET", this.path(id))).json() as Promise<Job>;
+  }
+
+  async result(id: string): Promise<RunResult> {
+    return (await this.request("GET", `${this.path(id)}/result`)).json() as Promise<RunResult>;
+  }
+
+  /** The output as a streamed Response (whole, or the byte range [start, end]). */
+  async output(id: string, range?: { start: number; end?: number }): Promise<Response> {
+    const headers: Record<string, string> = range ? { Range: `bytes=${range.start}-${range.end ?? ""}` } : {};
+    return this.request("GET", `${this.path(id)}/output`, { headers });
+  }
+
+  async list(query: ListQuery = {}): Promise<RunList> {
+    const params = new URLSearchParams();
+    for (const [key, value] of Object.entries(query)) if (value !== undefined) params.set(key, String(value));
+    const suffix = params.size ? `?${params}` : "";
+    return (await this.request("GET", `/api/v1/runs${suffix}`)).json() as Promise<RunList>;
+  }
+
+  /** Every job matching the query, newest first, fetched page by page with the keyset cursor. */
+  async *listAll(query: Omit<ListQuery, "page" | "cursor"> = {}): AsyncGenerator<Job> {
+    let cursor: string | null | undefined;
+    do {
+      const page = await this.list({ ...query, ...(cursor ? { cursor } : {}) });
+      yield* page.jobs;
+      cursor = page.next_cursor;
+    } while (cursor);
+  }
+
+  async cancel(id: string): Promise<Job> {
+    return (await this.request("POST", `${this.path(id)}/cancel`)).json() as Promise<Job>;
+  }
+
+  /** Deletes a finished job; `force` cancels a queued or running one first. */
+  async delete(id: string, options: { force?: boolean } = {}): Promise<void> {
+    await this.request("DELETE", `${this.path(id)}${options.force ? "?force=true" : ""}`);
+  }
+
+  async stats(): Promise<Stats> {
+    return (await this.request("GET", "/stats")).json() as Promise<Stats>;
+  }
+
+  /**
+   * The job's events until it ends. A dropped connection is resumed with `Last-Event-ID`, so no
+   * event is lost or repeated (at most `maxReconnects` times in a row without progress).
+   */
+  async *stream(id: string, options: { after?: number; signal?: AbortSignal; maxReconnects?: number } = {}): AsyncGenerator<RunEvent> {
+    let last = options.after ?? 0;
+    let failures = 0;
+    for (;;) {
+      let res: Response;
+      try {
+        res = await this.request("GET", `${this.path(id)}/stream`, { headers: { "Last-Event-ID": String(last) }, signal: options.signal });
+      } catch (error) {
+        if (error instanceof RunsApiError || options.signal?.aborted || ++failures > (options.maxReconnects ?? 5)) throw error;
+        await sleep(Math.min(5000, 250 * 2 ** failures), options.signal);
+        continue;
+      }
+      let done = false;
+      try {
+        for await (const event of parseSse(res.body!)) {
+          if (event === "done") {
+            done = true;
+            break;
+          }
+          last = event.id;
+          failures = 0;
+          yield event;
+        }
+      } catch (error) {
+        if (options.signal?.aborted) throw error;
+      }
+      if (done) return;
+      if (++failures > (options.maxReconnects ?? 5)) throw new Error(`stream of ${id} kept dropping`);
+      await sleep(Math.min(5000, 250 * 2 ** failures), options.signal);
+    }
+  }
+
+  /** Polls until the job ends, waiting `retry_after` seconds between polls as the server asks. */
+  async waitForCompletion(id: string, options: { signal?: AbortSignal; onUpdate?: (job: Job) => void } = {}): Promise<Job> {
+    for (;;) {
+      const job = await this.get(id);
+      options.onUpdate?.(job);
+      if (TERMINAL.has(job.status) || job.retry_after === null) return job;
+      await sleep(job.retry_after * 1000, options.signal);
+    }
+  }
+
+  private path(id: string): string {
+    return `/api/v1/runs/${encodeURIComponent(id)}`;
+  }
+
+  private async request(method: string, path: string, init: { headers?: Record<string, string>; body?: string; signal?: AbortSignal } = {}): Promise<Response> {
+    const headers: Record<string, string> = { ...init.headers };
+    if (this.apiKey) headers.Authorization = `Bearer ${this.apiKey}`;
+    const res = await this.fetchImpl(`${this.baseUrl}${path}`, { method, headers, body: init.body, signal: init.signal });
+    if (res.ok) return res;
+    let body: Record<string, unknown> = {};
+    try {
+      body = (await res.json()) as Record<string, unknown>;
+    } catch {
+      body = { detail: res.statusText };
+    }
+    throw new RunsApiError(res.status, body.detail, body);
+  }
+}
+
+/** Parses an SSE body into events; "done" at `data: [DONE]`. Ends without it if the connection drops. */
+async function* parseSse(body: ReadableStream<Uint8Array>): AsyncGenerator<RunEvent | "done"> {
+  const reader = body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      buffer += decoder.decode(value, { stream: true });
+      let end: number;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        let id: number | null = null;
+        let data = "";
+        for (const line of block.split("\n")) {
+          if (line.startsWith("id: ")) id = Number(line.slice(4));
+          else if (line.startsWith("data: ")) data += line.slice(6);
+        }
+        if (data === "[DONE]") {
+          yield "done";
+          return;
+        }
+        if (id === null || data === "") continue; // a comment (heartbeat)
+        const parsed = JSON.parse(data) as { event: string; data: Record<string, unknown> };
+        yield { id, event: parsed.event, data: parsed.data };
+      }
+    }
+  } finally {
+    await reader.cancel().catch(() => {});
+  }
+}

@@ -1,0 +1,46 @@
+/** The API reference page in a real headless Chromium (Debian's package), against `wrangler dev`. */
+import { chromium, type Browser } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { BASE, startServer, stopServer, type DevServer } from "./server";
+
+let server: DevServer;
+let browser: Browser;
+beforeAll(async () => {
+  server = await startServer();
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+});
+afterAll(async () => {
+  await browser?.close();
+  if (server) await stopServer(server);
+});
+
+describe("GET /docs", () => {
+  it("renders every operation of /openapi.json with no console errors, and tries one out", async () => {
+    const page = await browser.newPage();
+    const problems: string[] = [];
+    page.on("console", (message) => {
+      if (message.type() === "error") problems.push(`console: ${message.text()}`);
+    });
+    page.on("pageerror", (error) => problems.push(`page: ${error.message}`));
+    page.on("requestfailed", (request) => problems.push(`request: ${request.url()} ${request.failure()?.errorText}`));
+
+    await page.goto(`${BASE}/docs`, { waitUntil: "networkidle" });
+    await page.waitForSelector(".opblock", { timeout: 30_000 });
+    const operations = await page.locator(".opblock-summary-path").allInnerTexts();
+    expect(operations.map((o) => o.replace(/\u200b/g, "").trim())).toEqual(
+      expect.arrayContaining(["/api/v1/runs", "/api/v1/runs/{id}", "/api/v1/runs/{id}/cancel", "/api/v1/runs/{id}/stream", "/health", "/stats"]),
+    );
+    expect(operations.length).toBe(10);
+
+    // "Try it out" (on from the start) on GET /health, answered by this server.
+    await page.locator("#operations-default-get_health .opblock-summary").click();
+    await page.locator("#operations-default-get_health .execute").click();
+    await page.waitForSelector("#operations-default-get_health .response .highlight-code", { timeout: 10_000 });
+    expect(await page.locator("#operations-default-get_health .live-responses-table").innerText()).toContain('"runner": "simulated"');
+    await page.screenshot({ path: `${server.persistTo}/docs.png`, fullPage: false });
+    expect(problems).toEqual([]);
+  });
+});
