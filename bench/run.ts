@@ -1,0 +1,234 @@
+/**
+ * `npm run bench`: the service under load on `wrangler dev` (127.0.0.1:8005, --log-level warn),
+ * driven by autocannon in bounded runs. Every figure is set against a baseline measured in the
+ * same run on the same server: GET /health, a route that touches no object.
+ */
+import autocannon from "autocannon";
+import { peakRssDuring, treeRss } from "../test/e2e/memory";
+import { BASE, startServer, stopServer, type DevServer } from "../test/e2e/server";
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+// Seeding goes through the API at the submit rate measured above; 100000 is opt-in for that reason.
+const LIST_SIZES = (process.env.BENCH_LIST_SIZES ?? "1000,10000").split(",").map(Number);
+const MiB = 1024 * 1024;
+
+type Result = autocannon.Result;
+const rows: [string, string, string][] = [];
+const report = (figure: string, value: string, against = "") => {
+  rows.push([figure, value, against]);
+  console.error(`  ${figure}: ${value} ${against}`);
+};
+
+function load(options: Partial<autocannon.Options> & { path?: string }): Promise<Result> {
+  const { path = "/", ...rest } = options;
+  return autocannon({ url: `${BASE}${path}`, connections: 16, duration: SECONDS, ...rest });
+}
+
+type Context = Record<string, string>;
+const jobPath = (suffix: string) => (req: autocannon.Request, context: object) => ({ ...req, path: `/api/v1/runs/${(context as Context).id}${suffix}` });
+
+const json = { "content-type": "application/json" };
+const quickJob = JSON.stringify({ prompt: "bench", config: { simulate: { steps: 1, step_ms: 0 } } });
+
+async function submit(body: Record<string, unknown>): Promise<string> {
+  const res = await fetch(`${BASE}/api/v1/runs`, { method: "POST", headers: json, body: JSON.stringify(body) });
+  return ((await res.json()) as { job_id: string }).job_id;
+}
+
+async function finished(id: string): Promise<Record<string, unknown>> {
+  for (;;) {
+    const job = (await (await fetch(`${BASE}/api/v1/runs/${id}`)).json()) as Record<string, unknown>;
+    if (job.retry_after === null) return job;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const ms = (x: number) => `${x.toFixed(1)} ms`;
+const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
+
+async function throughput(baseline: Result) {
+  const base = baseline.requests.average;
+  report("bare route (GET /health)", `${base.toFixed(0)} req/s, p50 ${baseline.latency.p50} ms, p99 ${baseline.latency.p99} ms`, "baseline");
+
+  const submitted = await load({ method: "POST", path: "/api/v1/runs", headers: json, body: quickJob });
+  report("submit", `${submitted.requests.average.toFixed(0)} req/s, p50 ${submitted.latency.p50} ms, p99 ${submitted.latency.p99} ms`, `${pct(submitted.requests.average / base)} of bare (target ≥ 60%)`);
+
+  const id = await submit({ prompt: "status" });
+  const status = await load({ path: `/api/v1/runs/${id}` });
+  report("status", `${status.requests.average.toFixed(0)} req/s, p50 ${status.latency.p50} ms, p99 ${status.latency.p99} ms`, `${pct(status.requests.average / base)} of bare (target ≥ 80%)`);
+
+  const long = JSON.stringify({ prompt: "cycle", config: { simulate: { steps: 1, step_ms: 60_000 } } });
+  const cycle = await load({
+    requests: [
+      {
+        method: "POST",
+        path: "/api/v1/runs",
+        headers: json,
+        body: long,
+        onResponse: (_status: number, body: string, context: object) => {
+          (context as Context).id = (JSON.parse(body) as { job_id: string }).job_id;
+        },
+      },
+      { method: "POST", setupRequest: jobPath("/cancel") },
+      { method: "DELETE", setupRequest: jobPath("") },
+    ],
+  });
+  const cycles = cycle.requests.average / 3;
+  report("submit + cancel + delete cycle", `${cycles.toFixed(0)} cycles/s, p50 ${cycle.latency.p50} ms, p99 ${cycle.latency.p99} ms per request`, `${pct(cycle.requests.average / base)} of bare, per request`);
+}
+
+async function seed(count: number) {
+  let sent = 0;
+  while (sent < count) {
+    const batch = Math.min(count - sent, 20_000);
+    await autocannon({
+      url: BASE,
+      connections: 32,
+      amount: batch * 2,
+      // Each seeded job is cancelled at once, so that seeding is not bound by the tenant's run slots.
+      requests: [
+        {
+          method: "POST",
+          path: "/api/v1/runs",
+          headers: json,
+          setupRequest: (req: autocannon.Request) => {
+            sent++;
+            const session = sent % 10 === 0 ? "bench-filtered" : "bench";
+            return { ...req, body: JSON.stringify({ prompt: "seed", session_id: session, config: { simulate: { steps: 1, step_ms: 60_000 } } }) };
+          },
+          onResponse: (_status: number, body: string, context: object) => {
+            (context as Context).id = (JSON.parse(body) as { job_id: string }).job_id;
+          },
+        },
+        { method: "POST", setupRequest: jobPath("/cancel") },
+      ],
+    });
+  }
+}
+
+/** Waits until no job of the tenant is queued or running, so that list latency is measured alone. */
+async function idle() {
+  for (;;) {
+    const { by_status } = (await (await fetch(`${BASE}/stats`)).json()) as { by_status: Record<string, number> };
+    if (by_status.queued + by_status.running === 0) return;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+async function listScaling() {
+  let seeded = (await (await fetch(`${BASE}/stats`)).json() as { total_jobs: number }).total_jobs;
+  const firstPages: Record<number, number> = {};
+  for (const size of LIST_SIZES) {
+    if (seeded < size) {
+      const started = Date.now();
+      await seed(size - seeded);
+      await idle();
+      seeded = size;
+      console.error(`  (seeded ${size} jobs in ${((Date.now() - started) / 1000).toFixed(0)} s)`);
+    }
+    const deepPage = Math.max(1, Math.floor(size / 20 / 2));
+    const variants: [string, string][] = [
+      ["first page", "/api/v1/runs"],
+      [`deep page (${deepPage})`, `/api/v1/runs?page=${deepPage}`],
+      ["filtered page", "/api/v1/runs?session_id=bench-filtered"],
+    ];
+    for (const [name, path] of variants) {
+      const result = await load({ path, connections: 4, duration: Math.max(2, Math.ceil(SECONDS / 2)) });
+      if (name === "first page") firstPages[size] = result.latency.p50;
+      const growth = firstPages[LIST_SIZES[0]] ? ` (${(result.latency.p50 / Math.max(0.1, firstPages[LIST_SIZES[0]])).toFixed(1)}x of the first page at ${LIST_SIZES[0]})` : "";
+      report(`list, ${name}, ${size} jobs`, `p50 ${result.latency.p50} ms, p99 ${result.latency.p99} ms`, name === "first page" ? growth : "");
+    }
+  }
+  const small = firstPages[LIST_SIZES[0]];
+  const large = firstPages[LIST_SIZES.at(-1)!];
+  report(`list p50 at ${LIST_SIZES.at(-1)} vs ${LIST_SIZES[0]} jobs`, `${(large / Math.max(0.1, small)).toFixed(2)}x`, "target ≤ 2x");
+}
+
+async function deletes() {
+  const timed = async (outputBytes: number) => {
+    const times: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const id = await submit({ prompt: "delete", config: { simulate: { steps: 4, step_ms: 0, output_bytes: outputBytes } } });
+      await finished(id);
+      const started = performance.now();
+      await fetch(`${BASE}/api/v1/runs/${id}`, { method: "DELETE" });
+      times.push(performance.now() - started);
+    }
+    return median(times);
+  };
+  const empty = await timed(0);
+  const big = await timed(100 * MiB);
+  report("delete, empty output", ms(empty), "median of 3");
+  report("delete, 100 MiB output", ms(big), `${(big / empty).toFixed(2)}x of empty (target ≤ 2x)`);
+}
+
+async function watchers(count: number) {
+  const id = await submit({ prompt: "watched", config: { simulate: { steps: 100, step_ms: 5 } } });
+  const started = performance.now();
+  let completeAt = 0;
+  const totals = await Promise.all(
+    Array.from({ length: count }, async () => {
+      const text = await (await fetch(`${BASE}/api/v1/runs/${id}/stream`)).text();
+      completeAt = Math.max(completeAt, Date.now());
+      return text.split("\n").filter((l) => l.startsWith("id: ")).length;
+    }),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  const job = await finished(id);
+  const lag = completeAt - Date.parse(String(job.completed_at));
+  const events = totals.reduce((a, b) => a + b, 0);
+  report(`stream to ${count} watcher${count > 1 ? "s" : ""}`, `${(events / seconds).toFixed(0)} events/s delivered (${totals[0]} events each)`, `last event arrived ${lag} ms after it was written`);
+}
+
+async function cancelLatency() {
+  const times: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const id = await submit({ prompt: "cancel", config: { simulate: { steps: 3, step_ms: 2000 } } });
+    for (;;) {
+      const job = (await (await fetch(`${BASE}/api/v1/runs/${id}`)).json()) as { progress: { current_step: string | null } };
+      if (job.progress.current_step) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const started = performance.now();
+    await fetch(`${BASE}/api/v1/runs/${id}/cancel`, { method: "POST" });
+    times.push(performance.now() - started); // the 200 comes after the step in flight has stopped
+  }
+  report("cancel latency (request to the last output written)", ms(median(times)), "median of 5, mid-step");
+}
+
+async function streamingMemory(server: DevServer) {
+  const id = await submit({ prompt: "memory", config: { simulate: { steps: 4, step_ms: 0, output_bytes: 100 * MiB } } });
+  await finished(id);
+  const baseline = treeRss(server.process.pid!);
+  const { peak } = await peakRssDuring(server.process.pid!, async () => {
+    const res = await fetch(`${BASE}/api/v1/runs/${id}/output`);
+    for await (const _ of res.body as unknown as AsyncIterable<Uint8Array>);
+  });
+  report("memory growth while streaming 100 MiB", `${((peak - baseline) / MiB).toFixed(1)} MiB`, `baseline ${(baseline / MiB).toFixed(0)} MiB (target < 64 MiB)`);
+}
+
+async function main() {
+  const server = await startServer(); // --log-level warn, on loopback
+  try {
+    console.error(`benchmarking ${BASE} (${SECONDS} s per load run)`);
+    const baseline = await load({ path: "/health" });
+    await throughput(baseline);
+    await deletes();
+    await watchers(1);
+    await watchers(50);
+    await cancelLatency();
+    await streamingMemory(server);
+    await listScaling();
+    const recheck = await load({ path: "/health" });
+    report("bare route again, at the end", `${recheck.requests.average.toFixed(0)} req/s`, `${pct(recheck.requests.average / baseline.requests.average)} of the first baseline`);
+  } finally {
+    await stopServer(server);
+  }
+  const width = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i].length), 6));
+  console.log(["figure", "value", "against"].map((h, i) => h.padEnd(width[i])).join(" | "));
+  console.log(width.map((w) => "-".repeat(w)).join("-|-"));
+  for (const row of rows) console.log(row.map((c, i) => c.padEnd(width[i])).join(" | "));
+}
+
+await main();
