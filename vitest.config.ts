@@ -4,65 +4,59 @@ import { defineConfig } from "vitest/config";
 import { WEBHOOK_SECRET } from "./test/hooks/protocol.ts";
 import { LLM_KEY, LLM_URL } from "./test/model/protocol.ts";
 
-// Alarms are scheduled an hour late so that tests fire them with runDurableObjectAlarm.
-const TEST_BINDINGS = { ALARM_DELAY_MS: "3600000" };
 const sha256 = (text: string) => createHash("sha256").update(text).digest("hex");
+
+/**
+ * A project of tests inside workerd, on miniflare's local SQLite Durable Objects and R2, with
+ * the Worker's bindings plus `bindings`. Alarms are scheduled an hour late in every one, so that
+ * tests fire them with runDurableObjectAlarm.
+ */
+function workers(name: string, include: string[], bindings: Record<string, string> = {}, extra: { ratelimits?: object; globalSetup?: string[] } = {}) {
+  return {
+    plugins: [
+      cloudflareTest({
+        wrangler: { configPath: "./wrangler.jsonc" },
+        miniflare: { bindings: { ALARM_DELAY_MS: "3600000", ...bindings }, ...(extra.ratelimits ? { ratelimits: extra.ratelimits } : {}) },
+      }),
+    ],
+    test: { name, include, ...(extra.globalSetup ? { globalSetup: extra.globalSetup } : {}) },
+  };
+}
 
 export default defineConfig({
   test: {
     projects: [
-      {
-        // Inside workerd, on miniflare's local SQLite Durable Objects and R2.
-        plugins: [cloudflareTest({ wrangler: { configPath: "./wrangler.jsonc" }, miniflare: { bindings: TEST_BINDINGS } })],
-        test: { name: "workers", include: ["test/*.test.ts"] },
-      },
-      {
-        // The same, with API keys configured for two tenants.
-        plugins: [
-          cloudflareTest({
-            wrangler: { configPath: "./wrangler.jsonc" },
-            miniflare: {
-              bindings: {
-                ...TEST_BINDINGS,
-                API_KEYS: JSON.stringify({ [sha256("key-alpha")]: "alpha", [sha256("key-beta")]: "beta", [sha256("key-gamma")]: "gamma" }),
-                CORS_ORIGINS: "https://app.example.com",
-              },
-              ratelimits: { RATE_LIMITER: { simple: { limit: 50, period: 60 } } },
-            },
-          }),
-        ],
-        test: { name: "workers-keys", include: ["test/keys/*.test.ts"] },
-      },
-      {
-        // The same, with the model runner pointed at a local server speaking the OpenAI protocol
-        // and webhooks going to a local receiver that checks their signatures.
-        plugins: [
-          cloudflareTest({
-            wrangler: { configPath: "./wrangler.jsonc" },
-            miniflare: {
-              bindings: {
-                ...TEST_BINDINGS,
-                MODEL_BASE_URL: `${LLM_URL}/v1`,
-                MODEL_NAME: "echo",
-                MODEL_API_KEY: LLM_KEY,
-                MODEL_IDLE_TIMEOUT_MS: "1000",
-                RETRY_BASE_MS: "50",
-                ALLOW_SIMULATE: "true",
-                WEBHOOK_SECRET,
-                WEBHOOK_ALLOW_PRIVATE: "true",
-                WEBHOOK_RETRY_BASE_MS: "50",
-                WEBHOOK_RETRY_WINDOW_MS: "1500",
-                STALL_TIMEOUT_MS: "1500",
-              },
-            },
-          }),
-        ],
-        test: {
-          name: "workers-peers",
-          include: ["test/model/*.test.ts", "test/hooks/*.test.ts"],
-          globalSetup: ["test/model/llm-server.ts", "test/hooks/receiver.ts"],
+      workers("workers", ["test/*.test.ts"]),
+      // With API keys for three tenants, configured CORS origins and a small rate limit.
+      workers(
+        "workers-keys",
+        ["test/keys/*.test.ts"],
+        {
+          API_KEYS: JSON.stringify({ [sha256("key-alpha")]: "alpha", [sha256("key-beta")]: "beta", [sha256("key-gamma")]: "gamma" }),
+          CORS_ORIGINS: "https://app.example.com",
         },
-      },
+        { ratelimits: { RATE_LIMITER: { simple: { limit: 50, period: 60 } } } },
+      ),
+      // With the model runner pointed at a local server speaking the OpenAI protocol, and
+      // webhooks going to a local receiver that checks their signatures.
+      workers(
+        "workers-peers",
+        ["test/model/*.test.ts", "test/hooks/*.test.ts"],
+        {
+          MODEL_BASE_URL: `${LLM_URL}/v1`,
+          MODEL_NAME: "echo",
+          MODEL_API_KEY: LLM_KEY,
+          MODEL_IDLE_TIMEOUT_MS: "1000",
+          RETRY_BASE_MS: "50",
+          ALLOW_SIMULATE: "true",
+          WEBHOOK_SECRET,
+          WEBHOOK_ALLOW_PRIVATE: "true",
+          WEBHOOK_RETRY_BASE_MS: "50",
+          WEBHOOK_RETRY_WINDOW_MS: "1500",
+          STALL_TIMEOUT_MS: "1500",
+        },
+        { globalSetup: ["test/model/llm-server.ts", "test/hooks/receiver.ts"] },
+      ),
       {
         // Black-box: a real `wrangler dev` on 127.0.0.1:8005, driven over HTTP from Node.
         test: {

@@ -53,6 +53,7 @@ async function throughput(baseline: Result) {
 
   const submitted = await load({ method: "POST", path: "/api/v1/runs", headers: json, body: quickJob });
   report("submit", `${submitted.requests.average.toFixed(0)} req/s, p50 ${submitted.latency.p50} ms, p99 ${submitted.latency.p99} ms`, `${pct(submitted.requests.average / base)} of bare (target ≥ 60%)`);
+  await idle(); // the submitted jobs run to their end before the next figure
 
   const id = await submit({ prompt: "status" });
   const status = await load({ path: `/api/v1/runs/${id}` });

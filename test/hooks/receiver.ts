@@ -4,7 +4,8 @@
  * serves what it received at GET /_deliveries.
  */
 import { createHmac, timingSafeEqual } from "node:crypto";
-import { createServer, type Server } from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { loopbackServer } from "../local-server";
 import { RECEIVER_PORT, WEBHOOK_SECRET, type Delivery } from "./protocol";
 
 const deliveries: Delivery[] = [];
@@ -34,42 +35,31 @@ function answer(scenario: string, earlier: number): number {
   }
 }
 
-let server: Server;
-
-export async function setup() {
-  server = createServer(async (req, res) => {
-    if (req.method === "GET" && req.url === "/_deliveries") {
-      res.writeHead(200, { "content-type": "application/json" });
-      return res.end(JSON.stringify(deliveries));
-    }
-    const [, , scenario = "", token = ""] = (req.url ?? "").split("/");
-    let body = "";
-    for await (const part of req) body += part;
-    const id = req.headers["webhook-id"] as string | undefined;
-    const timestamp = req.headers["webhook-timestamp"] as string | undefined;
-    const signature = req.headers["webhook-signature"] as string | undefined;
-    const earlier = deliveries.filter((d) => d.token === token).length;
-    const status = answer(scenario, earlier);
-    deliveries.push({
-      scenario,
-      token,
-      id: id ?? null,
-      timestamp: timestamp ?? null,
-      signature: signature ?? null,
-      verified: Boolean(id && timestamp && signature && verify(id, timestamp, body, signature)),
-      body: JSON.parse(body),
-      answered: status,
-    });
-    res.writeHead(status, status === 302 ? { location: `/hooks/ok/${token}-redirected` } : {});
-    res.end();
+async function handle(req: IncomingMessage, res: ServerResponse) {
+  if (req.method === "GET" && req.url === "/_deliveries") {
+    res.writeHead(200, { "content-type": "application/json" });
+    return res.end(JSON.stringify(deliveries));
+  }
+  const [, , scenario = "", token = ""] = (req.url ?? "").split("/");
+  let body = "";
+  for await (const part of req) body += part;
+  const id = req.headers["webhook-id"] as string | undefined;
+  const timestamp = req.headers["webhook-timestamp"] as string | undefined;
+  const signature = req.headers["webhook-signature"] as string | undefined;
+  const earlier = deliveries.filter((d) => d.token === token).length;
+  const status = answer(scenario, earlier);
+  deliveries.push({
+    scenario,
+    token,
+    id: id ?? null,
+    timestamp: timestamp ?? null,
+    signature: signature ?? null,
+    verified: Boolean(id && timestamp && signature && verify(id, timestamp, body, signature)),
+    body: JSON.parse(body),
+    answered: status,
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(RECEIVER_PORT, "127.0.0.1", () => resolve());
-  });
+  res.writeHead(status, status === 302 ? { location: `/hooks/ok/${token}-redirected` } : {});
+  res.end();
 }
 
-export async function teardown() {
-  server.closeAllConnections();
-  await new Promise((resolve) => server.close(resolve));
-}
+export const { setup, teardown } = loopbackServer(RECEIVER_PORT, handle);

@@ -3,7 +3,8 @@
  * vitest (globalSetup, in Node) for the `workers-model` project. The request's `model` picks how
  * it answers; every request is recorded and served back at GET /_requests.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { loopbackServer } from "../local-server";
 
 import { answerFor, LLM_KEY, LLM_PORT } from "./protocol";
 
@@ -115,21 +116,4 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
   }
 }
 
-let server: Server;
-
-export async function setup() {
-  server = createServer((req, res) => {
-    handle(req, res).catch((error) => {
-      res.destroy(error);
-    });
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(LLM_PORT, "127.0.0.1", () => resolve());
-  });
-}
-
-export async function teardown() {
-  server.closeAllConnections();
-  await new Promise((resolve) => server.close(resolve));
-}
+export const { setup, teardown } = loopbackServer(LLM_PORT, handle);
