@@ -102,10 +102,8 @@ const submitRoute = createRoute({
   },
 });
 
-runs.openapi(submitRoute, async (c) => {
-  const body = c.req.valid("json");
-  const key = idempotencyKey(c, body);
-  const now = Date.now();
+/** Everything fixed at submit: the checked webhook target, the agent, the runner and its steps. */
+function specFor(c: Ctx, body: SubmitBody, key: string | null, now: number): RunSpec {
   if (body.webhook_url) {
     const problem = webhookUrlProblem(body.webhook_url, allowPrivateWebhooks(c.env));
     if (problem) throw new ApiError("validation", [{ loc: ["body", "webhook_url"], msg: problem, type: "value_error" }]);
@@ -113,7 +111,7 @@ runs.openapi(submitRoute, async (c) => {
   const config = body.config ?? {};
   const agent = resolveAgent(body);
   const plan = planRun(c.env, config, agent.tasks);
-  const spec: RunSpec = {
+  return {
     job_id: newJobId(),
     tenant: c.var.tenant,
     created_at: now,
@@ -130,6 +128,13 @@ runs.openapi(submitRoute, async (c) => {
     webhook_url: body.webhook_url ?? null,
     idempotency_key: key,
   };
+}
+
+runs.openapi(submitRoute, async (c) => {
+  const body = c.req.valid("json");
+  const key = idempotencyKey(c, body);
+  const now = Date.now();
+  const spec = specFor(c, body, key, now);
   const index = tenantIndex(c);
   const admission = await index.admit({
     job: toJob(spec, initialRow(spec)),
