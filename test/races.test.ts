@@ -31,6 +31,16 @@ async function expectGone(id: string) {
   expect(list.jobs.map((j) => j.job_id)).not.toContain(id);
 }
 
+/** Cancels while the step is held, then lets the step finish: the cancel wins, once. */
+async function cancelWhileHeld(job: Awaited<ReturnType<typeof heldJob>>) {
+  const cancelled = cancel(job.id);
+  await cancelLanded(job.id);
+  job.open();
+  expect((await cancelled).status).toBe(200);
+  await job.alarm;
+  await expectOneEnd(job.id, "cancelled");
+}
+
 async function expectOneEnd(id: string, status: string) {
   const completes = (await eventLog(id)).filter((e) => e.event === "complete");
   expect(completes).toHaveLength(1);
@@ -49,13 +59,9 @@ describe("cancel, delete and completion in every order", () => {
   });
 
   it("cancel while the step is finishing, then completion, then delete", async () => {
-    const { id, open, alarm } = await heldJob();
-    const cancelled = cancel(id);
-    await cancelLanded(id);
-    open();
-    expect((await cancelled).status).toBe(200);
-    await alarm;
-    await expectOneEnd(id, "cancelled");
+    const held = await heldJob();
+    const { id } = held;
+    await cancelWhileHeld(held);
     expect(await r2Keys(`runs/default/${id}/`)).toEqual([]); // the step's late write was removed
     expect((await getJob(id)).progress.steps_completed).toBe(0);
     expect((await del(id)).status).toBe(204);
@@ -63,14 +69,10 @@ describe("cancel, delete and completion in every order", () => {
   });
 
   it("delete (refused), cancel, completion, delete", async () => {
-    const { id, open, alarm } = await heldJob();
+    const held = await heldJob();
+    const { id } = held;
     expect((await del(id)).status).toBe(400);
-    const cancelled = cancel(id);
-    await cancelLanded(id);
-    open();
-    expect((await cancelled).status).toBe(200);
-    await alarm;
-    await expectOneEnd(id, "cancelled");
+    await cancelWhileHeld(held);
     expect((await del(id)).status).toBe(204);
     await expectGone(id);
   });
