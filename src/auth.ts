@@ -5,6 +5,7 @@
  */
 import type { MiddlewareHandler } from "hono";
 import { DEFAULT_TENANT } from "./config";
+import { hex, sha256 } from "./digest";
 import { ApiError } from "./errors";
 
 declare global {
@@ -21,7 +22,6 @@ export type AppEnv = { Bindings: Env; Variables: { tenant: string; keyId: string
 
 const TENANT = /^[A-Za-z0-9_-]{1,64}$/;
 const LOCAL_HOSTS = new Set(["localhost", "127.0.0.1", "[::1]"]);
-const encoder = new TextEncoder();
 
 interface KeyEntry {
   hash: Uint8Array;
@@ -65,7 +65,7 @@ function presentedKey(headers: Headers): string | null {
 
 /** The entry whose hash is this key's hash; every entry is compared, in constant time. */
 async function entryFor(key: string, entries: KeyEntry[]): Promise<KeyEntry | null> {
-  const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", encoder.encode(key)));
+  const hash = await sha256(key);
   let found: KeyEntry | null = null;
   for (const entry of entries) {
     if (crypto.subtle.timingSafeEqual(hash, entry.hash)) found = entry;
@@ -73,7 +73,6 @@ async function entryFor(key: string, entries: KeyEntry[]): Promise<KeyEntry | nu
   return found;
 }
 
-const hex = (bytes: Uint8Array) => [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
 
 const unauthorized = (detail: string) => new ApiError("unauthorized", detail, {}, { "WWW-Authenticate": "Bearer" });
 

@@ -108,7 +108,7 @@ export class TenantIndex extends DurableObject<Env> {
         slot = { seq: job.seq, running: 0 };
       }
       if (slot.running) return true;
-      const running = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM slots WHERE running = 1").one().n;
+      const running = this.runningCount();
       const ahead = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM slots WHERE running = 0 AND seq < ?", slot.seq).one().n;
       if (running + ahead >= limit) return false;
       this.sql.exec("UPDATE slots SET running = 1 WHERE job_id = ?", jobId);
@@ -154,13 +154,17 @@ export class TenantIndex extends DurableObject<Env> {
    * next check. A wake that fails costs only time: each waiting job checks again by itself.
    */
   private async wakeWaiting(limit: number): Promise<void> {
-    const running = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM slots WHERE running = 1").one().n;
+    const running = this.runningCount();
     if (running >= limit) return;
     const next = this.sql
       .exec<{ job_id: string }>("SELECT job_id FROM slots WHERE running = 0 ORDER BY seq LIMIT ?", limit - running)
       .toArray();
     const tenant = this.tenant();
     await Promise.allSettled(next.map((s) => this.env.RUNS.getByName(runObjectName(tenant, s.job_id)).wake()));
+  }
+
+  private runningCount(): number {
+    return this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM slots WHERE running = 1").one().n;
   }
 
   private tenant(): string {

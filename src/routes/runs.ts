@@ -4,6 +4,7 @@ import type { Context } from "hono";
 import type { AppEnv } from "../auth";
 import { allowPrivateWebhooks, limits } from "../config";
 import { webhookUrlProblem } from "../webhooks/targets";
+import { hex, sha256 } from "../digest";
 import { ApiError, unwrap, type Result } from "../errors";
 import { isJobId, newJobId, runObjectName } from "../ids";
 import { jsonBody } from "../http/body";
@@ -68,8 +69,7 @@ async function bodyHash(body: SubmitBody): Promise<string> {
       ? Object.fromEntries(Object.entries(value).sort(([a], [b]) => (a < b ? -1 : 1)))
       : value,
   );
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(canonical));
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return hex(await sha256(canonical));
 }
 
 function idempotencyKey(c: Ctx, body: SubmitBody): string | null {

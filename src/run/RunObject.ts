@@ -12,7 +12,7 @@ import { outputPrefix, purgePrefix, readText, type OutputPart } from "../storage
 import { hasTable, migrate } from "../storage/migrations";
 import { Watchers, type LogTail, type NewEvent } from "./events";
 import { executeStep, type StepOutcome } from "./execute";
-import { initialRow, toJob, type RunRow, type RunSpec } from "./job";
+import { initialRow, stepPercentage, toJob, type RunRow, type RunSpec } from "./job";
 import { Outbox, type OutboxHost } from "./outbox";
 import { eventsAfter, insertEvents, insertSpec, readRunRow, readSpec, readWebhook, RUN_MIGRATIONS, writeRunRow } from "./store";
 import { isTerminal, transition, type Action } from "./transitions";
@@ -187,7 +187,6 @@ export class RunObject extends DurableObject<Env> {
 
   private async runNextStep(start: RunRow): Promise<void> {
     let row = start;
-    const now = Date.now();
     if (row.status === "queued") {
       const granted = await this.index().acquire(this.spec().job_id, this.limits.maxRunningPerTenant);
       const current = this.liveRow();
@@ -201,6 +200,7 @@ export class RunObject extends DurableObject<Env> {
         { type: "log", data: { message: "Job started" } },
       ], "start");
     }
+    const now = Date.now(); // read after the slot request, which let time pass
     if (row.deadline_at !== null && now >= row.deadline_at) return this.failJob(row, this.timeoutMessage());
 
     const step = this.sql
@@ -218,7 +218,7 @@ export class RunObject extends DurableObject<Env> {
     this.ctx.storage.transactionSync(() => {
       this.sql.exec("UPDATE steps SET status = 'running', attempts = attempts + 1, started_at = ? WHERE idx = ?", now, step.idx);
       row = this.commit(row, { current_step: step.name, next_step_at: now + STEP_LEASE_MS }, [
-        { type: "progress", data: { percentage: this.percentage(row), current_step: step.name } },
+        { type: "progress", data: { percentage: stepPercentage(row.steps_completed, row.steps_total), current_step: step.name } },
       ]);
     });
     await this.armAlarm();
@@ -270,8 +270,7 @@ export class RunObject extends DurableObject<Env> {
         } else {
           events.push({ type: "log", data: { message: `Step ${step.name} wrote ${part.bytes} bytes of output` } });
         }
-        const percentage = Math.floor((100 * done) / row.steps_total);
-        events.push({ type: "progress", data: { percentage, current_step: step.name } });
+        events.push({ type: "progress", data: { percentage: stepPercentage(done, row.steps_total), current_step: step.name } });
         this.ctx.storage.transactionSync(() => {
           this.sql.exec(
             "UPDATE steps SET status = 'done', finished_at = ?, output_key = ?, output_bytes = ?, output_etag = ? WHERE idx = ?",
@@ -330,10 +329,6 @@ export class RunObject extends DurableObject<Env> {
 
   private timeoutMessage(): string {
     return `Job timed out after ${this.spec().timeout_s} seconds`;
-  }
-
-  private percentage(row: RunRow): number {
-    return row.steps_total > 0 ? Math.floor((100 * row.steps_completed) / row.steps_total) : 0;
   }
 
   // ---- transitions and the outbox ------------------------------------------------------------

@@ -79,14 +79,14 @@ export function durationSeconds(job: Pick<Job, "started_at" | "completed_at">): 
   return (Date.parse(job.completed_at) - Date.parse(job.started_at)) / 1000;
 }
 
+/** Whole percent of the steps done. */
+export function stepPercentage(completed: number, total: number): number {
+  return total > 0 ? Math.floor((100 * completed) / total) : 0;
+}
+
 export function toJob(spec: RunSpec, row: RunRow, webhook: WebhookState | null = null): Job {
   const terminal = isTerminal(row.status);
-  const percentage =
-    row.status === "succeeded"
-      ? 100
-      : row.steps_total > 0
-        ? Math.floor((100 * row.steps_completed) / row.steps_total)
-        : 0;
+  const percentage = row.status === "succeeded" ? 100 : stepPercentage(row.steps_completed, row.steps_total);
   return {
     job_id: spec.job_id,
     status: row.status,

@@ -82,9 +82,17 @@ export function resolveAgent(body: { agent_yaml?: string | null; agent_file?: st
   if (source === undefined) {
     throw new ApiError("bad_request", `Unknown agent_file: ${file}. Available: [${Object.keys(BUNDLED_AGENTS).join(", ")}]`);
   }
-  const bundled = (detail: string) => new ApiError("bad_request", `agent_file ${file}: ${detail}`);
-  return { agent_id: `file:${file}`, tasks: parseAgentDefinition(source, bundled) };
+  let tasks = parsedBundles.get(file);
+  if (!tasks) {
+    const bundled = (detail: string) => new ApiError("bad_request", `agent_file ${file}: ${detail}`);
+    tasks = parseAgentDefinition(source, bundled);
+    parsedBundles.set(file, tasks);
+  }
+  return { agent_id: `file:${file}`, tasks };
 }
+
+/** Bundled files never change while the Worker runs: each is parsed once per isolate. */
+const parsedBundles = new Map<string, AgentTask[]>();
 
 const fill = (template: string, topic: string) => template.replaceAll("{topic}", topic);
 

@@ -2,6 +2,7 @@
  * R2 layout of job outputs: `runs/<tenant>/<job_id>/steps/<n>`, one object per finished step.
  * The job's output is those objects in step order; nothing is ever assembled whole in memory.
  */
+import { hex, sha256 } from "../digest";
 import type { StepOutput } from "../runners/types";
 
 export interface OutputPart {
@@ -134,6 +135,5 @@ export function streamRange(bucket: R2Bucket, parts: OutputPart[], start: number
 /** A strong ETag for the output: it changes whenever any part does. */
 export async function outputEtag(parts: OutputPart[]): Promise<string> {
   const text = parts.map((p) => `${p.key}:${p.bytes}:${p.etag}`).join("\n");
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)));
-  return `"${[...digest.subarray(0, 16)].map((b) => b.toString(16).padStart(2, "0")).join("")}"`;
+  return `"${hex((await sha256(text)).subarray(0, 16))}"`;
 }
