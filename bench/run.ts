@@ -4,25 +4,53 @@
  * same run on the same server: GET /health, a route that touches no object.
  */
 import autocannon from "autocannon";
-import { peakRssDuring, treeRss } from "../test/e2e/memory";
+import { peakRssDuring, treeCpuMs, treeRss } from "../test/e2e/procfs";
 import { BASE, startServer, stopServer, type DevServer } from "../test/e2e/server";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 // Seeding goes through the API at the submit rate measured above, so larger sets are opt-in
 // (BENCH_LIST_SIZES=1000,10000,100000) and take correspondingly long.
 const LIST_SIZES = (process.env.BENCH_LIST_SIZES ?? "100,1000").split(",").map(Number);
+// A state directory kept from an earlier run (its path is printed at the start) is used as it is:
+// only the jobs still missing from the largest list size are seeded.
+const STATE = process.env.BENCH_STATE || undefined;
 const MiB = 1024 * 1024;
+/** The server counts as quiet once it uses at most this share of one core over this window. */
+const QUIET_WINDOW_MS = 1000;
+const QUIET_CPU_SHARE = 0.05;
 
-type Result = autocannon.Result;
+type Run = autocannon.Result & { cpuPerRequest: number };
 const rows: [string, string, string][] = [];
 const report = (figure: string, value: string, against = "") => {
   rows.push([figure, value, against]);
   console.error(`  ${figure}: ${value} ${against}`);
 };
 
-function load(options: Partial<autocannon.Options> & { path?: string }): Promise<Result> {
+let server: DevServer;
+
+/** A bounded load run, with the CPU time the whole dev server (wrangler and workerd) spent per request. */
+async function load(options: Partial<autocannon.Options> & { path?: string }): Promise<Run> {
   const { path = "/", ...rest } = options;
-  return autocannon({ url: `${BASE}${path}`, connections: 16, duration: SECONDS, ...rest });
+  const cpuBefore = treeCpuMs(server.process.pid!);
+  const result = await autocannon({ url: `${BASE}${path}`, connections: 16, duration: SECONDS, ...rest });
+  return { ...result, cpuPerRequest: (treeCpuMs(server.process.pid!) - cpuBefore) / Math.max(1, result.requests.total) };
+}
+
+/** Throughput, latency and CPU per request of a load run. */
+const describeRun = (result: Run) =>
+  `${result.requests.average.toFixed(0)} req/s, p50 ${result.latency.p50} ms, p99 ${result.latency.p99} ms, ${ms(result.cpuPerRequest)} CPU/req`;
+
+/**
+ * A load figure set against the bare route measured just before it, both on a quiet server, so
+ * that the server's drift over the run (it holds more objects as it goes) falls on both alike.
+ */
+async function againstBare(figure: string, target: string, options: Parameters<typeof load>[0]): Promise<Run> {
+  await idle();
+  const bare = await load({ path: "/health" });
+  const result = await load(options);
+  const ratio = `${pct(result.requests.average / bare.requests.average)} of bare (${bare.requests.average.toFixed(0)} req/s just before); CPU/req ${(result.cpuPerRequest / bare.cpuPerRequest).toFixed(1)}x`;
+  report(figure, describeRun(result), `${ratio}${target}`);
+  return result;
 }
 
 type Context = Record<string, string>;
@@ -48,20 +76,17 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 const ms = (x: number) => `${x.toFixed(1)} ms`;
 const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
 
-async function throughput(baseline: Result) {
-  const base = baseline.requests.average;
-  report("bare route (GET /health)", `${base.toFixed(0)} req/s, p50 ${baseline.latency.p50} ms, p99 ${baseline.latency.p99} ms`, "baseline");
+async function throughput() {
+  // The quick jobs submitted here run meanwhile on the same server, as they would in use.
+  await againstBare("submit", " (target ≥ 60%)", { method: "POST", path: "/api/v1/runs", headers: json, body: quickJob });
 
-  const submitted = await load({ method: "POST", path: "/api/v1/runs", headers: json, body: quickJob });
-  report("submit", `${submitted.requests.average.toFixed(0)} req/s, p50 ${submitted.latency.p50} ms, p99 ${submitted.latency.p99} ms`, `${pct(submitted.requests.average / base)} of bare (target ≥ 60%)`);
-  await idle(); // the submitted jobs run to their end before the next figure
-
-  const id = await submit({ prompt: "status" });
-  const status = await load({ path: `/api/v1/runs/${id}` });
-  report("status", `${status.requests.average.toFixed(0)} req/s, p50 ${status.latency.p50} ms, p99 ${status.latency.p99} ms`, `${pct(status.requests.average / base)} of bare (target ≥ 80%)`);
+  // Polling a job that has finished: the read alone, with no run of its own competing for the server.
+  const id = await submit({ prompt: "status", config: { simulate: { steps: 1, step_ms: 0 } } });
+  await finished(id);
+  await againstBare("status", " (target ≥ 80%)", { path: `/api/v1/runs/${id}` });
 
   const long = JSON.stringify({ prompt: "cycle", config: { simulate: { steps: 1, step_ms: 60_000 } } });
-  const cycle = await load({
+  const cycle = await againstBare("submit + cancel + delete, per request", "", {
     requests: [
       {
         method: "POST",
@@ -76,8 +101,7 @@ async function throughput(baseline: Result) {
       { method: "DELETE", setupRequest: jobPath("") },
     ],
   });
-  const cycles = cycle.requests.average / 3;
-  report("submit + cancel + delete cycle", `${cycles.toFixed(0)} cycles/s, p50 ${cycle.latency.p50} ms, p99 ${cycle.latency.p99} ms per request`, `${pct(cycle.requests.average / base)} of bare, per request`);
+  report("submit + cancel + delete cycles", `${(cycle.requests.average / 3).toFixed(0)} cycles/s`, "three requests each");
 }
 
 async function seed(count: number) {
@@ -104,12 +128,22 @@ async function seed(count: number) {
   }
 }
 
-/** Waits until no job of the tenant is queued or running, so that list latency is measured alone. */
+/**
+ * Waits until no job of the tenant is queued or running, and then until the server is quiet:
+ * objects that have just gone idle are closed some seconds later, and closing writes their
+ * databases back, which would otherwise land in the next figure.
+ */
 async function idle() {
   for (;;) {
     const { by_status } = (await (await fetch(`${BASE}/stats`)).json()) as { by_status: Record<string, number> };
-    if (by_status.queued + by_status.running === 0) return;
+    if (by_status.queued + by_status.running === 0) break;
     await new Promise((r) => setTimeout(r, 500));
+  }
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    const before = treeCpuMs(server.process.pid!);
+    await new Promise((r) => setTimeout(r, QUIET_WINDOW_MS));
+    if (treeCpuMs(server.process.pid!) - before <= QUIET_WINDOW_MS * QUIET_CPU_SHARE) return;
   }
 }
 
@@ -194,7 +228,7 @@ async function cancelLatency() {
   report("cancel latency (request to the last output written)", ms(median(times)), "median of 5, mid-step");
 }
 
-async function streamingMemory(server: DevServer) {
+async function streamingMemory() {
   const id = await submit({ prompt: "memory", config: { simulate: { steps: 4, step_ms: 0, output_bytes: 100 * MiB } } });
   await finished(id);
   const baseline = treeRss(server.process.pid!);
@@ -206,19 +240,20 @@ async function streamingMemory(server: DevServer) {
 }
 
 async function main() {
-  const server = await startServer(); // --log-level warn, on loopback
+  server = await startServer(STATE); // --log-level warn, on loopback
   try {
-    console.error(`benchmarking ${BASE} (${SECONDS} s per load run)`);
+    console.error(`benchmarking ${BASE} (${SECONDS} s per load run), state in ${server.persistTo}`);
+    // Each figure starts on a quiet server: no job running and the last one's writes settled.
+    await idle();
     const baseline = await load({ path: "/health" });
-    await throughput(baseline);
-    await deletes();
-    await watchers(1);
-    await watchers(50);
-    await cancelLatency();
-    await streamingMemory(server);
-    await listScaling();
+    report("bare route (GET /health)", describeRun(baseline), "baseline");
+    for (const figure of [throughput, deletes, () => watchers(1), () => watchers(50), cancelLatency, streamingMemory, listScaling]) {
+      await idle();
+      await figure();
+    }
+    await idle();
     const recheck = await load({ path: "/health" });
-    report("bare route again, at the end", `${recheck.requests.average.toFixed(0)} req/s`, `${pct(recheck.requests.average / baseline.requests.average)} of the first baseline`);
+    report("bare route again, at the end", describeRun(recheck), `${pct(recheck.requests.average / baseline.requests.average)} of the first baseline`);
   } finally {
     await stopServer(server);
   }

@@ -1,5 +1,6 @@
-import { runDurableObjectAlarm } from "cloudflare:test";
+import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
+import { failingStubs, restoreBindings, withBindings } from "./faults";
 import { api, drive, getJob, runStub, submit } from "./helpers";
 
 // The default limit of running jobs per tenant (MAX_RUNNING_PER_TENANT).
@@ -66,6 +67,48 @@ describe("per-tenant concurrency", () => {
     const holder = (await api("/api/v1/runs?status=running&page_size=1").then((r) => r.json<{ jobs: { job_id: string }[] }>())).jobs[0].job_id;
     expect((await api(`/api/v1/runs/${holder}/cancel`, { method: "POST" })).status).toBe(200);
     // The wake-up armed the waiting job's alarm: firing it starts the job.
+    expect(await runDurableObjectAlarm(runStub(next))).toBe(true);
+    expect((await getJob(next)).status).toBe("running");
+  });
+
+  it("a job waiting in line has no alarm of its own: the index's one alarm sends a lost wake-up again", async () => {
+    // Every slot is taken by now (the tests above), so a new job takes a place in line.
+    const waiting = await submit({ steps: 3 });
+    await runDurableObjectAlarm(runStub(waiting));
+    expect((await getJob(waiting)).status).toBe("queued");
+    const alarmOf = (stub: DurableObjectStub<Rpc.DurableObjectBranded>) => runInDurableObject(stub, (_i, state) => state.storage.getAlarm());
+    const index = env.TENANTS.getByName("default");
+    expect(await alarmOf(runStub(waiting))).toBeNull();
+    expect(await alarmOf(index)).not.toBeNull();
+
+    // A slot frees, but every wake-up is lost.
+    await withBindings(index, { RUNS: failingStubs(env.RUNS, "wake", [1, 2, 3, 4, 5], "before").proxy });
+    const holder = (await api("/api/v1/runs?status=running&page_size=1").then((r) => r.json<{ jobs: { job_id: string }[] }>())).jobs[0].job_id;
+    expect((await api(`/api/v1/runs/${holder}/cancel`, { method: "POST" })).status).toBe(200);
+    expect(await alarmOf(runStub(waiting))).toBeNull();
+
+    // The index's alarm tells the first in line again, and it starts.
+    await restoreBindings(index);
+    expect(await runDurableObjectAlarm(index)).toBe(true);
+    expect(await runDurableObjectAlarm(runStub(waiting))).toBe(true);
+    expect((await getJob(waiting)).status).toBe("running");
+  });
+
+  it("gives up a place whose job is no longer waiting, and tells the next in line instead", async () => {
+    const next = await submit({ steps: 3 });
+    await runDurableObjectAlarm(runStub(next)); // every slot is taken: it waits in line
+    const ended = await submit({ steps: 1 });
+    expect((await api(`/api/v1/runs/${ended}/cancel`, { method: "POST" })).status).toBe(200);
+    // As if the ended job's last update had not reached the index yet: it still holds a place, first in line.
+    const index = env.TENANTS.getByName("default");
+    const places = () =>
+      runInDurableObject(index, (_i, state) => state.storage.sql.exec<{ job_id: string }>("SELECT job_id FROM slots WHERE running = 0 ORDER BY seq").toArray().map((r) => r.job_id));
+    await runInDurableObject(index, (_i, state) => void state.storage.sql.exec("INSERT INTO slots (job_id, seq) VALUES (?, 0)", ended));
+    expect((await places())[0]).toBe(ended);
+
+    const holder = (await api("/api/v1/runs?status=running&page_size=1").then((r) => r.json<{ jobs: { job_id: string }[] }>())).jobs[0].job_id;
+    expect((await api(`/api/v1/runs/${holder}/cancel`, { method: "POST" })).status).toBe(200);
+    expect(await places()).not.toContain(ended);
     expect(await runDurableObjectAlarm(runStub(next))).toBe(true);
     expect((await getJob(next)).status).toBe("running");
   });

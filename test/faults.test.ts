@@ -1,6 +1,6 @@
-import { env, runDurableObjectAlarm } from "cloudflare:test";
+import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { failing, failingIndex, withBindings, type When } from "./faults";
+import { failing, failingStubs, withBindings, type When } from "./faults";
 import { api, drive, eventLog, finished, getJob, r2Keys, runStub, storedTables, submit } from "./helpers";
 
 const del = (id: string) => api(`/api/v1/runs/${id}`, { method: "DELETE" });
@@ -34,7 +34,7 @@ describe.each(["before", "after"] as When[])("faults %s the side effect", (when)
     const session = `index-remove-${when}`;
     const id = await finished({ steps: 1 }, { session_id: session });
     const stale = await getJob(id);
-    await withBindings(id, { TENANTS: failingIndex(env.TENANTS, "remove", [1], when).proxy });
+    await withBindings(id, { TENANTS: failingStubs(env.TENANTS, "remove", [1], when).proxy });
 
     expect((await del(id)).status).toBe(500);
     await runDurableObjectAlarm(runStub(id));
@@ -47,7 +47,7 @@ describe.each(["before", "after"] as When[])("faults %s the side effect", (when)
   it("the index failing to take a status update: the job runs on and the index catches up once", async () => {
     const session = `index-upsert-${when}`;
     const id = await submit({ steps: 2 }, { session_id: session });
-    await withBindings(id, { TENANTS: failingIndex(env.TENANTS, "upsert", [1, 2], when).proxy });
+    await withBindings(id, { TENANTS: failingStubs(env.TENANTS, "upsert", [1, 2], when).proxy });
     const job = await drive(id);
     expect(job.status).toBe("succeeded");
     for (let i = 0; i < 5 && (await listed(session))[0]?.status !== "succeeded"; i++) {
@@ -73,10 +73,28 @@ describe.each(["before", "after"] as When[])("faults %s the side effect", (when)
 describe("an alarm that fails", () => {
   it("schedules itself again and the job goes on", async () => {
     const id = await submit({ steps: 1 });
-    await withBindings(id, { TENANTS: failingIndex(env.TENANTS, "acquire", [1], "before").proxy });
+    await withBindings(id, { TENANTS: failingStubs(env.TENANTS, "acquire", [1], "before").proxy });
     await runDurableObjectAlarm(runStub(id)); // asking for a run slot fails
     expect((await getJob(id)).status).toBe("queued");
     expect(await runDurableObjectAlarm(runStub(id))).toBe(true); // it was scheduled again
     expect((await drive(id)).status).toBe("succeeded");
+  });
+});
+
+describe("a write that fails inside its transaction", () => {
+  it("leaves no trace: the job reads as before, and the same change succeeds once storage works", async () => {
+    const id = await submit({ steps: 1 });
+    const sql = (statement: string) => runInDurableObject(runStub(id), (_instance, state) => void state.storage.sql.exec(statement));
+    await sql("CREATE TRIGGER injected BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'injected storage failure'); END");
+
+    const refused = await api(`/api/v1/runs/${id}/cancel`, { method: "POST" });
+    expect(refused.status).toBe(500);
+    const job = await getJob(id);
+    expect(job.status).toBe("queued");
+    expect(job.cancelled_at).toBeNull();
+
+    await sql("DROP TRIGGER injected");
+    expect((await api(`/api/v1/runs/${id}/cancel`, { method: "POST" })).status).toBe(200);
+    expect((await getJob(id)).status).toBe("cancelled");
   });
 });

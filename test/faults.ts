@@ -27,8 +27,8 @@ export function failing<T extends object>(target: T, method: string, calls: numb
   return { proxy, counts };
 }
 
-/** A tenant-index namespace whose stubs fail the listed calls of `method`. */
-export function failingIndex(namespace: Env["TENANTS"], method: string, calls: number[], when: When) {
+/** A Durable Object namespace (the tenant index's, the jobs') whose stubs fail the listed calls of `method`. */
+export function failingStubs<N extends Env["TENANTS"] | Env["RUNS"]>(namespace: N, method: string, calls: number[], when: When) {
   const counts = { n: 0 };
   const proxy = new Proxy(namespace, {
     get(obj, prop) {
@@ -44,7 +44,7 @@ export function failingIndex(namespace: Env["TENANTS"], method: string, calls: n
               const real = () => (Reflect.get(s, p) as (...a: unknown[]) => Promise<unknown>)(...args);
               if (!calls.includes(call)) return real();
               if (when === "after") await real();
-              throw new Error(`injected index ${String(p)} failure on call ${call} (${when} its effect)`);
+              throw new Error(`injected ${String(p)} failure on call ${call} (${when} its effect)`);
             };
           },
         });
@@ -75,16 +75,19 @@ export function gatedBucket(bucket: R2Bucket) {
   return { proxy, open, reached };
 }
 
-/** Replaces bindings of the job's live object (until it is evicted or restored). */
-export async function withBindings(id: string, overrides: Partial<Env>): Promise<void> {
-  await runInDurableObject(runStub(id), (instance) => {
+type Target = string | DurableObjectStub<Rpc.DurableObjectBranded>;
+const stubOf = (target: Target) => (typeof target === "string" ? runStub(target) : target);
+
+/** Replaces bindings of a live object, the job's (by id) or any other (by stub), until it is evicted or restored. */
+export async function withBindings(target: Target, overrides: Partial<Env>): Promise<void> {
+  await runInDurableObject(stubOf(target), (instance) => {
     const holder = instance as unknown as { env: Env };
     holder.env = Object.assign(Object.create(holder.env), overrides) as Env;
   });
 }
 
-export async function restoreBindings(id: string): Promise<void> {
-  await runInDurableObject(runStub(id), (instance) => {
+export async function restoreBindings(target: Target): Promise<void> {
+  await runInDurableObject(stubOf(target), (instance) => {
     const holder = instance as unknown as { env: Env };
     const original = Object.getPrototypeOf(holder.env) as Env;
     if (original !== Object.prototype) holder.env = original;

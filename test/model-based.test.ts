@@ -117,6 +117,10 @@ class List implements fc.AsyncCommand<Model, Real> {
     const live = model.jobs.filter((j) => !j.deleted);
     expect(body.total).toBe(live.length);
     expect(body.jobs.map((j) => [j.job_id, j.status])).toEqual([...live].reverse().map((j) => [j.id, j.status]));
+    for (const status of new Set(model.jobs.map((j) => j.status))) {
+      const filtered = await (await api(`/api/v1/runs?session_id=${real.session}&status=${status}`)).json<{ total: number }>();
+      expect(filtered.total).toBe(live.filter((j) => j.status === status).length);
+    }
   }
   toString = () => "list";
 }

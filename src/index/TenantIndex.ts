@@ -8,8 +8,24 @@ import type { Job } from "../schemas";
 import { migrate } from "../storage/migrations";
 import { isTerminal, STATUSES, type Status } from "../run/transitions";
 import { runObjectName } from "../ids";
+import { limits } from "../config";
 
-const INDEX_MIGRATIONS = [
+/**
+ * While jobs wait in line, the index wakes the first of them again this often, in case a wake-up
+ * was lost. Waiting jobs set no alarm of their own: the line costs one alarm, however long it is.
+ */
+const WAKE_RETRY_MS = 60_000;
+
+/** Trigger bodies that keep the tallies: count the new row in, and the old row out. */
+const COUNT_NEW = `
+  INSERT INTO status_counts (status, n) VALUES (NEW.status, 1) ON CONFLICT (status) DO UPDATE SET n = n + 1;
+  INSERT INTO session_counts (session_id, status, n) SELECT NEW.session_id, NEW.status, 1 WHERE NEW.session_id IS NOT NULL
+    ON CONFLICT (session_id, status) DO UPDATE SET n = n + 1;`;
+const UNCOUNT_OLD = `
+  UPDATE status_counts SET n = n - 1 WHERE status = OLD.status;
+  UPDATE session_counts SET n = n - 1 WHERE session_id = OLD.session_id AND status = OLD.status;`;
+
+export const INDEX_MIGRATIONS = [
   `CREATE TABLE jobs (
      seq INTEGER PRIMARY KEY AUTOINCREMENT,
      job_id TEXT NOT NULL UNIQUE,
@@ -26,6 +42,18 @@ const INDEX_MIGRATIONS = [
   // count against the tenant's limit, waiting ones start in the order they were submitted.
   `CREATE TABLE slots (job_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, running INTEGER NOT NULL DEFAULT 0)`,
   `CREATE INDEX slots_by_state ON slots (running, seq)`,
+  // Tallies kept by triggers, so that list totals and stats read a few rows however many jobs
+  // the tenant has: one per status, and one per session and status.
+  `CREATE TABLE status_counts (status TEXT PRIMARY KEY, n INTEGER NOT NULL)`,
+  `CREATE TABLE session_counts (session_id TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (session_id, status))`,
+  `INSERT INTO status_counts (status, n) SELECT status, COUNT(*) FROM jobs GROUP BY status`,
+  `INSERT INTO session_counts (session_id, status, n)
+     SELECT session_id, status, COUNT(*) FROM jobs WHERE session_id IS NOT NULL GROUP BY session_id, status`,
+  `CREATE TRIGGER jobs_counted_in AFTER INSERT ON jobs BEGIN ${COUNT_NEW} END`,
+  `CREATE TRIGGER jobs_counted_out AFTER DELETE ON jobs BEGIN ${UNCOUNT_OLD} END`,
+  `CREATE TRIGGER jobs_recounted AFTER UPDATE OF status, session_id ON jobs BEGIN ${UNCOUNT_OLD} ${COUNT_NEW} END`,
+  // The unfiltered list's order without the job bodies: what a deep page's offset walks.
+  `CREATE INDEX jobs_by_seq ON jobs (seq)`,
 ] as const;
 
 export interface Admission {
@@ -96,10 +124,11 @@ export class TenantIndex extends DurableObject<Env> {
 
   /**
    * Lets a queued job start if the tenant has a free slot and no job submitted before it is
-   * waiting; otherwise it waits in line. Idempotent: a job already running keeps its slot.
+   * waiting; otherwise it takes its place in line (by submission) and is woken when its turn
+   * comes. Idempotent: a job already running keeps its slot.
    */
-  acquire(jobId: string, limit: number): boolean {
-    return this.ctx.storage.transactionSync(() => {
+  async acquire(jobId: string, limit: number): Promise<boolean> {
+    const granted = this.ctx.storage.transactionSync(() => {
       let slot = this.sql.exec<{ seq: number; running: number }>("SELECT seq, running FROM slots WHERE job_id = ?", jobId).toArray()[0];
       if (!slot) {
         const job = this.sql.exec<{ seq: number }>("SELECT seq FROM jobs WHERE job_id = ?", jobId).toArray()[0];
@@ -108,12 +137,23 @@ export class TenantIndex extends DurableObject<Env> {
         slot = { seq: job.seq, running: 0 };
       }
       if (slot.running) return true;
-      const running = this.runningCount();
-      const ahead = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM slots WHERE running = 0 AND seq < ?", slot.seq).one().n;
-      if (running + ahead >= limit) return false;
+      if (!this.mayStart(slot.seq, limit)) return false;
       this.sql.exec("UPDATE slots SET running = 1 WHERE job_id = ?", jobId);
       return true;
     });
+    if (!granted) await this.keepWaking();
+    return granted;
+  }
+
+  /** A slot is free for the job in line at `seq`: fewer jobs wait ahead of it than slots are free. */
+  private mayStart(seq: number, limit: number): boolean {
+    const free = limit - this.runningCount();
+    if (free <= 0) return false;
+    // Only whether `free` jobs are ahead matters: counting further would cost as much as the line is long.
+    const ahead = this.sql
+      .exec<{ n: number }>("SELECT COUNT(*) AS n FROM (SELECT 1 FROM slots WHERE running = 0 AND seq < ? LIMIT ?)", seq, free)
+      .one().n;
+    return ahead < free;
   }
 
   /** Applies a job snapshot if it is newer than the one held; ignored for deleted jobs. */
@@ -150,17 +190,44 @@ export class TenantIndex extends DurableObject<Env> {
   }
 
   /**
-   * Tells the jobs first in line that a slot is free, so they start now rather than at their
-   * next check. A wake that fails costs only time: each waiting job checks again by itself.
+   * Tells the jobs first in line that a slot is free, so that they start. A place whose job
+   * answers that it is not waiting (it has ended, and its last update is still on its way) is
+   * given up, and the next in line is told instead. A wake that fails is sent again by the alarm.
    */
   private async wakeWaiting(limit: number): Promise<void> {
-    const running = this.runningCount();
-    if (running >= limit) return;
-    const next = this.sql
-      .exec<{ job_id: string }>("SELECT job_id FROM slots WHERE running = 0 ORDER BY seq LIMIT ?", limit - running)
-      .toArray();
     const tenant = this.tenant();
-    await Promise.allSettled(next.map((s) => this.env.RUNS.getByName(runObjectName(tenant, s.job_id)).wake()));
+    for (let round = 0; round < 3; round++) {
+      const free = limit - this.runningCount();
+      if (free <= 0) break;
+      const next = this.sql.exec<{ job_id: string }>("SELECT job_id FROM slots WHERE running = 0 ORDER BY seq LIMIT ?", free).toArray();
+      const answers = await Promise.allSettled(next.map((s) => this.env.RUNS.getByName(runObjectName(tenant, s.job_id)).wake()));
+      const gone = next.filter((_s, i) => {
+        const answer = answers[i];
+        return answer.status === "fulfilled" && !answer.value;
+      });
+      for (const s of gone) this.sql.exec("DELETE FROM slots WHERE job_id = ? AND running = 0", s.job_id);
+      if (gone.length === 0) break;
+    }
+    await this.keepWaking();
+  }
+
+  /** While anyone waits in line, the alarm stays set. */
+  private async keepWaking(): Promise<void> {
+    const waiting = this.sql.exec("SELECT 1 FROM slots WHERE running = 0 LIMIT 1").toArray().length > 0;
+    if (!waiting) return;
+    if ((await this.ctx.storage.getAlarm()) === null) {
+      await this.ctx.storage.setAlarm(Date.now() + WAKE_RETRY_MS + limits(this.env).alarmDelayMs);
+    }
+  }
+
+  /** Wakes the first in line again; it never fails, so that it is never given up. */
+  async alarm(): Promise<void> {
+    try {
+      await this.wakeWaiting(limits(this.env).maxRunningPerTenant);
+    } catch (error) {
+      console.error("waking the line failed; trying again later", error);
+      await this.ctx.storage.setAlarm(Date.now() + WAKE_RETRY_MS + limits(this.env).alarmDelayMs);
+    }
   }
 
   private runningCount(): number {
@@ -184,8 +251,7 @@ export class TenantIndex extends DurableObject<Env> {
       where.push("session_id = ?");
       params.push(query.session_id);
     }
-    const filter = where.length ? `WHERE ${where.join(" AND ")}` : "";
-    const total = this.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM jobs ${filter}`, ...params).one().n;
+    const total = this.count(query.status, query.session_id);
 
     if (query.before !== undefined) {
       where.push("seq < ?");
@@ -195,7 +261,10 @@ export class TenantIndex extends DurableObject<Env> {
     const offset = query.before !== undefined ? 0 : (query.page - 1) * query.page_size;
     const rows = this.sql
       .exec<{ seq: number; body: string }>(
-        `SELECT seq, body FROM jobs ${pageFilter} ORDER BY seq DESC LIMIT ? OFFSET ?`,
+        // The offset is walked on a narrow index (status, session or seq) and only the page's
+        // rows are read whole: a deep page skips index entries, not job bodies.
+        `SELECT seq, body FROM jobs WHERE seq IN (SELECT seq FROM jobs ${pageFilter} ORDER BY seq DESC LIMIT ? OFFSET ?)
+         ORDER BY seq DESC`,
         ...params,
         query.page_size + 1,
         offset,
@@ -209,9 +278,26 @@ export class TenantIndex extends DurableObject<Env> {
     };
   }
 
+  /** How many jobs match a list filter, read from the tallies. */
+  private count(status: Status | undefined, sessionId: string | undefined): number {
+    const table = sessionId === undefined ? "status_counts" : "session_counts";
+    const where: string[] = [];
+    const params: string[] = [];
+    if (sessionId !== undefined) {
+      where.push("session_id = ?");
+      params.push(sessionId);
+    }
+    if (status) {
+      where.push("status = ?");
+      params.push(status);
+    }
+    const filter = where.length ? `WHERE ${where.join(" AND ")}` : "";
+    return this.sql.exec<{ n: number }>(`SELECT COALESCE(SUM(n), 0) AS n FROM ${table} ${filter}`, ...params).one().n;
+  }
+
   stats(): { total_jobs: number; by_status: Record<Status, number> } {
     const by_status = Object.fromEntries(STATUSES.map((s) => [s, 0])) as Record<Status, number>;
-    for (const row of this.sql.exec<{ status: Status; n: number }>("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")) {
+    for (const row of this.sql.exec<{ status: Status; n: number }>("SELECT status, n FROM status_counts")) {
       by_status[row.status] = row.n;
     }
     return { total_jobs: Object.values(by_status).reduce((a, b) => a + b, 0), by_status };

@@ -17,12 +17,6 @@ import { Outbox, type OutboxHost } from "./outbox";
 import { eventsAfter, insertEvents, insertSpec, readRunRow, readSpec, readWebhook, RUN_MIGRATIONS, writeRunRow } from "./store";
 import { isTerminal, transition, type Action } from "./transitions";
 
-/**
- * A job waiting for a run slot checks again this often, in case a wake-up was lost. Wake-ups
- * are what start waiting jobs; this is a safety net, kept rare because tens of thousands of
- * waiting jobs checking every minute swamp their tenant's index (seen in the benchmark).
- */
-const SLOT_RECHECK_MS = 10 * 60_000;
 /** While a step runs, the alarm is kept this far ahead so that a lost instance is resumed. */
 const STEP_LEASE_MS = 60_000;
 /** An output event carries a step's text when it is at most this long; larger output is only in R2. */
@@ -69,7 +63,7 @@ export class RunObject extends DurableObject<Env> {
     migrate(this.ctx.storage, RUN_MIGRATIONS);
     this.hasSchema = true;
     const row = initialRow(spec);
-    this.ctx.storage.transactionSync(() => {
+    this.transaction(() => {
       insertSpec(this.sql, spec);
       this.writeRow(row);
       this.appendEvents([
@@ -123,12 +117,13 @@ export class RunObject extends DurableObject<Env> {
     return { ok: true, body: this.watchers.open(after) };
   }
 
-  /** A run slot is free: a queued job tries to start now. */
-  async wake(): Promise<void> {
+  /** A run slot is free: a queued job tries to start now. False: this job is not waiting (any more). */
+  async wake(): Promise<boolean> {
     const row = this.liveRow();
-    if (row?.status !== "queued") return;
+    if (row?.status !== "queued") return false;
     this.writeRow({ ...row, next_step_at: Date.now() });
     await this.armAlarm();
+    return true;
   }
 
   // ---- background work ------------------------------------------------------------------
@@ -192,7 +187,7 @@ export class RunObject extends DurableObject<Env> {
       const current = this.liveRow();
       if (!current || current.status !== "queued") return; // cancelled or deleted meanwhile; its end frees the slot
       if (!granted) {
-        this.writeRow({ ...current, next_step_at: Date.now() + SLOT_RECHECK_MS });
+        this.writeRow({ ...current, next_step_at: null }); // in line: the index wakes it
         return;
       }
       const started = Date.now();
@@ -215,7 +210,7 @@ export class RunObject extends DurableObject<Env> {
       return this.failJob(row, `Step ${step.name} failed after ${step.attempts} attempts: ${cause}`);
     }
 
-    this.ctx.storage.transactionSync(() => {
+    this.transaction(() => {
       this.sql.exec("UPDATE steps SET status = 'running', attempts = attempts + 1, started_at = ? WHERE idx = ?", now, step.idx);
       row = this.commit(row, { current_step: step.name, next_step_at: now + STEP_LEASE_MS }, [
         { type: "progress", data: { percentage: stepPercentage(row.steps_completed, row.steps_total), current_step: step.name } },
@@ -271,7 +266,7 @@ export class RunObject extends DurableObject<Env> {
           events.push({ type: "log", data: { message: `Step ${step.name} wrote ${part.bytes} bytes of output` } });
         }
         events.push({ type: "progress", data: { percentage: stepPercentage(done, row.steps_total), current_step: step.name } });
-        this.ctx.storage.transactionSync(() => {
+        this.transaction(() => {
           this.sql.exec(
             "UPDATE steps SET status = 'done', finished_at = ?, output_key = ?, output_bytes = ?, output_etag = ? WHERE idx = ?",
             Date.now(),
@@ -299,7 +294,7 @@ export class RunObject extends DurableObject<Env> {
         }
         const backoff = Math.min(60_000, this.limits.retryBaseMs * 2 ** step.attempts);
         const retryAt = Date.now() + Math.max(backoff, outcome.retryAfterMs ?? 0);
-        this.ctx.storage.transactionSync(() => {
+        this.transaction(() => {
           this.sql.exec("UPDATE steps SET status = 'pending', last_error = ? WHERE idx = ?", outcome.message, step.idx);
           this.commit(row, { next_step_at: retryAt }, [
             { type: "log", data: { message: `Step ${step.name} failed, will retry: ${outcome.message}` } },
@@ -353,7 +348,7 @@ export class RunObject extends DurableObject<Env> {
         all.push({ type: "complete", data: { status: to, job_id: this.spec().job_id } });
       }
     }
-    this.ctx.storage.transactionSync(() => {
+    this.transaction(() => {
       this.writeRow(next);
       this.appendEvents(all);
       if (action && isTerminal(next.status) && this.spec().webhook_url) this.outbox.owesWebhook(`msg_${newJobId().slice(4)}`);
@@ -370,7 +365,7 @@ export class RunObject extends DurableObject<Env> {
 
   /** From here on the job answers 404; the purge outbox row finishes the rest. */
   private markDeleted(row: RunRow): void {
-    this.ctx.storage.transactionSync(() => {
+    this.transaction(() => {
       this.writeRow({ ...row, deleted_at: Date.now(), version: row.version + 1 });
       this.outbox.drop("index");
       this.outbox.enqueue("purge", {}, Date.now());
@@ -409,6 +404,7 @@ export class RunObject extends DurableObject<Env> {
     }
     if (this.hasSchema) {
       this.hasSchema = false;
+      this.rowCache = undefined;
       await this.ctx.storage.deleteAlarm();
       await this.ctx.storage.deleteAll();
     }
@@ -436,8 +432,25 @@ export class RunObject extends DurableObject<Env> {
 
   // ---- storage --------------------------------------------------------------------------
 
+  /**
+   * The run row as last read or written. This object is its only writer, so reads (a status
+   * poll) need no query; a transaction that fails drops it, since its writes were rolled back.
+   */
+  private rowCache: RunRow | null | undefined;
+
   private readRow(): RunRow | null {
-    return this.hasSchema ? readRunRow(this.sql) : null;
+    if (!this.hasSchema) return null;
+    if (this.rowCache === undefined) this.rowCache = readRunRow(this.sql);
+    return this.rowCache;
+  }
+
+  private transaction<T>(body: () => T): T {
+    try {
+      return this.ctx.storage.transactionSync(body);
+    } catch (error) {
+      this.rowCache = undefined;
+      throw error;
+    }
   }
 
   /** The row of a job that exists and is not being deleted. */
@@ -454,6 +467,7 @@ export class RunObject extends DurableObject<Env> {
 
   private writeRow(row: RunRow): void {
     writeRunRow(this.sql, row);
+    this.rowCache = row;
   }
 
   private appendEvents(events: NewEvent[]): void {
@@ -488,7 +502,8 @@ export class RunObject extends DurableObject<Env> {
   }
 
   private job(row: RunRow): Job {
-    return toJob(this.spec(), row, this.hasSchema ? readWebhook(this.sql) : null);
+    const spec = this.spec();
+    return toJob(spec, row, this.hasSchema && spec.webhook_url ? readWebhook(this.sql) : null);
   }
 
   private index() {

@@ -5,7 +5,7 @@
 import { createHash } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { simulatedRunner } from "../../src/runners/simulated";
-import { peakRssDuring, treeRss } from "./memory";
+import { peakRssDuring, treeRss } from "./procfs";
 import { BASE, startServer, stopServer, type DevServer } from "./server";
 
 const MiB = 1024 * 1024;

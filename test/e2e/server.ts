@@ -13,10 +13,10 @@ export interface DevServer {
   output: string[];
 }
 
-export async function startServer(persistTo = mkdtempSync(join(tmpdir(), "runs-e2e-"))): Promise<DevServer> {
+export async function startServer(persistTo = mkdtempSync(join(tmpdir(), "runs-e2e-")), args: string[] = []): Promise<DevServer> {
   const child = spawn(
     "node_modules/.bin/wrangler",
-    ["dev", "--ip", "127.0.0.1", "--port", String(PORT), "--persist-to", persistTo, "--log-level", "warn"],
+    ["dev", "--ip", "127.0.0.1", "--port", String(PORT), "--persist-to", persistTo, "--log-level", "warn", ...args],
     {
       env: { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false", CI: "true" },
       stdio: ["ignore", "pipe", "pipe"],

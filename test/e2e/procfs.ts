@@ -1,4 +1,4 @@
-/** Resident memory of a process tree, read from /proc: how much the dev server holds. */
+/** Resident memory and CPU time of a process tree, read from /proc: what the dev server holds and spends. */
 import { readdirSync, readFileSync } from "node:fs";
 
 function children(pid: number): number[] {
@@ -25,17 +25,36 @@ function rssBytes(pid: number): number {
   }
 }
 
-/** Summed RSS of the process and all its descendants. */
-export function treeRss(root: number): number {
+/** USER_HZ: the unit of the CPU times in /proc/<pid>/stat (100 on Linux). */
+const CLOCK_TICKS = 100;
+
+/** User and system CPU time of all the process's threads, in milliseconds. */
+function cpuMs(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
+  } catch {
+    return 0;
+  }
+}
+
+function treeSum(root: number, of: (pid: number) => number): number {
   let total = 0;
   const queue = [root];
   while (queue.length) {
     const pid = queue.pop()!;
-    total += rssBytes(pid);
+    total += of(pid);
     queue.push(...children(pid));
   }
   return total;
 }
+
+/** Summed RSS of the process and all its descendants. */
+export const treeRss = (root: number): number => treeSum(root, rssBytes);
+
+/** CPU time the process and all its descendants have used so far, in milliseconds. */
+export const treeCpuMs = (root: number): number => treeSum(root, cpuMs);
 
 /** Samples the tree's RSS while `work` runs; returns the work's value and the peak seen. */
 export async function peakRssDuring<T>(root: number, work: () => Promise<T>): Promise<{ value: T; peak: number }> {

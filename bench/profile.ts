@@ -1,0 +1,112 @@
+/**
+ * `npm run bench:profile -- <route> [seconds]`: where the Worker's time goes under one kind of
+ * load. It starts `wrangler dev` as the benchmark does, drives one route with autocannon, records
+ * a V8 CPU profile of the Worker through wrangler's inspector meanwhile, and prints the functions
+ * with the most samples, self and inclusive. Time spent inside a call into workerd (creating a
+ * Durable Object and its database, say) is counted to the function that made the call.
+ */
+import autocannon from "autocannon";
+import { BASE, startServer, stopServer } from "../test/e2e/server";
+
+const INSPECTOR_PORT = 9230;
+const quickJob = JSON.stringify({ prompt: "profile", config: { simulate: { steps: 1, step_ms: 0 } } });
+const json = { "content-type": "application/json" };
+
+type CallFrame = { functionName: string; url: string; lineNumber: number };
+type ProfileNode = { id: number; callFrame: CallFrame; children?: number[] };
+type Profile = { nodes: ProfileNode[]; samples: number[] };
+
+/** A minimal Chrome DevTools Protocol session over wrangler's inspector proxy. */
+async function inspector() {
+  // The proxy refuses a connection without an Origin header. Node's WebSocket (undici) takes an
+  // init object with headers where the DOM type has only protocols.
+  const init = { headers: { Origin: `http://127.0.0.1:${INSPECTOR_PORT}` } };
+  const socket = new WebSocket(`ws://127.0.0.1:${INSPECTOR_PORT}/ws`, init as unknown as string[]);
+  const waiting = new Map<number, (result: unknown) => void>();
+  let next = 0;
+  socket.onmessage = (message) => {
+    const data = JSON.parse(String(message.data)) as { id?: number; result?: unknown };
+    if (data.id !== undefined) waiting.get(data.id)?.(data.result);
+  };
+  await new Promise((resolve, reject) => {
+    socket.onopen = resolve;
+    socket.onerror = () => reject(new Error(`no inspector on port ${INSPECTOR_PORT}`));
+  });
+  return {
+    send: <T>(method: string, params: object = {}) =>
+      new Promise<T>((resolve) => {
+        const id = ++next;
+        waiting.set(id, resolve as (result: unknown) => void);
+        socket.send(JSON.stringify({ id, method, params }));
+      }),
+    close: () => socket.close(),
+  };
+}
+
+async function setUp(route: string): Promise<Partial<autocannon.Options>> {
+  switch (route) {
+    case "health":
+      return { url: `${BASE}/health` };
+    case "submit":
+      return { url: `${BASE}/api/v1/runs`, method: "POST", headers: json, body: quickJob };
+    case "status": {
+      const res = await fetch(`${BASE}/api/v1/runs`, { method: "POST", headers: json, body: quickJob });
+      const { job_id } = (await res.json()) as { job_id: string };
+      return { url: `${BASE}/api/v1/runs/${job_id}` };
+    }
+    case "list":
+      return { url: `${BASE}/api/v1/runs` };
+    default:
+      throw new Error(`unknown route ${route}: health, submit, status or list`);
+  }
+}
+
+const label = (frame: CallFrame) => `${frame.functionName || "(anonymous)"} ${frame.url.split("/").pop() || "(native)"}:${frame.lineNumber + 1}`;
+
+function summarise(profile: Profile, top = 25) {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const node of profile.nodes) for (const child of node.children ?? []) parent.set(child, node.id);
+  const self = new Map<string, number>();
+  const inclusive = new Map<string, number>();
+  for (const sample of profile.samples) {
+    const leaf = byId.get(sample)!;
+    self.set(label(leaf.callFrame), (self.get(label(leaf.callFrame)) ?? 0) + 1);
+    const seen = new Set<string>();
+    for (let id: number | undefined = sample; id !== undefined; id = parent.get(id)) {
+      const name = label(byId.get(id)!.callFrame);
+      if (!seen.has(name)) inclusive.set(name, (inclusive.get(name) ?? 0) + 1);
+      seen.add(name);
+    }
+  }
+  const total = profile.samples.length;
+  const print = (title: string, counts: Map<string, number>) => {
+    console.log(`\n${title} (${total} samples)`);
+    for (const [name, n] of [...counts].sort((a, b) => b[1] - a[1]).slice(0, top)) {
+      console.log(`${((100 * n) / total).toFixed(1).padStart(6)}%  ${name}`);
+    }
+  };
+  print("self", self);
+  print("inclusive", inclusive);
+}
+
+async function main() {
+  const [route = "submit", seconds = "5"] = process.argv.slice(2);
+  const server = await startServer(undefined, ["--inspector-port", String(INSPECTOR_PORT)]);
+  try {
+    const options = await setUp(route);
+    const session = await inspector();
+    await session.send("Profiler.enable");
+    await session.send("Profiler.setSamplingInterval", { interval: 500 });
+    await session.send("Profiler.start");
+    const result = await autocannon({ connections: 16, duration: Number(seconds), ...options } as autocannon.Options);
+    const { profile } = await session.send<{ profile: Profile }>("Profiler.stop");
+    session.close();
+    console.log(`${route}: ${result.requests.average.toFixed(0)} req/s, p50 ${result.latency.p50} ms while profiled`);
+    summarise(profile);
+  } finally {
+    await stopServer(server);
+  }
+}
+
+await main();

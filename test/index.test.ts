@@ -1,0 +1,54 @@
+import { abortAllDurableObjects, env, runInDurableObject } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { INDEX_MIGRATIONS } from "../src/index/TenantIndex";
+import { api, drive, post, submit } from "./helpers";
+
+type Stats = { total_jobs: number; by_status: Record<string, number> };
+const stats = async () => (await api("/stats")).json<Stats>();
+const total = async (query: string) => (await (await api(`/api/v1/runs?${query}`)).json<{ total: number }>()).total;
+
+describe("the tenant index's tallies", () => {
+  it("are filled from the jobs already listed when an index gains them, and kept from then on", async () => {
+    const a = await submit({ steps: 1 }, { session_id: "upgrade" });
+    const b = await submit({ steps: 1 }, { session_id: "upgrade" });
+    await submit({ steps: 1 });
+    await drive(a);
+    expect((await post(`/api/v1/runs/${b}/cancel`, {})).status).toBe(200);
+    const before = await stats();
+
+    // The index as it was before the tallies: none of the tables, triggers and indexes added since.
+    const first = INDEX_MIGRATIONS.findIndex((m) => m.includes("CREATE TABLE status_counts"));
+    await runInDurableObject(env.TENANTS.getByName("default"), (_instance, state) => {
+      for (const trigger of ["jobs_counted_in", "jobs_counted_out", "jobs_recounted"]) state.storage.sql.exec(`DROP TRIGGER ${trigger}`);
+      state.storage.sql.exec("DROP TABLE status_counts");
+      state.storage.sql.exec("DROP TABLE session_counts");
+      state.storage.sql.exec("DROP INDEX jobs_by_seq");
+      state.storage.sql.exec("DELETE FROM _migrations WHERE id > ?", first);
+    });
+    await abortAllDurableObjects();
+
+    expect(await stats()).toEqual(before);
+    expect(before.total_jobs).toBe(3);
+    expect(await total("session_id=upgrade")).toBe(2);
+    expect(await total("session_id=upgrade&status=cancelled")).toBe(1);
+    expect(await total("session_id=upgrade&status=succeeded")).toBe(1);
+    expect(await total("status=queued")).toBe(1);
+
+    const c = await submit({ steps: 1 }, { session_id: "upgrade" });
+    expect(await total("session_id=upgrade&status=queued")).toBe(1);
+    await drive(c);
+    expect(await total("session_id=upgrade&status=queued")).toBe(0);
+    expect(await total("session_id=upgrade&status=succeeded")).toBe(2);
+    expect((await api(`/api/v1/runs/${c}`, { method: "DELETE" })).status).toBe(204);
+    expect(await total("session_id=upgrade")).toBe(2);
+    expect((await stats()).total_jobs).toBe(3);
+  });
+
+  it("count a job whose session is the empty string under that session only", async () => {
+    const id = await submit({ steps: 1 }, { session_id: "" });
+    expect(await total("session_id=")).toBe(1);
+    await drive(id);
+    expect(await total("session_id=&status=succeeded")).toBe(1);
+    expect(await total("session_id=&status=queued")).toBe(0);
+  });
+});
