@@ -6,6 +6,12 @@ import { api, drive, getJob, runStub, submit } from "./helpers";
 // The default limit of running jobs per tenant (MAX_RUNNING_PER_TENANT).
 const LIMIT = 10;
 
+/** One of the tenant's running jobs, from the list. */
+async function aRunningJob(): Promise<string> {
+  const { jobs } = await api("/api/v1/runs?status=running&page_size=1").then((r) => r.json<{ jobs: { job_id: string }[] }>());
+  return jobs[0].job_id;
+}
+
 async function statuses(ids: string[]): Promise<string[]> {
   return Promise.all(ids.map(async (id) => (await getJob(id)).status));
 }
@@ -64,7 +70,7 @@ describe("per-tenant concurrency", () => {
   it("wakes the next job by itself when a slot frees", async () => {
     const before = await api("/api/v1/runs?status=queued").then((r) => r.json<{ jobs: { job_id: string }[] }>());
     const next = before.jobs.at(-1)!.job_id; // the oldest queued job of the test above
-    const holder = (await api("/api/v1/runs?status=running&page_size=1").then((r) => r.json<{ jobs: { job_id: string }[] }>())).jobs[0].job_id;
+    const holder = await aRunningJob();
     expect((await api(`/api/v1/runs/${holder}/cancel`, { method: "POST" })).status).toBe(200);
     // The wake-up armed the waiting job's alarm: firing it starts the job.
     expect(await runDurableObjectAlarm(runStub(next))).toBe(true);
@@ -83,7 +89,7 @@ describe("per-tenant concurrency", () => {
 
     // A slot frees, but every wake-up is lost.
     await withBindings(index, { RUNS: failingStubs(env.RUNS, "wake", [1, 2, 3, 4, 5], "before").proxy });
-    const holder = (await api("/api/v1/runs?status=running&page_size=1").then((r) => r.json<{ jobs: { job_id: string }[] }>())).jobs[0].job_id;
+    const holder = await aRunningJob();
     expect((await api(`/api/v1/runs/${holder}/cancel`, { method: "POST" })).status).toBe(200);
     expect(await alarmOf(runStub(waiting))).toBeNull();
 
@@ -106,7 +112,7 @@ describe("per-tenant concurrency", () => {
     await runInDurableObject(index, (_i, state) => void state.storage.sql.exec("INSERT INTO slots (job_id, seq) VALUES (?, 0)", ended));
     expect((await places())[0]).toBe(ended);
 
-    const holder = (await api("/api/v1/runs?status=running&page_size=1").then((r) => r.json<{ jobs: { job_id: string }[] }>())).jobs[0].job_id;
+    const holder = await aRunningJob();
     expect((await api(`/api/v1/runs/${holder}/cancel`, { method: "POST" })).status).toBe(200);
     expect(await places()).not.toContain(ended);
     expect(await runDurableObjectAlarm(runStub(next))).toBe(true);

@@ -40,7 +40,7 @@ describe.each(["before", "after"] as When[])("faults %s the side effect", (when)
     await runDurableObjectAlarm(runStub(id));
     await expectPurged(id, session);
 
-    await env.TENANTS.getByName("default").upsert(stale, 1_000, 10); // a late, "newer" snapshot
+    await env.TENANTS.getByName("default").upsert(stale, 1_000); // a late, "newer" snapshot
     expect(await listed(session)).toEqual([]);
   });
 

@@ -8,7 +8,7 @@ import type { Job } from "../schemas";
 import { migrate } from "../storage/migrations";
 import { isTerminal, STATUSES, type Status } from "../run/transitions";
 import { runObjectName } from "../ids";
-import { limits } from "../config";
+import { limits, type Limits } from "../config";
 
 /**
  * While jobs wait in line, the index wakes the first of them again this often, in case a wake-up
@@ -84,10 +84,12 @@ export interface ListPage {
 
 export class TenantIndex extends DurableObject<Env> {
   private readonly sql: SqlStorage;
+  private readonly limits: Limits;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
+    this.limits = limits(env);
     migrate(ctx.storage, INDEX_MIGRATIONS);
   }
 
@@ -127,7 +129,7 @@ export class TenantIndex extends DurableObject<Env> {
    * waiting; otherwise it takes its place in line (by submission) and is woken when its turn
    * comes. Idempotent: a job already running keeps its slot.
    */
-  async acquire(jobId: string, limit: number): Promise<boolean> {
+  async acquire(jobId: string): Promise<boolean> {
     const granted = this.ctx.storage.transactionSync(() => {
       let slot = this.sql.exec<{ seq: number; running: number }>("SELECT seq, running FROM slots WHERE job_id = ?", jobId).toArray()[0];
       if (!slot) {
@@ -137,7 +139,7 @@ export class TenantIndex extends DurableObject<Env> {
         slot = { seq: job.seq, running: 0 };
       }
       if (slot.running) return true;
-      if (!this.mayStart(slot.seq, limit)) return false;
+      if (!this.mayStart(slot.seq)) return false;
       this.sql.exec("UPDATE slots SET running = 1 WHERE job_id = ?", jobId);
       return true;
     });
@@ -146,8 +148,8 @@ export class TenantIndex extends DurableObject<Env> {
   }
 
   /** A slot is free for the job in line at `seq`: fewer jobs wait ahead of it than slots are free. */
-  private mayStart(seq: number, limit: number): boolean {
-    const free = limit - this.runningCount();
+  private mayStart(seq: number): boolean {
+    const free = this.limits.maxRunningPerTenant - this.runningCount();
     if (free <= 0) return false;
     // Only whether `free` jobs are ahead matters: counting further would cost as much as the line is long.
     const ahead = this.sql
@@ -157,7 +159,7 @@ export class TenantIndex extends DurableObject<Env> {
   }
 
   /** Applies a job snapshot if it is newer than the one held; ignored for deleted jobs. */
-  async upsert(job: Job, version: number, limit: number): Promise<void> {
+  async upsert(job: Job, version: number): Promise<void> {
     const ended = isTerminal(job.status);
     this.ctx.storage.transactionSync(() => {
       if (ended) this.sql.exec("DELETE FROM slots WHERE job_id = ?", job.job_id);
@@ -175,18 +177,18 @@ export class TenantIndex extends DurableObject<Env> {
         );
       }
     });
-    if (ended) await this.wakeWaiting(limit);
+    if (ended) await this.wakeWaiting();
   }
 
   /** Forgets a deleted job for good: its row, its idempotency key, its slot; leaves a tombstone. */
-  async remove(jobId: string, limit: number): Promise<void> {
+  async remove(jobId: string): Promise<void> {
     this.ctx.storage.transactionSync(() => {
       this.sql.exec("DELETE FROM slots WHERE job_id = ?", jobId);
       this.sql.exec("DELETE FROM jobs WHERE job_id = ?", jobId);
       this.sql.exec("DELETE FROM idempotency WHERE job_id = ?", jobId);
       this.sql.exec("INSERT OR IGNORE INTO tombstones (job_id, deleted_at) VALUES (?, ?)", jobId, Date.now());
     });
-    await this.wakeWaiting(limit);
+    await this.wakeWaiting();
   }
 
   /**
@@ -194,10 +196,10 @@ export class TenantIndex extends DurableObject<Env> {
    * answers that it is not waiting (it has ended, and its last update is still on its way) is
    * given up, and the next in line is told instead. A wake that fails is sent again by the alarm.
    */
-  private async wakeWaiting(limit: number): Promise<void> {
+  private async wakeWaiting(): Promise<void> {
     const tenant = this.tenant();
     for (let round = 0; round < 3; round++) {
-      const free = limit - this.runningCount();
+      const free = this.limits.maxRunningPerTenant - this.runningCount();
       if (free <= 0) break;
       const next = this.sql.exec<{ job_id: string }>("SELECT job_id FROM slots WHERE running = 0 ORDER BY seq LIMIT ?", free).toArray();
       const answers = await Promise.allSettled(next.map((s) => this.env.RUNS.getByName(runObjectName(tenant, s.job_id)).wake()));
@@ -215,18 +217,20 @@ export class TenantIndex extends DurableObject<Env> {
   private async keepWaking(): Promise<void> {
     const waiting = this.sql.exec("SELECT 1 FROM slots WHERE running = 0 LIMIT 1").toArray().length > 0;
     if (!waiting) return;
-    if ((await this.ctx.storage.getAlarm()) === null) {
-      await this.ctx.storage.setAlarm(Date.now() + WAKE_RETRY_MS + limits(this.env).alarmDelayMs);
-    }
+    if ((await this.ctx.storage.getAlarm()) === null) await this.wakeLater();
+  }
+
+  private wakeLater(): Promise<void> {
+    return this.ctx.storage.setAlarm(Date.now() + WAKE_RETRY_MS + this.limits.alarmDelayMs);
   }
 
   /** Wakes the first in line again; it never fails, so that it is never given up. */
   async alarm(): Promise<void> {
     try {
-      await this.wakeWaiting(limits(this.env).maxRunningPerTenant);
+      await this.wakeWaiting();
     } catch (error) {
       console.error("waking the line failed; trying again later", error);
-      await this.ctx.storage.setAlarm(Date.now() + WAKE_RETRY_MS + limits(this.env).alarmDelayMs);
+      await this.wakeLater();
     }
   }
 

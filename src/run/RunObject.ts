@@ -183,7 +183,7 @@ export class RunObject extends DurableObject<Env> {
   private async runNextStep(start: RunRow): Promise<void> {
     let row = start;
     if (row.status === "queued") {
-      const granted = await this.index().acquire(this.spec().job_id, this.limits.maxRunningPerTenant);
+      const granted = await this.index().acquire(this.spec().job_id);
       const current = this.liveRow();
       if (!current || current.status !== "queued") return; // cancelled or deleted meanwhile; its end frees the slot
       if (!granted) {
@@ -393,7 +393,7 @@ export class RunObject extends DurableObject<Env> {
     const spec = this.spec();
     try {
       await purgePrefix(this.env.OUTPUTS, outputPrefix(spec.tenant, spec.job_id));
-      await this.index().remove(spec.job_id, this.limits.maxRunningPerTenant);
+      await this.index().remove(spec.job_id);
     } catch (error) {
       if (this.hasSchema) {
         this.outbox.retryLater("purge");

@@ -62,7 +62,7 @@ export class Outbox {
       }
       try {
         const { job, version } = JSON.parse(row.payload) as { job: Job; version: number };
-        await this.host.index().upsert(job, version, this.host.limits.maxRunningPerTenant);
+        await this.host.index().upsert(job, version);
         if (!this.host.hasJob()) return;
         // A newer payload may have been queued while this one was in flight: keep it.
         this.sql.exec("DELETE FROM outbox WHERE kind = ? AND payload = ?", row.kind, row.payload);
