@@ -255,7 +255,10 @@ export class TenantIndex extends DurableObject<Env> {
       where.push("session_id = ?");
       params.push(query.session_id);
     }
-    const total = this.count(query.status, query.session_id);
+    // The tallies have the same status and session columns as the jobs: the filter serves both.
+    const filter = where.length ? `WHERE ${where.join(" AND ")}` : "";
+    const tallies = query.session_id === undefined ? "status_counts" : "session_counts";
+    const total = this.sql.exec<{ n: number }>(`SELECT COALESCE(SUM(n), 0) AS n FROM ${tallies} ${filter}`, ...params).one().n;
 
     if (query.before !== undefined) {
       where.push("seq < ?");
@@ -280,23 +283,6 @@ export class TenantIndex extends DurableObject<Env> {
       total,
       next: rows.length > query.page_size ? page[page.length - 1].seq : null,
     };
-  }
-
-  /** How many jobs match a list filter, read from the tallies. */
-  private count(status: Status | undefined, sessionId: string | undefined): number {
-    const table = sessionId === undefined ? "status_counts" : "session_counts";
-    const where: string[] = [];
-    const params: string[] = [];
-    if (sessionId !== undefined) {
-      where.push("session_id = ?");
-      params.push(sessionId);
-    }
-    if (status) {
-      where.push("status = ?");
-      params.push(status);
-    }
-    const filter = where.length ? `WHERE ${where.join(" AND ")}` : "";
-    return this.sql.exec<{ n: number }>(`SELECT COALESCE(SUM(n), 0) AS n FROM ${table} ${filter}`, ...params).one().n;
   }
 
   stats(): { total_jobs: number; by_status: Record<Status, number> } {
