@@ -26,7 +26,10 @@ function workers(name: string, include: string[], bindings: Record<string, strin
 export default defineConfig({
   test: {
     projects: [
-      workers("workers", ["test/*.test.ts"]),
+      // A tenant limit high enough that jobs the tests leave running never hold up another.
+      workers("workers", ["test/*.test.ts"], { MAX_RUNNING_PER_TENANT: "1000" }),
+      // The tenant's line under small limits: 3 running, 1 per concurrency key, 8 queued.
+      workers("workers-line", ["test/line/*.test.ts"], { MAX_RUNNING_PER_TENANT: "3", MAX_RUNNING_PER_KEY: "1", MAX_QUEUED_PER_TENANT: "8" }),
       // With API keys for three tenants, configured CORS origins and a small rate limit.
       workers(
         "workers-keys",

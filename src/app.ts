@@ -2,13 +2,16 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { HTTPException } from "hono/http-exception";
 import { tenancy, type AppEnv } from "./auth";
-import { ApiError } from "./errors";
+import { ApiError, isOverloaded } from "./errors";
 import { cors } from "./http/cors";
 import { rateLimit } from "./http/ratelimit";
 import { validationError } from "./http/validation";
 import { docs } from "./routes/docs";
 import { runs } from "./routes/runs";
 import { system } from "./routes/system";
+
+/** Seconds a client is asked to wait when an object is overloaded. */
+const OVERLOADED_RETRY_S = 1;
 
 export const app = new OpenAPIHono<AppEnv>({
   defaultHook: async (result, c) => {
@@ -42,6 +45,9 @@ app.onError((error, c) => {
   }
   if (error instanceof HTTPException) {
     return c.json({ detail: error.message || "Bad request" }, error.status);
+  }
+  if (isOverloaded(error)) {
+    return c.json({ detail: "Service overloaded; retry shortly" }, 503, { "Retry-After": String(OVERLOADED_RETRY_S) });
   }
   console.error("unhandled error", error);
   return c.json({ detail: "Internal server error" }, 500);

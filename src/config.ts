@@ -8,6 +8,8 @@ export interface Limits {
   alarmDelayMs: number;
   retryBaseMs: number;
   maxRunningPerTenant: number;
+  maxRunningPerKey: number;
+  maxQueuedPerTenant: number;
   webhookRetryBaseMs: number;
   webhookRetryWindowMs: number;
   stallTimeoutMs: number;
@@ -27,6 +29,8 @@ export function limits(env: Env): Limits {
     alarmDelayMs: positiveInt(env.ALARM_DELAY_MS, 0),
     retryBaseMs: positiveInt(env.RETRY_BASE_MS, 1000),
     maxRunningPerTenant: Math.max(1, positiveInt(env.MAX_RUNNING_PER_TENANT, 10)),
+    maxRunningPerKey: Math.max(1, positiveInt(env.MAX_RUNNING_PER_KEY, 2)),
+    maxQueuedPerTenant: Math.max(1, positiveInt(env.MAX_QUEUED_PER_TENANT, 100_000)),
     webhookRetryBaseMs: Math.max(1, positiveInt(env.WEBHOOK_RETRY_BASE_MS, 10_000)),
     webhookRetryWindowMs: positiveInt(env.WEBHOOK_RETRY_WINDOW_MS, 86_400_000),
     stallTimeoutMs: Math.max(1, positiveInt(env.STALL_TIMEOUT_MS, 900_000)),

@@ -14,8 +14,10 @@ export const ERROR_STATUS = {
   payload_too_large: 413,
   validation: 422,
   rate_limited: 429,
+  queue_full: 429,
   purge_failed: 500,
   internal: 500,
+  overloaded: 503,
 } as const satisfies Record<string, ContentfulStatusCode>;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;
@@ -52,8 +54,19 @@ export class ApiError extends Error {
 
 /** Unwraps an RPC result in the Worker, throwing its failure as an ApiError. */
 export function unwrap<T>(result: Result<T>): T {
-  if (!result.ok) throw new ApiError(result.code, result.detail, result.extra);
+  if (!result.ok) throw raise(result);
   return result;
 }
 
+export const raise = (failure: Failure) => new ApiError(failure.code, failure.detail, failure.extra);
+
+/** The one answer for a job that does not exist, is deleted, or is another tenant's. */
 export const jobNotFound = (id: string) => fail("not_found", `Job not found: ${id}`);
+
+/**
+ * The platform's "overloaded" error of a Durable Object (its `overloaded` property): the object
+ * has more requests queued than it can take. The client is asked to come back, never given a 500.
+ */
+export function isOverloaded(error: unknown): boolean {
+  return typeof error === "object" && error !== null && (error as { overloaded?: unknown }).overloaded === true;
+}

@@ -2,6 +2,7 @@
 import { app } from "./app";
 
 export { RunObject } from "./run/RunObject";
-export { TenantIndex } from "./index/TenantIndex";
+export { TenantLine } from "./tenant/TenantLine";
+export { TenantProjection } from "./tenant/TenantProjection";
 
 export default app satisfies ExportedHandler<Env>;

@@ -9,6 +9,9 @@ export const MAX_TIMEOUT_S = 86400;
 export const DEFAULT_TIMEOUT_S = 3600;
 const MAX_METADATA_KEYS = 16;
 export const MAX_RETENTION_S = 30 * 86400;
+/** The longest a job may be delayed, or wait in line before it expires: 30 days. */
+export const MAX_QUEUE_WAIT_S = 30 * 86400;
+export const DEFAULT_PRIORITY = 5;
 
 export const StatusSchema = z.enum(STATUSES).openapi("Status");
 
@@ -69,11 +72,46 @@ export const SubmitBodySchema = z
       .max(MAX_RETENTION_S)
       .nullish()
       .openapi({ description: "Keep the finished job this long (default: the deployment's, 7 days)" }),
+    priority: z
+      .number()
+      .int()
+      .min(0)
+      .max(9)
+      .nullish()
+      .openapi({ description: "0-9, default 5: higher starts first; first in, first out within a priority" }),
+    concurrency_key: z
+      .string()
+      .min(1)
+      .max(128)
+      .nullish()
+      .openapi({ description: "Jobs sharing a key run at most MAX_RUNNING_PER_KEY at once" }),
+    delay_seconds: z
+      .number()
+      .int()
+      .min(1)
+      .max(MAX_QUEUE_WAIT_S)
+      .nullish()
+      .openapi({ description: "Stay queued this long before the job may start" }),
+    start_after: z.iso
+      .datetime({ offset: true })
+      .nullish()
+      .openapi({ description: "Start no earlier than this time (ISO 8601); a past time starts now" }),
+    queue_ttl_seconds: z
+      .number()
+      .int()
+      .min(1)
+      .max(MAX_QUEUE_WAIT_S)
+      .nullish()
+      .openapi({ description: "A job not started this long after it may start ends failed" }),
     recipe_name: z
       .unknown()
       .refine(() => false, { message: "recipe_name is not supported: recipes would change what runs" })
       .optional()
       .openapi({ description: "Not supported: any value is refused with 422" }),
+  })
+  .refine((body) => body.delay_seconds == null || body.start_after == null, {
+    message: "Give delay_seconds or start_after, not both",
+    path: ["start_after"],
   })
   .openapi("SubmitRun");
 export type SubmitBody = z.infer<typeof SubmitBodySchema>;
@@ -100,6 +138,14 @@ export const JobSchema = z
     retry_after: z.number().int().nullable(),
     metadata: z.record(z.string(), z.string()),
     expires_at: z.string().nullable(),
+    priority: z.number().int(),
+    concurrency_key: z.string().nullable(),
+    scheduled_for: z.string().nullable().openapi({ description: "When a delayed job may start; null when not delayed" }),
+    queue_position: z
+      .number()
+      .int()
+      .nullable()
+      .openapi({ description: "While queued: 1-based place among the jobs that could start next; else null" }),
     webhook: z
       .object({
         url: z.string(),
@@ -188,4 +234,4 @@ export type RunResult = z.infer<typeof ResultSchema>;
 export type RunList = z.infer<typeof ListResponseSchema>;
 export type Stats = z.infer<typeof StatsSchema>;
 export type ListQuery = z.input<typeof ListQuerySchema>;
-export type Status = z.infer<typeof StatusSchema>;
+export type { Status } from "./run/transitions";

@@ -1,12 +1,12 @@
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { api, eventLog, finished, getJob, r2Keys, runStub, submit, waitFor } from "./helpers";
+import { api, eventLog, finished, getJob, r2Keys, runStub, submit, submitQueued, waitFor } from "./helpers";
 
 const cancel = (id: string) => api(`/api/v1/runs/${id}/cancel`, { method: "POST" });
 
 describe("POST /api/v1/runs/{id}/cancel", () => {
   it("cancels a queued job at once; it never starts", async () => {
-    const id = await submit();
+    const id = await submitQueued();
     const res = await cancel(id);
     expect(res.status).toBe(200);
     const job = await res.json<Record<string, unknown>>();

@@ -1,7 +1,7 @@
 import { env, runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { outputPrefix, purgePrefix } from "../src/storage/blobs";
-import { api, finished, JOB_ENDPOINTS, getJob, post, r2Keys, runStub, storedTables, submit, waitFor } from "./helpers";
+import { api, finished, JOB_ENDPOINTS, getJob, post, r2Keys, runStub, storedTables, submit, submitQueued, waitFor } from "./helpers";
 
 const del = (id: string, query = "") => api(`/api/v1/runs/${id}${query}`, { method: "DELETE" });
 const listIds = async (query = "page_size=100") =>
@@ -49,7 +49,7 @@ describe("DELETE /api/v1/runs/{id} (the seed page)", () => {
   });
 
   it("a queued job → 400 and nothing changes", async () => {
-    const id = await submit({}, { session_id: "del-queued" });
+    const id = await submitQueued({}, { session_id: "del-queued" });
     const before = await getJob(id);
     const res = await del(id);
     expect(res.status).toBe(400);
@@ -98,7 +98,7 @@ describe("DELETE /api/v1/runs/{id} (the seed page)", () => {
 
 describe("DELETE ?force=true", () => {
   it("cancels and deletes a queued job in one step", async () => {
-    const id = await submit();
+    const id = await submitQueued();
     expect((await del(id, "?force=true")).status).toBe(204);
     await expectGone(id);
   });

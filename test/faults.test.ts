@@ -1,7 +1,7 @@
 import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { failing, failingStubs, withBindings, type When } from "./faults";
-import { api, drive, eventLog, finished, getJob, r2Keys, runStub, storedTables, submit } from "./helpers";
+import { api, drive, eventLog, finished, getJob, r2Keys, runStub, storedTables, submit, submitQueued } from "./helpers";
 
 const del = (id: string) => api(`/api/v1/runs/${id}`, { method: "DELETE" });
 const listed = async (session: string) =>
@@ -34,20 +34,20 @@ describe.each(["before", "after"] as When[])("faults %s the side effect", (when)
     const session = `index-remove-${when}`;
     const id = await finished({ steps: 1 }, { session_id: session });
     const stale = await getJob(id);
-    await withBindings(id, { TENANTS: failingStubs(env.TENANTS, "remove", [1], when).proxy });
+    await withBindings(id, { PROJECTIONS: failingStubs(env.PROJECTIONS, "remove", [1], when).proxy });
 
     expect((await del(id)).status).toBe(500);
     await runDurableObjectAlarm(runStub(id));
     await expectPurged(id, session);
 
-    await env.TENANTS.getByName("default").upsert(stale, 1_000); // a late, "newer" snapshot
+    await env.PROJECTIONS.getByName("default").upsert(stale, 1_000); // a late, "newer" snapshot
     expect(await listed(session)).toEqual([]);
   });
 
   it("the index failing to take a status update: the job runs on and the index catches up once", async () => {
     const session = `index-upsert-${when}`;
     const id = await submit({ steps: 2 }, { session_id: session });
-    await withBindings(id, { TENANTS: failingStubs(env.TENANTS, "upsert", [1, 2], when).proxy });
+    await withBindings(id, { PROJECTIONS: failingStubs(env.PROJECTIONS, "upsert", [1, 2], when).proxy });
     const job = await drive(id);
     expect(job.status).toBe("succeeded");
     for (let i = 0; i < 5 && (await listed(session))[0]?.status !== "succeeded"; i++) {
@@ -73,9 +73,10 @@ describe.each(["before", "after"] as When[])("faults %s the side effect", (when)
 describe("an alarm that fails", () => {
   it("schedules itself again and the job goes on", async () => {
     const id = await submit({ steps: 1 });
-    await withBindings(id, { TENANTS: failingStubs(env.TENANTS, "acquire", [1], "before").proxy });
-    await runDurableObjectAlarm(runStub(id)); // asking for a run slot fails
-    expect((await getJob(id)).status).toBe("queued");
+    await runInDurableObject(runStub(id), (_i, state) => void state.storage.sql.exec("ALTER TABLE steps RENAME TO steps_away"));
+    await runDurableObjectAlarm(runStub(id)); // the step cannot be read: the alarm fails
+    expect((await getJob(id)).progress.steps_completed).toBe(0);
+    await runInDurableObject(runStub(id), (_i, state) => void state.storage.sql.exec("ALTER TABLE steps_away RENAME TO steps"));
     expect(await runDurableObjectAlarm(runStub(id))).toBe(true); // it was scheduled again
     expect((await drive(id)).status).toBe("succeeded");
   });
@@ -83,7 +84,7 @@ describe("an alarm that fails", () => {
 
 describe("a write that fails inside its transaction", () => {
   it("leaves no trace: the job reads as before, and the same change succeeds once storage works", async () => {
-    const id = await submit({ steps: 1 });
+    const id = await submitQueued({ steps: 1 });
     const sql = (statement: string) => runInDurableObject(runStub(id), (_instance, state) => void state.storage.sql.exec(statement));
     await sql("CREATE TRIGGER injected BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'injected storage failure'); END");
 

@@ -28,7 +28,7 @@ export function failing<T extends object>(target: T, method: string, calls: numb
 }
 
 /** A Durable Object namespace (the tenant index's, the jobs') whose stubs fail the listed calls of `method`. */
-export function failingStubs<N extends Env["TENANTS"] | Env["RUNS"]>(namespace: N, method: string, calls: number[], when: When) {
+export function failingStubs<N extends Env["PROJECTIONS"] | Env["LINES"] | Env["RUNS"]>(namespace: N, method: string, calls: number[], when: When) {
   const counts = { n: 0 };
   const proxy = new Proxy(namespace, {
     get(obj, prop) {
@@ -52,6 +52,29 @@ export function failingStubs<N extends Env["TENANTS"] | Env["RUNS"]>(namespace: 
     },
   });
   return { proxy, counts };
+}
+
+/** A Durable Object namespace whose stubs record every call made through them, as `<name>.<method>`. */
+export function countingStubs<N extends Env["PROJECTIONS"] | Env["LINES"] | Env["RUNS"]>(namespace: N, name: string, calls: string[]) {
+  return new Proxy(namespace, {
+    get(obj, prop) {
+      const value = Reflect.get(obj, prop);
+      if (prop !== "getByName") return typeof value === "function" ? value.bind(obj) : value;
+      return (objectName: string) => {
+        const stub = obj.getByName(objectName);
+        return new Proxy(stub, {
+          get(s, p) {
+            const member = Reflect.get(s, p);
+            if (typeof p !== "string" || typeof member !== "function" || p === "fetch") return member;
+            return (...args: unknown[]) => {
+              calls.push(`${name}.${p}`);
+              return (member as (...a: unknown[]) => unknown)(...args);
+            };
+          },
+        });
+      };
+    },
+  });
 }
 
 /** A bucket whose `put` waits at a gate the test opens. */
@@ -78,11 +101,20 @@ export function gatedBucket(bucket: R2Bucket) {
 type Target = string | DurableObjectStub<Rpc.DurableObjectBranded>;
 const stubOf = (target: Target) => (typeof target === "string" ? runStub(target) : target);
 
+/**
+ * `env` with some bindings replaced. Defined, not assigned: an assignment would reach the
+ * prototype's own set trap when `env` is a proxy, and change the original for everyone.
+ */
+export function overlay(env: Env, overrides: Partial<Env>): Env {
+  const descriptors = Object.fromEntries(Object.entries(overrides).map(([key, value]) => [key, { value, enumerable: true }]));
+  return Object.create(env, descriptors) as Env;
+}
+
 /** Replaces bindings of a live object, the job's (by id) or any other (by stub), until it is evicted or restored. */
 export async function withBindings(target: Target, overrides: Partial<Env>): Promise<void> {
   await runInDurableObject(stubOf(target), (instance) => {
     const holder = instance as unknown as { env: Env };
-    holder.env = Object.assign(Object.create(holder.env), overrides) as Env;
+    holder.env = overlay(holder.env, overrides);
   });
 }
 

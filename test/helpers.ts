@@ -45,6 +45,10 @@ export function runStub(id: string, tenant = "default") {
   return env.RUNS.getByName(`${tenant}/${id}`);
 }
 
+export function lineStub(tenant = "default") {
+  return env.LINES.getByName(tenant);
+}
+
 export async function getJob(id: string): Promise<Job> {
   const res = await api(`/api/v1/runs/${id}`);
   if (res.status !== 200) throw new Error(`GET answered ${res.status}: ${await res.text()}`);
@@ -61,10 +65,22 @@ export async function drive(id: string, maxAlarms = 200): Promise<Job> {
   for (let i = 0; i < maxAlarms; i++) {
     const job = await getJob(id);
     if (TERMINAL.includes(job.status)) return job;
+    // A queued job starts when the tenant's line tells it.
+    if (job.status === "queued") await runDurableObjectAlarm(lineStub());
     await runDurableObjectAlarm(runStub(id));
     if (i > 0) await new Promise((r) => setTimeout(r, 20));
   }
   throw new Error(`job ${id} did not finish within ${maxAlarms} alarms`);
+}
+
+/** Fires the job's alarm: what it owes others (its outbox) goes out, and its next step runs. */
+export async function settle(id: string): Promise<void> {
+  await runDurableObjectAlarm(runStub(id));
+}
+
+/** Submits a job that stays queued: it may start only in an hour. */
+export function submitQueued(simulate: Simulate = {}, extra: Record<string, unknown> = {}): Promise<string> {
+  return submit(simulate, { delay_seconds: 3600, ...extra });
 }
 
 /** Submits a job and drives it to the end. */

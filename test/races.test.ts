@@ -27,7 +27,7 @@ async function expectGone(id: string) {
   expect((await api(`/api/v1/runs/${id}`)).status).toBe(404);
   expect(await r2Keys(`runs/default/${id}/`)).toEqual([]);
   expect(await storedTables(id)).toEqual([]);
-  const list = await env.TENANTS.getByName("default").list({ page: 1, page_size: 100 });
+  const list = await env.PROJECTIONS.getByName("default").list({ page: 1, page_size: 100 });
   expect(list.jobs.map((j) => j.job_id)).not.toContain(id);
 }
 

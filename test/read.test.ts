@@ -1,6 +1,6 @@
 import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { api, drive, finished, getJob, submit } from "./helpers";
+import { api, drive, finished, getJob, submit, submitQueued } from "./helpers";
 
 describe("GET /api/v1/runs/{id}", () => {
   it("shows progress, timestamps and expiry through the job's life", async () => {
@@ -53,7 +53,7 @@ describe("GET /api/v1/runs/{id}/result", () => {
   });
 
   it("queued → 400 Job is still queued", async () => {
-    const id = await submit();
+    const id = await submitQueued();
     const res = await api(`/api/v1/runs/${id}/result`);
     expect(res.status).toBe(400);
     expect(await res.json()).toEqual({ detail: "Job is still queued. Current status: queued" });
@@ -182,7 +182,7 @@ describe("GET /api/v1/runs (list)", () => {
 
   it("filters by status and shows the job's current status", async () => {
     const done = await finished({ steps: 1 }, { session_id: "list-status" });
-    const waiting = await submit({}, { session_id: "list-status" });
+    const waiting = await submitQueued({}, { session_id: "list-status" });
     const succeeded = await (await api("/api/v1/runs?session_id=list-status&status=succeeded")).json<{ jobs: { job_id: string; status: string }[]; total: number }>();
     expect(succeeded.total).toBe(1);
     expect(succeeded.jobs).toMatchObject([{ job_id: done, status: "succeeded" }]);
@@ -216,7 +216,7 @@ describe("GET /api/v1/runs (list)", () => {
 describe("/stats, /health, /openapi.json", () => {
   it("counts the tenant's jobs by status", async () => {
     const before = await (await api("/stats")).json<{ total_jobs: number; by_status: Record<string, number> }>();
-    await submit();
+    await submitQueued();
     await finished({ steps: 1, fail_at_step: 1 });
     const after = await (await api("/stats")).json<{ total_jobs: number; by_status: Record<string, number> }>();
     expect(Object.keys(after.by_status).sort()).toEqual(["cancelled", "failed", "queued", "running", "succeeded"]);
@@ -256,7 +256,7 @@ describe("/stats, /health, /openapi.json", () => {
   });
 
   it("a job reading does not depend on the index", async () => {
-    const id = await submit();
+    const id = await submitQueued();
     expect((await getJob(id)).status).toBe("queued");
     expect(env.OUTPUTS).toBeDefined();
   });

@@ -15,7 +15,7 @@ describe("retention", () => {
   it("an expired job is purged by its alarm exactly as DELETE does", async () => {
     const id = await finished({ steps: 2, output_bytes: 10_000 }, { retention_seconds: 1, session_id: "retention" });
     expect(await r2Keys(`runs/default/${id}/`)).toHaveLength(2);
-    const before = await env.TENANTS.getByName("default").stats();
+    const before = await env.PROJECTIONS.getByName("default").stats();
     await new Promise((r) => setTimeout(r, 1100));
     await runDurableObjectAlarm(runStub(id));
 
@@ -24,7 +24,7 @@ describe("retention", () => {
     expect(await storedTables(id)).toEqual([]);
     const list = await (await api("/api/v1/runs?session_id=retention")).json<{ jobs: unknown[] }>();
     expect(list.jobs).toEqual([]);
-    expect((await env.TENANTS.getByName("default").stats()).total_jobs).toBe(before.total_jobs - 1);
+    expect((await env.PROJECTIONS.getByName("default").stats()).total_jobs).toBe(before.total_jobs - 1);
   });
 
   it("a job not yet expired is kept when its alarm runs", async () => {

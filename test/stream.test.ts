@@ -51,9 +51,10 @@ describe("GET /api/v1/runs/{id}/stream", () => {
 
   it("deleting the job ends a stream that is watching it", async () => {
     const id = await submit();
-    const watching = api(`/api/v1/runs/${id}/stream`).then((r) => r.text());
+    const stream = await api(`/api/v1/runs/${id}/stream`); // open before the delete
+    expect(stream.status).toBe(200);
     expect((await api(`/api/v1/runs/${id}?force=true`, { method: "DELETE" })).status).toBe(204);
-    const events = parseSse(await watching);
+    const events = parseSse(await stream.text());
     expect(events.at(-2)).toMatchObject({ event: "complete" });
     expect(events.at(-1)!.data).toBe("[DONE]");
   });

@@ -8,7 +8,8 @@ describe("POST /api/v1/runs", () => {
     expect(res.status).toBe(202);
     const body = await res.json<Record<string, string>>();
     expect(body.job_id).toMatch(/^run_[A-Za-z0-9]{24,}$/);
-    expect(body.status).toBe("queued");
+    // A slot is free: the job holds it from the start.
+    expect(body.status).toBe("running");
     expect(body.created_at).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
     expect(body.poll_url).toBe(`${BASE}/api/v1/runs/${body.job_id}`);
     expect(body.stream_url).toBe(`${body.poll_url}/stream`);
@@ -18,12 +19,12 @@ describe("POST /api/v1/runs", () => {
     const job = await getJob(body.job_id);
     expect(job).toMatchObject({
       job_id: body.job_id,
-      status: "queued",
+      status: "running",
       session_id: "s-1",
       metadata: { team: "a" },
       agent_id: "file:agents.yaml",
       retry_after: 2,
-      started_at: null,
+      started_at: expect.any(String),
       completed_at: null,
       cancelled_at: null,
       error: null,
@@ -81,7 +82,7 @@ describe("idempotency", () => {
     expect(await other.json()).toEqual({
       detail: "Job already exists with this idempotency key",
       job_id,
-      status: "queued",
+      status: "running",
       message: "Job already exists with this idempotency key",
     });
   });
@@ -114,7 +115,7 @@ describe("bad submissions", () => {
   }
 
   async function jobCount(): Promise<number> {
-    return (await env.TENANTS.getByName("default").stats()).total_jobs;
+    return (await env.PROJECTIONS.getByName("default").stats()).total_jobs;
   }
 
   it("malformed JSON → 400", async () => {
@@ -160,6 +161,21 @@ describe("bad submissions", () => {
     ["simulate steps 0", { prompt: "x", config: { simulate: { steps: 0 } } }, ["body", "config", "simulate", "steps"]],
     ["webhook_url not http", { prompt: "x", webhook_url: "ftp://example.com/hook" }, ["body", "webhook_url"]],
     ["a body that is an array", [], ["body"]],
+    ["priority over 9", { prompt: "x", priority: 10 }, ["body", "priority"]],
+    ["priority negative", { prompt: "x", priority: -1 }, ["body", "priority"]],
+    ["priority not an integer", { prompt: "x", priority: 4.5 }, ["body", "priority"]],
+    ["priority a string", { prompt: "x", priority: "high" }, ["body", "priority"]],
+    ["concurrency_key empty", { prompt: "x", concurrency_key: "" }, ["body", "concurrency_key"]],
+    ["concurrency_key too long", { prompt: "x", concurrency_key: "k".repeat(129) }, ["body", "concurrency_key"]],
+    ["concurrency_key a number", { prompt: "x", concurrency_key: 7 }, ["body", "concurrency_key"]],
+    ["delay_seconds 0", { prompt: "x", delay_seconds: 0 }, ["body", "delay_seconds"]],
+    ["delay_seconds over 30 days", { prompt: "x", delay_seconds: 2_592_001 }, ["body", "delay_seconds"]],
+    ["delay_seconds a string", { prompt: "x", delay_seconds: "60" }, ["body", "delay_seconds"]],
+    ["start_after not a time", { prompt: "x", start_after: "tomorrow" }, ["body", "start_after"]],
+    ["start_after a number", { prompt: "x", start_after: 1767225600 }, ["body", "start_after"]],
+    ["both delay_seconds and start_after", { prompt: "x", delay_seconds: 60, start_after: "2030-01-01T00:00:00Z" }, ["body", "start_after"]],
+    ["queue_ttl_seconds 0", { prompt: "x", queue_ttl_seconds: 0 }, ["body", "queue_ttl_seconds"]],
+    ["queue_ttl_seconds over 30 days", { prompt: "x", queue_ttl_seconds: 2_592_001 }, ["body", "queue_ttl_seconds"]],
   ])("%s → 422 naming the field", async (_name, payload, loc) => {
     const before = await jobCount();
     const detail = (await expectDetail(await post("/api/v1/runs", payload), 422)) as { loc: unknown[]; msg: string }[];

@@ -3,11 +3,11 @@ import { ACTIONS, isTerminal, STATUSES, transition, type Action, type Status } f
 
 // The whole table, written out: every (status, action) pair and what it must lead to.
 const EXPECTED: Record<Status, Record<Action, Status | null>> = {
-  queued: { start: "running", succeed: null, fail: null, cancel: "cancelled" },
-  running: { start: null, succeed: "succeeded", fail: "failed", cancel: "cancelled" },
-  succeeded: { start: null, succeed: null, fail: null, cancel: null },
-  failed: { start: null, succeed: null, fail: null, cancel: null },
-  cancelled: { start: null, succeed: null, fail: null, cancel: null },
+  queued: { start: "running", succeed: null, fail: null, cancel: "cancelled", expire: "failed" },
+  running: { start: null, succeed: "succeeded", fail: "failed", cancel: "cancelled", expire: null },
+  succeeded: { start: null, succeed: null, fail: null, cancel: null, expire: null },
+  failed: { start: null, succeed: null, fail: null, cancel: null, expire: null },
+  cancelled: { start: null, succeed: null, fail: null, cancel: null, expire: null },
 };
 
 describe("status machine", () => {

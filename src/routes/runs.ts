@@ -5,14 +5,16 @@ import type { AppEnv } from "../auth";
 import { allowPrivateWebhooks, limits } from "../config";
 import { webhookUrlProblem } from "../webhooks/targets";
 import { hex, sha256 } from "../digest";
-import { ApiError, unwrap, type Result } from "../errors";
+import { ApiError, jobNotFound, raise, unwrap } from "../errors";
 import { isJobId, newJobId, runObjectName } from "../ids";
 import { jsonBody } from "../http/body";
-import { durationSeconds, initialRow, toJob, POLL_INTERVAL_S, type RunSpec } from "../run/job";
-import { isStatus, STATUSES } from "../run/transitions";
+import { durationSeconds, POLL_INTERVAL_S, type RunSpec } from "../run/job";
+import { isStatus, STATUSES, type Status } from "../run/transitions";
+import type { AdmitResult } from "../tenant/TenantProjection";
 import { planRun } from "../runners";
 import { resolveAgent } from "../runners/agents";
 import {
+  DEFAULT_PRIORITY,
   DEFAULT_TIMEOUT_S,
   DeleteQuerySchema,
   ErrorSchema,
@@ -24,6 +26,7 @@ import {
   StreamQuerySchema,
   SubmitBodySchema,
   SubmitResponseSchema,
+  type Job,
   type SubmitBody,
 } from "../schemas";
 import { serveOutput } from "./output";
@@ -45,19 +48,21 @@ export const runs = new OpenAPIHono<AppEnv>();
 
 // ---- helpers ----------------------------------------------------------------------------
 
+/** The job's object; an id that can name no job is answered as an unknown one. */
 function runStub(c: Ctx, id: string) {
-  if (!isJobId(id)) throw new ApiError("not_found", `Job not found: ${id}`);
+  if (!isJobId(id)) throw raise(jobNotFound(id));
   return c.env.RUNS.getByName(runObjectName(c.var.tenant, id));
 }
 
-function tenantIndex(c: Ctx) {
-  return c.env.TENANTS.getByName(c.var.tenant);
-}
+const projection = (c: Ctx) => c.env.PROJECTIONS.getByName(c.var.tenant);
+const line = (c: Ctx) => c.env.LINES.getByName(c.var.tenant);
 
-/** Unwraps a RunObject answer; its "not found" names the id the client asked for. */
-function unwrapRun<T>(id: string, result: Result<T>): T {
-  if (!result.ok && result.code === "not_found") throw new ApiError("not_found", `Job not found: ${id}`);
-  return unwrap(result);
+/** Queued jobs with their place in line (one call to the line for all of them). */
+async function withQueuePositions(c: Ctx, jobs: Job[]): Promise<Job[]> {
+  const queued = jobs.filter((j) => j.status === "queued").map((j) => j.job_id);
+  if (queued.length === 0) return jobs;
+  const positions = await line(c).positions(queued);
+  return jobs.map((j) => (j.status === "queued" ? { ...j, queue_position: positions[j.job_id] ?? null } : j));
 }
 
 const pollUrl = (c: Ctx, id: string) => `${new URL(c.req.url).origin}/api/v1/runs/${id}`;
@@ -99,8 +104,12 @@ const submitRoute = createRoute({
     409: json(ErrorSchema, "The idempotency key names a job submitted with another body"),
     413: json(ErrorSchema, "Body over the size limit"),
     422: errors[422],
+    429: json(ErrorSchema, "The tenant holds as many queued jobs as it may; retry after Retry-After"),
   },
 });
+
+/** Seconds a client refused for a full line is asked to wait. */
+const QUEUE_FULL_RETRY_S = 30;
 
 /** Everything fixed at submit: the checked webhook target, the agent, the runner and its steps. */
 function specFor(c: Ctx, body: SubmitBody, key: string | null, now: number): RunSpec {
@@ -127,43 +136,85 @@ function specFor(c: Ctx, body: SubmitBody, key: string | null, now: number): Run
     retention_ms: body.retention_seconds ? body.retention_seconds * 1000 : null,
     webhook_url: body.webhook_url ?? null,
     idempotency_key: key,
+    priority: body.priority ?? DEFAULT_PRIORITY,
+    concurrency_key: body.concurrency_key ?? null,
+    scheduled_for: startTime(body, now),
+    queue_ttl_s: body.queue_ttl_seconds ?? null,
   };
 }
 
+/** When a delayed job may start: null for none, and for a `start_after` already past. */
+function startTime(body: SubmitBody, now: number): number | null {
+  if (body.delay_seconds) return now + body.delay_seconds * 1000;
+  if (body.start_after) {
+    const at = Date.parse(body.start_after);
+    return at > now ? at : null;
+  }
+  return null;
+}
+
+/**
+ * Submit: a place in the tenant's line (refused past its queued limit, storing nothing), then the
+ * job's object (running at once when the line granted a slot), then its registration with the
+ * projection, which may find the idempotency key taken: then the new job is discarded and the
+ * one holding the key answers.
+ */
 runs.openapi(submitRoute, async (c) => {
   const body = c.req.valid("json");
   const key = idempotencyKey(c, body);
+  const hash = key === null ? null : await bodyHash(body);
   const now = Date.now();
   const spec = specFor(c, body, key, now);
-  const index = tenantIndex(c);
-  const admission = await index.admit({
-    job: toJob(spec, initialRow(spec)),
-    idempotency_key: key,
-    body_hash: key === null ? null : await bodyHash(body),
-  });
 
-  if (!admission.admitted) {
-    const current = await runStub(c, admission.job_id).get();
-    const job = current.ok ? current.job : admission.job;
-    const status = job?.status ?? "queued";
-    if (!admission.same_body) {
-      const message = "Job already exists with this idempotency key";
-      throw new ApiError("idempotency_conflict", message, { job_id: admission.job_id, status, message });
-    }
-    c.header("Idempotent-Replayed", "true");
-    return accepted(c, admission.job_id, status, job?.created_at ?? new Date(now).toISOString());
+  const place = await line(c).join({
+    job_id: spec.job_id,
+    priority: spec.priority,
+    concurrency_key: spec.concurrency_key,
+    start_at: spec.scheduled_for,
+    ttl_s: spec.queue_ttl_s,
+  });
+  if (!place.ok) {
+    const holder = key === null ? null : await projection(c).keyHolder(key, hash);
+    if (holder) return replay(c, holder, now);
+    throw new ApiError("queue_full", `Too many queued jobs for this tenant (limit ${place.limit})`, {}, { "Retry-After": String(QUEUE_FULL_RETRY_S) });
   }
 
+  const run = runStub(c, spec.job_id);
+  let created: { job: Job; version: number };
   try {
-    unwrap(await runStub(c, spec.job_id).create(spec));
+    created = unwrap(await run.create(spec, place.granted));
   } catch (error) {
-    await index.forget(spec.job_id);
+    await line(c).leave(spec.job_id);
     throw error;
   }
-  return accepted(c, spec.job_id, "queued", new Date(now).toISOString());
+  let admission: AdmitResult;
+  try {
+    admission = await projection(c).admit({ job: created.job, version: created.version, idempotency_key: key, body_hash: hash });
+  } catch (error) {
+    await run.discard();
+    throw error;
+  }
+  if (!admission.admitted) {
+    await run.discard();
+    return replay(c, admission, now);
+  }
+  return accepted(c, spec.job_id, created.job.status, created.job.created_at);
 });
 
-function accepted(c: Ctx, id: string, status: (typeof STATUSES)[number], createdAt: string) {
+/** The answer to a submit whose idempotency key names an earlier job. */
+async function replay(c: Ctx, held: Extract<AdmitResult, { admitted: false }>, now: number) {
+  const current = await runStub(c, held.job_id).get();
+  const job = current.ok ? current.job : held.job;
+  const status = job?.status ?? "queued";
+  if (!held.same_body) {
+    const message = "Job already exists with this idempotency key";
+    throw new ApiError("idempotency_conflict", message, { job_id: held.job_id, status, message });
+  }
+  c.header("Idempotent-Replayed", "true");
+  return accepted(c, held.job_id, status, job?.created_at ?? new Date(now).toISOString());
+}
+
+function accepted(c: Ctx, id: string, status: Status, createdAt: string) {
   const poll = pollUrl(c, id);
   c.header("Location", poll);
   c.header("Retry-After", String(POLL_INTERVAL_S));
@@ -200,15 +251,15 @@ runs.openapi(listRoute, async (c) => {
   }
   const page = query.page ?? 1;
   const page_size = query.page_size ?? 20;
-  const result = await tenantIndex(c).list({
-    status: query.status as (typeof STATUSES)[number] | undefined,
+  const result = await projection(c).list({
+    status: query.status as Status | undefined,
     session_id: query.session_id,
     page,
     page_size,
     before: query.cursor === undefined ? undefined : decodeCursor(query.cursor),
   });
   return c.json(
-    { jobs: result.jobs, total: result.total, page, page_size, next_cursor: result.next === null ? null : encodeCursor(result.next) },
+    { jobs: await withQueuePositions(c, result.jobs), total: result.total, page, page_size, next_cursor: result.next === null ? null : encodeCursor(result.next) },
     200,
   );
 });
@@ -225,8 +276,9 @@ const getRoute = createRoute({
 
 runs.openapi(getRoute, async (c) => {
   const { id } = c.req.valid("param");
-  const { job } = unwrapRun(id, await runStub(c, id).get());
-  return c.json(job, 200);
+  const { job } = unwrap(await runStub(c, id).get());
+  const [shown] = await withQueuePositions(c, [job]);
+  return c.json(shown, 200);
 });
 
 const resultRoute = createRoute({
@@ -239,7 +291,7 @@ const resultRoute = createRoute({
 
 runs.openapi(resultRoute, async (c) => {
   const { id } = c.req.valid("param");
-  const { job, parts } = unwrapRun(id, await runStub(c, id).output());
+  const { job, parts } = unwrap(await runStub(c, id).output());
   switch (job.status) {
     case "queued":
     case "running":
@@ -283,7 +335,7 @@ const outputRoute = createRoute({
 runs.openAPIRegistry.registerPath(outputRoute);
 runs.get("/api/v1/runs/:id/output", async (c) => {
   const id = c.req.param("id");
-  const { job, parts } = unwrapRun(id, await runStub(c, id).output());
+  const { job, parts } = unwrap(await runStub(c, id).output());
   if (parts.length === 0) throw new ApiError("not_found", `No output for job: ${id}`);
   return serveOutput(c, job, parts);
 });
@@ -304,7 +356,7 @@ runs.openapi(streamRoute, async (c) => {
   const { id } = c.req.valid("param");
   const position = c.req.valid("query").after ?? c.req.header("Last-Event-ID") ?? "0";
   if (!/^\d{1,15}$/.test(position.trim())) throw new ApiError("bad_request", `Invalid event id: ${position}`);
-  const { body } = unwrapRun(id, await runStub(c, id).stream(Number(position)));
+  const { body } = unwrap(await runStub(c, id).stream(Number(position)));
   return new Response(body, {
     headers: {
       "Content-Type": "text/event-stream; charset=utf-8",
@@ -324,7 +376,7 @@ const cancelRoute = createRoute({
 
 runs.openapi(cancelRoute, async (c) => {
   const { id } = c.req.valid("param");
-  const { job } = unwrapRun(id, await runStub(c, id).cancel());
+  const { job } = unwrap(await runStub(c, id).cancel());
   return c.json(job, 200);
 });
 
@@ -345,6 +397,6 @@ const deleteRoute = createRoute({
 runs.openapi(deleteRoute, async (c) => {
   const { id } = c.req.valid("param");
   const force = c.req.valid("query").force === "true";
-  unwrapRun(id, await runStub(c, id).delete(force));
+  unwrap(await runStub(c, id).delete(force));
   return c.body(null, 204);
 });

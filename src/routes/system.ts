@@ -23,5 +23,5 @@ system.openapi(
     summary: "Counts of the caller's jobs by status",
     responses: { 200: { content: { "application/json": { schema: StatsSchema } }, description: "Counts" } },
   }),
-  async (c) => c.json(await c.env.TENANTS.getByName(c.var.tenant).stats(), 200),
+  async (c) => c.json(await c.env.PROJECTIONS.getByName(c.var.tenant).stats(), 200),
 );

@@ -5,16 +5,17 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import { limits, type Limits } from "../config";
-import { fail, type Result } from "../errors";
+import { fail, jobNotFound, type Result } from "../errors";
 import type { Job } from "../schemas";
 import { newJobId } from "../ids";
-import { outputPrefix, purgePrefix, readText, type OutputPart } from "../storage/blobs";
+import type { StartAnswer } from "../tenant/TenantLine";
+import { readText, type OutputPart } from "../storage/blobs";
 import { hasTable, migrate } from "../storage/migrations";
 import { Watchers, type LogTail, type NewEvent } from "./events";
 import { executeStep, type StepOutcome } from "./execute";
 import { initialRow, stepPercentage, toJob, type RunRow, type RunSpec } from "./job";
-import { Outbox, type OutboxHost } from "./outbox";
-import { eventsAfter, insertEvents, insertSpec, readRunRow, readSpec, readWebhook, RUN_MIGRATIONS, writeRunRow } from "./store";
+import { Outbox, owesWebhook } from "./outbox";
+import { eventsAfter, finishedParts, insertEvents, insertSpec, readRunRow, readSpec, readWebhook, RUN_MIGRATIONS, writeRunRow } from "./store";
 import { isTerminal, transition, type Action } from "./transitions";
 
 /** While a step runs, the alarm is kept this far ahead so that a lost instance is resumed. */
@@ -22,7 +23,6 @@ const STEP_LEASE_MS = 60_000;
 /** An output event carries a step's text when it is at most this long; larger output is only in R2. */
 const OUTPUT_EVENT_BYTES = 16 * 1024;
 
-const notFound = () => fail("not_found", "Job not found");
 
 type StepRow = {
   idx: number;
@@ -36,17 +36,18 @@ export class RunObject extends DurableObject<Env> {
   private readonly sql: SqlStorage;
   private readonly limits: Limits;
   /** False for an object that holds no job: nothing may write to it but `create`. */
-  private hasSchema: boolean;
+  private hasJob: boolean;
   private inflight: { controller: AbortController; done: Promise<void> } | null = null;
   private readonly watchers = new Watchers((after) => this.logAfter(after));
-  private readonly outbox = new Outbox(this.outboxHost());
+  private readonly outbox: Outbox;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
     this.limits = limits(env);
-    this.hasSchema = hasTable(this.sql, "run");
-    if (this.hasSchema) {
+    this.outbox = new Outbox(ctx);
+    this.hasJob = hasTable(this.sql, "run");
+    if (this.hasJob) {
       void ctx.blockConcurrencyWhile(async () => {
         migrate(ctx.storage, RUN_MIGRATIONS);
         // Work left behind (an outbox row, a step, a purge) is scheduled again: after a restart the
@@ -58,11 +59,16 @@ export class RunObject extends DurableObject<Env> {
 
   // ---- RPC ----------------------------------------------------------------------------
 
-  async create(spec: RunSpec): Promise<Result<{ job: Job }>> {
-    if (this.hasSchema) return fail("internal", "Job already exists");
+  /**
+   * Stores a new job. `granted`: the tenant's line gave it a run slot at submit, so it starts at
+   * once; otherwise it waits, with no alarm, until the line tells it (`start`). The submit that
+   * creates it registers it with the projection, so no snapshot is owed yet.
+   */
+  async create(spec: RunSpec, granted: boolean): Promise<Result<{ job: Job; version: number }>> {
+    if (this.hasJob) return fail("internal", "Job already exists");
     migrate(this.ctx.storage, RUN_MIGRATIONS);
-    this.hasSchema = true;
-    const row = initialRow(spec);
+    this.hasJob = true;
+    let row = initialRow(spec);
     this.transaction(() => {
       insertSpec(this.sql, spec);
       this.writeRow(row);
@@ -70,60 +76,105 @@ export class RunObject extends DurableObject<Env> {
         { type: "progress", data: { percentage: 0, current_step: null } },
         { type: "log", data: { message: "Job queued" } },
       ]);
+      if (granted) row = this.commitStart(row);
+      this.outbox.drop("projection");
+      this.outbox.markSent("projection", Date.now());
     });
     await this.armAlarm();
-    return { ok: true, job: toJob(spec, row) };
+    return { ok: true, job: this.job(row), version: row.version };
   }
 
   get(): Result<{ job: Job }> {
     const row = this.liveRow();
-    return row ? { ok: true, job: this.job(row) } : notFound();
+    return row ? { ok: true, job: this.job(row) } : this.notFound();
   }
 
+  /** Persists `cancelled` first, then stops the step in flight; what it owes others goes out later. */
   async cancel(): Promise<Result<{ job: Job }>> {
     const row = this.liveRow();
-    if (!row) return notFound();
+    if (!row) return this.notFound();
     if (!transition(row.status, "cancel")) {
       return fail("invalid_state", `Cannot cancel job with status: ${row.status}`);
     }
     const next = this.commitCancel(row);
     await this.stopInflight("cancelled");
-    await this.afterCommit();
+    this.watchers.notify();
+    await this.armAlarm();
     return { ok: true, job: this.job(next) };
   }
 
+  /**
+   * The job answers 404 from here on. The purge (R2, its projection row and key, its place in
+   * line) runs now, as the contract's DELETE requires; a webhook still owed is kept until it is
+   * delivered or given up, then the object removes itself.
+   */
   async delete(force: boolean): Promise<Result<object>> {
     let row = this.liveRow();
-    if (!row) return notFound();
+    if (!row) return this.notFound();
     if (!isTerminal(row.status)) {
       if (!force) return fail("invalid_state", "Cannot delete running job. Cancel it first.");
       row = this.commitCancel(row);
     }
     this.markDeleted(row);
     await this.stopInflight("deleted");
-    return this.purge();
+    return this.finishDeletion();
+  }
+
+  /** Removes a job that its submit could not register (another job holds its idempotency key). */
+  async discard(): Promise<void> {
+    const row = this.liveRow();
+    if (!row) return;
+    this.transaction(() => {
+      this.sql.exec("DELETE FROM webhook");
+      this.outbox.drop("webhook");
+      this.outbox.enqueue("line", this.jobRef(), Date.now());
+    });
+    this.markDeleted(row);
+    await this.stopInflight("deleted");
+    await this.finishDeletion();
   }
 
   /** The job and its finished output parts, in order: what /result and /output serve. */
   output(): Result<{ job: Job; parts: OutputPart[] }> {
     const row = this.liveRow();
-    if (!row) return notFound();
-    return { ok: true, job: this.job(row), parts: this.finishedParts() };
+    if (!row) return this.notFound();
+    return { ok: true, job: this.job(row), parts: finishedParts(this.sql) };
   }
 
   /** An SSE stream of the events after `after`, live until the job ends (then `[DONE]`). */
   stream(after: number): Result<{ body: ReadableStream<Uint8Array> }> {
-    if (!this.liveRow()) return notFound();
+    if (!this.liveRow()) return this.notFound();
     return { ok: true, body: this.watchers.open(after) };
   }
 
-  /** A run slot is free: a queued job tries to start now. False: this job is not waiting (any more). */
-  async wake(): Promise<boolean> {
+  // ---- what the tenant's line tells it ----------------------------------------------------
+
+  /** The line granted this job a run slot: a queued job starts now. Idempotent. */
+  async start(): Promise<StartAnswer> {
+    const row = this.readRow();
+    if (!row) return "missing";
+    if (row.deleted_at !== null) return "not_waiting";
+    if (row.status === "running") return "running";
+    if (row.status !== "queued") return "not_waiting";
+    this.commitStart(row);
+    await this.armAlarm();
+    this.watchers.notify();
+    return "started";
+  }
+
+  /** The job's queue TTL passed before it started: a job still queued fails with `message`. */
+  async expire(message: string): Promise<boolean> {
     const row = this.liveRow();
     if (row?.status !== "queued") return false;
-    this.writeRow({ ...row, next_step_at: Date.now() });
+    this.commit(row, { error: message, current_step: null }, [{ type: "log", data: { message } }], "expire");
     await this.armAlarm();
+    this.watchers.notify();
     return true;
+  }
+
+  /** Whether this job still holds a run slot: asked by the line's audit. */
+  holdsSlot(): boolean {
+    return this.liveRow()?.status === "running";
   }
 
   // ---- background work ------------------------------------------------------------------
@@ -137,7 +188,7 @@ export class RunObject extends DurableObject<Env> {
       await this.runDueWork();
     } catch (error) {
       console.error("alarm failed; trying again later", error);
-      if (this.hasSchema) await this.ctx.storage.setAlarm(Date.now() + this.limits.retryBaseMs + this.limits.alarmDelayMs);
+      if (this.hasJob) await this.ctx.storage.setAlarm(Date.now() + this.limits.retryBaseMs + this.limits.alarmDelayMs);
     }
   }
 
@@ -145,7 +196,7 @@ export class RunObject extends DurableObject<Env> {
     const row = this.readRow();
     if (!row) return;
     if (row.deleted_at !== null) {
-      await this.purge();
+      await this.finishDeletion(true);
       return;
     }
     if (this.inflight) {
@@ -153,20 +204,24 @@ export class RunObject extends DurableObject<Env> {
       await this.armAlarm();
       return;
     }
-    if (this.stepDue(row)) {
-      await this.runNextStep(row);
+    // What the last change owes goes out before the next step: the projection hears of a start
+    // when it happens, not after the first step.
+    await this.outbox.drain(this.env);
+    const current = this.liveRow();
+    if (current && this.stepDue(current)) {
+      await this.runNextStep(current);
       this.watchers.notify();
+      await this.outbox.drain(this.env);
     }
-    await this.outbox.drain();
     const after = this.readRow();
     if (!after) return;
     if (after.deleted_at !== null) {
-      await this.purge();
+      await this.finishDeletion(true);
       return;
     }
     if (isTerminal(after.status) && after.expires_at !== null && after.expires_at <= Date.now()) {
       this.markDeleted(after);
-      await this.purge();
+      await this.finishDeletion(true);
       return;
     }
     await this.armAlarm();
@@ -183,19 +238,11 @@ export class RunObject extends DurableObject<Env> {
   private async runNextStep(start: RunRow): Promise<void> {
     let row = start;
     if (row.status === "queued") {
-      const granted = await this.index().acquire(this.spec().job_id);
-      const current = this.liveRow();
-      if (!current || current.status !== "queued") return; // cancelled or deleted meanwhile; its end frees the slot
-      if (!granted) {
-        this.writeRow({ ...current, next_step_at: null }); // in line: the index wakes it
-        return;
-      }
-      const started = Date.now();
-      row = this.commit(current, { started_at: started, deadline_at: started + this.spec().timeout_s * 1000 }, [
-        { type: "log", data: { message: "Job started" } },
-      ], "start");
+      // Only the line starts a queued job (`start`); a time left from before it waited is void.
+      this.writeRow({ ...row, next_step_at: null });
+      return;
     }
-    const now = Date.now(); // read after the slot request, which let time pass
+    const now = Date.now();
     if (row.deadline_at !== null && now >= row.deadline_at) return this.failJob(row, this.timeoutMessage());
 
     const step = this.sql
@@ -306,16 +353,7 @@ export class RunObject extends DurableObject<Env> {
 
   /** What the finished steps produced, for the next task's context. */
   private async earlierOutputs(): Promise<{ task: string; output: string }[]> {
-    return Promise.all(this.finishedParts().map(async (part) => ({ task: part.name, output: await readText(this.env.OUTPUTS, [part]) })));
-  }
-
-  /** The output of every finished step, in order, with the step's name. */
-  private finishedParts(): (OutputPart & { name: string })[] {
-    return this.sql
-      .exec<{ name: string; key: string; bytes: number; etag: string }>(
-        "SELECT name, output_key AS key, output_bytes AS bytes, output_etag AS etag FROM steps WHERE status = 'done' ORDER BY idx",
-      )
-      .toArray();
+    return Promise.all(finishedParts(this.sql).map(async (part) => ({ task: part.name, output: await readText(this.env.OUTPUTS, [part]) })));
   }
 
   private failJob(row: RunRow, message: string): void {
@@ -329,12 +367,14 @@ export class RunObject extends DurableObject<Env> {
   // ---- transitions and the outbox ------------------------------------------------------------
 
   /**
-   * Writes the row change, its events and the index outbox row in one transaction. With an
-   * action, the status change is the transition table's and a terminal one records `complete`.
+   * Writes the row change, its events and what it owes others (outbox rows) in one transaction.
+   * With an action, the status change is the transition table's and a terminal one records
+   * `complete`, leaves the tenant's line and owes the webhook.
    */
   private commit(row: RunRow, patch: Partial<RunRow>, events: NewEvent[], action?: Action): RunRow {
     const next: RunRow = { ...row, ...patch, version: row.version + 1 };
     const all = [...events];
+    const spec = this.spec();
     if (action) {
       const to = transition(row.status, action);
       if (!to) throw new Error(`transition ${action} from ${row.status} is not in the table`);
@@ -344,17 +384,29 @@ export class RunObject extends DurableObject<Env> {
         next.completed_at = now;
         if (to === "cancelled") next.cancelled_at = now;
         next.next_step_at = null;
-        next.expires_at = now + (this.spec().retention_ms ?? this.limits.retentionMs);
-        all.push({ type: "complete", data: { status: to, job_id: this.spec().job_id } });
+        next.expires_at = now + (spec.retention_ms ?? this.limits.retentionMs);
+        all.push({ type: "complete", data: { status: to, job_id: spec.job_id } });
       }
     }
+    const ended = action !== undefined && isTerminal(next.status);
     this.transaction(() => {
       this.writeRow(next);
       this.appendEvents(all);
-      if (action && isTerminal(next.status) && this.spec().webhook_url) this.outbox.owesWebhook(`msg_${newJobId().slice(4)}`);
-      this.outbox.enqueue("index", { job: this.job(next), version: next.version }, Date.now());
+      if (ended) {
+        this.outbox.enqueue("line", this.jobRef(), Date.now());
+        if (spec.webhook_url) owesWebhook(this.ctx, this.outbox, `msg_${newJobId().slice(4)}`);
+      }
+      this.outbox.enqueueSnapshot({ tenant: spec.tenant, job: this.job(next), version: next.version }, next.status !== row.status);
     });
     return next;
+  }
+
+  /** The job holds a run slot: it runs from now, its first step due at once. */
+  private commitStart(row: RunRow): RunRow {
+    const now = Date.now();
+    return this.commit(row, { started_at: now, deadline_at: now + this.spec().timeout_s * 1000, next_step_at: now }, [
+      { type: "log", data: { message: "Job started" } },
+    ], "start");
   }
 
   private commitCancel(row: RunRow): RunRow {
@@ -367,8 +419,8 @@ export class RunObject extends DurableObject<Env> {
   private markDeleted(row: RunRow): void {
     this.transaction(() => {
       this.writeRow({ ...row, deleted_at: Date.now(), version: row.version + 1 });
-      this.outbox.drop("index");
-      this.outbox.enqueue("purge", {}, Date.now());
+      this.outbox.drop("projection");
+      this.outbox.enqueue("purge", this.jobRef(), Date.now());
     });
     // Watchers hear what was logged up to here (a forced cancel's `complete`), then their streams end.
     this.watchers.notify();
@@ -382,31 +434,28 @@ export class RunObject extends DurableObject<Env> {
     await inflight.done;
   }
 
-  private async afterCommit(): Promise<void> {
-    this.watchers.notify();
-    await this.outbox.drain();
-    await this.armAlarm();
-  }
-
-  /** Deletion's last leg, in order: R2 under the job's prefix, the index row and key, then storage. */
-  private async purge(): Promise<Result<object>> {
-    const spec = this.spec();
+  /**
+   * Deletion's last leg: the purge (R2 under the job's prefix, then its projection row and key)
+   * and its place in line, now; then storage, once nothing else is owed. A webhook still owed
+   * is never awaited by a request: the alarm delivers it, then removes the object.
+   */
+  private async finishDeletion(inAlarm = false): Promise<Result<object>> {
     try {
-      await purgePrefix(this.env.OUTPUTS, outputPrefix(spec.tenant, spec.job_id));
-      await this.index().remove(spec.job_id);
+      await this.outbox.drain(this.env, ["purge", "line"], "now");
+      if (inAlarm) await this.outbox.drain(this.env, ["webhook"]);
     } catch (error) {
-      if (this.hasSchema) {
-        this.outbox.retryLater("purge");
-        await this.armAlarm();
-      }
+      if (this.hasJob) await this.armAlarm();
       const message = error instanceof Error ? error.message : String(error);
       return fail("purge_failed", `Job deleted, but purging its data failed and will be retried: ${message}`);
     }
-    if (this.hasSchema) {
-      this.hasSchema = false;
+    if (!this.hasJob || !hasTable(this.sql, "outbox")) return { ok: true };
+    if (this.outbox.isEmpty()) {
+      this.hasJob = false;
       this.rowCache = undefined;
       await this.ctx.storage.deleteAlarm();
       await this.ctx.storage.deleteAll();
+    } else {
+      await this.armAlarm();
     }
     return { ok: true };
   }
@@ -439,7 +488,7 @@ export class RunObject extends DurableObject<Env> {
   private rowCache: RunRow | null | undefined;
 
   private readRow(): RunRow | null {
-    if (!this.hasSchema) return null;
+    if (!this.hasJob) return null;
     if (this.rowCache === undefined) this.rowCache = readRunRow(this.sql);
     return this.rowCache;
   }
@@ -480,33 +529,18 @@ export class RunObject extends DurableObject<Env> {
     return { events: eventsAfter(this.sql, after), finished: isTerminal(row.status) };
   }
 
-  private outboxHost(): OutboxHost {
-    const object = this;
-    return {
-      storage: this.ctx.storage,
-      get env() {
-        return object.env;
-      },
-      get limits() {
-        return object.limits;
-      },
-      hasJob: () => this.hasSchema,
-      spec: () => this.spec(),
-      currentJob: () => {
-        const row = this.readRow();
-        return row ? this.job(row) : null;
-      },
-      finishedParts: () => this.finishedParts(),
-      index: () => this.index(),
-    };
-  }
-
   private job(row: RunRow): Job {
     const spec = this.spec();
-    return toJob(spec, row, this.hasSchema && spec.webhook_url ? readWebhook(this.sql) : null);
+    return toJob(spec, row, this.hasJob && spec.webhook_url ? readWebhook(this.sql) : null);
   }
 
-  private index() {
-    return this.env.TENANTS.getByName(this.spec().tenant);
+  private jobRef() {
+    const spec = this.spec();
+    return { tenant: spec.tenant, job_id: spec.job_id };
+  }
+
+  /** The contract's 404, naming the job as its object is named: `<tenant>/<job_id>`. */
+  private notFound() {
+    return jobNotFound(this.ctx.id.name?.split("/").pop() ?? "");
   }
 }

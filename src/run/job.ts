@@ -1,7 +1,7 @@
 /** The job row a RunObject stores, and the job object of the contract derived from it. */
 import type { AgentTask } from "../runners/agents";
 import type { RunnerKind } from "../runners";
-import type { Job } from "../schemas";
+import { DEFAULT_PRIORITY, type Job } from "../schemas";
 import { isTerminal, type Status } from "./transitions";
 
 /** What the Worker decides at submit; fixed for the job's life. */
@@ -24,6 +24,13 @@ export interface RunSpec {
   retention_ms: number | null;
   webhook_url: string | null;
   idempotency_key: string | null;
+  /** Its place in the tenant's line: higher first; at most MAX_RUNNING_PER_KEY per key at once. */
+  priority: number;
+  concurrency_key: string | null;
+  /** Not started before this time (a delay), or null. */
+  scheduled_for: number | null;
+  /** How long it may wait in line once it may start, or null. */
+  queue_ttl_s: number | null;
 }
 
 export interface RunRow {
@@ -67,7 +74,8 @@ export function initialRow(spec: RunSpec): RunRow {
     deleted_at: null,
     deadline_at: null,
     expires_at: null,
-    next_step_at: spec.created_at,
+    // Nothing is due until the line grants it a slot: a waiting job has no alarm.
+    next_step_at: null,
   };
 }
 
@@ -106,6 +114,11 @@ export function toJob(spec: RunSpec, row: RunRow, webhook: WebhookState | null =
     retry_after: terminal ? null : POLL_INTERVAL_S,
     metadata: spec.metadata,
     expires_at: iso(row.expires_at),
+    // Jobs submitted before the line had these fields have the defaults.
+    priority: spec.priority ?? DEFAULT_PRIORITY,
+    concurrency_key: spec.concurrency_key ?? null,
+    scheduled_for: iso(spec.scheduled_for ?? null),
+    queue_position: null,
     webhook: spec.webhook_url
       ? {
           url: spec.webhook_url,

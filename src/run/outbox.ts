@@ -1,37 +1,75 @@
 /**
- * A RunObject's outbox: side effects owed to other parts (the tenant index, the webhook target)
- * that committed with the change that caused them and are delivered, idempotently, until they
- * land. One row per kind; the purge after a delete is a row too, run by the object itself.
+ * A RunObject's outbox: every side effect the job owes to something else, committed with the
+ * change that caused it and delivered by the alarm, idempotently, until it lands. One row per
+ * kind, one handler per kind; a handler gets the object's `ctx` and `env` and nothing else.
+ *
+ * - `projection`: the job's newest snapshot, for the tenant's list and stats;
+ * - `line`: the job left the tenant's line (it ended, or was deleted);
+ * - `webhook`: the terminal-state webhook;
+ * - `purge`: a deleted job's output in R2 and its projection row.
  */
-import type { Limits } from "../config";
-import type { TenantIndex } from "../index/TenantIndex";
+import { limits } from "../config";
 import type { Job } from "../schemas";
-import { inlineResult, type OutputPart } from "../storage/blobs";
+import { inlineResult, outputPrefix, purgePrefix } from "../storage/blobs";
+import { hasTable } from "../storage/migrations";
 import { retryDelay, sendWebhook } from "../webhooks/delivery";
-import { durationSeconds, type RunSpec } from "./job";
-import { readWebhook } from "./store";
+import { durationSeconds, toJob } from "./job";
+import { finishedParts, readRunRow, readSpec, readWebhook } from "./store";
 
-/** What the outbox needs of its object; `env` is read on every use. */
-export interface OutboxHost {
-  readonly storage: DurableObjectStorage;
-  readonly env: Env;
-  readonly limits: Limits;
-  /** False once the object's storage has been deleted: nothing may be written after. */
-  hasJob(): boolean;
-  spec(): RunSpec;
-  currentJob(): Job | null;
-  finishedParts(): OutputPart[];
-  index(): DurableObjectStub<TenantIndex>;
+export type OutboxKind = "projection" | "line" | "webhook" | "purge";
+
+/** A job's progress reaches the projection at most this often; status changes go at once. */
+export const PROGRESS_INTERVAL_MS = 1_000;
+
+interface Snapshot {
+  tenant: string;
+  job: Job;
+  version: number;
+}
+interface JobRef {
+  tenant: string;
+  job_id: string;
 }
 
+/** A handler's answer: done, or not yet (try again at `retryAt`). Throwing means: retry with backoff. */
+type Handled = { done: true } | { done: false; retryAt: number };
+type Handler = (ctx: DurableObjectState, env: Env, payload: string) => Promise<Handled>;
+
+const DONE: Handled = { done: true };
+
+const HANDLERS: Record<OutboxKind, Handler> = {
+  async projection(_ctx, env, payload) {
+    const { tenant, job, version } = JSON.parse(payload) as Snapshot;
+    await env.PROJECTIONS.getByName(tenant).upsert(job, version);
+    return DONE;
+  },
+  async line(_ctx, env, payload) {
+    const { tenant, job_id } = JSON.parse(payload) as JobRef;
+    await env.LINES.getByName(tenant).leave(job_id);
+    return DONE;
+  },
+  async purge(ctx, env, payload) {
+    const { tenant, job_id } = JSON.parse(payload) as JobRef;
+    // A webhook still owed keeps its body, which may quote the output about to be purged.
+    await fixWebhookBody(ctx, env);
+    await purgePrefix(env.OUTPUTS, outputPrefix(tenant, job_id));
+    await env.PROJECTIONS.getByName(tenant).remove(job_id);
+    return DONE;
+  },
+  webhook: deliverWebhook,
+};
+
+/** Delivery order when several rows are due: the purge first, the webhook last. */
+const ORDER: OutboxKind[] = ["purge", "line", "projection", "webhook"];
+
 export class Outbox {
-  constructor(private readonly host: OutboxHost) {}
+  constructor(private readonly ctx: DurableObjectState) {}
 
   private get sql() {
-    return this.host.storage.sql;
+    return this.ctx.storage.sql;
   }
 
-  enqueue(kind: string, payload: object, dueAt: number): void {
+  enqueue(kind: OutboxKind, payload: object, dueAt: number): void {
     this.sql.exec(
       "INSERT INTO outbox (kind, payload, due_at, attempts) VALUES (?, ?, ?, 0) ON CONFLICT (kind) DO UPDATE SET payload = excluded.payload, due_at = excluded.due_at, attempts = 0",
       kind,
@@ -40,110 +78,150 @@ export class Outbox {
     );
   }
 
-  drop(kind: string): void {
+  /**
+   * The job's newest snapshot for the projection: at once after a status change, else no sooner
+   * than a second after the last one went (an earlier pending one keeps its time).
+   */
+  enqueueSnapshot(snapshot: Snapshot, statusChanged: boolean): void {
+    const now = Date.now();
+    const pending = this.sql.exec<{ due_at: number }>("SELECT due_at FROM outbox WHERE kind = 'projection'").toArray()[0];
+    const lastSent = this.sql.exec<{ at: number }>("SELECT at FROM outbox_sent WHERE kind = 'projection'").toArray()[0]?.at ?? 0;
+    const due = statusChanged ? now : Math.min(pending?.due_at ?? Infinity, Math.max(now, lastSent + PROGRESS_INTERVAL_MS));
+    this.enqueue("projection", snapshot, due);
+  }
+
+  /** Records that `kind` was just delivered by other means (the submit registers the new job). */
+  markSent(kind: OutboxKind, at: number): void {
+    this.sql.exec("INSERT INTO outbox_sent (kind, at) VALUES (?, ?) ON CONFLICT (kind) DO UPDATE SET at = excluded.at", kind, at);
+  }
+
+  drop(kind: OutboxKind): void {
     this.sql.exec("DELETE FROM outbox WHERE kind = ?", kind);
+  }
+
+  has(kind: OutboxKind): boolean {
+    return this.sql.exec("SELECT 1 FROM outbox WHERE kind = ?", kind).toArray().length > 0;
+  }
+
+  isEmpty(): boolean {
+    return this.sql.exec("SELECT 1 FROM outbox LIMIT 1").toArray().length === 0;
   }
 
   earliestDue(): number | null {
     return this.sql.exec<{ due: number | null }>("SELECT MIN(due_at) AS due FROM outbox").one().due;
   }
 
-  /** Delivers due rows (not the purge, which the object runs); a failure is retried with backoff. */
-  async drain(): Promise<void> {
-    if (!this.host.hasJob()) return;
-    const rows = this.sql
-      .exec<{ kind: string; payload: string }>("SELECT kind, payload FROM outbox WHERE kind != 'purge' AND due_at <= ?", Date.now())
-      .toArray();
-    for (const row of rows) {
-      if (row.kind === "webhook") {
-        await this.deliverWebhook();
-        if (!this.host.hasJob()) return;
+  /**
+   * Delivers the due rows of `kinds`, in order, with the object's `env` as it is now. A failure
+   * is retried with backoff. For a deletion (`now`), the rows are tried whenever they are due,
+   * and the first failure is also thrown, for the caller to say so.
+   */
+  async drain(env: Env, kinds: readonly OutboxKind[] = ORDER, deletion?: "now"): Promise<void> {
+    const strict = deletion === "now";
+    for (const kind of ORDER.filter((k) => kinds.includes(k))) {
+      if (!this.alive()) return;
+      const dueBy = strict ? Number.MAX_SAFE_INTEGER : Date.now();
+      const row = this.sql
+        .exec<{ payload: string; attempts: number }>("SELECT payload, attempts FROM outbox WHERE kind = ? AND due_at <= ?", kind, dueBy)
+        .toArray()[0];
+      if (!row) continue;
+      let handled: Handled;
+      try {
+        handled = await HANDLERS[kind](this.ctx, env, row.payload);
+      } catch (error) {
+        if (!this.alive()) return;
+        this.retryLater(kind, row.payload, row.attempts, limits(env).retryBaseMs);
+        if (strict) throw error;
         continue;
       }
-      try {
-        const { job, version } = JSON.parse(row.payload) as { job: Job; version: number };
-        await this.host.index().upsert(job, version);
-        if (!this.host.hasJob()) return;
-        // A newer payload may have been queued while this one was in flight: keep it.
-        this.sql.exec("DELETE FROM outbox WHERE kind = ? AND payload = ?", row.kind, row.payload);
-      } catch {
-        if (!this.host.hasJob()) return;
-        this.retryLater(row.kind, row.payload);
+      // The object may have been purged meanwhile, or a newer payload queued: keep that one.
+      if (!this.alive()) return;
+      if (handled.done) {
+        this.ctx.storage.transactionSync(() => {
+          this.sql.exec("DELETE FROM outbox WHERE kind = ? AND payload = ?", kind, row.payload);
+          this.markSent(kind, Date.now());
+        });
+      } else {
+        this.sql.exec("UPDATE outbox SET due_at = ?, attempts = attempts + 1 WHERE kind = ? AND payload = ?", handled.retryAt, kind, row.payload);
       }
     }
   }
 
-  retryLater(kind: string, payload?: string): void {
-    this.sql.exec(
-      "UPDATE outbox SET attempts = attempts + 1, due_at = ? + MIN(300000, 1000 * (1 << MIN(attempts, 16))) WHERE kind = ? AND (? IS NULL OR payload = ?)",
-      Date.now(),
-      kind,
-      payload ?? null,
-      payload ?? null,
-    );
+  private retryLater(kind: OutboxKind, payload: string, attempts: number, baseMs: number): void {
+    const backoff = Math.min(300_000, baseMs * 2 ** Math.min(attempts, 16));
+    this.sql.exec("UPDATE outbox SET attempts = attempts + 1, due_at = ? WHERE kind = ? AND payload = ?", Date.now() + backoff, kind, payload);
   }
 
-  /** Records that the job ended: its webhook, if it has one, is owed from now. */
-  owesWebhook(messageId: string): void {
-    this.sql.exec("INSERT INTO webhook (id, message_id, state) VALUES (1, ?, 'pending')", messageId);
-    this.enqueue("webhook", {}, Date.now());
+  /** False once the object's storage has been deleted: nothing may be written after. */
+  private alive(): boolean {
+    return hasTable(this.sql, "outbox");
   }
+}
 
-  /**
-   * One attempt to deliver the terminal-state webhook. The body is fixed at the first attempt
-   * and the message id never changes, so a receiver can deduplicate retries. 2xx ends it, 410
-   * stops it, anything else is retried with backoff until the retry window has passed.
-   */
-  private async deliverWebhook(): Promise<void> {
-    const hook = readWebhook(this.sql);
-    const url = this.host.spec().webhook_url;
-    if (!hook || hook.state !== "pending" || !url) return this.drop("webhook");
-    const body = hook.body ?? JSON.stringify(await this.webhookPayload());
-    const firstAttemptAt = hook.first_attempt_at ?? Date.now();
-    const outcome = await sendWebhook(url, hook.message_id, body, this.host.env.WEBHOOK_SECRET);
-    if (!this.host.hasJob()) return;
-    const now = Date.now();
-    const status = "status" in outcome ? outcome.status : null;
-    const state =
-      status !== null && status >= 200 && status < 300
-        ? "delivered"
-        : status === 410
-          ? "stopped"
-          : now - firstAttemptAt >= this.host.limits.webhookRetryWindowMs
-            ? "failed"
-            : "pending";
-    const attempts = hook.attempts + 1;
-    this.host.storage.transactionSync(() => {
-      this.sql.exec(
-        "UPDATE webhook SET state = ?, attempts = ?, last_status = ?, last_error = ?, last_attempt_at = ?, first_attempt_at = ?, body = ? WHERE id = 1",
-        state,
-        attempts,
-        status,
-        "error" in outcome ? outcome.error : null,
-        now,
-        firstAttemptAt,
-        body,
-      );
-      if (state !== "pending") return this.drop("webhook");
-      const next = now + retryDelay(attempts, this.host.limits.webhookRetryBaseMs);
-      this.sql.exec("UPDATE outbox SET due_at = ?, attempts = ? WHERE kind = 'webhook'", next, attempts);
-    });
-  }
+/** Records that the job ended: its webhook, if it has one, is owed from now. */
+export function owesWebhook(ctx: DurableObjectState, outbox: Outbox, messageId: string): void {
+  ctx.storage.sql.exec("INSERT INTO webhook (id, message_id, state) VALUES (1, ?, 'pending')", messageId);
+  outbox.enqueue("webhook", {}, Date.now());
+}
 
-  /** The contract's webhook body: the result inline when the job succeeded, else null. */
-  private async webhookPayload() {
-    const job = this.host.currentJob()!;
-    const result =
-      job.status === "succeeded"
-        ? await inlineResult(this.host.env.OUTPUTS, this.host.finishedParts(), this.host.limits.inlineResultBytes)
-        : null;
-    return {
-      job_id: job.job_id,
-      status: job.status,
-      result,
-      error: job.error,
-      completed_at: job.completed_at,
-      duration_seconds: durationSeconds(job),
-    };
-  }
+/**
+ * One attempt to deliver the terminal-state webhook. The body is fixed at the first attempt
+ * and the message id never changes, so a receiver can deduplicate retries. 2xx ends it, 410
+ * stops it, anything else is retried with backoff until the retry window has passed.
+ */
+async function deliverWebhook(ctx: DurableObjectState, env: Env): Promise<Handled> {
+  const sql = ctx.storage.sql;
+  const hook = readWebhook(sql);
+  const url = readSpec(sql).webhook_url;
+  if (!hook || hook.state !== "pending" || !url) return DONE;
+  const body = hook.body ?? (await webhookBody(ctx, env));
+  const firstAttemptAt = hook.first_attempt_at ?? Date.now();
+  const outcome = await sendWebhook(url, hook.message_id, body, env.WEBHOOK_SECRET);
+  if (!hasTable(sql, "webhook")) return DONE;
+  const now = Date.now();
+  const status = "status" in outcome ? outcome.status : null;
+  const settings = limits(env);
+  const state =
+    status !== null && status >= 200 && status < 300
+      ? "delivered"
+      : status === 410
+        ? "stopped"
+        : now - firstAttemptAt >= settings.webhookRetryWindowMs
+          ? "failed"
+          : "pending";
+  const attempts = hook.attempts + 1;
+  sql.exec(
+    "UPDATE webhook SET state = ?, attempts = ?, last_status = ?, last_error = ?, last_attempt_at = ?, first_attempt_at = ?, body = ? WHERE id = 1",
+    state,
+    attempts,
+    status,
+    "error" in outcome ? outcome.error : null,
+    now,
+    firstAttemptAt,
+    body,
+  );
+  return state === "pending" ? { done: false, retryAt: now + retryDelay(attempts, settings.webhookRetryBaseMs) } : DONE;
+}
+
+/** Fixes the owed webhook's body now, while the output it may quote is still there. */
+async function fixWebhookBody(ctx: DurableObjectState, env: Env): Promise<void> {
+  const hook = readWebhook(ctx.storage.sql);
+  if (!hook || hook.state !== "pending" || hook.body !== null) return;
+  const body = await webhookBody(ctx, env);
+  ctx.storage.sql.exec("UPDATE webhook SET body = ? WHERE id = 1 AND body IS NULL", body);
+}
+
+/** The contract's webhook body: the result inline when the job succeeded, else null. */
+async function webhookBody(ctx: DurableObjectState, env: Env): Promise<string> {
+  const sql = ctx.storage.sql;
+  const job = toJob(readSpec(sql), readRunRow(sql)!);
+  const result = job.status === "succeeded" ? await inlineResult(env.OUTPUTS, finishedParts(sql), limits(env).inlineResultBytes) : null;
+  return JSON.stringify({
+    job_id: job.job_id,
+    status: job.status,
+    result,
+    error: job.error,
+    completed_at: job.completed_at,
+    duration_seconds: durationSeconds(job),
+  });
 }

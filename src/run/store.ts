@@ -1,4 +1,5 @@
 /** The RunObject's tables (numbered migrations, see storage/migrations.ts) and the SQL that reads and writes them. */
+import type { OutputPart } from "../storage/blobs";
 import type { NewEvent, StoredEvent } from "./events";
 import type { RunRow, RunSpec, WebhookState } from "./job";
 
@@ -32,6 +33,8 @@ export const RUN_MIGRATIONS = [
      attempts INTEGER NOT NULL DEFAULT 0,
      last_status INTEGER, last_error TEXT, last_attempt_at INTEGER, first_attempt_at INTEGER,
      body TEXT)`,
+  // When each outbox kind last went out: the projection hears of progress at most once a second.
+  `CREATE TABLE outbox_sent (kind TEXT PRIMARY KEY, at INTEGER NOT NULL)`,
 ] as const;
 
 export function readRunRow(sql: SqlStorage): RunRow | null {
@@ -92,4 +95,13 @@ export interface WebhookRow extends WebhookState {
 
 export function readWebhook(sql: SqlStorage): WebhookRow | null {
   return sql.exec<Row<WebhookRow>>("SELECT * FROM webhook WHERE id = 1").toArray()[0] ?? null;
+}
+
+/** The output of every finished step, in order, with the step's name. */
+export function finishedParts(sql: SqlStorage): (OutputPart & { name: string })[] {
+  return sql
+    .exec<Row<OutputPart & { name: string }>>(
+      "SELECT name, output_key AS key, output_bytes AS bytes, output_etag AS etag FROM steps WHERE status = 'done' ORDER BY idx",
+    )
+    .toArray();
 }

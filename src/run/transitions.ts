@@ -2,11 +2,12 @@
 export const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"] as const;
 export type Status = (typeof STATUSES)[number];
 
-export const ACTIONS = ["start", "succeed", "fail", "cancel"] as const;
+export const ACTIONS = ["start", "succeed", "fail", "cancel", "expire"] as const;
 export type Action = (typeof ACTIONS)[number];
 
 const TABLE: Record<Status, Partial<Record<Action, Status>>> = {
-  queued: { start: "running", cancel: "cancelled" },
+  // A queued job whose queue TTL passed before it started fails.
+  queued: { start: "running", cancel: "cancelled", expire: "failed" },
   running: { succeed: "succeeded", fail: "failed", cancel: "cancelled" },
   succeeded: {},
   failed: {},

@@ -11,12 +11,15 @@ export interface DevServer {
   process: ChildProcess;
   persistTo: string;
   output: string[];
+  base: string;
 }
 
-export async function startServer(persistTo = mkdtempSync(join(tmpdir(), "runs-e2e-")), args: string[] = []): Promise<DevServer> {
+/** `wrangler dev` of the service (or, with `--config`, of another Worker on another `port`). */
+export async function startServer(persistTo = mkdtempSync(join(tmpdir(), "runs-e2e-")), args: string[] = [], port = PORT): Promise<DevServer> {
+  const base = `http://127.0.0.1:${port}`;
   const child = spawn(
     "node_modules/.bin/wrangler",
-    ["dev", "--ip", "127.0.0.1", "--port", String(PORT), "--persist-to", persistTo, "--log-level", "warn", ...args],
+    ["dev", "--ip", "127.0.0.1", "--port", String(port), "--persist-to", persistTo, "--log-level", "warn", ...args],
     {
       env: { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false", CI: "true" },
       stdio: ["ignore", "pipe", "pipe"],
@@ -24,14 +27,14 @@ export async function startServer(persistTo = mkdtempSync(join(tmpdir(), "runs-e
       detached: true,
     },
   );
-  const server: DevServer = { process: child, persistTo, output: [] };
+  const server: DevServer = { process: child, persistTo, output: [], base };
   child.stdout!.on("data", (d) => server.output.push(String(d)));
   child.stderr!.on("data", (d) => server.output.push(String(d)));
   const deadline = Date.now() + 90_000;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`wrangler dev exited: ${server.output.join("")}`);
     try {
-      if ((await fetch(`${BASE}/health`)).ok) return server;
+      if ((await fetch(`${base}/health`)).ok) return server;
     } catch {
       // not listening yet
     }
@@ -46,19 +49,19 @@ export async function killServer(server: DevServer): Promise<void> {
   const exited = new Promise((resolve) => server.process.once("exit", resolve));
   process.kill(-server.process.pid!, "SIGKILL");
   await exited;
-  await portFree();
+  await portFree(server.base);
 }
 
-async function portFree(): Promise<void> {
+async function portFree(base: string): Promise<void> {
   for (let i = 0; i < 100; i++) {
     try {
-      await fetch(`${BASE}/health`);
+      await fetch(`${base}/health`);
     } catch {
       return;
     }
     await new Promise((r) => setTimeout(r, 100));
   }
-  throw new Error("port 8005 still answers after the server stopped");
+  throw new Error(`${base} still answers after the server stopped`);
 }
 
 /** Stops the server by its PID and waits until the port is free again. */
@@ -71,5 +74,5 @@ export async function stopServer(server: DevServer): Promise<void> {
     await exited;
     clearTimeout(killed);
   }
-  await portFree();
+  await portFree(server.base);
 }

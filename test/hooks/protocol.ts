@@ -12,5 +12,6 @@ export interface Delivery {
   /** The Standard Webhooks signature checked by the receiver itself. */
   verified: boolean;
   body: Record<string, unknown>;
+  /** The status it answered with; 0 while it has not answered (the `stall` scenario never does). */
   answered: number;
 }

@@ -1,6 +1,7 @@
 /**
  * A real local webhook receiver, started by vitest (globalSetup, in Node). It checks every
- * Standard Webhooks signature itself, answers by scenario (/hooks/<scenario>/<token>) and
+ * Standard Webhooks signature itself, answers by scenario (/hooks/<scenario>/<token>; `stall`
+ * never answers) and
  * serves what it received at GET /_deliveries.
  */
 import { createHmac, timingSafeEqual } from "node:crypto";
@@ -47,6 +48,11 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
   const timestamp = req.headers["webhook-timestamp"] as string | undefined;
   const signature = req.headers["webhook-signature"] as string | undefined;
   const earlier = deliveries.filter((d) => d.token === token).length;
+  if (scenario === "stall") {
+    // Never answers: the sender gives up after its own timeout.
+    deliveries.push({ scenario, token, id: id ?? null, timestamp: timestamp ?? null, signature: signature ?? null, verified: false, body: JSON.parse(body), answered: 0 });
+    return;
+  }
   const status = answer(scenario, earlier);
   deliveries.push({
     scenario,

@@ -1,20 +1,13 @@
 /**
  * One Durable Object per tenant: the projection of its jobs that list and stats read, and its
- * idempotency keys. RunObjects push version-guarded snapshots here; a tombstone keeps a deleted
- * job from ever coming back through a late update.
+ * idempotency keys. RunObjects push version-guarded snapshots here from their outboxes; a
+ * tombstone keeps a deleted job from ever coming back through a late update. Who runs next is
+ * not decided here: that is the tenant's line (TenantLine).
  */
 import { DurableObject } from "cloudflare:workers";
 import type { Job } from "../schemas";
-import { migrate } from "../storage/migrations";
-import { isTerminal, STATUSES, type Status } from "../run/transitions";
-import { runObjectName } from "../ids";
-import { limits, type Limits } from "../config";
-
-/**
- * While jobs wait in line, the index wakes the first of them again this often, in case a wake-up
- * was lost. Waiting jobs set no alarm of their own: the line costs one alarm, however long it is.
- */
-const WAKE_RETRY_MS = 60_000;
+import { hasTable, migrate } from "../storage/migrations";
+import { STATUSES, type Status } from "../run/transitions";
 
 /** Trigger bodies that keep the tallies: count the new row in, and the old row out. */
 const COUNT_NEW = `
@@ -25,7 +18,7 @@ const UNCOUNT_OLD = `
   UPDATE status_counts SET n = n - 1 WHERE status = OLD.status;
   UPDATE session_counts SET n = n - 1 WHERE session_id = OLD.session_id AND status = OLD.status;`;
 
-export const INDEX_MIGRATIONS = [
+export const PROJECTION_MIGRATIONS = [
   `CREATE TABLE jobs (
      seq INTEGER PRIMARY KEY AUTOINCREMENT,
      job_id TEXT NOT NULL UNIQUE,
@@ -38,8 +31,7 @@ export const INDEX_MIGRATIONS = [
   `CREATE TABLE tombstones (job_id TEXT PRIMARY KEY, deleted_at INTEGER NOT NULL)`,
   `CREATE TABLE idempotency (key TEXT PRIMARY KEY, job_id TEXT NOT NULL, body_hash TEXT NOT NULL)`,
   `CREATE INDEX idempotency_by_job ON idempotency (job_id)`,
-  // Run slots: a job holds a row from its first attempt to start until it ends; `running` ones
-  // count against the tenant's limit, waiting ones start in the order they were submitted.
+  // Run slots, before they moved to the tenant's line (TenantLine): handed over, then dropped.
   `CREATE TABLE slots (job_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, running INTEGER NOT NULL DEFAULT 0)`,
   `CREATE INDEX slots_by_state ON slots (running, seq)`,
   // Tallies kept by triggers, so that list totals and stats read a few rows however many jobs
@@ -54,10 +46,16 @@ export const INDEX_MIGRATIONS = [
   `CREATE TRIGGER jobs_recounted AFTER UPDATE OF status, session_id ON jobs BEGIN ${UNCOUNT_OLD} ${COUNT_NEW} END`,
   // The unfiltered list's order without the job bodies: what a deep page's offset walks.
   `CREATE INDEX jobs_by_seq ON jobs (seq)`,
+  `ALTER TABLE slots RENAME TO slots_to_hand_over`,
 ] as const;
 
+/** How many old run slots are handed to the line per call. */
+const HANDOVER_BATCH = 500;
+
+/** A job just created, as the submit that created it registers it. */
 export interface Admission {
   job: Job;
+  version: number;
   idempotency_key: string | null;
   body_hash: string | null;
 }
@@ -66,7 +64,8 @@ export type AdmitResult =
   | { admitted: true }
   | { admitted: false; job_id: string; same_body: boolean; job: Job | null };
 
-export interface ListQuery {
+/** A page of the list, as the projection reads it. */
+export interface ListFilter {
   status?: Status;
   session_id?: string;
   page: number;
@@ -82,169 +81,105 @@ export interface ListPage {
   next: number | null;
 }
 
-export class TenantIndex extends DurableObject<Env> {
+export class TenantProjection extends DurableObject<Env> {
   private readonly sql: SqlStorage;
-  private readonly limits: Limits;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
-    this.limits = limits(env);
-    migrate(ctx.storage, INDEX_MIGRATIONS);
-  }
-
-  /** Registers a new job, unless its idempotency key already names one: then that job is returned. */
-  admit(entry: Admission): AdmitResult {
-    return this.ctx.storage.transactionSync((): AdmitResult => {
-      if (entry.idempotency_key !== null) {
-        const held = this.sql
-          .exec<{ job_id: string; body_hash: string }>("SELECT job_id, body_hash FROM idempotency WHERE key = ?", entry.idempotency_key)
-          .toArray()[0];
-        if (held) {
-          return { admitted: false, job_id: held.job_id, same_body: held.body_hash === entry.body_hash, job: this.snapshot(held.job_id) };
-        }
-        this.sql.exec(
-          "INSERT INTO idempotency (key, job_id, body_hash) VALUES (?, ?, ?)",
-          entry.idempotency_key,
-          entry.job.job_id,
-          entry.body_hash ?? "",
-        );
-      }
-      this.insert(entry.job, 1);
-      return { admitted: true };
-    });
-  }
-
-  /** Undoes an admission whose job could not be created. */
-  forget(jobId: string): void {
-    this.ctx.storage.transactionSync(() => {
-      this.sql.exec("DELETE FROM jobs WHERE job_id = ?", jobId);
-      this.sql.exec("DELETE FROM slots WHERE job_id = ?", jobId);
-      this.sql.exec("DELETE FROM idempotency WHERE job_id = ?", jobId);
-    });
+    migrate(ctx.storage, PROJECTION_MIGRATIONS);
+    if (hasTable(this.sql, "slots_to_hand_over")) void ctx.storage.setAlarm(Date.now());
   }
 
   /**
-   * Lets a queued job start if the tenant has a free slot and no job submitted before it is
-   * waiting; otherwise it takes its place in line (by submission) and is woken when its turn
-   * comes. Idempotent: a job already running keeps its slot.
+   * Hands the run slots and waiting places kept here before the line had its own object to the
+   * tenant's line, a batch at a time, so that jobs that were waiting still start.
    */
-  async acquire(jobId: string): Promise<boolean> {
-    const granted = this.ctx.storage.transactionSync(() => {
-      let slot = this.sql.exec<{ seq: number; running: number }>("SELECT seq, running FROM slots WHERE job_id = ?", jobId).toArray()[0];
-      if (!slot) {
-        const job = this.sql.exec<{ seq: number }>("SELECT seq FROM jobs WHERE job_id = ?", jobId).toArray()[0];
-        if (!job) return false; // deleted meanwhile
-        this.sql.exec("INSERT INTO slots (job_id, seq) VALUES (?, ?)", jobId, job.seq);
-        slot = { seq: job.seq, running: 0 };
-      }
-      if (slot.running) return true;
-      if (!this.mayStart(slot.seq)) return false;
-      this.sql.exec("UPDATE slots SET running = 1 WHERE job_id = ?", jobId);
-      return true;
-    });
-    if (!granted) await this.keepWaking();
-    return granted;
-  }
-
-  /** A slot is free for the job in line at `seq`: fewer jobs wait ahead of it than slots are free. */
-  private mayStart(seq: number): boolean {
-    const free = this.limits.maxRunningPerTenant - this.runningCount();
-    if (free <= 0) return false;
-    // Only whether `free` jobs are ahead matters: counting further would cost as much as the line is long.
-    const ahead = this.sql
-      .exec<{ n: number }>("SELECT COUNT(*) AS n FROM (SELECT 1 FROM slots WHERE running = 0 AND seq < ? LIMIT ?)", seq, free)
-      .one().n;
-    return ahead < free;
-  }
-
-  /** Applies a job snapshot if it is newer than the one held; ignored for deleted jobs. */
-  async upsert(job: Job, version: number): Promise<void> {
-    const ended = isTerminal(job.status);
-    this.ctx.storage.transactionSync(() => {
-      if (ended) this.sql.exec("DELETE FROM slots WHERE job_id = ?", job.job_id);
-      if (this.sql.exec("SELECT 1 FROM tombstones WHERE job_id = ?", job.job_id).toArray().length > 0) return;
-      const held = this.sql.exec<{ version: number }>("SELECT version FROM jobs WHERE job_id = ?", job.job_id).toArray()[0];
-      if (!held) this.insert(job, version);
-      else if (version > held.version) {
-        this.sql.exec(
-          "UPDATE jobs SET status = ?, session_id = ?, version = ?, body = ? WHERE job_id = ?",
-          job.status,
-          job.session_id,
-          version,
-          JSON.stringify(job),
-          job.job_id,
-        );
-      }
-    });
-    if (ended) await this.wakeWaiting();
-  }
-
-  /** Forgets a deleted job for good: its row, its idempotency key, its slot; leaves a tombstone. */
-  async remove(jobId: string): Promise<void> {
-    this.ctx.storage.transactionSync(() => {
-      this.sql.exec("DELETE FROM slots WHERE job_id = ?", jobId);
-      this.sql.exec("DELETE FROM jobs WHERE job_id = ?", jobId);
-      this.sql.exec("DELETE FROM idempotency WHERE job_id = ?", jobId);
-      this.sql.exec("INSERT OR IGNORE INTO tombstones (job_id, deleted_at) VALUES (?, ?)", jobId, Date.now());
-    });
-    await this.wakeWaiting();
-  }
-
-  /**
-   * Tells the jobs first in line that a slot is free, so that they start. A place whose job
-   * answers that it is not waiting (it has ended, and its last update is still on its way) is
-   * given up, and the next in line is told instead. A wake that fails is sent again by the alarm.
-   */
-  private async wakeWaiting(): Promise<void> {
-    const tenant = this.tenant();
-    for (let round = 0; round < 3; round++) {
-      const free = this.limits.maxRunningPerTenant - this.runningCount();
-      if (free <= 0) break;
-      const next = this.sql.exec<{ job_id: string }>("SELECT job_id FROM slots WHERE running = 0 ORDER BY seq LIMIT ?", free).toArray();
-      const answers = await Promise.allSettled(next.map((s) => this.env.RUNS.getByName(runObjectName(tenant, s.job_id)).wake()));
-      const gone = next.filter((_s, i) => {
-        const answer = answers[i];
-        return answer.status === "fulfilled" && !answer.value;
-      });
-      for (const s of gone) this.sql.exec("DELETE FROM slots WHERE job_id = ? AND running = 0", s.job_id);
-      if (gone.length === 0) break;
-    }
-    await this.keepWaking();
-  }
-
-  /** While anyone waits in line, the alarm stays set. */
-  private async keepWaking(): Promise<void> {
-    const waiting = this.sql.exec("SELECT 1 FROM slots WHERE running = 0 LIMIT 1").toArray().length > 0;
-    if (!waiting) return;
-    if ((await this.ctx.storage.getAlarm()) === null) await this.wakeLater();
-  }
-
-  private wakeLater(): Promise<void> {
-    return this.ctx.storage.setAlarm(Date.now() + WAKE_RETRY_MS + this.limits.alarmDelayMs);
-  }
-
-  /** Wakes the first in line again; it never fails, so that it is never given up. */
   async alarm(): Promise<void> {
+    const rows = this.sql
+      .exec<{ job_id: string; running: number }>("SELECT job_id, running FROM slots_to_hand_over ORDER BY seq LIMIT ?", HANDOVER_BATCH)
+      .toArray();
     try {
-      await this.wakeWaiting();
+      if (rows.length > 0) await this.env.LINES.getByName(this.tenant()).adopt(rows.map((r) => ({ job_id: r.job_id, running: r.running === 1 })));
     } catch (error) {
-      console.error("waking the line failed; trying again later", error);
-      await this.wakeLater();
+      console.error("handing the old line over failed; trying again later", error);
+      await this.ctx.storage.setAlarm(Date.now() + 60_000);
+      return;
     }
-  }
-
-  private runningCount(): number {
-    return this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM slots WHERE running = 1").one().n;
+    this.ctx.storage.transactionSync(() => {
+      for (const row of rows) this.sql.exec("DELETE FROM slots_to_hand_over WHERE job_id = ?", row.job_id);
+      if (rows.length < HANDOVER_BATCH) this.sql.exec("DROP TABLE slots_to_hand_over");
+    });
+    if (rows.length === HANDOVER_BATCH) await this.ctx.storage.setAlarm(Date.now());
   }
 
   private tenant(): string {
     const name = this.ctx.id.name;
-    if (!name) throw new Error("TenantIndex must be addressed by its tenant's name");
+    if (!name) throw new Error("TenantProjection must be addressed by its tenant's name");
     return name;
   }
 
-  list(query: ListQuery): ListPage {
+  /**
+   * Registers a job just created, unless its idempotency key already names another: then that
+   * job is returned, and the new one is the caller's to discard. The job's own updates may have
+   * arrived first; the newer snapshot stands.
+   */
+  admit(entry: Admission): AdmitResult {
+    return this.ctx.storage.transactionSync((): AdmitResult => {
+      const { job } = entry;
+      if (entry.idempotency_key !== null) {
+        const held = this.sql
+          .exec<{ job_id: string; body_hash: string }>("SELECT job_id, body_hash FROM idempotency WHERE key = ?", entry.idempotency_key)
+          .toArray()[0];
+        if (held && held.job_id !== job.job_id) {
+          return { admitted: false, job_id: held.job_id, same_body: held.body_hash === entry.body_hash, job: this.snapshot(held.job_id) };
+        }
+        if (!held) {
+          this.sql.exec("INSERT INTO idempotency (key, job_id, body_hash) VALUES (?, ?, ?)", entry.idempotency_key, job.job_id, entry.body_hash ?? "");
+        }
+      }
+      this.apply(job, entry.version);
+      return { admitted: true };
+    });
+  }
+
+  /** The job an idempotency key names, if any: for a submit refused before its job was made. */
+  keyHolder(key: string, bodyHash: string | null): Extract<AdmitResult, { admitted: false }> | null {
+    const held = this.sql.exec<{ job_id: string; body_hash: string }>("SELECT job_id, body_hash FROM idempotency WHERE key = ?", key).toArray()[0];
+    return held ? { admitted: false, job_id: held.job_id, same_body: held.body_hash === bodyHash, job: this.snapshot(held.job_id) } : null;
+  }
+
+  /** Applies a job snapshot if it is newer than the one held; ignored for deleted jobs. */
+  upsert(job: Job, version: number): void {
+    this.ctx.storage.transactionSync(() => this.apply(job, version));
+  }
+
+  /** Forgets a deleted job for good: its row and its idempotency key; leaves a tombstone. */
+  remove(jobId: string): void {
+    this.ctx.storage.transactionSync(() => {
+      this.sql.exec("DELETE FROM jobs WHERE job_id = ?", jobId);
+      this.sql.exec("DELETE FROM idempotency WHERE job_id = ?", jobId);
+      this.sql.exec("INSERT OR IGNORE INTO tombstones (job_id, deleted_at) VALUES (?, ?)", jobId, Date.now());
+    });
+  }
+
+  private apply(job: Job, version: number): void {
+    if (this.sql.exec("SELECT 1 FROM tombstones WHERE job_id = ?", job.job_id).toArray().length > 0) return;
+    const held = this.sql.exec<{ version: number }>("SELECT version FROM jobs WHERE job_id = ?", job.job_id).toArray()[0];
+    if (!held) this.insert(job, version);
+    else if (version > held.version) {
+      this.sql.exec(
+        "UPDATE jobs SET status = ?, session_id = ?, version = ?, body = ? WHERE job_id = ?",
+        job.status,
+        job.session_id,
+        version,
+        JSON.stringify(job),
+        job.job_id,
+      );
+    }
+  }
+
+  list(query: ListFilter): ListPage {
     const where: string[] = [];
     const params: (string | number)[] = [];
     if (query.status) {

@@ -1,28 +1,32 @@
 import { abortAllDurableObjects, env, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { INDEX_MIGRATIONS } from "../src/index/TenantIndex";
-import { api, drive, post, submit } from "./helpers";
+import { PROJECTION_MIGRATIONS } from "../src/tenant/TenantProjection";
+import { api, drive, post, settle, submit, submitQueued } from "./helpers";
 
 type Stats = { total_jobs: number; by_status: Record<string, number> };
 const stats = async () => (await api("/stats")).json<Stats>();
 const total = async (query: string) => (await (await api(`/api/v1/runs?${query}`)).json<{ total: number }>()).total;
 
-describe("the tenant index's tallies", () => {
+describe("the tenant projection's tallies", () => {
   it("are filled from the jobs already listed when an index gains them, and kept from then on", async () => {
     const a = await submit({ steps: 1 }, { session_id: "upgrade" });
     const b = await submit({ steps: 1 }, { session_id: "upgrade" });
-    await submit({ steps: 1 });
+    await submitQueued({ steps: 1 });
     await drive(a);
     expect((await post(`/api/v1/runs/${b}/cancel`, {})).status).toBe(200);
+    await settle(b);
     const before = await stats();
 
-    // The index as it was before the tallies: none of the tables, triggers and indexes added since.
-    const first = INDEX_MIGRATIONS.findIndex((m) => m.includes("CREATE TABLE status_counts"));
-    await runInDurableObject(env.TENANTS.getByName("default"), (_instance, state) => {
+    // The projection as it was before the tallies: none of the tables, triggers and indexes added
+    // since, and its run slots still its own.
+    const first = PROJECTION_MIGRATIONS.findIndex((m) => m.includes("CREATE TABLE status_counts"));
+    await runInDurableObject(env.PROJECTIONS.getByName("default"), (_instance, state) => {
       for (const trigger of ["jobs_counted_in", "jobs_counted_out", "jobs_recounted"]) state.storage.sql.exec(`DROP TRIGGER ${trigger}`);
       state.storage.sql.exec("DROP TABLE status_counts");
       state.storage.sql.exec("DROP TABLE session_counts");
       state.storage.sql.exec("DROP INDEX jobs_by_seq");
+      state.storage.sql.exec("DROP TABLE IF EXISTS slots_to_hand_over");
+      state.storage.sql.exec("CREATE TABLE slots (job_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, running INTEGER NOT NULL DEFAULT 0)");
       state.storage.sql.exec("DELETE FROM _migrations WHERE id > ?", first);
     });
     await abortAllDurableObjects();
@@ -35,9 +39,9 @@ describe("the tenant index's tallies", () => {
     expect(await total("status=queued")).toBe(1);
 
     const c = await submit({ steps: 1 }, { session_id: "upgrade" });
-    expect(await total("session_id=upgrade&status=queued")).toBe(1);
+    expect(await total("session_id=upgrade&status=running")).toBe(1);
     await drive(c);
-    expect(await total("session_id=upgrade&status=queued")).toBe(0);
+    expect(await total("session_id=upgrade&status=running")).toBe(0);
     expect(await total("session_id=upgrade&status=succeeded")).toBe(2);
     expect((await api(`/api/v1/runs/${c}`, { method: "DELETE" })).status).toBe(204);
     expect(await total("session_id=upgrade")).toBe(2);
@@ -49,6 +53,6 @@ describe("the tenant index's tallies", () => {
     expect(await total("session_id=")).toBe(1);
     await drive(id);
     expect(await total("session_id=&status=succeeded")).toBe(1);
-    expect(await total("session_id=&status=queued")).toBe(0);
+    expect(await total("session_id=&status=running")).toBe(0);
   });
 });

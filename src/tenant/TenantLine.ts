@@ -1,0 +1,413 @@
+/**
+ * One Durable Object per tenant: its line. Every job of the tenant that waits to start or holds
+ * a run slot has a place here. Higher priority starts first, first in first out within one
+ * priority, at most MAX_RUNNING_PER_TENANT at once and MAX_RUNNING_PER_KEY per concurrency key.
+ *
+ * A waiting job costs nothing: it has no alarm and makes no call. The line's one alarm starts
+ * delayed jobs at their time, fails jobs whose queue TTL passed, and tells the next jobs in line
+ * that they hold a slot (the wake-up is the grant: the job never calls back to ask).
+ */
+import { DurableObject } from "cloudflare:workers";
+import { limits, type Limits } from "../config";
+import { runObjectName } from "../ids";
+import { DEFAULT_PRIORITY } from "../schemas";
+import { migrate } from "../storage/migrations";
+
+/** A job that the line could not reach (not created yet) is tried again this much later. */
+const MISSING_RETRY_MS = 2_000;
+/** A job still missing this long after it joined never will be: its place is given up. */
+const MISSING_GRACE_MS = 60_000;
+/** While the line is full and jobs wait, slot holders are asked this often whether they still run. */
+const AUDIT_MS = 10 * 60_000;
+/** At most this many jobs are told something (started, expired, audited) in one alarm. */
+const BATCH = 100;
+
+/**
+ * A place's state: `scheduled` (delayed, not yet eligible), `waiting` (in line), `running`
+ * (holds a slot; `told` = 0 until the job has heard), `expired` (its TTL passed; `told` = 0 until
+ * the job has heard, then the place goes).
+ */
+type PlaceState = "scheduled" | "waiting" | "running" | "expired";
+
+/** A tally of places per state, kept by triggers, so that the queued limit reads one row. */
+const COUNT_NEW = `INSERT INTO state_counts (state, n) VALUES (NEW.state, 1) ON CONFLICT (state) DO UPDATE SET n = n + 1;`;
+const UNCOUNT_OLD = `UPDATE state_counts SET n = n - 1 WHERE state = OLD.state;`;
+
+export const LINE_MIGRATIONS = [
+  `CREATE TABLE places (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     job_id TEXT NOT NULL UNIQUE,
+     state TEXT NOT NULL,
+     priority INTEGER NOT NULL,
+     concurrency_key TEXT,
+     start_at INTEGER,
+     expires_at INTEGER,
+     ttl_s INTEGER,
+     joined_at INTEGER NOT NULL,
+     granted_at INTEGER,
+     told INTEGER NOT NULL DEFAULT 1,
+     retry_at INTEGER)`,
+  `CREATE INDEX places_in_line ON places (state, priority DESC, seq)`,
+  `CREATE INDEX places_by_key ON places (state, concurrency_key)`,
+  `CREATE INDEX places_by_start ON places (start_at) WHERE state = 'scheduled'`,
+  `CREATE INDEX places_by_expiry ON places (expires_at) WHERE state IN ('scheduled', 'waiting')`,
+  `CREATE TABLE state_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL)`,
+  `CREATE TRIGGER places_counted_in AFTER INSERT ON places BEGIN ${COUNT_NEW} END`,
+  `CREATE TRIGGER places_counted_out AFTER DELETE ON places BEGIN ${UNCOUNT_OLD} END`,
+  `CREATE TRIGGER places_recounted AFTER UPDATE OF state ON places BEGIN ${UNCOUNT_OLD} ${COUNT_NEW} END`,
+  `CREATE TABLE audit (id INTEGER PRIMARY KEY CHECK (id = 1), at INTEGER NOT NULL)`,
+] as const;
+
+/** What a job asks of the line when it is submitted. */
+export interface PlaceRequest {
+  job_id: string;
+  priority: number;
+  concurrency_key: string | null;
+  /** Not before this time (ms since the epoch); null: as soon as a slot is free. */
+  start_at: number | null;
+  /** How long it may wait once it may start, or null. */
+  ttl_s: number | null;
+}
+
+export type JoinResult = { ok: true; granted: boolean } | { ok: false; limit: number };
+
+/** What a job answers when the line tells it that it holds a slot. */
+export type StartAnswer = "started" | "running" | "not_waiting" | "missing";
+
+/** The contract's error for a job whose queue TTL passed before it started. */
+export const expiredMessage = (ttlSeconds: number) => `Expired: not started within ${ttlSeconds} s`;
+
+type Place = { job_id: string; state: PlaceState; priority: number; seq: number; concurrency_key: string | null };
+
+export class TenantLine extends DurableObject<Env> {
+  private readonly sql: SqlStorage;
+  private readonly limits: Limits;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.sql = ctx.storage.sql;
+    this.limits = limits(env);
+    migrate(ctx.storage, LINE_MIGRATIONS);
+  }
+
+  // ---- RPC ----------------------------------------------------------------------------
+
+  /**
+   * Takes a place for a new job. It is granted a slot at once when one is free, its key allows,
+   * and no one in line would start before it; then the job is created running. A job that would
+   * wait is refused past the tenant's queued limit, and nothing is stored.
+   */
+  async join(request: PlaceRequest): Promise<JoinResult> {
+    const now = Date.now();
+    const result = this.ctx.storage.transactionSync((): JoinResult => {
+      const held = this.place(request.job_id);
+      if (held) return { ok: true, granted: held.state === "running" };
+      const delayed = request.start_at !== null && request.start_at > now;
+      if (!delayed && this.mayStartNow(request)) {
+        this.insert(request, "running", now, null);
+        return { ok: true, granted: true };
+      }
+      if (this.queuedCount() >= this.limits.maxQueuedPerTenant) return { ok: false, limit: this.limits.maxQueuedPerTenant };
+      const eligibleAt = delayed ? request.start_at! : now;
+      const expiresAt = request.ttl_s === null ? null : eligibleAt + request.ttl_s * 1000;
+      this.insert(request, delayed ? "scheduled" : "waiting", null, expiresAt);
+      return { ok: true, granted: false };
+    });
+    if (!(result.ok && result.granted)) await this.armAlarm();
+    return result;
+  }
+
+  /** The job has ended, was deleted, or was never created: its place and any slot are freed. */
+  async leave(jobId: string): Promise<void> {
+    const freed = this.place(jobId)?.state === "running";
+    this.sql.exec("DELETE FROM places WHERE job_id = ?", jobId);
+    if (freed) await this.armAlarm();
+  }
+
+  /**
+   * Each waiting job's 1-based place among the jobs that could start next (null for jobs that
+   * are not waiting: delayed, running, or unknown here).
+   */
+  positions(jobIds: string[]): Record<string, number | null> {
+    const out: Record<string, number | null> = {};
+    for (const id of jobIds) {
+      const place = this.place(id);
+      out[id] = place?.state === "waiting" ? this.ahead(place) + 1 : null;
+    }
+    return out;
+  }
+
+  /**
+   * Takes over places kept by the projection before the line had its own object, in their
+   * order: slot holders keep their slots; the others wait at the default priority.
+   */
+  async adopt(places: { job_id: string; running: boolean }[]): Promise<void> {
+    const now = Date.now();
+    this.ctx.storage.transactionSync(() => {
+      for (const place of places) {
+        if (this.place(place.job_id)) continue;
+        const request = { job_id: place.job_id, priority: DEFAULT_PRIORITY, concurrency_key: null, start_at: null, ttl_s: null };
+        this.insert(request, place.running ? "running" : "waiting", place.running ? now : null, null);
+      }
+    });
+    await this.armAlarm();
+  }
+
+  /** How many places of each state the line holds: for operators and tests. */
+  counts(): Record<PlaceState, number> {
+    const counts: Record<PlaceState, number> = { scheduled: 0, waiting: 0, running: 0, expired: 0 };
+    for (const row of this.sql.exec<{ state: PlaceState; n: number }>("SELECT state, n FROM state_counts")) counts[row.state] = row.n;
+    return counts;
+  }
+
+  // ---- the alarm ----------------------------------------------------------------------------
+
+  /** Never fails, so that the platform never gives it up: whatever went wrong is tried again. */
+  async alarm(): Promise<void> {
+    try {
+      await this.runDueWork();
+    } catch (error) {
+      console.error("the line's alarm failed; trying again later", error);
+      await this.ctx.storage.setAlarm(Date.now() + this.limits.retryBaseMs + this.limits.alarmDelayMs);
+    }
+  }
+
+  private async runDueWork(): Promise<void> {
+    this.promoteDelayed();
+    this.expireOverdue();
+    await this.tellExpired();
+    // A job that answers it is not waiting frees its slot at once: grant again, a few rounds.
+    for (let round = 0; round < 3; round++) {
+      this.grantFreeSlots();
+      if (!(await this.tellGranted())) break;
+    }
+    await this.auditSlots();
+    await this.armAlarm();
+  }
+
+  /** Delayed jobs whose time has come join the line. */
+  private promoteDelayed(): void {
+    this.sql.exec(
+      `UPDATE places SET state = 'waiting' WHERE seq IN
+         (SELECT seq FROM places WHERE state = 'scheduled' AND start_at <= ? ORDER BY start_at LIMIT 1000)`,
+      Date.now(),
+    );
+  }
+
+  /** Jobs whose TTL passed leave the line; each is then told to fail. */
+  private expireOverdue(): void {
+    this.sql.exec(
+      `UPDATE places SET state = 'expired', told = 0, retry_at = NULL WHERE seq IN
+         (SELECT seq FROM places WHERE state IN ('scheduled', 'waiting') AND expires_at <= ? ORDER BY expires_at LIMIT 1000)`,
+      Date.now(),
+    );
+  }
+
+  private async tellExpired(): Promise<void> {
+    const due = this.untold("expired");
+    const answers = await Promise.allSettled(due.map((p) => this.run(p.job_id).expire(expiredMessage(p.ttl_s ?? 0))));
+    due.forEach((p, i) => {
+      if (answers[i].status === "fulfilled") this.sql.exec("DELETE FROM places WHERE job_id = ? AND state = 'expired'", p.job_id);
+      else this.retryLater(p.job_id);
+    });
+  }
+
+  /** Gives each free slot to the next job in line whose key allows it. */
+  private grantFreeSlots(): void {
+    let free = this.limits.maxRunningPerTenant - this.runningCount();
+    const now = Date.now();
+    while (free > 0) {
+      const next = this.nextInLine(this.blockedKeys());
+      if (!next) return;
+      this.sql.exec("UPDATE places SET state = 'running', granted_at = ?, told = 0, retry_at = NULL WHERE job_id = ?", now, next.job_id);
+      free--;
+    }
+  }
+
+  /**
+   * Tells the jobs granted a slot that they hold it. A job that is no longer waiting (it ended
+   * meanwhile) gives its slot back; one not created yet is tried again a moment later. True when
+   * a slot came free.
+   */
+  private async tellGranted(): Promise<boolean> {
+    const due = this.untold("running");
+    const answers = await Promise.allSettled(due.map((p) => this.run(p.job_id).start()));
+    let freed = false;
+    const now = Date.now();
+    due.forEach((p, i) => {
+      const answer = answers[i];
+      if (answer.status === "rejected") return this.retryLater(p.job_id);
+      switch (answer.value) {
+        case "started":
+        case "running":
+          this.sql.exec("UPDATE places SET told = 1, retry_at = NULL WHERE job_id = ? AND state = 'running'", p.job_id);
+          return;
+        case "not_waiting":
+          freed = true;
+          this.sql.exec("DELETE FROM places WHERE job_id = ?", p.job_id);
+          return;
+        case "missing":
+          freed = true;
+          if (now - p.joined_at > MISSING_GRACE_MS) this.sql.exec("DELETE FROM places WHERE job_id = ?", p.job_id);
+          else {
+            this.sql.exec(
+              "UPDATE places SET state = 'scheduled', start_at = ?, told = 1, granted_at = NULL WHERE job_id = ? AND state = 'running'",
+              now + MISSING_RETRY_MS,
+              p.job_id,
+            );
+          }
+      }
+    });
+    return freed;
+  }
+
+  /**
+   * While the line is full and jobs wait, a slot kept by a job that no longer runs (its release
+   * lost with a submit that never finished) would block the line for good: now and then each
+   * holder is asked whether it still runs.
+   */
+  private async auditSlots(): Promise<void> {
+    if (!this.auditDue()) return;
+    this.sql.exec("INSERT INTO audit (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at", Date.now());
+    const holders = this.sql
+      .exec<{ job_id: string }>("SELECT job_id FROM places WHERE state = 'running' AND told = 1 AND granted_at < ? LIMIT ?", Date.now() - MISSING_GRACE_MS, BATCH)
+      .toArray();
+    const answers = await Promise.allSettled(holders.map((p) => this.run(p.job_id).holdsSlot()));
+    holders.forEach((p, i) => {
+      const answer = answers[i];
+      if (answer.status === "fulfilled" && !answer.value) this.sql.exec("DELETE FROM places WHERE job_id = ? AND state = 'running'", p.job_id);
+    });
+  }
+
+  private auditDue(): boolean {
+    if (this.runningCount() < this.limits.maxRunningPerTenant || this.counts().waiting === 0) return false;
+    const last = this.sql.exec<{ at: number }>("SELECT at FROM audit WHERE id = 1").toArray()[0]?.at ?? 0;
+    return Date.now() - last >= AUDIT_MS;
+  }
+
+  /** The earliest due work: a delayed start, an expiry, a job to tell, a free slot, an audit. */
+  private async armAlarm(): Promise<void> {
+    const now = Date.now();
+    const times: number[] = [];
+    const earliest = (query: string) => this.sql.exec<{ at: number | null }>(query).one().at;
+    for (const at of [
+      earliest("SELECT MIN(start_at) AS at FROM places WHERE state = 'scheduled'"),
+      earliest("SELECT MIN(expires_at) AS at FROM places WHERE state IN ('scheduled', 'waiting')"),
+      earliest(`SELECT MIN(COALESCE(retry_at, ${now})) AS at FROM places WHERE state IN ('running', 'expired') AND told = 0`),
+    ]) {
+      if (at !== null) times.push(at);
+    }
+    if (this.runningCount() < this.limits.maxRunningPerTenant && this.nextInLine(this.blockedKeys())) times.push(now);
+    if (this.counts().waiting > 0 && this.runningCount() >= this.limits.maxRunningPerTenant) {
+      const last = this.sql.exec<{ at: number }>("SELECT at FROM audit WHERE id = 1").toArray()[0]?.at ?? now;
+      times.push(last + AUDIT_MS);
+    }
+    if (times.length === 0) await this.ctx.storage.deleteAlarm();
+    else await this.ctx.storage.setAlarm(Math.max(now, Math.min(...times)) + this.limits.alarmDelayMs);
+  }
+
+  // ---- queries ----------------------------------------------------------------------------
+
+  /** A new job may take a free slot now: its key allows, and no one in line would go first. */
+  private mayStartNow(request: PlaceRequest): boolean {
+    if (this.runningCount() >= this.limits.maxRunningPerTenant) return false;
+    const blocked = this.blockedKeys();
+    if (request.concurrency_key !== null && blocked.includes(request.concurrency_key)) return false;
+    const first = this.nextInLine(blocked);
+    return !first || first.priority < request.priority;
+  }
+
+  /** The first waiting job, by priority then arrival, whose key is not at its limit. */
+  private nextInLine(blocked: string[]): Place | undefined {
+    const keyFilter = blocked.length ? `AND (concurrency_key IS NULL OR concurrency_key NOT IN (${blocked.map(() => "?").join(", ")}))` : "";
+    return this.sql
+      .exec<Place>(
+        `SELECT job_id, state, priority, seq, concurrency_key FROM places WHERE state = 'waiting' ${keyFilter}
+         ORDER BY priority DESC, seq LIMIT 1`,
+        ...blocked,
+      )
+      .toArray()[0];
+  }
+
+  /** Keys whose running jobs are at MAX_RUNNING_PER_KEY. */
+  private blockedKeys(): string[] {
+    return this.sql
+      .exec<{ key: string }>(
+        `SELECT concurrency_key AS key FROM places WHERE state = 'running' AND concurrency_key IS NOT NULL
+         GROUP BY concurrency_key HAVING COUNT(*) >= ?`,
+        this.limits.maxRunningPerKey,
+      )
+      .toArray()
+      .map((r) => r.key);
+  }
+
+  /** Waiting jobs that would start before this one. */
+  private ahead(place: Place): number {
+    return this.sql
+      .exec<{ n: number }>(
+        `SELECT (SELECT COUNT(*) FROM places WHERE state = 'waiting' AND priority > ?)
+              + (SELECT COUNT(*) FROM places WHERE state = 'waiting' AND priority = ? AND seq < ?) AS n`,
+        place.priority,
+        place.priority,
+        place.seq,
+      )
+      .one().n;
+  }
+
+  private runningCount(): number {
+    return this.counts().running;
+  }
+
+  /** Jobs queued (delayed or in line), for the tenant's limit. */
+  private queuedCount(): number {
+    const counts = this.counts();
+    return counts.scheduled + counts.waiting;
+  }
+
+  private place(jobId: string): Place | undefined {
+    return this.sql
+      .exec<Place>("SELECT job_id, state, priority, seq, concurrency_key FROM places WHERE job_id = ?", jobId)
+      .toArray()[0];
+  }
+
+  private untold(state: "running" | "expired") {
+    return this.sql
+      .exec<{ job_id: string; joined_at: number; ttl_s: number | null }>(
+        "SELECT job_id, joined_at, ttl_s FROM places WHERE state = ? AND told = 0 AND COALESCE(retry_at, 0) <= ? ORDER BY seq LIMIT ?",
+        state,
+        Date.now(),
+        BATCH,
+      )
+      .toArray();
+  }
+
+  private retryLater(jobId: string): void {
+    this.sql.exec("UPDATE places SET retry_at = ? WHERE job_id = ?", Date.now() + this.limits.retryBaseMs, jobId);
+  }
+
+  private insert(request: PlaceRequest, state: PlaceState, grantedAt: number | null, expiresAt: number | null): void {
+    this.sql.exec(
+      `INSERT INTO places (job_id, state, priority, concurrency_key, start_at, expires_at, ttl_s, joined_at, granted_at, told)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)`,
+      request.job_id,
+      state,
+      request.priority,
+      request.concurrency_key,
+      request.start_at,
+      expiresAt,
+      request.ttl_s,
+      Date.now(),
+      grantedAt,
+    );
+  }
+
+  private run(jobId: string) {
+    return this.env.RUNS.getByName(runObjectName(this.tenant(), jobId));
+  }
+
+  private tenant(): string {
+    const name = this.ctx.id.name;
+    if (!name) throw new Error("TenantLine must be addressed by its tenant's name");
+    return name;
+  }
+}

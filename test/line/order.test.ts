@@ -1,0 +1,43 @@
+import { describe, expect, it } from "vitest";
+import { api, getJob } from "../helpers";
+import { enqueue, fireLine, LIMIT, lineCounts, release, statuses } from "./line";
+
+describe("who starts next", () => {
+  it("higher priority first, first in first out within a priority; queue_position says where each stands", async () => {
+    const holders = [];
+    for (let i = 0; i < LIMIT; i++) holders.push(await enqueue({}, { steps: 3 }));
+    expect(holders.map((h) => h.status)).toEqual(Array(LIMIT).fill("running"));
+
+    const a = await enqueue({ priority: 5 });
+    const b = await enqueue({ priority: 9 });
+    const c = await enqueue({ priority: 5 });
+    const d = await enqueue({ priority: 9 });
+    const e = await enqueue({ priority: 0 });
+    const order = [b, d, a, c, e].map((j) => j.job_id);
+    expect([a, b, c, d, e].map((j) => j.status)).toEqual(Array(5).fill("queued"));
+
+    // Each job knows its place: on its own, and in the list.
+    for (const [i, id] of order.entries()) expect((await getJob(id)).queue_position).toBe(i + 1);
+    const listed = await api("/api/v1/runs?status=queued").then((r) => r.json<{ jobs: { job_id: string; queue_position: number }[] }>());
+    expect(Object.fromEntries(listed.jobs.map((j) => [j.job_id, j.queue_position]))).toEqual(Object.fromEntries(order.map((id, i) => [id, i + 1])));
+    expect((await getJob(holders[0].job_id)).queue_position).toBeNull();
+
+    // A later job cannot jump the line, however often the line's alarm runs.
+    await fireLine();
+    expect(await statuses(order)).toEqual(Array(5).fill("queued"));
+
+    // Each freed slot goes to the next in order, and only to it.
+    const started: string[] = [];
+    const running = [...holders.map((h) => h.job_id)];
+    for (const next of order) {
+      await release(running.shift()!);
+      const now = await statuses(order);
+      const fresh = order.filter((id, i) => now[i] === "running" && !started.includes(id));
+      expect(fresh).toEqual([next]);
+      started.push(next);
+      running.push(next);
+      expect((await lineCounts()).running).toBe(LIMIT);
+    }
+    expect((await getJob(order[0])).queue_position).toBeNull();
+  });
+});
