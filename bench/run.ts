@@ -1,11 +1,23 @@
 /**
  * `npm run bench`: the service under load on `wrangler dev` (127.0.0.1:8005, --log-level warn),
  * driven by autocannon in bounded runs. Every load figure is set against a baseline measured just
- * before it on the same server: GET /health, a route that touches no object.
+ * before it on the same server: GET /health, a route that touches no object. Submit and status
+ * are also set against the floor of the design (bench/floor/, on 127.0.0.1:8006): a Worker whose
+ * submit only creates a job's Durable Object and writes one row and an alarm in it.
  */
 import autocannon from "autocannon";
 import { peakRssDuring, treeCpuMs, treeRss } from "../test/e2e/procfs";
+import { mkdtempSync } from "node:fs";
+import { createServer } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { BASE, startServer, stopServer, type DevServer } from "../test/e2e/server";
+
+const FLOOR_PORT = 8006;
+/** A local webhook receiver that never answers, for cancel latency while a receiver stalls. */
+const STALL_PORT = 8007;
+// How many jobs wait in line for the idle-CPU figure (100,000 on request: seeding runs at the submit rate).
+const LINE_SIZE = Number(process.env.BENCH_LINE_SIZE ?? 5000);
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 // Seeding goes through the API at the rate jobs run to their end, so larger sets are opt-in
@@ -30,13 +42,14 @@ const report = (figure: string, value: string, against = "") => {
 };
 
 let server: DevServer;
+let floor: DevServer;
 
 /** A bounded load run, with the CPU time the whole dev server (wrangler and workerd) spent per request. */
-async function load(options: Partial<autocannon.Options> & { path?: string }): Promise<Run> {
+async function load(options: Partial<autocannon.Options> & { path?: string }, target = server): Promise<Run> {
   const { path = "/", ...rest } = options;
-  const cpuBefore = treeCpuMs(server.process.pid!);
-  const result = await autocannon({ url: `${BASE}${path}`, connections: 16, duration: SECONDS, ...rest });
-  return { ...result, cpuPerRequest: (treeCpuMs(server.process.pid!) - cpuBefore) / Math.max(1, result.requests.total) };
+  const cpuBefore = treeCpuMs(target.process.pid!);
+  const result = await autocannon({ url: `${target.base}${path}`, connections: 16, duration: SECONDS, ...rest });
+  return { ...result, cpuPerRequest: (treeCpuMs(target.process.pid!) - cpuBefore) / Math.max(1, result.requests.total) };
 }
 
 /** Throughput, latency and CPU per request of a load run. */
@@ -54,6 +67,18 @@ async function againstBare(figure: string, target: string, options: Parameters<t
   const ratio = `${pct(result.requests.average / bare.requests.average)} of bare (${bare.requests.average.toFixed(0)} req/s just before); CPU/req ${(result.cpuPerRequest / bare.cpuPerRequest).toFixed(1)}x`;
   report(figure, describeRun(result), `${ratio}${target}`);
   return result;
+}
+
+/**
+ * A figure set against the floor too: the same route on the floor Worker, measured just before
+ * on its own quiet server, as a ratio of requests per second and of CPU per request.
+ */
+async function againstFloor(figure: string, target: string, options: Parameters<typeof load>[0], floorOptions: Parameters<typeof load>[0]) {
+  await idle();
+  const floorRun = await load(floorOptions, floor);
+  const result = await againstBare(figure, "", options);
+  const ratio = result.requests.average / floorRun.requests.average;
+  report(`${figure} vs the floor`, `${ratio.toFixed(2)} of the floor (${floorRun.requests.average.toFixed(0)} req/s)`, `CPU/req ${(result.cpuPerRequest / floorRun.cpuPerRequest).toFixed(1)}x${target}`);
 }
 
 type Context = Record<string, string>;
@@ -81,12 +106,15 @@ const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
 
 async function throughput() {
   // The quick jobs submitted here run meanwhile on the same server, as they would in use.
-  await againstBare("submit", " (target ≥ 60%)", { method: "POST", path: "/api/v1/runs", headers: json, body: quickJob });
+  const submitRoute = { method: "POST" as const, path: "/api/v1/runs", headers: json, body: quickJob };
+  await againstFloor("submit", " (target ≥ 0.8 of the floor)", submitRoute, submitRoute);
 
   // Polling a job that has finished: the read alone, with no run of its own competing for the server.
   const id = await submit({ prompt: "status", config: { simulate: { steps: 1, step_ms: 0 } } });
   await finished(id);
-  await againstBare("status", " (target ≥ 80%)", { path: `/api/v1/runs/${id}` });
+  const floorRes = await fetch(`${floor.base}/api/v1/runs`, { method: "POST", headers: json, body: quickJob });
+  const floorId = ((await floorRes.json()) as { job_id: string }).job_id;
+  await againstFloor("status", " (target ≥ 0.95 of the floor)", { path: `/api/v1/runs/${id}` }, { path: `/api/v1/runs/${floorId}` });
 
   const long = JSON.stringify({ prompt: "cycle", config: { simulate: { steps: 1, step_ms: 60_000 } } });
   const cycle = await againstBare("submit + cancel + delete, per request", "", {
@@ -104,6 +132,10 @@ async function throughput() {
       { method: "DELETE", setupRequest: jobPath("") },
     ],
   });
+  // One object's rate, the bound of a tenant's line and projection: each job makes 2 calls on each.
+  await idle();
+  const one = await load({ method: "POST", path: "/one-object" }, floor);
+  report("one object, one small write per call", describeRun(one), "floor Worker; a tenant's line and projection each take 2 calls per job");
   report("submit + cancel + delete cycles", `${(cycle.requests.average / 3).toFixed(0)} cycles/s`, "three requests each");
 }
 
@@ -245,6 +277,59 @@ async function cancelLatency() {
   report("cancel latency (request to the last output written)", ms(median(times)), "median of 5, mid-step");
 }
 
+/**
+ * Cancel and delete of running jobs whose webhook receiver never answers: neither request waits
+ * for the receiver (their webhooks go out from the jobs' alarms, and stall there).
+ */
+async function cancelWithStalledReceiver() {
+  const receiver = createServer(() => {}); // takes every request and never answers
+  await new Promise<void>((resolve) => receiver.listen(STALL_PORT, "127.0.0.1", resolve));
+  try {
+    const cancels: number[] = [];
+    const deletes: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const id = await submit({ prompt: "stalled hook", webhook_url: `http://127.0.0.1:${STALL_PORT}/hook`, config: { simulate: { steps: 3, step_ms: 2000 } } });
+      let started = performance.now();
+      await fetch(`${BASE}/api/v1/runs/${id}/cancel`, { method: "POST" });
+      cancels.push(performance.now() - started);
+      await new Promise((r) => setTimeout(r, 200)); // its webhook is now in flight, held by the receiver
+      started = performance.now();
+      await fetch(`${BASE}/api/v1/runs/${id}`, { method: "DELETE" });
+      deletes.push(performance.now() - started);
+    }
+    report("cancel, webhook receiver stalled", ms(median(cancels)), "median of 5, a running job");
+    report("delete, webhook in flight to a stalled receiver", ms(median(deletes)), "median of 5");
+  } finally {
+    receiver.closeAllConnections();
+    receiver.close();
+  }
+}
+
+/**
+ * The server's CPU while a long line waits and nothing frees: every slot is held by a job that
+ * runs for minutes, and LINE_SIZE jobs wait behind them. Set against the same server idle.
+ */
+async function idleLine() {
+  await quiet();
+  const window = 10_000;
+  const emptyCpu = await cpuOver(window);
+  const holders = await Promise.all(Array.from({ length: 10 }, () => submit({ prompt: "holder", config: { simulate: { steps: 1, step_ms: 600_000 } } })));
+  const started = Date.now();
+  await autocannon({ url: BASE, connections: 16, amount: LINE_SIZE, requests: [{ method: "POST", path: "/api/v1/runs", headers: json, body: quickJob }] });
+  console.error(`  (${LINE_SIZE} jobs in line in ${((Date.now() - started) / 1000).toFixed(0)} s)`);
+  await quiet();
+  const lineCpu = await cpuOver(window);
+  report(`CPU while ${LINE_SIZE} jobs wait and nothing frees`, `${(lineCpu / (window / 1000)).toFixed(1)} ms/s`, `same server with an empty line: ${(emptyCpu / (window / 1000)).toFixed(1)} ms/s`);
+  // Let the line drain, so that the next figures start on a quiet server.
+  for (const id of holders) await fetch(`${BASE}/api/v1/runs/${id}/cancel`, { method: "POST" });
+}
+
+async function cpuOver(windowMs: number): Promise<number> {
+  const before = treeCpuMs(server.process.pid!);
+  await new Promise((r) => setTimeout(r, windowMs));
+  return treeCpuMs(server.process.pid!) - before;
+}
+
 async function streamingMemory() {
   const id = await submit({ prompt: "memory", config: { simulate: { steps: 4, step_ms: 0, output_bytes: 100 * MiB } } });
   await finished(id);
@@ -257,14 +342,16 @@ async function streamingMemory() {
 }
 
 async function main() {
-  server = await startServer(STATE); // --log-level warn, on loopback
+  // Webhooks may go to the local receiver of the stalled-receiver figure.
+  server = await startServer(STATE, ["--var", "WEBHOOK_ALLOW_PRIVATE:true"]); // --log-level warn, on loopback
+  floor = await startServer(mkdtempSync(join(tmpdir(), "runs-floor-")), ["--config", "bench/floor/wrangler.jsonc"], FLOOR_PORT);
   try {
     console.error(`benchmarking ${BASE} (${SECONDS} s per load run), state in ${server.persistTo}`);
     // Each figure starts on a quiet server: no job running and the last one's writes settled.
     await idle();
     const baseline = await load({ path: "/health" });
     report("bare route (GET /health)", describeRun(baseline), "baseline");
-    const figures = LIST_ONLY ? [listScaling] : [throughput, deletes, () => watchers(1), () => watchers(50), cancelLatency, streamingMemory, listScaling];
+    const figures = LIST_ONLY ? [listScaling] : [throughput, deletes, () => watchers(1), () => watchers(50), cancelLatency, cancelWithStalledReceiver, streamingMemory, idleLine, listScaling];
     for (const figure of figures) {
       await idle();
       await figure();
@@ -273,6 +360,7 @@ async function main() {
     const recheck = await load({ path: "/health" });
     report("bare route again, at the end", describeRun(recheck), `${pct(recheck.requests.average / baseline.requests.average)} of the first baseline`);
   } finally {
+    await stopServer(floor);
     await stopServer(server);
   }
   const width = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i].length), 6));

@@ -1,0 +1,55 @@
+/**
+ * The floor of this design, for the benchmark: the least a submit and a status read must do when
+ * every job has its own SQLite Durable Object. Submit creates a fresh object and writes one row
+ * and an alarm in it; status reads that row back. `POST /one-object` makes one small write on one
+ * object, for the rate a single object (a tenant's line or projection) serves. Served by
+ * `wrangler dev` beside the service.
+ */
+import { DurableObject } from "cloudflare:workers";
+
+interface FloorEnv {
+  JOBS: DurableObjectNamespace<FloorJob>;
+}
+
+export class FloorJob extends DurableObject<FloorEnv> {
+  create(id: string): void {
+    this.ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS job (id TEXT PRIMARY KEY, status TEXT NOT NULL, created_at INTEGER NOT NULL)");
+    this.ctx.storage.sql.exec("INSERT INTO job (id, status, created_at) VALUES (?, 'queued', ?)", id, Date.now());
+    void this.ctx.storage.setAlarm(Date.now() + 86_400_000);
+  }
+
+  get(): Record<string, unknown> | null {
+    return this.ctx.storage.sql.exec("SELECT id, status, created_at FROM job").toArray()[0] ?? null;
+  }
+
+  /** One small write on an object that already exists: what one object serves a second. */
+  touch(): void {
+    this.ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS touches (seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL)");
+    this.ctx.storage.sql.exec("INSERT INTO touches (at) VALUES (?)", Date.now());
+  }
+
+  alarm(): void {}
+}
+
+export default {
+  async fetch(request: Request, env: FloorEnv): Promise<Response> {
+    const url = new URL(request.url);
+    if (url.pathname === "/health") return Response.json({ status: "healthy" });
+    if (request.method === "POST" && url.pathname === "/api/v1/runs") {
+      await request.arrayBuffer();
+      const id = `run_${crypto.randomUUID().replaceAll("-", "")}`;
+      await env.JOBS.getByName(id).create(id);
+      return Response.json({ job_id: id, status: "queued" }, { status: 202 });
+    }
+    if (request.method === "POST" && url.pathname === "/one-object") {
+      await env.JOBS.getByName("one").touch();
+      return new Response(null, { status: 204 });
+    }
+    const match = /^\/api\/v1\/runs\/(run_[A-Za-z0-9]+)$/.exec(url.pathname);
+    if (request.method === "GET" && match) {
+      const job = await env.JOBS.getByName(match[1]).get();
+      return job ? Response.json(job) : Response.json({ detail: `Job not found: ${match[1]}` }, { status: 404 });
+    }
+    return Response.json({ detail: "Not Found" }, { status: 404 });
+  },
+};
