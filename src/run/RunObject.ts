@@ -1,7 +1,9 @@
 /**
  * One Durable Object per job, named `<tenant>/<job_id>`. It holds the job row, its steps, an
- * append-only event log and an outbox, and serialises every transition of the job. One alarm
- * drives all background work: the next step, the outbox, the purge after delete, expiry.
+ * append-only event log and an outbox, and serialises every transition of the job. A request
+ * does its own state change and answers; one alarm drives all background work: the outbox (what
+ * the job owes its tenant's line and projection, its webhook, a purge), the next step, expiry.
+ * The tenant's line starts a queued job (`start`) and expires one (`expire`).
  */
 import { DurableObject } from "cloudflare:workers";
 import { limits, type Limits } from "../config";
@@ -22,7 +24,6 @@ import { isTerminal, transition, type Action } from "./transitions";
 const STEP_LEASE_MS = 60_000;
 /** An output event carries a step's text when it is at most this long; larger output is only in R2. */
 const OUTPUT_EVENT_BYTES = 16 * 1024;
-
 
 type StepRow = {
   idx: number;
@@ -78,7 +79,6 @@ export class RunObject extends DurableObject<Env> {
       ]);
       if (granted) row = this.commitStart(row);
       this.outbox.drop("projection");
-      this.outbox.markSent("projection", Date.now());
     });
     await this.armAlarm();
     return { ok: true, job: this.job(row), version: row.version };

@@ -79,20 +79,15 @@ export class Outbox {
   }
 
   /**
-   * The job's newest snapshot for the projection: at once after a status change, else no sooner
-   * than a second after the last one went (an earlier pending one keeps its time).
+   * The job's newest snapshot for the projection: at once after a status change. Progress alone
+   * waits up to a second, and whatever comes meanwhile rides with it (a pending snapshot keeps its
+   * time), so progress reaches the projection at most once a second.
    */
   enqueueSnapshot(snapshot: Snapshot, statusChanged: boolean): void {
     const now = Date.now();
     const pending = this.sql.exec<{ due_at: number }>("SELECT due_at FROM outbox WHERE kind = 'projection'").toArray()[0];
-    const lastSent = this.sql.exec<{ at: number }>("SELECT at FROM outbox_sent WHERE kind = 'projection'").toArray()[0]?.at ?? 0;
-    const due = statusChanged ? now : Math.min(pending?.due_at ?? Infinity, Math.max(now, lastSent + PROGRESS_INTERVAL_MS));
+    const due = statusChanged ? now : (pending?.due_at ?? now + PROGRESS_INTERVAL_MS);
     this.enqueue("projection", snapshot, due);
-  }
-
-  /** Records that `kind` was just delivered by other means (the submit registers the new job). */
-  markSent(kind: OutboxKind, at: number): void {
-    this.sql.exec("INSERT INTO outbox_sent (kind, at) VALUES (?, ?) ON CONFLICT (kind) DO UPDATE SET at = excluded.at", kind, at);
   }
 
   drop(kind: OutboxKind): void {
@@ -118,12 +113,14 @@ export class Outbox {
    */
   async drain(env: Env, kinds: readonly OutboxKind[] = ORDER, deletion?: "now"): Promise<void> {
     const strict = deletion === "now";
+    const due = this.sql
+      .exec<{ kind: OutboxKind; payload: string; attempts: number }>(
+        "SELECT kind, payload, attempts FROM outbox WHERE due_at <= ?",
+        strict ? Number.MAX_SAFE_INTEGER : Date.now(),
+      )
+      .toArray();
     for (const kind of ORDER.filter((k) => kinds.includes(k))) {
-      if (!this.alive()) return;
-      const dueBy = strict ? Number.MAX_SAFE_INTEGER : Date.now();
-      const row = this.sql
-        .exec<{ payload: string; attempts: number }>("SELECT payload, attempts FROM outbox WHERE kind = ? AND due_at <= ?", kind, dueBy)
-        .toArray()[0];
+      const row = due.find((r) => r.kind === kind);
       if (!row) continue;
       let handled: Handled;
       try {
@@ -137,10 +134,7 @@ export class Outbox {
       // The object may have been purged meanwhile, or a newer payload queued: keep that one.
       if (!this.alive()) return;
       if (handled.done) {
-        this.ctx.storage.transactionSync(() => {
-          this.sql.exec("DELETE FROM outbox WHERE kind = ? AND payload = ?", kind, row.payload);
-          this.markSent(kind, Date.now());
-        });
+        this.sql.exec("DELETE FROM outbox WHERE kind = ? AND payload = ?", kind, row.payload);
       } else {
         this.sql.exec("UPDATE outbox SET due_at = ?, attempts = attempts + 1 WHERE kind = ? AND payload = ?", handled.retryAt, kind, row.payload);
       }

@@ -33,8 +33,6 @@ export const RUN_MIGRATIONS = [
      attempts INTEGER NOT NULL DEFAULT 0,
      last_status INTEGER, last_error TEXT, last_attempt_at INTEGER, first_attempt_at INTEGER,
      body TEXT)`,
-  // When each outbox kind last went out: the projection hears of progress at most once a second.
-  `CREATE TABLE outbox_sent (kind TEXT PRIMARY KEY, at INTEGER NOT NULL)`,
 ] as const;
 
 export function readRunRow(sql: SqlStorage): RunRow | null {
