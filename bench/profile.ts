@@ -49,6 +49,8 @@ async function setUp(route: string): Promise<Partial<autocannon.Options>> {
       return { url: `${BASE}/health` };
     case "submit":
       return { url: `${BASE}/api/v1/runs`, method: "POST", headers: json, body: quickJob };
+    case "submit-later": // the submit alone: its job is not due while the profile runs
+      return { url: `${BASE}/api/v1/runs`, method: "POST", headers: json, body: JSON.stringify({ prompt: "profile", delay_seconds: 3600 }) };
     case "status": {
       const res = await fetch(`${BASE}/api/v1/runs`, { method: "POST", headers: json, body: quickJob });
       const { job_id } = (await res.json()) as { job_id: string };
@@ -57,7 +59,7 @@ async function setUp(route: string): Promise<Partial<autocannon.Options>> {
     case "list":
       return { url: `${BASE}/api/v1/runs` };
     default:
-      throw new Error(`unknown route ${route}: health, submit, status or list`);
+      throw new Error(`unknown route ${route}: health, submit, submit-later, status or list`);
   }
 }
 

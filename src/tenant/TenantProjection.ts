@@ -6,6 +6,7 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import type { Job } from "../schemas";
+import { limits } from "../config";
 import { hasTable, migrate } from "../storage/migrations";
 import { STATUSES, type Status } from "../run/transitions";
 
@@ -88,7 +89,7 @@ export class TenantProjection extends DurableObject<Env> {
     super(ctx, env);
     this.sql = ctx.storage.sql;
     migrate(ctx.storage, PROJECTION_MIGRATIONS);
-    if (hasTable(this.sql, "slots_to_hand_over")) void ctx.storage.setAlarm(Date.now());
+    if (hasTable(this.sql, "slots_to_hand_over")) void ctx.storage.setAlarm(Date.now() + limits(env).alarmDelayMs);
   }
 
   /**
@@ -103,14 +104,14 @@ export class TenantProjection extends DurableObject<Env> {
       if (rows.length > 0) await this.env.LINES.getByName(this.tenant()).adopt(rows.map((r) => ({ job_id: r.job_id, running: r.running === 1 })));
     } catch (error) {
       console.error("handing the old line over failed; trying again later", error);
-      await this.ctx.storage.setAlarm(Date.now() + 60_000);
+      await this.ctx.storage.setAlarm(Date.now() + 60_000 + limits(this.env).alarmDelayMs);
       return;
     }
     this.ctx.storage.transactionSync(() => {
       for (const row of rows) this.sql.exec("DELETE FROM slots_to_hand_over WHERE job_id = ?", row.job_id);
       if (rows.length < HANDOVER_BATCH) this.sql.exec("DROP TABLE slots_to_hand_over");
     });
-    if (rows.length === HANDOVER_BATCH) await this.ctx.storage.setAlarm(Date.now());
+    if (rows.length === HANDOVER_BATCH) await this.ctx.storage.setAlarm(Date.now() + limits(this.env).alarmDelayMs);
   }
 
   private tenant(): string {
