@@ -38,16 +38,16 @@ app.doc31("/openapi.json", {
 
 app.notFound((c) => c.json({ detail: "Not Found" }, 404));
 
-app.onError((error, c) => {
+app.onError((thrown, c) => {
+  const error = isOverloaded(thrown)
+    ? new ApiError("overloaded", "Service overloaded; retry shortly", {}, { "Retry-After": String(OVERLOADED_RETRY_S) })
+    : thrown;
   if (error instanceof ApiError) {
     const detail = error.detail;
     return c.json({ detail, ...error.extra }, error.status, error.headers);
   }
   if (error instanceof HTTPException) {
     return c.json({ detail: error.message || "Bad request" }, error.status);
-  }
-  if (isOverloaded(error)) {
-    return c.json({ detail: "Service overloaded; retry shortly" }, 503, { "Retry-After": String(OVERLOADED_RETRY_S) });
   }
   console.error("unhandled error", error);
   return c.json({ detail: "Internal server error" }, 500);

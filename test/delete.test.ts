@@ -18,7 +18,7 @@ async function expectGone(id: string) {
   expect(await listIds(`session_id=${id}`)).toEqual([]);
 }
 
-describe("DELETE /api/v1/runs/{id} (the seed page)", () => {
+describe("DELETE /api/v1/runs/{id} (PraisonAI's Delete Run page)", () => {
   it.each([
     ["succeeded", {}],
     ["failed", { fail_at_step: 2 }],
@@ -76,7 +76,7 @@ describe("DELETE /api/v1/runs/{id} (the seed page)", () => {
     expect(await storedTables("run_abc123")).toEqual([]);
   });
 
-  it("the seed's cancel-then-delete flow", async () => {
+  it("the Delete Run page's cancel-then-delete flow", async () => {
     const id = await submit({ steps: 3, step_ms: 200 });
     const status = await getJob(id);
     expect(["queued", "running"]).toContain(status.status);

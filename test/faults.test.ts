@@ -30,7 +30,7 @@ describe.each(["before", "after"] as When[])("faults %s the side effect", (when)
     await expectPurged(id, session);
   });
 
-  it("the index failing to remove the job: the alarm finishes, and a late update never brings it back", async () => {
+  it("the projection failing to remove the job: the alarm finishes, and a late update never brings it back", async () => {
     const session = `index-remove-${when}`;
     const id = await finished({ steps: 1 }, { session_id: session });
     const stale = await getJob(id);
@@ -44,7 +44,7 @@ describe.each(["before", "after"] as When[])("faults %s the side effect", (when)
     expect(await listed(session)).toEqual([]);
   });
 
-  it("the index failing to take a status update: the job runs on and the index catches up once", async () => {
+  it("the projection failing to take a status update: the job runs on and the projection catches up once", async () => {
     const session = `index-upsert-${when}`;
     const id = await submit({ steps: 2 }, { session_id: session });
     await withBindings(id, { PROJECTIONS: failingStubs(env.PROJECTIONS, "upsert", [1, 2], when).proxy });

@@ -1,6 +1,6 @@
 /**
  * Faults and barriers around the real bindings, installed into one live RunObject from the test
- * (runInDurableObject): the object keeps talking to real R2 and the real TenantIndex, and the
+ * (runInDurableObject): the object keeps talking to real R2 and the real tenant objects, and the
  * wrapper fails or holds the calls a test names.
  */
 import { runInDurableObject } from "cloudflare:test";
@@ -27,7 +27,7 @@ export function failing<T extends object>(target: T, method: string, calls: numb
   return { proxy, counts };
 }
 
-/** A Durable Object namespace (the tenant index's, the jobs') whose stubs fail the listed calls of `method`. */
+/** A Durable Object namespace (a tenant object's, the jobs') whose stubs fail the listed calls of `method`. */
 export function failingStubs<N extends Env["PROJECTIONS"] | Env["LINES"] | Env["RUNS"]>(namespace: N, method: string, calls: number[], when: When) {
   const counts = { n: 0 };
   const proxy = new Proxy(namespace, {

@@ -8,7 +8,7 @@ const stats = async () => (await api("/stats")).json<Stats>();
 const total = async (query: string) => (await (await api(`/api/v1/runs?${query}`)).json<{ total: number }>()).total;
 
 describe("the tenant projection's tallies", () => {
-  it("are filled from the jobs already listed when an index gains them, and kept from then on", async () => {
+  it("are filled from the jobs already listed when a projection gains them, and kept from then on", async () => {
     const a = await submit({ steps: 1 }, { session_id: "upgrade" });
     const b = await submit({ steps: 1 }, { session_id: "upgrade" });
     await submitQueued({ steps: 1 });

@@ -149,7 +149,7 @@ describe("GET /api/v1/runs/{id}/output", () => {
 });
 
 describe("GET /api/v1/runs (list)", () => {
-  // One tenant's index is shared by every test in this file, so each test filters by its own session.
+  // One tenant's projection is shared by every test in this file, so each test filters by its own session.
   it("lists newest first with total, page and page_size, filtered by session", async () => {
     const ids: string[] = [];
     for (let i = 0; i < 5; i++) ids.push(await submit({}, { session_id: "list-order" }));
@@ -255,7 +255,7 @@ describe("/stats, /health, /openapi.json", () => {
     expect(await res.json()).toEqual({ detail: "Not Found" });
   });
 
-  it("a job reading does not depend on the index", async () => {
+  it("a job reading does not depend on the projection", async () => {
     const id = await submitQueued();
     expect((await getJob(id)).status).toBe("queued");
     expect(env.OUTPUTS).toBeDefined();

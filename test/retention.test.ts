@@ -41,8 +41,8 @@ describe("restart", () => {
     const due = Date.now() + 600_000;
     await runInDurableObject(runStub(id), async (_i, state) => {
       state.storage.sql.exec(
-        "INSERT INTO outbox (kind, payload, due_at, attempts) VALUES ('index', ?, ?, 0)",
-        JSON.stringify({ job, version: 1000 }),
+        "INSERT INTO outbox (kind, payload, due_at, attempts) VALUES ('projection', ?, ?, 0)",
+        JSON.stringify({ tenant: "default", job, version: 1000 }),
         due,
       );
       await state.storage.deleteAlarm();

@@ -129,13 +129,9 @@ export class TenantProjection extends DurableObject<Env> {
     return this.ctx.storage.transactionSync((): AdmitResult => {
       const { job } = entry;
       if (entry.idempotency_key !== null) {
-        const held = this.sql
-          .exec<{ job_id: string; body_hash: string }>("SELECT job_id, body_hash FROM idempotency WHERE key = ?", entry.idempotency_key)
-          .toArray()[0];
-        if (held && held.job_id !== job.job_id) {
-          return { admitted: false, job_id: held.job_id, same_body: held.body_hash === entry.body_hash, job: this.snapshot(held.job_id) };
-        }
-        if (!held) {
+        const holder = this.keyHolder(entry.idempotency_key, entry.body_hash);
+        if (holder && holder.job_id !== job.job_id) return holder;
+        if (!holder) {
           this.sql.exec("INSERT INTO idempotency (key, job_id, body_hash) VALUES (?, ?, ?)", entry.idempotency_key, job.job_id, entry.body_hash ?? "");
         }
       }

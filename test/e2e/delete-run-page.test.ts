@@ -1,4 +1,4 @@
-/** The seed page's flows, over HTTP against `wrangler dev`, as a PraisonAI client would run them. */
+/** The flows of PraisonAI's Delete Run page, over HTTP against `wrangler dev`, as a PraisonAI client would run them. */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BASE, startServer, stopServer, type DevServer } from "./server";
 
@@ -33,7 +33,7 @@ async function pollUntilDone(id: string): Promise<Record<string, any>> {
   throw new Error(`job ${id} did not finish`);
 }
 
-describe("the seed page's flows over HTTP", () => {
+describe("the flows of PraisonAI's Delete Run page over HTTP", () => {
   it("submit, poll with retry_after, fetch the result", async () => {
     const { job_id, poll_url } = await submit({ steps: 2, step_ms: 200 }, "seed");
     expect(poll_url).toBe(`${BASE}/api/v1/runs/${job_id}`);
@@ -55,7 +55,7 @@ describe("the seed page's flows over HTTP", () => {
     expect(refused.status).toBe(400);
     expect(await refused.json()).toEqual({ detail: "Cannot delete running job. Cancel it first." });
 
-    // force_delete_job() of the seed page: cancel if queued or running, then delete.
+    // force_delete_job() of the Delete Run page: cancel if queued or running, then delete.
     const status = await getJob(job_id);
     if (["queued", "running"].includes(status.status)) {
       const cancelled = await fetch(`${BASE}/api/v1/runs/${job_id}/cancel`, { method: "POST" });
@@ -72,7 +72,7 @@ describe("the seed page's flows over HTTP", () => {
     expect(again.status).toBe(404);
   });
 
-  it("deletes an unknown job → 404 like the seed's curl example", async () => {
+  it("deletes an unknown job → 404 like the Delete Run page's curl example", async () => {
     const res = await fetch(`${BASE}/api/v1/runs/run_abc123`, { method: "DELETE" });
     expect(res.status).toBe(404);
     expect(await res.json()).toEqual({ detail: "Job not found: run_abc123" });
