@@ -46,6 +46,11 @@ declare global {
       MODEL_API_KEY?: string;
       /** Secret: the Standard Webhooks signing secret, `whsec_<base64>`. */
       WEBHOOK_SECRET?: string;
+      /**
+       * Not a deployment setting: the tests' bindings (vitest.config.ts) add an hour to every
+       * alarm the service schedules, so that no alarm fires by itself and the tests fire them.
+       */
+      ALARM_DELAY_MS?: string;
     }
   }
 }

@@ -131,10 +131,18 @@ export class TenantLine extends DurableObject<Env> {
    * are not waiting: delayed, running, or unknown here).
    */
   positions(jobIds: string[]): Record<string, number | null> {
-    const out: Record<string, number | null> = {};
-    for (const id of jobIds) {
-      const place = this.place(id);
-      out[id] = place?.state === "waiting" ? this.ahead(place) + 1 : null;
+    const out: Record<string, number | null> = Object.fromEntries(jobIds.map((id) => [id, null]));
+    // In line order, each from the one before it: a page of jobs walks the line once, not once each.
+    const waiting = jobIds
+      .map((id) => this.place(id))
+      .filter((place): place is Place => place?.state === "waiting")
+      .sort((a, b) => b.priority - a.priority || a.seq - b.seq);
+    let previous: Place | null = null;
+    let position = 0;
+    for (const place of waiting) {
+      position += this.countInLine(previous, place);
+      out[place.job_id] = position;
+      previous = place;
     }
     return out;
   }
@@ -343,17 +351,15 @@ export class TenantLine extends DurableObject<Env> {
       .map((r) => r.key);
   }
 
-  /** Waiting jobs that would start before this one. */
-  private ahead(place: Place): number {
-    return this.sql
-      .exec<{ n: number }>(
-        `SELECT (SELECT COUNT(*) FROM places WHERE state = 'waiting' AND priority > ?)
-              + (SELECT COUNT(*) FROM places WHERE state = 'waiting' AND priority = ? AND seq < ?) AS n`,
-        place.priority,
-        place.priority,
-        place.seq,
-      )
-      .one().n;
+  /** Waiting jobs after `after` (or from the head of the line) up to and including `upTo`, in line order. */
+  private countInLine(after: Place | null, upTo: Place): number {
+    const count = (where: string, ...params: number[]) =>
+      this.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM places WHERE state = 'waiting' AND ${where}`, ...params).one().n;
+    if (after && after.priority === upTo.priority) return count("priority = ? AND seq > ? AND seq <= ?", upTo.priority, after.seq, upTo.seq);
+    const higher = after
+      ? count("priority = ? AND seq > ?", after.priority, after.seq) + count("priority < ? AND priority > ?", after.priority, upTo.priority)
+      : count("priority > ?", upTo.priority);
+    return higher + count("priority = ? AND seq <= ?", upTo.priority, upTo.seq);
   }
 
   private runningCount(): number {
