@@ -14,7 +14,12 @@ async function stepAttempts(id: string): Promise<number[]> {
 /** Starts the step the next alarm runs, waits until it is in flight, then resets every object. */
 async function evictDuringStep(id: string, step: string): Promise<void> {
   const alarm = runDurableObjectAlarm(runStub(id)).catch(() => "aborted");
-  await waitFor(async () => (await getJob(id)).progress.current_step === step, `${step} to run`);
+  // Running, not just finished: a finished step stays the current one until the next starts.
+  const before = Number(step.split("_")[1]) - 1;
+  await waitFor(async () => {
+    const { progress } = await getJob(id);
+    return progress.current_step === step && progress.steps_completed === before;
+  }, `${step} to run`);
   await abortAllDurableObjects();
   await alarm;
 }
