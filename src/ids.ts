@@ -24,3 +24,10 @@ export function isJobId(id: string): boolean {
 export function runObjectName(tenant: string, jobId: string): string {
   return `${tenant}/${jobId}`;
 }
+
+/** The tenant a tenant's object (its line, its projection) belongs to: the name it is addressed by. */
+export function tenantOf(ctx: DurableObjectState): string {
+  const name = ctx.id.name;
+  if (!name) throw new Error("A tenant's object must be addressed by its tenant's name");
+  return name;
+}

@@ -9,7 +9,7 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import { limits, type Limits } from "../config";
-import { runObjectName } from "../ids";
+import { runObjectName, tenantOf } from "../ids";
 import { DEFAULT_PRIORITY } from "../schemas";
 import { migrate } from "../storage/migrations";
 
@@ -290,9 +290,17 @@ export class TenantLine extends DurableObject<Env> {
   }
 
   private auditDue(): boolean {
-    if (this.runningCount() < this.limits.maxRunningPerTenant || this.counts().waiting === 0) return false;
-    const last = this.sql.exec<{ at: number }>("SELECT at FROM audit WHERE id = 1").toArray()[0]?.at ?? 0;
-    return Date.now() - last >= AUDIT_MS;
+    return this.fullWithJobsWaiting() && Date.now() - (this.lastAuditAt() ?? 0) >= AUDIT_MS;
+  }
+
+  /** Every slot is taken and jobs wait: when slot holders are audited. */
+  private fullWithJobsWaiting(): boolean {
+    const counts = this.counts();
+    return counts.running >= this.limits.maxRunningPerTenant && counts.waiting > 0;
+  }
+
+  private lastAuditAt(): number | null {
+    return this.sql.exec<{ at: number }>("SELECT at FROM audit WHERE id = 1").toArray()[0]?.at ?? null;
   }
 
   /** The earliest due work: a delayed start, an expiry, a job to tell, a free slot, an audit. */
@@ -308,10 +316,7 @@ export class TenantLine extends DurableObject<Env> {
       if (at !== null) times.push(at);
     }
     if (this.runningCount() < this.limits.maxRunningPerTenant && this.nextInLine(this.blockedKeys())) times.push(now);
-    if (this.counts().waiting > 0 && this.runningCount() >= this.limits.maxRunningPerTenant) {
-      const last = this.sql.exec<{ at: number }>("SELECT at FROM audit WHERE id = 1").toArray()[0]?.at ?? now;
-      times.push(last + AUDIT_MS);
-    }
+    if (this.fullWithJobsWaiting()) times.push((this.lastAuditAt() ?? now) + AUDIT_MS);
     if (times.length === 0) await this.ctx.storage.deleteAlarm();
     else await this.ctx.storage.setAlarm(Math.max(now, Math.min(...times)) + this.limits.alarmDelayMs);
   }
@@ -410,12 +415,7 @@ export class TenantLine extends DurableObject<Env> {
   }
 
   private run(jobId: string) {
-    return this.env.RUNS.getByName(runObjectName(this.tenant(), jobId));
+    return this.env.RUNS.getByName(runObjectName(tenantOf(this.ctx), jobId));
   }
 
-  private tenant(): string {
-    const name = this.ctx.id.name;
-    if (!name) throw new Error("TenantLine must be addressed by its tenant's name");
-    return name;
-  }
 }

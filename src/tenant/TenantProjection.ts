@@ -7,6 +7,7 @@
 import { DurableObject } from "cloudflare:workers";
 import type { Job } from "../schemas";
 import { limits } from "../config";
+import { tenantOf } from "../ids";
 import { hasTable, migrate } from "../storage/migrations";
 import { STATUSES, type Status } from "../run/transitions";
 
@@ -101,7 +102,7 @@ export class TenantProjection extends DurableObject<Env> {
       .exec<{ job_id: string; running: number }>("SELECT job_id, running FROM slots_to_hand_over ORDER BY seq LIMIT ?", HANDOVER_BATCH)
       .toArray();
     try {
-      if (rows.length > 0) await this.env.LINES.getByName(this.tenant()).adopt(rows.map((r) => ({ job_id: r.job_id, running: r.running === 1 })));
+      if (rows.length > 0) await this.env.LINES.getByName(tenantOf(this.ctx)).adopt(rows.map((r) => ({ job_id: r.job_id, running: r.running === 1 })));
     } catch (error) {
       console.error("handing the old line over failed; trying again later", error);
       await this.ctx.storage.setAlarm(Date.now() + 60_000 + limits(this.env).alarmDelayMs);
@@ -112,12 +113,6 @@ export class TenantProjection extends DurableObject<Env> {
       if (rows.length < HANDOVER_BATCH) this.sql.exec("DROP TABLE slots_to_hand_over");
     });
     if (rows.length === HANDOVER_BATCH) await this.ctx.storage.setAlarm(Date.now() + limits(this.env).alarmDelayMs);
-  }
-
-  private tenant(): string {
-    const name = this.ctx.id.name;
-    if (!name) throw new Error("TenantProjection must be addressed by its tenant's name");
-    return name;
   }
 
   /**
