@@ -65,7 +65,8 @@ describe("the TypeScript client", () => {
     const { job_id } = await client.submit({ prompt: "stream", config: simulate(3, 400) });
     const streamRequests: (string | null)[] = [];
     let cut = false;
-    // A fetch whose first stream connection dies after its first chunk, as a flaky network would.
+    // A fetch whose first stream connection dies after the first chunk that carries an event, as a
+    // flaky network would.
     const flaky: typeof fetch = async (input, init) => {
       const res = await fetch(input, init);
       if (!String(input).endsWith("/stream")) return res;
@@ -73,16 +74,17 @@ describe("the TypeScript client", () => {
       if (cut) return res;
       cut = true;
       const reader = res.body!.getReader();
-      let chunks = 0;
+      let eventPassed = false;
       const body = new ReadableStream<Uint8Array>({
         async pull(controller) {
-          if (chunks++ === 1) {
+          if (eventPassed) {
             await reader.cancel();
             return controller.error(new Error("connection reset"));
           }
           const { done, value } = await reader.read();
-          if (done) controller.close();
-          else controller.enqueue(value);
+          if (done) return controller.close();
+          eventPassed = /(^|\n)id: /.test(new TextDecoder().decode(value));
+          controller.enqueue(value);
         },
       });
       return new Response(body, { headers: res.headers });
