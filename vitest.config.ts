@@ -25,6 +25,8 @@ function workers(name: string, include: string[], bindings: Record<string, strin
 
 export default defineConfig({
   test: {
+    // The service's JSON log lines (test/operations.test.ts reads them) would bury the report.
+    onConsoleLog: (log) => !log.startsWith('{"event":'),
     projects: [
       // A tenant limit high enough that jobs the tests leave running never hold up another.
       workers("workers", ["test/*.test.ts"], { MAX_RUNNING_PER_TENANT: "1000" }),

@@ -1,39 +1,43 @@
-/** The Hono app: tenancy, routes, the OpenAPI document, and one error handler for every failure. */
-import { OpenAPIHono } from "@hono/zod-openapi";
+/** The Hono app: request ids and logs, tenancy, routes, the OpenAPI document, and one error handler for every failure. */
+import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { tenancy, type AppEnv } from "./auth";
+import { settingsChecked } from "./config";
 import { ApiError, isOverloaded } from "./errors";
 import { cors } from "./http/cors";
+import { openApiDocument } from "./http/openapi";
 import { rateLimit } from "./http/ratelimit";
-import { validationError } from "./http/validation";
+import { requestLog } from "./http/requests";
+import { logFailure } from "./log";
 import { docs } from "./routes/docs";
-import { runs } from "./routes/runs";
-import { system } from "./routes/system";
+import { runOperations, runs } from "./routes/runs";
+import { system, systemOperations } from "./routes/system";
+import { VERSION } from "./version";
 
 /** Seconds a client is asked to wait when an object is overloaded. */
 const OVERLOADED_RETRY_S = 1;
 
-export const app = new OpenAPIHono<AppEnv>({
-  defaultHook: async (result, c) => {
-    if (!result.success) throw await validationError(result.error, result.target, c);
-  },
-});
+export const app = new Hono<AppEnv>();
 
-// /health and /openapi.json are public; everything that touches jobs acts for a tenant, within
-// its key's rate limit.
-app.use("*", cors());
-for (const path of ["/api/*", "/stats"]) app.use(path, tenancy(), rateLimit());
+// /health, /openapi.json and the pages are public; everything that touches jobs acts for a
+// tenant, within its key's rate limit, on a deployment whose settings are sound.
+app.use("*", requestLog(), cors());
+for (const path of ["/api/*", "/stats"]) app.use(path, settingsChecked(), tenancy(), rateLimit());
 app.route("/", docs);
 app.route("/", system);
 app.route("/", runs);
 
-app.doc31("/openapi.json", {
-  openapi: "3.1.0",
-  info: {
-    title: "Edge runs",
-    version: "0.1.0",
-    description: "Submit, watch, fetch, list, cancel and delete long-running agent jobs (PraisonAI Async Jobs API).",
-  },
+let document: object | null = null;
+app.get("/openapi.json", (c) => {
+  document ??= openApiDocument(
+    {
+      title: "Edge runs",
+      version: VERSION,
+      description: "Submit, watch, fetch, list, cancel and delete long-running agent jobs (PraisonAI Async Jobs API).",
+    },
+    [...systemOperations, ...runOperations],
+  );
+  return c.json(document);
 });
 
 app.notFound((c) => c.json({ detail: "Not Found" }, 404));
@@ -49,6 +53,6 @@ app.onError((thrown, c) => {
   if (error instanceof HTTPException) {
     return c.json({ detail: error.message || "Bad request" }, error.status);
   }
-  console.error("unhandled error", error);
+  logFailure("unhandled error", error, { request_id: c.var.requestId });
   return c.json({ detail: "Internal server error" }, 500);
 });

@@ -7,6 +7,7 @@ import type { MiddlewareHandler } from "hono";
 import { DEFAULT_TENANT } from "./config";
 import { hex, sha256 } from "./digest";
 import { ApiError } from "./errors";
+import { parseKeys, type KeyEntry } from "./settings";
 
 declare global {
   namespace Cloudflare {
@@ -17,35 +18,25 @@ declare global {
   }
 }
 
-/** `keyId` names the API key used (a prefix of its hash), null when no keys are configured. */
-export type AppEnv = { Bindings: Env; Variables: { tenant: string; keyId: string | null } };
+/**
+ * `keyId` names the API key used (a prefix of its hash), null when no keys are configured;
+ * `requestId` is the request's id in the logs; `jobId` the job a request acts on, once known.
+ */
+export type AppEnv = { Bindings: Env; Variables: { tenant: string; keyId: string | null; requestId: string; jobId?: string } };
 
-const TENANT = /^[A-Za-z0-9_-]{1,64}$/;
 const LOCAL_HOSTS = new Set(["localhost", "127.0.0.1", "[::1]"]);
 
-interface KeyEntry {
-  hash: Uint8Array;
-  tenant: string;
-}
 
 let parsed: { source: string; entries: KeyEntry[] } | null = null;
 
-/** The configured keys; a malformed setting is a deployment error, never an open door. */
+/** The configured keys; a malformed setting is a deployment error (answered 503 before this is asked), never an open door. */
 export function configuredKeys(env: Env): KeyEntry[] {
   const source = env.API_KEYS ?? "";
   if (parsed?.source === source) return parsed.entries;
-  const entries: KeyEntry[] = [];
-  if (source.trim() !== "") {
-    const map = JSON.parse(source) as Record<string, unknown>;
-    for (const [hash, tenant] of Object.entries(map)) {
-      if (!/^[0-9a-f]{64}$/.test(hash) || typeof tenant !== "string" || !TENANT.test(tenant)) {
-        throw new Error("API_KEYS must map 64-hex-digit SHA-256 hashes to tenant names of [A-Za-z0-9_-]");
-      }
-      entries.push({ hash: Uint8Array.from(hash.match(/../g)!.map((h) => parseInt(h, 16))), tenant });
-    }
-  }
-  parsed = { source, entries };
-  return entries;
+  const keys = parseKeys(source);
+  if ("problem" in keys) throw new ApiError("misconfigured", keys.problem);
+  parsed = { source, entries: keys.entries };
+  return keys.entries;
 }
 
 /** The key the request presents; both headers with different keys is a conflict, not a choice. */

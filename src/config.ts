@@ -1,4 +1,7 @@
+import type { MiddlewareHandler } from "hono";
+import { ApiError } from "./errors";
 import type { ModelSettings } from "./runners/openai";
+import { numberSetting, settingsProblems } from "./settings";
 /** Deployment settings read from the Worker's vars, with the contract's defaults. */
 export interface Limits {
   maxBodyBytes: number;
@@ -15,25 +18,20 @@ export interface Limits {
   stallTimeoutMs: number;
 }
 
-function positiveInt(value: string | undefined, fallback: number): number {
-  const n = Number(value);
-  return Number.isInteger(n) && n >= 0 ? n : fallback;
-}
-
 export function limits(env: Env): Limits {
   return {
-    maxBodyBytes: positiveInt(env.MAX_BODY_BYTES, 1024 * 1024),
-    inlineResultBytes: positiveInt(env.INLINE_RESULT_BYTES, 1024 * 1024),
-    retentionMs: positiveInt(env.RETENTION_SECONDS, 7 * 86400) * 1000,
-    maxStepAttempts: Math.max(1, positiveInt(env.MAX_STEP_ATTEMPTS, 3)),
-    alarmDelayMs: positiveInt(env.ALARM_DELAY_MS, 0),
-    retryBaseMs: positiveInt(env.RETRY_BASE_MS, 1000),
-    maxRunningPerTenant: Math.max(1, positiveInt(env.MAX_RUNNING_PER_TENANT, 10)),
-    maxRunningPerKey: Math.max(1, positiveInt(env.MAX_RUNNING_PER_KEY, 2)),
-    maxQueuedPerTenant: Math.max(1, positiveInt(env.MAX_QUEUED_PER_TENANT, 100_000)),
-    webhookRetryBaseMs: Math.max(1, positiveInt(env.WEBHOOK_RETRY_BASE_MS, 10_000)),
-    webhookRetryWindowMs: positiveInt(env.WEBHOOK_RETRY_WINDOW_MS, 86_400_000),
-    stallTimeoutMs: Math.max(1, positiveInt(env.STALL_TIMEOUT_MS, 900_000)),
+    maxBodyBytes: numberSetting(env, "MAX_BODY_BYTES"),
+    inlineResultBytes: numberSetting(env, "INLINE_RESULT_BYTES"),
+    retentionMs: numberSetting(env, "RETENTION_SECONDS") * 1000,
+    maxStepAttempts: numberSetting(env, "MAX_STEP_ATTEMPTS"),
+    alarmDelayMs: numberSetting(env, "ALARM_DELAY_MS"),
+    retryBaseMs: numberSetting(env, "RETRY_BASE_MS"),
+    maxRunningPerTenant: numberSetting(env, "MAX_RUNNING_PER_TENANT"),
+    maxRunningPerKey: numberSetting(env, "MAX_RUNNING_PER_KEY"),
+    maxQueuedPerTenant: numberSetting(env, "MAX_QUEUED_PER_TENANT"),
+    webhookRetryBaseMs: numberSetting(env, "WEBHOOK_RETRY_BASE_MS"),
+    webhookRetryWindowMs: numberSetting(env, "WEBHOOK_RETRY_WINDOW_MS"),
+    stallTimeoutMs: numberSetting(env, "STALL_TIMEOUT_MS"),
   };
 }
 
@@ -44,6 +42,8 @@ declare global {
     interface Env {
       /** Secret: the model provider's API key. */
       MODEL_API_KEY?: string;
+      /** Secret: the key that signs scoped tokens, at least 32 characters. */
+      TOKEN_SECRET?: string;
       /** Secret: the Standard Webhooks signing secret, `whsec_<base64>`. */
       WEBHOOK_SECRET?: string;
       /**
@@ -63,9 +63,21 @@ export function modelSettings(env: Env): ModelSettings | null {
     baseUrl,
     apiKey: env.MODEL_API_KEY?.trim() || null,
     model: (env.MODEL_NAME ?? "").trim(),
-    idleTimeoutMs: Math.max(1, positiveInt(env.MODEL_IDLE_TIMEOUT_MS, 60_000)),
+    idleTimeoutMs: numberSetting(env, "MODEL_IDLE_TIMEOUT_MS"),
   };
 }
 
 export const allowSimulate = (env: Env) => env.ALLOW_SIMULATE === "true";
 export const allowPrivateWebhooks = (env: Env) => env.WEBHOOK_ALLOW_PRIVATE === "true";
+
+const checked = new WeakMap<Env, string[]>();
+
+/** Middleware: 503 naming the first unsound setting, before anything is read or stored. */
+export function settingsChecked(): MiddlewareHandler<{ Bindings: Env }> {
+  return async (c, next) => {
+    let problems = checked.get(c.env);
+    if (!problems) checked.set(c.env, (problems = settingsProblems(c.env)));
+    if (problems.length > 0) throw new ApiError("misconfigured", `Service misconfigured: ${problems[0]}`);
+    await next();
+  };
+}

@@ -18,6 +18,7 @@ export const ERROR_STATUS = {
   purge_failed: 500,
   internal: 500,
   overloaded: 503,
+  misconfigured: 503,
 } as const satisfies Record<string, ContentfulStatusCode>;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;

@@ -51,6 +51,14 @@ describe("agent definitions at submit", () => {
     expect((await res.json<{ detail: { msg: string }[] }>()).detail[0].msg).toBe("Not a valid agent definition: more than 100 tasks");
   });
 
+  it("task maps repeated by aliases count each time: 40 roles sharing 3 tasks are 120 → 422", async () => {
+    const shared = "  r0:\n    role: R\n    goal: G\n    backstory: B\n    tasks: &tasks\n" + ["a", "b", "c"].map((t) => `      ${t}: {description: d, expected_output: e}`).join("\n");
+    const more = Array.from({ length: 39 }, (_, i) => `  r${i + 1}: {role: R, goal: G, backstory: B, tasks: *tasks}`).join("\n");
+    const res = await post("/api/v1/runs", { prompt: "x", agent_yaml: `roles:\n${shared}\n${more}\n` });
+    expect(res.status).toBe(422);
+    expect((await res.json<{ detail: { msg: string }[] }>()).detail[0].msg).toBe("Not a valid agent definition: more than 100 tasks");
+  });
+
   it("an unknown agent_file → 400 listing what is bundled", async () => {
     const res = await post("/api/v1/runs", { prompt: "x", agent_file: "missing.yaml" });
     expect(res.status).toBe(400);

@@ -1,3 +1,4 @@
+import pkg from "../package.json";
 import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { api, drive, finished, getJob, submit, submitQueued } from "./helpers";
@@ -225,9 +226,12 @@ describe("/stats, /health, /openapi.json", () => {
     expect(after.by_status.failed).toBe(before.by_status.failed + 1);
   });
 
-  it("reports health and the simulated runner", async () => {
+  it("reports health, the simulated runner and the build's version", async () => {
     const res = await api("/health");
-    expect(await res.json()).toEqual({ status: "healthy", runner: "simulated" });
+    const body = await res.json<{ status: string; runner: string; version: string }>();
+    expect(body).toEqual({ status: "healthy", runner: "simulated", version: expect.any(String) });
+    // The package's version, and the deployed Worker version's id where the platform gives one.
+    expect(body.version).toMatch(new RegExp(`^${pkg.version.replaceAll(".", "\\.")}(\\+[0-9a-f-]{8})?$`));
   });
 
   it("serves an OpenAPI 3.1 document of every route", async () => {

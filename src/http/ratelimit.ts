@@ -5,6 +5,7 @@
  */
 import type { MiddlewareHandler } from "hono";
 import type { AppEnv } from "../auth";
+import { numberSetting } from "../settings";
 import { ApiError } from "../errors";
 
 export const RATE_PERIOD_S = 60;
@@ -44,7 +45,7 @@ export function rateLimit(): MiddlewareHandler<AppEnv> {
       const { success } = await c.env.RATE_LIMITER.limit({ key: keyId });
       if (!success) waitMs = RATE_PERIOD_S * 1000;
     } else {
-      fallback ??= new FixedWindowLimiter(Math.max(1, Number(c.env.RATE_LIMIT_PER_MINUTE) || 600), RATE_PERIOD_S * 1000);
+      fallback ??= new FixedWindowLimiter(numberSetting(c.env, "RATE_LIMIT_PER_MINUTE"), RATE_PERIOD_S * 1000);
       waitMs = fallback.hit(keyId);
     }
     if (waitMs > 0) {

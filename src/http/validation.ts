@@ -1,9 +1,17 @@
-/** zod failures in the FastAPI shape clients expect: 422 `{"detail": [{loc, msg, type}]}`. */
-import type { Context } from "hono";
-import type { ZodError } from "zod";
+/**
+ * Request validation with the contract's zod schemas, and their failures in the FastAPI shape
+ * clients expect: 422 `{"detail": [{loc, msg, type}]}`.
+ */
+import { validator } from "hono/validator";
+import * as z from "zod/mini";
+import { en } from "zod/locales";
 import { ApiError } from "../errors";
 
-const LOCATION: Record<string, string> = { json: "body", query: "query", param: "path", header: "header" };
+// zod's tree-shakable form carries no messages of its own: the English ones, as the full form has.
+z.config(en());
+
+const LOCATION = { json: "body", query: "query", param: "path" } as const;
+type Target = keyof typeof LOCATION;
 
 function valueAt(root: unknown, path: PropertyKey[]): unknown {
   let value = root;
@@ -14,15 +22,23 @@ function valueAt(root: unknown, path: PropertyKey[]): unknown {
   return value;
 }
 
-export async function validationError(error: ZodError, target: string, c: Context): Promise<ApiError> {
-  const source = target === "json" ? await c.req.json().catch(() => undefined) : c.req.query();
+export function validationError(error: z.core.$ZodError, target: Target, source: unknown): ApiError {
   const detail = error.issues.map((issue) => {
     const missing = issue.code === "invalid_type" && issue.path.length > 0 && valueAt(source, issue.path) === undefined;
     return {
-      loc: [LOCATION[target] ?? target, ...issue.path],
+      loc: [LOCATION[target], ...issue.path],
       msg: missing ? "Field required" : issue.message,
       type: missing ? "missing" : issue.code,
     };
   });
   return new ApiError("validation", detail);
+}
+
+/** Middleware: the request's body, query or path parameters checked against `schema` (built on first use), typed for `c.req.valid`. */
+export function valid<T extends Target, S extends z.ZodMiniType>(target: T, schema: () => S) {
+  return validator(target, (value) => {
+    const result = schema().safeParse(value);
+    if (!result.success) throw validationError(result.error, target, value);
+    return result.data as z.output<S>;
+  });
 }

@@ -1,13 +1,16 @@
 /** /api/v1/runs: thin handlers that validate, call the job's or the tenant's object, and map. */
-import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
-import type { Context } from "hono";
+import { Hono, type Context } from "hono";
+import * as z from "zod/mini";
 import type { AppEnv } from "../auth";
 import { allowPrivateWebhooks, limits } from "../config";
+import { webhookSigningProblem } from "../settings";
 import { webhookUrlProblem } from "../webhooks/targets";
 import { hex, sha256 } from "../digest";
 import { ApiError, jobNotFound, raise, unwrap } from "../errors";
 import { isJobId, newJobId, runObjectName } from "../ids";
 import { jsonBody } from "../http/body";
+import type { Operation } from "../http/openapi";
+import { valid } from "../http/validation";
 import { durationSeconds, POLL_INTERVAL_S, type RunSpec } from "../run/job";
 import { isStatus, STATUSES, type Status } from "../run/transitions";
 import type { AdmitResult } from "../tenant/TenantProjection";
@@ -16,16 +19,16 @@ import { resolveAgent } from "../runners/agents";
 import {
   DEFAULT_PRIORITY,
   DEFAULT_TIMEOUT_S,
-  DeleteQuerySchema,
-  ErrorSchema,
-  JobIdParamSchema,
-  JobSchema,
-  ListQuerySchema,
-  ListResponseSchema,
-  ResultSchema,
-  StreamQuerySchema,
-  SubmitBodySchema,
-  SubmitResponseSchema,
+  deleteQuerySchema,
+  errorSchema,
+  jobIdParamSchema,
+  jobSchema,
+  listQuerySchema,
+  listResponseSchema,
+  resultSchema,
+  streamQuerySchema,
+  submitBodySchema,
+  submitResponseSchema,
   type Job,
   type SubmitBody,
 } from "../schemas";
@@ -34,22 +37,21 @@ import { inlineResult } from "../storage/blobs";
 
 type Ctx = Context<AppEnv>;
 
-const json = <T extends z.ZodType>(schema: T, description: string) => ({
-  content: { "application/json": { schema } },
-  description,
-});
 const errors = {
-  400: json(ErrorSchema, "Not possible in the job's current state, or a malformed request"),
-  404: json(ErrorSchema, "Unknown job"),
-  422: json(ErrorSchema, "The request breaks the schema"),
+  400: { json: errorSchema, description: "Not possible in the job's current state, or a malformed request" },
+  404: { json: errorSchema, description: "Unknown job" },
+  422: { json: errorSchema, description: "The request breaks the schema" },
 };
 
-export const runs = new OpenAPIHono<AppEnv>();
+export const runs = new Hono<AppEnv>();
+/** What the OpenAPI document says of these routes. */
+export const runOperations: Operation[] = [];
 
 // ---- helpers ----------------------------------------------------------------------------
 
 /** The job's object; an id that can name no job is answered as an unknown one. */
 function runStub(c: Ctx, id: string) {
+  c.set("jobId", id);
   if (!isJobId(id)) throw raise(jobNotFound(id));
   return c.env.RUNS.getByName(runObjectName(c.var.tenant, id));
 }
@@ -89,22 +91,19 @@ function idempotencyKey(c: Ctx, body: SubmitBody): string | null {
 
 // ---- submit -------------------------------------------------------------------------------
 
-const submitRoute = createRoute({
+runOperations.push({
   method: "post",
   path: "/api/v1/runs",
   summary: "Submit a run",
-  middleware: [jsonBody((env) => limits(env).maxBodyBytes)] as const,
-  request: {
-    headers: z.object({ "idempotency-key": z.string().optional() }),
-    body: { content: { "application/json": { schema: SubmitBodySchema } }, required: true },
-  },
+  headers: () => z.object({ "idempotency-key": z.optional(z.string()) }),
+  body: submitBodySchema,
   responses: {
-    202: json(SubmitResponseSchema, "Accepted; poll `poll_url`"),
+    202: { json: submitResponseSchema, description: "Accepted; poll `poll_url`" },
     400: errors[400],
-    409: json(ErrorSchema, "The idempotency key names a job submitted with another body"),
-    413: json(ErrorSchema, "Body over the size limit"),
+    409: { json: errorSchema, description: "The idempotency key names a job submitted with another body" },
+    413: { json: errorSchema, description: "Body over the size limit" },
     422: errors[422],
-    429: json(ErrorSchema, "The tenant holds as many queued jobs as it may; retry after Retry-After"),
+    429: { json: errorSchema, description: "The tenant holds as many queued jobs as it may; retry after Retry-After" },
   },
 });
 
@@ -114,6 +113,8 @@ const QUEUE_FULL_RETRY_S = 30;
 /** Everything fixed at submit: the checked webhook target, the agent, the runner and its steps. */
 function specFor(c: Ctx, body: SubmitBody, key: string | null, now: number): RunSpec {
   if (body.webhook_url) {
+    const unsigned = webhookSigningProblem(c.env);
+    if (unsigned) throw new ApiError("misconfigured", `Service misconfigured: ${unsigned}`);
     const problem = webhookUrlProblem(body.webhook_url, allowPrivateWebhooks(c.env));
     if (problem) throw new ApiError("validation", [{ loc: ["body", "webhook_url"], msg: problem, type: "value_error" }]);
   }
@@ -140,6 +141,7 @@ function specFor(c: Ctx, body: SubmitBody, key: string | null, now: number): Run
     concurrency_key: body.concurrency_key ?? null,
     scheduled_for: startTime(body, now),
     queue_ttl_s: body.queue_ttl_seconds ?? null,
+    request_id: c.var.requestId,
   };
 }
 
@@ -159,7 +161,7 @@ function startTime(body: SubmitBody, now: number): number | null {
  * projection, which may find the idempotency key taken: then the new job is discarded and the
  * one holding the key answers.
  */
-runs.openapi(submitRoute, async (c) => {
+runs.post("/api/v1/runs", jsonBody((env) => limits(env).maxBodyBytes), valid("json", submitBodySchema), async (c) => {
   const body = c.req.valid("json");
   const key = idempotencyKey(c, body);
   const hash = key === null ? null : await bodyHash(body);
@@ -223,12 +225,12 @@ function accepted(c: Ctx, id: string, status: Status, createdAt: string) {
 
 // ---- list -----------------------------------------------------------------------------------
 
-const listRoute = createRoute({
+runOperations.push({
   method: "get",
   path: "/api/v1/runs",
   summary: "List runs, newest first",
-  request: { query: ListQuerySchema },
-  responses: { 200: json(ListResponseSchema, "A page of runs"), 400: errors[400], 422: errors[422] },
+  query: listQuerySchema,
+  responses: { 200: { json: listResponseSchema, description: "A page of runs" }, 400: errors[400], 422: errors[422] },
 });
 
 function decodeCursor(cursor: string): number {
@@ -244,7 +246,7 @@ function decodeCursor(cursor: string): number {
 
 const encodeCursor = (seq: number) => btoa(String(seq)).replace(/=+$/, "");
 
-runs.openapi(listRoute, async (c) => {
+runs.get("/api/v1/runs", valid("query", listQuerySchema), async (c) => {
   const query = c.req.valid("query");
   if (query.status !== undefined && !isStatus(query.status)) {
     throw new ApiError("bad_request", `Invalid status: ${query.status}. Valid values: [${STATUSES.map((s) => `'${s}'`).join(", ")}]`);
@@ -266,30 +268,30 @@ runs.openapi(listRoute, async (c) => {
 
 // ---- one run --------------------------------------------------------------------------------
 
-const getRoute = createRoute({
+runOperations.push({
   method: "get",
   path: "/api/v1/runs/{id}",
   summary: "Status of a run",
-  request: { params: JobIdParamSchema },
-  responses: { 200: json(JobSchema, "The job"), 404: errors[404] },
+  params: jobIdParamSchema,
+  responses: { 200: { json: jobSchema, description: "The job" }, 404: errors[404] },
 });
 
-runs.openapi(getRoute, async (c) => {
+runs.get("/api/v1/runs/:id", valid("param", jobIdParamSchema), async (c) => {
   const { id } = c.req.valid("param");
   const { job } = unwrap(await runStub(c, id).get());
   const [shown] = await withQueuePositions(c, [job]);
   return c.json(shown, 200);
 });
 
-const resultRoute = createRoute({
+runOperations.push({
   method: "get",
   path: "/api/v1/runs/{id}/result",
   summary: "Result of a succeeded run",
-  request: { params: JobIdParamSchema },
-  responses: { 200: json(ResultSchema, "The result"), 400: errors[400], 404: errors[404] },
+  params: jobIdParamSchema,
+  responses: { 200: { json: resultSchema, description: "The result" }, 400: errors[400], 404: errors[404] },
 });
 
-runs.openapi(resultRoute, async (c) => {
+runs.get("/api/v1/runs/:id/result", valid("param", jobIdParamSchema), async (c) => {
   const { id } = c.req.valid("param");
   const { job, parts } = unwrap(await runStub(c, id).output());
   switch (job.status) {
@@ -318,21 +320,19 @@ runs.openapi(resultRoute, async (c) => {
   );
 });
 
-const outputRoute = createRoute({
+runOperations.push({
   method: "get",
   path: "/api/v1/runs/{id}/output",
   summary: "The run's output text, streamed (Range and HEAD supported)",
-  request: { params: JobIdParamSchema },
+  params: jobIdParamSchema,
   responses: {
-    200: { description: "The output", content: { "text/plain": { schema: z.string() } } },
-    206: { description: "A byte range of the output", content: { "text/plain": { schema: z.string() } } },
+    200: { description: "The output", media: "text/plain" },
+    206: { description: "A byte range of the output", media: "text/plain" },
     404: errors[404],
-    416: json(ErrorSchema, "The range is outside the output"),
+    416: { json: errorSchema, description: "The range is outside the output" },
   },
 });
 
-// A raw byte stream is no typed JSON response: the route is documented, then served by plain Hono.
-runs.openAPIRegistry.registerPath(outputRoute);
 runs.get("/api/v1/runs/:id/output", async (c) => {
   const id = c.req.param("id");
   const { job, parts } = unwrap(await runStub(c, id).output());
@@ -340,19 +340,20 @@ runs.get("/api/v1/runs/:id/output", async (c) => {
   return serveOutput(c, job, parts);
 });
 
-const streamRoute = createRoute({
+runOperations.push({
   method: "get",
   path: "/api/v1/runs/{id}/stream",
   summary: "Server-Sent Events of the run's progress; resumable with Last-Event-ID or ?after=",
-  request: { params: JobIdParamSchema, query: StreamQuerySchema },
+  params: jobIdParamSchema,
+  query: streamQuerySchema,
   responses: {
-    200: { description: "An event stream ending in `data: [DONE]`", content: { "text/event-stream": { schema: z.string() } } },
+    200: { description: "An event stream ending in `data: [DONE]`", media: "text/event-stream" },
     400: errors[400],
     404: errors[404],
   },
 });
 
-runs.openapi(streamRoute, async (c) => {
+runs.get("/api/v1/runs/:id/stream", valid("param", jobIdParamSchema), valid("query", streamQuerySchema), async (c) => {
   const { id } = c.req.valid("param");
   const position = c.req.valid("query").after ?? c.req.header("Last-Event-ID") ?? "0";
   if (!/^\d{1,15}$/.test(position.trim())) throw new ApiError("bad_request", `Invalid event id: ${position}`);
@@ -366,35 +367,36 @@ runs.openapi(streamRoute, async (c) => {
   });
 });
 
-const cancelRoute = createRoute({
+runOperations.push({
   method: "post",
   path: "/api/v1/runs/{id}/cancel",
   summary: "Cancel a queued or running run",
-  request: { params: JobIdParamSchema },
-  responses: { 200: json(JobSchema, "The cancelled job"), 400: errors[400], 404: errors[404] },
+  params: jobIdParamSchema,
+  responses: { 200: { json: jobSchema, description: "The cancelled job" }, 400: errors[400], 404: errors[404] },
 });
 
-runs.openapi(cancelRoute, async (c) => {
+runs.post("/api/v1/runs/:id/cancel", valid("param", jobIdParamSchema), async (c) => {
   const { id } = c.req.valid("param");
   const { job } = unwrap(await runStub(c, id).cancel());
   return c.json(job, 200);
 });
 
-const deleteRoute = createRoute({
+runOperations.push({
   method: "delete",
   path: "/api/v1/runs/{id}",
   summary: "Delete a finished run and everything it stored",
-  request: { params: JobIdParamSchema, query: DeleteQuerySchema },
+  params: jobIdParamSchema,
+  query: deleteQuerySchema,
   responses: {
     204: { description: "Deleted" },
     400: errors[400],
     404: errors[404],
     422: errors[422],
-    500: json(ErrorSchema, "Purging failed; the job is gone and the purge is retried"),
+    500: { json: errorSchema, description: "Purging failed; the job is gone and the purge is retried" },
   },
 });
 
-runs.openapi(deleteRoute, async (c) => {
+runs.delete("/api/v1/runs/:id", valid("param", jobIdParamSchema), valid("query", deleteQuerySchema), async (c) => {
   const { id } = c.req.valid("param");
   const force = c.req.valid("query").force === "true";
   unwrap(await runStub(c, id).delete(force));

@@ -1,27 +1,28 @@
-/** Service-level routes: health, the caller's stats. */
-import { createRoute, OpenAPIHono } from "@hono/zod-openapi";
+/** Service-level routes: health and the build's version, the caller's stats. */
+import { Hono } from "hono";
 import type { AppEnv } from "../auth";
+import type { Operation } from "../http/openapi";
 import { activeRunnerName } from "../runners";
-import { HealthSchema, StatsSchema } from "../schemas";
+import { healthSchema, statsSchema } from "../schemas";
+import { buildVersion } from "../version";
 
-export const system = new OpenAPIHono<AppEnv>();
+export const system = new Hono<AppEnv>();
+export const systemOperations: Operation[] = [];
 
-system.openapi(
-  createRoute({
-    method: "get",
-    path: "/health",
-    summary: "Liveness and the active runner",
-    responses: { 200: { content: { "application/json": { schema: HealthSchema } }, description: "Healthy" } },
-  }),
-  (c) => c.json({ status: "healthy" as const, runner: activeRunnerName(c.env) }, 200),
-);
+systemOperations.push({
+  method: "get",
+  path: "/health",
+  summary: "Liveness, the active runner and the build's version",
+  responses: { 200: { json: healthSchema, description: "Healthy" } },
+});
 
-system.openapi(
-  createRoute({
-    method: "get",
-    path: "/stats",
-    summary: "Counts of the caller's jobs by status",
-    responses: { 200: { content: { "application/json": { schema: StatsSchema } }, description: "Counts" } },
-  }),
-  async (c) => c.json(await c.env.PROJECTIONS.getByName(c.var.tenant).stats(), 200),
-);
+system.get("/health", (c) => c.json({ status: "healthy" as const, runner: activeRunnerName(c.env), version: buildVersion(c.env) }, 200));
+
+systemOperations.push({
+  method: "get",
+  path: "/stats",
+  summary: "Counts of the caller's jobs by status",
+  responses: { 200: { json: statsSchema, description: "Counts" } },
+});
+
+system.get("/stats", async (c) => c.json(await c.env.PROJECTIONS.getByName(c.var.tenant).stats(), 200));

@@ -10,6 +10,7 @@ import { limits, type Limits } from "../config";
 import { fail, jobNotFound, type Result } from "../errors";
 import type { Job } from "../schemas";
 import { newJobId } from "../ids";
+import { logFailure } from "../log";
 import type { StartAnswer } from "../tenant/TenantLine";
 import { readText, type OutputPart } from "../storage/blobs";
 import { hasTable, migrate } from "../storage/migrations";
@@ -17,6 +18,7 @@ import { Watchers, type LogTail, type NewEvent } from "./events";
 import { executeStep, type StepOutcome } from "./execute";
 import { initialRow, stepPercentage, toJob, type RunRow, type RunSpec } from "./job";
 import { Outbox, owesWebhook } from "./outbox";
+import { recordTransition } from "./telemetry";
 import { eventsAfter, finishedParts, insertEvents, insertSpec, readRunRow, readSpec, readWebhook, RUN_MIGRATIONS, writeRunRow } from "./store";
 import { isTerminal, transition, type Action } from "./transitions";
 
@@ -187,7 +189,7 @@ export class RunObject extends DurableObject<Env> {
     try {
       await this.runDueWork();
     } catch (error) {
-      console.error("alarm failed; trying again later", error);
+      logFailure("the job's alarm failed; trying again later", error, { job_id: this.specCache?.job_id });
       if (this.hasJob) await this.ctx.storage.setAlarm(Date.now() + this.limits.retryBaseMs + this.limits.alarmDelayMs);
     }
   }
@@ -398,6 +400,7 @@ export class RunObject extends DurableObject<Env> {
       }
       this.outbox.enqueueSnapshot({ tenant: spec.tenant, job: this.job(next), version: next.version }, next.status !== row.status);
     });
+    if (action) recordTransition(this.env, spec, row, next);
     return next;
   }
 

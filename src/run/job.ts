@@ -31,6 +31,8 @@ export interface RunSpec {
   scheduled_for: number | null;
   /** How long it may wait in line once it may start, or null. */
   queue_ttl_s: number | null;
+  /** The submit's request id, carried into the job's log lines (absent in jobs stored before it). */
+  request_id?: string | null;
 }
 
 export interface RunRow {

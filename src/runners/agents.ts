@@ -2,26 +2,32 @@
  * Agent definitions in PraisonAI's agents.yaml shape, inline or bundled from agents/, turned
  * into the ordered tasks of a run: every role's tasks, in the order the file gives them.
  */
-import { z } from "@hono/zod-openapi";
-import { parse } from "yaml";
+import * as z from "zod/mini";
+import { load } from "js-yaml";
 import { ApiError } from "../errors";
 import { BUNDLED_AGENTS } from "./agents.bundle";
 
 export const MAX_TASKS = 100;
+const MAX_ALIASES = 50;
 
-const text = z.string().trim().min(1);
-const TaskSchema = z.looseObject({ description: text, expected_output: text });
-const RoleSchema = z.looseObject({
-  role: text,
-  goal: text,
-  backstory: text,
-  tasks: z.record(z.string().min(1), TaskSchema).refine((t) => Object.keys(t).length > 0, { message: "a role needs at least one task" }),
-});
-const AgentDefinitionSchema = z.looseObject({
-  framework: z.string().optional(),
-  topic: z.string().optional(),
-  roles: z.record(z.string().min(1), RoleSchema).refine((r) => Object.keys(r).length > 0, { message: "roles must not be empty" }),
-});
+/** Built on the first definition read, not as the Worker starts (see schemas.ts). */
+function definitionSchema() {
+  const text = z.string().check(z.trim(), z.minLength(1));
+  const name = z.string().check(z.minLength(1));
+  const task = z.looseObject({ description: text, expected_output: text });
+  const role = z.looseObject({
+    role: text,
+    goal: text,
+    backstory: text,
+    tasks: z.record(name, task).check(z.refine((t) => Object.keys(t).length > 0, "a role needs at least one task")),
+  });
+  return z.looseObject({
+    framework: z.optional(z.string()),
+    topic: z.optional(z.string()),
+    roles: z.record(name, role).check(z.refine((r) => Object.keys(r).length > 0, "roles must not be empty")),
+  });
+}
+let agentDefinitionSchema: ReturnType<typeof definitionSchema> | null = null;
 
 /** One task of a run, with everything its prompt needs. */
 export interface AgentTask {
@@ -48,11 +54,14 @@ function invalid(detail: string): ApiError {
 export function parseAgentDefinition(source: string, where: (detail: string) => ApiError = invalid): AgentTask[] {
   let document: unknown;
   try {
-    document = parse(source, { maxAliasCount: 50, uniqueKeys: true });
+    // Duplicate keys are refused by default; aliases are counted, so that no document expands to more than it says.
+    document = load(source, { maxAliases: MAX_ALIASES });
   } catch (error) {
     throw where(`Invalid YAML: ${error instanceof Error ? error.message.split("\n")[0] : String(error)}`);
   }
-  const result = AgentDefinitionSchema.safeParse(document);
+  // Counted before the document is checked, so that aliased task maps cannot multiply the work.
+  if (taskCount(document) > MAX_TASKS) throw where(`Not a valid agent definition: more than ${MAX_TASKS} tasks`);
+  const result = (agentDefinitionSchema ??= definitionSchema()).safeParse(document);
   if (!result.success) {
     const issue = result.error.issues[0];
     throw where(`Not a valid agent definition: ${issue.path.join(".") || "document"}: ${issue.message}`);
@@ -67,8 +76,14 @@ export function parseAgentDefinition(source: string, where: (detail: string) => 
       expected_output: task.expected_output,
     })),
   );
-  if (tasks.length > MAX_TASKS) throw where(`Not a valid agent definition: more than ${MAX_TASKS} tasks`);
   return tasks;
+}
+
+/** How many tasks the document's roles hold, as far as its shape can be read (0 where it cannot). */
+function taskCount(document: unknown): number {
+  const entries = (value: unknown) => (value !== null && typeof value === "object" ? Object.values(value) : []);
+  const roles = entries((document as { roles?: unknown } | null)?.roles);
+  return roles.reduce<number>((sum, role) => sum + entries((role as { tasks?: unknown } | null)?.tasks).length, 0);
 }
 
 /** The agent a submission names: `agent_yaml` inline, else `agent_file` (default agents.yaml). */

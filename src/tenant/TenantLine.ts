@@ -8,6 +8,7 @@
  * that they hold a slot (the wake-up is the grant: the job never calls back to ask).
  */
 import { DurableObject } from "cloudflare:workers";
+import { logFailure } from "../log";
 import { limits, type Limits } from "../config";
 import { runObjectName, tenantOf } from "../ids";
 import { DEFAULT_PRIORITY } from "../schemas";
@@ -177,7 +178,7 @@ export class TenantLine extends DurableObject<Env> {
     try {
       await this.runDueWork();
     } catch (error) {
-      console.error("the line's alarm failed; trying again later", error);
+      logFailure("the line's alarm failed; trying again later", error);
       await this.ctx.storage.setAlarm(Date.now() + this.limits.retryBaseMs + this.limits.alarmDelayMs);
     }
   }

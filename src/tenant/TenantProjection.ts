@@ -6,6 +6,7 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import type { Job } from "../schemas";
+import { logFailure } from "../log";
 import { limits } from "../config";
 import { tenantOf } from "../ids";
 import { hasTable, migrate } from "../storage/migrations";
@@ -104,7 +105,7 @@ export class TenantProjection extends DurableObject<Env> {
     try {
       if (rows.length > 0) await this.env.LINES.getByName(tenantOf(this.ctx)).adopt(rows.map((r) => ({ job_id: r.job_id, running: r.running === 1 })));
     } catch (error) {
-      console.error("handing the old line over failed; trying again later", error);
+      logFailure("handing the old line over failed; trying again later", error);
       await this.ctx.storage.setAlarm(Date.now() + 60_000 + limits(this.env).alarmDelayMs);
       return;
     }

@@ -19,7 +19,7 @@ export async function startServer(persistTo = mkdtempSync(join(tmpdir(), "runs-e
   const base = `http://127.0.0.1:${port}`;
   const child = spawn(
     "node_modules/.bin/wrangler",
-    ["dev", "--ip", "127.0.0.1", "--port", String(port), "--persist-to", persistTo, "--log-level", "warn", ...args],
+    ["dev", "--ip", "127.0.0.1", "--port", String(port), "--persist-to", persistTo, ...(args.includes("--log-level") ? [] : ["--log-level", "warn"]), ...args],
     {
       env: { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false", CI: "true" },
       stdio: ["ignore", "pipe", "pipe"],

@@ -56,7 +56,7 @@ const outputDeltas = async (id: string) =>
 
 describe("the OpenAI-compatible runner", () => {
   it("reports itself in /health", async () => {
-    expect(await (await api("/health")).json()).toEqual({ status: "healthy", runner: "openai-compatible" });
+    expect(await (await api("/health")).json()).toEqual({ status: "healthy", runner: "openai-compatible", version: expect.any(String) });
   });
 
   it("runs a multi-task YAML agent in order, each task with its role, the topic and the earlier outputs", async () => {

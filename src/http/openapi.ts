@@ -1,0 +1,77 @@
+/**
+ * The OpenAPI 3.1 document, built on its first request from the routes' descriptions and the
+ * same zod schemas that validate requests (named schemas become its components).
+ */
+import * as z from "zod/mini";
+
+/** Schemas are given as the thunks of schemas.ts: the document builds them, the Worker's start does not. */
+type Schema = () => z.ZodMiniType;
+type ObjectSchema = () => z.ZodMiniObject;
+
+export interface Operation {
+  method: "get" | "post" | "delete";
+  /** In OpenAPI's form: `/api/v1/runs/{id}`. */
+  path: string;
+  summary: string;
+  params?: ObjectSchema;
+  query?: ObjectSchema;
+  headers?: ObjectSchema;
+  body?: Schema;
+  /** By status: a description and, for a JSON answer, its schema or, for another, its media type. */
+  responses: Record<number, { description: string; json?: Schema; media?: string }>;
+}
+
+const COMPONENTS = "#/components/schemas/";
+const options = { uri: (id: string) => COMPONENTS + id, unrepresentable: "any" } as const;
+
+function bare(schema: Record<string, unknown>): Record<string, unknown> {
+  const { $schema: _, $id: __, ...rest } = schema;
+  return rest;
+}
+
+function schemaOf(lazySchema: Schema): Record<string, unknown> {
+  const schema = lazySchema();
+  const id = z.globalRegistry.get(schema)?.id;
+  return id ? { $ref: COMPONENTS + id } : bare(z.toJSONSchema(schema, { ...options, io: "input" }) as Record<string, unknown>);
+}
+
+function parameters(where: "path" | "query" | "header", schema: ObjectSchema | undefined) {
+  if (!schema) return [];
+  const json = z.toJSONSchema(schema(), { ...options, io: "input" }) as { properties?: Record<string, Record<string, unknown>>; required?: string[] };
+  return Object.entries(json.properties ?? {}).map(([name, property]) => {
+    const { description, ...rest } = property;
+    return { name, in: where, required: where === "path" || (json.required ?? []).includes(name), description, schema: rest };
+  });
+}
+
+function operation(op: Operation) {
+  const responses = Object.fromEntries(
+    Object.entries(op.responses).map(([status, r]) => {
+      const content = r.json ? { "application/json": { schema: schemaOf(r.json) } } : r.media ? { [r.media]: { schema: { type: "string" } } } : undefined;
+      return [status, content ? { description: r.description, content } : { description: r.description }];
+    }),
+  );
+  return {
+    summary: op.summary,
+    parameters: [...parameters("path", op.params), ...parameters("query", op.query), ...parameters("header", op.headers)],
+    ...(op.body ? { requestBody: { required: true, content: { "application/json": { schema: schemaOf(op.body) } } } } : {}),
+    responses,
+  };
+}
+
+export function openApiDocument(info: { title: string; version: string; description: string }, operations: Operation[]) {
+  const paths: Record<string, Record<string, unknown>> = {};
+  for (const op of operations) (paths[op.path] ??= {})[op.method] = operation(op);
+  // Every schema a route names is built by now, and with it every named one it holds.
+  const registry = z.toJSONSchema(z.globalRegistry, options) as { schemas: Record<string, Record<string, unknown>> };
+  const schemas = Object.fromEntries(Object.entries(registry.schemas).map(([id, schema]) => [id, bare(schema)]));
+  return {
+    openapi: "3.1.0",
+    info,
+    paths,
+    components: {
+      schemas,
+      securitySchemes: { bearer: { type: "http", scheme: "bearer" }, apiKey: { type: "apiKey", in: "header", name: "X-API-Key" } },
+    },
+  };
+}

@@ -1,0 +1,117 @@
+/**
+ * Is this deployment's configuration sound? One set of checks, with no dependencies, serves both
+ * `npm run deploy:check` (in Node, before a deploy, offline) and the Worker, which answers a
+ * request it cannot serve soundly with 503 naming the setting (never 500, never half-configured).
+ * Settings are read by name from the Worker's env, or from a deployment's vars and secrets.
+ */
+
+/** The whole-number settings: their defaults and least values. */
+const NUMBERS = {
+  MAX_BODY_BYTES: [1024 * 1024, 0],
+  INLINE_RESULT_BYTES: [1024 * 1024, 0],
+  RETENTION_SECONDS: [7 * 86400, 0],
+  MAX_STEP_ATTEMPTS: [3, 1],
+  ALARM_DELAY_MS: [0, 0],
+  RETRY_BASE_MS: [1000, 0],
+  MAX_RUNNING_PER_TENANT: [10, 1],
+  MAX_RUNNING_PER_KEY: [2, 1],
+  MAX_QUEUED_PER_TENANT: [100_000, 1],
+  WEBHOOK_RETRY_BASE_MS: [10_000, 1],
+  WEBHOOK_RETRY_WINDOW_MS: [86_400_000, 0],
+  STALL_TIMEOUT_MS: [900_000, 1],
+  MODEL_IDLE_TIMEOUT_MS: [60_000, 1],
+  RATE_LIMIT_PER_MINUTE: [600, 1],
+} as const satisfies Record<string, readonly [number, number]>;
+export type NumberSetting = keyof typeof NUMBERS;
+
+export const MIN_TOKEN_SECRET_CHARS = 32;
+const MIN_WEBHOOK_KEY_BYTES = 24;
+
+/** A setting's text, trimmed; "" when unset. */
+function read(settings: object, name: string): string {
+  const value = (settings as Record<string, unknown>)[name];
+  return typeof value === "string" ? value.trim() : "";
+}
+
+/** The setting's value, or its default when unset or empty (or malformed: `settingsProblems` names that). */
+export function numberSetting(settings: object, name: NumberSetting): number {
+  const [fallback, least] = NUMBERS[name];
+  const raw = read(settings, name);
+  const n = Number(raw);
+  return raw !== "" && Number.isSafeInteger(n) && n >= least ? n : fallback;
+}
+
+export interface KeyEntry {
+  hash: Uint8Array;
+  tenant: string;
+}
+
+const TENANT = /^[A-Za-z0-9_-]{1,64}$/;
+const KEYS_SHAPE = "API_KEYS must be a JSON object mapping 64-hex-digit SHA-256 hashes to tenant names of [A-Za-z0-9_-]";
+
+/** The keys of an API_KEYS setting, or what is wrong with it. */
+export function parseKeys(source: string): { entries: KeyEntry[] } | { problem: string } {
+  if (source.trim() === "") return { entries: [] };
+  let map: unknown;
+  try {
+    map = JSON.parse(source);
+  } catch {
+    return { problem: `${KEYS_SHAPE}; it is not JSON` };
+  }
+  if (map === null || typeof map !== "object" || Array.isArray(map)) return { problem: KEYS_SHAPE };
+  const entries: KeyEntry[] = [];
+  for (const [hash, tenant] of Object.entries(map)) {
+    if (!/^[0-9a-f]{64}$/.test(hash) || typeof tenant !== "string" || !TENANT.test(tenant)) return { problem: KEYS_SHAPE };
+    entries.push({ hash: Uint8Array.from(hash.match(/../g)!.map((h) => parseInt(h, 16))), tenant });
+  }
+  return { entries };
+}
+
+function webhookSecretProblem(secret: string): string | null {
+  let bytes = 0;
+  try {
+    bytes = atob(secret.replace(/^whsec_/, "")).length;
+  } catch {
+    return "WEBHOOK_SECRET must be whsec_ followed by base64; it is not base64";
+  }
+  return bytes >= MIN_WEBHOOK_KEY_BYTES ? null : `WEBHOOK_SECRET must hold at least ${MIN_WEBHOOK_KEY_BYTES} bytes of key (base64 after whsec_); it holds ${bytes}`;
+}
+
+/** What is wrong with the settings, each naming its setting; empty when sound. */
+export function settingsProblems(settings: object): string[] {
+  const problems: string[] = [];
+  const keys = parseKeys(read(settings, "API_KEYS"));
+  if ("problem" in keys) problems.push(keys.problem);
+  const tokenSecret = read(settings, "TOKEN_SECRET");
+  if (tokenSecret !== "" && tokenSecret.length < MIN_TOKEN_SECRET_CHARS) {
+    problems.push(`TOKEN_SECRET must be at least ${MIN_TOKEN_SECRET_CHARS} characters; it has ${tokenSecret.length}`);
+  }
+  const webhookSecret = read(settings, "WEBHOOK_SECRET");
+  const webhookProblem = webhookSecret === "" ? null : webhookSecretProblem(webhookSecret);
+  if (webhookProblem) problems.push(webhookProblem);
+  for (const name of Object.keys(NUMBERS) as NumberSetting[]) {
+    const raw = read(settings, name);
+    if (raw !== "" && numberSetting(settings, name) !== Number(raw)) problems.push(`${name} must be a whole number within its range; it is "${raw}"`);
+  }
+  const modelUrl = read(settings, "MODEL_BASE_URL");
+  if (modelUrl !== "" && !/^https?:\/\/[^/\s]+/.test(modelUrl)) problems.push(`MODEL_BASE_URL must be an http(s) URL; it is "${modelUrl}"`);
+  return problems;
+}
+
+/**
+ * What a deployment needs besides sound settings: keys (without them it serves nothing but
+ * localhost) and, since it accepts webhook_url, a secret to sign webhooks with.
+ */
+export function deploymentProblems(settings: object): string[] {
+  const problems = settingsProblems(settings);
+  if (read(settings, "API_KEYS") === "") problems.push("API_KEYS is not set: a deployment without keys refuses every request (npm run mint-key makes one)");
+  if (read(settings, "WEBHOOK_SECRET") === "") problems.push("WEBHOOK_SECRET is not set: a deployment's webhooks must be signed");
+  return problems;
+}
+
+/** A deployment (keys configured) that would send an unsigned webhook; null when it may send. */
+export function webhookSigningProblem(settings: object): string | null {
+  return read(settings, "API_KEYS") !== "" && read(settings, "WEBHOOK_SECRET") === ""
+    ? "WEBHOOK_SECRET is not set: this deployment cannot sign webhooks, so it accepts no webhook_url"
+    : null;
+}

@@ -1,0 +1,205 @@
+/** What operators rely on: request ids, JSON log lines, metrics data points, /health and GET /. */
+import { createExecutionContext, env, waitOnExecutionContext } from "cloudflare:test";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import worker from "../src/index";
+import { overlay, withBindings } from "./faults";
+import { api, BASE, drive, post, submit } from "./helpers";
+
+/** Every JSON line the Worker and the objects log while a test runs (they share this isolate). */
+let lines: Record<string, unknown>[] = [];
+beforeEach(() => {
+  lines = [];
+  for (const level of ["log", "error"] as const) {
+    vi.spyOn(console, level).mockImplementation((...args: unknown[]) => {
+      const text = String(args[0]);
+      if (text.startsWith("{")) lines.push(JSON.parse(text) as Record<string, unknown>);
+    });
+  }
+});
+afterEach(() => vi.restoreAllMocks());
+
+const ofEvent = (event: string) => lines.filter((l) => l.event === event);
+
+describe("request ids", () => {
+  it("every answer carries one: found, not found, refused and failed validation alike", async () => {
+    const answers = [await api("/health"), await api("/api/v1/runs/run_nothere"), await api("/nowhere"), await post("/api/v1/runs", {})];
+    expect(answers.map((r) => r.status)).toEqual([200, 404, 404, 422]);
+    const ids = answers.map((r) => r.headers.get("X-Request-Id"));
+    for (const id of ids) expect(id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(new Set(ids).size).toBe(ids.length);
+  });
+
+  it("a well-formed incoming id is echoed; a malformed one is replaced", async () => {
+    const kept = await api("/health", { headers: { "X-Request-Id": "edge-7f3a9c21.retry:2" } });
+    expect(kept.headers.get("X-Request-Id")).toBe("edge-7f3a9c21.retry:2");
+    for (const bad of ["short", "has spaces in it", "x".repeat(129), "quote\"inside-it"]) {
+      const replaced = await api("/health", { headers: { "X-Request-Id": bad } });
+      expect(replaced.headers.get("X-Request-Id")).toMatch(/^[0-9a-f-]{36}$/);
+    }
+  });
+});
+
+describe("log lines", () => {
+  it("one per request with its fields, the route as a template and the job it acted on", async () => {
+    const id = await submit();
+    await api(`/api/v1/runs/${id}`, { headers: { "X-Request-Id": "poll-request-0001" } });
+    await api("/api/v1/runs?page_size=1");
+    const requests = ofEvent("request");
+    expect(requests).toHaveLength(3);
+    for (const line of requests) {
+      expect(Object.keys(line).sort()).toEqual(["duration_ms", "event", "job_id", "method", "request_id", "route", "status", "tenant"]);
+      expect(line.tenant).toBe("default");
+      expect(line.duration_ms).toBeTypeOf("number");
+    }
+    expect(requests.map((l) => [l.method, l.route, l.status, l.job_id])).toEqual([
+      ["POST", "/api/v1/runs", 202, id],
+      ["GET", "/api/v1/runs/:id", 200, id],
+      ["GET", "/api/v1/runs", 200, null],
+    ]);
+    expect(requests[1].request_id).toBe("poll-request-0001");
+  });
+
+  it("one per transition, carrying the submit's request id from start to end", async () => {
+    const res = await post("/api/v1/runs", { prompt: "follow me", config: { simulate: { steps: 2, step_ms: 1 } } }, { "X-Request-Id": "submit-request-0001" });
+    const { job_id } = await res.json<{ job_id: string }>();
+    await drive(job_id);
+    const transitions = ofEvent("transition").filter((l) => l.job_id === job_id);
+    expect(transitions.map((l) => [l.from, l.to, l.step, l.error])).toEqual([
+      ["queued", "running", 0, null],
+      ["running", "succeeded", 2, null],
+    ]);
+    for (const line of transitions) {
+      expect(line).toMatchObject({ tenant: "default", request_id: "submit-request-0001" });
+    }
+    expect(ofEvent("request")[0]).toMatchObject({ request_id: "submit-request-0001", job_id });
+  });
+
+  it("a failed job's transition names its error", async () => {
+    const id = await submit({ steps: 2, fail_at_step: 2 });
+    await drive(id);
+    const [ended] = ofEvent("transition").filter((l) => l.job_id === id && l.to === "failed");
+    expect(ended).toMatchObject({ from: "running", step: 1 });
+    expect(String(ended.error)).toContain("step 2");
+  });
+
+  it("never holds the prompt, the output or the body of a request", async () => {
+    const prompt = "a-prompt-that-must-never-reach-the-logs";
+    const res = await post("/api/v1/runs", { prompt, metadata: { note: "metadata-never-logged" }, config: { simulate: { steps: 1, step_ms: 1 } } });
+    const { job_id } = await res.json<{ job_id: string }>();
+    await drive(job_id);
+    const output = await (await api(`/api/v1/runs/${job_id}/output`)).text();
+    await api(`/api/v1/runs/${job_id}/result`);
+    expect(lines.length).toBeGreaterThan(3);
+    const logged = JSON.stringify(lines);
+    for (const secret of [prompt, "metadata-never-logged", output.slice(0, 40)]) expect(logged).not.toContain(secret);
+  });
+});
+
+describe("metrics", () => {
+  /** A dataset that records each data point and passes it on to the real binding. */
+  function recording() {
+    const points: AnalyticsEngineDataPoint[] = [];
+    const dataset: AnalyticsEngineDataset = {
+      writeDataPoint(point) {
+        points.push(point ?? {});
+        env.METRICS.writeDataPoint(point);
+      },
+    };
+    return { points, dataset };
+  }
+
+  it("one data point per transition: tenant, status, runner, model; run time and tokens; indexed by tenant", async () => {
+    const id = await submit({ steps: 2, step_ms: 1 });
+    const { points, dataset } = recording();
+    await withBindings(id, { METRICS: dataset });
+    await drive(id);
+    expect(points).toHaveLength(1);
+    const [point] = points;
+    expect(point.blobs).toEqual(["default", "succeeded", "simulated", "simulated", "running"]);
+    expect(point.indexes).toEqual(["default"]);
+    expect(point.doubles).toHaveLength(2);
+    expect(point.doubles![0]).toBeGreaterThanOrEqual(0);
+    expect(point.doubles![1]).toBe(0);
+  });
+
+  it("without the binding nothing is sent and the job runs to its end", async () => {
+    const id = await submit({ steps: 2 });
+    await withBindings(id, { METRICS: undefined });
+    expect((await drive(id)).status).toBe("succeeded");
+    expect(ofEvent("failure")).toEqual([]);
+  });
+});
+
+describe("the front page and /health", () => {
+  it("GET / leads a browser to the API reference", async () => {
+    const res = await api("/", { redirect: "manual" });
+    expect(res.status).toBe(302);
+    expect(new URL(res.headers.get("Location")!, BASE).pathname).toBe("/docs");
+  });
+});
+
+describe("a deployment whose settings are unsound answers 503 naming the setting", () => {
+  async function fetchWith(settings: Partial<Record<string, string>>, path: string, init?: RequestInit) {
+    const ctx = createExecutionContext();
+    const res = await worker.fetch!(new Request(`${BASE}${path}`, init) as Request<unknown, IncomingRequestCfProperties>, overlay(env, settings as Partial<Env>), ctx);
+    await waitOnExecutionContext(ctx);
+    return res;
+  }
+
+  const cases: [string, Record<string, string>, RegExp][] = [
+    ["API_KEYS that is not JSON", { API_KEYS: "{alpha" }, /API_KEYS must be a JSON object/],
+    ["API_KEYS mapping something else than hashes", { API_KEYS: JSON.stringify({ "key-alpha": "alpha" }) }, /API_KEYS must be a JSON object/],
+    ["TOKEN_SECRET too short", { TOKEN_SECRET: "short-secret" }, /TOKEN_SECRET must be at least 32 characters; it has 12/],
+    ["WEBHOOK_SECRET not base64", { WEBHOOK_SECRET: "whsec_not base64!" }, /WEBHOOK_SECRET must be whsec_ followed by base64/],
+    ["WEBHOOK_SECRET too short", { WEBHOOK_SECRET: `whsec_${btoa("tiny")}` }, /WEBHOOK_SECRET must hold at least 24 bytes/],
+    ["a limit that is no number", { MAX_RUNNING_PER_TENANT: "ten" }, /MAX_RUNNING_PER_TENANT must be a whole number within its range; it is "ten"/],
+    ["a limit below its least value", { MAX_STEP_ATTEMPTS: "0" }, /MAX_STEP_ATTEMPTS must be a whole number/],
+    ["MODEL_BASE_URL that is no URL", { MODEL_BASE_URL: "llm.internal" }, /MODEL_BASE_URL must be an http\(s\) URL/],
+  ];
+
+  it.each(cases)("%s", async (_what, settings, detail) => {
+    for (const [path, init] of [["/api/v1/runs", undefined], ["/stats", undefined], ["/api/v1/runs", { method: "POST", headers: { "content-type": "application/json" }, body: '{"prompt":"x"}' }]] as const) {
+      const res = await fetchWith(settings, path, init);
+      expect(res.status).toBe(503);
+      const body = await res.json<{ detail: string }>();
+      expect(body.detail).toMatch(/^Service misconfigured: /);
+      expect(body.detail).toMatch(detail);
+    }
+    // Liveness is still answered, so that the deployment can be told apart from a dead one.
+    expect((await fetchWith(settings, "/health")).status).toBe(200);
+  });
+
+  it("a deployment with keys and no WEBHOOK_SECRET refuses a webhook_url (and nothing is stored), but not other submits", async () => {
+    const key = "operations-test-key";
+    const hash = [...new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(key)))].map((b) => b.toString(16).padStart(2, "0")).join("");
+    const settings = { API_KEYS: JSON.stringify({ [hash]: "operations" }), WEBHOOK_SECRET: "" };
+    const headers = { "content-type": "application/json", authorization: `Bearer ${key}` };
+    const hooked = await fetchWith(settings, "/api/v1/runs", { method: "POST", headers, body: JSON.stringify({ prompt: "x", webhook_url: "https://hooks.example.com/in" }) });
+    expect(hooked.status).toBe(503);
+    expect((await hooked.json<{ detail: string }>()).detail).toMatch(/WEBHOOK_SECRET is not set/);
+    const stats = await (await fetchWith(settings, "/stats", { headers })).json<{ total_jobs: number }>();
+    expect(stats.total_jobs).toBe(0);
+    const plain = await fetchWith(settings, "/api/v1/runs", { method: "POST", headers, body: JSON.stringify({ prompt: "x", delay_seconds: 3600 }) });
+    expect(plain.status).toBe(202);
+  });
+});
+
+describe("the OpenAPI document", () => {
+  it("describes every route the app serves, with its parameters and schemas", async () => {
+    const { app } = await import("../src/app");
+    const pages = new Set(["/", "/docs", "/docs/:file", "/openapi.json"]);
+    const served = app.routes
+      .filter((r) => r.method !== "ALL" && !pages.has(r.path))
+      .map((r) => `${r.method.toLowerCase()} ${r.path.replace(/:(\w+)/g, "{$1}")}`);
+    const doc = await (await api("/openapi.json")).json<{
+      paths: Record<string, Record<string, { parameters: { name: string; in: string }[]; requestBody?: unknown }>>;
+      components: { schemas: Record<string, { properties?: Record<string, unknown> }> };
+    }>();
+    const documented = Object.entries(doc.paths).flatMap(([path, ops]) => Object.keys(ops).map((method) => `${method} ${path}`));
+    expect(documented.sort()).toEqual([...new Set(served)].sort());
+    expect(doc.paths["/api/v1/runs/{id}"].delete.parameters.map((p) => `${p.in}:${p.name}`)).toEqual(["path:id", "query:force"]);
+    expect(doc.paths["/api/v1/runs"].post.requestBody).toEqual({ required: true, content: { "application/json": { schema: { $ref: "#/components/schemas/SubmitRun" } } } });
+    expect(Object.keys(doc.components.schemas.SubmitRun.properties!)).toContain("queue_ttl_seconds");
+    expect(Object.keys(doc.components.schemas.Job.properties!)).toContain("queue_position");
+  });
+});
