@@ -32,6 +32,8 @@ export default defineConfig({
       workers("workers", ["test/*.test.ts"], { MAX_RUNNING_PER_TENANT: "1000" }),
       // The tenant's line under small limits: 3 running, 1 per concurrency key, 8 queued.
       workers("workers-line", ["test/line/*.test.ts"], { MAX_RUNNING_PER_TENANT: "3", MAX_RUNNING_PER_KEY: "1", MAX_QUEUED_PER_TENANT: "8" }),
+      // Earlier versions' state loaded into today's objects, under the limit those versions ran with.
+      workers("workers-upgrade", ["test/upgrade/*.test.ts"], { MAX_RUNNING_PER_TENANT: "2" }),
       // With API keys for three tenants, configured CORS origins and a small rate limit.
       workers(
         "workers-keys",

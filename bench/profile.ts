@@ -7,6 +7,7 @@
  */
 import autocannon from "autocannon";
 import { BASE, startServer, stopServer } from "../test/e2e/server";
+import { inspector } from "./inspector";
 
 const INSPECTOR_PORT = 9230;
 const quickJob = JSON.stringify({ prompt: "profile", config: { simulate: { steps: 1, step_ms: 0 } } });
@@ -15,33 +16,6 @@ const json = { "content-type": "application/json" };
 type CallFrame = { functionName: string; url: string; lineNumber: number };
 type ProfileNode = { id: number; callFrame: CallFrame; children?: number[] };
 type Profile = { nodes: ProfileNode[]; samples: number[] };
-
-/** A minimal Chrome DevTools Protocol session over wrangler's inspector proxy. */
-async function inspector() {
-  // The proxy refuses a connection without an Origin header. Node's WebSocket (undici) takes an
-  // init object with headers where the DOM type has only protocols.
-  const init = { headers: { Origin: `http://127.0.0.1:${INSPECTOR_PORT}` } };
-  const socket = new WebSocket(`ws://127.0.0.1:${INSPECTOR_PORT}/ws`, init as unknown as string[]);
-  const waiting = new Map<number, (result: unknown) => void>();
-  let next = 0;
-  socket.onmessage = (message) => {
-    const data = JSON.parse(String(message.data)) as { id?: number; result?: unknown };
-    if (data.id !== undefined) waiting.get(data.id)?.(data.result);
-  };
-  await new Promise((resolve, reject) => {
-    socket.onopen = resolve;
-    socket.onerror = () => reject(new Error(`no inspector on port ${INSPECTOR_PORT}`));
-  });
-  return {
-    send: <T>(method: string, params: object = {}) =>
-      new Promise<T>((resolve) => {
-        const id = ++next;
-        waiting.set(id, resolve as (result: unknown) => void);
-        socket.send(JSON.stringify({ id, method, params }));
-      }),
-    close: () => socket.close(),
-  };
-}
 
 async function setUp(route: string): Promise<Partial<autocannon.Options>> {
   switch (route) {
@@ -97,7 +71,7 @@ async function main() {
   const server = await startServer(undefined, ["--inspector-port", String(INSPECTOR_PORT)]);
   try {
     const options = await setUp(route);
-    const session = await inspector();
+    const session = await inspector(INSPECTOR_PORT);
     await session.send("Profiler.enable");
     await session.send("Profiler.setSamplingInterval", { interval: 500 });
     await session.send("Profiler.start");

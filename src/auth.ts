@@ -26,7 +26,6 @@ export type AppEnv = { Bindings: Env; Variables: { tenant: string; keyId: string
 
 const LOCAL_HOSTS = new Set(["localhost", "127.0.0.1", "[::1]"]);
 
-
 let parsed: { source: string; entries: KeyEntry[] } | null = null;
 
 /** The configured keys; a malformed setting is a deployment error (answered 503 before this is asked), never an open door. */

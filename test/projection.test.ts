@@ -1,7 +1,8 @@
 import { abortAllDurableObjects, env, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { PROJECTION_MIGRATIONS } from "../src/tenant/TenantProjection";
-import { api, drive, post, settle, submit, submitQueued } from "./helpers";
+import type { Job } from "../src/schemas";
+import { PROJECTION_MIGRATIONS, TOMBSTONE_TTL_MS } from "../src/tenant/TenantProjection";
+import { api, drive, finished, post, settle, submit, submitQueued } from "./helpers";
 
 type Stats = { total_jobs: number; by_status: Record<string, number> };
 const stats = async () => (await api("/stats")).json<Stats>();
@@ -25,6 +26,7 @@ describe("the tenant projection's tallies", () => {
       state.storage.sql.exec("DROP TABLE status_counts");
       state.storage.sql.exec("DROP TABLE session_counts");
       state.storage.sql.exec("DROP INDEX jobs_by_seq");
+      state.storage.sql.exec("DROP INDEX tombstones_by_age");
       state.storage.sql.exec("DROP TABLE IF EXISTS slots_to_hand_over");
       state.storage.sql.exec("CREATE TABLE slots (job_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, running INTEGER NOT NULL DEFAULT 0)");
       state.storage.sql.exec("DELETE FROM _migrations WHERE id > ?", first);
@@ -54,5 +56,34 @@ describe("the tenant projection's tallies", () => {
     await drive(id);
     expect(await total("session_id=&status=succeeded")).toBe(1);
     expect(await total("session_id=&status=running")).toBe(0);
+  });
+});
+
+describe("tombstones of deleted jobs", () => {
+  const tombstones = () =>
+    runInDurableObject(env.PROJECTIONS.getByName("default"), (_instance, state) =>
+      state.storage.sql.exec<{ job_id: string; deleted_at: number }>("SELECT job_id, deleted_at FROM tombstones").toArray(),
+    );
+
+  it("keep a deleted job from coming back, and are pruned a day later by the deletes that follow", async () => {
+    const old = await finished({ steps: 1 });
+    const snapshot = await (await api(`/api/v1/runs/${old}`)).json<Job>();
+    expect((await api(`/api/v1/runs/${old}`, { method: "DELETE" })).status).toBe(204);
+    expect((await tombstones()).map((t) => t.job_id)).toContain(old);
+
+    // A late snapshot of the deleted job is ignored.
+    await env.PROJECTIONS.getByName("default").upsert(snapshot, 1_000);
+    const listed = await (await api("/api/v1/runs?page_size=100")).json<{ jobs: { job_id: string }[] }>();
+    expect(listed.jobs.map((j) => j.job_id)).not.toContain(old);
+
+    // A day and more later, the next delete takes the old tombstone with it; its own stays.
+    await runInDurableObject(env.PROJECTIONS.getByName("default"), (_instance, state) => {
+      state.storage.sql.exec("UPDATE tombstones SET deleted_at = ? WHERE job_id = ?", Date.now() - TOMBSTONE_TTL_MS - 1, old);
+    });
+    const next = await finished({ steps: 1 });
+    expect((await api(`/api/v1/runs/${next}`, { method: "DELETE" })).status).toBe(204);
+    const left = (await tombstones()).map((t) => t.job_id);
+    expect(left).not.toContain(old);
+    expect(left).toContain(next);
   });
 });

@@ -1,7 +1,8 @@
 /**
  * The floor of this design, for the benchmark: the least a submit and a status read must do when
  * every job has its own SQLite Durable Object. Submit creates a fresh object and writes one row
- * and an alarm in it; status reads that row back. `POST /one-object?calls=N` makes N small writes on
+ * and an alarm in it; status reads that row back; delete removes the alarm and everything stored.
+ * `POST /one-object?calls=N` makes N small writes on
  * one object, for the rate a single object (a tenant's line or projection) serves. Served by
  * `wrangler dev` beside the service.
  */
@@ -28,6 +29,12 @@ export class FloorJob extends DurableObject<FloorEnv> {
     this.ctx.storage.sql.exec("INSERT INTO touches (at) VALUES (?)", Date.now());
   }
 
+  /** Everything the object stored, gone: what a delete must do at the least. */
+  async remove(): Promise<void> {
+    await this.ctx.storage.deleteAlarm();
+    await this.ctx.storage.deleteAll();
+  }
+
   alarm(): void {}
 }
 
@@ -52,6 +59,10 @@ export default {
     if (request.method === "GET" && match) {
       const job = await env.JOBS.getByName(match[1]).get();
       return job ? Response.json(job) : Response.json({ detail: `Job not found: ${match[1]}` }, { status: 404 });
+    }
+    if (request.method === "DELETE" && match) {
+      await env.JOBS.getByName(match[1]).remove();
+      return new Response(null, { status: 204 });
     }
     return Response.json({ detail: "Not Found" }, { status: 404 });
   },

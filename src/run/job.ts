@@ -1,7 +1,7 @@
 /** The job row a RunObject stores, and the job object of the contract derived from it. */
 import type { AgentTask } from "../runners/agents";
 import type { RunnerKind } from "../runners";
-import { DEFAULT_PRIORITY, type Job } from "../schemas";
+import type { Job } from "../schemas";
 import { isTerminal, type Status } from "./transitions";
 
 /** What the Worker decides at submit; fixed for the job's life. */
@@ -31,8 +31,8 @@ export interface RunSpec {
   scheduled_for: number | null;
   /** How long it may wait in line once it may start, or null. */
   queue_ttl_s: number | null;
-  /** The submit's request id, carried into the job's log lines (absent in jobs stored before it). */
-  request_id?: string | null;
+  /** The submit's request id, carried into the job's log lines. */
+  request_id: string | null;
 }
 
 export interface RunRow {
@@ -117,9 +117,9 @@ export function toJob(spec: RunSpec, row: RunRow, webhook: WebhookState | null =
     metadata: spec.metadata,
     expires_at: iso(row.expires_at),
     // Jobs submitted before the line had these fields have the defaults.
-    priority: spec.priority ?? DEFAULT_PRIORITY,
-    concurrency_key: spec.concurrency_key ?? null,
-    scheduled_for: iso(spec.scheduled_for ?? null),
+    priority: spec.priority,
+    concurrency_key: spec.concurrency_key,
+    scheduled_for: iso(spec.scheduled_for),
     queue_position: null,
     webhook: spec.webhook_url
       ? {

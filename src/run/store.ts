@@ -1,10 +1,16 @@
 /** The RunObject's tables (numbered migrations, see storage/migrations.ts) and the SQL that reads and writes them. */
+import { DEFAULT_PRIORITY } from "../schemas";
 import type { OutputPart } from "../storage/blobs";
 import type { NewEvent, StoredEvent } from "./events";
 import type { RunRow, RunSpec, WebhookState } from "./job";
 
 type Row<T> = T & Record<string, SqlStorageValue>;
 
+/**
+ * Append-only: a deployed object has run a prefix of this list, and runs the rest when it next
+ * starts (test/upgrade/ checks this from every earlier version). A step is never edited or
+ * removed; one that is no longer wanted is undone by a later step.
+ */
 export const RUN_MIGRATIONS = [
   `CREATE TABLE spec (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL)`,
   `CREATE TABLE run (
@@ -33,6 +39,15 @@ export const RUN_MIGRATIONS = [
      attempts INTEGER NOT NULL DEFAULT 0,
      last_status INTEGER, last_error TEXT, last_attempt_at INTEGER, first_attempt_at INTEGER,
      body TEXT)`,
+  // When progress went to the projection at most once a second per kind; retired by the next step.
+  `CREATE TABLE outbox_sent (kind TEXT PRIMARY KEY, at INTEGER NOT NULL)`,
+  `DROP TABLE outbox_sent`,
+  // Rows owed by versions before the line: the projection's kind was "index", and neither it nor
+  // the purge named the tenant and the job, which the handlers now read from the row itself.
+  `UPDATE outbox SET kind = 'projection', payload = json_set(payload, '$.tenant', (SELECT json_extract(body, '$.tenant') FROM spec))
+   WHERE kind = 'index'`,
+  `UPDATE outbox SET payload = (SELECT json_object('tenant', json_extract(body, '$.tenant'), 'job_id', json_extract(body, '$.job_id')) FROM spec)
+   WHERE kind = 'purge' AND json_extract(payload, '$.job_id') IS NULL`,
 ] as const;
 
 export function readRunRow(sql: SqlStorage): RunRow | null {
@@ -65,8 +80,23 @@ export function writeRunRow(sql: SqlStorage, row: RunRow): void {
   );
 }
 
+/**
+ * The job's spec. One stored by an earlier version lacks the fields added since; each is given
+ * the value that version behaved as (it ran only the simulated runner, in submission order).
+ */
 export function readSpec(sql: SqlStorage): RunSpec {
-  return JSON.parse(sql.exec<{ body: string }>("SELECT body FROM spec WHERE id = 1").one().body) as RunSpec;
+  const stored = JSON.parse(sql.exec<{ body: string }>("SELECT body FROM spec WHERE id = 1").one().body) as Partial<RunSpec>;
+  return {
+    runner: "simulated",
+    agent: [],
+    retention_ms: null,
+    priority: DEFAULT_PRIORITY,
+    concurrency_key: null,
+    scheduled_for: null,
+    queue_ttl_s: null,
+    request_id: null,
+    ...stored,
+  } as RunSpec;
 }
 
 export function insertSpec(sql: SqlStorage, spec: RunSpec): void {

@@ -25,7 +25,7 @@ export function recordTransition(env: Env, spec: RunSpec, from: RunRow, to: RunR
     to: to.status,
     step: to.steps_completed,
     error: to.error,
-    request_id: spec.request_id ?? null,
+    request_id: spec.request_id,
   });
   const ranMs = to.started_at === null ? 0 : (to.completed_at ?? Date.now()) - to.started_at;
   // A deployment may leave the binding out of its config.

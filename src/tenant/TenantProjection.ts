@@ -50,7 +50,17 @@ export const PROJECTION_MIGRATIONS = [
   // The unfiltered list's order without the job bodies: what a deep page's offset walks.
   `CREATE INDEX jobs_by_seq ON jobs (seq)`,
   `ALTER TABLE slots RENAME TO slots_to_hand_over`,
+  // Tombstones are pruned by age (see TOMBSTONE_TTL_MS).
+  `CREATE INDEX tombstones_by_age ON tombstones (deleted_at)`,
 ] as const;
+
+/**
+ * How long a deleted job's tombstone is kept: longer than any update of it can be in flight (its
+ * object stops sending once it is deleted), so that none can bring the job back.
+ */
+export const TOMBSTONE_TTL_MS = 86_400_000;
+/** Expired tombstones removed by each removal: more than one, so that they never pile up. */
+const TOMBSTONES_PRUNED_PER_REMOVAL = 4;
 
 /** How many old run slots are handed to the line per call. */
 const HANDOVER_BATCH = 500;
@@ -147,12 +157,18 @@ export class TenantProjection extends DurableObject<Env> {
     this.ctx.storage.transactionSync(() => this.apply(job, version));
   }
 
-  /** Forgets a deleted job for good: its row and its idempotency key; leaves a tombstone. */
+  /** Forgets a deleted job for good: its row and its idempotency key; leaves a tombstone, and prunes expired ones. */
   remove(jobId: string): void {
+    const now = Date.now();
     this.ctx.storage.transactionSync(() => {
       this.sql.exec("DELETE FROM jobs WHERE job_id = ?", jobId);
       this.sql.exec("DELETE FROM idempotency WHERE job_id = ?", jobId);
-      this.sql.exec("INSERT OR IGNORE INTO tombstones (job_id, deleted_at) VALUES (?, ?)", jobId, Date.now());
+      this.sql.exec("INSERT OR IGNORE INTO tombstones (job_id, deleted_at) VALUES (?, ?)", jobId, now);
+      this.sql.exec(
+        "DELETE FROM tombstones WHERE job_id IN (SELECT job_id FROM tombstones WHERE deleted_at < ? ORDER BY deleted_at LIMIT ?)",
+        now - TOMBSTONE_TTL_MS,
+        TOMBSTONES_PRUNED_PER_REMOVAL,
+      );
     });
   }
 

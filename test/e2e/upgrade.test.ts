@@ -1,0 +1,64 @@
+/**
+ * An upgrade of the code under `wrangler dev`: the state the previous version left when it was
+ * killed mid-run (test/upgrade/fixtures/<commit>.state.tgz, from make-fixture.ts: two jobs
+ * running mid-step, one waiting in line, finished, failed and cancelled ones) is started with
+ * today's build. The running jobs resume and finish, the waiting one starts and finishes, the
+ * finished output reads back byte for byte, and everything deletes.
+ */
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startServer, stopServer, type DevServer } from "./server";
+
+/** The version before today's schema changes. */
+const PREVIOUS = "673c19c";
+const fixtures = join(import.meta.dirname, "..", "upgrade", "fixtures");
+const fixture = JSON.parse(readFileSync(join(fixtures, `${PREVIOUS}.json`), "utf8")) as {
+  jobs: Record<string, string>;
+  statuses_when_killed: Record<string, string>;
+  r2: Record<string, string>;
+};
+
+let server: DevServer;
+beforeAll(async () => {
+  const state = mkdtempSync(join(tmpdir(), "runs-upgrade-"));
+  execFileSync("tar", ["xzf", join(fixtures, `${PREVIOUS}.state.tgz`), "-C", state]);
+  server = await startServer(state);
+});
+afterAll(async () => {
+  if (server) await stopServer(server);
+});
+
+const get = async (path: string) => (await fetch(`${server.base}${path}`)).json() as Promise<Record<string, unknown>>;
+
+describe(`today's build on the state ${PREVIOUS} left`, () => {
+  it("resumes the running jobs, starts the waiting one, serves the old output and deletes everything", async () => {
+    const { jobs, statuses_when_killed: killed } = fixture;
+    expect(killed).toMatchObject({ running: "running", running2: "running", queued: "queued" });
+    const ends: Record<string, string> = {};
+    for (let i = 0; i < 600 && Object.keys(ends).length < Object.keys(jobs).length; i++) {
+      for (const [role, id] of Object.entries(jobs)) {
+        if (ends[role]) continue;
+        const { status } = await get(`/api/v1/runs/${id}`);
+        if (["succeeded", "failed", "cancelled"].includes(String(status))) ends[role] = String(status);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(ends).toEqual({ ...killed, running: "succeeded", running2: "succeeded", queued: "succeeded" });
+
+    const prefix = `runs/default/${jobs.finished}/`;
+    const expected = Object.keys(fixture.r2)
+      .filter((k) => k.startsWith(prefix))
+      .sort()
+      .map((k) => Buffer.from(fixture.r2[k], "base64").toString("utf8"))
+      .join("");
+    expect(await (await fetch(`${server.base}/api/v1/runs/${jobs.finished}/output`)).text()).toBe(expected);
+
+    const list = (await get("/api/v1/runs?page_size=100")) as { total: number };
+    expect(list.total).toBe(Object.keys(jobs).length);
+    for (const id of Object.values(jobs)) expect((await fetch(`${server.base}/api/v1/runs/${id}`, { method: "DELETE" })).status).toBe(204);
+    expect(((await get("/stats")) as { total_jobs: number }).total_jobs).toBe(0);
+  });
+});

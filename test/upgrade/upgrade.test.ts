@@ -1,0 +1,159 @@
+/// <reference types="vite/client" />
+/**
+ * Upgrades from every earlier schema version of this repository. Each fixture is the state an
+ * earlier version's own code left under `wrangler dev` when it was killed mid-run (see
+ * make-fixture.ts): its databases, as its migrations made them and its code filled them, and
+ * its R2 objects. The state is loaded into today's objects (a `TenantIndex` into the
+ * `TenantProjection` of the same tenant, as the `renamed_classes` migration carries it), the
+ * objects are restarted, and today's code must migrate them to exactly the schema it creates
+ * itself, answer for every job, finish the jobs that were running or waiting, replay the
+ * idempotency key, serve the outputs byte for byte, and delete everything, leaving nothing.
+ */
+import { abortAllDurableObjects, env, listDurableObjectIds, reset, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { beforeEach, describe, expect, it } from "vitest";
+import { api, drive, getJob, lineStub, post, submit } from "../helpers";
+
+interface Database {
+  tables: string[];
+  indexes_and_triggers: string[];
+  rows: Record<string, Record<string, unknown>[]>;
+}
+interface Fixture {
+  commit: string;
+  subject: string;
+  jobs: Record<string, string>;
+  statuses_when_killed: Record<string, string>;
+  objects: Record<string, Database[]>;
+  r2: Record<string, string>;
+}
+
+const fixtures = Object.values(import.meta.glob<Fixture>("./fixtures/*.json", { eager: true, import: "default" }));
+
+const NAME_TABLE = "__miniflare_do_name";
+const TERMINAL = ["succeeded", "failed", "cancelled"];
+
+function namespaceOf(cls: string) {
+  if (cls === "RunObject") return env.RUNS;
+  if (cls === "TenantLine") return env.LINES;
+  if (cls === "TenantIndex" || cls === "TenantProjection") return env.PROJECTIONS;
+  throw new Error(`no namespace for ${cls}`);
+}
+
+const tableName = (ddl: string) => /^CREATE TABLE "?(\w+)"?/.exec(ddl)![1];
+const bytes = (base64: string) => Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+const sqlValue = (v: unknown) => (v !== null && typeof v === "object" && "$blob" in v ? bytes((v as { $blob: string }).$blob).buffer : v);
+
+/** The object's database replaced by the fixture's: its tables, their rows, then its indexes and triggers. */
+function restore(storage: DurableObjectStorage, db: Database): void {
+  for (const ddl of db.tables) {
+    const table = tableName(ddl);
+    if (table === NAME_TABLE) continue;
+    storage.sql.exec(ddl);
+    for (const row of db.rows[table]) {
+      const columns = Object.keys(row);
+      storage.sql.exec(`INSERT INTO "${table}" (${columns.map((c) => `"${c}"`).join(", ")}) VALUES (${columns.map(() => "?").join(", ")})`, ...columns.map((c) => sqlValue(row[c])));
+    }
+  }
+  for (const ddl of db.indexes_and_triggers) storage.sql.exec(ddl);
+}
+
+/** What an object's database holds: every table, index and trigger, as SQL. */
+async function schemaOf(stub: DurableObjectStub<Rpc.DurableObjectBranded>): Promise<string[]> {
+  return runInDurableObject(stub, (_instance, state) =>
+    state.storage.sql
+      .exec<{ sql: string }>(`SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE '\\_cf\\_%' ESCAPE '\\' AND name != '${NAME_TABLE}'`)
+      .toArray()
+      .map((r) => r.sql)
+      .sort(),
+  );
+}
+
+async function load(fixture: Fixture): Promise<{ cls: string; name: string }[]> {
+  const loaded: { cls: string; name: string }[] = [];
+  for (const [cls, dbs] of Object.entries(fixture.objects)) {
+    for (const db of dbs) {
+      const name = String(db.rows[NAME_TABLE][0].name);
+      await runInDurableObject(namespaceOf(cls).getByName(name), async (_instance, state) => {
+        await state.storage.deleteAll();
+        restore(state.storage, db);
+      });
+      loaded.push({ cls, name });
+    }
+  }
+  for (const [key, content] of Object.entries(fixture.r2)) await env.OUTPUTS.put(key, bytes(content));
+  // The objects start again on today's code, as after a deploy.
+  await abortAllDurableObjects();
+  return loaded;
+}
+
+describe.each(fixtures.map((f) => [`${f.commit} (${f.subject.slice(0, 60)}…)`, f] as const))("upgrade from %s", (_name, fixture) => {
+  beforeEach(async () => {
+    await reset();
+  });
+
+  it("migrates every object to today's schema, serves and finishes every job, and deletes everything", { timeout: 60_000 }, async () => {
+    const loaded = await load(fixture);
+    const { jobs, statuses_when_killed: killed } = fixture;
+
+    // Every job answers, with the status it had.
+    for (const [role, id] of Object.entries(jobs)) {
+      const job = await getJob(id);
+      expect(job.job_id, role).toBe(id);
+      if (TERMINAL.includes(killed[role])) expect(job.status, role).toBe(killed[role]);
+    }
+
+    // The old projection's alarm hands over what it kept for the line (as on a deployment, where it fires by itself).
+    await runDurableObjectAlarm(env.PROJECTIONS.getByName("default"));
+    for (const [role, id] of Object.entries(jobs)) {
+      const ended = await drive(id);
+      expect(ended.status, `${role}: ${ended.error}`).toBe(TERMINAL.includes(killed[role]) ? killed[role] : "succeeded");
+    }
+
+    // Today's code migrated each old object to the very schema it makes itself.
+    await drive(await submit({ steps: 1 }));
+    const fresh = {
+      RunObject: await schemaOf(env.RUNS.getByName(`default/${(await (await api("/api/v1/runs?page_size=1")).json<{ jobs: { job_id: string }[] }>()).jobs[0].job_id}`)),
+      TenantProjection: await schemaOf(env.PROJECTIONS.getByName("default")),
+      TenantLine: await schemaOf(lineStub()),
+    };
+    for (const { cls, name } of loaded) {
+      const today = cls === "TenantIndex" ? "TenantProjection" : cls;
+      expect(await schemaOf(namespaceOf(cls).getByName(name)), `${cls} ${name}`).toEqual(fresh[today as keyof typeof fresh]);
+    }
+
+    // The list, the stats and the idempotency key carried over.
+    const list = await (await api("/api/v1/runs?page_size=100")).json<{ total: number; jobs: { job_id: string }[] }>();
+    expect(list.total).toBe(Object.keys(jobs).length + 1);
+    expect(list.jobs.map((j) => j.job_id)).toEqual(expect.arrayContaining(Object.values(jobs)));
+    const replay = await post("/api/v1/runs", {
+      prompt: "upgrade: keyed",
+      config: { simulate: { steps: 1, step_ms: 10 } },
+      idempotency_key: "upgrade-key",
+      session_id: "upgrade-session",
+      metadata: { origin: "fixture" },
+    });
+    expect(replay.status).toBe(202);
+    expect((await replay.json<{ job_id: string }>()).job_id).toBe(jobs.keyed);
+
+    // Outputs stored by the old code are served byte for byte.
+    const prefix = `runs/default/${jobs.finished}/`;
+    const parts = Object.keys(fixture.r2).filter((k) => k.startsWith(prefix)).sort();
+    expect(parts.length).toBeGreaterThan(0);
+    const expected = parts.map((k) => atob(fixture.r2[k])).join("");
+    expect(await (await api(`/api/v1/runs/${jobs.finished}/output`)).text()).toBe(expected);
+
+    // And everything goes when deleted.
+    const all = await (await api("/api/v1/runs?page_size=100")).json<{ jobs: { job_id: string }[] }>();
+    for (const { job_id } of all.jobs) expect((await api(`/api/v1/runs/${job_id}`, { method: "DELETE" })).status, job_id).toBe(204);
+    expect((await env.OUTPUTS.list({ prefix: "runs/" })).objects).toEqual([]);
+    const stats = await (await api("/stats")).json<{ total_jobs: number }>();
+    expect(stats.total_jobs).toBe(0);
+    for (const id of await listDurableObjectIds(env.RUNS)) {
+      const tables = await runInDurableObject(env.RUNS.get(id), (_i, state) =>
+        state.storage.sql.exec<{ name: string }>(`SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_cf\\_%' ESCAPE '\\' AND name != '${NAME_TABLE}'`).toArray(),
+      );
+      const left = tables.length === 0 ? "" : await runInDurableObject(env.RUNS.get(id), (_i, state) => JSON.stringify([state.storage.sql.exec("SELECT * FROM outbox").toArray(), state.storage.sql.exec("SELECT body FROM spec").toArray(), state.storage.sql.exec("SELECT * FROM run").toArray()]));
+      expect(tables, `${id}: ${left}`).toEqual([]);
+    }
+  });
+});
