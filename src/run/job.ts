@@ -116,7 +116,6 @@ export function toJob(spec: RunSpec, row: RunRow, webhook: WebhookState | null =
     retry_after: terminal ? null : POLL_INTERVAL_S,
     metadata: spec.metadata,
     expires_at: iso(row.expires_at),
-    // Jobs submitted before the line had these fields have the defaults.
     priority: spec.priority,
     concurrency_key: spec.concurrency_key,
     scheduled_for: iso(spec.scheduled_for),
