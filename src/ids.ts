@@ -25,9 +25,29 @@ export function runObjectName(tenant: string, jobId: string): string {
   return `${tenant}/${jobId}`;
 }
 
-/** The tenant a tenant's object (its line, its projection) belongs to: the name it is addressed by. */
-export function tenantOf(ctx: DurableObjectState): string {
+const TENANT_KEY = "tenant";
+
+/**
+ * A tenant's object (its line, its projection) keeps the name it is called by: the platform
+ * gives an instance its name only when a call by name started it, and an alarm that starts it
+ * (after an eviction, a restart, a deploy) runs without one.
+ */
+export function rememberTenant(ctx: DurableObjectState): void {
   const name = ctx.id.name;
-  if (!name) throw new Error("A tenant's object must be addressed by its tenant's name");
-  return name;
+  if (name && ctx.storage.kv.get<string>(TENANT_KEY) !== name) ctx.storage.kv.put(TENANT_KEY, name);
+}
+
+/** The tenant a tenant's object belongs to: its name, or the one it kept; null while it knows neither. */
+export function tenantOf(ctx: DurableObjectState): string | null {
+  return ctx.id.name ?? ctx.storage.kv.get<string>(TENANT_KEY) ?? null;
+}
+
+/**
+ * For an alarm that started an instance of an object that never kept its name (one from before
+ * it did): the alarm is put off and the instance given up, so that the next call by name starts
+ * one that learns it.
+ */
+export async function giveUpNameless(ctx: DurableObjectState, retryAtMs: number): Promise<void> {
+  await ctx.storage.setAlarm(retryAtMs);
+  ctx.abort("started by an alarm without its tenant's name; the next call by name starts it again");
 }

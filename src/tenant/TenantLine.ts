@@ -10,7 +10,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { logFailure } from "../log";
 import { limits, type Limits } from "../config";
-import { runObjectName, tenantOf } from "../ids";
+import { giveUpNameless, rememberTenant, runObjectName, tenantOf } from "../ids";
 import { DEFAULT_PRIORITY } from "../schemas";
 import { migrate } from "../storage/migrations";
 
@@ -91,6 +91,7 @@ export class TenantLine extends DurableObject<Env> {
     this.sql = ctx.storage.sql;
     this.limits = limits(env);
     migrate(ctx.storage, LINE_MIGRATIONS);
+    rememberTenant(ctx);
   }
 
   // ---- RPC ----------------------------------------------------------------------------
@@ -175,6 +176,7 @@ export class TenantLine extends DurableObject<Env> {
 
   /** Never fails, so that the platform never gives it up: whatever went wrong is tried again. */
   async alarm(): Promise<void> {
+    if (tenantOf(this.ctx) === null) return giveUpNameless(this.ctx, Date.now() + this.limits.retryBaseMs + this.limits.alarmDelayMs);
     try {
       await this.runDueWork();
     } catch (error) {
@@ -416,7 +418,7 @@ export class TenantLine extends DurableObject<Env> {
   }
 
   private run(jobId: string) {
-    return this.env.RUNS.getByName(runObjectName(tenantOf(this.ctx), jobId));
+    return this.env.RUNS.getByName(runObjectName(tenantOf(this.ctx)!, jobId));
   }
 
 }

@@ -8,7 +8,7 @@ import { DurableObject } from "cloudflare:workers";
 import type { Job } from "../schemas";
 import { logFailure } from "../log";
 import { limits } from "../config";
-import { tenantOf } from "../ids";
+import { giveUpNameless, rememberTenant, tenantOf } from "../ids";
 import { hasTable, migrate } from "../storage/migrations";
 import { STATUSES, type Status } from "../run/transitions";
 
@@ -101,6 +101,7 @@ export class TenantProjection extends DurableObject<Env> {
     super(ctx, env);
     this.sql = ctx.storage.sql;
     migrate(ctx.storage, PROJECTION_MIGRATIONS);
+    rememberTenant(ctx);
     if (hasTable(this.sql, "slots_to_hand_over")) void ctx.storage.setAlarm(Date.now() + limits(env).alarmDelayMs);
   }
 
@@ -109,11 +110,13 @@ export class TenantProjection extends DurableObject<Env> {
    * tenant's line, a batch at a time, so that jobs that were waiting still start.
    */
   async alarm(): Promise<void> {
+    const tenant = tenantOf(this.ctx);
+    if (tenant === null) return giveUpNameless(this.ctx, Date.now() + 60_000 + limits(this.env).alarmDelayMs);
     const rows = this.sql
       .exec<{ job_id: string; running: number }>("SELECT job_id, running FROM slots_to_hand_over ORDER BY seq LIMIT ?", HANDOVER_BATCH)
       .toArray();
     try {
-      if (rows.length > 0) await this.env.LINES.getByName(tenantOf(this.ctx)).adopt(rows.map((r) => ({ job_id: r.job_id, running: r.running === 1 })));
+      if (rows.length > 0) await this.env.LINES.getByName(tenant).adopt(rows.map((r) => ({ job_id: r.job_id, running: r.running === 1 })));
     } catch (error) {
       logFailure("handing the old line over failed; trying again later", error);
       await this.ctx.storage.setAlarm(Date.now() + 60_000 + limits(this.env).alarmDelayMs);

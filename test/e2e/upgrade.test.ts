@@ -3,7 +3,8 @@
  * killed mid-run (test/upgrade/fixtures/<commit>.state.tgz, from make-fixture.ts: two jobs
  * running mid-step, one waiting in line, finished, failed and cancelled ones) is started with
  * today's build. The running jobs resume and finish, the waiting one starts and finishes, the
- * finished output reads back byte for byte, and everything deletes.
+ * finished output reads back byte for byte, and everything deletes. Its times are first moved
+ * forward by its age (shift-times.py), so that it reads as if that server had stopped a moment ago.
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
@@ -18,6 +19,7 @@ const fixtures = join(import.meta.dirname, "..", "upgrade", "fixtures");
 const fixture = JSON.parse(readFileSync(join(fixtures, `${PREVIOUS}.json`), "utf8")) as {
   jobs: Record<string, string>;
   statuses_when_killed: Record<string, string>;
+  killed_at: number;
   r2: Record<string, string>;
 };
 
@@ -25,6 +27,7 @@ let server: DevServer;
 beforeAll(async () => {
   const state = mkdtempSync(join(tmpdir(), "runs-upgrade-"));
   execFileSync("tar", ["xzf", join(fixtures, `${PREVIOUS}.state.tgz`), "-C", state]);
+  execFileSync("python3", [join(fixtures, "..", "shift-times.py"), state, String(Date.now() - fixture.killed_at)]);
   server = await startServer(state);
 });
 afterAll(async () => {
@@ -46,7 +49,8 @@ describe(`today's build on the state ${PREVIOUS} left`, () => {
       }
       await new Promise((r) => setTimeout(r, 100));
     }
-    expect(ends).toEqual({ ...killed, running: "succeeded", running2: "succeeded", queued: "succeeded" });
+    const now = Object.fromEntries(await Promise.all(Object.entries(jobs).map(async ([role, id]) => [role, await get(`/api/v1/runs/${id}`)])));
+    expect(ends, JSON.stringify(now)).toEqual({ ...killed, running: "succeeded", running2: "succeeded", queued: "succeeded" });
 
     const prefix = `runs/default/${jobs.finished}/`;
     const expected = Object.keys(fixture.r2)

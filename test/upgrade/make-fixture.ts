@@ -80,12 +80,13 @@ try {
   const seen = await Promise.all(Object.entries(jobs).map(async ([role, id]) => [role, (await call("GET", `/api/v1/runs/${id}`)).body.status]));
   console.error("killed with", Object.fromEntries(seen));
   process.kill(-server.pid!, "SIGKILL");
+  const killedAt = Date.now();
   await sleep(500);
   const dump = JSON.parse(execFileSync("python3", [join(import.meta.dirname, "dump-state.py"), state], { maxBuffer: 64 * 1024 * 1024 }).toString());
   const dir = join(import.meta.dirname, "fixtures");
   mkdirSync(dir, { recursive: true });
   const subject = execFileSync("git", ["log", "-1", "--format=%s", commit]).toString().trim();
-  writeFileSync(join(dir, `${commit}.json`), `${JSON.stringify({ commit, subject, jobs, statuses_when_killed: Object.fromEntries(seen), ...dump }, null, 1)}\n`);
+  writeFileSync(join(dir, `${commit}.json`), `${JSON.stringify({ commit, subject, jobs, statuses_when_killed: Object.fromEntries(seen), killed_at: killedAt, ...dump }, null, 1)}\n`);
   execFileSync("tar", ["czf", join(dir, `${commit}.state.tgz`), "-C", state, "."]);
   console.error(`wrote test/upgrade/fixtures/${commit}.json`);
 } finally {

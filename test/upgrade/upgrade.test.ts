@@ -23,6 +23,7 @@ interface Fixture {
   subject: string;
   jobs: Record<string, string>;
   statuses_when_killed: Record<string, string>;
+  killed_at: number;
   objects: Record<string, Database[]>;
   r2: Record<string, string>;
 }
@@ -41,17 +42,27 @@ function namespaceOf(cls: string) {
 
 const tableName = (ddl: string) => /^CREATE TABLE "?(\w+)"?/.exec(ddl)![1];
 const bytes = (base64: string) => Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
-const sqlValue = (v: unknown) => (v !== null && typeof v === "object" && "$blob" in v ? bytes((v as { $blob: string }).$blob).buffer : v);
+
+/**
+ * A stored value as if the old version had been killed a moment ago: every time in milliseconds
+ * (the only integers this large) moves forward by the fixture's age, so that no deadline,
+ * retention or delay has passed since.
+ */
+function sqlValue(v: unknown, age: number): unknown {
+  if (v !== null && typeof v === "object" && "$blob" in v) return bytes((v as { $blob: string }).$blob).buffer;
+  return isTime(v) ? v + age : v;
+}
+const isTime = (v: unknown): v is number => typeof v === "number" && v > 1.5e12 && v < 2.5e12;
 
 /** The object's database replaced by the fixture's: its tables, their rows, then its indexes and triggers. */
-function restore(storage: DurableObjectStorage, db: Database): void {
+function restore(storage: DurableObjectStorage, db: Database, age: number): void {
   for (const ddl of db.tables) {
     const table = tableName(ddl);
     if (table === NAME_TABLE) continue;
     storage.sql.exec(ddl);
     for (const row of db.rows[table]) {
       const columns = Object.keys(row);
-      storage.sql.exec(`INSERT INTO "${table}" (${columns.map((c) => `"${c}"`).join(", ")}) VALUES (${columns.map(() => "?").join(", ")})`, ...columns.map((c) => sqlValue(row[c])));
+      storage.sql.exec(`INSERT INTO "${table}" (${columns.map((c) => `"${c}"`).join(", ")}) VALUES (${columns.map(() => "?").join(", ")})`, ...columns.map((c) => sqlValue(row[c], age)));
     }
   }
   for (const ddl of db.indexes_and_triggers) storage.sql.exec(ddl);
@@ -70,12 +81,13 @@ async function schemaOf(stub: DurableObjectStub<Rpc.DurableObjectBranded>): Prom
 
 async function load(fixture: Fixture): Promise<{ cls: string; name: string }[]> {
   const loaded: { cls: string; name: string }[] = [];
+  const age = Date.now() - fixture.killed_at;
   for (const [cls, dbs] of Object.entries(fixture.objects)) {
     for (const db of dbs) {
       const name = String(db.rows[NAME_TABLE][0].name);
       await runInDurableObject(namespaceOf(cls).getByName(name), async (_instance, state) => {
         await state.storage.deleteAll();
-        restore(state.storage, db);
+        restore(state.storage, db, age);
       });
       loaded.push({ cls, name });
     }

@@ -1,0 +1,25 @@
+"""Moves every time stored in a `wrangler dev` state directory's Durable Objects forward by an
+offset (milliseconds), so that the state reads as if its server had stopped a moment ago: every
+integer column value that is a time in milliseconds (the only integers this large) is shifted,
+alarms included. For test/e2e/upgrade.test.ts, which starts today's code on an old state."""
+import os, sqlite3, sys
+
+state, offset = sys.argv[1], int(sys.argv[2])
+LOW, HIGH = 1_500_000_000_000, 2_500_000_000_000
+
+do_root = os.path.join(state, "v3", "do")
+for namespace in os.listdir(do_root):
+    for file in os.listdir(os.path.join(do_root, namespace)):
+        if not file.endswith(".sqlite"):
+            continue
+        db = sqlite3.connect(os.path.join(do_root, namespace, file))
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")]
+        for table in tables:
+            columns = [r[1] for r in db.execute(f'PRAGMA table_info("{table}")')]
+            for column in columns:
+                db.execute(
+                    f'UPDATE "{table}" SET "{column}" = "{column}" + ? WHERE typeof("{column}") = \'integer\' AND "{column}" BETWEEN ? AND ?',
+                    (offset, LOW, HIGH),
+                )
+        db.commit()
+        db.close()
