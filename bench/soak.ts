@@ -56,7 +56,7 @@ async function jsHeap(port: number): Promise<number> {
   const session = await inspector(port);
   try {
     const usage = session.send<{ usedSize: number }>("Runtime.getHeapUsage");
-    const timeout = sleep(10_000).then(() => ({ usedSize: Number.NaN }));
+    const timeout = sleep(60_000).then(() => ({ usedSize: Number.NaN }));
     return (await Promise.race([usage, timeout])).usedSize;
   } finally {
     session.close();
