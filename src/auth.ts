@@ -6,7 +6,7 @@
 import type { MiddlewareHandler } from "hono";
 import { DEFAULT_TENANT } from "./config";
 import { hex, sha256 } from "./digest";
-import { ApiError } from "./errors";
+import { ApiError, misconfigured } from "./errors";
 import { parseKeys, type KeyEntry } from "./settings";
 
 declare global {
@@ -33,7 +33,7 @@ export function configuredKeys(env: Env): KeyEntry[] {
   const source = env.API_KEYS ?? "";
   if (parsed?.source === source) return parsed.entries;
   const keys = parseKeys(source);
-  if ("problem" in keys) throw new ApiError("misconfigured", keys.problem);
+  if ("problem" in keys) throw misconfigured(keys.problem);
   parsed = { source, entries: keys.entries };
   return keys.entries;
 }

@@ -1,5 +1,5 @@
 import type { MiddlewareHandler } from "hono";
-import { ApiError } from "./errors";
+import { misconfigured } from "./errors";
 import type { ModelSettings } from "./runners/openai";
 import { numberSetting, settingsProblems } from "./settings";
 /** Deployment settings read from the Worker's vars, with the contract's defaults. */
@@ -77,7 +77,7 @@ export function settingsChecked(): MiddlewareHandler<{ Bindings: Env }> {
   return async (c, next) => {
     let problems = checked.get(c.env);
     if (!problems) checked.set(c.env, (problems = settingsProblems(c.env)));
-    if (problems.length > 0) throw new ApiError("misconfigured", `Service misconfigured: ${problems[0]}`);
+    if (problems.length > 0) throw misconfigured(problems[0]);
     await next();
   };
 }

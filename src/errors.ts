@@ -61,6 +61,9 @@ export function unwrap<T>(result: Result<T>): T {
 
 export const raise = (failure: Failure) => new ApiError(failure.code, failure.detail, failure.extra);
 
+/** The one answer for a request this deployment's settings do not let it serve soundly (503). */
+export const misconfigured = (problem: string) => new ApiError("misconfigured", `Service misconfigured: ${problem}`);
+
 /** The one answer for a job that does not exist, is deleted, or is another tenant's. */
 export const jobNotFound = (id: string) => fail("not_found", `Job not found: ${id}`);
 

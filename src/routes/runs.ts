@@ -6,7 +6,7 @@ import { allowPrivateWebhooks, limits } from "../config";
 import { webhookSigningProblem } from "../settings";
 import { webhookUrlProblem } from "../webhooks/targets";
 import { hex, sha256 } from "../digest";
-import { ApiError, jobNotFound, raise, unwrap } from "../errors";
+import { ApiError, jobNotFound, misconfigured, raise, unwrap } from "../errors";
 import { isJobId, newJobId, runObjectName } from "../ids";
 import { jsonBody } from "../http/body";
 import type { Operation } from "../http/openapi";
@@ -114,7 +114,7 @@ const QUEUE_FULL_RETRY_S = 30;
 function specFor(c: Ctx, body: SubmitBody, key: string | null, now: number): RunSpec {
   if (body.webhook_url) {
     const unsigned = webhookSigningProblem(c.env);
-    if (unsigned) throw new ApiError("misconfigured", `Service misconfigured: ${unsigned}`);
+    if (unsigned) throw misconfigured(unsigned);
     const problem = webhookUrlProblem(body.webhook_url, allowPrivateWebhooks(c.env));
     if (problem) throw new ApiError("validation", [{ loc: ["body", "webhook_url"], msg: problem, type: "value_error" }]);
   }

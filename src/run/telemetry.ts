@@ -4,13 +4,14 @@
  */
 import { modelSettings } from "../config";
 import { logTransition } from "../log";
+import { chosenModel } from "../runners/openai";
 import type { RunRow, RunSpec } from "./job";
 
-/** The model a job asks for: its own choice, else the deployment's, else the simulated runner's name. */
+/** The model the job's steps ask for, as its runner chooses it; "simulated" on the simulated runner. */
 function modelOf(env: Env, spec: RunSpec): string {
   if (spec.runner === "simulated") return "simulated";
-  const chosen = spec.config.model;
-  return typeof chosen === "string" && chosen !== "" ? chosen : (modelSettings(env)?.model ?? "");
+  const settings = modelSettings(env);
+  return settings ? chosenModel(spec.config, settings) : "";
 }
 
 /**

@@ -100,6 +100,11 @@ async function readCompletion(body: ReadableStream<Uint8Array>, idleTimeoutMs: n
   return text;
 }
 
+/** The model a job's steps ask for: its config's choice, else the deployment's. */
+export function chosenModel(config: Record<string, unknown>, settings: ModelSettings): string {
+  return typeof config.model === "string" ? config.model : settings.model;
+}
+
 export function openAiRunner(settings: ModelSettings): Runner {
   return {
     name: "openai-compatible",
@@ -108,7 +113,7 @@ export function openAiRunner(settings: ModelSettings): Runner {
       if (!task) throw new StepFailed(`Step ${input.task} has no agent task`);
       const config = input.config;
       const request = {
-        model: typeof config.model === "string" ? config.model : settings.model,
+        model: chosenModel(config, settings),
         messages: taskMessages(task, input.prompt, input.context ?? []),
         stream: true,
         ...(typeof config.temperature === "number" ? { temperature: config.temperature } : {}),
