@@ -10,6 +10,7 @@ export const ERROR_STATUS = {
   unauthorized: 401,
   not_found: 404,
   idempotency_conflict: 409,
+  conflict: 409,
   range_not_satisfiable: 416,
   payload_too_large: 413,
   validation: 422,

@@ -15,6 +15,10 @@ export const MAX_RETENTION_S = 30 * 86400;
 /** The longest a job may be delayed, or wait in line before it expires: 30 days. */
 export const MAX_QUEUE_WAIT_S = 30 * 86400;
 export const DEFAULT_PRIORITY = 5;
+export const DEFAULT_INPUT_TIMEOUT_S = 86_400;
+export const MAX_INPUT_TIMEOUT_S = 604_800;
+/** The most text a person's answer to a request for input may hold. */
+export const MAX_INPUT_BYTES = 64 * 1024;
 
 const int = (min: number, max?: number, message?: string) =>
   max === undefined ? z.int().check(z.minimum(min, message)) : z.int().check(z.minimum(min, message), z.maximum(max, message));
@@ -40,6 +44,7 @@ export const simulateSchema = lazy(() =>
       step_ms: z.optional(int(0, 600_000)),
       output_bytes: z.optional(int(0, 1024 * 1024 * 1024)),
       fail_at_step: z.optional(int(1)),
+      input_at_step: z.optional(described(int(1), "Ask a person for input after this step (1-based)")),
     }),
     "SimulateConfig",
     "Knobs of the simulated runner",
@@ -89,6 +94,7 @@ export const submitBodySchema = lazy(() =>
         delay_seconds: z.nullish(described(int(1, MAX_QUEUE_WAIT_S), "Stay queued this long before the job may start")),
         start_after: z.nullish(described(z.iso.datetime({ offset: true }), "Start no earlier than this time (ISO 8601); a past time starts now")),
         queue_ttl_seconds: z.nullish(described(int(1, MAX_QUEUE_WAIT_S), "A job not started this long after it may start ends failed")),
+        input_timeout_s: z.nullish(described(int(1, MAX_INPUT_TIMEOUT_S), "A request for input unanswered this long fails the job (default 86400)")),
         recipe_name: z.optional(
           described(
             z.unknown().check(z.refine(() => false, "recipe_name is not supported: recipes would change what runs")),
@@ -127,6 +133,40 @@ const webhookStateSchema = lazy(() =>
   }),
 );
 
+export const inputRequestSchema = lazy(() =>
+  named(
+    z.object({
+      step: z.string(),
+      prompt: z.string(),
+      output: described(z.string(), "The step's answer, at most 16 KiB"),
+      requested_at: z.string(),
+      expires_at: z.string(),
+    }),
+    "InputRequest",
+  ),
+);
+
+const inputText = () =>
+  z.string().check(z.refine((t) => new TextEncoder().encode(t).length <= MAX_INPUT_BYTES, `input must be at most ${MAX_INPUT_BYTES} bytes`));
+
+export const inputBodySchema = lazy(() =>
+  named(
+    z
+      .object({
+        action: z.enum(["approve", "revise", "reject"]),
+        input: z.optional(described(inputText(), "approve: a note for the next tasks; revise: the feedback; reject: the reason")),
+      })
+      .check(
+        z.refine((body) => body.action !== "revise" || (body.input ?? "").trim().length > 0, {
+          message: "revise needs input: the feedback for the step",
+          path: ["input"],
+        }),
+      ),
+    "RunInput",
+  ),
+);
+export type InputBody = z.infer<ReturnType<typeof inputBodySchema>>;
+
 export const jobSchema = lazy(() =>
   named(
     z.object({
@@ -147,7 +187,8 @@ export const jobSchema = lazy(() =>
       concurrency_key: z.nullable(z.string()),
       scheduled_for: described(z.nullable(z.string()), "When a delayed job may start; null when not delayed"),
       queue_position: described(z.nullable(z.int()), "While queued: 1-based place among the jobs that could start next; else null"),
-      webhook: described(z.nullable(webhookStateSchema()), "Delivery of the terminal-state webhook, when the job has a webhook_url"),
+      input_request: described(z.nullable(inputRequestSchema()), "While awaiting_input: what the job asks a person; else null"),
+      webhook: described(z.nullable(webhookStateSchema()), "Delivery of the job's latest webhook, when the job has a webhook_url"),
     }),
     "Job",
   ),

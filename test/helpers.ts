@@ -21,6 +21,7 @@ export interface Simulate {
   step_ms?: number;
   output_bytes?: number;
   fail_at_step?: number;
+  input_at_step?: number;
 }
 
 /** Submits a simulated job and returns its id. */

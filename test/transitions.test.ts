@@ -2,12 +2,14 @@ import { describe, expect, it } from "vitest";
 import { ACTIONS, isTerminal, STATUSES, transition, type Action, type Status } from "../src/run/transitions";
 
 // The whole table, written out: every (status, action) pair and what it must lead to.
+const none = { start: null, succeed: null, fail: null, cancel: null, expire: null, ask: null, answer: null };
 const EXPECTED: Record<Status, Record<Action, Status | null>> = {
-  queued: { start: "running", succeed: null, fail: null, cancel: "cancelled", expire: "failed" },
-  running: { start: null, succeed: "succeeded", fail: "failed", cancel: "cancelled", expire: null },
-  succeeded: { start: null, succeed: null, fail: null, cancel: null, expire: null },
-  failed: { start: null, succeed: null, fail: null, cancel: null, expire: null },
-  cancelled: { start: null, succeed: null, fail: null, cancel: null, expire: null },
+  queued: { ...none, start: "running", cancel: "cancelled", expire: "failed" },
+  running: { ...none, succeed: "succeeded", fail: "failed", cancel: "cancelled", ask: "awaiting_input" },
+  awaiting_input: { ...none, answer: "queued", fail: "failed", cancel: "cancelled" },
+  succeeded: none,
+  failed: none,
+  cancelled: none,
 };
 
 describe("status machine", () => {

@@ -17,11 +17,13 @@ import type { AdmitResult } from "../tenant/TenantProjection";
 import { planRun } from "../runners";
 import { resolveAgent } from "../runners/agents";
 import {
+  DEFAULT_INPUT_TIMEOUT_S,
   DEFAULT_PRIORITY,
   DEFAULT_TIMEOUT_S,
   deleteQuerySchema,
   errorSchema,
   jobIdParamSchema,
+  inputBodySchema,
   jobSchema,
   listQuerySchema,
   listResponseSchema,
@@ -142,6 +144,7 @@ function specFor(c: Ctx, body: SubmitBody, key: string | null, now: number): Run
     scheduled_for: startTime(body, now),
     queue_ttl_s: body.queue_ttl_seconds ?? null,
     request_id: c.var.requestId,
+    input_timeout_s: body.input_timeout_s ?? DEFAULT_INPUT_TIMEOUT_S,
   };
 }
 
@@ -297,6 +300,7 @@ runs.get("/api/v1/runs/:id/result", valid("param", jobIdParamSchema), async (c) 
   switch (job.status) {
     case "queued":
     case "running":
+    case "awaiting_input":
       throw new ApiError("invalid_state", `Job is still ${job.status}. Current status: ${job.status}`);
     case "failed":
       throw new ApiError("invalid_state", "Job failed. No result available.", { error: job.error });
@@ -378,6 +382,26 @@ runOperations.push({
 runs.post("/api/v1/runs/:id/cancel", valid("param", jobIdParamSchema), async (c) => {
   const { id } = c.req.valid("param");
   const { job } = unwrap(await runStub(c, id).cancel());
+  return c.json(job, 200);
+});
+
+runOperations.push({
+  method: "post",
+  path: "/api/v1/runs/{id}/input",
+  summary: "Answer a run awaiting input: approve, revise or reject the step's answer",
+  params: jobIdParamSchema,
+  body: inputBodySchema,
+  responses: {
+    200: { json: jobSchema, description: "The job after the answer" },
+    404: errors[404],
+    409: { json: errorSchema, description: "The job is not awaiting input (it was answered, or never asked)" },
+    422: errors[422],
+  },
+});
+
+runs.post("/api/v1/runs/:id/input", valid("param", jobIdParamSchema), jsonBody((env) => limits(env).maxBodyBytes), valid("json", inputBodySchema), async (c) => {
+  const { id } = c.req.valid("param");
+  const { job } = unwrap(await runStub(c, id).input(c.req.valid("json")));
   return c.json(job, 200);
 });
 

@@ -8,7 +8,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { limits, type Limits } from "../config";
 import { fail, jobNotFound, type Result } from "../errors";
-import type { Job } from "../schemas";
+import type { InputBody, Job } from "../schemas";
 import { newJobId } from "../ids";
 import { logFailure } from "../log";
 import type { StartAnswer } from "../tenant/TenantLine";
@@ -16,8 +16,9 @@ import { readText, type OutputPart } from "../storage/blobs";
 import { hasTable, migrate } from "../storage/migrations";
 import { Watchers, type LogTail, type NewEvent } from "./events";
 import { executeStep, type StepOutcome } from "./execute";
-import { initialRow, stepPercentage, toJob, type RunRow, type RunSpec } from "./job";
-import { Outbox, owesWebhook } from "./outbox";
+import { asksForInput } from "../runners";
+import { initialRow, inputRequest, stepPercentage, storedInputRequest, toJob, type RunRow, type RunSpec, type StoredInputRequest } from "./job";
+import { Outbox, owesWebhook, webhookBody } from "./outbox";
 import { recordTransition } from "./telemetry";
 import { eventsAfter, finishedParts, insertEvents, insertSpec, readRunRow, readSpec, readWebhook, RUN_MIGRATIONS, writeRunRow } from "./store";
 import { isTerminal, transition, type Action } from "./transitions";
@@ -26,6 +27,8 @@ import { isTerminal, transition, type Action } from "./transitions";
 const STEP_LEASE_MS = 60_000;
 /** An output event carries a step's text when it is at most this long; larger output is only in R2. */
 const OUTPUT_EVENT_BYTES = 16 * 1024;
+/** A request for input quotes at most this much of the step's answer. */
+const INPUT_OUTPUT_BYTES = 16 * 1024;
 
 type StepRow = {
   idx: number;
@@ -33,7 +36,15 @@ type StepRow = {
   status: "pending" | "running" | "done";
   attempts: number;
   last_error: string | null;
+  /** The revision a person asked for (JSON of Revision), when the step runs again. */
+  revision: string | null;
 };
+
+/** A person's feedback on a step's answer, and that answer, for the step's next run. */
+interface Revision {
+  feedback: string;
+  answer: string;
+}
 
 export class RunObject extends DurableObject<Env> {
   private readonly sql: SqlStorage;
@@ -149,6 +160,48 @@ export class RunObject extends DurableObject<Env> {
     return { ok: true, body: this.watchers.open(after) };
   }
 
+  /**
+   * A person's answer to the job's request for input. Approve keeps the step's answer (the input
+   * is a note for the next tasks), revise runs the step again with the input as feedback, reject
+   * fails the job. An answered job waits for a run slot again, ahead of jobs not yet started.
+   * The answer is committed before anything is awaited, so of two racing answers one wins.
+   */
+  async input(answer: InputBody): Promise<Result<{ job: Job }>> {
+    const row = this.liveRow();
+    if (!row) return this.notFound();
+    const request = storedInputRequest(row);
+    if (row.status !== "awaiting_input" || !request) {
+      return fail("conflict", `Job is not awaiting input. Current status: ${row.status}`);
+    }
+    const text = answer.input ?? "";
+    let next: RunRow;
+    if (answer.action === "reject") {
+      next = this.failJob(row, `Rejected at step ${request.step}: ${text}`);
+    } else if (answer.action === "approve") {
+      next = this.transaction(() => {
+        this.sql.exec("UPDATE steps SET note = ? WHERE idx = ?", text === "" ? null : text, request.step_index);
+        return this.commit(row, { current_step: null }, [{ type: "log", data: { message: `Input approved at step ${request.step}` } }], "answer");
+      });
+    } else {
+      const revision: Revision = { feedback: text, answer: request.output };
+      next = this.transaction(() => {
+        this.sql.exec(
+          "UPDATE steps SET status = 'pending', attempts = 0, last_error = NULL, output_key = NULL, output_bytes = NULL, output_etag = NULL, revision = ? WHERE idx = ?",
+          JSON.stringify(revision),
+          request.step_index,
+        );
+        const completed = row.steps_completed - 1;
+        return this.commit(row, { steps_completed: completed, current_step: null }, [
+          { type: "log", data: { message: `Step ${request.step} will run again with the feedback given` } },
+          { type: "progress", data: { percentage: stepPercentage(completed, row.steps_total), current_step: null } },
+        ], "answer");
+      });
+    }
+    await this.armAlarm();
+    this.watchers.notify();
+    return { ok: true, job: this.job(next) };
+  }
+
   // ---- what the tenant's line tells it ----------------------------------------------------
 
   /** The line granted this job a run slot: a queued job starts now. Idempotent. */
@@ -210,7 +263,12 @@ export class RunObject extends DurableObject<Env> {
     // when it happens, not after the first step.
     await this.outbox.drain(this.env);
     const current = this.liveRow();
-    if (current && this.stepDue(current)) {
+    const request = current && storedInputRequest(current);
+    if (current && request && request.expires_at <= Date.now()) {
+      this.failJob(current, `No input within ${this.spec().input_timeout_s} s at step ${request.step}`);
+      this.watchers.notify();
+      await this.outbox.drain(this.env);
+    } else if (current && this.stepDue(current)) {
       await this.runNextStep(current);
       this.watchers.notify();
       await this.outbox.drain(this.env);
@@ -245,10 +303,10 @@ export class RunObject extends DurableObject<Env> {
       return;
     }
     const now = Date.now();
-    if (row.deadline_at !== null && now >= row.deadline_at) return this.failJob(row, this.timeoutMessage());
+    if (row.deadline_at !== null && now >= row.deadline_at) return void this.failJob(row, this.timeoutMessage());
 
     const step = this.sql
-      .exec<StepRow>("SELECT idx, name, status, attempts, last_error FROM steps WHERE status != 'done' ORDER BY idx LIMIT 1")
+      .exec<StepRow>("SELECT idx, name, status, attempts, last_error, revision FROM steps WHERE status != 'done' ORDER BY idx LIMIT 1")
       .toArray()[0];
     if (!step) {
       this.commit(row, { current_step: null }, [], "succeed");
@@ -256,7 +314,7 @@ export class RunObject extends DurableObject<Env> {
     }
     if (step.attempts >= this.limits.maxStepAttempts) {
       const cause = step.last_error ?? "it was interrupted";
-      return this.failJob(row, `Step ${step.name} failed after ${step.attempts} attempts: ${cause}`);
+      return void this.failJob(row, `Step ${step.name} failed after ${step.attempts} attempts: ${cause}`);
     }
 
     this.transaction(() => {
@@ -289,6 +347,7 @@ export class RunObject extends DurableObject<Env> {
         stallMs: this.limits.stallTimeoutMs,
         controller,
         context: () => this.earlierOutputs(),
+        revision: step.revision === null ? undefined : (JSON.parse(step.revision) as Revision),
         onOutput: (delta) => {
           if (controller.signal.aborted || this.liveRow()?.status !== "running") return;
           this.appendEvents([{ type: "output", data: { delta } }]);
@@ -315,6 +374,7 @@ export class RunObject extends DurableObject<Env> {
           events.push({ type: "log", data: { message: `Step ${step.name} wrote ${part.bytes} bytes of output` } });
         }
         events.push({ type: "progress", data: { percentage: stepPercentage(done, row.steps_total), current_step: step.name } });
+        const asks = asksForInput(this.spec(), step.idx);
         this.transaction(() => {
           this.sql.exec(
             "UPDATE steps SET status = 'done', finished_at = ?, output_key = ?, output_bytes = ?, output_etag = ? WHERE idx = ?",
@@ -324,22 +384,23 @@ export class RunObject extends DurableObject<Env> {
             part.etag,
             step.idx,
           );
-          const next = this.commit(row, { steps_completed: done, next_step_at: Date.now() }, events);
-          if (done >= row.steps_total) this.commit(next, { current_step: null }, [], "succeed");
+          const next = this.commit(row, { steps_completed: done, next_step_at: asks ? null : Date.now() }, events);
+          if (asks) this.commitAsk(next, step, part.head);
+          else if (done >= row.steps_total) this.commit(next, { current_step: null }, [], "succeed");
         });
         return;
       }
       case "failed":
-        return this.failJob(row, outcome.message);
+        return void this.failJob(row, outcome.message);
       case "timed_out":
-        return this.failJob(row, this.timeoutMessage());
+        return void this.failJob(row, this.timeoutMessage());
       case "aborted":
         return;
       case "error": {
         // An infrastructure error (R2, the runner's transport): retried, a bounded number of times.
         const attempt = step.attempts + 1;
         if (attempt >= this.limits.maxStepAttempts) {
-          return this.failJob(row, `Step ${step.name} failed after ${attempt} attempts: ${outcome.message}`);
+          return void this.failJob(row, `Step ${step.name} failed after ${attempt} attempts: ${outcome.message}`);
         }
         const backoff = Math.min(60_000, this.limits.retryBaseMs * 2 ** step.attempts);
         const retryAt = Date.now() + Math.max(backoff, outcome.retryAfterMs ?? 0);
@@ -353,13 +414,45 @@ export class RunObject extends DurableObject<Env> {
     }
   }
 
-  /** What the finished steps produced, for the next task's context. */
-  private async earlierOutputs(): Promise<{ task: string; output: string }[]> {
-    return Promise.all(finishedParts(this.sql).map(async (part) => ({ task: part.name, output: await readText(this.env.OUTPUTS, [part]) })));
+  /** What the finished steps produced, for the next task's context, with the notes people gave. */
+  private async earlierOutputs(): Promise<{ task: string; output: string; note?: string }[]> {
+    return Promise.all(
+      finishedParts(this.sql).map(async (part) => ({
+        task: part.name,
+        output: await readText(this.env.OUTPUTS, [part]),
+        ...(part.note === null ? {} : { note: part.note }),
+      })),
+    );
   }
 
-  private failJob(row: RunRow, message: string): void {
-    this.commit(row, { error: message, current_step: null }, [{ type: "log", data: { message } }], "fail");
+  private failJob(row: RunRow, message: string): RunRow {
+    return this.commit(row, { error: message, current_step: null }, [{ type: "log", data: { message } }], "fail");
+  }
+
+  /**
+   * The step's task asks a person for input on its answer: the job stops, frees its run slot
+   * and stops its timeout's clock until the answer comes, or until `input_timeout_s` passes.
+   */
+  private commitAsk(row: RunRow, step: StepRow, answer: Uint8Array): RunRow {
+    const now = Date.now();
+    const request: StoredInputRequest = {
+      step_index: step.idx,
+      step: step.name,
+      prompt: `Review the answer of step ${step.name}: approve it, revise it with feedback, or reject it.`,
+      // A multi-byte character cut at the limit is left out, not mangled.
+      output: new TextDecoder().decode(answer.subarray(0, INPUT_OUTPUT_BYTES), { stream: true }),
+      requested_at: now,
+      expires_at: now + this.spec().input_timeout_s * 1000,
+    };
+    const patch: Partial<RunRow> = {
+      input_request: JSON.stringify(request),
+      time_left_ms: row.deadline_at === null ? null : Math.max(0, row.deadline_at - now),
+      deadline_at: null,
+      next_step_at: null,
+      current_step: step.name,
+    };
+    const shown = inputRequest({ ...row, ...patch });
+    return this.commit(row, patch, [{ type: "input_required", data: shown! }], "ask");
   }
 
   private timeoutMessage(): string {
@@ -381,6 +474,7 @@ export class RunObject extends DurableObject<Env> {
       const to = transition(row.status, action);
       if (!to) throw new Error(`transition ${action} from ${row.status} is not in the table`);
       next.status = to;
+      if (to !== "awaiting_input") next.input_request = null;
       if (isTerminal(to)) {
         const now = Date.now();
         next.completed_at = now;
@@ -390,13 +484,22 @@ export class RunObject extends DurableObject<Env> {
         all.push({ type: "complete", data: { status: to, job_id: spec.job_id } });
       }
     }
-    const ended = action !== undefined && isTerminal(next.status);
+    // Ending or stopping for a person leaves the line (and any run slot); an answer joins it again.
+    const paused = action !== undefined && (isTerminal(next.status) || next.status === "awaiting_input");
     this.transaction(() => {
       this.writeRow(next);
       this.appendEvents(all);
-      if (ended) {
+      if (paused) {
         this.outbox.enqueue("line", this.jobRef(), Date.now());
-        if (spec.webhook_url) owesWebhook(this.ctx, this.outbox, `msg_${newJobId().slice(4)}`);
+        if (spec.webhook_url) {
+          // A terminal body is fixed at its first attempt (it may quote the result); a pause's now.
+          const body = isTerminal(next.status) ? null : webhookBody(this.job(next), null);
+          owesWebhook(this.ctx, this.outbox, `msg_${newJobId().slice(4)}`, body);
+        }
+      }
+      if (action === "answer") {
+        const place = { job_id: spec.job_id, priority: spec.priority, concurrency_key: spec.concurrency_key, start_at: null, ttl_s: null };
+        this.outbox.enqueue("line", { ...this.jobRef(), rejoin: place, answered_at: Date.now() }, Date.now());
       }
       this.outbox.enqueueSnapshot({ tenant: spec.tenant, job: this.job(next), version: next.version }, next.status !== row.status);
     });
@@ -404,11 +507,16 @@ export class RunObject extends DurableObject<Env> {
     return next;
   }
 
-  /** The job holds a run slot: it runs from now, its first step due at once. */
+  /**
+   * The job holds a run slot: it runs from now, its next step due at once. One answered by a
+   * person resumes with the run time it had left.
+   */
   private commitStart(row: RunRow): RunRow {
     const now = Date.now();
-    return this.commit(row, { started_at: now, deadline_at: now + this.spec().timeout_s * 1000, next_step_at: now }, [
-      { type: "log", data: { message: "Job started" } },
+    const left = row.time_left_ms ?? this.spec().timeout_s * 1000;
+    const resumed = row.started_at !== null;
+    return this.commit(row, { started_at: row.started_at ?? now, deadline_at: now + left, time_left_ms: null, next_step_at: now }, [
+      { type: "log", data: { message: resumed ? "Job resumed" : "Job started" } },
     ], "start");
   }
 
@@ -476,6 +584,8 @@ export class RunObject extends DurableObject<Env> {
       } else {
         if (row.next_step_at !== null) times.push(row.next_step_at);
         if (row.deadline_at !== null) times.push(row.deadline_at);
+        const request = storedInputRequest(row);
+        if (request) times.push(request.expires_at);
       }
     }
     if (times.length === 0) await this.ctx.storage.deleteAlarm();

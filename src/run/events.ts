@@ -1,6 +1,6 @@
 /** The job's event log as Server-Sent Events, and the set of clients watching it live. */
 
-export const EVENT_TYPES = ["progress", "log", "output", "complete"] as const;
+export const EVENT_TYPES = ["progress", "log", "output", "input_required", "complete"] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 
 export interface NewEvent {

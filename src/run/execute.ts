@@ -3,7 +3,7 @@
  * timeout and the stall watchdog abort, and the step's output streamed into R2.
  */
 import { runnerFor } from "../runners";
-import { StepFailed, TimedOut, TransientError } from "../runners/types";
+import { StepFailed, TimedOut, TransientError, type StepContext } from "../runners/types";
 import { outputPrefix, partKey, writePart, type WrittenPart } from "../storage/blobs";
 import { OutputCoalescer } from "./events";
 import type { RunSpec } from "./job";
@@ -28,7 +28,9 @@ export interface StepRun {
   stallMs: number;
   controller: AbortController;
   /** The finished steps' outputs, for a model's context. */
-  context: () => Promise<{ task: string; output: string }[]>;
+  context: () => Promise<StepContext[]>;
+  /** The revision a person asked for, when the step runs again. */
+  revision?: { feedback: string; answer: string };
   /** Output text as produced, already coalesced; the caller decides whether it may still be logged. */
   onOutput: (delta: string) => void;
 }
@@ -48,6 +50,7 @@ export async function executeStep(run: StepRun): Promise<StepOutcome> {
       task: step.name,
       agentTask: spec.agent[step.idx - 1],
       context: spec.runner === "openai" ? await run.context() : [],
+      revision: run.revision,
       config: spec.config,
       signal,
       onDelta: (text) => {

@@ -33,6 +33,8 @@ export interface RunSpec {
   queue_ttl_s: number | null;
   /** The submit's request id, carried into the job's log lines. */
   request_id: string | null;
+  /** How long a request for input waits for its answer before the job fails. */
+  input_timeout_s: number;
 }
 
 export interface RunRow {
@@ -49,6 +51,20 @@ export interface RunRow {
   deadline_at: number | null;
   expires_at: number | null;
   next_step_at: number | null;
+  /** While awaiting input: the request (JSON of StoredInputRequest); else null. */
+  input_request: string | null;
+  /** Run time left of the job's timeout while it waits for a person (the clock stops), else null. */
+  time_left_ms: number | null;
+}
+
+/** A request for input as the job stores it: the contract's object and the step's index. */
+export interface StoredInputRequest {
+  step_index: number;
+  step: string;
+  prompt: string;
+  output: string;
+  requested_at: number;
+  expires_at: number;
 }
 
 export const POLL_INTERVAL_S = 2;
@@ -78,7 +94,16 @@ export function initialRow(spec: RunSpec): RunRow {
     expires_at: null,
     // Nothing is due until the line grants it a slot: a waiting job has no alarm.
     next_step_at: null,
+    input_request: null,
+    time_left_ms: null,
   };
+}
+
+/** The contract's `input_request`, or null when the job is not awaiting input. */
+export function inputRequest(row: RunRow): Job["input_request"] {
+  const stored = storedInputRequest(row);
+  if (!stored) return null;
+  return { step: stored.step, prompt: stored.prompt, output: stored.output, requested_at: iso(stored.requested_at)!, expires_at: iso(stored.expires_at)! };
 }
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
@@ -92,6 +117,10 @@ export function durationSeconds(job: Pick<Job, "started_at" | "completed_at">): 
 /** Whole percent of the steps done. */
 export function stepPercentage(completed: number, total: number): number {
   return total > 0 ? Math.floor((100 * completed) / total) : 0;
+}
+
+export function storedInputRequest(row: RunRow): StoredInputRequest | null {
+  return row.input_request === null ? null : (JSON.parse(row.input_request) as StoredInputRequest);
 }
 
 export function toJob(spec: RunSpec, row: RunRow, webhook: WebhookState | null = null): Job {
@@ -120,6 +149,7 @@ export function toJob(spec: RunSpec, row: RunRow, webhook: WebhookState | null =
     concurrency_key: spec.concurrency_key,
     scheduled_for: iso(spec.scheduled_for),
     queue_position: null,
+    input_request: inputRequest(row),
     webhook: spec.webhook_url
       ? {
           url: spec.webhook_url,

@@ -4,8 +4,9 @@
  * kind, one handler per kind; a handler gets the object's `ctx` and `env` and nothing else.
  *
  * - `projection`: the job's newest snapshot, for the tenant's list and stats;
- * - `line`: the job left the tenant's line (it ended, or was deleted);
- * - `webhook`: the terminal-state webhook;
+ * - `line`: the job left the tenant's line (it ended, stopped for input, or was deleted), or
+ *   joins it again (answered);
+ * - `webhook`: the webhook of the job's latest pause or end;
  * - `purge`: a deleted job's output in R2 and its projection row.
  */
 import { limits } from "../config";
@@ -13,6 +14,7 @@ import type { Job } from "../schemas";
 import { inlineResult, outputPrefix, purgePrefix } from "../storage/blobs";
 import { hasTable } from "../storage/migrations";
 import { retryDelay, sendWebhook } from "../webhooks/delivery";
+import type { PlaceRequest } from "../tenant/TenantLine";
 import { durationSeconds, toJob } from "./job";
 import { finishedParts, readRunRow, readSpec, readWebhook } from "./store";
 
@@ -30,6 +32,8 @@ interface JobRef {
   tenant: string;
   job_id: string;
 }
+/** The line's row: leave the line, or (`rejoin`) wait in it again. The newest row replaces an older one. */
+type LineChange = JobRef & { rejoin?: PlaceRequest; answered_at?: number };
 
 /** A handler's answer: done, or not yet (try again at `retryAt`). Throwing means: retry with backoff. */
 type Handled = { done: true } | { done: false; retryAt: number };
@@ -44,8 +48,9 @@ const HANDLERS: Record<OutboxKind, Handler> = {
     return DONE;
   },
   async line(_ctx, env, payload) {
-    const { tenant, job_id } = JSON.parse(payload) as JobRef;
-    await env.LINES.getByName(tenant).leave(job_id);
+    const { tenant, job_id, rejoin, answered_at } = JSON.parse(payload) as LineChange;
+    if (rejoin) await env.LINES.getByName(tenant).rejoin(rejoin, answered_at ?? 0);
+    else await env.LINES.getByName(tenant).leave(job_id);
     return DONE;
   },
   async purge(ctx, env, payload) {
@@ -152,9 +157,19 @@ export class Outbox {
   }
 }
 
-/** Records that the job ended: its webhook, if it has one, is owed from now. */
-export function owesWebhook(ctx: DurableObjectState, outbox: Outbox, messageId: string): void {
-  ctx.storage.sql.exec("INSERT INTO webhook (id, message_id, state) VALUES (1, ?, 'pending')", messageId);
+/**
+ * Records that the job ended or stopped for input: its webhook is owed from now. `body` fixes
+ * the body now; null fixes it at the first attempt. One still undelivered is replaced: the
+ * receiver hears of the job's newest state, not of one it has already left.
+ */
+export function owesWebhook(ctx: DurableObjectState, outbox: Outbox, messageId: string, body: string | null = null): void {
+  ctx.storage.sql.exec(
+    `INSERT INTO webhook (id, message_id, state, body) VALUES (1, ?, 'pending', ?)
+     ON CONFLICT (id) DO UPDATE SET message_id = excluded.message_id, state = 'pending', attempts = 0, last_status = NULL,
+       last_error = NULL, last_attempt_at = NULL, first_attempt_at = NULL, body = excluded.body`,
+    messageId,
+    body,
+  );
   outbox.enqueue("webhook", {}, Date.now());
 }
 
@@ -168,7 +183,7 @@ async function deliverWebhook(ctx: DurableObjectState, env: Env): Promise<Handle
   const hook = readWebhook(sql);
   const url = readSpec(sql).webhook_url;
   if (!hook || hook.state !== "pending" || !url) return DONE;
-  const body = hook.body ?? (await webhookBody(ctx, env));
+  const body = hook.body ?? (await terminalBody(ctx, env));
   const firstAttemptAt = hook.first_attempt_at ?? Date.now();
   const outcome = await sendWebhook(url, hook.message_id, body, env.WEBHOOK_SECRET);
   if (!hasTable(sql, "webhook")) return DONE;
@@ -201,21 +216,28 @@ async function deliverWebhook(ctx: DurableObjectState, env: Env): Promise<Handle
 async function fixWebhookBody(ctx: DurableObjectState, env: Env): Promise<void> {
   const hook = readWebhook(ctx.storage.sql);
   if (!hook || hook.state !== "pending" || hook.body !== null) return;
-  const body = await webhookBody(ctx, env);
+  const body = await terminalBody(ctx, env);
   ctx.storage.sql.exec("UPDATE webhook SET body = ? WHERE id = 1 AND body IS NULL", body);
 }
 
-/** The contract's webhook body: the result inline when the job succeeded, else null. */
-async function webhookBody(ctx: DurableObjectState, env: Env): Promise<string> {
+/** The webhook body of the job's end: the result inline when the job succeeded, else null. */
+async function terminalBody(ctx: DurableObjectState, env: Env): Promise<string> {
   const sql = ctx.storage.sql;
   const job = toJob(readSpec(sql), readRunRow(sql)!);
   const result = job.status === "succeeded" ? await inlineResult(env.OUTPUTS, finishedParts(sql), limits(env).inlineResultBytes) : null;
+  return webhookBody(job, result);
+}
+
+/** The contract's webhook body, with `event` naming what happened (`run.<status>`). */
+export function webhookBody(job: Job, result: string | null): string {
   return JSON.stringify({
+    event: `run.${job.status}`,
     job_id: job.job_id,
     status: job.status,
     result,
     error: job.error,
     completed_at: job.completed_at,
     duration_seconds: durationSeconds(job),
+    ...(job.input_request ? { input_request: job.input_request } : {}),
   });
 }

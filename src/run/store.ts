@@ -1,5 +1,5 @@
 /** The RunObject's tables (numbered migrations, see storage/migrations.ts) and the SQL that reads and writes them. */
-import { DEFAULT_PRIORITY } from "../schemas";
+import { DEFAULT_INPUT_TIMEOUT_S, DEFAULT_PRIORITY } from "../schemas";
 import type { OutputPart } from "../storage/blobs";
 import type { NewEvent, StoredEvent } from "./events";
 import type { RunRow, RunSpec, WebhookState } from "./job";
@@ -48,6 +48,12 @@ export const RUN_MIGRATIONS = [
    WHERE kind = 'index'`,
   `UPDATE outbox SET payload = (SELECT json_object('tenant', json_extract(body, '$.tenant'), 'job_id', json_extract(body, '$.job_id')) FROM spec)
    WHERE kind = 'purge' AND json_extract(payload, '$.job_id') IS NULL`,
+  // Human input: the open request and the run time left while a person answers; per step, the
+  // person's note (approve) and the revision asked for (revise: feedback and the earlier answer).
+  `ALTER TABLE run ADD COLUMN input_request TEXT`,
+  `ALTER TABLE run ADD COLUMN time_left_ms INTEGER`,
+  `ALTER TABLE steps ADD COLUMN note TEXT`,
+  `ALTER TABLE steps ADD COLUMN revision TEXT`,
 ] as const;
 
 export function readRunRow(sql: SqlStorage): RunRow | null {
@@ -57,13 +63,14 @@ export function readRunRow(sql: SqlStorage): RunRow | null {
 export function writeRunRow(sql: SqlStorage, row: RunRow): void {
   sql.exec(
     `INSERT INTO run (id, status, started_at, completed_at, cancelled_at, error, steps_total, steps_completed,
-       current_step, version, deleted_at, deadline_at, expires_at, next_step_at)
-     VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+       current_step, version, deleted_at, deadline_at, expires_at, next_step_at, input_request, time_left_ms)
+     VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
      ON CONFLICT (id) DO UPDATE SET status = excluded.status, started_at = excluded.started_at,
        completed_at = excluded.completed_at, cancelled_at = excluded.cancelled_at, error = excluded.error,
        steps_total = excluded.steps_total, steps_completed = excluded.steps_completed,
        current_step = excluded.current_step, version = excluded.version, deleted_at = excluded.deleted_at,
-       deadline_at = excluded.deadline_at, expires_at = excluded.expires_at, next_step_at = excluded.next_step_at`,
+       deadline_at = excluded.deadline_at, expires_at = excluded.expires_at, next_step_at = excluded.next_step_at,
+       input_request = excluded.input_request, time_left_ms = excluded.time_left_ms`,
     row.status,
     row.started_at,
     row.completed_at,
@@ -77,6 +84,8 @@ export function writeRunRow(sql: SqlStorage, row: RunRow): void {
     row.deadline_at,
     row.expires_at,
     row.next_step_at,
+    row.input_request,
+    row.time_left_ms,
   );
 }
 
@@ -95,6 +104,7 @@ export function readSpec(sql: SqlStorage): RunSpec {
     scheduled_for: null,
     queue_ttl_s: null,
     request_id: null,
+    input_timeout_s: DEFAULT_INPUT_TIMEOUT_S,
     ...stored,
   } as RunSpec;
 }
@@ -125,11 +135,14 @@ export function readWebhook(sql: SqlStorage): WebhookRow | null {
   return sql.exec<Row<WebhookRow>>("SELECT * FROM webhook WHERE id = 1").toArray()[0] ?? null;
 }
 
-/** The output of every finished step, in order, with the step's name. */
-export function finishedParts(sql: SqlStorage): (OutputPart & { name: string })[] {
+/** A finished step's output, with the step's name and the note a person gave on approving it. */
+export type FinishedPart = OutputPart & { name: string; note: string | null };
+
+/** The output of every finished step, in order. */
+export function finishedParts(sql: SqlStorage): FinishedPart[] {
   return sql
-    .exec<Row<OutputPart & { name: string }>>(
-      "SELECT name, output_key AS key, output_bytes AS bytes, output_etag AS etag FROM steps WHERE status = 'done' ORDER BY idx",
+    .exec<Row<FinishedPart>>(
+      "SELECT name, output_key AS key, output_bytes AS bytes, output_etag AS etag, note FROM steps WHERE status = 'done' ORDER BY idx",
     )
     .toArray();
 }

@@ -1,14 +1,17 @@
 /** The job status machine, as one table. Everything that changes a job's status asks it. */
-export const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"] as const;
+export const STATUSES = ["queued", "running", "awaiting_input", "succeeded", "failed", "cancelled"] as const;
 export type Status = (typeof STATUSES)[number];
 
-export const ACTIONS = ["start", "succeed", "fail", "cancel", "expire"] as const;
+export const ACTIONS = ["start", "succeed", "fail", "cancel", "expire", "ask", "answer"] as const;
 export type Action = (typeof ACTIONS)[number];
 
 const TABLE: Record<Status, Partial<Record<Action, Status>>> = {
   // A queued job whose queue TTL passed before it started fails.
   queued: { start: "running", cancel: "cancelled", expire: "failed" },
-  running: { succeed: "succeeded", fail: "failed", cancel: "cancelled" },
+  running: { succeed: "succeeded", fail: "failed", cancel: "cancelled", ask: "awaiting_input" },
+  // A job that asked a person for input holds no run slot; answered, it waits for one again
+  // (queued, ahead of jobs not yet started), or ends: rejected or unanswered (fail), cancelled.
+  awaiting_input: { answer: "queued", fail: "failed", cancel: "cancelled" },
   succeeded: {},
   failed: {},
   cancelled: {},

@@ -6,6 +6,7 @@ import * as z from "zod/mini";
 import { load } from "js-yaml";
 import { ApiError } from "../errors";
 import { BUNDLED_AGENTS } from "./agents.bundle";
+import type { StepContext } from "./types";
 
 export const MAX_TASKS = 100;
 const MAX_ALIASES = 50;
@@ -14,7 +15,7 @@ const MAX_ALIASES = 50;
 function definitionSchema() {
   const text = z.string().check(z.trim(), z.minLength(1));
   const name = z.string().check(z.minLength(1));
-  const task = z.looseObject({ description: text, expected_output: text });
+  const task = z.looseObject({ description: text, expected_output: text, human_input: z.optional(z.boolean()) });
   const role = z.looseObject({
     role: text,
     goal: text,
@@ -37,6 +38,8 @@ export interface AgentTask {
   backstory: string;
   description: string;
   expected_output: string;
+  /** A person reviews the task's answer before the run goes on (approve, revise, reject). */
+  human_input?: boolean;
 }
 
 export interface AgentPlan {
@@ -74,6 +77,7 @@ export function parseAgentDefinition(source: string, where: (detail: string) => 
       backstory: role.backstory,
       description: task.description,
       expected_output: task.expected_output,
+      ...(task.human_input ? { human_input: true } : {}),
     })),
   );
   return tasks;
@@ -111,15 +115,24 @@ const parsedBundles = new Map<string, AgentTask[]>();
 
 const fill = (template: string, topic: string) => template.replaceAll("{topic}", topic);
 
-/** The chat messages of one task: who the agent is, the task, the topic and what came before. */
-export function taskMessages(task: AgentTask, topic: string, context: { task: string; output: string }[]) {
+/**
+ * The chat messages of one task: who the agent is, the task, the topic and what came before
+ * (with the notes people gave); for a revision, the earlier answer and the person's feedback.
+ */
+export function taskMessages(task: AgentTask, topic: string, context: StepContext[], revision?: { feedback: string; answer: string }) {
   const system = [`You are ${fill(task.role, topic)}.`, `Your goal: ${fill(task.goal, topic)}`, `Your backstory: ${fill(task.backstory, topic)}`].join("\n");
   const parts = [`Topic: ${topic}`, `Task: ${fill(task.description, topic)}`, `Expected output: ${fill(task.expected_output, topic)}`];
   if (context.length > 0) {
-    parts.push(["Context from earlier tasks:", ...context.map((c) => `### ${c.task}\n${c.output}`)].join("\n\n"));
+    const note = (c: StepContext) => (c.note ? `\n\nA person's note on it: ${c.note}` : "");
+    parts.push(["Context from earlier tasks:", ...context.map((c) => `### ${c.task}\n${c.output}${note(c)}`)].join("\n\n"));
   }
-  return [
-    { role: "system" as const, content: system },
-    { role: "user" as const, content: parts.join("\n\n") },
+  const messages: { role: "system" | "user" | "assistant"; content: string }[] = [
+    { role: "system", content: system },
+    { role: "user", content: parts.join("\n\n") },
   ];
+  if (revision) {
+    messages.push({ role: "assistant", content: revision.answer });
+    messages.push({ role: "user", content: `A person reviewed your answer and asks for a revision: ${revision.feedback}\n\nAnswer the task again.` });
+  }
+  return messages;
 }

@@ -2,7 +2,7 @@
 import { allowSimulate, modelSettings } from "../config";
 import type { AgentTask } from "./agents";
 import { openAiRunner } from "./openai";
-import { simulatedRunner, simulatedTasks } from "./simulated";
+import { simulatedRunner, simulatedTasks, simulateKnobs } from "./simulated";
 import type { Runner } from "./types";
 
 export type RunnerKind = "simulated" | "openai";
@@ -15,6 +15,12 @@ export function activeRunnerName(env: Env): string {
 export function runnerFor(env: Env, kind: RunnerKind): Runner {
   const settings = modelSettings(env);
   return kind === "openai" && settings ? openAiRunner(settings) : simulatedRunner;
+}
+
+/** Whether step `index` (1-based) asks a person for input on its answer: its task's `human_input`, or `simulate.input_at_step`. */
+export function asksForInput(spec: { runner: RunnerKind; agent: AgentTask[]; config: Record<string, unknown> }, index: number): boolean {
+  if (spec.runner === "openai") return spec.agent[index - 1]?.human_input === true;
+  return simulateKnobs(spec.config).input_at_step === index;
 }
 
 /**

@@ -114,7 +114,7 @@ export function openAiRunner(settings: ModelSettings): Runner {
       const config = input.config;
       const request = {
         model: chosenModel(config, settings),
-        messages: taskMessages(task, input.prompt, input.context ?? []),
+        messages: taskMessages(task, input.prompt, input.context ?? [], input.revision),
         stream: true,
         ...(typeof config.temperature === "number" ? { temperature: config.temperature } : {}),
         ...(typeof config.max_tokens === "number" ? { max_tokens: config.max_tokens } : {}),

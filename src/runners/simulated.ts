@@ -14,6 +14,7 @@ export interface SimulateKnobs {
   step_ms: number;
   output_bytes?: number;
   fail_at_step?: number;
+  input_at_step?: number;
 }
 
 export function simulateKnobs(config: Record<string, unknown>): SimulateKnobs {
@@ -64,7 +65,8 @@ export const simulatedRunner: Runner = {
       const share = stepShare(knobs.output_bytes, input.index, input.total);
       return sizedOutput(share, patternChunk(input.prompt, input.index, input.total), input.signal);
     }
-    const text = encoder.encode(`Step ${input.index}/${input.total} (${input.task}): simulated answer to: ${input.prompt}\n`);
+    const revised = input.revision ? ` (revised after: ${input.revision.feedback})` : "";
+    const text = encoder.encode(`Step ${input.index}/${input.total} (${input.task}): simulated answer to: ${input.prompt}${revised}\n`);
     return sizedOutput(text.length, text, input.signal);
   },
 };

@@ -1,6 +1,12 @@
 /** What a runner is given for one step of a job, and what it hands back. */
 import type { AgentTask } from "./agents";
 
+export interface StepContext {
+  task: string;
+  output: string;
+  note?: string;
+}
+
 export interface StepInput {
   prompt: string;
   /** 1-based position of the step among `total`. */
@@ -9,8 +15,10 @@ export interface StepInput {
   task: string;
   /** The agent task this step runs, for runners that talk to a model. */
   agentTask?: AgentTask;
-  /** Outputs of the steps before this one, in order. */
-  context?: { task: string; output: string }[];
+  /** Outputs of the steps before this one, in order, with the note a person gave on each. */
+  context?: StepContext[];
+  /** A person asked for this step's answer to be revised: their feedback and the earlier answer. */
+  revision?: { feedback: string; answer: string };
   config: Record<string, unknown>;
   signal: AbortSignal;
   /** Called with output text as the runner produces it (the job coalesces it into events). */

@@ -129,6 +129,24 @@ export class TenantLine extends DurableObject<Env> {
   }
 
   /**
+   * A job a person answered waits for a run slot again, ahead of the jobs of its priority that
+   * have not started yet; the line's alarm tells it when it holds one. A place granted since the
+   * answer (`answeredAt`) means this is a repeat of a call that already landed: it is kept.
+   */
+  async rejoin(request: PlaceRequest, answeredAt: number): Promise<void> {
+    this.ctx.storage.transactionSync(() => {
+      const held = this.sql
+        .exec<{ state: PlaceState; granted_at: number | null }>("SELECT state, granted_at FROM places WHERE job_id = ?", request.job_id)
+        .toArray()[0];
+      if (held?.state === "running" && (held.granted_at ?? 0) >= answeredAt) return;
+      this.sql.exec("DELETE FROM places WHERE job_id = ?", request.job_id);
+      const first = this.sql.exec<{ seq: number | null }>("SELECT MIN(seq) AS seq FROM places").one().seq;
+      this.insert(request, "waiting", null, null, first === null ? null : first - 1);
+    });
+    await this.armAlarm();
+  }
+
+  /**
    * Each waiting job's 1-based place among the jobs that could start next (null for jobs that
    * are not waiting: delayed, running, or unknown here).
    */
@@ -401,10 +419,12 @@ export class TenantLine extends DurableObject<Env> {
     this.sql.exec("UPDATE places SET retry_at = ? WHERE job_id = ?", Date.now() + this.limits.retryBaseMs, jobId);
   }
 
-  private insert(request: PlaceRequest, state: PlaceState, grantedAt: number | null, expiresAt: number | null): void {
+  /** `seq`: the place's order in line; null: after everyone. */
+  private insert(request: PlaceRequest, state: PlaceState, grantedAt: number | null, expiresAt: number | null, seq: number | null = null): void {
     this.sql.exec(
-      `INSERT INTO places (job_id, state, priority, concurrency_key, start_at, expires_at, ttl_s, joined_at, granted_at, told)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)`,
+      `INSERT INTO places (seq, job_id, state, priority, concurrency_key, start_at, expires_at, ttl_s, joined_at, granted_at, told)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)`,
+      seq,
       request.job_id,
       state,
       request.priority,

@@ -49,6 +49,7 @@ describe("webhooks", () => {
     expect(Math.abs(Number(delivery.timestamp) - Date.now() / 1000)).toBeLessThan(300);
     const result = await (await api(`/api/v1/runs/${id}/result`)).json<{ result: string; duration_seconds: number }>();
     expect(delivery.body).toEqual({
+      event: "run.succeeded",
       job_id: id,
       status: "succeeded",
       result: result.result,
@@ -108,7 +109,7 @@ describe("webhooks", () => {
     await settleWebhook(id);
     const [delivery] = await deliveriesTo(t);
     expect(delivery.verified).toBe(true);
-    expect(delivery.body).toMatchObject({ job_id: id, status: "cancelled", result: null, error: null, duration_seconds: expect.any(Number) });
+    expect(delivery.body).toMatchObject({ job_id: id, event: "run.cancelled", status: "cancelled", result: null, error: null, duration_seconds: expect.any(Number) });
   });
 
   it("calls back for a failed job, with its error", async () => {
@@ -117,7 +118,25 @@ describe("webhooks", () => {
     await drive(id);
     await settleWebhook(id);
     const [delivery] = await deliveriesTo(t);
-    expect(delivery.body).toMatchObject({ job_id: id, status: "failed", result: null, error: "Simulated failure at step 2 of 2" });
+    expect(delivery.body).toMatchObject({ event: "run.failed", job_id: id, status: "failed", result: null, error: "Simulated failure at step 2 of 2" });
+  });
+
+  it("calls back when the job awaits input, with the request, and again when it ends", async () => {
+    const t = token();
+    const id = await submitWithHook("ok", t, { steps: 2, input_at_step: 1 });
+    for (let i = 0; i < 10 && (await getJob(id)).status !== "awaiting_input"; i++) await runDurableObjectAlarm(runStub(id));
+    const asking = await settleWebhook(id);
+    expect(asking.status).toBe("awaiting_input");
+    const [asked] = await deliveriesTo(t);
+    expect(asked.verified).toBe(true);
+    expect(asked.body).toMatchObject({ event: "run.awaiting_input", job_id: id, status: "awaiting_input", result: null, input_request: asking.input_request });
+
+    expect((await post(`/api/v1/runs/${id}/input`, { action: "reject", input: "no" })).status).toBe(200);
+    await settleWebhook(id);
+    const deliveries = await deliveriesTo(t);
+    expect(deliveries.map((d) => (d.body as { event: string }).event)).toEqual(["run.awaiting_input", "run.failed"]);
+    expect(deliveries[1].id).not.toBe(deliveries[0].id);
+    expect(deliveries[1].body).toMatchObject({ status: "failed", error: "Rejected at step step_1: no" });
   });
 
   it("a job without webhook_url shows no webhook", async () => {

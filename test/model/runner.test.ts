@@ -188,3 +188,38 @@ describe("provider failures", () => {
     expect(job.error).toMatch(/^Step research failed after 3 attempts: Model (provider unreachable|stream broke): /);
   });
 });
+
+describe("the OpenAI-compatible runner with human input", () => {
+  const REVIEWED = THREE_TASKS.replace("expected_output: Corrections", "expected_output: Corrections\n        human_input: true");
+
+  async function untilAsked(id: string) {
+    for (let i = 0; i < 10; i++) {
+      const job = await getJob(id);
+      if (job.status === "awaiting_input") return job;
+      await runDurableObjectAlarm(runStub(id));
+    }
+    throw new Error("the job never asked");
+  }
+
+  it("asks after a human_input task; revise sends the earlier answer and the feedback; approve's note reaches the next task", async () => {
+    const id = await submitModel({ agent_yaml: REVIEWED });
+    const asked = await untilAsked(id);
+    expect(asked.input_request).toMatchObject({ step: "check", output: answerFor("Check the facts", topic) });
+
+    expect((await post(`/api/v1/runs/${id}/input`, { action: "revise", input: "cite sources" })).status).toBe(200);
+    await drive(id, 3).catch(() => {});
+    const again = await untilAsked(id);
+    expect(again.input_request!.step).toBe("check");
+    expect((await post(`/api/v1/runs/${id}/input`, { action: "approve", input: "keep it short" })).status).toBe(200);
+    expect((await drive(id)).status).toBe("succeeded");
+
+    const requests = (await seen(topic)).map((r) => r.body.messages);
+    expect(requests).toHaveLength(4); // gather, check, check again, write
+    const revised = requests[2];
+    expect(revised.slice(2)).toEqual([
+      { role: "assistant", content: answerFor("Check the facts", topic) },
+      { role: "user", content: "A person reviewed your answer and asks for a revision: cite sources\n\nAnswer the task again." },
+    ]);
+    expect(requests[3][1].content).toContain(`### check\n${answerFor("Check the facts", topic)}\n\nA person's note on it: keep it short`);
+  });
+});

@@ -1,0 +1,178 @@
+/**
+ * Human input: a step that asks a person stops the job (`awaiting_input`, no run slot, its
+ * timeout's clock stopped) until the person approves, revises or rejects its answer, or until
+ * `input_timeout_s` passes.
+ */
+import { abortAllDurableObjects, runDurableObjectAlarm } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { api, drive, eventLog, getJob, lineStub, post, r2Keys, runStub, storedTables, submit, type Simulate } from "./helpers";
+import type { Job } from "../src/schemas";
+
+const answer = (id: string, body: unknown) => post(`/api/v1/runs/${id}/input`, body);
+
+/** Fires the job's (and, while it waits for a slot, the line's) alarms until it has `status`. */
+async function driveTo(id: string, status: string, maxAlarms = 50): Promise<Job> {
+  for (let i = 0; i < maxAlarms; i++) {
+    const job = await getJob(id);
+    if (job.status === status) return job;
+    if (job.status === "queued") await runDurableObjectAlarm(lineStub());
+    await runDurableObjectAlarm(runStub(id));
+  }
+  throw new Error(`job ${id} did not reach ${status}`);
+}
+
+/** A 3-step job that asks for input after step 2, driven until it asks. */
+async function awaiting(simulate: Simulate & { input_at_step?: number } = {}, extra: Record<string, unknown> = {}) {
+  const id = await submit({ steps: 3, input_at_step: 2, ...simulate } as Simulate, { prompt: "review me", ...extra });
+  const job = await driveTo(id, "awaiting_input");
+  return { id, job };
+}
+
+describe("a job that asks for input", () => {
+  it("stops after the step with its answer, the request on the job and the stream", async () => {
+    const { id, job } = await awaiting();
+    expect(job).toMatchObject({ status: "awaiting_input", retry_after: 2, completed_at: null, progress: { steps_completed: 2, current_step: "step_2" } });
+    expect(job.input_request).toMatchObject({
+      step: "step_2",
+      output: "Step 2/3 (step_2): simulated answer to: review me\n",
+    });
+    expect(job.input_request!.prompt).toContain("step_2");
+    expect(Date.parse(job.input_request!.expires_at) - Date.parse(job.input_request!.requested_at)).toBe(86_400_000);
+
+    // The stream stays open while the job waits: read what it has sent so far.
+    const res = await api(`/api/v1/runs/${id}/stream`);
+    const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    while (!text.includes("input_required")) text += (await reader.read()).value;
+    await reader.cancel();
+    expect(text).toContain(`event: input_required\ndata: {"event":"input_required","data":${JSON.stringify(job.input_request)}}`);
+
+    // Nothing more runs while it waits, however often its alarm fires.
+    await runDurableObjectAlarm(runStub(id));
+    expect(await getJob(id)).toEqual(job);
+    expect(await r2Keys(`runs/default/${id}/`)).toHaveLength(2);
+    const result = await api(`/api/v1/runs/${id}/result`);
+    expect(result.status).toBe(400);
+    expect(await result.json()).toEqual({ detail: "Job is still awaiting_input. Current status: awaiting_input" });
+  });
+
+  it("approve: the answer stands and the job runs on to the end", async () => {
+    const { id } = await awaiting();
+    const res = await answer(id, { action: "approve", input: "looks right" });
+    expect(res.status).toBe(200);
+    const after = await res.json<Job>();
+    expect(["queued", "running"]).toContain(after.status);
+    expect(after.input_request).toBeNull();
+    const done = await drive(id);
+    expect(done.status).toBe("succeeded");
+    const output = await (await api(`/api/v1/runs/${id}/output`)).text();
+    expect(output).toBe([1, 2, 3].map((n) => `Step ${n}/3 (step_${n}): simulated answer to: review me\n`).join(""));
+    const log = (await eventLog(id)).map((e) => e.data);
+    expect(log.filter((d) => d.includes('"input_required"'))).toHaveLength(1);
+    expect(log.some((d) => d.includes("Input approved at step step_2"))).toBe(true);
+    expect(log.some((d) => d.includes("Job resumed"))).toBe(true);
+  });
+
+  it("revise, twice: the step runs again with the feedback and asks again; then approve", async () => {
+    const { id } = await awaiting();
+    expect((await answer(id, { action: "revise", input: "shorter" })).status).toBe(200);
+    const second = await driveTo(id, "awaiting_input");
+    expect(second.input_request!.output).toBe("Step 2/3 (step_2): simulated answer to: review me (revised after: shorter)\n");
+    expect(second.progress.steps_completed).toBe(2);
+    expect((await answer(id, { action: "revise", input: "in French" })).status).toBe(200);
+    const third = await driveTo(id, "awaiting_input");
+    expect(third.input_request!.output).toContain("(revised after: in French)");
+    expect((await answer(id, { action: "approve" })).status).toBe(200);
+    expect((await drive(id)).status).toBe("succeeded");
+    const output = await (await api(`/api/v1/runs/${id}/output`)).text();
+    expect(output.split("\n")[1]).toBe("Step 2/3 (step_2): simulated answer to: review me (revised after: in French)");
+    const asked = (await eventLog(id)).filter((e) => e.event === "input_required");
+    expect(asked).toHaveLength(3);
+  });
+
+  it("reject: the job fails with the person's reason", async () => {
+    const { id } = await awaiting();
+    const res = await answer(id, { action: "reject", input: "off topic" });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ status: "failed", error: "Rejected at step step_2: off topic", input_request: null });
+    const log = await eventLog(id);
+    expect(log.at(-2)!.data).toContain('"status":"failed"');
+    expect(log.at(-1)!.data).toBe("[DONE]");
+  });
+
+  it("no answer within input_timeout_s: the job fails", async () => {
+    const { id } = await awaiting({}, { input_timeout_s: 1 });
+    await new Promise((r) => setTimeout(r, 1_100));
+    await runDurableObjectAlarm(runStub(id));
+    expect(await getJob(id)).toMatchObject({ status: "failed", error: "No input within 1 s at step step_2", input_request: null });
+    expect((await answer(id, { action: "approve" })).status).toBe(409);
+  });
+
+  it("two answers racing: exactly one wins, the other gets 409", async () => {
+    const { id } = await awaiting();
+    const answers = await Promise.all([answer(id, { action: "approve" }), answer(id, { action: "reject", input: "no" })]);
+    const statuses = answers.map((r) => r.status).sort();
+    expect(statuses).toEqual([200, 409]);
+    const loser = answers.find((r) => r.status === 409)!;
+    expect((await loser.json<{ detail: string }>()).detail).toMatch(/^Job is not awaiting input\. Current status: (queued|running|failed)$/);
+  });
+
+  it("answering a job that never asked is a 409 naming its status; a bad answer is a 422", async () => {
+    const id = await submit({ steps: 1 }, { delay_seconds: 3600 });
+    const res = await answer(id, { action: "approve" });
+    expect(res.status).toBe(409);
+    expect(await res.json()).toEqual({ detail: "Job is not awaiting input. Current status: queued" });
+    const { id: waiting } = await awaiting();
+    for (const body of [{}, { action: "maybe" }, { action: "revise" }, { action: "revise", input: "  " }, { action: "approve", input: "x".repeat(65 * 1024) }]) {
+      const bad = await answer(waiting, body);
+      expect(bad.status, JSON.stringify(body).slice(0, 40)).toBe(422);
+      expect((await bad.json<{ detail: unknown }>()).detail).toBeTruthy();
+    }
+    expect((await getJob(waiting)).status).toBe("awaiting_input");
+    expect((await answer("run_doesnotexist", { action: "approve" })).status).toBe(404);
+  });
+
+  it("cancel while awaiting ends it; a later answer is a 409", async () => {
+    const { id } = await awaiting();
+    const res = await api(`/api/v1/runs/${id}/cancel`, { method: "POST" });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ status: "cancelled", input_request: null });
+    expect(await (await answer(id, { action: "approve" })).json()).toEqual({ detail: "Job is not awaiting input. Current status: cancelled" });
+  });
+
+  it("delete while awaiting follows the seed page's rule: cancel first, or force", async () => {
+    const { id } = await awaiting();
+    const refused = await api(`/api/v1/runs/${id}`, { method: "DELETE" });
+    expect(refused.status).toBe(400);
+    expect(await refused.json()).toEqual({ detail: "Cannot delete running job. Cancel it first." });
+    expect((await api(`/api/v1/runs/${id}?force=true`, { method: "DELETE" })).status).toBe(204);
+    expect((await getJobStatus(id))).toBe(404);
+    expect(await r2Keys(`runs/default/${id}/`)).toEqual([]);
+    expect(await storedTables(id)).toEqual([]);
+  });
+
+  it("the request survives the object's restart, and the answer resumes the job once", async () => {
+    const { id, job } = await awaiting({}, { input_timeout_s: 600 });
+    await abortAllDurableObjects();
+    expect(await getJob(id)).toEqual(job);
+    expect((await answer(id, { action: "approve" })).status).toBe(200);
+    await abortAllDurableObjects();
+    expect((await answer(id, { action: "approve" })).status).toBe(409);
+    expect((await drive(id)).status).toBe("succeeded");
+    expect((await eventLog(id)).filter((e) => e.data.includes("Job resumed"))).toHaveLength(1);
+  });
+
+  it("the job's timeout does not run while a person answers", async () => {
+    const { id } = await awaiting({ step_ms: 300 }, { timeout: 1 });
+    await new Promise((r) => setTimeout(r, 1_200));
+    await runDurableObjectAlarm(runStub(id));
+    expect((await getJob(id)).status).toBe("awaiting_input");
+    expect((await answer(id, { action: "approve" })).status).toBe(200);
+    // ~0.4 s of its 1 s were left: step 3 (300 ms) still fits.
+    expect(await drive(id)).toMatchObject({ status: "succeeded" });
+  });
+});
+
+async function getJobStatus(id: string): Promise<number> {
+  return (await api(`/api/v1/runs/${id}`)).status;
+}
