@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
  * `runs`: the runs API from a terminal. Exit codes: 0 done (a job that succeeded), 1 the job
- * failed or was cancelled, 2 usage, 3 the API refused (4xx), 4 not found, 5 server or network.
+ * failed or was cancelled, 2 usage, 3 the API refused (4xx), 4 not found, 5 server or network,
+ * 6 the job awaits a person's input (`runs input`).
  */
 import { parseArgs } from "node:util";
 import { readFileSync } from "node:fs";
@@ -16,14 +17,15 @@ commands:
   result <id>           its result (exit 1 if it failed or was cancelled)
   list                  jobs, newest first   [--status S] [--session ID] [--limit N]
   stream <id>           live events until the job ends   [--after N]
-  wait <id>             wait until the job ends, with a progress bar
+  wait <id>             wait until the job ends or asks for input (exit 6), with a progress bar
+  input <id>            answer a job awaiting input: --approve [--note TEXT] | --revise TEXT | --reject TEXT
   cancel <id>           cancel a queued or running job
   delete <id>           delete a finished job   [--force: cancel it first]
 
 options: --api-url URL (default $RUNS_API_URL or http://127.0.0.1:8005), --json
 the API key is read from $RUNS_API_KEY`;
 
-const EXIT = { ok: 0, jobFailed: 1, usage: 2, refused: 3, notFound: 4, server: 5 } as const;
+const EXIT = { ok: 0, jobFailed: 1, usage: 2, refused: 3, notFound: 4, server: 5, awaitingInput: 6 } as const;
 
 class UsageError extends Error {}
 
@@ -46,6 +48,10 @@ function parse(argv: string[]) {
       limit: { type: "string" },
       after: { type: "string" },
       force: { type: "boolean", default: false },
+      approve: { type: "boolean", default: false },
+      note: { type: "string" },
+      revise: { type: "string" },
+      reject: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -83,8 +89,13 @@ const endCode = (job: Job) => (job.status === "succeeded" ? EXIT.ok : EXIT.jobFa
 
 async function waitFor(client: RunsClient, id: string, json: boolean): Promise<number> {
   const progress = progressPrinter();
-  const job = await client.waitForCompletion(id, { onUpdate: (j) => progress.update(bar(j)) });
+  const job = await client.waitForCompletion(id, { onUpdate: (j) => progress.update(bar(j)), untilInput: true });
   progress.end();
+  if (job.status === "awaiting_input" && job.input_request) {
+    const request = job.input_request;
+    console.log(json ? JSON.stringify(job) : `${job.job_id} awaiting input at step ${request.step}: ${request.prompt}\n\n${request.output}\n\nanswer: runs input ${job.job_id} --approve | --revise TEXT | --reject TEXT`);
+    return EXIT.awaitingInput;
+  }
   console.log(json ? JSON.stringify(job) : `${job.job_id} ${job.status}${job.error ? `: ${job.error}` : ""}`);
   return endCode(job);
 }
@@ -173,6 +184,16 @@ async function main(argv: string[]): Promise<number> {
     }
     case "wait":
       return waitFor(client, need(arg, "job id"), o.json);
+    case "input": {
+      const id = need(arg, "job id");
+      const chosen = [o.approve && "approve", o.revise !== undefined && "revise", o.reject !== undefined && "reject"].filter(Boolean);
+      if (chosen.length !== 1) throw new UsageError("give exactly one of --approve, --revise TEXT, --reject TEXT");
+      const answer =
+        o.approve ? { action: "approve" as const, input: o.note } : o.revise !== undefined ? { action: "revise" as const, input: o.revise } : { action: "reject" as const, input: o.reject };
+      const job = await client.input(id, answer);
+      print(job, `${job.job_id} ${job.status}${job.error ? `: ${job.error}` : ""}`);
+      return EXIT.ok;
+    }
     case "cancel": {
       const job = await client.cancel(need(arg, "job id"));
       print(job, `${job.job_id} ${job.status}`);

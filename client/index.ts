@@ -97,6 +97,15 @@ export class RunsClient {
     return (await this.request("POST", `${this.path(id)}/cancel`)).json() as Promise<Job>;
   }
 
+  /**
+   * Answers a job awaiting input: approve its step's answer (`input`: a note for the next tasks),
+   * revise it (`input`: the feedback; the step runs again), or reject it (the job fails).
+   */
+  async input(id: string, answer: { action: "approve" | "revise" | "reject"; input?: string }): Promise<Job> {
+    const res = await this.request("POST", `${this.path(id)}/input`, { headers: { "content-type": "application/json" }, body: JSON.stringify(answer) });
+    return res.json() as Promise<Job>;
+  }
+
   /** Deletes a finished job; `force` cancels a queued or running one first. */
   async delete(id: string, options: { force?: boolean } = {}): Promise<void> {
     await this.request("DELETE", `${this.path(id)}${options.force ? "?force=true" : ""}`);
@@ -142,12 +151,16 @@ export class RunsClient {
     }
   }
 
-  /** Polls until the job ends, waiting `retry_after` seconds between polls as the server asks. */
-  async waitForCompletion(id: string, options: { signal?: AbortSignal; onUpdate?: (job: Job) => void } = {}): Promise<Job> {
+  /**
+   * Polls until the job ends (or, with `untilInput`, until it awaits a person's input), waiting
+   * `retry_after` seconds between polls as the server asks.
+   */
+  async waitForCompletion(id: string, options: { signal?: AbortSignal; onUpdate?: (job: Job) => void; untilInput?: boolean } = {}): Promise<Job> {
     for (;;) {
       const job = await this.get(id);
       options.onUpdate?.(job);
       if (TERMINAL.has(job.status) || job.retry_after === null) return job;
+      if (options.untilInput && job.status === "awaiting_input") return job;
       await sleep(job.retry_after * 1000, options.signal);
     }
   }

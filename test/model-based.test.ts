@@ -1,12 +1,13 @@
 /**
- * Random sequences of create, get, list, cancel, delete, forced delete, step completion (the
- * alarm) and eviction, checked against a small in-memory model of the contract.
+ * Random sequences of create (some jobs asking a person for input), get, list, cancel, delete,
+ * forced delete, step completion (the alarm), answers to requests for input and eviction,
+ * checked against a small in-memory model of the contract.
  */
 import { abortAllDurableObjects, runDurableObjectAlarm } from "cloudflare:test";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { transition, isTerminal, type Status } from "../src/run/transitions";
-import { api, eventLog, post, r2Keys, runStub, storedTables } from "./helpers";
+import { api, eventLog, lineStub, post, r2Keys, runStub, storedTables } from "./helpers";
 
 interface ModelJob {
   id: string;
@@ -48,16 +49,18 @@ async function checkJob(job: ModelJob) {
 }
 
 class Create implements fc.AsyncCommand<Model, Real> {
+  constructor(readonly asks = false) {}
   check = () => true;
   async run(model: Model, real: Real) {
-    const res = await post("/api/v1/runs", { prompt: "model", session_id: real.session, config: { simulate: { steps: 2, step_ms: 1 } } });
+    const simulate = { steps: 2, step_ms: 1, ...(this.asks ? { input_at_step: 1 } : {}) };
+    const res = await post("/api/v1/runs", { prompt: "model", session_id: real.session, config: { simulate } });
     expect(res.status).toBe(202);
     const { job_id, status } = await res.json<{ job_id: string; status: Status }>();
     // Running at once when the tenant has a free slot; queued otherwise.
     expect(["queued", "running"]).toContain(status);
     model.jobs.push({ id: job_id, status, seen: status === "running" ? ["queued", "running"] : ["queued"], deleted: false });
   }
-  toString = () => "create";
+  toString = () => (this.asks ? "create(asks)" : "create");
 }
 
 class Alarm implements fc.AsyncCommand<Model, Real> {
@@ -66,15 +69,20 @@ class Alarm implements fc.AsyncCommand<Model, Real> {
   async run(model: Model) {
     const job = pick(model, this.n)!;
     await runDurableObjectAlarm(runStub(job.id));
+    // An answered job has told the line it waits again: the line's alarm may start it.
+    if (job.status === "queued") await runDurableObjectAlarm(lineStub());
     if (job.deleted) return checkJob(job);
     const now = (await (await api(`/api/v1/runs/${job.id}`)).json<{ status: Status }>()).status;
-    // A step may start the job, finish it, or (waiting for a slot) change nothing.
+    // A step may start the job, finish it, stop it for input, or (waiting for a slot or for a
+    // person) change nothing.
     const legal = new Set<Status>([job.status]);
     const started = transition(job.status, "start");
     if (started) legal.add(started);
     for (const from of [...legal]) {
-      const done = transition(from, "succeed");
-      if (done) legal.add(done);
+      for (const action of ["succeed", "ask"] as const) {
+        const next = transition(from, action);
+        if (next) legal.add(next);
+      }
     }
     expect(legal.has(now)).toBe(true);
     setStatus(job, now);
@@ -120,6 +128,31 @@ class Delete implements fc.AsyncCommand<Model, Real> {
   toString = () => `delete(${this.n}${this.force ? ", force" : ""})`;
 }
 
+class Answer implements fc.AsyncCommand<Model, Real> {
+  constructor(
+    readonly n: number,
+    readonly action: "approve" | "revise" | "reject",
+  ) {}
+  check = (m: Readonly<Model>) => m.jobs.length > 0;
+  async run(model: Model) {
+    const job = pick(model, this.n)!;
+    const res = await post(`/api/v1/runs/${job.id}/input`, { action: this.action, input: "a person's words" });
+    if (job.deleted) expect(res.status).toBe(404);
+    else if (job.status !== "awaiting_input") {
+      expect(res.status).toBe(409);
+      expect(await res.json()).toEqual({ detail: `Job is not awaiting input. Current status: ${job.status}` });
+    } else {
+      expect(res.status).toBe(200);
+      const { status } = await res.json<{ status: Status }>();
+      // Answered: it waits for a slot again (and may get one at once), or a rejection fails it.
+      expect(status).toBe(this.action === "reject" ? transition(job.status, "fail") : transition(job.status, "answer"));
+      setStatus(job, status);
+    }
+    await checkJob(job);
+  }
+  toString = () => `answer(${this.n}, ${this.action})`;
+}
+
 class List implements fc.AsyncCommand<Model, Real> {
   check = () => true;
   async run(model: Model, real: Real) {
@@ -152,10 +185,11 @@ describe("model-based: the contract under random sequences", () => {
     const index = fc.nat(20);
     const commands = [
       fc.constant(new Create()),
-      fc.constant(new Create()),
+      fc.constant(new Create(true)),
       index.map((n) => new Alarm(n)),
       index.map((n) => new Alarm(n)),
       index.map((n) => new Cancel(n)),
+      fc.tuple(index, fc.constantFrom("approve" as const, "revise" as const, "reject" as const)).map(([n, action]) => new Answer(n, action)),
       fc.tuple(index, fc.boolean()).map(([n, force]) => new Delete(n, force)),
       fc.constant(new List()),
       fc.constant(new Evict()),

@@ -147,6 +147,26 @@ describe("the runs CLI", () => {
     expect(gone.stderr.trim()).toBe(`Job not found: ${job_id}`);
   });
 
+  it("waits until a job asks for input (exit 6), answers it, and waits for the end", () => {
+    const config = JSON.stringify(simulate(2, 100, { input_at_step: 1 }));
+    const { job_id } = JSON.parse(cli("submit", "ask me", "--config", config, "--json").stdout) as { job_id: string };
+    const asked = cli("wait", job_id);
+    expect(asked.code).toBe(6);
+    expect(asked.stdout).toContain(`${job_id} awaiting input at step step_1`);
+    expect(asked.stdout).toContain("Step 1/2 (step_1): simulated answer to: ask me");
+    expect(cli("input", job_id).code).toBe(2);
+    expect(cli("input", job_id, "--approve", "--reject", "no").code).toBe(2);
+    const answered = cli("input", job_id, "--revise", "louder", "--json");
+    expect(answered.code).toBe(0);
+    expect(JSON.parse(answered.stdout)).toMatchObject({ job_id, status: "queued", input_request: null });
+    const again = cli("wait", job_id, "--json");
+    expect(again.code).toBe(6);
+    expect(JSON.parse(again.stdout).input_request.output).toContain("(revised after: louder)");
+    expect(cli("input", job_id, "--approve", "--note", "fine").code).toBe(0);
+    expect(cli("input", job_id, "--approve").code).toBe(3); // answered already: 409
+    expect(cli("wait", job_id).code).toBe(0);
+  });
+
   it("exits 2 on a usage error", () => {
     expect(cli("frobnicate").code).toBe(2);
     expect(cli("status").code).toBe(2);

@@ -82,6 +82,29 @@ describe("SIGKILL and restart", () => {
     expect(result.result.split("\n").filter(Boolean)).toEqual([1, 2, 3, 4].map((i) => `Step ${i}/4 (step_${i}): simulated answer to: crash`));
   });
 
+  it("while a job awaits input: the request survives, and the answer resumes the job once", async () => {
+    const id = await submit({ prompt: "ask", config: { simulate: { steps: 3, step_ms: 100, input_at_step: 2 } } });
+    const asked = await until(async () => {
+      const job = (await (await getJob(id)).json()) as Job & { input_request: { step: string } | null };
+      return job.status === "awaiting_input" ? job : undefined;
+    }, "the request for input");
+    await restart();
+    const after = (await (await getJob(id)).json()) as typeof asked;
+    expect(after).toEqual(asked);
+
+    const answer = () => fetch(`${BASE}/api/v1/runs/${id}/input`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"action":"approve"}' });
+    expect((await answer()).status).toBe(200);
+    await restart(); // before or after the answer reached the line: it starts once either way
+    expect((await answer()).status).toBe(409);
+    const job = await finished(id);
+    expect(job.status).toBe("succeeded");
+    const log = await events(id);
+    expect(log.filter((e) => e === "input_required")).toHaveLength(1);
+    expect(log.filter((e) => e === "complete")).toHaveLength(1);
+    const result = (await (await fetch(`${BASE}/api/v1/runs/${id}/result`)).json()) as { result: string };
+    expect(result.result.split("\n").filter(Boolean)).toHaveLength(3);
+  });
+
   it("during outbox drains: every acknowledged job is there, consistent, and the index equals the live jobs", async () => {
     const session = `drain-${Date.now()}`;
     const ids: string[] = [];
