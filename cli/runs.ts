@@ -11,7 +11,7 @@ import { RunsApiError, RunsClient, type Job } from "../client/index";
 const USAGE = `usage: runs <command> [options]
 
 commands:
-  submit <prompt>       submit a job   [--agent-file F] [--agent-yaml PATH] [--config JSON] [--timeout S]
+  submit <prompt>       submit a job   [--agent-file F | --agent-yaml PATH | --recipe NAME] [--config JSON] [--timeout S]
                                        [--session ID] [--webhook URL] [--idempotency-key K] [--wait]
   status <id>           the job
   result <id>           its result (exit 1 if it failed or was cancelled)
@@ -38,6 +38,7 @@ function parse(argv: string[]) {
       json: { type: "boolean", default: false },
       "agent-file": { type: "string" },
       "agent-yaml": { type: "string" },
+      recipe: { type: "string" },
       config: { type: "string" },
       timeout: { type: "string" },
       session: { type: "string" },
@@ -123,6 +124,7 @@ async function main(argv: string[]): Promise<number> {
           prompt: need(arg, "prompt"),
           agent_file: o["agent-file"],
           agent_yaml: o["agent-yaml"] ? readFileSync(o["agent-yaml"], "utf8") : undefined,
+          recipe_name: o.recipe,
           config,
           timeout: o.timeout ? Number(o.timeout) : undefined,
           session_id: o.session,

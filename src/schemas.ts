@@ -57,6 +57,7 @@ export const runConfigSchema = lazy(() =>
       model: z.optional(text(256)),
       temperature: z.optional(z.number().check(z.minimum(0), z.maximum(2))),
       max_tokens: z.optional(int(1)),
+      max_total_tokens: z.optional(described(int(1), "The job's token budget: a model call that would pass it is aborted and the job fails")),
       simulate: z.optional(simulateSchema()),
     }),
     "RunConfig",
@@ -95,14 +96,27 @@ export const submitBodySchema = lazy(() =>
         start_after: z.nullish(described(z.iso.datetime({ offset: true }), "Start no earlier than this time (ISO 8601); a past time starts now")),
         queue_ttl_seconds: z.nullish(described(int(1, MAX_QUEUE_WAIT_S), "A job not started this long after it may start ends failed")),
         input_timeout_s: z.nullish(described(int(1, MAX_INPUT_TIMEOUT_S), "A request for input unanswered this long fails the job (default 86400)")),
-        recipe_name: z.optional(
+        recipe_name: z.nullish(described(text(128, 1), "A recipe bundled with the deployment (recipes/<name>.yaml); the prompt is its input")),
+        recipe_config: z.nullish(
           described(
-            z.unknown().check(z.refine(() => false, "recipe_name is not supported: recipes would change what runs")),
-            "Not supported: any value is refused with 422",
+            z.strictObject({
+              model: z.optional(text(256)),
+              temperature: z.optional(z.number().check(z.minimum(0), z.maximum(2))),
+              max_tokens: z.optional(int(1)),
+            }),
+            "Overrides the job's config for the recipe: model, temperature, max_tokens",
           ),
         ),
       })
       .check(
+        z.refine((body) => body.recipe_name == null || (body.agent_file == null && body.agent_yaml == null), {
+          message: "Give recipe_name or an agent (agent_file, agent_yaml), not both",
+          path: ["recipe_name"],
+        }),
+        z.refine((body) => body.recipe_config == null || body.recipe_name != null, {
+          message: "recipe_config needs recipe_name",
+          path: ["recipe_config"],
+        }),
         z.refine((body) => body.delay_seconds == null || body.start_after == null, {
           message: "Give delay_seconds or start_after, not both",
           path: ["start_after"],
@@ -132,6 +146,26 @@ const webhookStateSchema = lazy(() =>
     last_attempt_at: z.nullable(z.string()),
   }),
 );
+
+export const usageSchema = lazy(() =>
+  named(
+    z.object({
+      prompt_tokens: z.int(),
+      completion_tokens: z.int(),
+      total_tokens: z.int(),
+      model_calls: z.int(),
+      estimated: described(z.boolean(), "Some calls had no usage from the provider and were counted as characters / 4"),
+    }),
+    "Usage",
+  ),
+);
+export type Usage = z.infer<ReturnType<typeof usageSchema>>;
+
+const dayUsageSchema = lazy(() =>
+  z.object({ day: z.string(), prompt_tokens: z.int(), completion_tokens: z.int(), total_tokens: z.int(), model_calls: z.int() }),
+);
+
+export type DayUsage = z.infer<ReturnType<typeof dayUsageSchema>>;
 
 export const inputRequestSchema = lazy(() =>
   named(
@@ -187,6 +221,7 @@ export const jobSchema = lazy(() =>
       concurrency_key: z.nullable(z.string()),
       scheduled_for: described(z.nullable(z.string()), "When a delayed job may start; null when not delayed"),
       queue_position: described(z.nullable(z.int()), "While queued: 1-based place among the jobs that could start next; else null"),
+      usage: usageSchema(),
       input_request: described(z.nullable(inputRequestSchema()), "While awaiting_input: what the job asks a person; else null"),
       webhook: described(z.nullable(webhookStateSchema()), "Delivery of the job's latest webhook, when the job has a webhook_url"),
     }),
@@ -253,6 +288,8 @@ export const statsSchema = lazy(() =>
     z.object({
       total_jobs: z.int(),
       by_status: z.record(statusSchema(), z.int()),
+      usage: described(z.omit(dayUsageSchema(), { day: true }), "The tenant's tokens over all its jobs, deleted ones included"),
+      usage_by_day: described(z.array(dayUsageSchema()), "The last 31 UTC days, oldest first"),
     }),
     "Stats",
   ),

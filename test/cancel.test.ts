@@ -37,7 +37,8 @@ describe("POST /api/v1/runs/{id}/cancel", () => {
     expect(await eventLog(id)).toEqual(logAtCancel);
     expect(await getJob(id)).toEqual(jobAtCancel);
     expect(logAtCancel.filter((e) => e.event === "output")).toEqual([]);
-    expect(logAtCancel.at(-2)).toMatchObject({ event: "complete", data: `{"event":"complete","data":{"status":"cancelled","job_id":"${id}"}}` });
+    const usage = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, model_calls: 0, estimated: false };
+    expect(logAtCancel.at(-2)).toMatchObject({ event: "complete", data: JSON.stringify({ event: "complete", data: { status: "cancelled", job_id: id, usage } }) });
     expect(logAtCancel.at(-1)).toEqual({ id: null, event: null, data: "[DONE]" });
     expect(await r2Keys(`runs/default/${id}/`)).toEqual([]);
     expect((await api(`/api/v1/runs/${id}/output`)).status).toBe(404);

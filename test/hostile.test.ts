@@ -47,7 +47,7 @@ const FIELDS: Record<string, unknown[]> = {
   idempotency_key: [123, true, [], {}, "", "k".repeat(257)],
   metadata: ["x", 1, [], { a: 1 }, { a: true }, { a: null }, { a: {} }, { "": "v" }, { ["k".repeat(65)]: "v" }, { a: "v".repeat(513) },
     Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, "v"]))],
-  recipe_name: ["r", 1, null, {}],
+  recipe_name: ["r", 1, "", {}, "../agents/agents", "summarize.yaml"],
 };
 
 const HOSTILE_IDS = ["run_a%2Fb", "%2F%2F", "run_..%2F..", "run_%E2%9C%93", "run_%FF%FE", "run_a%00b", `run_${"a".repeat(10 * 1024)}`, "job_abc", "RUN_abc", "run_"];

@@ -112,14 +112,15 @@ describe("metrics", () => {
     const id = await submit({ steps: 2, step_ms: 1 });
     const { points, dataset } = recording();
     await withBindings(id, { METRICS: dataset });
-    await drive(id);
+    const job = await drive(id);
     expect(points).toHaveLength(1);
     const [point] = points;
     expect(point.blobs).toEqual(["default", "succeeded", "simulated", "simulated", "running"]);
     expect(point.indexes).toEqual(["default"]);
     expect(point.doubles).toHaveLength(2);
     expect(point.doubles![0]).toBeGreaterThanOrEqual(0);
-    expect(point.doubles![1]).toBe(0);
+    expect(point.doubles![1]).toBe(job.usage.total_tokens);
+    expect(job.usage.total_tokens).toBeGreaterThan(0);
   });
 
   it("without the binding nothing is sent and the job runs to its end", async () => {

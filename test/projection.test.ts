@@ -28,12 +28,15 @@ describe("the tenant projection's tallies", () => {
       state.storage.sql.exec("DROP INDEX jobs_by_seq");
       state.storage.sql.exec("DROP INDEX tombstones_by_age");
       state.storage.sql.exec("DROP TABLE IF EXISTS slots_to_hand_over");
+      state.storage.sql.exec("DROP TABLE usage_days");
       state.storage.sql.exec("CREATE TABLE slots (job_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, running INTEGER NOT NULL DEFAULT 0)");
       state.storage.sql.exec("DELETE FROM _migrations WHERE id > ?", first);
     });
     await abortAllDurableObjects();
 
-    expect(await stats()).toEqual(before);
+    // Usage was counted from the tallies' version on; the jobs and their statuses carry over.
+    const { total_jobs, by_status } = await stats();
+    expect({ total_jobs, by_status }).toEqual({ total_jobs: before.total_jobs, by_status: before.by_status });
     expect(before.total_jobs).toBe(3);
     expect(await total("session_id=upgrade")).toBe(2);
     expect(await total("session_id=upgrade&status=cancelled")).toBe(1);

@@ -195,7 +195,7 @@ describe("GET /api/v1/runs (list)", () => {
     const res = await api("/api/v1/runs?status=done");
     expect(res.status).toBe(400);
     expect(await res.json()).toEqual({
-      detail: "Invalid status: done. Valid values: ['queued', 'running', 'succeeded', 'failed', 'cancelled']",
+      detail: "Invalid status: done. Valid values: ['queued', 'running', 'awaiting_input', 'succeeded', 'failed', 'cancelled']",
     });
   });
 
@@ -220,7 +220,7 @@ describe("/stats, /health, /openapi.json", () => {
     await submitQueued();
     await finished({ steps: 1, fail_at_step: 1 });
     const after = await (await api("/stats")).json<{ total_jobs: number; by_status: Record<string, number> }>();
-    expect(Object.keys(after.by_status).sort()).toEqual(["cancelled", "failed", "queued", "running", "succeeded"]);
+    expect(Object.keys(after.by_status).sort()).toEqual(["awaiting_input", "cancelled", "failed", "queued", "running", "succeeded"]);
     expect(after.total_jobs).toBe(before.total_jobs + 2);
     expect(after.by_status.queued).toBe(before.by_status.queued + 1);
     expect(after.by_status.failed).toBe(before.by_status.failed + 1);
@@ -243,6 +243,7 @@ describe("/stats, /health, /openapi.json", () => {
       "/api/v1/runs",
       "/api/v1/runs/{id}",
       "/api/v1/runs/{id}/cancel",
+      "/api/v1/runs/{id}/input",
       "/api/v1/runs/{id}/output",
       "/api/v1/runs/{id}/result",
       "/api/v1/runs/{id}/stream",

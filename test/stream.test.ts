@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { api, drive, eventLog, parseSse, submit } from "./helpers";
+import { api, drive, eventLog, getJob, parseSse, submit } from "./helpers";
 
 describe("GET /api/v1/runs/{id}/stream", () => {
   it("replays a finished job's events in PraisonAI's format, then complete and [DONE]", async () => {
@@ -11,7 +11,7 @@ describe("GET /api/v1/runs/{id}/stream", () => {
     const events = parseSse(await res.text());
     expect(events.at(-1)!.data).toBe("[DONE]");
     const payloads = events.slice(0, -1).map((e) => JSON.parse(e.data) as { event: string; data: Record<string, unknown> });
-    expect(payloads.at(-1)).toEqual({ event: "complete", data: { status: "succeeded", job_id: id } });
+    expect(payloads.at(-1)).toEqual({ event: "complete", data: { status: "succeeded", job_id: id, usage: (await getJob(id)).usage } });
     expect(new Set(payloads.map((p) => p.event))).toEqual(new Set(["progress", "log", "output", "complete"]));
     // id: lines count up from 1 without gaps; event: lines name the type.
     expect(events.slice(0, -1).map((e) => e.id)).toEqual(payloads.map((_, i) => i + 1));

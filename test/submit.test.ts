@@ -153,7 +153,6 @@ describe("bad submissions", () => {
     ["timeout over a day", { prompt: "x", timeout: 86401 }, ["body", "timeout"]],
     ["timeout not an integer", { prompt: "x", timeout: "soon" }, ["body", "timeout"]],
     ["another framework", { prompt: "x", framework: "crewai" }, ["body", "framework"]],
-    ["recipe_name", { prompt: "x", recipe_name: "r" }, ["body", "recipe_name"]],
     ["session_id too long", { prompt: "x", session_id: "s".repeat(257) }, ["body", "session_id"]],
     ["metadata with a non-string value", { prompt: "x", metadata: { a: 1 } }, ["body", "metadata", "a"]],
     ["metadata with 17 keys", { prompt: "x", metadata: Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, "v"])) }, ["body", "metadata"]],

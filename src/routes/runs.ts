@@ -120,7 +120,8 @@ function specFor(c: Ctx, body: SubmitBody, key: string | null, now: number): Run
     const problem = webhookUrlProblem(body.webhook_url, allowPrivateWebhooks(c.env));
     if (problem) throw new ApiError("validation", [{ loc: ["body", "webhook_url"], msg: problem, type: "value_error" }]);
   }
-  const config = body.config ?? {};
+  // A recipe's config overrides the job's own keys.
+  const config = { ...(body.config ?? {}), ...(body.recipe_config ?? {}) };
   const agent = resolveAgent(body);
   const plan = planRun(c.env, config, agent.tasks);
   return {

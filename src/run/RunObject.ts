@@ -17,7 +17,8 @@ import { hasTable, migrate } from "../storage/migrations";
 import { Watchers, type LogTail, type NewEvent } from "./events";
 import { executeStep, type StepOutcome } from "./execute";
 import { asksForInput } from "../runners";
-import { initialRow, inputRequest, stepPercentage, storedInputRequest, toJob, type RunRow, type RunSpec, type StoredInputRequest } from "./job";
+import type { CallUsage } from "../runners/types";
+import { initialRow, inputRequest, stepPercentage, storedInputRequest, toJob, usageOf, type RunRow, type RunSpec, type StoredInputRequest } from "./job";
 import { Outbox, owesWebhook, webhookBody } from "./outbox";
 import { recordTransition } from "./telemetry";
 import { eventsAfter, finishedParts, insertEvents, insertSpec, readRunRow, readSpec, readWebhook, RUN_MIGRATIONS, writeRunRow } from "./store";
@@ -353,6 +354,13 @@ export class RunObject extends DurableObject<Env> {
           this.appendEvents([{ type: "output", data: { delta } }]);
           this.watchers.notify();
         },
+        budget: this.budgetLeft(row),
+        onUsage: (usage) => {
+          // A call stopped by cancel or delete is not recorded: nothing is written after them.
+          const current = this.liveRow();
+          if (controller.signal.aborted || current?.status !== "running") return;
+          this.recordUsage(current, step.idx, usage);
+        },
       });
     } finally {
       this.inflight = null;
@@ -412,6 +420,30 @@ export class RunObject extends DurableObject<Env> {
         });
       }
     }
+  }
+
+  /** Tokens the job may still spend under `config.max_total_tokens`, or null when it has no budget. */
+  private budgetLeft(row: RunRow): number | null {
+    const max = this.spec().config.max_total_tokens;
+    return typeof max === "number" ? max - row.prompt_tokens - row.completion_tokens : null;
+  }
+
+  /** Adds one model call's usage to its step and to the job. */
+  private recordUsage(row: RunRow, stepIndex: number, usage: CallUsage): void {
+    this.transaction(() => {
+      this.sql.exec(
+        "UPDATE steps SET prompt_tokens = prompt_tokens + ?, completion_tokens = completion_tokens + ?, model_calls = model_calls + 1 WHERE idx = ?",
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        stepIndex,
+      );
+      this.commit(row, {
+        prompt_tokens: row.prompt_tokens + usage.prompt_tokens,
+        completion_tokens: row.completion_tokens + usage.completion_tokens,
+        model_calls: row.model_calls + 1,
+        estimated_calls: row.estimated_calls + (usage.estimated ? 1 : 0),
+      }, []);
+    });
   }
 
   /** What the finished steps produced, for the next task's context, with the notes people gave. */
@@ -481,7 +513,7 @@ export class RunObject extends DurableObject<Env> {
         if (to === "cancelled") next.cancelled_at = now;
         next.next_step_at = null;
         next.expires_at = now + (spec.retention_ms ?? this.limits.retentionMs);
-        all.push({ type: "complete", data: { status: to, job_id: spec.job_id } });
+        all.push({ type: "complete", data: { status: to, job_id: spec.job_id, usage: usageOf(next) } });
       }
     }
     // Ending or stopping for a person leaves the line (and any run slot); an answer joins it again.

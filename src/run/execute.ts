@@ -3,7 +3,7 @@
  * timeout and the stall watchdog abort, and the step's output streamed into R2.
  */
 import { runnerFor } from "../runners";
-import { StepFailed, TimedOut, TransientError, type StepContext } from "../runners/types";
+import { BudgetExceeded, StepFailed, TimedOut, TransientError, type CallUsage, type StepContext } from "../runners/types";
 import { outputPrefix, partKey, writePart, type WrittenPart } from "../storage/blobs";
 import { OutputCoalescer } from "./events";
 import type { RunSpec } from "./job";
@@ -33,6 +33,10 @@ export interface StepRun {
   revision?: { feedback: string; answer: string };
   /** Output text as produced, already coalesced; the caller decides whether it may still be logged. */
   onOutput: (delta: string) => void;
+  /** Tokens the job may still spend (its `config.max_total_tokens` less what it used), or null. */
+  budget: number | null;
+  /** What each model call used; the caller decides whether it may still be recorded. */
+  onUsage: (usage: CallUsage) => void;
 }
 
 export async function executeStep(run: StepRun): Promise<StepOutcome> {
@@ -51,6 +55,8 @@ export async function executeStep(run: StepRun): Promise<StepOutcome> {
       agentTask: spec.agent[step.idx - 1],
       context: spec.runner === "openai" ? await run.context() : [],
       revision: run.revision,
+      budget: run.budget,
+      onUsage: run.onUsage,
       config: spec.config,
       signal,
       onDelta: (text) => {
@@ -71,6 +77,7 @@ export async function executeStep(run: StepRun): Promise<StepOutcome> {
     const reason = signal.reason;
     if (reason instanceof Stalled) return { kind: "error", message: `Step ${step.name} made no progress for ${run.stallMs} ms` };
     if (signal.aborted) return reason instanceof TimedOut ? { kind: "timed_out" } : { kind: "aborted" };
+    if (error instanceof BudgetExceeded) return { kind: "failed", message: `Token budget of ${String(spec.config.max_total_tokens)} exceeded at step ${step.name}` };
     if (error instanceof StepFailed) return { kind: "failed", message: error.message };
     const message = error instanceof Error ? error.message : String(error);
     return { kind: "error", message, retryAfterMs: error instanceof TransientError ? error.retryAfterMs : undefined };

@@ -1,7 +1,7 @@
 /** The job row a RunObject stores, and the job object of the contract derived from it. */
 import type { AgentTask } from "../runners/agents";
 import type { RunnerKind } from "../runners";
-import type { Job } from "../schemas";
+import type { Job, Usage } from "../schemas";
 import { isTerminal, type Status } from "./transitions";
 
 /** What the Worker decides at submit; fixed for the job's life. */
@@ -55,6 +55,11 @@ export interface RunRow {
   input_request: string | null;
   /** Run time left of the job's timeout while it waits for a person (the clock stops), else null. */
   time_left_ms: number | null;
+  /** Tokens and model calls of every step so far; `estimated_calls` of them counted from text. */
+  prompt_tokens: number;
+  completion_tokens: number;
+  model_calls: number;
+  estimated_calls: number;
 }
 
 /** A request for input as the job stores it: the contract's object and the step's index. */
@@ -96,6 +101,10 @@ export function initialRow(spec: RunSpec): RunRow {
     next_step_at: null,
     input_request: null,
     time_left_ms: null,
+    prompt_tokens: 0,
+    completion_tokens: 0,
+    model_calls: 0,
+    estimated_calls: 0,
   };
 }
 
@@ -117,6 +126,17 @@ export function durationSeconds(job: Pick<Job, "started_at" | "completed_at">): 
 /** Whole percent of the steps done. */
 export function stepPercentage(completed: number, total: number): number {
   return total > 0 ? Math.floor((100 * completed) / total) : 0;
+}
+
+/** The contract's `usage` of a job. */
+export function usageOf(row: RunRow): Usage {
+  return {
+    prompt_tokens: row.prompt_tokens,
+    completion_tokens: row.completion_tokens,
+    total_tokens: row.prompt_tokens + row.completion_tokens,
+    model_calls: row.model_calls,
+    estimated: row.estimated_calls > 0,
+  };
 }
 
 export function storedInputRequest(row: RunRow): StoredInputRequest | null {
@@ -150,6 +170,7 @@ export function toJob(spec: RunSpec, row: RunRow, webhook: WebhookState | null =
     scheduled_for: iso(spec.scheduled_for),
     queue_position: null,
     input_request: inputRequest(row),
+    usage: usageOf(row),
     webhook: spec.webhook_url
       ? {
           url: spec.webhook_url,

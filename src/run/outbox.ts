@@ -15,7 +15,7 @@ import { inlineResult, outputPrefix, purgePrefix } from "../storage/blobs";
 import { hasTable } from "../storage/migrations";
 import { retryDelay, sendWebhook } from "../webhooks/delivery";
 import type { PlaceRequest } from "../tenant/TenantLine";
-import { durationSeconds, toJob } from "./job";
+import { durationSeconds, toJob, usageOf } from "./job";
 import { finishedParts, readRunRow, readSpec, readWebhook } from "./store";
 
 export type OutboxKind = "projection" | "line" | "webhook" | "purge";
@@ -58,7 +58,9 @@ const HANDLERS: Record<OutboxKind, Handler> = {
     // A webhook still owed keeps its body, which may quote the output about to be purged.
     await fixWebhookBody(ctx, env);
     await purgePrefix(env.OUTPUTS, outputPrefix(tenant, job_id));
-    await env.PROJECTIONS.getByName(tenant).remove(job_id);
+    // The job's final usage stays in the tenant's totals, whether or not its last snapshot went out.
+    const row = readRunRow(ctx.storage.sql);
+    await env.PROJECTIONS.getByName(tenant).remove(job_id, row ? usageOf(row) : undefined);
     return DONE;
   },
   webhook: deliverWebhook,
@@ -238,6 +240,7 @@ export function webhookBody(job: Job, result: string | null): string {
     error: job.error,
     completed_at: job.completed_at,
     duration_seconds: durationSeconds(job),
+    usage: job.usage,
     ...(job.input_request ? { input_request: job.input_request } : {}),
   });
 }

@@ -54,6 +54,15 @@ export const RUN_MIGRATIONS = [
   `ALTER TABLE run ADD COLUMN time_left_ms INTEGER`,
   `ALTER TABLE steps ADD COLUMN note TEXT`,
   `ALTER TABLE steps ADD COLUMN revision TEXT`,
+  // Token usage: the job's totals on its row, each step's on the step (every model call counted,
+  // and how many of them were estimated because the provider sent no usage).
+  `ALTER TABLE run ADD COLUMN prompt_tokens INTEGER NOT NULL DEFAULT 0`,
+  `ALTER TABLE run ADD COLUMN completion_tokens INTEGER NOT NULL DEFAULT 0`,
+  `ALTER TABLE run ADD COLUMN model_calls INTEGER NOT NULL DEFAULT 0`,
+  `ALTER TABLE run ADD COLUMN estimated_calls INTEGER NOT NULL DEFAULT 0`,
+  `ALTER TABLE steps ADD COLUMN prompt_tokens INTEGER NOT NULL DEFAULT 0`,
+  `ALTER TABLE steps ADD COLUMN completion_tokens INTEGER NOT NULL DEFAULT 0`,
+  `ALTER TABLE steps ADD COLUMN model_calls INTEGER NOT NULL DEFAULT 0`,
 ] as const;
 
 export function readRunRow(sql: SqlStorage): RunRow | null {
@@ -63,14 +72,17 @@ export function readRunRow(sql: SqlStorage): RunRow | null {
 export function writeRunRow(sql: SqlStorage, row: RunRow): void {
   sql.exec(
     `INSERT INTO run (id, status, started_at, completed_at, cancelled_at, error, steps_total, steps_completed,
-       current_step, version, deleted_at, deadline_at, expires_at, next_step_at, input_request, time_left_ms)
-     VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+       current_step, version, deleted_at, deadline_at, expires_at, next_step_at, input_request, time_left_ms,
+       prompt_tokens, completion_tokens, model_calls, estimated_calls)
+     VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
      ON CONFLICT (id) DO UPDATE SET status = excluded.status, started_at = excluded.started_at,
        completed_at = excluded.completed_at, cancelled_at = excluded.cancelled_at, error = excluded.error,
        steps_total = excluded.steps_total, steps_completed = excluded.steps_completed,
        current_step = excluded.current_step, version = excluded.version, deleted_at = excluded.deleted_at,
        deadline_at = excluded.deadline_at, expires_at = excluded.expires_at, next_step_at = excluded.next_step_at,
-       input_request = excluded.input_request, time_left_ms = excluded.time_left_ms`,
+       input_request = excluded.input_request, time_left_ms = excluded.time_left_ms,
+       prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
+       model_calls = excluded.model_calls, estimated_calls = excluded.estimated_calls`,
     row.status,
     row.started_at,
     row.completed_at,
@@ -86,6 +98,10 @@ export function writeRunRow(sql: SqlStorage, row: RunRow): void {
     row.next_step_at,
     row.input_request,
     row.time_left_ms,
+    row.prompt_tokens,
+    row.completion_tokens,
+    row.model_calls,
+    row.estimated_calls,
   );
 }
 

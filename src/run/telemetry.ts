@@ -32,7 +32,7 @@ export function recordTransition(env: Env, spec: RunSpec, from: RunRow, to: RunR
   // A deployment may leave the binding out of its config.
   (env.METRICS as AnalyticsEngineDataset | undefined)?.writeDataPoint({
     blobs: [spec.tenant, to.status, spec.runner, modelOf(env, spec), from.status],
-    doubles: [ranMs, 0],
+    doubles: [ranMs, to.prompt_tokens + to.completion_tokens],
     indexes: [spec.tenant],
   });
 }

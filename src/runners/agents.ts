@@ -6,6 +6,7 @@ import * as z from "zod/mini";
 import { load } from "js-yaml";
 import { ApiError } from "../errors";
 import { BUNDLED_AGENTS } from "./agents.bundle";
+import { BUNDLED_RECIPES } from "./recipes.bundle";
 import type { StepContext } from "./types";
 
 export const MAX_TASKS = 100;
@@ -90,8 +91,25 @@ function taskCount(document: unknown): number {
   return roles.reduce<number>((sum, role) => sum + entries((role as { tasks?: unknown } | null)?.tasks).length, 0);
 }
 
-/** The agent a submission names: `agent_yaml` inline, else `agent_file` (default agents.yaml). */
-export function resolveAgent(body: { agent_yaml?: string | null; agent_file?: string | null }): AgentPlan {
+/** A recipe's name is its file's in recipes/, without `.yaml`. */
+const RECIPE_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]*$/;
+
+/** The recipes bundled with this deployment, by name. */
+export function recipeNames(): string[] {
+  return Object.keys(BUNDLED_RECIPES).map((file) => file.replace(/\.ya?ml$/, ""));
+}
+
+/**
+ * The agent a submission names: a bundled recipe (`recipe_name`), `agent_yaml` inline, else
+ * `agent_file` (default agents.yaml).
+ */
+export function resolveAgent(body: { agent_yaml?: string | null; agent_file?: string | null; recipe_name?: string | null }): AgentPlan {
+  if (body.recipe_name != null) {
+    const name = body.recipe_name;
+    const file = RECIPE_NAME.test(name) ? [`${name}.yaml`, `${name}.yml`].find((f) => f in BUNDLED_RECIPES) : undefined;
+    if (file === undefined) throw new ApiError("bad_request", `Recipe not found: ${name}`);
+    return { agent_id: `recipe:${name}`, tasks: bundled(`recipes/${file}`, BUNDLED_RECIPES[file]) };
+  }
   if (body.agent_yaml) return { agent_id: "yaml:inline", tasks: parseAgentDefinition(body.agent_yaml) };
   const file = body.agent_file ?? "agents.yaml";
   if (!AGENT_FILE.test(file)) {
@@ -101,13 +119,17 @@ export function resolveAgent(body: { agent_yaml?: string | null; agent_file?: st
   if (source === undefined) {
     throw new ApiError("bad_request", `Unknown agent_file: ${file}. Available: [${Object.keys(BUNDLED_AGENTS).join(", ")}]`);
   }
-  let tasks = parsedBundles.get(file);
+  return { agent_id: `file:${file}`, tasks: bundled(`agents/${file}`, source) };
+}
+
+/** A bundled definition's tasks, parsed on first use. */
+function bundled(path: string, source: string): AgentTask[] {
+  let tasks = parsedBundles.get(path);
   if (!tasks) {
-    const bundled = (detail: string) => new ApiError("bad_request", `agent_file ${file}: ${detail}`);
-    tasks = parseAgentDefinition(source, bundled);
-    parsedBundles.set(file, tasks);
+    tasks = parseAgentDefinition(source, (detail) => new ApiError("bad_request", `${path}: ${detail}`));
+    parsedBundles.set(path, tasks);
   }
-  return { agent_id: `file:${file}`, tasks };
+  return tasks;
 }
 
 /** Bundled files never change while the Worker runs: each is parsed once per isolate. */

@@ -3,7 +3,7 @@
  * OpenAI-compatible endpoint, vLLM, Ollama, LiteLLM), streaming the answer.
  */
 import { taskMessages } from "./agents";
-import { StepFailed, TransientError, type Runner, type StepInput, type StepOutput } from "./types";
+import { BudgetExceeded, estimateTokens, StepFailed, TransientError, type CallUsage, type Runner, type StepInput, type StepOutput } from "./types";
 
 export interface ModelSettings {
   baseUrl: string;
@@ -46,11 +46,26 @@ async function providerError(res: Response): Promise<Error> {
   return new StepFailed(`Model provider rejected the request (${res.status}): ${detail}`);
 }
 
-/** Reads the SSE body of a streamed completion, handing each content delta on; returns the text. */
-async function readCompletion(body: ReadableStream<Uint8Array>, idleTimeoutMs: number, onDelta: (text: string) => void, signal: AbortSignal): Promise<string> {
+/** The provider's own counts, from the chunk that carries them (`stream_options.include_usage`). */
+interface ProviderUsage {
+  prompt_tokens?: number;
+  completion_tokens?: number;
+}
+
+/**
+ * Reads the SSE body of a streamed completion, handing each content delta on; returns the text
+ * and the provider's usage when it sent one.
+ */
+async function readCompletion(
+  body: ReadableStream<Uint8Array>,
+  idleTimeoutMs: number,
+  onDelta: (text: string) => void,
+  signal: AbortSignal,
+): Promise<{ text: string; usage: ProviderUsage | null }> {
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   let text = "";
+  let usage: ProviderUsage | null = null;
   let finished = false;
   for (;;) {
     let idle: ReturnType<typeof setTimeout> | undefined;
@@ -79,7 +94,7 @@ async function readCompletion(body: ReadableStream<Uint8Array>, idleTimeoutMs: n
         finished = true;
         continue;
       }
-      let event: { choices?: { delta?: { content?: string | null }; finish_reason?: string | null }[]; error?: unknown };
+      let event: { choices?: { delta?: { content?: string | null }; finish_reason?: string | null }[]; error?: unknown; usage?: ProviderUsage | null };
       try {
         event = JSON.parse(data);
       } catch {
@@ -87,6 +102,7 @@ async function readCompletion(body: ReadableStream<Uint8Array>, idleTimeoutMs: n
         throw new TransientError(`Model stream was malformed: ${data.slice(0, 100)}`);
       }
       if (event.error) throw new TransientError(`Model stream reported an error: ${JSON.stringify(event.error).slice(0, 200)}`);
+      if (event.usage) usage = event.usage;
       const choice = event.choices?.[0];
       const delta = choice?.delta?.content;
       if (delta) {
@@ -97,7 +113,7 @@ async function readCompletion(body: ReadableStream<Uint8Array>, idleTimeoutMs: n
     }
   }
   if (!finished) throw new TransientError("Model stream ended before the answer was complete");
-  return text;
+  return { text, usage };
 }
 
 /** The model a job's steps ask for: its config's choice, else the deployment's. */
@@ -112,13 +128,22 @@ export function openAiRunner(settings: ModelSettings): Runner {
       const task = input.agentTask;
       if (!task) throw new StepFailed(`Step ${input.task} has no agent task`);
       const config = input.config;
+      const messages = taskMessages(task, input.prompt, input.context ?? [], input.revision);
       const request = {
         model: chosenModel(config, settings),
-        messages: taskMessages(task, input.prompt, input.context ?? [], input.revision),
+        messages,
         stream: true,
+        stream_options: { include_usage: true },
         ...(typeof config.temperature === "number" ? { temperature: config.temperature } : {}),
         ...(typeof config.max_tokens === "number" ? { max_tokens: config.max_tokens } : {}),
       };
+      // The budget is checked on estimates while the answer streams (the provider's counts come
+      // only at its end): the request is aborted as soon as the estimate would pass it.
+      const budget = input.budget ?? null;
+      const promptEstimate = estimateTokens(messages.reduce((n, m) => n + m.content.length, 0));
+      if (budget !== null && promptEstimate > budget) throw new BudgetExceeded("token budget");
+      const stop = new AbortController();
+      const signal = AbortSignal.any([input.signal, stop.signal]);
       let res: Response;
       try {
         res = await fetch(`${settings.baseUrl.replace(/\/+$/, "")}/chat/completions`, {
@@ -129,14 +154,44 @@ export function openAiRunner(settings: ModelSettings): Runner {
             ...(settings.apiKey ? { authorization: `Bearer ${settings.apiKey}` } : {}),
           },
           body: JSON.stringify(request),
-          signal: input.signal,
+          signal,
         });
       } catch (error) {
         if (input.signal.aborted) throw input.signal.reason;
         throw new TransientError(`Model provider unreachable: ${error instanceof Error ? error.message : String(error)}`);
       }
       if (!res.ok || !res.body) throw await providerError(res);
-      const text = await readCompletion(res.body, settings.idleTimeoutMs, input.onDelta ?? (() => {}), input.signal);
+      // Every call that got an answer is counted once, also one that broke or was stopped.
+      let streamed = 0;
+      let counted = false;
+      const count = (usage: CallUsage) => {
+        if (counted) return;
+        counted = true;
+        input.onUsage?.(usage);
+      };
+      const estimate = (): CallUsage => ({ prompt_tokens: promptEstimate, completion_tokens: estimateTokens(streamed), estimated: true });
+      let text: string;
+      try {
+        const completion = await readCompletion(
+          res.body,
+          settings.idleTimeoutMs,
+          (delta) => {
+            streamed += delta.length;
+            if (budget !== null && promptEstimate + estimateTokens(streamed) > budget) stop.abort(new BudgetExceeded("token budget"));
+            else input.onDelta?.(delta);
+          },
+          signal,
+        );
+        text = completion.text;
+        const usage = completion.usage;
+        const exact = typeof usage?.prompt_tokens === "number" && typeof usage.completion_tokens === "number";
+        const counts = exact ? { prompt_tokens: usage.prompt_tokens!, completion_tokens: usage.completion_tokens!, estimated: false } : estimate();
+        count(counts);
+        if (budget !== null && counts.prompt_tokens + counts.completion_tokens > budget) throw new BudgetExceeded("token budget");
+      } catch (error) {
+        count(estimate());
+        throw error;
+      }
       const bytes = encoder.encode(text);
       return {
         bytes: bytes.length,

@@ -3,7 +3,7 @@
  * It goes through the whole machinery (steps, events, R2, cancel, timeout) like a real one.
  */
 import { simulateSchema } from "../schemas";
-import { sleep, StepFailed, type Runner, type StepInput, type StepOutput } from "./types";
+import { BudgetExceeded, estimateTokens, sleep, StepFailed, type Runner, type StepInput, type StepOutput } from "./types";
 
 export const SIMULATE_DEFAULTS = { steps: 3, step_ms: 300 } as const;
 const CHUNK_BYTES = 64 * 1024;
@@ -61,13 +61,20 @@ export const simulatedRunner: Runner = {
     if (knobs.fail_at_step === input.index) {
       throw new StepFailed(`Simulated failure at step ${input.index} of ${input.total}`);
     }
+    let output: StepOutput;
     if (knobs.output_bytes !== undefined) {
       const share = stepShare(knobs.output_bytes, input.index, input.total);
-      return sizedOutput(share, patternChunk(input.prompt, input.index, input.total), input.signal);
+      output = sizedOutput(share, patternChunk(input.prompt, input.index, input.total), input.signal);
+    } else {
+      const revised = input.revision ? ` (revised after: ${input.revision.feedback})` : "";
+      const text = encoder.encode(`Step ${input.index}/${input.total} (${input.task}): simulated answer to: ${input.prompt}${revised}\n`);
+      output = sizedOutput(text.length, text, input.signal);
     }
-    const revised = input.revision ? ` (revised after: ${input.revision.feedback})` : "";
-    const text = encoder.encode(`Step ${input.index}/${input.total} (${input.task}): simulated answer to: ${input.prompt}${revised}\n`);
-    return sizedOutput(text.length, text, input.signal);
+    // No model counts its tokens: they are estimated, as for a provider that sends no usage.
+    const usage = { prompt_tokens: estimateTokens(input.prompt), completion_tokens: estimateTokens(output.bytes), estimated: true };
+    input.onUsage?.(usage);
+    if (input.budget != null && usage.prompt_tokens + usage.completion_tokens > input.budget) throw new BudgetExceeded("token budget");
+    return output;
   },
 };
 

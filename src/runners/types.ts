@@ -23,7 +23,21 @@ export interface StepInput {
   signal: AbortSignal;
   /** Called with output text as the runner produces it (the job coalesces it into events). */
   onDelta?: (text: string) => void;
+  /** Tokens the job may still spend, or null for no budget; a call that would pass it is stopped (BudgetExceeded). */
+  budget?: number | null;
+  /** Called once per model call with what it used, also when the call failed or was stopped. */
+  onUsage?: (usage: CallUsage) => void;
 }
+
+/** What one model call used: the provider's own counts, or (estimated) characters / 4. */
+export interface CallUsage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  estimated: boolean;
+}
+
+/** Tokens in a text where no provider counted them: characters / 4, rounded up. */
+export const estimateTokens = (text: string | number) => Math.ceil((typeof text === "number" ? text : text.length) / 4);
 
 /** A step's output as a byte stream of known length, so it can go to R2 without being held whole. */
 export interface StepOutput {
@@ -40,6 +54,9 @@ export interface Runner {
 
 /** A failure of the work itself: the job fails with this message and the step is not retried. */
 export class StepFailed extends Error {}
+
+/** The job's token budget would be passed: the call in flight is stopped and the job fails. */
+export class BudgetExceeded extends StepFailed {}
 
 /** A failure worth retrying (rate limit, server error, broken stream); `retryAfterMs` when the cause said. */
 export class TransientError extends Error {

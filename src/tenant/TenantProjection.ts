@@ -5,7 +5,7 @@
  * not decided here: that is the tenant's line (TenantLine).
  */
 import { DurableObject } from "cloudflare:workers";
-import type { Job } from "../schemas";
+import type { DayUsage, Job, Stats, Usage } from "../schemas";
 import { logFailure } from "../log";
 import { limits } from "../config";
 import { giveUpNameless, rememberTenant, tenantOf } from "../ids";
@@ -52,7 +52,23 @@ export const PROJECTION_MIGRATIONS = [
   `ALTER TABLE slots RENAME TO slots_to_hand_over`,
   // Tombstones are pruned by age (see TOMBSTONE_TTL_MS).
   `CREATE INDEX tombstones_by_age ON tombstones (deleted_at)`,
+  // The tenant's token usage per UTC day: what its jobs' snapshots added that day. Kept when
+  // the jobs are deleted.
+  `CREATE TABLE usage_days (
+     day TEXT PRIMARY KEY,
+     prompt_tokens INTEGER NOT NULL DEFAULT 0,
+     completion_tokens INTEGER NOT NULL DEFAULT 0,
+     model_calls INTEGER NOT NULL DEFAULT 0)`,
 ] as const;
+
+/** How many UTC days `usage_by_day` covers, today included. */
+export const USAGE_DAYS = 31;
+
+type Counted = Pick<Usage, "prompt_tokens" | "completion_tokens" | "model_calls">;
+const NO_USAGE: Counted = { prompt_tokens: 0, completion_tokens: 0, model_calls: 0 };
+/** A snapshot's usage; one from a version before usage was counted has none. */
+const counted = (job: Pick<Job, "usage"> | null): Counted => job?.usage ?? NO_USAGE;
+const utcDay = (ms: number) => new Date(ms).toISOString().slice(0, 10);
 
 /**
  * How long a deleted job's tombstone is kept: longer than any update of it can be in flight (its
@@ -160,10 +176,16 @@ export class TenantProjection extends DurableObject<Env> {
     this.ctx.storage.transactionSync(() => this.apply(job, version));
   }
 
-  /** Forgets a deleted job for good: its row and its idempotency key; leaves a tombstone, and prunes expired ones. */
-  remove(jobId: string): void {
+  /**
+   * Forgets a deleted job for good: its row and its idempotency key; leaves a tombstone, and
+   * prunes expired ones. `usage`: the job's final usage, counted in the tenant's totals when a
+   * snapshot carrying it never arrived.
+   */
+  remove(jobId: string, usage?: Counted): void {
     const now = Date.now();
     this.ctx.storage.transactionSync(() => {
+      const held = this.snapshot(jobId);
+      if (held && usage) this.addUsage(counted(held), usage);
       this.sql.exec("DELETE FROM jobs WHERE job_id = ?", jobId);
       this.sql.exec("DELETE FROM idempotency WHERE job_id = ?", jobId);
       this.sql.exec("INSERT OR IGNORE INTO tombstones (job_id, deleted_at) VALUES (?, ?)", jobId, now);
@@ -177,9 +199,12 @@ export class TenantProjection extends DurableObject<Env> {
 
   private apply(job: Job, version: number): void {
     if (this.sql.exec("SELECT 1 FROM tombstones WHERE job_id = ?", job.job_id).toArray().length > 0) return;
-    const held = this.sql.exec<{ version: number }>("SELECT version FROM jobs WHERE job_id = ?", job.job_id).toArray()[0];
-    if (!held) this.insert(job, version);
-    else if (version > held.version) {
+    const held = this.sql.exec<{ version: number; body: string }>("SELECT version, body FROM jobs WHERE job_id = ?", job.job_id).toArray()[0];
+    if (!held) {
+      this.insert(job, version);
+      this.addUsage(NO_USAGE, counted(job));
+    } else if (version > held.version) {
+      this.addUsage(counted(JSON.parse(held.body) as Job), counted(job));
       this.sql.exec(
         "UPDATE jobs SET status = ?, session_id = ?, version = ?, body = ? WHERE job_id = ?",
         job.status,
@@ -232,12 +257,45 @@ export class TenantProjection extends DurableObject<Env> {
     };
   }
 
-  stats(): { total_jobs: number; by_status: Record<Status, number> } {
+  stats(): Stats {
     const by_status = Object.fromEntries(STATUSES.map((s) => [s, 0])) as Record<Status, number>;
     for (const row of this.sql.exec<{ status: Status; n: number }>("SELECT status, n FROM status_counts")) {
       by_status[row.status] = row.n;
     }
-    return { total_jobs: Object.values(by_status).reduce((a, b) => a + b, 0), by_status };
+    const totals = this.sql
+      .exec<Counted>(
+        `SELECT COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens, COALESCE(SUM(completion_tokens), 0) AS completion_tokens,
+           COALESCE(SUM(model_calls), 0) AS model_calls FROM usage_days`,
+      )
+      .one();
+    const today = Date.now();
+    const first = utcDay(today - (USAGE_DAYS - 1) * 86_400_000);
+    const byDay = new Map(
+      this.sql.exec<Counted & { day: string }>("SELECT day, prompt_tokens, completion_tokens, model_calls FROM usage_days WHERE day >= ?", first).toArray().map((r) => [r.day, r]),
+    );
+    const usage_by_day: DayUsage[] = [];
+    for (let i = USAGE_DAYS - 1; i >= 0; i--) {
+      const day = utcDay(today - i * 86_400_000);
+      usage_by_day.push({ day, ...withTotal(byDay.get(day) ?? NO_USAGE) });
+    }
+    return { total_jobs: Object.values(by_status).reduce((a, b) => a + b, 0), by_status, usage: withTotal(totals), usage_by_day };
+  }
+
+  /** Counts what a job used between two of its snapshots into today's usage. */
+  private addUsage(before: Counted, after: Counted): void {
+    const prompt = after.prompt_tokens - before.prompt_tokens;
+    const completion = after.completion_tokens - before.completion_tokens;
+    const calls = after.model_calls - before.model_calls;
+    if (prompt === 0 && completion === 0 && calls === 0) return;
+    this.sql.exec(
+      `INSERT INTO usage_days (day, prompt_tokens, completion_tokens, model_calls) VALUES (?, ?, ?, ?)
+       ON CONFLICT (day) DO UPDATE SET prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+         completion_tokens = completion_tokens + excluded.completion_tokens, model_calls = model_calls + excluded.model_calls`,
+      utcDay(Date.now()),
+      prompt,
+      completion,
+      calls,
+    );
   }
 
   private snapshot(jobId: string): Job | null {
@@ -256,3 +314,10 @@ export class TenantProjection extends DurableObject<Env> {
     );
   }
 }
+
+const withTotal = ({ prompt_tokens, completion_tokens, model_calls }: Counted) => ({
+  prompt_tokens,
+  completion_tokens,
+  total_tokens: prompt_tokens + completion_tokens,
+  model_calls,
+});

@@ -167,6 +167,16 @@ describe("the runs CLI", () => {
     expect(cli("wait", job_id).code).toBe(0);
   });
 
+  it("submits a bundled recipe, and says when there is no such recipe", () => {
+    const submitted = cli("submit", "A text to summarize.", "--recipe", "summarize", "--config", JSON.stringify(simulate(1, 1)), "--json");
+    expect(submitted.code).toBe(0);
+    const { job_id } = JSON.parse(submitted.stdout) as { job_id: string };
+    expect(JSON.parse(cli("status", job_id, "--json").stdout)).toMatchObject({ agent_id: "recipe:summarize" });
+    const missing = cli("submit", "x", "--recipe", "nope");
+    expect(missing.code).toBe(3);
+    expect(missing.stderr.trim()).toBe("Recipe not found: nope");
+  });
+
   it("exits 2 on a usage error", () => {
     expect(cli("frobnicate").code).toBe(2);
     expect(cli("status").code).toBe(2);

@@ -6,7 +6,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { loopbackServer } from "../local-server";
 
-import { answerFor, LLM_KEY, LLM_PORT } from "./protocol";
+import { answerFor, LLM_KEY, LLM_PORT, usageFor } from "./protocol";
 
 interface Recorded {
   model: string;
@@ -16,6 +16,8 @@ interface Recorded {
   /** The client went away before the answer was finished. */
   closedEarly: boolean;
   finished: boolean;
+  /** How many pieces of the answer went out before the end or the hang-up. */
+  piecesSent: number;
 }
 
 const requests: Recorded[] = [];
@@ -31,15 +33,25 @@ const chunk = (content: string, finish: string | null = null) => ({
   choices: [{ index: 0, delta: finish ? {} : { content }, finish_reason: finish }],
 });
 
-async function stream(res: ServerResponse, record: Recorded, pieces: string[], delayMs: number) {
+/**
+ * Streams the pieces, then the finish; then, when the request asked for it and `usage` is not
+ * "omit", a last chunk with the usage (no choices), as OpenAI sends it.
+ */
+async function stream(res: ServerResponse, record: Recorded, pieces: string[], delayMs: number, usage: "send" | "omit" = "send") {
   res.writeHead(200, { "content-type": "text/event-stream" });
   for (const piece of pieces) {
     if (record.closedEarly) return;
     sse(res, chunk(piece));
+    record.piecesSent++;
     if (delayMs) await new Promise((r) => setTimeout(r, delayMs));
   }
   if (record.closedEarly) return;
   sse(res, chunk("", "stop"));
+  const body = record.body as { messages: unknown[]; stream_options?: { include_usage?: boolean } };
+  if (usage === "send" && body.stream_options?.include_usage) {
+    const counts = usageFor(body.messages.length, pieces.length);
+    sse(res, { id: "chatcmpl-test", object: "chat.completion.chunk", choices: [], usage: { ...counts, total_tokens: counts.prompt_tokens + counts.completion_tokens } });
+  }
   sse(res, "[DONE]");
   record.finished = true;
   res.end();
@@ -67,7 +79,7 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
   const user = body.messages.find((m) => m.role === "user")?.content ?? "";
   const topic = /^Topic: (.*)$/m.exec(user)?.[1] ?? "";
   const task = /^Task: (.*)$/m.exec(user)?.[1] ?? "";
-  const record: Recorded = { model: body.model, topic, body, at: Date.now(), closedEarly: false, finished: false };
+  const record: Recorded = { model: body.model, topic, body, at: Date.now(), closedEarly: false, finished: false, piecesSent: 0 };
   requests.push(record);
   res.on("close", () => {
     if (!record.finished) record.closedEarly = true;
@@ -83,6 +95,11 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
   switch (body.model) {
     case "echo":
       return stream(res, record, split(answer, 7), 2);
+    case "no-usage":
+      return stream(res, record, split(answer, 7), 0, "omit");
+    case "verbose":
+      // A long answer, a piece every 5 ms: what a token budget stops midway.
+      return stream(res, record, split(answer.repeat(100), 20), 5);
     case "slow":
       return stream(res, record, split(answer.repeat(10), 5), 100);
     case "stall":

@@ -7,3 +7,11 @@ export const LLM_KEY = "test-model-key";
 export function answerFor(task: string, topic: string): string {
   return `Answer to "${task}" on ${topic}. `.repeat(4);
 }
+
+/**
+ * The usage the server reports for a completion (when asked, with `stream_options.include_usage`):
+ * counts no estimate would give, so that a test can tell them from estimates.
+ */
+export function usageFor(messages: number, pieces: number) {
+  return { prompt_tokens: 1000 + messages, completion_tokens: 3 * pieces };
+}

@@ -97,6 +97,16 @@ describe("the OpenAI-compatible runner", () => {
     expect((await seen(topic)).map((r) => r.body.messages[0].content.split("\n")[0])).toEqual(["You are Researcher.", "You are Writer."]);
   });
 
+  it("runs a bundled recipe with the prompt as its input, its recipe_config over the job's config", async () => {
+    const id = await submitModel({ recipe_name: "summarize", recipe_config: { temperature: 0.3 }, config: { temperature: 1.5, max_tokens: 99 } });
+    expect((await getJob(id)).agent_id).toBe("recipe:summarize");
+    expect((await drive(id)).status).toBe("succeeded");
+    const requests = await seen(topic);
+    expect(requests.map((r) => r.body.messages[0].content.split("\n")[0])).toEqual(["You are Careful reader.", "You are Editor."]);
+    expect(requests[0].body.messages[1].content).toContain(`Read this text and list its key points, claims and figures, in its own order:\n\n${topic}`);
+    for (const r of requests) expect(r.body).toMatchObject({ temperature: 0.3, max_tokens: 99 });
+  });
+
   it("passes the job's model, temperature and max_tokens", async () => {
     const id = await submitModel({ config: { model: "echo", temperature: 0.2, max_tokens: 64 } });
     await drive(id);
