@@ -19,6 +19,7 @@ commands:
   stream <id>           live events until the job ends   [--after N]
   wait <id>             wait until the job ends or asks for input (exit 6), with a progress bar
   input <id>            answer a job awaiting input: --approve [--note TEXT] | --revise TEXT | --reject TEXT
+  retry <id>            retry a failed or cancelled job as a new one   [--from-step N] [--wait]
   cancel <id>           cancel a queued or running job
   delete <id>           delete a finished job   [--force: cancel it first]
 
@@ -44,6 +45,7 @@ function parse(argv: string[]) {
       session: { type: "string" },
       webhook: { type: "string" },
       "idempotency-key": { type: "string" },
+      "from-step": { type: "string" },
       wait: { type: "boolean", default: false },
       status: { type: "string" },
       limit: { type: "string" },
@@ -195,6 +197,13 @@ async function main(argv: string[]): Promise<number> {
       const job = await client.input(id, answer);
       print(job, `${job.job_id} ${job.status}${job.error ? `: ${job.error}` : ""}`);
       return EXIT.ok;
+    }
+    case "retry": {
+      const fromStep = o["from-step"] === undefined ? undefined : Number(o["from-step"]);
+      if (fromStep !== undefined && !(Number.isInteger(fromStep) && fromStep >= 1)) throw new UsageError("--from-step must be a positive integer");
+      const retried = await client.retry(need(arg, "job id"), { from_step: fromStep });
+      print(retried, `${retried.job_id} ${retried.status}`);
+      return o.wait ? waitFor(client, retried.job_id, o.json) : EXIT.ok;
     }
     case "cancel": {
       const job = await client.cancel(need(arg, "job id"));

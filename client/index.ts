@@ -106,6 +106,15 @@ export class RunsClient {
     return res.json() as Promise<Job>;
   }
 
+  /**
+   * Retries a failed or cancelled job as a new one, from its first unfinished step (or
+   * `from_step`); the finished steps' outputs are copied, not run again.
+   */
+  async retry(id: string, options: { from_step?: number; prompt?: string; config?: SubmitInput["config"] } = {}): Promise<SubmitResponse> {
+    const res = await this.request("POST", `${this.path(id)}/retry`, { headers: { "content-type": "application/json" }, body: JSON.stringify(options) });
+    return res.json() as Promise<SubmitResponse>;
+  }
+
   /** Deletes a finished job; `force` cancels a queued or running one first. */
   async delete(id: string, options: { force?: boolean } = {}): Promise<void> {
     await this.request("DELETE", `${this.path(id)}${options.force ? "?force=true" : ""}`);

@@ -167,6 +167,18 @@ const dayUsageSchema = lazy(() =>
 
 export type DayUsage = z.infer<ReturnType<typeof dayUsageSchema>>;
 
+export const retryBodySchema = lazy(() =>
+  named(
+    z.object({
+      from_step: z.nullish(described(int(1), "Run again from this step (1-based); at most the first unfinished step, which is the default")),
+      prompt: z.nullish(z.string().check(z.refine((p) => p.trim().length > 0, "prompt must not be empty"))),
+      config: z.nullish(described(runConfigSchema(), "Keys that replace the retried job's config keys")),
+    }),
+    "RetryRun",
+  ),
+);
+export type RetryBody = z.infer<ReturnType<typeof retryBodySchema>>;
+
 export const inputRequestSchema = lazy(() =>
   named(
     z.object({
@@ -222,6 +234,7 @@ export const jobSchema = lazy(() =>
       scheduled_for: described(z.nullable(z.string()), "When a delayed job may start; null when not delayed"),
       queue_position: described(z.nullable(z.int()), "While queued: 1-based place among the jobs that could start next; else null"),
       usage: usageSchema(),
+      retry_of: described(z.nullable(z.string()), "The failed or cancelled job this one retries; else null"),
       input_request: described(z.nullable(inputRequestSchema()), "While awaiting_input: what the job asks a person; else null"),
       webhook: described(z.nullable(webhookStateSchema()), "Delivery of the job's latest webhook, when the job has a webhook_url"),
     }),

@@ -52,11 +52,17 @@ export function jsonDepth(text: string): number {
 
 /**
  * Admits only a JSON body within `maxBytes`, then hands its text to Hono's body cache so the
- * route's zod validator reads it from there.
+ * route's zod validator reads it from there. With `optional`, a request without a body stands
+ * for `{}`.
  */
-export function jsonBody(maxBytes: (env: Env) => number): MiddlewareHandler<{ Bindings: Env }> {
+export function jsonBody(maxBytes: (env: Env) => number, options: { optional?: boolean } = {}): MiddlewareHandler<{ Bindings: Env }> {
   return async (c, next) => {
     const mediaType = (c.req.header("content-type") ?? "").split(";")[0].trim();
+    const bodiless = c.req.header("content-length") === "0" || (c.req.raw.body === null && mediaType === "");
+    if (options.optional && bodiless) {
+      // The route's validator reads a request without a JSON content type as `{}`.
+      return next();
+    }
     if (!JSON_TYPE.test(mediaType)) throw new ApiError("bad_request", "Content-Type must be application/json");
     const bytes = await readLimited(c.req.raw, maxBytes(c.env));
     let text: string;

@@ -11,7 +11,8 @@ import { isJobId, newJobId, runObjectName } from "../ids";
 import { jsonBody } from "../http/body";
 import type { Operation } from "../http/openapi";
 import { valid } from "../http/validation";
-import { durationSeconds, POLL_INTERVAL_S, type RunSpec } from "../run/job";
+import { durationSeconds, POLL_INTERVAL_S, type CopiedStep, type RunSpec } from "../run/job";
+import type { FinishedPart } from "../run/store";
 import { isStatus, STATUSES, type Status } from "../run/transitions";
 import type { AdmitResult } from "../tenant/TenantProjection";
 import { planRun } from "../runners";
@@ -28,6 +29,7 @@ import {
   listQuerySchema,
   listResponseSchema,
   resultSchema,
+  retryBodySchema,
   streamQuerySchema,
   submitBodySchema,
   submitResponseSchema,
@@ -35,7 +37,7 @@ import {
   type SubmitBody,
 } from "../schemas";
 import { serveOutput } from "./output";
-import { inlineResult } from "../storage/blobs";
+import { copyPart, inlineResult, outputPrefix, partKey, purgePrefix } from "../storage/blobs";
 
 type Ctx = Context<AppEnv>;
 
@@ -146,6 +148,7 @@ function specFor(c: Ctx, body: SubmitBody, key: string | null, now: number): Run
     queue_ttl_s: body.queue_ttl_seconds ?? null,
     request_id: c.var.requestId,
     input_timeout_s: body.input_timeout_s ?? DEFAULT_INPUT_TIMEOUT_S,
+    retry_of: null,
   };
 }
 
@@ -159,19 +162,23 @@ function startTime(body: SubmitBody, now: number): number | null {
   return null;
 }
 
-/**
- * Submit: a place in the tenant's line (refused past its queued limit, storing nothing), then the
- * job's object (running at once when the line granted a slot), then its registration with the
- * projection, which may find the idempotency key taken: then the new job is discarded and the
- * one holding the key answers.
- */
+/** Submit: the job's spec, fixed now, then its way in (`enter`). */
 runs.post("/api/v1/runs", jsonBody((env) => limits(env).maxBodyBytes), valid("json", submitBodySchema), async (c) => {
   const body = c.req.valid("json");
   const key = idempotencyKey(c, body);
   const hash = key === null ? null : await bodyHash(body);
   const now = Date.now();
-  const spec = specFor(c, body, key, now);
+  return enter(c, specFor(c, body, key, now), hash, now);
+});
 
+/**
+ * A new job's way in: a place in the tenant's line (refused past its queued limit, storing
+ * nothing), then the job's object (running at once when the line granted a slot, with the steps
+ * a retry copied already done), then its registration with the projection, which may find the
+ * idempotency key taken: then the new job is discarded and the one holding the key answers.
+ */
+async function enter(c: Ctx, spec: RunSpec, hash: string | null, now: number, copied: CopiedStep[] = []) {
+  const key = spec.idempotency_key;
   const place = await line(c).join({
     job_id: spec.job_id,
     priority: spec.priority,
@@ -188,7 +195,7 @@ runs.post("/api/v1/runs", jsonBody((env) => limits(env).maxBodyBytes), valid("js
   const run = runStub(c, spec.job_id);
   let created: { job: Job; version: number };
   try {
-    created = unwrap(await run.create(spec, place.granted));
+    created = unwrap(await run.create(spec, place.granted, copied));
   } catch (error) {
     await line(c).leave(spec.job_id);
     throw error;
@@ -205,7 +212,7 @@ runs.post("/api/v1/runs", jsonBody((env) => limits(env).maxBodyBytes), valid("js
     return replay(c, admission, now);
   }
   return accepted(c, spec.job_id, created.job.status, created.job.created_at);
-});
+}
 
 /** The answer to a submit whose idempotency key names an earlier job. */
 async function replay(c: Ctx, held: Extract<AdmitResult, { admitted: false }>, now: number) {
@@ -405,6 +412,67 @@ runs.post("/api/v1/runs/:id/input", valid("param", jobIdParamSchema), jsonBody((
   const { job } = unwrap(await runStub(c, id).input(c.req.valid("json")));
   return c.json(job, 200);
 });
+
+runOperations.push({
+  method: "post",
+  path: "/api/v1/runs/{id}/retry",
+  summary: "Retry a failed or cancelled run from its first unfinished step (or from_step), as a new run",
+  params: jobIdParamSchema,
+  body: retryBodySchema,
+  responses: {
+    202: { json: submitResponseSchema, description: "The new run, with retry_of naming this one" },
+    400: errors[400],
+    404: errors[404],
+    422: errors[422],
+    429: { json: errorSchema, description: "The tenant holds as many queued jobs as it may; retry after Retry-After" },
+  },
+});
+
+/**
+ * Retry: a new job with the old one's spec (prompt and config keys replaced where the body
+ * says), whose steps before `from_step` are the old job's outputs, copied under its own prefix
+ * before it exists, so that deleting either job later never touches the other.
+ */
+runs.post(
+  "/api/v1/runs/:id/retry",
+  valid("param", jobIdParamSchema),
+  jsonBody((env) => limits(env).maxBodyBytes, { optional: true }),
+  valid("json", retryBodySchema),
+  async (c) => {
+    const { id } = c.req.valid("param");
+    const body = c.req.valid("json");
+    // The spec's config holds `unknown` values, which RPC's return typing cannot express.
+    const source = unwrap(await runStub(c, id).retrySource()) as unknown as { spec: RunSpec; parts: FinishedPart[] };
+    const firstUnfinished = source.parts.length + 1;
+    const from = body.from_step ?? firstUnfinished;
+    if (from > firstUnfinished) throw new ApiError("bad_request", `from_step must be at most ${firstUnfinished}, the first unfinished step`);
+    const now = Date.now();
+    const spec: RunSpec = {
+      ...source.spec,
+      job_id: newJobId(),
+      created_at: now,
+      prompt: body.prompt ?? source.spec.prompt,
+      config: { ...source.spec.config, ...(body.config ?? {}) },
+      idempotency_key: null,
+      scheduled_for: null,
+      request_id: c.var.requestId,
+      retry_of: id,
+    };
+    const prefix = outputPrefix(spec.tenant, spec.job_id);
+    const copied: CopiedStep[] = [];
+    try {
+      for (const part of source.parts.filter((p) => p.idx < from)) {
+        copied.push({ ...(await copyPart(c.env.OUTPUTS, part, partKey(prefix, part.idx))), idx: part.idx, note: part.note });
+      }
+      return await enter(c, spec, null, now, copied);
+    } catch (error) {
+      // Nothing of a retry that did not happen is kept; an old job deleted meanwhile is gone.
+      if (copied.length > 0) await purgePrefix(c.env.OUTPUTS, prefix);
+      if (!(await runStub(c, id).get()).ok) throw raise(jobNotFound(id));
+      throw error;
+    }
+  },
+);
 
 runOperations.push({
   method: "delete",

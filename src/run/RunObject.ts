@@ -18,10 +18,10 @@ import { Watchers, type LogTail, type NewEvent } from "./events";
 import { executeStep, type StepOutcome } from "./execute";
 import { asksForInput } from "../runners";
 import type { CallUsage } from "../runners/types";
-import { initialRow, inputRequest, stepPercentage, storedInputRequest, toJob, usageOf, type RunRow, type RunSpec, type StoredInputRequest } from "./job";
+import { initialRow, inputRequest, stepPercentage, storedInputRequest, toJob, usageOf, type CopiedStep, type RunRow, type RunSpec, type StoredInputRequest } from "./job";
 import { Outbox, owesWebhook, webhookBody } from "./outbox";
 import { recordTransition } from "./telemetry";
-import { eventsAfter, finishedParts, insertEvents, insertSpec, readRunRow, readSpec, readWebhook, RUN_MIGRATIONS, writeRunRow } from "./store";
+import { eventsAfter, finishedParts, type FinishedPart, insertEvents, insertSpec, readRunRow, readSpec, readWebhook, RUN_MIGRATIONS, writeRunRow } from "./store";
 import { isTerminal, transition, type Action } from "./transitions";
 
 /** While a step runs, the alarm is kept this far ahead so that a lost instance is resumed. */
@@ -79,17 +79,20 @@ export class RunObject extends DurableObject<Env> {
    * once; otherwise it waits, with no alarm, until the line tells it (`start`). The submit that
    * creates it registers it with the projection, so no snapshot is owed yet.
    */
-  async create(spec: RunSpec, granted: boolean): Promise<Result<{ job: Job; version: number }>> {
+  async create(spec: RunSpec, granted: boolean, copied: CopiedStep[] = []): Promise<Result<{ job: Job; version: number }>> {
     if (this.hasJob) return fail("internal", "Job already exists");
     migrate(this.ctx.storage, RUN_MIGRATIONS);
     this.hasJob = true;
-    let row = initialRow(spec);
+    let row: RunRow = { ...initialRow(spec), steps_completed: copied.length };
     this.transaction(() => {
-      insertSpec(this.sql, spec);
+      insertSpec(this.sql, spec, copied);
       this.writeRow(row);
       this.appendEvents([
-        { type: "progress", data: { percentage: 0, current_step: null } },
+        { type: "progress", data: { percentage: stepPercentage(copied.length, row.steps_total), current_step: null } },
         { type: "log", data: { message: "Job queued" } },
+        ...(copied.length > 0
+          ? [{ type: "log" as const, data: { message: `Retry of ${spec.retry_of}: the output of steps 1 to ${copied.length} was copied, not run again` } }]
+          : []),
       ]);
       if (granted) row = this.commitStart(row);
       this.outbox.drop("projection");
@@ -146,6 +149,17 @@ export class RunObject extends DurableObject<Env> {
     this.markDeleted(row);
     await this.stopInflight("deleted");
     await this.finishDeletion();
+  }
+
+  /**
+   * What a retry of this job starts from: its spec and its finished steps' outputs. Only a failed
+   * or cancelled job can be retried.
+   */
+  retrySource(): Result<{ spec: RunSpec; parts: FinishedPart[] }> {
+    const row = this.liveRow();
+    if (!row) return this.notFound();
+    if (row.status !== "failed" && row.status !== "cancelled") return fail("invalid_state", "Only failed or cancelled jobs can be retried");
+    return { ok: true, spec: this.spec(), parts: finishedParts(this.sql) };
   }
 
   /** The job and its finished output parts, in order: what /result and /output serve. */

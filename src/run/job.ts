@@ -35,6 +35,17 @@ export interface RunSpec {
   request_id: string | null;
   /** How long a request for input waits for its answer before the job fails. */
   input_timeout_s: number;
+  /** The failed or cancelled job this one retries, or null. */
+  retry_of: string | null;
+}
+
+/** A step a retry does not run again: its output, copied from the job retried, and the note it had. */
+export interface CopiedStep {
+  idx: number;
+  key: string;
+  bytes: number;
+  etag: string;
+  note: string | null;
 }
 
 export interface RunRow {
@@ -171,6 +182,7 @@ export function toJob(spec: RunSpec, row: RunRow, webhook: WebhookState | null =
     queue_position: null,
     input_request: inputRequest(row),
     usage: usageOf(row),
+    retry_of: spec.retry_of,
     webhook: spec.webhook_url
       ? {
           url: spec.webhook_url,

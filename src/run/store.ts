@@ -2,7 +2,7 @@
 import { DEFAULT_INPUT_TIMEOUT_S, DEFAULT_PRIORITY } from "../schemas";
 import type { OutputPart } from "../storage/blobs";
 import type { NewEvent, StoredEvent } from "./events";
-import type { RunRow, RunSpec, WebhookState } from "./job";
+import type { CopiedStep, RunRow, RunSpec, WebhookState } from "./job";
 
 type Row<T> = T & Record<string, SqlStorageValue>;
 
@@ -121,13 +121,25 @@ export function readSpec(sql: SqlStorage): RunSpec {
     queue_ttl_s: null,
     request_id: null,
     input_timeout_s: DEFAULT_INPUT_TIMEOUT_S,
+    retry_of: null,
     ...stored,
   } as RunSpec;
 }
 
-export function insertSpec(sql: SqlStorage, spec: RunSpec): void {
+export function insertSpec(sql: SqlStorage, spec: RunSpec, copied: CopiedStep[] = []): void {
   sql.exec("INSERT INTO spec (id, body) VALUES (1, ?)", JSON.stringify(spec));
   spec.tasks.forEach((name, i) => sql.exec("INSERT INTO steps (idx, name) VALUES (?, ?)", i + 1, name));
+  for (const step of copied) {
+    sql.exec(
+      "UPDATE steps SET status = 'done', finished_at = ?, output_key = ?, output_bytes = ?, output_etag = ?, note = ? WHERE idx = ?",
+      Date.now(),
+      step.key,
+      step.bytes,
+      step.etag,
+      step.note,
+      step.idx,
+    );
+  }
 }
 
 export function insertEvents(sql: SqlStorage, events: NewEvent[]): void {
@@ -151,14 +163,14 @@ export function readWebhook(sql: SqlStorage): WebhookRow | null {
   return sql.exec<Row<WebhookRow>>("SELECT * FROM webhook WHERE id = 1").toArray()[0] ?? null;
 }
 
-/** A finished step's output, with the step's name and the note a person gave on approving it. */
-export type FinishedPart = OutputPart & { name: string; note: string | null };
+/** A finished step's output, with the step's index and name and the note a person gave on approving it. */
+export type FinishedPart = OutputPart & { idx: number; name: string; note: string | null };
 
 /** The output of every finished step, in order. */
 export function finishedParts(sql: SqlStorage): FinishedPart[] {
   return sql
     .exec<Row<FinishedPart>>(
-      "SELECT name, output_key AS key, output_bytes AS bytes, output_etag AS etag, note FROM steps WHERE status = 'done' ORDER BY idx",
+      "SELECT idx, name, output_key AS key, output_bytes AS bytes, output_etag AS etag, note FROM steps WHERE status = 'done' ORDER BY idx",
     )
     .toArray();
 }

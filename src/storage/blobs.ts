@@ -63,6 +63,18 @@ export async function writePart(bucket: R2Bucket, key: string, output: StepOutpu
   return { key, bytes: output.bytes, etag: object.etag, head };
 }
 
+/**
+ * Copies one part to `key`, streamed through a stream of the part's known length: never held
+ * whole in memory, whatever its size. Throws when the part is gone.
+ */
+export async function copyPart(bucket: R2Bucket, part: OutputPart, key: string): Promise<OutputPart> {
+  const source = await bucket.get(part.key);
+  if (!source) throw new Error(`output part missing: ${part.key}`);
+  const { readable, writable } = new FixedLengthStream(source.size);
+  const [, copy] = await Promise.all([source.body.pipeTo(writable), bucket.put(key, readable, { httpMetadata: source.httpMetadata })]);
+  return { key, bytes: source.size, etag: copy.etag };
+}
+
 /** Deletes every object under the prefix, page by page. Idempotent. */
 export async function purgePrefix(bucket: R2Bucket, prefix: string): Promise<number> {
   let removed = 0;

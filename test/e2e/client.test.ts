@@ -177,6 +177,17 @@ describe("the runs CLI", () => {
     expect(missing.stderr.trim()).toBe("Recipe not found: nope");
   });
 
+  it("retries a failed job from where it failed, and waits for the new one", () => {
+    const { job_id } = JSON.parse(cli("submit", "flaky", "--config", JSON.stringify(simulate(2, 1, { fail_at_step: 2 })), "--json", "--wait").stdout.split("\n")[0]) as { job_id: string };
+    expect(cli("wait", job_id).code).toBe(1);
+    const retried = cli("retry", job_id, "--json");
+    expect(retried.code).toBe(0);
+    const { job_id: again } = JSON.parse(retried.stdout) as { job_id: string };
+    expect(JSON.parse(cli("status", again, "--json").stdout)).toMatchObject({ retry_of: job_id, progress: { steps_completed: 1 } });
+    expect(cli("retry", again, "--from-step", "0").code).toBe(2);
+    expect(cli("retry", "run_nothing").code).toBe(4);
+  });
+
   it("exits 2 on a usage error", () => {
     expect(cli("frobnicate").code).toBe(2);
     expect(cli("status").code).toBe(2);

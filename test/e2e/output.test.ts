@@ -111,3 +111,46 @@ describe("a 100 MiB output", () => {
     expect((await fetch(`${BASE}/api/v1/runs/${id}/output`)).status).toBe(404);
   });
 });
+
+describe("a retry of a job with 100 MiB of finished output", () => {
+  const failing = { simulate: { steps: 3, step_ms: 1, output_bytes: 150 * MiB, fail_at_step: 3 } };
+  const rangeOf100 = { Range: `bytes=0-${SIZE - 1}` };
+
+  async function until(id: string, status: string): Promise<Record<string, unknown>> {
+    for (let i = 0; i < 900; i++) {
+      const job = (await (await fetch(`${BASE}/api/v1/runs/${id}`)).json()) as Record<string, unknown>;
+      if (job.status === status) return job;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`job ${id} never reached ${status}`);
+  }
+
+  it("copies it byte for byte with bounded memory, and outlives the deletion of the old job", async () => {
+    const res = await fetch(`${BASE}/api/v1/runs`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: PROMPT, config: failing }) });
+    const old = ((await res.json()) as { job_id: string }).job_id;
+    expect(await until(old, "failed")).toMatchObject({ progress: { steps_completed: 2 } });
+    const oldHash = await hashBody(await fetch(`${BASE}/api/v1/runs/${old}/output`));
+    expect(oldHash.bytes).toBe(SIZE);
+
+    const baseline = treeRss(server.process.pid!);
+    const { value: retried, peak } = await peakRssDuring(server.process.pid!, async () => {
+      const answer = await fetch(`${BASE}/api/v1/runs/${old}/retry`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ config: { simulate: { steps: 3, step_ms: 1, output_bytes: 150 * MiB } } }),
+      });
+      expect(answer.status).toBe(202);
+      return ((await answer.json()) as { job_id: string }).job_id;
+    });
+    const growth = peak - baseline;
+    console.log(`dev server RSS while a retry copies 100 MiB: baseline ${(baseline / MiB).toFixed(1)} MiB, peak ${(peak / MiB).toFixed(1)} MiB, growth ${(growth / MiB).toFixed(1)} MiB`);
+    expect(growth).toBeLessThan(64 * MiB);
+    expect(await until(retried, "succeeded")).toMatchObject({ retry_of: old });
+
+    const copied = await hashBody(await fetch(`${BASE}/api/v1/runs/${retried}/output`, { headers: rangeOf100 }));
+    expect(copied).toEqual(oldHash);
+    expect((await fetch(`${BASE}/api/v1/runs/${old}`, { method: "DELETE" })).status).toBe(204);
+    expect(await hashBody(await fetch(`${BASE}/api/v1/runs/${retried}/output`, { headers: rangeOf100 }))).toEqual(oldHash);
+    expect((await fetch(`${BASE}/api/v1/runs/${retried}`, { method: "DELETE" })).status).toBe(204);
+  });
+});

@@ -56,6 +56,7 @@ describe("webhooks", () => {
       error: null,
       completed_at: job.completed_at,
       duration_seconds: result.duration_seconds,
+      usage: job.usage,
     });
   });
 

@@ -1,0 +1,119 @@
+/** Retry from where it failed: a new job that copies the finished steps' outputs and runs the rest. */
+import { describe, expect, it } from "vitest";
+import { api, drive, eventLog, finished, getJob, post, r2Keys, submit, submitQueued } from "./helpers";
+import type { Job } from "../src/schemas";
+
+const retry = (id: string, body?: unknown) =>
+  body === undefined ? api(`/api/v1/runs/${id}/retry`, { method: "POST" }) : post(`/api/v1/runs/${id}/retry`, body);
+
+async function sha256(bytes: ArrayBuffer): Promise<string> {
+  return [...new Uint8Array(await crypto.subtle.digest("SHA-256", bytes))].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+const output = async (id: string) => (await api(`/api/v1/runs/${id}/output`)).arrayBuffer();
+const part = async (id: string, step: number) => {
+  const { env } = await import("cloudflare:test");
+  return (await (await env.OUTPUTS.get(`runs/default/${id}/steps/${String(step).padStart(4, "0")}`))!.arrayBuffer());
+};
+
+/** A 3-step job whose step 2 failed: step 1's output is kept. */
+async function failedAtStep2(prompt = "retry me"): Promise<Job> {
+  const job = await drive(await submit({ steps: 3, fail_at_step: 2, output_bytes: 3 * 50_000 }, { prompt }));
+  expect(job).toMatchObject({ status: "failed", progress: { steps_completed: 1 } });
+  return job;
+}
+const fixed = { config: { simulate: { steps: 3, step_ms: 1, output_bytes: 3 * 50_000 } } };
+
+describe("POST /api/v1/runs/{id}/retry", () => {
+  it("starts a new job at the first unfinished step, the finished ones copied byte for byte", async () => {
+    const old = await failedAtStep2();
+    const res = await retry(old.job_id, fixed);
+    expect(res.status).toBe(202);
+    const accepted = await res.json<{ job_id: string; status: string; poll_url: string }>();
+    expect(accepted.job_id).not.toBe(old.job_id);
+    expect(accepted.poll_url).toMatch(new RegExp(`/api/v1/runs/${accepted.job_id}$`));
+    const fresh = await getJob(accepted.job_id);
+    expect(fresh).toMatchObject({ retry_of: old.job_id, agent_id: old.agent_id, progress: { steps_completed: 1, steps_total: 3 } });
+    expect(await sha256(await part(accepted.job_id, 1))).toBe(await sha256(await part(old.job_id, 1)));
+
+    const done = await drive(accepted.job_id);
+    expect(done.status).toBe("succeeded");
+    // Step 1 was not run again: its only progress events are the copy's.
+    const log = await eventLog(accepted.job_id);
+    expect(log.filter((e) => e.data.includes('"current_step":"step_1"'))).toEqual([]);
+    expect(log.some((e) => e.data.includes(`Retry of ${old.job_id}: the output of steps 1 to 1 was copied`))).toBe(true);
+    expect((await output(accepted.job_id)).byteLength).toBe(150_000);
+    expect((await getJob(old.job_id)).retry_of).toBeNull();
+  });
+
+  it("from_step runs again from an earlier step; a later one than the first unfinished → 400", async () => {
+    const old = await failedAtStep2();
+    const again = await retry(old.job_id, { ...fixed, from_step: 1 });
+    expect(again.status).toBe(202);
+    const id = (await again.json<{ job_id: string }>()).job_id;
+    expect((await getJob(id)).progress.steps_completed).toBe(0);
+    expect(await r2Keys(`runs/default/${id}/`)).toEqual([]);
+    expect((await drive(id)).status).toBe("succeeded");
+
+    const late = await retry(old.job_id, { from_step: 3 });
+    expect(late.status).toBe(400);
+    expect(await late.json()).toEqual({ detail: "from_step must be at most 2, the first unfinished step" });
+  });
+
+  it("a new prompt and config keys replace the old ones; an empty body keeps them", async () => {
+    const old = await failedAtStep2();
+    const bare = await retry(old.job_id);
+    expect(bare.status).toBe(202);
+    // The same config: it fails at step 2 again.
+    expect((await drive((await bare.json<{ job_id: string }>()).job_id)).error).toBe("Simulated failure at step 2 of 3");
+    const changed = await retry(old.job_id, { prompt: "a new prompt", config: { simulate: { steps: 3, step_ms: 1 } } });
+    const id = (await changed.json<{ job_id: string }>()).job_id;
+    expect((await drive(id)).status).toBe("succeeded");
+    const text = new TextDecoder().decode(await output(id));
+    expect(text.endsWith("Step 3/3 (step_3): simulated answer to: a new prompt\n")).toBe(true);
+  });
+
+  it("retries a cancelled job too", async () => {
+    const id = await submitQueued({ steps: 2 });
+    expect((await api(`/api/v1/runs/${id}/cancel`, { method: "POST" })).status).toBe(200);
+    const res = await retry(id, {});
+    expect(res.status).toBe(202);
+    expect((await drive((await res.json<{ job_id: string }>()).job_id)).status).toBe("succeeded");
+  });
+
+  it("deleting the old job leaves the new one whole, and the other way round", async () => {
+    const old = await failedAtStep2();
+    const first = (await (await retry(old.job_id, fixed)).json<{ job_id: string }>()).job_id;
+    const second = (await (await retry(old.job_id, fixed)).json<{ job_id: string }>()).job_id;
+    await drive(first);
+    const firstOutput = await sha256(await output(first));
+    expect((await api(`/api/v1/runs/${old.job_id}`, { method: "DELETE" })).status).toBe(204);
+    expect(await sha256(await output(first))).toBe(firstOutput);
+    expect((await drive(second)).status).toBe("succeeded");
+    expect(await sha256(await output(second))).toBe(firstOutput);
+
+    const other = await failedAtStep2("the other way round");
+    const copy = (await (await retry(other.job_id, fixed)).json<{ job_id: string }>()).job_id;
+    const before = await sha256(await output(other.job_id));
+    expect((await api(`/api/v1/runs/${copy}?force=true`, { method: "DELETE" })).status).toBe(204);
+    expect(await sha256(await output(other.job_id))).toBe(before);
+    expect(await r2Keys(`runs/default/${copy}/`)).toEqual([]);
+  });
+
+  it.each([
+    ["succeeded", async () => finished({ steps: 1 })],
+    ["queued", async () => submitQueued()],
+    ["running", async () => submit({ steps: 2 })],
+  ])("a %s job → 400", async (_status, make) => {
+    const res = await retry(await make(), {});
+    expect(res.status).toBe(400);
+    expect(await res.json()).toEqual({ detail: "Only failed or cancelled jobs can be retried" });
+  });
+
+  it("an unknown job → 404; a bad body → 422", async () => {
+    expect((await retry("run_unknown", {})).status).toBe(404);
+    const old = await failedAtStep2();
+    for (const body of [{ from_step: 0 }, { from_step: "1" }, { prompt: "" }, { config: { simulate: { steps: 0 } } }]) {
+      expect((await retry(old.job_id, body)).status, JSON.stringify(body)).toBe(422);
+    }
+  });
+});
