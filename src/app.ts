@@ -10,6 +10,7 @@ import { rateLimit } from "./http/ratelimit";
 import { requestLog } from "./http/requests";
 import { logFailure } from "./log";
 import { docs } from "./routes/docs";
+import { bulk, bulkOperations } from "./routes/bulk";
 import { runOperations, runs } from "./routes/runs";
 import { system, systemOperations } from "./routes/system";
 import { VERSION } from "./version";
@@ -25,6 +26,8 @@ app.use("*", requestLog(), cors());
 for (const path of ["/api/*", "/stats"]) app.use(path, settingsChecked(), tenancy(), rateLimit());
 app.route("/", docs);
 app.route("/", system);
+// Before the job routes: `bulk` is not a job id.
+app.route("/", bulk);
 app.route("/", runs);
 
 let document: object | null = null;
@@ -35,7 +38,7 @@ app.get("/openapi.json", (c) => {
       version: VERSION,
       description: "Submit, watch, fetch, list, cancel and delete long-running agent jobs (PraisonAI Async Jobs API).",
     },
-    [...systemOperations, ...runOperations],
+    [...systemOperations, ...runOperations, ...bulkOperations],
   );
   return c.json(document);
 });

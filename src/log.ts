@@ -36,7 +36,7 @@ export function logTransition(line: TransitionLine): void {
 }
 
 /** Something went wrong that the service recovers from (or answers 500 for): what, and the error's name and first line. */
-export function logFailure(what: string, error: unknown, fields: { job_id?: string; tenant?: string; request_id?: string } = {}): void {
+export function logFailure(what: string, error: unknown, fields: { job_id?: string; tenant?: string; request_id?: string; bulk_id?: string } = {}): void {
   const message = error instanceof Error ? `${error.name}: ${error.message.split("\n")[0]}` : String(error).split("\n")[0];
   console.error(JSON.stringify({ event: "failure", what, error: message, ...fields }));
 }

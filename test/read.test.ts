@@ -241,11 +241,15 @@ describe("/stats, /health, /openapi.json", () => {
     expect(doc.openapi).toBe("3.1.0");
     expect(Object.keys(doc.paths).sort()).toEqual([
       "/api/v1/runs",
+      "/api/v1/runs/bulk/cancel",
+      "/api/v1/runs/bulk/delete",
+      "/api/v1/runs/bulk/{bulk_id}",
       "/api/v1/runs/{id}",
       "/api/v1/runs/{id}/cancel",
       "/api/v1/runs/{id}/input",
       "/api/v1/runs/{id}/output",
       "/api/v1/runs/{id}/result",
+      "/api/v1/runs/{id}/retry",
       "/api/v1/runs/{id}/stream",
       "/health",
       "/stats",

@@ -257,6 +257,33 @@ export class TenantProjection extends DurableObject<Env> {
     };
   }
 
+  /**
+   * The ids of the jobs a bulk operation's filter matches, newest first, at most `limit`
+   * (one more tells the caller there are more).
+   */
+  matching(filter: { status?: Status; session_id?: string; created_before?: string }, limit: number): string[] {
+    const where: string[] = [];
+    const params: (string | number)[] = [];
+    if (filter.status) {
+      where.push("status = ?");
+      params.push(filter.status);
+    }
+    if (filter.session_id !== undefined) {
+      where.push("session_id = ?");
+      params.push(filter.session_id);
+    }
+    if (filter.created_before !== undefined) {
+      // Job objects carry created_at as an ISO 8601 UTC string, which orders as text.
+      where.push("json_extract(body, '$.created_at') < ?");
+      params.push(filter.created_before);
+    }
+    const clause = where.length ? `WHERE ${where.join(" AND ")}` : "";
+    return this.sql
+      .exec<{ job_id: string }>(`SELECT job_id FROM jobs ${clause} ORDER BY seq DESC LIMIT ?`, ...params, limit + 1)
+      .toArray()
+      .map((r) => r.job_id);
+  }
+
   stats(): Stats {
     const by_status = Object.fromEntries(STATUSES.map((s) => [s, 0])) as Record<Status, number>;
     for (const row of this.sql.exec<{ status: Status; n: number }>("SELECT status, n FROM status_counts")) {

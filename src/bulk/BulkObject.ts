@@ -1,0 +1,140 @@
+/**
+ * One Durable Object per bulk operation, named `<tenant>/<bulk_id>`: the jobs it matched when it
+ * was asked for, and what became of each. Its alarm works through them in bounded batches, asking
+ * each job's own object to cancel or delete it, exactly as the single routes do; a request only
+ * reads its progress. A finished operation removes itself after BULK_RETENTION_MS.
+ */
+import { DurableObject } from "cloudflare:workers";
+import { limits } from "../config";
+import type { Result } from "../errors";
+import { isJobId, runObjectName } from "../ids";
+import { logFailure } from "../log";
+import { hasTable, migrate } from "../storage/migrations";
+
+export type BulkAction = "cancel" | "delete";
+
+/** What a bulk operation reports: how many jobs it matched and what became of them so far. */
+export interface BulkProgress {
+  bulk_id: string;
+  action: BulkAction;
+  matched: number;
+  done: number;
+  skipped: number;
+  failed: number;
+  state: "running" | "done";
+}
+
+/** Jobs asked at once, and per alarm. */
+const CONCURRENCY = 20;
+const BATCH = 100;
+/** How long a finished operation's report is kept. */
+export const BULK_RETENTION_MS = 7 * 86_400_000;
+
+const BULK_MIGRATIONS = [
+  `CREATE TABLE operation (
+     id INTEGER PRIMARY KEY CHECK (id = 1),
+     bulk_id TEXT NOT NULL, tenant TEXT NOT NULL, action TEXT NOT NULL, force INTEGER NOT NULL,
+     created_at INTEGER NOT NULL, finished_at INTEGER)`,
+  // outcome: NULL until the job was asked; then done, skipped (not in a state the action applies to, or gone) or failed.
+  `CREATE TABLE targets (job_id TEXT PRIMARY KEY, outcome TEXT)`,
+  `CREATE INDEX targets_pending ON targets (outcome) WHERE outcome IS NULL`,
+] as const;
+
+type Operation = { bulk_id: string; tenant: string; action: BulkAction; force: number; finished_at: number | null };
+type Outcome = "done" | "skipped" | "failed";
+
+export class BulkObject extends DurableObject<Env> {
+  private readonly sql: SqlStorage;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.sql = ctx.storage.sql;
+  }
+
+  /** Records the operation and its jobs; the alarm starts on them at once. Idempotent. */
+  async begin(bulkId: string, tenant: string, action: BulkAction, force: boolean, jobIds: string[]): Promise<BulkProgress> {
+    migrate(this.ctx.storage, BULK_MIGRATIONS);
+    if (!this.operation()) {
+      this.ctx.storage.transactionSync(() => {
+        this.sql.exec("INSERT INTO operation (id, bulk_id, tenant, action, force, created_at) VALUES (1, ?, ?, ?, ?, ?)", bulkId, tenant, action, force ? 1 : 0, Date.now());
+        for (const id of new Set(jobIds)) this.sql.exec("INSERT INTO targets (job_id) VALUES (?)", id);
+        if (jobIds.length === 0) this.sql.exec("UPDATE operation SET finished_at = ?", Date.now());
+      });
+      await this.ctx.storage.setAlarm(Date.now() + limits(this.env).alarmDelayMs);
+    }
+    return this.progress()!;
+  }
+
+  progress(): BulkProgress | null {
+    const op = this.operation();
+    if (!op) return null;
+    const counts: Record<Outcome | "pending", number> = { done: 0, skipped: 0, failed: 0, pending: 0 };
+    for (const row of this.sql.exec<{ outcome: Outcome | null; n: number }>("SELECT outcome, COUNT(*) AS n FROM targets GROUP BY outcome")) {
+      counts[row.outcome ?? "pending"] = row.n;
+    }
+    return {
+      bulk_id: op.bulk_id,
+      action: op.action,
+      matched: counts.done + counts.skipped + counts.failed + counts.pending,
+      done: counts.done,
+      skipped: counts.skipped,
+      failed: counts.failed,
+      state: op.finished_at === null ? "running" : "done",
+    };
+  }
+
+  /** One batch of jobs, then the next alarm; a finished operation's alarm removes it. Never fails. */
+  async alarm(): Promise<void> {
+    const op = this.operation();
+    if (!op) return;
+    const settings = limits(this.env);
+    if (op.finished_at !== null) {
+      if (Date.now() >= op.finished_at + BULK_RETENTION_MS) await this.ctx.storage.deleteAll();
+      else await this.ctx.storage.setAlarm(op.finished_at + BULK_RETENTION_MS);
+      return;
+    }
+    try {
+      const batch = this.sql.exec<{ job_id: string }>("SELECT job_id FROM targets WHERE outcome IS NULL LIMIT ?", BATCH).toArray();
+      for (let i = 0; i < batch.length; i += CONCURRENCY) {
+        const slice = batch.slice(i, i + CONCURRENCY);
+        const outcomes = await Promise.all(slice.map((t) => this.apply(op, t.job_id)));
+        this.ctx.storage.transactionSync(() => {
+          slice.forEach((t, k) => this.sql.exec("UPDATE targets SET outcome = ? WHERE job_id = ?", outcomes[k], t.job_id));
+        });
+      }
+      if (batch.length < BATCH) {
+        const finishedAt = Date.now();
+        this.sql.exec("UPDATE operation SET finished_at = ?", finishedAt);
+        await this.ctx.storage.setAlarm(finishedAt + BULK_RETENTION_MS);
+      } else {
+        await this.ctx.storage.setAlarm(Date.now() + settings.alarmDelayMs);
+      }
+    } catch (error) {
+      logFailure("a bulk operation's batch failed; trying again later", error, { bulk_id: op.bulk_id });
+      await this.ctx.storage.setAlarm(Date.now() + settings.retryBaseMs + settings.alarmDelayMs);
+    }
+  }
+
+  /** The action on one job, through its own object, as the single route does it. */
+  private async apply(op: Operation, jobId: string): Promise<Outcome> {
+    if (!isJobId(jobId)) return "skipped";
+    const run = this.env.RUNS.getByName(runObjectName(op.tenant, jobId));
+    try {
+      // Either answer is a Result; RPC's typing of the two together loses the failure half.
+      const result = (op.action === "cancel" ? await run.cancel() : await run.delete(op.force === 1)) as unknown as Result<object>;
+      if (result.ok) return "done";
+      const { code } = result;
+      // A deleted job whose purge will be finished by its own alarm is gone all the same.
+      if (code === "purge_failed") return "done";
+      return code === "invalid_state" || code === "not_found" ? "skipped" : "failed";
+    } catch (error) {
+      logFailure("a bulk operation could not reach a job", error, { bulk_id: op.bulk_id, job_id: jobId });
+      return "failed";
+    }
+  }
+
+  private operation(): Operation | null {
+    if (!hasTable(this.sql, "operation")) return null;
+    return this.sql.exec<Operation>("SELECT bulk_id, tenant, action, force, finished_at FROM operation WHERE id = 1").toArray()[0] ?? null;
+  }
+}

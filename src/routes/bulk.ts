@@ -1,0 +1,67 @@
+/**
+ * /api/v1/runs/bulk: cancel or delete many jobs at once, by filter or by ids. The request records
+ * the matched jobs in a bulk operation's own object and answers; its alarm does the work in
+ * batches (src/bulk/BulkObject.ts).
+ */
+import { Hono } from "hono";
+import type { AppEnv } from "../auth";
+import { limits } from "../config";
+import { ApiError } from "../errors";
+import { newJobId } from "../ids";
+import { jsonBody } from "../http/body";
+import type { Operation } from "../http/openapi";
+import { valid } from "../http/validation";
+import type { BulkAction } from "../bulk/BulkObject";
+import { bulkAcceptedSchema, bulkBodySchema, bulkIdParamSchema, bulkProgressSchema, errorSchema, MAX_BULK_MATCHES } from "../schemas";
+
+export const bulk = new Hono<AppEnv>();
+export const bulkOperations: Operation[] = [];
+
+const BULK_ID = /^bulk_[A-Za-z0-9]{24}$/;
+const newBulkId = () => `bulk_${newJobId().slice(4)}`;
+
+for (const action of ["cancel", "delete"] as const satisfies BulkAction[]) {
+  bulkOperations.push({
+    method: "post",
+    path: `/api/v1/runs/bulk/${action}`,
+    summary: `${action === "cancel" ? "Cancel" : "Delete"} the jobs a filter or a list of ids names, in the background`,
+    body: bulkBodySchema,
+    responses: {
+      202: { json: bulkAcceptedSchema, description: "Accepted; follow it at GET /api/v1/runs/bulk/{bulk_id}" },
+      400: { json: errorSchema, description: "The filter matches too many jobs" },
+      422: { json: errorSchema, description: "The request breaks the schema" },
+    },
+  });
+
+  bulk.post(`/api/v1/runs/bulk/${action}`, jsonBody((env) => limits(env).maxBodyBytes), valid("json", bulkBodySchema), async (c) => {
+    const body = c.req.valid("json");
+    const tenant = c.var.tenant;
+    let ids = body.job_ids;
+    if (ids === undefined) {
+      const filter = { status: body.status, session_id: body.session_id, created_before: body.created_before && new Date(body.created_before).toISOString() };
+      ids = await c.env.PROJECTIONS.getByName(tenant).matching(filter, MAX_BULK_MATCHES);
+      if (ids.length > MAX_BULK_MATCHES) throw new ApiError("bad_request", `The filter matches more than ${MAX_BULK_MATCHES} jobs; narrow it`);
+    }
+    const bulkId = newBulkId();
+    const progress = await c.env.BULKS.getByName(`${tenant}/${bulkId}`).begin(bulkId, tenant, action, body.force === true, ids);
+    const url = `${new URL(c.req.url).origin}/api/v1/runs/bulk/${bulkId}`;
+    return c.json({ bulk_id: bulkId, matched: progress.matched }, 202, { Location: url });
+  });
+}
+
+bulkOperations.push({
+  method: "get",
+  path: "/api/v1/runs/bulk/{bulk_id}",
+  summary: "Progress of a bulk cancel or delete",
+  params: bulkIdParamSchema,
+  responses: { 200: { json: bulkProgressSchema, description: "Its progress" }, 404: { json: errorSchema, description: "Unknown bulk operation" } },
+});
+
+bulk.get("/api/v1/runs/bulk/:bulk_id", valid("param", bulkIdParamSchema), async (c) => {
+  const { bulk_id } = c.req.valid("param");
+  const notFound = new ApiError("not_found", `Bulk operation not found: ${bulk_id}`);
+  if (!BULK_ID.test(bulk_id)) throw notFound;
+  const progress = await c.env.BULKS.getByName(`${c.var.tenant}/${bulk_id}`).progress();
+  if (!progress) throw notFound;
+  return c.json(progress, 200);
+});

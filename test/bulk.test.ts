@@ -1,0 +1,90 @@
+/** Bulk cancel and delete: matched at the request, carried out by the operation's alarm in batches. */
+import { env, runDurableObjectAlarm } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { api, finished, getJob, post, r2Keys, storedTables, submit, submitQueued } from "./helpers";
+
+type Progress = { bulk_id: string; action: string; matched: number; done: number; skipped: number; failed: number; state: string };
+
+const bulkStub = (bulkId: string) => env.BULKS.getByName(`default/${bulkId}`);
+const progress = async (bulkId: string) => (await api(`/api/v1/runs/bulk/${bulkId}`)).json<Progress>();
+
+/** Starts a bulk operation and fires its alarm until it is done. */
+async function carriedOut(action: "cancel" | "delete", body: unknown): Promise<Progress> {
+  const res = await post(`/api/v1/runs/bulk/${action}`, body);
+  expect(res.status).toBe(202);
+  const { bulk_id, matched } = await res.json<{ bulk_id: string; matched: number }>();
+  expect(res.headers.get("Location")).toMatch(new RegExp(`/api/v1/runs/bulk/${bulk_id}$`));
+  expect(await progress(bulk_id)).toMatchObject({ bulk_id, action, matched, done: 0, state: matched === 0 ? "done" : "running" });
+  for (let i = 0; i < 20 && (await progress(bulk_id)).state === "running"; i++) await runDurableObjectAlarm(bulkStub(bulk_id));
+  return progress(bulk_id);
+}
+
+describe("bulk cancel and delete", () => {
+  it("cancels every unfinished job of a session, skipping the finished ones", async () => {
+    const session = `bulk-cancel-${Date.now()}`;
+    const open = [await submitQueued({}, { session_id: session }), await submit({ steps: 2 }, { session_id: session })];
+    const done = await finished({ steps: 1 }, { session_id: session });
+    const other = await submitQueued({}, { session_id: "someone else" });
+    const report = await carriedOut("cancel", { session_id: session });
+    expect(report).toMatchObject({ action: "cancel", matched: 3, done: 2, skipped: 1, failed: 0, state: "done" });
+    for (const id of open) expect((await getJob(id)).status).toBe("cancelled");
+    expect((await getJob(done)).status).toBe("succeeded");
+    expect((await getJob(other)).status).toBe("queued");
+  });
+
+  it("deletes finished jobs by status, each purged as DELETE purges it; unfinished ones are skipped without force", async () => {
+    const session = `bulk-delete-${Date.now()}`;
+    const ended = [await finished({ steps: 2, output_bytes: 2048 }, { session_id: session }), await finished({ steps: 1 }, { session_id: session })];
+    const running = await submit({ steps: 2 }, { session_id: session });
+    const report = await carriedOut("delete", { session_id: session });
+    expect(report).toMatchObject({ matched: 3, done: 2, skipped: 1, failed: 0 });
+    for (const id of ended) {
+      expect((await api(`/api/v1/runs/${id}`)).status).toBe(404);
+      expect(await r2Keys(`runs/default/${id}/`)).toEqual([]);
+      expect(await storedTables(id)).toEqual([]);
+    }
+    expect((await api(`/api/v1/runs?session_id=${session}`).then((r) => r.json<{ total: number }>())).total).toBe(1);
+    expect((await getJob(running)).status).toBe("running");
+
+    const forced = await carriedOut("delete", { session_id: session, force: true });
+    expect(forced).toMatchObject({ matched: 1, done: 1 });
+    expect((await api(`/api/v1/runs/${running}`)).status).toBe(404);
+  });
+
+  it("by ids: unknown and other tenants' ids are skipped; by created_before and status", async () => {
+    const a = await submitQueued();
+    const report = await carriedOut("cancel", { job_ids: [a, "run_doesnotexist", "not-a-job-id"] });
+    expect(report).toMatchObject({ matched: 3, done: 1, skipped: 2, failed: 0 });
+
+    const cutoff = new Date().toISOString();
+    await new Promise((r) => setTimeout(r, 5));
+    const after = await submitQueued();
+    const byTime = await carriedOut("cancel", { status: "queued", created_before: cutoff });
+    // The projection may still list as queued a job cancelled a moment ago: that one is skipped.
+    expect(byTime.done + byTime.skipped).toBe(byTime.matched);
+    expect(byTime.failed).toBe(0);
+    expect((await getJob(after)).status).toBe("queued");
+  });
+
+  it("works in batches of 100 across alarms", async () => {
+    const session = `bulk-batches-${Date.now()}`;
+    const ids: string[] = [];
+    for (let i = 0; i < 130; i++) ids.push(await submitQueued({}, { session_id: session }));
+    const res = await post("/api/v1/runs/bulk/cancel", { session_id: session });
+    const { bulk_id } = await res.json<{ bulk_id: string }>();
+    await runDurableObjectAlarm(bulkStub(bulk_id));
+    expect(await progress(bulk_id)).toMatchObject({ matched: 130, done: 100, state: "running" });
+    await runDurableObjectAlarm(bulkStub(bulk_id));
+    expect(await progress(bulk_id)).toMatchObject({ matched: 130, done: 130, state: "done" });
+  });
+
+  it("refuses what it cannot do, with a detail", async () => {
+    for (const body of [{}, { force: true }, { job_ids: [] }, { job_ids: ["run_a"], status: "failed" }, { status: "done" }, { tags: ["x"] }, { job_ids: Array(1001).fill("run_a") }, { created_before: "yesterday" }]) {
+      const res = await post("/api/v1/runs/bulk/delete", body);
+      expect(res.status, JSON.stringify(body).slice(0, 50)).toBe(422);
+      expect((await res.json<{ detail: unknown }>()).detail).toBeTruthy();
+    }
+    expect(await (await api("/api/v1/runs/bulk/bulk_unknown")).json()).toEqual({ detail: "Bulk operation not found: bulk_unknown" });
+    expect((await api("/api/v1/runs/bulk/bulk_AAAAAAAAAAAAAAAAAAAAAAAA")).status).toBe(404);
+  });
+});
