@@ -64,6 +64,15 @@ export const runConfigSchema = lazy(() =>
   ),
 );
 
+/** A job's tags: at most 10, each 1 to 64 of `A-Za-z0-9_.:-`. */
+export const MAX_TAGS = 10;
+export const tagsSchema = lazy(() =>
+  named(
+    z.array(z.string().check(z.regex(/^[A-Za-z0-9_.:-]{1,64}$/, "a tag is 1 to 64 of A-Za-z0-9_.:-"))).check(z.maxLength(MAX_TAGS, `at most ${MAX_TAGS} tags`)),
+    "Tags",
+  ),
+);
+
 export const metadataSchema = lazy(() =>
   named(
     z.record(text(64, 1), text(512)).check(
@@ -89,6 +98,7 @@ export const submitBodySchema = lazy(() =>
         session_id: z.nullish(text(256)),
         idempotency_key: z.nullish(text(256, 1)),
         metadata: z.nullish(metadataSchema()),
+        tags: z.nullish(tagsSchema()),
         retention_seconds: z.nullish(described(int(1, MAX_RETENTION_S), "Keep the finished job this long (default: the deployment's, 7 days)")),
         priority: z.nullish(described(int(0, 9), "0-9, default 5: higher starts first; first in, first out within a priority")),
         concurrency_key: z.nullish(described(text(128, 1), "Jobs sharing a key run at most MAX_RUNNING_PER_KEY at once")),
@@ -191,12 +201,14 @@ export const bulkBodySchema = lazy(() =>
         status: z.optional(statusSchema()),
         session_id: z.optional(text(256)),
         created_before: z.optional(described(z.iso.datetime({ offset: true }), "Jobs created before this time (ISO 8601)")),
+        // Jobs carrying every one of these tags.
+        tags: z.optional(tagsSchema()),
         job_ids: z.optional(z.array(text(140, 1)).check(z.minLength(1), z.maxLength(MAX_BULK_IDS))),
         force: z.optional(described(z.boolean(), "delete: cancel queued, running and awaiting jobs first (else they are skipped)")),
       })
       .check(
-        z.refine((b) => (b.job_ids === undefined) !== (b.status === undefined && b.session_id === undefined && b.created_before === undefined), {
-          message: "Give job_ids, or a filter (status, session_id, created_before), not both and not neither",
+        z.refine((b) => (b.job_ids === undefined) !== (b.status === undefined && b.session_id === undefined && b.created_before === undefined && b.tags === undefined), {
+          message: "Give job_ids, or a filter (status, session_id, tags, created_before), not both and not neither",
         }),
       ),
     "BulkRequest",
@@ -272,6 +284,7 @@ export const jobSchema = lazy(() =>
       error: z.nullable(z.string()),
       retry_after: z.nullable(z.int()),
       metadata: z.record(z.string(), z.string()),
+      tags: z.array(z.string()),
       expires_at: z.nullable(z.string()),
       priority: z.int(),
       concurrency_key: z.nullable(z.string()),

@@ -66,7 +66,19 @@ describe("bulk cancel and delete", () => {
     expect((await getJob(after)).status).toBe("queued");
   });
 
-  it("works in batches of 100 across alarms", async () => {
+  it("by tags: only the jobs carrying every tag given", async () => {
+    const both = await submitQueued({}, { tags: ["team:a", "nightly"] });
+    const one = await submitQueued({}, { tags: ["team:a"] });
+    const none = await submitQueued();
+    expect((await getJob(both)).tags).toEqual(["team:a", "nightly"]);
+    const report = await carriedOut("cancel", { tags: ["nightly", "team:a"] });
+    expect(report).toMatchObject({ matched: 1, done: 1 });
+    expect((await getJob(both)).status).toBe("cancelled");
+    expect((await getJob(one)).status).toBe("queued");
+    expect((await getJob(none)).status).toBe("queued");
+  });
+
+  it("works in batches of 100 across alarms", { timeout: 60_000 }, async () => {
     const session = `bulk-batches-${Date.now()}`;
     const ids: string[] = [];
     for (let i = 0; i < 130; i++) ids.push(await submitQueued({}, { session_id: session }));
@@ -79,7 +91,7 @@ describe("bulk cancel and delete", () => {
   });
 
   it("refuses what it cannot do, with a detail", async () => {
-    for (const body of [{}, { force: true }, { job_ids: [] }, { job_ids: ["run_a"], status: "failed" }, { status: "done" }, { tags: ["x"] }, { job_ids: Array(1001).fill("run_a") }, { created_before: "yesterday" }]) {
+    for (const body of [{}, { force: true }, { job_ids: [] }, { job_ids: ["run_a"], status: "failed" }, { status: "done" }, { tags: ["not a tag"] }, { job_ids: Array(1001).fill("run_a") }, { created_before: "yesterday" }]) {
       const res = await post("/api/v1/runs/bulk/delete", body);
       expect(res.status, JSON.stringify(body).slice(0, 50)).toBe(422);
       expect((await res.json<{ detail: unknown }>()).detail).toBeTruthy();

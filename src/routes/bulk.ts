@@ -38,7 +38,12 @@ for (const action of ["cancel", "delete"] as const satisfies BulkAction[]) {
     const tenant = c.var.tenant;
     let ids = body.job_ids;
     if (ids === undefined) {
-      const filter = { status: body.status, session_id: body.session_id, created_before: body.created_before && new Date(body.created_before).toISOString() };
+      const filter = {
+        status: body.status,
+        session_id: body.session_id,
+        tags: body.tags,
+        created_before: body.created_before && new Date(body.created_before).toISOString(),
+      };
       ids = await c.env.PROJECTIONS.getByName(tenant).matching(filter, MAX_BULK_MATCHES);
       if (ids.length > MAX_BULK_MATCHES) throw new ApiError("bad_request", `The filter matches more than ${MAX_BULK_MATCHES} jobs; narrow it`);
     }

@@ -137,6 +137,7 @@ function specFor(c: Ctx, body: SubmitBody, key: string | null, now: number): Run
     agent: plan.agent,
     session_id: body.session_id ?? null,
     metadata: body.metadata ?? {},
+    tags: [...new Set(body.tags ?? [])],
     config,
     timeout_s: body.timeout || DEFAULT_TIMEOUT_S,
     retention_ms: body.retention_seconds ? body.retention_seconds * 1000 : null,

@@ -18,6 +18,7 @@ export interface RunSpec {
   agent: AgentTask[];
   session_id: string | null;
   metadata: Record<string, string>;
+  tags: string[];
   config: Record<string, unknown>;
   timeout_s: number;
   /** How long the job is kept after it ends, when the submission chose; else the deployment's. */
@@ -175,6 +176,7 @@ export function toJob(spec: RunSpec, row: RunRow, webhook: WebhookState | null =
     error: row.error,
     retry_after: terminal ? null : POLL_INTERVAL_S,
     metadata: spec.metadata,
+    tags: spec.tags,
     expires_at: iso(row.expires_at),
     priority: spec.priority,
     concurrency_key: spec.concurrency_key,

@@ -122,6 +122,7 @@ export function readSpec(sql: SqlStorage): RunSpec {
     request_id: null,
     input_timeout_s: DEFAULT_INPUT_TIMEOUT_S,
     retry_of: null,
+    tags: [],
     ...stored,
   } as RunSpec;
 }

@@ -261,7 +261,7 @@ export class TenantProjection extends DurableObject<Env> {
    * The ids of the jobs a bulk operation's filter matches, newest first, at most `limit`
    * (one more tells the caller there are more).
    */
-  matching(filter: { status?: Status; session_id?: string; created_before?: string }, limit: number): string[] {
+  matching(filter: { status?: Status; session_id?: string; tags?: string[]; created_before?: string }, limit: number): string[] {
     const where: string[] = [];
     const params: (string | number)[] = [];
     if (filter.status) {
@@ -276,6 +276,11 @@ export class TenantProjection extends DurableObject<Env> {
       // Job objects carry created_at as an ISO 8601 UTC string, which orders as text.
       where.push("json_extract(body, '$.created_at') < ?");
       params.push(filter.created_before);
+    }
+    for (const tag of filter.tags ?? []) {
+      // A bulk operation's one-off match may read the bodies; a job without tags (an older one) has none.
+      where.push("EXISTS (SELECT 1 FROM json_each(body, '$.tags') WHERE value = ?)");
+      params.push(tag);
     }
     const clause = where.length ? `WHERE ${where.join(" AND ")}` : "";
     return this.sql

@@ -1,9 +1,10 @@
 /**
  * An upgrade of the code under `wrangler dev`: the state the previous version left when it was
  * killed mid-run (test/upgrade/fixtures/<commit>.state.tgz, from make-fixture.ts: two jobs
- * running mid-step, one waiting in line, finished, failed and cancelled ones) is started with
- * today's build. The running jobs resume and finish, the waiting one starts and finishes, the
- * finished output reads back byte for byte, and everything deletes. Its times are first moved
+ * running mid-step, one waiting in line, one awaiting a person's input, finished, failed and
+ * cancelled ones) is started with today's build. The running jobs resume and finish, the waiting
+ * one starts and finishes, the one awaiting input still shows its request and, answered, goes on
+ * to the end, the finished output reads back byte for byte, and everything deletes. Its times are first moved
  * forward by its age (shift-times.py), so that it reads as if that server had stopped a moment ago.
  */
 import { execFileSync } from "node:child_process";
@@ -14,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startServer, stopServer, type DevServer } from "./server";
 
 /** The version before today's schema changes. */
-const PREVIOUS = "673c19c";
+const PREVIOUS = "f7cc994";
 const fixtures = join(import.meta.dirname, "..", "upgrade", "fixtures");
 const fixture = JSON.parse(readFileSync(join(fixtures, `${PREVIOUS}.json`), "utf8")) as {
   jobs: Record<string, string>;
@@ -39,7 +40,11 @@ const get = async (path: string) => (await fetch(`${server.base}${path}`)).json(
 describe(`today's build on the state ${PREVIOUS} left`, () => {
   it("resumes the running jobs, starts the waiting one, serves the old output and deletes everything", async () => {
     const { jobs, statuses_when_killed: killed } = fixture;
-    expect(killed).toMatchObject({ running: "running", running2: "running", queued: "queued" });
+    expect(killed).toMatchObject({ running: "running", running2: "running", queued: "queued", awaiting: "awaiting_input" });
+    const awaiting = await get(`/api/v1/runs/${jobs.awaiting}`);
+    expect(awaiting).toMatchObject({ status: "awaiting_input", input_request: { step: "step_1" } });
+    const answer = await fetch(`${server.base}/api/v1/runs/${jobs.awaiting}/input`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"action":"approve"}' });
+    expect(answer.status).toBe(200);
     const ends: Record<string, string> = {};
     for (let i = 0; i < 600 && Object.keys(ends).length < Object.keys(jobs).length; i++) {
       for (const [role, id] of Object.entries(jobs)) {
@@ -50,7 +55,7 @@ describe(`today's build on the state ${PREVIOUS} left`, () => {
       await new Promise((r) => setTimeout(r, 100));
     }
     const now = Object.fromEntries(await Promise.all(Object.entries(jobs).map(async ([role, id]) => [role, await get(`/api/v1/runs/${id}`)])));
-    expect(ends, JSON.stringify(now)).toEqual({ ...killed, running: "succeeded", running2: "succeeded", queued: "succeeded" });
+    expect(ends, JSON.stringify(now)).toEqual({ ...killed, running: "succeeded", running2: "succeeded", queued: "succeeded", awaiting: "succeeded" });
 
     const prefix = `runs/default/${jobs.finished}/`;
     const expected = Object.keys(fixture.r2)

@@ -2,7 +2,8 @@
  * Makes the upgrade fixture of one earlier version of this repository: that version's code runs
  * under its own `wrangler dev` (in a git worktree with its own dependencies), is given the same
  * jobs in every state a job can be in (finished, failed, cancelled, running mid-step, queued,
- * one holding an idempotency key), and is killed mid-run. Its Durable Objects' databases and R2
+ * one holding an idempotency key, and, in versions that have human input, one awaiting it), and
+ * is killed mid-run. Its Durable Objects' databases and R2
  * objects are then dumped as JSON (dump-state.py): the schema its migrations made, and the rows
  * its code wrote. test/upgrade/upgrade.test.ts loads each into today's objects. The state
  * directory itself is kept too (`<commit>.state.tgz`): test/e2e/upgrade.test.ts starts today's
@@ -72,6 +73,12 @@ try {
   await until(jobs.cancelled, ["running"]);
   await call("POST", `/api/v1/runs/${jobs.cancelled}/cancel`);
   await until(jobs.cancelled, ["cancelled"]);
+  // A job that stops for a person holds no slot while it waits: it takes one only on its way there.
+  const { body: document } = await call("GET", "/openapi.json");
+  if (document.paths["/api/v1/runs/{id}/input"]) {
+    jobs.awaiting = await submit("upgrade: awaiting input", { steps: 2, step_ms: 10, input_at_step: 1 });
+    await until(jobs.awaiting, ["awaiting_input"]);
+  }
   // Two long jobs fill the tenant's two slots (where the version has a limit); a third waits.
   jobs.running = await submit("upgrade: running", { steps: 3, step_ms: 1500 });
   jobs.running2 = await submit("upgrade: running too", { steps: 3, step_ms: 1500 });
