@@ -382,6 +382,7 @@ export const jobIdParamSchema = lazy(() =>
 export const streamQuerySchema = lazy(() =>
   z.object({
     after: z.optional(described(z.string(), "Resume after this event id (like Last-Event-ID)")),
+    format: z.optional(described(z.enum(["named"]), "named: `event: <type>` with bare payloads for EventSource, ending with `result`")),
   }),
 );
 

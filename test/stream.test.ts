@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { api, drive, eventLog, getJob, parseSse, submit } from "./helpers";
+import { api, drive, eventLog, getJob, parseSse, settle, submit } from "./helpers";
 
 describe("GET /api/v1/runs/{id}/stream", () => {
   it("replays a finished job's events in PraisonAI's format, then complete and [DONE]", async () => {
@@ -57,5 +57,84 @@ describe("GET /api/v1/runs/{id}/stream", () => {
     const events = parseSse(await stream.text());
     expect(events.at(-2)).toMatchObject({ event: "complete" });
     expect(events.at(-1)!.data).toBe("[DONE]");
+  });
+});
+
+describe("GET /api/v1/runs/{id}/stream?format=named", () => {
+  const named = async (id: string, query = "") => parseSse(await (await api(`/api/v1/runs/${id}/stream?format=named${query}`)).text());
+
+  it("sends each type as its own event with the bare payload: status changes, progress, logs, output, then result; no [DONE]", async () => {
+    const id = await submit({ steps: 2 }, { prompt: "named" });
+    await drive(id);
+    const events = await named(id);
+    expect(events.some((e) => e.data === "[DONE]")).toBe(false);
+    const statuses = events.filter((e) => e.event === "status").map((e) => JSON.parse(e.data));
+    expect(statuses).toEqual(["queued", "running", "succeeded"].map((status) => ({ status, job_id: id })));
+    expect(events.filter((e) => e.event === "progress").map((e) => JSON.parse(e.data))).toContainEqual({ percentage: 50, step: 1, current_step: "step_1" });
+    expect(events.filter((e) => e.event === "output").map((e) => JSON.parse(e.data).delta).join("")).toBe(
+      "Step 1/2 (step_1): simulated answer to: named\nStep 2/2 (step_2): simulated answer to: named\n",
+    );
+    expect(events.filter((e) => e.event === "log").map((e) => JSON.parse(e.data))).toContainEqual({ message: "Job started" });
+    expect(events.at(-1)).toEqual({
+      id: null,
+      event: "result",
+      data: JSON.stringify({
+        status: "succeeded",
+        result: "Step 1/2 (step_1): simulated answer to: named\nStep 2/2 (step_2): simulated answer to: named\n",
+        result_url: `http://localhost/api/v1/runs/${id}/output`,
+        error: null,
+      }),
+    });
+    // Every event but the result carries the log's id, the same ids as the default format's.
+    const ids = events.filter((e) => e.id !== null).map((e) => e.id!);
+    expect(ids).toEqual([...ids].sort((a, b) => a - b));
+    expect(new Set(ids)).toEqual(new Set((await eventLog(id)).filter((e) => e.id !== null).map((e) => e.id!)));
+  });
+
+  it("resumes like the default format: after any id, exactly what followed it", async () => {
+    const id = await submit({ steps: 2 });
+    await drive(id);
+    const all = await named(id);
+    const lastIds = all.filter((e) => e.id !== null).map((e) => e.id!);
+    for (const after of lastIds) {
+      const rest = await named(id, `&after=${after}`);
+      const start = all.findIndex((e) => e.id === after) + 1;
+      expect(rest).toEqual(all.slice(start));
+    }
+  });
+
+  it("a failed job's result has its error; an output over 16 KiB is not inline", async () => {
+    const failed = await submit({ steps: 2, fail_at_step: 2 });
+    await drive(failed);
+    expect(JSON.parse((await named(failed)).at(-1)!.data)).toMatchObject({ status: "failed", result: null, error: "Simulated failure at step 2 of 2" });
+    const big = await submit({ steps: 1, output_bytes: 17 * 1024 });
+    await drive(big);
+    expect(JSON.parse((await named(big)).at(-1)!.data)).toMatchObject({ status: "succeeded", result: null, error: null });
+  });
+
+  it("a watcher connected before the job starts receives the same events live", async () => {
+    const id = await submit({ steps: 2 });
+    const early = api(`/api/v1/runs/${id}/stream?format=named`).then((r) => r.text());
+    await drive(id);
+    expect(parseSse(await early)).toEqual(await named(id));
+  });
+
+  it("a job awaiting input: its status, then input_required with the request", async () => {
+    const id = await submit({ steps: 2, input_at_step: 1 });
+    for (let i = 0; i < 5 && (await getJob(id)).status !== "awaiting_input"; i++) await settle(id);
+    const job = await getJob(id);
+    const res = await api(`/api/v1/runs/${id}/stream?format=named`);
+    const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    while (!text.includes("event: input_required")) text += (await reader.read()).value;
+    await reader.cancel();
+    const events = parseSse(text);
+    expect(events.filter((e) => e.event === "status").map((e) => JSON.parse(e.data).status)).toEqual(["queued", "running", "awaiting_input"]);
+    expect(JSON.parse(events.find((e) => e.event === "input_required")!.data)).toEqual(job.input_request);
+  });
+
+  it("an unknown format → 422", async () => {
+    const id = await submit();
+    expect((await api(`/api/v1/runs/${id}/stream?format=xml`)).status).toBe(422);
   });
 });

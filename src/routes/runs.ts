@@ -360,7 +360,7 @@ runOperations.push({
   params: jobIdParamSchema,
   query: streamQuerySchema,
   responses: {
-    200: { description: "An event stream ending in `data: [DONE]`", media: "text/event-stream" },
+    200: { description: "An event stream ending in `data: [DONE]` (with format=named: ending in `event: result`)", media: "text/event-stream" },
     400: errors[400],
     404: errors[404],
   },
@@ -370,7 +370,8 @@ runs.get("/api/v1/runs/:id/stream", valid("param", jobIdParamSchema), valid("que
   const { id } = c.req.valid("param");
   const position = c.req.valid("query").after ?? c.req.header("Last-Event-ID") ?? "0";
   if (!/^\d{1,15}$/.test(position.trim())) throw new ApiError("bad_request", `Invalid event id: ${position}`);
-  const { body } = unwrap(await runStub(c, id).stream(Number(position)));
+  const named = c.req.valid("query").format === "named" ? { resultUrl: `${pollUrl(c, id)}/output` } : undefined;
+  const { body } = unwrap(await runStub(c, id).stream(Number(position), named));
   return new Response(body, {
     headers: {
       "Content-Type": "text/event-stream; charset=utf-8",

@@ -12,9 +12,9 @@ import type { InputBody, Job } from "../schemas";
 import { newJobId } from "../ids";
 import { logFailure } from "../log";
 import type { StartAnswer } from "../tenant/TenantLine";
-import { readText, type OutputPart } from "../storage/blobs";
+import { inlineResult, readText, type OutputPart } from "../storage/blobs";
 import { hasTable, migrate } from "../storage/migrations";
-import { Watchers, type LogTail, type NewEvent } from "./events";
+import { Watchers, type LogTail, type NamedResult, type NewEvent, type StreamFormat } from "./events";
 import { executeStep, type StepOutcome } from "./execute";
 import { asksForInput } from "../runners";
 import type { CallUsage } from "../runners/types";
@@ -28,6 +28,8 @@ import { isTerminal, transition, type Action } from "./transitions";
 const STEP_LEASE_MS = 60_000;
 /** An output event carries a step's text when it is at most this long; larger output is only in R2. */
 const OUTPUT_EVENT_BYTES = 16 * 1024;
+/** The named stream's `result` carries the output inline up to this size. */
+const NAMED_RESULT_BYTES = 16 * 1024;
 /** A request for input quotes at most this much of the step's answer. */
 const INPUT_OUTPUT_BYTES = 16 * 1024;
 
@@ -88,8 +90,8 @@ export class RunObject extends DurableObject<Env> {
       insertSpec(this.sql, spec, copied);
       this.writeRow(row);
       this.appendEvents([
-        { type: "progress", data: { percentage: stepPercentage(copied.length, row.steps_total), current_step: null } },
-        { type: "log", data: { message: "Job queued" } },
+        { type: "progress", data: { percentage: stepPercentage(copied.length, row.steps_total), step: null, current_step: null } },
+        { type: "log", data: { message: "Job queued", status: "queued" } },
         ...(copied.length > 0
           ? [{ type: "log" as const, data: { message: `Retry of ${spec.retry_of}: the output of steps 1 to ${copied.length} was copied, not run again` } }]
           : []),
@@ -169,10 +171,22 @@ export class RunObject extends DurableObject<Env> {
     return { ok: true, job: this.job(row), parts: finishedParts(this.sql) };
   }
 
-  /** An SSE stream of the events after `after`, live until the job ends (then `[DONE]`). */
-  stream(after: number): Result<{ body: ReadableStream<Uint8Array> }> {
+  /**
+   * An SSE stream of the events after `after`, live until the job ends: in PraisonAI's format
+   * (then `[DONE]`), or with `named` in the named format (then the job's `result`).
+   */
+  stream(after: number, named?: { resultUrl: string }): Result<{ body: ReadableStream<Uint8Array> }> {
     if (!this.liveRow()) return this.notFound();
-    return { ok: true, body: this.watchers.open(after) };
+    const format: StreamFormat = named ? { kind: "named", jobId: this.spec().job_id, result: () => this.namedResult(named.resultUrl) } : { kind: "default" };
+    return { ok: true, body: this.watchers.open(after, format) };
+  }
+
+  /** The named stream's last event: the result inline when the job succeeded with at most 16 KiB. */
+  private async namedResult(resultUrl: string): Promise<NamedResult> {
+    const row = this.readRow();
+    const status = row?.status ?? "cancelled";
+    const result = status === "succeeded" ? await inlineResult(this.env.OUTPUTS, finishedParts(this.sql), NAMED_RESULT_BYTES) : null;
+    return { status, result, result_url: resultUrl, error: row?.error ?? null };
   }
 
   /**
@@ -195,7 +209,7 @@ export class RunObject extends DurableObject<Env> {
     } else if (answer.action === "approve") {
       next = this.transaction(() => {
         this.sql.exec("UPDATE steps SET note = ? WHERE idx = ?", text === "" ? null : text, request.step_index);
-        return this.commit(row, { current_step: null }, [{ type: "log", data: { message: `Input approved at step ${request.step}` } }], "answer");
+        return this.commit(row, { current_step: null }, [{ type: "log", data: { message: `Input approved at step ${request.step}`, status: "queued" } }], "answer");
       });
     } else {
       const revision: Revision = { feedback: text, answer: request.output };
@@ -207,8 +221,8 @@ export class RunObject extends DurableObject<Env> {
         );
         const completed = row.steps_completed - 1;
         return this.commit(row, { steps_completed: completed, current_step: null }, [
-          { type: "log", data: { message: `Step ${request.step} will run again with the feedback given` } },
-          { type: "progress", data: { percentage: stepPercentage(completed, row.steps_total), current_step: null } },
+          { type: "log", data: { message: `Step ${request.step} will run again with the feedback given`, status: "queued" } },
+          { type: "progress", data: { percentage: stepPercentage(completed, row.steps_total), step: null, current_step: null } },
         ], "answer");
       });
     }
@@ -335,7 +349,7 @@ export class RunObject extends DurableObject<Env> {
     this.transaction(() => {
       this.sql.exec("UPDATE steps SET status = 'running', attempts = attempts + 1, started_at = ? WHERE idx = ?", now, step.idx);
       row = this.commit(row, { current_step: step.name, next_step_at: now + STEP_LEASE_MS }, [
-        { type: "progress", data: { percentage: stepPercentage(row.steps_completed, row.steps_total), current_step: step.name } },
+        { type: "progress", data: { percentage: stepPercentage(row.steps_completed, row.steps_total), step: step.idx, current_step: step.name } },
       ]);
     });
     await this.armAlarm();
@@ -395,7 +409,7 @@ export class RunObject extends DurableObject<Env> {
         } else {
           events.push({ type: "log", data: { message: `Step ${step.name} wrote ${part.bytes} bytes of output` } });
         }
-        events.push({ type: "progress", data: { percentage: stepPercentage(done, row.steps_total), current_step: step.name } });
+        events.push({ type: "progress", data: { percentage: stepPercentage(done, row.steps_total), step: step.idx, current_step: step.name } });
         const asks = asksForInput(this.spec(), step.idx);
         this.transaction(() => {
           this.sql.exec(
@@ -498,7 +512,10 @@ export class RunObject extends DurableObject<Env> {
       current_step: step.name,
     };
     const shown = inputRequest({ ...row, ...patch });
-    return this.commit(row, patch, [{ type: "input_required", data: shown! }], "ask");
+    return this.commit(row, patch, [
+      { type: "log", data: { message: `Awaiting input at step ${step.name}`, status: "awaiting_input" } },
+      { type: "input_required", data: shown! },
+    ], "ask");
   }
 
   private timeoutMessage(): string {
@@ -562,7 +579,7 @@ export class RunObject extends DurableObject<Env> {
     const left = row.time_left_ms ?? this.spec().timeout_s * 1000;
     const resumed = row.started_at !== null;
     return this.commit(row, { started_at: row.started_at ?? now, deadline_at: now + left, time_left_ms: null, next_step_at: now }, [
-      { type: "log", data: { message: resumed ? "Job resumed" : "Job started" } },
+      { type: "log", data: { message: resumed ? "Job resumed" : "Job started", status: "running" } },
     ], "start");
   }
 

@@ -24,6 +24,38 @@ export function encodeEvent(event: StoredEvent): string {
   return `id: ${event.seq}\nevent: ${event.type}\ndata: {"event":${JSON.stringify(event.type)},"data":${event.data}}\n\n`;
 }
 
+/**
+ * One event of the named format (`?format=named`), for browsers' EventSource: `event: <type>`
+ * with the bare payload. A log line that marks a status change is sent as a `status` event before
+ * it; `complete` is sent as the final `status` (its `result` follows when the stream ends).
+ * Event types the format does not name are left out; the `id:` lines are the log's own.
+ */
+export function encodeNamed(event: StoredEvent, jobId: string): string {
+  const data = JSON.parse(event.data) as Record<string, unknown>;
+  const status = (value: unknown) => `event: status\ndata: ${JSON.stringify({ status: value, job_id: jobId })}\n\n`;
+  switch (event.type) {
+    case "complete":
+      return `id: ${event.seq}\n${status(data.status)}`;
+    case "log":
+      return `${data.status === undefined ? "" : status(data.status)}id: ${event.seq}\nevent: log\ndata: ${JSON.stringify({ message: data.message })}\n\n`;
+    case "progress":
+      return `id: ${event.seq}\nevent: progress\ndata: ${JSON.stringify({ percentage: data.percentage, step: data.step ?? null, current_step: data.current_step })}\n\n`;
+    case "output":
+    case "input_required":
+      return `id: ${event.seq}\nevent: ${event.type}\ndata: ${event.data}\n\n`;
+    default:
+      return "";
+  }
+}
+
+/** The named format's last event: the job's end, its result inline (up to 16 KiB) or null. */
+export interface NamedResult {
+  status: string;
+  result: string | null;
+  result_url: string;
+  error: string | null;
+}
+
 export const DONE = "data: [DONE]\n\n";
 export const PING = ": ping\n\n";
 export const HEARTBEAT_MS = 15_000;
@@ -34,9 +66,13 @@ export interface LogTail {
   finished: boolean;
 }
 
+/** How a watcher's stream is written: PraisonAI's format, or the named one (with how to end it). */
+export type StreamFormat = { kind: "default" } | { kind: "named"; jobId: string; result: () => Promise<NamedResult> };
+
 interface Watcher {
   controller: ReadableStreamDefaultController<Uint8Array>;
   last: number;
+  format: StreamFormat;
 }
 
 /** Live SSE clients of one job. Each is sent every event after its own position, in order. */
@@ -46,11 +82,11 @@ export class Watchers {
 
   constructor(private readonly readAfter: (seq: number) => LogTail) {}
 
-  open(after: number): ReadableStream<Uint8Array> {
+  open(after: number, format: StreamFormat = { kind: "default" }): ReadableStream<Uint8Array> {
     let watcher: Watcher;
     return new ReadableStream<Uint8Array>({
       start: (controller) => {
-        watcher = { controller, last: after };
+        watcher = { controller, last: after, format };
         this.watchers.add(watcher);
         this.push(watcher);
         if (this.watchers.has(watcher)) this.startHeartbeat();
@@ -83,17 +119,37 @@ export class Watchers {
   private push(watcher: Watcher): void {
     const tail = this.readAfter(watcher.last);
     try {
+      const format = watcher.format;
       for (const event of tail.events) {
-        watcher.controller.enqueue(encoder.encode(encodeEvent(event)));
+        const text = format.kind === "named" ? encodeNamed(event, format.jobId) : encodeEvent(event);
+        if (text) watcher.controller.enqueue(encoder.encode(text));
         watcher.last = event.seq;
       }
       if (tail.finished) {
-        watcher.controller.enqueue(encoder.encode(DONE));
-        watcher.controller.close();
         this.drop(watcher);
+        if (format.kind === "named") void this.endNamed(watcher, format);
+        else {
+          watcher.controller.enqueue(encoder.encode(DONE));
+          watcher.controller.close();
+        }
       }
     } catch {
       this.drop(watcher);
+    }
+  }
+
+  /** The named format ends with the job's `result`, then closes: no `[DONE]` line. */
+  private async endNamed(watcher: Watcher, format: Extract<StreamFormat, { kind: "named" }>): Promise<void> {
+    try {
+      const result = await format.result();
+      watcher.controller.enqueue(encoder.encode(`event: result\ndata: ${JSON.stringify(result)}\n\n`));
+      watcher.controller.close();
+    } catch (error) {
+      try {
+        watcher.controller.error(error);
+      } catch {
+        // the client has gone
+      }
     }
   }
 
