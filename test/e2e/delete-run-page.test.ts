@@ -113,7 +113,7 @@ describe("a live stream over HTTP", () => {
       text += decoder.decode(value, { stream: true });
     }
     await reader.cancel();
-    expect(text).toContain('data: {"event":"progress","data":{"percentage":0,"current_step":"step_1"}}');
+    expect(text).toContain('data: {"event":"progress","data":{"percentage":0,"step":1,"current_step":"step_1"}}');
     expect(text).toContain(": ping\n\n");
     expect((await fetch(`${BASE}/api/v1/runs/${job_id}?force=true`, { method: "DELETE" })).status).toBe(204);
   });
