@@ -3,9 +3,9 @@
  * cannot drift from what the server validates. It needs only `fetch` and web streams: it runs in
  * browsers, Node 18+ and Workers.
  */
-import type { Job, ListQuery, RunList, RunResult, Stats, Status, SubmitInput, SubmitResponse } from "../src/schemas";
+import type { InputBody, Job, ListQuery, RetryInput, RunList, RunResult, Stats, Status, SubmitInput, SubmitResponse } from "../src/schemas";
 
-export type { Job, ListQuery, RunList, RunResult, Stats, Status, SubmitInput, SubmitResponse };
+export type { InputBody, Job, ListQuery, RetryInput, RunList, RunResult, Stats, Status, SubmitInput, SubmitResponse };
 
 /** An answer other than the one asked for, with the server's status and `detail`. */
 export class RunsApiError extends Error {
@@ -56,9 +56,7 @@ export class RunsClient {
 
   /** Submits a job. `replayed` is true when an idempotency key returned an earlier job. */
   async submit(body: SubmitInput, options: { idempotencyKey?: string } = {}): Promise<SubmitResponse & { replayed: boolean }> {
-    const headers: Record<string, string> = { "content-type": "application/json" };
-    if (options.idempotencyKey) headers["Idempotency-Key"] = options.idempotencyKey;
-    const res = await this.request("POST", "/api/v1/runs", { headers, body: JSON.stringify(body) });
+    const res = await this.postJson("/api/v1/runs", body, options.idempotencyKey ? { "Idempotency-Key": options.idempotencyKey } : {});
     return { ...((await res.json()) as SubmitResponse), replayed: res.headers.get("Idempotent-Replayed") === "true" };
   }
 
@@ -101,18 +99,16 @@ export class RunsClient {
    * Answers a job awaiting input: approve its step's answer (`input`: a note for the next tasks),
    * revise it (`input`: the feedback; the step runs again), or reject it (the job fails).
    */
-  async input(id: string, answer: { action: "approve" | "revise" | "reject"; input?: string }): Promise<Job> {
-    const res = await this.request("POST", `${this.path(id)}/input`, { headers: { "content-type": "application/json" }, body: JSON.stringify(answer) });
-    return res.json() as Promise<Job>;
+  async input(id: string, answer: InputBody): Promise<Job> {
+    return (await this.postJson(`${this.path(id)}/input`, answer)).json() as Promise<Job>;
   }
 
   /**
    * Retries a failed or cancelled job as a new one, from its first unfinished step (or
    * `from_step`); the finished steps' outputs are copied, not run again.
    */
-  async retry(id: string, options: { from_step?: number; prompt?: string; config?: SubmitInput["config"] } = {}): Promise<SubmitResponse> {
-    const res = await this.request("POST", `${this.path(id)}/retry`, { headers: { "content-type": "application/json" }, body: JSON.stringify(options) });
-    return res.json() as Promise<SubmitResponse>;
+  async retry(id: string, options: RetryInput = {}): Promise<SubmitResponse> {
+    return (await this.postJson(`${this.path(id)}/retry`, options)).json() as Promise<SubmitResponse>;
   }
 
   /** Deletes a finished job; `force` cancels a queued or running one first. */
@@ -172,6 +168,10 @@ export class RunsClient {
       if (options.untilInput && job.status === "awaiting_input") return job;
       await sleep(job.retry_after * 1000, options.signal);
     }
+  }
+
+  private postJson(path: string, body: unknown, headers: Record<string, string> = {}): Promise<Response> {
+    return this.request("POST", path, { headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) });
   }
 
   private path(id: string): string {

@@ -1,8 +1,8 @@
 const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 const ID_CHARS = 24; // 24 base62 characters: ~143 bits from the CSPRNG
 
-/** A new unguessable job id: `run_` + 24 characters of [A-Za-z0-9]. */
-export function newJobId(): string {
+/** A new unguessable id: `<prefix>_` + 24 characters of [A-Za-z0-9]. */
+export function newId(prefix: "run" | "bulk" | "msg"): string {
   const out: string[] = [];
   // Rejection sampling keeps every character uniform (256 is not a multiple of 62).
   while (out.length < ID_CHARS) {
@@ -10,8 +10,11 @@ export function newJobId(): string {
       if (byte < 248 && out.length < ID_CHARS) out.push(ALPHABET[byte % 62]);
     }
   }
-  return `run_${out.join("")}`;
+  return `${prefix}_${out.join("")}`;
 }
+
+/** A new job id: `run_` + 24 characters of [A-Za-z0-9]. */
+export const newJobId = () => newId("run");
 
 const JOB_ID = /^run_[A-Za-z0-9_-]{1,128}$/;
 

@@ -51,12 +51,20 @@ export const simulateSchema = lazy(() =>
   ),
 );
 
+/** The model settings of a job's config; a recipe's `recipe_config` may set just these. */
+const modelFields = () => ({
+  model: z.optional(text(256)),
+  temperature: z.optional(z.number().check(z.minimum(0), z.maximum(2))),
+  max_tokens: z.optional(int(1)),
+});
+
+/** A prompt: any text but blank. */
+const promptText = () => z.string().check(z.refine((p) => p.trim().length > 0, "prompt must not be empty"));
+
 export const runConfigSchema = lazy(() =>
   named(
     z.looseObject({
-      model: z.optional(text(256)),
-      temperature: z.optional(z.number().check(z.minimum(0), z.maximum(2))),
-      max_tokens: z.optional(int(1)),
+      ...modelFields(),
       max_total_tokens: z.optional(described(int(1), "The job's token budget: a model call that would pass it is aborted and the job fails")),
       simulate: z.optional(simulateSchema()),
     }),
@@ -88,7 +96,7 @@ export const submitBodySchema = lazy(() =>
   named(
     z
       .object({
-        prompt: z.string().check(z.refine((p) => p.trim().length > 0, "prompt must not be empty"), z.meta({ example: "Summarise the latest AI news" })),
+        prompt: promptText().check(z.meta({ example: "Summarise the latest AI news" })),
         agent_file: z.nullish(text(256)),
         agent_yaml: z.nullish(z.string()),
         framework: z.nullish(z.string().check(z.refine((f) => f === "praisonai", "Only the 'praisonai' framework runs on this service"))),
@@ -109,11 +117,7 @@ export const submitBodySchema = lazy(() =>
         recipe_name: z.nullish(described(text(128, 1), "A recipe bundled with the deployment (recipes/<name>.yaml); the prompt is its input")),
         recipe_config: z.nullish(
           described(
-            z.strictObject({
-              model: z.optional(text(256)),
-              temperature: z.optional(z.number().check(z.minimum(0), z.maximum(2))),
-              max_tokens: z.optional(int(1)),
-            }),
+            z.strictObject(modelFields()),
             "Overrides the job's config for the recipe: model, temperature, max_tokens",
           ),
         ),
@@ -181,14 +185,14 @@ export const retryBodySchema = lazy(() =>
   named(
     z.object({
       from_step: z.nullish(described(int(1), "Run again from this step (1-based); at most the first unfinished step, which is the default")),
-      prompt: z.nullish(z.string().check(z.refine((p) => p.trim().length > 0, "prompt must not be empty"))),
+      prompt: z.nullish(promptText()),
       // Its keys replace the retried job's config keys.
       config: z.nullish(runConfigSchema()),
     }),
     "RetryRun",
   ),
 );
-export type RetryBody = z.infer<ReturnType<typeof retryBodySchema>>;
+export type RetryInput = z.input<ReturnType<typeof retryBodySchema>>;
 
 /** The most job ids one bulk request may name, and the most jobs its filter may match. */
 export const MAX_BULK_IDS = 1000;

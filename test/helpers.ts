@@ -74,6 +74,20 @@ export async function drive(id: string, maxAlarms = 200): Promise<Job> {
   throw new Error(`job ${id} did not finish within ${maxAlarms} alarms`);
 }
 
+/**
+ * Fires the job's alarm (and, while it waits for a slot, the line's) until it has `status`: for a
+ * status that is not terminal, such as `awaiting_input`.
+ */
+export async function driveTo(id: string, status: Job["status"], maxAlarms = 50): Promise<Job> {
+  for (let i = 0; i < maxAlarms; i++) {
+    const job = await getJob(id);
+    if (job.status === status) return job;
+    if (job.status === "queued") await runDurableObjectAlarm(lineStub());
+    await runDurableObjectAlarm(runStub(id));
+  }
+  throw new Error(`job ${id} did not reach ${status} within ${maxAlarms} alarms`);
+}
+
 /** Fires the job's alarm: what it owes others (its outbox) goes out, and its next step runs. */
 export async function settle(id: string): Promise<void> {
   await runDurableObjectAlarm(runStub(id));

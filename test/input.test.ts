@@ -5,21 +5,10 @@
  */
 import { abortAllDurableObjects, runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { api, drive, eventLog, getJob, lineStub, post, r2Keys, runStub, storedTables, submit, type Simulate } from "./helpers";
+import { api, drive, driveTo, eventLog, getJob, post, r2Keys, runStub, storedTables, submit, type Simulate } from "./helpers";
 import type { Job } from "../src/schemas";
 
 const answer = (id: string, body: unknown) => post(`/api/v1/runs/${id}/input`, body);
-
-/** Fires the job's (and, while it waits for a slot, the line's) alarms until it has `status`. */
-async function driveTo(id: string, status: string, maxAlarms = 50): Promise<Job> {
-  for (let i = 0; i < maxAlarms; i++) {
-    const job = await getJob(id);
-    if (job.status === status) return job;
-    if (job.status === "queued") await runDurableObjectAlarm(lineStub());
-    await runDurableObjectAlarm(runStub(id));
-  }
-  throw new Error(`job ${id} did not reach ${status}`);
-}
 
 /** A 3-step job that asks for input after step 2, driven until it asks. */
 async function awaiting(simulate: Simulate & { input_at_step?: number } = {}, extra: Record<string, unknown> = {}) {

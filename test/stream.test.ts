@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { api, drive, eventLog, getJob, parseSse, settle, submit } from "./helpers";
+import { api, drive, driveTo, eventLog, getJob, parseSse, submit } from "./helpers";
 
 describe("GET /api/v1/runs/{id}/stream", () => {
   it("replays a finished job's events in PraisonAI's format, then complete and [DONE]", async () => {
@@ -121,8 +121,7 @@ describe("GET /api/v1/runs/{id}/stream?format=named", () => {
 
   it("a job awaiting input: its status, then input_required with the request", async () => {
     const id = await submit({ steps: 2, input_at_step: 1 });
-    for (let i = 0; i < 5 && (await getJob(id)).status !== "awaiting_input"; i++) await settle(id);
-    const job = await getJob(id);
+    const job = await driveTo(id, "awaiting_input");
     const res = await api(`/api/v1/runs/${id}/stream?format=named`);
     const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
     let text = "";

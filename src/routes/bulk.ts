@@ -7,7 +7,7 @@ import { Hono } from "hono";
 import type { AppEnv } from "../auth";
 import { limits } from "../config";
 import { ApiError } from "../errors";
-import { newJobId } from "../ids";
+import { newId } from "../ids";
 import { jsonBody } from "../http/body";
 import type { Operation } from "../http/openapi";
 import { valid } from "../http/validation";
@@ -18,7 +18,6 @@ export const bulk = new Hono<AppEnv>();
 export const bulkOperations: Operation[] = [];
 
 const BULK_ID = /^bulk_[A-Za-z0-9]{24}$/;
-const newBulkId = () => `bulk_${newJobId().slice(4)}`;
 
 for (const action of ["cancel", "delete"] as const satisfies BulkAction[]) {
   bulkOperations.push({
@@ -47,7 +46,7 @@ for (const action of ["cancel", "delete"] as const satisfies BulkAction[]) {
       ids = await c.env.PROJECTIONS.getByName(tenant).matching(filter, MAX_BULK_MATCHES);
       if (ids.length > MAX_BULK_MATCHES) throw new ApiError("bad_request", `The filter matches more than ${MAX_BULK_MATCHES} jobs; narrow it`);
     }
-    const bulkId = newBulkId();
+    const bulkId = newId("bulk");
     const progress = await c.env.BULKS.getByName(`${tenant}/${bulkId}`).begin(bulkId, tenant, action, body.force === true, ids);
     const url = `${new URL(c.req.url).origin}/api/v1/runs/bulk/${bulkId}`;
     return c.json({ bulk_id: bulkId, matched: progress.matched }, 202, { Location: url });

@@ -11,7 +11,7 @@ import { isJobId, newJobId, runObjectName } from "../ids";
 import { jsonBody } from "../http/body";
 import type { Operation } from "../http/openapi";
 import { valid } from "../http/validation";
-import { durationSeconds, POLL_INTERVAL_S, type CopiedStep, type RunSpec } from "../run/job";
+import { durationSeconds, placeRequest, POLL_INTERVAL_S, type CopiedStep, type RunSpec } from "../run/job";
 import type { FinishedPart } from "../run/store";
 import { isStatus, STATUSES, type Status } from "../run/transitions";
 import type { AdmitResult } from "../tenant/TenantProjection";
@@ -180,13 +180,7 @@ runs.post("/api/v1/runs", jsonBody((env) => limits(env).maxBodyBytes), valid("js
  */
 async function enter(c: Ctx, spec: RunSpec, hash: string | null, now: number, copied: CopiedStep[] = []) {
   const key = spec.idempotency_key;
-  const place = await line(c).join({
-    job_id: spec.job_id,
-    priority: spec.priority,
-    concurrency_key: spec.concurrency_key,
-    start_at: spec.scheduled_for,
-    ttl_s: spec.queue_ttl_s,
-  });
+  const place = await line(c).join(placeRequest(spec));
   if (!place.ok) {
     const holder = key === null ? null : await projection(c).keyHolder(key, hash);
     if (holder) return replay(c, holder, now);

@@ -9,7 +9,7 @@ import { DurableObject } from "cloudflare:workers";
 import { limits, type Limits } from "../config";
 import { fail, jobNotFound, type Result } from "../errors";
 import type { InputBody, Job } from "../schemas";
-import { newJobId } from "../ids";
+import { newId } from "../ids";
 import { logFailure } from "../log";
 import type { StartAnswer } from "../tenant/TenantLine";
 import { inlineResult, readText, type OutputPart } from "../storage/blobs";
@@ -17,8 +17,8 @@ import { hasTable, migrate } from "../storage/migrations";
 import { Watchers, type LogTail, type NamedResult, type NewEvent, type StreamFormat } from "./events";
 import { executeStep, type StepOutcome } from "./execute";
 import { asksForInput } from "../runners";
-import type { CallUsage } from "../runners/types";
-import { initialRow, inputRequest, stepPercentage, storedInputRequest, toJob, usageOf, type CopiedStep, type RunRow, type RunSpec, type StoredInputRequest } from "./job";
+import type { CallUsage, Revision, StepContext } from "../runners/types";
+import { initialRow, inputRequest, placeRequest, stepPercentage, storedInputRequest, toJob, usageOf, type CopiedStep, type RunRow, type RunSpec, type StoredInputRequest } from "./job";
 import { Outbox, owesWebhook, webhookBody } from "./outbox";
 import { recordTransition } from "./telemetry";
 import { eventsAfter, finishedParts, type FinishedPart, insertEvents, insertSpec, readRunRow, readSpec, readWebhook, RUN_MIGRATIONS, writeRunRow } from "./store";
@@ -42,12 +42,6 @@ type StepRow = {
   /** The revision a person asked for (JSON of Revision), when the step runs again. */
   revision: string | null;
 };
-
-/** A person's feedback on a step's answer, and that answer, for the step's next run. */
-interface Revision {
-  feedback: string;
-  answer: string;
-}
 
 export class RunObject extends DurableObject<Env> {
   private readonly sql: SqlStorage;
@@ -475,7 +469,7 @@ export class RunObject extends DurableObject<Env> {
   }
 
   /** What the finished steps produced, for the next task's context, with the notes people gave. */
-  private async earlierOutputs(): Promise<{ task: string; output: string; note?: string }[]> {
+  private async earlierOutputs(): Promise<StepContext[]> {
     return Promise.all(
       finishedParts(this.sql).map(async (part) => ({
         task: part.name,
@@ -557,11 +551,12 @@ export class RunObject extends DurableObject<Env> {
         if (spec.webhook_url) {
           // A terminal body is fixed at its first attempt (it may quote the result); a pause's now.
           const body = isTerminal(next.status) ? null : webhookBody(this.job(next), null);
-          owesWebhook(this.ctx, this.outbox, `msg_${newJobId().slice(4)}`, body);
+          owesWebhook(this.ctx, this.outbox, newId("msg"), body);
         }
       }
       if (action === "answer") {
-        const place = { job_id: spec.job_id, priority: spec.priority, concurrency_key: spec.concurrency_key, start_at: null, ttl_s: null };
+        // Its delay and queue TTL were for its first start; an answered job may start at once.
+        const place = { ...placeRequest(spec), start_at: null, ttl_s: null };
         this.outbox.enqueue("line", { ...this.jobRef(), rejoin: place, answered_at: Date.now() }, Date.now());
       }
       this.outbox.enqueueSnapshot({ tenant: spec.tenant, job: this.job(next), version: next.version }, next.status !== row.status);

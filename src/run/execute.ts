@@ -3,7 +3,7 @@
  * timeout and the stall watchdog abort, and the step's output streamed into R2.
  */
 import { runnerFor } from "../runners";
-import { BudgetExceeded, StepFailed, TimedOut, TransientError, type CallUsage, type StepContext } from "../runners/types";
+import { BudgetExceeded, StepFailed, TimedOut, TransientError, type CallUsage, type Revision, type StepContext } from "../runners/types";
 import { outputPrefix, partKey, writePart, type WrittenPart } from "../storage/blobs";
 import { OutputCoalescer } from "./events";
 import type { RunSpec } from "./job";
@@ -30,7 +30,7 @@ export interface StepRun {
   /** The finished steps' outputs, for a model's context. */
   context: () => Promise<StepContext[]>;
   /** The revision a person asked for, when the step runs again. */
-  revision?: { feedback: string; answer: string };
+  revision?: Revision;
   /** Output text as produced, already coalesced; the caller decides whether it may still be logged. */
   onOutput: (delta: string) => void;
   /** Tokens the job may still spend (its `config.max_total_tokens` less what it used), or null. */

@@ -2,6 +2,8 @@
 import type { AgentTask } from "../runners/agents";
 import type { RunnerKind } from "../runners";
 import type { Job, Usage } from "../schemas";
+import type { OutputPart } from "../storage/blobs";
+import type { PlaceRequest } from "../tenant/TenantLine";
 import { isTerminal, type Status } from "./transitions";
 
 /** What the Worker decides at submit; fixed for the job's life. */
@@ -41,13 +43,7 @@ export interface RunSpec {
 }
 
 /** A step a retry does not run again: its output, copied from the job retried, and the note it had. */
-export interface CopiedStep {
-  idx: number;
-  key: string;
-  bytes: number;
-  etag: string;
-  note: string | null;
-}
+export type CopiedStep = OutputPart & { idx: number; note: string | null };
 
 export interface RunRow {
   status: Status;
@@ -93,6 +89,11 @@ export interface WebhookState {
   last_status: number | null;
   last_error: string | null;
   last_attempt_at: number | null;
+}
+
+/** The job's place in its tenant's line, as its spec asks. */
+export function placeRequest(spec: RunSpec): PlaceRequest {
+  return { job_id: spec.job_id, priority: spec.priority, concurrency_key: spec.concurrency_key, start_at: spec.scheduled_for, ttl_s: spec.queue_ttl_s };
 }
 
 export function initialRow(spec: RunSpec): RunRow {

@@ -7,7 +7,7 @@ import { load } from "js-yaml";
 import { ApiError } from "../errors";
 import { BUNDLED_AGENTS } from "./agents.bundle";
 import { BUNDLED_RECIPES } from "./recipes.bundle";
-import type { StepContext } from "./types";
+import type { Revision, StepContext } from "./types";
 
 export const MAX_TASKS = 100;
 const MAX_ALIASES = 50;
@@ -141,7 +141,7 @@ const fill = (template: string, topic: string) => template.replaceAll("{topic}",
  * The chat messages of one task: who the agent is, the task, the topic and what came before
  * (with the notes people gave); for a revision, the earlier answer and the person's feedback.
  */
-export function taskMessages(task: AgentTask, topic: string, context: StepContext[], revision?: { feedback: string; answer: string }) {
+export function taskMessages(task: AgentTask, topic: string, context: StepContext[], revision?: Revision) {
   const system = [`You are ${fill(task.role, topic)}.`, `Your goal: ${fill(task.goal, topic)}`, `Your backstory: ${fill(task.backstory, topic)}`].join("\n");
   const parts = [`Topic: ${topic}`, `Task: ${fill(task.description, topic)}`, `Expected output: ${fill(task.expected_output, topic)}`];
   if (context.length > 0) {

@@ -3,7 +3,7 @@
  * OpenAI-compatible endpoint, vLLM, Ollama, LiteLLM), streaming the answer.
  */
 import { taskMessages } from "./agents";
-import { BudgetExceeded, estimateTokens, StepFailed, TransientError, type CallUsage, type Runner, type StepInput, type StepOutput } from "./types";
+import { BudgetExceeded, estimateTokens, overBudget, StepFailed, TransientError, type CallUsage, type Runner, type StepInput, type StepOutput } from "./types";
 
 export interface ModelSettings {
   baseUrl: string;
@@ -141,7 +141,7 @@ export function openAiRunner(settings: ModelSettings): Runner {
       // only at its end): the request is aborted as soon as the estimate would pass it.
       const budget = input.budget ?? null;
       const promptEstimate = estimateTokens(messages.reduce((n, m) => n + m.content.length, 0));
-      if (budget !== null && promptEstimate > budget) throw new BudgetExceeded("token budget");
+      if (overBudget(budget, promptEstimate, 0)) throw new BudgetExceeded("token budget");
       const stop = new AbortController();
       const signal = AbortSignal.any([input.signal, stop.signal]);
       let res: Response;
@@ -177,7 +177,7 @@ export function openAiRunner(settings: ModelSettings): Runner {
           settings.idleTimeoutMs,
           (delta) => {
             streamed += delta.length;
-            if (budget !== null && promptEstimate + estimateTokens(streamed) > budget) stop.abort(new BudgetExceeded("token budget"));
+            if (overBudget(budget, promptEstimate, estimateTokens(streamed))) stop.abort(new BudgetExceeded("token budget"));
             else input.onDelta?.(delta);
           },
           signal,
@@ -187,7 +187,7 @@ export function openAiRunner(settings: ModelSettings): Runner {
         const exact = typeof usage?.prompt_tokens === "number" && typeof usage.completion_tokens === "number";
         const counts = exact ? { prompt_tokens: usage.prompt_tokens!, completion_tokens: usage.completion_tokens!, estimated: false } : estimate();
         count(counts);
-        if (budget !== null && counts.prompt_tokens + counts.completion_tokens > budget) throw new BudgetExceeded("token budget");
+        if (overBudget(budget, counts.prompt_tokens, counts.completion_tokens)) throw new BudgetExceeded("token budget");
       } catch (error) {
         count(estimate());
         throw error;

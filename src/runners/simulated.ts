@@ -3,7 +3,7 @@
  * It goes through the whole machinery (steps, events, R2, cancel, timeout) like a real one.
  */
 import { simulateSchema } from "../schemas";
-import { BudgetExceeded, estimateTokens, sleep, StepFailed, type Runner, type StepInput, type StepOutput } from "./types";
+import { BudgetExceeded, estimateTokens, overBudget, sleep, StepFailed, type Runner, type StepInput, type StepOutput } from "./types";
 
 export const SIMULATE_DEFAULTS = { steps: 3, step_ms: 300 } as const;
 const CHUNK_BYTES = 64 * 1024;
@@ -73,7 +73,7 @@ export const simulatedRunner: Runner = {
     // No model counts its tokens: they are estimated, as for a provider that sends no usage.
     const usage = { prompt_tokens: estimateTokens(input.prompt), completion_tokens: estimateTokens(output.bytes), estimated: true };
     input.onUsage?.(usage);
-    if (input.budget != null && usage.prompt_tokens + usage.completion_tokens > input.budget) throw new BudgetExceeded("token budget");
+    if (overBudget(input.budget, usage.prompt_tokens, usage.completion_tokens)) throw new BudgetExceeded("token budget");
     return output;
   },
 };

@@ -7,6 +7,12 @@ export interface StepContext {
   note?: string;
 }
 
+/** A person's feedback on a step's answer, and that answer, for the step's next run. */
+export interface Revision {
+  feedback: string;
+  answer: string;
+}
+
 export interface StepInput {
   prompt: string;
   /** 1-based position of the step among `total`. */
@@ -17,8 +23,8 @@ export interface StepInput {
   agentTask?: AgentTask;
   /** Outputs of the steps before this one, in order, with the note a person gave on each. */
   context?: StepContext[];
-  /** A person asked for this step's answer to be revised: their feedback and the earlier answer. */
-  revision?: { feedback: string; answer: string };
+  /** A person asked for this step's answer to be revised. */
+  revision?: Revision;
   config: Record<string, unknown>;
   signal: AbortSignal;
   /** Called with output text as the runner produces it (the job coalesces it into events). */
@@ -35,6 +41,9 @@ export interface CallUsage {
   completion_tokens: number;
   estimated: boolean;
 }
+
+/** Whether spending `prompt` and `completion` tokens would pass the budget (null: no budget). */
+export const overBudget = (budget: number | null | undefined, prompt: number, completion: number) => budget != null && prompt + completion > budget;
 
 /** Tokens in a text where no provider counted them: characters / 4, rounded up. */
 export const estimateTokens = (text: string | number) => Math.ceil((typeof text === "number" ? text : text.length) / 4);

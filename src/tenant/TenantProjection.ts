@@ -184,8 +184,8 @@ export class TenantProjection extends DurableObject<Env> {
   remove(jobId: string, usage?: Counted): void {
     const now = Date.now();
     this.ctx.storage.transactionSync(() => {
-      const held = this.snapshot(jobId);
-      if (held && usage) this.addUsage(counted(held), usage);
+      const held = this.held(jobId);
+      if (held && usage) this.addUsage(held.usage, usage);
       this.sql.exec("DELETE FROM jobs WHERE job_id = ?", jobId);
       this.sql.exec("DELETE FROM idempotency WHERE job_id = ?", jobId);
       this.sql.exec("INSERT OR IGNORE INTO tombstones (job_id, deleted_at) VALUES (?, ?)", jobId, now);
@@ -199,12 +199,12 @@ export class TenantProjection extends DurableObject<Env> {
 
   private apply(job: Job, version: number): void {
     if (this.sql.exec("SELECT 1 FROM tombstones WHERE job_id = ?", job.job_id).toArray().length > 0) return;
-    const held = this.sql.exec<{ version: number; body: string }>("SELECT version, body FROM jobs WHERE job_id = ?", job.job_id).toArray()[0];
+    const held = this.held(job.job_id);
     if (!held) {
       this.insert(job, version);
       this.addUsage(NO_USAGE, counted(job));
     } else if (version > held.version) {
-      this.addUsage(counted(JSON.parse(held.body) as Job), counted(job));
+      this.addUsage(held.usage, counted(job));
       this.sql.exec(
         "UPDATE jobs SET status = ?, session_id = ?, version = ?, body = ? WHERE job_id = ?",
         job.status,
@@ -216,17 +216,25 @@ export class TenantProjection extends DurableObject<Env> {
     }
   }
 
+  /**
+   * The version and usage of the snapshot held for a job, read in SQL: every upsert asks, and
+   * the job's body need not be parsed for it. A snapshot from before usage was counted has none.
+   */
+  private held(jobId: string): { version: number; usage: Counted } | undefined {
+    const row = this.sql
+      .exec<{ version: number } & Counted>(
+        `SELECT version, COALESCE(json_extract(body, '$.usage.prompt_tokens'), 0) AS prompt_tokens,
+           COALESCE(json_extract(body, '$.usage.completion_tokens'), 0) AS completion_tokens,
+           COALESCE(json_extract(body, '$.usage.model_calls'), 0) AS model_calls
+         FROM jobs WHERE job_id = ?`,
+        jobId,
+      )
+      .toArray()[0];
+    return row && { version: row.version, usage: { prompt_tokens: row.prompt_tokens, completion_tokens: row.completion_tokens, model_calls: row.model_calls } };
+  }
+
   list(query: ListFilter): ListPage {
-    const where: string[] = [];
-    const params: (string | number)[] = [];
-    if (query.status) {
-      where.push("status = ?");
-      params.push(query.status);
-    }
-    if (query.session_id !== undefined) {
-      where.push("session_id = ?");
-      params.push(query.session_id);
-    }
+    const { where, params } = byStatusAndSession(query);
     // The tallies have the same status and session columns as the jobs: the filter serves both.
     const filter = where.length ? `WHERE ${where.join(" AND ")}` : "";
     const tallies = query.session_id === undefined ? "status_counts" : "session_counts";
@@ -262,16 +270,7 @@ export class TenantProjection extends DurableObject<Env> {
    * (one more tells the caller there are more).
    */
   matching(filter: { status?: Status; session_id?: string; tags?: string[]; created_before?: string }, limit: number): string[] {
-    const where: string[] = [];
-    const params: (string | number)[] = [];
-    if (filter.status) {
-      where.push("status = ?");
-      params.push(filter.status);
-    }
-    if (filter.session_id !== undefined) {
-      where.push("session_id = ?");
-      params.push(filter.session_id);
-    }
+    const { where, params } = byStatusAndSession(filter);
     if (filter.created_before !== undefined) {
       // Job objects carry created_at as an ISO 8601 UTC string, which orders as text.
       where.push("json_extract(body, '$.created_at') < ?");
@@ -345,6 +344,21 @@ export class TenantProjection extends DurableObject<Env> {
       JSON.stringify(job),
     );
   }
+}
+
+/** The conditions on the columns that both the jobs and their tallies have: status and session. */
+function byStatusAndSession(filter: { status?: Status; session_id?: string }): { where: string[]; params: (string | number)[] } {
+  const where: string[] = [];
+  const params: (string | number)[] = [];
+  if (filter.status) {
+    where.push("status = ?");
+    params.push(filter.status);
+  }
+  if (filter.session_id !== undefined) {
+    where.push("session_id = ?");
+    params.push(filter.session_id);
+  }
+  return { where, params };
 }
 
 const withTotal = ({ prompt_tokens, completion_tokens, model_calls }: Counted) => ({

@@ -1,6 +1,6 @@
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { api, drive, getJob, post, runStub } from "../helpers";
+import { api, drive, driveTo, getJob, post, runStub } from "../helpers";
 import type { Job } from "../../src/schemas";
 import { RECEIVER_URL, type Delivery } from "./protocol";
 
@@ -125,7 +125,7 @@ describe("webhooks", () => {
   it("calls back when the job awaits input, with the request, and again when it ends", async () => {
     const t = token();
     const id = await submitWithHook("ok", t, { steps: 2, input_at_step: 1 });
-    for (let i = 0; i < 10 && (await getJob(id)).status !== "awaiting_input"; i++) await runDurableObjectAlarm(runStub(id));
+    await driveTo(id, "awaiting_input");
     const asking = await settleWebhook(id);
     expect(asking.status).toBe("awaiting_input");
     const [asked] = await deliveriesTo(t);

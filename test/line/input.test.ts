@@ -1,24 +1,15 @@
 /** Jobs awaiting a person hold no run slot; answered, they wait for one ahead of jobs not yet started. */
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { getJob, post, runStub } from "../helpers";
-import { enqueue, fireLine, LIMIT, lineCounts, release, statuses } from "./line";
-
-async function untilAsked(id: string) {
-  for (let i = 0; i < 10; i++) {
-    if ((await getJob(id)).status === "awaiting_input") return;
-    if ((await getJob(id)).status === "queued") await fireLine();
-    await runDurableObjectAlarm(runStub(id));
-  }
-  throw new Error(`job ${id} never asked`);
-}
+import { driveTo, getJob, post, runStub } from "../helpers";
+import { enqueue, LIMIT, lineCounts, release, statuses } from "./line";
 
 describe("the line and jobs awaiting input", () => {
   it(`${LIMIT + 2} jobs awaiting input leave every slot to ${LIMIT} others; answered, they go first`, async () => {
     const asking: string[] = [];
     for (let i = 0; i < LIMIT + 2; i++) asking.push((await enqueue({}, { steps: 2, input_at_step: 1 })).job_id);
     // Only the first LIMIT run at first; each that asks frees its slot for the next.
-    for (const id of asking) await untilAsked(id);
+    for (const id of asking) await driveTo(id, "awaiting_input");
     expect(await statuses(asking)).toEqual(asking.map(() => "awaiting_input"));
     expect(await lineCounts()).toMatchObject({ running: 0, waiting: 0 });
 

@@ -6,19 +6,8 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { loopbackServer } from "../local-server";
 
-import { answerFor, LLM_KEY, LLM_PORT, usageFor } from "./protocol";
+import { answerFor, LLM_KEY, LLM_PORT, usageFor, type RecordedRequest as Recorded } from "./protocol";
 
-interface Recorded {
-  model: string;
-  topic: string;
-  body: Record<string, unknown>;
-  at: number;
-  /** The client went away before the answer was finished. */
-  closedEarly: boolean;
-  finished: boolean;
-  /** How many pieces of the answer went out before the end or the hang-up. */
-  piecesSent: number;
-}
 
 const requests: Recorded[] = [];
 const attemptsByTopic = new Map<string, number>();
@@ -47,9 +36,8 @@ async function stream(res: ServerResponse, record: Recorded, pieces: string[], d
   }
   if (record.closedEarly) return;
   sse(res, chunk("", "stop"));
-  const body = record.body as { messages: unknown[]; stream_options?: { include_usage?: boolean } };
-  if (usage === "send" && body.stream_options?.include_usage) {
-    const counts = usageFor(body.messages.length, pieces.length);
+  if (usage === "send" && record.body.stream_options?.include_usage) {
+    const counts = usageFor(record.body.messages.length, pieces.length);
     sse(res, { id: "chatcmpl-test", object: "chat.completion.chunk", choices: [], usage: { ...counts, total_tokens: counts.prompt_tokens + counts.completion_tokens } });
   }
   sse(res, "[DONE]");

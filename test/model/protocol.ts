@@ -15,3 +15,21 @@ export function answerFor(task: string, topic: string): string {
 export function usageFor(messages: number, pieces: number) {
   return { prompt_tokens: 1000 + messages, completion_tokens: 3 * pieces };
 }
+
+/** A chat-completions request as the server recorded it (served back at GET /_requests). */
+export interface RecordedRequest {
+  model: string;
+  topic: string;
+  body: { model: string; temperature?: number; max_tokens?: number; stream_options?: { include_usage?: boolean }; messages: { role: string; content: string }[] };
+  at: number;
+  /** The client went away before the answer was finished. */
+  closedEarly: boolean;
+  finished: boolean;
+  /** How many pieces of the answer went out before the end or the hang-up. */
+  piecesSent: number;
+}
+
+/** The requests the server recorded for a topic, oldest first. */
+export async function requestsFor(topic: string): Promise<RecordedRequest[]> {
+  return ((await (await fetch(`${LLM_URL}/_requests`)).json()) as RecordedRequest[]).filter((r) => r.topic === topic);
+}

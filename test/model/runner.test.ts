@@ -1,19 +1,7 @@
 import { abortAllDurableObjects, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { beforeEach, describe, expect, it } from "vitest";
-import { api, drive, eventLog, getJob, post, r2Keys, runStub, waitFor } from "../helpers";
-import { answerFor, LLM_URL } from "./protocol";
-
-interface Recorded {
-  model: string;
-  topic: string;
-  body: { model: string; temperature?: number; max_tokens?: number; messages: { role: string; content: string }[] };
-  at: number;
-  closedEarly: boolean;
-  finished: boolean;
-}
-
-const seen = async (topic: string): Promise<Recorded[]> =>
-  ((await (await fetch(`${LLM_URL}/_requests`)).json()) as Recorded[]).filter((r) => r.topic === topic);
+import { api, drive, driveTo, eventLog, getJob, post, r2Keys, runStub, waitFor } from "../helpers";
+import { answerFor, requestsFor as seen } from "./protocol";
 
 const THREE_TASKS = `
 topic: unused
@@ -202,23 +190,13 @@ describe("provider failures", () => {
 describe("the OpenAI-compatible runner with human input", () => {
   const REVIEWED = THREE_TASKS.replace("expected_output: Corrections", "expected_output: Corrections\n        human_input: true");
 
-  async function untilAsked(id: string) {
-    for (let i = 0; i < 10; i++) {
-      const job = await getJob(id);
-      if (job.status === "awaiting_input") return job;
-      await runDurableObjectAlarm(runStub(id));
-    }
-    throw new Error("the job never asked");
-  }
-
   it("asks after a human_input task; revise sends the earlier answer and the feedback; approve's note reaches the next task", async () => {
     const id = await submitModel({ agent_yaml: REVIEWED });
-    const asked = await untilAsked(id);
+    const asked = await driveTo(id, "awaiting_input");
     expect(asked.input_request).toMatchObject({ step: "check", output: answerFor("Check the facts", topic) });
 
     expect((await post(`/api/v1/runs/${id}/input`, { action: "revise", input: "cite sources" })).status).toBe(200);
-    await drive(id, 3).catch(() => {});
-    const again = await untilAsked(id);
+    const again = await driveTo(id, "awaiting_input");
     expect(again.input_request!.step).toBe("check");
     expect((await post(`/api/v1/runs/${id}/input`, { action: "approve", input: "keep it short" })).status).toBe(200);
     expect((await drive(id)).status).toBe("succeeded");

@@ -2,17 +2,7 @@
 import { beforeEach, describe, expect, it } from "vitest";
 import { api, drive, eventLog, post, r2Keys } from "../helpers";
 import type { Job, Stats } from "../../src/schemas";
-import { answerFor, LLM_URL, usageFor } from "./protocol";
-
-interface Recorded {
-  topic: string;
-  body: { stream_options?: unknown; messages: { role: string; content: string }[] };
-  closedEarly: boolean;
-  finished: boolean;
-  piecesSent: number;
-}
-const seen = async (topic: string): Promise<Recorded[]> =>
-  ((await (await fetch(`${LLM_URL}/_requests`)).json()) as Recorded[]).filter((r) => r.topic === topic);
+import { answerFor, requestsFor as seen, usageFor, type RecordedRequest } from "./protocol";
 
 const TWO_TASKS = `
 roles:
@@ -42,7 +32,7 @@ async function run(config: Record<string, unknown>, agent = TWO_TASKS): Promise<
 }
 
 const pieces = (text: string, size: number) => Math.ceil(text.length / size);
-const chars = (r: Recorded) => r.body.messages.reduce((n, m) => n + m.content.length, 0);
+const chars = (r: RecordedRequest) => r.body.messages.reduce((n, m) => n + m.content.length, 0);
 const stats = async () => (await api("/stats")).json<Stats>();
 
 describe("usage", () => {
