@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { cloudflareTest } from "@cloudflare/vitest-pool-workers";
 import { defineConfig } from "vitest/config";
 import { WEBHOOK_SECRET } from "./test/hooks/protocol.ts";
+import { TOKEN_SECRET } from "./test/tokens/protocol.ts";
 import { LLM_KEY, LLM_URL } from "./test/model/protocol.ts";
 
 const sha256 = (text: string) => createHash("sha256").update(text).digest("hex");
@@ -11,7 +12,12 @@ const sha256 = (text: string) => createHash("sha256").update(text).digest("hex")
  * the Worker's bindings plus `bindings`. Alarms are scheduled an hour late in every one, so that
  * tests fire them with runDurableObjectAlarm.
  */
-function workers(name: string, include: string[], bindings: Record<string, string> = {}, extra: { ratelimits?: object; globalSetup?: string[] } = {}) {
+function workers(
+  name: string,
+  include: string[],
+  bindings: Record<string, string> = {},
+  extra: { ratelimits?: object; globalSetup?: string[]; testTimeout?: number } = {},
+) {
   return {
     plugins: [
       cloudflareTest({
@@ -19,7 +25,7 @@ function workers(name: string, include: string[], bindings: Record<string, strin
         miniflare: { bindings: { ALARM_DELAY_MS: "3600000", ...bindings }, ...(extra.ratelimits ? { ratelimits: extra.ratelimits } : {}) },
       }),
     ],
-    test: { name, include, ...(extra.globalSetup ? { globalSetup: extra.globalSetup } : {}) },
+    test: { name, include, ...(extra.globalSetup ? { globalSetup: extra.globalSetup } : {}), ...(extra.testTimeout ? { testTimeout: extra.testTimeout } : {}) },
   };
 }
 
@@ -29,7 +35,8 @@ export default defineConfig({
     onConsoleLog: (log) => !log.startsWith('{"event":'),
     projects: [
       // A tenant limit high enough that jobs the tests leave running never hold up another.
-      workers("workers", ["test/*.test.ts"], { MAX_RUNNING_PER_TENANT: "1000" }),
+      // A short feed log, so that a watcher can fall behind it.
+      workers("workers", ["test/*.test.ts"], { MAX_RUNNING_PER_TENANT: "1000", FEED_KEEP_CHANGES: "20" }),
       // The tenant's line under small limits: 3 running, 1 per concurrency key, 8 queued.
       workers("workers-line", ["test/line/*.test.ts"], { MAX_RUNNING_PER_TENANT: "3", MAX_RUNNING_PER_KEY: "1", MAX_QUEUED_PER_TENANT: "8" }),
       // Earlier versions' state loaded into today's objects, under the limit those versions ran with.
@@ -43,6 +50,18 @@ export default defineConfig({
           CORS_ORIGINS: "https://app.example.com",
         },
         { ratelimits: { RATE_LIMITER: { simple: { limit: 50, period: 60 } } } },
+      ),
+      // Scoped tokens: API keys for two tenants and a secret to sign tokens with.
+      workers(
+        "workers-tokens",
+        ["test/tokens/*.test.ts"],
+        {
+          API_KEYS: JSON.stringify({ [sha256("key-alpha")]: "alpha", [sha256("key-beta")]: "beta" }),
+          TOKEN_SECRET,
+          CORS_ORIGINS: "https://app.example.com",
+        },
+        // Its tests go through every route for every scope and reach: many requests each.
+        { ratelimits: { RATE_LIMITER: { simple: { limit: 100000, period: 60 } } }, testTimeout: 60_000 },
       ),
       // With the model runner pointed at a local server speaking the OpenAI protocol, and
       // webhooks going to a local receiver that checks their signatures.

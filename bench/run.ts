@@ -29,6 +29,9 @@ const STATE = process.env.BENCH_STATE || undefined;
 // Only the list figures, on the state as it is: no seeding, and jobs still queued there (say, in a
 // copy of a seeded tenant's index without the jobs' own objects) are not waited for.
 const LIST_ONLY = process.env.BENCH_LIST_ONLY === "1";
+// Lists narrowed by tag and metadata at each of these sizes, on jobs delayed by a month: they only
+// wait, so seeding goes at the submit rate (100,000 in minutes) rather than the rate jobs run.
+const FILTER_SIZES = (process.env.BENCH_FILTER_SIZES ?? "1000").split(",").map(Number);
 const MiB = 1024 * 1024;
 /** The server counts as quiet once it uses at most this share of one core over this window. */
 const QUIET_WINDOW_MS = 1000;
@@ -234,6 +237,62 @@ async function listScaling() {
   report(`list p50 at ${sizes.at(-1)} vs ${sizes[0]} jobs`, `${(large / Math.max(0.1, small)).toFixed(2)}x`, "target ≤ 2x");
 }
 
+/** Submits `count` delayed jobs: every one tagged bench-filter, one in ten also bench-tenth, metadata shard = n % 100. */
+async function seedTagged(count: number, from: number) {
+  let n = from;
+  await autocannon({
+    url: BASE,
+    connections: 32,
+    amount: count,
+    requests: [
+      {
+        method: "POST",
+        path: "/api/v1/runs",
+        headers: json,
+        setupRequest: (req: autocannon.Request) => {
+          n++;
+          const tags = n % 10 === 0 ? ["bench-filter", "bench-tenth"] : ["bench-filter"];
+          return { ...req, body: JSON.stringify({ prompt: "seed", tags, metadata: { shard: String(n % 100) }, delay_seconds: 2_592_000 }) };
+        },
+      },
+    ],
+  });
+}
+
+async function filteredLists() {
+  const firsts: Record<string, Record<number, number>> = {};
+  let seeded = 0;
+  for (const size of FILTER_SIZES) {
+    const started = Date.now();
+    await seedTagged(size - seeded, seeded);
+    seeded = size;
+    await quiet(300_000);
+    console.error(`  (${size} tagged jobs waiting, seeded in ${((Date.now() - started) / 1000).toFixed(0)} s)`);
+    const variants: [string, string][] = [
+      ["one tag on every job", "?tag=bench-filter"],
+      ["one tag on 1 in 10", "?tag=bench-tenth"],
+      ["tag and status", "?tag=bench-filter&status=queued"],
+      ["two tags", "?tag=bench-filter&tag=bench-tenth"],
+      ["tag and metadata (1 in 100)", "?tag=bench-filter&metadata.shard=7"],
+      ["tag, deep page", `?tag=bench-filter&page=${Math.max(1, Math.floor(size / 20 / 2))}`],
+      ["unfiltered first page", ""],
+    ];
+    for (const [name, query] of variants) {
+      const result = await load({ path: `/api/v1/runs${query}`, connections: 4, duration: Math.max(2, Math.ceil(SECONDS / 2)) });
+      (firsts[name] ??= {})[size] = result.latency.p50;
+      report(`list, ${name}, ${size} jobs`, `p50 ${result.latency.p50} ms, p99 ${result.latency.p99} ms`);
+    }
+  }
+  if (FILTER_SIZES.length > 1) {
+    const [small, large] = [FILTER_SIZES[0], FILTER_SIZES.at(-1)!];
+    for (const [name, bySize] of Object.entries(firsts)) {
+      report(`filtered list p50 at ${large} vs ${small} jobs: ${name}`, `${(bySize[large] / Math.max(0.1, bySize[small])).toFixed(2)}x`, "target ≤ 2x");
+    }
+  }
+  // The seeded jobs go, so that the next figures start on an empty line.
+  await fetch(`${BASE}/api/v1/runs/bulk/delete`, { method: "POST", headers: json, body: JSON.stringify({ tags: ["bench-filter"], force: true }) });
+}
+
 async function deletes() {
   const timed = async (outputBytes: number) => {
     const times: number[] = [];
@@ -353,7 +412,9 @@ async function streamingMemory() {
 
 async function main() {
   // Webhooks may go to the local receiver of the stalled-receiver figure.
-  server = await startServer(STATE, ["--var", "WEBHOOK_ALLOW_PRIVATE:true"]); // --log-level warn, on loopback
+  // Webhooks may go to the local receiver of the stalled-receiver figure; the filtered lists seed up
+  // to 100,000 waiting jobs beside any others.
+  server = await startServer(STATE, ["--var", "WEBHOOK_ALLOW_PRIVATE:true", "--var", "MAX_QUEUED_PER_TENANT:1000000"]); // --log-level warn, on loopback
   floor = await startServer(mkdtempSync(join(tmpdir(), "runs-floor-")), ["--config", "bench/floor/wrangler.jsonc", "--inspector-port", "9239"], FLOOR_PORT);
   try {
     console.error(`benchmarking ${BASE} (${SECONDS} s per load run), state in ${server.persistTo}`);
@@ -374,6 +435,7 @@ async function main() {
       memory: streamingMemory,
       line: idleLine,
       lists: listScaling,
+      filters: filteredLists,
     };
     // BENCH_ONLY=throughput,line runs just those figures.
     const only = (process.env.BENCH_ONLY ?? "").split(",").filter(Boolean);

@@ -6,16 +6,19 @@
  */
 import { parseArgs } from "node:util";
 import { readFileSync } from "node:fs";
-import { RunsApiError, RunsClient, type Job } from "../client/index";
+import { RunsApiError, RunsClient, type Job, type RunFilter, type Status, type TokenInput } from "../client/index";
 
 const USAGE = `usage: runs <command> [options]
 
 commands:
   submit <prompt>       submit a job   [--agent-file F | --agent-yaml PATH | --recipe NAME] [--config JSON] [--timeout S]
-                                       [--session ID] [--webhook URL] [--idempotency-key K] [--wait]
+                                       [--session ID] [--tag T ...] [--webhook URL] [--idempotency-key K] [--wait]
   status <id>           the job
   result <id>           its result (exit 1 if it failed or was cancelled)
-  list                  jobs, newest first   [--status S] [--session ID] [--limit N]
+  list                  jobs, newest first   [--status S] [--session ID] [--tag T ...] [--metadata K=V ...] [--limit N]
+  watch                 the tenant's live feed of changes   [--status S] [--session ID] [--tag T ...] [--metadata K=V ...]
+  token                 mint a scoped token for a browser   --scopes read,stream,... [--runs ID,...] [--session ID]
+                                       [--tag T ...] [--ttl S] [--max-submits N]
   stream <id>           live events until the job ends   [--after N]
   wait <id>             wait until the job ends or asks for input (exit 6), with a progress bar
   input <id>            answer a job awaiting input: --approve [--note TEXT] | --revise TEXT | --reject TEXT
@@ -24,7 +27,7 @@ commands:
   delete <id>           delete a finished job   [--force: cancel it first]
 
 options: --api-url URL (default $RUNS_API_URL or http://127.0.0.1:8005), --json
-the API key is read from $RUNS_API_KEY`;
+the API key (or a scoped token) is read from $RUNS_API_KEY`;
 
 const EXIT = { ok: 0, jobFailed: 1, usage: 2, refused: 3, notFound: 4, server: 5, awaitingInput: 6 } as const;
 
@@ -43,6 +46,12 @@ function parse(argv: string[]) {
       config: { type: "string" },
       timeout: { type: "string" },
       session: { type: "string" },
+      tag: { type: "string", multiple: true },
+      metadata: { type: "string", multiple: true },
+      scopes: { type: "string" },
+      runs: { type: "string" },
+      ttl: { type: "string" },
+      "max-submits": { type: "string" },
       webhook: { type: "string" },
       "idempotency-key": { type: "string" },
       "from-step": { type: "string" },
@@ -88,6 +97,29 @@ function need(value: string | undefined, what: string): string {
   return value;
 }
 
+function integer(value: string | undefined, what: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n)) throw new UsageError(`${what} must be a whole number`);
+  return n;
+}
+
+/** The filter of `list` and `watch` from the options. */
+function filterOf(o: ReturnType<typeof parse>["values"]): RunFilter {
+  const metadata: Record<string, string> = {};
+  for (const entry of o.metadata ?? []) {
+    const eq = entry.indexOf("=");
+    if (eq < 1) throw new UsageError("--metadata takes KEY=VALUE");
+    metadata[entry.slice(0, eq)] = entry.slice(eq + 1);
+  }
+  return {
+    status: o.status as Status | undefined,
+    session_id: o.session,
+    tags: o.tag,
+    metadata: Object.keys(metadata).length > 0 ? metadata : undefined,
+  };
+}
+
 const endCode = (job: Job) => (job.status === "succeeded" ? EXIT.ok : EXIT.jobFailed);
 
 async function waitFor(client: RunsClient, id: string, json: boolean): Promise<number> {
@@ -130,6 +162,7 @@ async function main(argv: string[]): Promise<number> {
           config,
           timeout: o.timeout ? Number(o.timeout) : undefined,
           session_id: o.session,
+          tags: o.tag,
           webhook_url: o.webhook,
         },
         { idempotencyKey: o["idempotency-key"] },
@@ -166,12 +199,34 @@ async function main(argv: string[]): Promise<number> {
       const limit = o.limit ? Number(o.limit) : 20;
       if (!Number.isInteger(limit) || limit < 1) throw new UsageError("--limit must be a positive integer");
       const jobs: Job[] = [];
-      for await (const job of client.listAll({ status: o.status, session_id: o.session, page_size: Math.min(limit, 100) })) {
+      for await (const job of client.listAll({ ...filterOf(o), page_size: Math.min(limit, 100) })) {
         jobs.push(job);
         if (jobs.length >= limit) break;
       }
       if (o.json) console.log(JSON.stringify(jobs));
       else for (const job of jobs) console.log(`${job.job_id}  ${job.status.padEnd(9)}  ${job.created_at}`);
+      return EXIT.ok;
+    }
+    case "watch": {
+      for await (const event of client.watch(filterOf(o))) {
+        if (o.json) console.log(JSON.stringify(event));
+        else if (event.event === "run") console.log(`${event.id}  ${event.job.job_id}  ${bar(event.job)}`);
+        else if (event.event === "deleted") console.log(`${event.id}  ${event.job_id}  deleted`);
+        else console.log(`${event.id}  reset: list again`);
+      }
+      return EXIT.ok;
+    }
+    case "token": {
+      const scopes = need(o.scopes, "--scopes").split(",").map((s) => s.trim()) as TokenInput["scopes"];
+      const minted = await client.mintToken({
+        scopes,
+        runs: o.runs ? o.runs.split(",").map((s) => s.trim()) : undefined,
+        session_id: o.session,
+        tags: o.tag,
+        ttl_seconds: integer(o.ttl, "--ttl"),
+        max_submits: integer(o["max-submits"], "--max-submits"),
+      });
+      print(minted, minted.token);
       return EXIT.ok;
     }
     case "stream": {

@@ -3,9 +3,35 @@
  * cannot drift from what the server validates. It needs only `fetch` and web streams: it runs in
  * browsers, Node 18+ and Workers.
  */
-import type { InputBody, Job, ListQuery, RetryInput, RunList, RunResult, Stats, Status, SubmitInput, SubmitResponse } from "../src/schemas";
+import type {
+  InputBody,
+  Job,
+  ListQuery as ServerListQuery,
+  RetryInput,
+  RunList,
+  RunResult,
+  Stats,
+  Status,
+  SubmitInput,
+  SubmitResponse,
+  TokenInput,
+  TokenResponse,
+} from "../src/schemas";
 
-export type { InputBody, Job, ListQuery, RetryInput, RunList, RunResult, Stats, Status, SubmitInput, SubmitResponse };
+export type { InputBody, Job, RetryInput, RunList, RunResult, Stats, Status, SubmitInput, SubmitResponse, TokenInput, TokenResponse };
+
+/** What a list or the feed is narrowed to: tags (every one) and metadata entries (exact, at most 5). */
+export interface RunFilter {
+  status?: Status;
+  session_id?: string;
+  tags?: string[];
+  metadata?: Record<string, string>;
+}
+
+export type ListQuery = Omit<ServerListQuery, "tag" | "status"> & RunFilter;
+
+/** One change told by the tenant's feed: a job's new state, its deletion, or `reset` (list again). */
+export type FeedEvent = { id: number; event: "run"; job: Job } | { id: number; event: "deleted"; job_id: string } | { id: number; event: "reset" };
 
 /** An answer other than the one asked for, with the server's status and `detail`. */
 export class RunsApiError extends Error {
@@ -22,6 +48,7 @@ export class RunsApiError extends Error {
 export interface ClientOptions {
   /** Default http://127.0.0.1:8005 */
   baseUrl?: string;
+  /** An API key, or a scoped token (in a browser: never a key). */
   apiKey?: string;
   fetch?: typeof fetch;
 }
@@ -75,10 +102,15 @@ export class RunsClient {
   }
 
   async list(query: ListQuery = {}): Promise<RunList> {
-    const params = new URLSearchParams();
-    for (const [key, value] of Object.entries(query)) if (value !== undefined) params.set(key, String(value));
-    const suffix = params.size ? `?${params}` : "";
-    return (await this.request("GET", `/api/v1/runs${suffix}`)).json() as Promise<RunList>;
+    return (await this.request("GET", `/api/v1/runs${filterQuery(query)}`)).json() as Promise<RunList>;
+  }
+
+  /**
+   * A short-lived token for a browser, reaching only what one user may see (API key only):
+   * `scopes`, and `runs`, `session_id` or `tags`.
+   */
+  async mintToken(body: TokenInput): Promise<TokenResponse> {
+    return (await this.postJson("/api/v1/tokens", body)).json() as Promise<TokenResponse>;
   }
 
   /** Every job matching the query, newest first, fetched page by page with the keyset cursor. */
@@ -138,20 +170,50 @@ export class RunsClient {
       }
       let done = false;
       try {
-        for await (const event of parseSse(res.body!)) {
-          if (event === "done") {
+        for await (const block of sseBlocks(res.body!)) {
+          if (block.data === "[DONE]") {
             done = true;
             break;
           }
-          last = event.id;
+          if (block.id === null || block.data === "") continue;
+          const parsed = JSON.parse(block.data) as { event: string; data: Record<string, unknown> };
+          last = block.id;
           failures = 0;
-          yield event;
+          yield { id: block.id, event: parsed.event, data: parsed.data };
         }
       } catch (error) {
         if (options.signal?.aborted) throw error;
       }
       if (done) return;
       if (++failures > (options.maxReconnects ?? 5)) throw new Error(`stream of ${id} kept dropping`);
+      await sleep(Math.min(5000, 250 * 2 ** failures), options.signal);
+    }
+  }
+
+  /**
+   * The tenant's live feed: every change of the jobs matching `filter`, for as long as the caller
+   * iterates. A dropped connection is resumed with `Last-Event-ID`; a `reset` event says the feed
+   * could not resume and the caller should list again.
+   */
+  async *watch(filter: RunFilter = {}, options: { after?: number; signal?: AbortSignal; maxReconnects?: number } = {}): AsyncGenerator<FeedEvent> {
+    let last = options.after;
+    let failures = 0;
+    for (;;) {
+      try {
+        const headers: Record<string, string> = last === undefined ? {} : { "Last-Event-ID": String(last) };
+        const res = await this.request("GET", `/api/v1/runs/events${filterQuery(filter)}`, { headers, signal: options.signal });
+        for await (const block of sseBlocks(res.body!)) {
+          if (block.id === null || block.event === null) continue;
+          last = block.id;
+          failures = 0;
+          if (block.event === "run") yield { id: block.id, event: "run", job: JSON.parse(block.data) as Job };
+          else if (block.event === "deleted") yield { id: block.id, event: "deleted", job_id: (JSON.parse(block.data) as { job_id: string }).job_id };
+          else if (block.event === "reset") yield { id: block.id, event: "reset" };
+        }
+      } catch (error) {
+        if (error instanceof RunsApiError || options.signal?.aborted) throw error;
+      }
+      if (++failures > (options.maxReconnects ?? 5)) throw new Error("the feed kept dropping");
       await sleep(Math.min(5000, 250 * 2 ** failures), options.signal);
     }
   }
@@ -193,8 +255,20 @@ export class RunsClient {
   }
 }
 
-/** Parses an SSE body into events; "done" at `data: [DONE]`. Ends without it if the connection drops. */
-async function* parseSse(body: ReadableStream<Uint8Array>): AsyncGenerator<RunEvent | "done"> {
+/** A list's or the feed's filter as a query string. */
+function filterQuery(query: ListQuery): string {
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(query)) {
+    if (value === undefined || key === "tags" || key === "metadata") continue;
+    params.set(key, String(value));
+  }
+  for (const tag of query.tags ?? []) params.append("tag", tag);
+  for (const [key, value] of Object.entries(query.metadata ?? {})) params.set(`metadata.${key}`, value);
+  return params.size ? `?${params}` : "";
+}
+
+/** The blocks of an SSE body (comments, such as pings, skipped); it ends when the connection does. */
+async function* sseBlocks(body: ReadableStream<Uint8Array>): AsyncGenerator<{ id: number | null; event: string | null; data: string }> {
   const reader = body.getReader();
   const decoder = new TextDecoder();
   let buffer = "";
@@ -208,18 +282,14 @@ async function* parseSse(body: ReadableStream<Uint8Array>): AsyncGenerator<RunEv
         const block = buffer.slice(0, end);
         buffer = buffer.slice(end + 2);
         let id: number | null = null;
+        let event: string | null = null;
         let data = "";
         for (const line of block.split("\n")) {
           if (line.startsWith("id: ")) id = Number(line.slice(4));
+          else if (line.startsWith("event: ")) event = line.slice(7);
           else if (line.startsWith("data: ")) data += line.slice(6);
         }
-        if (data === "[DONE]") {
-          yield "done";
-          return;
-        }
-        if (id === null || data === "") continue; // a comment (heartbeat)
-        const parsed = JSON.parse(data) as { event: string; data: Record<string, unknown> };
-        yield { id, event: parsed.event, data: parsed.data };
+        if (id !== null || data !== "") yield { id, event, data };
       }
     }
   } finally {

@@ -50,7 +50,7 @@ function configProblems(vars: Record<string, unknown>, config: ReturnType<typeof
   for (const name of SECRETS) if (name in vars) problems.push(`${name} is a var in wrangler.jsonc: it is a secret, set it with wrangler secret`);
   if (vars.WEBHOOK_ALLOW_PRIVATE === "true") problems.push('WEBHOOK_ALLOW_PRIVATE is "true": only local development may send webhooks to private addresses');
   if (!config.r2_buckets.some((b: { binding: string; bucket_name?: string }) => b.binding === "OUTPUTS" && b.bucket_name)) problems.push("OUTPUTS: wrangler.jsonc binds no R2 bucket for the outputs");
-  if (spawnSync("node", ["scripts/bundle-agents.mjs", "--check"]).status !== 0) problems.push("a bundle of agents/ or recipes/ is stale: a folder changed since; run npm run bundle-agents");
+  if (spawnSync("node", ["scripts/bundle.mjs", "--check"]).status !== 0) problems.push("a bundle of agents/, recipes/ or frontend/ is stale: a folder changed since; run npm run bundle");
   return problems;
 }
 

@@ -1,7 +1,7 @@
 /** The Hono app: request ids and logs, tenancy, routes, the OpenAPI document, and one error handler for every failure. */
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
-import { tenancy, type AppEnv } from "./auth";
+import { keyOnly, tenancy, type AppEnv } from "./auth";
 import { settingsChecked } from "./config";
 import { ApiError, isOverloaded } from "./errors";
 import { cors } from "./http/cors";
@@ -11,8 +11,11 @@ import { requestLog } from "./http/requests";
 import { logFailure } from "./log";
 import { docs } from "./routes/docs";
 import { bulk, bulkOperations } from "./routes/bulk";
+import { feed, feedOperations } from "./routes/feed";
+import { frontend } from "./routes/frontend";
 import { runOperations, runs } from "./routes/runs";
 import { system, systemOperations } from "./routes/system";
+import { tokenOperations, tokens } from "./routes/tokens";
 import { VERSION } from "./version";
 
 /** Seconds a client is asked to wait when an object is overloaded. */
@@ -24,10 +27,16 @@ export const app = new Hono<AppEnv>();
 // tenant, within its key's rate limit, on a deployment whose settings are sound.
 app.use("*", requestLog(), cors());
 for (const path of ["/api/*", "/stats"]) app.use(path, settingsChecked(), tenancy(), rateLimit());
+// What reaches the tenant as a whole, a scoped token may not do.
+app.use("/stats", keyOnly("stats"));
+app.use("/api/v1/runs/bulk/*", keyOnly("bulk operations"));
+app.route("/", frontend);
 app.route("/", docs);
 app.route("/", system);
-// Before the job routes: `bulk` is not a job id.
+app.route("/", tokens);
+// Before the job routes: `bulk` and `events` are not job ids.
 app.route("/", bulk);
+app.route("/", feed);
 app.route("/", runs);
 
 let document: object | null = null;
@@ -38,7 +47,7 @@ app.get("/openapi.json", (c) => {
       version: VERSION,
       description: "Submit, watch, fetch, list, cancel and delete long-running agent jobs (PraisonAI Async Jobs API).",
     },
-    [...systemOperations, ...runOperations, ...bulkOperations],
+    [...systemOperations, ...tokenOperations, ...runOperations, ...feedOperations, ...bulkOperations],
   );
   return c.json(document);
 });

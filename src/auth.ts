@@ -1,13 +1,16 @@
 /**
  * Who is calling. API keys are configured as the secret API_KEYS, a JSON object mapping the
  * SHA-256 (hex) of each key to its tenant; keys themselves are never stored. With no key
- * configured, only requests to a localhost host are served, as the default tenant.
+ * configured, only requests to a localhost host are served, as the default tenant. A scoped
+ * token (src/tokens.ts) acts for the tenant of the key that minted it, within its scopes and reach.
  */
 import type { MiddlewareHandler } from "hono";
 import { DEFAULT_TENANT } from "./config";
-import { hex, sha256 } from "./digest";
+import { sha256 } from "./digest";
 import { ApiError, misconfigured } from "./errors";
 import { parseKeys, type KeyEntry } from "./settings";
+import type { Scope } from "./schemas";
+import { DEVELOPMENT_SECRET, keyIdOf, TOKEN_PREFIX, verifyToken, type Grant } from "./tokens";
 
 declare global {
   namespace Cloudflare {
@@ -19,10 +22,24 @@ declare global {
 }
 
 /**
- * `keyId` names the API key used (a prefix of its hash), null when no keys are configured;
+ * `keyId` names the API key used, or the one that minted the token used (a prefix of its hash),
+ * null when no keys are configured; `token` is what a scoped token grants, null for a key;
  * `requestId` is the request's id in the logs; `jobId` the job a request acts on, once known.
  */
-export type AppEnv = { Bindings: Env; Variables: { tenant: string; keyId: string | null; requestId: string; jobId?: string } };
+export type AppEnv = {
+  Bindings: Env;
+  Variables: { tenant: string; keyId: string | null; token: Grant | null; requestId: string; jobId?: string };
+};
+
+/**
+ * The secret tokens are signed with: TOKEN_SECRET; in local development (no keys) without it, a
+ * development secret; null where a deployment with keys has none (no tokens then).
+ */
+export function tokenSecret(env: Env, keysConfigured: boolean): string | null {
+  const secret = env.TOKEN_SECRET?.trim() ?? "";
+  if (secret !== "") return secret;
+  return keysConfigured ? null : DEVELOPMENT_SECRET;
+}
 
 const LOCAL_HOSTS = new Set(["localhost", "127.0.0.1", "[::1]"]);
 
@@ -38,8 +55,8 @@ export function configuredKeys(env: Env): KeyEntry[] {
   return keys.entries;
 }
 
-/** The key the request presents; both headers with different keys is a conflict, not a choice. */
-function presentedKey(headers: Headers): string | null {
+/** The key or token the request presents; both headers with different values is a conflict, not a choice. */
+function presentedCredential(headers: Headers): string | null {
   const authorization = headers.get("Authorization");
   const apiKey = headers.get("X-API-Key");
   let bearer: string | null = null;
@@ -51,6 +68,19 @@ function presentedKey(headers: Headers): string | null {
     throw new ApiError("bad_request", "Authorization and X-API-Key name different keys: send one");
   }
   return bearer ?? apiKey;
+}
+
+/** The two routes a browser's EventSource opens, which cannot carry headers: only they take `?token=`. */
+const TOKEN_IN_QUERY = /^\/api\/v1\/runs\/(events|[^/]+\/stream)$/;
+
+/** A token in the query, where one is allowed; refused anywhere else, so that tokens stay out of other URLs. */
+function queryToken(url: URL, method: string): string | null {
+  const token = url.searchParams.get("token");
+  if (token === null) return null;
+  if (method !== "GET" || !TOKEN_IN_QUERY.test(url.pathname)) {
+    throw new ApiError("bad_request", "?token= is accepted only by GET /api/v1/runs/{id}/stream and /api/v1/runs/events; send Authorization: Bearer <token>");
+  }
+  return token;
 }
 
 /** The entry whose hash is this key's hash; every entry is compared, in constant time. */
@@ -69,19 +99,53 @@ const unauthorized = (detail: string) => new ApiError("unauthorized", detail, {}
 export function tenancy(): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const entries = configuredKeys(c.env);
-    if (entries.length === 0) {
-      if (!LOCAL_HOSTS.has(new URL(c.req.url).hostname)) {
-        throw unauthorized("An API key is required for non-localhost access");
-      }
-      c.set("tenant", DEFAULT_TENANT);
-      c.set("keyId", null);
+    const url = new URL(c.req.url);
+    const inQuery = queryToken(url, c.req.method);
+    const presented = presentedCredential(c.req.raw.headers);
+    if (inQuery !== null && presented !== null && presented !== inQuery) {
+      throw new ApiError("bad_request", "?token= and the Authorization header name different credentials: send one");
+    }
+    const credential = presented ?? inQuery;
+    c.set("token", null);
+    if (entries.length === 0 && !LOCAL_HOSTS.has(url.hostname)) {
+      throw unauthorized("An API key is required for non-localhost access");
+    }
+    // A key is tried first: an API key may look like a token, a token never matches a key's hash.
+    const entry = credential && entries.length > 0 ? await entryFor(credential, entries) : null;
+    if (entry !== null) {
+      c.set("tenant", entry.tenant);
+      c.set("keyId", keyIdOf(entry));
       return next();
     }
-    const key = presentedKey(c.req.raw.headers);
-    const entry = key ? await entryFor(key, entries) : null;
-    if (entry === null) throw unauthorized("Unauthorized");
-    c.set("tenant", entry.tenant);
-    c.set("keyId", hex(entry.hash).slice(0, 16));
+    if (credential?.startsWith(TOKEN_PREFIX)) {
+      const secret = tokenSecret(c.env, entries.length > 0);
+      const verified = secret === null ? ({ ok: false, why: "unauthorized" } as const) : await verifyToken(credential, secret, entries, Date.now());
+      if (!verified.ok) throw unauthorized(verified.why === "expired" ? "Token expired" : "Unauthorized");
+      c.set("tenant", verified.grant.tenant);
+      c.set("keyId", verified.grant.key || null);
+      c.set("token", verified.grant);
+      return next();
+    }
+    if (entries.length > 0) throw unauthorized("Unauthorized");
+    c.set("tenant", DEFAULT_TENANT);
+    c.set("keyId", null);
     return next();
+  };
+}
+
+/** Middleware for what only a key may do (stats, bulk operations, minting tokens). */
+export function keyOnly(what: string): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    if (c.var.token !== null) throw new ApiError("forbidden", `Token does not allow ${what}`);
+    await next();
+  };
+}
+
+/** Middleware: the scope a token needs for this route (403 naming it without); a key may do everything. */
+export function scope(needed: Scope): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const grant = c.var.token;
+    if (grant !== null && !grant.scopes.includes(needed)) throw new ApiError("forbidden", `Token does not allow ${needed}`);
+    await next();
   };
 }

@@ -16,6 +16,7 @@ export interface Limits {
   webhookRetryBaseMs: number;
   webhookRetryWindowMs: number;
   stallTimeoutMs: number;
+  feedKeepChanges: number;
 }
 
 export function limits(env: Env): Limits {
@@ -32,6 +33,7 @@ export function limits(env: Env): Limits {
     webhookRetryBaseMs: numberSetting(env, "WEBHOOK_RETRY_BASE_MS"),
     webhookRetryWindowMs: numberSetting(env, "WEBHOOK_RETRY_WINDOW_MS"),
     stallTimeoutMs: numberSetting(env, "STALL_TIMEOUT_MS"),
+    feedKeepChanges: numberSetting(env, "FEED_KEEP_CHANGES"),
   };
 }
 

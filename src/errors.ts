@@ -8,6 +8,7 @@ export const ERROR_STATUS = {
   bad_request: 400,
   invalid_state: 400,
   unauthorized: 401,
+  forbidden: 403,
   not_found: 404,
   idempotency_conflict: 409,
   conflict: 409,
@@ -18,6 +19,7 @@ export const ERROR_STATUS = {
   queue_full: 429,
   purge_failed: 500,
   internal: 500,
+  not_implemented: 501,
   overloaded: 503,
   misconfigured: 503,
 } as const satisfies Record<string, ContentfulStatusCode>;

@@ -8,6 +8,10 @@
 import * as z from "zod/mini";
 import { STATUSES } from "./run/transitions";
 
+/** What a scoped token may do (src/tokens.ts). */
+export const SCOPES = ["read", "stream", "submit", "cancel", "input", "delete"] as const;
+export type Scope = (typeof SCOPES)[number];
+
 export const MAX_TIMEOUT_S = 86400;
 export const DEFAULT_TIMEOUT_S = 3600;
 const MAX_METADATA_KEYS = 16;
@@ -74,9 +78,11 @@ export const runConfigSchema = lazy(() =>
 
 /** A job's tags: at most 10, each 1 to 64 of `A-Za-z0-9_.:-`. */
 export const MAX_TAGS = 10;
+export const TAG = /^[A-Za-z0-9_.:-]{1,64}$/;
+const tagText = () => z.string().check(z.regex(TAG, "a tag is 1 to 64 of A-Za-z0-9_.:-"));
 export const tagsSchema = lazy(() =>
   named(
-    z.array(z.string().check(z.regex(/^[A-Za-z0-9_.:-]{1,64}$/, "a tag is 1 to 64 of A-Za-z0-9_.:-"))).check(z.maxLength(MAX_TAGS, `at most ${MAX_TAGS} tags`)),
+    z.array(tagText()).check(z.maxLength(MAX_TAGS, `at most ${MAX_TAGS} tags`)),
     "Tags",
   ),
 );
@@ -237,6 +243,48 @@ export const bulkProgressSchema = lazy(() =>
   ),
 );
 
+/** What a scoped token may reach and do (src/tokens.ts). */
+export const MAX_TOKEN_RUNS = 100;
+export const tokenBodySchema = lazy(() =>
+  named(
+    z
+      .strictObject({
+        scopes: described(
+          z.array(z.enum(SCOPES)).check(z.minLength(1), z.maxLength(SCOPES.length * 2)),
+          "read (status, result, output, list), stream (stream, feed), submit, cancel, input, delete",
+        ),
+        runs: z.optional(described(z.array(z.string().check(z.regex(/^run_[A-Za-z0-9_-]{1,128}$/, "a job id"))).check(z.minLength(1), z.maxLength(MAX_TOKEN_RUNS)), "The jobs the token reaches")),
+        session_id: z.optional(described(text(256, 1), "The token reaches this session's jobs; the jobs it submits join it")),
+        tags: z.optional(described(z.array(tagText()).check(z.minLength(1), z.maxLength(MAX_TAGS, `at most ${MAX_TAGS} tags`)), "The token reaches jobs carrying all these tags; the jobs it submits carry them")),
+        ttl_seconds: z.optional(described(int(60, 86_400), "Lifetime, 60 to 86400 seconds (default 900)")),
+        max_submits: z.optional(described(int(1, 1000), "With submit: how many jobs the token may submit (default 1)")),
+      })
+      .check(
+        z.refine((b) => b.max_submits === undefined || b.scopes.includes("submit"), { message: "max_submits needs the submit scope", path: ["max_submits"] }),
+        z.refine((b) => b.runs !== undefined || b.session_id !== undefined || b.tags !== undefined || b.scopes.every((s) => s === "submit"), {
+          message: "A token needs a reach (runs, session_id or tags) unless its only scope is submit",
+        }),
+      ),
+    "TokenRequest",
+  ),
+);
+export type TokenInput = z.input<ReturnType<typeof tokenBodySchema>>;
+
+export const tokenSchema = lazy(() =>
+  named(
+    z.object({
+      token: described(z.string(), "Send as Authorization: Bearer <token>, or ?token= on the stream and feed"),
+      expires_at: z.string(),
+      scopes: z.array(z.enum(SCOPES)),
+      runs: z.nullable(z.array(z.string())),
+      session_id: z.nullable(z.string()),
+      tags: z.nullable(z.array(z.string())),
+      max_submits: z.nullable(z.int()),
+    }),
+    "Token",
+  ),
+);
+
 export const bulkIdParamSchema = lazy(() => z.object({ bulk_id: z.string() }));
 
 export const inputRequestSchema = lazy(() =>
@@ -338,6 +386,7 @@ export const listQuerySchema = lazy(() =>
   z.object({
     status: z.optional(described(z.string(), `One of ${STATUSES.join(", ")}`)),
     session_id: z.optional(text(256)),
+    tag: z.optional(described(z.union([z.string(), z.array(z.string())]), "Repeatable: jobs carrying every tag given. Also metadata.<key>=<value> (exact, at most 5)")),
     page: z.optional(z.coerce.number().check(z.int(), z.minimum(1), z.maximum(1_000_000))),
     page_size: z.optional(z.coerce.number().check(z.int(), z.minimum(1), z.maximum(100))),
     cursor: z.optional(described(text(64), "Opaque keyset cursor from next_cursor")),
@@ -390,6 +439,15 @@ export const streamQuerySchema = lazy(() =>
   }),
 );
 
+export const feedQuerySchema = lazy(() =>
+  z.object({
+    status: z.optional(described(z.string(), `One of ${STATUSES.join(", ")}`)),
+    session_id: z.optional(text(256)),
+    tag: z.optional(described(z.union([z.string(), z.array(z.string())]), "Repeatable: jobs carrying every tag given. Also metadata.<key>=<value> (exact, at most 5)")),
+    token: z.optional(described(z.string(), "A scoped token, for EventSource, which cannot send headers")),
+  }),
+);
+
 export const deleteQuerySchema = lazy(() =>
   z.object({
     force: z.optional(described(z.enum(["true", "false"]), "Cancel a queued or running job first")),
@@ -402,4 +460,5 @@ export type RunResult = z.infer<ReturnType<typeof resultSchema>>;
 export type RunList = z.infer<ReturnType<typeof listResponseSchema>>;
 export type Stats = z.infer<ReturnType<typeof statsSchema>>;
 export type ListQuery = z.input<ReturnType<typeof listQuerySchema>>;
+export type TokenResponse = z.infer<ReturnType<typeof tokenSchema>>;
 export type { Status } from "./run/transitions";

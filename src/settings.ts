@@ -21,6 +21,7 @@ const NUMBERS = {
   STALL_TIMEOUT_MS: [900_000, 1],
   MODEL_IDLE_TIMEOUT_MS: [60_000, 1],
   RATE_LIMIT_PER_MINUTE: [600, 1],
+  FEED_KEEP_CHANGES: [10_000, 1],
 } as const satisfies Record<string, readonly [number, number]>;
 export type NumberSetting = keyof typeof NUMBERS;
 

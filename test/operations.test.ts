@@ -132,10 +132,21 @@ describe("metrics", () => {
 });
 
 describe("the front page and /health", () => {
-  it("GET / leads a browser to the API reference", async () => {
-    const res = await api("/", { redirect: "manual" });
-    expect(res.status).toBe(302);
-    expect(new URL(res.headers.get("Location")!, BASE).pathname).toBe("/docs");
+  it("GET / is the reference frontend: its page, script and styles, locked to its own origin", async () => {
+    const page = await api("/");
+    expect(page.status).toBe(200);
+    expect(page.headers.get("Content-Type")).toBe("text/html; charset=utf-8");
+    expect(page.headers.get("Content-Security-Policy")).toMatch(/default-src 'self'/);
+    expect(page.headers.get("Referrer-Policy")).toBe("no-referrer");
+    const html = await page.text();
+    expect(html).toContain('<script type="module" src="/app.js"></script>');
+    expect(html).toContain('href="/docs"');
+    for (const [path, type] of [["/app.js", "text/javascript; charset=utf-8"], ["/app.css", "text/css; charset=utf-8"]]) {
+      const res = await api(path);
+      expect(res.status).toBe(200);
+      expect(res.headers.get("Content-Type")).toBe(type);
+      expect((await res.text()).length).toBeGreaterThan(1000);
+    }
   });
 });
 
@@ -188,7 +199,7 @@ describe("a deployment whose settings are unsound answers 503 naming the setting
 describe("the OpenAPI document", () => {
   it("describes every route the app serves, with its parameters and schemas", async () => {
     const { app } = await import("../src/app");
-    const pages = new Set(["/", "/docs", "/docs/:file", "/openapi.json"]);
+    const pages = new Set(["/", "/app.js", "/app.css", "/docs", "/docs/:file", "/openapi.json"]);
     const served = app.routes
       .filter((r) => r.method !== "ALL" && !pages.has(r.path))
       .map((r) => `${r.method.toLowerCase()} ${r.path.replace(/:(\w+)/g, "{$1}")}`);

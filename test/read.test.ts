@@ -244,6 +244,7 @@ describe("/stats, /health, /openapi.json", () => {
       "/api/v1/runs/bulk/cancel",
       "/api/v1/runs/bulk/delete",
       "/api/v1/runs/bulk/{bulk_id}",
+      "/api/v1/runs/events",
       "/api/v1/runs/{id}",
       "/api/v1/runs/{id}/cancel",
       "/api/v1/runs/{id}/input",
@@ -251,6 +252,7 @@ describe("/stats, /health, /openapi.json", () => {
       "/api/v1/runs/{id}/result",
       "/api/v1/runs/{id}/retry",
       "/api/v1/runs/{id}/stream",
+      "/api/v1/tokens",
       "/health",
       "/stats",
     ]);

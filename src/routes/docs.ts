@@ -27,8 +27,6 @@ const FILES = new Set(["swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.
 
 export const docs = new Hono<AppEnv>();
 
-// The service's front page is its API reference until it has a frontend of its own.
-docs.get("/", (c) => c.redirect("/docs", 302));
 docs.get("/docs", (c) => c.html(PAGE));
 
 docs.get("/docs/:file", async (c) => {

@@ -1,7 +1,7 @@
 /** /api/v1/runs: thin handlers that validate, call the job's or the tenant's object, and map. */
 import { Hono, type Context } from "hono";
 import * as z from "zod/mini";
-import type { AppEnv } from "../auth";
+import { scope, type AppEnv } from "../auth";
 import { allowPrivateWebhooks, limits } from "../config";
 import { webhookSigningProblem } from "../settings";
 import { webhookUrlProblem } from "../webhooks/targets";
@@ -13,7 +13,7 @@ import type { Operation } from "../http/openapi";
 import { valid } from "../http/validation";
 import { durationSeconds, placeRequest, POLL_INTERVAL_S, type CopiedStep, type RunSpec } from "../run/job";
 import type { FinishedPart } from "../run/store";
-import { isStatus, STATUSES, type Status } from "../run/transitions";
+import type { Status } from "../run/transitions";
 import type { AdmitResult } from "../tenant/TenantProjection";
 import { planRun } from "../runners";
 import { resolveAgent } from "../runners/agents";
@@ -36,6 +36,8 @@ import {
   type Job,
   type SubmitBody,
 } from "../schemas";
+import { reaches, reachNeedsJob } from "../tokens";
+import { runFilter } from "./filter";
 import { serveOutput } from "./output";
 import { copyPart, inlineResult, outputPrefix, partKey, purgePrefix } from "../storage/blobs";
 
@@ -58,6 +60,29 @@ function runStub(c: Ctx, id: string) {
   c.set("jobId", id);
   if (!isJobId(id)) throw raise(jobNotFound(id));
   return c.env.RUNS.getByName(runObjectName(c.var.tenant, id));
+}
+
+/**
+ * The job's object, for a request that acts on it: a job outside the token's reach is answered
+ * as an unknown one, before anything is done. Reach is decided by the job's session and tags,
+ * which never change once it is submitted.
+ */
+async function reachable(c: Ctx, id: string) {
+  const stub = runStub(c, id);
+  const grant = c.var.token;
+  if (grant === null) return stub;
+  if (grant.runs && !grant.runs.includes(id)) throw raise(jobNotFound(id));
+  if (reachNeedsJob(grant)) {
+    const current = await stub.get();
+    if (!current.ok || !reaches(grant, current.job)) throw raise(jobNotFound(id));
+  }
+  return stub;
+}
+
+/** A job read for a request: one outside the token's reach is answered as an unknown one. */
+function shown<T extends { job_id: string; session_id: string | null; tags?: string[] }>(c: Ctx, job: T): T {
+  if (c.var.token !== null && !reaches(c.var.token, job)) throw raise(jobNotFound(job.job_id));
+  return job;
 }
 
 const projection = (c: Ctx) => c.env.PROJECTIONS.getByName(c.var.tenant);
@@ -164,13 +189,47 @@ function startTime(body: SubmitBody, now: number): number | null {
 }
 
 /** Submit: the job's spec, fixed now, then its way in (`enter`). */
-runs.post("/api/v1/runs", jsonBody((env) => limits(env).maxBodyBytes), valid("json", submitBodySchema), async (c) => {
-  const body = c.req.valid("json");
+runs.post("/api/v1/runs", scope("submit"), jsonBody((env) => limits(env).maxBodyBytes), valid("json", submitBodySchema), async (c) => {
+  const body = tokenized(c, c.req.valid("json"));
   const key = idempotencyKey(c, body);
   const hash = key === null ? null : await bodyHash(body);
   const now = Date.now();
-  return enter(c, specFor(c, body, key, now), hash, now);
+  const held = key === null ? undefined : async () => {
+    const holder = await projection(c).keyHolder(key, hash);
+    return holder && replay(c, holder, now);
+  };
+  return spending(c, () => enter(c, specFor(c, body, key, now), hash, now), held);
 });
+
+/** A job submitted with a token joins the token's session and carries its tags, so that the token reaches it. */
+function tokenized<T extends { session_id?: string | null; tags?: string[] | null }>(c: Ctx, body: T): T {
+  const grant = c.var.token;
+  if (grant === null) return body;
+  return { ...body, ...(grant.session_id !== null ? { session_id: grant.session_id } : {}), ...(grant.tags ? { tags: grant.tags } : {}) };
+}
+
+/**
+ * A token's submit, counted against its `max_submits` before the job is made, and given back
+ * when no new job came of it (a failure, or an idempotent replay of an earlier one). Past the
+ * limit, a submit whose idempotency key names an earlier job (`held`) is still answered with it.
+ */
+async function spending(c: Ctx, submit: () => Promise<Response>, held?: () => Promise<Response | null>): Promise<Response> {
+  const grant = c.var.token;
+  if (grant === null) return submit();
+  if (!(await projection(c).spendSubmit(grant.id, grant.max_submits ?? 0, grant.expires * 1000))) {
+    const replayed = held && (await held());
+    if (replayed) return replayed;
+    throw new ApiError("forbidden", "Token submit limit reached");
+  }
+  let made = false;
+  try {
+    const response = await submit();
+    made = response.headers.get("Idempotent-Replayed") === null;
+    return response;
+  } finally {
+    if (!made) await projection(c).refundSubmit(grant.id);
+  }
+}
 
 /**
  * A new job's way in: a place in the tenant's line (refused past its queued limit, storing
@@ -252,20 +311,13 @@ function decodeCursor(cursor: string): number {
 
 const encodeCursor = (seq: number) => btoa(String(seq)).replace(/=+$/, "");
 
-runs.get("/api/v1/runs", valid("query", listQuerySchema), async (c) => {
+runs.get("/api/v1/runs", scope("read"), valid("query", listQuerySchema), async (c) => {
   const query = c.req.valid("query");
-  if (query.status !== undefined && !isStatus(query.status)) {
-    throw new ApiError("bad_request", `Invalid status: ${query.status}. Valid values: [${STATUSES.map((s) => `'${s}'`).join(", ")}]`);
-  }
+  const filter = runFilter(c, "list");
   const page = query.page ?? 1;
   const page_size = query.page_size ?? 20;
-  const result = await projection(c).list({
-    status: query.status as Status | undefined,
-    session_id: query.session_id,
-    page,
-    page_size,
-    before: query.cursor === undefined ? undefined : decodeCursor(query.cursor),
-  });
+  const before = query.cursor === undefined ? undefined : decodeCursor(query.cursor);
+  const result = filter === null ? { jobs: [], total: 0, next: null } : await projection(c).list({ ...filter, page, page_size, before });
   return c.json(
     { jobs: await withQueuePositions(c, result.jobs), total: result.total, page, page_size, next_cursor: result.next === null ? null : encodeCursor(result.next) },
     200,
@@ -282,11 +334,11 @@ runOperations.push({
   responses: { 200: { json: jobSchema, description: "The job" }, 404: errors[404] },
 });
 
-runs.get("/api/v1/runs/:id", valid("param", jobIdParamSchema), async (c) => {
+runs.get("/api/v1/runs/:id", scope("read"), valid("param", jobIdParamSchema), async (c) => {
   const { id } = c.req.valid("param");
-  const { job } = unwrap(await runStub(c, id).get());
-  const [shown] = await withQueuePositions(c, [job]);
-  return c.json(shown, 200);
+  const job = shown(c, unwrap(await runStub(c, id).get()).job);
+  const [positioned] = await withQueuePositions(c, [job]);
+  return c.json(positioned, 200);
 });
 
 runOperations.push({
@@ -297,9 +349,10 @@ runOperations.push({
   responses: { 200: { json: resultSchema, description: "The result" }, 400: errors[400], 404: errors[404] },
 });
 
-runs.get("/api/v1/runs/:id/result", valid("param", jobIdParamSchema), async (c) => {
+runs.get("/api/v1/runs/:id/result", scope("read"), valid("param", jobIdParamSchema), async (c) => {
   const { id } = c.req.valid("param");
   const { job, parts } = unwrap(await runStub(c, id).output());
+  shown(c, job);
   switch (job.status) {
     case "queued":
     case "running":
@@ -340,9 +393,10 @@ runOperations.push({
   },
 });
 
-runs.get("/api/v1/runs/:id/output", async (c) => {
+runs.get("/api/v1/runs/:id/output", scope("read"), async (c) => {
   const id = c.req.param("id");
   const { job, parts } = unwrap(await runStub(c, id).output());
+  shown(c, job);
   if (parts.length === 0) throw new ApiError("not_found", `No output for job: ${id}`);
   return serveOutput(c, job, parts);
 });
@@ -360,12 +414,12 @@ runOperations.push({
   },
 });
 
-runs.get("/api/v1/runs/:id/stream", valid("param", jobIdParamSchema), valid("query", streamQuerySchema), async (c) => {
+runs.get("/api/v1/runs/:id/stream", scope("stream"), valid("param", jobIdParamSchema), valid("query", streamQuerySchema), async (c) => {
   const { id } = c.req.valid("param");
   const position = c.req.valid("query").after ?? c.req.header("Last-Event-ID") ?? "0";
   if (!/^\d{1,15}$/.test(position.trim())) throw new ApiError("bad_request", `Invalid event id: ${position}`);
   const named = c.req.valid("query").format === "named" ? { resultUrl: `${pollUrl(c, id)}/output` } : undefined;
-  const { body } = unwrap(await runStub(c, id).stream(Number(position), named));
+  const { body } = unwrap(await (await reachable(c, id)).stream(Number(position), named));
   return new Response(body, {
     headers: {
       "Content-Type": "text/event-stream; charset=utf-8",
@@ -383,9 +437,9 @@ runOperations.push({
   responses: { 200: { json: jobSchema, description: "The cancelled job" }, 400: errors[400], 404: errors[404] },
 });
 
-runs.post("/api/v1/runs/:id/cancel", valid("param", jobIdParamSchema), async (c) => {
+runs.post("/api/v1/runs/:id/cancel", scope("cancel"), valid("param", jobIdParamSchema), async (c) => {
   const { id } = c.req.valid("param");
-  const { job } = unwrap(await runStub(c, id).cancel());
+  const { job } = unwrap(await (await reachable(c, id)).cancel());
   return c.json(job, 200);
 });
 
@@ -403,9 +457,9 @@ runOperations.push({
   },
 });
 
-runs.post("/api/v1/runs/:id/input", valid("param", jobIdParamSchema), jsonBody((env) => limits(env).maxBodyBytes), valid("json", inputBodySchema), async (c) => {
+runs.post("/api/v1/runs/:id/input", scope("input"), valid("param", jobIdParamSchema), jsonBody((env) => limits(env).maxBodyBytes), valid("json", inputBodySchema), async (c) => {
   const { id } = c.req.valid("param");
-  const { job } = unwrap(await runStub(c, id).input(c.req.valid("json")));
+  const { job } = unwrap(await (await reachable(c, id)).input(c.req.valid("json")));
   return c.json(job, 200);
 });
 
@@ -431,6 +485,7 @@ runOperations.push({
  */
 runs.post(
   "/api/v1/runs/:id/retry",
+  scope("submit"),
   valid("param", jobIdParamSchema),
   jsonBody((env) => limits(env).maxBodyBytes, { optional: true }),
   valid("json", retryBodySchema),
@@ -438,13 +493,13 @@ runs.post(
     const { id } = c.req.valid("param");
     const body = c.req.valid("json");
     // The spec's config holds `unknown` values, which RPC's return typing cannot express.
-    const source = unwrap(await runStub(c, id).retrySource()) as unknown as { spec: RunSpec; parts: FinishedPart[] };
+    const source = unwrap(await (await reachable(c, id)).retrySource()) as unknown as { spec: RunSpec; parts: FinishedPart[] };
     const firstUnfinished = source.parts.length + 1;
     const from = body.from_step ?? firstUnfinished;
     if (from > firstUnfinished) throw new ApiError("bad_request", `from_step must be at most ${firstUnfinished}, the first unfinished step`);
     const now = Date.now();
     const spec: RunSpec = {
-      ...source.spec,
+      ...tokenized(c, source.spec),
       job_id: newJobId(),
       created_at: now,
       prompt: body.prompt ?? source.spec.prompt,
@@ -460,7 +515,7 @@ runs.post(
       for (const part of source.parts.filter((p) => p.idx < from)) {
         copied.push({ ...(await copyPart(c.env.OUTPUTS, part, partKey(prefix, part.idx))), idx: part.idx, note: part.note });
       }
-      return await enter(c, spec, null, now, copied);
+      return await spending(c, () => enter(c, spec, null, now, copied));
     } catch (error) {
       // Nothing of a retry that did not happen is kept; an old job deleted meanwhile is gone.
       if (copied.length > 0) await purgePrefix(c.env.OUTPUTS, prefix);
@@ -485,9 +540,9 @@ runOperations.push({
   },
 });
 
-runs.delete("/api/v1/runs/:id", valid("param", jobIdParamSchema), valid("query", deleteQuerySchema), async (c) => {
+runs.delete("/api/v1/runs/:id", scope("delete"), valid("param", jobIdParamSchema), valid("query", deleteQuerySchema), async (c) => {
   const { id } = c.req.valid("param");
   const force = c.req.valid("query").force === "true";
-  unwrap(await runStub(c, id).delete(force));
+  unwrap(await (await reachable(c, id)).delete(force));
   return c.body(null, 204);
 });

@@ -11,6 +11,7 @@ import { limits } from "../config";
 import { giveUpNameless, rememberTenant, tenantOf } from "../ids";
 import { hasTable, migrate } from "../storage/migrations";
 import { STATUSES, type Status } from "../run/transitions";
+import { FeedWatchers, type Change, type RunFilter } from "./feed";
 
 /** Trigger bodies that keep the tallies: count the new row in, and the old row out. */
 const COUNT_NEW = `
@@ -20,6 +21,21 @@ const COUNT_NEW = `
 const UNCOUNT_OLD = `
   UPDATE status_counts SET n = n - 1 WHERE status = OLD.status;
   UPDATE session_counts SET n = n - 1 WHERE session_id = OLD.session_id AND status = OLD.status;`;
+
+/** The label rows of `job` (NEW in a trigger, or each row of `from`): its tags and its metadata entries. */
+const LABEL_ROWS = (job: string, from = "") => `
+  INSERT OR IGNORE INTO labels (label, seq, status, session_id)
+  SELECT 't:' || t.value, ${job}.seq, ${job}.status, ${job}.session_id FROM ${from} json_each(${job}.body, '$.tags') AS t
+    WHERE json_type(${job}.body, '$.tags') = 'array'
+  UNION SELECT 'm:' || json_array(m.key, m.value), ${job}.seq, ${job}.status, ${job}.session_id FROM ${from} json_each(${job}.body, '$.metadata') AS m
+    WHERE json_type(${job}.body, '$.metadata') = 'object'`;
+const LABEL_COUNT_NEW = `
+  INSERT INTO label_counts (label, status, n) VALUES (NEW.label, NEW.status, 1) ON CONFLICT (label, status) DO UPDATE SET n = n + 1;
+  INSERT INTO label_session_counts (label, session_id, status, n) SELECT NEW.label, NEW.session_id, NEW.status, 1 WHERE NEW.session_id IS NOT NULL
+    ON CONFLICT (label, session_id, status) DO UPDATE SET n = n + 1;`;
+const LABEL_UNCOUNT_OLD = `
+  UPDATE label_counts SET n = n - 1 WHERE label = OLD.label AND status = OLD.status;
+  UPDATE label_session_counts SET n = n - 1 WHERE label = OLD.label AND session_id = OLD.session_id AND status = OLD.status;`;
 
 export const PROJECTION_MIGRATIONS = [
   `CREATE TABLE jobs (
@@ -59,6 +75,33 @@ export const PROJECTION_MIGRATIONS = [
      prompt_tokens INTEGER NOT NULL DEFAULT 0,
      completion_tokens INTEGER NOT NULL DEFAULT 0,
      model_calls INTEGER NOT NULL DEFAULT 0)`,
+  // Labels: a job's tags (`t:<tag>`) and metadata entries (`m:["<key>","<value>"]`), each a row
+  // with the job's status and session, so that a filtered list reads the rows of its labels, and
+  // tallies per label give its exact total, however many jobs the tenant has.
+  `CREATE TABLE labels (label TEXT NOT NULL, seq INTEGER NOT NULL, status TEXT NOT NULL, session_id TEXT, PRIMARY KEY (label, seq)) WITHOUT ROWID`,
+  `CREATE INDEX labels_by_status ON labels (label, status, seq)`,
+  `CREATE INDEX labels_by_session ON labels (label, session_id, seq)`,
+  `CREATE INDEX labels_of_job ON labels (seq)`,
+  `CREATE TABLE label_counts (label TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (label, status)) WITHOUT ROWID`,
+  `CREATE TABLE label_session_counts (label TEXT NOT NULL, session_id TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL,
+     PRIMARY KEY (label, session_id, status)) WITHOUT ROWID`,
+  `CREATE TRIGGER labels_counted_in AFTER INSERT ON labels BEGIN ${LABEL_COUNT_NEW} END`,
+  `CREATE TRIGGER labels_counted_out AFTER DELETE ON labels BEGIN ${LABEL_UNCOUNT_OLD} END`,
+  `CREATE TRIGGER labels_recounted AFTER UPDATE OF status, session_id ON labels BEGIN ${LABEL_UNCOUNT_OLD} ${LABEL_COUNT_NEW} END`,
+  LABEL_ROWS("jobs", "jobs,"),
+  `CREATE TRIGGER jobs_labelled AFTER INSERT ON jobs BEGIN ${LABEL_ROWS("NEW")}; END`,
+  `CREATE TRIGGER jobs_unlabelled AFTER DELETE ON jobs BEGIN DELETE FROM labels WHERE seq = OLD.seq; END`,
+  `CREATE TRIGGER jobs_relabelled AFTER UPDATE OF status, session_id ON jobs
+     WHEN OLD.status IS NOT NEW.status OR OLD.session_id IS NOT NEW.session_id
+   BEGIN UPDATE labels SET status = NEW.status, session_id = NEW.session_id WHERE seq = NEW.seq; END`,
+  // When the live feed last told of each job: progress is told at most once a second.
+  `ALTER TABLE jobs ADD COLUMN fed_at INTEGER NOT NULL DEFAULT 0`,
+  // The live feed's change log: each change of a job as its watchers are told it.
+  `CREATE TABLE changes (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, kind TEXT NOT NULL, previous_status TEXT, job TEXT NOT NULL)`,
+  `CREATE INDEX changes_by_age ON changes (at)`,
+  // The submits of each scoped token, counted exactly; kept until the token expires.
+  `CREATE TABLE token_submits (token_id TEXT PRIMARY KEY, n INTEGER NOT NULL, expires_at INTEGER NOT NULL)`,
+  `CREATE INDEX token_submits_by_expiry ON token_submits (expires_at)`,
 ] as const;
 
 /** How many UTC days `usage_by_day` covers, today included. */
@@ -78,6 +121,19 @@ export const TOMBSTONE_TTL_MS = 86_400_000;
 /** Expired tombstones removed by each removal: more than one, so that they never pile up. */
 const TOMBSTONES_PRUNED_PER_REMOVAL = 4;
 
+/** The feed tells a job's progress at most this often; every status change is told. */
+export const FEED_PROGRESS_MS = 1000;
+/**
+ * The feed's change log keeps the newest FEED_KEEP_CHANGES changes (a setting, 10,000 by
+ * default), and older ones while they are younger than FEED_KEEP_MS, up to this many times
+ * FEED_KEEP_CHANGES in all.
+ */
+export const FEED_KEEP_MS = 86_400_000;
+export const FEED_MAX_FACTOR = 10;
+/** Old changes removed with each new one: more than one, so that they never pile up. */
+const CHANGES_PRUNED_PER_WRITE = 4;
+const PRUNED_THROUGH = "feed_pruned_through";
+
 /** How many old run slots are handed to the line per call. */
 const HANDOVER_BATCH = 500;
 
@@ -94,9 +150,7 @@ export type AdmitResult =
   | { admitted: false; job_id: string; same_body: boolean; job: Job | null };
 
 /** A page of the list, as the projection reads it. */
-export interface ListFilter {
-  status?: Status;
-  session_id?: string;
+export interface ListFilter extends RunFilter {
   page: number;
   page_size: number;
   /** Keyset position: only jobs admitted before this sequence number. */
@@ -112,6 +166,11 @@ export interface ListPage {
 
 export class TenantProjection extends DurableObject<Env> {
   private readonly sql: SqlStorage;
+  private readonly feed = new FeedWatchers((id, limit) =>
+    this.sql.exec<Change>("SELECT id, kind, previous_status, job FROM changes WHERE id > ? ORDER BY id LIMIT ?", id, limit).toArray(),
+  );
+  /** Changes written by the transaction under way, told to the feed's watchers once it commits. */
+  private written: Change[] = [];
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -151,7 +210,7 @@ export class TenantProjection extends DurableObject<Env> {
    * arrived first; the newer snapshot stands.
    */
   admit(entry: Admission): AdmitResult {
-    return this.ctx.storage.transactionSync((): AdmitResult => {
+    return this.change((): AdmitResult => {
       const { job } = entry;
       if (entry.idempotency_key !== null) {
         const holder = this.keyHolder(entry.idempotency_key, entry.body_hash);
@@ -173,7 +232,7 @@ export class TenantProjection extends DurableObject<Env> {
 
   /** Applies a job snapshot if it is newer than the one held; ignored for deleted jobs. */
   upsert(job: Job, version: number): void {
-    this.ctx.storage.transactionSync(() => this.apply(job, version));
+    this.change(() => this.apply(job, version));
   }
 
   /**
@@ -183,9 +242,11 @@ export class TenantProjection extends DurableObject<Env> {
    */
   remove(jobId: string, usage?: Counted): void {
     const now = Date.now();
-    this.ctx.storage.transactionSync(() => {
+    this.change(() => {
       const held = this.held(jobId);
       if (held && usage) this.addUsage(held.usage, usage);
+      const last = this.sql.exec<{ status: Status; body: string }>("SELECT status, body FROM jobs WHERE job_id = ?", jobId).toArray()[0];
+      if (last) this.record("deleted", last.status, last.body);
       this.sql.exec("DELETE FROM jobs WHERE job_id = ?", jobId);
       this.sql.exec("DELETE FROM idempotency WHERE job_id = ?", jobId);
       this.sql.exec("INSERT OR IGNORE INTO tombstones (job_id, deleted_at) VALUES (?, ?)", jobId, now);
@@ -200,46 +261,162 @@ export class TenantProjection extends DurableObject<Env> {
   private apply(job: Job, version: number): void {
     if (this.sql.exec("SELECT 1 FROM tombstones WHERE job_id = ?", job.job_id).toArray().length > 0) return;
     const held = this.held(job.job_id);
+    const body = JSON.stringify(job);
+    const now = Date.now();
     if (!held) {
-      this.insert(job, version);
-      this.addUsage(NO_USAGE, counted(job));
-    } else if (version > held.version) {
-      this.addUsage(held.usage, counted(job));
       this.sql.exec(
-        "UPDATE jobs SET status = ?, session_id = ?, version = ?, body = ? WHERE job_id = ?",
+        "INSERT INTO jobs (job_id, status, session_id, version, body, fed_at) VALUES (?, ?, ?, ?, ?, ?)",
+        job.job_id,
         job.status,
         job.session_id,
         version,
-        JSON.stringify(job),
+        body,
+        now,
+      );
+      this.addUsage(NO_USAGE, counted(job));
+      this.record("run", null, body);
+    } else if (version > held.version) {
+      this.addUsage(held.usage, counted(job));
+      // The feed hears every status change, and progress at most once a second.
+      const told = job.status !== held.status || now - held.fed_at >= FEED_PROGRESS_MS;
+      this.sql.exec(
+        "UPDATE jobs SET status = ?, session_id = ?, version = ?, body = ?, fed_at = ? WHERE job_id = ?",
+        job.status,
+        job.session_id,
+        version,
+        body,
+        told ? now : held.fed_at,
         job.job_id,
       );
+      if (told) this.record("run", held.status, body);
     }
+  }
+
+  /** Writes a change to the feed's log (inside the caller's transaction) and prunes old ones. */
+  private record(kind: Change["kind"], previous: Status | null, job: string): void {
+    const now = Date.now();
+    const { id } = this.sql
+      .exec<{ id: number }>("INSERT INTO changes (at, kind, previous_status, job) VALUES (?, ?, ?, ?) RETURNING id", now, kind, previous, job)
+      .one();
+    this.written.push({ id, kind, previous_status: previous, job });
+    const keep = limits(this.env).feedKeepChanges;
+    // Outside the newest `keep` and old enough, or outside the newest `keep` times FEED_MAX_FACTOR.
+    const pruned = this.sql
+      .exec<{ id: number }>(
+        `DELETE FROM changes WHERE id IN (
+           SELECT id FROM changes WHERE id <= ? AND (at < ? OR id <= ?) ORDER BY id LIMIT ?) RETURNING id`,
+        id - keep,
+        now - FEED_KEEP_MS,
+        id - keep * FEED_MAX_FACTOR,
+        CHANGES_PRUNED_PER_WRITE,
+      )
+      .toArray();
+    if (pruned.length > 0) this.ctx.storage.kv.put(PRUNED_THROUGH, Math.max(...pruned.map((r) => r.id)));
+  }
+
+  /** Runs a change of the projection in one transaction; once it commits, the feed's watchers hear what it wrote. */
+  private change<T>(body: () => T): T {
+    this.written = [];
+    try {
+      const result = this.ctx.storage.transactionSync(body);
+      if (this.written.length > 0 && this.feed.size > 0) this.feed.notify(this.written);
+      return result;
+    } finally {
+      this.written = [];
+    }
+  }
+
+  /**
+   * The live feed from `after` (a Last-Event-ID), or from now when null. A position older than
+   * the log keeps starts with `reset`: the client lists again.
+   */
+  watch(filter: RunFilter, after: number | null): { body: ReadableStream<Uint8Array> } {
+    const head = this.sql.exec<{ id: number | null }>("SELECT MAX(id) AS id FROM changes").one().id ?? this.prunedThrough();
+    const from = after === null || after > head ? head : after;
+    const reset = after !== null && after < this.prunedThrough();
+    return { body: this.feed.open(filter, reset ? head : from, reset, head) };
+  }
+
+  private prunedThrough(): number {
+    return this.ctx.storage.kv.get<number>(PRUNED_THROUGH) ?? 0;
   }
 
   /**
    * The version and usage of the snapshot held for a job, read in SQL: every upsert asks, and
    * the job's body need not be parsed for it. A snapshot from before usage was counted has none.
    */
-  private held(jobId: string): { version: number; usage: Counted } | undefined {
+  private held(jobId: string): { version: number; status: Status; fed_at: number; usage: Counted } | undefined {
     const row = this.sql
-      .exec<{ version: number } & Counted>(
-        `SELECT version, COALESCE(json_extract(body, '$.usage.prompt_tokens'), 0) AS prompt_tokens,
+      .exec<{ version: number; status: Status; fed_at: number } & Counted>(
+        `SELECT version, status, fed_at, COALESCE(json_extract(body, '$.usage.prompt_tokens'), 0) AS prompt_tokens,
            COALESCE(json_extract(body, '$.usage.completion_tokens'), 0) AS completion_tokens,
            COALESCE(json_extract(body, '$.usage.model_calls'), 0) AS model_calls
          FROM jobs WHERE job_id = ?`,
         jobId,
       )
       .toArray()[0];
-    return row && { version: row.version, usage: { prompt_tokens: row.prompt_tokens, completion_tokens: row.completion_tokens, model_calls: row.model_calls } };
+    return row && { version: row.version, status: row.status, fed_at: row.fed_at, usage: { prompt_tokens: row.prompt_tokens, completion_tokens: row.completion_tokens, model_calls: row.model_calls } };
   }
 
   list(query: ListFilter): ListPage {
+    const labels = this.labelsOf(query);
+    if (labels.length > 0) return this.labelledList(query, labels);
     const { where, params } = byStatusAndSession(query);
     // The tallies have the same status and session columns as the jobs: the filter serves both.
     const filter = where.length ? `WHERE ${where.join(" AND ")}` : "";
     const tallies = query.session_id === undefined ? "status_counts" : "session_counts";
     const total = this.sql.exec<{ n: number }>(`SELECT COALESCE(SUM(n), 0) AS n FROM ${tallies} ${filter}`, ...params).one().n;
+    return this.page(query, total, "jobs", where, params);
+  }
 
+  /**
+   * A list narrowed by tags or metadata reads the rows of its rarest label, never every job: its
+   * total comes from that label's tallies when it is the only one, else from counting its rows
+   * that carry the other labels too.
+   */
+  private labelledList(query: ListFilter, labels: string[]): ListPage {
+    const sizes = new Map(
+      this.sql
+        .exec<{ label: string; n: number }>(
+          `SELECT label, SUM(n) AS n FROM label_counts WHERE label IN (${labels.map(() => "?").join(", ")}) GROUP BY label`,
+          ...labels,
+        )
+        .toArray()
+        .map((r) => [r.label, r.n]),
+    );
+    if (labels.some((l) => !sizes.get(l))) return { jobs: [], total: 0, next: null };
+    const [rarest, ...others] = [...labels].sort((a, b) => sizes.get(a)! - sizes.get(b)!);
+    const { where, params } = byStatusAndSession(query);
+    let total: number;
+    if (others.length === 0) {
+      const tallies = query.session_id === undefined ? "label_counts" : "label_session_counts";
+      total = this.sql.exec<{ n: number }>(`SELECT COALESCE(SUM(n), 0) AS n FROM ${tallies} WHERE ${["label = ?", ...where].join(" AND ")}`, rarest, ...params).one().n;
+    }
+    where.unshift("label = ?");
+    params.unshift(rarest);
+    for (const other of others) {
+      where.push("EXISTS (SELECT 1 FROM labels AS other WHERE other.label = ? AND other.seq = labels.seq)");
+      params.push(other);
+    }
+    total ??= this.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM labels WHERE ${where.join(" AND ")}`, ...params).one().n;
+    return this.page(query, total, "labels", where, params);
+  }
+
+  /** The labels a filter asks for, spelled as they are stored. */
+  private labelsOf(filter: RunFilter): string[] {
+    const labels = new Set((filter.tags ?? []).map((tag) => `t:${tag}`));
+    for (const [key, value] of Object.entries(filter.metadata ?? {})) {
+      labels.add(this.sql.exec<{ label: string }>("SELECT 'm:' || json_array(?, ?) AS label", key, value).one().label);
+    }
+    return [...labels];
+  }
+
+  /**
+   * One page, newest first, of the rows of `source` (the jobs, or one label's rows) that meet
+   * `where`: keyset from `before`, else by page number. The offset is walked on a narrow index
+   * and only the page's jobs are read whole: a deep page skips index entries, not job bodies.
+   */
+  private page(query: ListFilter, total: number, source: "jobs" | "labels", where: string[], params: (string | number)[]): ListPage {
     if (query.before !== undefined) {
       where.push("seq < ?");
       params.push(query.before);
@@ -248,9 +425,7 @@ export class TenantProjection extends DurableObject<Env> {
     const offset = query.before !== undefined ? 0 : (query.page - 1) * query.page_size;
     const rows = this.sql
       .exec<{ seq: number; body: string }>(
-        // The offset is walked on a narrow index (status, session or seq) and only the page's
-        // rows are read whole: a deep page skips index entries, not job bodies.
-        `SELECT seq, body FROM jobs WHERE seq IN (SELECT seq FROM jobs ${pageFilter} ORDER BY seq DESC LIMIT ? OFFSET ?)
+        `SELECT seq, body FROM jobs WHERE seq IN (SELECT seq FROM ${source} ${pageFilter} ORDER BY seq DESC LIMIT ? OFFSET ?)
          ORDER BY seq DESC`,
         ...params,
         query.page_size + 1,
@@ -263,6 +438,33 @@ export class TenantProjection extends DurableObject<Env> {
       total,
       next: rows.length > query.page_size ? page[page.length - 1].seq : null,
     };
+  }
+
+  /**
+   * Counts one submit of a scoped token, unless it has submitted `max` jobs already: exact under
+   * any concurrency, as this object runs one call at a time.
+   */
+  spendSubmit(tokenId: string, max: number, expiresAtMs: number): boolean {
+    const now = Date.now();
+    return this.ctx.storage.transactionSync(() => {
+      this.sql.exec(
+        "DELETE FROM token_submits WHERE token_id IN (SELECT token_id FROM token_submits WHERE expires_at < ? ORDER BY expires_at LIMIT 4)",
+        now,
+      );
+      const spent = this.sql.exec<{ n: number }>("SELECT n FROM token_submits WHERE token_id = ?", tokenId).toArray()[0]?.n ?? 0;
+      if (spent >= max) return false;
+      this.sql.exec(
+        "INSERT INTO token_submits (token_id, n, expires_at) VALUES (?, 1, ?) ON CONFLICT (token_id) DO UPDATE SET n = n + 1",
+        tokenId,
+        expiresAtMs,
+      );
+      return true;
+    });
+  }
+
+  /** Gives a submit back: the job it was spent on was never made. */
+  refundSubmit(tokenId: string): void {
+    this.sql.exec("UPDATE token_submits SET n = n - 1 WHERE token_id = ? AND n > 0", tokenId);
   }
 
   /**
@@ -332,17 +534,6 @@ export class TenantProjection extends DurableObject<Env> {
   private snapshot(jobId: string): Job | null {
     const row = this.sql.exec<{ body: string }>("SELECT body FROM jobs WHERE job_id = ?", jobId).toArray()[0];
     return row ? (JSON.parse(row.body) as Job) : null;
-  }
-
-  private insert(job: Job, version: number): void {
-    this.sql.exec(
-      "INSERT INTO jobs (job_id, status, session_id, version, body) VALUES (?, ?, ?, ?, ?)",
-      job.job_id,
-      job.status,
-      job.session_id,
-      version,
-      JSON.stringify(job),
-    );
   }
 }
 

@@ -74,5 +74,11 @@ export async function stopServer(server: DevServer): Promise<void> {
     await exited;
     clearTimeout(killed);
   }
+  // Whatever wrangler left of its group (a workerd still serving open streams) goes with it.
+  try {
+    process.kill(-child.pid!, "SIGKILL");
+  } catch {
+    // the group is gone already
+  }
   await portFree(server.base);
 }

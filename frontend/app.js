@@ -1,0 +1,420 @@
+// @ts-check
+/**
+ * The reference frontend: submit a run, watch the tenant's runs live from its feed, watch one
+ * run's stream, read its output, answer it, cancel and delete it. It talks to the API as any
+ * browser client would: with no credential in local development, else with a scoped token
+ * (pasted, or passed as #token=... in the address, which is then taken out of it). No build step.
+ */
+
+/** @typedef {{ percentage: number, current_step: string | null, steps_completed: number, steps_total: number | null }} Progress */
+/** @typedef {{ step: string, prompt: string, output: string, requested_at: string, expires_at: string }} InputRequest */
+/**
+ * @typedef {{ job_id: string, status: string, progress: Progress, created_at: string, error: string | null,
+ *   tags: string[], session_id: string | null, agent_id: string | null, input_request: InputRequest | null }} Job
+ */
+
+const UNFINISHED = new Set(["queued", "running", "awaiting_input"]);
+const TOKEN_KEY = "edge-runs-token";
+
+/** @param {string} id */
+const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
+
+/** The scoped token in use, if any: from the address's fragment (then forgotten there), else this tab's. */
+let token = takeTokenFromFragment() ?? sessionStorage.getItem(TOKEN_KEY);
+
+function takeTokenFromFragment() {
+  const found = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (found === null) return null;
+  sessionStorage.setItem(TOKEN_KEY, found);
+  history.replaceState(null, "", location.pathname + location.search);
+  return found;
+}
+
+class ApiError extends Error {
+  /** @param {number} status @param {string} detail */
+  constructor(status, detail) {
+    super(detail);
+    this.status = status;
+  }
+}
+
+/** A request to the API, with the token when there is one; a refusal throws its `detail`. */
+async function api(/** @type {string} */ path, /** @type {RequestInit & { json?: unknown }} */ init = {}) {
+  const headers = new Headers(init.headers);
+  if (token) headers.set("Authorization", `Bearer ${token}`);
+  if (init.json !== undefined) headers.set("Content-Type", "application/json");
+  const res = await fetch(path, { ...init, headers, body: init.json === undefined ? init.body : JSON.stringify(init.json) });
+  if (res.ok) return res;
+  /** @type {unknown} */
+  let detail = res.statusText;
+  try {
+    detail = (await res.json()).detail;
+  } catch {
+    // not JSON: the status text stands
+  }
+  throw new ApiError(res.status, typeof detail === "string" ? detail : (/** @type {{ msg?: string }[]} */ (detail)).map((d) => d.msg).join("; "));
+}
+
+/** An EventSource's address: it cannot send headers, so a token goes in the query. */
+function eventsUrl(/** @type {string} */ path, /** @type {URLSearchParams} */ query = new URLSearchParams()) {
+  if (token) query.set("token", token);
+  const text = query.toString();
+  return text ? `${path}${path.includes("?") ? "&" : "?"}${text}` : path;
+}
+
+function notice(/** @type {string | null} */ text) {
+  const box = $("notice");
+  box.hidden = text === null;
+  box.textContent = text ?? "";
+}
+
+/** A refusal shown plainly; one that concerns the credential offers to paste a token. */
+function refused(/** @type {unknown} */ error) {
+  const status = error instanceof ApiError ? error.status : 0;
+  notice(error instanceof Error ? error.message : String(error));
+  if (status === 401 || status === 403) $("token-form").hidden = false;
+}
+
+/** @param {string} tag @param {string} [className] @param {string} [text] */
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function ago(/** @type {string} */ iso) {
+  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  if (s < 60) return `${s}s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ago`;
+  return new Date(iso).toLocaleString();
+}
+
+// ---- the tenant's runs: a list, kept live by the feed ------------------------------------------
+
+/** @type {Map<string, Job>} */
+const runs = new Map();
+let total = 0;
+/** @type {EventSource | null} */
+let feed = null;
+/** Jobs the feed told of while a list was loading: the feed's word is newer. */
+/** @type {Set<string> | null} */
+let toldWhileLoading = null;
+
+function filter() {
+  const form = /** @type {HTMLFormElement} */ ($("filter-form"));
+  const data = new FormData(form);
+  return { status: String(data.get("status") ?? ""), tag: String(data.get("tag") ?? "").trim() };
+}
+
+function filterQuery() {
+  const { status, tag } = filter();
+  const query = new URLSearchParams();
+  if (status) query.set("status", status);
+  if (tag) query.set("tag", tag);
+  return query;
+}
+
+const matches = (/** @type {Job} */ job) => {
+  const { status, tag } = filter();
+  return (!status || job.status === status) && (!tag || job.tags.includes(tag));
+};
+
+async function loadRuns() {
+  toldWhileLoading = new Set();
+  try {
+    const query = filterQuery();
+    query.set("page_size", "50");
+    const list = await (await api(`/api/v1/runs?${query}`)).json();
+    const told = toldWhileLoading;
+    for (const id of [...runs.keys()]) if (!told.has(id)) runs.delete(id);
+    for (const job of /** @type {Job[]} */ (list.jobs)) if (!told.has(job.job_id)) runs.set(job.job_id, job);
+    total = list.total;
+    notice(null);
+  } catch (error) {
+    refused(error);
+  } finally {
+    toldWhileLoading = null;
+  }
+  renderRuns();
+}
+
+function connectFeed() {
+  feed?.close();
+  const state = $("feed-state");
+  state.textContent = "connecting…";
+  state.className = "pill";
+  feed = new EventSource(eventsUrl("/api/v1/runs/events", filterQuery()));
+  feed.onopen = () => {
+    state.textContent = "live";
+    state.className = "pill live";
+  };
+  feed.onerror = () => {
+    // EventSource comes back by itself (with Last-Event-ID); a refusal closes it for good.
+    const closed = feed?.readyState === EventSource.CLOSED;
+    state.textContent = closed ? "offline" : "reconnecting…";
+    state.className = "pill down";
+  };
+  feed.addEventListener("run", (event) => {
+    const job = /** @type {Job} */ (JSON.parse(/** @type {MessageEvent} */ (event).data));
+    toldWhileLoading?.add(job.job_id);
+    const known = runs.has(job.job_id);
+    if (matches(job)) {
+      if (!known) total += 1;
+      runs.set(job.job_id, job);
+    } else if (known) {
+      runs.delete(job.job_id);
+      total = Math.max(0, total - 1);
+    }
+    renderRuns();
+    if (job.job_id === selected) renderDetail(job);
+  });
+  feed.addEventListener("deleted", (event) => {
+    const { job_id } = JSON.parse(/** @type {MessageEvent} */ (event).data);
+    toldWhileLoading?.add(job_id);
+    if (runs.delete(job_id)) total = Math.max(0, total - 1);
+    renderRuns();
+    if (job_id === selected) unselect();
+  });
+  // Too far behind to resume: list again.
+  feed.addEventListener("reset", () => void loadRuns());
+}
+
+function renderRuns() {
+  const list = $("run-list");
+  const jobs = [...runs.values()].sort((a, b) => (a.created_at < b.created_at ? 1 : -1));
+  list.replaceChildren(
+    ...jobs.map((job) => {
+      const item = el("li");
+      item.dataset.id = job.job_id;
+      item.dataset.status = job.status;
+      if (job.job_id === selected) item.classList.add("selected");
+      item.append(el("span", "id", job.job_id), el("span", `status ${job.status}`, job.status.replace("_", " ")));
+      item.append(el("span", "when", `${ago(job.created_at)}${job.progress.current_step ? ` · ${job.progress.current_step}` : ""}`));
+      item.append(el("span", "when", job.agent_id ?? ""));
+      const bar = el("div", "progress");
+      const fill = el("div");
+      fill.style.width = `${job.progress.percentage}%`;
+      bar.append(fill);
+      item.append(bar);
+      if (job.tags.length > 0) {
+        const tags = el("div", "tags");
+        tags.append(...job.tags.map((t) => el("span", "tag", t)));
+        item.append(tags);
+      }
+      item.addEventListener("click", () => void select(job.job_id));
+      return item;
+    }),
+  );
+  $("runs-total").textContent = total ? `(${total})` : "";
+  $("runs-empty").hidden = jobs.length > 0;
+}
+
+// ---- one run: its stream, output, answer, cancel and delete ------------------------------------
+
+/** @type {string | null} */
+let selected = null;
+/** @type {EventSource | null} */
+let stream = null;
+
+function unselect() {
+  stream?.close();
+  stream = null;
+  selected = null;
+  $("detail-body").hidden = true;
+  $("detail-empty").hidden = false;
+  renderRuns();
+}
+
+function log(/** @type {string} */ kind, /** @type {string} */ text) {
+  const item = el("li");
+  item.append(el("span", "kind", kind), document.createTextNode(text));
+  const list = $("detail-log");
+  list.append(item);
+  list.scrollTop = list.scrollHeight;
+}
+
+async function select(/** @type {string} */ id) {
+  stream?.close();
+  selected = id;
+  renderRuns();
+  $("detail-empty").hidden = true;
+  $("detail-body").hidden = false;
+  $("detail-log").replaceChildren();
+  $("detail-output").textContent = "";
+  try {
+    renderDetail(/** @type {Job} */ (await (await api(`/api/v1/runs/${id}`)).json()));
+  } catch (error) {
+    refused(error);
+    return;
+  }
+  // The named stream: what happened so far, then live, ending with the result.
+  const source = new EventSource(eventsUrl(`/api/v1/runs/${id}/stream?format=named`));
+  stream = source;
+  const data = (/** @type {Event} */ event) => JSON.parse(/** @type {MessageEvent} */ (event).data);
+  source.addEventListener("status", (e) => {
+    const { status } = data(e);
+    log("status", status.replace("_", " "));
+    const job = runs.get(id);
+    if (job && selected === id) renderDetail({ ...job, status });
+  });
+  source.addEventListener("progress", (e) => {
+    const { percentage, current_step } = data(e);
+    $("detail-bar").style.width = `${percentage}%`;
+    log("progress", `${percentage}%${current_step ? ` · ${current_step}` : ""}`);
+  });
+  source.addEventListener("log", (e) => log("log", data(e).message));
+  source.addEventListener("output", (e) => {
+    $("detail-output").textContent += data(e).delta;
+  });
+  source.addEventListener("input_required", (e) => {
+    log("input", "asks for a person");
+    showInput(data(e));
+  });
+  source.addEventListener("result", async (e) => {
+    source.close();
+    const result = data(e);
+    if (result.status === "succeeded") {
+      $("detail-output").textContent = result.result ?? (await readOutput(id));
+    }
+    if (selected === id) renderDetail(/** @type {Job} */ (await (await api(`/api/v1/runs/${id}`)).json()));
+  });
+  source.onerror = () => {
+    if (source.readyState === EventSource.CLOSED && selected === id) log("stream", "closed");
+  };
+}
+
+/** The output text, its first MiB at most (larger outputs are a link away). */
+async function readOutput(/** @type {string} */ id) {
+  try {
+    const res = await api(`/api/v1/runs/${id}/output`, { headers: { Range: "bytes=0-1048575" } });
+    return await res.text();
+  } catch (error) {
+    return error instanceof ApiError && error.status === 404 ? "" : `(output unavailable: ${/** @type {Error} */ (error).message})`;
+  }
+}
+
+function renderDetail(/** @type {Job} */ job) {
+  const listed = runs.get(job.job_id);
+  if (listed) runs.set(job.job_id, { ...listed, ...job });
+  $("detail-id").textContent = job.job_id;
+  const status = $("detail-status");
+  status.textContent = job.status.replace("_", " ");
+  status.className = `status ${job.status}`;
+  $("detail-bar").style.width = `${job.progress?.percentage ?? 0}%`;
+  const step = job.progress?.current_step;
+  $("detail-step").textContent = step ? `Step: ${step}` : "";
+  const error = $("detail-error");
+  error.hidden = !job.error;
+  error.textContent = job.error ?? "";
+  /** @type {HTMLButtonElement} */ ($("cancel-button")).disabled = !UNFINISHED.has(job.status);
+  // The seed page's rule: a running job must be cancelled before it can be deleted.
+  /** @type {HTMLButtonElement} */ ($("delete-button")).disabled = job.status === "running";
+  $("delete-rule").hidden = job.status !== "running";
+  if (job.status === "awaiting_input" && job.input_request) showInput(job.input_request);
+  else $("input-panel").hidden = true;
+}
+
+function showInput(/** @type {InputRequest} */ request) {
+  $("input-panel").hidden = false;
+  $("input-prompt").textContent = request.prompt;
+  $("input-output").textContent = request.output;
+}
+
+async function answer(/** @type {string} */ action) {
+  if (!selected) return;
+  const text = /** @type {HTMLTextAreaElement} */ ($("input-text")).value.trim();
+  try {
+    const job = await (await api(`/api/v1/runs/${selected}/input`, { method: "POST", json: { action, ...(text ? { input: text } : {}) } })).json();
+    /** @type {HTMLTextAreaElement} */ ($("input-text")).value = "";
+    renderDetail(job);
+    notice(null);
+  } catch (error) {
+    refused(error);
+  }
+}
+
+async function cancelSelected() {
+  if (!selected) return;
+  try {
+    renderDetail(await (await api(`/api/v1/runs/${selected}/cancel`, { method: "POST" })).json());
+    notice(null);
+  } catch (error) {
+    refused(error);
+  }
+}
+
+async function deleteSelected() {
+  if (!selected) return;
+  const id = selected;
+  try {
+    await api(`/api/v1/runs/${id}`, { method: "DELETE" });
+    if (runs.delete(id)) total = Math.max(0, total - 1);
+    unselect();
+    notice(null);
+  } catch (error) {
+    refused(error);
+  }
+}
+
+// ---- submitting --------------------------------------------------------------------------------
+
+async function submit(/** @type {SubmitEvent} */ event) {
+  event.preventDefault();
+  const form = /** @type {HTMLFormElement} */ (event.target);
+  const data = new FormData(form);
+  const text = (/** @type {string} */ name) => String(data.get(name) ?? "").trim();
+  const number = (/** @type {string} */ name) => (text(name) === "" ? undefined : Number(text(name)));
+  /** @type {Record<string, unknown>} */
+  const simulate = {};
+  for (const knob of ["steps", "step_ms", "fail_at_step", "input_at_step"]) if (number(knob) !== undefined) simulate[knob] = number(knob);
+  /** @type {Record<string, unknown>} */
+  const config = { model: text("model") || undefined, temperature: number("temperature"), max_tokens: number("max_tokens") };
+  if (Object.keys(simulate).length > 0) config.simulate = simulate;
+  const tags = text("tags").split(",").map((t) => t.trim()).filter(Boolean);
+  const body = { prompt: text("prompt"), agent_file: text("agent_file") || undefined, tags: tags.length ? tags : undefined, config };
+  const button = /** @type {HTMLButtonElement} */ (form.querySelector("button[type=submit]"));
+  button.disabled = true;
+  try {
+    const accepted = await (await api("/api/v1/runs", { method: "POST", json: body })).json();
+    notice(null);
+    await select(accepted.job_id);
+  } catch (error) {
+    refused(error);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// ---- wiring ------------------------------------------------------------------------------------
+
+function start() {
+  $("submit-form").addEventListener("submit", (e) => void submit(/** @type {SubmitEvent} */ (e)));
+  $("filter-form").addEventListener("change", () => {
+    connectFeed();
+    void loadRuns();
+  });
+  $("filter-form").addEventListener("submit", (e) => e.preventDefault());
+  $("cancel-button").addEventListener("click", () => void cancelSelected());
+  $("delete-button").addEventListener("click", () => void deleteSelected());
+  for (const button of document.querySelectorAll("[data-answer]")) {
+    button.addEventListener("click", () => void answer(/** @type {HTMLElement} */ (button).dataset.answer ?? ""));
+  }
+  $("token-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    token = /** @type {HTMLInputElement} */ ($("token")).value.trim() || null;
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+    else sessionStorage.removeItem(TOKEN_KEY);
+    notice(null);
+    connectFeed();
+    void loadRuns();
+  });
+  if (token) $("token-form").hidden = false;
+  connectFeed();
+  void loadRuns();
+  // "3s ago" ages.
+  setInterval(renderRuns, 15_000);
+}
+
+start();

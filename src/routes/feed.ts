@@ -1,0 +1,34 @@
+/** GET /api/v1/runs/events: the tenant's live feed, narrowed like a list, resumable with Last-Event-ID. */
+import { Hono } from "hono";
+import { scope, type AppEnv } from "../auth";
+import { ApiError } from "../errors";
+import type { Operation } from "../http/openapi";
+import { errorSchema, feedQuerySchema } from "../schemas";
+import { runFilter } from "./filter";
+
+export const feed = new Hono<AppEnv>();
+export const feedOperations: Operation[] = [];
+
+feedOperations.push({
+  method: "get",
+  path: "/api/v1/runs/events",
+  summary: "Server-Sent Events of every change of the tenant's matching jobs (event: run, deleted, reset); resumable with Last-Event-ID",
+  query: feedQuerySchema,
+  responses: {
+    200: { description: "An endless event stream, with `: ping` every 15 s", media: "text/event-stream" },
+    400: { json: errorSchema, description: "A malformed status or event id" },
+    403: { json: errorSchema, description: "The token does not allow the feed" },
+    422: { json: errorSchema, description: "A malformed filter" },
+  },
+});
+
+feed.get("/api/v1/runs/events", scope("stream"), async (c) => {
+  const filter = runFilter(c, "the feed");
+  const position = c.req.header("Last-Event-ID");
+  if (position !== undefined && !/^\d{1,15}$/.test(position.trim())) throw new ApiError("bad_request", `Invalid event id: ${position}`);
+  // A token whose reach leaves nothing of the filter watches nothing (and is kept alive by pings).
+  const { body } = await c.env.PROJECTIONS.getByName(c.var.tenant).watch(filter ?? { nothing: true }, position === undefined ? null : Number(position));
+  return new Response(body, {
+    headers: { "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache", "X-Accel-Buffering": "no" },
+  });
+});

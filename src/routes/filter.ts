@@ -1,0 +1,59 @@
+/**
+ * The filter of a list or of the live feed, from the query: `status`, `session_id`, `tag`
+ * (repeatable: every one), `metadata.<key>=<value>` (at most 5), narrowed to what a token reaches.
+ */
+import type { Context } from "hono";
+import type { AppEnv } from "../auth";
+import { ApiError } from "../errors";
+import { isStatus, STATUSES, type Status } from "../run/transitions";
+import { MAX_TAGS, TAG } from "../schemas";
+import type { RunFilter } from "../tenant/feed";
+
+export const MAX_METADATA_FILTERS = 5;
+const METADATA = "metadata.";
+
+const invalid = (loc: string, msg: string) => new ApiError("validation", [{ loc: ["query", loc], msg, type: "value_error" }]);
+
+/** The filter the query asks for; null when a token's reach leaves nothing of it (an empty result). */
+export function runFilter(c: Context<AppEnv>, what: string): RunFilter | null {
+  const url = new URL(c.req.url);
+  const filter: RunFilter = {};
+  const status = url.searchParams.get("status");
+  if (status !== null) {
+    if (!isStatus(status)) throw new ApiError("bad_request", `Invalid status: ${status}. Valid values: [${STATUSES.map((s) => `'${s}'`).join(", ")}]`);
+    filter.status = status as Status;
+  }
+  const session = url.searchParams.get("session_id");
+  if (session !== null) {
+    if (session.length > 256) throw invalid("session_id", "session_id is at most 256 characters");
+    filter.session_id = session;
+  }
+  const tags = url.searchParams.getAll("tag");
+  if (tags.length > MAX_TAGS) throw invalid("tag", `at most ${MAX_TAGS} tags`);
+  for (const tag of tags) if (!TAG.test(tag)) throw invalid("tag", "a tag is 1 to 64 of A-Za-z0-9_.:-");
+  if (tags.length > 0) filter.tags = [...new Set(tags)];
+  for (const [name, value] of url.searchParams) {
+    if (!name.startsWith(METADATA)) continue;
+    const key = name.slice(METADATA.length);
+    if (key.length === 0 || key.length > 64) throw invalid(name, "a metadata key is 1 to 64 characters");
+    if (value.length > 512) throw invalid(name, "a metadata value is at most 512 characters");
+    filter.metadata ??= {};
+    if (key in filter.metadata && filter.metadata[key] !== value) throw invalid(name, "give each metadata key once");
+    filter.metadata[key] = value;
+    if (Object.keys(filter.metadata).length > MAX_METADATA_FILTERS) throw invalid(name, `at most ${MAX_METADATA_FILTERS} metadata filters`);
+  }
+  return narrowed(c, filter, what);
+}
+
+/** A token lists and watches only its session's and tags' jobs; one limited to runs neither lists nor watches. */
+function narrowed(c: Context<AppEnv>, filter: RunFilter, what: string): RunFilter | null {
+  const grant = c.var.token;
+  if (grant === null) return filter;
+  if (grant.runs) throw new ApiError("forbidden", `Token does not allow ${what}`);
+  if (grant.session_id !== null) {
+    if (filter.session_id !== undefined && filter.session_id !== grant.session_id) return null;
+    filter.session_id = grant.session_id;
+  }
+  if (grant.tags) filter.tags = [...new Set([...(filter.tags ?? []), ...grant.tags])];
+  return filter;
+}

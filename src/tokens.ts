@@ -1,0 +1,142 @@
+/**
+ * Scoped tokens for browsers: self-contained, HMAC-SHA256-signed with TOKEN_SECRET, naming the
+ * tenant and the key that minted them, what they may do (scopes) and which jobs they reach.
+ * Verifying one reads no storage; only a token's submits are counted (in the tenant's projection).
+ */
+import { hex } from "./digest";
+import { SCOPES, type Scope } from "./schemas";
+import type { KeyEntry } from "./settings";
+
+/** Every token starts so; an API key that happens to is still tried as a key first. */
+export const TOKEN_PREFIX = "ert_";
+
+/** The secret of local development (no API keys, no TOKEN_SECRET): such tokens only ever reach a localhost tenant. */
+export const DEVELOPMENT_SECRET = "edge-runs local development: not a secret";
+
+/** What a token grants, as signed. */
+export interface Grant {
+  /** The token's own id: its submits are counted under it. */
+  id: string;
+  tenant: string;
+  /** The minting key's id (a prefix of its hash); "" when minted without keys (local development). */
+  key: string;
+  scopes: Scope[];
+  runs: string[] | null;
+  session_id: string | null;
+  tags: string[] | null;
+  /** Seconds since the epoch. */
+  expires: number;
+  max_submits: number | null;
+}
+
+/** The id of an API key in logs, rate limits and tokens: the first 16 hex digits of its hash. */
+export const keyIdOf = (entry: KeyEntry) => hex(entry.hash).slice(0, 16);
+
+const encoder = new TextEncoder();
+
+function base64url(bytes: Uint8Array): string {
+  let text = "";
+  for (const b of bytes) text += String.fromCharCode(b);
+  return btoa(text).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+/** The bytes of base64url text, or null unless it is the one canonical spelling of them. */
+function fromBase64url(text: string): Uint8Array<ArrayBuffer> | null {
+  if (!/^[A-Za-z0-9_-]*$/.test(text)) return null;
+  let bytes: Uint8Array<ArrayBuffer>;
+  try {
+    bytes = Uint8Array.from(atob(text.replace(/-/g, "+").replace(/_/g, "/")), (ch) => ch.charCodeAt(0));
+  } catch {
+    return null;
+  }
+  return base64url(bytes) === text ? bytes : null;
+}
+
+let cachedKey: { secret: string; key: Promise<CryptoKey> } | null = null;
+
+function signingKey(secret: string): Promise<CryptoKey> {
+  if (cachedKey?.secret !== secret) {
+    const key = crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign", "verify"]);
+    cachedKey = { secret, key };
+  }
+  return cachedKey.key;
+}
+
+/** The compact signed form of a grant. */
+interface Payload {
+  i: string;
+  t: string;
+  k: string;
+  s: Scope[];
+  r?: string[];
+  ss?: string;
+  g?: string[];
+  e: number;
+  m?: number;
+}
+
+export async function mintToken(grant: Grant, secret: string): Promise<string> {
+  const payload: Payload = { i: grant.id, t: grant.tenant, k: grant.key, s: grant.scopes, e: grant.expires };
+  if (grant.runs) payload.r = grant.runs;
+  if (grant.session_id !== null) payload.ss = grant.session_id;
+  if (grant.tags) payload.g = grant.tags;
+  if (grant.max_submits !== null) payload.m = grant.max_submits;
+  const body = TOKEN_PREFIX + base64url(encoder.encode(JSON.stringify(payload)));
+  const signature = new Uint8Array(await crypto.subtle.sign("HMAC", await signingKey(secret), encoder.encode(body)));
+  return `${body}.${base64url(signature)}`;
+}
+
+export type Verified = { ok: true; grant: Grant } | { ok: false; why: "unauthorized" | "expired" };
+
+/**
+ * The grant a token carries, if its signature holds, the key that minted it is still configured
+ * for its tenant (removing the key revokes its tokens), and it has not expired.
+ */
+export async function verifyToken(token: string, secret: string, keys: KeyEntry[], nowMs: number): Promise<Verified> {
+  const dot = token.lastIndexOf(".");
+  const body = token.slice(0, dot);
+  const signature = dot > 0 ? fromBase64url(token.slice(dot + 1)) : null;
+  if (!token.startsWith(TOKEN_PREFIX) || signature === null) return { ok: false, why: "unauthorized" };
+  const signed = await crypto.subtle.verify("HMAC", await signingKey(secret), signature, encoder.encode(body));
+  // The signature is checked before anything inside is believed.
+  if (!signed) return { ok: false, why: "unauthorized" };
+  const grant = grantOf(fromBase64url(body.slice(TOKEN_PREFIX.length)));
+  if (grant === null) return { ok: false, why: "unauthorized" };
+  const minted = keys.length === 0 ? grant.key === "" : keys.some((entry) => entry.tenant === grant.tenant && keyIdOf(entry) === grant.key);
+  if (!minted) return { ok: false, why: "unauthorized" };
+  if (grant.expires * 1000 <= nowMs) return { ok: false, why: "expired" };
+  return { ok: true, grant };
+}
+
+function grantOf(bytes: Uint8Array | null): Grant | null {
+  if (bytes === null) return null;
+  let p: Payload;
+  try {
+    p = JSON.parse(new TextDecoder().decode(bytes)) as Payload;
+  } catch {
+    return null;
+  }
+  if (typeof p !== "object" || p === null || typeof p.t !== "string" || typeof p.k !== "string" || !Array.isArray(p.s) || typeof p.e !== "number") return null;
+  return {
+    id: String(p.i),
+    tenant: p.t,
+    key: p.k,
+    scopes: p.s.filter((s): s is Scope => (SCOPES as readonly string[]).includes(s)),
+    runs: Array.isArray(p.r) ? p.r.map(String) : null,
+    session_id: typeof p.ss === "string" ? p.ss : null,
+    tags: Array.isArray(p.g) ? p.g.map(String) : null,
+    expires: p.e,
+    max_submits: typeof p.m === "number" ? p.m : null,
+  };
+}
+
+/** Does the grant reach this job? Every part of its reach that is given must hold. */
+export function reaches(grant: Grant, job: { job_id: string; session_id: string | null; tags?: string[] }): boolean {
+  if (grant.runs && !grant.runs.includes(job.job_id)) return false;
+  if (grant.session_id !== null && job.session_id !== grant.session_id) return false;
+  if (grant.tags && !grant.tags.every((t) => (job.tags ?? []).includes(t))) return false;
+  return true;
+}
+
+/** Whether reaching a job needs the job itself (its session or tags), not only its id. */
+export const reachNeedsJob = (grant: Grant) => grant.session_id !== null || grant.tags !== null;

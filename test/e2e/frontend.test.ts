@@ -1,0 +1,295 @@
+/**
+ * The reference frontend at `/` in a real headless Chromium (Debian's package), against
+ * `wrangler dev`: in local development (no keys), and in a deployment's shape (API keys and
+ * TOKEN_SECRET) with a scoped token. Screenshots are kept in test-results/frontend/.
+ */
+import { createHash } from "node:crypto";
+import { mkdirSync } from "node:fs";
+import { chromium, type Browser, type Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { mintToken } from "../../src/tokens";
+import { BASE, startServer, stopServer, type DevServer } from "./server";
+
+const SHOTS = "test-results/frontend";
+const KEYED_PORT = 8007;
+const KEYED = `http://127.0.0.1:${KEYED_PORT}`;
+const KEY = "frontend-test-key";
+const TOKEN_SECRET = "frontend-test-token-secret-0123456789abcdef";
+
+let local: DevServer;
+let keyed: DevServer;
+let browser: Browser;
+
+beforeAll(async () => {
+  mkdirSync(SHOTS, { recursive: true });
+  const keys = JSON.stringify({ [createHash("sha256").update(KEY).digest("hex")]: "web" });
+  [local, keyed] = await Promise.all([
+    startServer(),
+    startServer(undefined, ["--var", `API_KEYS:${keys}`, "--var", `TOKEN_SECRET:${TOKEN_SECRET}`, "--inspector-port", "9231"], KEYED_PORT),
+  ]);
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+});
+afterAll(async () => {
+  await browser?.close();
+  if (keyed) await stopServer(keyed);
+  if (local) await stopServer(local);
+});
+
+/** A page with every console error, page error and failed request collected. */
+async function open(url: string): Promise<{ page: Page; problems: string[] }> {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  const problems: string[] = [];
+  page.on("console", (message) => {
+    if (message.type() === "error") problems.push(`console: ${message.text()}`);
+  });
+  page.on("pageerror", (error) => problems.push(`page: ${error.message}`));
+  await page.goto(url, { waitUntil: "load" });
+  await page.waitForSelector("#feed-state.live", { timeout: 15_000 });
+  return { page, problems };
+}
+
+/** Fills the form and submits a simulated run; answers its id once the page shows it. */
+async function submitRun(page: Page, prompt: string, knobs: Record<string, number>, tags = ""): Promise<string> {
+  await page.fill("#prompt", prompt);
+  await page.fill("input[name=tags]", tags);
+  await page.locator("summary", { hasText: "Simulated runner" }).click();
+  for (const knob of ["steps", "step_ms", "fail_at_step", "input_at_step"]) await page.fill(`input[name=${knob}]`, knobs[knob] === undefined ? "" : String(knobs[knob]));
+  await page.locator("summary", { hasText: "Simulated runner" }).click();
+  const before = await page.locator("#detail-id").innerText();
+  await page.click("#submit-form button[type=submit]");
+  await page.waitForFunction((old) => {
+    const id = document.getElementById("detail-id")?.textContent ?? "";
+    return id.startsWith("run_") && id !== old;
+  }, before);
+  return page.locator("#detail-id").innerText();
+}
+
+const row = (page: Page, id: string) => page.locator(`#run-list li[data-id="${id}"]`);
+
+describe("the reference frontend in local development", () => {
+  it("submit, watch progress live to the end, read the output, delete", async () => {
+    const { page, problems } = await open(`${BASE}/`);
+    const id = await submitRun(page, "Write about the edge", { steps: 3, step_ms: 400 }, "demo, docs");
+    // The run appears in the list from the feed, with its tags, and runs.
+    await row(page, id).waitFor();
+    expect(await row(page, id).locator(".tag").allInnerTexts()).toEqual(["demo", "docs"]);
+    await page.waitForSelector("#detail-status.running");
+    expect(await page.locator("#delete-button").isDisabled()).toBe(true);
+    expect(await page.locator("#delete-rule").innerText()).toBe("A running job must be cancelled first.");
+    await page.screenshot({ path: `${SHOTS}/running.png` });
+    await page.waitForSelector("#detail-status.succeeded", { timeout: 20_000 });
+    await page.waitForFunction(() => (document.getElementById("detail-output")?.textContent ?? "").includes("Step 3/3"));
+    const output = await page.locator("#detail-output").innerText();
+    expect(output).toContain("simulated answer to: Write about the edge");
+    const log = await page.locator("#detail-log li").allInnerTexts();
+    expect(log.some((line) => /PROGRESS\s*100%/i.test(line))).toBe(true);
+    await expect.poll(() => row(page, id).getAttribute("data-status")).toBe("succeeded");
+    // What the page shows is what the API says.
+    const job = await (await fetch(`${BASE}/api/v1/runs/${id}`)).json();
+    expect(job.tags).toEqual(["demo", "docs"]);
+    await page.screenshot({ path: `${SHOTS}/succeeded.png` });
+
+    await page.click("#delete-button");
+    await row(page, id).waitFor({ state: "detached" });
+    expect(await page.locator("#detail-body").isHidden()).toBe(true);
+    expect((await fetch(`${BASE}/api/v1/runs/${id}`)).status).toBe(404);
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
+  it("submit, cancel, delete", async () => {
+    const { page, problems } = await open(`${BASE}/`);
+    const id = await submitRun(page, "A long one", { steps: 20, step_ms: 1000 });
+    await page.waitForSelector("#detail-status.running");
+    await page.click("#cancel-button");
+    await page.waitForSelector("#detail-status.cancelled");
+    await expect.poll(() => row(page, id).getAttribute("data-status")).toBe("cancelled");
+    expect(await page.locator("#delete-rule").isHidden()).toBe(true);
+    await page.screenshot({ path: `${SHOTS}/cancelled.png` });
+    await page.click("#delete-button");
+    await row(page, id).waitFor({ state: "detached" });
+    expect((await fetch(`${BASE}/api/v1/runs/${id}`)).status).toBe(404);
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
+  it("a job that fails shows its error", async () => {
+    const { page, problems } = await open(`${BASE}/`);
+    await submitRun(page, "This breaks", { steps: 3, step_ms: 100, fail_at_step: 2 });
+    await page.waitForSelector("#detail-status.failed", { timeout: 15_000 });
+    await page.waitForSelector("#detail-error:not([hidden])");
+    expect(await page.locator("#detail-error").innerText()).toMatch(/step 2/i);
+    await page.screenshot({ path: `${SHOTS}/failed.png` });
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
+  it("a job that asks for a person is answered from the page", async () => {
+    const { page, problems } = await open(`${BASE}/`);
+    await submitRun(page, "Draft, then ask", { steps: 2, step_ms: 100, input_at_step: 1 });
+    await page.waitForSelector("#input-panel:not([hidden])", { timeout: 15_000 });
+    expect(await page.locator("#input-prompt").innerText()).toMatch(/^Review the answer of step step_1/);
+    await page.screenshot({ path: `${SHOTS}/awaiting-input.png` });
+    await page.fill("#input-text", "Looks good");
+    await page.click("[data-answer=approve]");
+    await page.waitForSelector("#detail-status.succeeded", { timeout: 20_000 });
+    expect(await page.locator("#input-panel").isHidden()).toBe(true);
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
+  it("filters the list by status and tag, live", async () => {
+    const { page, problems } = await open(`${BASE}/`);
+    const tag = `f${Date.now()}`;
+    const tagged = await submitRun(page, "Tagged", { steps: 1, step_ms: 50 }, tag);
+    const untagged = await submitRun(page, "Untagged", { steps: 1, step_ms: 50 });
+    await page.fill("#filter-form input[name=tag]", tag);
+    await page.locator("#filter-form input[name=tag]").dispatchEvent("change");
+    await expect.poll(() => page.locator("#run-list li").evaluateAll((items) => items.map((i) => (i as HTMLElement).dataset.id))).toEqual([tagged]);
+    expect(await page.locator("#runs-total").innerText()).toBe("(1)");
+    // A new run with the tag arrives from the feed; one without does not.
+    const third = await submitRun(page, "Tagged too", { steps: 1, step_ms: 50 }, tag);
+    await row(page, third).waitFor();
+    expect(await row(page, untagged).count()).toBe(0);
+    await page.selectOption("#filter-form select[name=status]", "failed");
+    await expect.poll(() => page.locator("#run-list li").count()).toBe(0);
+    await page.screenshot({ path: `${SHOTS}/filtered.png` });
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+});
+
+describe("the named-event stream in Chromium's EventSource", () => {
+  type Seen = { type: string; id: string; data: Record<string, unknown> };
+
+  /** Opens `/stream?format=named` of the job in the page, collecting every event by name until `result`. */
+  async function watchNamed(page: Page, id: string): Promise<void> {
+    await page.evaluate((job) => {
+      const seen: { type: string; id: string; data: unknown }[] = [];
+      (window as unknown as { seen: typeof seen }).seen = seen;
+      const source = new EventSource(`/api/v1/runs/${job}/stream?format=named`);
+      for (const type of ["status", "progress", "log", "output", "input_required", "result"]) {
+        source.addEventListener(type, (event) => {
+          const message = event as MessageEvent;
+          seen.push({ type, id: message.lastEventId, data: JSON.parse(message.data) });
+          if (type === "result") source.close();
+        });
+      }
+    }, id);
+  }
+
+  const seenIn = (page: Page) => page.evaluate(() => (window as unknown as { seen: { type: string; id: string; data: Record<string, unknown> }[] }).seen);
+
+  async function submitted(steps: number, stepMs: number): Promise<string> {
+    const res = await fetch(`${BASE}/api/v1/runs`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ prompt: "named", config: { simulate: { steps, step_ms: stepMs } } }),
+    });
+    return (await res.json()).job_id;
+  }
+
+  /** The stream's events as a full replay gives them, once the job has ended. */
+  async function replayed(id: string): Promise<{ type: string; data: unknown }[]> {
+    const text = await (await fetch(`${BASE}/api/v1/runs/${id}/stream?format=named`)).text();
+    return text
+      .split("\n\n")
+      .filter((block) => block.includes("event: "))
+      .map((block) => ({ type: /event: (\w+)/.exec(block)![1], data: JSON.parse(/data: (.*)/.exec(block)![1]) }));
+  }
+
+  it("reads the contract's events live to the result", async () => {
+    const page = await browser.newPage();
+    await page.goto(`${BASE}/`, { waitUntil: "load" });
+    const id = await submitted(4, 400);
+    await watchNamed(page, id);
+    await page.waitForFunction(() => (window as unknown as { seen: { type: string }[] }).seen.some((e) => e.type === "result"), null, { timeout: 30_000 });
+    const seen: Seen[] = await seenIn(page);
+    expect(seen.map((e) => ({ type: e.type, data: e.data }))).toEqual(await replayed(id));
+    expect(seen.at(-1)).toMatchObject({ type: "result", data: { status: "succeeded", error: null, result_url: `${BASE}/api/v1/runs/${id}/output` } });
+    expect(typeof seen.at(-1)!.data.result).toBe("string");
+    expect(seen.filter((e) => e.type === "progress").at(-1)!.data).toMatchObject({ percentage: 100, step: 4 });
+    const statuses = seen.filter((e) => e.type === "status").map((e) => e.data.status);
+    expect(statuses).toContain("running");
+    expect(statuses.at(-1)).toBe("succeeded");
+    await page.close();
+  });
+
+  it("resumes after a dropped connection with Last-Event-ID: every event once, in order", async () => {
+    const id = await submitted(4, 50);
+    for (let i = 0; i < 100 && (await (await fetch(`${BASE}/api/v1/runs/${id}`)).json()).status !== "succeeded"; i++) await new Promise((r) => setTimeout(r, 100));
+    const all = await replayed(id);
+    const page = await browser.newPage();
+    await page.goto(`${BASE}/`, { waitUntil: "load" });
+    // The first connection is cut after a few events, as a dropped network would leave it; the
+    // browser's reconnection (with Last-Event-ID) goes to the server untouched.
+    let connections = 0;
+    await page.route(`**/api/v1/runs/${id}/stream?format=named`, async (route) => {
+      connections += 1;
+      if (connections > 1) return route.continue();
+      const blocks = (await (await route.fetch()).text()).split("\n\n");
+      await route.fulfill({ status: 200, headers: { "content-type": "text/event-stream" }, body: `${blocks.slice(0, 5).join("\n\n")}\n\n` });
+    });
+    await watchNamed(page, id);
+    await page.waitForFunction(() => (window as unknown as { seen: { type: string }[] }).seen.some((e) => e.type === "result"), null, { timeout: 30_000 });
+    const seen: Seen[] = await seenIn(page);
+    // Had the server not resumed after the last event the browser had, the first ones would come twice.
+    expect(connections).toBe(2);
+    expect(seen.map((e) => ({ type: e.type, data: e.data }))).toEqual(all);
+    await page.close();
+  });
+});
+
+describe("the reference frontend in a deployment, with a scoped token", () => {
+  async function mint(body: Record<string, unknown>): Promise<string> {
+    const res = await fetch(`${KEYED}/api/v1/tokens`, { method: "POST", headers: { "content-type": "application/json", Authorization: `Bearer ${KEY}` }, body: JSON.stringify(body) });
+    expect(res.status).toBe(201);
+    return (await res.json()).token;
+  }
+
+  it("works with a token passed in the address's fragment, within its reach", async () => {
+    const token = await mint({ scopes: ["read", "stream", "submit", "cancel", "delete", "input"], session_id: "browser-user", max_submits: 3 });
+    const { page, problems } = await open(`${KEYED}/#token=${token}`);
+    // The token leaves the address at once.
+    expect(new URL(page.url()).hash).toBe("");
+    const id = await submitRun(page, "From a browser", { steps: 2, step_ms: 200 });
+    await page.waitForSelector("#detail-status.succeeded", { timeout: 20_000 });
+    await row(page, id).waitFor();
+    const job = await (await fetch(`${KEYED}/api/v1/runs/${id}`, { headers: { Authorization: `Bearer ${KEY}` } })).json();
+    expect(job.session_id).toBe("browser-user");
+    await page.screenshot({ path: `${SHOTS}/with-token.png` });
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
+  it("without a credential, or with an expired token, is refused and asks for a token", async () => {
+    const bare = await browser.newPage();
+    await bare.goto(`${KEYED}/`, { waitUntil: "load" });
+    await bare.waitForSelector("#notice:not([hidden])");
+    expect(await bare.locator("#notice").innerText()).toBe("Unauthorized");
+    expect(await bare.locator("#token-form").isVisible()).toBe(true);
+    await bare.close();
+
+    const live = await mint({ scopes: ["read", "stream"], session_id: "browser-user" });
+    const payload = JSON.parse(Buffer.from(live.slice(4, live.indexOf(".")), "base64url").toString());
+    const expired = await mintToken(
+      { id: "expired", tenant: "web", key: payload.k, scopes: ["read", "stream"], runs: null, session_id: "browser-user", tags: null, expires: Math.floor(Date.now() / 1000) - 5, max_submits: null },
+      TOKEN_SECRET,
+    );
+    const page = await browser.newPage();
+    await page.goto(`${KEYED}/#token=${expired}`, { waitUntil: "load" });
+    await page.waitForSelector("#notice:not([hidden])");
+    expect(await page.locator("#notice").innerText()).toBe("Token expired");
+    expect(await page.locator("#token-form").isVisible()).toBe(true);
+    await page.screenshot({ path: `${SHOTS}/expired-token.png` });
+    // A fresh token pasted in the form brings the page back.
+    await page.fill("#token", live);
+    await page.click("#token-form button");
+    await page.waitForSelector("#feed-state.live", { timeout: 15_000 });
+    await page.waitForSelector("#notice", { state: "hidden" });
+    await page.close();
+  });
+});

@@ -1,0 +1,217 @@
+/**
+ * The tenant's live feed, GET /api/v1/runs/events. This project keeps a short change log
+ * (FEED_KEEP_CHANGES=20, so at most 200 changes), so that a watcher can fall behind it.
+ */
+import { runDurableObjectAlarm } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import type { Job } from "../src/schemas";
+import { api, drive, driveTo, parseSse, post, runStub, submit, type ParsedEvent } from "./helpers";
+
+/** A watcher of the feed: the events it has been sent so far, and a way to wait for more. */
+class Watcher {
+  readonly events: ParsedEvent[] = [];
+  text = "";
+  private readonly reader: ReadableStreamDefaultReader<string>;
+  private pending: Promise<ReadableStreamReadResult<string>> | null = null;
+
+  constructor(readonly response: Response) {
+    this.reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
+  }
+
+  static async open(query = "", lastEventId?: number): Promise<Watcher> {
+    const res = await api(`/api/v1/runs/events${query}`, lastEventId === undefined ? undefined : { headers: { "Last-Event-ID": String(lastEventId) } });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("Content-Type")).toMatch(/^text\/event-stream/);
+    return new Watcher(res);
+  }
+
+  /** Reads until `done` holds of the events so far, or `ms` pass (then it fails, naming `what`). */
+  async until(done: (events: ParsedEvent[]) => boolean, what: string, ms = 5000): Promise<ParsedEvent[]> {
+    const deadline = Date.now() + ms;
+    while (!done(this.events)) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`the watcher did not see ${what}; it saw ${JSON.stringify(this.events.map((e) => [e.id, e.event]))}`);
+      this.pending ??= this.reader.read();
+      const read = await Promise.race([this.pending, new Promise<null>((r) => setTimeout(() => r(null), left))]);
+      if (read === null) continue;
+      this.pending = null;
+      if (read.done) throw new Error(`the feed ended before ${what}`);
+      this.text += read.value;
+      const end = this.text.lastIndexOf("\n\n");
+      if (end >= 0) {
+        this.events.push(...parseSse(this.text.slice(0, end + 2)));
+        this.raw += this.text.slice(0, end + 2);
+        this.text = this.text.slice(end + 2);
+      }
+    }
+    return this.events;
+  }
+
+  /** Everything read so far, comments included. */
+  raw = "";
+
+  async close(): Promise<void> {
+    await this.reader.cancel();
+  }
+}
+
+const jobOf = (event: ParsedEvent) => (event.event === "deleted" ? (JSON.parse(event.data) as { job_id: string }) : (JSON.parse(event.data) as Job));
+const about = (id: string) => (events: ParsedEvent[]) => events.filter((e) => jobOf(e).job_id === id);
+const deletedEvent = (id: string) => (events: ParsedEvent[]) => events.some((e) => e.event === "deleted" && jobOf(e).job_id === id);
+
+async function remove(id: string): Promise<void> {
+  expect((await api(`/api/v1/runs/${id}?force=true`, { method: "DELETE" })).status).toBe(204);
+}
+
+describe("the live feed", () => {
+  it("tells submit, start, input, end and delete of the matching jobs only, and goes on after a deletion", async () => {
+    const session = `feed-${crypto.randomUUID()}`;
+    const watcher = await Watcher.open(`?session_id=${session}`);
+    const other = await submit({ steps: 1 }, { session_id: `${session}-other` });
+    const id = await submit({ steps: 2, input_at_step: 1 }, { session_id: session, delay_seconds: 3600 });
+    await watcher.until((events) => about(id)(events).length >= 1, "the submit");
+    await drive(other);
+
+    // A delayed job is told as queued, and its deletion.
+    await remove(id);
+    await watcher.until(deletedEvent(id), "the deletion");
+    const second = await submit({ steps: 2, input_at_step: 1 }, { session_id: session });
+    await driveTo(second, "awaiting_input");
+    expect((await post(`/api/v1/runs/${second}/input`, { action: "approve" })).status).toBe(200);
+    await drive(second);
+    await remove(second);
+    const events = await watcher.until(deletedEvent(second), "the second job's deletion");
+
+    expect(about(id)(events).map((e) => (e.event === "deleted" ? "deleted" : (jobOf(e) as Job).status))).toEqual(["queued", "deleted"]);
+    const statuses = about(second)(events).map((e) => (e.event === "deleted" ? "deleted" : (jobOf(e) as Job).status));
+    expect(statuses[0]).toBe("running");
+    expect(statuses).toContain("awaiting_input");
+    expect(statuses.slice(-2)).toEqual(["succeeded", "deleted"]);
+    // Nothing of the other session's job; ids rise.
+    expect(events.some((e) => jobOf(e).job_id === other)).toBe(false);
+    const ids = events.map((e) => e.id!);
+    expect(ids).toEqual([...ids].sort((a, b) => a - b));
+    await watcher.close();
+  });
+
+  it("tells progress at most once a second per job, and every status change", async () => {
+    const session = `feed-${crypto.randomUUID()}`;
+    const watcher = await Watcher.open(`?session_id=${session}`);
+    const id = await submit({ steps: 4 }, { session_id: session });
+    // Three steps at once: their progress falls within a second of the start and is not told.
+    for (let i = 0; i < 3; i++) await runDurableObjectAlarm(runStub(id));
+    // The last a second later: told, then the end.
+    await new Promise((r) => setTimeout(r, 1100));
+    await drive(id);
+    const events = await watcher.until((e) => about(id)(e).some((x) => (jobOf(x) as Job).status === "succeeded"), "the end");
+    const told = about(id)(events).map((e) => jobOf(e) as Job);
+    expect(told[0].status).toBe("running");
+    expect(told.at(-1)!.status).toBe("succeeded");
+    const progressOnly = told.filter((job, i) => i > 0 && job.status === told[i - 1].status);
+    expect(progressOnly.length).toBeLessThanOrEqual(1);
+    expect(told.length).toBeLessThanOrEqual(3);
+    await watcher.close();
+  });
+
+  it("a status filter tells a job's changes into the status and out of it", async () => {
+    const session = `feed-${crypto.randomUUID()}`;
+    const watcher = await Watcher.open(`?status=running&session_id=${session}`);
+    const id = await submit({ steps: 1 }, { session_id: session });
+    await drive(id);
+    const events = await watcher.until((e) => about(id)(e).length >= 2, "the job leaving running");
+    expect(about(id)(events).map((e) => (jobOf(e) as Job).status)).toEqual(["running", "succeeded"]);
+    await watcher.close();
+  });
+
+  it("filters by tag and metadata as the list does", async () => {
+    const watcher = await Watcher.open("?tag=blue&tag=big&metadata.owner=ann");
+    const wanted = await submit({ steps: 1 }, { tags: ["blue", "big"], metadata: { owner: "ann" } });
+    const unwanted = [
+      await submit({ steps: 1 }, { tags: ["blue"], metadata: { owner: "ann" } }),
+      await submit({ steps: 1 }, { tags: ["blue", "big"], metadata: { owner: "bob" } }),
+    ];
+    await remove(wanted);
+    const events = await watcher.until(deletedEvent(wanted), "the deletion");
+    expect(events.every((e) => jobOf(e).job_id === wanted)).toBe(true);
+    for (const id of unwanted) await remove(id);
+    await watcher.close();
+  });
+
+  it("resumes with Last-Event-ID from every position with exactly the changes after it", async () => {
+    const session = `feed-${crypto.randomUUID()}`;
+    const live = await Watcher.open(`?session_id=${session}`);
+    const id = await submit({ steps: 2 }, { session_id: session });
+    await drive(id);
+    await remove(id);
+    const all = await live.until(deletedEvent(id), "the deletion");
+    await live.close();
+    const first = all[0].id!;
+    const last = all.at(-1)!.id!;
+    for (let position = first - 1; position < last; position++) {
+      const resumed = await Watcher.open(`?session_id=${session}`, position);
+      const events = await resumed.until((e) => e.some((x) => x.id === last), `the changes after ${position}`);
+      expect(events.map((e) => [e.id, e.event, e.data])).toEqual(all.filter((e) => e.id! > position).map((e) => [e.id, e.event, e.data]));
+      await resumed.close();
+    }
+    // From the last position: nothing old, the next change.
+    const caughtUp = await Watcher.open(`?session_id=${session}`, last);
+    const next = await submit({ steps: 1 }, { session_id: session });
+    const events = await caughtUp.until((e) => e.length > 0, "the next change");
+    expect(jobOf(events[0]).job_id).toBe(next);
+    await caughtUp.close();
+  });
+
+  it("50 watchers are each told every change", async () => {
+    const session = `feed-${crypto.randomUUID()}`;
+    const watchers = await Promise.all(Array.from({ length: 50 }, () => Watcher.open(`?session_id=${session}`)));
+    const id = await submit({ steps: 2 }, { session_id: session });
+    await drive(id);
+    await remove(id);
+    const seen = await Promise.all(watchers.map((w) => w.until(deletedEvent(id), "the deletion")));
+    const expected = seen[0].map((e) => [e.id, e.event]);
+    expect(expected.length).toBeGreaterThanOrEqual(3);
+    for (const events of seen) expect(events.map((e) => [e.id, e.event])).toEqual(expected);
+    await Promise.all(watchers.map((w) => w.close()));
+  });
+
+  it("a position older than the log keeps starts with reset, then goes on live", async () => {
+    const session = `feed-${crypto.randomUUID()}`;
+    const live = await Watcher.open(`?session_id=${session}`);
+    const first = await submit({ steps: 1 }, { session_id: session, delay_seconds: 3600 });
+    const [told] = await live.until((e) => e.length > 0, "the first submit");
+    await live.close();
+    // More than 10 × FEED_KEEP_CHANGES newer changes: the oldest are pruned, the first among them.
+    for (let i = 0; i < 11; i++) await Promise.all(Array.from({ length: 20 }, () => submit({ steps: 1 }, { delay_seconds: 3600 })));
+    const behind = await Watcher.open(`?session_id=${session}`, told.id! - 1);
+    const [reset] = await behind.until((e) => e.length > 0, "the reset");
+    expect(reset.event).toBe("reset");
+    const next = await submit({ steps: 1 }, { session_id: session });
+    const events = await behind.until((e) => e.length > 1, "the next change");
+    expect(jobOf(events[1]).job_id).toBe(next);
+    expect(events.some((e) => e.event === "run" && jobOf(e).job_id === first)).toBe(false);
+    await behind.close();
+    // A position the log still holds resumes without a reset.
+    const recent = await Watcher.open(`?session_id=${session}`, events[1].id! - 1);
+    expect((await recent.until((e) => e.length > 0, "the kept change"))[0].event).toBe("run");
+    await recent.close();
+  }, 30_000);
+
+  it("sends `: ping` every 15 s", async () => {
+    const watcher = await Watcher.open(`?session_id=ping-${crypto.randomUUID()}`);
+    await expect(watcher.until(() => watcher.raw.includes(": ping") || watcher.text.includes(": ping"), "a ping", 17_000)).resolves.toBeDefined();
+    await watcher.close();
+  }, 20_000);
+
+  it.each([
+    ["a Last-Event-ID that is no number", "", { "Last-Event-ID": "abc" }, 400, /^Invalid event id: abc$/],
+    ["an unknown status", "?status=bogus", {}, 400, /^Invalid status: bogus\. Valid values:/],
+    ["a malformed tag", "?tag=a%20b", {}, 422, null],
+    ["more than 5 metadata filters", `?${[1, 2, 3, 4, 5, 6].map((i) => `metadata.k${i}=v`).join("&")}`, {}, 422, null],
+  ])("%s → %s", async (_what, query, headers, status, detail) => {
+    const res = await api(`/api/v1/runs/events${query}`, { headers });
+    expect(res.status).toBe(status);
+    const body = await res.json<{ detail: unknown }>();
+    if (detail) expect(body.detail).toMatch(detail);
+    else expect(Array.isArray(body.detail)).toBe(true);
+  });
+});

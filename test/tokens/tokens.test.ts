@@ -1,0 +1,405 @@
+import { createExecutionContext, env, runDurableObjectAlarm, waitOnExecutionContext } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import worker from "../../src/index";
+import { SCOPES, type Scope } from "../../src/schemas";
+import { mintToken, type Grant } from "../../src/tokens";
+import { overlay } from "../faults";
+import { api, BASE, parseSse, runStub } from "../helpers";
+import { TOKEN_SECRET } from "./protocol";
+
+const ALPHA = { Authorization: "Bearer key-alpha" };
+const BETA = { Authorization: "Bearer key-beta" };
+const JSON_TYPE = { "content-type": "application/json" };
+
+interface Minted {
+  token: string;
+  expires_at: string;
+  scopes: Scope[];
+  runs: string[] | null;
+  session_id: string | null;
+  tags: string[] | null;
+  max_submits: number | null;
+}
+
+async function mint(body: Record<string, unknown>, headers: Record<string, string> = ALPHA): Promise<Minted> {
+  const res = await api("/api/v1/tokens", { method: "POST", headers: { ...JSON_TYPE, ...headers }, body: JSON.stringify(body) });
+  expect(res.status, await res.clone().text()).toBe(201);
+  return res.json();
+}
+
+const bearer = (token: string) => ({ Authorization: `Bearer ${token}` });
+
+/** A job of tenant alpha (session s1, tags t1 and t2), run to its end. */
+async function finishedJob(extra: Record<string, unknown> = {}): Promise<string> {
+  const res = await api("/api/v1/runs", {
+    method: "POST",
+    headers: { ...JSON_TYPE, ...ALPHA },
+    body: JSON.stringify({ prompt: "p", config: { simulate: { steps: 1, step_ms: 1 } }, session_id: "s1", tags: ["t1", "t2"], ...extra }),
+  });
+  expect(res.status).toBe(202);
+  const { job_id } = await res.json<{ job_id: string }>();
+  for (let i = 0; i < 20; i++) {
+    const job = await (await api(`/api/v1/runs/${job_id}`, { headers: ALPHA })).json<{ status: string }>();
+    if (job.status === "succeeded") return job_id;
+    await runDurableObjectAlarm(runStub(job_id, "alpha"));
+  }
+  throw new Error("the job did not finish");
+}
+
+/** Every route that acts on one job, the scope it needs, and how a token calls it. */
+const JOB_ROUTES: [string, string, Scope, string?][] = [
+  ["GET", "", "read"],
+  ["GET", "/result", "read"],
+  ["GET", "/output", "read"],
+  ["GET", "/stream", "stream"],
+  ["POST", "/cancel", "cancel"],
+  ["POST", "/input", "input", JSON.stringify({ action: "approve" })],
+  ["POST", "/retry", "submit", "{}"],
+  ["DELETE", "", "delete"],
+];
+
+function call(id: string, [method, suffix, , body]: (typeof JOB_ROUTES)[number], token: string): Promise<Response> {
+  return api(`/api/v1/runs/${id}${suffix}`, { method, headers: { ...JSON_TYPE, ...bearer(token) }, body });
+}
+
+/** The Worker with some settings changed, as a deployment with them would answer. */
+async function fetchWith(settings: Partial<Env>, path: string, init?: RequestInit): Promise<Response> {
+  const ctx = createExecutionContext();
+  const res = await worker.fetch!(new Request(`${BASE}${path}`, init) as Request<unknown, IncomingRequestCfProperties>, overlay(env, settings), ctx);
+  await waitOnExecutionContext(ctx);
+  return res;
+}
+
+describe("minting", () => {
+  it("answers 201 with the token and what it grants, with the contract's defaults", async () => {
+    const before = Date.now();
+    const minted = await mint({ scopes: ["read", "submit"], session_id: "s1" });
+    expect(minted).toMatchObject({ scopes: ["read", "submit"], runs: null, session_id: "s1", tags: null, max_submits: 1 });
+    expect(minted.token).toMatch(/^ert_[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/);
+    const ttl = (Date.parse(minted.expires_at) - before) / 1000;
+    expect(ttl).toBeGreaterThan(898);
+    expect(ttl).toBeLessThanOrEqual(901);
+    expect((await mint({ scopes: ["read"], tags: ["t1"] })).max_submits).toBeNull();
+    expect((await mint({ scopes: ["submit"] })).runs).toBeNull();
+  });
+
+  it.each([
+    ["no scopes", { scopes: [], session_id: "s" }, ["body", "scopes"]],
+    ["an unknown scope", { scopes: ["read", "admin"], session_id: "s" }, ["body", "scopes", 1]],
+    ["scopes that are not a list", { scopes: "read", session_id: "s" }, ["body", "scopes"]],
+    ["no reach for read", { scopes: ["read"] }, ["body"]],
+    ["no reach for submit and cancel", { scopes: ["submit", "cancel"] }, ["body"]],
+    ["ttl_seconds below 60", { scopes: ["read"], session_id: "s", ttl_seconds: 59 }, ["body", "ttl_seconds"]],
+    ["ttl_seconds above a day", { scopes: ["read"], session_id: "s", ttl_seconds: 86_401 }, ["body", "ttl_seconds"]],
+    ["ttl_seconds not whole", { scopes: ["read"], session_id: "s", ttl_seconds: 90.5 }, ["body", "ttl_seconds"]],
+    ["max_submits of 0", { scopes: ["submit"], max_submits: 0 }, ["body", "max_submits"]],
+    ["max_submits above 1,000", { scopes: ["submit"], max_submits: 1001 }, ["body", "max_submits"]],
+    ["max_submits without submit", { scopes: ["read"], session_id: "s", max_submits: 2 }, ["body", "max_submits"]],
+    ["more than 100 runs", { scopes: ["read"], runs: Array.from({ length: 101 }, (_, i) => `run_${i}`) }, ["body", "runs"]],
+    ["an empty runs list", { scopes: ["read"], runs: [] }, ["body", "runs"]],
+    ["a run that is no job id", { scopes: ["read"], runs: ["job-1"] }, ["body", "runs", 0]],
+    ["a malformed tag", { scopes: ["read"], tags: ["has space"] }, ["body", "tags", 0]],
+    ["more than 10 tags", { scopes: ["read"], tags: Array.from({ length: 11 }, (_, i) => `t${i}`) }, ["body", "tags"]],
+    ["an empty session_id", { scopes: ["read"], session_id: "" }, ["body", "session_id"]],
+    ["an unknown field", { scopes: ["read"], session_id: "s", tenant: "beta" }, ["body"]],
+  ])("%s → 422 naming the field", async (_what, body, loc) => {
+    const res = await api("/api/v1/tokens", { method: "POST", headers: { ...JSON_TYPE, ...ALPHA }, body: JSON.stringify(body) });
+    expect(res.status).toBe(422);
+    const { detail } = await res.json<{ detail: { loc: unknown[]; msg: string }[] }>();
+    expect(detail.map((d) => d.loc)).toContainEqual(loc);
+    expect(detail.every((d) => d.msg.length > 0)).toBe(true);
+  });
+
+  it("a token cannot mint a token (403), whatever its scopes", async () => {
+    const { token } = await mint({ scopes: [...SCOPES], session_id: "s1" });
+    const res = await api("/api/v1/tokens", { method: "POST", headers: { ...JSON_TYPE, ...bearer(token) }, body: JSON.stringify({ scopes: ["read"], session_id: "s1" }) });
+    expect(res.status).toBe(403);
+    expect(await res.json()).toEqual({ detail: "Token does not allow minting tokens" });
+  });
+
+  it("a deployment with keys and no TOKEN_SECRET answers 501, and takes no token", async () => {
+    const { token } = await mint({ scopes: ["read"], session_id: "s1" });
+    const res = await fetchWith({ TOKEN_SECRET: "" }, "/api/v1/tokens", { method: "POST", headers: { ...JSON_TYPE, ...ALPHA }, body: JSON.stringify({ scopes: ["read"], session_id: "s" }) });
+    expect(res.status).toBe(501);
+    expect(await res.json()).toEqual({ detail: "Tokens need the TOKEN_SECRET secret" });
+    const refused = await fetchWith({ TOKEN_SECRET: "" }, "/api/v1/runs", { headers: bearer(token) });
+    expect(refused.status).toBe(401);
+    expect(await refused.json()).toEqual({ detail: "Unauthorized" });
+  });
+});
+
+describe("scopes × routes × reach", () => {
+  it.each(JOB_ROUTES)("%s <job>%s needs %s: every other scope is refused with 403", async (...route) => {
+    const id = await finishedJob();
+    for (const scope of SCOPES) {
+      const { token } = await mint({ scopes: [scope], runs: [id] });
+      const res = await call(id, route, token);
+      const body = await res.text();
+      if (scope === route[2]) {
+        expect([403, 404], `${scope}: ${body}`).not.toContain(res.status);
+      } else {
+        expect(res.status, `${scope} on ${route[0]} ${route[1]}`).toBe(403);
+        expect(JSON.parse(body)).toEqual({ detail: `Token does not allow ${route[2]}` });
+      }
+    }
+  });
+
+  const reaches: [string, boolean, (id: string) => Record<string, unknown>][] = [
+    ["its id", true, (id) => ({ runs: [id] })],
+    ["another id", false, () => ({ runs: ["run_other"] })],
+    ["its session", true, () => ({ session_id: "s1" })],
+    ["another session", false, () => ({ session_id: "s2" })],
+    ["one of its tags", true, () => ({ tags: ["t2"] })],
+    ["all of its tags", true, () => ({ tags: ["t1", "t2"] })],
+    ["a tag it lacks", false, () => ({ tags: ["t1", "t3"] })],
+    ["its id and session", true, (id) => ({ runs: [id], session_id: "s1" })],
+    ["its id and another session", false, (id) => ({ runs: [id], session_id: "s2" })],
+    ["its session and another tag", false, () => ({ session_id: "s1", tags: ["t9"] })],
+  ];
+
+  it.each(reaches)("a token reaching %s: reached %s", async (_what, reached, reach) => {
+    // Only the delete, the last route, changes the job: one job serves every route.
+    expect(JOB_ROUTES.at(-1)![0]).toBe("DELETE");
+    const id = await finishedJob();
+    for (const route of JOB_ROUTES) {
+      const { token } = await mint({ scopes: [route[2]], ...reach(id) });
+      const res = await call(id, route, token);
+      const body = await res.text();
+      if (reached) {
+        expect(res.status, `${route[0]} ${route[1]}: ${body}`).not.toBe(404);
+      } else {
+        // Exactly as an unknown id is answered, and nothing was done to the job.
+        expect(res.status, `${route[0]} ${route[1]}`).toBe(404);
+        expect(JSON.parse(body)).toEqual({ detail: `Job not found: ${id}` });
+        expect((await api(`/api/v1/runs/${id}`, { headers: ALPHA })).status).toBe(200);
+      }
+    }
+  });
+
+  it("another tenant's job is unknown to a token even with its id in the reach", async () => {
+    const id = await finishedJob();
+    const res = await api("/api/v1/tokens", { method: "POST", headers: { ...JSON_TYPE, ...BETA }, body: JSON.stringify({ scopes: [...SCOPES], runs: [id] }) });
+    const { token } = await res.json<Minted>();
+    for (const route of JOB_ROUTES) expect((await call(id, route, token)).status).toBe(404);
+  });
+
+  it("stats and bulk operations need a key", async () => {
+    const { token } = await mint({ scopes: [...SCOPES], session_id: "s1" });
+    const stats = await api("/stats", { headers: bearer(token) });
+    expect(stats.status).toBe(403);
+    expect(await stats.json()).toEqual({ detail: "Token does not allow stats" });
+    const bulk = await api("/api/v1/runs/bulk/cancel", { method: "POST", headers: { ...JSON_TYPE, ...bearer(token) }, body: JSON.stringify({ session_id: "s1" }) });
+    expect(bulk.status).toBe(403);
+    expect(await bulk.json()).toEqual({ detail: "Token does not allow bulk operations" });
+  });
+});
+
+describe("listing with a token", () => {
+  it("lists just the token's session and tags, with exact totals and cursors", async () => {
+    const session = `list-${crypto.randomUUID()}`;
+    const tagged: string[] = [];
+    for (let i = 0; i < 5; i++) tagged.push(await finishedJob({ session_id: session, tags: i % 2 === 0 ? ["even"] : ["odd"] }));
+    await finishedJob({ session_id: `${session}-other`, tags: ["even"] });
+    const { token } = await mint({ scopes: ["read"], session_id: session });
+    const all = await (await api("/api/v1/runs?page_size=2", { headers: bearer(token) })).json<{ total: number; jobs: { job_id: string }[]; next_cursor: string }>();
+    expect(all.total).toBe(5);
+    const next = await (await api(`/api/v1/runs?page_size=2&cursor=${all.next_cursor}`, { headers: bearer(token) })).json<{ jobs: { job_id: string }[] }>();
+    expect([...all.jobs, ...next.jobs].map((j) => j.job_id)).toEqual([...tagged].reverse().slice(0, 4));
+
+    const even = await mint({ scopes: ["read"], session_id: session, tags: ["even"] });
+    const evens = await (await api("/api/v1/runs", { headers: bearer(even.token) })).json<{ total: number; jobs: { job_id: string }[] }>();
+    expect(evens.total).toBe(3);
+    expect(evens.jobs.map((j) => j.job_id)).toEqual([tagged[4], tagged[2], tagged[0]]);
+
+    // Asking for another session leaves nothing; asking for its own is the same list.
+    const elsewhere = await (await api(`/api/v1/runs?session_id=${session}-other`, { headers: bearer(token) })).json<{ total: number }>();
+    expect(elsewhere.total).toBe(0);
+    expect((await (await api(`/api/v1/runs?session_id=${session}`, { headers: bearer(token) })).json<{ total: number }>()).total).toBe(5);
+  });
+
+  it("a token limited to runs cannot list or watch (403)", async () => {
+    const id = await finishedJob();
+    const { token } = await mint({ scopes: ["read", "stream"], runs: [id], session_id: "s1" });
+    const list = await api("/api/v1/runs", { headers: bearer(token) });
+    expect(list.status).toBe(403);
+    expect(await list.json()).toEqual({ detail: "Token does not allow list" });
+    const feed = await api(`/api/v1/runs/events?token=${token}`);
+    expect(feed.status).toBe(403);
+    expect(await feed.json()).toEqual({ detail: "Token does not allow the feed" });
+  });
+});
+
+describe("submitting with a token", () => {
+  it("a job submitted with a token carries its session and tags, and the token reaches it", async () => {
+    const { token } = await mint({ scopes: ["submit", "read"], session_id: "browser-1", tags: ["web"] });
+    const res = await api("/api/v1/runs", {
+      method: "POST",
+      headers: { ...JSON_TYPE, ...bearer(token) },
+      body: JSON.stringify({ prompt: "p", session_id: "forged", tags: ["other"], config: { simulate: { steps: 1, step_ms: 1 } } }),
+    });
+    expect(res.status).toBe(202);
+    const { job_id } = await res.json<{ job_id: string }>();
+    const job = await (await api(`/api/v1/runs/${job_id}`, { headers: bearer(token) })).json<{ session_id: string; tags: string[] }>();
+    expect(job.session_id).toBe("browser-1");
+    expect(job.tags).toEqual(["web"]);
+  });
+
+  it("20 submits racing on a token allowing 5: exactly 5 are accepted", async () => {
+    const session = `race-${crypto.randomUUID()}`;
+    const { token } = await mint({ scopes: ["submit", "read"], session_id: session, max_submits: 5 });
+    const answers = await Promise.all(
+      Array.from({ length: 20 }, () =>
+        api("/api/v1/runs", { method: "POST", headers: { ...JSON_TYPE, ...bearer(token) }, body: JSON.stringify({ prompt: "p", config: { simulate: { steps: 1, step_ms: 1 } } }) }),
+      ),
+    );
+    const statuses = answers.map((r) => r.status);
+    expect(statuses.filter((s) => s === 202)).toHaveLength(5);
+    expect(statuses.filter((s) => s === 403)).toHaveLength(15);
+    const refused = answers.find((r) => r.status === 403)!;
+    expect(await refused.json()).toEqual({ detail: "Token submit limit reached" });
+    const listed = await (await api(`/api/v1/runs?session_id=${session}`, { headers: ALPHA })).json<{ total: number }>();
+    expect(listed.total).toBe(5);
+  });
+
+  it("a submit that makes no job does not count: a refused body, an idempotent replay", async () => {
+    const { token } = await mint({ scopes: ["submit"], max_submits: 1 });
+    const headers = { ...JSON_TYPE, ...bearer(token), "Idempotency-Key": `k-${crypto.randomUUID()}` };
+    const bad = await api("/api/v1/runs", { method: "POST", headers, body: JSON.stringify({ prompt: "" }) });
+    expect(bad.status).toBe(422);
+    const body = JSON.stringify({ prompt: "p", config: { simulate: { steps: 1, step_ms: 1 } } });
+    expect((await api("/api/v1/runs", { method: "POST", headers, body })).status).toBe(202);
+    const replay = await api("/api/v1/runs", { method: "POST", headers, body });
+    expect(replay.status).toBe(202);
+    expect(replay.headers.get("Idempotent-Replayed")).toBe("true");
+    const second = await api("/api/v1/runs", { method: "POST", headers: { ...JSON_TYPE, ...bearer(token) }, body });
+    expect(second.status).toBe(403);
+  });
+
+  it("a retry is a submit: it needs the scope, counts, and the new job stays in reach", async () => {
+    const failed = await api("/api/v1/runs", {
+      method: "POST",
+      headers: { ...JSON_TYPE, ...ALPHA },
+      body: JSON.stringify({ prompt: "p", session_id: "retry-s", config: { simulate: { steps: 2, step_ms: 1, fail_at_step: 2 } } }),
+    });
+    const { job_id } = await failed.json<{ job_id: string }>();
+    for (let i = 0; i < 10; i++) await runDurableObjectAlarm(runStub(job_id, "alpha"));
+    const { token } = await mint({ scopes: ["submit", "read"], session_id: "retry-s", max_submits: 1 });
+    const retried = await api(`/api/v1/runs/${job_id}/retry`, { method: "POST", headers: { ...JSON_TYPE, ...bearer(token) }, body: "{}" });
+    expect(retried.status).toBe(202);
+    const { job_id: next } = await retried.json<{ job_id: string }>();
+    expect((await api(`/api/v1/runs/${next}`, { headers: bearer(token) })).status).toBe(200);
+    const again = await api(`/api/v1/runs/${job_id}/retry`, { method: "POST", headers: { ...JSON_TYPE, ...bearer(token) }, body: "{}" });
+    expect(again.status).toBe(403);
+    expect(await again.json()).toEqual({ detail: "Token submit limit reached" });
+  });
+});
+
+describe("a token that is expired, altered or revoked", () => {
+  const grant = (over: Partial<Grant> = {}): Grant => ({
+    id: crypto.randomUUID(),
+    tenant: "alpha",
+    key: "",
+    scopes: ["read"],
+    runs: null,
+    session_id: "s1",
+    tags: null,
+    expires: Math.floor(Date.now() / 1000) + 600,
+    max_submits: null,
+    ...over,
+  });
+
+  it("an expired token → 401 Token expired", async () => {
+    const { token } = await mint({ scopes: ["read"], session_id: "s1" });
+    const payload = JSON.parse(atob(token.slice(4, token.indexOf(".")).replace(/-/g, "+").replace(/_/g, "/")));
+    const expired = await mintToken(grant({ key: payload.k, expires: Math.floor(Date.now() / 1000) - 1 }), TOKEN_SECRET);
+    const res = await api("/api/v1/runs", { headers: bearer(expired) });
+    expect(res.status).toBe(401);
+    expect(res.headers.get("WWW-Authenticate")).toBe("Bearer");
+    expect(await res.json()).toEqual({ detail: "Token expired" });
+    // The same grant unexpired is taken: only the expiry differs.
+    expect((await api("/api/v1/runs", { headers: bearer(await mintToken(grant({ key: payload.k }), TOKEN_SECRET)) })).status).toBe(200);
+  });
+
+  it("every byte of the payload and of the signature altered → 401 Unauthorized", async () => {
+    const { token } = await mint({ scopes: ["read"], session_id: "s1" });
+    expect((await api("/api/v1/runs", { headers: bearer(token) })).status).toBe(200);
+    const [body, signature] = token.slice(4).split(".");
+    const decode = (text: string) => Uint8Array.from(atob(text.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
+    const encode = (bytes: Uint8Array) => btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+    const altered: string[] = [];
+    for (const [part, text] of [["body", body], ["signature", signature]] as const) {
+      const bytes = decode(text);
+      for (let i = 0; i < bytes.length; i++) {
+        const copy = bytes.slice();
+        copy[i] ^= 0x01;
+        altered.push(part === "body" ? `ert_${encode(copy)}.${signature}` : `ert_${body}.${encode(copy)}`);
+      }
+    }
+    for (let i = 0; i < altered.length; i += 25) {
+      const answers = await Promise.all(altered.slice(i, i + 25).map((candidate) => api("/api/v1/runs", { headers: bearer(candidate) })));
+      for (const res of answers) {
+        expect(res.status).toBe(401);
+        expect(await res.json()).toEqual({ detail: "Unauthorized" });
+      }
+    }
+    // Another spelling of the same signature, a token cut short, or signed with another secret.
+    const last = signature.at(-1)!;
+    const respelled = `ert_${body}.${signature.slice(0, -1)}${String.fromCharCode(last.charCodeAt(0) + 1)}`;
+    for (const candidate of [respelled, token.slice(0, -4), `ert_${body}`, await mintToken(grant(), "another-secret-of-at-least-32-chars!!")]) {
+      expect((await api("/api/v1/runs", { headers: bearer(candidate) })).status).toBe(401);
+    }
+  });
+
+  it("removing the minting key from API_KEYS revokes its tokens; other keys' tokens still work", async () => {
+    const alphas = await mint({ scopes: ["read"], session_id: "s1" });
+    const betas = await mint({ scopes: ["read"], session_id: "s1" }, BETA);
+    const withoutAlpha = JSON.stringify(Object.fromEntries(Object.entries(JSON.parse(env.API_KEYS!)).filter(([, tenant]) => tenant !== "alpha")));
+    const revoked = await fetchWith({ API_KEYS: withoutAlpha }, "/api/v1/runs", { headers: bearer(alphas.token) });
+    expect(revoked.status).toBe(401);
+    expect(await revoked.json()).toEqual({ detail: "Unauthorized" });
+    expect((await fetchWith({ API_KEYS: withoutAlpha }, "/api/v1/runs", { headers: bearer(betas.token) })).status).toBe(200);
+  });
+
+  it("a token for a tenant its key does not serve is refused", async () => {
+    const { token } = await mint({ scopes: ["read"], session_id: "s1" });
+    const payload = JSON.parse(atob(token.slice(4, token.indexOf(".")).replace(/-/g, "+").replace(/_/g, "/")));
+    const forged = await mintToken(grant({ key: payload.k, tenant: "beta" }), TOKEN_SECRET);
+    expect((await api("/api/v1/runs", { headers: bearer(forged) })).status).toBe(401);
+  });
+});
+
+describe("?token= in the query", () => {
+  it("is taken on the job's stream and the feed", async () => {
+    const id = await finishedJob();
+    const { token } = await mint({ scopes: ["stream"], session_id: "s1" });
+    const stream = await api(`/api/v1/runs/${id}/stream?token=${token}`);
+    expect(stream.status).toBe(200);
+    expect(parseSse(await stream.text()).at(-1)?.data).toBe("[DONE]");
+    const feed = await api(`/api/v1/runs/events?token=${token}`);
+    expect(feed.status).toBe(200);
+    expect(feed.headers.get("Content-Type")).toMatch(/^text\/event-stream/);
+    await feed.body!.cancel();
+  });
+
+  it.each([
+    ["GET", ""],
+    ["GET", "/result"],
+    ["GET", "/output"],
+    ["POST", "/cancel"],
+    ["DELETE", ""],
+  ])("is refused on %s <job>%s", async (method, suffix) => {
+    const id = await finishedJob();
+    const { token } = await mint({ scopes: [...SCOPES], session_id: "s1" });
+    const res = await api(`/api/v1/runs/${id}${suffix}?token=${token}`, { method });
+    expect(res.status).toBe(400);
+    expect((await res.json<{ detail: string }>()).detail).toMatch(/^\?token= is accepted only by GET \/api\/v1\/runs\/\{id\}\/stream and \/api\/v1\/runs\/events/);
+    expect((await api(`/api/v1/runs/${id}`, { headers: ALPHA })).status).toBe(200);
+  });
+
+  it("is refused on the list, stats and minting", async () => {
+    const { token } = await mint({ scopes: [...SCOPES], session_id: "s1" });
+    for (const [method, path] of [["GET", "/api/v1/runs"], ["GET", "/stats"], ["POST", "/api/v1/tokens"]]) {
+      expect((await api(`${path}?token=${token}`, { method, headers: JSON_TYPE, body: method === "POST" ? "{}" : undefined })).status).toBe(400);
+    }
+  });
+});
