@@ -5,6 +5,14 @@ import { WEBHOOK_SECRET } from "./test/hooks/protocol.ts";
 import { TOKEN_SECRET } from "./test/tokens/protocol.ts";
 import { LLM_KEY, LLM_URL } from "./test/model/protocol.ts";
 
+/** The Durable Object bindings of the Worker, with their classes. */
+const OBJECTS = [
+  ["RUNS", "RunObject"],
+  ["PROJECTIONS", "TenantProjection"],
+  ["LINES", "TenantLine"],
+  ["BULKS", "BulkObject"],
+] as const;
+
 const sha256 = (text: string) => createHash("sha256").update(text).digest("hex");
 
 /**
@@ -83,6 +91,36 @@ export default defineConfig({
         },
         { globalSetup: ["test/model/llm-server.ts", "test/hooks/receiver.ts"] },
       ),
+      // One version of skew, both ways: today's Worker against the previous version's objects (an
+      // auxiliary Worker runs that version's bundle, test/skew/previous.worker.js, with objects of its
+      // own), and that version's Worker (imported by the tests) against today's objects.
+      {
+        plugins: [
+          cloudflareTest({
+            wrangler: { configPath: "./wrangler.jsonc" },
+            miniflare: {
+              bindings: { ALARM_DELAY_MS: "3600000", MAX_RUNNING_PER_TENANT: "1000" },
+              durableObjects: {
+                ...Object.fromEntries(OBJECTS.map(([binding, className]) => [binding, { className, useSQLite: true }])),
+                ...Object.fromEntries(OBJECTS.map(([binding, className]) => [`PREVIOUS_${binding}`, { className, scriptName: "previous", useSQLite: true }])),
+              },
+              workers: [
+                {
+                  name: "previous",
+                  modules: true,
+                  scriptPath: "test/skew/previous.worker.js",
+                  compatibilityDate: "2026-04-20",
+                  durableObjects: Object.fromEntries(OBJECTS.map(([binding, className]) => [binding, { className, useSQLite: true }])),
+                  r2Buckets: { OUTPUTS: "edge-runs-outputs" },
+                  // Its alarms fire by themselves: the tests cannot reach another Worker's objects to fire them.
+                  bindings: { MAX_RUNNING_PER_TENANT: "1000" },
+                },
+              ],
+            },
+          }),
+        ],
+        test: { name: "workers-skew", include: ["test/skew/*.test.ts"] },
+      },
       {
         // Black-box: a real `wrangler dev` on 127.0.0.1:8005, driven over HTTP from Node.
         test: {

@@ -3,7 +3,7 @@ import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { keyOnly, tenancy, type AppEnv } from "./auth";
 import { settingsChecked } from "./config";
-import { ApiError, isOverloaded } from "./errors";
+import { ApiError, isOverloaded, isVersionSkew } from "./errors";
 import { cors } from "./http/cors";
 import { openApiDocument } from "./http/openapi";
 import { rateLimit } from "./http/ratelimit";
@@ -57,7 +57,9 @@ app.notFound((c) => c.json({ detail: "Not Found" }, 404));
 app.onError((thrown, c) => {
   const error = isOverloaded(thrown)
     ? new ApiError("overloaded", "Service overloaded; retry shortly", {}, { "Retry-After": String(OVERLOADED_RETRY_S) })
-    : thrown;
+    : isVersionSkew(thrown)
+      ? new ApiError("overloaded", "Service is being updated; retry shortly", {}, { "Retry-After": String(OVERLOADED_RETRY_S) })
+      : thrown;
   if (error instanceof ApiError) {
     const detail = error.detail;
     return c.json({ detail, ...error.extra }, error.status, error.headers);

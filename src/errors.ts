@@ -71,6 +71,14 @@ export const misconfigured = (problem: string) => new ApiError("misconfigured", 
 export const jobNotFound = (id: string) => fail("not_found", `Job not found: ${id}`);
 
 /**
+ * An object that does not have a method this Worker calls: during a deploy, an object may still
+ * run the version before (or the Worker may be the older one). The client is asked to come back.
+ */
+export function isVersionSkew(error: unknown): boolean {
+  return error instanceof Error && /does not implement the method/.test(error.message);
+}
+
+/**
  * The platform's "overloaded" error of a Durable Object (its `overloaded` property): the object
  * has more requests queued than it can take. The client is asked to come back, never given a 500.
  */

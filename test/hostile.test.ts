@@ -48,7 +48,19 @@ const FIELDS: Record<string, unknown[]> = {
   metadata: ["x", 1, [], { a: 1 }, { a: true }, { a: null }, { a: {} }, { "": "v" }, { ["k".repeat(65)]: "v" }, { a: "v".repeat(513) },
     Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, "v"]))],
   recipe_name: ["r", 1, "", {}, "../agents/agents", "summarize.yaml"],
+  tags: ["x", 1, {}, [1], [""], ["has space"], ["a/b"], ["t".repeat(65)], Array.from({ length: 11 }, (_, i) => `t${i}`)],
 };
+
+/** Token requests that must be refused (local development mints with a development secret). */
+const TOKEN_BODIES: unknown[] = [
+  {}, { scopes: [] }, { scopes: "read" }, { scopes: ["admin"] }, { scopes: ["read"] }, { scopes: ["read", "submit"] },
+  { scopes: ["read"], session_id: "" }, { scopes: ["read"], session_id: "s".repeat(257) }, { scopes: ["read"], runs: [] },
+  { scopes: ["read"], runs: ["job_1"] }, { scopes: ["read"], runs: Array.from({ length: 101 }, (_, i) => `run_${i}`) },
+  { scopes: ["read"], tags: [] }, { scopes: ["read"], tags: ["bad tag"] }, { scopes: ["read"], session_id: "s", ttl_seconds: 59 },
+  { scopes: ["read"], session_id: "s", ttl_seconds: 86_401 }, { scopes: ["read"], session_id: "s", ttl_seconds: "900" },
+  { scopes: ["submit"], max_submits: 0 }, { scopes: ["submit"], max_submits: 1001 }, { scopes: ["read"], session_id: "s", max_submits: 1 },
+  { scopes: ["read"], session_id: "s", tenant: "other" }, null, [], "read",
+];
 
 const HOSTILE_IDS = ["run_a%2Fb", "%2F%2F", "run_..%2F..", "run_%E2%9C%93", "run_%FF%FE", "run_a%00b", `run_${"a".repeat(10 * 1024)}`, "job_abc", "RUN_abc", "run_"];
 
@@ -78,7 +90,21 @@ function corpus(knownId: string): Case[] {
   const queries = ["status=done", "status=QUEUED", "status=", "status=queued,running", "status=%E2%9C%93", "status=queued&status=running",
     "page=0", "page=-1", "page=abc", "page=1.5", "page=2000000", "page=1&page=2", "page_size=0", "page_size=101", "page_size=-5",
     "page_size=abc", "page_size=1e3", "cursor=%%%", "cursor=abc", "cursor=MA", "cursor=LTE", `cursor=${"A".repeat(65)}`, `session_id=${"s".repeat(257)}`];
+  queries.push("tag=has%20space", "tag=", `tag=${"t".repeat(65)}`, Array.from({ length: 11 }, (_, i) => `tag=t${i}`).join("&"),
+    Array.from({ length: 6 }, (_, i) => `metadata.k${i}=v`).join("&"), "metadata.=v", `metadata.${"k".repeat(65)}=v`, `metadata.k=${"v".repeat(513)}`,
+    "metadata.k=a&metadata.k=b", "token=ert_x.y");
   for (const q of queries) cases.push({ name: `list ?${q.slice(0, 30)}`, path: `/api/v1/runs?${q}` });
+  for (const q of ["status=done", "tag=has%20space", Array.from({ length: 6 }, (_, i) => `metadata.k${i}=v`).join("&"), `session_id=${"s".repeat(257)}`, "token=ert_x.y"]) {
+    cases.push({ name: `feed ?${q.slice(0, 30)}`, path: `/api/v1/runs/events?${q}` });
+  }
+  for (const lastId of ["abc", "-1", "1.5", "1e3"]) {
+    cases.push({ name: `feed Last-Event-ID ${lastId}`, path: "/api/v1/runs/events", init: { headers: { "Last-Event-ID": lastId } } });
+  }
+  for (const body of TOKEN_BODIES) cases.push({ name: `token ${JSON.stringify(body).slice(0, 30)}`, path: "/api/v1/tokens", init: json(JSON.stringify(body)) });
+  for (const body of MALFORMED.slice(0, 5)) cases.push({ name: `token malformed ${JSON.stringify(body)}`, path: "/api/v1/tokens", init: json(body) });
+  for (const token of ["ert_", "ert_x.y", "ert_e30.AAAA", `ert_${"A".repeat(5000)}.x`]) {
+    cases.push({ name: `bearer ${token.slice(0, 12)}`, path: "/api/v1/runs", init: { headers: { Authorization: `Bearer ${token}` } } });
+  }
 
   for (const id of HOSTILE_IDS) {
     for (const [method, suffix] of JOB_ENDPOINTS) cases.push({ name: `${method} ${id.slice(0, 20)}${suffix}`, path: `/api/v1/runs/${id}${suffix}`, init: { method } });

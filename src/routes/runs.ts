@@ -14,7 +14,7 @@ import { valid } from "../http/validation";
 import { durationSeconds, placeRequest, POLL_INTERVAL_S, type CopiedStep, type RunSpec } from "../run/job";
 import type { FinishedPart } from "../run/store";
 import type { Status } from "../run/transitions";
-import type { AdmitResult } from "../tenant/TenantProjection";
+import type { AdmitResult, ListPage } from "../tenant/TenantProjection";
 import { planRun } from "../runners";
 import { resolveAgent } from "../runners/agents";
 import {
@@ -317,7 +317,12 @@ runs.get("/api/v1/runs", scope("read"), valid("query", listQuerySchema), async (
   const page = query.page ?? 1;
   const page_size = query.page_size ?? 20;
   const before = query.cursor === undefined ? undefined : decodeCursor(query.cursor);
-  const result = filter === null ? { jobs: [], total: 0, next: null } : await projection(c).list({ ...filter, page, page_size, before });
+  let result: ListPage = { jobs: [], total: 0, next: null };
+  if (filter !== null) {
+    const wanted = { ...filter, page, page_size, before };
+    const labelled = filter.tags !== undefined || filter.metadata !== undefined;
+    result = labelled ? await projection(c).listByLabels(wanted) : await projection(c).list(wanted);
+  }
   return c.json(
     { jobs: await withQueuePositions(c, result.jobs), total: result.total, page, page_size, next_cursor: result.next === null ? null : encodeCursor(result.next) },
     200,

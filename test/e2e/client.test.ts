@@ -1,7 +1,7 @@
 /** The TypeScript client and the `runs` CLI against a real `wrangler dev`. */
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { RunsApiError, RunsClient, type RunEvent } from "../../client/index";
+import { RunsApiError, RunsClient, type FeedEvent, type RunEvent } from "../../client/index";
 import { BASE, startServer, stopServer, type DevServer } from "./server";
 
 let server: DevServer;
@@ -103,6 +103,84 @@ describe("the TypeScript client", () => {
   });
 });
 
+describe("the client's feed and tokens", () => {
+  it("watches the feed, filtered, every change once, resuming with Last-Event-ID after the connection is cut", async () => {
+    const session = `watch-${Date.now()}`;
+    const feedRequests: (string | null)[] = [];
+    let cut = false;
+    // The first feed connection dies once its first whole event has passed, as a flaky network would.
+    const flaky: typeof fetch = async (input, init) => {
+      const res = await fetch(input, init);
+      if (!String(input).includes("/api/v1/runs/events")) return res;
+      feedRequests.push(new Headers(init?.headers).get("Last-Event-ID"));
+      if (cut) return res;
+      cut = true;
+      const reader = res.body!.getReader();
+      const decoder = new TextDecoder();
+      let passed = "";
+      const body = new ReadableStream<Uint8Array>({
+        async pull(controller) {
+          if (/(^|\n)id: [^\n]*\n[\s\S]*?\n\n/.test(passed)) {
+            await reader.cancel();
+            return controller.error(new Error("connection reset"));
+          }
+          const { done, value } = await reader.read();
+          if (done) return controller.close();
+          passed += decoder.decode(value, { stream: true });
+          controller.enqueue(value);
+        },
+      });
+      return new Response(body, { headers: res.headers });
+    };
+    const watcher = new RunsClient({ baseUrl: BASE, fetch: flaky });
+    const abort = new AbortController();
+    const seen: FeedEvent[] = [];
+    const watching = (async () => {
+      try {
+        for await (const event of watcher.watch({ session_id: session, tags: ["watched"] }, { signal: abort.signal })) {
+          seen.push(event);
+          if (event.event === "deleted") abort.abort();
+        }
+      } catch (error) {
+        if (!abort.signal.aborted) throw error;
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 300));
+    const other = await client.submit({ prompt: "unwatched", session_id: session, config: simulate(1, 1) });
+    const { job_id } = await client.submit({ prompt: "watched", session_id: session, tags: ["watched"], config: simulate(3, 300) });
+    await client.waitForCompletion(job_id);
+    await client.delete(job_id);
+    await watching;
+
+    expect(feedRequests.length).toBeGreaterThanOrEqual(2);
+    expect(feedRequests[0]).toBeNull();
+    expect(Number(feedRequests[1])).toBeGreaterThan(0);
+    const ids = seen.map((e) => e.id);
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(ids).toEqual([...ids].sort((a, b) => a - b));
+    const runs = seen.filter((e): e is Extract<FeedEvent, { event: "run" }> => e.event === "run");
+    expect(runs.every((e) => e.job.job_id === job_id)).toBe(true);
+    expect(runs.at(-1)!.job.status).toBe("succeeded");
+    expect(seen.at(-1)).toMatchObject({ event: "deleted", job_id });
+    expect(seen.some((e) => e.event === "run" && e.job.job_id === other.job_id)).toBe(false);
+  });
+
+  it("mints a token, and a client holding only the token reaches just its session", async () => {
+    const session = `token-${Date.now()}`;
+    const mine = (await client.submit({ prompt: "mine", session_id: session, config: simulate(1, 1) })).job_id;
+    const others = (await client.submit({ prompt: "not mine", session_id: `${session}-x`, config: simulate(1, 1) })).job_id;
+    const minted = await client.mintToken({ scopes: ["read", "submit"], session_id: session, max_submits: 1 });
+    expect(minted).toMatchObject({ scopes: ["read", "submit"], session_id: session, max_submits: 1 });
+    const browser = new RunsClient({ baseUrl: BASE, apiKey: minted.token });
+    expect((await browser.list()).jobs.map((j) => j.job_id)).toEqual([mine]);
+    await expect(browser.get(others)).rejects.toMatchObject({ status: 404, detail: `Job not found: ${others}` });
+    const submitted = await browser.submit({ prompt: "from the token", config: simulate(1, 1) });
+    expect((await client.get(submitted.job_id)).session_id).toBe(session);
+    await expect(browser.submit({ prompt: "one too many" })).rejects.toMatchObject({ status: 403, detail: "Token submit limit reached" });
+    await expect(browser.stats()).rejects.toMatchObject({ status: 403, detail: "Token does not allow stats" });
+  });
+});
+
 function cli(...args: string[]) {
   const run = spawnSync("node", ["cli/runs.mjs", ...args], { env: { ...process.env, RUNS_API_URL: BASE }, encoding: "utf8", timeout: 60_000 });
   return { code: run.status, stdout: run.stdout, stderr: run.stderr };
@@ -165,6 +243,31 @@ describe("the runs CLI", () => {
     expect(cli("input", job_id, "--approve", "--note", "fine").code).toBe(0);
     expect(cli("input", job_id, "--approve").code).toBe(3); // answered already: 409
     expect(cli("wait", job_id).code).toBe(0);
+  });
+
+  it("mints a token, lists with it, and watches the feed", async () => {
+    const session = `cli-token-${Date.now()}`;
+    const mine = JSON.parse(cli("submit", "mine", "--session", session, "--tag", "cli", "--config", JSON.stringify(simulate(1, 1)), "--json").stdout) as { job_id: string };
+    const minted = cli("token", "--scopes", "read,stream", "--session", session, "--ttl", "120");
+    expect(minted.code).toBe(0);
+    const token = minted.stdout.trim();
+    expect(token).toMatch(/^ert_/);
+    const listed = spawnSync("node", ["cli/runs.mjs", "list", "--json"], { env: { ...process.env, RUNS_API_URL: BASE, RUNS_API_KEY: token }, encoding: "utf8", timeout: 60_000 });
+    expect((JSON.parse(listed.stdout) as { job_id: string }[]).map((j) => j.job_id)).toEqual([mine.job_id]);
+    expect(JSON.parse(cli("list", "--tag", "cli", "--session", session, "--json").stdout)).toHaveLength(1);
+    expect(cli("token", "--scopes", "read").code).toBe(3); // no reach: 422
+    expect(cli("token").code).toBe(2);
+
+    // `watch` prints a line per change until it is stopped.
+    const watch = spawn("node", ["cli/runs.mjs", "watch", "--session", session], { env: { ...process.env, RUNS_API_URL: BASE } });
+    let out = "";
+    watch.stdout.on("data", (d) => (out += String(d)));
+    // Started through tsx: give it time to connect, since the feed starts from now.
+    await new Promise((r) => setTimeout(r, 3000));
+    const watched = JSON.parse(cli("submit", "watched", "--session", session, "--config", JSON.stringify(simulate(1, 1)), "--json").stdout) as { job_id: string };
+    for (let i = 0; i < 100 && !out.includes(`${watched.job_id}  [####################] 100% succeeded`); i++) await new Promise((r) => setTimeout(r, 100));
+    watch.kill();
+    expect(out).toContain(`${watched.job_id}  [####################] 100% succeeded`);
   });
 
   it("submits a bundled recipe, and says when there is no such recipe", () => {

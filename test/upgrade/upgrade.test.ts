@@ -154,6 +154,10 @@ describe.each(fixtures.map((f) => [`${f.commit} (${f.subject.slice(0, 60)}…)`,
     });
     expect(replay.status).toBe(202);
     expect((await replay.json<{ job_id: string }>()).job_id).toBe(jobs.keyed);
+    // Jobs listed before labels existed are found by their metadata.
+    const labelled = await (await api("/api/v1/runs?metadata.origin=fixture")).json<{ total: number; jobs: { job_id: string }[] }>();
+    expect(labelled.jobs.map((j) => j.job_id)).toEqual([jobs.keyed]);
+    expect(labelled.total).toBe(1);
 
     // Outputs stored by the old code are served byte for byte.
     const prefix = `runs/default/${jobs.finished}/`;
