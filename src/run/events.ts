@@ -75,10 +75,44 @@ interface Watcher {
   format: StreamFormat;
 }
 
+/** An object's open SSE streams: while there are any, each is sent `: ping` every HEARTBEAT_MS. */
+export class OpenStreams<W extends { controller: ReadableStreamDefaultController<Uint8Array> }> implements Iterable<W> {
+  private readonly open = new Set<W>();
+  private heartbeat: ReturnType<typeof setInterval> | null = null;
+
+  add(stream: W): void {
+    this.open.add(stream);
+    this.heartbeat ??= setInterval(() => {
+      for (const each of this.open) {
+        try {
+          each.controller.enqueue(encoder.encode(PING));
+        } catch {
+          this.drop(each);
+        }
+      }
+    }, HEARTBEAT_MS);
+  }
+
+  drop(stream: W): void {
+    this.open.delete(stream);
+    if (this.open.size === 0 && this.heartbeat !== null) {
+      clearInterval(this.heartbeat);
+      this.heartbeat = null;
+    }
+  }
+
+  get size(): number {
+    return this.open.size;
+  }
+
+  [Symbol.iterator](): Iterator<W> {
+    return this.open.values();
+  }
+}
+
 /** Live SSE clients of one job. Each is sent every event after its own position, in order. */
 export class Watchers {
-  private readonly watchers = new Set<Watcher>();
-  private heartbeat: ReturnType<typeof setInterval> | null = null;
+  private readonly watchers = new OpenStreams<Watcher>();
 
   constructor(private readonly readAfter: (seq: number) => LogTail) {}
 
@@ -89,9 +123,8 @@ export class Watchers {
         watcher = { controller, last: after, format };
         this.watchers.add(watcher);
         this.push(watcher);
-        if (this.watchers.has(watcher)) this.startHeartbeat();
       },
-      cancel: () => this.drop(watcher),
+      cancel: () => this.watchers.drop(watcher),
     });
   }
 
@@ -103,7 +136,7 @@ export class Watchers {
   /** Ends every stream: the job is gone. */
   closeAll(): void {
     for (const watcher of this.watchers) {
-      this.drop(watcher);
+      this.watchers.drop(watcher);
       try {
         watcher.controller.close();
       } catch {
@@ -126,7 +159,7 @@ export class Watchers {
         watcher.last = event.seq;
       }
       if (tail.finished) {
-        this.drop(watcher);
+        this.watchers.drop(watcher);
         if (format.kind === "named") void this.endNamed(watcher, format);
         else {
           watcher.controller.enqueue(encoder.encode(DONE));
@@ -134,7 +167,7 @@ export class Watchers {
         }
       }
     } catch {
-      this.drop(watcher);
+      this.watchers.drop(watcher);
     }
   }
 
@@ -151,27 +184,6 @@ export class Watchers {
         // the client has gone
       }
     }
-  }
-
-  private drop(watcher: Watcher): void {
-    this.watchers.delete(watcher);
-    if (this.watchers.size === 0 && this.heartbeat !== null) {
-      clearInterval(this.heartbeat);
-      this.heartbeat = null;
-    }
-  }
-
-  private startHeartbeat(): void {
-    if (this.heartbeat !== null) return;
-    this.heartbeat = setInterval(() => {
-      for (const watcher of this.watchers) {
-        try {
-          watcher.controller.enqueue(encoder.encode(PING));
-        } catch {
-          this.drop(watcher);
-        }
-      }
-    }, HEARTBEAT_MS);
   }
 }
 

@@ -98,7 +98,6 @@ export const PROJECTION_MIGRATIONS = [
   `ALTER TABLE jobs ADD COLUMN fed_at INTEGER NOT NULL DEFAULT 0`,
   // The live feed's change log: each change of a job as its watchers are told it.
   `CREATE TABLE changes (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, kind TEXT NOT NULL, previous_status TEXT, job TEXT NOT NULL)`,
-  `CREATE INDEX changes_by_age ON changes (at)`,
   // The submits of each scoped token, counted exactly; kept until the token expires.
   `CREATE TABLE token_submits (token_id TEXT PRIMARY KEY, n INTEGER NOT NULL, expires_at INTEGER NOT NULL)`,
   `CREATE INDEX token_submits_by_expiry ON token_submits (expires_at)`,
@@ -122,14 +121,14 @@ export const TOMBSTONE_TTL_MS = 86_400_000;
 const TOMBSTONES_PRUNED_PER_REMOVAL = 4;
 
 /** The feed tells a job's progress at most this often; every status change is told. */
-export const FEED_PROGRESS_MS = 1000;
+const FEED_PROGRESS_MS = 1000;
 /**
  * The feed's change log keeps the newest FEED_KEEP_CHANGES changes (a setting, 10,000 by
  * default), and older ones while they are younger than FEED_KEEP_MS, up to this many times
  * FEED_KEEP_CHANGES in all.
  */
-export const FEED_KEEP_MS = 86_400_000;
-export const FEED_MAX_FACTOR = 10;
+const FEED_KEEP_MS = 86_400_000;
+const FEED_MAX_FACTOR = 10;
 /** Old changes removed with each new one: more than one, so that they never pile up. */
 const CHANGES_PRUNED_PER_WRITE = 4;
 const PRUNED_THROUGH = "feed_pruned_through";

@@ -5,7 +5,7 @@
  */
 import type { Job } from "../schemas";
 import type { Status } from "../run/transitions";
-import { HEARTBEAT_MS, PING } from "../run/events";
+import { OpenStreams } from "../run/events";
 
 /** What a list or a feed is narrowed to. */
 export interface RunFilter {
@@ -28,7 +28,7 @@ export type Change = {
 };
 
 /** Changes read from the log at a time while a watcher catches up. */
-export const CATCH_UP_BATCH = 200;
+const CATCH_UP_BATCH = 200;
 /** A watcher this many events behind what it has read is let go; it resumes with Last-Event-ID. */
 const MAX_BEHIND = 5_000;
 
@@ -64,8 +64,7 @@ interface Watcher {
 
 /** The feed's watchers of one tenant. */
 export class FeedWatchers {
-  private readonly watchers = new Set<Watcher>();
-  private heartbeat: ReturnType<typeof setInterval> | null = null;
+  private readonly watchers = new OpenStreams<Watcher>();
 
   /** `readAfter(id, n)`: up to n changes after id, oldest first. */
   constructor(private readonly readAfter: (id: number, limit: number) => Change[]) {}
@@ -83,13 +82,12 @@ export class FeedWatchers {
           watcher = { controller, filter, last: after, live: false };
           if (reset) controller.enqueue(encoder.encode(`id: ${now}\nevent: reset\ndata: {}\n\n`));
           this.watchers.add(watcher);
-          this.startHeartbeat();
         },
         // While it catches up, the watcher reads a batch each time its client takes what it was sent.
         pull: () => {
           if (!watcher.live) this.catchUp(watcher);
         },
-        cancel: () => this.drop(watcher),
+        cancel: () => this.watchers.drop(watcher),
       },
       { highWaterMark: 1 },
     );
@@ -122,37 +120,16 @@ export class FeedWatchers {
     try {
       watcher.controller.enqueue(encoder.encode(encode(change, job)));
     } catch {
-      this.drop(watcher);
+      this.watchers.drop(watcher);
     }
   }
 
   private close(watcher: Watcher): void {
-    this.drop(watcher);
+    this.watchers.drop(watcher);
     try {
       watcher.controller.close();
     } catch {
       // the client has gone
     }
-  }
-
-  private drop(watcher: Watcher): void {
-    this.watchers.delete(watcher);
-    if (this.watchers.size === 0 && this.heartbeat !== null) {
-      clearInterval(this.heartbeat);
-      this.heartbeat = null;
-    }
-  }
-
-  private startHeartbeat(): void {
-    if (this.heartbeat !== null) return;
-    this.heartbeat = setInterval(() => {
-      for (const watcher of this.watchers) {
-        try {
-          watcher.controller.enqueue(encoder.encode(PING));
-        } catch {
-          this.drop(watcher);
-        }
-      }
-    }, HEARTBEAT_MS);
   }
 }
