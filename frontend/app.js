@@ -98,6 +98,8 @@ const runs = new Map();
 let total = 0;
 /** @type {EventSource | null} */
 let feed = null;
+/** The last list was refused: the page has nothing to say about the tenant's runs. */
+let listRefused = false;
 /** Jobs the feed told of while a list was loading: the feed's word is newer. */
 /** @type {Set<string> | null} */
 let toldWhileLoading = null;
@@ -131,8 +133,10 @@ async function loadRuns() {
     for (const id of [...runs.keys()]) if (!told.has(id)) runs.delete(id);
     for (const job of /** @type {Job[]} */ (list.jobs)) if (!told.has(job.job_id)) runs.set(job.job_id, job);
     total = list.total;
+    listRefused = false;
     notice(null);
   } catch (error) {
+    listRefused = true;
     refused(error);
   } finally {
     toldWhileLoading = null;
@@ -208,7 +212,7 @@ function renderRuns() {
     }),
   );
   $("runs-total").textContent = total ? `(${total})` : "";
-  $("runs-empty").hidden = jobs.length > 0;
+  $("runs-empty").hidden = jobs.length > 0 || listRefused;
 }
 
 // ---- one run: its stream, output, answer, cancel and delete ------------------------------------

@@ -299,15 +299,16 @@ export class TenantProjection extends DurableObject<Env> {
       .one();
     this.written.push({ id, kind, previous_status: previous, job });
     const keep = limits(this.env).feedKeepChanges;
-    // Outside the newest `keep` and old enough, or outside the newest `keep` times FEED_MAX_FACTOR.
+    // Of the oldest few outside the newest `keep`, those old enough or outside the newest `keep`
+    // times FEED_MAX_FACTOR. Only the oldest are looked at (changes are written in time order), so
+    // that a write reads a few rows of the log however long it is.
     const pruned = this.sql
       .exec<{ id: number }>(
-        `DELETE FROM changes WHERE id IN (
-           SELECT id FROM changes WHERE id <= ? AND (at < ? OR id <= ?) ORDER BY id LIMIT ?) RETURNING id`,
+        `DELETE FROM changes WHERE id IN (SELECT id FROM changes WHERE id <= ? ORDER BY id LIMIT ?) AND (at < ? OR id <= ?) RETURNING id`,
         id - keep,
+        CHANGES_PRUNED_PER_WRITE,
         now - FEED_KEEP_MS,
         id - keep * FEED_MAX_FACTOR,
-        CHANGES_PRUNED_PER_WRITE,
       )
       .toArray();
     if (pruned.length > 0) this.ctx.storage.kv.put(PRUNED_THROUGH, Math.max(...pruned.map((r) => r.id)));

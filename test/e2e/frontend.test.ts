@@ -284,6 +284,7 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     await page.waitForSelector("#notice:not([hidden])");
     expect(await page.locator("#notice").innerText()).toBe("Token expired");
     expect(await page.locator("#token-form").isVisible()).toBe(true);
+    expect(await page.locator("#runs-empty").isHidden()).toBe(true);
     await page.screenshot({ path: `${SHOTS}/expired-token.png` });
     // A fresh token pasted in the form brings the page back.
     await page.fill("#token", live);
