@@ -15,6 +15,37 @@ afterAll(async () => {
 const client = new RunsClient({ baseUrl: BASE });
 const simulate = (steps: number, step_ms: number, extra: Record<string, number> = {}) => ({ simulate: { steps, step_ms, ...extra } });
 
+/**
+ * A fetch whose first connection to a matching URL dies once a whole event has passed, as a flaky
+ * network would; `requests` records the Last-Event-ID each such connection was opened with.
+ */
+function cutOnce(matches: (url: string) => boolean, requests: (string | null)[]): typeof fetch {
+  let cut = false;
+  return async (input, init) => {
+    const res = await fetch(input, init);
+    if (!matches(String(input))) return res;
+    requests.push(new Headers(init?.headers).get("Last-Event-ID"));
+    if (cut) return res;
+    cut = true;
+    const reader = res.body!.getReader();
+    const decoder = new TextDecoder();
+    let passed = "";
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        if (/(^|\n)id: [^\n]*\n[\s\S]*?\n\n/.test(passed)) {
+          await reader.cancel();
+          return controller.error(new Error("connection reset"));
+        }
+        const { done, value } = await reader.read();
+        if (done) return controller.close();
+        passed += decoder.decode(value, { stream: true });
+        controller.enqueue(value);
+      },
+    });
+    return new Response(body, { headers: res.headers });
+  };
+}
+
 describe("the TypeScript client", () => {
   it("submits, waits honouring retry_after, and reads the result and output", async () => {
     const submitted = await client.submit({ prompt: "client", config: simulate(2, 300) }, { idempotencyKey: `c-${Date.now()}` });
@@ -64,31 +95,7 @@ describe("the TypeScript client", () => {
   it("streams every event once, resuming with Last-Event-ID after the connection is cut", async () => {
     const { job_id } = await client.submit({ prompt: "stream", config: simulate(3, 400) });
     const streamRequests: (string | null)[] = [];
-    let cut = false;
-    // A fetch whose first stream connection dies after the first chunk that carries an event, as a
-    // flaky network would.
-    const flaky: typeof fetch = async (input, init) => {
-      const res = await fetch(input, init);
-      if (!String(input).endsWith("/stream")) return res;
-      streamRequests.push(new Headers(init?.headers).get("Last-Event-ID"));
-      if (cut) return res;
-      cut = true;
-      const reader = res.body!.getReader();
-      let eventPassed = false;
-      const body = new ReadableStream<Uint8Array>({
-        async pull(controller) {
-          if (eventPassed) {
-            await reader.cancel();
-            return controller.error(new Error("connection reset"));
-          }
-          const { done, value } = await reader.read();
-          if (done) return controller.close();
-          eventPassed = /(^|\n)id: /.test(new TextDecoder().decode(value));
-          controller.enqueue(value);
-        },
-      });
-      return new Response(body, { headers: res.headers });
-    };
+    const flaky = cutOnce((url) => url.endsWith("/stream"), streamRequests);
     const events: RunEvent[] = [];
     for await (const event of new RunsClient({ baseUrl: BASE, fetch: flaky }).stream(job_id)) events.push(event);
 
@@ -107,31 +114,7 @@ describe("the client's feed and tokens", () => {
   it("watches the feed, filtered, every change once, resuming with Last-Event-ID after the connection is cut", async () => {
     const session = `watch-${Date.now()}`;
     const feedRequests: (string | null)[] = [];
-    let cut = false;
-    // The first feed connection dies once its first whole event has passed, as a flaky network would.
-    const flaky: typeof fetch = async (input, init) => {
-      const res = await fetch(input, init);
-      if (!String(input).includes("/api/v1/runs/events")) return res;
-      feedRequests.push(new Headers(init?.headers).get("Last-Event-ID"));
-      if (cut) return res;
-      cut = true;
-      const reader = res.body!.getReader();
-      const decoder = new TextDecoder();
-      let passed = "";
-      const body = new ReadableStream<Uint8Array>({
-        async pull(controller) {
-          if (/(^|\n)id: [^\n]*\n[\s\S]*?\n\n/.test(passed)) {
-            await reader.cancel();
-            return controller.error(new Error("connection reset"));
-          }
-          const { done, value } = await reader.read();
-          if (done) return controller.close();
-          passed += decoder.decode(value, { stream: true });
-          controller.enqueue(value);
-        },
-      });
-      return new Response(body, { headers: res.headers });
-    };
+    const flaky = cutOnce((url) => url.includes("/api/v1/runs/events"), feedRequests);
     const watcher = new RunsClient({ baseUrl: BASE, fetch: flaky });
     const abort = new AbortController();
     const seen: FeedEvent[] = [];
