@@ -5,9 +5,10 @@
  */
 import { createHash } from "node:crypto";
 import { mkdirSync } from "node:fs";
-import { chromium, type Browser, type Page } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mintToken } from "../../src/tokens";
+import { launchChromium } from "./browser";
 import { BASE, startServer, stopServer, type DevServer } from "./server";
 
 const SHOTS = "test-results/frontend";
@@ -27,10 +28,7 @@ beforeAll(async () => {
     startServer(),
     startServer(undefined, ["--var", `API_KEYS:${keys}`, "--var", `TOKEN_SECRET:${TOKEN_SECRET}`, "--inspector-port", "9231"], KEYED_PORT),
   ]);
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  browser = await launchChromium();
 });
 afterAll(async () => {
   await browser?.close();
