@@ -12,6 +12,23 @@ export interface DevServer {
   persistTo: string;
   output: string[];
   base: string;
+  nudger?: ReturnType<typeof setInterval>;
+}
+
+/**
+ * wrangler dev's proxy (4.86) forwards each request to the Worker's own workerd over pooled
+ * connections. When a forward fails (a pooled connection closed under it), a GET is put back in
+ * a retry queue that only the proxy's next incoming request drains: on a quiet moment, the GET
+ * waits until some other request arrives, however long that is. A request to /health every
+ * second is that next request, so a GET caught this way waits at most a second, as it would in a
+ * busy development session. (The proxy compares the failed request's whole URL with the
+ * Worker's bare origin, which never match, so it never reports the failure.)
+ */
+function nudge(server: DevServer): void {
+  server.nudger = setInterval(() => {
+    fetch(`${server.base}/health`).then((r) => r.body?.cancel(), () => {});
+  }, 1000);
+  server.nudger.unref();
 }
 
 /** `wrangler dev` of the service (or, with `--config`, of another Worker on another `port`). */
@@ -34,7 +51,10 @@ export async function startServer(persistTo = mkdtempSync(join(tmpdir(), "runs-e
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`wrangler dev exited: ${server.output.join("")}`);
     try {
-      if ((await fetch(`${base}/health`)).ok) return server;
+      if ((await fetch(`${base}/health`)).ok) {
+        nudge(server);
+        return server;
+      }
     } catch {
       // not listening yet
     }
@@ -46,6 +66,7 @@ export async function startServer(persistTo = mkdtempSync(join(tmpdir(), "runs-e
 
 /** Kills wrangler and workerd at once, as a crash or a power cut would. */
 export async function killServer(server: DevServer): Promise<void> {
+  clearInterval(server.nudger);
   const exited = new Promise((resolve) => server.process.once("exit", resolve));
   process.kill(-server.process.pid!, "SIGKILL");
   await exited;
@@ -66,6 +87,7 @@ async function portFree(base: string): Promise<void> {
 
 /** Stops the server by its PID and waits until the port is free again. */
 export async function stopServer(server: DevServer): Promise<void> {
+  clearInterval(server.nudger);
   const { process: child } = server;
   if (child.exitCode === null) {
     const exited = new Promise((resolve) => child.once("exit", resolve));
