@@ -16,6 +16,8 @@ import { BASE, startServer, stopServer, type DevServer } from "../test/e2e/serve
 const FLOOR_PORT = 8006;
 /** A local webhook receiver that never answers, for cancel latency while a receiver stalls. */
 const STALL_PORT = 8007;
+/** Two more servers for the cost of shards: one projection and line on this port, 4 of each on the next. */
+const SHARDS_PORT = 8008;
 // How many jobs wait in line for the idle-CPU figure (100,000 on request: seeding runs at the submit rate).
 const LINE_SIZE = Number(process.env.BENCH_LINE_SIZE ?? 5000);
 
@@ -197,12 +199,12 @@ async function noJobRunning() {
   }
 }
 
-async function quiet(maxMs = 60_000) {
+async function quiet(maxMs = 60_000, target = server) {
   const deadline = Date.now() + maxMs;
   while (Date.now() < deadline) {
-    const before = treeCpuMs(server.process.pid!);
+    const before = treeCpuMs(target.process.pid!);
     await new Promise((r) => setTimeout(r, QUIET_WINDOW_MS));
-    if (treeCpuMs(server.process.pid!) - before <= QUIET_WINDOW_MS * QUIET_CPU_SHARE) return;
+    if (treeCpuMs(target.process.pid!) - before <= QUIET_WINDOW_MS * QUIET_CPU_SHARE) return;
   }
 }
 
@@ -291,6 +293,47 @@ async function filteredLists() {
   }
   // The seeded jobs go, so that the next figures start on an empty line.
   await fetch(`${BASE}/api/v1/runs/bulk/delete`, { method: "POST", headers: json, body: JSON.stringify({ tags: ["bench-filter"], force: true }) });
+}
+
+/**
+ * What shards cost the reads: two fresh servers, one tenant on one projection and one line, the
+ * other on 4 shards and 4 lines, each holding the same 1,000 waiting jobs. Submit, list and
+ * stats on the sharded one as a share of the same on the other. (Locally every object shares one
+ * thread, so shards cannot add throughput here; on Cloudflare each is an object of its own: see
+ * docs/SCALE.md.)
+ */
+async function shardedReads() {
+  const start = (port: number, inspector: number, vars: string[]) =>
+    startServer(mkdtempSync(join(tmpdir(), "runs-shards-")), ["--inspector-port", String(inspector), ...vars.flatMap((v) => ["--var", v])], port);
+  const one = await start(SHARDS_PORT, 9240, []);
+  const four = await start(SHARDS_PORT + 1, 9241, ["PROJECTION_SHARDS:4", "LINE_SHARDS:4"]);
+  try {
+    const waiting = JSON.stringify({ prompt: "sharded", tags: ["bench-shards"], delay_seconds: 2_592_000 });
+    for (const target of [one, four]) {
+      await autocannon({ url: target.base, connections: 16, amount: 1000, requests: [{ method: "POST", path: "/api/v1/runs", headers: json, body: waiting }] });
+      await quiet(60_000, target);
+    }
+    const variants: [string, Parameters<typeof load>[0]][] = [
+      ["submit (a waiting job)", { path: "/api/v1/runs", method: "POST", headers: json, body: waiting, duration: Math.max(2, Math.ceil(SECONDS / 2)) }],
+      ["list, first page", { path: "/api/v1/runs", connections: 4, duration: Math.max(2, Math.ceil(SECONDS / 2)) }],
+      ["list by tag", { path: "/api/v1/runs?tag=bench-shards", connections: 4, duration: Math.max(2, Math.ceil(SECONDS / 2)) }],
+      ["stats", { path: "/stats", connections: 4, duration: Math.max(2, Math.ceil(SECONDS / 2)) }],
+    ];
+    for (const [name, options] of variants) {
+      await quiet(60_000, one);
+      const single = await load(options, one);
+      await quiet(60_000, four);
+      const sharded = await load(options, four);
+      report(
+        `${name}, 4 shards and 4 lines`,
+        describeRun(sharded),
+        `${pct(sharded.requests.average / single.requests.average)} of one shard (${single.requests.average.toFixed(0)} req/s, p50 ${single.latency.p50} ms)`,
+      );
+    }
+  } finally {
+    await stopServer(four);
+    await stopServer(one);
+  }
 }
 
 async function deletes() {
@@ -436,6 +479,7 @@ async function main() {
       line: idleLine,
       lists: listScaling,
       filters: filteredLists,
+      shards: shardedReads,
     };
     // BENCH_ONLY=throughput,line runs just those figures.
     const only = (process.env.BENCH_ONLY ?? "").split(",").filter(Boolean);

@@ -5,7 +5,7 @@
  * Settings are read by name from the Worker's env, or from a deployment's vars and secrets.
  */
 
-/** The whole-number settings: their defaults and least values. */
+/** The whole-number settings: their defaults, least values and (for some) greatest values. */
 const NUMBERS = {
   MAX_BODY_BYTES: [1024 * 1024, 0],
   INLINE_RESULT_BYTES: [1024 * 1024, 0],
@@ -22,7 +22,10 @@ const NUMBERS = {
   MODEL_IDLE_TIMEOUT_MS: [60_000, 1],
   RATE_LIMIT_PER_MINUTE: [600, 1],
   FEED_KEEP_CHANGES: [10_000, 1],
-} as const satisfies Record<string, readonly [number, number]>;
+  // A tenant's projection shards and lines (docs/SCALE.md): raised, never lowered, once it has jobs.
+  PROJECTION_SHARDS: [1, 1, 16],
+  LINE_SHARDS: [1, 1, 16],
+} as const satisfies Record<string, readonly [number, number] | readonly [number, number, number]>;
 export type NumberSetting = keyof typeof NUMBERS;
 
 export const MIN_TOKEN_SECRET_CHARS = 32;
@@ -36,10 +39,10 @@ function read(settings: object, name: string): string {
 
 /** The setting's value, or its default when unset or empty (or malformed: `settingsProblems` names that). */
 export function numberSetting(settings: object, name: NumberSetting): number {
-  const [fallback, least] = NUMBERS[name];
+  const [fallback, least, most = Number.MAX_SAFE_INTEGER] = NUMBERS[name] as readonly number[];
   const raw = read(settings, name);
   const n = Number(raw);
-  return raw !== "" && Number.isSafeInteger(n) && n >= least ? n : fallback;
+  return raw !== "" && Number.isSafeInteger(n) && n >= least && n <= most ? n : fallback;
 }
 
 export interface KeyEntry {

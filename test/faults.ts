@@ -54,8 +54,11 @@ export function failingStubs<N extends Env["PROJECTIONS"] | Env["LINES"] | Env["
   return { proxy, counts };
 }
 
-/** A Durable Object namespace whose stubs record every call made through them, as `<name>.<method>`. */
-export function countingStubs<N extends Env["PROJECTIONS"] | Env["LINES"] | Env["RUNS"]>(namespace: N, name: string, calls: string[]) {
+/**
+ * A Durable Object namespace whose stubs record every call made through them, as `<name>.<method>`
+ * (or `<name>:<object name>.<method>`).
+ */
+export function countingStubs<N extends Env["PROJECTIONS"] | Env["LINES"] | Env["RUNS"]>(namespace: N, name: string, calls: string[], withObjectName = false) {
   return new Proxy(namespace, {
     get(obj, prop) {
       const value = Reflect.get(obj, prop);
@@ -67,7 +70,7 @@ export function countingStubs<N extends Env["PROJECTIONS"] | Env["LINES"] | Env[
             const member = Reflect.get(s, p);
             if (typeof p !== "string" || typeof member !== "function" || p === "fetch") return member;
             return (...args: unknown[]) => {
-              calls.push(`${name}.${p}`);
+              calls.push(withObjectName ? `${name}:${objectName}.${p}` : `${name}.${p}`);
               return (member as (...a: unknown[]) => unknown)(...args);
             };
           },

@@ -166,6 +166,8 @@ describe("a deployment whose settings are unsound answers 503 naming the setting
     ["WEBHOOK_SECRET too short", { WEBHOOK_SECRET: `whsec_${btoa("tiny")}` }, /WEBHOOK_SECRET must hold at least 24 bytes/],
     ["a limit that is no number", { MAX_RUNNING_PER_TENANT: "ten" }, /MAX_RUNNING_PER_TENANT must be a whole number within its range; it is "ten"/],
     ["a limit below its least value", { MAX_STEP_ATTEMPTS: "0" }, /MAX_STEP_ATTEMPTS must be a whole number/],
+    ["more projection shards than sequence numbers can tell apart", { PROJECTION_SHARDS: "17" }, /PROJECTION_SHARDS must be a whole number within its range; it is "17"/],
+    ["no line at all", { LINE_SHARDS: "0" }, /LINE_SHARDS must be a whole number within its range; it is "0"/],
     ["MODEL_BASE_URL that is no URL", { MODEL_BASE_URL: "llm.internal" }, /MODEL_BASE_URL must be an http\(s\) URL/],
   ];
 

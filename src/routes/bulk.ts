@@ -12,6 +12,7 @@ import { jsonBody } from "../http/body";
 import type { Operation } from "../http/openapi";
 import { valid } from "../http/validation";
 import type { BulkAction } from "../bulk/BulkObject";
+import { matchingJobs } from "../tenant/sharded";
 import { bulkAcceptedSchema, bulkBodySchema, bulkIdParamSchema, bulkProgressSchema, errorSchema, MAX_BULK_MATCHES } from "../schemas";
 
 export const bulk = new Hono<AppEnv>();
@@ -43,7 +44,7 @@ for (const action of ["cancel", "delete"] as const satisfies BulkAction[]) {
         tags: body.tags,
         created_before: body.created_before && new Date(body.created_before).toISOString(),
       };
-      ids = await c.env.PROJECTIONS.getByName(tenant).matching(filter, MAX_BULK_MATCHES);
+      ids = await matchingJobs(c.env, tenant, filter, MAX_BULK_MATCHES);
       if (ids.length > MAX_BULK_MATCHES) throw new ApiError("bad_request", `The filter matches more than ${MAX_BULK_MATCHES} jobs; narrow it`);
     }
     const bulkId = newId("bulk");

@@ -4,6 +4,7 @@ import { scope, type AppEnv } from "../auth";
 import { ApiError } from "../errors";
 import type { Operation } from "../http/openapi";
 import { errorSchema, feedQuerySchema } from "../schemas";
+import { feedPositions, watchFeed } from "../tenant/sharded";
 import { runFilter } from "./filter";
 
 export const feed = new Hono<AppEnv>();
@@ -25,9 +26,10 @@ feedOperations.push({
 feed.get("/api/v1/runs/events", scope("stream"), async (c) => {
   const filter = runFilter(c, "the feed");
   const position = c.req.header("Last-Event-ID");
-  if (position !== undefined && !/^\d{1,15}$/.test(position.trim())) throw new ApiError("bad_request", `Invalid event id: ${position}`);
+  const positions = feedPositions(c.env, position);
+  if (positions === null) throw new ApiError("bad_request", `Invalid event id: ${position}`);
   // A token whose reach leaves nothing of the filter watches nothing (and is kept alive by pings).
-  const { body } = await c.env.PROJECTIONS.getByName(c.var.tenant).watch(filter ?? { nothing: true }, position === undefined ? null : Number(position));
+  const body = await watchFeed(c.env, c.var.tenant, filter ?? { nothing: true }, positions);
   return new Response(body, {
     headers: { "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache", "X-Accel-Buffering": "no" },
   });

@@ -7,7 +7,7 @@ import { webhookSigningProblem } from "../settings";
 import { webhookUrlProblem } from "../webhooks/targets";
 import { hex, sha256 } from "../digest";
 import { ApiError, jobNotFound, misconfigured, raise, unwrap } from "../errors";
-import { isJobId, newJobId, runObjectName } from "../ids";
+import { isJobId, runObjectName } from "../ids";
 import { jsonBody } from "../http/body";
 import type { Operation } from "../http/openapi";
 import { valid } from "../http/validation";
@@ -15,6 +15,8 @@ import { durationSeconds, placeRequest, POLL_INTERVAL_S, type CopiedStep, type R
 import type { FinishedPart } from "../run/store";
 import type { Status } from "../run/transitions";
 import type { AdmitResult, ListPage } from "../tenant/TenantProjection";
+import { listJobs, MAX_SHARDED_OFFSET } from "../tenant/sharded";
+import { lineOfJob, placeJob, projectionOfKey, projectionShards } from "../tenant/shards";
 import { planRun } from "../runners";
 import { resolveAgent } from "../runners/agents";
 import {
@@ -85,14 +87,23 @@ function shown<T extends { job_id: string; session_id: string | null; tags?: str
   return job;
 }
 
-const projection = (c: Ctx) => c.env.PROJECTIONS.getByName(c.var.tenant);
-const line = (c: Ctx) => c.env.LINES.getByName(c.var.tenant);
+/** The tenant's projection shard that holds an idempotency key or counts a token's submits. */
+const projectionOf = (c: Ctx, key: string) => c.env.PROJECTIONS.getByName(projectionOfKey(c.env, c.var.tenant, key));
+/** A job's projection shard and line, as its spec names them (the tenant's own objects for a spec from before shards). */
+const projectionFor = (c: Ctx, spec: RunSpec) => c.env.PROJECTIONS.getByName(spec.projection ?? spec.tenant);
+const lineFor = (c: Ctx, spec: RunSpec) => c.env.LINES.getByName(spec.line ?? spec.tenant);
 
-/** Queued jobs with their place in line (one call to the line for all of them). */
+/** Queued jobs with their place in line (one call to each line they wait in). */
 async function withQueuePositions(c: Ctx, jobs: Job[]): Promise<Job[]> {
-  const queued = jobs.filter((j) => j.status === "queued").map((j) => j.job_id);
-  if (queued.length === 0) return jobs;
-  const positions = await line(c).positions(queued);
+  const byLine = new Map<string, string[]>();
+  for (const job of jobs) {
+    if (job.status !== "queued") continue;
+    const name = lineOfJob(c.env, c.var.tenant, job);
+    byLine.set(name, [...(byLine.get(name) ?? []), job.job_id]);
+  }
+  if (byLine.size === 0) return jobs;
+  const answers = await Promise.all([...byLine].map(([name, ids]) => c.env.LINES.getByName(name).positions(ids)));
+  const positions: Record<string, number | null> = Object.assign({}, ...answers);
   return jobs.map((j) => (j.status === "queued" ? { ...j, queue_position: positions[j.job_id] ?? null } : j));
 }
 
@@ -152,7 +163,7 @@ function specFor(c: Ctx, body: SubmitBody, key: string | null, now: number): Run
   const agent = resolveAgent(body);
   const plan = planRun(c.env, config, agent.tasks);
   return {
-    job_id: newJobId(),
+    ...placeJob(c.env, c.var.tenant, { idempotency_key: key, concurrency_key: body.concurrency_key ?? null }),
     tenant: c.var.tenant,
     created_at: now,
     prompt: body.prompt,
@@ -195,7 +206,7 @@ runs.post("/api/v1/runs", scope("submit"), jsonBody((env) => limits(env).maxBody
   const hash = key === null ? null : await bodyHash(body);
   const now = Date.now();
   const held = key === null ? undefined : async () => {
-    const holder = await projection(c).keyHolder(key, hash);
+    const holder = await projectionOf(c, key).keyHolder(key, hash);
     return holder && replay(c, holder, now);
   };
   return spending(c, () => enter(c, specFor(c, body, key, now), hash, now), held);
@@ -216,7 +227,7 @@ function tokenized<T extends { session_id?: string | null; tags?: string[] | nul
 async function spending(c: Ctx, submit: () => Promise<Response>, held?: () => Promise<Response | null>): Promise<Response> {
   const grant = c.var.token;
   if (grant === null) return submit();
-  if (!(await projection(c).spendSubmit(grant.id, grant.max_submits ?? 0, grant.expires * 1000))) {
+  if (!(await projectionOf(c, grant.id).spendSubmit(grant.id, grant.max_submits ?? 0, grant.expires * 1000))) {
     const replayed = held && (await held());
     if (replayed) return replayed;
     throw new ApiError("forbidden", "Token submit limit reached");
@@ -227,7 +238,7 @@ async function spending(c: Ctx, submit: () => Promise<Response>, held?: () => Pr
     made = response.headers.get("Idempotent-Replayed") === null;
     return response;
   } finally {
-    if (!made) await projection(c).refundSubmit(grant.id);
+    if (!made) await projectionOf(c, grant.id).refundSubmit(grant.id);
   }
 }
 
@@ -239,9 +250,9 @@ async function spending(c: Ctx, submit: () => Promise<Response>, held?: () => Pr
  */
 async function enter(c: Ctx, spec: RunSpec, hash: string | null, now: number, copied: CopiedStep[] = []) {
   const key = spec.idempotency_key;
-  const place = await line(c).join(placeRequest(spec));
+  const place = await lineFor(c, spec).join(placeRequest(spec));
   if (!place.ok) {
-    const holder = key === null ? null : await projection(c).keyHolder(key, hash);
+    const holder = key === null ? null : await projectionOf(c, key).keyHolder(key, hash);
     if (holder) return replay(c, holder, now);
     throw new ApiError("queue_full", `Too many queued jobs for this tenant (limit ${place.limit})`, {}, { "Retry-After": String(QUEUE_FULL_RETRY_S) });
   }
@@ -251,12 +262,12 @@ async function enter(c: Ctx, spec: RunSpec, hash: string | null, now: number, co
   try {
     created = unwrap(await run.create(spec, place.granted, copied));
   } catch (error) {
-    await line(c).leave(spec.job_id);
+    await lineFor(c, spec).leave(spec.job_id);
     throw error;
   }
   let admission: AdmitResult;
   try {
-    admission = await projection(c).admit({ job: created.job, version: created.version, idempotency_key: key, body_hash: hash });
+    admission = await projectionFor(c, spec).admit({ job: created.job, version: created.version, idempotency_key: key, body_hash: hash });
   } catch (error) {
     await run.discard();
     throw error;
@@ -317,11 +328,13 @@ runs.get("/api/v1/runs", scope("read"), valid("query", listQuerySchema), async (
   const page = query.page ?? 1;
   const page_size = query.page_size ?? 20;
   const before = query.cursor === undefined ? undefined : decodeCursor(query.cursor);
-  let result: ListPage = { jobs: [], total: 0, next: null };
+  let result: ListPage = { jobs: [], seqs: [], total: 0, next: null };
   if (filter !== null) {
-    const wanted = { ...filter, page, page_size, before };
+    if (before === undefined && page * page_size > MAX_SHARDED_OFFSET && projectionShards(c.env) > 1) {
+      throw new ApiError("bad_request", `page × page_size may be at most ${MAX_SHARDED_OFFSET} here; page on with cursor`);
+    }
     const labelled = filter.tags !== undefined || filter.metadata !== undefined;
-    result = labelled ? await projection(c).listByLabels(wanted) : await projection(c).list(wanted);
+    result = await listJobs(c.env, c.var.tenant, { ...filter, page, page_size, before }, labelled);
   }
   return c.json(
     { jobs: await withQueuePositions(c, result.jobs), total: result.total, page, page_size, next_cursor: result.next === null ? null : encodeCursor(result.next) },
@@ -505,7 +518,7 @@ runs.post(
     const now = Date.now();
     const spec: RunSpec = {
       ...tokenized(c, source.spec),
-      job_id: newJobId(),
+      ...placeJob(c.env, c.var.tenant, { idempotency_key: null, concurrency_key: source.spec.concurrency_key }),
       created_at: now,
       prompt: body.prompt ?? source.spec.prompt,
       config: { ...source.spec.config, ...(body.config ?? {}) },

@@ -4,6 +4,7 @@ import type { AppEnv } from "../auth";
 import type { Operation } from "../http/openapi";
 import { activeRunnerName } from "../runners";
 import { healthSchema, statsSchema } from "../schemas";
+import { tenantStats } from "../tenant/sharded";
 import { buildVersion } from "../version";
 
 export const system = new Hono<AppEnv>();
@@ -25,4 +26,4 @@ systemOperations.push({
   responses: { 200: { json: statsSchema, description: "Counts" } },
 });
 
-system.get("/stats", async (c) => c.json(await c.env.PROJECTIONS.getByName(c.var.tenant).stats(), 200));
+system.get("/stats", async (c) => c.json(await tenantStats(c.env, c.var.tenant), 200));

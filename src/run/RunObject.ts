@@ -559,7 +559,7 @@ export class RunObject extends DurableObject<Env> {
         const place = { ...placeRequest(spec), start_at: null, ttl_s: null };
         this.outbox.enqueue("line", { ...this.jobRef(), rejoin: place, answered_at: Date.now() }, Date.now());
       }
-      this.outbox.enqueueSnapshot({ tenant: spec.tenant, job: this.job(next), version: next.version }, next.status !== row.status);
+      this.outbox.enqueueSnapshot({ ...this.jobRef(), job: this.job(next), version: next.version }, next.status !== row.status);
     });
     if (action) recordTransition(this.env, spec, row, next);
     return next;
@@ -705,9 +705,10 @@ export class RunObject extends DurableObject<Env> {
     return toJob(spec, row, this.hasJob && spec.webhook_url ? readWebhook(this.sql) : null);
   }
 
+  /** The job and the tenant objects it reports to: its projection shard and its line. */
   private jobRef() {
     const spec = this.spec();
-    return { tenant: spec.tenant, job_id: spec.job_id };
+    return { tenant: spec.tenant, job_id: spec.job_id, projection: spec.projection ?? spec.tenant, line: spec.line ?? spec.tenant };
   }
 
   /** The contract's 404, naming the job as its object is named: `<tenant>/<job_id>`. */

@@ -40,6 +40,12 @@ export interface RunSpec {
   input_timeout_s: number;
   /** The failed or cancelled job this one retries, or null. */
   retry_of: string | null;
+  /**
+   * The names of the tenant's projection shard and line this job belongs to (src/tenant/shards.ts);
+   * a spec from before shards has neither, and belongs to the tenant's own objects.
+   */
+  projection?: string;
+  line?: string;
 }
 
 /** A step a retry does not run again: its output, copied from the job retried, and the note it had. */

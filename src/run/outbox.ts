@@ -23,15 +23,17 @@ export type OutboxKind = "projection" | "line" | "webhook" | "purge";
 /** A job's progress reaches the projection at most this often; status changes go at once. */
 export const PROGRESS_INTERVAL_MS = 1_000;
 
-interface Snapshot {
-  tenant: string;
-  job: Job;
-  version: number;
-}
+/**
+ * Which job, and the tenant objects it reports to. A row written before the tenant had shards
+ * names neither object: they are the tenant's own.
+ */
 interface JobRef {
   tenant: string;
   job_id: string;
+  projection?: string;
+  line?: string;
 }
+type Snapshot = JobRef & { job: Job; version: number };
 /** The line's row: leave the line, or (`rejoin`) wait in it again. The newest row replaces an older one. */
 type LineChange = JobRef & { rejoin?: PlaceRequest; answered_at?: number };
 
@@ -43,24 +45,24 @@ const DONE: Handled = { done: true };
 
 const HANDLERS: Record<OutboxKind, Handler> = {
   async projection(_ctx, env, payload) {
-    const { tenant, job, version } = JSON.parse(payload) as Snapshot;
-    await env.PROJECTIONS.getByName(tenant).upsert(job, version);
+    const { tenant, projection, job, version } = JSON.parse(payload) as Snapshot;
+    await env.PROJECTIONS.getByName(projection ?? tenant).upsert(job, version);
     return DONE;
   },
   async line(_ctx, env, payload) {
-    const { tenant, job_id, rejoin, answered_at } = JSON.parse(payload) as LineChange;
-    if (rejoin) await env.LINES.getByName(tenant).rejoin(rejoin, answered_at ?? 0);
-    else await env.LINES.getByName(tenant).leave(job_id);
+    const { tenant, line, job_id, rejoin, answered_at } = JSON.parse(payload) as LineChange;
+    if (rejoin) await env.LINES.getByName(line ?? tenant).rejoin(rejoin, answered_at ?? 0);
+    else await env.LINES.getByName(line ?? tenant).leave(job_id);
     return DONE;
   },
   async purge(ctx, env, payload) {
-    const { tenant, job_id } = JSON.parse(payload) as JobRef;
+    const { tenant, projection, job_id } = JSON.parse(payload) as JobRef;
     // A webhook still owed keeps its body, which may quote the output about to be purged.
     await fixWebhookBody(ctx, env);
     await purgePrefix(env.OUTPUTS, outputPrefix(tenant, job_id));
     // The job's final usage stays in the tenant's totals, whether or not its last snapshot went out.
     const row = readRunRow(ctx.storage.sql);
-    await env.PROJECTIONS.getByName(tenant).remove(job_id, row ? usageOf(row) : undefined);
+    await env.PROJECTIONS.getByName(projection ?? tenant).remove(job_id, row ? usageOf(row) : undefined);
     return DONE;
   },
   webhook: deliverWebhook,

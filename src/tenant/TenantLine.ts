@@ -13,6 +13,7 @@ import { limits, type Limits } from "../config";
 import { giveUpNameless, rememberTenant, runObjectName, tenantOf } from "../ids";
 import { DEFAULT_PRIORITY } from "../schemas";
 import { migrate } from "../storage/migrations";
+import { lineShards, tenantOfObject } from "./shards";
 
 /** A job that the line could not reach (not created yet) is tried again this much later. */
 const MISSING_RETRY_MS = 2_000;
@@ -82,6 +83,20 @@ export const expiredMessage = (ttlSeconds: number) => `Expired: not started with
 
 type Place = { job_id: string; state: PlaceState; priority: number; seq: number; concurrency_key: string | null };
 
+/**
+ * One line's limits: with LINE_SHARDS lines, each runs and holds its share of the tenant's
+ * (rounded down, at least one). A concurrency key lives in one line, so its limit is whole.
+ */
+function lineLimits(env: Env): Limits {
+  const all = limits(env);
+  const lines = lineShards(env);
+  return {
+    ...all,
+    maxRunningPerTenant: Math.max(1, Math.floor(all.maxRunningPerTenant / lines)),
+    maxQueuedPerTenant: Math.max(1, Math.floor(all.maxQueuedPerTenant / lines)),
+  };
+}
+
 export class TenantLine extends DurableObject<Env> {
   private readonly sql: SqlStorage;
   private readonly limits: Limits;
@@ -89,7 +104,7 @@ export class TenantLine extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
-    this.limits = limits(env);
+    this.limits = lineLimits(env);
     migrate(ctx.storage, LINE_MIGRATIONS);
     rememberTenant(ctx);
   }
@@ -438,7 +453,7 @@ export class TenantLine extends DurableObject<Env> {
   }
 
   private run(jobId: string) {
-    return this.env.RUNS.getByName(runObjectName(tenantOf(this.ctx)!, jobId));
+    return this.env.RUNS.getByName(runObjectName(tenantOfObject(tenantOf(this.ctx)!), jobId));
   }
 
 }

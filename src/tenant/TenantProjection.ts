@@ -12,6 +12,7 @@ import { giveUpNameless, rememberTenant, tenantOf } from "../ids";
 import { hasTable, migrate } from "../storage/migrations";
 import { STATUSES, type Status } from "../run/transitions";
 import { FeedWatchers, type Change, type RunFilter } from "./feed";
+import { MAX_SHARDS, shardIndex } from "./shards";
 
 /** Trigger bodies that keep the tallies: count the new row in, and the old row out. */
 const COUNT_NEW = `
@@ -158,10 +159,22 @@ export interface ListFilter extends RunFilter {
 
 export interface ListPage {
   jobs: Job[];
+  /** Each job's sequence number: what the shards of a tenant's projection are merged by. */
+  seqs: number[];
   total: number;
   /** Sequence number to continue from, or null at the end. */
   next: number | null;
 }
+
+/**
+ * A job's sequence number is the time it was first heard of here, in milliseconds, times
+ * SEQ_SCALE, plus this shard's index (below MAX_SHARDS, the step): unique across a tenant's shards, in the
+ * same order in each (newest highest), so that their lists merge by it and one cursor is a
+ * position in every shard. Within a shard it only grows, by SEQ_STEP at least, whatever the
+ * clock does. (Jobs listed before sequence numbers were times keep their small ones: older.)
+ */
+const SEQ_SCALE = 1024;
+const SEQ_STEP = MAX_SHARDS;
 
 export class TenantProjection extends DurableObject<Env> {
   private readonly sql: SqlStorage;
@@ -264,7 +277,8 @@ export class TenantProjection extends DurableObject<Env> {
     const now = Date.now();
     if (!held) {
       this.sql.exec(
-        "INSERT INTO jobs (job_id, status, session_id, version, body, fed_at) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO jobs (seq, job_id, status, session_id, version, body, fed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        this.nextSeq(now),
         job.job_id,
         job.status,
         job.session_id,
@@ -289,6 +303,14 @@ export class TenantProjection extends DurableObject<Env> {
       );
       if (told) this.record("run", held.status, body);
     }
+  }
+
+  /** The sequence number of a job first heard of now (see SEQ_SCALE). */
+  private nextSeq(now: number): number {
+    const last = this.sql.exec<{ seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'").toArray()[0]?.seq ?? 0;
+    // This object's index among its tenant's shards: 0 for the tenant's first, or only, one.
+    const shard = shardIndex(tenantOf(this.ctx) ?? "");
+    return Math.max(now * SEQ_SCALE + shard, last + SEQ_STEP);
   }
 
   /** Writes a change to the feed's log (inside the caller's transaction) and prunes old ones. */
@@ -331,10 +353,15 @@ export class TenantProjection extends DurableObject<Env> {
    * the log keeps starts with `reset`: the client lists again.
    */
   watch(filter: RunFilter, after: number | null): { body: ReadableStream<Uint8Array> } {
-    const head = this.sql.exec<{ id: number | null }>("SELECT MAX(id) AS id FROM changes").one().id ?? this.prunedThrough();
+    const head = this.feedHead();
     const from = after === null || after > head ? head : after;
     const reset = after !== null && after < this.prunedThrough();
     return { body: this.feed.open(filter, reset ? head : from, reset, head) };
+  }
+
+  /** The feed's newest position: where a watcher from now starts. */
+  feedHead(): number {
+    return this.sql.exec<{ id: number | null }>("SELECT MAX(id) AS id FROM changes").one().id ?? this.prunedThrough();
   }
 
   private prunedThrough(): number {
@@ -394,7 +421,7 @@ export class TenantProjection extends DurableObject<Env> {
         .toArray()
         .map((r) => [r.label, r.n]),
     );
-    if (labels.some((l) => !sizes.get(l))) return { jobs: [], total: 0, next: null };
+    if (labels.some((l) => !sizes.get(l))) return { jobs: [], seqs: [], total: 0, next: null };
     const [rarest, ...others] = [...labels].sort((a, b) => sizes.get(a)! - sizes.get(b)!);
     const { where, params } = byStatusAndSession(query);
     let total: number;
@@ -445,6 +472,7 @@ export class TenantProjection extends DurableObject<Env> {
     const page = rows.slice(0, query.page_size);
     return {
       jobs: page.map((r) => JSON.parse(r.body) as Job),
+      seqs: page.map((r) => r.seq),
       total,
       next: rows.length > query.page_size ? page[page.length - 1].seq : null,
     };

@@ -1,0 +1,153 @@
+/**
+ * A tenant's projection read as one over its shards (src/tenant/shards.ts): a list page merged
+ * by sequence number, stats summed, a bulk operation's matches gathered, the live feed merged
+ * with one event id holding every shard's position. With one shard, each is that shard's own
+ * answer, as before there were shards.
+ */
+import type { DayUsage, Stats } from "../schemas";
+import { PING } from "../run/events";
+import { STATUSES, type Status } from "../run/transitions";
+import type { RunFilter } from "./feed";
+import type { ListFilter, ListPage } from "./TenantProjection";
+import { projectionNames, projectionShards } from "./shards";
+
+/** How deep offset paging (`page`) reads on a sharded tenant: each shard's first rows up to this many. */
+export const MAX_SHARDED_OFFSET = 10_000;
+
+const shard = (env: Env, name: string) => env.PROJECTIONS.getByName(name);
+
+/**
+ * A page of the tenant's list. On several shards each is asked for the rows the page could
+ * hold (from the cursor, or its first `page × page_size` rows), and they are merged newest first.
+ */
+export async function listJobs(env: Env, tenant: string, query: ListFilter, labelled: boolean): Promise<ListPage> {
+  const read = (name: string, q: ListFilter) => (labelled ? shard(env, name).listByLabels(q) : shard(env, name).list(q));
+  const names = projectionNames(env, tenant);
+  if (names.length === 1) return read(names[0], query);
+  const offset = query.before === undefined ? (query.page - 1) * query.page_size : 0;
+  const pages = await Promise.all(names.map((name) => read(name, { ...query, page: 1, page_size: offset + query.page_size })));
+  const rows = pages.flatMap((p) => p.jobs.map((job, i) => ({ job, seq: p.seqs[i] }))).sort((a, b) => b.seq - a.seq);
+  const page = rows.slice(offset, offset + query.page_size);
+  const more = rows.length > offset + query.page_size || pages.some((p) => p.next !== null);
+  return {
+    jobs: page.map((r) => r.job),
+    seqs: page.map((r) => r.seq),
+    total: pages.reduce((n, p) => n + p.total, 0),
+    next: more && page.length > 0 ? page[page.length - 1].seq : null,
+  };
+}
+
+/** The tenant's counts and usage: the sum of its shards'. */
+export async function tenantStats(env: Env, tenant: string): Promise<Stats> {
+  const all = await Promise.all(projectionNames(env, tenant).map((name) => shard(env, name).stats()));
+  if (all.length === 1) return all[0];
+  const by_status = Object.fromEntries(STATUSES.map((s) => [s, 0])) as Record<Status, number>;
+  const usage = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, model_calls: 0 };
+  const days = new Map<string, DayUsage>();
+  for (const stats of all) {
+    for (const status of STATUSES) by_status[status] += stats.by_status[status] ?? 0;
+    addUsage(usage, stats.usage);
+    for (const day of stats.usage_by_day) {
+      const held = days.get(day.day);
+      if (held) addUsage(held, day);
+      else days.set(day.day, { ...day });
+    }
+  }
+  // The days of the first shard's answer (they agree but for a read across midnight).
+  const usage_by_day = all[0].usage_by_day.map((d) => days.get(d.day)!);
+  return { total_jobs: Object.values(by_status).reduce((a, b) => a + b, 0), by_status, usage, usage_by_day };
+}
+
+type Tokens = { prompt_tokens: number; completion_tokens: number; total_tokens: number; model_calls: number };
+function addUsage(into: Tokens, from: Tokens): void {
+  into.prompt_tokens += from.prompt_tokens;
+  into.completion_tokens += from.completion_tokens;
+  into.total_tokens += from.total_tokens;
+  into.model_calls += from.model_calls;
+}
+
+/** The ids a bulk operation's filter matches, at most `limit` (one more says there are more). */
+export async function matchingJobs(
+  env: Env,
+  tenant: string,
+  filter: { status?: Status; session_id?: string; tags?: string[]; created_before?: string },
+  limit: number,
+): Promise<string[]> {
+  const all = await Promise.all(projectionNames(env, tenant).map((name) => shard(env, name).matching(filter, limit)));
+  return all.flat().slice(0, limit + 1);
+}
+
+/**
+ * A feed position from Last-Event-ID: one number per shard, joined by `.` (one number alone on
+ * one shard). A single number on several shards is the first shard's, from before it had more:
+ * the others start from now. Undefined: from now; null: malformed.
+ */
+export function feedPositions(env: Env, lastEventId: string | undefined): (number | null)[] | null {
+  const shards = projectionShards(env);
+  if (lastEventId === undefined) return Array(shards).fill(null);
+  const parts = lastEventId.trim().split(".");
+  if (!parts.every((p) => /^\d{1,15}$/.test(p))) return null;
+  if (parts.length === 1) return [Number(parts[0]), ...Array(shards - 1).fill(null)];
+  return parts.length === shards ? parts.map(Number) : null;
+}
+
+/**
+ * The tenant's live feed from `positions`. On several shards each one's feed is read and its
+ * events passed on in the order they come, each with an id holding every shard's position at
+ * that event, so that resuming from it misses nothing and repeats nothing; pings come from the
+ * first shard's feed. When any shard's feed ends, the merged one ends (the client resumes).
+ */
+export async function watchFeed(env: Env, tenant: string, filter: RunFilter, positions: (number | null)[]): Promise<ReadableStream<Uint8Array>> {
+  const names = projectionNames(env, tenant);
+  if (names.length === 1) return (await shard(env, names[0]).watch(filter, positions[0])).body;
+  // A shard watched from now is read from its newest change, so that its position is known from the start.
+  const from = await Promise.all(names.map((name, i) => positions[i] ?? shard(env, name).feedHead()));
+  const bodies = await Promise.all(names.map(async (name, i) => (await shard(env, name).watch(filter, from[i])).body));
+  const readers = bodies.map((body) => body.pipeThrough(new TextDecoderStream()).getReader());
+  const at = [...from];
+  const encoder = new TextEncoder();
+  let closed = false;
+  const send = (controller: ReadableStreamDefaultController<Uint8Array>, text: string) => {
+    if (!closed) controller.enqueue(encoder.encode(text));
+  };
+  const stop = (controller?: ReadableStreamDefaultController<Uint8Array>) => {
+    if (closed) return;
+    closed = true;
+    for (const reader of readers) reader.cancel().catch(() => {});
+    try {
+      controller?.close();
+    } catch {
+      // the client has gone
+    }
+  };
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      readers.forEach(async (reader, i) => {
+        let buffered = "";
+        try {
+          for (;;) {
+            const { value, done } = await reader.read();
+            if (done || closed) break;
+            buffered += value;
+            let end: number;
+            while ((end = buffered.indexOf("\n\n")) >= 0) {
+              const block = buffered.slice(0, end + 2);
+              buffered = buffered.slice(end + 2);
+              if (block === PING) {
+                if (i === 0) send(controller, PING);
+                continue;
+              }
+              const id = /^id: (\d+)$/m.exec(block);
+              if (id) at[i] = Number(id[1]);
+              send(controller, block.replace(/^id: \d+$/m, `id: ${at.join(".")}`));
+            }
+          }
+        } catch {
+          // a shard's feed failed: the merged one ends, and the client resumes
+        }
+        stop(controller);
+      });
+    },
+    cancel: () => stop(),
+  });
+}

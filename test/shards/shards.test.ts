@@ -1,0 +1,264 @@
+/**
+ * A tenant on several objects (see vitest.config.ts, "workers-shards"): its projection in 3
+ * shards and its line in 2 lines, each line running 2 of the tenant's 4 slots. The API answers
+ * as for one object: lists merged with exact totals and cursors, stats summed, idempotency keys
+ * honoured, the feed merged and resumable, bulk operations over every shard, each line keeping
+ * its share and each concurrency key its limit.
+ */
+import { env, runDurableObjectAlarm } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import type { Job, Stats } from "../../src/schemas";
+import { lineName, lineOfJob, projectionName, projectionOfKey } from "../../src/tenant/shards";
+import { app } from "../../src/app";
+import { countingStubs, overlay, withBindings } from "../faults";
+import { api, drive, getJob, post, settle } from "../helpers";
+
+const SHARDS = 3;
+const LINES = 2;
+const shardStub = (shard: number) => env.PROJECTIONS.getByName(projectionName("default", shard));
+
+async function submitIn(session: string, extra: Record<string, unknown> = {}, headers: Record<string, string> = {}) {
+  const res = await post("/api/v1/runs", { prompt: "sharded", session_id: session, config: { simulate: { step_ms: 1 } }, delay_seconds: 3600, ...extra }, headers);
+  expect(res.status).toBe(202);
+  return (await res.json<{ job_id: string }>()).job_id;
+}
+
+type Page = { jobs: Job[]; total: number; next_cursor: string | null };
+const list = async (query: string) => {
+  const res = await api(`/api/v1/runs?${query}`);
+  expect(res.status).toBe(200);
+  return res.json<Page>();
+};
+
+/** Every job of the session, newest first, as the shards themselves order them. */
+async function mergedByShards(session: string, extra: Partial<{ tags: string[] }> = {}): Promise<string[]> {
+  const pages = await Promise.all(Array.from({ length: SHARDS }, (_, s) => shardStub(s).list({ session_id: session, page: 1, page_size: 100, ...extra })));
+  for (const page of pages) expect(page.jobs.length).toBeGreaterThan(0);
+  return pages
+    .flatMap((p) => p.jobs.map((job, i) => ({ id: job.job_id, seq: p.seqs[i] })))
+    .sort((a, b) => b.seq - a.seq)
+    .map((r) => r.id);
+}
+
+async function walkByCursor(query: string, pageSize: number): Promise<{ ids: string[]; totals: number[] }> {
+  const ids: string[] = [];
+  const totals: number[] = [];
+  let cursor: string | null = null;
+  do {
+    const page: Page = await list(`${query}&page_size=${pageSize}${cursor ? `&cursor=${cursor}` : ""}`);
+    ids.push(...page.jobs.map((j) => j.job_id));
+    totals.push(page.total);
+    cursor = page.next_cursor;
+  } while (cursor);
+  return { ids, totals };
+}
+
+describe("a tenant's projection in shards", () => {
+  it("spreads its jobs over every shard and lists them as one: newest first, exact totals, cursors and pages", async () => {
+    const submitted: string[] = [];
+    for (let i = 0; i < 40; i++) submitted.push(await submitIn("spread", { tags: [i % 2 === 0 ? "even" : "odd"], metadata: { n: String(i % 4) } }));
+    const order = await mergedByShards("spread");
+    expect(new Set(order)).toEqual(new Set(submitted));
+
+    const walked = await walkByCursor("session_id=spread", 7);
+    expect(walked.ids).toEqual(order);
+    expect(new Set(walked.totals)).toEqual(new Set([40]));
+    const paged: string[] = [];
+    for (let page = 1; page <= 6; page++) {
+      const answer = await list(`session_id=spread&page_size=7&page=${page}`);
+      expect(answer.total).toBe(40);
+      paged.push(...answer.jobs.map((j) => j.job_id));
+    }
+    expect(paged).toEqual(order);
+    expect((await list("session_id=spread&page_size=7&page=7")).jobs).toEqual([]);
+
+    const even = await walkByCursor("session_id=spread&tag=even", 6);
+    expect(even.ids).toEqual(order.filter((id) => submitted.indexOf(id) % 2 === 0));
+    expect(new Set(even.totals)).toEqual(new Set([20]));
+    const both = await walkByCursor("session_id=spread&tag=even&metadata.n=2", 3);
+    expect(both.ids).toEqual(order.filter((id) => submitted.indexOf(id) % 4 === 2));
+    expect(new Set(both.totals)).toEqual(new Set([10]));
+    expect((await list("session_id=spread&status=running")).total).toBe(0);
+  });
+
+  it("refuses offset pages deeper than it reads, and pages on by cursor", async () => {
+    const res = await api("/api/v1/runs?page=101&page_size=100");
+    expect(res.status).toBe(400);
+    expect(await res.json()).toEqual({ detail: "page × page_size may be at most 10000 here; page on with cursor" });
+    expect((await api("/api/v1/runs?page=100&page_size=100")).status).toBe(200);
+  });
+
+  it("keeps an idempotency key with its job, in the key's shard", async () => {
+    const key = "sharded-key-1";
+    const first = await post("/api/v1/runs", { prompt: "keyed", session_id: "keyed", delay_seconds: 3600 }, { "Idempotency-Key": key });
+    const again = await post("/api/v1/runs", { prompt: "keyed", session_id: "keyed", delay_seconds: 3600 }, { "Idempotency-Key": key });
+    const id = (await first.json<{ job_id: string }>()).job_id;
+    expect(again.status).toBe(202);
+    expect(again.headers.get("Idempotent-Replayed")).toBe("true");
+    expect((await again.json<{ job_id: string }>()).job_id).toBe(id);
+    const other = await post("/api/v1/runs", { prompt: "another body", session_id: "keyed" }, { "Idempotency-Key": key });
+    expect(other.status).toBe(409);
+    expect(await env.PROJECTIONS.getByName(projectionOfKey(env, "default", key)).keyHolder(key, null)).toMatchObject({ job_id: id });
+    expect((await list("session_id=keyed")).total).toBe(1);
+  });
+
+  it("sums the shards' stats", async () => {
+    const before = await (await api("/stats")).json<Stats>();
+    for (let i = 0; i < 9; i++) await submitIn("counted");
+    const after = await (await api("/stats")).json<Stats>();
+    expect(after.total_jobs - before.total_jobs).toBe(9);
+    expect(after.by_status.queued - before.by_status.queued).toBe(9);
+    const shards = await Promise.all(Array.from({ length: SHARDS }, (_, s) => shardStub(s).stats()));
+    expect(shards.reduce((n, s) => n + s.total_jobs, 0)).toBe(after.total_jobs);
+    expect(after.usage_by_day).toHaveLength(shards[0].usage_by_day.length);
+  });
+
+  it("deletes a job from its shard, and a bulk cancel reaches every shard", async () => {
+    const ids = [];
+    for (let i = 0; i < 12; i++) ids.push(await submitIn("bulked"));
+    await api(`/api/v1/runs/${ids[0]}/cancel`, { method: "POST" });
+    expect((await api(`/api/v1/runs/${ids[0]}`, { method: "DELETE" })).status).toBe(204);
+    await settle(ids[0]);
+    expect((await list("session_id=bulked")).total).toBe(11);
+    const res = await post("/api/v1/runs/bulk/cancel", { session_id: "bulked", status: "queued" });
+    expect(res.status).toBe(202);
+    expect((await res.json<{ matched: number }>()).matched).toBe(11);
+  });
+});
+
+describe("what a job costs a sharded tenant", () => {
+  it("each job calls only its own shard and its own line, 4 calls in all, and the jobs spread over them", async () => {
+    const calls: string[] = [];
+    const counting = { PROJECTIONS: countingStubs(env.PROJECTIONS, "projection", calls, true), LINES: countingStubs(env.LINES, "line", calls, true) };
+    const shardsUsed = new Set<string>();
+    const linesUsed = new Set<string>();
+    for (let i = 0; i < 16; i++) {
+      calls.length = 0;
+      const body = JSON.stringify({ prompt: "counted", session_id: "counted-calls", config: { simulate: { steps: 3, step_ms: 1 } } });
+      const res = await app.request("http://localhost/api/v1/runs", { method: "POST", headers: { "content-type": "application/json" }, body }, overlay(env, counting));
+      expect(res.status).toBe(202);
+      const { job_id } = await res.json<{ job_id: string }>();
+      await withBindings(job_id, counting);
+      expect((await drive(job_id)).status).toBe("succeeded");
+      const shard = /^projection:([^.]+)\./.exec(calls.find((c) => c.startsWith("projection:"))!)![1];
+      const line = lineOfJob(env, "default", { job_id });
+      expect(calls).toEqual([`line:${line}.join`, `projection:${shard}.admit`, `line:${line}.leave`, `projection:${shard}.upsert`]);
+      shardsUsed.add(shard);
+      linesUsed.add(line);
+    }
+    expect(shardsUsed.size).toBeGreaterThan(1);
+    expect(linesUsed.size).toBe(LINES);
+    expect((await list("session_id=counted-calls&status=succeeded")).total).toBe(16);
+  });
+});
+
+describe("the live feed over shards", () => {
+  async function read(res: Response, count: number): Promise<{ id: string; event: string; job: Job }[]> {
+    const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    const events: { id: string; event: string; job: Job }[] = [];
+    while (events.length < count) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += value;
+      const end = text.lastIndexOf("\n\n");
+      if (end < 0) continue;
+      for (const block of text.slice(0, end + 2).split("\n\n")) {
+        if (block.trim() === "" || block.startsWith(":")) continue;
+        const id = /^id: (.*)$/m.exec(block)![1];
+        events.push({ id, event: /^event: (.*)$/m.exec(block)![1], job: JSON.parse(/^data: (.*)$/m.exec(block)![1]) as Job });
+      }
+      text = text.slice(end + 2);
+    }
+    await reader.cancel();
+    return events;
+  }
+
+  it("merges every shard's changes, each event's id a position in all of them, and resumes from any", async () => {
+    const res = await api("/api/v1/runs/events?session_id=fed");
+    expect(res.status).toBe(200);
+    const ids: string[] = [];
+    for (let i = 0; i < 8; i++) ids.push(await submitIn("fed"));
+    const events = await read(res, 8);
+    expect(events.map((e) => e.job.job_id).sort()).toEqual([...ids].sort());
+    for (const [i, event] of events.entries()) {
+      expect(event.event).toBe("run");
+      const at = event.id.split(".").map(Number);
+      expect(at).toHaveLength(SHARDS);
+      if (i > 0) {
+        const before = events[i - 1].id.split(".").map(Number);
+        at.forEach((n, s) => expect(n).toBeGreaterThanOrEqual(before[s]));
+      }
+    }
+    for (let from = 0; from < events.length; from++) {
+      const resumed = await api("/api/v1/runs/events?session_id=fed", { headers: { "Last-Event-ID": events[from].id } });
+      expect(resumed.status).toBe(200);
+      const rest = events.length - from - 1;
+      // Exactly the changes after it, each once; the shards' changes interleave as they arrive.
+      if (rest > 0) expect((await read(resumed, rest)).map((e) => e.job.job_id).sort()).toEqual(events.slice(from + 1).map((e) => e.job.job_id).sort());
+      else await resumed.body!.cancel();
+    }
+  });
+
+  it("tells a deletion from the job's shard", async () => {
+    const id = await submitIn("fed-deleted");
+    const res = await api("/api/v1/runs/events?session_id=fed-deleted");
+    await api(`/api/v1/runs/${id}/cancel`, { method: "POST" });
+    await settle(id);
+    expect((await api(`/api/v1/runs/${id}`, { method: "DELETE" })).status).toBe(204);
+    await settle(id);
+    const events = await read(res, 2);
+    expect(events.map((e) => [e.event, e.job.job_id, e.event === "run" ? e.job.status : null])).toEqual([
+      ["run", id, "cancelled"],
+      ["deleted", id, null],
+    ]);
+  });
+
+  it("takes a position from before the tenant had shards, and refuses a malformed one", async () => {
+    const legacy = await api("/api/v1/runs/events", { headers: { "Last-Event-ID": "3" } });
+    expect(legacy.status).toBe(200);
+    await legacy.body!.cancel();
+    for (const bad of ["1.2", "1.2.3.4", "1..2", "a.b.c"]) {
+      const res = await api("/api/v1/runs/events", { headers: { "Last-Event-ID": bad } });
+      expect(res.status).toBe(400);
+      expect(await res.json()).toEqual({ detail: `Invalid event id: ${bad}` });
+    }
+  });
+});
+
+describe("a tenant's line in several lines", () => {
+  it("runs each line's share of the tenant's slots, a concurrency key within its limit in one line", async () => {
+    const keyed = [];
+    for (let i = 0; i < 3; i++) keyed.push(await submitIn("keyed-line", { delay_seconds: undefined, concurrency_key: "k1" }));
+    const keyLine = lineOfJob(env, "default", { job_id: keyed[0], concurrency_key: "k1" });
+    const keyedJobs = await Promise.all(keyed.map(getJob));
+    expect(keyedJobs.map((j) => j.status)).toEqual(["running", "queued", "queued"]);
+    expect(keyedJobs[1].queue_position).toBeGreaterThan(0);
+    expect(keyedJobs[2].queue_position).toBeGreaterThan(keyedJobs[1].queue_position!);
+
+    // Jobs without a key, until each line holds at least three of them.
+    const free: string[] = [];
+    const perLine = () => Array.from({ length: LINES }, (_, l) => free.filter((id) => lineOfJob(env, "default", { job_id: id }) === lineName("default", l)).length);
+    while (perLine().some((n) => n < 3) && free.length < 40) free.push(await submitIn("free-line", { delay_seconds: undefined }));
+    const jobs = await Promise.all([...keyed, ...free].map(getJob));
+    const running = new Map<string, number>();
+    for (const job of jobs) {
+      const line = lineOfJob(env, "default", job);
+      if (job.status === "running") running.set(line, (running.get(line) ?? 0) + 1);
+    }
+    for (let l = 0; l < LINES; l++) {
+      const name = lineName("default", l);
+      expect(running.get(name) ?? 0).toBe(2);
+      expect((await env.LINES.getByName(name).counts()).running).toBe(2);
+    }
+    // Every waiting job has its place in its own line.
+    for (const job of jobs.filter((j) => j.status === "queued")) expect(job.queue_position).toBeGreaterThan(0);
+
+    // The running keyed job ends: the next keyed one starts in the key's line.
+    await api(`/api/v1/runs/${keyed[0]}/cancel`, { method: "POST" });
+    await settle(keyed[0]);
+    await runDurableObjectAlarm(env.LINES.getByName(keyLine));
+    expect((await getJob(keyed[1])).status).toBe("running");
+    expect((await getJob(keyed[2])).status).toBe("queued");
+  });
+});
