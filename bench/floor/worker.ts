@@ -3,8 +3,10 @@
  * every job has its own SQLite Durable Object. Submit creates a fresh object and writes one row
  * and an alarm in it; status reads that row back; delete removes the alarm and everything stored.
  * `POST /one-object?calls=N` makes N small writes on
- * one object, for the rate a single object (a tenant's line or projection) serves. Served by
- * `wrangler dev` beside the service.
+ * one object, for the rate a single object (a tenant's line or projection) serves. Every request
+ * writes the one JSON log line the operations contract asks of each (and answers with its
+ * request id), as the service does: under `wrangler dev` a log line costs about as much as the
+ * rest of a status read. Served by `wrangler dev` beside the service.
  */
 import { DurableObject } from "cloudflare:workers";
 
@@ -38,32 +40,48 @@ export class FloorJob extends DurableObject<FloorEnv> {
   alarm(): void {}
 }
 
+/** The route a request matched, as the service's log line names it. */
+function routeOf(url: URL): string {
+  if (/^\/api\/v1\/runs\/run_[A-Za-z0-9]+$/.test(url.pathname)) return "/api/v1/runs/:id";
+  return ["/health", "/api/v1/runs", "/one-object"].includes(url.pathname) ? url.pathname : "unmatched";
+}
+
 export default {
   async fetch(request: Request, env: FloorEnv): Promise<Response> {
+    const started = Date.now();
     const url = new URL(request.url);
-    if (url.pathname === "/health") return Response.json({ status: "healthy" });
-    if (request.method === "POST" && url.pathname === "/api/v1/runs") {
-      await request.arrayBuffer();
-      const id = `run_${crypto.randomUUID().replaceAll("-", "")}`;
-      await env.JOBS.getByName(id).create(id);
-      return Response.json({ job_id: id, status: "queued" }, { status: 202 });
-    }
-    if (request.method === "POST" && url.pathname === "/one-object") {
-      // Many calls per request, so that the object, not the HTTP front, is what is measured.
-      const calls = Math.min(1000, Math.max(1, Number(url.searchParams.get("calls")) || 1));
-      const object = env.JOBS.getByName("one");
-      await Promise.all(Array.from({ length: calls }, () => object.touch()));
-      return new Response(null, { status: 204 });
-    }
-    const match = /^\/api\/v1\/runs\/(run_[A-Za-z0-9]+)$/.exec(url.pathname);
-    if (request.method === "GET" && match) {
-      const job = await env.JOBS.getByName(match[1]).get();
-      return job ? Response.json(job) : Response.json({ detail: `Job not found: ${match[1]}` }, { status: 404 });
-    }
-    if (request.method === "DELETE" && match) {
-      await env.JOBS.getByName(match[1]).remove();
-      return new Response(null, { status: 204 });
-    }
-    return Response.json({ detail: "Not Found" }, { status: 404 });
+    const requestId = crypto.randomUUID();
+    const response = await handle(request, url, env);
+    response.headers.set("X-Request-Id", requestId);
+    const line = { request_id: requestId, tenant: "default", method: request.method, route: routeOf(url), status: response.status, duration_ms: Date.now() - started, job_id: null };
+    console.log(JSON.stringify({ event: "request", ...line }));
+    return response;
   },
 };
+
+async function handle(request: Request, url: URL, env: FloorEnv): Promise<Response> {
+  if (url.pathname === "/health") return Response.json({ status: "healthy" });
+  if (request.method === "POST" && url.pathname === "/api/v1/runs") {
+    await request.arrayBuffer();
+    const id = `run_${crypto.randomUUID().replaceAll("-", "")}`;
+    await env.JOBS.getByName(id).create(id);
+    return Response.json({ job_id: id, status: "queued" }, { status: 202 });
+  }
+  if (request.method === "POST" && url.pathname === "/one-object") {
+    // Many calls per request, so that the object, not the HTTP front, is what is measured.
+    const calls = Math.min(1000, Math.max(1, Number(url.searchParams.get("calls")) || 1));
+    const object = env.JOBS.getByName("one");
+    await Promise.all(Array.from({ length: calls }, () => object.touch()));
+    return new Response(null, { status: 204 });
+  }
+  const match = /^\/api\/v1\/runs\/(run_[A-Za-z0-9]+)$/.exec(url.pathname);
+  if (request.method === "GET" && match) {
+    const job = await env.JOBS.getByName(match[1]).get();
+    return job ? Response.json(job) : Response.json({ detail: `Job not found: ${match[1]}` }, { status: 404 });
+  }
+  if (request.method === "DELETE" && match) {
+    await env.JOBS.getByName(match[1]).remove();
+    return new Response(null, { status: 204 });
+  }
+  return Response.json({ detail: "Not Found" }, { status: 404 });
+}

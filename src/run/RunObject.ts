@@ -21,7 +21,7 @@ import type { CallUsage, Revision, StepContext } from "../runners/types";
 import { initialRow, inputRequest, placeRequest, stepPercentage, storedInputRequest, toJob, usageOf, type CopiedStep, type RunRow, type RunSpec, type StoredInputRequest } from "./job";
 import { Outbox, owesWebhook, webhookBody } from "./outbox";
 import { recordTransition } from "./telemetry";
-import { eventsAfter, finishedParts, type FinishedPart, insertEvents, insertSpec, readRunRow, readSpec, readWebhook, RUN_MIGRATIONS, writeRunRow } from "./store";
+import { eventsAfter, finishedParts, type FinishedPart, insertEvents, insertSpec, readRunRow, readSpec, readWebhook, RUN_MIGRATIONS, RUN_SCHEMA, writeRunRow } from "./store";
 import { isTerminal, transition, type Action } from "./transitions";
 
 /** While a step runs, the alarm is kept this far ahead so that a lost instance is resumed. */
@@ -77,7 +77,7 @@ export class RunObject extends DurableObject<Env> {
    */
   async create(spec: RunSpec, granted: boolean, copied: CopiedStep[] = []): Promise<Result<{ job: Job; version: number }>> {
     if (this.hasJob) return fail("internal", "Job already exists");
-    migrate(this.ctx.storage, RUN_MIGRATIONS);
+    migrate(this.ctx.storage, RUN_MIGRATIONS, RUN_SCHEMA);
     this.hasJob = true;
     let row: RunRow = { ...initialRow(spec), steps_completed: copied.length };
     this.transaction(() => {

@@ -11,9 +11,10 @@ type Row<T> = T & Record<string, SqlStorageValue>;
  * starts (test/upgrade/ checks this from every earlier version). A step is never edited or
  * removed; one that is no longer wanted is undone by a later step.
  */
-export const RUN_MIGRATIONS = [
-  `CREATE TABLE spec (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL)`,
-  `CREATE TABLE run (
+/** The job's tables as they were first created; columns added since are in ADDED_COLUMNS. */
+const TABLES = {
+  spec: `CREATE TABLE spec (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL)`,
+  run: `CREATE TABLE run (
      id INTEGER PRIMARY KEY CHECK (id = 1),
      status TEXT NOT NULL,
      started_at INTEGER, completed_at INTEGER, cancelled_at INTEGER,
@@ -22,7 +23,7 @@ export const RUN_MIGRATIONS = [
      current_step TEXT,
      version INTEGER NOT NULL,
      deleted_at INTEGER, deadline_at INTEGER, expires_at INTEGER, next_step_at INTEGER)`,
-  `CREATE TABLE steps (
+  steps: `CREATE TABLE steps (
      idx INTEGER PRIMARY KEY,
      name TEXT NOT NULL,
      status TEXT NOT NULL DEFAULT 'pending',
@@ -30,15 +31,50 @@ export const RUN_MIGRATIONS = [
      last_error TEXT,
      started_at INTEGER, finished_at INTEGER,
      output_key TEXT, output_bytes INTEGER, output_etag TEXT)`,
-  `CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, data TEXT NOT NULL, at INTEGER NOT NULL)`,
-  `CREATE TABLE outbox (kind TEXT PRIMARY KEY, payload TEXT NOT NULL, due_at INTEGER NOT NULL, attempts INTEGER NOT NULL)`,
-  `CREATE TABLE webhook (
+  events: `CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, data TEXT NOT NULL, at INTEGER NOT NULL)`,
+  outbox: `CREATE TABLE outbox (kind TEXT PRIMARY KEY, payload TEXT NOT NULL, due_at INTEGER NOT NULL, attempts INTEGER NOT NULL)`,
+  webhook: `CREATE TABLE webhook (
      id INTEGER PRIMARY KEY CHECK (id = 1),
      message_id TEXT NOT NULL,
      state TEXT NOT NULL,
      attempts INTEGER NOT NULL DEFAULT 0,
      last_status INTEGER, last_error TEXT, last_attempt_at INTEGER, first_attempt_at INTEGER,
      body TEXT)`,
+};
+
+/** The columns later migrations added, each table's in the order they were added. */
+const ADDED_COLUMNS = {
+  run: [
+    // Human input: the open request and the run time left while a person answers.
+    "input_request TEXT",
+    "time_left_ms INTEGER",
+    // Token usage: the job's totals (every model call counted, and how many of them were estimated
+    // because the provider sent no usage).
+    "prompt_tokens INTEGER NOT NULL DEFAULT 0",
+    "completion_tokens INTEGER NOT NULL DEFAULT 0",
+    "model_calls INTEGER NOT NULL DEFAULT 0",
+    "estimated_calls INTEGER NOT NULL DEFAULT 0",
+  ],
+  steps: [
+    // The person's note (approve) and the revision asked for (revise: feedback and the earlier answer).
+    "note TEXT",
+    "revision TEXT",
+    // Each step's token usage.
+    "prompt_tokens INTEGER NOT NULL DEFAULT 0",
+    "completion_tokens INTEGER NOT NULL DEFAULT 0",
+    "model_calls INTEGER NOT NULL DEFAULT 0",
+  ],
+};
+const added = (table: keyof typeof ADDED_COLUMNS, from: number, to: number) =>
+  ADDED_COLUMNS[table].slice(from, to).map((column) => `ALTER TABLE ${table} ADD COLUMN ${column}`);
+
+export const RUN_MIGRATIONS = [
+  TABLES.spec,
+  TABLES.run,
+  TABLES.steps,
+  TABLES.events,
+  TABLES.outbox,
+  TABLES.webhook,
   // When progress went to the projection at most once a second per kind; retired by the next step.
   `CREATE TABLE outbox_sent (kind TEXT PRIMARY KEY, at INTEGER NOT NULL)`,
   `DROP TABLE outbox_sent`,
@@ -48,22 +84,21 @@ export const RUN_MIGRATIONS = [
    WHERE kind = 'index'`,
   `UPDATE outbox SET payload = (SELECT json_object('tenant', json_extract(body, '$.tenant'), 'job_id', json_extract(body, '$.job_id')) FROM spec)
    WHERE kind = 'purge' AND json_extract(payload, '$.job_id') IS NULL`,
-  // Human input: the open request and the run time left while a person answers; per step, the
-  // person's note (approve) and the revision asked for (revise: feedback and the earlier answer).
-  `ALTER TABLE run ADD COLUMN input_request TEXT`,
-  `ALTER TABLE run ADD COLUMN time_left_ms INTEGER`,
-  `ALTER TABLE steps ADD COLUMN note TEXT`,
-  `ALTER TABLE steps ADD COLUMN revision TEXT`,
-  // Token usage: the job's totals on its row, each step's on the step (every model call counted,
-  // and how many of them were estimated because the provider sent no usage).
-  `ALTER TABLE run ADD COLUMN prompt_tokens INTEGER NOT NULL DEFAULT 0`,
-  `ALTER TABLE run ADD COLUMN completion_tokens INTEGER NOT NULL DEFAULT 0`,
-  `ALTER TABLE run ADD COLUMN model_calls INTEGER NOT NULL DEFAULT 0`,
-  `ALTER TABLE run ADD COLUMN estimated_calls INTEGER NOT NULL DEFAULT 0`,
-  `ALTER TABLE steps ADD COLUMN prompt_tokens INTEGER NOT NULL DEFAULT 0`,
-  `ALTER TABLE steps ADD COLUMN completion_tokens INTEGER NOT NULL DEFAULT 0`,
-  `ALTER TABLE steps ADD COLUMN model_calls INTEGER NOT NULL DEFAULT 0`,
+  ...added("run", 0, 2),
+  ...added("steps", 0, 2),
+  ...added("run", 2, 6),
+  ...added("steps", 2, 5),
 ] as const;
+
+/**
+ * What RUN_MIGRATIONS make, for a new job's object: the same tables in six statements, each as
+ * SQLite records a table whose columns were added one by one (`..., <column>)`), so that a new
+ * object's schema is, to the letter, that of one migrated (test/upgrade/upgrade.test.ts compares).
+ */
+export const RUN_SCHEMA = Object.entries(TABLES).map(([table, ddl]) => {
+  const columns: readonly string[] = ADDED_COLUMNS[table as keyof typeof ADDED_COLUMNS] ?? [];
+  return columns.length === 0 ? ddl : `${ddl.slice(0, -1)}, ${columns.join(", ")})`;
+});
 
 export function readRunRow(sql: SqlStorage): RunRow | null {
   return sql.exec<Row<RunRow>>("SELECT * FROM run WHERE id = 1").toArray()[0] ?? null;
