@@ -31,7 +31,11 @@ export interface RunFilter {
 export type ListQuery = Omit<ServerListQuery, "tag" | "status"> & RunFilter;
 
 /** One change told by the tenant's feed: a job's new state, its deletion, or `reset` (list again). */
-export type FeedEvent = { id: number; event: "run"; job: Job } | { id: number; event: "deleted"; job_id: string } | { id: number; event: "reset" };
+/**
+ * One event of the tenant's feed. Its id is a position to resume from, opaque: a number, or on a
+ * tenant whose projection is in shards, every shard's position (`12.0.57`).
+ */
+export type FeedEvent = { id: string; event: "run"; job: Job } | { id: string; event: "deleted"; job_id: string } | { id: string; event: "reset" };
 
 /** An answer other than the one asked for, with the server's status and `detail`. */
 export class RunsApiError extends Error {
@@ -177,9 +181,9 @@ export class RunsClient {
           }
           if (block.id === null || block.data === "") continue;
           const parsed = JSON.parse(block.data) as { event: string; data: Record<string, unknown> };
-          last = block.id;
+          last = Number(block.id);
           failures = 0;
-          yield { id: block.id, event: parsed.event, data: parsed.data };
+          yield { id: last, event: parsed.event, data: parsed.data };
         }
       } catch (error) {
         if (options.signal?.aborted) throw error;
@@ -195,12 +199,12 @@ export class RunsClient {
    * iterates. A dropped connection is resumed with `Last-Event-ID`; a `reset` event says the feed
    * could not resume and the caller should list again.
    */
-  async *watch(filter: RunFilter = {}, options: { after?: number; signal?: AbortSignal; maxReconnects?: number } = {}): AsyncGenerator<FeedEvent> {
+  async *watch(filter: RunFilter = {}, options: { after?: string; signal?: AbortSignal; maxReconnects?: number } = {}): AsyncGenerator<FeedEvent> {
     let last = options.after;
     let failures = 0;
     for (;;) {
       try {
-        const headers: Record<string, string> = last === undefined ? {} : { "Last-Event-ID": String(last) };
+        const headers: Record<string, string> = last === undefined ? {} : { "Last-Event-ID": last };
         const res = await this.request("GET", `/api/v1/runs/events${filterQuery(filter)}`, { headers, signal: options.signal });
         for await (const block of sseBlocks(res.body!)) {
           if (block.id === null || block.event === null) continue;
@@ -268,7 +272,7 @@ function filterQuery(query: ListQuery): string {
 }
 
 /** The blocks of an SSE body (comments, such as pings, skipped); it ends when the connection does. */
-async function* sseBlocks(body: ReadableStream<Uint8Array>): AsyncGenerator<{ id: number | null; event: string | null; data: string }> {
+async function* sseBlocks(body: ReadableStream<Uint8Array>): AsyncGenerator<{ id: string | null; event: string | null; data: string }> {
   const reader = body.getReader();
   const decoder = new TextDecoder();
   let buffer = "";
@@ -281,11 +285,11 @@ async function* sseBlocks(body: ReadableStream<Uint8Array>): AsyncGenerator<{ id
       while ((end = buffer.indexOf("\n\n")) >= 0) {
         const block = buffer.slice(0, end);
         buffer = buffer.slice(end + 2);
-        let id: number | null = null;
+        let id: string | null = null;
         let event: string | null = null;
         let data = "";
         for (const line of block.split("\n")) {
-          if (line.startsWith("id: ")) id = Number(line.slice(4));
+          if (line.startsWith("id: ")) id = line.slice(4);
           else if (line.startsWith("event: ")) event = line.slice(7);
           else if (line.startsWith("data: ")) data += line.slice(6);
         }

@@ -138,7 +138,8 @@ describe("the client's feed and tokens", () => {
     expect(feedRequests.length).toBeGreaterThanOrEqual(2);
     expect(feedRequests[0]).toBeNull();
     expect(Number(feedRequests[1])).toBeGreaterThan(0);
-    const ids = seen.map((e) => e.id);
+    // One projection here: each id is one number.
+    const ids = seen.map((e) => Number(e.id));
     expect(new Set(ids).size).toBe(ids.length);
     expect(ids).toEqual([...ids].sort((a, b) => a - b));
     const runs = seen.filter((e): e is Extract<FeedEvent, { event: "run" }> => e.event === "run");

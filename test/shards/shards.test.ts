@@ -5,10 +5,11 @@
  * honoured, the feed merged and resumable, bulk operations over every shard, each line keeping
  * its share and each concurrency key its limit.
  */
-import { env, runDurableObjectAlarm } from "cloudflare:test";
+import { env, runDurableObjectAlarm, SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { Job, Stats } from "../../src/schemas";
 import { lineName, lineOfJob, projectionName, projectionOfKey } from "../../src/tenant/shards";
+import { RunsClient, type FeedEvent } from "../../client/index";
 import { app } from "../../src/app";
 import { countingStubs, overlay, withBindings } from "../faults";
 import { api, drive, getJob, post, settle } from "../helpers";
@@ -198,6 +199,39 @@ describe("the live feed over shards", () => {
       if (rest > 0) expect((await read(resumed, rest)).map((e) => e.job.job_id).sort()).toEqual(events.slice(from + 1).map((e) => e.job.job_id).sort());
       else await resumed.body!.cancel();
     }
+  });
+
+  it("the typed client watches it and resumes from an event's id holding every shard's position", async () => {
+    const client = new RunsClient({ baseUrl: "http://localhost", fetch: (input, init) => SELF.fetch(input, init) });
+    const abort = new AbortController();
+    const seen: FeedEvent[] = [];
+    const watching = (async () => {
+      try {
+        for await (const event of client.watch({ session_id: "fed-client" }, { signal: abort.signal })) {
+          seen.push(event);
+          if (seen.length === 6) abort.abort();
+        }
+      } catch (error) {
+        if (!abort.signal.aborted) throw error;
+      }
+    })();
+    const ids: string[] = [];
+    for (let i = 0; i < 6; i++) ids.push(await submitIn("fed-client"));
+    await watching;
+    expect(seen.map((e) => (e.event === "run" ? e.job.job_id : null)).sort()).toEqual([...ids].sort());
+    for (const event of seen) expect(event.id).toMatch(/^\d+\.\d+\.\d+$/);
+
+    const rest: FeedEvent[] = [];
+    const resumed = new AbortController();
+    try {
+      for await (const event of client.watch({ session_id: "fed-client" }, { after: seen[1].id, signal: resumed.signal })) {
+        rest.push(event);
+        if (rest.length === 4) resumed.abort();
+      }
+    } catch (error) {
+      if (!resumed.signal.aborted) throw error;
+    }
+    expect(rest.map((e) => (e.event === "run" ? e.job.job_id : null)).sort()).toEqual(seen.slice(2).map((e) => (e.event === "run" ? e.job.job_id : null)).sort());
   });
 
   it("tells a deletion from the job's shard", async () => {
