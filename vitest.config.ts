@@ -48,7 +48,13 @@ export default defineConfig({
       // The tenant's line under small limits: 3 running, 1 per concurrency key, 8 queued.
       workers("workers-line", ["test/line/*.test.ts"], { MAX_RUNNING_PER_TENANT: "3", MAX_RUNNING_PER_KEY: "1", MAX_QUEUED_PER_TENANT: "8" }),
       // A tenant's projection in 3 shards and its line in 2 lines, each running 2 of its 4 slots.
-      workers("workers-shards", ["test/shards/*.test.ts"], { PROJECTION_SHARDS: "3", LINE_SHARDS: "2", MAX_RUNNING_PER_TENANT: "4", MAX_RUNNING_PER_KEY: "1" }),
+      // Its tests submit and drive dozens of jobs each: more than the default 5 s on a busy machine.
+      workers(
+        "workers-shards",
+        ["test/shards/*.test.ts"],
+        { PROJECTION_SHARDS: "3", LINE_SHARDS: "2", MAX_RUNNING_PER_TENANT: "4", MAX_RUNNING_PER_KEY: "1" },
+        { testTimeout: 60_000 },
+      ),
       // Earlier versions' state loaded into today's objects, under the limit those versions ran with.
       workers("workers-upgrade", ["test/upgrade/*.test.ts"], { MAX_RUNNING_PER_TENANT: "2" }),
       // With API keys for three tenants, configured CORS origins and a small rate limit.

@@ -30,7 +30,7 @@ export type Change = {
 /** Changes read from the log at a time while a watcher catches up. */
 const CATCH_UP_BATCH = 200;
 /** A watcher this many events behind what it has read is let go; it resumes with Last-Event-ID. */
-const MAX_BEHIND = 5_000;
+export const MAX_BEHIND = 5_000;
 
 /**
  * Does a change concern the filter? A job that matched before this change and no longer does

@@ -7,7 +7,7 @@
 import type { DayUsage, Stats } from "../schemas";
 import { PING } from "../run/events";
 import { STATUSES, type Status } from "../run/transitions";
-import type { RunFilter } from "./feed";
+import { MAX_BEHIND, type RunFilter } from "./feed";
 import type { ListFilter, ListPage } from "./TenantProjection";
 import { projectionNames, projectionShards } from "./shards";
 
@@ -95,7 +95,8 @@ export function feedPositions(env: Env, lastEventId: string | undefined): (numbe
  * The tenant's live feed from `positions`. On several shards each one's feed is read and its
  * events passed on in the order they come, each with an id holding every shard's position at
  * that event, so that resuming from it misses nothing and repeats nothing; pings come from the
- * first shard's feed. When any shard's feed ends, the merged one ends (the client resumes).
+ * first shard's feed. When any shard's feed ends, or the client falls far behind, the merged one
+ * ends (the client resumes).
  */
 export async function watchFeed(env: Env, tenant: string, filter: RunFilter, positions: (number | null)[]): Promise<ReadableStream<Uint8Array>> {
   const names = projectionNames(env, tenant);
@@ -141,6 +142,8 @@ export async function watchFeed(env: Env, tenant: string, filter: RunFilter, pos
               if (id) at[i] = Number(id[1]);
               send(controller, block.replace(/^id: \d+$/m, `id: ${at.join(".")}`));
             }
+            // As one shard's feed does: a watcher far behind its connection is let go, and resumes.
+            if ((controller.desiredSize ?? 0) < -MAX_BEHIND) break;
           }
         } catch {
           // a shard's feed failed: the merged one ends, and the client resumes

@@ -49,20 +49,20 @@ export function projectionNames(env: Env, tenant: string): string[] {
   return Array.from({ length: projectionShards(env) }, (_, shard) => projectionName(tenant, shard));
 }
 
-/** A new job's id and the names of its projection shard and its line. */
-export function placeJob(env: Env, tenant: string, keys: { idempotency_key: string | null; concurrency_key: string | null }) {
-  const jobId = newJobId();
-  return {
-    job_id: jobId,
-    projection: projectionName(tenant, shardOf(keys.idempotency_key ?? jobId, projectionShards(env))),
-    line: lineName(tenant, shardOf(keys.concurrency_key ?? jobId, lineShards(env))),
-  };
-}
+/** The projection shard of a key: an idempotency key and its job, a job without one by its id, a token's submit counter. */
+export const projectionOfKey = (env: Env, tenant: string, key: string) => projectionName(tenant, shardOf(key, projectionShards(env)));
 
-/** The line a job was placed in, from what the job object shows: its concurrency key, else its id. */
+/** The line of a job, from what the job object shows: its concurrency key, else its id. */
 export function lineOfJob(env: Env, tenant: string, job: { job_id: string; concurrency_key?: string | null }): string {
   return lineName(tenant, shardOf(job.concurrency_key ?? job.job_id, lineShards(env)));
 }
 
-/** The projection shard that holds an idempotency key, or counts a token's submits. */
-export const projectionOfKey = (env: Env, tenant: string, key: string) => projectionName(tenant, shardOf(key, projectionShards(env)));
+/** A new job's id and the names of its projection shard (its key's, when it has one) and its line. */
+export function placeJob(env: Env, tenant: string, keys: { idempotency_key: string | null; concurrency_key: string | null }) {
+  const jobId = newJobId();
+  return {
+    job_id: jobId,
+    projection: projectionOfKey(env, tenant, keys.idempotency_key ?? jobId),
+    line: lineOfJob(env, tenant, { job_id: jobId, concurrency_key: keys.concurrency_key }),
+  };
+}
