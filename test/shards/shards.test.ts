@@ -32,8 +32,8 @@ const list = async (query: string) => {
 };
 
 /** Every job of the session, newest first, as the shards themselves order them. */
-async function mergedByShards(session: string, extra: Partial<{ tags: string[] }> = {}): Promise<string[]> {
-  const pages = await Promise.all(Array.from({ length: SHARDS }, (_, s) => shardStub(s).list({ session_id: session, page: 1, page_size: 100, ...extra })));
+async function mergedByShards(session: string): Promise<string[]> {
+  const pages = await Promise.all(Array.from({ length: SHARDS }, (_, s) => shardStub(s).list({ session_id: session, page: 1, page_size: 100 })));
   for (const page of pages) expect(page.jobs.length).toBeGreaterThan(0);
   return pages
     .flatMap((p) => p.jobs.map((job, i) => ({ id: job.job_id, seq: p.seqs[i] })))
@@ -60,6 +60,11 @@ describe("a tenant's projection in shards", () => {
     for (let i = 0; i < 40; i++) submitted.push(await submitIn("spread", { tags: [i % 2 === 0 ? "even" : "odd"], metadata: { n: String(i % 4) } }));
     const order = await mergedByShards("spread");
     expect(new Set(order)).toEqual(new Set(submitted));
+    // Within each shard, newest first: the reverse of the order they were submitted in.
+    for (let shard = 0; shard < SHARDS; shard++) {
+      const own = new Set((await shardStub(shard).list({ session_id: "spread", page: 1, page_size: 100 })).jobs.map((j) => j.job_id));
+      expect(order.filter((id) => own.has(id))).toEqual([...submitted].reverse().filter((id) => own.has(id)));
+    }
 
     const walked = await walkByCursor("session_id=spread", 7);
     expect(walked.ids).toEqual(order);
