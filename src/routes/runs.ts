@@ -11,7 +11,7 @@ import { isJobId, runObjectName } from "../ids";
 import { jsonBody } from "../http/body";
 import type { Operation } from "../http/openapi";
 import { valid } from "../http/validation";
-import { durationSeconds, placeRequest, POLL_INTERVAL_S, type CopiedStep, type RunSpec } from "../run/job";
+import { durationSeconds, placeRequest, POLL_INTERVAL_S, tenantObjects, type CopiedStep, type RunSpec } from "../run/job";
 import type { FinishedPart } from "../run/store";
 import type { Status } from "../run/transitions";
 import type { AdmitResult, ListPage } from "../tenant/TenantProjection";
@@ -89,9 +89,9 @@ function shown<T extends { job_id: string; session_id: string | null; tags?: str
 
 /** The tenant's projection shard that holds an idempotency key or counts a token's submits. */
 const projectionOf = (c: Ctx, key: string) => c.env.PROJECTIONS.getByName(projectionOfKey(c.env, c.var.tenant, key));
-/** A job's projection shard and line, as its spec names them (the tenant's own objects for a spec from before shards). */
-const projectionFor = (c: Ctx, spec: RunSpec) => c.env.PROJECTIONS.getByName(spec.projection ?? spec.tenant);
-const lineFor = (c: Ctx, spec: RunSpec) => c.env.LINES.getByName(spec.line ?? spec.tenant);
+/** A job's projection shard and line, as its spec names them. */
+const projectionFor = (c: Ctx, spec: RunSpec) => c.env.PROJECTIONS.getByName(tenantObjects(spec).projection);
+const lineFor = (c: Ctx, spec: RunSpec) => c.env.LINES.getByName(tenantObjects(spec).line);
 
 /** Queued jobs with their place in line (one call to each line they wait in). */
 async function withQueuePositions(c: Ctx, jobs: Job[]): Promise<Job[]> {
@@ -99,7 +99,9 @@ async function withQueuePositions(c: Ctx, jobs: Job[]): Promise<Job[]> {
   for (const job of jobs) {
     if (job.status !== "queued") continue;
     const name = lineOfJob(c.env, c.var.tenant, job);
-    byLine.set(name, [...(byLine.get(name) ?? []), job.job_id]);
+    const ids = byLine.get(name) ?? [];
+    ids.push(job.job_id);
+    byLine.set(name, ids);
   }
   if (byLine.size === 0) return jobs;
   const answers = await Promise.all([...byLine].map(([name, ids]) => c.env.LINES.getByName(name).positions(ids)));

@@ -18,7 +18,7 @@ import { Watchers, type LogTail, type NamedResult, type NewEvent, type StreamFor
 import { executeStep, type StepOutcome } from "./execute";
 import { asksForInput } from "../runners";
 import type { CallUsage, Revision, StepContext } from "../runners/types";
-import { initialRow, inputRequest, placeRequest, stepPercentage, storedInputRequest, toJob, usageOf, type CopiedStep, type RunRow, type RunSpec, type StoredInputRequest } from "./job";
+import { initialRow, inputRequest, placeRequest, stepPercentage, storedInputRequest, tenantObjects, toJob, usageOf, type CopiedStep, type RunRow, type RunSpec, type StoredInputRequest } from "./job";
 import { Outbox, owesWebhook, webhookBody } from "./outbox";
 import { recordTransition } from "./telemetry";
 import { eventsAfter, finishedParts, type FinishedPart, insertEvents, insertSpec, readRunRow, readSpec, readWebhook, RUN_MIGRATIONS, RUN_SCHEMA, writeRunRow } from "./store";
@@ -708,7 +708,7 @@ export class RunObject extends DurableObject<Env> {
   /** The job and the tenant objects it reports to: its projection shard and its line. */
   private jobRef() {
     const spec = this.spec();
-    return { tenant: spec.tenant, job_id: spec.job_id, projection: spec.projection ?? spec.tenant, line: spec.line ?? spec.tenant };
+    return { tenant: spec.tenant, job_id: spec.job_id, ...tenantObjects(spec) };
   }
 
   /** The contract's 404, naming the job as its object is named: `<tenant>/<job_id>`. */

@@ -97,6 +97,11 @@ export interface WebhookState {
   last_attempt_at: number | null;
 }
 
+/** The tenant objects a job reports to: those its spec names, else (a spec from before shards) the tenant's own. */
+export function tenantObjects(spec: RunSpec): { projection: string; line: string } {
+  return { projection: spec.projection ?? spec.tenant, line: spec.line ?? spec.tenant };
+}
+
 /** The job's place in its tenant's line, as its spec asks. */
 export function placeRequest(spec: RunSpec): PlaceRequest {
   return { job_id: spec.job_id, priority: spec.priority, concurrency_key: spec.concurrency_key, start_at: spec.scheduled_for, ttl_s: spec.queue_ttl_s };
