@@ -6,6 +6,7 @@
  * Durable Object and its database, say) is counted to the function that made the call.
  */
 import autocannon from "autocannon";
+import { writeFileSync } from "node:fs";
 import { BASE, startServer, stopServer } from "../test/e2e/server";
 import { inspector } from "./inspector";
 
@@ -68,7 +69,8 @@ function summarise(profile: Profile, top = 25) {
 
 async function main() {
   const [route = "submit", seconds = "5"] = process.argv.slice(2);
-  const server = await startServer(undefined, ["--inspector-port", String(INSPECTOR_PORT)]);
+  // Unminified, so that the functions are named as in the source.
+  const server = await startServer(undefined, ["--inspector-port", String(INSPECTOR_PORT), "--minify", "false"]);
   try {
     const options = await setUp(route);
     const session = await inspector(INSPECTOR_PORT);
@@ -80,6 +82,8 @@ async function main() {
     session.close();
     console.log(`${route}: ${result.requests.average.toFixed(0)} req/s, p50 ${result.latency.p50} ms while profiled`);
     summarise(profile);
+    // PROFILE_OUT=<file> keeps the whole profile (.cpuprofile: Chrome's DevTools open it).
+    if (process.env.PROFILE_OUT) writeFileSync(process.env.PROFILE_OUT, JSON.stringify(profile));
   } finally {
     await stopServer(server);
   }

@@ -67,6 +67,6 @@ app.onError((thrown, c) => {
   if (error instanceof HTTPException) {
     return c.json({ detail: error.message || "Bad request" }, error.status);
   }
-  logFailure("unhandled error", error, { request_id: c.var.requestId });
+  logFailure("unhandled error", error, { request_id: c.get("requestId") });
   return c.json({ detail: "Internal server error" }, 500);
 });

@@ -25,6 +25,7 @@ declare global {
  * `keyId` names the API key used, or the one that minted the token used (a prefix of its hash),
  * null when no keys are configured; `token` is what a scoped token grants, null for a key;
  * `requestId` is the request's id in the logs; `jobId` the job a request acts on, once known.
+ * Read each with `c.get(name)`: Hono's `c.var` copies every variable into a new object per read.
  */
 export type AppEnv = {
   Bindings: Env;
@@ -136,7 +137,7 @@ export function tenancy(): MiddlewareHandler<AppEnv> {
 /** Middleware for what only a key may do (stats, bulk operations, minting tokens). */
 export function keyOnly(what: string): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    if (c.var.token !== null) throw new ApiError("forbidden", `Token does not allow ${what}`);
+    if (c.get("token") !== null) throw new ApiError("forbidden", `Token does not allow ${what}`);
     await next();
   };
 }
@@ -144,7 +145,7 @@ export function keyOnly(what: string): MiddlewareHandler<AppEnv> {
 /** Middleware: the scope a token needs for this route (403 naming it without); a key may do everything. */
 export function scope(needed: Scope): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    const grant = c.var.token;
+    const grant = c.get("token");
     if (grant !== null && !grant.scopes.includes(needed)) throw new ApiError("forbidden", `Token does not allow ${needed}`);
     await next();
   };

@@ -196,6 +196,27 @@ describe("a deployment whose settings are unsound answers 503 naming the setting
     const plain = await fetchWith(settings, "/api/v1/runs", { method: "POST", headers, body: JSON.stringify({ prompt: "x", delay_seconds: 3600 }) });
     expect(plain.status).toBe(202);
   });
+
+  it("a retry of a job with a webhook_url is refused the same way once the secret is gone, and makes nothing", async () => {
+    const key = "operations-retry-key";
+    const hash = [...new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(key)))].map((b) => b.toString(16).padStart(2, "0")).join("");
+    const signed = { API_KEYS: JSON.stringify({ [hash]: "operations-retry" }), WEBHOOK_SECRET: `whsec_${btoa("a-signing-secret-of-at-least-32-bytes")}` };
+    const unsigned = { ...signed, WEBHOOK_SECRET: "" };
+    const headers = { "content-type": "application/json", authorization: `Bearer ${key}` };
+    const made = await fetchWith(signed, "/api/v1/runs", { method: "POST", headers, body: JSON.stringify({ prompt: "x", delay_seconds: 3600, webhook_url: "https://hooks.example.com/in" }) });
+    expect(made.status).toBe(202);
+    const { job_id } = await made.json<{ job_id: string }>();
+    expect((await fetchWith(signed, `/api/v1/runs/${job_id}/cancel`, { method: "POST", headers: { authorization: headers.authorization } })).status).toBe(200);
+
+    const bare = { authorization: headers.authorization };
+    const refused = await fetchWith(unsigned, `/api/v1/runs/${job_id}/retry`, { method: "POST", headers: bare });
+    expect(refused.status).toBe(503);
+    expect((await refused.json<{ detail: string }>()).detail).toMatch(/WEBHOOK_SECRET is not set/);
+    const stats = await (await fetchWith(signed, "/stats", { headers })).json<{ total_jobs: number }>();
+    expect(stats.total_jobs).toBe(1);
+    // With the secret back, the same retry is made.
+    expect((await fetchWith(signed, `/api/v1/runs/${job_id}/retry`, { method: "POST", headers: bare })).status).toBe(202);
+  });
 });
 
 describe("the OpenAPI document", () => {

@@ -38,7 +38,7 @@ let fallback: FixedWindowLimiter | null = null;
 
 export function rateLimit(): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    const keyId = c.var.keyId;
+    const keyId = c.get("keyId");
     if (keyId === null) return next();
     let waitMs = 0;
     if (c.env.RATE_LIMITER) {

@@ -25,12 +25,12 @@ export function requestLog(): MiddlewareHandler<AppEnv> {
     c.header("X-Request-Id", requestId);
     logRequest({
       request_id: requestId,
-      tenant: c.var.tenant ?? null,
+      tenant: c.get("tenant") ?? null,
       method: c.req.method,
       route: routeTemplate(c),
       status: c.res.status,
       duration_ms: Date.now() - started,
-      job_id: c.var.jobId ?? null,
+      job_id: c.get("jobId") ?? null,
     });
   };
 }

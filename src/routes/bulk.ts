@@ -35,7 +35,7 @@ for (const action of ["cancel", "delete"] as const satisfies BulkAction[]) {
 
   bulk.post(`/api/v1/runs/bulk/${action}`, jsonBody((env) => limits(env).maxBodyBytes), valid("json", bulkBodySchema), async (c) => {
     const body = c.req.valid("json");
-    const tenant = c.var.tenant;
+    const tenant = c.get("tenant");
     let ids = body.job_ids;
     if (ids === undefined) {
       const filter = {
@@ -66,7 +66,7 @@ bulk.get("/api/v1/runs/bulk/:bulk_id", valid("param", bulkIdParamSchema), async 
   const { bulk_id } = c.req.valid("param");
   const notFound = new ApiError("not_found", `Bulk operation not found: ${bulk_id}`);
   if (!BULK_ID.test(bulk_id)) throw notFound;
-  const progress = await c.env.BULKS.getByName(`${c.var.tenant}/${bulk_id}`).progress();
+  const progress = await c.env.BULKS.getByName(`${c.get("tenant")}/${bulk_id}`).progress();
   if (!progress) throw notFound;
   return c.json(progress, 200);
 });

@@ -29,7 +29,7 @@ feed.get("/api/v1/runs/events", scope("stream"), async (c) => {
   const positions = feedPositions(c.env, position);
   if (positions === null) throw new ApiError("bad_request", `Invalid event id: ${position}`);
   // A token whose reach leaves nothing of the filter watches nothing (and is kept alive by pings).
-  const body = await watchFeed(c.env, c.var.tenant, filter ?? { nothing: true }, positions);
+  const body = await watchFeed(c.env, c.get("tenant"), filter ?? { nothing: true }, positions);
   return new Response(body, {
     headers: { "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache", "X-Accel-Buffering": "no" },
   });

@@ -47,7 +47,7 @@ export function runFilter(c: Context<AppEnv>, what: string): RunFilter | null {
 
 /** A token lists and watches only its session's and tags' jobs; one limited to runs neither lists nor watches. */
 function narrowed(c: Context<AppEnv>, filter: RunFilter, what: string): RunFilter | null {
-  const grant = c.var.token;
+  const grant = c.get("token");
   if (grant === null) return filter;
   if (grant.runs) throw new ApiError("forbidden", `Token does not allow ${what}`);
   if (grant.session_id !== null) {

@@ -61,7 +61,7 @@ export const runOperations: Operation[] = [];
 function runStub(c: Ctx, id: string) {
   c.set("jobId", id);
   if (!isJobId(id)) throw raise(jobNotFound(id));
-  return c.env.RUNS.getByName(runObjectName(c.var.tenant, id));
+  return c.env.RUNS.getByName(runObjectName(c.get("tenant"), id));
 }
 
 /**
@@ -71,7 +71,7 @@ function runStub(c: Ctx, id: string) {
  */
 async function reachable(c: Ctx, id: string) {
   const stub = runStub(c, id);
-  const grant = c.var.token;
+  const grant = c.get("token");
   if (grant === null) return stub;
   if (grant.runs && !grant.runs.includes(id)) throw raise(jobNotFound(id));
   if (reachNeedsJob(grant)) {
@@ -83,12 +83,13 @@ async function reachable(c: Ctx, id: string) {
 
 /** A job read for a request: one outside the token's reach is answered as an unknown one. */
 function shown<T extends { job_id: string; session_id: string | null; tags?: string[] }>(c: Ctx, job: T): T {
-  if (c.var.token !== null && !reaches(c.var.token, job)) throw raise(jobNotFound(job.job_id));
+  const grant = c.get("token");
+  if (grant !== null && !reaches(grant, job)) throw raise(jobNotFound(job.job_id));
   return job;
 }
 
 /** The tenant's projection shard that holds an idempotency key or counts a token's submits. */
-const projectionOf = (c: Ctx, key: string) => c.env.PROJECTIONS.getByName(projectionOfKey(c.env, c.var.tenant, key));
+const projectionOf = (c: Ctx, key: string) => c.env.PROJECTIONS.getByName(projectionOfKey(c.env, c.get("tenant"), key));
 /** A job's projection shard and line, as its spec names them. */
 const projectionFor = (c: Ctx, spec: RunSpec) => c.env.PROJECTIONS.getByName(tenantObjects(spec).projection);
 const lineFor = (c: Ctx, spec: RunSpec) => c.env.LINES.getByName(tenantObjects(spec).line);
@@ -98,7 +99,7 @@ async function withQueuePositions(c: Ctx, jobs: Job[]): Promise<Job[]> {
   const byLine = new Map<string, string[]>();
   for (const job of jobs) {
     if (job.status !== "queued") continue;
-    const name = lineOfJob(c.env, c.var.tenant, job);
+    const name = lineOfJob(c.env, c.get("tenant"), job);
     const ids = byLine.get(name) ?? [];
     ids.push(job.job_id);
     byLine.set(name, ids);
@@ -155,8 +156,7 @@ const QUEUE_FULL_RETRY_S = 30;
 /** Everything fixed at submit: the checked webhook target, the agent, the runner and its steps. */
 function specFor(c: Ctx, body: SubmitBody, key: string | null, now: number): RunSpec {
   if (body.webhook_url) {
-    const unsigned = webhookSigningProblem(c.env);
-    if (unsigned) throw misconfigured(unsigned);
+    mustSignWebhooks(c);
     const problem = webhookUrlProblem(body.webhook_url, allowPrivateWebhooks(c.env));
     if (problem) throw new ApiError("validation", [{ loc: ["body", "webhook_url"], msg: problem, type: "value_error" }]);
   }
@@ -165,8 +165,8 @@ function specFor(c: Ctx, body: SubmitBody, key: string | null, now: number): Run
   const agent = resolveAgent(body);
   const plan = planRun(c.env, config, agent.tasks);
   return {
-    ...placeJob(c.env, c.var.tenant, { idempotency_key: key, concurrency_key: body.concurrency_key ?? null }),
-    tenant: c.var.tenant,
+    ...placeJob(c.env, c.get("tenant"), { idempotency_key: key, concurrency_key: body.concurrency_key ?? null }),
+    tenant: c.get("tenant"),
     created_at: now,
     prompt: body.prompt,
     agent_id: agent.agent_id,
@@ -185,10 +185,16 @@ function specFor(c: Ctx, body: SubmitBody, key: string | null, now: number): Run
     concurrency_key: body.concurrency_key ?? null,
     scheduled_for: startTime(body, now),
     queue_ttl_s: body.queue_ttl_seconds ?? null,
-    request_id: c.var.requestId,
+    request_id: c.get("requestId"),
     input_timeout_s: body.input_timeout_s ?? DEFAULT_INPUT_TIMEOUT_S,
     retry_of: null,
   };
+}
+
+/** A job with a webhook_url is made only where webhooks are signed: 503 naming the missing secret otherwise. */
+function mustSignWebhooks(c: Ctx): void {
+  const unsigned = webhookSigningProblem(c.env);
+  if (unsigned) throw misconfigured(unsigned);
 }
 
 /** When a delayed job may start: null for none, and for a `start_after` already past. */
@@ -216,7 +222,7 @@ runs.post("/api/v1/runs", scope("submit"), jsonBody((env) => limits(env).maxBody
 
 /** A job submitted with a token joins the token's session and carries its tags, so that the token reaches it. */
 function tokenized<T extends { session_id?: string | null; tags?: string[] | null }>(c: Ctx, body: T): T {
-  const grant = c.var.token;
+  const grant = c.get("token");
   if (grant === null) return body;
   return { ...body, ...(grant.session_id !== null ? { session_id: grant.session_id } : {}), ...(grant.tags ? { tags: grant.tags } : {}) };
 }
@@ -227,7 +233,7 @@ function tokenized<T extends { session_id?: string | null; tags?: string[] | nul
  * limit, a submit whose idempotency key names an earlier job (`held`) is still answered with it.
  */
 async function spending(c: Ctx, submit: () => Promise<Response>, held?: () => Promise<Response | null>): Promise<Response> {
-  const grant = c.var.token;
+  const grant = c.get("token");
   if (grant === null) return submit();
   if (!(await projectionOf(c, grant.id).spendSubmit(grant.id, grant.max_submits ?? 0, grant.expires * 1000))) {
     const replayed = held && (await held());
@@ -336,7 +342,7 @@ runs.get("/api/v1/runs", scope("read"), valid("query", listQuerySchema), async (
       throw new ApiError("bad_request", `page × page_size may be at most ${MAX_SHARDED_OFFSET} here; page on with cursor`);
     }
     const labelled = filter.tags !== undefined || filter.metadata !== undefined;
-    result = await listJobs(c.env, c.var.tenant, { ...filter, page, page_size, before }, labelled);
+    result = await listJobs(c.env, c.get("tenant"), { ...filter, page, page_size, before }, labelled);
   }
   return c.json(
     { jobs: await withQueuePositions(c, result.jobs), total: result.total, page, page_size, next_cursor: result.next === null ? null : encodeCursor(result.next) },
@@ -514,19 +520,21 @@ runs.post(
     const body = c.req.valid("json");
     // The spec's config holds `unknown` values, which RPC's return typing cannot express.
     const source = unwrap(await (await reachable(c, id)).retrySource()) as unknown as { spec: RunSpec; parts: FinishedPart[] };
+    // The deployment may have lost its signing secret since the old job was made.
+    if (source.spec.webhook_url) mustSignWebhooks(c);
     const firstUnfinished = source.parts.length + 1;
     const from = body.from_step ?? firstUnfinished;
     if (from > firstUnfinished) throw new ApiError("bad_request", `from_step must be at most ${firstUnfinished}, the first unfinished step`);
     const now = Date.now();
     const spec: RunSpec = {
       ...tokenized(c, source.spec),
-      ...placeJob(c.env, c.var.tenant, { idempotency_key: null, concurrency_key: source.spec.concurrency_key }),
+      ...placeJob(c.env, c.get("tenant"), { idempotency_key: null, concurrency_key: source.spec.concurrency_key }),
       created_at: now,
       prompt: body.prompt ?? source.spec.prompt,
       config: { ...source.spec.config, ...(body.config ?? {}) },
       idempotency_key: null,
       scheduled_for: null,
-      request_id: c.var.requestId,
+      request_id: c.get("requestId"),
       retry_of: id,
     };
     const prefix = outputPrefix(spec.tenant, spec.job_id);

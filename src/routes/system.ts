@@ -26,4 +26,4 @@ systemOperations.push({
   responses: { 200: { json: statsSchema, description: "Counts" } },
 });
 
-system.get("/stats", async (c) => c.json(await tenantStats(c.env, c.var.tenant), 200));
+system.get("/stats", async (c) => c.json(await tenantStats(c.env, c.get("tenant")), 200));

@@ -34,8 +34,8 @@ tokens.post("/api/v1/tokens", keyOnly("minting tokens"), jsonBody((env) => limit
   const scopes = [...new Set(body.scopes)];
   const grant: Grant = {
     id: crypto.randomUUID(),
-    tenant: c.var.tenant,
-    key: c.var.keyId ?? "",
+    tenant: c.get("tenant"),
+    key: c.get("keyId") ?? "",
     scopes,
     runs: body.runs ? [...new Set(body.runs)] : null,
     session_id: body.session_id ?? null,
