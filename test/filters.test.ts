@@ -1,7 +1,8 @@
 /** The list by tags and metadata: exact totals and cursors under every filter, kept as jobs change and go. */
+import { env, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { RunList } from "../src/schemas";
-import { api, drive, settle, submit } from "./helpers";
+import { api, drive, finished, post, settle, submit, submitQueued } from "./helpers";
 
 async function list(query: string): Promise<RunList> {
   const res = await api(`/api/v1/runs?${query}`);
@@ -108,5 +109,46 @@ describe("list by tag and metadata", () => {
     const { detail } = await res.json<{ detail: { loc: string[]; msg: string }[] }>();
     expect(detail[0].loc).toEqual(loc);
     expect(detail[0].msg.length).toBeGreaterThan(0);
+  });
+});
+
+describe("the tallies behind the totals", () => {
+  /** The projection's tally rows of one session and its labels. */
+  const talliesOf = (session: string, labels: string[]) =>
+    runInDurableObject(env.PROJECTIONS.getByName("default"), (_instance, state) => {
+      const sql = state.storage.sql;
+      const among = labels.map(() => "?").join(", ");
+      return {
+        session: sql.exec("SELECT status, n FROM session_counts WHERE session_id = ? ORDER BY status", session).toArray(),
+        labels: sql.exec(`SELECT label, status, n FROM label_counts WHERE label IN (${among}) ORDER BY label, status`, ...labels).toArray(),
+        labelsInSession: sql.exec("SELECT label, status, n FROM label_session_counts WHERE session_id = ? ORDER BY label, status", session).toArray(),
+      };
+    });
+
+  it("a session and labels used once leave no row behind: none at 0 as jobs move, none once they are gone", async () => {
+    const mark = crypto.randomUUID().slice(0, 8);
+    const session = `once-${mark}`;
+    const labels = [`m:${JSON.stringify(["once", mark])}`, `t:once-${mark}`];
+    const extra = { session_id: session, tags: [`once-${mark}`], metadata: { once: mark } };
+    const done = await finished({ steps: 1 }, extra);
+    const cancelled = await submitQueued({ steps: 1 }, extra);
+    expect((await post(`/api/v1/runs/${cancelled}/cancel`, {})).status).toBe(200);
+    await settle(cancelled);
+
+    // Each job was queued, and one running, on its way: no tally of those is left at 0.
+    const ended = [
+      { status: "cancelled", n: 1 },
+      { status: "succeeded", n: 1 },
+    ];
+    const byLabel = labels.flatMap((label) => ended.map((e) => ({ label, ...e })));
+    expect(await talliesOf(session, labels)).toEqual({ session: ended, labels: byLabel, labelsInSession: byLabel });
+
+    for (const id of [done, cancelled]) {
+      expect((await api(`/api/v1/runs/${id}`, { method: "DELETE" })).status).toBe(204);
+      await settle(id);
+    }
+    expect(await talliesOf(session, labels)).toEqual({ session: [], labels: [], labelsInSession: [] });
+    expect((await list(`tag=once-${mark}`)).total).toBe(0);
+    expect((await list(`session_id=${session}&metadata.once=${mark}`)).total).toBe(0);
   });
 });

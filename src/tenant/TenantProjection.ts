@@ -37,6 +37,16 @@ const LABEL_COUNT_NEW = `
 const LABEL_UNCOUNT_OLD = `
   UPDATE label_counts SET n = n - 1 WHERE label = OLD.label AND status = OLD.status;
   UPDATE label_session_counts SET n = n - 1 WHERE label = OLD.label AND session_id = OLD.session_id AND status = OLD.status;`;
+/**
+ * Counting out as above, and a session's or label's tally that reaches 0 goes with it: a session
+ * or tag used once leaves no row behind once its jobs are gone. (The earlier bodies stay as the
+ * migrations that first created the triggers wrote them.)
+ */
+const UNCOUNT_OLD_AND_PRUNE = `${UNCOUNT_OLD}
+  DELETE FROM session_counts WHERE session_id = OLD.session_id AND status = OLD.status AND n = 0;`;
+const LABEL_UNCOUNT_OLD_AND_PRUNE = `${LABEL_UNCOUNT_OLD}
+  DELETE FROM label_counts WHERE label = OLD.label AND status = OLD.status AND n = 0;
+  DELETE FROM label_session_counts WHERE label = OLD.label AND session_id = OLD.session_id AND status = OLD.status AND n = 0;`;
 
 export const PROJECTION_MIGRATIONS = [
   `CREATE TABLE jobs (
@@ -102,6 +112,19 @@ export const PROJECTION_MIGRATIONS = [
   // The submits of each scoped token, counted exactly; kept until the token expires.
   `CREATE TABLE token_submits (token_id TEXT PRIMARY KEY, n INTEGER NOT NULL, expires_at INTEGER NOT NULL)`,
   `CREATE INDEX token_submits_by_expiry ON token_submits (expires_at)`,
+  // Session and label tallies at 0 go (the per-status ones, a handful, stay): the triggers that
+  // count out, made again to prune, then the zeros kept so far.
+  `DROP TRIGGER jobs_counted_out`,
+  `CREATE TRIGGER jobs_counted_out AFTER DELETE ON jobs BEGIN ${UNCOUNT_OLD_AND_PRUNE} END`,
+  `DROP TRIGGER jobs_recounted`,
+  `CREATE TRIGGER jobs_recounted AFTER UPDATE OF status, session_id ON jobs BEGIN ${UNCOUNT_OLD_AND_PRUNE} ${COUNT_NEW} END`,
+  `DROP TRIGGER labels_counted_out`,
+  `CREATE TRIGGER labels_counted_out AFTER DELETE ON labels BEGIN ${LABEL_UNCOUNT_OLD_AND_PRUNE} END`,
+  `DROP TRIGGER labels_recounted`,
+  `CREATE TRIGGER labels_recounted AFTER UPDATE OF status, session_id ON labels BEGIN ${LABEL_UNCOUNT_OLD_AND_PRUNE} ${LABEL_COUNT_NEW} END`,
+  `DELETE FROM session_counts WHERE n = 0`,
+  `DELETE FROM label_counts WHERE n = 0`,
+  `DELETE FROM label_session_counts WHERE n = 0`,
 ] as const;
 
 /** How many UTC days `usage_by_day` covers, today included. */

@@ -172,6 +172,11 @@ describe.each(fixtures.map((f) => [`${f.commit} (${f.subject.slice(0, 60)}…)`,
     expect((await env.OUTPUTS.list({ prefix: "runs/" })).objects).toEqual([]);
     const stats = await (await api("/stats")).json<{ total_jobs: number }>();
     expect(stats.total_jobs).toBe(0);
+    // No session's or label's tally is left, not even the zeros the old code kept.
+    const tallies = await runInDurableObject(env.PROJECTIONS.getByName("default"), (_i, state) =>
+      ["session_counts", "label_counts", "label_session_counts"].map((table) => state.storage.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM ${table}`).one().n),
+    );
+    expect(tallies).toEqual([0, 0, 0]);
     for (const id of await listDurableObjectIds(env.RUNS)) {
       const tables = await runInDurableObject(env.RUNS.get(id), (_i, state) =>
         state.storage.sql.exec<{ name: string }>(`SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_cf\\_%' ESCAPE '\\' AND name != '${NAME_TABLE}'`).toArray(),
