@@ -93,9 +93,14 @@ function ago(/** @type {string} */ iso) {
 
 // ---- the tenant's runs: a list, kept live by the feed ------------------------------------------
 
+/** How many runs a page of the list holds. */
+const PAGE_SIZE = 50;
 /** @type {Map<string, Job>} */
 const runs = new Map();
 let total = 0;
+/** Where the list's next page starts (its cursor); null once every run of the filter is shown. */
+/** @type {string | null} */
+let nextCursor = null;
 /** @type {EventSource | null} */
 let feed = null;
 /** The last list was refused: the page has nothing to say about the tenant's runs. */
@@ -127,12 +132,13 @@ async function loadRuns() {
   toldWhileLoading = new Set();
   try {
     const query = filterQuery();
-    query.set("page_size", "50");
+    query.set("page_size", String(PAGE_SIZE));
     const list = await (await api(`/api/v1/runs?${query}`)).json();
     const told = toldWhileLoading;
     for (const id of [...runs.keys()]) if (!told.has(id)) runs.delete(id);
     for (const job of /** @type {Job[]} */ (list.jobs)) if (!told.has(job.job_id)) runs.set(job.job_id, job);
     total = list.total;
+    nextCursor = list.next_cursor;
     listRefused = false;
     notice(null);
   } catch (error) {
@@ -140,6 +146,29 @@ async function loadRuns() {
     refused(error);
   } finally {
     toldWhileLoading = null;
+  }
+  renderRuns();
+}
+
+/**
+ * The list's next page, below the runs shown. The cursor is a place in the tenant's order, so runs
+ * that arrived since do not shift it; a run the feed has told of already keeps the feed's word.
+ */
+async function loadMore() {
+  const cursor = nextCursor;
+  if (cursor === null) return;
+  const query = filterQuery();
+  const asked = query.toString();
+  query.set("page_size", String(PAGE_SIZE));
+  query.set("cursor", cursor);
+  try {
+    const list = await (await api(`/api/v1/runs?${query}`)).json();
+    // The filter changed meanwhile: this page belongs to another list.
+    if (filterQuery().toString() !== asked || nextCursor !== cursor) return;
+    for (const job of /** @type {Job[]} */ (list.jobs)) if (!runs.has(job.job_id)) runs.set(job.job_id, job);
+    nextCursor = list.next_cursor;
+  } catch (error) {
+    refused(error);
   }
   renderRuns();
 }
@@ -213,6 +242,7 @@ function renderRuns() {
   );
   $("runs-total").textContent = total ? `(${total})` : "";
   $("runs-empty").hidden = jobs.length > 0 || listRefused;
+  $("runs-more").hidden = nextCursor === null || listRefused;
 }
 
 // ---- one run: its stream, output, answer, cancel and delete ------------------------------------
@@ -400,6 +430,7 @@ function start() {
     void loadRuns();
   });
   $("filter-form").addEventListener("submit", (e) => e.preventDefault());
+  $("runs-more").addEventListener("click", () => void loadMore());
   $("cancel-button").addEventListener("click", () => void cancelSelected());
   $("delete-button").addEventListener("click", () => void deleteSelected());
   for (const button of document.querySelectorAll("[data-answer]")) {

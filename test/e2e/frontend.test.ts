@@ -158,6 +158,33 @@ describe("the reference frontend in local development", () => {
     expect(problems).toEqual([]);
     await page.close();
   });
+
+  it("shows a page of 50 runs, and the next ones on asking", async () => {
+    const tag = `p${Date.now()}`;
+    // Runs that wait an hour: they stay as they are while the page is read.
+    const ids: string[] = [];
+    for (let i = 0; i < 53; i++) {
+      const res = await fetch(`${BASE}/api/v1/runs`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ prompt: `page ${i}`, tags: [tag], delay_seconds: 3600 }),
+      });
+      expect(res.status).toBe(202);
+      ids.push(((await res.json()) as { job_id: string }).job_id);
+    }
+    const { page, problems } = await open(`${BASE}/`);
+    await page.fill("#filter-form input[name=tag]", tag);
+    await page.locator("#filter-form input[name=tag]").dispatchEvent("change");
+    const shown = async () => (await page.locator("#run-list li").evaluateAll((items) => items.map((i) => (i as HTMLElement).dataset.id!))).sort();
+    // The newest 50, and the total of all.
+    await expect.poll(shown).toEqual(ids.slice(3).sort());
+    expect(await page.locator("#runs-total").innerText()).toBe("(53)");
+    await page.click("#runs-more");
+    await expect.poll(shown).toEqual([...ids].sort());
+    expect(await page.locator("#runs-more").isHidden()).toBe(true);
+    expect(problems).toEqual([]);
+    await page.close();
+  });
 });
 
 describe("the named-event stream in Chromium's EventSource", () => {
