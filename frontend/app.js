@@ -108,6 +108,9 @@ let listRefused = false;
 /** Jobs the feed told of while a list was loading: the feed's word is newer. */
 /** @type {Set<string> | null} */
 let toldWhileLoading = null;
+/** Jobs the feed told of while a further page was loading; null while none loads. */
+/** @type {Set<string> | null} */
+let toldWhileMore = null;
 
 function filter() {
   const form = /** @type {HTMLFormElement} */ ($("filter-form"));
@@ -152,11 +155,13 @@ async function loadRuns() {
 
 /**
  * The list's next page, below the runs shown. The cursor is a place in the tenant's order, so runs
- * that arrived since do not shift it; a run the feed has told of already keeps the feed's word.
+ * that arrived since do not shift it; a run the feed told of meanwhile keeps the feed's word (shown
+ * as it said, or gone). One page loads at a time.
  */
 async function loadMore() {
   const cursor = nextCursor;
-  if (cursor === null) return;
+  if (cursor === null || toldWhileMore !== null) return;
+  const told = (toldWhileMore = new Set());
   const query = filterQuery();
   const asked = query.toString();
   query.set("page_size", String(PAGE_SIZE));
@@ -165,10 +170,12 @@ async function loadMore() {
     const list = await (await api(`/api/v1/runs?${query}`)).json();
     // The filter changed meanwhile: this page belongs to another list.
     if (filterQuery().toString() !== asked || nextCursor !== cursor) return;
-    for (const job of /** @type {Job[]} */ (list.jobs)) if (!runs.has(job.job_id)) runs.set(job.job_id, job);
+    for (const job of /** @type {Job[]} */ (list.jobs)) if (!told.has(job.job_id) && !runs.has(job.job_id)) runs.set(job.job_id, job);
     nextCursor = list.next_cursor;
   } catch (error) {
     refused(error);
+  } finally {
+    toldWhileMore = null;
   }
   renderRuns();
 }
@@ -192,6 +199,7 @@ function connectFeed() {
   feed.addEventListener("run", (event) => {
     const job = /** @type {Job} */ (JSON.parse(/** @type {MessageEvent} */ (event).data));
     toldWhileLoading?.add(job.job_id);
+    toldWhileMore?.add(job.job_id);
     const known = runs.has(job.job_id);
     if (matches(job)) {
       if (!known) total += 1;
@@ -206,6 +214,7 @@ function connectFeed() {
   feed.addEventListener("deleted", (event) => {
     const { job_id } = JSON.parse(/** @type {MessageEvent} */ (event).data);
     toldWhileLoading?.add(job_id);
+    toldWhileMore?.add(job_id);
     if (runs.delete(job_id)) total = Math.max(0, total - 1);
     renderRuns();
     if (job_id === selected) unselect();
