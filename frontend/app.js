@@ -108,9 +108,11 @@ let listRefused = false;
 /** Jobs the feed told of while a list was loading: the feed's word is newer. */
 /** @type {Set<string> | null} */
 let toldWhileLoading = null;
-/** Jobs the feed told of while a further page was loading; null while none loads. */
-/** @type {Set<string> | null} */
+/** What the feed told of runs while a further page was loading (null: gone, or out of the filter); null while none loads. */
+/** @type {Map<string, Job | null> | null} */
 let toldWhileMore = null;
+/** A pending reading of the list's total. */
+let totalTimer = 0;
 
 function filter() {
   const form = /** @type {HTMLFormElement} */ ($("filter-form"));
@@ -155,13 +157,13 @@ async function loadRuns() {
 
 /**
  * The list's next page, below the runs shown. The cursor is a place in the tenant's order, so runs
- * that arrived since do not shift it; a run the feed told of meanwhile keeps the feed's word (shown
- * as it said, or gone). One page loads at a time.
+ * that arrived since do not shift it; a run the feed told of meanwhile is shown as the feed said,
+ * or not at all if it is gone. One page loads at a time.
  */
 async function loadMore() {
   const cursor = nextCursor;
   if (cursor === null || toldWhileMore !== null) return;
-  const told = (toldWhileMore = new Set());
+  const told = (toldWhileMore = new Map());
   const query = filterQuery();
   const asked = query.toString();
   query.set("page_size", String(PAGE_SIZE));
@@ -170,7 +172,10 @@ async function loadMore() {
     const list = await (await api(`/api/v1/runs?${query}`)).json();
     // The filter changed meanwhile: this page belongs to another list.
     if (filterQuery().toString() !== asked || nextCursor !== cursor) return;
-    for (const job of /** @type {Job[]} */ (list.jobs)) if (!told.has(job.job_id) && !runs.has(job.job_id)) runs.set(job.job_id, job);
+    for (const job of /** @type {Job[]} */ (list.jobs)) {
+      const latest = told.has(job.job_id) ? told.get(job.job_id) : job;
+      if (latest && !runs.has(job.job_id)) runs.set(job.job_id, latest);
+    }
     nextCursor = list.next_cursor;
   } catch (error) {
     refused(error);
@@ -178,6 +183,32 @@ async function loadMore() {
     toldWhileMore = null;
   }
   renderRuns();
+}
+
+/** A run older than every run shown while older pages are not loaded yet: its place is on one of those. */
+function beyondShown(/** @type {Job} */ job) {
+  if (nextCursor === null) return false;
+  let oldest = null;
+  for (const run of runs.values()) if (oldest === null || run.created_at < oldest) oldest = run.created_at;
+  return oldest !== null && job.created_at < oldest;
+}
+
+/**
+ * Reads the list's total again in a moment: the feed told of a run on a page not shown, which may
+ * have come into the filter or left it, or of a deletion the page cannot place.
+ */
+function refreshTotalSoon() {
+  clearTimeout(totalTimer);
+  totalTimer = setTimeout(async () => {
+    const query = filterQuery();
+    query.set("page_size", "1");
+    try {
+      total = (await (await api(`/api/v1/runs?${query}`)).json()).total;
+      renderRuns();
+    } catch (error) {
+      refused(error);
+    }
+  }, 500);
 }
 
 function connectFeed() {
@@ -199,8 +230,13 @@ function connectFeed() {
   feed.addEventListener("run", (event) => {
     const job = /** @type {Job} */ (JSON.parse(/** @type {MessageEvent} */ (event).data));
     toldWhileLoading?.add(job.job_id);
-    toldWhileMore?.add(job.job_id);
+    toldWhileMore?.set(job.job_id, matches(job) ? job : null);
     const known = runs.has(job.job_id);
+    if (!known && beyondShown(job)) {
+      // Its page, once shown, shows it; only the total may have changed.
+      refreshTotalSoon();
+      return;
+    }
     if (matches(job)) {
       if (!known) total += 1;
       runs.set(job.job_id, job);
@@ -214,8 +250,9 @@ function connectFeed() {
   feed.addEventListener("deleted", (event) => {
     const { job_id } = JSON.parse(/** @type {MessageEvent} */ (event).data);
     toldWhileLoading?.add(job_id);
-    toldWhileMore?.add(job_id);
+    toldWhileMore?.set(job_id, null);
     if (runs.delete(job_id)) total = Math.max(0, total - 1);
+    else if (nextCursor !== null) refreshTotalSoon();
     renderRuns();
     if (job_id === selected) unselect();
   });

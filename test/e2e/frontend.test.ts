@@ -176,11 +176,21 @@ describe("the reference frontend in local development", () => {
     await page.fill("#filter-form input[name=tag]", tag);
     await page.locator("#filter-form input[name=tag]").dispatchEvent("change");
     const shown = async () => (await page.locator("#run-list li").evaluateAll((items) => items.map((i) => (i as HTMLElement).dataset.id!))).sort();
+    const totalShown = () => page.locator("#runs-total").innerText();
     // The newest 50, and the total of all.
     await expect.poll(shown).toEqual(ids.slice(3).sort());
-    expect(await page.locator("#runs-total").innerText()).toBe("(53)");
+    await expect.poll(totalShown).toBe("(53)");
+    // The feed tells of older runs, on the page not shown yet: a change is neither shown nor
+    // counted again; a deletion takes one off the total.
+    expect((await fetch(`${BASE}/api/v1/runs/${ids[0]}/cancel`, { method: "POST" })).status).toBe(200);
+    expect((await fetch(`${BASE}/api/v1/runs/${ids[1]}/cancel`, { method: "POST" })).status).toBe(200);
+    expect((await fetch(`${BASE}/api/v1/runs/${ids[1]}`, { method: "DELETE" })).status).toBe(204);
+    await expect.poll(totalShown).toBe("(52)");
+    expect(await shown()).toEqual(ids.slice(3).sort());
     await page.click("#runs-more");
-    await expect.poll(shown).toEqual([...ids].sort());
+    await expect.poll(shown).toEqual(ids.filter((id) => id !== ids[1]).sort());
+    expect(await row(page, ids[0]).getAttribute("data-status")).toBe("cancelled");
+    expect(await totalShown()).toBe("(52)");
     expect(await page.locator("#runs-more").isHidden()).toBe(true);
     expect(problems).toEqual([]);
     await page.close();
