@@ -229,7 +229,6 @@ function connectFeed() {
   };
   feed.addEventListener("run", (event) => {
     const job = /** @type {Job} */ (JSON.parse(/** @type {MessageEvent} */ (event).data));
-    toldWhileLoading?.add(job.job_id);
     toldWhileMore?.set(job.job_id, matches(job) ? job : null);
     const known = runs.has(job.job_id);
     if (!known && beyondShown(job)) {
@@ -237,6 +236,7 @@ function connectFeed() {
       refreshTotalSoon();
       return;
     }
+    toldWhileLoading?.add(job.job_id);
     if (matches(job)) {
       if (!known) total += 1;
       runs.set(job.job_id, job);
