@@ -30,10 +30,10 @@ export interface RunFilter {
 
 export type ListQuery = Omit<ServerListQuery, "tag" | "status"> & RunFilter;
 
-/** One change told by the tenant's feed: a job's new state, its deletion, or `reset` (list again). */
 /**
- * One event of the tenant's feed. Its id is a position to resume from, opaque: a number, or on a
- * tenant whose projection is in shards, every shard's position (`12.0.57`).
+ * One change told by the tenant's feed: a job's new state, its deletion, or `reset` (list again).
+ * Its id is a position to resume from, opaque: a number, or on a tenant whose projection is in
+ * shards, every shard's position (`12.0.57`).
  */
 export type FeedEvent = { id: string; event: "run"; job: Job } | { id: string; event: "deleted"; job_id: string } | { id: string; event: "reset" };
 

@@ -97,9 +97,12 @@ export interface WebhookState {
   last_attempt_at: number | null;
 }
 
-/** The tenant objects a job reports to: those its spec names, else (a spec from before shards) the tenant's own. */
-export function tenantObjects(spec: RunSpec): { projection: string; line: string } {
-  return { projection: spec.projection ?? spec.tenant, line: spec.line ?? spec.tenant };
+/**
+ * The tenant objects a job reports to: those its spec (or an outbox row copied from it) names,
+ * else, from before shards, the tenant's own.
+ */
+export function tenantObjects(ref: Pick<RunSpec, "tenant" | "projection" | "line">): { projection: string; line: string } {
+  return { projection: ref.projection ?? ref.tenant, line: ref.line ?? ref.tenant };
 }
 
 /** The job's place in its tenant's line, as its spec asks. */

@@ -15,7 +15,7 @@ import { inlineResult, outputPrefix, purgePrefix } from "../storage/blobs";
 import { hasTable } from "../storage/migrations";
 import { retryDelay, sendWebhook } from "../webhooks/delivery";
 import type { PlaceRequest } from "../tenant/TenantLine";
-import { durationSeconds, toJob, usageOf } from "./job";
+import { durationSeconds, tenantObjects, toJob, usageOf } from "./job";
 import { finishedParts, readRunRow, readSpec, readWebhook } from "./store";
 
 export type OutboxKind = "projection" | "line" | "webhook" | "purge";
@@ -45,24 +45,26 @@ const DONE: Handled = { done: true };
 
 const HANDLERS: Record<OutboxKind, Handler> = {
   async projection(_ctx, env, payload) {
-    const { tenant, projection, job, version } = JSON.parse(payload) as Snapshot;
-    await env.PROJECTIONS.getByName(projection ?? tenant).upsert(job, version);
+    const snapshot = JSON.parse(payload) as Snapshot;
+    await env.PROJECTIONS.getByName(tenantObjects(snapshot).projection).upsert(snapshot.job, snapshot.version);
     return DONE;
   },
   async line(_ctx, env, payload) {
-    const { tenant, line, job_id, rejoin, answered_at } = JSON.parse(payload) as LineChange;
-    if (rejoin) await env.LINES.getByName(line ?? tenant).rejoin(rejoin, answered_at ?? 0);
-    else await env.LINES.getByName(line ?? tenant).leave(job_id);
+    const change = JSON.parse(payload) as LineChange;
+    const line = env.LINES.getByName(tenantObjects(change).line);
+    if (change.rejoin) await line.rejoin(change.rejoin, change.answered_at ?? 0);
+    else await line.leave(change.job_id);
     return DONE;
   },
   async purge(ctx, env, payload) {
-    const { tenant, projection, job_id } = JSON.parse(payload) as JobRef;
+    const ref = JSON.parse(payload) as JobRef;
+    const { tenant, job_id } = ref;
     // A webhook still owed keeps its body, which may quote the output about to be purged.
     await fixWebhookBody(ctx, env);
     await purgePrefix(env.OUTPUTS, outputPrefix(tenant, job_id));
     // The job's final usage stays in the tenant's totals, whether or not its last snapshot went out.
     const row = readRunRow(ctx.storage.sql);
-    await env.PROJECTIONS.getByName(projection ?? tenant).remove(job_id, row ? usageOf(row) : undefined);
+    await env.PROJECTIONS.getByName(tenantObjects(ref).projection).remove(job_id, row ? usageOf(row) : undefined);
     return DONE;
   },
   webhook: deliverWebhook,
