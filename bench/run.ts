@@ -23,6 +23,8 @@ const SHARDS_PORT = 8008;
 const LINE_SIZE = Number(process.env.BENCH_LINE_SIZE ?? 5000);
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+/** Runs of which a figure takes many (list sizes, filters, shards): half as long, at least 2 s. */
+const SHORT_SECONDS = Math.max(2, Math.ceil(SECONDS / 2));
 // Seeding goes through the API at the rate jobs run to their end, so larger sets are opt-in
 // (BENCH_LIST_SIZES=1000,10000,100000) and take correspondingly long.
 const LIST_SIZES = (process.env.BENCH_LIST_SIZES ?? "100,1000").split(",").map(Number);
@@ -50,8 +52,10 @@ const report = (figure: string, value: string, against = "") => {
 let server: DevServer;
 let floor: DevServer;
 
+type LoadOptions = Partial<autocannon.Options> & { path?: string };
+
 /** A bounded load run, with the CPU time the whole dev server (wrangler and workerd) spent per request. */
-async function load(options: Partial<autocannon.Options> & { path?: string }, target = server): Promise<Run> {
+async function load(options: LoadOptions, target = server): Promise<Run> {
   const { path = "/", ...rest } = options;
   const cpuBefore = treeCpuMs(target.process.pid!);
   const result = await autocannon({ url: `${target.base}${path}`, connections: 16, duration: SECONDS, ...rest });
@@ -66,7 +70,7 @@ const describeRun = (result: Run) =>
  * A load figure set against the bare route measured just before it, both on a quiet server, so
  * that the server's drift over the run (it holds more objects as it goes) falls on both alike.
  */
-async function againstBare(figure: string, target: string, options: Parameters<typeof load>[0]): Promise<Run> {
+async function againstBare(figure: string, target: string, options: LoadOptions): Promise<Run> {
   await idle();
   const bare = await load({ path: "/health" });
   const result = await load(options);
@@ -77,8 +81,6 @@ async function againstBare(figure: string, target: string, options: Parameters<t
 
 /** Rounds of each figure set against the floor, each figure the median of its rounds: one round's ratio moves by ±0.1. */
 const FLOOR_ROUNDS = 3;
-
-type LoadOptions = Parameters<typeof load>[0];
 
 /**
  * A route set against the floor, in rounds: the same route on the floor Worker, then on the floor
@@ -254,7 +256,7 @@ async function listScaling() {
       ["filtered page", "/api/v1/runs?session_id=bench-filtered"],
     ];
     for (const [name, path] of variants) {
-      const result = await load({ path, connections: 4, duration: Math.max(2, Math.ceil(SECONDS / 2)) });
+      const result = await load({ path, connections: 4, duration: SHORT_SECONDS });
       if (name === "first page") firstPages[size] = result.latency.p50;
       const growth = firstPages[sizes[0]] ? ` (${(result.latency.p50 / Math.max(0.1, firstPages[sizes[0]])).toFixed(1)}x of the first page at ${sizes[0]})` : "";
       report(`list, ${name}, ${size} jobs`, `p50 ${result.latency.p50} ms, p99 ${result.latency.p99} ms`, name === "first page" ? growth : "");
@@ -307,7 +309,7 @@ async function filteredLists() {
       ["unfiltered first page", ""],
     ];
     for (const [name, query] of variants) {
-      const result = await load({ path: `/api/v1/runs${query}`, connections: 4, duration: Math.max(2, Math.ceil(SECONDS / 2)) });
+      const result = await load({ path: `/api/v1/runs${query}`, connections: 4, duration: SHORT_SECONDS });
       (firsts[name] ??= {})[size] = result.latency.p50;
       report(`list, ${name}, ${size} jobs`, `p50 ${result.latency.p50} ms, p99 ${result.latency.p99} ms`);
     }
@@ -340,11 +342,11 @@ async function shardedReads() {
       await autocannon({ url: target.base, connections: 16, amount: 1000, requests: [{ method: "POST", path: "/api/v1/runs", headers: json, body: waiting }] });
       await quiet(60_000, target);
     }
-    const variants: [string, Parameters<typeof load>[0]][] = [
-      ["submit (a waiting job)", { path: "/api/v1/runs", method: "POST", headers: json, body: waiting, duration: Math.max(2, Math.ceil(SECONDS / 2)) }],
-      ["list, first page", { path: "/api/v1/runs", connections: 4, duration: Math.max(2, Math.ceil(SECONDS / 2)) }],
-      ["list by tag", { path: "/api/v1/runs?tag=bench-shards", connections: 4, duration: Math.max(2, Math.ceil(SECONDS / 2)) }],
-      ["stats", { path: "/stats", connections: 4, duration: Math.max(2, Math.ceil(SECONDS / 2)) }],
+    const variants: [string, LoadOptions][] = [
+      ["submit (a waiting job)", { path: "/api/v1/runs", method: "POST", headers: json, body: waiting, duration: SHORT_SECONDS }],
+      ["list, first page", { path: "/api/v1/runs", connections: 4, duration: SHORT_SECONDS }],
+      ["list by tag", { path: "/api/v1/runs?tag=bench-shards", connections: 4, duration: SHORT_SECONDS }],
+      ["stats", { path: "/stats", connections: 4, duration: SHORT_SECONDS }],
     ];
     for (const [name, options] of variants) {
       await quiet(60_000, one);
