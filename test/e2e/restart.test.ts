@@ -50,18 +50,29 @@ async function events(id: string): Promise<string[]> {
   return text.split("\n").filter((l) => l.startsWith("event: ")).map((l) => l.slice(7));
 }
 
-/** Whether R2 holds the key, asked through R2's own API (wrangler's local R2 client) on the server's state. */
-function r2Has(key: string): boolean {
-  try {
-    execFileSync("node_modules/.bin/wrangler", ["r2", "object", "get", `edge-runs-outputs/${key}`, "--local", "--persist-to", server.persistTo, "--pipe"], {
-      env: { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" },
-      stdio: ["ignore", "ignore", "pipe"],
-    });
-    return true;
-  } catch (error) {
-    const stderr = String((error as { stderr?: Buffer }).stderr ?? "");
-    if (stderr.includes("The specified key does not exist")) return false;
-    throw error;
+/** How often, and how far apart, R2's state is read again while the running server holds its database locked. */
+const LOCKED_TRIES = 20;
+const LOCKED_WAIT_MS = 250;
+
+/**
+ * Whether R2 holds the key, asked through R2's own API (wrangler's local R2 client) on the server's
+ * state. That client opens the database the running server writes: while the server holds it
+ * locked (SQLITE_BUSY, say just after it wrote 160 MiB), it is asked again a moment later.
+ */
+async function r2Has(key: string): Promise<boolean> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      execFileSync("node_modules/.bin/wrangler", ["r2", "object", "get", `edge-runs-outputs/${key}`, "--local", "--persist-to", server.persistTo, "--pipe"], {
+        env: { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false" },
+        stdio: ["ignore", "ignore", "pipe"],
+      });
+      return true;
+    } catch (error) {
+      const stderr = String((error as { stderr?: Buffer }).stderr ?? "");
+      if (stderr.includes("The specified key does not exist")) return false;
+      if (!stderr.includes("SQLITE_BUSY") || attempt === LOCKED_TRIES) throw error;
+      await sleep(LOCKED_WAIT_MS);
+    }
   }
 }
 
@@ -133,7 +144,7 @@ describe("SIGKILL and restart", () => {
     const id = await submit({ prompt: "purge", session_id: session, config: { simulate: { steps: 4, step_ms: 1, output_bytes: 40 * 1024 * 1024 } } });
     expect((await finished(id)).status).toBe("succeeded");
     const keys = [1, 2, 3, 4].map((n) => `runs/default/${id}/steps/000${n}`);
-    expect(keys.map(r2Has)).toEqual([true, true, true, true]);
+    expect(await Promise.all(keys.map(r2Has))).toEqual([true, true, true, true]);
 
     const deleting = fetch(`${BASE}/api/v1/runs/${id}`, { method: "DELETE" }).catch(() => null);
     await sleep(5);
@@ -149,6 +160,6 @@ describe("SIGKILL and restart", () => {
     }, "the index row to go");
     expect(list.jobs).toEqual([]);
     expect((await fetch(`${BASE}/api/v1/runs/${id}/output`)).status).toBe(404);
-    expect(keys.map(r2Has)).toEqual([false, false, false, false]);
+    expect(await Promise.all(keys.map(r2Has))).toEqual([false, false, false, false]);
   });
 });
