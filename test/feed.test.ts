@@ -5,7 +5,8 @@
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { Job } from "../src/schemas";
-import { api, drive, driveTo, parseSse, post, runStub, submit, type ParsedEvent } from "./helpers";
+import { MAX_BEHIND } from "../src/tenant/feed";
+import { api, drive, driveTo, enterJobs, getJob, parseSse, post, runStub, submit, type ParsedEvent } from "./helpers";
 
 /** A watcher of the feed: the events it has been sent so far, and a way to wait for more. */
 class Watcher {
@@ -29,22 +30,42 @@ class Watcher {
   async until(done: (events: ParsedEvent[]) => boolean, what: string, ms = 5000): Promise<ParsedEvent[]> {
     const deadline = Date.now() + ms;
     while (!done(this.events)) {
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`the watcher did not see ${what}; it saw ${JSON.stringify(this.events.map((e) => [e.id, e.event]))}`);
-      this.pending ??= this.reader.read();
-      const read = await Promise.race([this.pending, new Promise<null>((r) => setTimeout(() => r(null), left))]);
-      if (read === null) continue;
-      this.pending = null;
-      if (read.done) throw new Error(`the feed ended before ${what}`);
-      this.text += read.value;
-      const end = this.text.lastIndexOf("\n\n");
-      if (end >= 0) {
-        this.events.push(...parseSse(this.text.slice(0, end + 2)));
-        this.raw += this.text.slice(0, end + 2);
-        this.text = this.text.slice(end + 2);
-      }
+      const read = await this.read(deadline);
+      if (read === "waiting") throw new Error(`the watcher did not see ${what}; it saw ${JSON.stringify(this.events.map((e) => [e.id, e.event]))}`);
+      if (read === "ended") throw new Error(`the feed ended before ${what}`);
     }
     return this.events;
+  }
+
+  /** Reads until the feed ends, which it must within `ms`: every event it was sent. */
+  async toEnd(ms = 5000): Promise<ParsedEvent[]> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const read = await this.read(deadline);
+      if (read === "waiting") throw new Error(`the feed did not end; it sent ${this.events.length} events`);
+      if (read === "ended") return this.events;
+    }
+  }
+
+  /** One read, its events added; "waiting" once the deadline passes with nothing read. */
+  private async read(deadline: number): Promise<"read" | "ended" | "waiting"> {
+    const left = deadline - Date.now();
+    if (left <= 0) return "waiting";
+    this.pending ??= this.reader.read();
+    let timer = 0;
+    const read = await Promise.race([this.pending, new Promise<null>((r) => (timer = setTimeout(() => r(null), left)))]);
+    clearTimeout(timer);
+    if (read === null) return "waiting";
+    this.pending = null;
+    if (read.done) return "ended";
+    this.text += read.value;
+    const end = this.text.lastIndexOf("\n\n");
+    if (end >= 0) {
+      this.events.push(...parseSse(this.text.slice(0, end + 2)));
+      this.raw += this.text.slice(0, end + 2);
+      this.text = this.text.slice(end + 2);
+    }
+    return "read";
   }
 
   /** Everything read so far, comments included. */
@@ -195,6 +216,34 @@ describe("the live feed", () => {
     expect((await recent.until((e) => e.length > 0, "the kept change"))[0].event).toBe("run");
     await recent.close();
   }, 30_000);
+
+  it("lets a watcher more than 5,000 events behind go, to resume with Last-Event-ID; one that keeps up stays", async () => {
+    const session = `feed-${crypto.randomUUID()}`;
+    const keepingUp = await Watcher.open(`?session_id=${session}`);
+    // Not read until the changes are made: everything it is sent waits in its connection.
+    const behind = await Watcher.open(`?session_id=${session}`);
+    const template = await getJob(await submit({ steps: 1 }, { session_id: session, delay_seconds: 3600 }));
+    const count = MAX_BEHIND + 100;
+    const seen = keepingUp.until((e) => e.length === 1 + count, "every change", 60_000);
+    const ids = await enterJobs(template, count);
+    const all = await seen;
+    expect(new Set(all.slice(1).map((e) => jobOf(e).job_id))).toEqual(new Set(ids));
+
+    // The watcher that fell behind was sent the changes up to its limit, then let go.
+    const told = await behind.toEnd();
+    expect(told.length).toBeGreaterThan(MAX_BEHIND);
+    expect(told.length).toBeLessThan(all.length);
+    expect(told.map((e) => e.id)).toEqual(all.slice(0, told.length).map((e) => e.id));
+    // It resumes from its last event with exactly the changes after it, then goes on live.
+    const resumed = await Watcher.open(`?session_id=${session}`, told.at(-1)!.id!);
+    const rest = await resumed.until((e) => e.length === all.length - told.length, "the changes after its last");
+    expect(rest.map((e) => e.id)).toEqual(all.slice(told.length).map((e) => e.id));
+    const next = await submit({ steps: 1 }, { session_id: session, delay_seconds: 3600 });
+    for (const watcher of [resumed, keepingUp]) {
+      expect(jobOf((await watcher.until((e) => about(next)(e).length > 0, "the next submit")).at(-1)!).job_id).toBe(next);
+      await watcher.close();
+    }
+  }, 90_000);
 
   it("sends `: ping` every 15 s", async () => {
     const watcher = await Watcher.open(`?session_id=ping-${crypto.randomUUID()}`);

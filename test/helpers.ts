@@ -155,3 +155,16 @@ export async function waitFor<T>(probe: () => Promise<T | undefined | false>, wh
   }
   throw new Error(`timed out waiting for ${what}`);
 }
+
+/**
+ * `count` new jobs in the tenant's list, each one change of its feed, as jobs' outboxes enter
+ * them: snapshots like `template` with ids of their own, each upserted into the projection that
+ * `projection(i)` names, 100 calls at a time. Their ids, in the order they were made.
+ */
+export async function enterJobs(template: Job, count: number, projection: (i: number) => string = () => "default"): Promise<string[]> {
+  const ids = Array.from({ length: count }, (_, i) => `${template.job_id}x${i}`);
+  for (let from = 0; from < count; from += 100) {
+    await Promise.all(ids.slice(from, from + 100).map((job_id, k) => env.PROJECTIONS.getByName(projection(from + k)).upsert({ ...template, job_id }, 1)));
+  }
+  return ids;
+}

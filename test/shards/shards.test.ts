@@ -12,7 +12,8 @@ import { lineName, lineOfJob, projectionName, projectionOfKey } from "../../src/
 import { RunsClient, type FeedEvent } from "../../client/index";
 import { app } from "../../src/app";
 import { countingStubs, overlay, withBindings } from "../faults";
-import { api, drive, getJob, post, settle } from "../helpers";
+import { MAX_BEHIND } from "../../src/tenant/feed";
+import { api, drive, enterJobs, getJob, post, settle } from "../helpers";
 
 const SHARDS = 3;
 const LINES = 2;
@@ -251,6 +252,23 @@ describe("the live feed over shards", () => {
       ["run", id, "cancelled"],
       ["deleted", id, null],
     ]);
+  });
+
+  it("lets a watcher more than 5,000 events behind go, to resume with Last-Event-ID from every shard's position", async () => {
+    const behind = await api("/api/v1/runs/events?session_id=fed-behind");
+    const template = await getJob(await submitIn("fed-behind"));
+    const count = MAX_BEHIND + 100;
+    const ids = await enterJobs(template, count, (i) => projectionName("default", i % SHARDS));
+    // Not read until now: it was sent the changes up to its limit, then let go.
+    const told = await read(behind, 1 + count);
+    expect(told.length).toBeGreaterThan(MAX_BEHIND);
+    expect(told.length).toBeLessThan(1 + count);
+    // From its last event's position in every shard: exactly the changes it was not sent.
+    const resumed = await api("/api/v1/runs/events?session_id=fed-behind", { headers: { "Last-Event-ID": told.at(-1)!.id } });
+    const rest = await read(resumed, 1 + count - told.length);
+    const jobIds = [...told, ...rest].map((e) => e.job.job_id);
+    expect(jobIds).toHaveLength(1 + count);
+    expect(new Set(jobIds)).toEqual(new Set([template.job_id, ...ids]));
   });
 
   it("takes a position from before the tenant had shards, and refuses a malformed one", async () => {
