@@ -148,6 +148,31 @@ describe("the front page and /health", () => {
       expect((await res.text()).length).toBeGreaterThan(1000);
     }
   });
+
+  it("GET /docs is Swagger UI on /openapi.json, its files served from the Worker's own bundle", async () => {
+    const page = await api("/docs");
+    expect(page.status).toBe(200);
+    const html = await page.text();
+    expect(html).toContain('url: "/openapi.json"');
+    for (const [path, type, bytes] of [
+      ["/docs/swagger-ui-bundle.js", "text/javascript; charset=utf-8", 1_000_000],
+      ["/docs/swagger-ui.css", "text/css; charset=utf-8", 100_000],
+      ["/docs/favicon-32x32.png", "image/png", 500],
+    ] as const) {
+      expect(html).toContain(path);
+      const res = await api(path);
+      expect(res.status).toBe(200);
+      expect(res.headers.get("Content-Type")).toBe(type);
+      const body = new Uint8Array(await res.arrayBuffer());
+      expect(body.length).toBeGreaterThan(bytes);
+      if (type === "image/png") expect([...body.slice(1, 4)]).toEqual([0x50, 0x4e, 0x47]);
+    }
+    for (const missing of ["/docs/index.html", "/docs/swagger-ui-bundle.js.map", "/docs/constructor", "/docs/__proto__"]) {
+      const res = await api(missing);
+      expect(res.status).toBe(404);
+      expect(await res.json()).toEqual({ detail: "Not Found" });
+    }
+  });
 });
 
 describe("a deployment whose settings are unsound answers 503 naming the setting", () => {
