@@ -389,7 +389,7 @@ function renderDetail(/** @type {Job} */ job) {
   error.hidden = !job.error;
   error.textContent = job.error ?? "";
   /** @type {HTMLButtonElement} */ ($("cancel-button")).disabled = !UNFINISHED.has(job.status);
-  // The seed page's rule: a running job must be cancelled before it can be deleted.
+  // PraisonAI's Delete Run page: a running job must be cancelled before it can be deleted.
   /** @type {HTMLButtonElement} */ ($("delete-button")).disabled = job.status === "running";
   $("delete-rule").hidden = job.status !== "running";
   if (job.status === "awaiting_input" && job.input_request) showInput(job.input_request);

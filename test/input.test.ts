@@ -129,7 +129,7 @@ describe("a job that asks for input", () => {
     expect(await (await answer(id, { action: "approve" })).json()).toEqual({ detail: "Job is not awaiting input. Current status: cancelled" });
   });
 
-  it("delete while awaiting follows the seed page's rule: cancel first, or force", async () => {
+  it("delete while awaiting follows PraisonAI's Delete Run page: cancel first, or force", async () => {
     const { id } = await awaiting();
     const refused = await api(`/api/v1/runs/${id}`, { method: "DELETE" });
     expect(refused.status).toBe(400);
