@@ -8,11 +8,12 @@
  * handed them as they are, so the probe reads them before it starts the clock.
  */
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { gzipSync } from "node:zlib";
+import { codeFile, moduleFiles } from "../scripts/dry-run-output";
 
 const RUNS = Number(process.env.BENCH_STARTUP_RUNS ?? 30);
 
@@ -27,10 +28,11 @@ function bundle(config: string): string {
   return outdir;
 }
 
-/** Wrangler names a file bundled as a module of its own by its content's SHA-1 and its own name. */
-const OTHER_MODULE = /^[0-9a-f]{40}-/;
-const codeOf = (outdir: string) => join(outdir, readdirSync(outdir).find((f) => f.endsWith(".js") && !OTHER_MODULE.test(f))!);
-const otherModules = (outdir: string) => readdirSync(outdir).filter((f) => OTHER_MODULE.test(f) && !f.endsWith(".map"));
+function codeOf(outdir: string): string {
+  const file = codeFile(outdir);
+  if (file === null) throw new Error(`wrangler left no code in ${outdir}`);
+  return file;
+}
 
 /**
  * The bundle with its `cloudflare:workers` imports read from a stand-in on globalThis, and its
@@ -49,7 +51,7 @@ function loadable(outdir: string): string {
 }
 
 const PROBE = `
-import { readdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 const dir = dirname(fileURLToPath(process.argv[1]));
@@ -80,7 +82,7 @@ function evaluationMs(file: string, modules: string[]): number {
 function figures(name: string, config: string) {
   const outdir = bundle(config);
   const code = readFileSync(codeOf(outdir));
-  const modules = otherModules(outdir);
+  const modules = moduleFiles(outdir);
   const files = modules.map((f) => readFileSync(join(outdir, f)));
   return {
     name,

@@ -9,11 +9,11 @@
  *   npm run deploy:check -- --without-secrets     config and bundle only (CI has no secrets)
  */
 import { spawnSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 import { unstable_readConfig } from "wrangler";
 import { deploymentProblems, settingsProblems } from "../src/settings";
+import { codeFile } from "./dry-run-output";
 
 /** The most the gzipped code may weigh: every cold isolate at every location parses it. */
 export const BUNDLE_BUDGET_KIB = 100;
@@ -62,9 +62,6 @@ function configProblems(vars: Record<string, unknown>, config: ReturnType<typeof
   return problems;
 }
 
-/** Wrangler names a file bundled as a module of its own by its content's SHA-1 and its own name. */
-const OTHER_MODULE = /^[0-9a-f]{40}-/;
-
 function bundle(): { ok: boolean; codeGzipKiB: number | null; uploadGzipKiB: number | null; output: string } {
   rmSync("dist", { recursive: true, force: true });
   const run = spawnSync("node_modules/.bin/wrangler", ["deploy", "--dry-run", "--outdir", "dist"], {
@@ -73,10 +70,10 @@ function bundle(): { ok: boolean; codeGzipKiB: number | null; uploadGzipKiB: num
   });
   const output = `${run.stdout}${run.stderr}`;
   const upload = /Total Upload: [\d.]+ KiB \/ gzip: ([\d.]+) KiB/.exec(output);
-  const code = run.status === 0 ? readdirSync("dist").find((f) => f.endsWith(".js") && !OTHER_MODULE.test(f)) : undefined;
+  const code = run.status === 0 ? codeFile("dist") : null;
   return {
     ok: run.status === 0,
-    codeGzipKiB: code === undefined ? null : Math.round((gzipSync(readFileSync(join("dist", code))).length / 1024) * 100) / 100,
+    codeGzipKiB: code === null ? null : Math.round((gzipSync(readFileSync(code)).length / 1024) * 100) / 100,
     uploadGzipKiB: upload ? Number(upload[1]) : null,
     output,
   };

@@ -40,7 +40,8 @@ export const docs = new Hono<AppEnv>();
 docs.get("/docs", (c) => c.html(PAGE));
 
 docs.get("/docs/:file", (c) => {
-  const file = Object.hasOwn(FILES, c.req.param("file")) ? FILES[c.req.param("file")] : undefined;
+  const name = c.req.param("file");
+  const file = Object.hasOwn(FILES, name) ? FILES[name] : undefined;
   if (file === undefined) return c.json({ detail: "Not Found" }, 404);
   return c.body(file.body, 200, { "content-type": file.type, "cache-control": "public, max-age=86400" });
 });
