@@ -118,6 +118,9 @@ const jobPath = (suffix: string) => (req: autocannon.Request, context: object) =
 
 const json = { "content-type": "application/json" };
 const quickJob = JSON.stringify({ prompt: "bench", config: { simulate: { steps: 1, step_ms: 0 } } });
+/** A quick job not due while a load run lasts: its submit is measured alone. */
+const laterJob = JSON.stringify({ prompt: "bench", delay_seconds: SECONDS + 5, config: { simulate: { steps: 1, step_ms: 0 } } });
+const laterSubmit: LoadOptions = { method: "POST", path: "/api/v1/runs", headers: json, body: laterJob };
 
 async function submit(body: Record<string, unknown>): Promise<string> {
   const res = await fetch(`${BASE}/api/v1/runs`, { method: "POST", headers: json, body: JSON.stringify(body) });
@@ -141,12 +144,11 @@ async function throughput() {
   await againstBare("submit", "", { method: "POST", path: "/api/v1/runs", headers: json, body: quickJob });
   // Against the floor, whose jobs never run, the submit alone: its jobs may start only once the
   // run is over (then they run, and the next round waits for them).
-  const laterJob = JSON.stringify({ prompt: "bench", delay_seconds: SECONDS + 5, config: { simulate: { steps: 1, step_ms: 0 } } });
   const floorSubmit = { method: "POST" as const, path: "/api/v1/runs", headers: json, body: quickJob };
   // The floor of this design: a submit must ask the tenant's line for a place (refused past the
   // queued limit, storing nothing) and enter the job in the tenant's list (where an idempotency
   // key is held), two calls on objects that already exist around the job's creation.
-  await againstFloor("submit, its job not yet due", " (target ≥ 0.8)", { method: "POST", path: "/api/v1/runs", headers: json, body: laterJob }, floorSubmit, {
+  await againstFloor("submit, its job not yet due", " (target ≥ 0.8)", laterSubmit, floorSubmit, {
     name: "a submit with its two tenant calls",
     options: { ...floorSubmit, path: "/api/v1/runs?tenant_calls=2" },
   });
@@ -453,6 +455,7 @@ async function idleLine() {
   await quiet();
   const window = 10_000;
   const emptyCpu = await cpuOver(window);
+  const emptySubmit = await load(laterSubmit);
   const holders = await Promise.all(Array.from({ length: 10 }, () => submit({ prompt: "holder", config: { simulate: { steps: 1, step_ms: 600_000 } } })));
   const started = Date.now();
   await autocannon({ url: BASE, connections: 16, amount: LINE_SIZE, requests: [{ method: "POST", path: "/api/v1/runs", headers: json, body: quickJob }] });
@@ -461,6 +464,13 @@ async function idleLine() {
   await quiet(300_000);
   const lineCpu = await cpuOver(window);
   report(`CPU while ${LINE_SIZE} jobs wait and nothing frees`, `${(lineCpu / (window / 1000)).toFixed(1)} ms/s`, `same server with an empty line: ${(emptyCpu / (window / 1000)).toFixed(1)} ms/s`);
+  // What the line costs a submit once it is long: the same submit as on the empty line.
+  const lineSubmit = await load(laterSubmit);
+  report(
+    `submit, its job not yet due, with ${LINE_SIZE} jobs in line`,
+    describeRun(lineSubmit),
+    `${pct(lineSubmit.requests.average / emptySubmit.requests.average)} of the same submit on the empty line (${emptySubmit.requests.average.toFixed(0)} req/s); CPU/req ${(lineSubmit.cpuPerRequest / emptySubmit.cpuPerRequest).toFixed(2)}x`,
+  );
   // Let the line drain, so that the next figures start on a quiet server.
   for (const id of holders) await fetch(`${BASE}/api/v1/runs/${id}/cancel`, { method: "POST" });
 }

@@ -1,6 +1,7 @@
-import { env, runDurableObjectAlarm } from "cloudflare:test";
+import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { app } from "../../src/app";
+import { DUE_TIMES } from "../../src/tenant/TenantLine";
 import { countingStubs, overlay, withBindings } from "../faults";
 import { api, drive, runStub, settle } from "../helpers";
 
@@ -44,5 +45,45 @@ describe("calls on the tenant's objects", () => {
     await settle(id);
     expect(await listed("paced")).toMatchObject({ status: "cancelled" });
     expect(calls.filter((c) => c === "projection.upsert")).toHaveLength(2);
+  });
+});
+
+describe("rows read in a long line", () => {
+  it("its next delayed start, next expiry and due jobs are found by index: a few rows read with 4,000 jobs delayed and waiting", async () => {
+    const line = env.LINES.getByName(`long-${crypto.randomUUID()}`);
+    await runInDurableObject(line, (_instance, state) => {
+      const sql = state.storage.sql;
+      const later = Date.now() + 86_400_000;
+      for (let i = 0; i < 4000; i++) {
+        const delayed = i % 2 === 1;
+        sql.exec(
+          "INSERT INTO places (job_id, state, priority, start_at, expires_at, joined_at) VALUES (?, ?, 5, ?, ?, 0)",
+          `run_long${i}`,
+          delayed ? "scheduled" : "waiting",
+          delayed ? later + i : null,
+          later + i,
+        );
+      }
+      // Rows read is what Cloudflare bills a SQLite object for; every submit and every end asks for
+      // the first two. A few, where walking either state would read 2,000.
+      const FEW = 10;
+      const read = (query: string, ...params: number[]) => {
+        const cursor = sql.exec(query, ...params);
+        const rows = cursor.toArray();
+        return { rows, rowsRead: cursor.rowsRead };
+      };
+      const nextStart = read(DUE_TIMES.nextStart);
+      expect(nextStart.rows).toEqual([{ at: later + 1 }]);
+      expect(nextStart.rowsRead).toBeLessThanOrEqual(FEW);
+      const nextExpiry = read(DUE_TIMES.nextExpiry);
+      expect(nextExpiry.rows).toEqual([{ at: later }]);
+      expect(nextExpiry.rowsRead).toBeLessThanOrEqual(FEW);
+      for (const query of [DUE_TIMES.promoteDue, DUE_TIMES.expireOverdue]) expect(read(query, Date.now()).rowsRead).toBeLessThanOrEqual(FEW);
+      // None was due: nothing moved.
+      expect(sql.exec("SELECT state, COUNT(*) AS n FROM places GROUP BY state ORDER BY state").toArray()).toEqual([
+        { state: "scheduled", n: 2000 },
+        { state: "waiting", n: 2000 },
+      ]);
+    });
   });
 });
