@@ -2,6 +2,7 @@
 import { createExecutionContext, env, waitOnExecutionContext } from "cloudflare:test";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import worker from "../src/index";
+import { hex, sha256 } from "../src/digest";
 import { overlay, withBindings } from "./faults";
 import { api, BASE, drive, post, submit } from "./helpers";
 
@@ -210,7 +211,7 @@ describe("a deployment whose settings are unsound answers 503 naming the setting
 
   it("a deployment with keys and no WEBHOOK_SECRET refuses a webhook_url (and nothing is stored), but not other submits", async () => {
     const key = "operations-test-key";
-    const hash = [...new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(key)))].map((b) => b.toString(16).padStart(2, "0")).join("");
+    const hash = hex(await sha256(key));
     const settings = { API_KEYS: JSON.stringify({ [hash]: "operations" }), WEBHOOK_SECRET: "" };
     const headers = { "content-type": "application/json", authorization: `Bearer ${key}` };
     const hooked = await fetchWith(settings, "/api/v1/runs", { method: "POST", headers, body: JSON.stringify({ prompt: "x", webhook_url: "https://hooks.example.com/in" }) });
@@ -224,7 +225,7 @@ describe("a deployment whose settings are unsound answers 503 naming the setting
 
   it("a retry of a job with a webhook_url is refused the same way once the secret is gone, and makes nothing", async () => {
     const key = "operations-retry-key";
-    const hash = [...new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(key)))].map((b) => b.toString(16).padStart(2, "0")).join("");
+    const hash = hex(await sha256(key));
     const signed = { API_KEYS: JSON.stringify({ [hash]: "operations-retry" }), WEBHOOK_SECRET: `whsec_${btoa("a-signing-secret-of-at-least-32-bytes")}` };
     const unsigned = { ...signed, WEBHOOK_SECRET: "" };
     const headers = { "content-type": "application/json", authorization: `Bearer ${key}` };
