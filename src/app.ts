@@ -14,6 +14,7 @@ import { bulk, bulkOperations } from "./routes/bulk";
 import { feed, feedOperations } from "./routes/feed";
 import { frontend } from "./routes/frontend";
 import { runOperations, runs } from "./routes/runs";
+import { submitOperations, submits } from "./routes/submit";
 import { system, systemOperations } from "./routes/system";
 import { tokenOperations, tokens } from "./routes/tokens";
 import { VERSION } from "./version";
@@ -37,6 +38,7 @@ app.route("/", tokens);
 // Before the job routes: `bulk` and `events` are not job ids.
 app.route("/", bulk);
 app.route("/", feed);
+app.route("/", submits);
 app.route("/", runs);
 
 let document: object | null = null;
@@ -47,7 +49,7 @@ app.get("/openapi.json", (c) => {
       version: VERSION,
       description: "Submit, watch, fetch, list, cancel and delete long-running agent jobs (PraisonAI Async Jobs API).",
     },
-    [...systemOperations, ...tokenOperations, ...runOperations, ...feedOperations, ...bulkOperations],
+    [...systemOperations, ...tokenOperations, ...submitOperations, ...runOperations, ...feedOperations, ...bulkOperations],
   );
   return c.json(document);
 });

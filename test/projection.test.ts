@@ -1,7 +1,8 @@
 import { abortAllDurableObjects, env, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { Job } from "../src/schemas";
-import { PROJECTION_MIGRATIONS, TOMBSTONE_TTL_MS } from "../src/tenant/TenantProjection";
+import { TOMBSTONE_TTL_MS } from "../src/tenant/TenantProjection";
+import { PROJECTION_MIGRATIONS } from "../src/tenant/projectionSchema";
 import { api, drive, finished, post, settle, submit, submitQueued } from "./helpers";
 
 type Stats = { total_jobs: number; by_status: Record<string, number> };

@@ -1,5 +1,5 @@
 /** The job row a RunObject stores, and the job object of the contract derived from it. */
-import type { AgentTask } from "../runners/agents";
+import type { AgentTask } from "../runners/types";
 import type { RunnerKind } from "../runners";
 import type { Job, Usage } from "../schemas";
 import type { OutputPart } from "../storage/blobs";

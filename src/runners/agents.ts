@@ -7,7 +7,7 @@ import { load } from "js-yaml";
 import { ApiError } from "../errors";
 import { BUNDLED_AGENTS } from "./agents.bundle";
 import { BUNDLED_RECIPES } from "./recipes.bundle";
-import type { Revision, StepContext } from "./types";
+import type { AgentTask, Revision, StepContext } from "./types";
 
 export const MAX_TASKS = 100;
 const MAX_ALIASES = 50;
@@ -30,18 +30,6 @@ function definitionSchema() {
   });
 }
 let agentDefinitionSchema: ReturnType<typeof definitionSchema> | null = null;
-
-/** One task of a run, with everything its prompt needs. */
-export interface AgentTask {
-  name: string;
-  role: string;
-  goal: string;
-  backstory: string;
-  description: string;
-  expected_output: string;
-  /** A person reviews the task's answer before the run goes on (approve, revise, reject). */
-  human_input?: boolean;
-}
 
 export interface AgentPlan {
   agent_id: string;

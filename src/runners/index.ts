@@ -1,9 +1,8 @@
 /** The runner chosen by configuration. With no model configured, jobs run on the simulated runner. */
 import { allowSimulate, modelSettings } from "../config";
-import type { AgentTask } from "./agents";
 import { openAiRunner } from "./openai";
 import { simulatedRunner, simulatedTasks, simulateKnobs } from "./simulated";
-import type { Runner } from "./types";
+import type { AgentTask, Runner } from "./types";
 
 export type RunnerKind = "simulated" | "openai";
 

@@ -1,5 +1,16 @@
 /** What a runner is given for one step of a job, and what it hands back. */
-import type { AgentTask } from "./agents";
+
+/** One task of a run, with everything its prompt needs. */
+export interface AgentTask {
+  name: string;
+  role: string;
+  goal: string;
+  backstory: string;
+  description: string;
+  expected_output: string;
+  /** A person reviews the task's answer before the run goes on (approve, revise, reject). */
+  human_input?: boolean;
+}
 
 export interface StepContext {
   task: string;

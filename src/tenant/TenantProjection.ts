@@ -13,119 +13,8 @@ import { hasTable, migrate } from "../storage/migrations";
 import { STATUSES, type Status } from "../run/transitions";
 import { FeedWatchers, type Change, type RunFilter } from "./feed";
 import { MAX_SHARDS, shardIndex } from "./shards";
-
-/** Trigger bodies that keep the tallies: count the new row in, and the old row out. */
-const COUNT_NEW = `
-  INSERT INTO status_counts (status, n) VALUES (NEW.status, 1) ON CONFLICT (status) DO UPDATE SET n = n + 1;
-  INSERT INTO session_counts (session_id, status, n) SELECT NEW.session_id, NEW.status, 1 WHERE NEW.session_id IS NOT NULL
-    ON CONFLICT (session_id, status) DO UPDATE SET n = n + 1;`;
-const UNCOUNT_OLD = `
-  UPDATE status_counts SET n = n - 1 WHERE status = OLD.status;
-  UPDATE session_counts SET n = n - 1 WHERE session_id = OLD.session_id AND status = OLD.status;`;
-
-/** The label rows of `job` (NEW in a trigger, or each row of `from`): its tags and its metadata entries. */
-const LABEL_ROWS = (job: string, from = "") => `
-  INSERT OR IGNORE INTO labels (label, seq, status, session_id)
-  SELECT 't:' || t.value, ${job}.seq, ${job}.status, ${job}.session_id FROM ${from} json_each(${job}.body, '$.tags') AS t
-    WHERE json_type(${job}.body, '$.tags') = 'array'
-  UNION SELECT 'm:' || json_array(m.key, m.value), ${job}.seq, ${job}.status, ${job}.session_id FROM ${from} json_each(${job}.body, '$.metadata') AS m
-    WHERE json_type(${job}.body, '$.metadata') = 'object'`;
-const LABEL_COUNT_NEW = `
-  INSERT INTO label_counts (label, status, n) VALUES (NEW.label, NEW.status, 1) ON CONFLICT (label, status) DO UPDATE SET n = n + 1;
-  INSERT INTO label_session_counts (label, session_id, status, n) SELECT NEW.label, NEW.session_id, NEW.status, 1 WHERE NEW.session_id IS NOT NULL
-    ON CONFLICT (label, session_id, status) DO UPDATE SET n = n + 1;`;
-const LABEL_UNCOUNT_OLD = `
-  UPDATE label_counts SET n = n - 1 WHERE label = OLD.label AND status = OLD.status;
-  UPDATE label_session_counts SET n = n - 1 WHERE label = OLD.label AND session_id = OLD.session_id AND status = OLD.status;`;
-/**
- * Counting out as above, and a session's or label's tally that reaches 0 goes with it: a session
- * or tag used once leaves no row behind once its jobs are gone. (The earlier bodies stay as the
- * migrations that first created the triggers wrote them.)
- */
-const UNCOUNT_OLD_AND_PRUNE = `${UNCOUNT_OLD}
-  DELETE FROM session_counts WHERE session_id = OLD.session_id AND status = OLD.status AND n = 0;`;
-const LABEL_UNCOUNT_OLD_AND_PRUNE = `${LABEL_UNCOUNT_OLD}
-  DELETE FROM label_counts WHERE label = OLD.label AND status = OLD.status AND n = 0;
-  DELETE FROM label_session_counts WHERE label = OLD.label AND session_id = OLD.session_id AND status = OLD.status AND n = 0;`;
-
-export const PROJECTION_MIGRATIONS = [
-  `CREATE TABLE jobs (
-     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-     job_id TEXT NOT NULL UNIQUE,
-     status TEXT NOT NULL,
-     session_id TEXT,
-     version INTEGER NOT NULL,
-     body TEXT NOT NULL)`,
-  `CREATE INDEX jobs_by_status ON jobs (status, seq)`,
-  `CREATE INDEX jobs_by_session ON jobs (session_id, seq)`,
-  `CREATE TABLE tombstones (job_id TEXT PRIMARY KEY, deleted_at INTEGER NOT NULL)`,
-  `CREATE TABLE idempotency (key TEXT PRIMARY KEY, job_id TEXT NOT NULL, body_hash TEXT NOT NULL)`,
-  `CREATE INDEX idempotency_by_job ON idempotency (job_id)`,
-  // Run slots, before they moved to the tenant's line (TenantLine): handed over, then dropped.
-  `CREATE TABLE slots (job_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, running INTEGER NOT NULL DEFAULT 0)`,
-  `CREATE INDEX slots_by_state ON slots (running, seq)`,
-  // Tallies kept by triggers, so that list totals and stats read a few rows however many jobs
-  // the tenant has: one per status, and one per session and status.
-  `CREATE TABLE status_counts (status TEXT PRIMARY KEY, n INTEGER NOT NULL)`,
-  `CREATE TABLE session_counts (session_id TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (session_id, status))`,
-  `INSERT INTO status_counts (status, n) SELECT status, COUNT(*) FROM jobs GROUP BY status`,
-  `INSERT INTO session_counts (session_id, status, n)
-     SELECT session_id, status, COUNT(*) FROM jobs WHERE session_id IS NOT NULL GROUP BY session_id, status`,
-  `CREATE TRIGGER jobs_counted_in AFTER INSERT ON jobs BEGIN ${COUNT_NEW} END`,
-  `CREATE TRIGGER jobs_counted_out AFTER DELETE ON jobs BEGIN ${UNCOUNT_OLD} END`,
-  `CREATE TRIGGER jobs_recounted AFTER UPDATE OF status, session_id ON jobs BEGIN ${UNCOUNT_OLD} ${COUNT_NEW} END`,
-  // The unfiltered list's order without the job bodies: what a deep page's offset walks.
-  `CREATE INDEX jobs_by_seq ON jobs (seq)`,
-  `ALTER TABLE slots RENAME TO slots_to_hand_over`,
-  // Tombstones are pruned by age (see TOMBSTONE_TTL_MS).
-  `CREATE INDEX tombstones_by_age ON tombstones (deleted_at)`,
-  // The tenant's token usage per UTC day: what its jobs' snapshots added that day. Kept when
-  // the jobs are deleted.
-  `CREATE TABLE usage_days (
-     day TEXT PRIMARY KEY,
-     prompt_tokens INTEGER NOT NULL DEFAULT 0,
-     completion_tokens INTEGER NOT NULL DEFAULT 0,
-     model_calls INTEGER NOT NULL DEFAULT 0)`,
-  // Labels: a job's tags (`t:<tag>`) and metadata entries (`m:["<key>","<value>"]`), each a row
-  // with the job's status and session, so that a filtered list reads the rows of its labels, and
-  // tallies per label give its exact total, however many jobs the tenant has.
-  `CREATE TABLE labels (label TEXT NOT NULL, seq INTEGER NOT NULL, status TEXT NOT NULL, session_id TEXT, PRIMARY KEY (label, seq)) WITHOUT ROWID`,
-  `CREATE INDEX labels_by_status ON labels (label, status, seq)`,
-  `CREATE INDEX labels_by_session ON labels (label, session_id, seq)`,
-  `CREATE INDEX labels_of_job ON labels (seq)`,
-  `CREATE TABLE label_counts (label TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (label, status)) WITHOUT ROWID`,
-  `CREATE TABLE label_session_counts (label TEXT NOT NULL, session_id TEXT NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL,
-     PRIMARY KEY (label, session_id, status)) WITHOUT ROWID`,
-  `CREATE TRIGGER labels_counted_in AFTER INSERT ON labels BEGIN ${LABEL_COUNT_NEW} END`,
-  `CREATE TRIGGER labels_counted_out AFTER DELETE ON labels BEGIN ${LABEL_UNCOUNT_OLD} END`,
-  `CREATE TRIGGER labels_recounted AFTER UPDATE OF status, session_id ON labels BEGIN ${LABEL_UNCOUNT_OLD} ${LABEL_COUNT_NEW} END`,
-  LABEL_ROWS("jobs", "jobs,"),
-  `CREATE TRIGGER jobs_labelled AFTER INSERT ON jobs BEGIN ${LABEL_ROWS("NEW")}; END`,
-  `CREATE TRIGGER jobs_unlabelled AFTER DELETE ON jobs BEGIN DELETE FROM labels WHERE seq = OLD.seq; END`,
-  `CREATE TRIGGER jobs_relabelled AFTER UPDATE OF status, session_id ON jobs
-     WHEN OLD.status IS NOT NEW.status OR OLD.session_id IS NOT NEW.session_id
-   BEGIN UPDATE labels SET status = NEW.status, session_id = NEW.session_id WHERE seq = NEW.seq; END`,
-  // When the live feed last told of each job: progress is told at most once a second.
-  `ALTER TABLE jobs ADD COLUMN fed_at INTEGER NOT NULL DEFAULT 0`,
-  // The live feed's change log: each change of a job as its watchers are told it.
-  `CREATE TABLE changes (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, kind TEXT NOT NULL, previous_status TEXT, job TEXT NOT NULL)`,
-  // The submits of each scoped token, counted exactly; kept until the token expires.
-  `CREATE TABLE token_submits (token_id TEXT PRIMARY KEY, n INTEGER NOT NULL, expires_at INTEGER NOT NULL)`,
-  `CREATE INDEX token_submits_by_expiry ON token_submits (expires_at)`,
-  // Session and label tallies at 0 go (the per-status ones, a handful, stay): the triggers that
-  // count out, made again to prune, then the zeros kept so far.
-  `DROP TRIGGER jobs_counted_out`,
-  `CREATE TRIGGER jobs_counted_out AFTER DELETE ON jobs BEGIN ${UNCOUNT_OLD_AND_PRUNE} END`,
-  `DROP TRIGGER jobs_recounted`,
-  `CREATE TRIGGER jobs_recounted AFTER UPDATE OF status, session_id ON jobs BEGIN ${UNCOUNT_OLD_AND_PRUNE} ${COUNT_NEW} END`,
-  `DROP TRIGGER labels_counted_out`,
-  `CREATE TRIGGER labels_counted_out AFTER DELETE ON labels BEGIN ${LABEL_UNCOUNT_OLD_AND_PRUNE} END`,
-  `DROP TRIGGER labels_recounted`,
-  `CREATE TRIGGER labels_recounted AFTER UPDATE OF status, session_id ON labels BEGIN ${LABEL_UNCOUNT_OLD_AND_PRUNE} ${LABEL_COUNT_NEW} END`,
-  `DELETE FROM session_counts WHERE n = 0`,
-  `DELETE FROM label_counts WHERE n = 0`,
-  `DELETE FROM label_session_counts WHERE n = 0`,
-] as const;
+import { listPage, matchingJobIds, type BulkFilter, type ListFilter, type ListPage } from "./listing";
+import { PROJECTION_MIGRATIONS } from "./projectionSchema";
 
 /** How many UTC days `usage_by_day` covers, today included. */
 export const USAGE_DAYS = 31;
@@ -171,23 +60,6 @@ export interface Admission {
 export type AdmitResult =
   | { admitted: true }
   | { admitted: false; job_id: string; same_body: boolean; job: Job | null };
-
-/** A page of the list, as the projection reads it. */
-export interface ListFilter extends RunFilter {
-  page: number;
-  page_size: number;
-  /** Keyset position: only jobs admitted before this sequence number. */
-  before?: number;
-}
-
-export interface ListPage {
-  jobs: Job[];
-  /** Each job's sequence number: what the shards of a tenant's projection are merged by. */
-  seqs: number[];
-  total: number;
-  /** Sequence number to continue from, or null at the end. */
-  next: number | null;
-}
 
 /**
  * A job's sequence number is the time it was first heard of here, in milliseconds, times
@@ -408,16 +280,9 @@ export class TenantProjection extends DurableObject<Env> {
     return row && { version: row.version, status: row.status, fed_at: row.fed_at, usage: { prompt_tokens: row.prompt_tokens, completion_tokens: row.completion_tokens, model_calls: row.model_calls } };
   }
 
-  /** A page of the list by status and session (a filter with tags or metadata goes to `listByLabels`). */
+  /** A page of the list by status and session, or by labels (src/tenant/listing.ts). */
   list(query: ListFilter): ListPage {
-    const labels = this.labelsOf(query);
-    if (labels.length > 0) return this.labelledList(query, labels);
-    const { where, params } = byStatusAndSession(query);
-    // The tallies have the same status and session columns as the jobs: the filter serves both.
-    const filter = where.length ? `WHERE ${where.join(" AND ")}` : "";
-    const tallies = query.session_id === undefined ? "status_counts" : "session_counts";
-    const total = this.sql.exec<{ n: number }>(`SELECT COALESCE(SUM(n), 0) AS n FROM ${tallies} ${filter}`, ...params).one().n;
-    return this.page(query, total, "jobs", where, params);
+    return listPage(this.sql, query);
   }
 
   /**
@@ -427,78 +292,6 @@ export class TenantProjection extends DurableObject<Env> {
    */
   listByLabels(query: ListFilter): ListPage {
     return this.list(query);
-  }
-
-  /**
-   * A list narrowed by tags or metadata reads the rows of its rarest label, never every job: its
-   * total comes from that label's tallies when it is the only one, else from counting its rows
-   * that carry the other labels too.
-   */
-  private labelledList(query: ListFilter, labels: string[]): ListPage {
-    const sizes = new Map(
-      this.sql
-        .exec<{ label: string; n: number }>(
-          `SELECT label, SUM(n) AS n FROM label_counts WHERE label IN (${labels.map(() => "?").join(", ")}) GROUP BY label`,
-          ...labels,
-        )
-        .toArray()
-        .map((r) => [r.label, r.n]),
-    );
-    if (labels.some((l) => !sizes.get(l))) return { jobs: [], seqs: [], total: 0, next: null };
-    const [rarest, ...others] = [...labels].sort((a, b) => sizes.get(a)! - sizes.get(b)!);
-    const { where, params } = byStatusAndSession(query);
-    let total: number;
-    if (others.length === 0) {
-      const tallies = query.session_id === undefined ? "label_counts" : "label_session_counts";
-      total = this.sql.exec<{ n: number }>(`SELECT COALESCE(SUM(n), 0) AS n FROM ${tallies} WHERE ${["label = ?", ...where].join(" AND ")}`, rarest, ...params).one().n;
-    }
-    where.unshift("label = ?");
-    params.unshift(rarest);
-    for (const other of others) {
-      where.push("EXISTS (SELECT 1 FROM labels AS other WHERE other.label = ? AND other.seq = labels.seq)");
-      params.push(other);
-    }
-    total ??= this.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM labels WHERE ${where.join(" AND ")}`, ...params).one().n;
-    return this.page(query, total, "labels", where, params);
-  }
-
-  /** The labels a filter asks for, spelled as they are stored. */
-  private labelsOf(filter: RunFilter): string[] {
-    const labels = new Set((filter.tags ?? []).map((tag) => `t:${tag}`));
-    for (const [key, value] of Object.entries(filter.metadata ?? {})) {
-      labels.add(this.sql.exec<{ label: string }>("SELECT 'm:' || json_array(?, ?) AS label", key, value).one().label);
-    }
-    return [...labels];
-  }
-
-  /**
-   * One page, newest first, of the rows of `source` (the jobs, or one label's rows) that meet
-   * `where`: keyset from `before`, else by page number. The offset is walked on a narrow index
-   * and only the page's jobs are read whole: a deep page skips index entries, not job bodies.
-   */
-  private page(query: ListFilter, total: number, source: "jobs" | "labels", where: string[], params: (string | number)[]): ListPage {
-    if (query.before !== undefined) {
-      where.push("seq < ?");
-      params.push(query.before);
-    }
-    const pageFilter = where.length ? `WHERE ${where.join(" AND ")}` : "";
-    const offset = query.before !== undefined ? 0 : (query.page - 1) * query.page_size;
-    const rows = this.sql
-      .exec<{ seq: number; body: string }>(
-        `SELECT seq, body FROM jobs WHERE seq IN (SELECT seq FROM ${source} ${pageFilter} ORDER BY seq DESC LIMIT ? OFFSET ?)
-         ORDER BY seq DESC`,
-        ...params,
-        query.page_size + 1,
-        offset,
-      )
-      .toArray();
-    const page = rows.slice(0, query.page_size);
-    return {
-      jobs: page.map((r) => JSON.parse(r.body) as Job),
-      seqs: page.map((r) => r.seq),
-      total,
-      next: rows.length > query.page_size ? page[page.length - 1].seq : null,
-    };
   }
 
   /**
@@ -532,23 +325,8 @@ export class TenantProjection extends DurableObject<Env> {
    * The ids of the jobs a bulk operation's filter matches, newest first, at most `limit`
    * (one more tells the caller there are more).
    */
-  matching(filter: { status?: Status; session_id?: string; tags?: string[]; created_before?: string }, limit: number): string[] {
-    const { where, params } = byStatusAndSession(filter);
-    if (filter.created_before !== undefined) {
-      // Job objects carry created_at as an ISO 8601 UTC string, which orders as text.
-      where.push("json_extract(body, '$.created_at') < ?");
-      params.push(filter.created_before);
-    }
-    for (const tag of filter.tags ?? []) {
-      // A bulk operation's one-off match may read the bodies; a job without tags (an older one) has none.
-      where.push("EXISTS (SELECT 1 FROM json_each(body, '$.tags') WHERE value = ?)");
-      params.push(tag);
-    }
-    const clause = where.length ? `WHERE ${where.join(" AND ")}` : "";
-    return this.sql
-      .exec<{ job_id: string }>(`SELECT job_id FROM jobs ${clause} ORDER BY seq DESC LIMIT ?`, ...params, limit + 1)
-      .toArray()
-      .map((r) => r.job_id);
+  matching(filter: BulkFilter, limit: number): string[] {
+    return matchingJobIds(this.sql, filter, limit);
   }
 
   stats(): Stats {
@@ -596,21 +374,6 @@ export class TenantProjection extends DurableObject<Env> {
     const row = this.sql.exec<{ body: string }>("SELECT body FROM jobs WHERE job_id = ?", jobId).toArray()[0];
     return row ? (JSON.parse(row.body) as Job) : null;
   }
-}
-
-/** The conditions on the columns that both the jobs and their tallies have: status and session. */
-function byStatusAndSession(filter: { status?: Status; session_id?: string }): { where: string[]; params: (string | number)[] } {
-  const where: string[] = [];
-  const params: (string | number)[] = [];
-  if (filter.status) {
-    where.push("status = ?");
-    params.push(filter.status);
-  }
-  if (filter.session_id !== undefined) {
-    where.push("session_id = ?");
-    params.push(filter.session_id);
-  }
-  return { where, params };
 }
 
 const withTotal = ({ prompt_tokens, completion_tokens, model_calls }: Counted) => ({

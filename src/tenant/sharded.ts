@@ -8,7 +8,7 @@ import type { DayUsage, Stats } from "../schemas";
 import { PING } from "../run/events";
 import { STATUSES, type Status } from "../run/transitions";
 import { MAX_BEHIND, type RunFilter } from "./feed";
-import type { ListFilter, ListPage } from "./TenantProjection";
+import type { BulkFilter, ListFilter, ListPage } from "./listing";
 import { projectionNames, projectionShards } from "./shards";
 
 /** How deep offset paging (`page`) reads on a sharded tenant: each shard's first rows up to this many. */
@@ -70,7 +70,7 @@ function addUsage(into: Tokens, from: Tokens): void {
 export async function matchingJobs(
   env: Env,
   tenant: string,
-  filter: { status?: Status; session_id?: string; tags?: string[]; created_before?: string },
+  filter: BulkFilter,
   limit: number,
 ): Promise<string[]> {
   const all = await Promise.all(projectionNames(env, tenant).map((name) => shard(env, name).matching(filter, limit)));

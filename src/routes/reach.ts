@@ -1,0 +1,52 @@
+/**
+ * How a request reaches one job: the job's object, within a scoped token's reach (a job outside
+ * it is answered as an unknown one), and what the routes' answers and documents say of a job.
+ */
+import type { Context } from "hono";
+import type { AppEnv } from "../auth";
+import { jobNotFound, raise } from "../errors";
+import { isJobId, runObjectName } from "../ids";
+import { errorSchema } from "../schemas";
+import { reaches, reachNeedsJob } from "../tokens";
+
+export type Ctx = Context<AppEnv>;
+
+/** The OpenAPI responses the run routes share. */
+export const errors = {
+  400: { json: errorSchema, description: "Not possible in the job's current state, or a malformed request" },
+  404: { json: errorSchema, description: "Unknown job" },
+  422: { json: errorSchema, description: "The request breaks the schema" },
+};
+
+/** The job's object; an id that can name no job is answered as an unknown one. */
+export function runStub(c: Ctx, id: string) {
+  c.set("jobId", id);
+  if (!isJobId(id)) throw raise(jobNotFound(id));
+  return c.env.RUNS.getByName(runObjectName(c.get("tenant"), id));
+}
+
+/**
+ * The job's object, for a request that acts on it: a job outside the token's reach is answered
+ * as an unknown one, before anything is done. Reach is decided by the job's session and tags,
+ * which never change once it is submitted.
+ */
+export async function reachable(c: Ctx, id: string) {
+  const stub = runStub(c, id);
+  const grant = c.get("token");
+  if (grant === null) return stub;
+  if (grant.runs && !grant.runs.includes(id)) throw raise(jobNotFound(id));
+  if (reachNeedsJob(grant)) {
+    const current = await stub.get();
+    if (!current.ok || !reaches(grant, current.job)) throw raise(jobNotFound(id));
+  }
+  return stub;
+}
+
+/** A job read for a request: one outside the token's reach is answered as an unknown one. */
+export function shown<T extends { job_id: string; session_id: string | null; tags?: string[] }>(c: Ctx, job: T): T {
+  const grant = c.get("token");
+  if (grant !== null && !reaches(grant, job)) throw raise(jobNotFound(job.job_id));
+  return job;
+}
+
+export const pollUrl = (c: Ctx, id: string) => `${new URL(c.req.url).origin}/api/v1/runs/${id}`;
