@@ -13,6 +13,7 @@ import { limits, type Limits } from "../config";
 import { giveUpNameless, rememberTenant, runObjectName, tenantOf } from "../ids";
 import { DEFAULT_PRIORITY } from "../schemas";
 import { migrate } from "../storage/migrations";
+import { DUE_TIMES, LINE_MIGRATIONS, type PlaceState } from "./lineSchema";
 import { lineShards, tenantOfObject } from "./shards";
 
 /** A job that the line could not reach (not created yet) is tried again this much later. */
@@ -23,60 +24,6 @@ const MISSING_GRACE_MS = 60_000;
 const AUDIT_MS = 10 * 60_000;
 /** At most this many jobs are told something (started, expired, audited) in one alarm. */
 const BATCH = 100;
-
-/**
- * A place's state: `scheduled` (delayed, not yet eligible), `waiting` (in line), `running`
- * (holds a slot; `told` = 0 until the job has heard), `expired` (its TTL passed; `told` = 0 until
- * the job has heard, then the place goes).
- */
-type PlaceState = "scheduled" | "waiting" | "running" | "expired";
-
-/** A tally of places per state, kept by triggers, so that the queued limit reads one row. */
-const COUNT_NEW = `INSERT INTO state_counts (state, n) VALUES (NEW.state, 1) ON CONFLICT (state) DO UPDATE SET n = n + 1;`;
-const UNCOUNT_OLD = `UPDATE state_counts SET n = n - 1 WHERE state = OLD.state;`;
-
-export const LINE_MIGRATIONS = [
-  `CREATE TABLE places (
-     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-     job_id TEXT NOT NULL UNIQUE,
-     state TEXT NOT NULL,
-     priority INTEGER NOT NULL,
-     concurrency_key TEXT,
-     start_at INTEGER,
-     expires_at INTEGER,
-     ttl_s INTEGER,
-     joined_at INTEGER NOT NULL,
-     granted_at INTEGER,
-     told INTEGER NOT NULL DEFAULT 1,
-     retry_at INTEGER)`,
-  `CREATE INDEX places_in_line ON places (state, priority DESC, seq)`,
-  `CREATE INDEX places_by_key ON places (state, concurrency_key)`,
-  `CREATE INDEX places_by_start ON places (start_at) WHERE state = 'scheduled'`,
-  `CREATE INDEX places_by_expiry ON places (expires_at) WHERE state IN ('scheduled', 'waiting')`,
-  `CREATE TABLE state_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL)`,
-  `CREATE TRIGGER places_counted_in AFTER INSERT ON places BEGIN ${COUNT_NEW} END`,
-  `CREATE TRIGGER places_counted_out AFTER DELETE ON places BEGIN ${UNCOUNT_OLD} END`,
-  `CREATE TRIGGER places_recounted AFTER UPDATE OF state ON places BEGIN ${UNCOUNT_OLD} ${COUNT_NEW} END`,
-  `CREATE TABLE audit (id INTEGER PRIMARY KEY CHECK (id = 1), at INTEGER NOT NULL)`,
-  // Jobs still to be told something: found without walking the whole line.
-  `CREATE INDEX places_untold ON places (retry_at) WHERE told = 0`,
-] as const;
-
-/**
- * The line's due times, each read through its partial index by name (INDEXED BY). Left to itself,
- * SQLite reads them through places_by_key (state = ?) and walks every delayed or waiting job:
- * milliseconds a call in a line of thousands, and every submit and every end asks for the first two.
- */
-export const DUE_TIMES = {
-  nextStart: "SELECT MIN(start_at) AS at FROM places INDEXED BY places_by_start WHERE state = 'scheduled'",
-  nextExpiry: "SELECT MIN(expires_at) AS at FROM places INDEXED BY places_by_expiry WHERE state IN ('scheduled', 'waiting')",
-  /** Delayed jobs whose time has come join the line (`?`: now). */
-  promoteDue: `UPDATE places SET state = 'waiting' WHERE seq IN
-    (SELECT seq FROM places INDEXED BY places_by_start WHERE state = 'scheduled' AND start_at <= ? ORDER BY start_at LIMIT 1000)`,
-  /** Jobs whose TTL passed leave the line, to be told to fail (`?`: now). */
-  expireOverdue: `UPDATE places SET state = 'expired', told = 0, retry_at = NULL WHERE seq IN
-    (SELECT seq FROM places INDEXED BY places_by_expiry WHERE state IN ('scheduled', 'waiting') AND expires_at <= ? ORDER BY expires_at LIMIT 1000)`,
-} as const;
 
 /** What a job asks of the line when it is submitted. */
 export interface PlaceRequest {

@@ -1,7 +1,7 @@
 import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { app } from "../../src/app";
-import { DUE_TIMES } from "../../src/tenant/TenantLine";
+import { DUE_TIMES } from "../../src/tenant/lineSchema";
 import { countingStubs, overlay, withBindings } from "../faults";
 import { api, drive, runStub, settle } from "../helpers";
 
