@@ -3,8 +3,9 @@
  * append-only event log and an outbox, and serialises every transition of the job. A request
  * does its own state change and answers; one alarm drives all background work: the outbox (what
  * the job owes its tenant's line and projection, its webhook, a purge), the next step, expiry.
- * The tenant's line starts a queued job (`start`) and expires one (`expire`). Every write of
- * the job goes through its record (record.ts); its steps are run and settled by steps.ts.
+ * The tenant's line starts a queued job (`start`) and expires one (`expire`). The job's row,
+ * its events and every transition are written through its record (record.ts); its steps are run
+ * and settled by steps.ts.
  */
 import { DurableObject } from "cloudflare:workers";
 import { limits, type Limits } from "../config";
