@@ -25,6 +25,9 @@ const NUMBERS = {
   // A tenant's projection shards and lines (docs/SCALE.md): raised, never lowered, once it has jobs.
   PROJECTION_SHARDS: [1, 1, 16],
   LINE_SHARDS: [1, 1, 16],
+  // The count PROJECTION_SHARDS had before it was last raised (0: never): idempotency keys given
+  // before the raise are looked for in their shard under that count too.
+  PROJECTION_SHARDS_BEFORE: [0, 0, 15],
 } as const satisfies Record<string, readonly [number, number] | readonly [number, number, number]>;
 export type NumberSetting = keyof typeof NUMBERS;
 
@@ -97,6 +100,9 @@ export function settingsProblems(settings: object): string[] {
     const raw = read(settings, name);
     if (raw !== "" && numberSetting(settings, name) !== Number(raw)) problems.push(`${name} must be a whole number within its range; it is "${raw}"`);
   }
+  const shards = numberSetting(settings, "PROJECTION_SHARDS");
+  const before = numberSetting(settings, "PROJECTION_SHARDS_BEFORE");
+  if (before >= shards) problems.push(`PROJECTION_SHARDS_BEFORE must be less than PROJECTION_SHARDS (${shards}); it is ${before}`);
   const modelUrl = read(settings, "MODEL_BASE_URL");
   if (modelUrl !== "" && !/^https?:\/\/[^/\s]+/.test(modelUrl)) problems.push(`MODEL_BASE_URL must be an http(s) URL; it is "${modelUrl}"`);
   return problems;

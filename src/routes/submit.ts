@@ -17,8 +17,8 @@ import { valid } from "../http/validation";
 import { placeRequest, POLL_INTERVAL_S, tenantObjects, type CopiedStep, type RunSpec } from "../run/job";
 import type { FinishedPart } from "../run/store";
 import type { Status } from "../run/transitions";
-import type { AdmitResult } from "../tenant/TenantProjection";
-import { placeJob, projectionOfKey } from "../tenant/shards";
+import type { AdmitResult, HeldKey } from "../tenant/TenantProjection";
+import { earlierProjectionOfKey, placeJob, projectionOfKey } from "../tenant/shards";
 import { planRun } from "../runners";
 import { resolveAgent } from "../runners/agents";
 import {
@@ -45,6 +45,15 @@ const projectionOf = (c: Ctx, key: string) => c.env.PROJECTIONS.getByName(projec
 /** A job's projection shard and line, as its spec names them. */
 const projectionFor = (c: Ctx, spec: RunSpec) => c.env.PROJECTIONS.getByName(tenantObjects(spec).projection);
 const lineFor = (c: Ctx, spec: RunSpec) => c.env.LINES.getByName(tenantObjects(spec).line);
+
+/**
+ * The job an idempotency key names in the shard that held it before PROJECTION_SHARDS was last
+ * raised (PROJECTION_SHARDS_BEFORE), when that is another shard than the key's own now.
+ */
+async function earlierKeyHolder(c: Ctx, key: string, hash: string | null): Promise<HeldKey | null> {
+  const earlier = earlierProjectionOfKey(c.env, c.get("tenant"), key);
+  return earlier === null ? null : c.env.PROJECTIONS.getByName(earlier).keyHolder(key, hash);
+}
 
 async function bodyHash(body: SubmitBody): Promise<string> {
   const { idempotency_key: _, ...rest } = body;
@@ -148,7 +157,7 @@ submits.post("/api/v1/runs", scope("submit"), jsonBody((env) => limits(env).maxB
   const hash = key === null ? null : await bodyHash(body);
   const now = Date.now();
   const held = key === null ? undefined : async () => {
-    const holder = await projectionOf(c, key).keyHolder(key, hash);
+    const holder = (await projectionOf(c, key).keyHolder(key, hash)) ?? (await earlierKeyHolder(c, key, hash));
     return holder && replay(c, holder, now);
   };
   return spending(c, () => enter(c, specFor(c, body, key, now), hash, now), held);
@@ -192,6 +201,9 @@ async function spending(c: Ctx, submit: () => Promise<Response>, held?: () => Pr
  */
 async function enter(c: Ctx, spec: RunSpec, hash: string | null, now: number, copied: CopiedStep[] = []) {
   const key = spec.idempotency_key;
+  // A key held where it was before the last raise is answered there; its own shard decides the rest.
+  const earlier = key === null ? null : await earlierKeyHolder(c, key, hash);
+  if (earlier) return replay(c, earlier, now);
   const place = await lineFor(c, spec).join(placeRequest(spec));
   if (!place.ok) {
     const holder = key === null ? null : await projectionOf(c, key).keyHolder(key, hash);
@@ -222,7 +234,7 @@ async function enter(c: Ctx, spec: RunSpec, hash: string | null, now: number, co
 }
 
 /** The answer to a submit whose idempotency key names an earlier job. */
-async function replay(c: Ctx, held: Extract<AdmitResult, { admitted: false }>, now: number) {
+async function replay(c: Ctx, held: HeldKey, now: number) {
   const current = await runStub(c, held.job_id).get();
   const job = current.ok ? current.job : held.job;
   const status = job?.status ?? "queued";

@@ -60,6 +60,8 @@ export interface Admission {
 export type AdmitResult =
   | { admitted: true }
   | { admitted: false; job_id: string; same_body: boolean; job: Job | null };
+/** The job an idempotency key names, and whether it was submitted with the same body. */
+export type HeldKey = Extract<AdmitResult, { admitted: false }>;
 
 /**
  * A job's sequence number is the time it was first heard of here, in milliseconds, times
@@ -132,7 +134,7 @@ export class TenantProjection extends DurableObject<Env> {
   }
 
   /** The job an idempotency key names, if any: for a submit refused before its job was made. */
-  keyHolder(key: string, bodyHash: string | null): Extract<AdmitResult, { admitted: false }> | null {
+  keyHolder(key: string, bodyHash: string | null): HeldKey | null {
     const held = this.sql.exec<{ job_id: string; body_hash: string }>("SELECT job_id, body_hash FROM idempotency WHERE key = ?", key).toArray()[0];
     return held ? { admitted: false, job_id: held.job_id, same_body: held.body_hash === bodyHash, job: this.snapshot(held.job_id) } : null;
   }

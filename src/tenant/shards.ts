@@ -9,6 +9,8 @@
  * - A job's line is chosen by its concurrency key (a key's limit is kept by one line), else by
  *   its id. Each line has its share of the tenant's running and queued limits.
  * - A scoped token's submit counter lives in the shard of the token's id.
+ * - A raise of PROJECTION_SHARDS moves most keys to another shard; with PROJECTION_SHARDS_BEFORE
+ *   set to the count before it, a key is looked for where it was held then, too.
  * A job stores the names of its shard and its line when it is created and sends there for its
  * whole life, whatever the counts become.
  */
@@ -51,6 +53,17 @@ export function projectionNames(env: Env, tenant: string): string[] {
 
 /** The projection shard of a key: an idempotency key and its job, a job without one by its id, a token's submit counter. */
 export const projectionOfKey = (env: Env, tenant: string, key: string) => projectionName(tenant, shardOf(key, projectionShards(env)));
+
+/**
+ * The shard that held an idempotency key before PROJECTION_SHARDS was last raised
+ * (PROJECTION_SHARDS_BEFORE), when that is another than its shard now; else null.
+ */
+export function earlierProjectionOfKey(env: Env, tenant: string, key: string): string | null {
+  const before = numberSetting(env, "PROJECTION_SHARDS_BEFORE");
+  if (before === 0) return null;
+  const earlier = projectionName(tenant, shardOf(key, before));
+  return earlier === projectionOfKey(env, tenant, key) ? null : earlier;
+}
 
 /** The line of a job, from what the job object shows: its concurrency key, else its id. */
 export function lineOfJob(env: Env, tenant: string, job: { job_id: string; concurrency_key?: string | null }): string {

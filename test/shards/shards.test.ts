@@ -5,10 +5,10 @@
  * honoured, the feed merged and resumable, bulk operations over every shard, each line keeping
  * its share and each concurrency key its limit.
  */
-import { env, runDurableObjectAlarm, SELF } from "cloudflare:test";
+import { env, runDurableObjectAlarm, runInDurableObject, SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { Job, Stats } from "../../src/schemas";
-import { lineName, lineOfJob, projectionName, projectionOfKey } from "../../src/tenant/shards";
+import { lineName, lineOfJob, projectionName, projectionOfKey, shardOf } from "../../src/tenant/shards";
 import { RunsClient, type FeedEvent } from "../../client/index";
 import { app } from "../../src/app";
 import { countingStubs, overlay, withBindings } from "../faults";
@@ -107,6 +107,44 @@ describe("a tenant's projection in shards", () => {
     expect(other.status).toBe(409);
     expect(await env.PROJECTIONS.getByName(projectionOfKey(env, "default", key)).keyHolder(key, null)).toMatchObject({ job_id: id });
     expect((await list("session_id=keyed")).total).toBe(1);
+  });
+
+  it("finds a key given before PROJECTION_SHARDS was raised where it was held, with PROJECTION_SHARDS_BEFORE", async () => {
+    // A deployment with one projection held every key in the tenant's own object, shard 0, beside
+    // its job. Made here as a job with a key of shard 0, its key then renamed to one that is
+    // in another shard now, as a raise from 1 to 3 moves it.
+    const key = ["raised-1", "raised-2", "raised-3", "raised-4"].find((k) => shardOf(k, SHARDS) !== 0)!;
+    const keptKey = ["kept-1", "kept-2", "kept-3", "kept-4", "kept-5", "kept-6"].find((k) => shardOf(k, SHARDS) === 0)!;
+    const body = { prompt: "before the raise", session_id: "raised", delay_seconds: 3600 };
+    const made = await post("/api/v1/runs", body, { "Idempotency-Key": keptKey });
+    const id = (await made.json<{ job_id: string }>()).job_id;
+    await runInDurableObject(shardStub(0), (_instance, state) => {
+      state.storage.sql.exec("UPDATE idempotency SET key = ? WHERE key = ?", key, keptKey);
+    });
+    const raised = (sent: object) =>
+      app.request(
+        "http://localhost/api/v1/runs",
+        { method: "POST", headers: { "content-type": "application/json", "Idempotency-Key": key }, body: JSON.stringify(sent) },
+        overlay(env, { PROJECTION_SHARDS_BEFORE: "1" }),
+      );
+
+    const again = await raised(body);
+    expect(again.status).toBe(202);
+    expect(again.headers.get("Idempotent-Replayed")).toBe("true");
+    expect((await again.json<{ job_id: string }>()).job_id).toBe(id);
+    const other = await raised({ ...body, prompt: "another body" });
+    expect(other.status).toBe(409);
+    expect(await other.json()).toMatchObject({ detail: "Job already exists with this idempotency key", job_id: id });
+    expect((await list("session_id=raised")).total).toBe(1);
+
+    // Its job deleted, the key is free: the next submit with it makes a new job, held in its shard now.
+    expect((await api(`/api/v1/runs/${id}?force=true`, { method: "DELETE" })).status).toBe(204);
+    const fresh = await raised(body);
+    expect(fresh.status).toBe(202);
+    expect(fresh.headers.get("Idempotent-Replayed")).toBeNull();
+    const freshId = (await fresh.json<{ job_id: string }>()).job_id;
+    expect(freshId).not.toBe(id);
+    expect(await env.PROJECTIONS.getByName(projectionOfKey(env, "default", key)).keyHolder(key, null)).toMatchObject({ job_id: freshId });
   });
 
   it("sums the shards' stats", async () => {
