@@ -25,8 +25,8 @@ const NUMBERS = {
   // A tenant's projection shards and lines (docs/SCALE.md): raised, never lowered, once it has jobs.
   PROJECTION_SHARDS: [1, 1, 16],
   LINE_SHARDS: [1, 1, 16],
-  // The count PROJECTION_SHARDS had before it was last raised (0: never): idempotency keys given
-  // before the raise are looked for in their shard under that count too.
+  // The count PROJECTION_SHARDS had before it was last raised (0: never): idempotency keys and
+  // token submit counters from before the raise are looked for in their shard under it too.
   PROJECTION_SHARDS_BEFORE: [0, 0, 15],
 } as const satisfies Record<string, readonly [number, number] | readonly [number, number, number]>;
 export type NumberSetting = keyof typeof NUMBERS;

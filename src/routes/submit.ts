@@ -174,11 +174,15 @@ function tokenized<T extends { session_id?: string | null; tags?: string[] | nul
  * A token's submit, counted against its `max_submits` before the job is made, and given back
  * when no new job came of it (a failure, or an idempotent replay of an earlier one). Past the
  * limit, a submit whose idempotency key names an earlier job (`held`) is still answered with it.
+ * Submits a token spent in the shard that counted them before PROJECTION_SHARDS was last raised
+ * count too.
  */
 async function spending(c: Ctx, submit: () => Promise<Response>, held?: () => Promise<Response | null>): Promise<Response> {
   const grant = c.get("token");
   if (grant === null) return submit();
-  if (!(await projectionOf(c, grant.id).spendSubmit(grant.id, grant.max_submits ?? 0, grant.expires * 1000))) {
+  const earlier = earlierProjectionOfKey(c.env, c.get("tenant"), grant.id);
+  const spentBefore = earlier === null ? 0 : await c.env.PROJECTIONS.getByName(earlier).submitsSpent(grant.id);
+  if (!(await projectionOf(c, grant.id).spendSubmit(grant.id, (grant.max_submits ?? 0) - spentBefore, grant.expires * 1000))) {
     const replayed = held && (await held());
     if (replayed) return replayed;
     throw new ApiError("forbidden", "Token submit limit reached");

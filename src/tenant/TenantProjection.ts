@@ -318,6 +318,11 @@ export class TenantProjection extends DurableObject<Env> {
     });
   }
 
+  /** How many submits a scoped token has spent here: 0 for one never seen, or expired. */
+  submitsSpent(tokenId: string): number {
+    return this.sql.exec<{ n: number }>("SELECT n FROM token_submits WHERE token_id = ? AND expires_at >= ?", tokenId, Date.now()).toArray()[0]?.n ?? 0;
+  }
+
   /** Gives a submit back: the job it was spent on was never made. */
   refundSubmit(tokenId: string): void {
     this.sql.exec("UPDATE token_submits SET n = n - 1 WHERE token_id = ? AND n > 0", tokenId);

@@ -9,8 +9,8 @@
  * - A job's line is chosen by its concurrency key (a key's limit is kept by one line), else by
  *   its id. Each line has its share of the tenant's running and queued limits.
  * - A scoped token's submit counter lives in the shard of the token's id.
- * - A raise of PROJECTION_SHARDS moves most keys to another shard; with PROJECTION_SHARDS_BEFORE
- *   set to the count before it, a key is looked for where it was held then, too.
+ * - A raise of PROJECTION_SHARDS moves most keys and token counters to another shard; with
+ *   PROJECTION_SHARDS_BEFORE set to the count before it, each is looked for where it was then, too.
  * A job stores the names of its shard and its line when it is created and sends there for its
  * whole life, whatever the counts become.
  */
@@ -55,8 +55,8 @@ export function projectionNames(env: Env, tenant: string): string[] {
 export const projectionOfKey = (env: Env, tenant: string, key: string) => projectionName(tenant, shardOf(key, projectionShards(env)));
 
 /**
- * The shard that held an idempotency key before PROJECTION_SHARDS was last raised
- * (PROJECTION_SHARDS_BEFORE), when that is another than its shard now; else null.
+ * The shard that held an idempotency key or a token's submit counter before PROJECTION_SHARDS was
+ * last raised (PROJECTION_SHARDS_BEFORE), when that is another than its shard now; else null.
  */
 export function earlierProjectionOfKey(env: Env, tenant: string, key: string): string | null {
   const before = numberSetting(env, "PROJECTION_SHARDS_BEFORE");

@@ -13,6 +13,7 @@ import { RunsClient, type FeedEvent } from "../../client/index";
 import { app } from "../../src/app";
 import { countingStubs, overlay, withBindings } from "../faults";
 import { MAX_BEHIND } from "../../src/tenant/feed";
+import { DEVELOPMENT_SECRET, mintToken, type Grant } from "../../src/tokens";
 import { api, drive, enterJobs, getJob, post, settle } from "../helpers";
 
 const SHARDS = 3;
@@ -145,6 +146,30 @@ describe("a tenant's projection in shards", () => {
     const freshId = (await fresh.json<{ job_id: string }>()).job_id;
     expect(freshId).not.toBe(id);
     expect(await env.PROJECTIONS.getByName(projectionOfKey(env, "default", key)).keyHolder(key, null)).toMatchObject({ job_id: freshId });
+  });
+
+  it("counts a token's submits from before PROJECTION_SHARDS was raised, with PROJECTION_SHARDS_BEFORE", async () => {
+    // A token whose submit counter was in shard 0, the one projection, and is in another shard now.
+    const id = ["token-a", "token-b", "token-c", "token-d"].find((t) => shardOf(t, SHARDS) !== 0)!;
+    const expires = Math.floor(Date.now() / 1000) + 600;
+    const grant: Grant = { id, tenant: "default", key: "", scopes: ["submit"], runs: null, session_id: null, tags: null, expires, max_submits: 3 };
+    const token = await mintToken(grant, DEVELOPMENT_SECRET);
+    // Two of its three submits were counted before the raise.
+    for (let i = 0; i < 2; i++) expect(await shardStub(0).spendSubmit(id, 3, expires * 1000)).toBe(true);
+    const submitWithToken = () =>
+      app.request(
+        "http://localhost/api/v1/runs",
+        {
+          method: "POST",
+          headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+          body: JSON.stringify({ prompt: "a token's", delay_seconds: 3600 }),
+        },
+        overlay(env, { PROJECTION_SHARDS_BEFORE: "1" }),
+      );
+    expect((await submitWithToken()).status).toBe(202);
+    const refused = await submitWithToken();
+    expect(refused.status).toBe(403);
+    expect(await refused.json()).toEqual({ detail: "Token submit limit reached" });
   });
 
   it("sums the shards' stats", async () => {
