@@ -47,12 +47,12 @@ const projectionFor = (c: Ctx, spec: RunSpec) => c.env.PROJECTIONS.getByName(ten
 const lineFor = (c: Ctx, spec: RunSpec) => c.env.LINES.getByName(tenantObjects(spec).line);
 
 /**
- * The job an idempotency key names in the shard that held it before PROJECTION_SHARDS was last
- * raised (PROJECTION_SHARDS_BEFORE), when that is another shard than the key's own now.
+ * The shard that held an idempotency key or a token's submit counter before PROJECTION_SHARDS was
+ * last raised (PROJECTION_SHARDS_BEFORE), when that is another than its own now; else undefined.
  */
-async function earlierKeyHolder(c: Ctx, key: string, hash: string | null): Promise<HeldKey | null> {
-  const earlier = earlierProjectionOfKey(c.env, c.get("tenant"), key);
-  return earlier === null ? null : c.env.PROJECTIONS.getByName(earlier).keyHolder(key, hash);
+function earlierProjectionOf(c: Ctx, key: string) {
+  const name = earlierProjectionOfKey(c.env, c.get("tenant"), key);
+  return name === null ? undefined : c.env.PROJECTIONS.getByName(name);
 }
 
 async function bodyHash(body: SubmitBody): Promise<string> {
@@ -157,8 +157,8 @@ submits.post("/api/v1/runs", scope("submit"), jsonBody((env) => limits(env).maxB
   const hash = key === null ? null : await bodyHash(body);
   const now = Date.now();
   const held = key === null ? undefined : async () => {
-    const holder = (await projectionOf(c, key).keyHolder(key, hash)) ?? (await earlierKeyHolder(c, key, hash));
-    return holder && replay(c, holder, now);
+    const holder = (await projectionOf(c, key).keyHolder(key, hash)) ?? (await earlierProjectionOf(c, key)?.keyHolder(key, hash));
+    return holder ? replay(c, holder, now) : null;
   };
   return spending(c, () => enter(c, specFor(c, body, key, now), hash, now), held);
 });
@@ -180,8 +180,7 @@ function tokenized<T extends { session_id?: string | null; tags?: string[] | nul
 async function spending(c: Ctx, submit: () => Promise<Response>, held?: () => Promise<Response | null>): Promise<Response> {
   const grant = c.get("token");
   if (grant === null) return submit();
-  const earlier = earlierProjectionOfKey(c.env, c.get("tenant"), grant.id);
-  const spentBefore = earlier === null ? 0 : await c.env.PROJECTIONS.getByName(earlier).submitsSpent(grant.id);
+  const spentBefore = (await earlierProjectionOf(c, grant.id)?.submitsSpent(grant.id)) ?? 0;
   if (!(await projectionOf(c, grant.id).spendSubmit(grant.id, (grant.max_submits ?? 0) - spentBefore, grant.expires * 1000))) {
     const replayed = held && (await held());
     if (replayed) return replayed;
@@ -206,7 +205,7 @@ async function spending(c: Ctx, submit: () => Promise<Response>, held?: () => Pr
 async function enter(c: Ctx, spec: RunSpec, hash: string | null, now: number, copied: CopiedStep[] = []) {
   const key = spec.idempotency_key;
   // A key held where it was before the last raise is answered there; its own shard decides the rest.
-  const earlier = key === null ? null : await earlierKeyHolder(c, key, hash);
+  const earlier = key === null ? null : await earlierProjectionOf(c, key)?.keyHolder(key, hash);
   if (earlier) return replay(c, earlier, now);
   const place = await lineFor(c, spec).join(placeRequest(spec));
   if (!place.ok) {
