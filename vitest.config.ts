@@ -138,9 +138,6 @@ export default defineConfig({
           testTimeout: 120_000,
           hookTimeout: 120_000,
           fileParallelism: false,
-          // A page's update after a request: Chromium, the dev server and the tests share two
-          // cores in CI, where a request can take longer than the default second to come back.
-          expect: { poll: { timeout: 10_000 } },
         },
       },
     ],

@@ -49,6 +49,17 @@ async function open(url: string): Promise<{ page: Page; problems: string[] }> {
   return { page, problems };
 }
 
+/**
+ * Types a tag into the filter and leaves the field, as a user does: the browser sends one change
+ * event. (One dispatched by hand leaves the edit uncommitted, and the next click elsewhere sends a
+ * second: the page lists again, and a later page loaded meanwhile may be dropped.)
+ */
+async function filterByTag(page: Page, tag: string): Promise<void> {
+  const field = page.locator("#filter-form input[name=tag]");
+  await field.fill(tag);
+  await field.blur();
+}
+
 /** Fills the form and submits a simulated run; answers its id once the page shows it. */
 async function submitRun(page: Page, prompt: string, knobs: Record<string, number>, tags = ""): Promise<string> {
   await page.fill("#prompt", prompt);
@@ -144,8 +155,7 @@ describe("the reference frontend in local development", () => {
     const tag = `f${Date.now()}`;
     const tagged = await submitRun(page, "Tagged", { steps: 1, step_ms: 50 }, tag);
     const untagged = await submitRun(page, "Untagged", { steps: 1, step_ms: 50 });
-    await page.fill("#filter-form input[name=tag]", tag);
-    await page.locator("#filter-form input[name=tag]").dispatchEvent("change");
+    await filterByTag(page, tag);
     await expect.poll(() => page.locator("#run-list li").evaluateAll((items) => items.map((i) => (i as HTMLElement).dataset.id))).toEqual([tagged]);
     expect(await page.locator("#runs-total").innerText()).toBe("(1)");
     // A new run with the tag arrives from the feed; one without does not.
@@ -173,8 +183,7 @@ describe("the reference frontend in local development", () => {
       ids.push(((await res.json()) as { job_id: string }).job_id);
     }
     const { page, problems } = await open(`${BASE}/`);
-    await page.fill("#filter-form input[name=tag]", tag);
-    await page.locator("#filter-form input[name=tag]").dispatchEvent("change");
+    await filterByTag(page, tag);
     const shown = async () => (await page.locator("#run-list li").evaluateAll((items) => items.map((i) => (i as HTMLElement).dataset.id!))).sort();
     const totalShown = () => page.locator("#runs-total").innerText();
     // The newest 50, and the total of all.
