@@ -26,6 +26,15 @@ async function submitIn(session: string, extra: Record<string, unknown> = {}, he
   return (await res.json<{ job_id: string }>()).job_id;
 }
 
+/** A submit to a Worker told that the tenant's projection was in one shard before its raise to 3. */
+function submitAfterRaise(body: object, headers: Record<string, string>) {
+  return app.request(
+    "http://localhost/api/v1/runs",
+    { method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) },
+    overlay(env, { PROJECTION_SHARDS_BEFORE: "1" }),
+  );
+}
+
 type Page = { jobs: Job[]; total: number; next_cursor: string | null };
 const list = async (query: string) => {
   const res = await api(`/api/v1/runs?${query}`);
@@ -122,12 +131,7 @@ describe("a tenant's projection in shards", () => {
     await runInDurableObject(shardStub(0), (_instance, state) => {
       state.storage.sql.exec("UPDATE idempotency SET key = ? WHERE key = ?", key, keptKey);
     });
-    const raised = (sent: object) =>
-      app.request(
-        "http://localhost/api/v1/runs",
-        { method: "POST", headers: { "content-type": "application/json", "Idempotency-Key": key }, body: JSON.stringify(sent) },
-        overlay(env, { PROJECTION_SHARDS_BEFORE: "1" }),
-      );
+    const raised = (sent: object) => submitAfterRaise(sent, { "Idempotency-Key": key });
 
     const again = await raised(body);
     expect(again.status).toBe(202);
@@ -156,16 +160,7 @@ describe("a tenant's projection in shards", () => {
     const token = await mintToken(grant, DEVELOPMENT_SECRET);
     // Two of its three submits were counted before the raise.
     for (let i = 0; i < 2; i++) expect(await shardStub(0).spendSubmit(id, 3, expires * 1000)).toBe(true);
-    const submitWithToken = () =>
-      app.request(
-        "http://localhost/api/v1/runs",
-        {
-          method: "POST",
-          headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
-          body: JSON.stringify({ prompt: "a token's", delay_seconds: 3600 }),
-        },
-        overlay(env, { PROJECTION_SHARDS_BEFORE: "1" }),
-      );
+    const submitWithToken = () => submitAfterRaise({ prompt: "a token's", delay_seconds: 3600 }, { authorization: `Bearer ${token}` });
     expect((await submitWithToken()).status).toBe(202);
     const refused = await submitWithToken();
     expect(refused.status).toBe(403);
