@@ -6,7 +6,8 @@
  * Durable Object and its database, say) is counted to the function that made the call.
  */
 import autocannon from "autocannon";
-import { writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { BASE, startServer, stopServer } from "../test/e2e/server";
 import { inspector } from "./inspector";
 
@@ -69,8 +70,10 @@ function summarise(profile: Profile, top = 25) {
 
 async function main() {
   const [route = "submit", seconds = "5"] = process.argv.slice(2);
+  // BENCH_MEMORY=1: state in memory, as in `npm run bench`, so that no disk wait is sampled.
+  const inMemory = process.env.BENCH_MEMORY === "1" ? mkdtempSync(join("/dev/shm", "runs-profile-")) : undefined;
   // Unminified, so that the functions are named as in the source.
-  const server = await startServer(undefined, ["--inspector-port", String(INSPECTOR_PORT), "--minify", "false"]);
+  const server = await startServer(inMemory, ["--inspector-port", String(INSPECTOR_PORT), "--minify", "false"]);
   try {
     const options = await setUp(route);
     const session = await inspector(INSPECTOR_PORT);
@@ -86,6 +89,7 @@ async function main() {
     if (process.env.PROFILE_OUT) writeFileSync(process.env.PROFILE_OUT, JSON.stringify(profile));
   } finally {
     await stopServer(server);
+    if (inMemory) rmSync(inMemory, { recursive: true, force: true });
   }
 }
 
