@@ -6,10 +6,10 @@
  * Durable Object and its database, say) is counted to the function that made the call.
  */
 import autocannon from "autocannon";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { writeFileSync } from "node:fs";
 import { BASE, startServer, stopServer } from "../test/e2e/server";
 import { inspector } from "./inspector";
+import { IN_MEMORY, releaseStateDirs, stateDir } from "./state";
 
 const INSPECTOR_PORT = 9230;
 const quickJob = JSON.stringify({ prompt: "profile", config: { simulate: { steps: 1, step_ms: 0 } } });
@@ -70,10 +70,9 @@ function summarise(profile: Profile, top = 25) {
 
 async function main() {
   const [route = "submit", seconds = "5"] = process.argv.slice(2);
-  // BENCH_MEMORY=1: state in memory, as in `npm run bench`, so that no disk wait is sampled.
-  const inMemory = process.env.BENCH_MEMORY === "1" ? mkdtempSync(join("/dev/shm", "runs-profile-")) : undefined;
-  // Unminified, so that the functions are named as in the source.
-  const server = await startServer(inMemory, ["--inspector-port", String(INSPECTOR_PORT), "--minify", "false"]);
+  // Unminified, so that the functions are named as in the source. With BENCH_MEMORY=1, its state
+  // is in memory, as for `npm run bench`, so that no wait on the disk is sampled.
+  const server = await startServer(IN_MEMORY ? stateDir("profile") : undefined, ["--inspector-port", String(INSPECTOR_PORT), "--minify", "false"]);
   try {
     const options = await setUp(route);
     const session = await inspector(INSPECTOR_PORT);
@@ -89,7 +88,7 @@ async function main() {
     if (process.env.PROFILE_OUT) writeFileSync(process.env.PROFILE_OUT, JSON.stringify(profile));
   } finally {
     await stopServer(server);
-    if (inMemory) rmSync(inMemory, { recursive: true, force: true });
+    releaseStateDirs();
   }
 }
 

@@ -9,11 +9,9 @@
  */
 import autocannon from "autocannon";
 import { peakRssDuring, treeCpuMs, treeRss } from "../test/e2e/procfs";
-import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:http";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { BASE, startServer, stopServer, type DevServer } from "../test/e2e/server";
+import { IN_MEMORY, releaseStateDirs, stateDir } from "./state";
 
 const FLOOR_PORT = 8006;
 /** A local webhook receiver that never answers, for cancel latency while a receiver stalls. */
@@ -39,19 +37,6 @@ const LIST_ONLY = process.env.BENCH_LIST_ONLY === "1";
 // wait, so seeding goes at the submit rate (100,000 in minutes) rather than the rate jobs run.
 const FILTER_SIZES = (process.env.BENCH_FILTER_SIZES ?? "1000").split(",").map(Number);
 const MiB = 1024 * 1024;
-/**
- * BENCH_MEMORY=1: every server keeps its state in memory (/dev/shm), not on disk. On disk, each
- * request's SQLite writes wait for the file system, and a figure measures the disk as much as the
- * code; in memory, the CPU bounds every figure, and a ratio says what the code costs.
- */
-const IN_MEMORY = process.env.BENCH_MEMORY === "1";
-const stateDirs: string[] = [];
-/** A fresh state directory for one server, removed at the end when it is in memory. */
-function stateDir(name: string): string {
-  const dir = mkdtempSync(join(IN_MEMORY ? "/dev/shm" : tmpdir(), `runs-${name}-`));
-  stateDirs.push(dir);
-  return dir;
-}
 /** The server counts as quiet once it uses at most this share of one core over this window. */
 const QUIET_WINDOW_MS = 1000;
 const QUIET_CPU_SHARE = 0.05;
@@ -550,7 +535,7 @@ async function main() {
   } finally {
     await stopServer(floor);
     await stopServer(server);
-    if (IN_MEMORY) for (const dir of stateDirs) rmSync(dir, { recursive: true, force: true });
+    releaseStateDirs();
   }
   const width = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i].length), 6));
   console.log(["figure", "value", "against"].map((h, i) => h.padEnd(width[i])).join(" | "));
