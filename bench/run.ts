@@ -2,7 +2,7 @@
  * `npm run bench`: the service under load on `wrangler dev` (127.0.0.1:8005, --log-level warn),
  * driven by autocannon in bounded runs. Every load figure is set against a baseline measured just
  * before it on the same server: GET /health, a route that touches no object. Submit and status
- * are also set against the floor of the design (bench/floor/, on 127.0.0.1:8006): a Worker whose
+ * are also set against the floor (bench/floor/, on 127.0.0.1:8006): a Worker whose
  * submit only creates a job's Durable Object and writes one row and an alarm in it, and against
  * the floor of this design: the same submit with the two calls on the tenant's objects it must make,
  * in requests a second and in CPU per request. BENCH_MEMORY=1 keeps every server's state in memory.
