@@ -1,5 +1,5 @@
 /**
- * The floor of this design, for the benchmark: the least a submit and a status read must do when
+ * The floor, for the benchmark: the least a submit and a status read must do when
  * every job has its own SQLite Durable Object. Submit creates a fresh object and writes one row
  * and an alarm in it; status reads that row back; delete removes the alarm and everything stored.
  * `POST /api/v1/runs?tenant_calls=2` is the floor of this design: the same submit with a small
