@@ -4,7 +4,7 @@
  */
 import * as z from "zod/mini";
 
-/** Schemas are given as the thunks of schemas.ts: the document builds them, the Worker's start does not. */
+/** Schemas are given as the thunks of src/schemas: the document builds them, the Worker's start does not. */
 type Schema = () => z.ZodMiniType;
 type ObjectSchema = () => z.ZodMiniObject;
 

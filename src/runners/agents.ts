@@ -12,7 +12,7 @@ import type { AgentTask, Revision, StepContext } from "./types";
 export const MAX_TASKS = 100;
 const MAX_ALIASES = 50;
 
-/** Built on the first definition read, not as the Worker starts (see schemas.ts). */
+/** Built on the first definition read, not as the Worker starts (see src/schemas/index.ts). */
 function definitionSchema() {
   const text = z.string().check(z.trim(), z.minLength(1));
   const name = z.string().check(z.minLength(1));

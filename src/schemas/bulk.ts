@@ -1,0 +1,49 @@
+/** A bulk cancel or delete: what it asks, and what it answers as it goes. */
+import * as z from "zod/mini";
+import { described, lazy, named, statusSchema, tagsSchema, text } from "./fields";
+
+/** The most job ids one bulk request may name, and the most jobs its filter may match. */
+export const MAX_BULK_IDS = 1000;
+export const MAX_BULK_MATCHES = 100_000;
+
+export const bulkBodySchema = lazy(() =>
+  named(
+    z
+      .strictObject({
+        status: z.optional(statusSchema()),
+        session_id: z.optional(text(256)),
+        created_before: z.optional(described(z.iso.datetime({ offset: true }), "Jobs created before this time (ISO 8601)")),
+        // Jobs carrying every one of these tags.
+        tags: z.optional(tagsSchema()),
+        job_ids: z.optional(z.array(text(140, 1)).check(z.minLength(1), z.maxLength(MAX_BULK_IDS))),
+        force: z.optional(described(z.boolean(), "delete: cancel queued, running and awaiting jobs first (else they are skipped)")),
+      })
+      .check(
+        z.refine((b) => (b.job_ids === undefined) !== (b.status === undefined && b.session_id === undefined && b.created_before === undefined && b.tags === undefined), {
+          message: "Give job_ids, or a filter (status, session_id, tags, created_before), not both and not neither",
+        }),
+      ),
+    "BulkRequest",
+  ),
+);
+export type BulkBody = z.infer<ReturnType<typeof bulkBodySchema>>;
+
+export const bulkAcceptedSchema = lazy(() => named(z.object({ bulk_id: z.string(), matched: z.int() }), "BulkAccepted"));
+
+export const bulkProgressSchema = lazy(() =>
+  named(
+    z.object({
+      bulk_id: z.string(),
+      action: z.enum(["cancel", "delete"]),
+      matched: z.int(),
+      done: z.int(),
+      skipped: described(z.int(), "Jobs the action did not apply to (already finished, not finished without force, or gone)"),
+      failed: z.int(),
+      state: z.enum(["running", "done"]),
+    }),
+    "BulkProgress",
+  ),
+);
+
+
+export const bulkIdParamSchema = lazy(() => z.object({ bulk_id: z.string() }));

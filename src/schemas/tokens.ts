@@ -1,0 +1,49 @@
+/** Scoped tokens: what one may do and reach, what minting one asks, and what it answers. */
+import * as z from "zod/mini";
+import { described, int, lazy, MAX_TAGS, named, tagText, text } from "./fields";
+
+/** What a scoped token may do (src/tokens.ts). */
+export const SCOPES = ["read", "stream", "submit", "cancel", "input", "delete"] as const;
+export type Scope = (typeof SCOPES)[number];
+
+export const MAX_TOKEN_RUNS = 100;
+export const tokenBodySchema = lazy(() =>
+  named(
+    z
+      .strictObject({
+        scopes: described(
+          z.array(z.enum(SCOPES)).check(z.minLength(1), z.maxLength(SCOPES.length * 2)),
+          "read (status, result, output, list), stream (stream, feed), submit, cancel, input, delete",
+        ),
+        runs: z.optional(described(z.array(z.string().check(z.regex(/^run_[A-Za-z0-9_-]{1,128}$/, "a job id"))).check(z.minLength(1), z.maxLength(MAX_TOKEN_RUNS)), "The jobs the token reaches")),
+        session_id: z.optional(described(text(256, 1), "The token reaches this session's jobs; the jobs it submits join it")),
+        tags: z.optional(described(z.array(tagText()).check(z.minLength(1), z.maxLength(MAX_TAGS, `at most ${MAX_TAGS} tags`)), "The token reaches jobs carrying all these tags; the jobs it submits carry them")),
+        ttl_seconds: z.optional(described(int(60, 86_400), "Lifetime, 60 to 86400 seconds (default 900)")),
+        max_submits: z.optional(described(int(1, 1000), "With submit: how many jobs the token may submit (default 1)")),
+      })
+      .check(
+        z.refine((b) => b.max_submits === undefined || b.scopes.includes("submit"), { message: "max_submits needs the submit scope", path: ["max_submits"] }),
+        z.refine((b) => b.runs !== undefined || b.session_id !== undefined || b.tags !== undefined || b.scopes.every((s) => s === "submit"), {
+          message: "A token needs a reach (runs, session_id or tags) unless its only scope is submit",
+        }),
+      ),
+    "TokenRequest",
+  ),
+);
+export type TokenInput = z.input<ReturnType<typeof tokenBodySchema>>;
+
+export const tokenSchema = lazy(() =>
+  named(
+    z.object({
+      token: described(z.string(), "Send as Authorization: Bearer <token>, or ?token= on the stream and feed"),
+      expires_at: z.string(),
+      scopes: z.array(z.enum(SCOPES)),
+      runs: z.nullable(z.array(z.string())),
+      session_id: z.nullable(z.string()),
+      tags: z.nullable(z.array(z.string())),
+      max_submits: z.nullable(z.int()),
+    }),
+    "Token",
+  ),
+);
+export type TokenResponse = z.infer<ReturnType<typeof tokenSchema>>;
