@@ -1,0 +1,201 @@
+/**
+ * A job's figures from submit to delete: throughput against the bare route and the floor, delete
+ * with and without a large output, streams to many watchers, cancel (also while a webhook
+ * receiver stalls), the CPU of a long line that waits, and memory while streaming an output.
+ */
+import autocannon from "autocannon";
+import { createServer } from "node:http";
+import { peakRssDuring, treeRss } from "../test/e2e/procfs";
+import { BASE } from "../test/e2e/server";
+import {
+  againstBare,
+  againstFloor,
+  cpuOver,
+  describeRun,
+  finished,
+  floor,
+  idle,
+  jobPath,
+  json,
+  laterSubmit,
+  load,
+  median,
+  ms,
+  pct,
+  quickJob,
+  quiet,
+  report,
+  server,
+  submit,
+  type Context,
+} from "./measure";
+
+/** A local webhook receiver that never answers, for cancel latency while a receiver stalls. */
+const STALL_PORT = 8007;
+// How many jobs wait in line for the idle-CPU figure (100,000 on request: seeding runs at the submit rate).
+const LINE_SIZE = Number(process.env.BENCH_LINE_SIZE ?? 5000);
+const MiB = 1024 * 1024;
+
+export async function throughput() {
+  // The quick jobs submitted here run meanwhile on the same server, as they would in use.
+  await againstBare("submit", "", { method: "POST", path: "/api/v1/runs", headers: json, body: quickJob });
+  // Against the floor, whose jobs never run, the submit alone: its jobs may start only once the
+  // run is over (then they run, and the next round waits for them).
+  const floorSubmit = { method: "POST" as const, path: "/api/v1/runs", headers: json, body: quickJob };
+  // The floor of this design: a submit must ask the tenant's line for a place (refused past the
+  // queued limit, storing nothing) and enter the job in the tenant's list (where an idempotency
+  // key is held), two calls on objects that already exist around the job's creation.
+  await againstFloor("submit, its job not yet due", " (target ≥ 0.8)", laterSubmit, floorSubmit, {
+    name: "a submit with its two tenant calls",
+    options: { ...floorSubmit, path: "/api/v1/runs?tenant_calls=2" },
+  });
+
+  // Polling a job that has finished: the read alone, with no run of its own competing for the server.
+  const id = await submit({ prompt: "status", config: { simulate: { steps: 1, step_ms: 0 } } });
+  await finished(id);
+  const floorRes = await fetch(`${floor.base}/api/v1/runs`, { method: "POST", headers: json, body: quickJob });
+  const floorId = ((await floorRes.json()) as { job_id: string }).job_id;
+  await againstFloor("status", " (target ≥ 0.95)", { path: `/api/v1/runs/${id}` }, { path: `/api/v1/runs/${floorId}` });
+
+  const long = JSON.stringify({ prompt: "cycle", config: { simulate: { steps: 1, step_ms: 60_000 } } });
+  const cycle = await againstBare("submit + cancel + delete, per request", "", {
+    requests: [
+      {
+        method: "POST",
+        path: "/api/v1/runs",
+        headers: json,
+        body: long,
+        onResponse: (_status: number, body: string, context: object) => {
+          (context as Context).id = (JSON.parse(body) as { job_id: string }).job_id;
+        },
+      },
+      { method: "POST", setupRequest: jobPath("/cancel") },
+      { method: "DELETE", setupRequest: jobPath("") },
+    ],
+  });
+  // One object's rate, the bound of a tenant's line and projection: each job makes 2 calls on each.
+  await idle();
+  const calls = 50;
+  const one = await load({ method: "POST", path: `/one-object?calls=${calls}` }, floor);
+  report("one object, calls of one small write", `${(one.requests.average * calls).toFixed(0)} calls/s`, `${calls} calls per request on the floor Worker; a tenant's line and projection each take 2 calls per job`);
+  report("submit + cancel + delete cycles", `${(cycle.requests.average / 3).toFixed(0)} cycles/s`, "three requests each");
+}
+
+export async function deletes() {
+  const timed = async (outputBytes: number) => {
+    const times: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const id = await submit({ prompt: "delete", config: { simulate: { steps: 4, step_ms: 0, output_bytes: outputBytes } } });
+      await finished(id);
+      const started = performance.now();
+      await fetch(`${BASE}/api/v1/runs/${id}`, { method: "DELETE" });
+      times.push(performance.now() - started);
+    }
+    return median(times);
+  };
+  const empty = await timed(0);
+  const big = await timed(100 * MiB);
+  report("delete, empty output", ms(empty), "median of 3");
+  report("delete, 100 MiB output", ms(big), `${(big / empty).toFixed(2)}x of empty (target ≤ 2x)`);
+}
+
+export async function watchers(count: number) {
+  const id = await submit({ prompt: "watched", config: { simulate: { steps: 100, step_ms: 5 } } });
+  const started = performance.now();
+  let completeAt = 0;
+  const totals = await Promise.all(
+    Array.from({ length: count }, async () => {
+      const text = await (await fetch(`${BASE}/api/v1/runs/${id}/stream`)).text();
+      completeAt = Math.max(completeAt, Date.now());
+      return text.split("\n").filter((l) => l.startsWith("id: ")).length;
+    }),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  const job = await finished(id);
+  const lag = completeAt - Date.parse(String(job.completed_at));
+  const events = totals.reduce((a, b) => a + b, 0);
+  report(`stream to ${count} watcher${count > 1 ? "s" : ""}`, `${(events / seconds).toFixed(0)} events/s delivered (${totals[0]} events each)`, `last event arrived ${lag} ms after it was written`);
+}
+
+export async function cancelLatency() {
+  const times: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const id = await submit({ prompt: "cancel", config: { simulate: { steps: 3, step_ms: 2000 } } });
+    for (;;) {
+      const job = (await (await fetch(`${BASE}/api/v1/runs/${id}`)).json()) as { progress: { current_step: string | null } };
+      if (job.progress.current_step) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const started = performance.now();
+    await fetch(`${BASE}/api/v1/runs/${id}/cancel`, { method: "POST" });
+    times.push(performance.now() - started); // the 200 comes after the step in flight has stopped
+  }
+  report("cancel latency (request to the last output written)", ms(median(times)), "median of 5, mid-step");
+}
+
+/**
+ * Cancel and delete of running jobs whose webhook receiver never answers: neither request waits
+ * for the receiver (their webhooks go out from the jobs' alarms, and stall there).
+ */
+export async function cancelWithStalledReceiver() {
+  const receiver = createServer(() => {}); // takes every request and never answers
+  await new Promise<void>((resolve) => receiver.listen(STALL_PORT, "127.0.0.1", resolve));
+  try {
+    const cancels: number[] = [];
+    const deletes: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const id = await submit({ prompt: "stalled hook", webhook_url: `http://127.0.0.1:${STALL_PORT}/hook`, config: { simulate: { steps: 3, step_ms: 2000 } } });
+      let started = performance.now();
+      await fetch(`${BASE}/api/v1/runs/${id}/cancel`, { method: "POST" });
+      cancels.push(performance.now() - started);
+      await new Promise((r) => setTimeout(r, 200)); // its webhook is now in flight, held by the receiver
+      started = performance.now();
+      await fetch(`${BASE}/api/v1/runs/${id}`, { method: "DELETE" });
+      deletes.push(performance.now() - started);
+    }
+    report("cancel, webhook receiver stalled", ms(median(cancels)), "median of 5, a running job");
+    report("delete, webhook in flight to a stalled receiver", ms(median(deletes)), "median of 5");
+  } finally {
+    receiver.closeAllConnections();
+    receiver.close();
+  }
+}
+
+/**
+ * The server's CPU while a long line waits and nothing frees: every slot is held by a job that
+ * runs for minutes, and LINE_SIZE jobs wait behind them. Set against the same server idle.
+ */
+export async function idleLine() {
+  await quiet();
+  const window = 10_000;
+  const emptyCpu = await cpuOver(window);
+  const emptySubmit = await load(laterSubmit);
+  const holders = await Promise.all(Array.from({ length: 10 }, () => submit({ prompt: "holder", config: { simulate: { steps: 1, step_ms: 600_000 } } })));
+  const started = Date.now();
+  await autocannon({ url: BASE, connections: 16, amount: LINE_SIZE, requests: [{ method: "POST", path: "/api/v1/runs", headers: json, body: quickJob }] });
+  console.error(`  (${LINE_SIZE} jobs in line in ${((Date.now() - started) / 1000).toFixed(0)} s)`);
+  // Thousands of objects just created are closed, and written back, over the next minutes.
+  await quiet(300_000);
+  const lineCpu = await cpuOver(window);
+  report(`CPU while ${LINE_SIZE} jobs wait and nothing frees`, `${(lineCpu / (window / 1000)).toFixed(1)} ms/s`, `same server with an empty line: ${(emptyCpu / (window / 1000)).toFixed(1)} ms/s`);
+  // What the line costs a submit once it is long: the same submit as on the empty line.
+  const lineSubmit = await load(laterSubmit);
+  report(
+    `submit, its job not yet due, with ${LINE_SIZE} jobs in line`,
+    describeRun(lineSubmit),
+    `${pct(lineSubmit.requests.average / emptySubmit.requests.average)} of the same submit on the empty line (${emptySubmit.requests.average.toFixed(0)} req/s); CPU/req ${(lineSubmit.cpuPerRequest / emptySubmit.cpuPerRequest).toFixed(2)}x`,
+  );
+  // Let the line drain, so that the next figures start on a quiet server.
+  for (const id of holders) await fetch(`${BASE}/api/v1/runs/${id}/cancel`, { method: "POST" });
+}
+
+export async function streamingMemory() {
+  const id = await submit({ prompt: "memory", config: { simulate: { steps: 4, step_ms: 0, output_bytes: 100 * MiB } } });
+  await finished(id);
+  const baseline = treeRss(server.process.pid!);
+  const { peak } = await peakRssDuring(server.process.pid!, async () => {
+    const res = await fetch(`${BASE}/api/v1/runs/${id}/output`);
+    for await (const _ of res.body as unknown as AsyncIterable<Uint8Array>);
+  });
+  report("memory growth while streaming 100 MiB", `${((peak - baseline) / MiB).toFixed(1)} MiB`, `baseline ${(baseline / MiB).toFixed(0)} MiB (target < 64 MiB)`);
+}

@@ -1,0 +1,169 @@
+/**
+ * How the benchmark takes a figure: bounded load runs with autocannon against the service or the
+ * floor, each with the CPU the dev server spent per request; a figure set against the bare route
+ * or the floor; waiting until the server is quiet; the report every figure adds a row to.
+ */
+import autocannon from "autocannon";
+import { treeCpuMs } from "../test/e2e/procfs";
+import { BASE, type DevServer } from "../test/e2e/server";
+
+export const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+/** Runs of which a figure takes many (list sizes, filters, shards): half as long, at least 2 s. */
+export const SHORT_SECONDS = Math.max(2, Math.ceil(SECONDS / 2));
+// Only the list figures, on the state as it is: no seeding, and jobs still queued there (say, in a
+// copy of a seeded tenant's index without the jobs' own objects) are not waited for.
+export const LIST_ONLY = process.env.BENCH_LIST_ONLY === "1";
+/** The server counts as quiet once it uses at most this share of one core over this window. */
+const QUIET_WINDOW_MS = 1000;
+const QUIET_CPU_SHARE = 0.05;
+
+/** The service and the floor, once the run has started them. */
+export let server: DevServer;
+export let floor: DevServer;
+export function useServers(service: DevServer, floorServer: DevServer): void {
+  server = service;
+  floor = floorServer;
+}
+
+type Run = autocannon.Result & { cpuPerRequest: number };
+const rows: [string, string, string][] = [];
+export const report = (figure: string, value: string, against = "") => {
+  rows.push([figure, value, against]);
+  console.error(`  ${figure}: ${value} ${against}`);
+};
+
+/** The report, as a table on stdout. */
+export function printReport(): void {
+  const width = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i].length), 6));
+  console.log(["figure", "value", "against"].map((h, i) => h.padEnd(width[i])).join(" | "));
+  console.log(width.map((w) => "-".repeat(w)).join("-|-"));
+  for (const row of rows) console.log(row.map((c, i) => c.padEnd(width[i])).join(" | "));
+}
+
+export type LoadOptions = Partial<autocannon.Options> & { path?: string };
+
+/** A bounded load run, with the CPU time the whole dev server (wrangler and workerd) spent per request. */
+export async function load(options: LoadOptions, target = server): Promise<Run> {
+  const { path = "/", ...rest } = options;
+  const cpuBefore = treeCpuMs(target.process.pid!);
+  const result = await autocannon({ url: `${target.base}${path}`, connections: 16, duration: SECONDS, ...rest });
+  return { ...result, cpuPerRequest: (treeCpuMs(target.process.pid!) - cpuBefore) / Math.max(1, result.requests.total) };
+}
+
+/** Throughput, latency and CPU per request of a load run. */
+export const describeRun = (result: Run) =>
+  `${result.requests.average.toFixed(0)} req/s, p50 ${result.latency.p50} ms, p99 ${result.latency.p99} ms, ${ms(result.cpuPerRequest)} CPU/req`;
+
+/**
+ * A load figure set against the bare route measured just before it, both on a quiet server, so
+ * that the server's drift over the run (it holds more objects as it goes) falls on both alike.
+ */
+export async function againstBare(figure: string, target: string, options: LoadOptions): Promise<Run> {
+  await idle();
+  const bare = await load({ path: "/health" });
+  const result = await load(options);
+  const ratio = `${pct(result.requests.average / bare.requests.average)} of bare (${bare.requests.average.toFixed(0)} req/s just before); CPU/req ${(result.cpuPerRequest / bare.cpuPerRequest).toFixed(1)}x`;
+  report(figure, describeRun(result), `${ratio}${target}`);
+  return result;
+}
+
+/** Rounds of each figure set against the floor, each figure the median of its rounds: one round's ratio moves by ±0.1. */
+const FLOOR_ROUNDS = 3;
+
+/**
+ * A route set against the floor, in rounds: the same route on the floor Worker, then on the floor
+ * of this design when one is given (the floor's route with the calls on the tenant's own objects
+ * that this design must make), then the service's bare route and the route itself, each round
+ * on a quiet server. Ratios are of requests per second; the second floor against the first is
+ * the most any implementation of this design can reach.
+ */
+export async function againstFloor(figure: string, target: string, options: LoadOptions, floorOptions: LoadOptions, designFloor?: { name: string; options: LoadOptions }) {
+  const runs: { plain: Run; design?: Run; bare: Run; ours: Run }[] = [];
+  for (let round = 0; round < FLOOR_ROUNDS; round++) {
+    await idle();
+    const plain = await load(floorOptions, floor);
+    const design = designFloor && (await load(designFloor.options, floor));
+    const bare = await load({ path: "/health" });
+    const ours = await load(options);
+    runs.push({ plain, design, bare, ours });
+  }
+  const rps = (run: Run) => run.requests.average;
+  const cpu = (run: Run) => run.cpuPerRequest;
+  const ratios = (name: string, ratio: (round: (typeof runs)[number]) => number, against: string) => {
+    const each = runs.map(ratio);
+    report(name, `${median(each).toFixed(2)} ${against}`, `rounds: ${each.map((x) => x.toFixed(2)).join(", ")}`);
+  };
+  const middle = [...runs].sort((a, b) => rps(a.ours) - rps(b.ours))[Math.floor(runs.length / 2)];
+  report(figure, describeRun(middle.ours), `the median of ${FLOOR_ROUNDS} rounds`);
+  ratios(`${figure} vs bare`, (r) => rps(r.ours) / rps(r.bare), "of the bare route just before");
+  ratios(`${figure} vs the floor`, (r) => rps(r.ours) / rps(r.plain), `of the floor${target}`);
+  // CPU per request, which the disk's waits do not enter: how many times the floor's work ours is.
+  ratios(`${figure}, CPU per request`, (r) => cpu(r.ours) / cpu(r.plain), "x the floor's");
+  if (!designFloor) return;
+  ratios(`the floor of this design: ${designFloor.name}`, (r) => rps(r.design!) / rps(r.plain), "of the floor: the most this design can reach");
+  ratios(`the floor of this design, CPU per request`, (r) => cpu(r.design!) / cpu(r.plain), "x the floor's");
+  ratios(`${figure} vs the floor of this design`, (r) => rps(r.ours) / rps(r.design!), "of the floor of this design");
+}
+
+export type Context = Record<string, string>;
+export const jobPath = (suffix: string) => (req: autocannon.Request, context: object) => ({ ...req, path: `/api/v1/runs/${(context as Context).id}${suffix}` });
+
+export const json = { "content-type": "application/json" };
+export const quickJob = JSON.stringify({ prompt: "bench", config: { simulate: { steps: 1, step_ms: 0 } } });
+/** A quick job not due while a load run lasts: its submit is measured alone. */
+const laterJob = JSON.stringify({ prompt: "bench", delay_seconds: SECONDS + 5, config: { simulate: { steps: 1, step_ms: 0 } } });
+export const laterSubmit: LoadOptions = { method: "POST", path: "/api/v1/runs", headers: json, body: laterJob };
+
+export async function submit(body: Record<string, unknown>): Promise<string> {
+  const res = await fetch(`${BASE}/api/v1/runs`, { method: "POST", headers: json, body: JSON.stringify(body) });
+  return ((await res.json()) as { job_id: string }).job_id;
+}
+
+export async function finished(id: string): Promise<Record<string, unknown>> {
+  for (;;) {
+    const job = (await (await fetch(`${BASE}/api/v1/runs/${id}`)).json()) as Record<string, unknown>;
+    if (job.retry_after === null) return job;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+export const ms = (x: number) => `${x.toFixed(1)} ms`;
+export const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
+
+/**
+ * Waits until no job of the tenant is queued or running, and then until the server is quiet:
+ * objects that have just gone idle are closed some seconds later, and closing writes their
+ * databases back, which would otherwise land in the next figure.
+ */
+export async function idle() {
+  if (!LIST_ONLY) await noJobRunning();
+  await quiet();
+}
+
+async function noJobRunning() {
+  for (;;) {
+    // A server working through a long line can be slow to answer, or answer that an object is
+    // overloaded: ask again.
+    const stats = await fetch(`${BASE}/stats`, { signal: AbortSignal.timeout(60_000) })
+      .then((res) => (res.ok ? (res.json() as Promise<{ by_status: Record<string, number> }>) : null))
+      .catch(() => null);
+    if (stats && stats.by_status.queued + stats.by_status.running === 0) break;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+export async function quiet(maxMs = 60_000, target = server) {
+  const deadline = Date.now() + maxMs;
+  while (Date.now() < deadline) {
+    const before = treeCpuMs(target.process.pid!);
+    await new Promise((r) => setTimeout(r, QUIET_WINDOW_MS));
+    if (treeCpuMs(target.process.pid!) - before <= QUIET_WINDOW_MS * QUIET_CPU_SHARE) return;
+  }
+}
+
+export async function cpuOver(windowMs: number): Promise<number> {
+  const before = treeCpuMs(server.process.pid!);
+  await new Promise((r) => setTimeout(r, windowMs));
+  return treeCpuMs(server.process.pid!) - before;
+}
