@@ -113,6 +113,8 @@ let toldWhileLoading = null;
 let toldWhileMore = null;
 /** A pending reading of the list's total. */
 let totalTimer = 0;
+/** The filter the list and the feed were last opened for, as its query. */
+let shownFilter = "";
 
 function filter() {
   const form = /** @type {HTMLFormElement} */ ($("filter-form"));
@@ -216,6 +218,7 @@ function connectFeed() {
   const state = $("feed-state");
   state.textContent = "connecting…";
   state.className = "pill";
+  shownFilter = filterQuery().toString();
   feed = new EventSource(eventsUrl("/api/v1/runs/events", filterQuery()));
   feed.onopen = () => {
     state.textContent = "live";
@@ -472,6 +475,8 @@ async function submit(/** @type {SubmitEvent} */ event) {
 function start() {
   $("submit-form").addEventListener("submit", (e) => void submit(/** @type {SubmitEvent} */ (e)));
   $("filter-form").addEventListener("change", () => {
+    // An edit that leaves the filter as it was (a space after the tag, say) lists nothing again.
+    if (filterQuery().toString() === shownFilter) return;
     connectFeed();
     void loadRuns();
   });

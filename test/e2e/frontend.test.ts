@@ -162,8 +162,20 @@ describe("the reference frontend in local development", () => {
     const third = await submitRun(page, "Tagged too", { steps: 1, step_ms: 50 }, tag);
     await row(page, third).waitFor();
     expect(await row(page, untagged).count()).toBe(0);
+    // An edit that leaves the filter as it was lists nothing again and keeps the feed; the next
+    // real change lists once, and opens the feed once, for the new filter.
+    const asked: string[] = [];
+    page.on("request", (request) => {
+      const url = new URL(request.url());
+      if (url.pathname === "/api/v1/runs" || url.pathname === "/api/v1/runs/events") asked.push(`${url.pathname}?${url.searchParams}`);
+    });
+    await filterByTag(page, `${tag} `);
     await page.selectOption("#filter-form select[name=status]", "failed");
     await expect.poll(() => page.locator("#run-list li").count()).toBe(0);
+    expect(asked.map((request) => request.replace(/&page_size=\d+/, "")).sort()).toEqual([
+      `/api/v1/runs/events?status=failed&tag=${tag}`,
+      `/api/v1/runs?status=failed&tag=${tag}`,
+    ].sort());
     await page.screenshot({ path: `${SHOTS}/filtered.png` });
     expect(problems).toEqual([]);
     await page.close();
