@@ -172,6 +172,7 @@ describe("the reference frontend in local development", () => {
     await filterByTag(page, `${tag} `);
     await page.selectOption("#filter-form select[name=status]", "failed");
     await expect.poll(() => page.locator("#run-list li").count()).toBe(0);
+    await expect.poll(() => asked.filter((request) => request.includes("status=failed")).length).toBe(2);
     expect(asked.map((request) => request.replace(/&page_size=\d+/, "")).sort()).toEqual([
       `/api/v1/runs/events?status=failed&tag=${tag}`,
       `/api/v1/runs?status=failed&tag=${tag}`,
