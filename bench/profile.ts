@@ -9,13 +9,12 @@
  */
 import autocannon from "autocannon";
 import { writeFileSync } from "node:fs";
-import { BASE, startServer, stopServer } from "../test/e2e/server";
+import { startServer, stopServer } from "../test/e2e/server";
+import { startFloor } from "./floor";
 import { inspector } from "./inspector";
 import { IN_MEMORY, releaseStateDirs, stateDir } from "./state";
 
 const INSPECTOR_PORT = 9230;
-const FLOOR_PORT = 8006;
-const FLOOR = `http://127.0.0.1:${FLOOR_PORT}`;
 const quickJob = JSON.stringify({ prompt: "profile", config: { simulate: { steps: 1, step_ms: 0 } } });
 const json = { "content-type": "application/json" };
 
@@ -23,28 +22,24 @@ type CallFrame = { functionName: string; url: string; lineNumber: number };
 type ProfileNode = { id: number; callFrame: CallFrame; children?: number[] };
 type Profile = { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[] };
 
-async function setUp(route: string): Promise<Partial<autocannon.Options>> {
+/** The load for a route, on the server that serves it (the service, or the floor for `floor-*`). */
+async function setUp(route: string, base: string): Promise<Partial<autocannon.Options>> {
   switch (route) {
     case "health":
-      return { url: `${BASE}/health` };
+      return { url: `${base}/health` };
     case "submit":
-      return { url: `${BASE}/api/v1/runs`, method: "POST", headers: json, body: quickJob };
+    case "floor-submit":
+      return { url: `${base}/api/v1/runs`, method: "POST", headers: json, body: quickJob };
     case "submit-later": // the submit alone: its job is not due while the profile runs
-      return { url: `${BASE}/api/v1/runs`, method: "POST", headers: json, body: JSON.stringify({ prompt: "profile", delay_seconds: 3600 }) };
-    case "status": {
-      const res = await fetch(`${BASE}/api/v1/runs`, { method: "POST", headers: json, body: quickJob });
+      return { url: `${base}/api/v1/runs`, method: "POST", headers: json, body: JSON.stringify({ prompt: "profile", delay_seconds: 3600 }) };
+    case "status":
+    case "floor-status": {
+      const res = await fetch(`${base}/api/v1/runs`, { method: "POST", headers: json, body: quickJob });
       const { job_id } = (await res.json()) as { job_id: string };
-      return { url: `${BASE}/api/v1/runs/${job_id}` };
+      return { url: `${base}/api/v1/runs/${job_id}` };
     }
     case "list":
-      return { url: `${BASE}/api/v1/runs` };
-    case "floor-submit":
-      return { url: `${FLOOR}/api/v1/runs`, method: "POST", headers: json, body: quickJob };
-    case "floor-status": {
-      const res = await fetch(`${FLOOR}/api/v1/runs`, { method: "POST", headers: json, body: quickJob });
-      const { job_id } = (await res.json()) as { job_id: string };
-      return { url: `${FLOOR}/api/v1/runs/${job_id}` };
-    }
+      return { url: `${base}/api/v1/runs` };
     default:
       throw new Error(`unknown route ${route}: health, submit, submit-later, status, list, floor-submit or floor-status`);
   }
@@ -96,10 +91,10 @@ async function main() {
   const args = ["--inspector-port", String(INSPECTOR_PORT), "--minify", "false"];
   const state = IN_MEMORY ? stateDir("profile") : undefined;
   const server = route.startsWith("floor-")
-    ? await startServer(state, ["--config", "bench/floor/wrangler.jsonc", ...args], FLOOR_PORT)
+    ? await startFloor(state, args)
     : await startServer(state, args);
   try {
-    const options = await setUp(route);
+    const options = await setUp(route, server.base);
     const session = await inspector(INSPECTOR_PORT);
     await session.send("Profiler.enable");
     await session.send("Profiler.setSamplingInterval", { interval: 500 });

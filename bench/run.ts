@@ -8,12 +8,12 @@
  * in requests a second and in CPU per request. BENCH_MEMORY=1 keeps every server's state in memory.
  */
 import { BASE, startServer, stopServer } from "../test/e2e/server";
+import { startFloor } from "./floor";
 import { cancelLatency, cancelWithStalledReceiver, deletes, idleLine, streamingMemory, throughput, watchers } from "./lifecycle";
 import { filteredLists, listScaling, shardedReads } from "./lists";
 import { describeRun, idle, LIST_ONLY, load, pct, printReport, report, SECONDS, useServers } from "./measure";
 import { IN_MEMORY, releaseStateDirs, stateDir } from "./state";
 
-const FLOOR_PORT = 8006;
 // A state directory kept from an earlier run (its path is printed at the start) is used as it is:
 // only the jobs still missing from the largest list size are seeded.
 const STATE = process.env.BENCH_STATE || undefined;
@@ -22,7 +22,7 @@ async function main() {
   // Webhooks may go to the local receiver of the stalled-receiver figure; the filtered lists seed up
   // to 100,000 waiting jobs beside any others.
   const server = await startServer(STATE ?? stateDir("bench"), ["--var", "WEBHOOK_ALLOW_PRIVATE:true", "--var", "MAX_QUEUED_PER_TENANT:1000000"]); // --log-level warn, on loopback
-  const floor = await startServer(stateDir("floor"), ["--config", "bench/floor/wrangler.jsonc", "--inspector-port", "9239"], FLOOR_PORT);
+  const floor = await startFloor(stateDir("floor"), ["--inspector-port", "9239"]);
   useServers(server, floor);
   try {
     console.error(`benchmarking ${BASE} (${SECONDS} s per load run), state ${IN_MEMORY ? "in memory, " : ""}in ${server.persistTo}`);

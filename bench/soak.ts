@@ -16,6 +16,7 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { treeRss } from "../test/e2e/procfs";
+import { startFloor } from "./floor";
 import { inspector } from "./inspector";
 import { startServer, stopServer, type DevServer } from "../test/e2e/server";
 
@@ -146,7 +147,7 @@ async function main() {
   }
   const left = JSON.parse(execFileSync("python3", [join(import.meta.dirname, "leftovers.py"), service.persistTo]).toString()) as Record<string, number>;
 
-  const floor = await startServer(mkdtempSync(join(tmpdir(), "runs-soak-floor-")), ["--config", "bench/floor/wrangler.jsonc", "--inspector-port", String(INSPECTOR_PORTS.floor)], 8006);
+  const floor = await startFloor(mkdtempSync(join(tmpdir(), "runs-soak-floor-")), ["--inspector-port", String(INSPECTOR_PORTS.floor)]);
   let floorResult: Soak;
   try {
     floorResult = await soak(floor, INSPECTOR_PORTS.floor, () => floorJob(floor.base));
