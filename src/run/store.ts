@@ -104,20 +104,17 @@ export function readRunRow(sql: SqlStorage): RunRow | null {
   return sql.exec<Row<RunRow>>("SELECT * FROM run WHERE id = 1").toArray()[0] ?? null;
 }
 
+/**
+ * The job's row, written whole. `INSERT OR REPLACE` (the table has no triggers, and every column
+ * is named) rather than an upsert naming each column twice: a new job's object prepares each
+ * statement it runs afresh, and this one is the longest.
+ */
 export function writeRunRow(sql: SqlStorage, row: RunRow): void {
   sql.exec(
-    `INSERT INTO run (id, status, started_at, completed_at, cancelled_at, error, steps_total, steps_completed,
+    `INSERT OR REPLACE INTO run (id, status, started_at, completed_at, cancelled_at, error, steps_total, steps_completed,
        current_step, version, deleted_at, deadline_at, expires_at, next_step_at, input_request, time_left_ms,
        prompt_tokens, completion_tokens, model_calls, estimated_calls)
-     VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-     ON CONFLICT (id) DO UPDATE SET status = excluded.status, started_at = excluded.started_at,
-       completed_at = excluded.completed_at, cancelled_at = excluded.cancelled_at, error = excluded.error,
-       steps_total = excluded.steps_total, steps_completed = excluded.steps_completed,
-       current_step = excluded.current_step, version = excluded.version, deleted_at = excluded.deleted_at,
-       deadline_at = excluded.deadline_at, expires_at = excluded.expires_at, next_step_at = excluded.next_step_at,
-       input_request = excluded.input_request, time_left_ms = excluded.time_left_ms,
-       prompt_tokens = excluded.prompt_tokens, completion_tokens = excluded.completion_tokens,
-       model_calls = excluded.model_calls, estimated_calls = excluded.estimated_calls`,
+     VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     row.status,
     row.started_at,
     row.completed_at,
