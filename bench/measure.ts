@@ -67,25 +67,40 @@ export async function againstBare(figure: string, target: string, options: LoadO
   return result;
 }
 
-/** Rounds of each figure set against the floor, each figure the median of its rounds: one round's ratio moves by ±0.1. */
-const FLOOR_ROUNDS = 3;
+/**
+ * Rounds of each figure set against the floor (`BENCH_ROUNDS`), each figure the median of its
+ * rounds: one round's ratio moves by 0.15 and more on a shared machine, whose speed also drifts.
+ */
+const FLOOR_ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 5));
 
 /**
- * A route set against the floor, in rounds: the same route on the floor Worker, then on the floor
- * of this design when one is given (the floor's route with the calls on the tenant's own objects
- * that this design must make), then the service's bare route and the route itself, each round
- * on a quiet server. Ratios are of requests per second; the second floor against the first is
- * the most any implementation of this design can reach.
+ * A route set against the floor, in rounds: the same route on the floor Worker, the floor of this
+ * design when one is given (the floor's route with the calls on the tenant's own objects that this
+ * design must make), the service's bare route and the route itself, each once both servers are
+ * quiet. Every other round takes them in the reverse order, so that a machine speeding up or
+ * slowing down during a round favours neither side. Ratios are of requests per second; the
+ * second floor against the first is the most any implementation of this design can reach.
  */
 export async function againstFloor(figure: string, target: string, options: LoadOptions, floorOptions: LoadOptions, designFloor?: { name: string; options: LoadOptions }) {
-  const runs: { plain: Run; design?: Run; bare: Run; ours: Run }[] = [];
-  for (let round = 0; round < FLOOR_ROUNDS; round++) {
-    await idle();
-    const plain = await load(floorOptions, floor);
-    const design = designFloor && (await load(designFloor.options, floor));
-    const bare = await load({ path: "/health" });
-    const ours = await load(options);
-    runs.push({ plain, design, bare, ours });
+  type Round = { plain: Run; design?: Run; bare: Run; ours: Run };
+  type Take = [keyof Round, () => Promise<Run>];
+  const loads: Take[] = [
+    ["plain", () => load(floorOptions, floor)],
+    ...(designFloor ? [["design", () => load(designFloor.options, floor)] as Take] : []),
+    ["bare", () => load({ path: "/health" })],
+    ["ours", () => load(options)],
+  ];
+  const runs: Round[] = [];
+  for (let n = 0; n < FLOOR_ROUNDS; n++) {
+    const round: Partial<Round> = {};
+    for (const [name, take] of n % 2 === 0 ? loads : [...loads].reverse()) {
+      // Both servers share the machine: what one does after a load (closing the objects it made)
+      // would slow whichever load comes next, on either server.
+      await idle();
+      await quiet(60_000, floor);
+      round[name] = await take();
+    }
+    runs.push(round as Round);
   }
   const rps = (run: Run) => run.requests.average;
   const cpu = (run: Run) => run.cpuPerRequest;
