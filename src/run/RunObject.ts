@@ -22,7 +22,7 @@ import { Outbox } from "./outbox";
 import { JobRecord } from "./record";
 import { Steps } from "./steps";
 import { recordTransition } from "./telemetry";
-import { finishedParts, type FinishedPart, insertSpec, RUN_MIGRATIONS, RUN_SCHEMA } from "./store";
+import { finishedParts, type FinishedPart, RUN_MIGRATIONS, RUN_SCHEMA } from "./store";
 import { isTerminal, transition } from "./transitions";
 
 /** The named stream's `result` carries the output inline up to this size. */
@@ -67,7 +67,7 @@ export class RunObject extends DurableObject<Env> {
     this.record.created();
     let row: RunRow = { ...initialRow(spec), steps_completed: copied.length };
     this.record.transaction(() => {
-      insertSpec(this.sql, spec, copied);
+      this.record.store(spec, copied);
       this.record.write(row);
       this.record.append([
         { type: "progress", data: { percentage: stepPercentage(copied.length, row.steps_total), step: null, current_step: null } },

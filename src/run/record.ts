@@ -9,16 +9,16 @@ import type { Limits } from "../config";
 import { newId } from "../ids";
 import type { Job } from "../schemas";
 import type { LogTail, NewEvent } from "./events";
-import { placeRequest, storedInputRequest, tenantObjects, toJob, usageOf, type RunRow, type RunSpec } from "./job";
+import { placeRequest, storedInputRequest, tenantObjects, toJob, usageOf, type CopiedStep, type RunRow, type RunSpec } from "./job";
 import { owesWebhook, webhookBody, type Outbox } from "./outbox";
-import { eventsAfter, insertEvents, readRunRow, readSpec, readWebhook, writeRunRow } from "./store";
+import { eventsAfter, insertEvents, insertSpec, readRunRow, readSpec, readWebhook, writeRunRow } from "./store";
 import { isTerminal, transition, type Action } from "./transitions";
 
 export class JobRecord {
   readonly sql: SqlStorage;
   /** False for an object that holds no job: nothing may write to it but `create`. */
   private holdsJob: boolean;
-  /** The run row as last read or written; a transaction that fails drops it, since its writes were rolled back. */
+  /** The run row and spec as last read or written; a transaction that fails drops them, since its writes were rolled back. */
   private rowCache: RunRow | null | undefined;
   private specCache: RunSpec | null = null;
 
@@ -69,6 +69,12 @@ export class JobRecord {
     return this.specCache;
   }
 
+  /** Writes a new job's spec and its steps (those a retry copied already done); the spec is then known without reading it back. */
+  store(spec: RunSpec, copied: CopiedStep[]): void {
+    insertSpec(this.sql, spec, copied);
+    this.specCache = spec;
+  }
+
   /** The spec if one is stored (for a log line of a failure), without reading it. */
   knownSpec(): RunSpec | null {
     return this.specCache;
@@ -79,6 +85,7 @@ export class JobRecord {
       return this.ctx.storage.transactionSync(body);
     } catch (error) {
       this.rowCache = undefined;
+      this.specCache = null;
       throw error;
     }
   }

@@ -285,8 +285,7 @@ export class TenantLine extends DurableObject<Env> {
   }
 
   /** Every slot is taken and jobs wait: when slot holders are audited. */
-  private fullWithJobsWaiting(): boolean {
-    const counts = this.counts();
+  private fullWithJobsWaiting(counts = this.counts()): boolean {
     return counts.running >= this.limits.maxRunningPerTenant && counts.waiting > 0;
   }
 
@@ -297,17 +296,11 @@ export class TenantLine extends DurableObject<Env> {
   /** The earliest due work: a delayed start, an expiry, a job to tell, a free slot, an audit. */
   private async armAlarm(): Promise<void> {
     const now = Date.now();
-    const times: number[] = [];
-    const earliest = (query: string) => this.sql.exec<{ at: number | null }>(query).one().at;
-    for (const at of [
-      earliest(DUE_TIMES.nextStart),
-      earliest(DUE_TIMES.nextExpiry),
-      earliest(`SELECT MIN(COALESCE(retry_at, ${now})) AS at FROM places WHERE told = 0`),
-    ]) {
-      if (at !== null) times.push(at);
-    }
-    if (this.runningCount() < this.limits.maxRunningPerTenant && this.nextInLine(this.blockedKeys())) times.push(now);
-    if (this.fullWithJobsWaiting()) times.push((this.lastAuditAt() ?? now) + AUDIT_MS);
+    const next = this.sql.exec<Record<"start_at" | "expires_at" | "tell_at", number | null>>(DUE_TIMES.next, now).one();
+    const times = [next.start_at, next.expires_at, next.tell_at].filter((at) => at !== null);
+    const counts = this.counts();
+    if (counts.running < this.limits.maxRunningPerTenant && this.nextInLine(this.blockedKeys())) times.push(now);
+    if (this.fullWithJobsWaiting(counts)) times.push((this.lastAuditAt() ?? now) + AUDIT_MS);
     if (times.length === 0) await this.ctx.storage.deleteAlarm();
     else await this.ctx.storage.setAlarm(Math.max(now, Math.min(...times)) + this.limits.alarmDelayMs);
   }

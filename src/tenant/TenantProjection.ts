@@ -42,8 +42,13 @@ const FEED_PROGRESS_MS = 1000;
  */
 const FEED_KEEP_MS = 86_400_000;
 const FEED_MAX_FACTOR = 10;
-/** Old changes removed with each new one: more than one, so that they never pile up. */
-const CHANGES_PRUNED_PER_WRITE = 4;
+/**
+ * The log is pruned at every PRUNE_EVERY-th change, of up to CHANGES_PRUNED_PER_CHANGE old
+ * changes for each: more than one, so that they never pile up. The pruning statement costs more
+ * than writing the change, even when it removes nothing, so a change pays for it rarely.
+ */
+const PRUNE_EVERY = 16;
+const CHANGES_PRUNED_PER_CHANGE = 4;
 const PRUNED_THROUGH = "feed_pruned_through";
 
 /** How many old run slots are handed to the line per call. */
@@ -210,24 +215,30 @@ export class TenantProjection extends DurableObject<Env> {
     return Math.max(now * SEQ_SCALE + shard, last + SEQ_STEP);
   }
 
-  /** Writes a change to the feed's log (inside the caller's transaction) and prunes old ones. */
+  /** Writes a change to the feed's log (inside the caller's transaction), and now and then prunes old ones. */
   private record(kind: Change["kind"], previous: Status | null, job: string): void {
     const now = Date.now();
     const { id } = this.sql
       .exec<{ id: number }>("INSERT INTO changes (at, kind, previous_status, job) VALUES (?, ?, ?, ?) RETURNING id", now, kind, previous, job)
       .one();
     this.written.push({ id, kind, previous_status: previous, job });
+    if (id % PRUNE_EVERY === 0) this.pruneChanges(id, now);
+  }
+
+  /**
+   * Of the oldest few changes outside the newest `keep` before `newest`, those old enough or
+   * outside the newest `keep` times FEED_MAX_FACTOR. Only the oldest are looked at (changes are
+   * written in time order), so that pruning reads a few rows of the log however long it is.
+   */
+  private pruneChanges(newest: number, now: number): void {
     const keep = limits(this.env).feedKeepChanges;
-    // Of the oldest few outside the newest `keep`, those old enough or outside the newest `keep`
-    // times FEED_MAX_FACTOR. Only the oldest are looked at (changes are written in time order), so
-    // that a write reads a few rows of the log however long it is.
     const pruned = this.sql
       .exec<{ id: number }>(
         `DELETE FROM changes WHERE id IN (SELECT id FROM changes WHERE id <= ? ORDER BY id LIMIT ?) AND (at < ? OR id <= ?) RETURNING id`,
-        id - keep,
-        CHANGES_PRUNED_PER_WRITE,
+        newest - keep,
+        PRUNE_EVERY * CHANGES_PRUNED_PER_CHANGE,
         now - FEED_KEEP_MS,
-        id - keep * FEED_MAX_FACTOR,
+        newest - keep * FEED_MAX_FACTOR,
       )
       .toArray();
     if (pruned.length > 0) this.ctx.storage.kv.put(PRUNED_THROUGH, Math.max(...pruned.map((r) => r.id)));

@@ -45,11 +45,17 @@ export const LINE_MIGRATIONS = [
 /**
  * The line's due times, each read through its partial index by name (INDEXED BY). Left to itself,
  * SQLite reads them through places_by_key (state = ?) and walks every delayed or waiting job:
- * milliseconds a call in a line of thousands, and every submit and every end asks for the first two.
+ * milliseconds a call in a line of thousands, and every submit and every end asks for `next`.
  */
 export const DUE_TIMES = {
-  nextStart: "SELECT MIN(start_at) AS at FROM places INDEXED BY places_by_start WHERE state = 'scheduled'",
-  nextExpiry: "SELECT MIN(expires_at) AS at FROM places INDEXED BY places_by_expiry WHERE state IN ('scheduled', 'waiting')",
+  /**
+   * The line's next work of its own, in one read: the first delayed start, the first expiry, and
+   * the first job to tell (`?`: now, for one not tried yet). Null where there is none.
+   */
+  next: `SELECT
+    (SELECT MIN(start_at) FROM places INDEXED BY places_by_start WHERE state = 'scheduled') AS start_at,
+    (SELECT MIN(expires_at) FROM places INDEXED BY places_by_expiry WHERE state IN ('scheduled', 'waiting')) AS expires_at,
+    (SELECT MIN(COALESCE(retry_at, ?)) FROM places INDEXED BY places_untold WHERE told = 0) AS tell_at`,
   /** Delayed jobs whose time has come join the line (`?`: now). */
   promoteDue: `UPDATE places SET state = 'waiting' WHERE seq IN
     (SELECT seq FROM places INDEXED BY places_by_start WHERE state = 'scheduled' AND start_at <= ? ORDER BY start_at LIMIT 1000)`,
