@@ -14,7 +14,7 @@ import type { InputBody, Job } from "../schemas";
 import { logFailure } from "../log";
 import type { StartAnswer } from "../tenant/TenantLine";
 import { inlineResult, type OutputPart } from "../storage/blobs";
-import { hasTable, migrate } from "../storage/migrations";
+import { hasTable, makeSchema, migrate } from "../storage/migrations";
 import type { Revision } from "../runners/types";
 import { Watchers, type NamedResult, type StreamFormat } from "./events";
 import { initialRow, stepPercentage, storedInputRequest, type CopiedStep, type RunRow, type RunSpec } from "./job";
@@ -63,7 +63,7 @@ export class RunObject extends DurableObject<Env> {
    */
   async create(spec: RunSpec, granted: boolean, copied: CopiedStep[] = []): Promise<Result<{ job: Job; version: number }>> {
     if (this.record.hasJob) return fail("internal", "Job already exists");
-    migrate(this.ctx.storage, RUN_MIGRATIONS, RUN_SCHEMA);
+    makeSchema(this.ctx.storage, RUN_MIGRATIONS, RUN_SCHEMA);
     this.record.created();
     let row: RunRow = { ...initialRow(spec), steps_completed: copied.length };
     this.record.transaction(() => {
@@ -76,10 +76,12 @@ export class RunObject extends DurableObject<Env> {
           ? [{ type: "log" as const, data: { message: `Retry of ${spec.retry_of}: the output of steps 1 to ${copied.length} was copied, not run again` } }]
           : []),
       ]);
-      if (granted) row = this.record.commitStart(row);
-      this.outbox.drop("projection");
+      if (granted) {
+        row = this.record.commitStart(row);
+        this.outbox.drop("projection");
+      }
     });
-    await this.record.armAlarm();
+    if (granted) await this.record.armAlarm();
     return { ok: true, job: this.record.job(row), version: row.version };
   }
 

@@ -1,24 +1,33 @@
 /**
  * Numbered schema migrations for a SQLite-backed Durable Object. Each step runs once,
- * inside one transaction with the bookkeeping row that records it. A database that has none of
- * them yet may be given `fresh` instead: the schema every step together makes, in fewer
+ * inside one transaction with the bookkeeping row that records it. A database known to hold
+ * nothing yet may be given `makeSchema` instead: the schema every step together makes, in fewer
  * statements (a new job's object is made on every submit, and its history of ALTER TABLEs is
  * most of what creating it costs). It is recorded as every step applied, so that an object made
  * this way upgrades, and is read by an older version, as one migrated step by step.
  */
-export function migrate(storage: DurableObjectStorage, steps: readonly string[], fresh?: readonly string[]): void {
+const BOOKKEEPING = "CREATE TABLE IF NOT EXISTS _migrations (id INTEGER PRIMARY KEY)";
+
+export function migrate(storage: DurableObjectStorage, steps: readonly string[]): void {
   storage.transactionSync(() => {
-    storage.sql.exec("CREATE TABLE IF NOT EXISTS _migrations (id INTEGER PRIMARY KEY)");
+    storage.sql.exec(BOOKKEEPING);
     const applied = storage.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM _migrations").one().n;
-    if (applied === 0 && fresh) {
-      for (const ddl of fresh) storage.sql.exec(ddl);
-      storage.sql.exec("INSERT INTO _migrations (id) SELECT value FROM json_each(?)", JSON.stringify(steps.map((_, i) => i + 1)));
-      return;
-    }
     steps.slice(applied).forEach((ddl, i) => {
       storage.sql.exec(ddl);
       storage.sql.exec("INSERT INTO _migrations (id) VALUES (?)", applied + i + 1);
     });
+  });
+}
+
+/**
+ * Makes `schema`, what `steps` make together, in a database that holds nothing (the caller knows
+ * it, so nothing is read first), and records every step as applied.
+ */
+export function makeSchema(storage: DurableObjectStorage, steps: readonly string[], schema: readonly string[]): void {
+  storage.transactionSync(() => {
+    storage.sql.exec(BOOKKEEPING);
+    for (const ddl of schema) storage.sql.exec(ddl);
+    storage.sql.exec("INSERT INTO _migrations (id) SELECT value FROM json_each(?)", JSON.stringify(steps.map((_, i) => i + 1)));
   });
 }
 

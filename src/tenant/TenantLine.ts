@@ -85,11 +85,12 @@ export class TenantLine extends DurableObject<Env> {
       const held = this.place(request.job_id);
       if (held) return { ok: true, granted: held.state === "running" };
       const delayed = request.start_at !== null && request.start_at > now;
-      if (!delayed && this.mayStartNow(request)) {
+      const counts = this.counts();
+      if (!delayed && this.mayStartNow(request, counts.running)) {
         this.insert(request, "running", now, null);
         return { ok: true, granted: true };
       }
-      if (this.queuedCount() >= this.limits.maxQueuedPerTenant) return { ok: false, limit: this.limits.maxQueuedPerTenant };
+      if (counts.scheduled + counts.waiting >= this.limits.maxQueuedPerTenant) return { ok: false, limit: this.limits.maxQueuedPerTenant };
       const eligibleAt = delayed ? request.start_at! : now;
       const expiresAt = request.ttl_s === null ? null : eligibleAt + request.ttl_s * 1000;
       this.insert(request, delayed ? "scheduled" : "waiting", null, expiresAt);
@@ -215,7 +216,7 @@ export class TenantLine extends DurableObject<Env> {
 
   /** Gives each free slot to the next job in line whose key allows it. */
   private grantFreeSlots(): void {
-    let free = this.limits.maxRunningPerTenant - this.runningCount();
+    let free = this.limits.maxRunningPerTenant - this.counts().running;
     const now = Date.now();
     while (free > 0) {
       const next = this.nextInLine(this.blockedKeys());
@@ -307,9 +308,9 @@ export class TenantLine extends DurableObject<Env> {
 
   // ---- queries ----------------------------------------------------------------------------
 
-  /** A new job may take a free slot now: its key allows, and no one in line would go first. */
-  private mayStartNow(request: PlaceRequest): boolean {
-    if (this.runningCount() >= this.limits.maxRunningPerTenant) return false;
+  /** A new job may take a free slot now (`running`: the slots taken): its key allows, and no one in line would go first. */
+  private mayStartNow(request: PlaceRequest, running: number): boolean {
+    if (running >= this.limits.maxRunningPerTenant) return false;
     const blocked = this.blockedKeys();
     if (request.concurrency_key !== null && blocked.includes(request.concurrency_key)) return false;
     const first = this.nextInLine(blocked);
@@ -349,16 +350,6 @@ export class TenantLine extends DurableObject<Env> {
       ? count("priority = ? AND seq > ?", after.priority, after.seq) + count("priority < ? AND priority > ?", after.priority, upTo.priority)
       : count("priority > ?", upTo.priority);
     return higher + count("priority = ? AND seq <= ?", upTo.priority, upTo.seq);
-  }
-
-  private runningCount(): number {
-    return this.counts().running;
-  }
-
-  /** Jobs queued (delayed or in line), for the tenant's limit. */
-  private queuedCount(): number {
-    const counts = this.counts();
-    return counts.scheduled + counts.waiting;
   }
 
   private place(jobId: string): Place | undefined {
