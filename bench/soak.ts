@@ -133,7 +133,8 @@ function report(name: string, result: Soak) {
   console.log(`${name}: ${JOBS} jobs in ${result.seconds.toFixed(0)} s (${(JOBS / result.seconds).toFixed(1)} jobs/s), ${result.failures} failed`);
   console.log(`  memory: before ${mib(rss.before)}, after ${mib(rss.after)}, after ${IDLE_MS / 1000} s idle ${mib(rss.idle)}`);
   console.log(`  along the way (every ${JOBS / 10} jobs): ${rss.along.map(mib).join(", ")}`);
-  console.log(`  the isolate's JS heap in use: before ${mib(result.heap.before)}, after idle ${mib(result.heap.idle)}`);
+  const heap = (bytes: number) => (Number.isNaN(bytes) ? "not answered within 60 s" : mib(bytes));
+  console.log(`  the isolate's JS heap in use: before ${heap(result.heap.before)}, after idle ${heap(result.heap.idle)}`);
 }
 
 async function main() {
