@@ -81,6 +81,8 @@ export class TenantLine extends DurableObject<Env> {
    */
   async join(request: PlaceRequest): Promise<JoinResult> {
     const now = Date.now();
+    // What the new place asks of the alarm: nothing, a time it must ring by, or a full reckoning.
+    let alarm: number | "all" | null = null;
     const result = this.ctx.storage.transactionSync((): JoinResult => {
       const held = this.place(request.job_id);
       if (held) return { ok: true, granted: held.state === "running" };
@@ -94,9 +96,13 @@ export class TenantLine extends DurableObject<Env> {
       const eligibleAt = delayed ? request.start_at! : now;
       const expiresAt = request.ttl_s === null ? null : eligibleAt + request.ttl_s * 1000;
       this.insert(request, delayed ? "scheduled" : "waiting", null, expiresAt);
+      // The first job to wait while every slot is taken starts the audits of the slots' holders.
+      if (!delayed && counts.waiting === 0 && counts.running >= this.limits.maxRunningPerTenant) alarm = "all";
+      else alarm = delayed ? request.start_at : expiresAt;
       return { ok: true, granted: false };
     });
-    if (!(result.ok && result.granted)) await this.armAlarm();
+    if (alarm === "all") await this.armAlarm();
+    else if (alarm !== null) await this.ringBy(alarm);
     return result;
   }
 
@@ -304,6 +310,17 @@ export class TenantLine extends DurableObject<Env> {
     if (this.fullWithJobsWaiting(counts)) times.push((this.lastAuditAt() ?? now) + AUDIT_MS);
     if (times.length === 0) await this.ctx.storage.deleteAlarm();
     else await this.ctx.storage.setAlarm(Math.max(now, Math.min(...times)) + this.limits.alarmDelayMs);
+  }
+
+  /**
+   * A new place that waits is due at `at` (its start, or its expiry), and changes no other due
+   * time: a job that could start now would have been granted its slot, and told places are not
+   * new. So the alarm, set for what was due before, need only be brought forward.
+   */
+  private async ringBy(at: number): Promise<void> {
+    const due = Math.max(Date.now(), at) + this.limits.alarmDelayMs;
+    const set = await this.ctx.storage.getAlarm();
+    if (set === null || set > due) await this.ctx.storage.setAlarm(due);
   }
 
   // ---- queries ----------------------------------------------------------------------------
