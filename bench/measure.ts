@@ -4,7 +4,7 @@
  * or the floor; waiting until the server is quiet; the report every figure adds a row to.
  */
 import autocannon from "autocannon";
-import { treeCpuMs } from "../test/e2e/procfs";
+import { treeCpuMs, treeOpenFiles } from "../test/e2e/procfs";
 import { BASE, type DevServer } from "../test/e2e/server";
 
 export const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -16,13 +16,21 @@ export const LIST_ONLY = process.env.BENCH_LIST_ONLY === "1";
 /** The server counts as quiet once it uses at most this share of one core over this window. */
 const QUIET_WINDOW_MS = 1000;
 const QUIET_CPU_SHARE = 0.05;
+/**
+ * ...and holds at most this many more open files than when it started: the few objects of a
+ * tenant that stay in use (its line and projection), not the objects an earlier load made.
+ */
+const QUIET_OPEN_FILES = 64;
 
 /** The service and the floor, once the run has started them. */
 export let server: DevServer;
 export let floor: DevServer;
+/** What each server held open when it started. */
+const restingFiles = new Map<DevServer, number>();
 export function useServers(service: DevServer, floorServer: DevServer): void {
   server = service;
   floor = floorServer;
+  for (const started of [service, floorServer]) restingFiles.set(started, treeOpenFiles(started.process.pid!));
 }
 
 type Run = autocannon.Result & { cpuPerRequest: number };
@@ -72,6 +80,8 @@ export async function againstBare(figure: string, target: string, options: LoadO
  * rounds: one round's ratio moves by 0.15 and more on a shared machine, whose speed also drifts.
  */
 const FLOOR_ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 5));
+/** What each load of a round is called in its line of the output. */
+const LOAD_NAMES = { plain: "the floor", design: "the floor of this design", bare: "the bare route", ours: "ours" };
 
 /**
  * A route set against the floor, in rounds: the same route on the floor Worker, the floor of this
@@ -101,6 +111,9 @@ export async function againstFloor(figure: string, target: string, options: Load
       round[name] = await take();
     }
     runs.push(round as Round);
+    // Each load's own figures, in the order taken: which side a round's ratio moved with.
+    const taken = Object.entries(round).map(([name, run]) => `${LOAD_NAMES[name as keyof Round]} ${run.requests.average.toFixed(0)} req/s, ${ms(run.cpuPerRequest)} CPU`);
+    console.log(`    ${figure}, round ${n + 1}: ${taken.join("; ")}`);
   }
   const rps = (run: Run) => run.requests.average;
   const cpu = (run: Run) => run.cpuPerRequest;
@@ -168,12 +181,20 @@ async function noJobRunning() {
   }
 }
 
+/**
+ * Waits until the server is quiet: it uses almost no CPU, and has closed the objects earlier
+ * loads made. A server falls quiet for a few seconds after a load before it closes them, and
+ * closing a thousand objects then takes it several seconds more, at a few per cent of a core.
+ */
 export async function quiet(maxMs = 60_000, target = server) {
+  const pid = target.process.pid!;
+  const resting = restingFiles.get(target);
   const deadline = Date.now() + maxMs;
   while (Date.now() < deadline) {
-    const before = treeCpuMs(target.process.pid!);
+    const before = treeCpuMs(pid);
     await new Promise((r) => setTimeout(r, QUIET_WINDOW_MS));
-    if (treeCpuMs(target.process.pid!) - before <= QUIET_WINDOW_MS * QUIET_CPU_SHARE) return;
+    const calm = treeCpuMs(pid) - before <= QUIET_WINDOW_MS * QUIET_CPU_SHARE;
+    if (calm && (resting === undefined || treeOpenFiles(pid) <= resting + QUIET_OPEN_FILES)) return;
   }
 }
 

@@ -1,4 +1,4 @@
-/** Resident memory and CPU time of a process tree, read from /proc: what the dev server holds and spends. */
+/** Resident memory, CPU time and open files of a process tree, read from /proc: what the dev server holds and spends. */
 import { readdirSync, readFileSync } from "node:fs";
 
 function children(pid: number): number[] {
@@ -39,6 +39,14 @@ function cpuMs(pid: number): number {
   }
 }
 
+function openFiles(pid: number): number {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).length;
+  } catch {
+    return 0;
+  }
+}
+
 function treeSum(root: number, of: (pid: number) => number): number {
   let total = 0;
   const queue = [root];
@@ -55,6 +63,12 @@ export const treeRss = (root: number): number => treeSum(root, rssBytes);
 
 /** CPU time the process and all its descendants have used so far, in milliseconds. */
 export const treeCpuMs = (root: number): number => treeSum(root, cpuMs);
+
+/**
+ * Files the process and all its descendants hold open. workerd holds each Durable Object's
+ * database files open while the object is, so this falls back once the objects it has run close.
+ */
+export const treeOpenFiles = (root: number): number => treeSum(root, openFiles);
 
 /** Samples the tree's RSS while `work` runs; returns the work's value and the peak seen. */
 export async function peakRssDuring<T>(root: number, work: () => Promise<T>): Promise<{ value: T; peak: number }> {
