@@ -46,13 +46,33 @@ const bytes = (base64: string) => Uint8Array.from(atob(base64), (c) => c.charCod
 /**
  * A stored value as if the old version had been killed a moment ago: every time in milliseconds
  * (the only integers this large) moves forward by the fixture's age, so that no deadline,
- * retention or delay has passed since.
+ * retention or delay has passed since; those inside JSON text too (an open input request keeps
+ * its expiry there).
  */
 function sqlValue(v: unknown, age: number): unknown {
   if (v !== null && typeof v === "object" && "$blob" in v) return bytes((v as { $blob: string }).$blob).buffer;
-  return isTime(v) ? v + age : v;
+  if (typeof v === "string" && /^[[{]/.test(v)) {
+    const parsed = parseJson(v);
+    if (parsed === undefined) return v;
+    const shifted = JSON.stringify(shiftTimes(parsed, age));
+    return shifted === JSON.stringify(parsed) ? v : shifted;
+  }
+  return shiftTimes(v, age);
+}
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }
 const isTime = (v: unknown): v is number => typeof v === "number" && v > 1.5e12 && v < 2.5e12;
+function shiftTimes(v: unknown, age: number): unknown {
+  if (isTime(v)) return v + age;
+  if (Array.isArray(v)) return v.map((x) => shiftTimes(x, age));
+  if (v !== null && typeof v === "object") return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, shiftTimes(x, age)]));
+  return v;
+}
 
 /** The object's database replaced by the fixture's: its tables, their rows, then its indexes and triggers. */
 function restore(storage: DurableObjectStorage, db: Database, age: number): void {
