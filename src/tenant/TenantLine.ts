@@ -309,7 +309,7 @@ export class TenantLine extends DurableObject<Env> {
     if (counts.running < this.limits.maxRunningPerTenant && this.nextInLine(this.blockedKeys())) times.push(now);
     if (this.fullWithJobsWaiting(counts)) times.push((this.lastAuditAt() ?? now) + AUDIT_MS);
     if (times.length === 0) await this.ctx.storage.deleteAlarm();
-    else await this.ctx.storage.setAlarm(Math.max(now, Math.min(...times)) + this.limits.alarmDelayMs);
+    else await this.ctx.storage.setAlarm(this.ringTime(Math.min(...times), now));
   }
 
   /**
@@ -318,9 +318,14 @@ export class TenantLine extends DurableObject<Env> {
    * new. So the alarm, set for what was due before, need only be brought forward.
    */
   private async ringBy(at: number): Promise<void> {
-    const due = Math.max(Date.now(), at) + this.limits.alarmDelayMs;
+    const due = this.ringTime(at);
     const set = await this.ctx.storage.getAlarm();
     if (set === null || set > due) await this.ctx.storage.setAlarm(due);
+  }
+
+  /** When the alarm rings for work due at `at`: not before now, and ALARM_DELAY_MS after. */
+  private ringTime(at: number, now = Date.now()): number {
+    return Math.max(now, at) + this.limits.alarmDelayMs;
   }
 
   // ---- queries ----------------------------------------------------------------------------
