@@ -47,15 +47,31 @@ function openFiles(pid: number): number {
   }
 }
 
-function treeSum(root: number, of: (pid: number) => number): number {
-  let total = 0;
+/** The process and all its descendants. */
+function treePids(root: number): number[] {
+  const pids: number[] = [];
   const queue = [root];
   while (queue.length) {
     const pid = queue.pop()!;
-    total += of(pid);
+    pids.push(pid);
     queue.push(...children(pid));
   }
-  return total;
+  return pids;
+}
+
+const treeSum = (root: number, of: (pid: number) => number): number => treePids(root).reduce((total, pid) => total + of(pid), 0);
+
+/** The process and all its descendants: each one's id, name and command line. */
+export function treeProcesses(root: number): { pid: number; comm: string; cmdline: string }[] {
+  return treePids(root).flatMap((pid) => {
+    try {
+      const comm = readFileSync(`/proc/${pid}/comm`, "utf8").trim();
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ");
+      return [{ pid, comm, cmdline }];
+    } catch {
+      return []; // the process ended meanwhile
+    }
+  });
 }
 
 /** Summed RSS of the process and all its descendants. */
