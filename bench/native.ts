@@ -1,16 +1,17 @@
 /**
- * `npm run bench:native -- [rounds] [seconds]`: where workerd's CPU goes under submits, below
+ * `npm run bench:native -- [submit|status] [rounds] [seconds]`: where workerd's CPU goes, below
  * JavaScript. The service's submit (its job not yet due) and the floor of this design's (the
- * floor's submit with its two small calls on the tenant's objects) take turns, in rounds, each
- * load sampled by `perf record` on the workerd process that runs the Worker and its objects.
- * workerd ships with its symbols, so each sample says where it was (in a call into an object, in
- * an object starting, or in the rest: the Worker, commits, the event loop) and what it did
- * (SQLite making tables, preparing, running or committing statements; opening a database; JS;
- * garbage collection; RPC serialisation). Each is printed in ms of CPU per request, for both sides
- * round by round, and the median of the service's excess. A V8 profile (`bench:profile`) counts
- * time spent inside a call into workerd to the JS function that made it; this splits that time.
- * Needs Linux `perf` (Debian: linux-perf); on loopback, with the servers' state as `npm run bench`
- * keeps it (BENCH_MEMORY=1: in memory).
+ * floor's submit with its two small calls on the tenant's objects), or the service's status read
+ * of a finished job and the floor's, take turns, in rounds, each load sampled by `perf record` on
+ * the workerd process that runs the Worker and its objects, and on the proxy in front of it.
+ * workerd ships with its symbols, so each sample of the first says where it was (in a call into
+ * an object, in an object starting, or in the rest: the Worker, commits, the event loop) and what
+ * it did (SQLite making tables, preparing, running or committing statements; opening a database;
+ * JS; garbage collection; RPC serialisation); the proxy's are counted in all. Each is printed in
+ * ms of CPU per request, for both sides round by round, with the median of the service's excess.
+ * A V8 profile (`bench:profile`) counts time spent inside a call into workerd to the JS function
+ * that made it; this splits that time. Needs Linux `perf` (Debian: linux-perf); with the servers'
+ * state where `npm run bench` keeps it (BENCH_MEMORY=1: in memory).
  */
 import autocannon from "autocannon";
 import { spawn, spawnSync } from "node:child_process";
@@ -19,7 +20,7 @@ import { createInterface } from "node:readline";
 import { treeProcesses } from "../test/e2e/procfs";
 import { startServer, stopServer, type DevServer } from "../test/e2e/server";
 import { startFloor } from "./floor";
-import { laterSubmit, json, median, quickJob, quiet, useServers, type LoadOptions } from "./measure";
+import { finished, json, laterSubmit, median, quickJob, quiet, submit, useServers, type LoadOptions } from "./measure";
 import { releaseStateDirs, stateDir } from "./state";
 
 const SAMPLES_PER_SECOND = 999;
@@ -47,25 +48,41 @@ const KINDS: [string, RegExp][] = [
 
 type Tally = Map<string, number>;
 const ALL = "all";
+const PROXY = "the dev server's proxy in front (another workerd), all";
 
-/** The workerd process that runs a dev server's Worker and objects (the other serves its proxy). */
-function runtimeOf(server: DevServer): number {
-  const runtime = treeProcesses(server.process.pid!).find((p) => p.comm === "workerd" && p.cmdline.includes("--inspect"));
-  if (!runtime) throw new Error("no workerd process with an inspector under the dev server");
-  return runtime.pid;
+/**
+ * A dev server's two workerd processes: the one that runs the Worker and its objects (started
+ * with an inspector), and the proxy in front of it.
+ */
+function workerdOf(server: DevServer): { runtime: number; proxy: number } {
+  const workerds = treeProcesses(server.process.pid!).filter((p) => p.comm === "workerd");
+  const runtime = workerds.find((p) => p.cmdline.includes("--inspect"));
+  const proxy = workerds.find((p) => !p.cmdline.includes("--inspect"));
+  if (!runtime || !proxy) throw new Error("the dev server's two workerd processes were not found");
+  return { runtime: runtime.pid, proxy: proxy.pid };
 }
 
-/** One load on one server while perf samples its runtime: requests a second, and ms of CPU per request by place and kind. */
-async function sampled(server: DevServer, options: LoadOptions, seconds: number, file: string) {
-  const perf = spawn("perf", ["record", "-e", "cpu-clock", "-F", String(SAMPLES_PER_SECOND), "-g", "-p", String(runtimeOf(server)), "-o", file, "--", "sleep", String(seconds)], {
+/** perf samples a process for `seconds`, into `file`. */
+function record(pid: number, seconds: number, file: string): Promise<void> {
+  const perf = spawn("perf", ["record", "-e", "cpu-clock", "-F", String(SAMPLES_PER_SECOND), "-g", "-p", String(pid), "-o", file, "--", "sleep", String(seconds)], {
     stdio: "ignore",
   });
-  const recorded = new Promise<void>((resolve, reject) => perf.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`perf record exited ${code}`)))));
+  return new Promise((resolve, reject) => perf.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`perf record exited ${code}`)))));
+}
+
+/**
+ * One load on one server while perf samples both its workerd processes: requests a second, and ms
+ * of CPU per request, the runtime's by place and kind, the proxy's in all.
+ */
+async function sampled(server: DevServer, options: LoadOptions, seconds: number, file: string) {
+  const { runtime, proxy } = workerdOf(server);
+  const recorded = Promise.all([record(runtime, seconds, file), record(proxy, seconds, `${file}.proxy`)]);
   const { path = "/", ...rest } = options;
   const result = await autocannon({ url: `${server.base}${path}`, connections: 16, duration: seconds, ...rest });
   await recorded;
   const tally = await tallied(file);
-  rmSync(file, { force: true });
+  tally.set(PROXY, (await tallied(`${file}.proxy`)).get(ALL) ?? 0);
+  for (const made of [file, `${file}.proxy`]) rmSync(made, { force: true });
   const perRequest = (samples: number) => (1000 * samples) / SAMPLES_PER_SECOND / Math.max(1, result.requests.total);
   return { rps: result.requests.average, ms: new Map([...tally].map(([key, n]) => [key, perRequest(n)])) };
 }
@@ -99,43 +116,57 @@ async function main() {
     console.error("bench:native needs Linux perf (Debian: apt-get install linux-perf)");
     process.exit(2);
   }
-  const rounds = Number(process.argv[2] ?? 3);
-  const seconds = Number(process.argv[3] ?? 10);
+  const [figure = "submit", rounds = "3", seconds = "10"] = process.argv.slice(2);
+  if (figure !== "submit" && figure !== "status") throw new Error(`unknown figure ${figure}: submit or status`);
   const service = await startServer(stateDir("native"), ["--var", "MAX_QUEUED_PER_TENANT:1000000"]);
   const floor = await startFloor(stateDir("native-floor"), ["--inspector-port", "9239"]);
   useServers(service, floor);
-  const sides = {
-    ours: { server: service, options: laterSubmit },
-    design: { server: floor, options: { method: "POST", path: "/api/v1/runs?tenant_calls=2", headers: json, body: quickJob } as LoadOptions },
-  };
-  const taken: Record<keyof typeof sides, { rps: number; ms: Map<string, number> }[]> = { ours: [], design: [] };
+  const taken: { ours: Sampled[]; theirs: Sampled[] } = { ours: [], theirs: [] };
   try {
-    for (let n = 0; n < rounds; n++) {
-      const order = (n % 2 === 0 ? ["ours", "design"] : ["design", "ours"]) as (keyof typeof sides)[];
+    const { ours, theirs, against } = figure === "submit" ? submits() : await statusReads(floor);
+    for (let n = 0; n < Number(rounds); n++) {
+      const order = n % 2 === 0 ? (["ours", "theirs"] as const) : (["theirs", "ours"] as const);
       for (const name of order) {
         await quiet(60_000, service);
         await quiet(60_000, floor);
-        const { server, options } = sides[name];
-        taken[name].push(await sampled(server, options, seconds, `/tmp/bench-native-${process.pid}-${name}.data`));
+        const [server, options] = name === "ours" ? [service, ours] : [floor, theirs];
+        taken[name].push(await sampled(server, options, Number(seconds), `/tmp/bench-native-${process.pid}-${name}.data`));
       }
-      console.error(`  round ${n + 1}: ours ${taken.ours[n].rps.toFixed(0)} req/s, the floor of this design ${taken.design[n].rps.toFixed(0)} req/s`);
+      console.error(`  round ${n + 1}: ours ${taken.ours[n].rps.toFixed(0)} req/s, ${against} ${taken.theirs[n].rps.toFixed(0)} req/s`);
     }
+    print(figure, against, taken.ours, taken.theirs);
   } finally {
     await Promise.all([stopServer(service), stopServer(floor)]);
     releaseStateDirs();
   }
-  print(taken.ours, taken.design);
 }
 
-function print(ours: { rps: number; ms: Map<string, number> }[], design: { rps: number; ms: Map<string, number> }[]) {
+type Sampled = Awaited<ReturnType<typeof sampled>>;
+
+/** Submit, its job not yet due, against the floor of this design's. */
+function submits() {
+  const theirs: LoadOptions = { method: "POST", path: "/api/v1/runs?tenant_calls=2", headers: json, body: quickJob };
+  return { ours: laterSubmit, theirs, against: "the floor of this design" };
+}
+
+/** A status read of a finished job, against the floor's read of its job's row. */
+async function statusReads(floor: DevServer) {
+  const id = await submit({ prompt: "status", config: { simulate: { steps: 1, step_ms: 0 } } });
+  await finished(id);
+  const res = await fetch(`${floor.base}/api/v1/runs`, { method: "POST", headers: json, body: quickJob });
+  const floorId = ((await res.json()) as { job_id: string }).job_id;
+  return { ours: { path: `/api/v1/runs/${id}` }, theirs: { path: `/api/v1/runs/${floorId}` }, against: "the floor" };
+}
+
+function print(figure: string, against: string, ours: Sampled[], theirs: Sampled[]) {
   const f = (x: number) => x.toFixed(3).padStart(6);
-  const rates = ours.map((o, i) => (o.rps / design[i].rps).toFixed(2));
-  console.log(`submit, its job not yet due, vs the floor of this design: ${rates.join(", ")} (req/s, round by round)`);
-  console.log(`ms of workerd's CPU per request: ours (each round) | the floor of this design (each round) | ours beyond it (median)`);
-  const keys = [ALL, ...PLACES.flatMap(([place]) => [place, ...KINDS.map(([kind]) => `${place} / ${kind}`)])];
+  const rates = ours.map((o, i) => (o.rps / theirs[i].rps).toFixed(2));
+  console.log(`${figure} vs ${against}: ${rates.join(", ")} (req/s, round by round)`);
+  console.log(`ms of workerd's CPU per request: ours (each round) | ${against} (each round) | ours beyond it (median)`);
+  const keys = [ALL, ...PLACES.flatMap(([place]) => [place, ...KINDS.map(([kind]) => `${place} / ${kind}`)]), PROXY];
   for (const key of keys) {
     const a = ours.map((r) => r.ms.get(key) ?? 0);
-    const b = design.map((r) => r.ms.get(key) ?? 0);
+    const b = theirs.map((r) => r.ms.get(key) ?? 0);
     if (Math.max(...a, ...b) < 0.01) continue;
     const excess = median(a.map((x, i) => x - b[i]));
     console.log(`${key.padEnd(60)} ${a.map(f).join(" ")} | ${b.map(f).join(" ")} | ${excess >= 0 ? "+" : ""}${excess.toFixed(3)}`);
