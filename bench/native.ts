@@ -34,7 +34,7 @@ const PLACES: [string, RegExp][] = [
 
 /** What a sample did: the first of these its stack matches. */
 const KINDS: [string, RegExp][] = [
-  // SQLite's unix VFS looks for the file among every database the process holds open.
+  // SQLite's unix VFS looks for each file it opens among all the files the process holds open.
   ["opening a database", /unixOpen|sqlite3BtreeOpen|openDatabase/],
   ["SQL: making tables", /sqlite3StartTable|sqlite3EndTable|sqlite3NestedParse|sqlite3InitCallback|sqlite3BtreeCreateTable|sqlite3AddColumn|sqlite3CreateIndex/],
   ["SQL: commit", /sqlite3VdbeHalt|sqlite3PagerCommit|walFrames|ActorSqlite::commit/],
