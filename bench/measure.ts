@@ -141,6 +141,14 @@ export const quickJob = JSON.stringify({ prompt: "bench", config: { simulate: { 
 /** A quick job not due while a load run lasts: its submit is measured alone. */
 const laterJob = JSON.stringify({ prompt: "bench", delay_seconds: SECONDS + 5, config: { simulate: { steps: 1, step_ms: 0 } } });
 export const laterSubmit: LoadOptions = { method: "POST", path: "/api/v1/runs", headers: json, body: laterJob };
+/** The floor's submit, whose jobs never run. */
+export const floorSubmit: LoadOptions = { method: "POST", path: "/api/v1/runs", headers: json, body: quickJob };
+/**
+ * The floor of this design: a submit must ask the tenant's line for a place (refused past the
+ * queued limit, storing nothing) and enter the job in the tenant's list (where an idempotency key
+ * is held), two calls on objects that already exist around the job's creation.
+ */
+export const designFloorSubmit: LoadOptions = { ...floorSubmit, path: "/api/v1/runs?tenant_calls=2" };
 
 export async function submit(body: Record<string, unknown>): Promise<string> {
   const res = await fetch(`${BASE}/api/v1/runs`, { method: "POST", headers: json, body: JSON.stringify(body) });
@@ -153,6 +161,15 @@ export async function finished(id: string): Promise<Record<string, unknown>> {
     if (job.retry_after === null) return job;
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** Status reads of a finished job, with no run of its own competing for the server, and of a job on the floor. */
+export async function statusReads(): Promise<{ ours: LoadOptions; floor: LoadOptions }> {
+  const id = await submit({ prompt: "status", config: { simulate: { steps: 1, step_ms: 0 } } });
+  await finished(id);
+  const res = await fetch(`${floor.base}/api/v1/runs`, { method: "POST", headers: json, body: quickJob });
+  const floorId = ((await res.json()) as { job_id: string }).job_id;
+  return { ours: { path: `/api/v1/runs/${id}` }, floor: { path: `/api/v1/runs/${floorId}` } };
 }
 
 export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];

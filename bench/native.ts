@@ -20,7 +20,7 @@ import { createInterface } from "node:readline";
 import { treeProcesses } from "../test/e2e/procfs";
 import { startServer, stopServer, type DevServer } from "../test/e2e/server";
 import { startFloor } from "./floor";
-import { finished, json, laterSubmit, median, quickJob, quiet, submit, useServers, type LoadOptions } from "./measure";
+import { designFloorSubmit, laterSubmit, median, quiet, statusReads, useServers, type LoadOptions } from "./measure";
 import { releaseStateDirs, stateDir } from "./state";
 
 const SAMPLES_PER_SECOND = 999;
@@ -123,7 +123,10 @@ async function main() {
   useServers(service, floor);
   const taken: { ours: Sampled[]; theirs: Sampled[] } = { ours: [], theirs: [] };
   try {
-    const { ours, theirs, against } = figure === "submit" ? submits() : await statusReads(floor);
+    const { ours, theirs, against } =
+      figure === "submit"
+        ? { ours: laterSubmit, theirs: designFloorSubmit, against: "the floor of this design" }
+        : await statusReads().then((reads) => ({ ours: reads.ours, theirs: reads.floor, against: "the floor" }));
     for (let n = 0; n < Number(rounds); n++) {
       const order = n % 2 === 0 ? (["ours", "theirs"] as const) : (["theirs", "ours"] as const);
       for (const name of order) {
@@ -142,21 +145,6 @@ async function main() {
 }
 
 type Sampled = Awaited<ReturnType<typeof sampled>>;
-
-/** Submit, its job not yet due, against the floor of this design's. */
-function submits() {
-  const theirs: LoadOptions = { method: "POST", path: "/api/v1/runs?tenant_calls=2", headers: json, body: quickJob };
-  return { ours: laterSubmit, theirs, against: "the floor of this design" };
-}
-
-/** A status read of a finished job, against the floor's read of its job's row. */
-async function statusReads(floor: DevServer) {
-  const id = await submit({ prompt: "status", config: { simulate: { steps: 1, step_ms: 0 } } });
-  await finished(id);
-  const res = await fetch(`${floor.base}/api/v1/runs`, { method: "POST", headers: json, body: quickJob });
-  const floorId = ((await res.json()) as { job_id: string }).job_id;
-  return { ours: { path: `/api/v1/runs/${id}` }, theirs: { path: `/api/v1/runs/${floorId}` }, against: "the floor" };
-}
 
 function print(figure: string, against: string, ours: Sampled[], theirs: Sampled[]) {
   const f = (x: number) => x.toFixed(3).padStart(6);
