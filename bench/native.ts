@@ -13,14 +13,13 @@
  * that made it; this splits that time. Needs Linux `perf` (Debian: linux-perf); with the servers'
  * state where `npm run bench` keeps it (BENCH_MEMORY=1: in memory).
  */
-import autocannon from "autocannon";
 import { spawn, spawnSync } from "node:child_process";
 import { rmSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { treeProcesses } from "../test/e2e/procfs";
 import { startServer, stopServer, type DevServer } from "../test/e2e/server";
 import { startFloor } from "./floor";
-import { designFloorSubmit, laterSubmit, median, quiet, statusReads, useServers, type LoadOptions } from "./measure";
+import { designFloorSubmit, laterSubmit, load, median, quiet, statusReads, useServers, type LoadOptions } from "./measure";
 import { releaseStateDirs, stateDir } from "./state";
 
 const SAMPLES_PER_SECOND = 999;
@@ -77,8 +76,7 @@ function record(pid: number, seconds: number, file: string): Promise<void> {
 async function sampled(server: DevServer, options: LoadOptions, seconds: number, file: string) {
   const { runtime, proxy } = workerdOf(server);
   const recorded = Promise.all([record(runtime, seconds, file), record(proxy, seconds, `${file}.proxy`)]);
-  const { path = "/", ...rest } = options;
-  const result = await autocannon({ url: `${server.base}${path}`, connections: 16, duration: seconds, ...rest });
+  const result = await load({ ...options, duration: seconds }, server);
   await recorded;
   const tally = await tallied(file);
   tally.set(PROXY, (await tallied(`${file}.proxy`)).get(ALL) ?? 0);

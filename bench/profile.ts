@@ -12,11 +12,10 @@ import { writeFileSync } from "node:fs";
 import { startServer, stopServer } from "../test/e2e/server";
 import { startFloor } from "./floor";
 import { inspector } from "./inspector";
+import { json, quickJob } from "./measure";
 import { IN_MEMORY, releaseStateDirs, stateDir } from "./state";
 
 const INSPECTOR_PORT = 9230;
-const quickJob = JSON.stringify({ prompt: "profile", config: { simulate: { steps: 1, step_ms: 0 } } });
-const json = { "content-type": "application/json" };
 
 type CallFrame = { functionName: string; url: string; lineNumber: number };
 type ProfileNode = { id: number; callFrame: CallFrame; children?: number[] };
