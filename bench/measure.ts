@@ -81,7 +81,7 @@ export async function againstBare(figure: string, target: string, options: LoadO
  */
 const FLOOR_ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 5));
 /** What each load of a round is called in its line of the output. */
-const LOAD_NAMES = { plain: "the floor", design: "the floor of this design", bare: "the bare route", ours: "ours" };
+export const LOAD_NAMES = { plain: "the floor", design: "the floor of this design", bare: "the bare route", ours: "ours" };
 
 /**
  * A route set against the floor, in rounds: the same route on the floor Worker, the floor of this
@@ -138,9 +138,14 @@ export const jobPath = (suffix: string) => (req: autocannon.Request, context: ob
 
 export const json = { "content-type": "application/json" };
 export const quickJob = JSON.stringify({ prompt: "bench", config: { simulate: { steps: 1, step_ms: 0 } } });
-/** A quick job not due while a load run lasts: its submit is measured alone. */
-const laterJob = JSON.stringify({ prompt: "bench", delay_seconds: SECONDS + 5, config: { simulate: { steps: 1, step_ms: 0 } } });
-export const laterSubmit: LoadOptions = { method: "POST", path: "/api/v1/runs", headers: json, body: laterJob };
+/** The submit of a quick job not due while a load run of `seconds` lasts: the submit is measured alone. */
+export const laterSubmitFor = (seconds: number): LoadOptions => ({
+  method: "POST",
+  path: "/api/v1/runs",
+  headers: json,
+  body: JSON.stringify({ prompt: "bench", delay_seconds: seconds + 5, config: { simulate: { steps: 1, step_ms: 0 } } }),
+});
+export const laterSubmit = laterSubmitFor(SECONDS);
 /** The floor's submit, whose jobs never run. */
 export const floorSubmit: LoadOptions = { method: "POST", path: "/api/v1/runs", headers: json, body: quickJob };
 /**

@@ -19,7 +19,7 @@ import { createInterface } from "node:readline";
 import { treeProcesses } from "../test/e2e/procfs";
 import { startServer, stopServer, type DevServer } from "../test/e2e/server";
 import { startFloor } from "./floor";
-import { designFloorSubmit, laterSubmit, load, median, quiet, statusReads, useServers, type LoadOptions } from "./measure";
+import { designFloorSubmit, idle, laterSubmitFor, load, LOAD_NAMES, median, quiet, statusReads, useServers, type LoadOptions } from "./measure";
 import { releaseStateDirs, stateDir } from "./state";
 
 const SAMPLES_PER_SECOND = 999;
@@ -123,12 +123,13 @@ async function main() {
   try {
     const { ours, theirs, against } =
       figure === "submit"
-        ? { ours: laterSubmit, theirs: designFloorSubmit, against: "the floor of this design" }
-        : await statusReads().then((reads) => ({ ours: reads.ours, theirs: reads.floor, against: "the floor" }));
+        ? { ours: laterSubmitFor(Number(seconds)), theirs: designFloorSubmit, against: LOAD_NAMES.design }
+        : await statusReads().then((reads) => ({ ours: reads.ours, theirs: reads.floor, against: LOAD_NAMES.plain }));
     for (let n = 0; n < Number(rounds); n++) {
       const order = n % 2 === 0 ? (["ours", "theirs"] as const) : (["theirs", "ours"] as const);
       for (const name of order) {
-        await quiet(60_000, service);
+        // The jobs an earlier load submitted have run, and both servers have closed what it made.
+        await idle();
         await quiet(60_000, floor);
         const [server, options] = name === "ours" ? [service, ours] : [floor, theirs];
         taken[name].push(await sampled(server, options, Number(seconds), `/tmp/bench-native-${process.pid}-${name}.data`));
