@@ -98,4 +98,25 @@ describe("a write that fails inside its transaction", () => {
     expect((await api(`/api/v1/runs/${id}/cancel`, { method: "POST" })).status).toBe(200);
     expect((await getJob(id)).status).toBe("cancelled");
   });
+
+  it("a job's creation that fails makes nothing: no tables, no job, and the job can be made there afterwards", async () => {
+    const model = await submitQueued({ steps: 2 });
+    const stored = await runInDurableObject(runStub(model), (_i, state) => state.storage.sql.exec<{ body: string }>("SELECT body FROM spec").one().body);
+    const id = `run_${crypto.randomUUID().replaceAll("-", "")}`;
+    const spec = { ...JSON.parse(stored), job_id: id };
+    // A config that cannot be written as JSON: the spec's row fails after the job's tables were made.
+    const looped: Record<string, unknown> = { ...spec.config };
+    looped.self = looped;
+
+    const failed = await runStub(id)
+      .create({ ...spec, config: looped }, false)
+      .then(() => null, (error: Error) => error.message);
+    expect(failed).toMatch(/circular/i);
+    expect(await storedTables(id)).toEqual([]);
+    expect((await runStub(id).get()).ok).toBe(false);
+
+    const made = await runStub(id).create(spec, false);
+    expect(made).toMatchObject({ ok: true, job: { job_id: id, status: "queued", progress: { steps_total: 2 } } });
+    expect((await runStub(id).get()).ok).toBe(true);
+  });
 });

@@ -9,6 +9,8 @@ async function readLimited(request: Request, maxBytes: number): Promise<Uint8Arr
   const tooLarge = () => new ApiError("payload_too_large", `Request body is larger than ${maxBytes} bytes`);
   if (declared !== null && Number(declared) > maxBytes) throw tooLarge();
   if (!request.body) return new Uint8Array();
+  // A declared length within the limit is what the runtime reads, no more: read it whole.
+  if (declared !== null) return new Uint8Array(await request.arrayBuffer());
   const chunks: Uint8Array[] = [];
   let size = 0;
   const reader = request.body.getReader();
@@ -51,9 +53,9 @@ export function jsonDepth(text: string): number {
 }
 
 /**
- * Admits only a JSON body within `maxBytes`, then hands its text to Hono's body cache so the
- * route's zod validator reads it from there. With `optional`, a request without a body stands
- * for `{}`.
+ * Admits only a JSON body within `maxBytes`, then hands its text and its parsed value to Hono's
+ * body cache, so that the route's zod validator reads it from there without parsing it again.
+ * With `optional`, a request without a body stands for `{}`.
  */
 export function jsonBody(maxBytes: (env: Env) => number, options: { optional?: boolean } = {}): MiddlewareHandler<{ Bindings: Env }> {
   return async (c, next) => {
@@ -74,12 +76,15 @@ export function jsonBody(maxBytes: (env: Env) => number, options: { optional?: b
     if (jsonDepth(text) > MAX_JSON_DEPTH) {
       throw new ApiError("bad_request", `JSON nested deeper than ${MAX_JSON_DEPTH} levels`);
     }
+    let parsed: unknown;
     try {
-      JSON.parse(text);
+      parsed = JSON.parse(text);
     } catch {
       throw new ApiError("bad_request", "Malformed JSON in request body");
     }
-    (c.req.bodyCache as Record<string, Promise<string>>).text = Promise.resolve(text);
+    const cache = c.req.bodyCache as Record<string, Promise<unknown>>;
+    cache.text = Promise.resolve(text);
+    cache.json = Promise.resolve(parsed);
     await next();
   };
 }

@@ -63,10 +63,9 @@ export class RunObject extends DurableObject<Env> {
    */
   async create(spec: RunSpec, granted: boolean, copied: CopiedStep[] = []): Promise<Result<{ job: Job; version: number }>> {
     if (this.record.hasJob) return fail("internal", "Job already exists");
-    makeSchema(this.ctx.storage, RUN_MIGRATIONS, RUN_SCHEMA);
-    this.record.created();
     let row: RunRow = { ...initialRow(spec), steps_completed: copied.length };
-    this.record.transaction(() => {
+    this.record.create(() => {
+      makeSchema(this.sql, RUN_MIGRATIONS, RUN_SCHEMA);
       this.record.store(spec, copied);
       this.record.write(row);
       this.record.append([

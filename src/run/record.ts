@@ -41,9 +41,18 @@ export class JobRecord {
     return this.holdsJob;
   }
 
-  /** A job was just stored here (its tables made, its row and spec about to be written). */
-  created(): void {
+  /**
+   * Stores a new job: `body` makes its tables and writes its first rows, in one transaction. If
+   * it fails, nothing was written and the object still holds no job.
+   */
+  create<T>(body: () => T): T {
     this.holdsJob = true;
+    try {
+      return this.transaction(body);
+    } catch (error) {
+      this.forgotten();
+      throw error;
+    }
   }
 
   /** Everything stored was removed: the object holds no job any more. */

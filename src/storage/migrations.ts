@@ -21,14 +21,14 @@ export function migrate(storage: DurableObjectStorage, steps: readonly string[])
 
 /**
  * Makes `schema`, what `steps` make together, in a database that holds nothing (the caller knows
- * it, so nothing is read first), and records every step as applied.
+ * it, so nothing is read first), and records every step as applied. Called inside the
+ * transaction that writes the database's first rows, so that the schema and those rows are made
+ * together or not at all.
  */
-export function makeSchema(storage: DurableObjectStorage, steps: readonly string[], schema: readonly string[]): void {
-  storage.transactionSync(() => {
-    storage.sql.exec(BOOKKEEPING);
-    for (const ddl of schema) storage.sql.exec(ddl);
-    storage.sql.exec("INSERT INTO _migrations (id) SELECT value FROM json_each(?)", JSON.stringify(steps.map((_, i) => i + 1)));
-  });
+export function makeSchema(sql: SqlStorage, steps: readonly string[], schema: readonly string[]): void {
+  sql.exec(BOOKKEEPING);
+  for (const ddl of schema) sql.exec(ddl);
+  sql.exec("INSERT INTO _migrations (id) SELECT value FROM json_each(?)", JSON.stringify(steps.map((_, i) => i + 1)));
 }
 
 /** True when the object's database holds the table: a read that writes nothing. */

@@ -85,6 +85,10 @@ export class TenantProjection extends DurableObject<Env> {
   );
   /** Changes written by the transaction under way, told to the feed's watchers once it commits. */
   private written: Change[] = [];
+  /** The last job sequence number given (see nextSeq), once read. */
+  private lastSeq: number | null = null;
+  /** This object's index among its tenant's shards, once read from its name. */
+  private shard: number | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -157,7 +161,7 @@ export class TenantProjection extends DurableObject<Env> {
   remove(jobId: string, usage?: Counted): void {
     const now = Date.now();
     this.change(() => {
-      const held = this.held(jobId);
+      const held = this.held(jobId).snapshot;
       if (held && usage) this.addUsage(held.usage, usage);
       const last = this.sql.exec<{ status: Status; body: string }>("SELECT status, body FROM jobs WHERE job_id = ?", jobId).toArray()[0];
       if (last) this.record("deleted", last.status, last.body);
@@ -173,8 +177,8 @@ export class TenantProjection extends DurableObject<Env> {
   }
 
   private apply(job: Job, version: number): void {
-    if (this.sql.exec("SELECT 1 FROM tombstones WHERE job_id = ?", job.job_id).toArray().length > 0) return;
-    const held = this.held(job.job_id);
+    const { deleted, snapshot: held } = this.held(job.job_id);
+    if (deleted) return;
     const body = JSON.stringify(job);
     const now = Date.now();
     if (!held) {
@@ -207,12 +211,17 @@ export class TenantProjection extends DurableObject<Env> {
     }
   }
 
-  /** The sequence number of a job first heard of now (see SEQ_SCALE). */
+  /**
+   * The sequence number of a job first heard of now (see SEQ_SCALE). The last one given is kept
+   * in memory (this object is its only writer), read once. One given in a change that was rolled
+   * back is not given again: numbers need only grow.
+   */
   private nextSeq(now: number): number {
-    const last = this.sql.exec<{ seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'").toArray()[0]?.seq ?? 0;
+    this.lastSeq ??= this.sql.exec<{ seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'").toArray()[0]?.seq ?? 0;
     // This object's index among its tenant's shards: 0 for the tenant's first, or only, one.
-    const shard = shardIndex(tenantOf(this.ctx) ?? "");
-    return Math.max(now * SEQ_SCALE + shard, last + SEQ_STEP);
+    this.shard ??= shardIndex(tenantOf(this.ctx) ?? "");
+    this.lastSeq = Math.max(now * SEQ_SCALE + this.shard, this.lastSeq + SEQ_STEP);
+    return this.lastSeq;
   }
 
   /** Writes a change to the feed's log (inside the caller's transaction), and now and then prunes old ones. */
@@ -277,20 +286,23 @@ export class TenantProjection extends DurableObject<Env> {
   }
 
   /**
-   * The version and usage of the snapshot held for a job, read in SQL: every upsert asks, and
-   * the job's body need not be parsed for it. A snapshot from before usage was counted has none.
+   * What is held of a job, in one read (every upsert asks): whether it was deleted (its tombstone
+   * stands), and the version and usage of its snapshot, read in SQL so that the job's body need
+   * not be parsed. A snapshot from before usage was counted has none.
    */
-  private held(jobId: string): { version: number; status: Status; fed_at: number; usage: Counted } | undefined {
+  private held(jobId: string): { deleted: boolean; snapshot?: { version: number; status: Status; fed_at: number; usage: Counted } } {
     const row = this.sql
-      .exec<{ version: number; status: Status; fed_at: number } & Counted>(
-        `SELECT version, status, fed_at, COALESCE(json_extract(body, '$.usage.prompt_tokens'), 0) AS prompt_tokens,
+      .exec<{ deleted: number; version: number | null; status: Status; fed_at: number } & Counted>(
+        `SELECT EXISTS (SELECT 1 FROM tombstones WHERE job_id = ?1) AS deleted, version, status, fed_at,
+           COALESCE(json_extract(body, '$.usage.prompt_tokens'), 0) AS prompt_tokens,
            COALESCE(json_extract(body, '$.usage.completion_tokens'), 0) AS completion_tokens,
            COALESCE(json_extract(body, '$.usage.model_calls'), 0) AS model_calls
-         FROM jobs WHERE job_id = ?`,
+         FROM (SELECT 1) LEFT JOIN jobs ON job_id = ?1`,
         jobId,
       )
-      .toArray()[0];
-    return row && { version: row.version, status: row.status, fed_at: row.fed_at, usage: { prompt_tokens: row.prompt_tokens, completion_tokens: row.completion_tokens, model_calls: row.model_calls } };
+      .one();
+    const usage = { prompt_tokens: row.prompt_tokens, completion_tokens: row.completion_tokens, model_calls: row.model_calls };
+    return { deleted: row.deleted === 1, snapshot: row.version === null ? undefined : { version: row.version, status: row.status, fed_at: row.fed_at, usage } };
   }
 
   /** A page of the list by status and session, or by labels (src/tenant/listing.ts). */
