@@ -155,26 +155,32 @@ export const floorSubmit: LoadOptions = { method: "POST", path: "/api/v1/runs", 
  */
 export const designFloorSubmit: LoadOptions = { ...floorSubmit, path: "/api/v1/runs?tenant_calls=2" };
 
-export async function submit(body: Record<string, unknown>): Promise<string> {
-  const res = await fetch(`${BASE}/api/v1/runs`, { method: "POST", headers: json, body: JSON.stringify(body) });
+export async function submit(body: Record<string, unknown>, base = BASE): Promise<string> {
+  const res = await fetch(`${base}/api/v1/runs`, { method: "POST", headers: json, body: JSON.stringify(body) });
   return ((await res.json()) as { job_id: string }).job_id;
 }
 
-export async function finished(id: string): Promise<Record<string, unknown>> {
+export async function finished(id: string, base = BASE): Promise<Record<string, unknown>> {
   for (;;) {
-    const job = (await (await fetch(`${BASE}/api/v1/runs/${id}`)).json()) as Record<string, unknown>;
+    const job = (await (await fetch(`${base}/api/v1/runs/${id}`)).json()) as Record<string, unknown>;
     if (job.retry_after === null) return job;
     await new Promise((r) => setTimeout(r, 50));
   }
 }
 
-/** Status reads of a finished job, with no run of its own competing for the server, and of a job on the floor. */
+/** The status read of a job that has finished, so that no run of its own competes for the server. */
+export async function finishedJobRead(base = BASE): Promise<LoadOptions> {
+  const id = await submit({ prompt: "status", config: { simulate: { steps: 1, step_ms: 0 } } }, base);
+  await finished(id, base);
+  return { path: `/api/v1/runs/${id}` };
+}
+
+/** Status reads of a finished job, and of a job on the floor. */
 export async function statusReads(): Promise<{ ours: LoadOptions; floor: LoadOptions }> {
-  const id = await submit({ prompt: "status", config: { simulate: { steps: 1, step_ms: 0 } } });
-  await finished(id);
+  const ours = await finishedJobRead();
   const res = await fetch(`${floor.base}/api/v1/runs`, { method: "POST", headers: json, body: quickJob });
   const floorId = ((await res.json()) as { job_id: string }).job_id;
-  return { ours: { path: `/api/v1/runs/${id}` }, floor: { path: `/api/v1/runs/${floorId}` } };
+  return { ours, floor: { path: `/api/v1/runs/${floorId}` } };
 }
 
 export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -186,16 +192,16 @@ export const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
  * objects that have just gone idle are closed some seconds later, and closing writes their
  * databases back, which would otherwise land in the next figure.
  */
-export async function idle() {
-  if (!LIST_ONLY) await noJobRunning();
-  await quiet();
+export async function idle(target = server) {
+  if (!LIST_ONLY) await noJobRunning(target.base);
+  await quiet(60_000, target);
 }
 
-async function noJobRunning() {
+async function noJobRunning(base: string) {
   for (;;) {
     // A server working through a long line can be slow to answer, or answer that an object is
     // overloaded: ask again.
-    const stats = await fetch(`${BASE}/stats`, { signal: AbortSignal.timeout(60_000) })
+    const stats = await fetch(`${base}/stats`, { signal: AbortSignal.timeout(60_000) })
       .then((res) => (res.ok ? (res.json() as Promise<{ by_status: Record<string, number> }>) : null))
       .catch(() => null);
     if (stats && stats.by_status.queued + stats.by_status.running === 0) break;
