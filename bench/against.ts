@@ -23,7 +23,12 @@ const EARLIER_INSPECTOR_PORT = 9249;
 /** The revision, checked out where `wrangler dev` can serve it. */
 function checkout(revision: string): string {
   const dir = mkdtempSync(join(tmpdir(), "runs-earlier-"));
-  execFileSync("git", ["worktree", "add", "--detach", dir, revision], { stdio: "ignore" });
+  try {
+    execFileSync("git", ["worktree", "add", "--detach", dir, revision], { stdio: ["ignore", "ignore", "pipe"] });
+  } catch (error) {
+    rmSync(dir, { recursive: true, force: true });
+    throw new Error(`${revision} could not be checked out: ${String((error as { stderr?: Buffer }).stderr ?? error).trim()}`);
+  }
   symlinkSync(resolve("node_modules"), join(dir, "node_modules"));
   return dir;
 }
