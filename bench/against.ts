@@ -13,7 +13,7 @@ import { mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { startServer, stopServer, type DevServer } from "../test/e2e/server";
-import { finishedJobRead, idle, laterSubmitFor, load, median, useServers, type LoadOptions } from "./measure";
+import { finishedJobRead, idle, inTurns, laterSubmitFor, load, median, useServers, type LoadOptions } from "./measure";
 import { releaseStateDirs, stateDir } from "./state";
 
 /** Where the earlier version is served, beside the service (8005), the floor (8006) and the bench's webhook receiver (8007). */
@@ -57,19 +57,19 @@ async function main() {
       figure === "submit"
         ? { current: laterSubmitFor(Number(seconds)), earlier: laterSubmitFor(Number(seconds)) }
         : { current: await finishedJobRead(current.base), earlier: await finishedJobRead(earlier.base) };
-    const taken: Record<"current" | "earlier", Taken[]> = { current: [], earlier: [] };
-    for (let n = 0; n < Number(rounds); n++) {
-      for (const name of n % 2 === 0 ? (["current", "earlier"] as const) : (["earlier", "current"] as const)) {
-        await idle(current);
-        await idle(earlier);
-        const server = name === "current" ? current : earlier;
-        const run = await load({ ...loads[name], duration: Number(seconds) }, server);
-        taken[name].push({ rps: run.requests.average, cpu: run.cpuPerRequest });
-      }
-      const [now, then] = [taken.current[n], taken.earlier[n]];
+    const take = (server: DevServer, options: LoadOptions) => async (): Promise<Taken> => {
+      const run = await load({ ...options, duration: Number(seconds) }, server);
+      return { rps: run.requests.average, cpu: run.cpuPerRequest };
+    };
+    const settle = async () => {
+      await idle(current);
+      await idle(earlier);
+    };
+    const taken = (await inTurns(Number(rounds), [["current", take(current, loads.current)], ["earlier", take(earlier, loads.earlier)]], settle, (round, n) => {
+      const [now, then] = [round.current!, round.earlier!];
       console.error(`  round ${n + 1}: this checkout ${now.rps.toFixed(0)} req/s, ${now.cpu.toFixed(2)} ms CPU; ${revision} ${then.rps.toFixed(0)} req/s, ${then.cpu.toFixed(2)} ms CPU`);
-    }
-    const ratios = (of: (t: Taken) => number) => taken.current.map((t, i) => of(t) / of(taken.earlier[i]));
+    })) as { current: Taken; earlier: Taken }[];
+    const ratios = (of: (t: Taken) => number) => taken.map((round) => of(round.current) / of(round.earlier));
     const line = (name: string, xs: number[]) => console.log(`${name}: ${median(xs).toFixed(3)} (rounds: ${xs.map((x) => x.toFixed(2)).join(", ")})`);
     line(`${figure}, this checkout's requests a second, of ${revision}'s`, ratios((t) => t.rps));
     line(`${figure}, this checkout's CPU per request, of ${revision}'s`, ratios((t) => t.cpu));

@@ -84,6 +84,40 @@ const FLOOR_ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 5));
 export const LOAD_NAMES = { plain: "the floor", design: "the floor of this design", bare: "the bare route", ours: "ours" };
 
 /**
+ * Loads taken in turn, in rounds, every other round in the reverse order, so that a machine
+ * speeding up or slowing down during a round favours no side; each load once `settle` has
+ * waited for the servers. Each round's results by name, in the order taken, also to `taken`.
+ */
+export async function inTurns<N extends string, R>(
+  rounds: number,
+  loads: [N, () => Promise<R>][],
+  settle: () => Promise<void>,
+  taken: (round: Partial<Record<N, R>>, n: number) => void,
+): Promise<Partial<Record<N, R>>[]> {
+  const results: Partial<Record<N, R>>[] = [];
+  for (let n = 0; n < rounds; n++) {
+    const round: Partial<Record<N, R>> = {};
+    for (const [name, take] of n % 2 === 0 ? loads : [...loads].reverse()) {
+      await settle();
+      round[name] = await take();
+    }
+    results.push(round);
+    taken(round, n);
+  }
+  return results;
+}
+
+/**
+ * Both servers have run the service's earlier jobs and are quiet. They share the machine: what
+ * one does after a load (closing the objects it made) would slow whichever load comes next, on
+ * either server.
+ */
+export async function bothQuiet(): Promise<void> {
+  await idle();
+  await quiet(60_000, floor);
+}
+
+/**
  * A route set against the floor, in rounds: the same route on the floor Worker, the floor of this
  * design when one is given (the floor's route with the calls on the tenant's own objects that this
  * design must make), the service's bare route and the route itself, each once both servers are
@@ -100,21 +134,11 @@ export async function againstFloor(figure: string, target: string, options: Load
     ["bare", () => load({ path: "/health" })],
     ["ours", () => load(options)],
   ];
-  const runs: Round[] = [];
-  for (let n = 0; n < FLOOR_ROUNDS; n++) {
-    const round: Partial<Round> = {};
-    for (const [name, take] of n % 2 === 0 ? loads : [...loads].reverse()) {
-      // Both servers share the machine: what one does after a load (closing the objects it made)
-      // would slow whichever load comes next, on either server.
-      await idle();
-      await quiet(60_000, floor);
-      round[name] = await take();
-    }
-    runs.push(round as Round);
+  const runs = (await inTurns(FLOOR_ROUNDS, loads, bothQuiet, (round, n) => {
     // Each load's own figures, in the order taken: which side a round's ratio moved with.
     const taken = Object.entries(round).map(([name, run]) => `${LOAD_NAMES[name as keyof Round]} ${run.requests.average.toFixed(0)} req/s, ${ms(run.cpuPerRequest)} CPU`);
     console.log(`    ${figure}, round ${n + 1}: ${taken.join("; ")}`);
-  }
+  })) as Round[];
   const rps = (run: Run) => run.requests.average;
   const cpu = (run: Run) => run.cpuPerRequest;
   const ratios = (name: string, ratio: (round: (typeof runs)[number]) => number, against: string) => {

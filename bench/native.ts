@@ -19,7 +19,7 @@ import { createInterface } from "node:readline";
 import { treeProcesses } from "../test/e2e/procfs";
 import { startServer, stopServer, type DevServer } from "../test/e2e/server";
 import { startFloor } from "./floor";
-import { designFloorSubmit, idle, laterSubmitFor, load, LOAD_NAMES, median, quiet, statusReads, useServers, type LoadOptions } from "./measure";
+import { bothQuiet, designFloorSubmit, inTurns, laterSubmitFor, load, LOAD_NAMES, median, statusReads, useServers, type LoadOptions } from "./measure";
 import { releaseStateDirs, stateDir } from "./state";
 
 const SAMPLES_PER_SECOND = 999;
@@ -119,24 +119,16 @@ async function main() {
   const service = await startServer(stateDir("native"), ["--var", "MAX_QUEUED_PER_TENANT:1000000"]);
   const floor = await startFloor(stateDir("native-floor"), ["--inspector-port", "9239"]);
   useServers(service, floor);
-  const taken: { ours: Sampled[]; theirs: Sampled[] } = { ours: [], theirs: [] };
   try {
     const { ours, theirs, against } =
       figure === "submit"
         ? { ours: laterSubmitFor(Number(seconds)), theirs: designFloorSubmit, against: LOAD_NAMES.design }
         : await statusReads().then((reads) => ({ ours: reads.ours, theirs: reads.floor, against: LOAD_NAMES.plain }));
-    for (let n = 0; n < Number(rounds); n++) {
-      const order = n % 2 === 0 ? (["ours", "theirs"] as const) : (["theirs", "ours"] as const);
-      for (const name of order) {
-        // The jobs an earlier load submitted have run, and both servers have closed what it made.
-        await idle();
-        await quiet(60_000, floor);
-        const [server, options] = name === "ours" ? [service, ours] : [floor, theirs];
-        taken[name].push(await sampled(server, options, Number(seconds), `/tmp/bench-native-${process.pid}-${name}.data`));
-      }
-      console.error(`  round ${n + 1}: ours ${taken.ours[n].rps.toFixed(0)} req/s, ${against} ${taken.theirs[n].rps.toFixed(0)} req/s`);
-    }
-    print(figure, against, taken.ours, taken.theirs);
+    const take = (name: string, server: DevServer, options: LoadOptions) => () => sampled(server, options, Number(seconds), `/tmp/bench-native-${process.pid}-${name}.data`);
+    const taken = (await inTurns(Number(rounds), [["ours", take("ours", service, ours)], ["theirs", take("theirs", floor, theirs)]], bothQuiet, (round, n) =>
+      console.error(`  round ${n + 1}: ours ${round.ours!.rps.toFixed(0)} req/s, ${against} ${round.theirs!.rps.toFixed(0)} req/s`),
+    )) as { ours: Sampled; theirs: Sampled }[];
+    print(figure, against, taken.map((r) => r.ours), taken.map((r) => r.theirs));
   } finally {
     await Promise.all([stopServer(service), stopServer(floor)]);
     releaseStateDirs();
