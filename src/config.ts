@@ -1,6 +1,5 @@
 import type { MiddlewareHandler } from "hono";
 import { misconfigured } from "./errors";
-import type { ModelSettings } from "./runners/openai";
 import { numberSetting, settingsProblems } from "./settings";
 /** Deployment settings read from the Worker's vars, with the contract's defaults. */
 export interface Limits {
@@ -55,6 +54,15 @@ declare global {
       ALARM_DELAY_MS?: string;
     }
   }
+}
+
+/** The model endpoint jobs are run on. */
+export interface ModelSettings {
+  baseUrl: string;
+  apiKey: string | null;
+  model: string;
+  /** A stream silent this long is given up on (and the step retried). */
+  idleTimeoutMs: number;
 }
 
 /** The configured model endpoint, or null when jobs run on the simulated runner. */

@@ -3,7 +3,6 @@ import type { AgentTask } from "../runners/types";
 import type { RunnerKind } from "../runners";
 import type { Job, Usage } from "../schemas";
 import type { OutputPart } from "../storage/blobs";
-import type { PlaceRequest } from "../tenant/TenantLine";
 import { isTerminal, type Status } from "./transitions";
 
 /** What the Worker decides at submit; fixed for the job's life. */
@@ -104,6 +103,20 @@ export interface WebhookState {
 export function tenantObjects(ref: Pick<RunSpec, "tenant" | "projection" | "line">): { projection: string; line: string } {
   return { projection: ref.projection ?? ref.tenant, line: ref.line ?? ref.tenant };
 }
+
+/** What a job asks of the line when it is submitted. */
+export interface PlaceRequest {
+  job_id: string;
+  priority: number;
+  concurrency_key: string | null;
+  /** Not before this time (ms since the epoch); null: as soon as a slot is free. */
+  start_at: number | null;
+  /** How long it may wait once it may start, or null. */
+  ttl_s: number | null;
+}
+
+/** What a job answers when the line tells it that it holds a slot. */
+export type StartAnswer = "started" | "running" | "not_waiting" | "missing";
 
 /** The job's place in its tenant's line, as its spec asks. */
 export function placeRequest(spec: RunSpec): PlaceRequest {

@@ -14,8 +14,7 @@ import type { Job } from "../schemas";
 import { inlineResult, outputPrefix, purgePrefix } from "../storage/blobs";
 import { hasTable } from "../storage/migrations";
 import { retryDelay, sendWebhook } from "../webhooks/delivery";
-import type { PlaceRequest } from "../tenant/TenantLine";
-import { durationSeconds, tenantObjects, toJob, usageOf } from "./job";
+import { durationSeconds, tenantObjects, toJob, usageOf, type PlaceRequest } from "./job";
 import { finishedParts, readRunRow, readSpec, readWebhook } from "./store";
 
 export type OutboxKind = "projection" | "line" | "webhook" | "purge";

@@ -2,16 +2,9 @@
  * Runs a step on any OpenAI-compatible chat-completions endpoint (OpenAI, Workers AI's
  * OpenAI-compatible endpoint, vLLM, Ollama, LiteLLM), streaming the answer.
  */
+import type { ModelSettings } from "../config";
 import { taskMessages } from "./agents";
 import { BudgetExceeded, estimateTokens, overBudget, StepFailed, TransientError, type CallUsage, type Runner, type StepInput, type StepOutput } from "./types";
-
-export interface ModelSettings {
-  baseUrl: string;
-  apiKey: string | null;
-  model: string;
-  /** A stream silent this long is given up on (and the step retried). */
-  idleTimeoutMs: number;
-}
 
 const encoder = new TextEncoder();
 

@@ -11,6 +11,7 @@ import { DurableObject } from "cloudflare:workers";
 import { logFailure } from "../log";
 import { limits, type Limits } from "../config";
 import { giveUpNameless, rememberTenant, runObjectName, tenantOf } from "../ids";
+import type { PlaceRequest } from "../run/job";
 import { DEFAULT_PRIORITY } from "../schemas";
 import { migrate } from "../storage/migrations";
 import { DUE_TIMES, LINE_MIGRATIONS, type PlaceState } from "./lineSchema";
@@ -25,21 +26,7 @@ const AUDIT_MS = 10 * 60_000;
 /** At most this many jobs are told something (started, expired, audited) in one alarm. */
 const BATCH = 100;
 
-/** What a job asks of the line when it is submitted. */
-export interface PlaceRequest {
-  job_id: string;
-  priority: number;
-  concurrency_key: string | null;
-  /** Not before this time (ms since the epoch); null: as soon as a slot is free. */
-  start_at: number | null;
-  /** How long it may wait once it may start, or null. */
-  ttl_s: number | null;
-}
-
 export type JoinResult = { ok: true; granted: boolean } | { ok: false; limit: number };
-
-/** What a job answers when the line tells it that it holds a slot. */
-export type StartAnswer = "started" | "running" | "not_waiting" | "missing";
 
 /** The contract's error for a job whose queue TTL passed before it started. */
 export const expiredMessage = (ttlSeconds: number) => `Expired: not started within ${ttlSeconds} s`;
