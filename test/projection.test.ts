@@ -94,3 +94,20 @@ describe("tombstones of deleted jobs", () => {
     expect(left).toContain(next);
   });
 });
+
+describe("the usage of a deleted job", () => {
+  it("is counted from the final usage its deletion carries when no snapshot carrying it arrived, and only once", async () => {
+    const projection = env.PROJECTIONS.getByName("usage-at-removal");
+    const id = await finished({ steps: 1 });
+    const snapshot = await (await api(`/api/v1/runs/${id}`)).json<Job>();
+    await projection.upsert({ ...snapshot, usage: { prompt_tokens: 10, completion_tokens: 20, total_tokens: 30, model_calls: 1, estimated: false } }, 1);
+    expect((await projection.stats()).usage).toEqual({ prompt_tokens: 10, completion_tokens: 20, total_tokens: 30, model_calls: 1 });
+
+    const final = { prompt_tokens: 25, completion_tokens: 50, model_calls: 3 };
+    await projection.remove(id, final);
+    expect((await projection.stats()).usage).toEqual({ prompt_tokens: 25, completion_tokens: 50, total_tokens: 75, model_calls: 3 });
+    // A removal sent again (its outbox row retried) finds nothing left to count.
+    await projection.remove(id, final);
+    expect((await projection.stats()).usage).toEqual({ prompt_tokens: 25, completion_tokens: 50, total_tokens: 75, model_calls: 3 });
+  });
+});

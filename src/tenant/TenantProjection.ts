@@ -161,10 +161,11 @@ export class TenantProjection extends DurableObject<Env> {
   remove(jobId: string, usage?: Counted): void {
     const now = Date.now();
     this.change(() => {
-      const held = this.held(jobId).snapshot;
-      if (held && usage) this.addUsage(held.usage, usage);
       const last = this.sql.exec<{ status: Status; body: string }>("SELECT status, body FROM jobs WHERE job_id = ?", jobId).toArray()[0];
-      if (last) this.record("deleted", last.status, last.body);
+      if (last) {
+        if (usage) this.addUsage(counted(JSON.parse(last.body) as Job), usage);
+        this.record("deleted", last.status, last.body);
+      }
       this.sql.exec("DELETE FROM jobs WHERE job_id = ?", jobId);
       this.sql.exec("DELETE FROM idempotency WHERE job_id = ?", jobId);
       this.sql.exec("INSERT OR IGNORE INTO tombstones (job_id, deleted_at) VALUES (?, ?)", jobId, now);
