@@ -87,8 +87,8 @@ function corpus(knownId: string): Case[] {
     cases.push(submitCase(`Idempotency-Key ${key.slice(0, 10)}`, { prompt: "x" }, { "Idempotency-Key": key }));
   }
 
-  const queries = ["status=done", "status=QUEUED", "status=", "status=queued,running", "status=%E2%9C%93", "status=queued&status=running",
-    "page=0", "page=-1", "page=abc", "page=1.5", "page=2000000", "page=1&page=2", "page_size=0", "page_size=101", "page_size=-5",
+  const queries = ["status=done", "status=QUEUED", "status=", "status=queued,running", "status=%E2%9C%93", "status=queued&status=done",
+    "page=0", "page=-1", "page=abc", "page=1.5", "page=2000000", "page=1&page=0", "page_size=0", "page_size=101", "page_size=-5",
     "page_size=abc", "page_size=1e3", "cursor=%%%", "cursor=abc", "cursor=MA", "cursor=LTE", `cursor=${"A".repeat(65)}`, `session_id=${"s".repeat(257)}`];
   queries.push("tag=has%20space", "tag=", `tag=${"t".repeat(65)}`, Array.from({ length: 11 }, (_, i) => `tag=t${i}`).join("&"),
     Array.from({ length: 6 }, (_, i) => `metadata.k${i}=v`).join("&"), "metadata.=v", `metadata.${"k".repeat(65)}=v`, `metadata.k=${"v".repeat(513)}`,

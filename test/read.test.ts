@@ -191,6 +191,23 @@ describe("GET /api/v1/runs (list)", () => {
     expect(queued.jobs.map((j) => j.job_id)).toEqual([waiting]);
   });
 
+  it("reads a scalar parameter given more than once by its last value, as FastAPI does", async () => {
+    const done = await finished({ steps: 1 }, { session_id: "list-repeated" });
+    const waiting = await submitQueued({}, { session_id: "list-repeated" });
+    const ids = async (query: string) => {
+      const res = await api(`/api/v1/runs?${query}`);
+      expect(res.status).toBe(200);
+      return (await res.json<{ jobs: { job_id: string }[] }>()).jobs.map((j) => j.job_id);
+    };
+    expect(await ids("session_id=list-repeated&status=queued&status=succeeded")).toEqual([done]);
+    expect(await ids("session_id=list-repeated&status=succeeded&status=queued")).toEqual([waiting]);
+    expect(await ids("session_id=elsewhere&session_id=list-repeated")).toEqual([waiting, done]);
+    expect(await ids("session_id=list-repeated&page_size=1&page=1&page=2")).toEqual([done]);
+    // The last value is the one checked.
+    expect((await api("/api/v1/runs?status=queued&status=done")).status).toBe(400);
+    expect((await api("/api/v1/runs?page=1&page=0")).status).toBe(422);
+  });
+
   it("an unknown status → 400 naming the valid values", async () => {
     const res = await api("/api/v1/runs?status=done");
     expect(res.status).toBe(400);

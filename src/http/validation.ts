@@ -34,9 +34,24 @@ export function validationError(error: z.core.$ZodError, target: Target, source:
   return new ApiError("validation", detail);
 }
 
+/**
+ * A query parameter given more than once is read by its last value, as FastAPI reads one; one
+ * whose schema takes a list (`tag`) keeps every value.
+ */
+function lastOfRepeated(schema: z.ZodMiniType, query: Record<string, unknown>): Record<string, unknown> {
+  const shape = (schema._zod.def as { shape?: Record<string, z.ZodMiniType> }).shape ?? {};
+  return Object.fromEntries(
+    Object.entries(query).map(([key, value]) => {
+      if (!Array.isArray(value) || !(key in shape) || shape[key]!.safeParse(value).success) return [key, value];
+      return [key, value.at(-1)];
+    }),
+  );
+}
+
 /** Middleware: the request's body, query or path parameters checked against `schema` (built on first use), typed for `c.req.valid`. */
 export function valid<T extends Target, S extends z.ZodMiniType>(target: T, schema: () => S) {
-  return validator(target, (value) => {
+  return validator(target, (given) => {
+    const value = target === "query" ? lastOfRepeated(schema(), given as Record<string, unknown>) : given;
     const result = schema().safeParse(value);
     if (!result.success) throw validationError(result.error, target, value);
     return result.data as z.output<S>;

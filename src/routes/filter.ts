@@ -1,6 +1,7 @@
 /**
  * The filter of a list or of the live feed, from the query: `status`, `session_id`, `tag`
  * (repeatable: every one), `metadata.<key>=<value>` (at most 5), narrowed to what a token reaches.
+ * `status` or `session_id` given more than once is read by its last value, as FastAPI reads it.
  */
 import type { Context } from "hono";
 import type { AppEnv } from "../auth";
@@ -17,13 +18,14 @@ const invalid = (loc: string, msg: string) => new ApiError("validation", [{ loc:
 /** The filter the query asks for; null when a token's reach leaves nothing of it (an empty result). */
 export function runFilter(c: Context<AppEnv>, what: string): RunFilter | null {
   const url = new URL(c.req.url);
+  const last = (name: string) => url.searchParams.getAll(name).at(-1) ?? null;
   const filter: RunFilter = {};
-  const status = url.searchParams.get("status");
+  const status = last("status");
   if (status !== null) {
     if (!isStatus(status)) throw new ApiError("bad_request", `Invalid status: ${status}. Valid values: [${STATUSES.map((s) => `'${s}'`).join(", ")}]`);
     filter.status = status as Status;
   }
-  const session = url.searchParams.get("session_id");
+  const session = last("session_id");
   if (session !== null) {
     if (session.length > 256) throw invalid("session_id", "session_id is at most 256 characters");
     filter.session_id = session;
