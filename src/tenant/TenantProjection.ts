@@ -24,6 +24,14 @@ const NO_USAGE: Counted = { prompt_tokens: 0, completion_tokens: 0, model_calls:
 /** A snapshot's usage; one from a version before usage was counted has none. */
 const counted = (job: Pick<Job, "usage"> | null): Counted => job?.usage ?? NO_USAGE;
 const utcDay = (ms: number) => new Date(ms).toISOString().slice(0, 10);
+/**
+ * A held snapshot's usage, read in SQL from its body so that the body need not be parsed (none,
+ * for a snapshot from before usage was counted), and the columns of a row that read it.
+ */
+const SNAPSHOT_USAGE = `COALESCE(json_extract(body, '$.usage.prompt_tokens'), 0) AS prompt_tokens,
+  COALESCE(json_extract(body, '$.usage.completion_tokens'), 0) AS completion_tokens,
+  COALESCE(json_extract(body, '$.usage.model_calls'), 0) AS model_calls`;
+const usageColumns = ({ prompt_tokens, completion_tokens, model_calls }: Counted): Counted => ({ prompt_tokens, completion_tokens, model_calls });
 
 /**
  * How long a deleted job's tombstone is kept: longer than any update of it can be in flight (its
@@ -161,9 +169,11 @@ export class TenantProjection extends DurableObject<Env> {
   remove(jobId: string, usage?: Counted): void {
     const now = Date.now();
     this.change(() => {
-      const last = this.sql.exec<{ status: Status; body: string }>("SELECT status, body FROM jobs WHERE job_id = ?", jobId).toArray()[0];
+      const last = this.sql
+        .exec<{ status: Status; body: string } & Counted>(`SELECT status, body, ${SNAPSHOT_USAGE} FROM jobs WHERE job_id = ?`, jobId)
+        .toArray()[0];
       if (last) {
-        if (usage) this.addUsage(counted(JSON.parse(last.body) as Job), usage);
+        if (usage) this.addUsage(usageColumns(last), usage);
         this.record("deleted", last.status, last.body);
       }
       this.sql.exec("DELETE FROM jobs WHERE job_id = ?", jobId);
@@ -288,22 +298,20 @@ export class TenantProjection extends DurableObject<Env> {
 
   /**
    * What is held of a job, in one read (every upsert asks): whether it was deleted (its tombstone
-   * stands), and the version and usage of its snapshot, read in SQL so that the job's body need
-   * not be parsed. A snapshot from before usage was counted has none.
+   * stands), and the version, status and usage (SNAPSHOT_USAGE) of its snapshot.
    */
   private held(jobId: string): { deleted: boolean; snapshot?: { version: number; status: Status; fed_at: number; usage: Counted } } {
     const row = this.sql
       .exec<{ deleted: number; version: number | null; status: Status; fed_at: number } & Counted>(
-        `SELECT EXISTS (SELECT 1 FROM tombstones WHERE job_id = ?1) AS deleted, version, status, fed_at,
-           COALESCE(json_extract(body, '$.usage.prompt_tokens'), 0) AS prompt_tokens,
-           COALESCE(json_extract(body, '$.usage.completion_tokens'), 0) AS completion_tokens,
-           COALESCE(json_extract(body, '$.usage.model_calls'), 0) AS model_calls
+        `SELECT EXISTS (SELECT 1 FROM tombstones WHERE job_id = ?1) AS deleted, version, status, fed_at, ${SNAPSHOT_USAGE}
          FROM (SELECT 1) LEFT JOIN jobs ON job_id = ?1`,
         jobId,
       )
       .one();
-    const usage = { prompt_tokens: row.prompt_tokens, completion_tokens: row.completion_tokens, model_calls: row.model_calls };
-    return { deleted: row.deleted === 1, snapshot: row.version === null ? undefined : { version: row.version, status: row.status, fed_at: row.fed_at, usage } };
+    return {
+      deleted: row.deleted === 1,
+      snapshot: row.version === null ? undefined : { version: row.version, status: row.status, fed_at: row.fed_at, usage: usageColumns(row) },
+    };
   }
 
   /** A page of the list by status and session, or by labels (src/tenant/listing.ts). */
