@@ -5,7 +5,7 @@
  * not decided here: that is the tenant's line (TenantLine).
  */
 import { DurableObject } from "cloudflare:workers";
-import type { DayUsage, Job, Stats, Usage } from "../schemas";
+import type { Job, Stats } from "../schemas";
 import { logFailure } from "../log";
 import { limits } from "../config";
 import { giveUpNameless, rememberTenant, tenantOf } from "../ids";
@@ -15,23 +15,7 @@ import { FeedWatchers, type Change, type RunFilter } from "./feed";
 import { MAX_SHARDS, shardIndex } from "./shards";
 import { listPage, matchingJobIds, type BulkFilter, type ListFilter, type ListPage } from "./listing";
 import { PROJECTION_MIGRATIONS } from "./projectionSchema";
-
-/** How many UTC days `usage_by_day` covers, today included. */
-export const USAGE_DAYS = 31;
-
-type Counted = Pick<Usage, "prompt_tokens" | "completion_tokens" | "model_calls">;
-const NO_USAGE: Counted = { prompt_tokens: 0, completion_tokens: 0, model_calls: 0 };
-/** A snapshot's usage; one from a version before usage was counted has none. */
-const counted = (job: Pick<Job, "usage"> | null): Counted => job?.usage ?? NO_USAGE;
-const utcDay = (ms: number) => new Date(ms).toISOString().slice(0, 10);
-/**
- * A held snapshot's usage, read in SQL from its body so that the body need not be parsed (none,
- * for a snapshot from before usage was counted), and the columns of a row that read it.
- */
-const SNAPSHOT_USAGE = `COALESCE(json_extract(body, '$.usage.prompt_tokens'), 0) AS prompt_tokens,
-  COALESCE(json_extract(body, '$.usage.completion_tokens'), 0) AS completion_tokens,
-  COALESCE(json_extract(body, '$.usage.model_calls'), 0) AS model_calls`;
-const usageColumns = ({ prompt_tokens, completion_tokens, model_calls }: Counted): Counted => ({ prompt_tokens, completion_tokens, model_calls });
+import { addUsage, counted, NO_USAGE, SNAPSHOT_USAGE, usageColumns, usageStats, type Counted } from "./usage";
 
 /**
  * How long a deleted job's tombstone is kept: longer than any update of it can be in flight (its
@@ -173,7 +157,7 @@ export class TenantProjection extends DurableObject<Env> {
         .exec<{ status: Status; body: string } & Counted>(`SELECT status, body, ${SNAPSHOT_USAGE} FROM jobs WHERE job_id = ?`, jobId)
         .toArray()[0];
       if (last) {
-        if (usage) this.addUsage(usageColumns(last), usage);
+        if (usage) addUsage(this.sql, usageColumns(last), usage);
         this.record("deleted", last.status, last.body);
       }
       this.sql.exec("DELETE FROM jobs WHERE job_id = ?", jobId);
@@ -203,10 +187,10 @@ export class TenantProjection extends DurableObject<Env> {
         body,
         now,
       );
-      this.addUsage(NO_USAGE, counted(job));
+      addUsage(this.sql, NO_USAGE, counted(job));
       this.record("run", null, body);
     } else if (version > held.version) {
-      this.addUsage(held.usage, counted(job));
+      addUsage(this.sql, held.usage, counted(job));
       // The feed hears every status change, and progress at most once a second.
       const told = job.status !== held.status || now - held.fed_at >= FEED_PROGRESS_MS;
       this.sql.exec(
@@ -373,40 +357,7 @@ export class TenantProjection extends DurableObject<Env> {
     for (const row of this.sql.exec<{ status: Status; n: number }>("SELECT status, n FROM status_counts")) {
       by_status[row.status] = row.n;
     }
-    const totals = this.sql
-      .exec<Counted>(
-        `SELECT COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens, COALESCE(SUM(completion_tokens), 0) AS completion_tokens,
-           COALESCE(SUM(model_calls), 0) AS model_calls FROM usage_days`,
-      )
-      .one();
-    const today = Date.now();
-    const first = utcDay(today - (USAGE_DAYS - 1) * 86_400_000);
-    const byDay = new Map(
-      this.sql.exec<Counted & { day: string }>("SELECT day, prompt_tokens, completion_tokens, model_calls FROM usage_days WHERE day >= ?", first).toArray().map((r) => [r.day, r]),
-    );
-    const usage_by_day: DayUsage[] = [];
-    for (let i = USAGE_DAYS - 1; i >= 0; i--) {
-      const day = utcDay(today - i * 86_400_000);
-      usage_by_day.push({ day, ...withTotal(byDay.get(day) ?? NO_USAGE) });
-    }
-    return { total_jobs: Object.values(by_status).reduce((a, b) => a + b, 0), by_status, usage: withTotal(totals), usage_by_day };
-  }
-
-  /** Counts what a job used between two of its snapshots into today's usage. */
-  private addUsage(before: Counted, after: Counted): void {
-    const prompt = after.prompt_tokens - before.prompt_tokens;
-    const completion = after.completion_tokens - before.completion_tokens;
-    const calls = after.model_calls - before.model_calls;
-    if (prompt === 0 && completion === 0 && calls === 0) return;
-    this.sql.exec(
-      `INSERT INTO usage_days (day, prompt_tokens, completion_tokens, model_calls) VALUES (?, ?, ?, ?)
-       ON CONFLICT (day) DO UPDATE SET prompt_tokens = prompt_tokens + excluded.prompt_tokens,
-         completion_tokens = completion_tokens + excluded.completion_tokens, model_calls = model_calls + excluded.model_calls`,
-      utcDay(Date.now()),
-      prompt,
-      completion,
-      calls,
-    );
+    return { total_jobs: Object.values(by_status).reduce((a, b) => a + b, 0), by_status, ...usageStats(this.sql) };
   }
 
   private snapshot(jobId: string): Job | null {
@@ -414,10 +365,3 @@ export class TenantProjection extends DurableObject<Env> {
     return row ? (JSON.parse(row.body) as Job) : null;
   }
 }
-
-const withTotal = ({ prompt_tokens, completion_tokens, model_calls }: Counted) => ({
-  prompt_tokens,
-  completion_tokens,
-  total_tokens: prompt_tokens + completion_tokens,
-  model_calls,
-});
