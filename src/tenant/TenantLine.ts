@@ -403,5 +403,4 @@ export class TenantLine extends DurableObject<Env> {
   private run(jobId: string) {
     return this.env.RUNS.getByName(runObjectName(tenantOfObject(tenantOf(this.ctx)!), jobId));
   }
-
 }
