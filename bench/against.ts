@@ -4,8 +4,9 @@
  * the two loads taken in turn, in rounds, the order reversed every other round: what a change did
  * to a figure, measured in one run on one machine. `submit` is the submit of a job not due while
  * the load lasts; `status`, the status read of a job that has finished. Before each load, both
- * servers have run the jobs of earlier loads and closed what those made, as in `npm run bench`.
- * The earlier version is checked out into a temporary git worktree, on this checkout's
+ * servers have run the jobs of earlier loads and closed what those made, as in `npm run bench`,
+ * and a submit's load stops after OBJECTS_PER_LOAD requests if its seconds have not run out first
+ * (bench/measure.ts says why). The earlier version is checked out into a temporary git worktree, on this checkout's
  * node_modules (a revision whose dependencies differ cannot be served this way).
  */
 import { execFileSync } from "node:child_process";
@@ -59,7 +60,7 @@ async function main() {
         : { current: await finishedJobRead(current.base), earlier: await finishedJobRead(earlier.base) };
     const take = (server: DevServer, options: LoadOptions) => async (): Promise<Taken> => {
       const run = await load({ ...options, duration: Number(seconds) }, server);
-      return { rps: run.requests.average, cpu: run.cpuPerRequest };
+      return { rps: run.rate, cpu: run.cpuPerRequest };
     };
     const settle = async () => {
       await idle(current);

@@ -25,6 +25,7 @@ import {
   ms,
   pct,
   quickJob,
+  quickSubmit,
   quiet,
   report,
   server,
@@ -41,7 +42,7 @@ const MiB = 1024 * 1024;
 
 export async function throughput() {
   // The quick jobs submitted here run meanwhile on the same server, as they would in use.
-  await againstBare("submit", "", { method: "POST", path: "/api/v1/runs", headers: json, body: quickJob });
+  await againstBare("submit", "", quickSubmit);
   // Against the floor, whose jobs never run, the submit alone: its jobs may start only once the
   // run is over (then they run, and the next round waits for them).
   await againstFloor("submit, its job not yet due", " (target ≥ 0.8)", laterSubmit, floorSubmit, {
@@ -73,8 +74,8 @@ export async function throughput() {
   await idle();
   const calls = 50;
   const one = await load({ method: "POST", path: `/one-object?calls=${calls}` }, floor);
-  report("one object, calls of one small write", `${(one.requests.average * calls).toFixed(0)} calls/s`, `${calls} calls per request on the floor Worker; a tenant's line and projection each take 2 calls per job`);
-  report("submit + cancel + delete cycles", `${(cycle.requests.average / 3).toFixed(0)} cycles/s`, "three requests each");
+  report("one object, calls of one small write", `${(one.rate * calls).toFixed(0)} calls/s`, `${calls} calls per request on the floor Worker; a tenant's line and projection each take 2 calls per job`);
+  report("submit + cancel + delete cycles", `${(cycle.rate / 3).toFixed(0)} cycles/s`, "three requests each");
 }
 
 export async function deletes() {
@@ -179,7 +180,7 @@ export async function idleLine() {
   report(
     `submit, its job not yet due, with ${LINE_SIZE} jobs in line`,
     describeRun(lineSubmit),
-    `${pct(lineSubmit.requests.average / emptySubmit.requests.average)} of the same submit on the empty line (${emptySubmit.requests.average.toFixed(0)} req/s); CPU/req ${(lineSubmit.cpuPerRequest / emptySubmit.cpuPerRequest).toFixed(2)}x`,
+    `${pct(lineSubmit.rate / emptySubmit.rate)} of the same submit on the empty line (${emptySubmit.rate.toFixed(0)} req/s); CPU/req ${(lineSubmit.cpuPerRequest / emptySubmit.cpuPerRequest).toFixed(2)}x`,
   );
   // Let the line drain, so that the next figures start on a quiet server.
   for (const id of holders) await fetch(`${BASE}/api/v1/runs/${id}/cancel`, { method: "POST" });

@@ -159,7 +159,7 @@ export async function shardedReads() {
       report(
         `${name}, 4 shards and 4 lines`,
         describeRun(sharded),
-        `${pct(sharded.requests.average / single.requests.average)} of one shard (${single.requests.average.toFixed(0)} req/s, p50 ${single.latency.p50} ms)`,
+        `${pct(sharded.rate / single.rate)} of one shard (${single.rate.toFixed(0)} req/s, p50 ${single.latency.p50} ms)`,
       );
     }
   } finally {

@@ -61,12 +61,22 @@ function workerdOf(server: DevServer): { runtime: number; proxy: number } {
   return { runtime: runtime.pid, proxy: proxy.pid };
 }
 
-/** perf samples a process for `seconds`, into `file`. */
-function record(pid: number, seconds: number, file: string): Promise<void> {
-  const perf = spawn("perf", ["record", "-e", "cpu-clock", "-F", String(SAMPLES_PER_SECOND), "-g", "-p", String(pid), "-o", file, "--", "sleep", String(seconds)], {
-    stdio: "ignore",
-  });
-  return new Promise((resolve, reject) => perf.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`perf record exited ${code}`)))));
+/**
+ * perf samples a process into `file` until `stop` is called: for as long as a load lasts, which
+ * for a submit may be less than its seconds (OBJECTS_PER_LOAD in bench/measure.ts).
+ */
+function record(pid: number, file: string): { stop: () => Promise<void> } {
+  const perf = spawn("perf", ["record", "-e", "cpu-clock", "-F", String(SAMPLES_PER_SECOND), "-g", "-p", String(pid), "-o", file], { stdio: "ignore" });
+  const exited = new Promise<void>((resolve, reject) =>
+    perf.on("exit", (code, signal) => (code === 0 || signal === "SIGINT" ? resolve() : reject(new Error(`perf record exited ${code ?? signal}`)))),
+  );
+  return {
+    stop: () => {
+      // perf writes its file out on SIGINT and exits 0.
+      perf.kill("SIGINT");
+      return exited;
+    },
+  };
 }
 
 /**
@@ -75,14 +85,14 @@ function record(pid: number, seconds: number, file: string): Promise<void> {
  */
 async function sampled(server: DevServer, options: LoadOptions, seconds: number, file: string) {
   const { runtime, proxy } = workerdOf(server);
-  const recorded = Promise.all([record(runtime, seconds, file), record(proxy, seconds, `${file}.proxy`)]);
+  const recordings = [record(runtime, file), record(proxy, `${file}.proxy`)];
   const result = await load({ ...options, duration: seconds }, server);
-  await recorded;
+  await Promise.all(recordings.map((r) => r.stop()));
   const tally = await tallied(file);
   tally.set(PROXY, (await tallied(`${file}.proxy`)).get(ALL) ?? 0);
   for (const made of [file, `${file}.proxy`]) rmSync(made, { force: true });
-  const perRequest = (samples: number) => (1000 * samples) / SAMPLES_PER_SECOND / Math.max(1, result.requests.total);
-  return { rps: result.requests.average, ms: new Map([...tally].map(([key, n]) => [key, perRequest(n)])) };
+  const perRequest = (samples: number) => (1000 * samples) / SAMPLES_PER_SECOND / Math.max(1, result["2xx"]);
+  return { rps: result.rate, ms: new Map([...tally].map(([key, n]) => [key, perRequest(n)])) };
 }
 
 /** Every sample of a recording, counted by "place / kind" (and by place, and in all). */

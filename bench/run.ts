@@ -55,7 +55,7 @@ async function main() {
     }
     await idle();
     const recheck = await load({ path: "/health" });
-    report("bare route again, at the end", describeRun(recheck), `${pct(recheck.requests.average / baseline.requests.average)} of the first baseline`);
+    report("bare route again, at the end", describeRun(recheck), `${pct(recheck.rate / baseline.rate)} of the first baseline`);
   } finally {
     await stopServer(floor);
     await stopServer(server);
