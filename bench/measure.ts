@@ -67,12 +67,22 @@ export type LoadOptions = Partial<autocannon.Options> & { path?: string };
 export async function load(options: LoadOptions, target = server): Promise<Run> {
   const { path = "/", ...rest } = options;
   const cpuBefore = treeCpuMs(target.process.pid!);
-  const result = await autocannon({ url: `${target.base}${path}`, connections: 16, duration: SECONDS, ...rest });
+  // The load lasts until its last answer: autocannon ends a load that stopped at its count of
+  // requests only at its next whole second, and its own duration says so.
+  const started = performance.now();
+  let last = started;
+  const answered = () => void (last = performance.now());
+  const result = await new Promise<autocannon.Result>((resolve, reject) => {
+    const options = { url: `${target.base}${path}`, connections: 16, duration: SECONDS, ...rest };
+    const instance = autocannon(options, (error, done) => (error ? reject(error) : resolve(done)));
+    instance.on("response", answered);
+    instance.on("reqError", answered);
+  });
   const cpu = treeCpuMs(target.process.pid!) - cpuBefore;
   const served = result["2xx"];
   const failed = result.non2xx + result.errors;
   if (failed > 0) console.error(`  ! ${failed} of ${served + failed} requests to ${target.base}${path} failed: ${failures(result)}`);
-  return { ...result, rate: served / Math.max(0.01, result.duration), failed, cpuPerRequest: cpu / Math.max(1, served) };
+  return { ...result, rate: served / Math.max(0.01, (last - started) / 1000), failed, cpuPerRequest: cpu / Math.max(1, served) };
 }
 
 /** What a load's failures were: the count of each status other than 2xx, and of connection errors. */
