@@ -11,7 +11,8 @@
  */
 import { abortAllDurableObjects, env, listDurableObjectIds, reset, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { beforeEach, describe, expect, it } from "vitest";
-import { api, drive, getJob, lineStub, post, submit } from "../helpers";
+import { api, drive, getJob, lineStub, post, runStub, submit } from "../helpers";
+import { RUN_MIGRATIONS } from "../../src/run/store";
 
 interface Database {
   tables: string[];
@@ -204,5 +205,18 @@ describe.each(fixtures.map((f) => [`${f.commit} (${f.subject.slice(0, 60)}…)`,
       const left = tables.length === 0 ? "" : await runInDurableObject(env.RUNS.get(id), (_i, state) => JSON.stringify([state.storage.sql.exec("SELECT * FROM outbox").toArray(), state.storage.sql.exec("SELECT body FROM spec").toArray(), state.storage.sql.exec("SELECT * FROM run").toArray()]));
       expect(tables, `${id}: ${left}`).toEqual([]);
     }
+  });
+});
+
+describe("a new job's object", () => {
+  it("records every migration step as applied, so that it starts again without migrating", async () => {
+    const id = await submit({ steps: 2, step_ms: 0 });
+    const applied = await runInDurableObject(runStub(id), (_i, state) =>
+      state.storage.sql.exec<{ id: number }>("SELECT id FROM _migrations ORDER BY id").toArray().map((r) => r.id),
+    );
+    expect(applied).toEqual(RUN_MIGRATIONS.map((_, i) => i + 1));
+    // Started again, it finds nothing to migrate (a step run twice would fail on its table) and serves the job.
+    await abortAllDurableObjects();
+    expect((await drive(id)).status).toBe("succeeded");
   });
 });
