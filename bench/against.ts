@@ -6,8 +6,8 @@
  * the load lasts; `status`, the status read of a job that has finished. Before each load, both
  * servers have run the jobs of earlier loads and closed what those made, as in `npm run bench`,
  * and a submit's load stops after OBJECTS_PER_LOAD requests if its seconds have not run out first
- * (bench/measure.ts says why). The earlier version is checked out into a temporary git worktree, on this checkout's
- * node_modules (a revision whose dependencies differ cannot be served this way).
+ * (bench/measure.ts says why). The earlier version is checked out into a temporary git worktree,
+ * on this checkout's node_modules (a revision whose dependencies differ cannot be served this way).
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, symlinkSync } from "node:fs";

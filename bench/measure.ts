@@ -46,7 +46,7 @@ export function useServers(service: DevServer, floorServer: DevServer): void {
  * served. `failed`: the requests that were answered otherwise, or not at all; a load with any is
  * named on stderr, and every round line says how many, since a server that fails fast looks fast.
  */
-export type Run = autocannon.Result & { rate: number; failed: number; cpuPerRequest: number };
+type Run = autocannon.Result & { rate: number; failed: number; cpuPerRequest: number };
 const rows: [string, string, string][] = [];
 export const report = (figure: string, value: string, against = "") => {
   rows.push([figure, value, against]);
