@@ -73,8 +73,8 @@ export async function load(options: LoadOptions, target = server): Promise<Run> 
   let last = started;
   const answered = () => void (last = performance.now());
   const result = await new Promise<autocannon.Result>((resolve, reject) => {
-    const options = { url: `${target.base}${path}`, connections: 16, duration: SECONDS, ...rest };
-    const instance = autocannon(options, (error, done) => (error ? reject(error) : resolve(done)));
+    const run = { url: `${target.base}${path}`, connections: 16, duration: SECONDS, ...rest };
+    const instance = autocannon(run, (error, done) => (error ? reject(error) : resolve(done)));
     instance.on("response", answered);
     instance.on("reqError", answered);
   });
@@ -86,7 +86,7 @@ export async function load(options: LoadOptions, target = server): Promise<Run> 
 }
 
 /** What a load's failures were: the count of each status other than 2xx, and of connection errors. */
-export function failures(result: autocannon.Result): string {
+function failures(result: autocannon.Result): string {
   const codes = Object.entries(result.statusCodeStats ?? {}).filter(([code]) => !code.startsWith("2"));
   const parts = codes.map(([code, { count }]) => `${count ?? 0} answered ${code}`);
   if (result.errors > 0) parts.push(`${result.errors} connection errors (${result.timeouts} timeouts)`);
@@ -197,15 +197,13 @@ export const jobPath = (suffix: string) => (req: autocannon.Request, context: ob
 
 export const json = { "content-type": "application/json" };
 export const quickJob = JSON.stringify({ prompt: "bench", config: { simulate: { steps: 1, step_ms: 0 } } });
-/** A submit's load: at most OBJECTS_PER_LOAD of them. */
-const submits: LoadOptions = { method: "POST", path: "/api/v1/runs", headers: json, maxOverallRequests: OBJECTS_PER_LOAD };
+/** A load of submits of `body`: at most OBJECTS_PER_LOAD of them. */
+export const submitLoad = (body: string): LoadOptions => ({ method: "POST", path: "/api/v1/runs", headers: json, body, maxOverallRequests: OBJECTS_PER_LOAD });
 /** A submit of quick jobs, which run meanwhile on the same server. */
-export const quickSubmit: LoadOptions = { ...submits, body: quickJob };
+export const quickSubmit = submitLoad(quickJob);
 /** The submit of a quick job not due while a load run of `seconds` lasts: the submit is measured alone. */
-export const laterSubmitFor = (seconds: number): LoadOptions => ({
-  ...submits,
-  body: JSON.stringify({ prompt: "bench", delay_seconds: seconds + 5, config: { simulate: { steps: 1, step_ms: 0 } } }),
-});
+export const laterSubmitFor = (seconds: number): LoadOptions =>
+  submitLoad(JSON.stringify({ prompt: "bench", delay_seconds: seconds + 5, config: { simulate: { steps: 1, step_ms: 0 } } }));
 export const laterSubmit = laterSubmitFor(SECONDS);
 /** The floor's submit, whose jobs never run. */
 export const floorSubmit: LoadOptions = quickSubmit;
