@@ -3,7 +3,7 @@ import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { keyOnly, tenancy, type AppEnv } from "./auth";
 import { settingsChecked } from "./config";
-import { ApiError, isOverloaded, isVersionSkew } from "./errors";
+import { ApiError, isOverloaded, isTransient, isVersionSkew } from "./errors";
 import { cors } from "./http/cors";
 import { openApiDocument } from "./http/openapi";
 import { rateLimit } from "./http/ratelimit";
@@ -19,7 +19,7 @@ import { system, systemOperations } from "./routes/system";
 import { tokenOperations, tokens } from "./routes/tokens";
 import { VERSION } from "./version";
 
-/** Seconds a client is asked to wait when an object is overloaded. */
+/** Seconds a client is asked to wait when an object is overloaded, or a failure passes. */
 const OVERLOADED_RETRY_S = 1;
 
 export const app = new Hono<AppEnv>();
@@ -56,12 +56,18 @@ app.get("/openapi.json", (c) => {
 
 app.notFound((c) => c.json({ detail: "Not Found" }, 404));
 
+/** What a client is told of a failure that passes: come back in a moment. */
+const retryShortly = (detail: string) => new ApiError("overloaded", detail, {}, { "Retry-After": String(OVERLOADED_RETRY_S) });
+
 app.onError((thrown, c) => {
+  if (isTransient(thrown)) logFailure("transient platform error", thrown, { request_id: c.get("requestId") });
   const error = isOverloaded(thrown)
-    ? new ApiError("overloaded", "Service overloaded; retry shortly", {}, { "Retry-After": String(OVERLOADED_RETRY_S) })
+    ? retryShortly("Service overloaded; retry shortly")
     : isVersionSkew(thrown)
-      ? new ApiError("overloaded", "Service is being updated; retry shortly", {}, { "Retry-After": String(OVERLOADED_RETRY_S) })
-      : thrown;
+      ? retryShortly("Service is being updated; retry shortly")
+      : isTransient(thrown)
+        ? retryShortly("Service unavailable; retry shortly")
+        : thrown;
   if (error instanceof ApiError) {
     const detail = error.detail;
     return c.json({ detail, ...error.extra }, error.status, error.headers);

@@ -83,5 +83,18 @@ export function isVersionSkew(error: unknown): boolean {
  * has more requests queued than it can take. The client is asked to come back, never given a 500.
  */
 export function isOverloaded(error: unknown): boolean {
-  return typeof error === "object" && error !== null && (error as { overloaded?: unknown }).overloaded === true;
+  return flagged(error, "overloaded");
 }
+
+/**
+ * A failure the platform reports as passing on a call into a Durable Object: one it marks
+ * `retryable` (a connection lost, an internal error), or one that reset the object
+ * (`durableObjectReset`: its storage failed, or it was moved or updated); the next call reaches
+ * a fresh instance. The client is asked to come back, never given a 500.
+ */
+export function isTransient(error: unknown): boolean {
+  return flagged(error, "retryable") || flagged(error, "durableObjectReset");
+}
+
+const flagged = (error: unknown, property: string) =>
+  typeof error === "object" && error !== null && (error as Record<string, unknown>)[property] === true;

@@ -1,7 +1,8 @@
 import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { failing, failingStubs, withBindings, type When } from "./faults";
-import { api, drive, eventLog, finished, getJob, r2Keys, runStub, storedTables, submit, submitQueued } from "./helpers";
+import { app } from "../src/app";
+import { countingStubs, failing, failingStubs, overlay, withBindings, type When } from "./faults";
+import { api, drive, eventLog, finished, getJob, lineStub, r2Keys, runStub, settle, storedTables, submit, submitQueued } from "./helpers";
 
 const del = (id: string) => api(`/api/v1/runs/${id}`, { method: "DELETE" });
 const listed = async (session: string) =>
@@ -118,5 +119,80 @@ describe("a write that fails inside its transaction", () => {
     const made = await runStub(id).create(spec, false);
     expect(made).toMatchObject({ ok: true, job: { job_id: id, status: "queued", progress: { steps_total: 2 } } });
     expect((await runStub(id).get()).ok).toBe(true);
+  });
+});
+
+describe("a submit that fails part-way", () => {
+  const body = (session: string) => JSON.stringify({ prompt: "part-way", session_id: session, config: { simulate: { steps: 1, step_ms: 1 } } });
+  const placeIn = (id: string) =>
+    runInDurableObject(lineStub(), (_instance, state) => state.storage.sql.exec<{ state: string }>("SELECT state FROM places WHERE job_id = ?", id).toArray()[0]);
+
+  // Each call of the submit that can fail: before its effect, or after it (its answer lost on the way back).
+  const cases = [
+    ["the job's creation", "RUNS", "create", "before"],
+    ["the job's creation", "RUNS", "create", "after"],
+    ["the projection's entry", "PROJECTIONS", "admit", "before"],
+    ["the projection's entry", "PROJECTIONS", "admit", "after"],
+  ] as const;
+
+  it.each(cases)("%s failing (%s.%s, %s its effect): 500, and nothing of the job is kept, its key free", async (_name, binding, method, when) => {
+    const session = `part-way-${method}-${when}`;
+    const headers = { "content-type": "application/json", "Idempotency-Key": session };
+    const made: string[] = [];
+    const failed = failingStubs(env[binding], method, [1], when);
+    const bindings = { RUNS: countingStubs(env.RUNS, "run", made, true), [binding]: failed.proxy };
+    const res = await app.request("http://localhost/api/v1/runs", { method: "POST", headers, body: body(session) }, overlay(env, bindings));
+    expect(res.status).toBe(500);
+    expect(await res.json()).toEqual({ detail: "Internal server error" });
+    // The job's object is named `<tenant>/<job id>`.
+    const name = binding === "RUNS" ? failed.names[0] : made[0].slice("run:".length, made[0].lastIndexOf("."));
+    const id = name.slice(name.indexOf("/") + 1);
+
+    // A job granted a slot at once would run: none must, nor be listed, nor hold a place in line.
+    await settle(id);
+    expect((await api(`/api/v1/runs/${id}`)).status).toBe(404);
+    expect(await listed(session)).toEqual([]);
+    expect(await placeIn(id)).toBeUndefined();
+    expect(await storedTables(id)).toEqual([]);
+
+    // The same submit again makes a new job: the key was not kept for the one that failed.
+    const again = await app.request("http://localhost/api/v1/runs", { method: "POST", headers, body: body(session) }, env);
+    expect(again.status).toBe(202);
+    expect(again.headers.get("Idempotent-Replayed")).toBeNull();
+    const { job_id } = await again.json<{ job_id: string }>();
+    expect(job_id).not.toBe(id);
+    expect((await listed(session)).map((j) => j.job_id)).toEqual([job_id]);
+  });
+
+  // Cloudflare may report a call that did its work as failed, the object reset before it answered.
+  const reset = (message: string) => Object.assign(new Error(message), { durableObjectReset: true });
+
+  it("the job's creation reported failed by the platform after it was made: 503 with Retry-After, and the job is discarded", async () => {
+    const session = "part-way-reset";
+    const failed = failingStubs(env.RUNS, "create", [1], "after", reset);
+    const res = await app.request("http://localhost/api/v1/runs", { method: "POST", headers: { "content-type": "application/json" }, body: body(session) }, overlay(env, { RUNS: failed.proxy }));
+    expect(res.status).toBe(503);
+    expect(await res.json()).toEqual({ detail: "Service unavailable; retry shortly" });
+    expect(res.headers.get("Retry-After")).toBe("1");
+    const id = failed.names[0].slice(failed.names[0].indexOf("/") + 1);
+    await settle(id);
+    expect((await api(`/api/v1/runs/${id}`)).status).toBe(404);
+    expect(await listed(session)).toEqual([]);
+    expect(await placeIn(id)).toBeUndefined();
+  });
+
+  it("undoing it failing too: the submit's own failure is the answer, and the job keeps its place while it exists", async () => {
+    const session = "part-way-undo";
+    const discardFails = failingStubs(env.RUNS, "discard", [1], "before");
+    const failed = failingStubs(discardFails.proxy, "create", [1], "after", reset);
+    const res = await app.request("http://localhost/api/v1/runs", { method: "POST", headers: { "content-type": "application/json" }, body: body(session) }, overlay(env, { RUNS: failed.proxy }));
+    expect(res.status).toBe(503);
+    expect(await res.json()).toEqual({ detail: "Service unavailable; retry shortly" });
+    expect(discardFails.counts.n).toBe(1);
+    // The job was made and could not be discarded: it holds its run slot, not one given to another job.
+    const id = failed.names[0].slice(failed.names[0].indexOf("/") + 1);
+    expect(await placeIn(id)).toEqual({ state: "running" });
+    expect((await drive(id)).status).toBe("succeeded");
+    expect(await placeIn(id)).toBeUndefined();
   });
 });

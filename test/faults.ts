@@ -27,9 +27,20 @@ export function failing<T extends object>(target: T, method: string, calls: numb
   return { proxy, counts };
 }
 
-/** A Durable Object namespace (a tenant object's, the jobs') whose stubs fail the listed calls of `method`. */
-export function failingStubs<N extends Env["PROJECTIONS"] | Env["LINES"] | Env["RUNS"]>(namespace: N, method: string, calls: number[], when: When) {
+/**
+ * A Durable Object namespace (a tenant object's, the jobs') whose stubs fail the listed calls of
+ * `method`, with the error `makeError` makes of a message. `names`: the objects `method` was
+ * called on, in order.
+ */
+export function failingStubs<N extends Env["PROJECTIONS"] | Env["LINES"] | Env["RUNS"]>(
+  namespace: N,
+  method: string,
+  calls: number[],
+  when: When,
+  makeError: (message: string) => Error = (message) => new Error(message),
+) {
   const counts = { n: 0 };
+  const names: string[] = [];
   const proxy = new Proxy(namespace, {
     get(obj, prop) {
       const value = Reflect.get(obj, prop);
@@ -41,17 +52,18 @@ export function failingStubs<N extends Env["PROJECTIONS"] | Env["LINES"] | Env["
             if (p !== method) return Reflect.get(s, p);
             return async (...args: unknown[]) => {
               const call = ++counts.n;
+              names.push(name);
               const real = () => (Reflect.get(s, p) as (...a: unknown[]) => Promise<unknown>)(...args);
               if (!calls.includes(call)) return real();
               if (when === "after") await real();
-              throw new Error(`injected ${String(p)} failure on call ${call} (${when} its effect)`);
+              throw makeError(`injected ${String(p)} failure on call ${call} (${when} its effect)`);
             };
           },
         });
       };
     },
   });
-  return { proxy, counts };
+  return { proxy, counts, names };
 }
 
 /**

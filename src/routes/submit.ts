@@ -14,10 +14,11 @@ import { ApiError, jobNotFound, misconfigured, raise, unwrap } from "../errors";
 import { jsonBody } from "../http/body";
 import type { Operation } from "../http/openapi";
 import { valid } from "../http/validation";
+import { logFailure } from "../log";
 import { placeRequest, POLL_INTERVAL_S, tenantObjects, type CopiedStep, type RunSpec } from "../run/job";
 import type { FinishedPart } from "../run/store";
 import type { Status } from "../run/transitions";
-import type { AdmitResult, HeldKey } from "../tenant/TenantProjection";
+import type { HeldKey } from "../tenant/TenantProjection";
 import { earlierProjectionOfKey, placeJob, projectionOfKey } from "../tenant/shards";
 import { planRun } from "../runners";
 import { resolveAgent } from "../runners/agents";
@@ -30,7 +31,6 @@ import {
   retryBodySchema,
   submitBodySchema,
   submitResponseSchema,
-  type Job,
   type SubmitBody,
 } from "../schemas";
 import { copyPart, outputPrefix, partKey, purgePrefix } from "../storage/blobs";
@@ -215,25 +215,35 @@ async function enter(c: Ctx, spec: RunSpec, hash: string | null, now: number, co
   }
 
   const run = runStub(c, spec.job_id);
-  let created: { job: Job; version: number };
-  try {
-    created = unwrap(await run.create(spec, place.granted, copied));
-  } catch (error) {
-    await lineFor(c, spec).leave(spec.job_id);
+  const made = await run.create(spec, place.granted, copied).catch(async (error: unknown) => {
+    // The call may have failed after the job was made (its answer lost on the way back): the job
+    // is discarded, so that a submit answered with a failure leaves none to run, and then its
+    // place is given up. A place this cannot give up is the line's to clear, as a submit's cut short.
+    await undo(c, spec, () => run.discard().then(() => lineFor(c, spec).leave(spec.job_id)));
     throw error;
-  }
-  let admission: AdmitResult;
-  try {
-    admission = await projectionFor(c, spec).admit({ job: created.job, version: created.version, idempotency_key: key, body_hash: hash });
-  } catch (error) {
-    await run.discard();
+  });
+  // Refused, the object holds a job already (never this submit's, whose id is new): it keeps its place.
+  const created = unwrap(made);
+  const entry = { job: created.job, version: created.version, idempotency_key: key, body_hash: hash };
+  const admission = await projectionFor(c, spec).admit(entry).catch(async (error: unknown) => {
+    // The entry may have been made (its answer lost): the job's discard removes it too.
+    await undo(c, spec, () => run.discard());
     throw error;
-  }
+  });
   if (!admission.admitted) {
     await run.discard();
     return replay(c, admission, now);
   }
   return accepted(c, spec.job_id, created.job.status, created.job.created_at);
+}
+
+/** Undoes what a submit that failed made; a failure here is logged, and the submit's own error is the answer. */
+async function undo(c: Ctx, spec: RunSpec, steps: () => Promise<void>): Promise<void> {
+  try {
+    await steps();
+  } catch (error) {
+    logFailure("undoing a failed submit", error, { job_id: spec.job_id, tenant: spec.tenant, request_id: c.get("requestId") });
+  }
 }
 
 /** The answer to a submit whose idempotency key names an earlier job. */
