@@ -3,7 +3,6 @@
  * with and without a large output, streams to many watchers, cancel (also while a webhook
  * receiver stalls), the CPU of a long line that waits, and memory while streaming an output.
  */
-import autocannon from "autocannon";
 import { createServer } from "node:http";
 import { peakRssDuring, treeRss } from "../test/e2e/procfs";
 import { BASE } from "../test/e2e/server";
@@ -28,6 +27,7 @@ import {
   quickSubmit,
   quiet,
   report,
+  seedJobs,
   server,
   statusReads,
   submit,
@@ -169,7 +169,7 @@ export async function idleLine() {
   const emptySubmit = await load(laterSubmit);
   const holders = await Promise.all(Array.from({ length: 10 }, () => submit({ prompt: "holder", config: { simulate: { steps: 1, step_ms: 600_000 } } })));
   const started = Date.now();
-  await autocannon({ url: BASE, connections: 16, amount: LINE_SIZE, requests: [{ method: "POST", path: "/api/v1/runs", headers: json, body: quickJob }] });
+  await seedJobs(LINE_SIZE, () => quickJob);
   console.error(`  (${LINE_SIZE} jobs in line in ${((Date.now() - started) / 1000).toFixed(0)} s)`);
   // Thousands of objects just created are closed, and written back, over the next minutes.
   await quiet(300_000);

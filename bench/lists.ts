@@ -2,9 +2,8 @@
  * The list's figures: its first page, a deep page and a filtered page as the tenant grows; lists
  * narrowed by tags and metadata on jobs that only wait; and what shards cost the reads.
  */
-import autocannon from "autocannon";
 import { BASE, startServer, stopServer } from "../test/e2e/server";
-import { describeRun, idle, json, LIST_ONLY, load, type LoadOptions, pct, quiet, report, SHORT_SECONDS } from "./measure";
+import { describeRun, idle, json, LIST_ONLY, load, type LoadOptions, pct, quiet, report, seedJobs, SHORT_SECONDS } from "./measure";
 import { stateDir } from "./state";
 
 /** Two more servers for the cost of shards: one projection and line on this port, 4 of each on the next. */
@@ -16,29 +15,9 @@ const LIST_SIZES = (process.env.BENCH_LIST_SIZES ?? "100,1000").split(",").map(N
 // wait, so seeding goes at the submit rate (100,000 in minutes) rather than the rate jobs run.
 const FILTER_SIZES = (process.env.BENCH_FILTER_SIZES ?? "1000").split(",").map(Number);
 
-async function seed(count: number) {
-  let sent = 0;
-  while (sent < count) {
-    const batch = Math.min(count - sent, 20_000);
-    await autocannon({
-      url: BASE,
-      connections: 32,
-      amount: batch,
-      requests: [
-        {
-          method: "POST",
-          path: "/api/v1/runs",
-          headers: json,
-          setupRequest: (req: autocannon.Request) => {
-            sent++;
-            const session = sent % 10 === 0 ? "bench-filtered" : "bench";
-            return { ...req, body: JSON.stringify({ prompt: "seed", session_id: session, config: { simulate: { steps: 1, step_ms: 0 } } }) };
-          },
-        },
-      ],
-    });
-  }
-}
+/** Seeds `count` quick jobs, one in ten in the session that the filtered page reads. */
+const seed = (count: number, from: number) =>
+  seedJobs(count, (n) => JSON.stringify({ prompt: "seed", session_id: n % 10 === 0 ? "bench-filtered" : "bench", config: { simulate: { steps: 1, step_ms: 0 } } }), from);
 
 export async function listScaling() {
   let seeded = (await (await fetch(`${BASE}/stats`)).json() as { total_jobs: number }).total_jobs;
@@ -47,7 +26,7 @@ export async function listScaling() {
   for (const size of sizes) {
     if (seeded < size) {
       const started = Date.now();
-      await seed(size - seeded);
+      await seed(size - seeded, seeded);
       await idle();
       seeded = size;
       console.error(`  (seeded ${size} jobs in ${((Date.now() - started) / 1000).toFixed(0)} s)`);
@@ -72,26 +51,15 @@ export async function listScaling() {
 }
 
 /** Submits `count` delayed jobs: every one tagged bench-filter, one in ten also bench-tenth, metadata shard = n % 100. */
-async function seedTagged(count: number, from: number) {
-  let n = from;
-  await autocannon({
-    url: BASE,
-    connections: 32,
-    amount: count,
-    requests: [
-      {
-        method: "POST",
-        path: "/api/v1/runs",
-        headers: json,
-        setupRequest: (req: autocannon.Request) => {
-          n++;
-          const tags = n % 10 === 0 ? ["bench-filter", "bench-tenth"] : ["bench-filter"];
-          return { ...req, body: JSON.stringify({ prompt: "seed", tags, metadata: { shard: String(n % 100) }, delay_seconds: 2_592_000 }) };
-        },
-      },
-    ],
-  });
-}
+const seedTagged = (count: number, from: number) =>
+  seedJobs(
+    count,
+    (n) => {
+      const tags = n % 10 === 0 ? ["bench-filter", "bench-tenth"] : ["bench-filter"];
+      return JSON.stringify({ prompt: "seed", tags, metadata: { shard: String(n % 100) }, delay_seconds: 2_592_000 });
+    },
+    from,
+  );
 
 export async function filteredLists() {
   const firsts: Record<string, Record<number, number>> = {};
@@ -142,7 +110,7 @@ export async function shardedReads() {
   try {
     const waiting = JSON.stringify({ prompt: "sharded", tags: ["bench-shards"], delay_seconds: 2_592_000 });
     for (const target of [one, four]) {
-      await autocannon({ url: target.base, connections: 16, amount: 1000, requests: [{ method: "POST", path: "/api/v1/runs", headers: json, body: waiting }] });
+      await seedJobs(1000, () => waiting, 0, target);
       await quiet(60_000, target);
     }
     const variants: [string, LoadOptions][] = [

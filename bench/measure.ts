@@ -12,8 +12,8 @@ export const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
  * A load that makes an object a request (a submit) stops after this many requests, if its time has
  * not run out first. A dev server keeps each object it made open for some seconds after its last
  * request, and once it holds about 2,600 open at once (the service's jobs; about 3,100 of the
- * floor's), SQLite in workerd fails with SQLITE_NOMEM: from there every submit is a 500. The
- * floor's submit reached that within a 5 s load. Capped, each side makes at most as many objects.
+ * floor's), SQLite in workerd fails with SQLITE_NOMEM: from there submits fail. The floor's
+ * submit reached that within a 5 s load. Capped, each side makes at most as many objects.
  */
 export const OBJECTS_PER_LOAD = Number(process.env.BENCH_OBJECTS_PER_LOAD ?? 2000);
 /** Runs of which a figure takes many (list sizes, filters, shards): half as long, at least 2 s. */
@@ -283,6 +283,40 @@ export async function quiet(maxMs = 60_000, target = server) {
     const calm = treeCpuMs(pid) - before <= QUIET_WINDOW_MS * QUIET_CPU_SHARE;
     if (calm && (resting === undefined || treeOpenFiles(pid) <= resting + QUIET_OPEN_FILES)) return;
   }
+}
+
+/**
+ * Submits `count` jobs (the body of the n-th from `bodyOf(n)`, n from `from` up) in loads of at
+ * most OBJECTS_PER_LOAD, each once the server holds few of the objects made before it open: under
+ * the wall above, however many are seeded. A submit that failed is named, as every load's
+ * failures are, and made up for in the next load, so that the server holds `count` more jobs.
+ */
+export async function seedJobs(count: number, bodyOf: (n: number) => string, from = 0, target = server): Promise<void> {
+  let made = 0;
+  let n = from;
+  while (made < count) {
+    await fewObjectsOpen(SEEDING_OPEN_OBJECTS, target);
+    const amount = Math.min(count - made, OBJECTS_PER_LOAD);
+    const body = (req: autocannon.Request) => ({ ...req, body: bodyOf(n++) });
+    const options: LoadOptions = { method: "POST", path: "/api/v1/runs", headers: json, connections: Math.min(32, amount), amount, requests: [{ setupRequest: body }] };
+    const run = await load(options, target);
+    if (run["2xx"] === 0) throw new Error(`seeding: no submit of ${amount} to ${target.base} was served`);
+    made += run["2xx"];
+  }
+}
+
+/** The objects a server may hold open, beyond those it held at rest, when a seeding load starts. */
+const SEEDING_OPEN_OBJECTS = 250;
+/** An open object holds three files: its database, its write-ahead log and their shared memory. */
+const FILES_PER_OBJECT = 3;
+
+/** Waits (at most five minutes) until the server holds at most `objects` objects open beyond those it held at rest. */
+async function fewObjectsOpen(objects: number, target: DevServer): Promise<void> {
+  // A server the bench did not start with (the shards' own) is first seen here, at rest.
+  if (!restingFiles.has(target)) restingFiles.set(target, treeOpenFiles(target.process.pid!));
+  const limit = restingFiles.get(target)! + objects * FILES_PER_OBJECT;
+  const deadline = Date.now() + 300_000;
+  while (treeOpenFiles(target.process.pid!) > limit && Date.now() < deadline) await new Promise((r) => setTimeout(r, 500));
 }
 
 export async function cpuOver(windowMs: number): Promise<number> {

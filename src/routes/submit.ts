@@ -218,8 +218,9 @@ async function enter(c: Ctx, spec: RunSpec, hash: string | null, now: number, co
   const made = await run.create(spec, place.granted, copied).catch(async (error: unknown) => {
     // The call may have failed after the job was made (its answer lost on the way back): the job
     // is discarded, so that a submit answered with a failure leaves none to run, and then its
-    // place is given up. A place this cannot give up is the line's to clear, as a submit's cut short.
-    await undo(c, spec, () => run.discard().then(() => lineFor(c, spec).leave(spec.job_id)));
+    // place is given up. A place this cannot give up is the line's to clear, as a submit's cut
+    // short. On a new stub: a stub that has thrown fails every later call.
+    await undo(c, spec, () => runStub(c, spec.job_id).discard().then(() => lineFor(c, spec).leave(spec.job_id)));
     throw error;
   });
   // Refused, the object holds a job already (never this submit's, whose id is new): it keeps its place.
