@@ -192,7 +192,8 @@ async function spending(c: Ctx, submit: () => Promise<Response>, held?: () => Pr
     made = response.headers.get("Idempotent-Replayed") === null;
     return response;
   } finally {
-    if (!made) await projectionOf(c, grant.id).refundSubmit(grant.id);
+    // A refund that fails leaves the submit spent; the submit's own answer stands.
+    if (!made) await undo(c, { tenant: c.get("tenant") }, () => projectionOf(c, grant.id).refundSubmit(grant.id));
   }
 }
 
@@ -238,12 +239,15 @@ async function enter(c: Ctx, spec: RunSpec, hash: string | null, now: number, co
   return accepted(c, spec.job_id, created.job.status, created.job.created_at);
 }
 
-/** Undoes what a submit that failed made; a failure here is logged, and the submit's own error is the answer. */
-async function undo(c: Ctx, spec: RunSpec, steps: () => Promise<void>): Promise<void> {
+/**
+ * Undoes what a submit that failed, or made no job, did (of `job`): a failure here is logged, and
+ * the submit's own answer stands.
+ */
+async function undo(c: Ctx, job: { job_id?: string; tenant: string }, steps: () => Promise<unknown>): Promise<void> {
   try {
     await steps();
   } catch (error) {
-    logFailure("undoing a failed submit", error, { job_id: spec.job_id, tenant: spec.tenant, request_id: c.get("requestId") });
+    logFailure("undoing a failed submit", error, { job_id: job.job_id, tenant: job.tenant, request_id: c.get("requestId") });
   }
 }
 
