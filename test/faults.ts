@@ -92,25 +92,27 @@ export function countingStubs<N extends Env["PROJECTIONS"] | Env["LINES"] | Env[
   });
 }
 
-/** A bucket whose `put` waits at a gate the test opens. */
+/** A bucket whose `put` waits at a gate the test opens. `keys`: the keys put, in order. */
 export function gatedBucket(bucket: R2Bucket) {
   let open!: () => void;
   let arrived!: () => void;
   const gate = new Promise<void>((r) => (open = r));
   const reached = new Promise<void>((r) => (arrived = r));
+  const keys: string[] = [];
   const proxy = new Proxy(bucket, {
     get(obj, prop) {
       const value = Reflect.get(obj, prop);
       if (typeof value !== "function") return value;
       if (prop !== "put") return value.bind(obj);
       return async (...args: unknown[]) => {
+        keys.push(args[0] as string);
         arrived();
         await gate;
         return value.apply(obj, args);
       };
     },
   });
-  return { proxy, open, reached };
+  return { proxy, open, reached, keys };
 }
 
 type Target = string | DurableObjectStub<Rpc.DurableObjectBranded>;

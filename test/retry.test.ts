@@ -1,5 +1,8 @@
 /** Retry from where it failed: a new job that copies the finished steps' outputs and runs the rest. */
+import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
+import { app } from "../src/app";
+import { countingStubs, failing, failingStubs, gatedBucket, overlay } from "./faults";
 import { api, drive, eventLog, finished, getJob, post, r2Keys, submit, submitQueued } from "./helpers";
 import type { Job } from "../src/schemas";
 
@@ -10,10 +13,7 @@ async function sha256(bytes: ArrayBuffer): Promise<string> {
   return [...new Uint8Array(await crypto.subtle.digest("SHA-256", bytes))].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 const output = async (id: string) => (await api(`/api/v1/runs/${id}/output`)).arrayBuffer();
-const part = async (id: string, step: number) => {
-  const { env } = await import("cloudflare:test");
-  return (await (await env.OUTPUTS.get(`runs/default/${id}/steps/${String(step).padStart(4, "0")}`))!.arrayBuffer());
-};
+const part = async (id: string, step: number) => (await env.OUTPUTS.get(`runs/default/${id}/steps/${String(step).padStart(4, "0")}`))!.arrayBuffer();
 
 /** A 3-step job whose step 2 failed: step 1's output is kept. */
 async function failedAtStep2(prompt = "retry me"): Promise<Job> {
@@ -115,5 +115,55 @@ describe("POST /api/v1/runs/{id}/retry", () => {
     for (const body of [{ from_step: 0 }, { from_step: "1" }, { prompt: "" }, { config: { simulate: { steps: 0 } } }]) {
       expect((await retry(old.job_id, body)).status, JSON.stringify(body)).toBe(422);
     }
+  });
+});
+
+describe("a retry that fails part-way", () => {
+  const retryWith = (id: string, settings: Partial<Env>) =>
+    app.request(`http://localhost/api/v1/runs/${id}/retry`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" }, overlay(env, settings));
+  /** The id of the job a retry tried to make, from the name of the object it was made in. */
+  const madeIn = (names: string[]) => names[0].slice(names[0].indexOf("/") + 1);
+
+  it("its new job not made: 500, its copies of the old job's outputs removed, the old job as it was", async () => {
+    const old = await failedAtStep2();
+    const before = await sha256(await output(old.job_id));
+    const failed = failingStubs(env.RUNS, "create", [1], "before");
+    const res = await retryWith(old.job_id, { RUNS: failed.proxy });
+    expect(res.status).toBe(500);
+    const id = madeIn(failed.names);
+    expect(await r2Keys(`runs/default/${id}/`)).toEqual([]);
+    expect((await api(`/api/v1/runs/${id}`)).status).toBe(404);
+    expect(await sha256(await output(old.job_id))).toBe(before);
+    expect((await retry(old.job_id, {})).status).toBe(202);
+  });
+
+  it("the old job deleted while its outputs were copied: 404 as an unknown job, and no copy kept", async () => {
+    // Two finished steps: the first is being copied when the old job goes, the second is gone.
+    const old = await drive(await submit({ steps: 3, fail_at_step: 3, output_bytes: 3 * 50_000 }));
+    const gate = gatedBucket(env.OUTPUTS);
+    const made: string[] = [];
+    const answer = retryWith(old.job_id, { OUTPUTS: gate.proxy, RUNS: countingStubs(env.RUNS, "run", made, true) });
+    await gate.reached;
+    expect((await api(`/api/v1/runs/${old.job_id}`, { method: "DELETE" })).status).toBe(204);
+    gate.open();
+    const res = await answer;
+    expect(res.status).toBe(404);
+    expect(await res.json()).toEqual({ detail: `Job not found: ${old.job_id}` });
+    expect(made.filter((call) => call.endsWith(".create"))).toEqual([]);
+    // The new job's prefix, from the key its first copy was put under.
+    const prefix = gate.keys[0].slice(0, gate.keys[0].indexOf("/steps/") + 1);
+    expect(prefix).toMatch(/^runs\/default\/run_[A-Za-z0-9]+\/$/);
+    expect(await r2Keys(prefix)).toEqual([]);
+  });
+
+  it("removing its copies failing too: the retry's own failure is the answer", async () => {
+    const old = await failedAtStep2();
+    const reset = (message: string) => Object.assign(new Error(message), { durableObjectReset: true });
+    const failed = failingStubs(env.RUNS, "create", [1], "before", reset);
+    const res = await retryWith(old.job_id, { RUNS: failed.proxy, OUTPUTS: failing(env.OUTPUTS, "delete", [1], "before").proxy });
+    expect(res.status).toBe(503);
+    expect(await res.json()).toEqual({ detail: "Service unavailable; retry shortly" });
+    // What could not be removed is logged ("undoing a failed submit"), with the new job's id.
+    expect(await r2Keys(`runs/default/${madeIn(failed.names)}/`)).toHaveLength(1);
   });
 });

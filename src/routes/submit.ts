@@ -330,7 +330,7 @@ submits.post(
       return await spending(c, () => enter(c, spec, null, now, copied));
     } catch (error) {
       // Nothing of a retry that did not happen is kept; an old job deleted meanwhile is gone.
-      if (copied.length > 0) await purgePrefix(c.env.OUTPUTS, prefix);
+      if (copied.length > 0) await undo(c, spec, () => purgePrefix(c.env.OUTPUTS, prefix));
       if (!(await runStub(c, id).get()).ok) throw raise(jobNotFound(id));
       throw error;
     }
