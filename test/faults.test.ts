@@ -1,7 +1,7 @@
 import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { app } from "../src/app";
-import { countingStubs, failing, failingStubs, overlay, withBindings, type When } from "./faults";
+import { countingStubs, failing, failingStubs, jobIdOf, overlay, resetError, withBindings, type When } from "./faults";
 import { api, drive, eventLog, finished, getJob, lineStub, r2Keys, runStub, settle, storedTables, submit, submitQueued } from "./helpers";
 
 const del = (id: string) => api(`/api/v1/runs/${id}`, { method: "DELETE" });
@@ -144,9 +144,7 @@ describe("a submit that fails part-way", () => {
     const res = await app.request("http://localhost/api/v1/runs", { method: "POST", headers, body: body(session) }, overlay(env, bindings));
     expect(res.status).toBe(500);
     expect(await res.json()).toEqual({ detail: "Internal server error" });
-    // The job's object is named `<tenant>/<job id>`.
-    const name = binding === "RUNS" ? failed.names[0] : made[0].slice("run:".length, made[0].lastIndexOf("."));
-    const id = name.slice(name.indexOf("/") + 1);
+    const id = jobIdOf(binding === "RUNS" ? failed.names[0] : made[0].slice("run:".length, made[0].lastIndexOf(".")));
 
     // A job granted a slot at once would run: none must, nor be listed, nor hold a place in line.
     await settle(id);
@@ -164,17 +162,14 @@ describe("a submit that fails part-way", () => {
     expect((await listed(session)).map((j) => j.job_id)).toEqual([job_id]);
   });
 
-  // Cloudflare may report a call that did its work as failed, the object reset before it answered.
-  const reset = (message: string) => Object.assign(new Error(message), { durableObjectReset: true });
-
   it("the job's creation reported failed by the platform after it was made: 503 with Retry-After, and the job is discarded", async () => {
     const session = "part-way-reset";
-    const failed = failingStubs(env.RUNS, "create", [1], "after", reset);
+    const failed = failingStubs(env.RUNS, "create", [1], "after", resetError);
     const res = await app.request("http://localhost/api/v1/runs", { method: "POST", headers: { "content-type": "application/json" }, body: body(session) }, overlay(env, { RUNS: failed.proxy }));
     expect(res.status).toBe(503);
     expect(await res.json()).toEqual({ detail: "Service unavailable; retry shortly" });
     expect(res.headers.get("Retry-After")).toBe("1");
-    const id = failed.names[0].slice(failed.names[0].indexOf("/") + 1);
+    const id = jobIdOf(failed.names[0]);
     await settle(id);
     expect((await api(`/api/v1/runs/${id}`)).status).toBe(404);
     expect(await listed(session)).toEqual([]);
@@ -184,13 +179,13 @@ describe("a submit that fails part-way", () => {
   it("undoing it failing too: the submit's own failure is the answer, and the job keeps its place while it exists", async () => {
     const session = "part-way-undo";
     const discardFails = failingStubs(env.RUNS, "discard", [1], "before");
-    const failed = failingStubs(discardFails.proxy, "create", [1], "after", reset);
+    const failed = failingStubs(discardFails.proxy, "create", [1], "after", resetError);
     const res = await app.request("http://localhost/api/v1/runs", { method: "POST", headers: { "content-type": "application/json" }, body: body(session) }, overlay(env, { RUNS: failed.proxy }));
     expect(res.status).toBe(503);
     expect(await res.json()).toEqual({ detail: "Service unavailable; retry shortly" });
     expect(discardFails.counts.n).toBe(1);
     // The job was made and could not be discarded: it holds its run slot, not one given to another job.
-    const id = failed.names[0].slice(failed.names[0].indexOf("/") + 1);
+    const id = jobIdOf(failed.names[0]);
     expect(await placeIn(id)).toEqual({ state: "running" });
     expect((await drive(id)).status).toBe("succeeded");
     expect(await placeIn(id)).toBeUndefined();

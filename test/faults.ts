@@ -28,6 +28,15 @@ export function failing<T extends object>(target: T, method: string, calls: numb
 }
 
 /**
+ * The error Cloudflare throws for a call whose object was reset before it answered (its storage
+ * failed, it was moved or updated): the call may have done its work.
+ */
+export const resetError = (message: string) => Object.assign(new Error(message), { durableObjectReset: true });
+
+/** The job id in a job object's name, `<tenant>/<job id>`. */
+export const jobIdOf = (objectName: string) => objectName.slice(objectName.indexOf("/") + 1);
+
+/**
  * A Durable Object namespace (a tenant object's, the jobs') whose stubs fail the listed calls of
  * `method`, with the error `makeError` makes of a message. `names`: the objects `method` was
  * called on, in order.

@@ -2,7 +2,7 @@
 import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { app } from "../src/app";
-import { countingStubs, failing, failingStubs, gatedBucket, overlay } from "./faults";
+import { countingStubs, failing, failingStubs, gatedBucket, jobIdOf, overlay, resetError } from "./faults";
 import { api, drive, eventLog, finished, getJob, post, r2Keys, submit, submitQueued } from "./helpers";
 import type { Job } from "../src/schemas";
 
@@ -121,8 +121,6 @@ describe("POST /api/v1/runs/{id}/retry", () => {
 describe("a retry that fails part-way", () => {
   const retryWith = (id: string, settings: Partial<Env>) =>
     app.request(`http://localhost/api/v1/runs/${id}/retry`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" }, overlay(env, settings));
-  /** The id of the job a retry tried to make, from the name of the object it was made in. */
-  const madeIn = (names: string[]) => names[0].slice(names[0].indexOf("/") + 1);
 
   it("its new job not made: 500, its copies of the old job's outputs removed, the old job as it was", async () => {
     const old = await failedAtStep2();
@@ -130,7 +128,7 @@ describe("a retry that fails part-way", () => {
     const failed = failingStubs(env.RUNS, "create", [1], "before");
     const res = await retryWith(old.job_id, { RUNS: failed.proxy });
     expect(res.status).toBe(500);
-    const id = madeIn(failed.names);
+    const id = jobIdOf(failed.names[0]);
     expect(await r2Keys(`runs/default/${id}/`)).toEqual([]);
     expect((await api(`/api/v1/runs/${id}`)).status).toBe(404);
     expect(await sha256(await output(old.job_id))).toBe(before);
@@ -158,12 +156,11 @@ describe("a retry that fails part-way", () => {
 
   it("removing its copies failing too: the retry's own failure is the answer", async () => {
     const old = await failedAtStep2();
-    const reset = (message: string) => Object.assign(new Error(message), { durableObjectReset: true });
-    const failed = failingStubs(env.RUNS, "create", [1], "before", reset);
+    const failed = failingStubs(env.RUNS, "create", [1], "before", resetError);
     const res = await retryWith(old.job_id, { RUNS: failed.proxy, OUTPUTS: failing(env.OUTPUTS, "delete", [1], "before").proxy });
     expect(res.status).toBe(503);
     expect(await res.json()).toEqual({ detail: "Service unavailable; retry shortly" });
     // What could not be removed is logged ("undoing a failed submit"), with the new job's id.
-    expect(await r2Keys(`runs/default/${madeIn(failed.names)}/`)).toHaveLength(1);
+    expect(await r2Keys(`runs/default/${jobIdOf(failed.names[0])}/`)).toHaveLength(1);
   });
 });

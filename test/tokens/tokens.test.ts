@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import worker from "../../src/index";
 import { SCOPES, type Scope } from "../../src/schemas";
 import { mintToken, type Grant } from "../../src/tokens";
-import { failingStubs, overlay } from "../faults";
+import { failingStubs, overlay, resetError } from "../faults";
 import { api, BASE, parseSse, runStub } from "../helpers";
 import { TOKEN_SECRET } from "./protocol";
 
@@ -278,14 +278,13 @@ describe("submitting with a token", () => {
   it("a submit that fails part-way does not count; when giving the count back fails too, the submit's own failure is the answer", async () => {
     const body = JSON.stringify({ prompt: "p", config: { simulate: { steps: 1, step_ms: 1 } } });
     const submitWith = (token: string, settings: Partial<Env>) => fetchWith(settings, "/api/v1/runs", { method: "POST", headers: { ...JSON_TYPE, ...bearer(token) }, body });
-    const reset = (message: string) => Object.assign(new Error(message), { durableObjectReset: true });
 
     const given = await mint({ scopes: ["submit"], max_submits: 1 });
     expect((await submitWith(given.token, { RUNS: failingStubs(env.RUNS, "create", [1], "before").proxy })).status).toBe(500);
     expect((await submitWith(given.token, {})).status).toBe(202);
 
     const kept = await mint({ scopes: ["submit"], max_submits: 1 });
-    const settings = { RUNS: failingStubs(env.RUNS, "create", [1], "before", reset).proxy, PROJECTIONS: failingStubs(env.PROJECTIONS, "refundSubmit", [1], "before").proxy };
+    const settings = { RUNS: failingStubs(env.RUNS, "create", [1], "before", resetError).proxy, PROJECTIONS: failingStubs(env.PROJECTIONS, "refundSubmit", [1], "before").proxy };
     const failed = await submitWith(kept.token, settings);
     expect(failed.status).toBe(503);
     expect(await failed.json()).toEqual({ detail: "Service unavailable; retry shortly" });
