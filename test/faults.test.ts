@@ -176,6 +176,18 @@ describe("a submit that fails part-way", () => {
     expect(await placeIn(id)).toBeUndefined();
   });
 
+  it("a repeat of a keyed submit whose new job cannot be discarded: still answered with the job that holds the key", async () => {
+    const headers = { "content-type": "application/json", "Idempotency-Key": "part-way-repeat" };
+    const first = await app.request("http://localhost/api/v1/runs", { method: "POST", headers, body: body("part-way-repeat") }, env);
+    const { job_id } = await first.json<{ job_id: string }>();
+    const discardFails = failingStubs(env.RUNS, "discard", [1], "before");
+    const again = await app.request("http://localhost/api/v1/runs", { method: "POST", headers, body: body("part-way-repeat") }, overlay(env, { RUNS: discardFails.proxy }));
+    expect(discardFails.counts.n).toBe(1);
+    expect(again.status).toBe(202);
+    expect(again.headers.get("Idempotent-Replayed")).toBe("true");
+    expect((await again.json<{ job_id: string }>()).job_id).toBe(job_id);
+  });
+
   it("undoing it failing too: the submit's own failure is the answer, and the job keeps its place while it exists", async () => {
     const session = "part-way-undo";
     const discardFails = failingStubs(env.RUNS, "discard", [1], "before");

@@ -233,7 +233,7 @@ async function enter(c: Ctx, spec: RunSpec, hash: string | null, now: number, co
     throw error;
   });
   if (!admission.admitted) {
-    await run.discard();
+    await undo(c, spec, () => run.discard());
     return replay(c, admission, now);
   }
   return accepted(c, spec.job_id, created.job.status, created.job.created_at);
