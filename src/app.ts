@@ -56,18 +56,17 @@ app.get("/openapi.json", (c) => {
 
 app.notFound((c) => c.json({ detail: "Not Found" }, 404));
 
-/** What a client is told of a failure that passes: come back in a moment. */
-const retryShortly = (detail: string) => new ApiError("overloaded", detail, {}, { "Retry-After": String(OVERLOADED_RETRY_S) });
+/** Failures a client is asked to come back from in a moment (503 with Retry-After), each with what it is told, the first that applies. */
+const PASSING: [(error: unknown) => boolean, string][] = [
+  [isOverloaded, "Service overloaded; retry shortly"],
+  [isVersionSkew, "Service is being updated; retry shortly"],
+  [isTransient, "Service unavailable; retry shortly"],
+];
 
 app.onError((thrown, c) => {
   if (isTransient(thrown)) logFailure("transient platform error", thrown, { request_id: c.get("requestId") });
-  const error = isOverloaded(thrown)
-    ? retryShortly("Service overloaded; retry shortly")
-    : isVersionSkew(thrown)
-      ? retryShortly("Service is being updated; retry shortly")
-      : isTransient(thrown)
-        ? retryShortly("Service unavailable; retry shortly")
-        : thrown;
+  const passing = PASSING.find(([applies]) => applies(thrown));
+  const error = passing ? new ApiError("overloaded", passing[1], {}, { "Retry-After": String(OVERLOADED_RETRY_S) }) : thrown;
   if (error instanceof ApiError) {
     const detail = error.detail;
     return c.json({ detail, ...error.extra }, error.status, error.headers);
