@@ -124,6 +124,9 @@ describe("a write that fails inside its transaction", () => {
 
 describe("a submit that fails part-way", () => {
   const body = (session: string) => JSON.stringify({ prompt: "part-way", session_id: session, config: { simulate: { steps: 1, step_ms: 1 } } });
+  /** A submit in `session` through the Worker with `bindings` (by default its own). */
+  const submitIn = (session: string, bindings: Env = env, headers: Record<string, string> = {}) =>
+    app.request("http://localhost/api/v1/runs", { method: "POST", headers: { "content-type": "application/json", ...headers }, body: body(session) }, bindings);
   const placeIn = (id: string) =>
     runInDurableObject(lineStub(), (_instance, state) => state.storage.sql.exec<{ state: string }>("SELECT state FROM places WHERE job_id = ?", id).toArray()[0]);
 
@@ -137,11 +140,11 @@ describe("a submit that fails part-way", () => {
 
   it.each(cases)("%s failing (%s.%s, %s its effect): 500, and nothing of the job is kept, its key free", async (_name, binding, method, when) => {
     const session = `part-way-${method}-${when}`;
-    const headers = { "content-type": "application/json", "Idempotency-Key": session };
+    const key = { "Idempotency-Key": session };
     const made: string[] = [];
     const failed = failingStubs(env[binding], method, [1], when);
     const bindings = { RUNS: countingStubs(env.RUNS, "run", made, true), [binding]: failed.proxy };
-    const res = await app.request("http://localhost/api/v1/runs", { method: "POST", headers, body: body(session) }, overlay(env, bindings));
+    const res = await submitIn(session, overlay(env, bindings), key);
     expect(res.status).toBe(500);
     expect(await res.json()).toEqual({ detail: "Internal server error" });
     const id = jobIdOf(binding === "RUNS" ? failed.names[0] : made[0].slice("run:".length, made[0].lastIndexOf(".")));
@@ -154,7 +157,7 @@ describe("a submit that fails part-way", () => {
     expect(await storedTables(id)).toEqual([]);
 
     // The same submit again makes a new job: the key was not kept for the one that failed.
-    const again = await app.request("http://localhost/api/v1/runs", { method: "POST", headers, body: body(session) }, env);
+    const again = await submitIn(session, env, key);
     expect(again.status).toBe(202);
     expect(again.headers.get("Idempotent-Replayed")).toBeNull();
     const { job_id } = await again.json<{ job_id: string }>();
@@ -165,7 +168,7 @@ describe("a submit that fails part-way", () => {
   it("the job's creation reported failed by the platform after it was made: 503 with Retry-After, and the job is discarded", async () => {
     const session = "part-way-reset";
     const failed = failingStubs(env.RUNS, "create", [1], "after", resetError);
-    const res = await app.request("http://localhost/api/v1/runs", { method: "POST", headers: { "content-type": "application/json" }, body: body(session) }, overlay(env, { RUNS: failed.proxy }));
+    const res = await submitIn(session, overlay(env, { RUNS: failed.proxy }));
     expect(res.status).toBe(503);
     expect(await res.json()).toEqual({ detail: "Service unavailable; retry shortly" });
     expect(res.headers.get("Retry-After")).toBe("1");
@@ -177,11 +180,11 @@ describe("a submit that fails part-way", () => {
   });
 
   it("a repeat of a keyed submit whose new job cannot be discarded: still answered with the job that holds the key", async () => {
-    const headers = { "content-type": "application/json", "Idempotency-Key": "part-way-repeat" };
-    const first = await app.request("http://localhost/api/v1/runs", { method: "POST", headers, body: body("part-way-repeat") }, env);
+    const key = { "Idempotency-Key": "part-way-repeat" };
+    const first = await submitIn("part-way-repeat", env, key);
     const { job_id } = await first.json<{ job_id: string }>();
     const discardFails = failingStubs(env.RUNS, "discard", [1], "before");
-    const again = await app.request("http://localhost/api/v1/runs", { method: "POST", headers, body: body("part-way-repeat") }, overlay(env, { RUNS: discardFails.proxy }));
+    const again = await submitIn("part-way-repeat", overlay(env, { RUNS: discardFails.proxy }), key);
     expect(discardFails.counts.n).toBe(1);
     expect(again.status).toBe(202);
     expect(again.headers.get("Idempotent-Replayed")).toBe("true");
@@ -192,7 +195,7 @@ describe("a submit that fails part-way", () => {
     const session = "part-way-undo";
     const discardFails = failingStubs(env.RUNS, "discard", [1], "before");
     const failed = failingStubs(discardFails.proxy, "create", [1], "after", resetError);
-    const res = await app.request("http://localhost/api/v1/runs", { method: "POST", headers: { "content-type": "application/json" }, body: body(session) }, overlay(env, { RUNS: failed.proxy }));
+    const res = await submitIn(session, overlay(env, { RUNS: failed.proxy }));
     expect(res.status).toBe(503);
     expect(await res.json()).toEqual({ detail: "Service unavailable; retry shortly" });
     expect(discardFails.counts.n).toBe(1);
