@@ -99,12 +99,12 @@ async function main() {
     await session.send("Profiler.enable");
     await session.send("Profiler.setSamplingInterval", { interval: 500 });
     await session.send("Profiler.start");
-    // load() names any request that failed: one costs less than one served, and would lower every figure per request.
+    // Per request served, as load()'s figures are; load() names any request that failed.
     const result = await load({ ...options, duration: Number(seconds) }, server);
     const { profile } = await session.send<{ profile: Profile }>("Profiler.stop");
     session.close();
     console.log(`${route}: ${result.rate.toFixed(0)} req/s, p50 ${result.latency.p50} ms while profiled`);
-    summarise(profile, result.requests.total);
+    summarise(profile, result["2xx"]);
     // PROFILE_OUT=<file> keeps the whole profile (.cpuprofile: Chrome's DevTools open it).
     if (process.env.PROFILE_OUT) writeFileSync(process.env.PROFILE_OUT, JSON.stringify(profile));
   } finally {
