@@ -176,7 +176,11 @@ describe("bad submissions", () => {
     ["delay_seconds a string", { prompt: "x", delay_seconds: "60" }, ["body", "delay_seconds"]],
     ["start_after not a time", { prompt: "x", start_after: "tomorrow" }, ["body", "start_after"]],
     ["start_after a number", { prompt: "x", start_after: 1767225600 }, ["body", "start_after"]],
-    ["both delay_seconds and start_after", { prompt: "x", delay_seconds: 60, start_after: "2030-01-01T00:00:00Z" }, ["body", "start_after"]],
+    ["start_after without an offset", { prompt: "x", start_after: "2030-01-01T00:00:00" }, ["body", "start_after"]],
+    ["start_after a date alone", { prompt: "x", start_after: "2030-01-01" }, ["body", "start_after"]],
+    ["start_after a day its month lacks", { prompt: "x", start_after: "2026-02-30T00:00:00Z" }, ["body", "start_after"]],
+    ["start_after over 30 days ahead", { prompt: "x", start_after: new Date(Date.now() + 30 * 86_400_000 + 60_000).toISOString() }, ["body", "start_after"]],
+    ["both delay_seconds and start_after", { prompt: "x", delay_seconds: 60, start_after: "2020-01-01T00:00:00Z" }, ["body", "start_after"]],
     ["queue_ttl_seconds 0", { prompt: "x", queue_ttl_seconds: 0 }, ["body", "queue_ttl_seconds"]],
     ["queue_ttl_seconds over 30 days", { prompt: "x", queue_ttl_seconds: 2_592_001 }, ["body", "queue_ttl_seconds"]],
   ])("%s → 422 naming the field", async (_name, payload, loc) => {
@@ -185,6 +189,13 @@ describe("bad submissions", () => {
     expect(detail.map((d) => d.loc)).toContainEqual(loc);
     expect(detail.every((d) => typeof d.msg === "string" && d.msg.length > 0)).toBe(true);
     expect(await jobCount()).toBe(before);
+  });
+
+  it("a start_after refused says what was expected", async () => {
+    const messages = async (start_after: string) =>
+      ((await expectDetail(await post("/api/v1/runs", { prompt: "x", start_after }), 422)) as { msg: string }[]).map((d) => d.msg);
+    expect(await messages("2030-01-01T09:00:00")).toEqual(["Invalid input: expected an ISO 8601 time with its offset, such as 2027-01-01T09:00:00Z"]);
+    expect(await messages("9999-12-31T23:59:59Z")).toEqual(["Too late: expected a time at most 2592000 seconds from now"]);
   });
 
   it("timeout 0 means the default of an hour", async () => {

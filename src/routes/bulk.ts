@@ -13,7 +13,7 @@ import type { Operation } from "../http/openapi";
 import { valid } from "../http/validation";
 import type { BulkAction } from "../bulk/BulkObject";
 import { matchingJobs } from "../tenant/sharded";
-import { bulkAcceptedSchema, bulkBodySchema, bulkIdParamSchema, bulkProgressSchema, errorSchema, MAX_BULK_MATCHES } from "../schemas";
+import { bulkAcceptedSchema, bulkBodySchema, bulkIdParamSchema, bulkProgressSchema, errorSchema, instantOf, MAX_BULK_MATCHES } from "../schemas";
 
 export const bulk = new Hono<AppEnv>();
 export const bulkOperations: Operation[] = [];
@@ -42,7 +42,7 @@ for (const action of ["cancel", "delete"] as const satisfies BulkAction[]) {
         status: body.status,
         session_id: body.session_id,
         tags: body.tags,
-        created_before: body.created_before && new Date(body.created_before).toISOString(),
+        created_before: body.created_before && new Date(instantOf(body.created_before)!).toISOString(),
       };
       ids = await matchingJobs(c.env, tenant, filter, MAX_BULK_MATCHES);
       if (ids.length > MAX_BULK_MATCHES) throw new ApiError("bad_request", `The filter matches more than ${MAX_BULK_MATCHES} jobs; narrow it`);

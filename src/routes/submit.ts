@@ -27,6 +27,7 @@ import {
   DEFAULT_PRIORITY,
   DEFAULT_TIMEOUT_S,
   errorSchema,
+  instantOf,
   jobIdParamSchema,
   retryBodySchema,
   submitBodySchema,
@@ -144,7 +145,7 @@ function mustSignWebhooks(c: Ctx): void {
 function startTime(body: SubmitBody, now: number): number | null {
   if (body.delay_seconds) return now + body.delay_seconds * 1000;
   if (body.start_after) {
-    const at = Date.parse(body.start_after);
+    const at = instantOf(body.start_after)!;
     return at > now ? at : null;
   }
   return null;

@@ -1,7 +1,7 @@
 /**
  * What every schema file builds with (zod's tree-shakable form, each schema built on its first
  * use, named components of the OpenAPI document) and the fields several of them share: a job's
- * status and its tags.
+ * status, its tags and a time given in ISO 8601.
  */
 import * as z from "zod/mini";
 import { STATUSES } from "../run/transitions";
@@ -22,6 +22,35 @@ export const named = <T extends z.ZodMiniType>(schema: T, id: string, descriptio
 export const statusSchema = lazy(() =>
   named(z.enum(STATUSES), "Status"),
 );
+
+/**
+ * An ISO 8601 time with its offset: `T` (or a space, as RFC 3339 allows) between date and time,
+ * seconds and their fraction optional, `Z` or ±HH:MM (or ±HHMM). A time without an offset is
+ * refused rather than read in a zone the client may not have meant.
+ */
+const ISO_TIME = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?(?:[Zz]|([+-])(\d{2}):?(\d{2}))$/;
+const ISO_TIME_EXPECTED = "an ISO 8601 time with its offset, such as 2027-01-01T09:00:00Z";
+
+/** The instant (ms since the epoch) an ISO 8601 time with its offset names; null for any other text or a day the month lacks. */
+export function instantOf(text: string): number | null {
+  const match = ISO_TIME.exec(text);
+  if (!match) return null;
+  const [, year, month, day, hour, minute, second = "0", fraction = "", sign, offsetHours = "0", offsetMinutes = "0"] = match;
+  const [y, mo, d, h, mi, s, oh, om] = [year, month, day, hour, minute, second, offsetHours, offsetMinutes].map(Number) as [number, number, number, number, number, number, number, number];
+  const date = new Date(0);
+  date.setUTCFullYear(y, mo - 1, d);
+  const sameDay = date.getUTCFullYear() === y && date.getUTCMonth() === mo - 1 && date.getUTCDate() === d;
+  if (!sameDay || h > 23 || mi > 59 || s > 59 || oh > 23 || om > 59) return null;
+  date.setUTCHours(h, mi, s, Math.floor(Number(`0${fraction}`) * 1000));
+  return date.getTime() - (sign === "-" ? -1 : 1) * (oh * 60 + om) * 60_000;
+}
+
+/** An ISO 8601 time with its offset (`instantOf`); with `maxAheadS`, at most that far from now. */
+export const isoTime = (maxAheadS?: number) => {
+  const time = z.string().check(z.refine((t) => instantOf(t) !== null, `Invalid input: expected ${ISO_TIME_EXPECTED}`), z.meta({ format: "date-time" }));
+  if (maxAheadS === undefined) return time;
+  return time.check(z.refine((t) => (instantOf(t) ?? 0) <= Date.now() + maxAheadS * 1000, `Too late: expected a time at most ${maxAheadS} seconds from now`));
+};
 
 /** A job's tags: at most 10, each 1 to 64 of `A-Za-z0-9_.:-`. */
 export const MAX_TAGS = 10;

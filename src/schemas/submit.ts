@@ -1,6 +1,6 @@
 /** What a submit may carry (and a retry change), and what a submit answers. */
 import * as z from "zod/mini";
-import { described, int, lazy, named, statusSchema, tagsSchema, text } from "./fields";
+import { described, int, isoTime, lazy, named, statusSchema, tagsSchema, text } from "./fields";
 
 export const MAX_TIMEOUT_S = 86400;
 export const DEFAULT_TIMEOUT_S = 3600;
@@ -77,7 +77,7 @@ export const submitBodySchema = lazy(() =>
         priority: z.nullish(described(int(0, 9), "0-9, default 5: higher starts first; first in, first out within a priority")),
         concurrency_key: z.nullish(described(text(128, 1), "Jobs sharing a key run at most MAX_RUNNING_PER_KEY at once")),
         delay_seconds: z.nullish(described(int(1, MAX_QUEUE_WAIT_S), "Stay queued this long before the job may start")),
-        start_after: z.nullish(described(z.iso.datetime({ offset: true }), "Start no earlier than this time (ISO 8601); a past time starts now")),
+        start_after: z.nullish(described(isoTime(MAX_QUEUE_WAIT_S), "Start no earlier than this time (ISO 8601, with its offset; at most 30 days ahead); a past time starts now")),
         queue_ttl_seconds: z.nullish(described(int(1, MAX_QUEUE_WAIT_S), "A job not started this long after it may start ends failed")),
         input_timeout_s: z.nullish(described(int(1, MAX_INPUT_TIMEOUT_S), "A request for input unanswered this long fails the job (default 86400)")),
         recipe_name: z.nullish(described(text(128, 1), "A recipe bundled with the deployment (recipes/<name>.yaml); the prompt is its input")),

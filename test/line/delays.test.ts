@@ -41,6 +41,26 @@ describe("delays", () => {
     await release(past.job_id);
     await release(later.job_id);
   });
+
+  it("start_after names one instant in each of ISO 8601's forms with an offset", async () => {
+    const at = new Date(Math.ceil((Date.now() + 3600_000) / 60_000) * 60_000);
+    const iso = at.toISOString(); // 2026-11-30T17:45:00.000Z
+    const [date, time] = [iso.slice(0, 10), iso.slice(11, 16)];
+    const east = new Date(at.getTime() + 90 * 60_000).toISOString(); // the same instant at +01:30
+    const forms = [
+      iso,
+      `${date}T${time}Z`,
+      `${date}t${time}:00z`,
+      `${date} ${time}:00+00:00`,
+      `${east.slice(0, 10)}T${east.slice(11, 19)}+0130`,
+      `${date}T${time}:00.000000-00:00`,
+    ];
+    for (const start_after of forms) {
+      const job = await enqueue({ start_after });
+      expect((await getJob(job.job_id)).scheduled_for, start_after).toBe(iso);
+      await release(job.job_id);
+    }
+  });
 });
 
 describe("queue TTL", () => {
