@@ -72,6 +72,23 @@ describe("POST /api/v1/runs/{id}/retry", () => {
     expect(text.endsWith("Step 3/3 (step_3): simulated answer to: a new prompt\n")).toBe(true);
   });
 
+  it("an empty body is no body, whatever its content type says; a body that is not JSON → 400", async () => {
+    const id = await submitQueued({ steps: 2 });
+    expect((await api(`/api/v1/runs/${id}/cancel`, { method: "POST" })).status).toBe(200);
+    const headerSets: Record<string, string>[] = [{ "content-type": "application/json" }, { "content-type": "text/plain" }, { "content-type": "application/json", "content-length": "0" }];
+    for (const headers of headerSets) {
+      const res = await api(`/api/v1/runs/${id}/retry`, { method: "POST", headers });
+      expect(res.status, JSON.stringify(headers)).toBe(202);
+    }
+    const chunkedEmpty = new ReadableStream({ start: (controller) => controller.close() });
+    expect((await api(`/api/v1/runs/${id}/retry`, { method: "POST", headers: { "content-type": "application/json" }, body: chunkedEmpty })).status).toBe(202);
+    const notJson = await api(`/api/v1/runs/${id}/retry`, { method: "POST", headers: { "content-type": "text/plain" }, body: "from_step=1" });
+    expect(notJson.status).toBe(400);
+    expect(await notJson.json()).toEqual({ detail: "Content-Type must be application/json" });
+    const malformed = await api(`/api/v1/runs/${id}/retry`, { method: "POST", headers: { "content-type": "application/json" }, body: "{" });
+    expect(await malformed.json()).toEqual({ detail: "Malformed JSON in request body" });
+  });
+
   it("retries a cancelled job too", async () => {
     const id = await submitQueued({ steps: 2 });
     expect((await api(`/api/v1/runs/${id}/cancel`, { method: "POST" })).status).toBe(200);

@@ -55,18 +55,19 @@ export function jsonDepth(text: string): number {
 /**
  * Admits only a JSON body within `maxBytes`, then hands its text and its parsed value to Hono's
  * body cache, so that the route's zod validator reads it from there without parsing it again.
- * With `optional`, a request without a body stands for `{}`.
+ * With `optional`, an empty body stands for `{}`, whatever content type the request names (a
+ * client may send `Content-Type: application/json` on every request).
  */
 export function jsonBody(maxBytes: (env: Env) => number, options: { optional?: boolean } = {}): MiddlewareHandler<{ Bindings: Env }> {
   return async (c, next) => {
     const mediaType = (c.req.header("content-type") ?? "").split(";")[0].trim();
-    const bodiless = c.req.header("content-length") === "0" || (c.req.raw.body === null && mediaType === "");
-    if (options.optional && bodiless) {
-      // The route's validator reads a request without a JSON content type as `{}`.
+    const bodiless = c.req.header("content-length") === "0" || c.req.raw.body === null;
+    if (!(options.optional && bodiless) && !JSON_TYPE.test(mediaType)) throw new ApiError("bad_request", "Content-Type must be application/json");
+    const bytes = bodiless ? new Uint8Array() : await readLimited(c.req.raw, maxBytes(c.env));
+    if (options.optional && bytes.length === 0) {
+      cacheBody(c.req.bodyCache, "{}", {});
       return next();
     }
-    if (!JSON_TYPE.test(mediaType)) throw new ApiError("bad_request", "Content-Type must be application/json");
-    const bytes = await readLimited(c.req.raw, maxBytes(c.env));
     let text: string;
     try {
       text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
@@ -82,9 +83,14 @@ export function jsonBody(maxBytes: (env: Env) => number, options: { optional?: b
     } catch {
       throw new ApiError("bad_request", "Malformed JSON in request body");
     }
-    const cache = c.req.bodyCache as Record<string, Promise<unknown>>;
-    cache.text = Promise.resolve(text);
-    cache.json = Promise.resolve(parsed);
+    cacheBody(c.req.bodyCache, text, parsed);
     await next();
   };
+}
+
+/** Hands a body's text and parsed value to Hono's body cache, where its validator reads them. */
+function cacheBody(bodyCache: object, text: string, parsed: unknown): void {
+  const cache = bodyCache as Record<string, Promise<unknown>>;
+  cache.text = Promise.resolve(text);
+  cache.json = Promise.resolve(parsed);
 }
