@@ -113,10 +113,27 @@ describe("DELETE ?force=true", () => {
     await expectGone(id);
   });
 
-  it("force=false behaves like a plain delete", async () => {
+  it("force is read as FastAPI reads a boolean: a false one behaves like a plain delete, other words → 422", async () => {
     const id = await submit();
-    expect((await del(id, "?force=false")).status).toBe(400);
-    expect((await del(id, "?force=yes")).status).toBe(422);
+    for (const word of ["false", "False", "0", "no", "off"]) {
+      const res = await del(id, `?force=${word}`);
+      expect(res.status, word).toBe(400);
+      expect(await res.json()).toEqual({ detail: "Cannot delete running job. Cancel it first." });
+    }
+    for (const word of ["maybe", ""]) {
+      const res = await del(id, `?force=${word}`);
+      expect(res.status, word).toBe(422);
+      expect(await res.json()).toEqual({ detail: [{ loc: ["query", "force"], msg: "Input should be a valid boolean, unable to interpret input", type: "custom" }] });
+    }
+    expect((await getJob(id)).status).toBe("running");
+  });
+
+  it("force=True (as Python's requests sends True), 1 and yes force the delete", async () => {
+    for (const word of ["True", "1", "yes"]) {
+      const id = await submitQueued();
+      expect((await del(id, `?force=${word}`)).status, word).toBe(204);
+      await expectGone(id);
+    }
   });
 });
 

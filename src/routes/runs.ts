@@ -18,6 +18,7 @@ import {
   errorSchema,
   jobIdParamSchema,
   inputBodySchema,
+  isTrue,
   jobSchema,
   listQuerySchema,
   listResponseSchema,
@@ -249,7 +250,7 @@ runOperations.push({
 
 runs.delete("/api/v1/runs/:id", scope("delete"), valid("param", jobIdParamSchema), valid("query", deleteQuerySchema), async (c) => {
   const { id } = c.req.valid("param");
-  const force = c.req.valid("query").force === "true";
+  const force = isTrue(c.req.valid("query").force);
   unwrap(await (await reachable(c, id)).delete(force));
   return c.body(null, 204);
 });

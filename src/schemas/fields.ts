@@ -52,6 +52,17 @@ export const isoTime = (maxAheadS?: number) => {
   return time.check(z.refine((t) => (instantOf(t) ?? 0) <= Date.now() + maxAheadS * 1000, `Too late: expected a time at most ${maxAheadS} seconds from now`));
 };
 
+/** The words a boolean query parameter is read from, in any case, as FastAPI reads them. */
+const TRUE_WORDS = new Set(["true", "1", "yes", "on", "t", "y"]);
+const FALSE_WORDS = new Set(["false", "0", "no", "off", "f", "n"]);
+/** A boolean query parameter (`?force=true`, `True`, `1`, `yes`...); read it with `isTrue`. */
+export const queryBool = () =>
+  z.string().check(
+    z.refine((word) => TRUE_WORDS.has(word.toLowerCase()) || FALSE_WORDS.has(word.toLowerCase()), "Input should be a valid boolean, unable to interpret input"),
+    z.meta({ type: "boolean" }),
+  );
+export const isTrue = (word: string | undefined): boolean => word !== undefined && TRUE_WORDS.has(word.toLowerCase());
+
 /** A job's tags: at most 10, each 1 to 64 of `A-Za-z0-9_.:-`. */
 export const MAX_TAGS = 10;
 export const TAG = /^[A-Za-z0-9_.:-]{1,64}$/;

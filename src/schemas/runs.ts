@@ -4,7 +4,7 @@
  */
 import * as z from "zod/mini";
 import { STATUSES } from "../run/transitions";
-import { described, lazy, named, statusSchema, text } from "./fields";
+import { described, lazy, named, queryBool, statusSchema, text } from "./fields";
 import { inputRequestSchema } from "./input";
 
 export const progressSchema = lazy(() =>
@@ -163,7 +163,7 @@ export const feedQuerySchema = lazy(() =>
 
 export const deleteQuerySchema = lazy(() =>
   z.object({
-    force: z.optional(described(z.enum(["true", "false"]), "Cancel a queued or running job first")),
+    force: z.optional(described(queryBool(), "Cancel a queued or running job first")),
   }),
 );
 
