@@ -113,7 +113,8 @@ function corpus(knownId: string): Case[] {
     cases.push({ name: `stream Last-Event-ID ${lastId}`, path: `/api/v1/runs/${knownId}/stream`, init: { headers: { "Last-Event-ID": lastId } } });
     cases.push({ name: `stream ?after=${lastId}`, path: `/api/v1/runs/${knownId}/stream?after=${encodeURIComponent(lastId)}` });
   }
-  for (const force of ["yes", "1", "TRUE", ""]) {
+  // Not a boolean as FastAPI reads one (true, 1, yes, on and their false words are).
+  for (const force of ["maybe", "2", "truee", ""]) {
     cases.push({ name: `delete ?force=${force}`, path: `/api/v1/runs/${knownId}?force=${force}`, init: { method: "DELETE" } });
   }
   cases.push({ name: "cancel a finished job", path: `/api/v1/runs/${knownId}/cancel`, init: { method: "POST" } });
