@@ -44,7 +44,7 @@ describe("delays", () => {
 
   it("start_after names one instant in each of ISO 8601's forms with an offset", async () => {
     const at = new Date(Math.ceil((Date.now() + 3600_000) / 60_000) * 60_000);
-    const iso = at.toISOString(); // 2026-11-30T17:45:00.000Z
+    const iso = at.toISOString(); // say 2026-11-30T17:45:00.000Z
     const [date, time] = [iso.slice(0, 10), iso.slice(11, 16)];
     const east = new Date(at.getTime() + 90 * 60_000).toISOString(); // the same instant at +01:30
     const forms = [
