@@ -72,7 +72,7 @@ describe("POST /api/v1/runs/{id}/retry", () => {
     expect(text.endsWith("Step 3/3 (step_3): simulated answer to: a new prompt\n")).toBe(true);
   });
 
-  it("an empty body is no body, whatever its content type says; a body that is not JSON → 400", async () => {
+  it("no body stands for {} whatever its content type says, as does an empty chunked JSON body; a body that is not JSON → 400", async () => {
     const id = await submitQueued({ steps: 2 });
     expect((await api(`/api/v1/runs/${id}/cancel`, { method: "POST" })).status).toBe(200);
     const headerSets: Record<string, string>[] = [{ "content-type": "application/json" }, { "content-type": "text/plain" }, { "content-type": "application/json", "content-length": "0" }];

@@ -55,8 +55,9 @@ export function jsonDepth(text: string): number {
 /**
  * Admits only a JSON body within `maxBytes`, then hands its text and its parsed value to Hono's
  * body cache, so that the route's zod validator reads it from there without parsing it again.
- * With `optional`, an empty body stands for `{}`, whatever content type the request names (a
- * client may send `Content-Type: application/json` on every request).
+ * With `optional`, a request without a body (none, or a `Content-Length` of 0) stands for `{}`
+ * whatever content type it names (a client may send `Content-Type: application/json` on every
+ * request), as does an empty body sent in chunks under a JSON content type.
  */
 export function jsonBody(maxBytes: (env: Env) => number, options: { optional?: boolean } = {}): MiddlewareHandler<{ Bindings: Env }> {
   return async (c, next) => {
