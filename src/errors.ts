@@ -12,6 +12,7 @@ export const ERROR_STATUS = {
   not_found: 404,
   idempotency_conflict: 409,
   conflict: 409,
+  precondition_failed: 412,
   range_not_satisfiable: 416,
   payload_too_large: 413,
   validation: 422,

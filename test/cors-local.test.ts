@@ -19,6 +19,16 @@ describe("CORS in local development (no keys, no CORS_ORIGINS)", () => {
     expect(exposed).toEqual(expect.arrayContaining(["Location", "Retry-After", "Idempotent-Replayed"]));
   });
 
+  it("lets a page resume a download of the output: Range and the conditional headers are allowed", async () => {
+    const preflight = await api("/api/v1/runs/run_x/output", {
+      method: "OPTIONS",
+      headers: { Origin: "http://localhost:3000", "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "range, if-range, if-match, if-none-match" },
+    });
+    expect(preflight.status).toBe(204);
+    const allowed = preflight.headers.get("Access-Control-Allow-Headers")!.split(",").map((h) => h.trim().toLowerCase());
+    expect(allowed).toEqual(expect.arrayContaining(["range", "if-range", "if-match", "if-none-match"]));
+  });
+
   it.each(["https://evil.example.com", "http://localhost.evil.com", "null"])("allows no other origin: %s", async (origin) => {
     const res = await api("/api/v1/runs", { headers: { Origin: origin } });
     expect(res.headers.get("Access-Control-Allow-Origin")).toBeNull();

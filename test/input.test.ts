@@ -79,6 +79,22 @@ describe("a job that asks for input", () => {
     expect(asked).toHaveLength(3);
   });
 
+  it("a download of the output resumed across a revision gets the revised output whole (If-Range)", async () => {
+    const { id } = await awaiting();
+    const first = await api(`/api/v1/runs/${id}/output`, { headers: { Range: "bytes=0-49" } });
+    expect(first.status).toBe(206);
+    const etag = first.headers.get("ETag")!;
+    await first.text();
+    expect((await answer(id, { action: "revise", input: "shorter" })).status).toBe(200);
+    await driveTo(id, "awaiting_input");
+    const resumed = await api(`/api/v1/runs/${id}/output`, { headers: { Range: "bytes=50-", "If-Range": etag } });
+    expect(resumed.status).toBe(200);
+    expect(resumed.headers.get("ETag")).not.toBe(etag);
+    expect(await resumed.text()).toBe(
+      "Step 1/3 (step_1): simulated answer to: review me\nStep 2/3 (step_2): simulated answer to: review me (revised after: shorter)\n",
+    );
+  });
+
   it("reject: the job fails with the person's reason", async () => {
     const { id } = await awaiting();
     const res = await answer(id, { action: "reject", input: "off topic" });

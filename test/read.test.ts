@@ -133,6 +133,38 @@ describe("GET /api/v1/runs/{id}/output", () => {
     expect(again.status).toBe(304);
   });
 
+  it("If-None-Match matches weakly and by list or *; If-Match needs the ETag or 412", async () => {
+    const id = await finished({ steps: 1, output_bytes: 3000 });
+    const output = (headers: Record<string, string>) => api(`/api/v1/runs/${id}/output`, { headers });
+    const etag = (await api(`/api/v1/runs/${id}/output`, { method: "HEAD" })).headers.get("ETag")!;
+    for (const inm of [`W/${etag}`, `"other", ${etag}`, "*"]) expect((await output({ "If-None-Match": inm })).status).toBe(304);
+    expect((await output({ "If-None-Match": '"other"' })).status).toBe(200);
+
+    for (const im of [etag, `"other", ${etag}`, "*"]) expect((await output({ "If-Match": im })).status).toBe(200);
+    for (const im of ['"other"', `W/${etag}`]) {
+      const res = await output({ "If-Match": im, Range: "bytes=0-9" });
+      expect(res.status).toBe(412);
+      expect(res.headers.get("ETag")).toBe(etag);
+      expect(await res.json()).toEqual({ detail: `Precondition failed: the output's ETag is ${etag}` });
+    }
+  });
+
+  it("If-Range: the range while the ETag is the same, else the whole output", async () => {
+    const id = await finished({ steps: 1, output_bytes: 3000 });
+    const whole = await (await api(`/api/v1/runs/${id}/output`)).text();
+    const etag = (await api(`/api/v1/runs/${id}/output`, { method: "HEAD" })).headers.get("ETag")!;
+    const same = await api(`/api/v1/runs/${id}/output`, { headers: { Range: "bytes=100-", "If-Range": etag } });
+    expect(same.status).toBe(206);
+    expect(await same.text()).toBe(whole.slice(100));
+    // Another ETag, a weak one (If-Range compares strongly) or a date (the output sends no Last-Modified).
+    for (const ifRange of ['"other"', `W/${etag}`, new Date().toUTCString()]) {
+      const res = await api(`/api/v1/runs/${id}/output`, { headers: { Range: "bytes=100-", "If-Range": ifRange } });
+      expect(res.status).toBe(200);
+      expect(res.headers.get("Content-Range")).toBeNull();
+      expect(await res.text()).toBe(whole);
+    }
+  });
+
   it("serves the partial output of a failed job, marked with X-Run-Status", async () => {
     const id = await finished({ steps: 3, fail_at_step: 3 }, { prompt: "p" });
     const res = await api(`/api/v1/runs/${id}/output`);

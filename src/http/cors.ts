@@ -20,7 +20,7 @@ export function cors(): MiddlewareHandler<AppEnv> {
   const handler = honoCors({
     origin: (origin, c) => allowedOrigin(origin, c.env),
     allowMethods: ["GET", "HEAD", "POST", "DELETE", "OPTIONS"],
-    allowHeaders: ["Content-Type", "Authorization", "X-API-Key", "Idempotency-Key", "Last-Event-ID", "Range", "If-None-Match"],
+    allowHeaders: ["Content-Type", "Authorization", "X-API-Key", "Idempotency-Key", "Last-Event-ID", "Range", "If-None-Match", "If-Match", "If-Range"],
     exposeHeaders: ["Location", "Retry-After", "Idempotent-Replayed", "ETag", "Content-Range", "Content-Length", "X-Run-Status"],
     maxAge: 600,
   });

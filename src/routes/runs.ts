@@ -158,7 +158,9 @@ runOperations.push({
   responses: {
     200: { description: "The output", media: "text/plain" },
     206: { description: "A byte range of the output", media: "text/plain" },
+    304: { description: "Not modified: If-None-Match names the output's ETag" },
     404: errors[404],
+    412: { json: errorSchema, description: "If-Match does not name the output's ETag" },
     416: { json: errorSchema, description: "The range is outside the output" },
   },
 });
