@@ -92,6 +92,16 @@ describe("bulk cancel and delete", () => {
     expect(await progress(bulk_id)).toMatchObject({ matched: 130, done: 130, state: "done" });
   });
 
+  it("an empty tags list is no filter: 422, and no job is touched", async () => {
+    const id = await submitQueued({}, { session_id: "bulk-empty-tags" });
+    for (const action of ["cancel", "delete"]) {
+      const res = await post(`/api/v1/runs/bulk/${action}`, { tags: [], force: action === "delete" ? true : undefined });
+      expect(res.status).toBe(422);
+      expect(await res.json()).toEqual({ detail: [{ loc: ["body", "tags"], msg: "Too small: expected array to have >=1 items", type: "too_small" }] });
+    }
+    expect((await getJob(id)).status).toBe("queued");
+  });
+
   it("refuses what it cannot do, with a detail", async () => {
     for (const body of [{}, { force: true }, { job_ids: [] }, { job_ids: ["run_a"], status: "failed" }, { status: "done" }, { tags: ["not a tag"] }, { job_ids: Array(1001).fill("run_a") }, { created_before: "yesterday" }]) {
       const res = await post("/api/v1/runs/bulk/delete", body);

@@ -1,6 +1,6 @@
 /** A bulk cancel or delete: what it asks, and what it answers as it goes. */
 import * as z from "zod/mini";
-import { described, isoTime, lazy, named, statusSchema, tagsSchema, text } from "./fields";
+import { described, isoTime, lazy, named, someTagsSchema, statusSchema, text } from "./fields";
 
 /** The most job ids one bulk request may name, and the most jobs its filter may match. */
 export const MAX_BULK_IDS = 1000;
@@ -13,8 +13,7 @@ export const bulkBodySchema = lazy(() =>
         status: z.optional(statusSchema()),
         session_id: z.optional(text(256)),
         created_before: z.optional(described(isoTime(), "Jobs created before this time (ISO 8601)")),
-        // Jobs carrying every one of these tags.
-        tags: z.optional(tagsSchema()),
+        tags: z.optional(described(someTagsSchema(), "Jobs carrying every one of these tags")),
         job_ids: z.optional(z.array(text(140, 1)).check(z.minLength(1), z.maxLength(MAX_BULK_IDS))),
         force: z.optional(described(z.boolean(), "delete: cancel queued, running and awaiting jobs first (else they are skipped)")),
       })

@@ -73,3 +73,5 @@ export const tagsSchema = lazy(() =>
     "Tags",
   ),
 );
+/** Tags that narrow what a token reaches or a bulk request matches: at least one, since none would narrow nothing. */
+export const someTagsSchema = () => z.array(tagText()).check(z.minLength(1), z.maxLength(MAX_TAGS, `at most ${MAX_TAGS} tags`));

@@ -1,6 +1,6 @@
 /** Scoped tokens: what one may do and reach, what minting one asks, and what it answers. */
 import * as z from "zod/mini";
-import { described, int, lazy, MAX_TAGS, named, tagText, text } from "./fields";
+import { described, int, lazy, named, someTagsSchema, text } from "./fields";
 
 /** What a scoped token may do (src/tokens.ts). */
 export const SCOPES = ["read", "stream", "submit", "cancel", "input", "delete"] as const;
@@ -17,7 +17,7 @@ export const tokenBodySchema = lazy(() =>
         ),
         runs: z.optional(described(z.array(z.string().check(z.regex(/^run_[A-Za-z0-9_-]{1,128}$/, "a job id"))).check(z.minLength(1), z.maxLength(MAX_TOKEN_RUNS)), "The jobs the token reaches")),
         session_id: z.optional(described(text(256, 1), "The token reaches this session's jobs; the jobs it submits join it")),
-        tags: z.optional(described(z.array(tagText()).check(z.minLength(1), z.maxLength(MAX_TAGS, `at most ${MAX_TAGS} tags`)), "The token reaches jobs carrying all these tags; the jobs it submits carry them")),
+        tags: z.optional(described(someTagsSchema(), "The token reaches jobs carrying all these tags; the jobs it submits carry them")),
         ttl_seconds: z.optional(described(int(60, 86_400), "Lifetime, 60 to 86400 seconds (default 900)")),
         max_submits: z.optional(described(int(1, 1000), "With submit: how many jobs the token may submit (default 1)")),
       })
