@@ -8,6 +8,7 @@ import { cors } from "./http/cors";
 import { openApiDocument } from "./http/openapi";
 import { rateLimit } from "./http/ratelimit";
 import { requestLog } from "./http/requests";
+import { routesOf, unrouted } from "./http/routing";
 import { logFailure } from "./log";
 import { docs } from "./routes/docs";
 import { bulk, bulkOperations } from "./routes/bulk";
@@ -41,6 +42,8 @@ app.route("/", feed);
 app.route("/", submits);
 app.route("/", runs);
 
+const operations = [...systemOperations, ...tokenOperations, ...submitOperations, ...runOperations, ...feedOperations, ...bulkOperations];
+
 let document: object | null = null;
 app.get("/openapi.json", (c) => {
   document ??= openApiDocument(
@@ -49,12 +52,13 @@ app.get("/openapi.json", (c) => {
       version: VERSION,
       description: "Submit, watch, fetch, list, cancel and delete long-running agent jobs (PraisonAI Async Jobs API).",
     },
-    [...systemOperations, ...tokenOperations, ...submitOperations, ...runOperations, ...feedOperations, ...bulkOperations],
+    operations,
   );
   return c.json(document);
 });
 
-app.notFound((c) => c.json({ detail: "Not Found" }, 404));
+const routes = routesOf([...operations, { method: "get", path: "/openapi.json" }, { method: "get", path: "/docs" }]);
+app.notFound((c) => unrouted(c, routes));
 
 /** Failures a client is asked to come back from in a moment (503 with Retry-After), each with what it is told, the first that applies. */
 const PASSING: [(error: unknown) => boolean, string][] = [
