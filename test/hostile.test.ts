@@ -33,21 +33,23 @@ function nested(depth: number, open: string, close: string, inner = "1"): string
   return open.repeat(depth) + inner + close.repeat(depth);
 }
 
+// An empty framework, agent_file, agent_yaml, recipe_name, webhook_url or idempotency_key is not
+// hostile: it is read as not given, as PraisonAI's server reads it (test/submit.test.ts).
 const FIELDS: Record<string, unknown[]> = {
   prompt: [123, true, null, [], {}, "", "   ", "\n\t"],
   agent_file: [123, true, [], {}, "../x.yaml", "/abs.yaml", "a/../../b.yaml", "..", "x.txt", "missing.yaml", "%2e%2e/x.yaml", "agents.yaml\u0000.txt"],
   agent_yaml: [123, true, [], {}, "roles: [", "just text", "roles: {}", "- a\n- b"],
-  framework: [123, "crewai", "autogen", "PraisonAI", ""],
+  framework: [123, "crewai", "autogen", "PraisonAI"],
   config: ["x", 1, [], true, { simulate: "fast" }, { simulate: { steps: 0 } }, { simulate: { steps: 101 } }, { simulate: { steps: 1.5 } },
     { simulate: { step_ms: -1 } }, { simulate: { output_bytes: 2 ** 31 } }, { simulate: { fail_at_step: 0 } }, { temperature: 3 }, { max_tokens: 0 }, { model: 5 }],
   timeout: ["10", -1, 86401, 1.5, true, [], {}, 1e12],
   webhook_url: [123, "not a url", "ftp://example.com", "http://127.0.0.1/x", "http://localhost/x", "http://10.1.2.3/x", "http://[::1]/x",
     "http://169.254.169.254/x", "https://u:p@example.com/x", "http://0x7f000001/x", "http://2130706433/x", "javascript:alert(1)"],
   session_id: [123, true, [], {}, "s".repeat(257)],
-  idempotency_key: [123, true, [], {}, "", "k".repeat(257)],
+  idempotency_key: [123, true, [], {}, "k".repeat(257)],
   metadata: ["x", 1, [], { a: 1 }, { a: true }, { a: null }, { a: {} }, { "": "v" }, { ["k".repeat(65)]: "v" }, { a: "v".repeat(513) },
     Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, "v"]))],
-  recipe_name: ["r", 1, "", {}, "../agents/agents", "summarize.yaml"],
+  recipe_name: ["r", 1, {}, "../agents/agents", "summarize.yaml"],
   tags: ["x", 1, {}, [1], [""], ["has space"], ["a/b"], ["t".repeat(65)], Array.from({ length: 11 }, (_, i) => `t${i}`)],
 };
 

@@ -43,6 +43,41 @@ describe("POST /api/v1/runs", () => {
     expect(res.status).toBe(202);
   });
 
+  it("takes PraisonAI's request model as it dumps itself: every optional field null, recipe_config {}", async () => {
+    const dumped = {
+      prompt: "x",
+      agent_file: null,
+      agent_yaml: null,
+      recipe_name: null,
+      recipe_config: {},
+      framework: null,
+      config: {},
+      webhook_url: null,
+      timeout: 3600,
+      session_id: null,
+      idempotency_key: null,
+      idempotency_scope: "none",
+    };
+    const res = await post("/api/v1/runs", dumped);
+    expect(res.status).toBe(202);
+    const { job_id } = await res.json<{ job_id: string }>();
+    expect(await getJob(job_id)).toMatchObject({ agent_id: "file:agents.yaml", webhook: null });
+  });
+
+  it("reads an empty optional text field as not given, as PraisonAI does", async () => {
+    const empty = { framework: "", agent_file: "", agent_yaml: "", recipe_name: "", webhook_url: "", idempotency_key: "" };
+    const ids: string[] = [];
+    for (const _ of [1, 2]) {
+      const res = await post("/api/v1/runs", { prompt: "x", session_id: "empty-fields", ...empty });
+      expect(res.status).toBe(202);
+      expect(res.headers.get("Idempotent-Replayed")).toBeNull();
+      ids.push((await res.json<{ job_id: string }>()).job_id);
+    }
+    // No idempotency key: the same body twice is two jobs.
+    expect(new Set(ids).size).toBe(2);
+    for (const id of ids) expect(await getJob(id)).toMatchObject({ agent_id: "file:agents.yaml", webhook: null });
+  });
+
   it("names an inline agent definition in agent_id", async () => {
     const agent_yaml = "roles:\n  r:\n    role: R\n    goal: G\n    backstory: B\n    tasks:\n      t:\n        description: D\n        expected_output: E\n";
     const res = await post("/api/v1/runs", { prompt: "x", agent_yaml });
@@ -163,6 +198,8 @@ describe("bad submissions", () => {
     ["config not an object", { prompt: "x", config: [] }, ["body", "config"]],
     ["simulate steps 0", { prompt: "x", config: { simulate: { steps: 0 } } }, ["body", "config", "simulate", "steps"]],
     ["webhook_url not http", { prompt: "x", webhook_url: "ftp://example.com/hook" }, ["body", "webhook_url"]],
+    ["webhook_url a number", { prompt: "x", webhook_url: 7 }, ["body", "webhook_url"]],
+    ["recipe_config with keys but no recipe", { prompt: "x", recipe_config: { model: "m" } }, ["body", "recipe_config"]],
     ["a body that is an array", [], ["body"]],
     ["priority over 9", { prompt: "x", priority: 10 }, ["body", "priority"]],
     ["priority negative", { prompt: "x", priority: -1 }, ["body", "priority"]],

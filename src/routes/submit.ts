@@ -73,7 +73,7 @@ function idempotencyKey(c: Ctx, body: SubmitBody): string | null {
   }
   // Repeated headers arrive joined by ", ": which one was meant cannot be told.
   if (header?.includes(",")) throw new ApiError("bad_request", "Idempotency-Key must be sent once, without commas");
-  return header ?? body.idempotency_key ?? null;
+  return header ?? (body.idempotency_key || null);
 }
 
 // ---- submit -------------------------------------------------------------------------------
@@ -123,7 +123,7 @@ function specFor(c: Ctx, body: SubmitBody, key: string | null, now: number): Run
     config,
     timeout_s: body.timeout || DEFAULT_TIMEOUT_S,
     retention_ms: body.retention_seconds ? body.retention_seconds * 1000 : null,
-    webhook_url: body.webhook_url ?? null,
+    webhook_url: body.webhook_url || null,
     idempotency_key: key,
     priority: body.priority ?? DEFAULT_PRIORITY,
     concurrency_key: body.concurrency_key ?? null,

@@ -92,14 +92,14 @@ export function recipeNames(): string[] {
  * `agent_file` (default agents.yaml).
  */
 export function resolveAgent(body: { agent_yaml?: string | null; agent_file?: string | null; recipe_name?: string | null }): AgentPlan {
-  if (body.recipe_name != null) {
+  if (body.recipe_name) {
     const name = body.recipe_name;
     const file = RECIPE_NAME.test(name) ? [`${name}.yaml`, `${name}.yml`].find((f) => f in BUNDLED_RECIPES) : undefined;
     if (file === undefined) throw new ApiError("bad_request", `Recipe not found: ${name}`);
     return { agent_id: `recipe:${name}`, tasks: bundled(`recipes/${file}`, BUNDLED_RECIPES[file]) };
   }
   if (body.agent_yaml) return { agent_id: "yaml:inline", tasks: parseAgentDefinition(body.agent_yaml) };
-  const file = body.agent_file ?? "agents.yaml";
+  const file = body.agent_file || "agents.yaml";
   if (!AGENT_FILE.test(file)) {
     throw new ApiError("bad_request", `agent_file must name a YAML file inside the agents folder: ${file}`);
   }

@@ -58,6 +58,12 @@ export const metadataSchema = lazy(() =>
 
 const TIMEOUT_RANGE = "timeout must be between 0 and 86400 seconds";
 
+/**
+ * PraisonAI's server reads its optional text fields as Python reads a string, an empty one as none
+ * (`body.framework or "praisonai"`, `if job.recipe_name:`), so an empty `framework`, `agent_file`,
+ * `agent_yaml`, `recipe_name`, `webhook_url` or `idempotency_key` is accepted here and read as
+ * not given. Unknown fields are ignored, as pydantic ignores them.
+ */
 export const submitBodySchema = lazy(() =>
   named(
     z
@@ -65,12 +71,16 @@ export const submitBodySchema = lazy(() =>
         prompt: promptText().check(z.meta({ example: "Summarise the latest AI news" })),
         agent_file: z.nullish(text(256)),
         agent_yaml: z.nullish(z.string()),
-        framework: z.nullish(z.string().check(z.refine((f) => f === "praisonai", "Only the 'praisonai' framework runs on this service"))),
+        framework: z.nullish(z.string().check(z.refine((f) => f === "" || f === "praisonai", "Only the 'praisonai' framework runs on this service"))),
         config: z.nullish(runConfigSchema()),
         timeout: z.nullish(int(0, MAX_TIMEOUT_S, TIMEOUT_RANGE)),
-        webhook_url: z.nullish(z.url({ protocol: /^https?$/ }).check(z.maxLength(2048))),
+        webhook_url: z.nullish(
+          z.union([z.literal(""), z.url({ protocol: /^https?$/ }).check(z.maxLength(2048))], {
+            error: "Invalid input: expected a URL, or an empty string for none",
+          }),
+        ),
         session_id: z.nullish(text(256)),
-        idempotency_key: z.nullish(text(256, 1)),
+        idempotency_key: z.nullish(text(256)),
         metadata: z.nullish(metadataSchema()),
         tags: z.nullish(tagsSchema()),
         retention_seconds: z.nullish(described(int(1, MAX_RETENTION_S), "Keep the finished job this long (default: the deployment's, 7 days)")),
@@ -80,7 +90,7 @@ export const submitBodySchema = lazy(() =>
         start_after: z.nullish(described(isoTime(MAX_QUEUE_WAIT_S), "Start no earlier than this time (ISO 8601, with its offset; at most 30 days ahead); a past time starts now")),
         queue_ttl_seconds: z.nullish(described(int(1, MAX_QUEUE_WAIT_S), "A job not started this long after it may start ends failed")),
         input_timeout_s: z.nullish(described(int(1, MAX_INPUT_TIMEOUT_S), "A request for input unanswered this long fails the job (default 86400)")),
-        recipe_name: z.nullish(described(text(128, 1), "A recipe bundled with the deployment (recipes/<name>.yaml); the prompt is its input")),
+        recipe_name: z.nullish(described(text(128), "A recipe bundled with the deployment (recipes/<name>.yaml); the prompt is its input")),
         recipe_config: z.nullish(
           described(
             z.strictObject(modelFields()),
@@ -89,11 +99,12 @@ export const submitBodySchema = lazy(() =>
         ),
       })
       .check(
-        z.refine((body) => body.recipe_name == null || (body.agent_file == null && body.agent_yaml == null), {
+        z.refine((body) => !body.recipe_name || (!body.agent_file && !body.agent_yaml), {
           message: "Give recipe_name or an agent (agent_file, agent_yaml), not both",
           path: ["recipe_name"],
         }),
-        z.refine((body) => body.recipe_config == null || body.recipe_name != null, {
+        // `{}` is PraisonAI's own default for it: a client that sends its model whole sends that.
+        z.refine((body) => body.recipe_config == null || Object.keys(body.recipe_config).length === 0 || !!body.recipe_name, {
           message: "recipe_config needs recipe_name",
           path: ["recipe_config"],
         }),
