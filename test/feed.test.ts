@@ -145,6 +145,16 @@ describe("the live feed", () => {
     await watcher.close();
   });
 
+  it("an empty status is not given, as for a list: every change of the session is told", async () => {
+    const session = `feed-${crypto.randomUUID()}`;
+    const watcher = await Watcher.open(`?status=&session_id=${session}`);
+    const id = await submit({ steps: 1 }, { session_id: session });
+    await drive(id);
+    const events = await watcher.until((e) => about(id)(e).length >= 2, "the job's end");
+    expect(about(id)(events).map((e) => (jobOf(e) as Job).status)).toEqual(["running", "succeeded"]);
+    await watcher.close();
+  });
+
   it("filters by tag and metadata as the list does", async () => {
     const watcher = await Watcher.open("?tag=blue&tag=big&metadata.owner=ann");
     const wanted = await submit({ steps: 1 }, { tags: ["blue", "big"], metadata: { owner: "ann" } });

@@ -240,6 +240,21 @@ describe("GET /api/v1/runs (list)", () => {
     expect((await api("/api/v1/runs?page=1&page=0")).status).toBe(422);
   });
 
+  it("reads an empty status or session_id as not given, as PraisonAI's server does", async () => {
+    const done = await finished({ steps: 1 }, { session_id: "list-empty" });
+    const waiting = await submitQueued({}, { session_id: "list-empty" });
+    const page = async (query: string) => {
+      const res = await api(`/api/v1/runs?${query}`);
+      expect(res.status).toBe(200);
+      return res.json<{ jobs: { job_id: string }[]; total: number }>();
+    };
+    expect((await page("session_id=list-empty&status=")).jobs.map((j) => j.job_id)).toEqual([waiting, done]);
+    // Every session: the same total as no filter at all.
+    const all = (await page("page_size=1")).total;
+    expect(all).toBeGreaterThanOrEqual(2);
+    expect((await page("session_id=&status=&page_size=1")).total).toBe(all);
+  });
+
   it("an unknown status → 400 naming the valid values", async () => {
     const res = await api("/api/v1/runs?status=done");
     expect(res.status).toBe(400);

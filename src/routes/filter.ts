@@ -1,7 +1,8 @@
 /**
  * The filter of a list or of the live feed, from the query: `status`, `session_id`, `tag`
  * (repeatable: every one), `metadata.<key>=<value>` (at most 5), narrowed to what a token reaches.
- * `status` or `session_id` given more than once is read by its last value, as FastAPI reads it.
+ * `status` or `session_id` given more than once is read by its last value, as FastAPI reads it;
+ * given empty, it is not given.
  */
 import type { Context } from "hono";
 import type { AppEnv } from "../auth";
@@ -18,7 +19,8 @@ const invalid = (loc: string, msg: string) => new ApiError("validation", [{ loc:
 /** The filter the query asks for; null when a token's reach leaves nothing of it (an empty result). */
 export function runFilter(c: Context<AppEnv>, what: string): RunFilter | null {
   const url = new URL(c.req.url);
-  const last = (name: string) => url.searchParams.getAll(name).at(-1) ?? null;
+  // An empty one is not given, as PraisonAI's server reads it (`if status:`): `?status=` lists every status.
+  const last = (name: string) => url.searchParams.getAll(name).at(-1) || null;
   const filter: RunFilter = {};
   const status = last("status");
   if (status !== null) {
