@@ -228,6 +228,19 @@ describe("the live feed", () => {
     await recent.close();
   }, 30_000);
 
+  it("a position ahead of the log's newest change (one it never gave) starts with reset, then goes on live", async () => {
+    const session = `feed-${crypto.randomUUID()}`;
+    const ahead = await Watcher.open(`?session_id=${session}`, 10 ** 12);
+    const [reset] = await ahead.until((e) => e.length > 0, "the reset");
+    expect(reset.event).toBe("reset");
+    const next = await submit({ steps: 1 }, { session_id: session });
+    const events = await ahead.until((e) => e.length > 1, "the next change");
+    expect(jobOf(events[1]).job_id).toBe(next);
+    // Resumed from the reset's own id, nothing is missed and there is no second reset.
+    expect(events[1].id).toBeGreaterThan(reset.id!);
+    await ahead.close();
+  });
+
   it("lets a watcher more than 5,000 events behind go, to resume with Last-Event-ID; one that keeps up stays", async () => {
     const session = `feed-${crypto.randomUUID()}`;
     const keepingUp = await Watcher.open(`?session_id=${session}`);

@@ -262,13 +262,13 @@ export class TenantProjection extends DurableObject<Env> {
 
   /**
    * The live feed from `after` (a Last-Event-ID), or from now when null. A position older than
-   * the log keeps starts with `reset`: the client lists again.
+   * the log keeps, or ahead of its newest change (a position this log never gave: its client's
+   * picture is of another), starts with `reset`: the client lists again.
    */
   watch(filter: RunFilter, after: number | null): { body: ReadableStream<Uint8Array> } {
     const head = this.feedHead();
-    const from = after === null || after > head ? head : after;
-    const reset = after !== null && after < this.prunedThrough();
-    return { body: this.feed.open(filter, reset ? head : from, reset, head) };
+    const reset = after !== null && (after < this.prunedThrough() || after > head);
+    return { body: this.feed.open(filter, after === null || reset ? head : after, reset, head) };
   }
 
   /** The feed's newest position: where a watcher from now starts. */
