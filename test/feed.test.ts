@@ -2,7 +2,7 @@
  * The tenant's live feed, GET /api/v1/runs/events. This project keeps a short change log
  * (FEED_KEEP_CHANGES=20, so at most 200 changes), so that a watcher can fall behind it.
  */
-import { runDurableObjectAlarm } from "cloudflare:test";
+import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { Job } from "../src/schemas";
 import { MAX_BEHIND } from "../src/tenant/feed";
@@ -153,6 +153,20 @@ describe("the live feed", () => {
     const events = await watcher.until((e) => about(id)(e).length >= 2, "the job's end");
     expect(about(id)(events).map((e) => (jobOf(e) as Job).status)).toEqual(["running", "succeeded"]);
     await watcher.close();
+  });
+
+  it("HEAD answers the feed's headers and leaves no watcher in the projection", async () => {
+    const watchers = () =>
+      runInDurableObject(env.PROJECTIONS.getByName("default"), (instance) => (instance as unknown as { feed: { size: number } }).feed.size);
+    const before = await watchers();
+    for (let i = 0; i < 3; i++) {
+      const res = await api("/api/v1/runs/events?status=running", { method: "HEAD" });
+      expect(res.status).toBe(200);
+      expect(res.headers.get("Content-Type")).toBe("text/event-stream; charset=utf-8");
+      expect(await res.text()).toBe("");
+    }
+    expect(await watchers()).toBe(before);
+    expect((await api("/api/v1/runs/events?status=bogus", { method: "HEAD" })).status).toBe(400);
   });
 
   it("filters by tag and metadata as the list does", async () => {

@@ -1,5 +1,6 @@
+import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { api, drive, driveTo, eventLog, getJob, parseSse, submit } from "./helpers";
+import { api, drive, driveTo, eventLog, getJob, parseSse, runStub, submit } from "./helpers";
 
 describe("GET /api/v1/runs/{id}/stream", () => {
   it("replays a finished job's events in PraisonAI's format, then complete and [DONE]", async () => {
@@ -47,6 +48,20 @@ describe("GET /api/v1/runs/{id}/stream", () => {
     const unknown = await api("/api/v1/runs/run_zzz/stream");
     expect(unknown.status).toBe(404);
     expect(await unknown.json()).toEqual({ detail: "Job not found: run_zzz" });
+  });
+
+  it("HEAD answers the stream's headers and opens no stream; an unknown job → 404", async () => {
+    const id = await submit({ steps: 3 });
+    const watchers = () => runInDurableObject(runStub(id), (instance) => (instance as unknown as { watchers: { size: number } }).watchers.size);
+    for (const query of ["", "?format=named"]) {
+      const res = await api(`/api/v1/runs/${id}/stream${query}`, { method: "HEAD" });
+      expect(res.status).toBe(200);
+      expect(res.headers.get("Content-Type")).toBe("text/event-stream; charset=utf-8");
+      expect(await res.text()).toBe("");
+    }
+    expect(await watchers()).toBe(0);
+    expect((await api("/api/v1/runs/run_AAAAAAAAAAAAAAAAAAAAAAAA/stream", { method: "HEAD" })).status).toBe(404);
+    expect((await api(`/api/v1/runs/${id}/stream?after=x`, { method: "HEAD" })).status).toBe(400);
   });
 
   it("deleting the job ends a stream that is watching it", async () => {

@@ -3,6 +3,7 @@ import { Hono } from "hono";
 import { scope, type AppEnv } from "../auth";
 import { ApiError } from "../errors";
 import type { Operation } from "../http/openapi";
+import { eventStream } from "../http/sse";
 import { errorSchema, feedQuerySchema } from "../schemas";
 import { feedPositions, watchFeed } from "../tenant/sharded";
 import { runFilter } from "./filter";
@@ -28,9 +29,7 @@ feed.get("/api/v1/runs/events", scope("stream"), async (c) => {
   const position = c.req.header("Last-Event-ID");
   const positions = feedPositions(c.env, position);
   if (positions === null) throw new ApiError("bad_request", `Invalid event id: ${position}`);
+  if (c.req.method === "HEAD") return eventStream(null);
   // A token whose reach leaves nothing of the filter watches nothing (and is kept alive by pings).
-  const body = await watchFeed(c.env, c.get("tenant"), filter ?? { nothing: true }, positions);
-  return new Response(body, {
-    headers: { "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache", "X-Accel-Buffering": "no" },
-  });
+  return eventStream(await watchFeed(c.env, c.get("tenant"), filter ?? { nothing: true }, positions));
 });

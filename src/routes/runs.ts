@@ -8,6 +8,7 @@ import { limits } from "../config";
 import { ApiError, unwrap } from "../errors";
 import { jsonBody } from "../http/body";
 import type { Operation } from "../http/openapi";
+import { eventStream } from "../http/sse";
 import { valid } from "../http/validation";
 import { durationSeconds } from "../run/job";
 import type { ListPage } from "../tenant/listing";
@@ -191,14 +192,13 @@ runs.get("/api/v1/runs/:id/stream", scope("stream"), valid("param", jobIdParamSc
   const position = c.req.valid("query").after ?? c.req.header("Last-Event-ID") ?? "0";
   if (!/^\d{1,15}$/.test(position.trim())) throw new ApiError("bad_request", `Invalid event id: ${position}`);
   const named = c.req.valid("query").format === "named" ? { resultUrl: `${pollUrl(c, id)}/output` } : undefined;
-  const { body } = unwrap(await (await reachable(c, id)).stream(Number(position), named));
-  return new Response(body, {
-    headers: {
-      "Content-Type": "text/event-stream; charset=utf-8",
-      "Cache-Control": "no-cache",
-      "X-Accel-Buffering": "no",
-    },
-  });
+  const stub = await reachable(c, id);
+  if (c.req.method === "HEAD") {
+    unwrap(await stub.get());
+    return eventStream(null);
+  }
+  const { body } = unwrap(await stub.stream(Number(position), named));
+  return eventStream(body);
 });
 
 runOperations.push({
