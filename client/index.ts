@@ -37,12 +37,16 @@ export type ListQuery = Omit<ServerListQuery, "tag" | "status"> & RunFilter;
  */
 export type FeedEvent = { id: string; event: "run"; job: Job } | { id: string; event: "deleted"; job_id: string } | { id: string; event: "reset" };
 
-/** An answer other than the one asked for, with the server's status and `detail`. */
+/**
+ * An answer other than the one asked for, with the server's status, `detail` and request id (the
+ * id of the server's log line for the request: quote it when asking why).
+ */
 export class RunsApiError extends Error {
   constructor(
     readonly status: number,
     readonly detail: unknown,
     readonly body: Record<string, unknown> = {},
+    readonly requestId: string | null = null,
   ) {
     super(`${status}: ${typeof detail === "string" ? detail : JSON.stringify(detail)}`);
     this.name = "RunsApiError";
@@ -255,7 +259,7 @@ export class RunsClient {
     } catch {
       body = { detail: res.statusText };
     }
-    throw new RunsApiError(res.status, body.detail, body);
+    throw new RunsApiError(res.status, body.detail, body, res.headers.get("X-Request-Id"));
   }
 }
 

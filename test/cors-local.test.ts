@@ -16,7 +16,7 @@ describe("CORS in local development (no keys, no CORS_ORIGINS)", () => {
     expect(res.status).toBe(202);
     expect(res.headers.get("Access-Control-Allow-Origin")).toBe(origin);
     const exposed = res.headers.get("Access-Control-Expose-Headers")!.split(",").map((h) => h.trim());
-    expect(exposed).toEqual(expect.arrayContaining(["Location", "Retry-After", "Idempotent-Replayed"]));
+    expect(exposed).toEqual(expect.arrayContaining(["Location", "Retry-After", "Idempotent-Replayed", "X-Request-Id"]));
   });
 
   it("lets a page resume a download of the output: Range and the conditional headers are allowed", async () => {

@@ -21,7 +21,7 @@ export function cors(): MiddlewareHandler<AppEnv> {
     origin: (origin, c) => allowedOrigin(origin, c.env),
     allowMethods: ["GET", "HEAD", "POST", "DELETE", "OPTIONS"],
     allowHeaders: ["Content-Type", "Authorization", "X-API-Key", "Idempotency-Key", "Last-Event-ID", "Range", "If-None-Match", "If-Match", "If-Range"],
-    exposeHeaders: ["Location", "Retry-After", "Idempotent-Replayed", "ETag", "Content-Range", "Content-Length", "X-Run-Status"],
+    exposeHeaders: ["Location", "Retry-After", "Idempotent-Replayed", "ETag", "Content-Range", "Content-Length", "X-Run-Status", "X-Request-Id"],
     maxAge: 600,
   });
   // Only a browser's cross-origin request carries Origin; any other request needs no CORS headers,

@@ -83,6 +83,8 @@ describe("the TypeScript client", () => {
     const missing = await client.get("run_missing").catch((e: unknown) => e);
     expect(missing).toBeInstanceOf(RunsApiError);
     expect(missing).toMatchObject({ status: 404, detail: "Job not found: run_missing" });
+    // The id of the server's log line for the request, to quote when asking why.
+    expect((missing as RunsApiError).requestId).toMatch(/^[0-9a-f-]{36}$/);
 
     const { job_id } = await client.submit({ prompt: "busy", config: simulate(3, 2000) });
     const refused = await client.delete(job_id).catch((e: unknown) => e);
