@@ -137,6 +137,16 @@ describe("a job that asks for input", () => {
     expect((await answer("run_doesnotexist", { action: "approve" })).status).toBe(404);
   });
 
+  it("input null is no input, as for submit's fields: approve goes on, revise is refused", async () => {
+    const { id } = await awaiting();
+    const refused = await answer(id, { action: "revise", input: null });
+    expect(refused.status).toBe(422);
+    expect(await refused.json()).toEqual({ detail: [{ loc: ["body", "input"], msg: "revise needs input: the feedback for the step", type: "custom" }] });
+    const approved = await answer(id, { action: "approve", input: null });
+    expect(approved.status).toBe(200);
+    expect((await approved.json<Job>()).input_request).toBeNull();
+  });
+
   it("cancel while awaiting ends it; a later answer is a 409", async () => {
     const { id } = await awaiting();
     const res = await api(`/api/v1/runs/${id}/cancel`, { method: "POST" });

@@ -26,7 +26,7 @@ export const inputBodySchema = lazy(() =>
     z
       .object({
         action: z.enum(["approve", "revise", "reject"]),
-        input: z.optional(described(inputText(), "approve: a note for the next tasks; revise: the feedback; reject: the reason")),
+        input: z.nullish(described(inputText(), "approve: a note for the next tasks; revise: the feedback; reject: the reason")),
       })
       .check(
         z.refine((body) => body.action !== "revise" || (body.input ?? "").trim().length > 0, {
