@@ -92,6 +92,19 @@ describe("bulk cancel and delete", () => {
     expect(await progress(bulk_id)).toMatchObject({ matched: 130, done: 130, state: "done" });
   });
 
+  it("reads a null field as not given: a filter with nulls beside it works, nulls alone are no filter", async () => {
+    const session = "bulk-nulls";
+    const open = await submitQueued({}, { session_id: session });
+    const done = await carriedOut("cancel", { session_id: session, status: null, tags: null, created_before: null, job_ids: null, force: null });
+    expect(done).toMatchObject({ matched: 1, done: 1, state: "done" });
+    expect((await getJob(open)).status).toBe("cancelled");
+    const res = await post("/api/v1/runs/bulk/cancel", { job_ids: null, status: null });
+    expect(res.status).toBe(422);
+    expect(((await res.json<{ detail: { msg: string }[] }>()).detail)[0].msg).toBe(
+      "Give job_ids, or a filter (status, session_id, tags, created_before), not both and not neither",
+    );
+  });
+
   it("an empty tags list is no filter: 422, and no job is touched", async () => {
     const id = await submitQueued({}, { session_id: "bulk-empty-tags" });
     for (const action of ["cancel", "delete"]) {

@@ -36,13 +36,13 @@ for (const action of ["cancel", "delete"] as const satisfies BulkAction[]) {
   bulk.post(`/api/v1/runs/bulk/${action}`, jsonBody((env) => limits(env).maxBodyBytes), valid("json", bulkBodySchema), async (c) => {
     const body = c.req.valid("json");
     const tenant = c.get("tenant");
-    let ids = body.job_ids;
+    let ids = body.job_ids ?? undefined;
     if (ids === undefined) {
       const filter = {
-        status: body.status,
-        session_id: body.session_id,
-        tags: body.tags,
-        created_before: body.created_before && new Date(instantOf(body.created_before)!).toISOString(),
+        status: body.status ?? undefined,
+        session_id: body.session_id ?? undefined,
+        tags: body.tags ?? undefined,
+        created_before: body.created_before ? new Date(instantOf(body.created_before)!).toISOString() : undefined,
       };
       ids = await matchingJobs(c.env, tenant, filter, MAX_BULK_MATCHES);
       if (ids.length > MAX_BULK_MATCHES) throw new ApiError("bad_request", `The filter matches more than ${MAX_BULK_MATCHES} jobs; narrow it`);

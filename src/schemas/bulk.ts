@@ -10,15 +10,15 @@ export const bulkBodySchema = lazy(() =>
   named(
     z
       .strictObject({
-        status: z.optional(statusSchema()),
-        session_id: z.optional(text(256)),
-        created_before: z.optional(described(isoTime(), "Jobs created before this time (ISO 8601)")),
-        tags: z.optional(described(someTagsSchema(), "Jobs carrying every one of these tags")),
-        job_ids: z.optional(z.array(text(140, 1)).check(z.minLength(1), z.maxLength(MAX_BULK_IDS))),
-        force: z.optional(described(z.boolean(), "delete: cancel queued, running and awaiting jobs first (else they are skipped)")),
+        status: z.nullish(statusSchema()),
+        session_id: z.nullish(text(256)),
+        created_before: z.nullish(described(isoTime(), "Jobs created before this time (ISO 8601)")),
+        tags: z.nullish(described(someTagsSchema(), "Jobs carrying every one of these tags")),
+        job_ids: z.nullish(z.array(text(140, 1)).check(z.minLength(1), z.maxLength(MAX_BULK_IDS))),
+        force: z.nullish(described(z.boolean(), "delete: cancel queued, running and awaiting jobs first (else they are skipped)")),
       })
       .check(
-        z.refine((b) => (b.job_ids === undefined) !== (b.status === undefined && b.session_id === undefined && b.created_before === undefined && b.tags === undefined), {
+        z.refine((b) => (b.job_ids == null) !== (b.status == null && b.session_id == null && b.created_before == null && b.tags == null), {
           message: "Give job_ids, or a filter (status, session_id, tags, created_before), not both and not neither",
         }),
       ),

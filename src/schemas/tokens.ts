@@ -15,15 +15,15 @@ export const tokenBodySchema = lazy(() =>
           z.array(z.enum(SCOPES)).check(z.minLength(1), z.maxLength(SCOPES.length * 2)),
           "read (status, result, output, list), stream (stream, feed), submit, cancel, input, delete",
         ),
-        runs: z.optional(described(z.array(z.string().check(z.regex(/^run_[A-Za-z0-9_-]{1,128}$/, "a job id"))).check(z.minLength(1), z.maxLength(MAX_TOKEN_RUNS)), "The jobs the token reaches")),
-        session_id: z.optional(described(text(256, 1), "The token reaches this session's jobs; the jobs it submits join it")),
-        tags: z.optional(described(someTagsSchema(), "The token reaches jobs carrying all these tags; the jobs it submits carry them")),
-        ttl_seconds: z.optional(described(int(60, 86_400), "Lifetime, 60 to 86400 seconds (default 900)")),
-        max_submits: z.optional(described(int(1, 1000), "With submit: how many jobs the token may submit (default 1)")),
+        runs: z.nullish(described(z.array(z.string().check(z.regex(/^run_[A-Za-z0-9_-]{1,128}$/, "a job id"))).check(z.minLength(1), z.maxLength(MAX_TOKEN_RUNS)), "The jobs the token reaches")),
+        session_id: z.nullish(described(text(256, 1), "The token reaches this session's jobs; the jobs it submits join it")),
+        tags: z.nullish(described(someTagsSchema(), "The token reaches jobs carrying all these tags; the jobs it submits carry them")),
+        ttl_seconds: z.nullish(described(int(60, 86_400), "Lifetime, 60 to 86400 seconds (default 900)")),
+        max_submits: z.nullish(described(int(1, 1000), "With submit: how many jobs the token may submit (default 1)")),
       })
       .check(
-        z.refine((b) => b.max_submits === undefined || b.scopes.includes("submit"), { message: "max_submits needs the submit scope", path: ["max_submits"] }),
-        z.refine((b) => b.runs !== undefined || b.session_id !== undefined || b.tags !== undefined || b.scopes.every((s) => s === "submit"), {
+        z.refine((b) => b.max_submits == null || b.scopes.includes("submit"), { message: "max_submits needs the submit scope", path: ["max_submits"] }),
+        z.refine((b) => b.runs != null || b.session_id != null || b.tags != null || b.scopes.every((s) => s === "submit"), {
           message: "A token needs a reach (runs, session_id or tags) unless its only scope is submit",
         }),
       ),

@@ -83,6 +83,17 @@ describe("minting", () => {
     expect((await mint({ scopes: ["submit"] })).runs).toBeNull();
   });
 
+  it("reads a null field as not given, as a backend that sends every field sends it", async () => {
+    const minted = await mint({ scopes: ["read", "submit"], session_id: "s1", runs: null, tags: null, ttl_seconds: null, max_submits: null });
+    expect(minted).toMatchObject({ scopes: ["read", "submit"], runs: null, session_id: "s1", tags: null, max_submits: 1 });
+    // A reach of nulls is no reach.
+    const res = await api("/api/v1/tokens", { method: "POST", headers: { ...JSON_TYPE, ...ALPHA }, body: JSON.stringify({ scopes: ["read"], session_id: null, runs: null }) });
+    expect(res.status).toBe(422);
+    expect(await res.json()).toEqual({
+      detail: [{ loc: ["body"], msg: "A token needs a reach (runs, session_id or tags) unless its only scope is submit", type: "custom" }],
+    });
+  });
+
   it.each([
     ["no scopes", { scopes: [], session_id: "s" }, ["body", "scopes"]],
     ["an unknown scope", { scopes: ["read", "admin"], session_id: "s" }, ["body", "scopes", 1]],
