@@ -160,10 +160,24 @@ describe("bad submissions", () => {
   });
 
   it("a non-JSON content type → 400", async () => {
-    const res = await api("/api/v1/runs", { method: "POST", headers: { "content-type": "text/plain" }, body: '{"prompt":"x"}' });
-    expect(await expectDetail(res, 400)).toBe("Content-Type must be application/json");
-    const none = await api("/api/v1/runs", { method: "POST", body: '{"prompt":"x"}' });
-    expect(none.status).toBe(400);
+    const before = await jobCount();
+    for (const type of ["text/plain", "application/x-www-form-urlencoded"]) {
+      const res = await api("/api/v1/runs", { method: "POST", headers: { "content-type": type }, body: '{"prompt":"x"}' });
+      expect(await expectDetail(res, 400)).toBe("Content-Type must be application/json");
+    }
+    expect(await jobCount()).toBe(before);
+  });
+
+  it("a body naming no content type is read as JSON, as FastAPI reads it (Python's requests.post(url, data=...))", async () => {
+    // A body of bytes: fetch names no type for it (a string body it would call text/plain).
+    const bytes = (text: string) => new TextEncoder().encode(text);
+    const res = await api("/api/v1/runs", { method: "POST", body: bytes('{"prompt":"typeless","session_id":"typeless"}') });
+    expect(res.status).toBe(202);
+    const { job_id } = await res.json<{ job_id: string }>();
+    expect((await getJob(job_id)).session_id).toBe("typeless");
+    const before = await jobCount();
+    expect(await expectDetail(await api("/api/v1/runs", { method: "POST", body: bytes('{"prompt":') }), 400)).toBe("Malformed JSON in request body");
+    expect(await jobCount()).toBe(before);
   });
 
   it("invalid UTF-8 → 400", async () => {

@@ -55,15 +55,18 @@ export function jsonDepth(text: string): number {
 /**
  * Admits only a JSON body within `maxBytes`, then hands its text and its parsed value to Hono's
  * body cache, so that the route's zod validator reads it from there without parsing it again.
- * With `optional`, a request without a body (none, or a `Content-Length` of 0) stands for `{}`
- * whatever content type it names (a client may send `Content-Type: application/json` on every
- * request), as does an empty body sent in chunks under a JSON content type.
+ * A body that names no content type is read as JSON, as FastAPI reads it (Python's
+ * `requests.post(url, data=json.dumps(body))` names none). With `optional`, a request without a
+ * body (none, or a `Content-Length` of 0) stands for `{}` whatever content type it names (a
+ * client may send `Content-Type: application/json` on every request), as does an empty body sent
+ * in chunks as JSON.
  */
 export function jsonBody(maxBytes: (env: Env) => number, options: { optional?: boolean } = {}): MiddlewareHandler<{ Bindings: Env }> {
   return async (c, next) => {
     const mediaType = (c.req.header("content-type") ?? "").split(";")[0].trim();
+    const json = mediaType === "" || JSON_TYPE.test(mediaType);
     const bodiless = c.req.header("content-length") === "0" || c.req.raw.body === null;
-    if (!(options.optional && bodiless) && !JSON_TYPE.test(mediaType)) throw new ApiError("bad_request", "Content-Type must be application/json");
+    if (!(options.optional && bodiless) && !json) throw new ApiError("bad_request", "Content-Type must be application/json");
     const bytes = bodiless ? new Uint8Array() : await readLimited(c.req.raw, maxBytes(c.env));
     if (options.optional && bytes.length === 0) {
       cacheBody(c.req.bodyCache, "{}", {});

@@ -48,10 +48,20 @@ function lastOfRepeated(schema: z.ZodMiniType, query: Record<string, unknown>): 
   );
 }
 
+/**
+ * The body `jsonBody` admitted, parsed once. Hono's own reading takes only a body whose content
+ * type names JSON, and one that names none is JSON too (as FastAPI reads it).
+ */
+async function admittedBody(bodyCache: object, given: unknown): Promise<unknown> {
+  const parsed = (bodyCache as { json?: Promise<unknown> }).json;
+  return parsed ? await parsed : given;
+}
+
 /** Middleware: the request's body, query or path parameters checked against `schema` (built on first use), typed for `c.req.valid`. */
 export function valid<T extends Target, S extends z.ZodMiniType>(target: T, schema: () => S) {
-  return validator(target, (given) => {
-    const value = target === "query" ? lastOfRepeated(schema(), given as Record<string, unknown>) : given;
+  return validator(target, async (given, c) => {
+    const value =
+      target === "query" ? lastOfRepeated(schema(), given as Record<string, unknown>) : target === "json" ? await admittedBody(c.req.bodyCache, given) : given;
     const result = schema().safeParse(value);
     if (!result.success) throw validationError(result.error, target, value);
     return result.data as z.output<S>;
