@@ -54,7 +54,7 @@ export function jsonDepth(text: string): number {
 
 /**
  * Admits only a JSON body within `maxBytes`, then hands its text and its parsed value to Hono's
- * body cache, so that the route's zod validator reads it from there without parsing it again.
+ * body cache, where the route's validator (`valid` in validation.ts) takes the parsed value.
  * A body that names no content type is read as JSON, as FastAPI reads it (Python's
  * `requests.post(url, data=json.dumps(body))` names none). With `optional`, a request without a
  * body (none, or a `Content-Length` of 0) stands for `{}` whatever content type it names (a

@@ -49,8 +49,9 @@ function lastOfRepeated(schema: z.ZodMiniType, query: Record<string, unknown>): 
 }
 
 /**
- * The body `jsonBody` admitted, parsed once. Hono's own reading takes only a body whose content
- * type names JSON, and one that names none is JSON too (as FastAPI reads it).
+ * The body `jsonBody` admitted and parsed. Hono's own reading (which parses the cached text again)
+ * takes only a body whose content type names JSON, and one that names none is JSON too, as
+ * FastAPI reads it.
  */
 async function admittedBody(bodyCache: object, given: unknown): Promise<unknown> {
   const parsed = (bodyCache as { json?: Promise<unknown> }).json;
