@@ -165,7 +165,8 @@ describe("the live feed", () => {
       expect(res.headers.get("Content-Type")).toBe("text/event-stream; charset=utf-8");
       expect(await res.text()).toBe("");
     }
-    expect(await watchers()).toBe(before);
+    // At most as many as before: an earlier test's watcher may still be closing, none is added.
+    expect(await watchers()).toBeLessThanOrEqual(before);
     expect((await api("/api/v1/runs/events?status=bogus", { method: "HEAD" })).status).toBe(400);
   });
 
