@@ -42,8 +42,6 @@ app.route("/", feed);
 app.route("/", submits);
 app.route("/", runs);
 
-const operations = [...systemOperations, ...tokenOperations, ...submitOperations, ...runOperations, ...feedOperations, ...bulkOperations];
-
 let document: object | null = null;
 app.get("/openapi.json", (c) => {
   document ??= openApiDocument(
@@ -52,13 +50,14 @@ app.get("/openapi.json", (c) => {
       version: VERSION,
       description: "Submit, watch, fetch, list, cancel and delete long-running agent jobs (PraisonAI Async Jobs API).",
     },
-    operations,
+    [...systemOperations, ...tokenOperations, ...submitOperations, ...runOperations, ...feedOperations, ...bulkOperations],
   );
   return c.json(document);
 });
 
-const routes = routesOf([...operations, { method: "get", path: "/openapi.json" }, { method: "get", path: "/docs" }]);
-app.notFound((c) => unrouted(c, routes));
+// The router's own table, read on the first request no route serves: every route is registered by then.
+let routes: ReturnType<typeof routesOf> | null = null;
+app.notFound((c) => unrouted(c, (routes ??= routesOf(app.routes))));
 
 /** Failures a client is asked to come back from in a moment (503 with Retry-After), each with what it is told, the first that applies. */
 const PASSING: [(error: unknown) => boolean, string][] = [

@@ -15,6 +15,9 @@ describe("paths the API has, asked another way", () => {
     ["GET", "/api/v1/runs/run_AAAAAAAAAAAAAAAAAAAAAAAA/cancel", "POST"],
     ["POST", "/health", "GET, HEAD"],
     ["GET", "/api/v1/tokens", "POST"],
+    // The pages are routes too: the router's own table says which paths exist.
+    ["POST", "/", "GET, HEAD"],
+    ["DELETE", "/app.js", "GET, HEAD"],
   ])("%s %s → 405 Method Not Allowed, Allow: %s", async (method, path, allow) => {
     const res = await api(path, { method });
     expect(res.status).toBe(405);

@@ -5,19 +5,23 @@
  * server through that redirect, and so it does here); anything else → 404.
  */
 import type { Context } from "hono";
-import type { Operation } from "./openapi";
 
 interface Route {
   pattern: RegExp;
   method: string;
 }
 
-/** Each operation's path as a pattern: `{id}` is one path segment. */
-export function routesOf(operations: readonly Pick<Operation, "method" | "path">[]): Route[] {
-  return operations.map(({ method, path }) => ({
-    pattern: new RegExp(`^${path.replace(/[.*+?^$()|[\]\\]/g, "\\$&").replace(/\{\w+\}/g, "[^/]+")}$`),
-    method: method.toUpperCase(),
-  }));
+/**
+ * The routes an app registered (Hono's `app.routes`, read once all are), as patterns: `:name` is
+ * one path segment; middleware (method `ALL`) is no route.
+ */
+export function routesOf(registered: readonly { method: string; path: string }[]): Route[] {
+  return registered
+    .filter((r) => r.method !== "ALL")
+    .map(({ method, path }) => ({
+      pattern: new RegExp(`^${path.replace(/[.*+?^$()|[\]\\{}]/g, "\\$&").replace(/:\w+/g, "[^/]+")}$`),
+      method,
+    }));
 }
 
 /** The methods the API serves at `path`, HEAD with GET; none when it has no such path. */
