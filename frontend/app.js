@@ -1,19 +1,23 @@
 // @ts-check
 /**
  * The reference frontend: submit a run, watch the tenant's runs live from its feed, watch one
- * run's stream, read its output, answer it, cancel and delete it. It talks to the API as any
+ * run's stream, read its output, answer it, cancel it, retry it from where it stopped, delete it. It talks to the API as any
  * browser client would: with no credential in local development, else with a scoped token
  * (pasted, or passed as #token=... in the address, which is then taken out of it). No build step.
  */
 
 /** @typedef {{ percentage: number, current_step: string | null, steps_completed: number, steps_total: number | null }} Progress */
 /** @typedef {{ step: string, prompt: string, output: string, requested_at: string, expires_at: string }} InputRequest */
+/** @typedef {{ total_tokens: number, model_calls: number, estimated: boolean }} Usage */
 /**
  * @typedef {{ job_id: string, status: string, progress: Progress, created_at: string, error: string | null,
- *   tags: string[], session_id: string | null, agent_id: string | null, input_request: InputRequest | null }} Job
+ *   tags: string[], session_id: string | null, agent_id: string | null, input_request: InputRequest | null,
+ *   usage: Usage | null, retry_of: string | null }} Job
  */
 
 const UNFINISHED = new Set(["queued", "running", "awaiting_input"]);
+/** The jobs a retry takes: it makes a new one that starts at the first unfinished step. */
+const RETRYABLE = new Set(["failed", "cancelled"]);
 const TOKEN_KEY = "edge-runs-token";
 
 /** @param {string} id */
@@ -391,7 +395,16 @@ function renderDetail(/** @type {Job} */ job) {
   const error = $("detail-error");
   error.hidden = !job.error;
   error.textContent = job.error ?? "";
+  $("detail-retry-of").hidden = !job.retry_of;
+  $("retry-of-link").textContent = job.retry_of ?? "";
+  const usage = $("detail-usage");
+  usage.hidden = !job.usage?.model_calls;
+  if (job.usage) usage.textContent = `${job.usage.total_tokens} tokens in ${job.usage.model_calls} model call${job.usage.model_calls === 1 ? "" : "s"}${job.usage.estimated ? " (estimated)" : ""}`;
   /** @type {HTMLButtonElement} */ ($("cancel-button")).disabled = !UNFINISHED.has(job.status);
+  // The steps that finished are copied into the new run, not run again.
+  const retry = $("retry-button");
+  retry.hidden = !RETRYABLE.has(job.status);
+  retry.textContent = `Retry from step ${(job.progress?.steps_completed ?? 0) + 1}`;
   // PraisonAI's Delete Run page: a running job must be cancelled before it can be deleted.
   /** @type {HTMLButtonElement} */ ($("delete-button")).disabled = job.status === "running";
   $("delete-rule").hidden = job.status !== "running";
@@ -425,6 +438,22 @@ async function cancelSelected() {
     notice(null);
   } catch (error) {
     refused(error);
+  }
+}
+
+/** A new run from the selected one's first unfinished step, then watched in its place. */
+async function retrySelected() {
+  if (!selected) return;
+  const button = /** @type {HTMLButtonElement} */ ($("retry-button"));
+  button.disabled = true;
+  try {
+    const accepted = await (await api(`/api/v1/runs/${selected}/retry`, { method: "POST" })).json();
+    notice(null);
+    await select(accepted.job_id);
+  } catch (error) {
+    refused(error);
+  } finally {
+    button.disabled = false;
   }
 }
 
@@ -483,6 +512,12 @@ function start() {
   $("filter-form").addEventListener("submit", (e) => e.preventDefault());
   $("runs-more").addEventListener("click", () => void loadMore());
   $("cancel-button").addEventListener("click", () => void cancelSelected());
+  $("retry-button").addEventListener("click", () => void retrySelected());
+  $("retry-of-link").addEventListener("click", (e) => {
+    e.preventDefault();
+    const id = $("retry-of-link").textContent;
+    if (id) void select(id);
+  });
   $("delete-button").addEventListener("click", () => void deleteSelected());
   for (const button of document.querySelectorAll("[data-answer]")) {
     button.addEventListener("click", () => void answer(/** @type {HTMLElement} */ (button).dataset.answer ?? ""));

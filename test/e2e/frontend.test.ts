@@ -99,6 +99,9 @@ describe("the reference frontend in local development", () => {
     // What the page shows is what the API says.
     const job = await (await fetch(`${BASE}/api/v1/runs/${id}`)).json();
     expect(job.tags).toEqual(["demo", "docs"]);
+    expect(await page.locator("#detail-usage").innerText()).toBe(`${job.usage.total_tokens} tokens in 3 model calls (estimated)`);
+    // Only a failed or cancelled run can be retried.
+    expect(await page.locator("#retry-button").isHidden()).toBe(true);
     await page.screenshot({ path: `${SHOTS}/succeeded.png` });
 
     await page.click("#delete-button");
@@ -131,7 +134,42 @@ describe("the reference frontend in local development", () => {
     await page.waitForSelector("#detail-status.failed", { timeout: 15_000 });
     await page.waitForSelector("#detail-error:not([hidden])");
     expect(await page.locator("#detail-error").innerText()).toMatch(/step 2/i);
+    // Step 1 finished: a retry would start at step 2.
+    expect(await page.locator("#retry-button").innerText()).toBe("Retry from step 2");
     await page.screenshot({ path: `${SHOTS}/failed.png` });
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
+  it("a cancelled run is retried from its first unfinished step, and the retry names it", async () => {
+    const { page, problems } = await open(`${BASE}/`);
+    const first = await submitRun(page, "Stopped half way", { steps: 4, step_ms: 600 });
+    // Cancelled once two steps have finished.
+    await page.waitForFunction(() => (document.getElementById("detail-output")?.textContent ?? "").includes("Step 2/4"), undefined, { timeout: 15_000 });
+    await page.click("#cancel-button");
+    await page.waitForSelector("#detail-status.cancelled");
+    const stopped = await (await fetch(`${BASE}/api/v1/runs/${first}`)).json();
+    const from = stopped.progress.steps_completed + 1;
+    await expect.poll(() => page.locator("#retry-button").innerText()).toBe(`Retry from step ${from}`);
+    await page.click("#retry-button");
+    await page.waitForFunction((old) => (document.getElementById("detail-id")?.textContent ?? "") !== old, first);
+    const second = await page.locator("#detail-id").innerText();
+    expect(await page.locator("#retry-of-link").innerText()).toBe(first);
+    await page.waitForSelector("#detail-status.succeeded", { timeout: 20_000 });
+    await row(page, second).waitFor();
+    // The finished steps were copied, not run again; the output is whole.
+    const log = await page.locator("#detail-log li").allInnerTexts();
+    expect(log.some((line) => line.includes(`Retry of ${first}: the output of steps 1 to ${from - 1} was copied, not run again`))).toBe(true);
+    expect(log.filter((line) => /^PROGRESS/i.test(line)).some((line) => line.includes("step_1"))).toBe(false);
+    const output = await (await fetch(`${BASE}/api/v1/runs/${second}/output`)).text();
+    for (let step = 1; step <= 4; step++) expect(output).toContain(`Step ${step}/4 (step_${step}): simulated answer to: Stopped half way`);
+    expect((await page.locator("#detail-output").innerText()).trimEnd()).toBe(output.trimEnd());
+    expect((await (await fetch(`${BASE}/api/v1/runs/${second}`)).json()).retry_of).toBe(first);
+    await page.screenshot({ path: `${SHOTS}/retried.png` });
+    // The retry's link leads back to the run it retried.
+    await page.click("#retry-of-link");
+    await page.waitForFunction((id) => document.getElementById("detail-id")?.textContent === id, first);
+    await page.waitForSelector("#detail-status.cancelled");
     expect(problems).toEqual([]);
     await page.close();
   });
@@ -319,6 +357,22 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     expect(job.session_id).toBe("browser-user");
     await page.screenshot({ path: `${SHOTS}/with-token.png` });
     expect(problems).toEqual([]);
+    await page.close();
+  });
+
+  it("a retry past the token's submit limit is refused plainly, and makes no run", async () => {
+    const token = await mint({ scopes: ["read", "stream", "submit"], session_id: "one-submit", max_submits: 1 });
+    const { page, problems } = await open(`${KEYED}/#token=${token}`);
+    const id = await submitRun(page, "Fails once", { steps: 2, step_ms: 50, fail_at_step: 2 });
+    await page.waitForSelector("#detail-status.failed", { timeout: 15_000 });
+    await page.click("#retry-button");
+    await page.waitForSelector("#notice:not([hidden])");
+    expect(await page.locator("#notice").innerText()).toBe("Token submit limit reached");
+    expect(await page.locator("#detail-id").innerText()).toBe(id);
+    const listed = await (await fetch(`${KEYED}/api/v1/runs?session_id=one-submit`, { headers: { Authorization: `Bearer ${KEY}` } })).json();
+    expect(listed.jobs.map((job: { job_id: string }) => job.job_id)).toEqual([id]);
+    // The refusal is the API's 403, not a fault of the page.
+    expect(problems.filter((problem) => !problem.includes("403"))).toEqual([]);
     await page.close();
   });
 
