@@ -12,7 +12,7 @@ import type { RunSpec } from "./job";
 class Stalled extends Error {}
 
 export type StepOutcome =
-  | { kind: "written"; part: WrittenPart; streamed: boolean }
+  | { kind: "written"; part: WrittenPart; streamed: boolean; finishReason: string | null }
   | { kind: "failed"; message: string }
   | { kind: "timed_out" }
   | { kind: "aborted" }
@@ -67,7 +67,7 @@ export async function executeStep(run: StepRun): Promise<StepOutcome> {
     });
     deltas.flush();
     const part = await writePart(env.OUTPUTS, key, output);
-    if (!signal.aborted) return { kind: "written", part, streamed: output.streamed === true };
+    if (!signal.aborted) return { kind: "written", part, streamed: output.streamed === true, finishReason: output.finishReason ?? null };
     // The part landed after a cancel or delete: it is not the job's output.
     await env.OUTPUTS.delete(key);
     return { kind: "aborted" };

@@ -22,6 +22,13 @@ const OUTPUT_EVENT_BYTES = 16 * 1024;
 /** A request for input quotes at most this much of the step's answer. */
 const INPUT_OUTPUT_BYTES = 16 * 1024;
 
+/** The log line for an answer the model cut short (its `finish_reason`), or null when it ended of itself. */
+function cutShort(step: string, finishReason: string | null): string | null {
+  if (finishReason === "length") return `Step ${step}: the model stopped at its token limit (finish_reason: length); the answer may be cut short`;
+  if (finishReason === "content_filter") return `Step ${step}: the provider's content filter stopped the answer (finish_reason: content_filter); it may be cut short`;
+  return null;
+}
+
 type StepRow = {
   idx: number;
   name: string;
@@ -152,6 +159,8 @@ export class Steps {
         } else {
           events.push({ type: "log", data: { message: `Step ${step.name} wrote ${part.bytes} bytes of output` } });
         }
+        const cut = cutShort(step.name, outcome.finishReason);
+        if (cut) events.push({ type: "log", data: { message: cut } });
         events.push({ type: "progress", data: { percentage: stepPercentage(done, row.steps_total), step: step.idx, current_step: step.name } });
         const asks = asksForInput(this.record.spec(), step.idx);
         this.record.transaction(() => {

@@ -1,6 +1,7 @@
 /**
  * Runs a step on any OpenAI-compatible chat-completions endpoint (OpenAI, Workers AI's
- * OpenAI-compatible endpoint, vLLM, Ollama, LiteLLM), streaming the answer.
+ * OpenAI-compatible endpoint, vLLM, Ollama, LiteLLM), streaming the answer (or reading it whole
+ * where the server answers JSON instead).
  */
 import type { ModelSettings } from "../config";
 import { taskMessages } from "./agents";
@@ -45,6 +46,13 @@ interface ProviderUsage {
   completion_tokens?: number;
 }
 
+/** A completion read whole: its text, the provider's usage when it sent one, and why the model stopped. */
+interface Completion {
+  text: string;
+  usage: ProviderUsage | null;
+  finishReason: string | null;
+}
+
 /**
  * Reads the SSE body of a streamed completion, handing each content delta on; returns the text
  * and the provider's usage when it sent one.
@@ -54,12 +62,13 @@ async function readCompletion(
   idleTimeoutMs: number,
   onDelta: (text: string) => void,
   signal: AbortSignal,
-): Promise<{ text: string; usage: ProviderUsage | null }> {
+): Promise<Completion> {
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   let text = "";
   let usage: ProviderUsage | null = null;
   let finished = false;
+  let finishReason: string | null = null;
   for (;;) {
     let idle: ReturnType<typeof setTimeout> | undefined;
     const stalled = new Promise<never>((_, reject) => {
@@ -102,11 +111,33 @@ async function readCompletion(
         text += delta;
         onDelta(delta);
       }
-      if (choice?.finish_reason) finished = true;
+      if (choice?.finish_reason) {
+        finished = true;
+        finishReason = choice.finish_reason;
+      }
     }
   }
   if (!finished) throw new TransientError("Model stream ended before the answer was complete");
-  return { text, usage };
+  return { text, usage, finishReason };
+}
+
+/**
+ * A completion answered whole, as JSON: some OpenAI-compatible servers and gateways answer so
+ * although the request asked for a stream. A 200 that carries an error is retried as a broken
+ * stream's is; JSON that is no chat completion fails the step.
+ */
+async function readWholeCompletion(res: Response): Promise<Completion> {
+  const raw = await res.text();
+  let answer: { choices?: { message?: { content?: string | null }; finish_reason?: string | null }[]; error?: unknown; usage?: ProviderUsage | null };
+  try {
+    answer = JSON.parse(raw);
+  } catch {
+    throw new TransientError(`Model answer was malformed: ${raw.slice(0, 100)}`);
+  }
+  if (answer?.error) throw new TransientError(`Model answer reported an error: ${JSON.stringify(answer.error).slice(0, 200)}`);
+  const choice = Array.isArray(answer?.choices) ? answer.choices[0] : undefined;
+  if (!choice?.message) throw new StepFailed(`Model endpoint answered JSON that is not a chat completion: ${raw.slice(0, 100)}`);
+  return { text: choice.message.content ?? "", usage: answer.usage ?? null, finishReason: choice.finish_reason ?? null };
 }
 
 /** The model a job's steps ask for: its config's choice, else the deployment's. */
@@ -154,6 +185,11 @@ export function openAiRunner(settings: ModelSettings): Runner {
         throw new TransientError(`Model provider unreachable: ${error instanceof Error ? error.message : String(error)}`);
       }
       if (!res.ok || !res.body) throw await providerError(res);
+      const type = (res.headers.get("content-type") ?? "").toLowerCase();
+      if (type.startsWith("text/html")) {
+        await res.body.cancel();
+        throw new StepFailed("Model endpoint answered a web page (text/html), not chat completions: MODEL_BASE_URL must be the API's base URL, up to and excluding /chat/completions");
+      }
       // Every call that got an answer is counted once, also one that broke or was stopped.
       let streamed = 0;
       let counted = false;
@@ -163,19 +199,22 @@ export function openAiRunner(settings: ModelSettings): Runner {
         input.onUsage?.(usage);
       };
       const estimate = (): CallUsage => ({ prompt_tokens: promptEstimate, completion_tokens: estimateTokens(streamed), estimated: true });
-      let text: string;
+      const whole = type.startsWith("application/json");
+      let completion: Completion;
       try {
-        const completion = await readCompletion(
-          res.body,
-          settings.idleTimeoutMs,
-          (delta) => {
-            streamed += delta.length;
-            if (overBudget(budget, promptEstimate, estimateTokens(streamed))) stop.abort(new BudgetExceeded("token budget"));
-            else input.onDelta?.(delta);
-          },
-          signal,
-        );
-        text = completion.text;
+        completion = whole
+          ? await readWholeCompletion(res)
+          : await readCompletion(
+              res.body,
+              settings.idleTimeoutMs,
+              (delta) => {
+                streamed += delta.length;
+                if (overBudget(budget, promptEstimate, estimateTokens(streamed))) stop.abort(new BudgetExceeded("token budget"));
+                else input.onDelta?.(delta);
+              },
+              signal,
+            );
+        if (whole) streamed = completion.text.length;
         const usage = completion.usage;
         const exact = typeof usage?.prompt_tokens === "number" && typeof usage.completion_tokens === "number";
         const counts = exact ? { prompt_tokens: usage.prompt_tokens!, completion_tokens: usage.completion_tokens!, estimated: false } : estimate();
@@ -185,10 +224,12 @@ export function openAiRunner(settings: ModelSettings): Runner {
         count(estimate());
         throw error;
       }
-      const bytes = encoder.encode(text);
+      const bytes = encoder.encode(completion.text);
       return {
         bytes: bytes.length,
-        streamed: true,
+        // A whole answer's text has not gone out yet: the step's output event carries it.
+        streamed: !whole,
+        finishReason: completion.finishReason,
         body: new ReadableStream({
           start(controller) {
             controller.enqueue(bytes);

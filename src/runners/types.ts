@@ -65,6 +65,8 @@ export interface StepOutput {
   body: ReadableStream<Uint8Array>;
   /** True when the text already went out through `onDelta`. */
   streamed?: boolean;
+  /** Why the model stopped (`finish_reason`): `length` and `content_filter` mean the answer was cut short. */
+  finishReason?: string | null;
 }
 
 export interface Runner {

@@ -26,7 +26,7 @@ const chunk = (content: string, finish: string | null = null) => ({
  * Streams the pieces, then the finish; then, when the request asked for it and `usage` is not
  * "omit", a last chunk with the usage (no choices), as OpenAI sends it.
  */
-async function stream(res: ServerResponse, record: Recorded, pieces: string[], delayMs: number, usage: "send" | "omit" = "send") {
+async function stream(res: ServerResponse, record: Recorded, pieces: string[], delayMs: number, usage: "send" | "omit" = "send", finish = "stop") {
   res.writeHead(200, { "content-type": "text/event-stream" });
   for (const piece of pieces) {
     if (record.closedEarly) return;
@@ -35,7 +35,7 @@ async function stream(res: ServerResponse, record: Recorded, pieces: string[], d
     if (delayMs) await new Promise((r) => setTimeout(r, delayMs));
   }
   if (record.closedEarly) return;
-  sse(res, chunk("", "stop"));
+  sse(res, chunk("", finish));
   if (usage === "send" && record.body.stream_options?.include_usage) {
     const counts = usageFor(record.body.messages.length, pieces.length);
     sse(res, { id: "chatcmpl-test", object: "chat.completion.chunk", choices: [], usage: { ...counts, total_tokens: counts.prompt_tokens + counts.completion_tokens } });
@@ -115,6 +115,37 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
       return res.end();
     case "reset":
       return req.socket.destroy();
+    case "cut-short":
+      // Stopped by its max_tokens: the usual end, but `length` for the finish.
+      return stream(res, record, split(answer, 7), 0, "send", "length");
+    case "filtered":
+      return stream(res, record, split(answer, 7), 0, "send", "content_filter");
+    case "whole": {
+      // Answered whole, as JSON, although the request asked for a stream.
+      const counts = usageFor(body.messages.length, 1);
+      res.writeHead(200, { "content-type": "application/json" });
+      record.finished = true;
+      return res.end(
+        JSON.stringify({
+          id: "chatcmpl-test",
+          object: "chat.completion",
+          choices: [{ index: 0, message: { role: "assistant", content: answer }, finish_reason: "stop" }],
+          usage: { ...counts, total_tokens: counts.prompt_tokens + counts.completion_tokens },
+        }),
+      );
+    }
+    case "whole-error":
+      // A 200 that carries an error, as some gateways answer.
+      res.writeHead(200, { "content-type": "application/json" });
+      return res.end(JSON.stringify({ error: { message: "Upstream provider timed out", code: 502 } }));
+    case "not-a-completion":
+      // JSON of another endpoint (a list of models, say).
+      res.writeHead(200, { "content-type": "application/json; charset=utf-8" });
+      return res.end(JSON.stringify({ object: "list", data: [] }));
+    case "web-page":
+      // A base URL that reaches a website, not the API.
+      res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
+      return res.end("<!doctype html><html><body>Welcome</body></html>");
     default:
       res.writeHead(404, { "content-type": "application/json" });
       return res.end(JSON.stringify({ error: { message: `The model ${body.model} does not exist` } }));

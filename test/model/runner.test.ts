@@ -78,6 +78,30 @@ describe("the OpenAI-compatible runner", () => {
     expect(deltas.length).toBeLessThan(Math.ceil(a1.length / 7) * 3);
   });
 
+  it("an answer sent whole as JSON, not streamed, is the step's output, counted by the provider's usage", async () => {
+    const id = await submitModel({ agent_yaml: THREE_TASKS, config: { model: "whole" } });
+    const job = await drive(id);
+    expect(job.status).toBe("succeeded");
+    const answers = [`Gather facts about ${topic}`, "Check the facts", "Write the answer"].map((task) => answerFor(task, topic));
+    expect((await (await api(`/api/v1/runs/${id}/result`)).json<{ result: string }>()).result).toBe(answers.join(""));
+    // Each step's answer goes out as one output event, as the simulated runner's does.
+    expect(await outputDeltas(id)).toEqual(answers);
+    // The provider's counts (2 messages and one piece each), not estimates.
+    expect(job.usage).toEqual({ prompt_tokens: 3 * 1002, completion_tokens: 3 * 3, total_tokens: 3 * 1005, model_calls: 3, estimated: false });
+    expect(await seen(topic)).toHaveLength(3);
+  });
+
+  it.each([
+    ["cut-short", "the model stopped at its token limit (finish_reason: length); the answer may be cut short"],
+    ["filtered", "the provider's content filter stopped the answer (finish_reason: content_filter); it may be cut short"],
+  ])("an answer the model ended early (%s) stands, and the log says so for its step", async (model, said) => {
+    const id = await submitModel({ agent_yaml: THREE_TASKS, config: { model } });
+    const job = await drive(id);
+    expect(job.status).toBe("succeeded");
+    const messages = (await eventLog(id)).filter((e) => e.event === "log").map((e) => JSON.parse(e.data).data.message as string);
+    expect(messages.filter((m) => m.endsWith(said))).toEqual(["gather", "check", "write"].map((step) => `Step ${step}: ${said}`));
+  });
+
   it("runs the bundled default agent when no definition is given", async () => {
     const id = await submitModel();
     expect((await getJob(id)).agent_id).toBe("file:agents.yaml");
@@ -148,6 +172,16 @@ describe("provider failures", () => {
     expect(await seen(topic)).toHaveLength(1);
   });
 
+  it.each([
+    ["web-page", "Model endpoint answered a web page (text/html), not chat completions: MODEL_BASE_URL must be the API's base URL, up to and excluding /chat/completions"],
+    ["not-a-completion", 'Model endpoint answered JSON that is not a chat completion: {"object":"list","data":[]}'],
+  ])("a 200 that is no completion (%s): fails at once, naming what came back", async (model, error) => {
+    const job = await drive(await submitModel({ config: { model } }));
+    expect(job.status).toBe("failed");
+    expect(job.error).toBe(error);
+    expect(await seen(topic)).toHaveLength(1);
+  });
+
   it("an unknown model (404): fails at once", async () => {
     const job = await drive(await submitModel({ config: { model: "no-such-model" } }));
     expect(job.error).toBe("Model provider rejected the request (404): The model no-such-model does not exist");
@@ -172,6 +206,7 @@ describe("provider failures", () => {
     ["server-error", "Model provider error (503): The server is overloaded"],
     ["malformed", "Model stream was malformed: {this is not json"],
     ["stall", "Model stream stalled: no data for 1000 ms"],
+    ["whole-error", 'Model answer reported an error: {"message":"Upstream provider timed out","code":502}'],
   ])("%s every time: a bounded number of tries, then the job fails naming the cause", async (model, cause) => {
     const id = await submitModel({ config: { model } });
     const job = await drive(id);
