@@ -12,7 +12,9 @@ const USAGE = `usage: runs <command> [options]
 
 commands:
   submit <prompt>       submit a job   [--agent-file F | --agent-yaml PATH | --recipe NAME] [--config JSON] [--timeout S]
-                                       [--session ID] [--tag T ...] [--webhook URL] [--idempotency-key K] [--wait]
+                                       [--session ID] [--tag T ...] [--metadata K=V ...] [--webhook URL] [--idempotency-key K]
+                                       [--priority 0-9] [--concurrency-key K] [--delay S | --start-after TIME] [--queue-ttl S]
+                                       [--input-timeout S] [--retention S] [--wait]
   status <id>           the job
   result <id>           its result (exit 1 if it failed or was cancelled)
   list                  jobs, newest first   [--status S] [--session ID] [--tag T ...] [--metadata K=V ...] [--limit N]
@@ -37,6 +39,7 @@ function parse(argv: string[]) {
   return parseArgs({
     args: argv,
     allowPositionals: true,
+    tokens: true,
     options: {
       "api-url": { type: "string" },
       json: { type: "boolean", default: false },
@@ -55,6 +58,13 @@ function parse(argv: string[]) {
       webhook: { type: "string" },
       "idempotency-key": { type: "string" },
       "from-step": { type: "string" },
+      priority: { type: "string" },
+      "concurrency-key": { type: "string" },
+      delay: { type: "string" },
+      "start-after": { type: "string" },
+      "queue-ttl": { type: "string" },
+      "input-timeout": { type: "string" },
+      retention: { type: "string" },
       wait: { type: "boolean", default: false },
       status: { type: "string" },
       limit: { type: "string" },
@@ -67,6 +77,34 @@ function parse(argv: string[]) {
       help: { type: "boolean", short: "h", default: false },
     },
   });
+}
+
+/** The options each command reads (besides --api-url, --json and --help): any other is a usage error, never ignored. */
+const COMMAND_OPTIONS: Record<string, string[]> = {
+  submit: ["agent-file", "agent-yaml", "recipe", "config", "timeout", "session", "tag", "metadata", "webhook", "idempotency-key", "priority", "concurrency-key", "delay", "start-after", "queue-ttl", "input-timeout", "retention", "wait"],
+  status: [],
+  result: [],
+  list: ["status", "session", "tag", "metadata", "limit"],
+  watch: ["status", "session", "tag", "metadata"],
+  token: ["scopes", "runs", "session", "tag", "ttl", "max-submits"],
+  stream: ["after"],
+  wait: [],
+  input: ["approve", "note", "revise", "reject"],
+  retry: ["from-step", "wait"],
+  cancel: [],
+  delete: ["force"],
+};
+const GLOBAL_OPTIONS = ["api-url", "json", "help"];
+
+/** Refuses an option given to a command that does not read it (`submit --status failed`, say). */
+function onlyOptionsOf(command: string, tokens: ReturnType<typeof parse>["tokens"]) {
+  const allowed = COMMAND_OPTIONS[command];
+  if (!allowed) return;
+  for (const token of tokens ?? []) {
+    if (token.kind === "option" && !allowed.includes(token.name) && !GLOBAL_OPTIONS.includes(token.name)) {
+      throw new UsageError(`--${token.name} is not an option of ${command}`);
+    }
+  }
 }
 
 function bar(job: Job): string {
@@ -104,19 +142,24 @@ function integer(value: string | undefined, what: string): number | undefined {
   return n;
 }
 
-/** The filter of `list` and `watch` from the options. */
-function filterOf(o: ReturnType<typeof parse>["values"]): RunFilter {
+/** `--metadata KEY=VALUE ...` as an object, or undefined when none is given. */
+function metadataOf(entries: string[] | undefined): Record<string, string> | undefined {
   const metadata: Record<string, string> = {};
-  for (const entry of o.metadata ?? []) {
+  for (const entry of entries ?? []) {
     const eq = entry.indexOf("=");
     if (eq < 1) throw new UsageError("--metadata takes KEY=VALUE");
     metadata[entry.slice(0, eq)] = entry.slice(eq + 1);
   }
+  return Object.keys(metadata).length > 0 ? metadata : undefined;
+}
+
+/** The filter of `list` and `watch` from the options. */
+function filterOf(o: ReturnType<typeof parse>["values"]): RunFilter {
   return {
     status: o.status as Status | undefined,
     session_id: o.session,
     tags: o.tag,
-    metadata: Object.keys(metadata).length > 0 ? metadata : undefined,
+    metadata: metadataOf(o.metadata),
   };
 }
 
@@ -136,12 +179,13 @@ async function waitFor(client: RunsClient, id: string, json: boolean): Promise<n
 }
 
 async function main(argv: string[]): Promise<number> {
-  const { values: o, positionals } = parse(argv);
+  const { values: o, positionals, tokens } = parse(argv);
   const [command, arg] = positionals;
   if (o.help || !command) {
     console.log(USAGE);
     return o.help ? EXIT.ok : EXIT.usage;
   }
+  onlyOptionsOf(command, tokens);
   const client = new RunsClient({ baseUrl: o["api-url"] ?? process.env.RUNS_API_URL, apiKey: process.env.RUNS_API_KEY });
   const print = (value: unknown, text: string) => console.log(o.json ? JSON.stringify(value) : text);
 
@@ -160,10 +204,18 @@ async function main(argv: string[]): Promise<number> {
           agent_yaml: o["agent-yaml"] ? readFileSync(o["agent-yaml"], "utf8") : undefined,
           recipe_name: o.recipe,
           config,
-          timeout: o.timeout ? Number(o.timeout) : undefined,
+          timeout: integer(o.timeout, "--timeout"),
           session_id: o.session,
           tags: o.tag,
+          metadata: metadataOf(o.metadata),
           webhook_url: o.webhook,
+          priority: integer(o.priority, "--priority"),
+          concurrency_key: o["concurrency-key"],
+          delay_seconds: integer(o.delay, "--delay"),
+          start_after: o["start-after"],
+          queue_ttl_seconds: integer(o["queue-ttl"], "--queue-ttl"),
+          input_timeout_s: integer(o["input-timeout"], "--input-timeout"),
+          retention_seconds: integer(o.retention, "--retention"),
         },
         { idempotencyKey: o["idempotency-key"] },
       );
@@ -276,6 +328,20 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** A refusal's `detail` for a terminal: a validation error (FastAPI's shape) one line per field. */
+function detailText(detail: unknown): string {
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail) && detail.every((d) => typeof d?.msg === "string" && Array.isArray(d.loc))) {
+    return detail
+      .map((d: { loc: (string | number)[]; msg: string }) => {
+        const field = d.loc.slice(d.loc[0] === "body" || d.loc[0] === "query" ? 1 : 0).join(".");
+        return field ? `${field}: ${d.msg}` : d.msg;
+      })
+      .join("\n");
+  }
+  return JSON.stringify(detail);
+}
+
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (error: unknown) => {
@@ -285,7 +351,7 @@ main(process.argv.slice(2)).then(
       process.exit(EXIT.usage);
     }
     if (error instanceof RunsApiError) {
-      console.error(typeof error.detail === "string" ? error.detail : JSON.stringify(error.detail));
+      console.error(detailText(error.detail));
       process.exit(error.status === 404 ? EXIT.notFound : error.status >= 500 ? EXIT.server : EXIT.refused);
     }
     console.error(error instanceof Error ? error.message : String(error));

@@ -277,6 +277,37 @@ describe("the runs CLI", () => {
     expect(cli("retry", "run_nothing").code).toBe(4);
   });
 
+  it("submits with metadata and the line's controls, and refuses an option its command does not read", () => {
+    const session = `cli-line-${Date.now()}`;
+    const submitted = cli(
+      "submit", "later", "--session", session, "--metadata", "user=u-42", "--metadata", "plan=pro", "--priority", "7",
+      "--concurrency-key", "u-42", "--delay", "600", "--queue-ttl", "900", "--retention", "3600", "--input-timeout", "120", "--json",
+    );
+    expect(submitted.code).toBe(0);
+    const { job_id, created_at } = JSON.parse(submitted.stdout) as { job_id: string; created_at: string };
+    const job = JSON.parse(cli("status", job_id, "--json").stdout);
+    expect(job).toMatchObject({ status: "queued", metadata: { user: "u-42", plan: "pro" }, priority: 7, concurrency_key: "u-42" });
+    expect(Date.parse(job.scheduled_for) - Date.parse(created_at)).toBe(600_000);
+    expect(JSON.parse(cli("list", "--metadata", "user=u-42", "--session", session, "--json").stdout).map((j: { job_id: string }) => j.job_id)).toEqual([job_id]);
+
+    // An option of another command is refused, not ignored, and nothing is submitted.
+    const misplaced = cli("submit", "filtered?", "--session", session, "--status", "failed");
+    expect(misplaced.code).toBe(2);
+    expect(misplaced.stderr).toMatch(/^--status is not an option of submit\n/);
+    expect(cli("list", "--force").stderr).toMatch(/^--force is not an option of list\n/);
+    expect(cli("submit", "x", "--session", session, "--delay", "soon").stderr).toMatch(/^--delay must be a whole number\n/);
+    // The API's validation errors are said one field a line.
+    const refused = cli("submit", "x", "--session", session, "--priority", "12", "--delay", "5", "--start-after", "2030-01-01T00:00:00Z");
+    expect(refused.code).toBe(3);
+    expect(refused.stderr.trim().split("\n")).toEqual([
+      "priority: Too big: expected number to be <=9",
+      "start_after: Too late: expected a time at most 2592000 seconds from now",
+      "start_after: Give delay_seconds or start_after, not both",
+    ]);
+    expect(JSON.parse(cli("list", "--session", session, "--json").stdout)).toHaveLength(1);
+    expect(cli("delete", job_id, "--force").code).toBe(0);
+  });
+
   it("exits 2 on a usage error", () => {
     expect(cli("frobnicate").code).toBe(2);
     expect(cli("status").code).toBe(2);
