@@ -284,7 +284,7 @@ async function main(argv: string[]): Promise<number> {
     case "stream": {
       const id = need(arg, "job id");
       const progress = progressPrinter();
-      for await (const event of client.stream(id, { after: o.after ? Number(o.after) : undefined })) {
+      for await (const event of client.stream(id, { after: integer(o.after, "--after") })) {
         if (o.json) console.log(JSON.stringify(event));
         else if (event.event === "output") process.stdout.write(String(event.data.delta));
         else if (event.event === "progress") progress.update(`${String(event.data.percentage).padStart(3)}% ${event.data.current_step ?? ""}`);

@@ -312,5 +312,6 @@ describe("the runs CLI", () => {
     expect(cli("frobnicate").code).toBe(2);
     expect(cli("status").code).toBe(2);
     expect(cli("list", "--no-such-flag").code).toBe(2);
+    expect(cli("stream", "run_any", "--after", "abc").stderr).toMatch(/^--after must be a whole number\n/);
   });
 });
