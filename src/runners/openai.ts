@@ -29,9 +29,8 @@ async function errorText(res: Response): Promise<string> {
   return body || res.statusText;
 }
 
-/** Maps a non-2xx answer to a failure: retried where another try can succeed. */
-async function providerError(res: Response): Promise<Error> {
-  const detail = await errorText(res);
+/** Maps a non-2xx answer (its error text read already) to a failure: retried where another try can succeed. */
+function providerError(res: Response, detail: string): Error {
   if (res.status === 401 || res.status === 403) {
     return new StepFailed(`Model provider refused the credentials (${res.status}): ${detail}`);
   }
@@ -39,6 +38,16 @@ async function providerError(res: Response): Promise<Error> {
   if (res.status >= 500) return new TransientError(`Model provider error (${res.status}): ${detail}`);
   return new StepFailed(`Model provider rejected the request (${res.status}): ${detail}`);
 }
+
+/**
+ * Endpoints and models (`<base URL> <model>`) that refused `stream_options`, an OpenAI parameter
+ * that Azure's older API versions and some gateways reject: asked without it from then on, in this
+ * isolate, their usage estimated unless they send it anyway.
+ */
+const refusesStreamOptions = new Set<string>();
+
+/** A refusal that names `stream_options`: the request is sent again without it. */
+const refusedStreamOptions = (res: Response, detail: string) => (res.status === 400 || res.status === 422) && /stream_options/i.test(detail);
 
 /** The provider's own counts, from the chunk that carries them (`stream_options.include_usage`). */
 interface ProviderUsage {
@@ -153,14 +162,16 @@ export function openAiRunner(settings: ModelSettings): Runner {
       if (!task) throw new StepFailed(`Step ${input.task} has no agent task`);
       const config = input.config;
       const messages = taskMessages(task, input.prompt, input.context ?? [], input.revision);
+      const model = chosenModel(config, settings);
       const request = {
-        model: chosenModel(config, settings),
+        model,
         messages,
         stream: true,
-        stream_options: { include_usage: true },
         ...(typeof config.temperature === "number" ? { temperature: config.temperature } : {}),
         ...(typeof config.max_tokens === "number" ? { max_tokens: config.max_tokens } : {}),
       };
+      const base = settings.baseUrl.replace(/\/+$/, "");
+      const endpoint = `${base} ${model}`;
       // The budget is checked on estimates while the answer streams (the provider's counts come
       // only at its end): the request is aborted as soon as the estimate would pass it.
       const budget = input.budget ?? null;
@@ -168,23 +179,33 @@ export function openAiRunner(settings: ModelSettings): Runner {
       if (overBudget(budget, promptEstimate, 0)) throw new BudgetExceeded("token budget");
       const stop = new AbortController();
       const signal = AbortSignal.any([input.signal, stop.signal]);
-      let res: Response;
-      try {
-        res = await fetch(`${settings.baseUrl.replace(/\/+$/, "")}/chat/completions`, {
-          method: "POST",
-          headers: {
-            "content-type": "application/json",
-            accept: "text/event-stream",
-            ...(settings.apiKey ? { authorization: `Bearer ${settings.apiKey}` } : {}),
-          },
-          body: JSON.stringify(request),
-          signal,
-        });
-      } catch (error) {
-        if (input.signal.aborted) throw input.signal.reason;
-        throw new TransientError(`Model provider unreachable: ${error instanceof Error ? error.message : String(error)}`);
+      const post = async (asksUsage: boolean): Promise<Response> => {
+        try {
+          return await fetch(`${base}/chat/completions`, {
+            method: "POST",
+            headers: {
+              "content-type": "application/json",
+              accept: "text/event-stream",
+              ...(settings.apiKey ? { authorization: `Bearer ${settings.apiKey}` } : {}),
+            },
+            body: JSON.stringify(asksUsage ? { ...request, stream_options: { include_usage: true } } : request),
+            signal,
+          });
+        } catch (error) {
+          if (input.signal.aborted) throw input.signal.reason;
+          throw new TransientError(`Model provider unreachable: ${error instanceof Error ? error.message : String(error)}`);
+        }
+      };
+      const asksUsage = !refusesStreamOptions.has(endpoint);
+      let res = await post(asksUsage);
+      if (!res.ok || !res.body) {
+        const detail = await errorText(res);
+        if (!asksUsage || !refusedStreamOptions(res, detail)) throw providerError(res, detail);
+        if (refusesStreamOptions.size >= 1000) refusesStreamOptions.clear();
+        refusesStreamOptions.add(endpoint);
+        res = await post(false);
+        if (!res.ok || !res.body) throw providerError(res, await errorText(res));
       }
-      if (!res.ok || !res.body) throw await providerError(res);
       const type = (res.headers.get("content-type") ?? "").toLowerCase();
       if (type.startsWith("text/html")) {
         await res.body.cancel();

@@ -115,6 +115,13 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
       return res.end();
     case "reset":
       return req.socket.destroy();
+    case "no-stream-options":
+      // As Azure's older API versions and some gateways answer OpenAI's stream_options.
+      if (record.body.stream_options) {
+        res.writeHead(400, { "content-type": "application/json" });
+        return res.end(JSON.stringify({ error: { message: "Unrecognized request argument supplied: stream_options", type: "invalid_request_error" } }));
+      }
+      return stream(res, record, split(answer, 7), 0, "omit");
     case "cut-short":
       // Stopped by its max_tokens: the usual end, but `length` for the finish.
       return stream(res, record, split(answer, 7), 0, "send", "length");

@@ -182,6 +182,17 @@ describe("provider failures", () => {
     expect(await seen(topic)).toHaveLength(1);
   });
 
+  it("an endpoint that refuses stream_options is asked again without it, and from then on without it", async () => {
+    const id = await submitModel({ agent_yaml: THREE_TASKS, config: { model: "no-stream-options" } });
+    const job = await drive(id);
+    expect(job.status).toBe("succeeded");
+    const answers = [`Gather facts about ${topic}`, "Check the facts", "Write the answer"].map((task) => answerFor(task, topic));
+    expect((await (await api(`/api/v1/runs/${id}/result`)).json<{ result: string }>()).result).toBe(answers.join(""));
+    // The refusal once, then each task without the parameter; the usage is estimated.
+    expect((await seen(topic)).map((r) => r.body.stream_options !== undefined)).toEqual([true, false, false, false]);
+    expect(job.usage).toMatchObject({ model_calls: 3, estimated: true });
+  });
+
   it("an unknown model (404): fails at once", async () => {
     const job = await drive(await submitModel({ config: { model: "no-such-model" } }));
     expect(job.error).toBe("Model provider rejected the request (404): The model no-such-model does not exist");
