@@ -12,12 +12,18 @@
 /**
  * @typedef {{ job_id: string, status: string, progress: Progress, created_at: string, error: string | null,
  *   tags: string[], session_id: string | null, agent_id: string | null, input_request: InputRequest | null,
- *   usage: Usage | null, retry_of: string | null }} Job
+ *   usage: Usage | null, retry_of: string | null, scheduled_for: string | null, queue_position: number | null }} Job
  */
 
 const UNFINISHED = new Set(["queued", "running", "awaiting_input"]);
 /** The jobs a retry takes: it makes a new one that starts at the first unfinished step. */
 const RETRYABLE = new Set(["failed", "cancelled"]);
+/** Why Delete waits: the API deletes only a finished job (PraisonAI's Delete Run page: cancel first). */
+const DELETE_RULE = /** @type {Record<string, string>} */ ({
+  queued: "A queued job must be cancelled first.",
+  running: "A running job must be cancelled first.",
+  awaiting_input: "A job awaiting input must be cancelled first.",
+});
 const TOKEN_KEY = "edge-runs-token";
 
 /** @param {string} id */
@@ -328,6 +334,8 @@ async function select(/** @type {string} */ id) {
   renderRuns();
   $("detail-empty").hidden = true;
   $("detail-body").hidden = false;
+  // One column (a phone): the run is below the list, out of sight.
+  if (matchMedia("(max-width: 1000px)").matches) $("detail").scrollIntoView({ block: "start" });
   $("detail-log").replaceChildren();
   $("detail-output").textContent = "";
   try {
@@ -390,8 +398,7 @@ function renderDetail(/** @type {Job} */ job) {
   status.textContent = job.status.replace("_", " ");
   status.className = `status ${job.status}`;
   $("detail-bar").style.width = `${job.progress?.percentage ?? 0}%`;
-  const step = job.progress?.current_step;
-  $("detail-step").textContent = step ? `Step: ${step}` : "";
+  $("detail-step").textContent = whereItIs(job);
   const error = $("detail-error");
   error.hidden = !job.error;
   error.textContent = job.error ?? "";
@@ -405,11 +412,24 @@ function renderDetail(/** @type {Job} */ job) {
   const retry = $("retry-button");
   retry.hidden = !RETRYABLE.has(job.status);
   retry.textContent = `Retry from step ${(job.progress?.steps_completed ?? 0) + 1}`;
-  // PraisonAI's Delete Run page: a running job must be cancelled before it can be deleted.
-  /** @type {HTMLButtonElement} */ ($("delete-button")).disabled = job.status === "running";
-  $("delete-rule").hidden = job.status !== "running";
+  // PraisonAI's Delete Run page: a running job must be cancelled before it can be deleted; so must
+  // a queued one, or one awaiting input (the API answers them as running).
+  const rule = DELETE_RULE[job.status];
+  /** @type {HTMLButtonElement} */ ($("delete-button")).disabled = rule !== undefined;
+  $("delete-rule").hidden = rule === undefined;
+  $("delete-rule").textContent = rule ?? "";
   if (job.status === "awaiting_input" && job.input_request) showInput(job.input_request);
   else $("input-panel").hidden = true;
+}
+
+/** Where a run is: its step, or for one in line when it may start, or its place among those waiting. */
+function whereItIs(/** @type {Job} */ job) {
+  if (job.status === "queued" && job.scheduled_for && Date.parse(job.scheduled_for) > Date.now()) {
+    return `Starts at ${new Date(job.scheduled_for).toLocaleString()}`;
+  }
+  if (job.status === "queued" && typeof job.queue_position === "number") return `Place in line: ${job.queue_position}`;
+  const step = job.progress?.current_step;
+  return step ? `Step: ${step}` : "";
 }
 
 function showInput(/** @type {InputRequest} */ request) {

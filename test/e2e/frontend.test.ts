@@ -37,8 +37,8 @@ afterAll(async () => {
 });
 
 /** A page with every console error, page error and failed request collected. */
-async function open(url: string): Promise<{ page: Page; problems: string[] }> {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+async function open(url: string, viewport = { width: 1400, height: 900 }): Promise<{ page: Page; problems: string[] }> {
+  const page = await browser.newPage({ viewport });
   const problems: string[] = [];
   page.on("console", (message) => {
     if (message.type() === "error") problems.push(`console: ${message.text()}`);
@@ -174,11 +174,46 @@ describe("the reference frontend in local development", () => {
     await page.close();
   });
 
+  it("on a phone, a delayed run picked from the list comes into view, says when it starts, and is deleted once cancelled", async () => {
+    const submit = async (body: Record<string, unknown>) =>
+      ((await (await fetch(`${BASE}/api/v1/runs`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) })).json()) as { job_id: string }).job_id;
+    // Older runs below it in the list, so that the run's panel starts below the screen.
+    for (let i = 0; i < 12; i++) await submit({ prompt: "Filler", config: { simulate: { steps: 1, step_ms: 1 } } });
+    const id = await submit({ prompt: "Later", delay_seconds: 600 });
+    const { page, problems } = await open(`${BASE}/`, { width: 390, height: 844 });
+    await row(page, id).waitFor();
+    expect(await page.evaluate(() => document.getElementById("detail")!.getBoundingClientRect().top > innerHeight)).toBe(true);
+    await row(page, id).click();
+    await page.waitForFunction((job) => document.getElementById("detail-id")?.textContent === job, id);
+    // One column: the run is below the form and the list, and is brought into view (its id and status).
+    const inView = () => page.evaluate(() => {
+      const box = document.querySelector("#detail .detail-head")!.getBoundingClientRect();
+      return box.top >= 0 && box.bottom <= innerHeight;
+    });
+    await expect.poll(inView).toBe(true);
+    const scheduled = (await (await fetch(`${BASE}/api/v1/runs/${id}`)).json()).scheduled_for as string;
+    expect(await page.locator("#detail-step").innerText()).toBe(`Starts at ${await page.evaluate((at) => new Date(at).toLocaleString(), scheduled)}`);
+    expect(await page.locator("#delete-button").isDisabled()).toBe(true);
+    expect(await page.locator("#delete-rule").innerText()).toBe("A queued job must be cancelled first.");
+    await page.screenshot({ path: `${SHOTS}/delayed-phone.png`, fullPage: true });
+    await page.click("#cancel-button");
+    await page.waitForSelector("#detail-status.cancelled");
+    expect(await page.locator("#delete-rule").isHidden()).toBe(true);
+    await page.click("#delete-button");
+    await row(page, id).waitFor({ state: "detached" });
+    expect((await fetch(`${BASE}/api/v1/runs/${id}`)).status).toBe(404);
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
   it("a job that asks for a person is answered from the page", async () => {
     const { page, problems } = await open(`${BASE}/`);
     await submitRun(page, "Draft, then ask", { steps: 2, step_ms: 100, input_at_step: 1 });
     await page.waitForSelector("#input-panel:not([hidden])", { timeout: 15_000 });
     expect(await page.locator("#input-prompt").innerText()).toMatch(/^Review the answer of step step_1/);
+    // The API deletes only a finished job: the page says so instead of offering a refusal.
+    expect(await page.locator("#delete-button").isDisabled()).toBe(true);
+    expect(await page.locator("#delete-rule").innerText()).toBe("A job awaiting input must be cancelled first.");
     await page.screenshot({ path: `${SHOTS}/awaiting-input.png` });
     await page.fill("#input-text", "Looks good");
     await page.click("[data-answer=approve]");
