@@ -206,6 +206,27 @@ describe("the reference frontend in local development", () => {
     await page.close();
   });
 
+  it("a run waiting behind its concurrency key shows its place in line", async () => {
+    const key = `k${Date.now()}`;
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const res = await fetch(`${BASE}/api/v1/runs`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ prompt: `Keyed ${i}`, concurrency_key: key, config: { simulate: { steps: 3, step_ms: 5000 } } }),
+      });
+      ids.push(((await res.json()) as { job_id: string }).job_id);
+    }
+    // Two run at once per key (MAX_RUNNING_PER_KEY): the third waits, first in line.
+    const { page, problems } = await open(`${BASE}/`);
+    await row(page, ids[2]).click();
+    await page.waitForSelector("#detail-status.queued");
+    expect(await page.locator("#detail-step").innerText()).toBe("Place in line: 1");
+    for (const id of ids) expect((await fetch(`${BASE}/api/v1/runs/${id}?force=true`, { method: "DELETE" })).status).toBe(204);
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
   it("a job that asks for a person is answered from the page", async () => {
     const { page, problems } = await open(`${BASE}/`);
     await submitRun(page, "Draft, then ask", { steps: 2, step_ms: 100, input_at_step: 1 });
