@@ -373,7 +373,14 @@ async function select(/** @type {string} */ id) {
     if (result.status === "succeeded") {
       $("detail-output").textContent = result.result ?? (await readOutput(id));
     }
-    if (selected === id) renderDetail(/** @type {Job} */ (await (await api(`/api/v1/runs/${id}`)).json()));
+    if (selected !== id) return;
+    try {
+      renderDetail(/** @type {Job} */ (await (await api(`/api/v1/runs/${id}`)).json()));
+    } catch (error) {
+      // Deleted meanwhile, elsewhere (another tab, a bulk delete): the run leaves the view, quietly.
+      if (!(error instanceof ApiError && error.status === 404)) refused(error);
+      else if (selected === id) unselect();
+    }
   });
   source.onerror = () => {
     if (source.readyState === EventSource.CLOSED && selected === id) log("stream", "closed");
@@ -461,13 +468,11 @@ async function cancelSelected() {
   }
 }
 
-/** A new run from the selected one's first unfinished step, then watched in its place. */
-async function retrySelected() {
-  if (!selected) return;
-  const button = /** @type {HTMLButtonElement} */ ($("retry-button"));
+/** Sends a request that makes a run (a submit, a retry), then watches the new run; its button waits meanwhile. */
+async function startRun(/** @type {HTMLButtonElement} */ button, /** @type {() => Promise<Response>} */ request) {
   button.disabled = true;
   try {
-    const accepted = await (await api(`/api/v1/runs/${selected}/retry`, { method: "POST" })).json();
+    const accepted = await (await request()).json();
     notice(null);
     await select(accepted.job_id);
   } catch (error) {
@@ -475,6 +480,13 @@ async function retrySelected() {
   } finally {
     button.disabled = false;
   }
+}
+
+/** A new run from the selected one's first unfinished step, watched in its place. */
+async function retrySelected() {
+  const id = selected;
+  if (!id) return;
+  await startRun(/** @type {HTMLButtonElement} */ ($("retry-button")), () => api(`/api/v1/runs/${id}/retry`, { method: "POST" }));
 }
 
 async function deleteSelected() {
@@ -506,17 +518,7 @@ async function submit(/** @type {SubmitEvent} */ event) {
   if (Object.keys(simulate).length > 0) config.simulate = simulate;
   const tags = text("tags").split(",").map((t) => t.trim()).filter(Boolean);
   const body = { prompt: text("prompt"), agent_file: text("agent_file") || undefined, tags: tags.length ? tags : undefined, config };
-  const button = /** @type {HTMLButtonElement} */ (form.querySelector("button[type=submit]"));
-  button.disabled = true;
-  try {
-    const accepted = await (await api("/api/v1/runs", { method: "POST", json: body })).json();
-    notice(null);
-    await select(accepted.job_id);
-  } catch (error) {
-    refused(error);
-  } finally {
-    button.disabled = false;
-  }
+  await startRun(/** @type {HTMLButtonElement} */ (form.querySelector("button[type=submit]")), () => api("/api/v1/runs", { method: "POST", json: body }));
 }
 
 // ---- wiring ------------------------------------------------------------------------------------

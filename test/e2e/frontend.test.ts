@@ -222,8 +222,29 @@ describe("the reference frontend in local development", () => {
     await row(page, ids[2]).click();
     await page.waitForSelector("#detail-status.queued");
     expect(await page.locator("#detail-step").innerText()).toBe("Place in line: 1");
-    for (const id of ids) expect((await fetch(`${BASE}/api/v1/runs/${id}?force=true`, { method: "DELETE" })).status).toBe(204);
     expect(problems).toEqual([]);
+    await page.close();
+    for (const id of ids) expect((await fetch(`${BASE}/api/v1/runs/${id}?force=true`, { method: "DELETE" })).status).toBe(204);
+  });
+
+  it("a watched run deleted elsewhere leaves the view quietly", async () => {
+    const res = await fetch(`${BASE}/api/v1/runs`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ prompt: "Deleted from afar", config: { simulate: { steps: 3, step_ms: 5000 } } }),
+    });
+    const { job_id: id } = (await res.json()) as { job_id: string };
+    const { page, problems } = await open(`${BASE}/`);
+    await row(page, id).click();
+    await page.waitForSelector("#detail-status.running");
+    // Another tab, the CLI or a bulk delete: cancelled and deleted at once.
+    expect((await fetch(`${BASE}/api/v1/runs/${id}?force=true`, { method: "DELETE" })).status).toBe(204);
+    await row(page, id).waitFor({ state: "detached" });
+    await page.waitForSelector("#detail-body", { state: "hidden" });
+    await page.waitForTimeout(500);
+    expect(await page.locator("#notice").isHidden()).toBe(true);
+    // The browser reports the page's last read of the run, which found it gone; nothing else.
+    expect(problems.filter((problem) => !problem.includes("the server responded with a status of 404"))).toEqual([]);
     await page.close();
   });
 
