@@ -63,8 +63,8 @@ interface Completion {
 }
 
 /**
- * Reads the SSE body of a streamed completion, handing each content delta on; returns the text
- * and the provider's usage when it sent one.
+ * Reads the SSE body of a streamed completion, handing each content delta on; returns the text,
+ * the provider's usage when it sent one, and the finish reason.
  */
 async function readCompletion(
   body: ReadableStream<Uint8Array>,
