@@ -62,8 +62,9 @@ export default defineConfig({
         "workers-keys",
         ["test/keys/*.test.ts"],
         {
-          API_KEYS: JSON.stringify({ [sha256("key-alpha")]: "alpha", [sha256("key-beta")]: "beta", [sha256("key-gamma")]: "gamma" }),
+          API_KEYS: JSON.stringify({ [sha256("key-alpha")]: "alpha", [sha256("key-beta")]: "beta", [sha256("key-gamma")]: "gamma", [sha256("key-delta")]: "delta" }),
           CORS_ORIGINS: "https://app.example.com",
+          TOKEN_SECRET,
         },
         { ratelimits: { RATE_LIMITER: { simple: { limit: 50, period: 60 } } } },
       ),
