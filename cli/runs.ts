@@ -24,7 +24,7 @@ commands:
   stream <id>           live events until the job ends   [--after N]
   wait <id>             wait until the job ends or asks for input (exit 6), with a progress bar
   input <id>            answer a job awaiting input: --approve [--note TEXT] | --revise TEXT | --reject TEXT
-  retry <id>            retry a failed or cancelled job as a new one   [--from-step N] [--wait]
+  retry <id>            retry a failed or cancelled job as a new one   [--from-step N] [--idempotency-key K] [--wait]
   cancel <id>           cancel a queued or running job
   delete <id>           delete a finished job   [--force: cancel it first]
 
@@ -90,7 +90,7 @@ const COMMAND_OPTIONS: Record<string, string[]> = {
   stream: ["after"],
   wait: [],
   input: ["approve", "note", "revise", "reject"],
-  retry: ["from-step", "wait"],
+  retry: ["from-step", "idempotency-key", "wait"],
   cancel: [],
   delete: ["force"],
 };
@@ -308,8 +308,8 @@ async function main(argv: string[]): Promise<number> {
     case "retry": {
       const fromStep = o["from-step"] === undefined ? undefined : Number(o["from-step"]);
       if (fromStep !== undefined && !(Number.isInteger(fromStep) && fromStep >= 1)) throw new UsageError("--from-step must be a positive integer");
-      const retried = await client.retry(need(arg, "job id"), { from_step: fromStep });
-      print(retried, `${retried.job_id} ${retried.status}`);
+      const retried = await client.retry(need(arg, "job id"), { from_step: fromStep }, { idempotencyKey: o["idempotency-key"] });
+      print(retried, `${retried.job_id} ${retried.status}${retried.replayed ? " (replayed)" : ""}`);
       return o.wait ? waitFor(client, retried.job_id, o.json) : EXIT.ok;
     }
     case "cancel": {

@@ -145,10 +145,12 @@ export class RunsClient {
 
   /**
    * Retries a failed or cancelled job as a new one, from its first unfinished step (or
-   * `from_step`); the finished steps' outputs are copied, not run again.
+   * `from_step`); the finished steps' outputs are copied, not run again. With `idempotencyKey`,
+   * a repeat returns the job the first made (`replayed`).
    */
-  async retry(id: string, options: RetryInput = {}): Promise<SubmitResponse> {
-    return (await this.postJson(`${this.path(id)}/retry`, options)).json() as Promise<SubmitResponse>;
+  async retry(id: string, body: RetryInput = {}, options: { idempotencyKey?: string } = {}): Promise<SubmitResponse & { replayed: boolean }> {
+    const res = await this.postJson(`${this.path(id)}/retry`, body, options.idempotencyKey ? { "Idempotency-Key": options.idempotencyKey } : {});
+    return { ...((await res.json()) as SubmitResponse), replayed: res.headers.get("Idempotent-Replayed") === "true" };
   }
 
   /** Deletes a finished job; `force` cancels a queued or running one first. */

@@ -135,6 +135,86 @@ describe("POST /api/v1/runs/{id}/retry", () => {
   });
 });
 
+describe("a retry with an Idempotency-Key", () => {
+  const keyed = (id: string, key: string, body: unknown = fixed) =>
+    post(`/api/v1/runs/${id}/retry`, body, { "Idempotency-Key": key });
+  const retriesOf = async (id: string) =>
+    (await (await api("/api/v1/runs?page_size=100")).json<{ jobs: Job[] }>()).jobs.filter((job) => job.retry_of === id).map((job) => job.job_id);
+  /** The R2 keys made since `before`, each under one of the jobs given. */
+  const madeSince = async (before: string[]) => {
+    const known = new Set(before);
+    return (await r2Keys("runs/default/")).filter((key) => !known.has(key));
+  };
+
+  it("is made once: a repeat answers with the same job, copying nothing more, also after it ended", async () => {
+    const old = await failedAtStep2("keyed retry");
+    const before = await r2Keys("runs/default/");
+    const first = await keyed(old.job_id, "retry-once");
+    expect(first.status).toBe(202);
+    expect(first.headers.get("Idempotent-Replayed")).toBeNull();
+    const { job_id } = await first.json<{ job_id: string }>();
+    const again = await keyed(old.job_id, "retry-once");
+    expect(again.status).toBe(202);
+    expect(again.headers.get("Idempotent-Replayed")).toBe("true");
+    expect((await again.json<{ job_id: string }>()).job_id).toBe(job_id);
+    expect(await retriesOf(old.job_id)).toEqual([job_id]);
+    expect(await madeSince(before)).toEqual([`runs/default/${job_id}/steps/0001`]);
+
+    expect((await drive(job_id)).status).toBe("succeeded");
+    const late = await keyed(old.job_id, "retry-once");
+    expect(late.headers.get("Idempotent-Replayed")).toBe("true");
+    expect(await late.json()).toMatchObject({ job_id, status: "succeeded" });
+    expect(await retriesOf(old.job_id)).toEqual([job_id]);
+    // The old job deleted: the repeat still names the job the first made.
+    expect((await api(`/api/v1/runs/${old.job_id}`, { method: "DELETE" })).status).toBe(204);
+    const afterDelete = await keyed(old.job_id, "retry-once");
+    expect(afterDelete.status).toBe(202);
+    expect((await afterDelete.json<{ job_id: string }>()).job_id).toBe(job_id);
+  });
+
+  it("the same key with another body, for another job, or held by a submit → 409, and nothing made", async () => {
+    const old = await failedAtStep2("keyed conflicts");
+    const { job_id } = await (await keyed(old.job_id, "retry-conflict")).json<{ job_id: string }>();
+    const before = await r2Keys("runs/default/");
+    const otherBody = await keyed(old.job_id, "retry-conflict", { ...fixed, from_step: 1 });
+    expect(otherBody.status).toBe(409);
+    expect(await otherBody.json()).toMatchObject({ detail: "Job already exists with this idempotency key", job_id });
+    const other = await failedAtStep2("another job, the same key");
+    expect((await keyed(other.job_id, "retry-conflict")).status).toBe(409);
+    expect(await retriesOf(other.job_id)).toEqual([]);
+    const submitted = await post("/api/v1/runs", { prompt: "keyed submit" }, { "Idempotency-Key": "submit-then-retry" });
+    expect(submitted.status).toBe(202);
+    expect((await keyed(old.job_id, "submit-then-retry")).status).toBe(409);
+    expect(await retriesOf(old.job_id)).toEqual([job_id]);
+    expect((await madeSince(before)).filter((key) => !key.includes(other.job_id))).toEqual([]);
+  });
+
+  it("two at once with one key make one job; the other's copies are removed", async () => {
+    const old = await failedAtStep2("keyed race");
+    const before = await r2Keys("runs/default/");
+    const answers = await Promise.all([keyed(old.job_id, "retry-race"), keyed(old.job_id, "retry-race")]);
+    expect(answers.map((res) => res.status)).toEqual([202, 202]);
+    const ids = await Promise.all(answers.map(async (res) => (await res.json<{ job_id: string }>()).job_id));
+    expect(ids[0]).toBe(ids[1]);
+    expect(answers.filter((res) => res.headers.get("Idempotent-Replayed") === "true")).toHaveLength(1);
+    expect(await retriesOf(old.job_id)).toEqual([ids[0]]);
+    expect(await madeSince(before)).toEqual([`runs/default/${ids[0]}/steps/0001`]);
+  });
+
+  it("a malformed key → 400, and nothing made", async () => {
+    const old = await failedAtStep2("keyed badly");
+    for (const [key, detail] of [
+      ["", "Idempotency-Key must be 1 to 256 characters"],
+      ["a, b", "Idempotency-Key must be sent once, without commas"],
+    ]) {
+      const res = await keyed(old.job_id, key);
+      expect(res.status).toBe(400);
+      expect(await res.json()).toEqual({ detail });
+    }
+    expect(await retriesOf(old.job_id)).toEqual([]);
+  });
+});
+
 describe("a retry that fails part-way", () => {
   const retryWith = (id: string, settings: Partial<Env>) =>
     app.request(`http://localhost/api/v1/runs/${id}/retry`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" }, overlay(env, settings));

@@ -56,7 +56,8 @@ function earlierProjectionOf(c: Ctx, key: string) {
   return name === null ? undefined : c.env.PROJECTIONS.getByName(name);
 }
 
-async function bodyHash(body: SubmitBody): Promise<string> {
+/** What an idempotency key is held with: the request's body (for a retry, with the job it retries), keys sorted. */
+async function bodyHash(body: Record<string, unknown>): Promise<string> {
   const { idempotency_key: _, ...rest } = body;
   const canonical = JSON.stringify(rest, (_key, value) =>
     value && typeof value === "object" && !Array.isArray(value)
@@ -66,14 +67,27 @@ async function bodyHash(body: SubmitBody): Promise<string> {
   return hex(await sha256(canonical));
 }
 
-function idempotencyKey(c: Ctx, body: SubmitBody): string | null {
+/** The `Idempotency-Key` header, checked, or null when none was sent. */
+function idempotencyHeader(c: Ctx): string | null {
   const header = c.req.header("Idempotency-Key");
   if (header !== undefined && (header.length === 0 || header.length > 256)) {
     throw new ApiError("bad_request", "Idempotency-Key must be 1 to 256 characters");
   }
   // Repeated headers arrive joined by ", ": which one was meant cannot be told.
   if (header?.includes(",")) throw new ApiError("bad_request", "Idempotency-Key must be sent once, without commas");
-  return header ?? (body.idempotency_key || null);
+  return header ?? null;
+}
+
+/**
+ * The answer to a request whose idempotency key an earlier job holds: that job (or 409 for another
+ * body), looked for in the key's shard and where it was before the last raise; null when none holds it.
+ */
+function heldKey(c: Ctx, key: string | null, hash: string | null, now: number): (() => Promise<Response | null>) | undefined {
+  if (key === null) return undefined;
+  return async () => {
+    const holder = (await projectionOf(c, key).keyHolder(key, hash)) ?? (await earlierProjectionOf(c, key)?.keyHolder(key, hash));
+    return holder ? replay(c, holder, now) : null;
+  };
 }
 
 // ---- submit -------------------------------------------------------------------------------
@@ -154,14 +168,10 @@ function startTime(body: SubmitBody, now: number): number | null {
 /** Submit: the job's spec, fixed now, then its way in (`enter`). */
 submits.post("/api/v1/runs", scope("submit"), jsonBody((env) => limits(env).maxBodyBytes), valid("json", submitBodySchema), async (c) => {
   const body = tokenized(c, c.req.valid("json"));
-  const key = idempotencyKey(c, body);
+  const key = idempotencyHeader(c) ?? (body.idempotency_key || null);
   const hash = key === null ? null : await bodyHash(body);
   const now = Date.now();
-  const held = key === null ? undefined : async () => {
-    const holder = (await projectionOf(c, key).keyHolder(key, hash)) ?? (await earlierProjectionOf(c, key)?.keyHolder(key, hash));
-    return holder ? replay(c, holder, now) : null;
-  };
-  return spending(c, () => enter(c, specFor(c, body, key, now), hash, now), held);
+  return spending(c, () => enter(c, specFor(c, body, key, now), hash, now), heldKey(c, key, hash, now));
 });
 
 /** A job submitted with a token joins the token's session and carries its tags, so that the token reaches it. */
@@ -279,11 +289,13 @@ submitOperations.push({
   path: "/api/v1/runs/{id}/retry",
   summary: "Retry a failed or cancelled run from its first unfinished step (or from_step), as a new run",
   params: jobIdParamSchema,
+  headers: () => z.object({ "idempotency-key": z.optional(z.string()) }),
   body: retryBodySchema,
   responses: {
     202: { json: submitResponseSchema, description: "The new run, with retry_of naming this one" },
     400: errors[400],
     404: errors[404],
+    409: { json: errorSchema, description: "The idempotency key names a job made by another request" },
     422: errors[422],
     429: { json: errorSchema, description: "The tenant holds as many queued jobs as it may; retry after Retry-After" },
   },
@@ -292,7 +304,8 @@ submitOperations.push({
 /**
  * Retry: a new job with the old one's spec (prompt and config keys replaced where the body
  * says), whose steps before `from_step` are the old job's outputs, copied under its own prefix
- * before it exists, so that deleting either job later never touches the other.
+ * before it exists, so that deleting either job later never touches the other. With an
+ * `Idempotency-Key`, a repeat answers with the job the first made, before anything is copied.
  */
 submits.post(
   "/api/v1/runs/:id/retry",
@@ -303,21 +316,28 @@ submits.post(
   async (c) => {
     const { id } = c.req.valid("param");
     const body = c.req.valid("json");
+    const key = idempotencyHeader(c);
+    const hash = key === null ? null : await bodyHash({ ...body, retry_of: id });
+    const now = Date.now();
+    const held = heldKey(c, key, hash, now);
+    const stub = await reachable(c, id);
+    // A repeat is answered before the old job is read: its job stands, whatever became of the old one.
+    const repeated = held && (await held());
+    if (repeated) return repeated;
     // The spec's config holds `unknown` values, which RPC's return typing cannot express.
-    const source = unwrap(await (await reachable(c, id)).retrySource()) as unknown as { spec: RunSpec; parts: FinishedPart[] };
+    const source = unwrap(await stub.retrySource()) as unknown as { spec: RunSpec; parts: FinishedPart[] };
     // The deployment may have lost its signing secret since the old job was made.
     if (source.spec.webhook_url) mustSignWebhooks(c);
     const firstUnfinished = source.parts.length + 1;
     const from = body.from_step ?? firstUnfinished;
     if (from > firstUnfinished) throw new ApiError("bad_request", `from_step must be at most ${firstUnfinished}, the first unfinished step`);
-    const now = Date.now();
     const spec: RunSpec = {
       ...tokenized(c, source.spec),
-      ...placeJob(c.env, c.get("tenant"), { idempotency_key: null, concurrency_key: source.spec.concurrency_key }),
+      ...placeJob(c.env, c.get("tenant"), { idempotency_key: key, concurrency_key: source.spec.concurrency_key }),
       created_at: now,
       prompt: body.prompt ?? source.spec.prompt,
       config: { ...source.spec.config, ...(body.config ?? {}) },
-      idempotency_key: null,
+      idempotency_key: key,
       scheduled_for: null,
       request_id: c.get("requestId"),
       retry_of: id,
@@ -328,7 +348,7 @@ submits.post(
       for (const part of source.parts.filter((p) => p.idx < from)) {
         copied.push({ ...(await copyPart(c.env.OUTPUTS, part, partKey(prefix, part.idx))), idx: part.idx, note: part.note });
       }
-      return await spending(c, () => enter(c, spec, null, now, copied));
+      return await spending(c, () => enter(c, spec, hash, now, copied), held);
     } catch (error) {
       // Nothing of a retry that did not happen is kept; an old job deleted meanwhile is gone.
       if (copied.length > 0) await undo(c, spec, () => purgePrefix(c.env.OUTPUTS, prefix));

@@ -274,6 +274,13 @@ describe("the runs CLI", () => {
     const { job_id: again } = JSON.parse(retried.stdout) as { job_id: string };
     expect(JSON.parse(cli("status", again, "--json").stdout)).toMatchObject({ retry_of: job_id, progress: { steps_completed: 1 } });
     expect(cli("retry", again, "--from-step", "0").code).toBe(2);
+    // With a key, a repeat names the job the first made.
+    const key = `cli-retry-${Date.now()}`;
+    const keyed = JSON.parse(cli("retry", job_id, "--idempotency-key", key, "--json").stdout) as { job_id: string; replayed: boolean };
+    expect(keyed.replayed).toBe(false);
+    const repeat = cli("retry", job_id, "--idempotency-key", key);
+    expect(repeat.code).toBe(0);
+    expect(repeat.stdout.trim()).toMatch(new RegExp(`^${keyed.job_id} \\w+ \\(replayed\\)$`));
     expect(cli("retry", "run_nothing").code).toBe(4);
   });
 
