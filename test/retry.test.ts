@@ -215,6 +215,23 @@ describe("a retry with an Idempotency-Key", () => {
   });
 });
 
+describe("a retry too large for its object to store", () => {
+  it("a new prompt beside the old job's large config → 413, nothing copied, no job made", async () => {
+    // Each within the body limit; together over what a job may hold.
+    const old = await drive(await submit({ steps: 2, fail_at_step: 2 }, { prompt: "small", config: { notes: "n".repeat(1_000_000), simulate: { steps: 2, fail_at_step: 2, step_ms: 1 } } }));
+    expect(old.status).toBe("failed");
+    const before = await r2Keys("runs/default/");
+    const res = await retry(old.job_id, { prompt: "p".repeat(1_000_000) });
+    expect(res.status).toBe(413);
+    expect((await res.json<{ detail: string }>()).detail).toMatch(/^Job too large: its prompt, agent and config come to more than the 2000000 bytes a job may hold as stored/);
+    expect(await r2Keys("runs/default/")).toEqual(before);
+    const listed = (await (await api("/api/v1/runs?page_size=100")).json<{ jobs: Job[] }>()).jobs;
+    expect(listed.filter((job) => job.retry_of === old.job_id)).toEqual([]);
+    // Its own prompt kept, the retry fits.
+    expect((await retry(old.job_id, {})).status).toBe(202);
+  });
+});
+
 describe("a retry that fails part-way", () => {
   const retryWith = (id: string, settings: Partial<Env>) =>
     app.request(`http://localhost/api/v1/runs/${id}/retry`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" }, overlay(env, settings));

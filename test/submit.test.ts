@@ -1,5 +1,7 @@
 import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
+import { app } from "../src/app";
+import { overlay } from "./faults";
 import { api, BASE, drive, getJob, post, submit } from "./helpers";
 
 describe("POST /api/v1/runs", () => {
@@ -276,5 +278,35 @@ describe("bad submissions", () => {
     });
     const res = await api("/api/v1/runs", { method: "POST", headers: { "content-type": "application/json" }, body: chunked });
     await expectDetail(res, 413);
+  });
+});
+
+describe("a job too large for its object to store", () => {
+  // A deployment that raised MAX_BODY_BYTES: the body is accepted, the job's spec is one SQLite row.
+  const submitLarge = (body: unknown) =>
+    app.request(
+      "http://localhost/api/v1/runs",
+      { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) },
+      overlay(env, { MAX_BODY_BYTES: String(4 * 1024 * 1024) }),
+    );
+  const total = async () => (await (await api("/api/v1/runs?page_size=1")).json<{ total: number }>()).total;
+
+  it.each([
+    ["2,100,000 ASCII characters", "x".repeat(2_100_000)],
+    ["1,050,000 two-byte characters (2,100,000 bytes)", "é".repeat(1_050_000)],
+  ])("a prompt of %s → 413 naming its size as stored, and nothing stored", async (_what, prompt) => {
+    const before = await total();
+    const res = await submitLarge({ prompt, config: { simulate: { steps: 1, step_ms: 1 } } });
+    expect(res.status).toBe(413);
+    expect(await res.json()).toEqual({
+      detail: "Job too large: its prompt, agent and config come to more than the 2000000 bytes a job may hold as stored (an agent's role, goal and backstory are stored with each of its tasks)",
+    });
+    expect(await total()).toBe(before);
+  });
+
+  it("one just under the limit is stored and runs", async () => {
+    const res = await submitLarge({ prompt: "x".repeat(1_990_000), config: { simulate: { steps: 1, step_ms: 1 } } });
+    expect(res.status).toBe(202);
+    expect((await drive((await res.json<{ job_id: string }>()).job_id)).status).toBe("succeeded");
   });
 });

@@ -16,7 +16,7 @@ import type { Operation } from "../http/openapi";
 import { valid } from "../http/validation";
 import { logFailure } from "../log";
 import { placeRequest, POLL_INTERVAL_S, tenantObjects, type CopiedStep, type RunSpec } from "../run/job";
-import type { FinishedPart } from "../run/store";
+import { MAX_SPEC_BYTES, specTooLarge, type FinishedPart } from "../run/store";
 import type { Status } from "../run/transitions";
 import type { HeldKey } from "../tenant/TenantProjection";
 import { earlierProjectionOfKey, placeJob, projectionOfKey } from "../tenant/shards";
@@ -149,6 +149,17 @@ function specFor(c: Ctx, body: SubmitBody, key: string | null, now: number): Run
   };
 }
 
+/** A job whose spec its object could not store → 413, before anything is stored or copied. */
+function mustFit(spec: RunSpec): RunSpec {
+  if (specTooLarge(spec)) {
+    throw new ApiError(
+      "payload_too_large",
+      `Job too large: its prompt, agent and config come to more than the ${MAX_SPEC_BYTES} bytes a job may hold as stored (an agent's role, goal and backstory are stored with each of its tasks)`,
+    );
+  }
+  return spec;
+}
+
 /** A job with a webhook_url is made only where webhooks are signed: 503 naming the missing secret otherwise. */
 function mustSignWebhooks(c: Ctx): void {
   const unsigned = webhookSigningProblem(c.env);
@@ -171,7 +182,7 @@ submits.post("/api/v1/runs", scope("submit"), jsonBody((env) => limits(env).maxB
   const key = idempotencyHeader(c) ?? (body.idempotency_key || null);
   const hash = key === null ? null : await bodyHash(body);
   const now = Date.now();
-  return spending(c, () => enter(c, specFor(c, body, key, now), hash, now), heldKey(c, key, hash, now));
+  return spending(c, () => enter(c, mustFit(specFor(c, body, key, now)), hash, now), heldKey(c, key, hash, now));
 });
 
 /** A job submitted with a token joins the token's session and carries its tags, so that the token reaches it. */
@@ -331,7 +342,7 @@ submits.post(
     const firstUnfinished = source.parts.length + 1;
     const from = body.from_step ?? firstUnfinished;
     if (from > firstUnfinished) throw new ApiError("bad_request", `from_step must be at most ${firstUnfinished}, the first unfinished step`);
-    const spec: RunSpec = {
+    const spec: RunSpec = mustFit({
       ...tokenized(c, source.spec),
       ...placeJob(c.env, c.get("tenant"), { idempotency_key: key, concurrency_key: source.spec.concurrency_key }),
       created_at: now,
@@ -341,7 +352,7 @@ submits.post(
       scheduled_for: null,
       request_id: c.get("requestId"),
       retry_of: id,
-    };
+    });
     const prefix = outputPrefix(spec.tenant, spec.job_id);
     const copied: CopiedStep[] = [];
     try {

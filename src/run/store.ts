@@ -159,6 +159,34 @@ export function readSpec(sql: SqlStorage): RunSpec {
   } as RunSpec;
 }
 
+/**
+ * The most a job's spec may hold, as stored: it is one row, and a Durable Object's SQLite refuses a
+ * row over 2 MiB (SQLITE_TOOBIG). An agent's role, goal and backstory are stored with each of its
+ * tasks, so a request well within the body limit can come to more.
+ */
+export const MAX_SPEC_BYTES = 2_000_000;
+
+/**
+ * Whether the spec as stored (the UTF-8 bytes of its JSON) would pass MAX_SPEC_BYTES. It is counted
+ * task by task and stops once past the limit, so that an agent whose long role repeats in each of
+ * its tasks is never written out whole (a hundred tasks of a 900 KB role would be 90 MB).
+ */
+export function specTooLarge(spec: RunSpec): boolean {
+  const { agent, ...rest } = spec;
+  const parts = [JSON.stringify(rest)];
+  // Each character is at least one byte: past the limit in characters is past it in bytes.
+  let chars = parts[0].length + `,"agent":[]`.length;
+  for (const task of agent) {
+    parts.push(JSON.stringify(task));
+    chars += parts[parts.length - 1].length + 1;
+    if (chars > MAX_SPEC_BYTES) return true;
+  }
+  // And at most three: most specs need no encoding to be told small.
+  if (chars * 3 <= MAX_SPEC_BYTES) return false;
+  const encoder = new TextEncoder();
+  return parts.reduce((bytes, part) => bytes + encoder.encode(part).length + 1, `,"agent":[]`.length) > MAX_SPEC_BYTES;
+}
+
 export function insertSpec(sql: SqlStorage, spec: RunSpec, copied: CopiedStep[] = []): void {
   sql.exec("INSERT INTO spec (id, body) VALUES (1, ?)", JSON.stringify(spec));
   // Every step in one statement, run once rather than once a step.

@@ -102,6 +102,18 @@ describe("the OpenAI-compatible runner", () => {
     expect(messages.filter((m) => m.endsWith(said))).toEqual(["gather", "check", "write"].map((step) => `Step ${step}: ${said}`));
   });
 
+  it("an agent whose long role, stored with each of its tasks, would not fit its job → 413, and no model call", async () => {
+    const agent = (tasks: number) =>
+      `roles:\n  r:\n    role: R\n    goal: G\n    backstory: ${"b".repeat(700_000)}\n    tasks:\n` +
+      Array.from({ length: tasks }, (_, i) => `      t${i}:\n        description: D${i}\n        expected_output: E\n`).join("");
+    const res = await post("/api/v1/runs", { prompt: topic, agent_yaml: agent(3) });
+    expect(res.status).toBe(413);
+    expect((await res.json<{ detail: string }>()).detail).toMatch(/^Job too large: its prompt, agent and config come to more than the 2000000 bytes/);
+    expect(await seen(topic)).toEqual([]);
+    // Two such tasks fit.
+    expect((await post("/api/v1/runs", { prompt: topic, agent_yaml: agent(2) })).status).toBe(202);
+  });
+
   it("runs the bundled default agent when no definition is given", async () => {
     const id = await submitModel();
     expect((await getJob(id)).agent_id).toBe("file:agents.yaml");
