@@ -225,12 +225,25 @@ async function fixWebhookBody(ctx: DurableObjectState, env: Env): Promise<void> 
   ctx.storage.sql.exec("UPDATE webhook SET body = ? WHERE id = 1 AND body IS NULL", body);
 }
 
-/** The webhook body of the job's end: the result inline when the job succeeded, else null. */
+/**
+ * The most a webhook body may come to: it is kept in the job's object (one SQLite row, refused
+ * over 2 MiB) until delivered, and an inline result grows when escaped as JSON (a control
+ * character to six bytes, a quote or a line break to two).
+ */
+const MAX_WEBHOOK_BODY_BYTES = 1_500_000;
+
+/**
+ * The webhook body of the job's end: the result inline when the job succeeded and it fits
+ * (INLINE_RESULT_BYTES, and the body within MAX_WEBHOOK_BODY_BYTES once escaped), else null; the
+ * receiver reads the whole at /result or /output.
+ */
 async function terminalBody(ctx: DurableObjectState, env: Env): Promise<string> {
   const sql = ctx.storage.sql;
   const job = toJob(readSpec(sql), readRunRow(sql)!);
   const result = job.status === "succeeded" ? await inlineResult(env.OUTPUTS, finishedParts(sql), limits(env).inlineResultBytes) : null;
-  return webhookBody(job, result);
+  const body = webhookBody(job, result);
+  const fits = body.length * 3 <= MAX_WEBHOOK_BODY_BYTES || new TextEncoder().encode(body).length <= MAX_WEBHOOK_BODY_BYTES;
+  return result === null || fits ? body : webhookBody(job, null);
 }
 
 /** The contract's webhook body, with `event` naming what happened (`run.<status>`). */

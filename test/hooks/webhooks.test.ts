@@ -34,6 +34,24 @@ async function settleWebhook(id: string): Promise<Job> {
 }
 
 describe("webhooks", () => {
+  it("a result that, escaped as JSON, would pass the body's bound is sent as null, once, and the delivery settles", async () => {
+    const t = token();
+    // 170,000 control characters: each six bytes escaped, in each of three steps' answers (3 MB).
+    const prompt = "\u0001".repeat(170_000);
+    const res = await post("/api/v1/runs", { prompt, webhook_url: `${RECEIVER_URL}/hooks/ok/${t}`, config: { simulate: { steps: 3, step_ms: 1 } } });
+    expect(res.status).toBe(202);
+    const id = (await res.json<{ job_id: string }>()).job_id;
+    expect((await drive(id)).status).toBe("succeeded");
+    const job = await settleWebhook(id);
+    expect(job.webhook).toMatchObject({ state: "delivered", attempts: 1, last_status: 200 });
+    const deliveries = await deliveriesTo(t);
+    expect(deliveries).toHaveLength(1);
+    expect(deliveries[0].body).toMatchObject({ event: "run.succeeded", job_id: id, status: "succeeded", result: null, error: null });
+    // The result is whole at /result (within INLINE_RESULT_BYTES: 510 KB before escaping).
+    const result = await (await api(`/api/v1/runs/${id}/result`)).json<{ result: string }>();
+    expect(result.result.split(prompt)).toHaveLength(4);
+  });
+
   it("a succeeded job calls back once, signed, with the contract's body", async () => {
     const t = token();
     const id = await submitWithHook("ok", t);
