@@ -1,9 +1,10 @@
 // @ts-check
 /**
  * The reference frontend: submit a run, watch the tenant's runs live from its feed, watch one
- * run's stream, read its output, answer it, cancel it, retry it from where it stopped, delete it. It talks to the API as any
- * browser client would: with no credential in local development, else with a scoped token
- * (pasted, or passed as #token=... in the address, which is then taken out of it). No build step.
+ * run's stream, read its output, answer it, cancel it, retry it from where it stopped, delete
+ * it. It talks to the API as any browser client would: with no credential in local development,
+ * else with a scoped token (pasted, or passed as #token=... in the address, which is then taken
+ * out of it). No build step.
  */
 
 /** @typedef {{ percentage: number, current_step: string | null, steps_completed: number, steps_total: number | null }} Progress */
