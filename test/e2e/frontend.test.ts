@@ -78,6 +78,13 @@ async function submitRun(page: Page, prompt: string, knobs: Record<string, numbe
 
 const row = (page: Page, id: string) => page.locator(`#run-list li[data-id="${id}"]`);
 
+/** Submits a run over the API, as another client of the tenant would; answers its id. */
+async function submitOverApi(body: Record<string, unknown>): Promise<string> {
+  const res = await fetch(`${BASE}/api/v1/runs`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+  expect(res.status).toBe(202);
+  return ((await res.json()) as { job_id: string }).job_id;
+}
+
 describe("the reference frontend in local development", () => {
   it("submit, watch progress live to the end, read the output, delete", async () => {
     const { page, problems } = await open(`${BASE}/`);
@@ -175,11 +182,9 @@ describe("the reference frontend in local development", () => {
   });
 
   it("on a phone, a delayed run picked from the list comes into view, says when it starts, and is deleted once cancelled", async () => {
-    const submit = async (body: Record<string, unknown>) =>
-      ((await (await fetch(`${BASE}/api/v1/runs`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) })).json()) as { job_id: string }).job_id;
     // Older runs below it in the list, so that the run's panel starts below the screen.
-    for (let i = 0; i < 12; i++) await submit({ prompt: "Filler", config: { simulate: { steps: 1, step_ms: 1 } } });
-    const id = await submit({ prompt: "Later", delay_seconds: 600 });
+    for (let i = 0; i < 12; i++) await submitOverApi({ prompt: "Filler", config: { simulate: { steps: 1, step_ms: 1 } } });
+    const id = await submitOverApi({ prompt: "Later", delay_seconds: 600 });
     const { page, problems } = await open(`${BASE}/`, { width: 390, height: 844 });
     await row(page, id).waitFor();
     expect(await page.evaluate(() => document.getElementById("detail")!.getBoundingClientRect().top > innerHeight)).toBe(true);
@@ -209,14 +214,7 @@ describe("the reference frontend in local development", () => {
   it("a run waiting behind its concurrency key shows its place in line", async () => {
     const key = `k${Date.now()}`;
     const ids: string[] = [];
-    for (let i = 0; i < 3; i++) {
-      const res = await fetch(`${BASE}/api/v1/runs`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ prompt: `Keyed ${i}`, concurrency_key: key, config: { simulate: { steps: 3, step_ms: 5000 } } }),
-      });
-      ids.push(((await res.json()) as { job_id: string }).job_id);
-    }
+    for (let i = 0; i < 3; i++) ids.push(await submitOverApi({ prompt: `Keyed ${i}`, concurrency_key: key, config: { simulate: { steps: 3, step_ms: 5000 } } }));
     // Two run at once per key (MAX_RUNNING_PER_KEY): the third waits, first in line.
     const { page, problems } = await open(`${BASE}/`);
     await row(page, ids[2]).click();
@@ -228,12 +226,7 @@ describe("the reference frontend in local development", () => {
   });
 
   it("a watched run deleted elsewhere leaves the view quietly", async () => {
-    const res = await fetch(`${BASE}/api/v1/runs`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ prompt: "Deleted from afar", config: { simulate: { steps: 3, step_ms: 5000 } } }),
-    });
-    const { job_id: id } = (await res.json()) as { job_id: string };
+    const id = await submitOverApi({ prompt: "Deleted from afar", config: { simulate: { steps: 3, step_ms: 5000 } } });
     const { page, problems } = await open(`${BASE}/`);
     await row(page, id).click();
     await page.waitForSelector("#detail-status.running");
@@ -302,13 +295,7 @@ describe("the reference frontend in local development", () => {
     // Runs that wait an hour: they stay as they are while the page is read.
     const ids: string[] = [];
     for (let i = 0; i < 53; i++) {
-      const res = await fetch(`${BASE}/api/v1/runs`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ prompt: `page ${i}`, tags: [tag], delay_seconds: 3600 }),
-      });
-      expect(res.status).toBe(202);
-      ids.push(((await res.json()) as { job_id: string }).job_id);
+      ids.push(await submitOverApi({ prompt: `page ${i}`, tags: [tag], delay_seconds: 3600 }));
     }
     const { page, problems } = await open(`${BASE}/`);
     await filterByTag(page, tag);
@@ -356,12 +343,7 @@ describe("the named-event stream in Chromium's EventSource", () => {
   const seenIn = (page: Page) => page.evaluate(() => (window as unknown as { seen: { type: string; id: string; data: Record<string, unknown> }[] }).seen);
 
   async function submitted(steps: number, stepMs: number): Promise<string> {
-    const res = await fetch(`${BASE}/api/v1/runs`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ prompt: "named", config: { simulate: { steps, step_ms: stepMs } } }),
-    });
-    return (await res.json()).job_id;
+    return submitOverApi({ prompt: "named", config: { simulate: { steps, step_ms: stepMs } } });
   }
 
   /** The stream's events as a full replay gives them, once the job has ended. */
