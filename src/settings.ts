@@ -7,8 +7,11 @@
 
 /** The whole-number settings: their defaults, least values and (for some) greatest values. */
 const NUMBERS = {
-  MAX_BODY_BYTES: [1024 * 1024, 0],
-  INLINE_RESULT_BYTES: [1024 * 1024, 0],
+  // No larger body could make a job its object can store (MAX_SPEC_BYTES, src/run/store.ts).
+  MAX_BODY_BYTES: [1024 * 1024, 0, 2 * 1024 * 1024],
+  // An inline result is held whole in the isolate's memory (128 MB, shared by its requests),
+  // several times over while /result encodes it.
+  INLINE_RESULT_BYTES: [1024 * 1024, 0, 8 * 1024 * 1024],
   RETENTION_SECONDS: [7 * 86400, 0],
   MAX_STEP_ATTEMPTS: [3, 1],
   ALARM_DELAY_MS: [0, 0],

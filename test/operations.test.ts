@@ -194,6 +194,8 @@ describe("a deployment whose settings are unsound answers 503 naming the setting
     ["a limit below its least value", { MAX_STEP_ATTEMPTS: "0" }, /MAX_STEP_ATTEMPTS must be a whole number/],
     ["more projection shards than sequence numbers can tell apart", { PROJECTION_SHARDS: "17" }, /PROJECTION_SHARDS must be a whole number within its range; it is "17"/],
     ["no line at all", { LINE_SHARDS: "0" }, /LINE_SHARDS must be a whole number within its range; it is "0"/],
+    ["a body limit past what a job can store", { MAX_BODY_BYTES: "2097153" }, /MAX_BODY_BYTES must be a whole number within its range; it is "2097153"/],
+    ["an inline result past what an isolate should hold", { INLINE_RESULT_BYTES: "8388609" }, /INLINE_RESULT_BYTES must be a whole number within its range; it is "8388609"/],
     ["a count before the raise no less than the count now", { PROJECTION_SHARDS_BEFORE: "1" }, /PROJECTION_SHARDS_BEFORE must be less than PROJECTION_SHARDS \(1\); it is 1/],
     ["MODEL_BASE_URL that is no URL", { MODEL_BASE_URL: "llm.internal" }, /MODEL_BASE_URL must be an http\(s\) URL/],
   ];
