@@ -7,7 +7,7 @@
 
 /** The whole-number settings: their defaults, least values and (for some) greatest values. */
 const NUMBERS = {
-  // No larger body could make a job its object can store (MAX_SPEC_BYTES, src/run/store.ts).
+  // At most what a job's object stores of a submit in its one row (MAX_SPEC_BYTES, src/run/store.ts).
   MAX_BODY_BYTES: [1024 * 1024, 0, 2 * 1024 * 1024],
   // An inline result is held whole in the isolate's memory (128 MB, shared by its requests),
   // several times over while /result encodes it.
