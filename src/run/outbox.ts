@@ -15,7 +15,7 @@ import { inlineResult, outputPrefix, purgePrefix } from "../storage/blobs";
 import { hasTable } from "../storage/migrations";
 import { retryDelay, sendWebhook } from "../webhooks/delivery";
 import { durationSeconds, tenantObjects, toJob, usageOf, type PlaceRequest } from "./job";
-import { finishedParts, readRunRow, readSpec, readWebhook } from "./store";
+import { finishedParts, fitsInBytes, readRunRow, readSpec, readWebhook } from "./store";
 
 export type OutboxKind = "projection" | "line" | "webhook" | "purge";
 
@@ -242,8 +242,7 @@ async function terminalBody(ctx: DurableObjectState, env: Env): Promise<string> 
   const job = toJob(readSpec(sql), readRunRow(sql)!);
   const result = job.status === "succeeded" ? await inlineResult(env.OUTPUTS, finishedParts(sql), limits(env).inlineResultBytes) : null;
   const body = webhookBody(job, result);
-  const fits = body.length * 3 <= MAX_WEBHOOK_BODY_BYTES || new TextEncoder().encode(body).length <= MAX_WEBHOOK_BODY_BYTES;
-  return result === null || fits ? body : webhookBody(job, null);
+  return result === null || fitsInBytes(body, MAX_WEBHOOK_BODY_BYTES) ? body : webhookBody(job, null);
 }
 
 /** The contract's webhook body, with `event` naming what happened (`run.<status>`). */

@@ -181,10 +181,16 @@ export function specTooLarge(spec: RunSpec): boolean {
     chars += parts[parts.length - 1].length + 1;
     if (chars > MAX_SPEC_BYTES) return true;
   }
-  // And at most three: most specs need no encoding to be told small.
-  if (chars * 3 <= MAX_SPEC_BYTES) return false;
-  const encoder = new TextEncoder();
-  return parts.reduce((bytes, part) => bytes + encoder.encode(part).length + 1, `,"agent":[]`.length) > MAX_SPEC_BYTES;
+  // As counted above: the parts, the agent's brackets and key, and a comma after each part.
+  return !fitsInBytes(parts.join(","), MAX_SPEC_BYTES - `,"agent":[]`.length - 1);
+}
+
+/**
+ * Whether `text` is at most `maxBytes` in UTF-8. A character is at most three bytes, so most texts
+ * are told small without being encoded.
+ */
+export function fitsInBytes(text: string, maxBytes: number): boolean {
+  return text.length * 3 <= maxBytes || new TextEncoder().encode(text).length <= maxBytes;
 }
 
 export function insertSpec(sql: SqlStorage, spec: RunSpec, copied: CopiedStep[] = []): void {
