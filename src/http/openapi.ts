@@ -3,6 +3,7 @@
  * same zod schemas that validate requests (named schemas become its components).
  */
 import * as z from "zod/mini";
+import { errorSchema } from "../schemas";
 
 /** Schemas are given as the thunks of src/schemas: the document builds them, the Worker's start does not. */
 type Schema = () => z.ZodMiniType;
@@ -18,8 +19,22 @@ export interface Operation {
   headers?: ObjectSchema;
   body?: Schema;
   /** By status: a description and, for a JSON answer, its schema or, for another, its media type. */
-  responses: Record<number, { description: string; json?: Schema; media?: string }>;
+  responses: Record<number, Response>;
+  /** Served without a key (`/health`); every other operation takes a key or a scoped token. */
+  open?: true;
 }
+
+type Response = { description: string; json?: Schema; media?: string };
+
+/** The ways to authenticate, either of them: as `security`, what Swagger UI's "Authorize" sends on "Try it out". */
+const SECURITY_SCHEMES = { bearer: { type: "http", scheme: "bearer" }, apiKey: { type: "apiKey", in: "header", name: "X-API-Key" } };
+const EITHER_SCHEME = Object.keys(SECURITY_SCHEMES).map((scheme) => ({ [scheme]: [] }));
+
+/** What any operation that takes a key may answer besides its own responses (src/auth.ts, src/http/ratelimit.ts). */
+const KEYED_RESPONSES: Record<number, Response> = {
+  401: { json: errorSchema, description: "No key or token, a wrong one (`Unauthorized`), or an expired token (`Token expired`)" },
+  429: { json: errorSchema, description: "Past the key's rate limit (`Rate limit exceeded for this API key`), with `Retry-After`" },
+};
 
 const COMPONENTS = "#/components/schemas/";
 const options = { uri: (id: string) => COMPONENTS + id, unrepresentable: "any" } as const;
@@ -44,9 +59,18 @@ function parameters(where: "path" | "query" | "header", schema: ObjectSchema | u
   });
 }
 
+function withKeyed(responses: Record<number, Response>): Record<number, Response> {
+  const all = { ...responses };
+  for (const [status, keyed] of Object.entries(KEYED_RESPONSES)) {
+    const own = all[Number(status)];
+    all[Number(status)] = own ? { ...own, description: `${own.description}; or ${keyed.description[0].toLowerCase()}${keyed.description.slice(1)}` } : keyed;
+  }
+  return all;
+}
+
 function operation(op: Operation) {
   const responses = Object.fromEntries(
-    Object.entries(op.responses).map(([status, r]) => {
+    Object.entries(op.open ? op.responses : withKeyed(op.responses)).map(([status, r]) => {
       const content = r.json ? { "application/json": { schema: schemaOf(r.json) } } : r.media ? { [r.media]: { schema: { type: "string" } } } : undefined;
       return [status, content ? { description: r.description, content } : { description: r.description }];
     }),
@@ -56,6 +80,7 @@ function operation(op: Operation) {
     parameters: [...parameters("path", op.params), ...parameters("query", op.query), ...parameters("header", op.headers)],
     ...(op.body ? { requestBody: { required: true, content: { "application/json": { schema: schemaOf(op.body) } } } } : {}),
     responses,
+    security: op.open ? [] : EITHER_SCHEME,
   };
 }
 
@@ -71,7 +96,7 @@ export function openApiDocument(info: { title: string; version: string; descript
     paths,
     components: {
       schemas,
-      securitySchemes: { bearer: { type: "http", scheme: "bearer" }, apiKey: { type: "apiKey", in: "header", name: "X-API-Key" } },
+      securitySchemes: SECURITY_SCHEMES,
     },
   };
 }

@@ -15,6 +15,7 @@ systemOperations.push({
   path: "/health",
   summary: "Liveness, the active runner and the build's version",
   responses: { 200: { json: healthSchema, description: "Healthy" } },
+  open: true,
 });
 
 system.get("/health", (c) => c.json({ status: "healthy" as const, runner: activeRunnerName(c.env), version: buildVersion(c.env) }, 200));
