@@ -4,6 +4,7 @@
  * browsers, Node 18+ and Workers.
  */
 import type {
+  Credential,
   InputBody,
   Job,
   ListQuery as ServerListQuery,
@@ -18,7 +19,7 @@ import type {
   TokenResponse,
 } from "../src/schemas";
 
-export type { InputBody, Job, RetryInput, RunList, RunResult, Stats, Status, SubmitInput, SubmitResponse, TokenInput, TokenResponse };
+export type { Credential, InputBody, Job, RetryInput, RunList, RunResult, Stats, Status, SubmitInput, SubmitResponse, TokenInput, TokenResponse };
 
 /** What a list or the feed is narrowed to: tags (every one) and metadata entries (exact, at most 5). */
 export interface RunFilter {
@@ -119,6 +120,11 @@ export class RunsClient {
    */
   async mintToken(body: TokenInput): Promise<TokenResponse> {
     return (await this.postJson("/api/v1/tokens", body)).json() as Promise<TokenResponse>;
+  }
+
+  /** What the client's own credential may do: a token's scopes, reach, expiry and submits left; with a key, everything. */
+  async verify(): Promise<Credential> {
+    return (await this.request("GET", "/api/v1/tokens/verify")).json() as Promise<Credential>;
   }
 
   /** Every job matching the query, newest first, fetched page by page with the keyset cursor. */

@@ -35,6 +35,7 @@ import {
   type SubmitBody,
 } from "../schemas";
 import { copyPart, outputPrefix, partKey, purgePrefix } from "../storage/blobs";
+import type { Grant } from "../tokens";
 import { errors, pollUrl, reachable, runStub, type Ctx } from "./reach";
 
 export const submits = new Hono<AppEnv>();
@@ -202,7 +203,7 @@ function tokenized<T extends { session_id?: string | null; tags?: string[] | nul
 async function spending(c: Ctx, submit: () => Promise<Response>, held?: () => Promise<Response | null>): Promise<Response> {
   const grant = c.get("token");
   if (grant === null) return submit();
-  const spentBefore = (await earlierProjectionOf(c, grant.id)?.submitsSpent(grant.id)) ?? 0;
+  const spentBefore = await spentEarlier(c, grant);
   if (!(await projectionOf(c, grant.id).spendSubmit(grant.id, (grant.max_submits ?? 0) - spentBefore, grant.expires * 1000))) {
     const replayed = held && (await held());
     if (replayed) return replayed;
@@ -217,6 +218,18 @@ async function spending(c: Ctx, submit: () => Promise<Response>, held?: () => Pr
     // A refund that fails leaves the submit spent; the submit's own answer stands.
     if (!made) await undo(c, { tenant: c.get("tenant") }, () => projectionOf(c, grant.id).refundSubmit(grant.id));
   }
+}
+
+/** What a token spent in the shard that counted its submits before PROJECTION_SHARDS was last raised. */
+async function spentEarlier(c: Ctx, grant: Grant): Promise<number> {
+  return (await earlierProjectionOf(c, grant.id)?.submitsSpent(grant.id)) ?? 0;
+}
+
+/** How many more jobs a token may submit: null for one without the submit scope. */
+export async function submitsLeft(c: Ctx, grant: Grant): Promise<number | null> {
+  if (grant.max_submits === null) return null;
+  const spent = (await spentEarlier(c, grant)) + (await projectionOf(c, grant.id).submitsSpent(grant.id));
+  return Math.max(0, grant.max_submits - spent);
 }
 
 /**

@@ -1,4 +1,8 @@
-/** POST /api/v1/tokens: a tenant's backend mints a short-lived scoped token for one of its users' browsers. */
+/**
+ * POST /api/v1/tokens: a tenant's backend mints a short-lived scoped token for one of its users'
+ * browsers. GET /api/v1/tokens/verify: what the request's own credential may do, so that a page
+ * holding a token offers just that.
+ */
 import { Hono } from "hono";
 import { configuredKeys, keyOnly, tokenSecret, type AppEnv } from "../auth";
 import { limits } from "../config";
@@ -6,8 +10,9 @@ import { ApiError } from "../errors";
 import { jsonBody } from "../http/body";
 import type { Operation } from "../http/openapi";
 import { valid } from "../http/validation";
-import { errorSchema, tokenBodySchema, tokenSchema } from "../schemas";
+import { credentialSchema, errorSchema, SCOPES, tokenBodySchema, tokenSchema, type Credential } from "../schemas";
 import { mintToken, type Grant } from "../tokens";
+import { submitsLeft } from "./submit";
 
 export const tokens = new Hono<AppEnv>();
 export const tokenOperations: Operation[] = [];
@@ -43,16 +48,28 @@ tokens.post("/api/v1/tokens", keyOnly("minting tokens"), jsonBody((env) => limit
     expires: Math.floor(Date.now() / 1000) + (body.ttl_seconds ?? DEFAULT_TTL_S),
     max_submits: scopes.includes("submit") ? (body.max_submits ?? 1) : null,
   };
-  return c.json(
-    {
-      token: await mintToken(grant, secret),
-      expires_at: new Date(grant.expires * 1000).toISOString(),
-      scopes: grant.scopes,
-      runs: grant.runs,
-      session_id: grant.session_id,
-      tags: grant.tags,
-      max_submits: grant.max_submits,
-    },
-    201,
-  );
+  return c.json({ token: await mintToken(grant, secret), ...granted(grant) }, 201);
+});
+
+/** What a token grants, as its answers say it. */
+function granted(grant: Grant) {
+  const { scopes, runs, session_id, tags, max_submits } = grant;
+  return { expires_at: new Date(grant.expires * 1000).toISOString(), scopes, runs, session_id, tags, max_submits };
+}
+
+tokenOperations.push({
+  method: "get",
+  path: "/api/v1/tokens/verify",
+  summary: "What the request's token grants and how many submits it has left (with an API key: everything)",
+  responses: { 200: { json: credentialSchema, description: "The credential's scopes, reach, expiry and submits left" } },
+});
+
+/** A key (or local development without keys) may do everything, to every job of its tenant, for as long as it is configured. */
+const KEY_CREDENTIAL: Credential = { expires_at: null, scopes: [...SCOPES], runs: null, session_id: null, tags: null, max_submits: null, submits_left: null };
+
+tokens.get("/api/v1/tokens/verify", async (c) => {
+  const grant = c.get("token");
+  if (grant === null) return c.json(KEY_CREDENTIAL, 200);
+  const credential: Credential = { ...granted(grant), submits_left: await submitsLeft(c, grant) };
+  return c.json(credential, 200);
 });

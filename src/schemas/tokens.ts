@@ -32,18 +32,35 @@ export const tokenBodySchema = lazy(() =>
 );
 export type TokenInput = z.input<ReturnType<typeof tokenBodySchema>>;
 
+/** What a token grants, as the mint answers it and verify describes it. */
+const grantShape = () => ({
+  scopes: z.array(z.enum(SCOPES)),
+  runs: z.nullable(z.array(z.string())),
+  session_id: z.nullable(z.string()),
+  tags: z.nullable(z.array(z.string())),
+  max_submits: z.nullable(z.int()),
+});
+
 export const tokenSchema = lazy(() =>
   named(
     z.object({
       token: described(z.string(), "Send as Authorization: Bearer <token>, or ?token= on the stream and feed"),
       expires_at: z.string(),
-      scopes: z.array(z.enum(SCOPES)),
-      runs: z.nullable(z.array(z.string())),
-      session_id: z.nullable(z.string()),
-      tags: z.nullable(z.array(z.string())),
-      max_submits: z.nullable(z.int()),
+      ...grantShape(),
     }),
     "Token",
   ),
 );
 export type TokenResponse = z.infer<ReturnType<typeof tokenSchema>>;
+
+export const credentialSchema = lazy(() =>
+  named(
+    z.object({
+      expires_at: described(z.nullable(z.string()), "When the token expires; null for an API key"),
+      ...grantShape(),
+      submits_left: described(z.nullable(z.int()), "How many more jobs the token may submit; null without a limit"),
+    }),
+    "Credential",
+  ),
+);
+export type Credential = z.infer<ReturnType<typeof credentialSchema>>;

@@ -158,10 +158,13 @@ describe("the client's feed and tokens", () => {
     const minted = await client.mintToken({ scopes: ["read", "submit"], session_id: session, max_submits: 1 });
     expect(minted).toMatchObject({ scopes: ["read", "submit"], session_id: session, max_submits: 1 });
     const browser = new RunsClient({ baseUrl: BASE, apiKey: minted.token });
+    const { token: _, ...granted } = minted;
+    expect(await browser.verify()).toEqual({ ...granted, submits_left: 1 });
     expect((await browser.list()).jobs.map((j) => j.job_id)).toEqual([mine]);
     await expect(browser.get(others)).rejects.toMatchObject({ status: 404, detail: `Job not found: ${others}` });
     const submitted = await browser.submit({ prompt: "from the token", config: simulate(1, 1) });
     expect((await client.get(submitted.job_id)).session_id).toBe(session);
+    expect((await browser.verify()).submits_left).toBe(0);
     await expect(browser.submit({ prompt: "one too many" })).rejects.toMatchObject({ status: 403, detail: "Token submit limit reached" });
     await expect(browser.stats()).rejects.toMatchObject({ status: 403, detail: "Token does not allow stats" });
   });

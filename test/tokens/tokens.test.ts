@@ -322,6 +322,58 @@ describe("submitting with a token", () => {
   });
 });
 
+describe("GET /api/v1/tokens/verify", () => {
+  const verify = (headers: Record<string, string>) => api("/api/v1/tokens/verify", { headers });
+
+  it("answers what the token grants, and how many submits it has left as it spends them", async () => {
+    const session = `verify-${crypto.randomUUID()}`;
+    const minted = await mint({ scopes: ["submit", "read", "stream"], session_id: session, tags: ["web"], max_submits: 2 });
+    const { token, ...grant } = minted;
+    const res = await verify(bearer(token));
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ ...grant, submits_left: 2 });
+
+    const made: string[] = [];
+    const submit = async () => {
+      const res = await api("/api/v1/runs", { method: "POST", headers: { ...JSON_TYPE, ...bearer(token) }, body: JSON.stringify({ prompt: "p" }) });
+      if (res.status === 202) made.push((await res.json<{ job_id: string }>()).job_id);
+      return res.status;
+    };
+    expect(await submit()).toBe(202);
+    expect(await (await verify(bearer(token))).json()).toMatchObject({ submits_left: 1 });
+    expect(await submit()).toBe(202);
+    expect(await (await verify(bearer(token))).json()).toMatchObject({ submits_left: 0 });
+    expect(await submit()).toBe(403);
+    expect(await (await verify(bearer(token))).json()).toMatchObject({ submits_left: 0 });
+    // The tenant's run slots go back to the other tests (a cancelled job's alarm gives its slot back).
+    for (const id of made) {
+      expect((await api(`/api/v1/runs/${id}/cancel`, { method: "POST", headers: ALPHA })).status).toBe(200);
+      await runDurableObjectAlarm(runStub(id, "alpha"));
+    }
+  });
+
+  it("a token limited to runs, without submit: its runs, no submits to count", async () => {
+    const id = await finishedJob();
+    const { token } = await mint({ scopes: ["read"], runs: [id] });
+    expect(await (await verify(bearer(token))).json()).toMatchObject({ scopes: ["read"], runs: [id], session_id: null, max_submits: null, submits_left: null });
+  });
+
+  it("an API key may do everything, with no reach, expiry or submit limit", async () => {
+    const res = await verify(ALPHA);
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ expires_at: null, scopes: [...SCOPES], runs: null, session_id: null, tags: null, max_submits: null, submits_left: null });
+  });
+
+  it("no credential, a wrong one, or ?token= → 401 or 400, as on every other route", async () => {
+    expect((await verify({})).status).toBe(401);
+    expect((await verify(bearer("ert_not.atoken"))).status).toBe(401);
+    const { token } = await mint({ scopes: ["read"], session_id: "s1" });
+    const res = await api(`/api/v1/tokens/verify?token=${token}`);
+    expect(res.status).toBe(400);
+    expect((await res.json<{ detail: string }>()).detail).toMatch(/^\?token= is accepted only by/);
+  });
+});
+
 describe("a token that is expired, altered or revoked", () => {
   const grant = (over: Partial<Grant> = {}): Grant => ({
     id: crypto.randomUUID(),
