@@ -4,7 +4,7 @@
  * run's stream, read its output, answer it, cancel it, retry it from where it stopped, delete
  * it. It talks to the API as any browser client would: with no credential in local development,
  * else with a scoped token (pasted, or passed as #token=... in the address, which is then taken
- * out of it). No build step.
+ * out of it), offering only what the token allows. No build step.
  */
 
 /** @typedef {{ percentage: number, current_step: string | null, steps_completed: number, steps_total: number | null }} Progress */
@@ -14,6 +14,11 @@
  * @typedef {{ job_id: string, status: string, progress: Progress, created_at: string, error: string | null,
  *   tags: string[], session_id: string | null, agent_id: string | null, input_request: InputRequest | null,
  *   usage: Usage | null, retry_of: string | null, scheduled_for: string | null, queue_position: number | null }} Job
+ */
+
+/**
+ * @typedef {{ expires_at: string | null, scopes: string[], runs: string[] | null, session_id: string | null,
+ *   tags: string[] | null, max_submits: number | null, submits_left: number | null }} Grant
  */
 
 const UNFINISHED = new Set(["queued", "running", "awaiting_input"]);
@@ -39,6 +44,33 @@ function takeTokenFromFragment() {
   sessionStorage.setItem(TOKEN_KEY, found);
   history.replaceState(null, "", location.pathname + location.search);
   return found;
+}
+
+/** What the token may do (GET /api/v1/tokens/verify); null without a token, which may do everything local development allows. */
+/** @type {Grant | null} */
+let credential = null;
+
+/** True unless the token lacks the scope: the API would refuse it (403), so the page does not offer it. */
+const can = (/** @type {string} */ scope) => credential === null || credential.scopes.includes(scope);
+
+/** A token limited to some runs can neither list nor watch the feed: the page shows those runs, read one by one. */
+const tokenRuns = () => credential?.runs ?? null;
+
+async function loadCredential() {
+  try {
+    credential = token ? await (await api("/api/v1/tokens/verify")).json() : null;
+  } catch (error) {
+    credential = null;
+    refused(error);
+  }
+  $("compose-denied").hidden = can("submit");
+  $("submit-form").hidden = !can("submit");
+  const left = credential?.submits_left ?? null;
+  $("submits-left").hidden = left === null;
+  $("submits-left").textContent = left === null ? "" : `This token may start ${left} more run${left === 1 ? "" : "s"}.`;
+  /** @type {HTMLButtonElement} */ ($("submit-form").querySelector("button[type=submit]")).disabled = left === 0;
+  /** @type {HTMLButtonElement} */ ($("retry-button")).disabled = left === 0;
+  $("filter-form").hidden = tokenRuns() !== null;
 }
 
 class ApiError extends Error {
@@ -147,6 +179,8 @@ const matches = (/** @type {Job} */ job) => {
 };
 
 async function loadRuns() {
+  const ids = tokenRuns();
+  if (ids !== null) return loadTokenRuns(ids);
   toldWhileLoading = new Set();
   try {
     const query = filterQuery();
@@ -165,6 +199,21 @@ async function loadRuns() {
   } finally {
     toldWhileLoading = null;
   }
+  renderRuns();
+}
+
+/** The runs a token limited to them reaches, each read by itself; one since deleted is left out. */
+async function loadTokenRuns(/** @type {string[]} */ ids) {
+  const read = await Promise.allSettled(ids.map(async (id) => /** @type {Job} */ (await (await api(`/api/v1/runs/${id}`)).json())));
+  runs.clear();
+  listRefused = false;
+  notice(null);
+  for (const outcome of read) {
+    if (outcome.status === "fulfilled") runs.set(outcome.value.job_id, outcome.value);
+    else if (!(outcome.reason instanceof ApiError && outcome.reason.status === 404)) refused(outcome.reason);
+  }
+  total = runs.size;
+  nextCursor = null;
   renderRuns();
 }
 
@@ -226,7 +275,11 @@ function refreshTotalSoon() {
 
 function connectFeed() {
   feed?.close();
+  feed = null;
   const state = $("feed-state");
+  // Without the feed, the run watched keeps its entry in the list up to date (renderDetail).
+  state.hidden = tokenRuns() !== null;
+  if (state.hidden) return;
   state.textContent = "connecting…";
   state.className = "pill";
   shownFilter = filterQuery().toString();
@@ -302,6 +355,7 @@ function renderRuns() {
   );
   $("runs-total").textContent = total ? `(${total})` : "";
   $("runs-empty").hidden = jobs.length > 0 || listRefused;
+  $("runs-empty").textContent = can("submit") ? "No runs yet. Submit one." : "No runs yet.";
   $("runs-more").hidden = nextCursor === null || listRefused;
 }
 
@@ -401,6 +455,7 @@ async function readOutput(/** @type {string} */ id) {
 function renderDetail(/** @type {Job} */ job) {
   const listed = runs.get(job.job_id);
   if (listed) runs.set(job.job_id, { ...listed, ...job });
+  if (listed && feed === null) renderRuns();
   $("detail-id").textContent = job.job_id;
   const status = $("detail-status");
   status.textContent = job.status.replace("_", " ");
@@ -415,16 +470,18 @@ function renderDetail(/** @type {Job} */ job) {
   const usage = $("detail-usage");
   usage.hidden = !job.usage?.model_calls;
   if (job.usage) usage.textContent = `${job.usage.total_tokens} tokens in ${job.usage.model_calls} model call${job.usage.model_calls === 1 ? "" : "s"}${job.usage.estimated ? " (estimated)" : ""}`;
+  $("cancel-button").hidden = !can("cancel");
   /** @type {HTMLButtonElement} */ ($("cancel-button")).disabled = !UNFINISHED.has(job.status);
   // The steps that finished are copied into the new run, not run again.
   const retry = $("retry-button");
-  retry.hidden = !RETRYABLE.has(job.status);
+  retry.hidden = !RETRYABLE.has(job.status) || !can("submit");
   retry.textContent = `Retry from step ${(job.progress?.steps_completed ?? 0) + 1}`;
   // PraisonAI's Delete Run page: a running job must be cancelled before it can be deleted; so must
   // a queued one, or one awaiting input (the API answers them as running).
   const rule = DELETE_RULE[job.status];
+  $("delete-button").hidden = !can("delete");
   /** @type {HTMLButtonElement} */ ($("delete-button")).disabled = rule !== undefined;
-  $("delete-rule").hidden = rule === undefined;
+  $("delete-rule").hidden = rule === undefined || !can("delete");
   $("delete-rule").textContent = rule ?? "";
   if (job.status === "awaiting_input" && job.input_request) showInput(job.input_request);
   else $("input-panel").hidden = true;
@@ -442,6 +499,9 @@ function whereItIs(/** @type {Job} */ job) {
 
 function showInput(/** @type {InputRequest} */ request) {
   $("input-panel").hidden = false;
+  $("input-denied").hidden = can("input");
+  $("input-text").hidden = !can("input");
+  $("input-actions").hidden = !can("input");
   $("input-prompt").textContent = request.prompt;
   $("input-output").textContent = request.output;
 }
@@ -479,7 +539,9 @@ async function startRun(/** @type {HTMLButtonElement} */ button, /** @type {() =
   } catch (error) {
     refused(error);
   } finally {
-    button.disabled = false;
+    // What the token has left after this submit, or after its refusal (spent in another tab, say).
+    if (credential?.submits_left != null) await loadCredential();
+    button.disabled = credential?.submits_left === 0;
   }
 }
 
@@ -524,6 +586,13 @@ async function submit(/** @type {SubmitEvent} */ event) {
 
 // ---- wiring ------------------------------------------------------------------------------------
 
+/** With what the token allows known, the runs it reaches: the list and the feed, or its runs one by one. */
+async function begin() {
+  await loadCredential();
+  connectFeed();
+  await loadRuns();
+}
+
 function start() {
   $("submit-form").addEventListener("submit", (e) => void submit(/** @type {SubmitEvent} */ (e)));
   $("filter-form").addEventListener("change", () => {
@@ -551,12 +620,12 @@ function start() {
     if (token) sessionStorage.setItem(TOKEN_KEY, token);
     else sessionStorage.removeItem(TOKEN_KEY);
     notice(null);
-    connectFeed();
-    void loadRuns();
+    // The run watched may be out of the new token's reach.
+    unselect();
+    void begin();
   });
   if (token) $("token-form").hidden = false;
-  connectFeed();
-  void loadRuns();
+  void begin();
   // "3s ago" ages.
   setInterval(renderRuns, 15_000);
 }

@@ -36,8 +36,8 @@ afterAll(async () => {
   if (local) await stopServer(local);
 });
 
-/** A page with every console error, page error and failed request collected. */
-async function open(url: string, viewport = { width: 1400, height: 900 }): Promise<{ page: Page; problems: string[] }> {
+/** A page with every console error, page error and failed request collected, once `ready` shows (by default, the feed is live). */
+async function open(url: string, viewport = { width: 1400, height: 900 }, ready = "#feed-state.live"): Promise<{ page: Page; problems: string[] }> {
   const page = await browser.newPage({ viewport });
   const problems: string[] = [];
   page.on("console", (message) => {
@@ -45,7 +45,7 @@ async function open(url: string, viewport = { width: 1400, height: 900 }): Promi
   });
   page.on("pageerror", (error) => problems.push(`page: ${error.message}`));
   await page.goto(url, { waitUntil: "load" });
-  await page.waitForSelector("#feed-state.live", { timeout: 15_000 });
+  await page.waitForSelector(ready, { timeout: 15_000 });
   return { page, problems };
 }
 
@@ -419,20 +419,86 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     await page.close();
   });
 
-  it("a retry past the token's submit limit is refused plainly, and makes no run", async () => {
-    const token = await mint({ scopes: ["read", "stream", "submit"], session_id: "one-submit", max_submits: 1 });
+  it("shows the submits a token has left; a retry past its limit is refused plainly, makes no run, and then waits", async () => {
+    const token = await mint({ scopes: ["read", "stream", "submit"], session_id: "two-submits", max_submits: 2 });
     const { page, problems } = await open(`${KEYED}/#token=${token}`);
+    expect(await page.locator("#submits-left").innerText()).toBe("This token may start 2 more runs.");
     const id = await submitRun(page, "Fails once", { steps: 2, step_ms: 50, fail_at_step: 2 });
     await page.waitForSelector("#detail-status.failed", { timeout: 15_000 });
+    expect(await page.locator("#submits-left").innerText()).toBe("This token may start 1 more run.");
+    // The last submit is spent elsewhere (another tab of the same user), unknown to this page.
+    const elsewhere = await fetch(`${KEYED}/api/v1/runs`, {
+      method: "POST",
+      headers: { "content-type": "application/json", Authorization: `Bearer ${token}` },
+      body: JSON.stringify({ prompt: "from another tab", config: { simulate: { steps: 1, step_ms: 1 } } }),
+    });
+    expect(elsewhere.status).toBe(202);
+    const other = (await elsewhere.json()).job_id;
     await page.click("#retry-button");
     await page.waitForSelector("#notice:not([hidden])");
     expect(await page.locator("#notice").innerText()).toBe("Token submit limit reached");
     expect(await page.locator("#detail-id").innerText()).toBe(id);
-    const listed = await (await fetch(`${KEYED}/api/v1/runs?session_id=one-submit`, { headers: { Authorization: `Bearer ${KEY}` } })).json();
-    expect(listed.jobs.map((job: { job_id: string }) => job.job_id)).toEqual([id]);
+    // The page has read what is left: nothing, so neither Submit nor Retry is offered.
+    await page.waitForFunction(() => document.getElementById("submits-left")?.textContent === "This token may start 0 more runs.");
+    expect(await page.locator("#submit-form button[type=submit]").isDisabled()).toBe(true);
+    expect(await page.locator("#retry-button").isDisabled()).toBe(true);
+    const listed = await (await fetch(`${KEYED}/api/v1/runs?session_id=two-submits`, { headers: { Authorization: `Bearer ${KEY}` } })).json();
+    expect(listed.jobs.map((job: { job_id: string }) => job.job_id).sort()).toEqual([id, other].sort());
     // The refusal is the API's 403, not a fault of the page.
     expect(problems.filter((problem) => !problem.includes("403"))).toEqual([]);
     await page.close();
+  });
+
+  /** A run of the tenant, submitted with its key, that runs until it is cancelled. */
+  async function longRun(session: string): Promise<string> {
+    const res = await fetch(`${KEYED}/api/v1/runs`, {
+      method: "POST",
+      headers: { "content-type": "application/json", Authorization: `Bearer ${KEY}` },
+      body: JSON.stringify({ prompt: "long", session_id: session, config: { simulate: { steps: 2, step_ms: 600_000 } } }),
+    });
+    expect(res.status).toBe(202);
+    return (await res.json()).job_id;
+  }
+
+  it("offers only what the token allows: a viewer's page has no New run, Cancel or Delete", async () => {
+    const id = await longRun("viewers");
+    const token = await mint({ scopes: ["read", "stream"], session_id: "viewers" });
+    const { page, problems } = await open(`${KEYED}/#token=${token}`);
+    expect(await page.locator("#compose-denied").innerText()).toBe("This token cannot start runs.");
+    expect(await page.locator("#submit-form").isHidden()).toBe(true);
+    await row(page, id).click();
+    await page.waitForSelector("#detail-status.running");
+    expect(await page.locator("#cancel-button").isHidden()).toBe(true);
+    expect(await page.locator("#delete-button").isHidden()).toBe(true);
+    expect(await page.locator("#delete-rule").isHidden()).toBe(true);
+    await page.screenshot({ path: `${SHOTS}/viewer-token.png` });
+    expect(problems).toEqual([]);
+    await page.close();
+    await fetch(`${KEYED}/api/v1/runs/${id}?force=true`, { method: "DELETE", headers: { Authorization: `Bearer ${KEY}` } });
+  });
+
+  it("a token for some runs shows just those, and the one watched stays up to date in the list", async () => {
+    const watched = await longRun("shared-a");
+    const other = await longRun("shared-b");
+    const notShared = await longRun("shared-a"); // of the same session, but not the token's
+    const token = await mint({ scopes: ["read", "stream", "cancel"], runs: [watched, other] });
+    const { page, problems } = await open(`${KEYED}/#token=${token}`, undefined, `#run-list li[data-id="${other}"]`);
+    await row(page, watched).waitFor();
+    expect((await page.locator("#run-list li").evaluateAll((items) => items.map((li) => (li as HTMLElement).dataset.id))).sort()).toEqual([watched, other].sort());
+    // No list to filter and no feed: such a token may do neither (the API answers 403).
+    expect(await page.locator("#filter-form").isHidden()).toBe(true);
+    expect(await page.locator("#feed-state").isHidden()).toBe(true);
+    expect(await page.locator("#notice").isHidden()).toBe(true);
+    await row(page, watched).click();
+    await page.waitForSelector("#detail-status.running");
+    await page.click("#cancel-button");
+    await page.waitForSelector(`#run-list li[data-id="${watched}"][data-status="cancelled"]`, { timeout: 10_000 });
+    expect(await row(page, other).getAttribute("data-status")).toBe("running");
+    expect(await page.locator("#delete-button").isHidden()).toBe(true);
+    await page.screenshot({ path: `${SHOTS}/runs-token.png` });
+    expect(problems).toEqual([]);
+    await page.close();
+    for (const id of [watched, other, notShared]) await fetch(`${KEYED}/api/v1/runs/${id}?force=true`, { method: "DELETE", headers: { Authorization: `Bearer ${KEY}` } });
   });
 
   it("without a credential, or with an expired token, is refused and asks for a token", async () => {
