@@ -48,24 +48,24 @@ function takeTokenFromFragment() {
 
 /** What the token may do (GET /api/v1/tokens/verify); null without a token, which may do everything local development allows. */
 /** @type {Grant | null} */
-let credential = null;
+let grant = null;
 
 /** True unless the token lacks the scope: the API would refuse it (403), so the page does not offer it. */
-const can = (/** @type {string} */ scope) => credential === null || credential.scopes.includes(scope);
+const can = (/** @type {string} */ scope) => grant === null || grant.scopes.includes(scope);
 
 /** A token limited to some runs can neither list nor watch the feed: the page shows those runs, read one by one. */
-const tokenRuns = () => credential?.runs ?? null;
+const tokenRuns = () => grant?.runs ?? null;
 
-async function loadCredential() {
+async function loadGrant() {
   try {
-    credential = token ? await (await api("/api/v1/tokens/verify")).json() : null;
+    grant = token ? await (await api("/api/v1/tokens/verify")).json() : null;
   } catch (error) {
-    credential = null;
+    grant = null;
     refused(error);
   }
   $("compose-denied").hidden = can("submit");
   $("submit-form").hidden = !can("submit");
-  const left = credential?.submits_left ?? null;
+  const left = grant?.submits_left ?? null;
   $("submits-left").hidden = left === null;
   $("submits-left").textContent = left === null ? "" : `This token may start ${left} more run${left === 1 ? "" : "s"}.`;
   /** @type {HTMLButtonElement} */ ($("submit-form").querySelector("button[type=submit]")).disabled = left === 0;
@@ -540,8 +540,8 @@ async function startRun(/** @type {HTMLButtonElement} */ button, /** @type {() =
     refused(error);
   } finally {
     // What the token has left after this submit, or after its refusal (spent in another tab, say).
-    if (credential?.submits_left != null) await loadCredential();
-    button.disabled = credential?.submits_left === 0;
+    if (grant?.submits_left != null) await loadGrant();
+    button.disabled = grant?.submits_left === 0;
   }
 }
 
@@ -588,7 +588,7 @@ async function submit(/** @type {SubmitEvent} */ event) {
 
 /** With what the token allows known, the runs it reaches: the list and the feed, or its runs one by one. */
 async function begin() {
-  await loadCredential();
+  await loadGrant();
   connectFeed();
   await loadRuns();
 }

@@ -317,6 +317,7 @@ describe("/stats, /health, /openapi.json", () => {
       "/api/v1/runs/{id}/retry",
       "/api/v1/runs/{id}/stream",
       "/api/v1/tokens",
+      "/api/v1/tokens/verify",
       "/health",
       "/stats",
     ]);

@@ -19,19 +19,19 @@ export interface Operation {
   headers?: ObjectSchema;
   body?: Schema;
   /** By status: a description and, for a JSON answer, its schema or, for another, its media type. */
-  responses: Record<number, Response>;
+  responses: Record<number, OperationResponse>;
   /** Served without a key (`/health`); every other operation takes a key or a scoped token. */
   open?: true;
 }
 
-type Response = { description: string; json?: Schema; media?: string };
+type OperationResponse = { description: string; json?: Schema; media?: string };
 
 /** The ways to authenticate, either of them: as `security`, what Swagger UI's "Authorize" sends on "Try it out". */
 const SECURITY_SCHEMES = { bearer: { type: "http", scheme: "bearer" }, apiKey: { type: "apiKey", in: "header", name: "X-API-Key" } };
 const EITHER_SCHEME = Object.keys(SECURITY_SCHEMES).map((scheme) => ({ [scheme]: [] }));
 
 /** What any operation that takes a key may answer besides its own responses (src/auth.ts, src/http/ratelimit.ts). */
-const KEYED_RESPONSES: Record<number, Response> = {
+const KEYED_RESPONSES: Record<number, OperationResponse> = {
   401: { json: errorSchema, description: "No key or token, a wrong one (`Unauthorized`), or an expired token (`Token expired`)" },
   429: { json: errorSchema, description: "Past the key's rate limit (`Rate limit exceeded for this API key`), with `Retry-After`" },
 };
@@ -59,7 +59,7 @@ function parameters(where: "path" | "query" | "header", schema: ObjectSchema | u
   });
 }
 
-function withKeyed(responses: Record<number, Response>): Record<number, Response> {
+function withKeyed(responses: Record<number, OperationResponse>): Record<number, OperationResponse> {
   const all = { ...responses };
   for (const [status, keyed] of Object.entries(KEYED_RESPONSES)) {
     const own = all[Number(status)];

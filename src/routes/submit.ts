@@ -228,8 +228,8 @@ async function spentEarlier(c: Ctx, grant: Grant): Promise<number> {
 /** How many more jobs a token may submit: null for one without the submit scope. */
 export async function submitsLeft(c: Ctx, grant: Grant): Promise<number | null> {
   if (grant.max_submits === null) return null;
-  const spent = (await spentEarlier(c, grant)) + (await projectionOf(c, grant.id).submitsSpent(grant.id));
-  return Math.max(0, grant.max_submits - spent);
+  const [before, now] = await Promise.all([spentEarlier(c, grant), projectionOf(c, grant.id).submitsSpent(grant.id)]);
+  return Math.max(0, grant.max_submits - before - now);
 }
 
 /**
