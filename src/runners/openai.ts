@@ -39,15 +39,48 @@ function providerError(res: Response, detail: string): Error {
   return new StepFailed(`Model provider rejected the request (${res.status}): ${detail}`);
 }
 
-/**
- * Endpoints and models (`<base URL> <model>`) that refused `stream_options`, an OpenAI parameter
- * that Azure's older API versions and some gateways reject: asked without it from then on, in this
- * isolate, their usage estimated unless they send it anyway.
- */
-const refusesStreamOptions = new Set<string>();
+/** The chat-completions request a step sends, before the changes its endpoint asked for. */
+type ChatRequest = Record<string, unknown>;
 
-/** A refusal that names `stream_options`: the request is sent again without it. */
-const refusedStreamOptions = (res: Response, detail: string) => (res.status === 400 || res.status === 422) && /stream_options/i.test(detail);
+/**
+ * What some endpoints refuse in a request that others need, each with the refusal (a 400 or 422
+ * whose text names it) and the change that answers it. A refused request is sent again changed;
+ * the endpoint and model (`<base URL> <model>`) are asked so from then on, in this isolate.
+ */
+const ADAPTATIONS = {
+  // Azure's older API versions and some gateways reject OpenAI's `stream_options`: the usage is
+  // estimated then, unless they send it anyway.
+  withoutStreamOptions: {
+    refusal: /stream_options/i,
+    change: ({ stream_options: _, ...rest }: ChatRequest): ChatRequest => rest,
+  },
+  // OpenAI's reasoning models (o1, o3, gpt-5) take the same limit only under its newer name:
+  // "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead."
+  maxCompletionTokens: {
+    refusal: /max_tokens[\s\S]*max_completion_tokens/,
+    change: ({ max_tokens, ...rest }: ChatRequest): ChatRequest => (max_tokens === undefined ? rest : { ...rest, max_completion_tokens: max_tokens }),
+  },
+};
+type Adaptation = keyof typeof ADAPTATIONS;
+
+const adaptedEndpoints = new Map<string, Set<Adaptation>>();
+
+/** The change a refusal asks for, one not made yet that changes this request; null for a refusal no change answers. */
+function adaptationFor(res: Response, detail: string, request: ChatRequest, made: Set<Adaptation>): Adaptation | null {
+  if (res.status !== 400 && res.status !== 422) return null;
+  for (const [name, { refusal, change }] of Object.entries(ADAPTATIONS) as [Adaptation, (typeof ADAPTATIONS)[Adaptation]][]) {
+    if (made.has(name) || !refusal.test(detail)) continue;
+    if (JSON.stringify(change(request)) !== JSON.stringify(request)) return name;
+  }
+  return null;
+}
+
+function remember(endpoint: string, made: Set<Adaptation>): void {
+  if (!adaptedEndpoints.has(endpoint) && adaptedEndpoints.size >= 1000) adaptedEndpoints.clear();
+  adaptedEndpoints.set(endpoint, made);
+}
+
+const adapted = (request: ChatRequest, made: Set<Adaptation>) => [...made].reduce((body, name) => ADAPTATIONS[name].change(body), request);
 
 /** The provider's own counts, from the chunk that carries them (`stream_options.include_usage`). */
 interface ProviderUsage {
@@ -163,10 +196,11 @@ export function openAiRunner(settings: ModelSettings): Runner {
       const config = input.config;
       const messages = taskMessages(task, input.prompt, input.context ?? [], input.revision);
       const model = chosenModel(config, settings);
-      const request = {
+      const request: ChatRequest = {
         model,
         messages,
         stream: true,
+        stream_options: { include_usage: true },
         ...(typeof config.temperature === "number" ? { temperature: config.temperature } : {}),
         ...(typeof config.max_tokens === "number" ? { max_tokens: config.max_tokens } : {}),
       };
@@ -179,7 +213,7 @@ export function openAiRunner(settings: ModelSettings): Runner {
       if (overBudget(budget, promptEstimate, 0)) throw new BudgetExceeded("token budget");
       const stop = new AbortController();
       const signal = AbortSignal.any([input.signal, stop.signal]);
-      const post = async (asksUsage: boolean): Promise<Response> => {
+      const post = async (made: Set<Adaptation>): Promise<Response> => {
         try {
           return await fetch(`${base}/chat/completions`, {
             method: "POST",
@@ -188,7 +222,7 @@ export function openAiRunner(settings: ModelSettings): Runner {
               accept: "text/event-stream",
               ...(settings.apiKey ? { authorization: `Bearer ${settings.apiKey}` } : {}),
             },
-            body: JSON.stringify(asksUsage ? { ...request, stream_options: { include_usage: true } } : request),
+            body: JSON.stringify(adapted(request, made)),
             signal,
           });
         } catch (error) {
@@ -196,15 +230,15 @@ export function openAiRunner(settings: ModelSettings): Runner {
           throw new TransientError(`Model provider unreachable: ${error instanceof Error ? error.message : String(error)}`);
         }
       };
-      const asksUsage = !refusesStreamOptions.has(endpoint);
-      let res = await post(asksUsage);
-      if (!res.ok || !res.body) {
+      const made = new Set(adaptedEndpoints.get(endpoint));
+      let res = await post(made);
+      while (!res.ok || !res.body) {
         const detail = await errorText(res);
-        if (!asksUsage || !refusedStreamOptions(res, detail)) throw providerError(res, detail);
-        if (refusesStreamOptions.size >= 1000) refusesStreamOptions.clear();
-        refusesStreamOptions.add(endpoint);
-        res = await post(false);
-        if (!res.ok || !res.body) throw providerError(res, await errorText(res));
+        const next = adaptationFor(res, detail, adapted(request, made), made);
+        if (next === null) throw providerError(res, detail);
+        made.add(next);
+        remember(endpoint, new Set(made));
+        res = await post(made);
       }
       const type = (res.headers.get("content-type") ?? "").toLowerCase();
       if (type.startsWith("text/html")) {

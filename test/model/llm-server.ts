@@ -122,6 +122,22 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
         return res.end(JSON.stringify({ error: { message: "Unrecognized request argument supplied: stream_options", type: "invalid_request_error" } }));
       }
       return stream(res, record, split(answer, 7), 0, "omit");
+    case "reasoning":
+      // As OpenAI answers `max_tokens` for its reasoning models (o1, o3, gpt-5).
+      if (record.body.max_tokens !== undefined) {
+        res.writeHead(400, { "content-type": "application/json" });
+        return res.end(
+          JSON.stringify({
+            error: {
+              message: "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+              type: "invalid_request_error",
+              param: "max_tokens",
+              code: "unsupported_parameter",
+            },
+          }),
+        );
+      }
+      return stream(res, record, split(answer, 7), 0);
     case "cut-short":
       // Stopped by its max_tokens: the usual end, but `length` for the finish.
       return stream(res, record, split(answer, 7), 0, "send", "length");

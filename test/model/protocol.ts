@@ -20,7 +20,14 @@ export function usageFor(messages: number, pieces: number) {
 export interface RecordedRequest {
   model: string;
   topic: string;
-  body: { model: string; temperature?: number; max_tokens?: number; stream_options?: { include_usage?: boolean }; messages: { role: string; content: string }[] };
+  body: {
+    model: string;
+    temperature?: number;
+    max_tokens?: number;
+    max_completion_tokens?: number;
+    stream_options?: { include_usage?: boolean };
+    messages: { role: string; content: string }[];
+  };
   at: number;
   /** The client went away before the answer was finished. */
   closedEarly: boolean;

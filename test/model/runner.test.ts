@@ -205,6 +205,23 @@ describe("provider failures", () => {
     expect(job.usage).toMatchObject({ model_calls: 3, estimated: true });
   });
 
+  it("a model that takes its limit only as max_completion_tokens is asked again so, and from then on so", async () => {
+    const first = await submitModel({ agent_yaml: THREE_TASKS, config: { model: "reasoning", max_tokens: 500 } });
+    expect((await drive(first)).status).toBe("succeeded");
+    const answers = [`Gather facts about ${topic}`, "Check the facts", "Write the answer"].map((task) => answerFor(task, topic));
+    expect((await (await api(`/api/v1/runs/${first}/result`)).json<{ result: string }>()).result).toBe(answers.join(""));
+    // The refusal once, then every task with the same limit under the other name; the usage is the provider's.
+    const limits = (await seen(topic)).map((r) => [r.body.max_tokens, r.body.max_completion_tokens]);
+    expect(limits).toEqual([[500, undefined], [undefined, 500], [undefined, 500], [undefined, 500]]);
+    expect((await seen(topic)).every((r) => r.body.stream_options?.include_usage === true)).toBe(true);
+    expect((await api(`/api/v1/runs/${first}`).then((r) => r.json<{ usage: { estimated: boolean } }>())).usage.estimated).toBe(false);
+    // A job without a limit is sent as it is.
+    const second = await submitModel({ config: { model: "reasoning" } });
+    expect((await drive(second)).status).toBe("succeeded");
+    const last = (await seen(topic)).at(-1)!.body;
+    expect([last.max_tokens, last.max_completion_tokens]).toEqual([undefined, undefined]);
+  });
+
   it("an unknown model (404): fails at once", async () => {
     const job = await drive(await submitModel({ config: { model: "no-such-model" } }));
     expect(job.error).toBe("Model provider rejected the request (404): The model no-such-model does not exist");
