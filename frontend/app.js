@@ -118,6 +118,14 @@ function refused(/** @type {unknown} */ error) {
   if (status === 401 || status === 403) $("token-form").hidden = false;
 }
 
+/**
+ * A stream opened with a token ends when the token expires, and EventSource, refused on coming
+ * back, tells no reason: the token's expiry, known to the page, is the one it can give.
+ */
+function sayIfExpired() {
+  if (grant?.expires_at && Date.parse(grant.expires_at) <= Date.now()) refused(new ApiError(401, "Token expired"));
+}
+
 /** @param {string} tag @param {string} [className] @param {string} [text] */
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -293,6 +301,7 @@ function connectFeed() {
     const closed = feed?.readyState === EventSource.CLOSED;
     state.textContent = closed ? "offline" : "reconnecting…";
     state.className = "pill down";
+    if (closed) sayIfExpired();
   };
   feed.addEventListener("run", (event) => {
     const job = /** @type {Job} */ (JSON.parse(/** @type {MessageEvent} */ (event).data));
@@ -438,7 +447,9 @@ async function select(/** @type {string} */ id) {
     }
   });
   source.onerror = () => {
-    if (source.readyState === EventSource.CLOSED && selected === id) log("stream", "closed");
+    if (source.readyState !== EventSource.CLOSED || selected !== id) return;
+    log("stream", "closed");
+    sayIfExpired();
   };
 }
 

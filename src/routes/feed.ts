@@ -7,6 +7,7 @@ import { eventStream } from "../http/sse";
 import { errorSchema, feedQuerySchema } from "../schemas";
 import { feedPositions, watchFeed } from "../tenant/sharded";
 import { runFilter } from "./filter";
+import { tokenExpiry } from "./reach";
 
 export const feed = new Hono<AppEnv>();
 export const feedOperations: Operation[] = [];
@@ -31,5 +32,5 @@ feed.get("/api/v1/runs/events", scope("stream"), async (c) => {
   if (positions === null) throw new ApiError("bad_request", `Invalid event id: ${position}`);
   if (c.req.method === "HEAD") return eventStream(null);
   // A token whose reach leaves nothing of the filter watches nothing (and is kept alive by pings).
-  return eventStream(await watchFeed(c.env, c.get("tenant"), filter ?? { nothing: true }, positions));
+  return eventStream(await watchFeed(c.env, c.get("tenant"), filter ?? { nothing: true }, positions), tokenExpiry(c));
 });

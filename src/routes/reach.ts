@@ -50,3 +50,9 @@ export function shown<T extends { job_id: string; session_id: string | null; tag
 }
 
 export const pollUrl = (c: Ctx, id: string) => `${new URL(c.req.url).origin}/api/v1/runs/${id}`;
+
+/** When the request's scoped token expires (ms since the epoch): what it opens ends then. Undefined for a key. */
+export function tokenExpiry(c: Ctx): number | undefined {
+  const grant = c.get("token");
+  return grant === null ? undefined : grant.expires * 1000;
+}

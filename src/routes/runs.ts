@@ -30,7 +30,7 @@ import {
 import { runFilter } from "./filter";
 import { serveOutput } from "./output";
 import { inlineResult } from "../storage/blobs";
-import { errors, pollUrl, reachable, runStub, shown, type Ctx } from "./reach";
+import { errors, pollUrl, reachable, runStub, shown, tokenExpiry, type Ctx } from "./reach";
 
 export const runs = new Hono<AppEnv>();
 /** What the OpenAPI document says of these routes. */
@@ -198,7 +198,7 @@ runs.get("/api/v1/runs/:id/stream", scope("stream"), valid("param", jobIdParamSc
     return eventStream(null);
   }
   const { body } = unwrap(await stub.stream(Number(position), named));
-  return eventStream(body);
+  return eventStream(body, tokenExpiry(c));
 });
 
 runOperations.push({

@@ -501,6 +501,30 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     for (const id of [watched, other, notShared]) await fetch(`${KEYED}/api/v1/runs/${id}?force=true`, { method: "DELETE", headers: { Authorization: `Bearer ${KEY}` } });
   });
 
+  it("a token that expires while the page is open: its feed and stream close, and the page says so", async () => {
+    const id = await longRun("expiring");
+    const live = await mint({ scopes: ["read", "stream"], session_id: "expiring" });
+    const payload = JSON.parse(Buffer.from(live.slice(4, live.indexOf(".")), "base64url").toString());
+    const expires = Math.floor(Date.now() / 1000) + 4;
+    const token = await mintToken(
+      { id: "expiring", tenant: "web", key: payload.k, scopes: ["read", "stream"], runs: null, session_id: "expiring", tags: null, expires, max_submits: null },
+      TOKEN_SECRET,
+    );
+    const { page, problems } = await open(`${KEYED}/#token=${token}`);
+    await row(page, id).click();
+    await page.waitForSelector("#detail-status.running");
+    await page.waitForSelector("#notice:not([hidden])", { timeout: 15_000 });
+    expect(Date.now()).toBeGreaterThanOrEqual(expires * 1000);
+    expect(await page.locator("#notice").innerText()).toBe("Token expired");
+    expect(await page.locator("#token-form").isVisible()).toBe(true);
+    await page.waitForSelector("#feed-state.down");
+    await page.waitForFunction(() => document.getElementById("feed-state")?.textContent === "offline");
+    // EventSource came back and was refused: the API's 401, not a fault of the page.
+    expect(problems.filter((problem) => !problem.includes("401"))).toEqual([]);
+    await page.close();
+    await fetch(`${KEYED}/api/v1/runs/${id}?force=true`, { method: "DELETE", headers: { Authorization: `Bearer ${KEY}` } });
+  });
+
   it("without a credential, or with an expired token, is refused and asks for a token", async () => {
     const bare = await browser.newPage();
     await bare.goto(`${KEYED}/`, { waitUntil: "load" });

@@ -448,6 +448,56 @@ describe("a token that is expired, altered or revoked", () => {
   });
 });
 
+describe("a stream opened with a token ends when the token expires", () => {
+  /** A token of tenant alpha for session s1 that expires in about two seconds. */
+  async function expiringSoon(): Promise<{ token: string; expiresAt: number }> {
+    const { token } = await mint({ scopes: ["stream"], session_id: "s1" });
+    const payload = JSON.parse(atob(token.slice(4, token.indexOf(".")).replace(/-/g, "+").replace(/_/g, "/")));
+    const expires = Math.floor(Date.now() / 1000) + 2;
+    const grant: Grant = { id: crypto.randomUUID(), tenant: "alpha", key: payload.k, scopes: ["stream"], runs: null, session_id: "s1", tags: null, expires, max_submits: null };
+    return { token: await mintToken(grant, TOKEN_SECRET), expiresAt: expires * 1000 };
+  }
+
+  /** Reads the stream to its end: what it sent, and when it ended. */
+  async function readToEnd(res: Response): Promise<{ text: string; endedAt: number }> {
+    const text = await res.text();
+    return { text, endedAt: Date.now() };
+  }
+
+  it.each([
+    ["the feed", () => "/api/v1/runs/events"],
+    ["a running job's stream", (id: string) => `/api/v1/runs/${id}/stream`],
+  ])("%s: closed at the expiry, then refused as expired", async (_, path) => {
+    const res = await api("/api/v1/runs", {
+      method: "POST",
+      headers: { ...JSON_TYPE, ...ALPHA },
+      body: JSON.stringify({ prompt: "p", session_id: "s1", config: { simulate: { steps: 1, step_ms: 600_000 } } }),
+    });
+    const { job_id } = await res.json<{ job_id: string }>();
+    const { token, expiresAt } = await expiringSoon();
+    const opened = await api(`${path(job_id)}?token=${token}`);
+    expect(opened.status).toBe(200);
+    const { text, endedAt } = await readToEnd(opened);
+    expect(endedAt).toBeGreaterThanOrEqual(expiresAt);
+    expect(text).not.toContain("[DONE]");
+    const again = await api(`${path(job_id)}?token=${token}`);
+    expect(again.status).toBe(401);
+    expect(await again.json()).toEqual({ detail: "Token expired" });
+    // The job runs on, untouched.
+    const job = await (await api(`/api/v1/runs/${job_id}`, { headers: ALPHA })).json<{ status: string }>();
+    expect(job.status).toBe("running");
+    expect((await api(`/api/v1/runs/${job_id}/cancel`, { method: "POST", headers: ALPHA })).status).toBe(200);
+    await runDurableObjectAlarm(runStub(job_id, "alpha"));
+  });
+
+  it("a stream that ends before the token does is whole", async () => {
+    const id = await finishedJob();
+    const { token } = await expiringSoon();
+    const stream = await api(`/api/v1/runs/${id}/stream?token=${token}`);
+    expect(parseSse(await stream.text()).at(-1)?.data).toBe("[DONE]");
+  });
+});
+
 describe("?token= in the query", () => {
   it("is taken on the job's stream and the feed", async () => {
     const id = await finishedJob();
