@@ -545,8 +545,12 @@ async function startRun(/** @type {HTMLButtonElement} */ button, /** @type {() =
   button.disabled = true;
   try {
     const accepted = await (await request()).json();
-    notice(null);
-    await select(accepted.job_id);
+    // A token limited to the runs it names does not reach the ones it starts (the API's rule).
+    if (tokenRuns() !== null) notice(`Started ${accepted.job_id}; this token reaches only the runs it names, so it cannot show this one.`);
+    else {
+      notice(null);
+      await select(accepted.job_id);
+    }
   } catch (error) {
     refused(error);
   } finally {

@@ -477,7 +477,7 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     await fetch(`${KEYED}/api/v1/runs/${id}?force=true`, { method: "DELETE", headers: { Authorization: `Bearer ${KEY}` } });
   });
 
-  it("a token for some runs shows just those, and the one watched stays up to date in the list", async () => {
+  it("a token for some runs shows just those, the one watched kept up to date in the list; one it starts is out of its reach", async () => {
     const watched = await longRun("shared-a");
     const other = await longRun("shared-b");
     const notShared = await longRun("shared-a"); // of the same session, but not the token's
@@ -498,7 +498,18 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     await page.screenshot({ path: `${SHOTS}/runs-token.png` });
     expect(problems).toEqual([]);
     await page.close();
-    for (const id of [watched, other, notShared]) await fetch(`${KEYED}/api/v1/runs/${id}?force=true`, { method: "DELETE", headers: { Authorization: `Bearer ${KEY}` } });
+    // A token for some runs that may also submit: the run it starts is out of its reach, and the page says so.
+    const starter = await mint({ scopes: ["read", "stream", "submit"], runs: [watched] });
+    const second = await open(`${KEYED}/#token=${starter}`, undefined, `#run-list li[data-id="${watched}"]`);
+    await second.page.fill("#prompt", "out of reach");
+    await second.page.click("#submit-form button[type=submit]");
+    await second.page.waitForSelector("#notice:not([hidden])");
+    const started = /^Started (run_\w+); this token reaches only the runs it names, so it cannot show this one\.$/.exec(await second.page.locator("#notice").innerText());
+    expect(started).not.toBeNull();
+    expect(await second.page.locator("#detail-body").isHidden()).toBe(true);
+    expect(second.problems).toEqual([]);
+    await second.page.close();
+    for (const id of [watched, other, notShared, started![1]]) await fetch(`${KEYED}/api/v1/runs/${id}?force=true`, { method: "DELETE", headers: { Authorization: `Bearer ${KEY}` } });
   });
 
   it("a token that expires while the page is open: its feed and stream close, and the page says so", async () => {
