@@ -20,7 +20,7 @@ commands:
   list                  jobs, newest first   [--status S] [--session ID] [--tag T ...] [--metadata K=V ...] [--limit N]
   watch                 the tenant's live feed of changes   [--status S] [--session ID] [--tag T ...] [--metadata K=V ...]
   token                 mint a scoped token for a browser   --scopes read,stream,... [--runs ID,...] [--session ID]
-                                       [--tag T ...] [--ttl S] [--max-submits N]
+                                       [--tag T ...] [--ttl S] [--max-submits N] [--concurrency-key K] [--priority 0-9]
   stream <id>           live events until the job ends   [--after N]
   wait <id>             wait until the job ends or asks for input (exit 6), with a progress bar
   input <id>            answer a job awaiting input: --approve [--note TEXT] | --revise TEXT | --reject TEXT
@@ -86,7 +86,7 @@ const COMMAND_OPTIONS: Record<string, string[]> = {
   result: [],
   list: ["status", "session", "tag", "metadata", "limit"],
   watch: ["status", "session", "tag", "metadata"],
-  token: ["scopes", "runs", "session", "tag", "ttl", "max-submits"],
+  token: ["scopes", "runs", "session", "tag", "ttl", "max-submits", "concurrency-key", "priority"],
   stream: ["after"],
   wait: [],
   input: ["approve", "note", "revise", "reject"],
@@ -277,6 +277,8 @@ async function main(argv: string[]): Promise<number> {
         tags: o.tag,
         ttl_seconds: integer(o.ttl, "--ttl"),
         max_submits: integer(o["max-submits"], "--max-submits"),
+        concurrency_key: o["concurrency-key"],
+        priority: integer(o.priority, "--priority"),
       });
       print(minted, minted.token);
       return EXIT.ok;

@@ -27,6 +27,9 @@ export interface Grant {
   /** Seconds since the epoch. */
   expires: number;
   max_submits: number | null;
+  /** The concurrency key and priority of the jobs the token submits (null: none, and the default). */
+  concurrency_key: string | null;
+  priority: number | null;
 }
 
 /** The id of an API key in logs, rate limits and tokens: the first 16 hex digits of its hash. */
@@ -73,6 +76,8 @@ interface Payload {
   g?: string[];
   e: number;
   m?: number;
+  ck?: string;
+  p?: number;
 }
 
 export async function mintToken(grant: Grant, secret: string): Promise<string> {
@@ -81,6 +86,8 @@ export async function mintToken(grant: Grant, secret: string): Promise<string> {
   if (grant.session_id !== null) payload.ss = grant.session_id;
   if (grant.tags) payload.g = grant.tags;
   if (grant.max_submits !== null) payload.m = grant.max_submits;
+  if (grant.concurrency_key !== null) payload.ck = grant.concurrency_key;
+  if (grant.priority !== null) payload.p = grant.priority;
   const body = TOKEN_PREFIX + base64url(encoder.encode(JSON.stringify(payload)));
   const signature = new Uint8Array(await crypto.subtle.sign("HMAC", await signingKey(secret), encoder.encode(body)));
   return `${body}.${base64url(signature)}`;
@@ -127,6 +134,8 @@ function grantOf(bytes: Uint8Array | null): Grant | null {
     tags: Array.isArray(p.g) ? p.g.map(String) : null,
     expires: p.e,
     max_submits: typeof p.m === "number" ? p.m : null,
+    concurrency_key: typeof p.ck === "string" ? p.ck : null,
+    priority: typeof p.p === "number" ? p.p : null,
   };
 }
 

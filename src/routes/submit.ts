@@ -102,6 +102,7 @@ submitOperations.push({
   responses: {
     202: { json: submitResponseSchema, description: "Accepted; poll `poll_url`" },
     400: errors[400],
+    403: { json: errorSchema, description: "A scoped token without `submit`, past its `max_submits`, or sending a `webhook_url`" },
     409: { json: errorSchema, description: "The idempotency key names a job submitted with another body" },
     413: { json: errorSchema, description: "Body over the size limit, or a job too large to store" },
     422: errors[422],
@@ -179,6 +180,7 @@ function startTime(body: SubmitBody, now: number): number | null {
 
 /** Submit: the job's spec, fixed now, then its way in (`enter`). */
 submits.post("/api/v1/runs", scope("submit"), jsonBody((env) => limits(env).maxBodyBytes), valid("json", submitBodySchema), async (c) => {
+  noWebhookFromToken(c, c.req.valid("json"));
   const body = tokenized(c, c.req.valid("json"));
   const key = idempotencyHeader(c) ?? (body.idempotency_key || null);
   const hash = key === null ? null : await bodyHash(body);
@@ -186,11 +188,29 @@ submits.post("/api/v1/runs", scope("submit"), jsonBody((env) => limits(env).maxB
   return spending(c, () => enter(c, mustFit(specFor(c, body, key, now)), hash, now), heldKey(c, key, hash, now));
 });
 
-/** A job submitted with a token joins the token's session and carries its tags, so that the token reaches it. */
-function tokenized<T extends { session_id?: string | null; tags?: string[] | null }>(c: Ctx, body: T): T {
+/**
+ * A job submitted with a token joins the token's session and carries its tags, so that the token
+ * reaches it. Its place in the tenant's line is the token's too, not the browser's to choose: the
+ * token's concurrency key and priority (none, and the default, unless the token names them).
+ */
+function tokenized<T extends { session_id?: string | null; tags?: string[] | null; concurrency_key?: string | null; priority?: number | null }>(
+  c: Ctx,
+  body: T,
+): T {
   const grant = c.get("token");
   if (grant === null) return body;
-  return { ...body, ...(grant.session_id !== null ? { session_id: grant.session_id } : {}), ...(grant.tags ? { tags: grant.tags } : {}) };
+  return {
+    ...body,
+    ...(grant.session_id !== null ? { session_id: grant.session_id } : {}),
+    ...(grant.tags ? { tags: grant.tags } : {}),
+    concurrency_key: grant.concurrency_key,
+    priority: grant.priority ?? DEFAULT_PRIORITY,
+  };
+}
+
+/** A browser holding a token does not choose where the service sends its webhooks (its backend does, submitting with its key). */
+function noWebhookFromToken(c: Ctx, body: { webhook_url?: string | null }): void {
+  if (c.get("token") !== null && body.webhook_url) throw new ApiError("forbidden", "Token does not allow webhook_url");
 }
 
 /**
@@ -318,6 +338,7 @@ submitOperations.push({
   responses: {
     202: { json: submitResponseSchema, description: "The new run, with retry_of naming this one" },
     400: errors[400],
+    403: { json: errorSchema, description: "A scoped token without `submit`, or past its `max_submits`" },
     404: errors[404],
     409: { json: errorSchema, description: "The idempotency key names a job made by another request" },
     413: { json: errorSchema, description: "Body over the size limit, or a job too large to store" },
@@ -356,9 +377,10 @@ submits.post(
     const firstUnfinished = source.parts.length + 1;
     const from = body.from_step ?? firstUnfinished;
     if (from > firstUnfinished) throw new ApiError("bad_request", `from_step must be at most ${firstUnfinished}, the first unfinished step`);
+    const own = tokenized(c, source.spec);
     const spec: RunSpec = mustFit({
-      ...tokenized(c, source.spec),
-      ...placeJob(c.env, c.get("tenant"), { idempotency_key: key, concurrency_key: source.spec.concurrency_key }),
+      ...own,
+      ...placeJob(c.env, c.get("tenant"), { idempotency_key: key, concurrency_key: own.concurrency_key }),
       created_at: now,
       prompt: body.prompt ?? source.spec.prompt,
       config: { ...source.spec.config, ...(body.config ?? {}) },

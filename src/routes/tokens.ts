@@ -47,14 +47,16 @@ tokens.post("/api/v1/tokens", keyOnly("minting tokens"), jsonBody((env) => limit
     tags: body.tags ? [...new Set(body.tags)] : null,
     expires: Math.floor(Date.now() / 1000) + (body.ttl_seconds ?? DEFAULT_TTL_S),
     max_submits: scopes.includes("submit") ? (body.max_submits ?? 1) : null,
+    concurrency_key: body.concurrency_key ?? null,
+    priority: body.priority ?? null,
   };
   return c.json({ token: await mintToken(grant, secret), ...granted(grant) }, 201);
 });
 
 /** What a token grants, as its answers say it. */
 function granted(grant: Grant) {
-  const { scopes, runs, session_id, tags, max_submits } = grant;
-  return { expires_at: new Date(grant.expires * 1000).toISOString(), scopes, runs, session_id, tags, max_submits };
+  const { scopes, runs, session_id, tags, max_submits, concurrency_key, priority } = grant;
+  return { expires_at: new Date(grant.expires * 1000).toISOString(), scopes, runs, session_id, tags, max_submits, concurrency_key, priority };
 }
 
 tokenOperations.push({
@@ -65,7 +67,17 @@ tokenOperations.push({
 });
 
 /** A key (or local development without keys) may do everything, to every job of its tenant, for as long as it is configured. */
-const KEY_CREDENTIAL: Credential = { expires_at: null, scopes: [...SCOPES], runs: null, session_id: null, tags: null, max_submits: null, submits_left: null };
+const KEY_CREDENTIAL: Credential = {
+  expires_at: null,
+  scopes: [...SCOPES],
+  runs: null,
+  session_id: null,
+  tags: null,
+  max_submits: null,
+  concurrency_key: null,
+  priority: null,
+  submits_left: null,
+};
 
 tokens.get("/api/v1/tokens/verify", async (c) => {
   const grant = c.get("token");

@@ -20,9 +20,13 @@ export const tokenBodySchema = lazy(() =>
         tags: z.nullish(described(someTagsSchema(), "The token reaches jobs carrying all these tags; the jobs it submits carry them")),
         ttl_seconds: z.nullish(described(int(60, 86_400), "Lifetime, 60 to 86400 seconds (default 900)")),
         max_submits: z.nullish(described(int(1, 1000), "With submit: how many jobs the token may submit (default 1)")),
+        concurrency_key: z.nullish(described(text(128, 1), "With submit: the concurrency key of every job the token submits (one end user's limit); none otherwise, whatever the body says")),
+        priority: z.nullish(described(int(0, 9), "With submit: the priority of every job the token submits; the default (5) otherwise, whatever the body says")),
       })
       .check(
         z.refine((b) => b.max_submits == null || b.scopes.includes("submit"), { message: "max_submits needs the submit scope", path: ["max_submits"] }),
+        z.refine((b) => b.concurrency_key == null || b.scopes.includes("submit"), { message: "concurrency_key needs the submit scope", path: ["concurrency_key"] }),
+        z.refine((b) => b.priority == null || b.scopes.includes("submit"), { message: "priority needs the submit scope", path: ["priority"] }),
         z.refine((b) => b.runs != null || b.session_id != null || b.tags != null || b.scopes.every((s) => s === "submit"), {
           message: "A token needs a reach (runs, session_id or tags) unless its only scope is submit",
         }),
@@ -39,6 +43,8 @@ const grantShape = () => ({
   session_id: z.nullable(z.string()),
   tags: z.nullable(z.array(z.string())),
   max_submits: z.nullable(z.int()),
+  concurrency_key: z.nullable(z.string()),
+  priority: z.nullable(z.int()),
 });
 
 export const tokenSchema = lazy(() =>

@@ -19,6 +19,8 @@ interface Minted {
   session_id: string | null;
   tags: string[] | null;
   max_submits: number | null;
+  concurrency_key: string | null;
+  priority: number | null;
 }
 
 async function mint(body: Record<string, unknown>, headers: Record<string, string> = ALPHA): Promise<Minted> {
@@ -74,7 +76,7 @@ describe("minting", () => {
   it("answers 201 with the token and what it grants, with the contract's defaults", async () => {
     const before = Date.now();
     const minted = await mint({ scopes: ["read", "submit"], session_id: "s1" });
-    expect(minted).toMatchObject({ scopes: ["read", "submit"], runs: null, session_id: "s1", tags: null, max_submits: 1 });
+    expect(minted).toMatchObject({ scopes: ["read", "submit"], runs: null, session_id: "s1", tags: null, max_submits: 1, concurrency_key: null, priority: null });
     expect(minted.token).toMatch(/^ert_[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/);
     const ttl = (Date.parse(minted.expires_at) - before) / 1000;
     expect(ttl).toBeGreaterThan(898);
@@ -113,6 +115,10 @@ describe("minting", () => {
     ["more than 10 tags", { scopes: ["read"], tags: Array.from({ length: 11 }, (_, i) => `t${i}`) }, ["body", "tags"]],
     ["an empty session_id", { scopes: ["read"], session_id: "" }, ["body", "session_id"]],
     ["an unknown field", { scopes: ["read"], session_id: "s", tenant: "beta" }, ["body"]],
+    ["a priority above 9", { scopes: ["submit"], priority: 10 }, ["body", "priority"]],
+    ["an empty concurrency_key", { scopes: ["submit"], concurrency_key: "" }, ["body", "concurrency_key"]],
+    ["a concurrency_key without submit", { scopes: ["read"], session_id: "s", concurrency_key: "u-1" }, ["body", "concurrency_key"]],
+    ["a priority without submit", { scopes: ["read"], session_id: "s", priority: 9 }, ["body", "priority"]],
   ])("%s → 422 naming the field", async (_what, body, loc) => {
     const res = await api("/api/v1/tokens", { method: "POST", headers: { ...JSON_TYPE, ...ALPHA }, body: JSON.stringify(body) });
     expect(res.status).toBe(422);
@@ -255,6 +261,52 @@ describe("submitting with a token", () => {
     expect(job.tags).toEqual(["web"]);
   });
 
+  it("the line is the token's to say: its concurrency key and priority, else none and the default, whatever the body says", async () => {
+    const body = { prompt: "p", priority: 9, concurrency_key: "someone-else", config: { simulate: { steps: 1, step_ms: 1 } }, delay_seconds: 3600 };
+    const submit = async (token: string, extra: Record<string, unknown> = {}) => {
+      const res = await api("/api/v1/runs", { method: "POST", headers: { ...JSON_TYPE, ...bearer(token) }, body: JSON.stringify({ ...body, ...extra }) });
+      expect(res.status, await res.clone().text()).toBe(202);
+      const { job_id } = await res.json<{ job_id: string }>();
+      return (await api(`/api/v1/runs/${job_id}`, { headers: ALPHA })).json<{ job_id: string; priority: number; concurrency_key: string | null }>();
+    };
+    const pinned = await mint({ scopes: ["submit"], concurrency_key: "user-7", priority: 3, max_submits: 2 });
+    expect(pinned).toMatchObject({ concurrency_key: "user-7", priority: 3 });
+    expect(await submit(pinned.token)).toMatchObject({ priority: 3, concurrency_key: "user-7" });
+    const plain = await mint({ scopes: ["submit"] });
+    expect(await submit(plain.token)).toMatchObject({ priority: 5, concurrency_key: null });
+    // A key chooses as the body says.
+    const res = await api("/api/v1/runs", { method: "POST", headers: { ...JSON_TYPE, ...ALPHA }, body: JSON.stringify(body) });
+    const { job_id } = await res.json<{ job_id: string }>();
+    expect(await (await api(`/api/v1/runs/${job_id}`, { headers: ALPHA })).json()).toMatchObject({ priority: 9, concurrency_key: "someone-else" });
+    // A retry with the token is placed as the token says too.
+    const retryToken = await mint({ scopes: ["submit", "read", "cancel"], session_id: "pinned-retry", concurrency_key: "user-8", max_submits: 2 });
+    const first = await submit(retryToken.token);
+    expect((await api(`/api/v1/runs/${first.job_id}/cancel`, { method: "POST", headers: bearer(retryToken.token) })).status).toBe(200);
+    const retried = await api(`/api/v1/runs/${first.job_id}/retry`, { method: "POST", headers: { ...JSON_TYPE, ...bearer(retryToken.token) }, body: "{}" });
+    expect(retried.status).toBe(202);
+    const againId = (await retried.json<{ job_id: string }>()).job_id;
+    expect(await (await api(`/api/v1/runs/${againId}`, { headers: ALPHA })).json()).toMatchObject({ priority: 5, concurrency_key: "user-8" });
+    // Its run slot goes back to the other tests.
+    expect((await api(`/api/v1/runs/${againId}/cancel`, { method: "POST", headers: ALPHA })).status).toBe(200);
+    await runDurableObjectAlarm(runStub(againId, "alpha"));
+    expect(await (await api("/api/v1/tokens/verify", { headers: bearer(retryToken.token) })).json()).toMatchObject({ concurrency_key: "user-8", priority: null });
+  });
+
+  it("a token does not choose where webhooks go: webhook_url → 403, nothing made, nothing counted", async () => {
+    const { token } = await mint({ scopes: ["submit"], max_submits: 1 });
+    const res = await api("/api/v1/runs", {
+      method: "POST",
+      headers: { ...JSON_TYPE, ...bearer(token) },
+      body: JSON.stringify({ prompt: "p", webhook_url: "https://hooks.example.com/runs" }),
+    });
+    expect(res.status).toBe(403);
+    expect(await res.json()).toEqual({ detail: "Token does not allow webhook_url" });
+    expect(await (await api("/api/v1/tokens/verify", { headers: bearer(token) })).json()).toMatchObject({ submits_left: 1 });
+    // "" is no webhook (as PraisonAI's server reads it), and is taken.
+    const none = await api("/api/v1/runs", { method: "POST", headers: { ...JSON_TYPE, ...bearer(token) }, body: JSON.stringify({ prompt: "p", webhook_url: "", delay_seconds: 3600 }) });
+    expect(none.status).toBe(202);
+  });
+
   it("20 submits racing on a token allowing 5: exactly 5 are accepted", async () => {
     const session = `race-${crypto.randomUUID()}`;
     const { token } = await mint({ scopes: ["submit", "read"], session_id: session, max_submits: 5 });
@@ -361,7 +413,17 @@ describe("GET /api/v1/tokens/verify", () => {
   it("an API key may do everything, with no reach, expiry or submit limit", async () => {
     const res = await verify(ALPHA);
     expect(res.status).toBe(200);
-    expect(await res.json()).toEqual({ expires_at: null, scopes: [...SCOPES], runs: null, session_id: null, tags: null, max_submits: null, submits_left: null });
+    expect(await res.json()).toEqual({
+      expires_at: null,
+      scopes: [...SCOPES],
+      runs: null,
+      session_id: null,
+      tags: null,
+      max_submits: null,
+      concurrency_key: null,
+      priority: null,
+      submits_left: null,
+    });
   });
 
   it("no credential, a wrong one, or ?token= → 401 or 400, as on every other route", async () => {
@@ -385,6 +447,8 @@ describe("a token that is expired, altered or revoked", () => {
     tags: null,
     expires: Math.floor(Date.now() / 1000) + 600,
     max_submits: null,
+    concurrency_key: null,
+    priority: null,
     ...over,
   });
 
@@ -454,7 +518,7 @@ describe("a stream opened with a token ends when the token expires", () => {
     const { token } = await mint({ scopes: ["stream"], session_id: "s1" });
     const payload = JSON.parse(atob(token.slice(4, token.indexOf(".")).replace(/-/g, "+").replace(/_/g, "/")));
     const expires = Math.floor(Date.now() / 1000) + 2;
-    const grant: Grant = { id: crypto.randomUUID(), tenant: "alpha", key: payload.k, scopes: ["stream"], runs: null, session_id: "s1", tags: null, expires, max_submits: null };
+    const grant: Grant = { id: crypto.randomUUID(), tenant: "alpha", key: payload.k, scopes: ["stream"], runs: null, session_id: "s1", tags: null, expires, max_submits: null, concurrency_key: null, priority: null };
     return { token: await mintToken(grant, TOKEN_SECRET), expiresAt: expires * 1000 };
   }
 
