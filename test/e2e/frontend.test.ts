@@ -460,6 +460,19 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     return (await res.json()).job_id;
   }
 
+  it("on a phone, the page with its token field fits the screen's width", async () => {
+    const token = await mint({ scopes: ["read", "stream", "submit"], session_id: "phone-user", max_submits: 2 });
+    const { page, problems } = await open(`${KEYED}/#token=${token}`, { width: 390, height: 844 });
+    expect(await page.locator("#token-form").isVisible()).toBe(true);
+    // No sideways scrolling: the header wraps, the token's field on a line of its own.
+    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+    const field = await page.locator("#token").boundingBox();
+    expect(field!.x + field!.width).toBeLessThanOrEqual(390);
+    await page.screenshot({ path: `${SHOTS}/phone-token.png` });
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
   it("offers only what the token allows: a viewer's page has no New run, Cancel or Delete", async () => {
     const id = await longRun("viewers");
     const token = await mint({ scopes: ["read", "stream"], session_id: "viewers" });
