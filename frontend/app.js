@@ -18,7 +18,8 @@
 
 /**
  * @typedef {{ expires_at: string | null, scopes: string[], runs: string[] | null, session_id: string | null,
- *   tags: string[] | null, max_submits: number | null, submits_left: number | null }} Grant
+ *   tags: string[] | null, max_submits: number | null, concurrency_key: string | null, priority: number | null,
+ *   submits_left: number | null }} Grant
  */
 
 const UNFINISHED = new Set(["queued", "running", "awaiting_input"]);
