@@ -161,7 +161,14 @@ describe("a tenant's projection in shards", () => {
     // Two of its three submits were counted before the raise.
     for (let i = 0; i < 2; i++) expect(await shardStub(0).spendSubmit(id, 3, expires * 1000)).toBe(true);
     const submitWithToken = () => submitAfterRaise({ prompt: "a token's", delay_seconds: 3600 }, { authorization: `Bearer ${token}` });
+    // What it has left counts both shards.
+    const submitsLeft = async () => {
+      const res = await app.request("http://localhost/api/v1/tokens/verify", { headers: { authorization: `Bearer ${token}` } }, overlay(env, { PROJECTION_SHARDS_BEFORE: "1" }));
+      return (await res.json<{ submits_left: number }>()).submits_left;
+    };
+    expect(await submitsLeft()).toBe(1);
     expect((await submitWithToken()).status).toBe(202);
+    expect(await submitsLeft()).toBe(0);
     const refused = await submitWithToken();
     expect(refused.status).toBe(403);
     expect(await refused.json()).toEqual({ detail: "Token submit limit reached" });
