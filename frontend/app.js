@@ -72,6 +72,11 @@ async function loadGrant() {
   /** @type {HTMLButtonElement} */ ($("submit-form").querySelector("button[type=submit]")).disabled = left === 0;
   /** @type {HTMLButtonElement} */ ($("retry-button")).disabled = left === 0;
   $("filter-form").hidden = tokenRuns() !== null;
+  // A token's runs carry its tags, whatever the form says (the API's rule): the field shows them.
+  const tags = /** @type {HTMLInputElement} */ ($("submit-form").querySelector("input[name=tags]"));
+  tags.readOnly = Boolean(grant?.tags);
+  tags.title = grant?.tags ? "This token's runs carry its tags" : "";
+  if (grant?.tags) tags.value = grant.tags.join(", ");
 }
 
 class ApiError extends Error {

@@ -460,6 +460,22 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     return (await res.json()).job_id;
   }
 
+  it("a token's tags are shown in the form, fixed, and its runs carry them", async () => {
+    const token = await mint({ scopes: ["read", "stream", "submit"], tags: ["team-a", "web"], max_submits: 1 });
+    const { page, problems } = await open(`${KEYED}/#token=${token}`);
+    const field = page.locator("input[name=tags]");
+    expect(await field.inputValue()).toBe("team-a, web");
+    expect(await field.isEditable()).toBe(false);
+    await page.fill("#prompt", "tagged by its token");
+    await page.click("#submit-form button[type=submit]");
+    await page.waitForFunction(() => (document.getElementById("detail-id")?.textContent ?? "").startsWith("run_"));
+    const id = await page.locator("#detail-id").innerText();
+    const job = await (await fetch(`${KEYED}/api/v1/runs/${id}`, { headers: { Authorization: `Bearer ${KEY}` } })).json();
+    expect(job.tags).toEqual(["team-a", "web"]);
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
   it("on a phone, the page with its token field fits the screen's width", async () => {
     const token = await mint({ scopes: ["read", "stream", "submit"], session_id: "phone-user", max_submits: 2 });
     const { page, problems } = await open(`${KEYED}/#token=${token}`, { width: 390, height: 844 });
