@@ -21,6 +21,7 @@ commands:
   watch                 the tenant's live feed of changes   [--status S] [--session ID] [--tag T ...] [--metadata K=V ...]
   token                 mint a scoped token for a browser   --scopes read,stream,... [--runs ID,...] [--session ID]
                                        [--tag T ...] [--ttl S] [--max-submits N] [--concurrency-key K] [--priority 0-9]
+                                       [--config JSON: model settings its jobs run with]
   stream <id>           live events until the job ends   [--after N]
   wait <id>             wait until the job ends or asks for input (exit 6), with a progress bar
   input <id>            answer a job awaiting input: --approve [--note TEXT] | --revise TEXT | --reject TEXT
@@ -86,7 +87,7 @@ const COMMAND_OPTIONS: Record<string, string[]> = {
   result: [],
   list: ["status", "session", "tag", "metadata", "limit"],
   watch: ["status", "session", "tag", "metadata"],
-  token: ["scopes", "runs", "session", "tag", "ttl", "max-submits", "concurrency-key", "priority"],
+  token: ["scopes", "runs", "session", "tag", "ttl", "max-submits", "concurrency-key", "priority", "config"],
   stream: ["after"],
   wait: [],
   input: ["approve", "note", "revise", "reject"],
@@ -142,6 +143,19 @@ function integer(value: string | undefined, what: string): number | undefined {
   return n;
 }
 
+/** A JSON object option, or undefined when it is not given. */
+function jsonOption(value: string | undefined, what: string): Record<string, unknown> | undefined {
+  if (value === undefined) return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(value);
+  } catch {
+    throw new UsageError(`${what} must be JSON`);
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new UsageError(`${what} must be a JSON object`);
+  return parsed as Record<string, unknown>;
+}
+
 /** `--metadata KEY=VALUE ...` as an object, or undefined when none is given. */
 function metadataOf(entries: string[] | undefined): Record<string, string> | undefined {
   const metadata: Record<string, string> = {};
@@ -191,12 +205,7 @@ async function main(argv: string[]): Promise<number> {
 
   switch (command) {
     case "submit": {
-      let config: Record<string, unknown> | undefined;
-      try {
-        config = o.config ? (JSON.parse(o.config) as Record<string, unknown>) : undefined;
-      } catch {
-        throw new UsageError("--config must be JSON");
-      }
+      const config = jsonOption(o.config, "--config");
       const submitted = await client.submit(
         {
           prompt: need(arg, "prompt"),
@@ -279,6 +288,7 @@ async function main(argv: string[]): Promise<number> {
         max_submits: integer(o["max-submits"], "--max-submits"),
         concurrency_key: o["concurrency-key"],
         priority: integer(o.priority, "--priority"),
+        config: jsonOption(o.config, "--config") as TokenInput["config"],
       });
       print(minted, minted.token);
       return EXIT.ok;

@@ -19,7 +19,7 @@
 /**
  * @typedef {{ expires_at: string | null, scopes: string[], runs: string[] | null, session_id: string | null,
  *   tags: string[] | null, max_submits: number | null, concurrency_key: string | null, priority: number | null,
- *   submits_left: number | null }} Grant
+ *   config: Record<string, string | number> | null, submits_left: number | null }} Grant
  */
 
 const UNFINISHED = new Set(["queued", "running", "awaiting_input"]);
@@ -72,11 +72,17 @@ async function loadGrant() {
   /** @type {HTMLButtonElement} */ ($("submit-form").querySelector("button[type=submit]")).disabled = left === 0;
   /** @type {HTMLButtonElement} */ ($("retry-button")).disabled = left === 0;
   $("filter-form").hidden = tokenRuns() !== null;
-  // A token's runs carry its tags, whatever the form says (the API's rule): the field shows them.
-  const tags = /** @type {HTMLInputElement} */ ($("submit-form").querySelector("input[name=tags]"));
-  tags.readOnly = Boolean(grant?.tags);
-  tags.title = grant?.tags ? "This token's runs carry its tags" : "";
-  if (grant?.tags) tags.value = grant.tags.join(", ");
+  // A token's runs carry its tags and its model settings, whatever the form says (the API's rule): the fields show them.
+  fixField("tags", grant?.tags?.join(", "));
+  for (const setting of ["model", "temperature", "max_tokens"]) fixField(setting, grant?.config?.[setting]);
+}
+
+/** A field of the New run form that the token fixes: shown with the token's value, not to be edited. */
+function fixField(/** @type {string} */ name, /** @type {string | number | undefined} */ value) {
+  const field = /** @type {HTMLInputElement} */ ($("submit-form").querySelector(`input[name=${name}]`));
+  field.readOnly = value !== undefined;
+  field.title = value !== undefined ? "Set by this token" : "";
+  if (value !== undefined) field.value = String(value);
 }
 
 class ApiError extends Error {

@@ -4,7 +4,7 @@
  * Verifying one reads no storage; only a token's submits are counted (in the tenant's projection).
  */
 import { hex } from "./digest";
-import { SCOPES, type Scope } from "./schemas";
+import { SCOPES, type Scope, type TokenConfig } from "./schemas";
 import type { KeyEntry } from "./settings";
 
 /** Every token starts so; an API key that happens to is still tried as a key first. */
@@ -30,6 +30,8 @@ export interface Grant {
   /** The concurrency key and priority of the jobs the token submits (null: none, and the default). */
   concurrency_key: string | null;
   priority: number | null;
+  /** Model settings the jobs it submits run with, over the body's config. */
+  config: TokenConfig | null;
 }
 
 /** The id of an API key in logs, rate limits and tokens: the first 16 hex digits of its hash. */
@@ -78,6 +80,7 @@ interface Payload {
   m?: number;
   ck?: string;
   p?: number;
+  cf?: TokenConfig;
 }
 
 export async function mintToken(grant: Grant, secret: string): Promise<string> {
@@ -88,6 +91,7 @@ export async function mintToken(grant: Grant, secret: string): Promise<string> {
   if (grant.max_submits !== null) payload.m = grant.max_submits;
   if (grant.concurrency_key !== null) payload.ck = grant.concurrency_key;
   if (grant.priority !== null) payload.p = grant.priority;
+  if (grant.config !== null) payload.cf = grant.config;
   const body = TOKEN_PREFIX + base64url(encoder.encode(JSON.stringify(payload)));
   const signature = new Uint8Array(await crypto.subtle.sign("HMAC", await signingKey(secret), encoder.encode(body)));
   return `${body}.${base64url(signature)}`;
@@ -136,6 +140,7 @@ function grantOf(bytes: Uint8Array | null): Grant | null {
     max_submits: typeof p.m === "number" ? p.m : null,
     concurrency_key: typeof p.ck === "string" ? p.ck : null,
     priority: typeof p.p === "number" ? p.p : null,
+    config: typeof p.cf === "object" && p.cf !== null && !Array.isArray(p.cf) ? p.cf : null,
   };
 }
 

@@ -120,8 +120,8 @@ function specFor(c: Ctx, body: SubmitBody, key: string | null, now: number): Run
     const problem = webhookUrlProblem(body.webhook_url, allowPrivateWebhooks(c.env));
     if (problem) throw new ApiError("validation", [{ loc: ["body", "webhook_url"], msg: problem, type: "value_error" }]);
   }
-  // A recipe's config overrides the job's own keys.
-  const config = { ...(body.config ?? {}), ...(body.recipe_config ?? {}) };
+  // A recipe's config overrides the job's own keys; a token's overrides both.
+  const config = { ...(body.config ?? {}), ...(body.recipe_config ?? {}), ...tokenConfig(c) };
   const agent = resolveAgent(body);
   const plan = planRun(c.env, config, agent.tasks);
   return {
@@ -207,6 +207,9 @@ function tokenized<T extends { session_id?: string | null; tags?: string[] | nul
     priority: grant.priority ?? DEFAULT_PRIORITY,
   };
 }
+
+/** The model settings a token fixes for the jobs it submits (its model, its budget): none for a key. */
+const tokenConfig = (c: Ctx) => c.get("token")?.config ?? {};
 
 /** A browser holding a token does not choose where the service sends its webhooks (its backend does, submitting with its key). */
 function noWebhookFromToken(c: Ctx, body: { webhook_url?: string | null }): void {
@@ -383,7 +386,7 @@ submits.post(
       ...placeJob(c.env, c.get("tenant"), { idempotency_key: key, concurrency_key: own.concurrency_key }),
       created_at: now,
       prompt: body.prompt ?? source.spec.prompt,
-      config: { ...source.spec.config, ...(body.config ?? {}) },
+      config: { ...source.spec.config, ...(body.config ?? {}), ...tokenConfig(c) },
       idempotency_key: key,
       scheduled_for: null,
       request_id: c.get("requestId"),

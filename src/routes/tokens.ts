@@ -49,14 +49,15 @@ tokens.post("/api/v1/tokens", keyOnly("minting tokens"), jsonBody((env) => limit
     max_submits: scopes.includes("submit") ? (body.max_submits ?? 1) : null,
     concurrency_key: body.concurrency_key ?? null,
     priority: body.priority ?? null,
+    config: body.config ?? null,
   };
   return c.json({ token: await mintToken(grant, secret), ...granted(grant) }, 201);
 });
 
 /** What a token grants, as its answers say it. */
 function granted(grant: Grant) {
-  const { scopes, runs, session_id, tags, max_submits, concurrency_key, priority } = grant;
-  return { expires_at: new Date(grant.expires * 1000).toISOString(), scopes, runs, session_id, tags, max_submits, concurrency_key, priority };
+  const { scopes, runs, session_id, tags, max_submits, concurrency_key, priority, config } = grant;
+  return { expires_at: new Date(grant.expires * 1000).toISOString(), scopes, runs, session_id, tags, max_submits, concurrency_key, priority, config };
 }
 
 tokenOperations.push({
@@ -76,6 +77,7 @@ const KEY_CREDENTIAL: Credential = {
   max_submits: null,
   concurrency_key: null,
   priority: null,
+  config: null,
   submits_left: null,
 };
 

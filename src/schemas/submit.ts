@@ -36,16 +36,28 @@ const modelFields = () => ({
 /** A prompt: any text but blank. */
 const promptText = () => z.string().check(z.refine((p) => p.trim().length > 0, "prompt must not be empty"));
 
+const budgetField = () => z.optional(described(int(1), "The job's token budget: a model call that would pass it is aborted and the job fails"));
+
 export const runConfigSchema = lazy(() =>
   named(
     z.looseObject({
       ...modelFields(),
-      max_total_tokens: z.optional(described(int(1), "The job's token budget: a model call that would pass it is aborted and the job fails")),
+      max_total_tokens: budgetField(),
       simulate: z.optional(simulateSchema()),
     }),
     "RunConfig",
   ),
 );
+
+/** The model settings a scoped token fixes for the jobs it submits: what a browser must not choose. */
+export const tokenConfigSchema = lazy(() =>
+  named(
+    z.strictObject({ ...modelFields(), max_total_tokens: budgetField() }),
+    "TokenConfig",
+    "With submit: the model settings every job the token submits runs with, over the body's config",
+  ),
+);
+export type TokenConfig = z.infer<ReturnType<typeof tokenConfigSchema>>;
 
 export const metadataSchema = lazy(() =>
   named(

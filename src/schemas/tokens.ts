@@ -1,6 +1,7 @@
 /** Scoped tokens: what one may do and reach, what minting one asks, and what it answers. */
 import * as z from "zod/mini";
 import { described, int, lazy, named, someTagsSchema, text } from "./fields";
+import { tokenConfigSchema } from "./submit";
 
 /** What a scoped token may do (src/tokens.ts). */
 export const SCOPES = ["read", "stream", "submit", "cancel", "input", "delete"] as const;
@@ -22,11 +23,13 @@ export const tokenBodySchema = lazy(() =>
         max_submits: z.nullish(described(int(1, 1000), "With submit: how many jobs the token may submit (default 1)")),
         concurrency_key: z.nullish(described(text(128, 1), "With submit: the concurrency key of every job the token submits (one end user's limit); none otherwise, whatever the body says")),
         priority: z.nullish(described(int(0, 9), "With submit: the priority of every job the token submits; the default (5) otherwise, whatever the body says")),
+        config: z.nullish(tokenConfigSchema()),
       })
       .check(
         z.refine((b) => b.max_submits == null || b.scopes.includes("submit"), { message: "max_submits needs the submit scope", path: ["max_submits"] }),
         z.refine((b) => b.concurrency_key == null || b.scopes.includes("submit"), { message: "concurrency_key needs the submit scope", path: ["concurrency_key"] }),
         z.refine((b) => b.priority == null || b.scopes.includes("submit"), { message: "priority needs the submit scope", path: ["priority"] }),
+        z.refine((b) => b.config == null || b.scopes.includes("submit"), { message: "config needs the submit scope", path: ["config"] }),
         z.refine((b) => b.runs != null || b.session_id != null || b.tags != null || b.scopes.every((s) => s === "submit"), {
           message: "A token needs a reach (runs, session_id or tags) unless its only scope is submit",
         }),
@@ -45,6 +48,7 @@ const grantShape = () => ({
   max_submits: z.nullable(z.int()),
   concurrency_key: z.nullable(z.string()),
   priority: z.nullable(z.int()),
+  config: z.nullable(tokenConfigSchema()),
 });
 
 export const tokenSchema = lazy(() =>

@@ -246,9 +246,11 @@ describe("the runs CLI", () => {
     expect(JSON.parse(cli("list", "--tag", "cli", "--session", session, "--json").stdout)).toHaveLength(1);
     expect(cli("token", "--scopes", "read").code).toBe(3); // no reach: 422
     // A token for one end user's browser: its jobs share that user's concurrency key, whatever the browser sends.
-    const submitter = cli("token", "--scopes", "submit", "--concurrency-key", "cli-user", "--priority", "2", "--json");
+    const config = JSON.stringify({ model: "small", max_total_tokens: 1000 });
+    const submitter = cli("token", "--scopes", "submit", "--concurrency-key", "cli-user", "--priority", "2", "--config", config, "--json");
     expect(submitter.code).toBe(0);
-    expect(JSON.parse(submitter.stdout)).toMatchObject({ scopes: ["submit"], concurrency_key: "cli-user", priority: 2 });
+    expect(JSON.parse(submitter.stdout)).toMatchObject({ scopes: ["submit"], concurrency_key: "cli-user", priority: 2, config: { model: "small", max_total_tokens: 1000 } });
+    expect(cli("token", "--scopes", "submit", "--config", "[1]").code).toBe(2);
     expect(cli("token").code).toBe(2);
 
     // `watch` prints a line per change until it is stopped.

@@ -460,12 +460,15 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     return (await res.json()).job_id;
   }
 
-  it("a token's tags are shown in the form, fixed, and its runs carry them", async () => {
-    const token = await mint({ scopes: ["read", "stream", "submit"], tags: ["team-a", "web"], max_submits: 1 });
+  it("a token's tags and model settings are shown in the form, fixed, and its runs carry them", async () => {
+    const token = await mint({ scopes: ["read", "stream", "submit"], tags: ["team-a", "web"], max_submits: 1, config: { model: "small", max_tokens: 200 } });
     const { page, problems } = await open(`${KEYED}/#token=${token}`);
-    const field = page.locator("input[name=tags]");
-    expect(await field.inputValue()).toBe("team-a, web");
-    expect(await field.isEditable()).toBe(false);
+    for (const [name, value] of [["tags", "team-a, web"], ["model", "small"], ["max_tokens", "200"]]) {
+      const field = page.locator(`input[name=${name}]`);
+      expect(await field.inputValue()).toBe(value);
+      expect(await field.isEditable()).toBe(false);
+    }
+    expect(await page.locator("input[name=temperature]").isEditable()).toBe(true);
     await page.fill("#prompt", "tagged by its token");
     await page.click("#submit-form button[type=submit]");
     await page.waitForFunction(() => (document.getElementById("detail-id")?.textContent ?? "").startsWith("run_"));
@@ -547,7 +550,7 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     const payload = JSON.parse(Buffer.from(live.slice(4, live.indexOf(".")), "base64url").toString());
     const expires = Math.floor(Date.now() / 1000) + 4;
     const token = await mintToken(
-      { id: "expiring", tenant: "web", key: payload.k, scopes: ["read", "stream"], runs: null, session_id: "expiring", tags: null, expires, max_submits: null, concurrency_key: null, priority: null },
+      { id: "expiring", tenant: "web", key: payload.k, scopes: ["read", "stream"], runs: null, session_id: "expiring", tags: null, expires, max_submits: null, concurrency_key: null, priority: null, config: null },
       TOKEN_SECRET,
     );
     const { page, problems } = await open(`${KEYED}/#token=${token}`);
@@ -576,7 +579,7 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     const live = await mint({ scopes: ["read", "stream"], session_id: "browser-user" });
     const payload = JSON.parse(Buffer.from(live.slice(4, live.indexOf(".")), "base64url").toString());
     const expired = await mintToken(
-      { id: "expired", tenant: "web", key: payload.k, scopes: ["read", "stream"], runs: null, session_id: "browser-user", tags: null, expires: Math.floor(Date.now() / 1000) - 5, max_submits: null, concurrency_key: null, priority: null },
+      { id: "expired", tenant: "web", key: payload.k, scopes: ["read", "stream"], runs: null, session_id: "browser-user", tags: null, expires: Math.floor(Date.now() / 1000) - 5, max_submits: null, concurrency_key: null, priority: null, config: null },
       TOKEN_SECRET,
     );
     const page = await browser.newPage();

@@ -21,6 +21,7 @@ interface Minted {
   max_submits: number | null;
   concurrency_key: string | null;
   priority: number | null;
+  config: Record<string, unknown> | null;
 }
 
 async function mint(body: Record<string, unknown>, headers: Record<string, string> = ALPHA): Promise<Minted> {
@@ -76,7 +77,7 @@ describe("minting", () => {
   it("answers 201 with the token and what it grants, with the contract's defaults", async () => {
     const before = Date.now();
     const minted = await mint({ scopes: ["read", "submit"], session_id: "s1" });
-    expect(minted).toMatchObject({ scopes: ["read", "submit"], runs: null, session_id: "s1", tags: null, max_submits: 1, concurrency_key: null, priority: null });
+    expect(minted).toMatchObject({ scopes: ["read", "submit"], runs: null, session_id: "s1", tags: null, max_submits: 1, concurrency_key: null, priority: null, config: null });
     expect(minted.token).toMatch(/^ert_[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/);
     const ttl = (Date.parse(minted.expires_at) - before) / 1000;
     expect(ttl).toBeGreaterThan(898);
@@ -119,6 +120,9 @@ describe("minting", () => {
     ["an empty concurrency_key", { scopes: ["submit"], concurrency_key: "" }, ["body", "concurrency_key"]],
     ["a concurrency_key without submit", { scopes: ["read"], session_id: "s", concurrency_key: "u-1" }, ["body", "concurrency_key"]],
     ["a priority without submit", { scopes: ["read"], session_id: "s", priority: 9 }, ["body", "priority"]],
+    ["config without submit", { scopes: ["read"], session_id: "s", config: { model: "m" } }, ["body", "config"]],
+    ["a config key that is no model setting", { scopes: ["submit"], config: { simulate: { steps: 1 } } }, ["body", "config"]],
+    ["a budget of 0", { scopes: ["submit"], config: { max_total_tokens: 0 } }, ["body", "config", "max_total_tokens"]],
   ])("%s → 422 naming the field", async (_what, body, loc) => {
     const res = await api("/api/v1/tokens", { method: "POST", headers: { ...JSON_TYPE, ...ALPHA }, body: JSON.stringify(body) });
     expect(res.status).toBe(422);
@@ -292,6 +296,35 @@ describe("submitting with a token", () => {
     expect(await (await api("/api/v1/tokens/verify", { headers: bearer(retryToken.token) })).json()).toMatchObject({ concurrency_key: "user-8", priority: null });
   });
 
+  it("a token's model settings win over the body's and a retry's: its budget holds", async () => {
+    const { token } = await mint({ scopes: ["submit", "read"], session_id: "budgeted", config: { max_total_tokens: 5 }, max_submits: 2 });
+    expect(await (await api("/api/v1/tokens/verify", { headers: bearer(token) })).json()).toMatchObject({ config: { max_total_tokens: 5 } });
+    const body = JSON.stringify({ prompt: "spend freely", config: { max_total_tokens: 1_000_000, simulate: { steps: 2, step_ms: 1 } } });
+    const res = await api("/api/v1/runs", { method: "POST", headers: { ...JSON_TYPE, ...bearer(token) }, body });
+    expect(res.status).toBe(202);
+    const { job_id } = await res.json<{ job_id: string }>();
+    const ended = async (id: string) => {
+      for (let i = 0; i < 10; i++) {
+        const job = await (await api(`/api/v1/runs/${id}`, { headers: ALPHA })).json<{ status: string; error: string | null }>();
+        if (job.status === "failed" || job.status === "succeeded") return job;
+        await runDurableObjectAlarm(runStub(id, "alpha"));
+      }
+      throw new Error("the job did not end");
+    };
+    expect(await ended(job_id)).toMatchObject({ status: "failed", error: "Token budget of 5 exceeded at step step_1" });
+    // A retry's config does not lift it either.
+    const retried = await api(`/api/v1/runs/${job_id}/retry`, {
+      method: "POST",
+      headers: { ...JSON_TYPE, ...bearer(token) },
+      body: JSON.stringify({ config: { max_total_tokens: 1_000_000 } }),
+    });
+    expect(retried.status).toBe(202);
+    expect(await ended((await retried.json<{ job_id: string }>()).job_id)).toMatchObject({ status: "failed", error: "Token budget of 5 exceeded at step step_1" });
+    // The same body with a key runs to its end.
+    const free = await api("/api/v1/runs", { method: "POST", headers: { ...JSON_TYPE, ...ALPHA }, body });
+    expect((await ended((await free.json<{ job_id: string }>()).job_id)).status).toBe("succeeded");
+  });
+
   it("a token does not choose where webhooks go: webhook_url → 403, nothing made, nothing counted", async () => {
     const { token } = await mint({ scopes: ["submit"], max_submits: 1 });
     const res = await api("/api/v1/runs", {
@@ -422,6 +455,7 @@ describe("GET /api/v1/tokens/verify", () => {
       max_submits: null,
       concurrency_key: null,
       priority: null,
+      config: null,
       submits_left: null,
     });
   });
@@ -449,6 +483,7 @@ describe("a token that is expired, altered or revoked", () => {
     max_submits: null,
     concurrency_key: null,
     priority: null,
+    config: null,
     ...over,
   });
 
@@ -518,7 +553,7 @@ describe("a stream opened with a token ends when the token expires", () => {
     const { token } = await mint({ scopes: ["stream"], session_id: "s1" });
     const payload = JSON.parse(atob(token.slice(4, token.indexOf(".")).replace(/-/g, "+").replace(/_/g, "/")));
     const expires = Math.floor(Date.now() / 1000) + 2;
-    const grant: Grant = { id: crypto.randomUUID(), tenant: "alpha", key: payload.k, scopes: ["stream"], runs: null, session_id: "s1", tags: null, expires, max_submits: null, concurrency_key: null, priority: null };
+    const grant: Grant = { id: crypto.randomUUID(), tenant: "alpha", key: payload.k, scopes: ["stream"], runs: null, session_id: "s1", tags: null, expires, max_submits: null, concurrency_key: null, priority: null, config: null };
     return { token: await mintToken(grant, TOKEN_SECRET), expiresAt: expires * 1000 };
   }
 
