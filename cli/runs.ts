@@ -6,7 +6,7 @@
  */
 import { parseArgs } from "node:util";
 import { readFileSync } from "node:fs";
-import { RunsApiError, RunsClient, type Job, type RunFilter, type Status, type TokenInput } from "../client/index";
+import { RunsApiError, RunsClient, type BulkInput, type BulkProgress, type Job, type RunFilter, type Status, type TokenInput } from "../client/index";
 
 const USAGE = `usage: runs <command> [options]
 
@@ -28,6 +28,11 @@ commands:
   retry <id>            retry a failed or cancelled job as a new one   [--from-step N] [--idempotency-key K] [--wait]
   cancel <id>           cancel a queued or running job
   delete <id>           delete a finished job   [--force: cancel it first]
+  bulk-cancel           cancel many jobs in the background (API key only)   [--status S] [--session ID] [--tag T ...]
+                                       [--before TIME] | --ids ID,...   [--wait]
+  bulk-delete           delete many finished jobs (API key only)   as bulk-cancel   [--force: cancel unfinished ones first]
+  bulk <bulk_id>        a bulk operation's progress   [--wait]
+  stats                 the tenant's jobs by status and its token usage (API key only)
 
 options: --api-url URL (default $RUNS_API_URL or http://127.0.0.1:8005), --json
 the API key (or a scoped token) is read from $RUNS_API_KEY`;
@@ -56,6 +61,8 @@ function parse(argv: string[]) {
       runs: { type: "string" },
       ttl: { type: "string" },
       "max-submits": { type: "string" },
+      before: { type: "string" },
+      ids: { type: "string" },
       webhook: { type: "string" },
       "idempotency-key": { type: "string" },
       "from-step": { type: "string" },
@@ -94,6 +101,10 @@ const COMMAND_OPTIONS: Record<string, string[]> = {
   retry: ["from-step", "idempotency-key", "wait"],
   cancel: [],
   delete: ["force"],
+  "bulk-cancel": ["status", "session", "tag", "before", "ids", "wait"],
+  "bulk-delete": ["status", "session", "tag", "before", "ids", "force", "wait"],
+  bulk: ["wait"],
+  stats: [],
 };
 const GLOBAL_OPTIONS = ["api-url", "json", "help"];
 
@@ -335,8 +346,50 @@ async function main(argv: string[]): Promise<number> {
       print({ job_id: id, deleted: true }, `${id} deleted`);
       return EXIT.ok;
     }
+    case "bulk-cancel":
+    case "bulk-delete": {
+      const ids = o.ids?.split(",").map((s) => s.trim()).filter(Boolean);
+      const body: BulkInput = ids
+        ? { job_ids: ids }
+        : { status: o.status as Status | undefined, session_id: o.session, tags: o.tag, created_before: o.before };
+      if (command === "bulk-delete" && o.force) body.force = true;
+      const accepted = await client.bulk(command === "bulk-cancel" ? "cancel" : "delete", body);
+      if (!o.wait) {
+        print(accepted, `${accepted.bulk_id} matched ${accepted.matched}`);
+        return EXIT.ok;
+      }
+      return bulkWait(client, accepted.bulk_id, o.json);
+    }
+    case "bulk": {
+      const id = need(arg, "bulk id");
+      if (o.wait) return bulkWait(client, id, o.json);
+      const progress = await client.bulkProgress(id);
+      print(progress, progressLine(progress));
+      return EXIT.ok;
+    }
+    case "stats": {
+      const stats = await client.stats();
+      const counts = Object.entries(stats.by_status).map(([status, n]) => `${status} ${n}`);
+      print(stats, `${stats.total_jobs} jobs: ${counts.join(", ")}; ${stats.usage.total_tokens} tokens in ${stats.usage.model_calls} model calls`);
+      return EXIT.ok;
+    }
     default:
       throw new UsageError(`unknown command: ${command}`);
+  }
+}
+
+const progressLine = (p: BulkProgress) => `${p.bulk_id} ${p.action} ${p.state}: ${p.done} done, ${p.skipped} skipped, ${p.failed} failed of ${p.matched}`;
+
+/** Polls a bulk operation until it is done, its progress on stderr; exit 1 when some jobs failed. */
+async function bulkWait(client: RunsClient, id: string, json: boolean): Promise<number> {
+  for (;;) {
+    const progress = await client.bulkProgress(id);
+    if (progress.state === "done") {
+      console.log(json ? JSON.stringify(progress) : progressLine(progress));
+      return progress.failed > 0 ? EXIT.jobFailed : EXIT.ok;
+    }
+    console.error(progressLine(progress));
+    await new Promise((r) => setTimeout(r, 1000));
   }
 }
 

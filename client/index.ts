@@ -4,6 +4,9 @@
  * browsers, Node 18+ and Workers.
  */
 import type {
+  BulkAccepted,
+  BulkInput,
+  BulkProgress,
   Credential,
   InputBody,
   Job,
@@ -19,7 +22,7 @@ import type {
   TokenResponse,
 } from "../src/schemas";
 
-export type { Credential, InputBody, Job, RetryInput, RunList, RunResult, Stats, Status, SubmitInput, SubmitResponse, TokenInput, TokenResponse };
+export type { BulkAccepted, BulkInput, BulkProgress, Credential, InputBody, Job, RetryInput, RunList, RunResult, Stats, Status, SubmitInput, SubmitResponse, TokenInput, TokenResponse };
 
 /** What a list or the feed is narrowed to: tags (every one) and metadata entries (exact, at most 5). */
 export interface RunFilter {
@@ -162,6 +165,19 @@ export class RunsClient {
   /** Deletes a finished job; `force` cancels a queued or running one first. */
   async delete(id: string, options: { force?: boolean } = {}): Promise<void> {
     await this.request("DELETE", `${this.path(id)}${options.force ? "?force=true" : ""}`);
+  }
+
+  /**
+   * Cancels or deletes many jobs in the background (API key only): a filter `{status, session_id,
+   * tags, created_before}` or `{job_ids}`; a delete takes `force`. Answers at once with how many matched.
+   */
+  async bulk(action: "cancel" | "delete", body: BulkInput): Promise<BulkAccepted> {
+    return (await this.postJson(`/api/v1/runs/bulk/${action}`, body)).json() as Promise<BulkAccepted>;
+  }
+
+  /** A bulk operation's progress. */
+  async bulkProgress(bulkId: string): Promise<BulkProgress> {
+    return (await this.request("GET", `/api/v1/runs/bulk/${encodeURIComponent(bulkId)}`)).json() as Promise<BulkProgress>;
   }
 
   async stats(): Promise<Stats> {

@@ -26,8 +26,10 @@ export const bulkBodySchema = lazy(() =>
   ),
 );
 export type BulkBody = z.infer<ReturnType<typeof bulkBodySchema>>;
+export type BulkInput = z.input<ReturnType<typeof bulkBodySchema>>;
 
 export const bulkAcceptedSchema = lazy(() => named(z.object({ bulk_id: z.string(), matched: z.int() }), "BulkAccepted"));
+export type BulkAccepted = z.infer<ReturnType<typeof bulkAcceptedSchema>>;
 
 export const bulkProgressSchema = lazy(() =>
   named(
@@ -43,6 +45,7 @@ export const bulkProgressSchema = lazy(() =>
     "BulkProgress",
   ),
 );
+export type BulkProgress = z.infer<ReturnType<typeof bulkProgressSchema>>;
 
 
 export const bulkIdParamSchema = lazy(() => z.object({ bulk_id: z.string() }));

@@ -175,6 +175,51 @@ function cli(...args: string[]) {
   return { code: run.status, stdout: run.stdout, stderr: run.stderr };
 }
 
+describe("bulk clean-up and stats", () => {
+  it("the client cancels, then deletes, a session's jobs in bulk, and follows the progress", async () => {
+    const session = `bulk-${Date.now()}`;
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push((await client.submit({ prompt: `bulk ${i}`, session_id: session, config: simulate(2, 60_000) })).job_id);
+    const follow = async (bulkId: string) => {
+      for (let i = 0; i < 100; i++) {
+        const progress = await client.bulkProgress(bulkId);
+        if (progress.state === "done") return progress;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error(`bulk ${bulkId} did not finish`);
+    };
+    const cancelled = await client.bulk("cancel", { session_id: session });
+    expect(cancelled.matched).toBe(3);
+    expect(await follow(cancelled.bulk_id)).toMatchObject({ action: "cancel", matched: 3, done: 3, failed: 0, state: "done" });
+    for (const id of ids) expect((await client.get(id)).status).toBe("cancelled");
+    const deleted = await client.bulk("delete", { job_ids: ids });
+    expect(await follow(deleted.bulk_id)).toMatchObject({ action: "delete", done: 3, state: "done" });
+    for (const id of ids) await expect(client.get(id)).rejects.toMatchObject({ status: 404 });
+    await expect(client.bulkProgress("bulk_nope")).rejects.toMatchObject({ status: 404, detail: "Bulk operation not found: bulk_nope" });
+  });
+
+  it("the CLI deletes a session's jobs in bulk, waiting for the end, and prints the tenant's stats", () => {
+    const session = `cli-bulk-${Date.now()}`;
+    for (let i = 0; i < 2; i++) expect(cli("submit", `cli bulk ${i}`, "--session", session, "--config", JSON.stringify(simulate(2, 60_000))).code).toBe(0);
+    const stats = JSON.parse(cli("stats", "--json").stdout) as { total_jobs: number; by_status: Record<string, number> };
+    expect(stats.by_status.running + stats.by_status.queued).toBeGreaterThanOrEqual(2);
+    // Unfinished jobs are skipped without --force.
+    const skipped = cli("bulk-delete", "--session", session, "--wait", "--json");
+    expect(skipped.code).toBe(0);
+    expect(JSON.parse(skipped.stdout)).toMatchObject({ action: "delete", matched: 2, done: 0, skipped: 2, state: "done" });
+    const forced = cli("bulk-delete", "--session", session, "--force", "--wait");
+    expect(forced.code).toBe(0);
+    expect(forced.stdout).toMatch(/^bulk_\w+ delete done: 2 done, 0 skipped, 0 failed of 2$/m);
+    expect(JSON.parse(cli("list", "--session", session, "--json").stdout)).toEqual([]);
+    expect(cli("stats").stdout).toMatch(/^\d+ jobs: queued \d+, running \d+, awaiting_input \d+, succeeded \d+, failed \d+, cancelled \d+; \d+ tokens in \d+ model calls$/m);
+    // No filter: the API's 422, exit 3; an option bulk does not read: a usage error, exit 2.
+    const unfiltered = cli("bulk-cancel");
+    expect(unfiltered.code).toBe(3);
+    expect(unfiltered.stderr).toContain("Give job_ids, or a filter");
+    expect(cli("bulk-cancel", "--status", "queued", "--limit", "3").code).toBe(2);
+  });
+});
+
 describe("the runs CLI", () => {
   it("submits, waits with a progress bar, and prints the result", () => {
     const submitted = cli("submit", "from the cli", "--config", JSON.stringify(simulate(2, 300)), "--json");
