@@ -148,6 +148,7 @@ function specFor(c: Ctx, body: SubmitBody, key: string | null, now: number): Run
     request_id: c.get("requestId"),
     input_timeout_s: body.input_timeout_s ?? DEFAULT_INPUT_TIMEOUT_S,
     retry_of: null,
+    origin: new URL(c.req.url).origin,
   };
 }
 
@@ -391,6 +392,7 @@ submits.post(
       scheduled_for: null,
       request_id: c.get("requestId"),
       retry_of: id,
+      origin: new URL(c.req.url).origin,
     });
     const prefix = outputPrefix(spec.tenant, spec.job_id);
     const copied: CopiedStep[] = [];

@@ -40,6 +40,11 @@ export interface RunSpec {
   /** The failed or cancelled job this one retries, or null. */
   retry_of: string | null;
   /**
+   * The origin (`scheme://host:port`) the job was submitted to, as its `poll_url` names it: its
+   * webhook links to its output there. A spec from before has none.
+   */
+  origin?: string;
+  /**
    * The names of the tenant's projection shard and line this job belongs to (src/tenant/shards.ts);
    * a spec from before shards has neither, and belongs to the tenant's own objects.
    */
@@ -225,3 +230,6 @@ export function toJob(spec: RunSpec, row: RunRow, webhook: WebhookState | null =
       : null,
   };
 }
+
+/** Where the job's output is read (GET .../output), as its webhook gives it; null for a job whose origin was not kept. */
+export const outputUrl = (spec: RunSpec): string | null => (spec.origin ? `${spec.origin}/api/v1/runs/${spec.job_id}/output` : null);

@@ -14,7 +14,7 @@ import type { Job } from "../schemas";
 import { inlineResult, outputPrefix, purgePrefix } from "../storage/blobs";
 import { hasTable } from "../storage/migrations";
 import { retryDelay, sendWebhook } from "../webhooks/delivery";
-import { durationSeconds, tenantObjects, toJob, usageOf, type PlaceRequest } from "./job";
+import { durationSeconds, outputUrl, tenantObjects, toJob, usageOf, type PlaceRequest } from "./job";
 import { finishedParts, fitsInBytes, readRunRow, readSpec, readWebhook } from "./store";
 
 export type OutboxKind = "projection" | "line" | "webhook" | "purge";
@@ -239,19 +239,24 @@ const MAX_WEBHOOK_BODY_BYTES = 1_500_000;
  */
 async function terminalBody(ctx: DurableObjectState, env: Env): Promise<string> {
   const sql = ctx.storage.sql;
-  const job = toJob(readSpec(sql), readRunRow(sql)!);
+  const spec = readSpec(sql);
+  const job = toJob(spec, readRunRow(sql)!);
   const result = job.status === "succeeded" ? await inlineResult(env.OUTPUTS, finishedParts(sql), limits(env).inlineResultBytes) : null;
-  const body = webhookBody(job, result);
-  return result === null || fitsInBytes(body, MAX_WEBHOOK_BODY_BYTES) ? body : webhookBody(job, null);
+  const body = webhookBody(job, result, outputUrl(spec));
+  return result === null || fitsInBytes(body, MAX_WEBHOOK_BODY_BYTES) ? body : webhookBody(job, null, outputUrl(spec));
 }
 
-/** The contract's webhook body, with `event` naming what happened (`run.<status>`). */
-export function webhookBody(job: Job, result: string | null): string {
+/**
+ * The contract's webhook body, with `event` naming what happened (`run.<status>`) and, as /result
+ * gives it, `result_url`: where the whole output is read, also when `result` is not inline.
+ */
+export function webhookBody(job: Job, result: string | null, resultUrl: string | null): string {
   return JSON.stringify({
     event: `run.${job.status}`,
     job_id: job.job_id,
     status: job.status,
     result,
+    result_url: resultUrl,
     error: job.error,
     completed_at: job.completed_at,
     duration_seconds: durationSeconds(job),

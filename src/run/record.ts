@@ -9,7 +9,7 @@ import type { Limits } from "../config";
 import { newId } from "../ids";
 import type { Job } from "../schemas";
 import type { LogTail, NewEvent } from "./events";
-import { placeRequest, storedInputRequest, tenantObjects, toJob, usageOf, type CopiedStep, type RunRow, type RunSpec } from "./job";
+import { outputUrl, placeRequest, storedInputRequest, tenantObjects, toJob, usageOf, type CopiedStep, type RunRow, type RunSpec } from "./job";
 import { owesWebhook, webhookBody, type Outbox } from "./outbox";
 import { eventsAfter, insertEvents, insertSpec, readRunRow, readSpec, readWebhook, writeRunRow } from "./store";
 import { isTerminal, transition, type Action } from "./transitions";
@@ -157,7 +157,7 @@ export class JobRecord {
         this.outbox.enqueue("line", this.ref(), Date.now());
         if (spec.webhook_url) {
           // A terminal body is fixed at its first attempt (it may quote the result); a pause's now.
-          const body = isTerminal(next.status) ? null : webhookBody(this.job(next), null);
+          const body = isTerminal(next.status) ? null : webhookBody(this.job(next), null, outputUrl(spec));
           owesWebhook(this.ctx, this.outbox, newId("msg"), body);
         }
       }

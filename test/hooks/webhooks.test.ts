@@ -47,6 +47,9 @@ describe("webhooks", () => {
     const deliveries = await deliveriesTo(t);
     expect(deliveries).toHaveLength(1);
     expect(deliveries[0].body).toMatchObject({ event: "run.succeeded", job_id: id, status: "succeeded", result: null, error: null });
+    // Where to read it instead, as /result names it.
+    const named = await (await api(`/api/v1/runs/${id}/result`)).json<{ result_url: string }>();
+    expect(deliveries[0].body.result_url).toBe(named.result_url);
     // The result is whole at /result (within INLINE_RESULT_BYTES: 510 KB before escaping).
     const result = await (await api(`/api/v1/runs/${id}/result`)).json<{ result: string }>();
     expect(result.result.split(prompt)).toHaveLength(4);
@@ -65,12 +68,13 @@ describe("webhooks", () => {
     expect(delivery.verified).toBe(true);
     expect(delivery.id).toMatch(/^msg_/);
     expect(Math.abs(Number(delivery.timestamp) - Date.now() / 1000)).toBeLessThan(300);
-    const result = await (await api(`/api/v1/runs/${id}/result`)).json<{ result: string; duration_seconds: number }>();
+    const result = await (await api(`/api/v1/runs/${id}/result`)).json<{ result: string; result_url: string; duration_seconds: number }>();
     expect(delivery.body).toEqual({
       event: "run.succeeded",
       job_id: id,
       status: "succeeded",
       result: result.result,
+      result_url: result.result_url,
       error: null,
       completed_at: job.completed_at,
       duration_seconds: result.duration_seconds,
@@ -137,7 +141,14 @@ describe("webhooks", () => {
     await drive(id);
     await settleWebhook(id);
     const [delivery] = await deliveriesTo(t);
-    expect(delivery.body).toMatchObject({ event: "run.failed", job_id: id, status: "failed", result: null, error: "Simulated failure at step 2 of 2" });
+    expect(delivery.body).toMatchObject({
+      event: "run.failed",
+      job_id: id,
+      status: "failed",
+      result: null,
+      result_url: `http://localhost/api/v1/runs/${id}/output`,
+      error: "Simulated failure at step 2 of 2",
+    });
   });
 
   it("calls back when the job awaits input, with the request, and again when it ends", async () => {
