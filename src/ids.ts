@@ -23,6 +23,12 @@ export function isJobId(id: string): boolean {
   return JOB_ID.test(id);
 }
 
+/** A job's address on an origin (`scheme://host:port`): its `poll_url`. */
+export const jobUrl = (origin: string, jobId: string) => `${origin}/api/v1/runs/${jobId}`;
+
+/** Where a job's output is read on an origin: the `result_url` of /result, the named stream and webhooks. */
+export const jobOutputUrl = (origin: string, jobId: string) => `${jobUrl(origin, jobId)}/output`;
+
 /** The Durable Object name of a job: tenant and id, so another tenant's id reaches an empty object. */
 export function runObjectName(tenant: string, jobId: string): string {
   return `${tenant}/${jobId}`;

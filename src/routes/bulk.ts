@@ -14,6 +14,7 @@ import { valid } from "../http/validation";
 import type { BulkAction } from "../bulk/BulkObject";
 import { matchingJobs } from "../tenant/sharded";
 import { bulkAcceptedSchema, bulkBodySchema, bulkIdParamSchema, bulkProgressSchema, errorSchema, instantOf, MAX_BULK_MATCHES } from "../schemas";
+import { requestOrigin } from "./reach";
 
 export const bulk = new Hono<AppEnv>();
 export const bulkOperations: Operation[] = [];
@@ -49,7 +50,7 @@ for (const action of ["cancel", "delete"] as const satisfies BulkAction[]) {
     }
     const bulkId = newId("bulk");
     const progress = await c.env.BULKS.getByName(`${tenant}/${bulkId}`).begin(bulkId, tenant, action, body.force === true, ids);
-    const url = `${new URL(c.req.url).origin}/api/v1/runs/bulk/${bulkId}`;
+    const url = `${requestOrigin(c)}/api/v1/runs/bulk/${bulkId}`;
     return c.json({ bulk_id: bulkId, matched: progress.matched }, 202, { Location: url });
   });
 }

@@ -5,7 +5,7 @@
 import type { Context } from "hono";
 import type { AppEnv } from "../auth";
 import { jobNotFound, raise } from "../errors";
-import { isJobId, runObjectName } from "../ids";
+import { isJobId, jobOutputUrl, jobUrl, runObjectName } from "../ids";
 import { errorSchema } from "../schemas";
 import { reaches, reachNeedsJob } from "../tokens";
 
@@ -49,7 +49,10 @@ export function shown<T extends { job_id: string; session_id: string | null; tag
   return job;
 }
 
-export const pollUrl = (c: Ctx, id: string) => `${new URL(c.req.url).origin}/api/v1/runs/${id}`;
+/** The origin the request came to, as its answers' links name it. */
+export const requestOrigin = (c: Ctx) => new URL(c.req.url).origin;
+export const pollUrl = (c: Ctx, id: string) => jobUrl(requestOrigin(c), id);
+export const resultUrl = (c: Ctx, id: string) => jobOutputUrl(requestOrigin(c), id);
 
 /** When the request's scoped token expires (ms since the epoch): what it opens ends then. Undefined for a key. */
 export function tokenExpiry(c: Ctx): number | undefined {

@@ -30,7 +30,7 @@ import {
 import { runFilter } from "./filter";
 import { serveOutput } from "./output";
 import { inlineResult } from "../storage/blobs";
-import { errors, pollUrl, reachable, runStub, shown, tokenExpiry, type Ctx } from "./reach";
+import { errors, reachable, resultUrl, runStub, shown, tokenExpiry, type Ctx } from "./reach";
 
 export const runs = new Hono<AppEnv>();
 /** What the OpenAPI document says of these routes. */
@@ -140,7 +140,7 @@ runs.get("/api/v1/runs/:id/result", scope("read"), valid("param", jobIdParamSche
       job_id: job.job_id,
       status: job.status,
       result,
-      result_url: `${pollUrl(c, id)}/output`,
+      result_url: resultUrl(c, id),
       duration_seconds: durationSeconds(job),
       created_at: job.created_at,
       started_at: job.started_at,
@@ -191,7 +191,7 @@ runs.get("/api/v1/runs/:id/stream", scope("stream"), valid("param", jobIdParamSc
   const { id } = c.req.valid("param");
   const position = c.req.valid("query").after ?? c.req.header("Last-Event-ID") ?? "0";
   if (!/^\d{1,15}$/.test(position.trim())) throw new ApiError("bad_request", `Invalid event id: ${position}`);
-  const named = c.req.valid("query").format === "named" ? { resultUrl: `${pollUrl(c, id)}/output` } : undefined;
+  const named = c.req.valid("query").format === "named" ? { resultUrl: resultUrl(c, id) } : undefined;
   const stub = await reachable(c, id);
   if (c.req.method === "HEAD") {
     unwrap(await stub.get());

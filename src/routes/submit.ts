@@ -36,7 +36,7 @@ import {
 } from "../schemas";
 import { copyPart, outputPrefix, partKey, purgePrefix } from "../storage/blobs";
 import type { Grant } from "../tokens";
-import { errors, pollUrl, reachable, runStub, type Ctx } from "./reach";
+import { errors, pollUrl, reachable, requestOrigin, runStub, type Ctx } from "./reach";
 
 export const submits = new Hono<AppEnv>();
 /** What the OpenAPI document says of these routes. */
@@ -148,7 +148,7 @@ function specFor(c: Ctx, body: SubmitBody, key: string | null, now: number): Run
     request_id: c.get("requestId"),
     input_timeout_s: body.input_timeout_s ?? DEFAULT_INPUT_TIMEOUT_S,
     retry_of: null,
-    origin: new URL(c.req.url).origin,
+    origin: requestOrigin(c),
   };
 }
 
@@ -392,7 +392,7 @@ submits.post(
       scheduled_for: null,
       request_id: c.get("requestId"),
       retry_of: id,
-      origin: new URL(c.req.url).origin,
+      origin: requestOrigin(c),
     });
     const prefix = outputPrefix(spec.tenant, spec.job_id);
     const copied: CopiedStep[] = [];

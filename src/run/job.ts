@@ -1,4 +1,5 @@
 /** The job row a RunObject stores, and the job object of the contract derived from it. */
+import { jobOutputUrl } from "../ids";
 import type { AgentTask } from "../runners/types";
 import type { RunnerKind } from "../runners";
 import type { Job, Usage } from "../schemas";
@@ -232,4 +233,4 @@ export function toJob(spec: RunSpec, row: RunRow, webhook: WebhookState | null =
 }
 
 /** Where the job's output is read (GET .../output), as its webhook gives it; null for a job whose origin was not kept. */
-export const outputUrl = (spec: RunSpec): string | null => (spec.origin ? `${spec.origin}/api/v1/runs/${spec.job_id}/output` : null);
+export const outputUrl = (spec: RunSpec): string | null => (spec.origin ? jobOutputUrl(spec.origin, spec.job_id) : null);
