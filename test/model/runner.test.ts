@@ -39,6 +39,12 @@ async function submitModel(body: Record<string, unknown> = {}): Promise<string> 
   return (await res.json<{ job_id: string }>()).job_id;
 }
 
+/** THREE_TASKS' task descriptions for this test's topic, in order, and the answers the local server gives them. */
+const threeTasks = () => [`Gather facts about ${topic}`, "Check the facts", "Write the answer"];
+const threeAnswers = () => threeTasks().map((task) => answerFor(task, topic));
+
+const resultOf = async (id: string) => (await (await api(`/api/v1/runs/${id}/result`)).json<{ result: string }>()).result;
+
 const outputDeltas = async (id: string) =>
   (await eventLog(id)).filter((e) => e.event === "output").map((e) => JSON.parse(e.data).data.delta as string);
 
@@ -70,8 +76,7 @@ describe("the OpenAI-compatible runner", () => {
     expect(third[0].content).toContain("You are Writer.");
     expect(third[1].content).toContain(`### gather\n${a1}\n\n### check\n${a2}`);
 
-    const result = await (await api(`/api/v1/runs/${id}/result`)).json<{ result: string }>();
-    expect(result.result).toBe(a1 + a2 + a3);
+    expect(await resultOf(id)).toBe(a1 + a2 + a3);
     // Streamed deltas become output events, coalesced: fewer events than the 7-character chunks sent.
     const deltas = await outputDeltas(id);
     expect(deltas.join("")).toBe(a1 + a2 + a3);
@@ -82,8 +87,8 @@ describe("the OpenAI-compatible runner", () => {
     const id = await submitModel({ agent_yaml: THREE_TASKS, config: { model: "whole" } });
     const job = await drive(id);
     expect(job.status).toBe("succeeded");
-    const answers = [`Gather facts about ${topic}`, "Check the facts", "Write the answer"].map((task) => answerFor(task, topic));
-    expect((await (await api(`/api/v1/runs/${id}/result`)).json<{ result: string }>()).result).toBe(answers.join(""));
+    const answers = threeAnswers();
+    expect(await resultOf(id)).toBe(answers.join(""));
     // Each step's answer goes out as one output event, as the simulated runner's does.
     expect(await outputDeltas(id)).toEqual(answers);
     // The provider's counts (2 messages and one piece each), not estimates.
@@ -171,7 +176,7 @@ describe("the OpenAI-compatible runner", () => {
     await abortAllDurableObjects();
     expect((await drive(id)).status).toBe("succeeded");
     const tasks = (await seen(topic)).map((r) => /^Task: (.*)$/m.exec(r.body.messages[1].content)![1]);
-    expect(tasks).toEqual([`Gather facts about ${topic}`, "Check the facts", "Write the answer"]);
+    expect(tasks).toEqual(threeTasks());
   });
 });
 
@@ -198,8 +203,7 @@ describe("provider failures", () => {
     const id = await submitModel({ agent_yaml: THREE_TASKS, config: { model: "no-stream-options" } });
     const job = await drive(id);
     expect(job.status).toBe("succeeded");
-    const answers = [`Gather facts about ${topic}`, "Check the facts", "Write the answer"].map((task) => answerFor(task, topic));
-    expect((await (await api(`/api/v1/runs/${id}/result`)).json<{ result: string }>()).result).toBe(answers.join(""));
+    expect(await resultOf(id)).toBe(threeAnswers().join(""));
     // The refusal once, then each task without the parameter; the usage is estimated.
     expect((await seen(topic)).map((r) => r.body.stream_options !== undefined)).toEqual([true, false, false, false]);
     expect(job.usage).toMatchObject({ model_calls: 3, estimated: true });
@@ -208,8 +212,7 @@ describe("provider failures", () => {
   it("a model that takes its limit only as max_completion_tokens is asked again so, and from then on so", async () => {
     const first = await submitModel({ agent_yaml: THREE_TASKS, config: { model: "reasoning", max_tokens: 500 } });
     expect((await drive(first)).status).toBe("succeeded");
-    const answers = [`Gather facts about ${topic}`, "Check the facts", "Write the answer"].map((task) => answerFor(task, topic));
-    expect((await (await api(`/api/v1/runs/${first}/result`)).json<{ result: string }>()).result).toBe(answers.join(""));
+    expect(await resultOf(first)).toBe(threeAnswers().join(""));
     // The refusal once, then every task with the same limit under the other name; the usage is the provider's.
     const limits = (await seen(topic)).map((r) => [r.body.max_tokens, r.body.max_completion_tokens]);
     expect(limits).toEqual([[500, undefined], [undefined, 500], [undefined, 500], [undefined, 500]]);
