@@ -43,20 +43,23 @@ function providerError(res: Response, detail: string): Error {
 type ChatRequest = Record<string, unknown>;
 
 /**
- * What some endpoints refuse in a request that others need, each with the refusal (a 400 or 422
- * whose text names it) and the change that answers it. A refused request is sent again changed;
- * the endpoint and model (`<base URL> <model>`) are asked so from then on, in this isolate.
+ * What some endpoints refuse in a request that others need: the field, the refusal that names it
+ * (a 400 or 422) and the change that answers it. A refused request that holds the field is sent
+ * again changed; the endpoint and model (`<base URL> <model>`) are asked so from then on, in this
+ * isolate.
  */
 const ADAPTATIONS = {
   // Azure's older API versions and some gateways reject OpenAI's `stream_options`: the usage is
   // estimated then, unless they send it anyway.
   withoutStreamOptions: {
+    field: "stream_options",
     refusal: /stream_options/i,
     change: ({ stream_options: _, ...rest }: ChatRequest): ChatRequest => rest,
   },
   // OpenAI's reasoning models (o1, o3, gpt-5) take the same limit only under its newer name:
   // "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead."
   maxCompletionTokens: {
+    field: "max_tokens",
     refusal: /max_tokens[\s\S]*max_completion_tokens/,
     change: ({ max_tokens, ...rest }: ChatRequest): ChatRequest => (max_tokens === undefined ? rest : { ...rest, max_completion_tokens: max_tokens }),
   },
@@ -65,12 +68,11 @@ type Adaptation = keyof typeof ADAPTATIONS;
 
 const adaptedEndpoints = new Map<string, Set<Adaptation>>();
 
-/** The change a refusal asks for, one not made yet that changes this request; null for a refusal no change answers. */
-function adaptationFor(res: Response, detail: string, request: ChatRequest, made: Set<Adaptation>): Adaptation | null {
+/** The change a refusal asks for, of a field the request holds; null for a refusal no change answers. */
+function adaptationFor(res: Response, detail: string, request: ChatRequest): Adaptation | null {
   if (res.status !== 400 && res.status !== 422) return null;
-  for (const [name, { refusal, change }] of Object.entries(ADAPTATIONS) as [Adaptation, (typeof ADAPTATIONS)[Adaptation]][]) {
-    if (made.has(name) || !refusal.test(detail)) continue;
-    if (JSON.stringify(change(request)) !== JSON.stringify(request)) return name;
+  for (const [name, { field, refusal }] of Object.entries(ADAPTATIONS) as [Adaptation, (typeof ADAPTATIONS)[Adaptation]][]) {
+    if (field in request && refusal.test(detail)) return name;
   }
   return null;
 }
@@ -234,7 +236,7 @@ export function openAiRunner(settings: ModelSettings): Runner {
       let res = await post(made);
       while (!res.ok || !res.body) {
         const detail = await errorText(res);
-        const next = adaptationFor(res, detail, adapted(request, made), made);
+        const next = adaptationFor(res, detail, adapted(request, made));
         if (next === null) throw providerError(res, detail);
         made.add(next);
         remember(endpoint, new Set(made));
