@@ -398,8 +398,14 @@ describe("the named-event stream in Chromium's EventSource", () => {
 });
 
 describe("the reference frontend in a deployment, with a scoped token", () => {
+  /** A request of the tenant's backend, with its key. */
+  const withKey = (path: string, init: RequestInit = {}) =>
+    fetch(`${KEYED}${path}`, { ...init, headers: { ...(init.headers as Record<string, string>), Authorization: `Bearer ${KEY}` } });
+  /** Runs a test leaves unfinished go, so that they hold none of the tenant's run slots. */
+  const forceDelete = (...ids: string[]) => Promise.all(ids.map((id) => withKey(`/api/v1/runs/${id}?force=true`, { method: "DELETE" })));
+
   async function mint(body: Record<string, unknown>): Promise<string> {
-    const res = await fetch(`${KEYED}/api/v1/tokens`, { method: "POST", headers: { "content-type": "application/json", Authorization: `Bearer ${KEY}` }, body: JSON.stringify(body) });
+    const res = await withKey("/api/v1/tokens", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
     expect(res.status).toBe(201);
     return (await res.json()).token;
   }
@@ -412,7 +418,7 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     const id = await submitRun(page, "From a browser", { steps: 2, step_ms: 200 });
     await page.waitForSelector("#detail-status.succeeded", { timeout: 20_000 });
     await row(page, id).waitFor();
-    const job = await (await fetch(`${KEYED}/api/v1/runs/${id}`, { headers: { Authorization: `Bearer ${KEY}` } })).json();
+    const job = await (await withKey(`/api/v1/runs/${id}`)).json();
     expect(job.session_id).toBe("browser-user");
     await page.screenshot({ path: `${SHOTS}/with-token.png` });
     expect(problems).toEqual([]);
@@ -442,7 +448,7 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     await page.waitForFunction(() => document.getElementById("submits-left")?.textContent === "This token may start 0 more runs.");
     expect(await page.locator("#submit-form button[type=submit]").isDisabled()).toBe(true);
     expect(await page.locator("#retry-button").isDisabled()).toBe(true);
-    const listed = await (await fetch(`${KEYED}/api/v1/runs?session_id=two-submits`, { headers: { Authorization: `Bearer ${KEY}` } })).json();
+    const listed = await (await withKey("/api/v1/runs?session_id=two-submits")).json();
     expect(listed.jobs.map((job: { job_id: string }) => job.job_id).sort()).toEqual([id, other].sort());
     // The refusal is the API's 403, not a fault of the page.
     expect(problems.filter((problem) => !problem.includes("403"))).toEqual([]);
@@ -451,9 +457,9 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
 
   /** A run of the tenant, submitted with its key, that runs until it is cancelled. */
   async function longRun(session: string): Promise<string> {
-    const res = await fetch(`${KEYED}/api/v1/runs`, {
+    const res = await withKey("/api/v1/runs", {
       method: "POST",
-      headers: { "content-type": "application/json", Authorization: `Bearer ${KEY}` },
+      headers: { "content-type": "application/json" },
       body: JSON.stringify({ prompt: "long", session_id: session, config: { simulate: { steps: 2, step_ms: 600_000 } } }),
     });
     expect(res.status).toBe(202);
@@ -473,7 +479,7 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     await page.click("#submit-form button[type=submit]");
     await page.waitForFunction(() => (document.getElementById("detail-id")?.textContent ?? "").startsWith("run_"));
     const id = await page.locator("#detail-id").innerText();
-    const job = await (await fetch(`${KEYED}/api/v1/runs/${id}`, { headers: { Authorization: `Bearer ${KEY}` } })).json();
+    const job = await (await withKey(`/api/v1/runs/${id}`)).json();
     expect(job.tags).toEqual(["team-a", "web"]);
     expect(problems).toEqual([]);
     await page.close();
@@ -506,7 +512,7 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     await page.screenshot({ path: `${SHOTS}/viewer-token.png` });
     expect(problems).toEqual([]);
     await page.close();
-    await fetch(`${KEYED}/api/v1/runs/${id}?force=true`, { method: "DELETE", headers: { Authorization: `Bearer ${KEY}` } });
+    await forceDelete(id);
   });
 
   it("a token for some runs shows just those, the one watched kept up to date in the list; one it starts is out of its reach", async () => {
@@ -541,7 +547,7 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     expect(await second.page.locator("#detail-body").isHidden()).toBe(true);
     expect(second.problems).toEqual([]);
     await second.page.close();
-    for (const id of [watched, other, notShared, started![1]]) await fetch(`${KEYED}/api/v1/runs/${id}?force=true`, { method: "DELETE", headers: { Authorization: `Bearer ${KEY}` } });
+    await forceDelete(watched, other, notShared, started![1]);
   });
 
   it("a token that expires while the page is open: its feed and stream close, and the page says so", async () => {
@@ -565,7 +571,7 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     // EventSource came back and was refused: the API's 401, not a fault of the page.
     expect(problems.filter((problem) => !problem.includes("401"))).toEqual([]);
     await page.close();
-    await fetch(`${KEYED}/api/v1/runs/${id}?force=true`, { method: "DELETE", headers: { Authorization: `Bearer ${KEY}` } });
+    await forceDelete(id);
   });
 
   it("without a credential, or with an expired token, is refused and asks for a token", async () => {
