@@ -60,6 +60,8 @@ declare global {
 export interface ModelSettings {
   baseUrl: string;
   apiKey: string | null;
+  /** The header the key goes in, as it is (Azure OpenAI's `api-key`); null: `Authorization: Bearer <key>`. */
+  apiKeyHeader: string | null;
   model: string;
   /** A stream silent this long is given up on (and the step retried). */
   idleTimeoutMs: number;
@@ -72,6 +74,7 @@ export function modelSettings(env: Env): ModelSettings | null {
   return {
     baseUrl,
     apiKey: env.MODEL_API_KEY?.trim() || null,
+    apiKeyHeader: env.MODEL_API_KEY_HEADER?.trim() || null,
     model: (env.MODEL_NAME ?? "").trim(),
     idleTimeoutMs: numberSetting(env, "MODEL_IDLE_TIMEOUT_MS"),
   };

@@ -57,6 +57,8 @@ export interface KeyEntry {
 }
 
 const TENANT = /^[A-Za-z0-9_-]{1,64}$/;
+/** An HTTP header's name: a token of RFC 9110. */
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const KEYS_SHAPE = "API_KEYS must be a JSON object mapping 64-hex-digit SHA-256 hashes to tenant names of [A-Za-z0-9_-]";
 
 /** The keys of an API_KEYS setting, or what is wrong with it. */
@@ -107,7 +109,9 @@ export function settingsProblems(settings: object): string[] {
   const before = numberSetting(settings, "PROJECTION_SHARDS_BEFORE");
   if (before >= shards) problems.push(`PROJECTION_SHARDS_BEFORE must be less than PROJECTION_SHARDS (${shards}); it is ${before}`);
   const modelUrl = read(settings, "MODEL_BASE_URL");
-  if (modelUrl !== "" && !/^https?:\/\/[^/\s]+/.test(modelUrl)) problems.push(`MODEL_BASE_URL must be an http(s) URL; it is "${modelUrl}"`);
+  if (modelUrl !== "" && !(URL.canParse(modelUrl) && /^https?:$/.test(new URL(modelUrl).protocol))) problems.push(`MODEL_BASE_URL must be an http(s) URL; it is "${modelUrl}"`);
+  const keyHeader = read(settings, "MODEL_API_KEY_HEADER");
+  if (keyHeader !== "" && !HEADER_NAME.test(keyHeader)) problems.push(`MODEL_API_KEY_HEADER must be a header name, such as api-key; it is "${keyHeader}"`);
   return problems;
 }
 

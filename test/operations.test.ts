@@ -198,6 +198,8 @@ describe("a deployment whose settings are unsound answers 503 naming the setting
     ["an inline result past what an isolate should hold", { INLINE_RESULT_BYTES: "8388609" }, /INLINE_RESULT_BYTES must be a whole number within its range; it is "8388609"/],
     ["a count before the raise no less than the count now", { PROJECTION_SHARDS_BEFORE: "1" }, /PROJECTION_SHARDS_BEFORE must be less than PROJECTION_SHARDS \(1\); it is 1/],
     ["MODEL_BASE_URL that is no URL", { MODEL_BASE_URL: "llm.internal" }, /MODEL_BASE_URL must be an http\(s\) URL/],
+    ["MODEL_BASE_URL with a space in its host", { MODEL_BASE_URL: "https://llm internal/v1" }, /MODEL_BASE_URL must be an http\(s\) URL; it is "https:\/\/llm internal\/v1"/],
+    ["MODEL_API_KEY_HEADER that is no header name", { MODEL_API_KEY_HEADER: "api-key:" }, /MODEL_API_KEY_HEADER must be a header name, such as api-key; it is "api-key:"/],
   ];
 
   it.each(cases)("%s", async (_what, settings, detail) => {

@@ -45,7 +45,7 @@ type ChatRequest = Record<string, unknown>;
 /**
  * What some endpoints refuse in a request that others need: the field, the refusal that names it
  * (a 400 or 422) and the change that answers it. A refused request that holds the field is sent
- * again changed; the endpoint and model (`<base URL> <model>`) are asked so from then on, in this
+ * again changed; the endpoint and model (`<endpoint URL> <model>`) are asked so from then on, in this
  * isolate.
  */
 const ADAPTATIONS = {
@@ -189,7 +189,27 @@ export function chosenModel(config: Record<string, unknown>, settings: ModelSett
   return typeof config.model === "string" ? config.model : settings.model;
 }
 
+/**
+ * Where a base URL's chat completions are: its path and `/chat/completions` (a path that ends so
+ * already is the endpoint itself), its query kept, as Azure OpenAI's deployments need their
+ * `?api-version=`.
+ */
+export function completionsUrl(baseUrl: string): string {
+  const url = new URL(baseUrl);
+  const path = url.pathname.replace(/\/+$/, "");
+  url.pathname = path.endsWith("/chat/completions") ? path : `${path}/chat/completions`;
+  return url.href;
+}
+
+/** The header that carries the provider's key: `Authorization: Bearer`, or the one the settings name, holding the key as it is. */
+function keyHeader(settings: ModelSettings): Record<string, string> {
+  if (!settings.apiKey) return {};
+  return settings.apiKeyHeader ? { [settings.apiKeyHeader]: settings.apiKey } : { authorization: `Bearer ${settings.apiKey}` };
+}
+
 export function openAiRunner(settings: ModelSettings): Runner {
+  const url = completionsUrl(settings.baseUrl);
+  const credentials = keyHeader(settings);
   return {
     name: "openai-compatible",
     async runStep(input: StepInput): Promise<StepOutput> {
@@ -206,8 +226,7 @@ export function openAiRunner(settings: ModelSettings): Runner {
         ...(typeof config.temperature === "number" ? { temperature: config.temperature } : {}),
         ...(typeof config.max_tokens === "number" ? { max_tokens: config.max_tokens } : {}),
       };
-      const base = settings.baseUrl.replace(/\/+$/, "");
-      const endpoint = `${base} ${model}`;
+      const endpoint = `${url} ${model}`;
       // The budget is checked on estimates while the answer streams (the provider's counts come
       // only at its end): the request is aborted as soon as the estimate would pass it.
       const budget = input.budget ?? null;
@@ -217,13 +236,9 @@ export function openAiRunner(settings: ModelSettings): Runner {
       const signal = AbortSignal.any([input.signal, stop.signal]);
       const post = async (made: Set<Adaptation>): Promise<Response> => {
         try {
-          return await fetch(`${base}/chat/completions`, {
+          return await fetch(url, {
             method: "POST",
-            headers: {
-              "content-type": "application/json",
-              accept: "text/event-stream",
-              ...(settings.apiKey ? { authorization: `Bearer ${settings.apiKey}` } : {}),
-            },
+            headers: { "content-type": "application/json", accept: "text/event-stream", ...credentials },
             body: JSON.stringify(adapted(request, made)),
             signal,
           });

@@ -6,7 +6,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { loopbackServer } from "../local-server";
 
-import { answerFor, LLM_KEY, LLM_PORT, usageFor, type RecordedRequest as Recorded } from "./protocol";
+import { answerFor, LLM_KEY, LLM_PORT, LLM_URL, usageFor, type RecordedRequest as Recorded } from "./protocol";
 
 
 const requests: Recorded[] = [];
@@ -51,6 +51,11 @@ function split(text: string, size: number): string[] {
   return out;
 }
 
+function notFound(res: ServerResponse, message: string) {
+  res.writeHead(404, { "content-type": "application/json" });
+  res.end(JSON.stringify({ error: { code: "404", message } }));
+}
+
 async function handle(req: IncomingMessage, res: ServerResponse) {
   if (req.method === "GET" && req.url === "/_requests") {
     res.writeHead(200, { "content-type": "application/json" });
@@ -67,7 +72,7 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
   const user = body.messages.find((m) => m.role === "user")?.content ?? "";
   const topic = /^Topic: (.*)$/m.exec(user)?.[1] ?? "";
   const task = /^Task: (.*)$/m.exec(user)?.[1] ?? "";
-  const record: Recorded = { model: body.model, topic, body, at: Date.now(), closedEarly: false, finished: false, piecesSent: 0 };
+  const record: Recorded = { url: req.url ?? "", model: body.model, topic, body, at: Date.now(), closedEarly: false, finished: false, piecesSent: 0 };
   requests.push(record);
   res.on("close", () => {
     if (!record.finished) record.closedEarly = true;
@@ -75,7 +80,13 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
   const attempt = (attemptsByTopic.get(topic) ?? 0) + 1;
   attemptsByTopic.set(topic, attempt);
 
-  if (req.headers.authorization !== `Bearer ${LLM_KEY}` || body.model === "bad-key") {
+  const url = new URL(req.url ?? "/", LLM_URL);
+  // An Azure OpenAI deployment: its name in the path, the API version in the query, the key in `api-key`.
+  const azure = /^\/openai\/deployments\/[^/]+\/chat\/completions$/.test(url.pathname);
+  if (!azure && url.pathname !== "/v1/chat/completions") return notFound(res, `No route for ${url.pathname}`);
+  if (azure && !url.searchParams.has("api-version")) return notFound(res, "Resource not found");
+  const key = azure ? req.headers["api-key"] : req.headers.authorization?.replace(/^Bearer /, "");
+  if (key !== LLM_KEY || body.model === "bad-key") {
     res.writeHead(401, { "content-type": "application/json" });
     return res.end(JSON.stringify({ error: { message: "Incorrect API key provided" } }));
   }

@@ -18,6 +18,8 @@ export function usageFor(messages: number, pieces: number) {
 
 /** A chat-completions request as the server recorded it (served back at GET /_requests). */
 export interface RecordedRequest {
+  /** The path and query the request was sent to. */
+  url: string;
   model: string;
   topic: string;
   body: {

@@ -1,7 +1,10 @@
 import { abortAllDurableObjects, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { beforeEach, describe, expect, it } from "vitest";
 import { api, drive, driveTo, eventLog, getJob, post, r2Keys, runStub, waitFor } from "../helpers";
-import { answerFor, requestsFor as seen } from "./protocol";
+import type { ModelSettings } from "../../src/config";
+import { openAiRunner } from "../../src/runners/openai";
+import type { AgentTask, StepOutput } from "../../src/runners/types";
+import { answerFor, LLM_KEY, LLM_URL, requestsFor as seen } from "./protocol";
 
 const THREE_TASKS = `
 topic: unused
@@ -287,5 +290,36 @@ describe("the OpenAI-compatible runner with human input", () => {
       { role: "user", content: "A person reviewed your answer and asks for a revision: cite sources\n\nAnswer the task again." },
     ]);
     expect(requests[3][1].content).toContain(`### check\n${answerFor("Check the facts", topic)}\n\nA person's note on it: keep it short`);
+  });
+});
+
+describe("the model endpoint's URL and key, as the settings give them", () => {
+  const task: AgentTask = { name: "answer", role: "Helper", goal: "Help", backstory: "Brief.", description: "Answer plainly", expected_output: "One line" };
+  const runWith = (settings: Partial<ModelSettings>) =>
+    openAiRunner({ baseUrl: `${LLM_URL}/v1`, apiKey: LLM_KEY, apiKeyHeader: null, model: "echo", idleTimeoutMs: 1000, ...settings }).runStep({
+      prompt: topic,
+      index: 1,
+      total: 1,
+      task: task.name,
+      agentTask: task,
+      config: {},
+      signal: new AbortController().signal,
+    });
+  const textOf = (output: StepOutput) => new Response(output.body).text();
+
+  it("an Azure OpenAI deployment: the base URL's api-version is kept, and the key goes in the header named", async () => {
+    const output = await runWith({ baseUrl: `${LLM_URL}/openai/deployments/team-gpt?api-version=2024-10-21`, apiKeyHeader: "api-key" });
+    expect(await textOf(output)).toBe(answerFor("Answer plainly", topic));
+    expect((await seen(topic)).map((r) => r.url)).toEqual(["/openai/deployments/team-gpt/chat/completions?api-version=2024-10-21"]);
+  });
+
+  it("the same deployment with the key as a Bearer token is refused, naming the cause", async () => {
+    const refused = runWith({ baseUrl: `${LLM_URL}/openai/deployments/team-gpt?api-version=2024-10-21` });
+    await expect(refused).rejects.toThrow("Model provider refused the credentials (401): Incorrect API key provided");
+  });
+
+  it.each(["/v1/", "/v1/chat/completions", "/v1/chat/completions/"])("a base URL given as %s reaches /v1/chat/completions", async (path) => {
+    expect(await textOf(await runWith({ baseUrl: `${LLM_URL}${path}` }))).toBe(answerFor("Answer plainly", topic));
+    expect((await seen(topic)).map((r) => r.url)).toEqual(["/v1/chat/completions"]);
   });
 });
