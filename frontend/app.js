@@ -4,7 +4,8 @@
  * run's stream, read its output, answer it, cancel it, retry it from where it stopped, delete
  * it. It talks to the API as any browser client would: with no credential in local development,
  * else with a scoped token (pasted, or passed as #token=... in the address, which is then taken
- * out of it), offering only what the token allows. No build step.
+ * out of it), offering only what the token allows: without `stream` it reads the runs again now
+ * and then instead of watching them, and without `read` it only starts them. No build step.
  */
 
 /** @typedef {{ percentage: number, current_step: string | null, steps_completed: number, steps_total: number | null }} Progress */
@@ -57,6 +58,10 @@ const can = (/** @type {string} */ scope) => grant === null || grant.scopes.incl
 /** A token limited to some runs can neither list nor watch the feed: the page shows those runs, read one by one. */
 const tokenRuns = () => grant?.runs ?? null;
 
+/** How often the page reads again what a token without `stream` may not watch: the list, and the run shown. */
+const LIST_EVERY_MS = 10_000;
+const RUN_EVERY_MS = 2_000;
+
 async function loadGrant() {
   try {
     grant = token ? await (await api("/api/v1/tokens/verify")).json() : null;
@@ -71,7 +76,10 @@ async function loadGrant() {
   $("submits-left").textContent = left === null ? "" : `This token may start ${left} more run${left === 1 ? "" : "s"}.`;
   /** @type {HTMLButtonElement} */ ($("submit-form").querySelector("button[type=submit]")).disabled = left === 0;
   /** @type {HTMLButtonElement} */ ($("retry-button")).disabled = left === 0;
-  $("filter-form").hidden = tokenRuns() !== null;
+  $("filter-form").hidden = tokenRuns() !== null || !can("read");
+  // A token that may only start runs (the API's submit-only token) sees none of them.
+  $("runs-denied").hidden = can("read");
+  $("detail").hidden = !can("read");
   // A token's runs carry its tags and its model settings, whatever the form says (the API's rule): the fields show them.
   fixField("tags", grant?.tags?.join(", "));
   for (const setting of ["model", "temperature", "max_tokens"]) fixField(setting, grant?.config?.[setting]);
@@ -166,6 +174,10 @@ let total = 0;
 let nextCursor = null;
 /** @type {EventSource | null} */
 let feed = null;
+/** How many of the list's pages are shown: a token without `stream` has the first read again while it is the only one. */
+let pagesShown = 0;
+/** Reads the list again, for a token without `stream`. */
+let listTimer = 0;
 /** The last list was refused: the page has nothing to say about the tenant's runs. */
 let listRefused = false;
 /** Jobs the feed told of while a list was loading: the feed's word is newer. */
@@ -199,6 +211,12 @@ const matches = (/** @type {Job} */ job) => {
 };
 
 async function loadRuns() {
+  if (!can("read")) {
+    runs.clear();
+    nextCursor = null;
+    listRefused = true;
+    return renderRuns();
+  }
   const ids = tokenRuns();
   if (ids !== null) return loadTokenRuns(ids);
   toldWhileLoading = new Set();
@@ -211,6 +229,7 @@ async function loadRuns() {
     for (const job of /** @type {Job[]} */ (list.jobs)) if (!told.has(job.job_id)) runs.set(job.job_id, job);
     total = list.total;
     nextCursor = list.next_cursor;
+    pagesShown = 1;
     listRefused = false;
     notice(null);
   } catch (error) {
@@ -259,6 +278,7 @@ async function loadMore() {
       if (latest && !runs.has(job.job_id)) runs.set(job.job_id, latest);
     }
     nextCursor = list.next_cursor;
+    pagesShown += 1;
   } catch (error) {
     refused(error);
   } finally {
@@ -296,13 +316,24 @@ function refreshTotalSoon() {
 function connectFeed() {
   feed?.close();
   feed = null;
+  clearInterval(listTimer);
   const state = $("feed-state");
   // Without the feed, the run watched keeps its entry in the list up to date (renderDetail).
-  state.hidden = tokenRuns() !== null;
+  state.hidden = tokenRuns() !== null || !can("read");
   if (state.hidden) return;
+  shownFilter = filterQuery().toString();
+  if (!can("stream")) {
+    state.textContent = "not live";
+    state.className = "pill";
+    state.title = `This token cannot watch the feed: the list is read again every ${LIST_EVERY_MS / 1000} s`;
+    listTimer = setInterval(() => {
+      if (pagesShown === 1) void loadRuns();
+    }, LIST_EVERY_MS);
+    return;
+  }
+  state.title = "The tenant's live feed";
   state.textContent = "connecting…";
   state.className = "pill";
-  shownFilter = filterQuery().toString();
   feed = new EventSource(eventsUrl("/api/v1/runs/events", filterQuery()));
   feed.onopen = () => {
     state.textContent = "live";
@@ -384,12 +415,13 @@ function renderRuns() {
 
 /** @type {string | null} */
 let selected = null;
-/** @type {EventSource | null} */
-let stream = null;
+/** What keeps the run shown up to date: its stream, or for a token without `stream` a reading every few seconds. */
+/** @type {{ close(): void } | null} */
+let watch = null;
 
 function unselect() {
-  stream?.close();
-  stream = null;
+  watch?.close();
+  watch = null;
   selected = null;
   $("detail-body").hidden = true;
   $("detail-empty").hidden = false;
@@ -405,7 +437,8 @@ function log(/** @type {string} */ kind, /** @type {string} */ text) {
 }
 
 async function select(/** @type {string} */ id) {
-  stream?.close();
+  watch?.close();
+  watch = null;
   selected = id;
   renderRuns();
   $("detail-empty").hidden = true;
@@ -414,15 +447,24 @@ async function select(/** @type {string} */ id) {
   if (matchMedia("(max-width: 1000px)").matches) $("detail").scrollIntoView({ block: "start" });
   $("detail-log").replaceChildren();
   $("detail-output").textContent = "";
+  /** @type {Job} */
+  let job;
   try {
-    renderDetail(/** @type {Job} */ (await (await api(`/api/v1/runs/${id}`)).json()));
+    job = await (await api(`/api/v1/runs/${id}`)).json();
   } catch (error) {
     refused(error);
     return;
   }
-  // The named stream: what happened so far, then live, ending with the result.
+  if (selected !== id) return;
+  renderDetail(job);
+  if (can("stream")) watchStream(id);
+  else watchByReading(job);
+}
+
+/** The named stream: what happened so far, then live, ending with the result. */
+function watchStream(/** @type {string} */ id) {
   const source = new EventSource(eventsUrl(`/api/v1/runs/${id}/stream?format=named`));
-  stream = source;
+  watch = source;
   const data = (/** @type {Event} */ event) => JSON.parse(/** @type {MessageEvent} */ (event).data);
   source.addEventListener("status", (e) => {
     const { status } = data(e);
@@ -463,6 +505,39 @@ async function select(/** @type {string} */ id) {
     log("stream", "closed");
     sayIfExpired();
   };
+}
+
+/**
+ * For a token that may read runs but not watch them: the run is read again every few seconds
+ * until it ends, each change of status logged; then its output.
+ */
+function watchByReading(/** @type {Job} */ first) {
+  const id = first.job_id;
+  let last = first;
+  const finish = async () => {
+    timer.close();
+    if (last.status === "succeeded") $("detail-output").textContent = await readOutput(id);
+  };
+  const read = async () => {
+    try {
+      const job = /** @type {Job} */ (await (await api(`/api/v1/runs/${id}`)).json());
+      if (selected !== id) return;
+      if (job.status !== last.status) log("status", job.status.replace("_", " "));
+      last = job;
+      renderDetail(job);
+      if (!UNFINISHED.has(job.status)) await finish();
+    } catch (error) {
+      timer.close();
+      // Deleted meanwhile, elsewhere: the run leaves the view, quietly.
+      if (!(error instanceof ApiError && error.status === 404)) refused(error);
+      else if (selected === id) unselect();
+    }
+  };
+  const interval = setInterval(() => void read(), RUN_EVERY_MS);
+  const timer = { close: () => clearInterval(interval) };
+  watch = timer;
+  log("status", `${first.status.replace("_", " ")} (read every ${RUN_EVERY_MS / 1000} s: this token cannot watch runs)`);
+  if (!UNFINISHED.has(first.status)) void finish();
 }
 
 /** The output text, its first MiB at most (larger outputs are a link away). */
@@ -557,12 +632,12 @@ async function startRun(/** @type {HTMLButtonElement} */ button, /** @type {() =
   button.disabled = true;
   try {
     const accepted = await (await request()).json();
-    // A token limited to the runs it names does not reach the ones it starts (the API's rule).
-    if (tokenRuns() !== null) notice(`Started ${accepted.job_id}; this token reaches only the runs it names, so it cannot show this one.`);
-    else {
-      notice(null);
-      await select(accepted.job_id);
-    }
+    notice(null);
+    // A token limited to the runs it names does not reach the ones it starts (the API's rule), and one without `read` sees none.
+    const why = !can("read") ? "this token cannot see runs" : tokenRuns() !== null ? "this token reaches only the runs it names" : null;
+    $("started").hidden = why === null;
+    $("started").textContent = why === null ? "" : `Started ${accepted.job_id}; ${why}, so it cannot show this one.`;
+    if (why === null) await select(accepted.job_id);
   } catch (error) {
     refused(error);
   } finally {
@@ -647,6 +722,7 @@ function start() {
     if (token) sessionStorage.setItem(TOKEN_KEY, token);
     else sessionStorage.removeItem(TOKEN_KEY);
     notice(null);
+    $("started").hidden = true;
     // The run watched may be out of the new token's reach.
     unselect();
     void begin();

@@ -541,13 +541,55 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     const second = await open(`${KEYED}/#token=${starter}`, undefined, `#run-list li[data-id="${watched}"]`);
     await second.page.fill("#prompt", "out of reach");
     await second.page.click("#submit-form button[type=submit]");
-    await second.page.waitForSelector("#notice:not([hidden])");
-    const started = /^Started (run_\w+); this token reaches only the runs it names, so it cannot show this one\.$/.exec(await second.page.locator("#notice").innerText());
+    await second.page.waitForSelector("#started:not([hidden])");
+    const started = /^Started (run_\w+); this token reaches only the runs it names, so it cannot show this one\.$/.exec(await second.page.locator("#started").innerText());
     expect(started).not.toBeNull();
+    expect(await second.page.locator("#notice").isHidden()).toBe(true);
     expect(await second.page.locator("#detail-body").isHidden()).toBe(true);
     expect(second.problems).toEqual([]);
     await second.page.close();
     await forceDelete(watched, other, notShared, started![1]);
+  });
+
+  it("a token that may only start runs: the page offers New run, says it cannot see runs, and names the run it started", async () => {
+    const token = await mint({ scopes: ["submit"], max_submits: 2 });
+    const { page, problems } = await open(`${KEYED}/#token=${token}`, undefined, "#runs-denied:not([hidden])");
+    expect(await page.locator("#runs-denied").innerText()).toBe("This token cannot see runs.");
+    // Nothing it may not do is tried: no list, no feed, no run to pick, and no refusal shown.
+    for (const hidden of ["#filter-form", "#feed-state", "#detail", "#notice"]) expect(await page.locator(hidden).isHidden()).toBe(true);
+    await page.fill("#prompt", "started, never seen");
+    await page.click("#submit-form button[type=submit]");
+    await page.waitForSelector("#started:not([hidden])");
+    const started = /^Started (run_\w+); this token cannot see runs, so it cannot show this one\.$/.exec(await page.locator("#started").innerText());
+    expect(started).not.toBeNull();
+    expect((await withKey(`/api/v1/runs/${started![1]}`)).status).toBe(200);
+    expect(await page.locator("#submits-left").innerText()).toBe("This token may start 1 more run.");
+    expect(await page.locator("#notice").isHidden()).toBe(true);
+    await page.screenshot({ path: `${SHOTS}/submit-only-token.png` });
+    expect(problems).toEqual([]);
+    await page.close();
+    await forceDelete(started![1]);
+  });
+
+  it("a token that may read runs but not watch them: the run shown and the list are read again, and nothing is refused", async () => {
+    const token = await mint({ scopes: ["read", "submit"], session_id: "readers", max_submits: 1 });
+    const { page, problems } = await open(`${KEYED}/#token=${token}`, undefined, "#feed-state:text('not live')");
+    const id = await submitRun(page, "Read, not streamed", { steps: 2, step_ms: 1500 });
+    await page.waitForSelector("#detail-status.succeeded", { timeout: 20_000 });
+    expect(await page.locator("#detail-output").innerText()).toContain("simulated answer to: Read, not streamed");
+    expect(await page.locator("#detail-log").innerText()).toMatch(/running \(read every 2 s: this token cannot watch runs\)[\s\S]*succeeded/);
+    await page.waitForSelector(`#run-list li[data-id="${id}"][data-status="succeeded"]`);
+    // A run the backend starts in the token's session shows up when the list is next read.
+    const res = await withKey("/api/v1/runs", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ prompt: "from the backend", session_id: "readers", config: { simulate: { steps: 1, step_ms: 1 } } }),
+    });
+    const other = (await res.json()).job_id;
+    await row(page, other).waitFor({ timeout: 15_000 });
+    await page.screenshot({ path: `${SHOTS}/read-only-token.png` });
+    expect(problems).toEqual([]);
+    await page.close();
   });
 
   it("a token that expires while the page is open: its feed and stream close, and the page says so", async () => {
