@@ -18,7 +18,10 @@ feedOperations.push({
   summary: "Server-Sent Events of every change of the tenant's matching jobs (event: run, deleted, reset); resumable with Last-Event-ID",
   query: feedQuerySchema,
   responses: {
-    200: { description: "An endless event stream, with `: ping` every 15 s", media: "text/event-stream" },
+    200: {
+      description: "An endless event stream, with `: ping` every 15 s. The reference page's \"Try it out\" shows an answer only once it ends, which this one never does: open it with `curl -N` or an EventSource",
+      media: "text/event-stream",
+    },
     400: { json: errorSchema, description: "A malformed status or event id" },
     403: { json: errorSchema, description: "The token does not allow the feed" },
     422: { json: errorSchema, description: "A malformed filter" },

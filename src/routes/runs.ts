@@ -181,7 +181,10 @@ runOperations.push({
   params: jobIdParamSchema,
   query: streamQuerySchema,
   responses: {
-    200: { description: "An event stream ending in `data: [DONE]` (with format=named: ending in `event: result`)", media: "text/event-stream" },
+    200: {
+      description: "An event stream ending in `data: [DONE]` (with format=named: ending in `event: result`) when the run ends. The reference page's \"Try it out\" shows it only then: watch it live with `curl -N` or an EventSource",
+      media: "text/event-stream",
+    },
     400: errors[400],
     404: errors[404],
   },
