@@ -194,7 +194,7 @@ export function chosenModel(config: Record<string, unknown>, settings: ModelSett
  * already is the endpoint itself), its query kept, as Azure OpenAI's deployments need their
  * `?api-version=`.
  */
-export function completionsUrl(baseUrl: string): string {
+function completionsUrl(baseUrl: string): string {
   const url = new URL(baseUrl);
   const path = url.pathname.replace(/\/+$/, "");
   url.pathname = path.endsWith("/chat/completions") ? path : `${path}/chat/completions`;
