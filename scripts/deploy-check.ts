@@ -22,7 +22,7 @@ export const BUNDLE_BUDGET_KIB = 100;
  * their own (Swagger UI's, as text: never parsed): Cloudflare's limit for a Worker on any plan.
  */
 export const UPLOAD_LIMIT_KIB = 3 * 1024;
-const SECRETS = ["API_KEYS", "TOKEN_SECRET", "WEBHOOK_SECRET", "MODEL_API_KEY"];
+const SECRETS = ["API_KEYS", "TOKEN_SECRET", "TOKEN_SECRET_PREVIOUS", "WEBHOOK_SECRET", "WEBHOOK_SECRET_PREVIOUS", "MODEL_API_KEY"];
 
 function parseArgs(argv: string[]): { secrets: string | null } {
   if (argv.includes("--without-secrets")) return { secrets: null };

@@ -33,13 +33,15 @@ export type AppEnv = {
 };
 
 /**
- * The secret tokens are signed with: TOKEN_SECRET; in local development (no keys) without it, a
- * development secret; null where a deployment with keys has none (no tokens then).
+ * The secrets of tokens, the first signing new ones and each verifying: TOKEN_SECRET, and while it
+ * is rotated the one before it (its tokens stay good until they expire). In local development (no
+ * keys) without it, a development secret; null where a deployment with keys has none (no tokens then).
  */
-export function tokenSecret(env: Env, keysConfigured: boolean): string | null {
+export function tokenSecrets(env: Env, keysConfigured: boolean): [string, ...string[]] | null {
   const secret = env.TOKEN_SECRET?.trim() ?? "";
-  if (secret !== "") return secret;
-  return keysConfigured ? null : DEVELOPMENT_SECRET;
+  const previous = env.TOKEN_SECRET_PREVIOUS?.trim() ?? "";
+  if (secret !== "") return previous === "" ? [secret] : [secret, previous];
+  return keysConfigured ? null : [DEVELOPMENT_SECRET];
 }
 
 const LOCAL_HOSTS = new Set(["localhost", "127.0.0.1", "[::1]"]);
@@ -119,8 +121,8 @@ export function tenancy(): MiddlewareHandler<AppEnv> {
       return next();
     }
     if (credential?.startsWith(TOKEN_PREFIX)) {
-      const secret = tokenSecret(c.env, entries.length > 0);
-      const verified = secret === null ? ({ ok: false, why: "unauthorized" } as const) : await verifyToken(credential, secret, entries, Date.now());
+      const secrets = tokenSecrets(c.env, entries.length > 0);
+      const verified = secrets === null ? ({ ok: false, why: "unauthorized" } as const) : await verifyToken(credential, secrets, entries, Date.now());
       if (!verified.ok) throw unauthorized(verified.why === "expired" ? "Token expired" : "Unauthorized");
       c.set("tenant", verified.grant.tenant);
       c.set("keyId", verified.grant.key || null);

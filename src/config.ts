@@ -45,8 +45,12 @@ declare global {
       MODEL_API_KEY?: string;
       /** Secret: the key that signs scoped tokens, at least 32 characters. */
       TOKEN_SECRET?: string;
+      /** Secret, while TOKEN_SECRET is rotated: the one before it, which still verifies the tokens it signed. */
+      TOKEN_SECRET_PREVIOUS?: string;
       /** Secret: the Standard Webhooks signing secret, `whsec_<base64>`. */
       WEBHOOK_SECRET?: string;
+      /** Secret, while WEBHOOK_SECRET is rotated: the one before it; every webhook is signed with both. */
+      WEBHOOK_SECRET_PREVIOUS?: string;
       /**
        * Not a deployment setting: the tests' bindings (vitest.config.ts) add an hour to every
        * alarm the service schedules, so that no alarm fires by itself and the tests fire them.
@@ -82,6 +86,13 @@ export function modelSettings(env: Env): ModelSettings | null {
 
 export const allowSimulate = (env: Env) => env.ALLOW_SIMULATE === "true";
 export const allowPrivateWebhooks = (env: Env) => env.WEBHOOK_ALLOW_PRIVATE === "true";
+
+/**
+ * The secrets every webhook is signed with: WEBHOOK_SECRET, and while it is rotated the one before
+ * it, so that a receiver still holding the old secret verifies too (Standard Webhooks' several
+ * signatures in one header). None: unsigned, as only local development sends.
+ */
+export const webhookSecrets = (env: Env): string[] => [env.WEBHOOK_SECRET, env.WEBHOOK_SECRET_PREVIOUS].map((s) => s?.trim() ?? "").filter((s) => s !== "");
 
 const checked = new WeakMap<Env, string[]>();
 

@@ -79,28 +79,39 @@ export function parseKeys(source: string): { entries: KeyEntry[] } | { problem: 
   return { entries };
 }
 
-function webhookSecretProblem(secret: string): string | null {
+function webhookSecretProblem(name: string, secret: string): string | null {
   let bytes = 0;
   try {
     bytes = atob(secret.replace(/^whsec_/, "")).length;
   } catch {
-    return "WEBHOOK_SECRET must be whsec_ followed by base64; it is not base64";
+    return `${name} must be whsec_ followed by base64; it is not base64`;
   }
-  return bytes >= MIN_WEBHOOK_KEY_BYTES ? null : `WEBHOOK_SECRET must hold at least ${MIN_WEBHOOK_KEY_BYTES} bytes of key (base64 after whsec_); it holds ${bytes}`;
+  return bytes >= MIN_WEBHOOK_KEY_BYTES ? null : `${name} must hold at least ${MIN_WEBHOOK_KEY_BYTES} bytes of key (base64 after whsec_); it holds ${bytes}`;
 }
+
+/** What is wrong with a secret and the one it replaces while it is rotated (`<name>_PREVIOUS`). */
+function rotatedSecretProblems(settings: object, name: string, problem: (name: string, secret: string) => string | null): string[] {
+  const problems: string[] = [];
+  const previousName = `${name}_PREVIOUS`;
+  const [secret, previous] = [read(settings, name), read(settings, previousName)];
+  for (const [which, value] of [[name, secret], [previousName, previous]]) {
+    const found = value === "" ? null : problem(which, value);
+    if (found) problems.push(found);
+  }
+  if (previous !== "" && secret === "") problems.push(`${previousName} is set without ${name}: the new secret goes in ${name}, the old one in ${previousName}`);
+  return problems;
+}
+
+const tokenSecretProblem = (name: string, secret: string) =>
+  secret.length < MIN_TOKEN_SECRET_CHARS ? `${name} must be at least ${MIN_TOKEN_SECRET_CHARS} characters; it has ${secret.length}` : null;
 
 /** What is wrong with the settings, each naming its setting; empty when sound. */
 export function settingsProblems(settings: object): string[] {
   const problems: string[] = [];
   const keys = parseKeys(read(settings, "API_KEYS"));
   if ("problem" in keys) problems.push(keys.problem);
-  const tokenSecret = read(settings, "TOKEN_SECRET");
-  if (tokenSecret !== "" && tokenSecret.length < MIN_TOKEN_SECRET_CHARS) {
-    problems.push(`TOKEN_SECRET must be at least ${MIN_TOKEN_SECRET_CHARS} characters; it has ${tokenSecret.length}`);
-  }
-  const webhookSecret = read(settings, "WEBHOOK_SECRET");
-  const webhookProblem = webhookSecret === "" ? null : webhookSecretProblem(webhookSecret);
-  if (webhookProblem) problems.push(webhookProblem);
+  problems.push(...rotatedSecretProblems(settings, "TOKEN_SECRET", tokenSecretProblem));
+  problems.push(...rotatedSecretProblems(settings, "WEBHOOK_SECRET", webhookSecretProblem));
   for (const name of Object.keys(NUMBERS) as NumberSetting[]) {
     const raw = read(settings, name);
     if (raw !== "" && numberSetting(settings, name) !== Number(raw)) problems.push(`${name} must be a whole number within its range; it is "${raw}"`);

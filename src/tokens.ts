@@ -57,14 +57,17 @@ function fromBase64url(text: string): Uint8Array<ArrayBuffer> | null {
   return base64url(bytes) === text ? bytes : null;
 }
 
-let cachedKey: { secret: string; key: Promise<CryptoKey> } | null = null;
+/** The imported keys of the secrets in use: the current one, and the one before it while it is rotated. */
+const signingKeys = new Map<string, Promise<CryptoKey>>();
 
 function signingKey(secret: string): Promise<CryptoKey> {
-  if (cachedKey?.secret !== secret) {
-    const key = crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign", "verify"]);
-    cachedKey = { secret, key };
+  let key = signingKeys.get(secret);
+  if (key === undefined) {
+    if (signingKeys.size >= 4) signingKeys.clear();
+    key = crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign", "verify"]);
+    signingKeys.set(secret, key);
   }
-  return cachedKey.key;
+  return key;
 }
 
 /** The compact signed form of a grant. */
@@ -100,15 +103,18 @@ export async function mintToken(grant: Grant, secret: string): Promise<string> {
 export type Verified = { ok: true; grant: Grant } | { ok: false; why: "unauthorized" | "expired" };
 
 /**
- * The grant a token carries, if its signature holds, the key that minted it is still configured
- * for its tenant (removing the key revokes its tokens), and it has not expired.
+ * The grant a token carries, if its signature holds under one of the secrets, the key that minted
+ * it is still configured for its tenant (removing the key revokes its tokens), and it has not expired.
  */
-export async function verifyToken(token: string, secret: string, keys: KeyEntry[], nowMs: number): Promise<Verified> {
+export async function verifyToken(token: string, secrets: readonly string[], keys: KeyEntry[], nowMs: number): Promise<Verified> {
   const dot = token.lastIndexOf(".");
   const body = token.slice(0, dot);
   const signature = dot > 0 ? fromBase64url(token.slice(dot + 1)) : null;
   if (!token.startsWith(TOKEN_PREFIX) || signature === null) return { ok: false, why: "unauthorized" };
-  const signed = await crypto.subtle.verify("HMAC", await signingKey(secret), signature, encoder.encode(body));
+  let signed = false;
+  for (const secret of secrets) {
+    signed ||= await crypto.subtle.verify("HMAC", await signingKey(secret), signature, encoder.encode(body));
+  }
   // The signature is checked before anything inside is believed.
   if (!signed) return { ok: false, why: "unauthorized" };
   const grant = grantOf(fromBase64url(body.slice(TOKEN_PREFIX.length)));

@@ -190,6 +190,8 @@ describe("a deployment whose settings are unsound answers 503 naming the setting
     ["TOKEN_SECRET too short", { TOKEN_SECRET: "short-secret" }, /TOKEN_SECRET must be at least 32 characters; it has 12/],
     ["WEBHOOK_SECRET not base64", { WEBHOOK_SECRET: "whsec_not base64!" }, /WEBHOOK_SECRET must be whsec_ followed by base64/],
     ["WEBHOOK_SECRET too short", { WEBHOOK_SECRET: `whsec_${btoa("tiny")}` }, /WEBHOOK_SECRET must hold at least 24 bytes/],
+    ["the TOKEN_SECRET being rotated out too short", { TOKEN_SECRET: "t".repeat(40), TOKEN_SECRET_PREVIOUS: "short" }, /TOKEN_SECRET_PREVIOUS must be at least 32 characters; it has 5/],
+    ["a WEBHOOK_SECRET_PREVIOUS with no WEBHOOK_SECRET", { WEBHOOK_SECRET: "", WEBHOOK_SECRET_PREVIOUS: `whsec_${btoa("a-webhook-signing-key-of-32-bytes")}` }, /WEBHOOK_SECRET_PREVIOUS is set without WEBHOOK_SECRET/],
     ["a limit that is no number", { MAX_RUNNING_PER_TENANT: "ten" }, /MAX_RUNNING_PER_TENANT must be a whole number within its range; it is "ten"/],
     ["a limit below its least value", { MAX_STEP_ATTEMPTS: "0" }, /MAX_STEP_ATTEMPTS must be a whole number/],
     ["more projection shards than sequence numbers can tell apart", { PROJECTION_SHARDS: "17" }, /PROJECTION_SHARDS must be a whole number within its range; it is "17"/],

@@ -4,7 +4,7 @@
  * holding a token offers just that.
  */
 import { Hono } from "hono";
-import { configuredKeys, keyOnly, tokenSecret, type AppEnv } from "../auth";
+import { configuredKeys, keyOnly, tokenSecrets, type AppEnv } from "../auth";
 import { limits } from "../config";
 import { ApiError } from "../errors";
 import { jsonBody } from "../http/body";
@@ -34,8 +34,8 @@ tokenOperations.push({
 
 tokens.post("/api/v1/tokens", keyOnly("minting tokens"), jsonBody((env) => limits(env).maxBodyBytes), valid("json", tokenBodySchema), async (c) => {
   const body = c.req.valid("json");
-  const secret = tokenSecret(c.env, configuredKeys(c.env).length > 0);
-  if (secret === null) throw new ApiError("not_implemented", "Tokens need the TOKEN_SECRET secret");
+  const secrets = tokenSecrets(c.env, configuredKeys(c.env).length > 0);
+  if (secrets === null) throw new ApiError("not_implemented", "Tokens need the TOKEN_SECRET secret");
   const scopes = [...new Set(body.scopes)];
   const grant: Grant = {
     id: crypto.randomUUID(),
@@ -51,7 +51,7 @@ tokens.post("/api/v1/tokens", keyOnly("minting tokens"), jsonBody((env) => limit
     priority: body.priority ?? null,
     config: body.config ?? null,
   };
-  return c.json({ token: await mintToken(grant, secret), ...granted(grant) }, 201);
+  return c.json({ token: await mintToken(grant, secrets[0]), ...granted(grant) }, 201);
 });
 
 /** What a token grants, as its answers say it. */

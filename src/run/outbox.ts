@@ -9,7 +9,7 @@
  * - `webhook`: the webhook of the job's latest pause or end;
  * - `purge`: a deleted job's output in R2 and its projection row.
  */
-import { limits } from "../config";
+import { limits, webhookSecrets } from "../config";
 import type { Job } from "../schemas";
 import { inlineResult, outputPrefix, purgePrefix } from "../storage/blobs";
 import { hasTable } from "../storage/migrations";
@@ -190,7 +190,7 @@ async function deliverWebhook(ctx: DurableObjectState, env: Env): Promise<Handle
   if (!hook || hook.state !== "pending" || !url) return DONE;
   const body = hook.body ?? (await terminalBody(ctx, env));
   const firstAttemptAt = hook.first_attempt_at ?? Date.now();
-  const outcome = await sendWebhook(url, hook.message_id, body, env.WEBHOOK_SECRET);
+  const outcome = await sendWebhook(url, hook.message_id, body, webhookSecrets(env));
   if (!hasTable(sql, "webhook")) return DONE;
   const now = Date.now();
   const status = "status" in outcome ? outcome.status : null;

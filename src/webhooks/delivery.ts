@@ -20,7 +20,8 @@ export async function sign(secret: string, id: string, timestamp: number, body: 
 
 export type SendOutcome = { status: number } | { error: string };
 
-export async function sendWebhook(url: string, id: string, body: string, secret: string | undefined): Promise<SendOutcome> {
+/** Sends one call, signed with each of the secrets (none: unsigned, as only local development sends). */
+export async function sendWebhook(url: string, id: string, body: string, secrets: readonly string[]): Promise<SendOutcome> {
   const timestamp = Math.floor(Date.now() / 1000);
   const headers: Record<string, string> = {
     "content-type": "application/json",
@@ -28,7 +29,7 @@ export async function sendWebhook(url: string, id: string, body: string, secret:
     "webhook-id": id,
     "webhook-timestamp": String(timestamp),
   };
-  if (secret) headers["webhook-signature"] = await sign(secret, id, timestamp, body);
+  if (secrets.length > 0) headers["webhook-signature"] = (await Promise.all(secrets.map((secret) => sign(secret, id, timestamp, body)))).join(" ");
   try {
     const res = await fetch(url, { method: "POST", headers, body, redirect: "manual", signal: AbortSignal.timeout(SEND_TIMEOUT_MS) });
     await res.body?.cancel();

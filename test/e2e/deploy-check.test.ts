@@ -25,6 +25,8 @@ describe("deploy:check", () => {
     ["webhooks without WEBHOOK_SECRET", { API_KEYS: KEYS }, /✗ WEBHOOK_SECRET is not set/],
     ["a WEBHOOK_SECRET that is not base64", { API_KEYS: KEYS, WEBHOOK_SECRET: "whsec_???" }, /✗ WEBHOOK_SECRET must be whsec_ followed by base64/],
     ["a misspelt secret", { API_KEYS: KEYS, WEBHOOK_SECRET, WEBHOOK_SECRETS: "x" }, /✗ .*WEBHOOK_SECRETS is no secret this service reads/],
+    ["a short TOKEN_SECRET_PREVIOUS", { API_KEYS: KEYS, WEBHOOK_SECRET, TOKEN_SECRET, TOKEN_SECRET_PREVIOUS: "old" }, /✗ TOKEN_SECRET_PREVIOUS must be at least 32 characters; it has 3/],
+    ["a previous secret with no current one", { API_KEYS: KEYS, WEBHOOK_SECRET: "", WEBHOOK_SECRET_PREVIOUS: WEBHOOK_SECRET }, /✗ WEBHOOK_SECRET_PREVIOUS is set without WEBHOOK_SECRET: the new secret goes in WEBHOOK_SECRET, the old one in WEBHOOK_SECRET_PREVIOUS/],
     ["a secrets file that is not JSON", "API_KEYS=x", /✗ .* is not JSON/],
   ];
 
@@ -71,5 +73,29 @@ describe("deploy:check", () => {
     expect(secrets).toMatchObject(made);
     const { out } = check(readFileSync(file, "utf8"), "minted-check.json");
     expect(out).toMatch(/✓ settings/);
+  });
+
+  it("rotating the signing secrets: --rotate keeps the old ones as <name>_PREVIOUS beside fresh ones, --end-rotation drops them; each file passes", () => {
+    const file = join(dir, "rotated.json");
+    writeFileSync(file, JSON.stringify({ API_KEYS: KEYS, WEBHOOK_SECRET, TOKEN_SECRET }));
+    const rotate = spawnSync("node", ["scripts/make-secrets.mjs", file, "--rotate"], { encoding: "utf8" });
+    expect(rotate.status).toBe(0);
+    const rotated = JSON.parse(readFileSync(file, "utf8")) as Record<string, string>;
+    expect(rotated).toMatchObject({ API_KEYS: KEYS, WEBHOOK_SECRET_PREVIOUS: WEBHOOK_SECRET, TOKEN_SECRET_PREVIOUS: TOKEN_SECRET });
+    expect(rotated.WEBHOOK_SECRET).toMatch(/^whsec_[A-Za-z0-9+/]{43}=$/);
+    expect(rotated.TOKEN_SECRET).toMatch(/^[\w-]{43}$/);
+    expect(check(readFileSync(file, "utf8"), "rotated-check.json").out).toMatch(/✓ settings/);
+    // A second rotation before the first has ended would drop the secret receivers and tokens may still hold.
+    const again = spawnSync("node", ["scripts/make-secrets.mjs", file, "--rotate"], { encoding: "utf8" });
+    expect(again.status).toBe(1);
+    expect(again.stderr).toMatch(/a rotation is under way \(WEBHOOK_SECRET_PREVIOUS, TOKEN_SECRET_PREVIOUS\): end it first with --end-rotation/);
+    expect(JSON.parse(readFileSync(file, "utf8"))).toEqual(rotated);
+
+    const end = spawnSync("node", ["scripts/make-secrets.mjs", file, "--end-rotation"], { encoding: "utf8" });
+    expect(end.status).toBe(0);
+    expect(end.stdout).toContain("npx wrangler secret delete WEBHOOK_SECRET_PREVIOUS");
+    expect(JSON.parse(readFileSync(file, "utf8"))).toEqual({ API_KEYS: KEYS, WEBHOOK_SECRET: rotated.WEBHOOK_SECRET, TOKEN_SECRET: rotated.TOKEN_SECRET });
+    expect(check(readFileSync(file, "utf8"), "ended-check.json").out).toMatch(/✓ settings/);
+    expect(spawnSync("node", ["scripts/make-secrets.mjs", file, "--rotate", "--end-rotation"], { encoding: "utf8" }).status).toBe(2);
   });
 });

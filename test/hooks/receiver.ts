@@ -7,12 +7,14 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { loopbackServer } from "../local-server";
-import { RECEIVER_PORT, WEBHOOK_SECRET, type Delivery } from "./protocol";
+import { RECEIVER_PORT, WEBHOOK_SECRET, WEBHOOK_SECRET_PREVIOUS, type Delivery } from "./protocol";
 
 const deliveries: Delivery[] = [];
 
-function verify(id: string, timestamp: string, body: string, header: string): boolean {
-  const key = Buffer.from(WEBHOOK_SECRET.slice("whsec_".length), "base64");
+/** Standard Webhooks' check: one of the header's space-separated signatures is the secret's. */
+function verify(secret: string, id: string | undefined, timestamp: string | undefined, body: string, header: string | undefined): boolean {
+  if (!id || !timestamp || !header) return false;
+  const key = Buffer.from(secret.slice("whsec_".length), "base64");
   const expected = createHmac("sha256", key).update(`${id}.${timestamp}.${body}`).digest();
   return header.split(" ").some((part) => {
     const [version, signature] = part.split(",");
@@ -50,7 +52,7 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
   const earlier = deliveries.filter((d) => d.token === token).length;
   if (scenario === "stall") {
     // Never answers: the sender gives up after its own timeout.
-    deliveries.push({ scenario, token, id: id ?? null, timestamp: timestamp ?? null, signature: signature ?? null, verified: false, body: JSON.parse(body), answered: 0 });
+    deliveries.push({ scenario, token, id: id ?? null, timestamp: timestamp ?? null, signature: signature ?? null, verified: false, verifiedWithPrevious: false, body: JSON.parse(body), answered: 0 });
     return;
   }
   const status = answer(scenario, earlier);
@@ -60,7 +62,8 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
     id: id ?? null,
     timestamp: timestamp ?? null,
     signature: signature ?? null,
-    verified: Boolean(id && timestamp && signature && verify(id, timestamp, body, signature)),
+    verified: verify(WEBHOOK_SECRET, id, timestamp, body, signature),
+    verifiedWithPrevious: verify(WEBHOOK_SECRET_PREVIOUS, id, timestamp, body, signature),
     body: JSON.parse(body),
     answered: status,
   });

@@ -2,7 +2,8 @@ import { runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { api, drive, driveTo, getJob, post, runStub } from "../helpers";
 import type { Job } from "../../src/schemas";
-import { RECEIVER_URL, type Delivery } from "./protocol";
+import { withBindings } from "../faults";
+import { RECEIVER_URL, WEBHOOK_SECRET_PREVIOUS, type Delivery } from "./protocol";
 
 let counter = 0;
 const token = () => `t${Date.now()}x${++counter}`;
@@ -80,6 +81,25 @@ describe("webhooks", () => {
       duration_seconds: result.duration_seconds,
       usage: job.usage,
     });
+  });
+
+  it("one signature, under WEBHOOK_SECRET; while it is rotated, one under each secret, so that a receiver holding either verifies the call", async () => {
+    const plain = token();
+    const plainId = await submitWithHook("ok", plain);
+    await drive(plainId);
+    await settleWebhook(plainId);
+    const [signed] = await deliveriesTo(plain);
+    expect(signed.signature).toMatch(/^v1,[A-Za-z0-9+/]+=*$/);
+    expect([signed.verified, signed.verifiedWithPrevious]).toEqual([true, false]);
+
+    const rotating = token();
+    const id = await submitWithHook("ok", rotating);
+    await withBindings(id, { WEBHOOK_SECRET_PREVIOUS });
+    await drive(id);
+    expect((await settleWebhook(id)).webhook).toMatchObject({ state: "delivered", attempts: 1 });
+    const [both] = await deliveriesTo(rotating);
+    expect(both.signature).toMatch(/^v1,[A-Za-z0-9+/]+=* v1,[A-Za-z0-9+/]+=*$/);
+    expect([both.verified, both.verifiedWithPrevious]).toEqual([true, true]);
   });
 
   it("retries after 500s with the same webhook-id and body until it is accepted", async () => {

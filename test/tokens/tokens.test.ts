@@ -529,6 +529,23 @@ describe("a token that is expired, altered or revoked", () => {
     }
   });
 
+  it("while TOKEN_SECRET is rotated, tokens signed with the one before it still work; new ones are signed with the new one; ending the rotation ends the old ones", async () => {
+    const NEW_SECRET = "the-secret-that-replaces-the-tests-one-0123";
+    const rotating = { TOKEN_SECRET: NEW_SECRET, TOKEN_SECRET_PREVIOUS: TOKEN_SECRET };
+    const old = (await mint({ scopes: ["read"], session_id: "s1" })).token;
+    expect((await fetchWith(rotating, "/api/v1/runs", { headers: bearer(old) })).status).toBe(200);
+    const minted = await fetchWith(rotating, "/api/v1/tokens", { method: "POST", headers: { ...JSON_TYPE, ...ALPHA }, body: JSON.stringify({ scopes: ["read"], session_id: "s1" }) });
+    expect(minted.status).toBe(201);
+    const fresh = (await minted.json<Minted>()).token;
+    // The new token is the new secret's: the old secret alone does not take it.
+    expect((await api("/api/v1/runs", { headers: bearer(fresh) })).status).toBe(401);
+    const ended = { TOKEN_SECRET: NEW_SECRET };
+    expect((await fetchWith(ended, "/api/v1/runs", { headers: bearer(fresh) })).status).toBe(200);
+    const refused = await fetchWith(ended, "/api/v1/runs", { headers: bearer(old) });
+    expect(refused.status).toBe(401);
+    expect(await refused.json()).toEqual({ detail: "Unauthorized" });
+  });
+
   it("removing the minting key from API_KEYS revokes its tokens; other keys' tokens still work", async () => {
     const alphas = await mint({ scopes: ["read"], session_id: "s1" });
     const betas = await mint({ scopes: ["read"], session_id: "s1" }, BETA);
