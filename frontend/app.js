@@ -508,36 +508,42 @@ function watchStream(/** @type {string} */ id) {
 }
 
 /**
- * For a token that may read runs but not watch them: the run is read again every few seconds
- * until it ends, each change of status logged; then its output.
+ * For a token that may read runs but not watch them: the run is read again a few seconds after
+ * each reading until it ends, each change of status logged; then its output.
  */
 function watchByReading(/** @type {Job} */ first) {
   const id = first.job_id;
   let last = first;
-  const finish = async () => {
-    timer.close();
+  let timer = 0;
+  let closed = false;
+  watch = {
+    close() {
+      closed = true;
+      clearTimeout(timer);
+    },
+  };
+  const ended = async () => {
     if (last.status === "succeeded") $("detail-output").textContent = await readOutput(id);
   };
   const read = async () => {
     try {
       const job = /** @type {Job} */ (await (await api(`/api/v1/runs/${id}`)).json());
-      if (selected !== id) return;
+      if (closed) return;
       if (job.status !== last.status) log("status", job.status.replace("_", " "));
       last = job;
       renderDetail(job);
-      if (!UNFINISHED.has(job.status)) await finish();
+      if (UNFINISHED.has(job.status)) timer = setTimeout(() => void read(), RUN_EVERY_MS);
+      else await ended();
     } catch (error) {
-      timer.close();
+      if (closed) return;
       // Deleted meanwhile, elsewhere: the run leaves the view, quietly.
       if (!(error instanceof ApiError && error.status === 404)) refused(error);
       else if (selected === id) unselect();
     }
   };
-  const interval = setInterval(() => void read(), RUN_EVERY_MS);
-  const timer = { close: () => clearInterval(interval) };
-  watch = timer;
   log("status", `${first.status.replace("_", " ")} (read every ${RUN_EVERY_MS / 1000} s: this token cannot watch runs)`);
-  if (!UNFINISHED.has(first.status)) void finish();
+  if (UNFINISHED.has(first.status)) timer = setTimeout(() => void read(), RUN_EVERY_MS);
+  else void ended();
 }
 
 /** The output text, its first MiB at most (larger outputs are a link away). */
