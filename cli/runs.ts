@@ -28,7 +28,7 @@ commands:
   retry <id>            retry a failed or cancelled job as a new one   [--from-step N] [--idempotency-key K] [--wait]
   cancel <id>           cancel a queued or running job
   delete <id>           delete a finished job   [--force: cancel it first]
-  bulk-cancel           cancel many jobs in the background (API key only)   [--status S] [--session ID] [--tag T ...]
+  bulk-cancel           cancel many jobs in the background (API key only)   [--status S] [--session ID] [--tag T ...] [--metadata K=V ...]
                                        [--before TIME] | --ids ID,...   [--wait]
   bulk-delete           delete many finished jobs (API key only)   as bulk-cancel   [--force: cancel unfinished ones first]
   bulk <bulk_id>        a bulk operation's progress   [--wait]
@@ -101,8 +101,8 @@ const COMMAND_OPTIONS: Record<string, string[]> = {
   retry: ["from-step", "idempotency-key", "wait"],
   cancel: [],
   delete: ["force"],
-  "bulk-cancel": ["status", "session", "tag", "before", "ids", "wait"],
-  "bulk-delete": ["status", "session", "tag", "before", "ids", "force", "wait"],
+  "bulk-cancel": ["status", "session", "tag", "metadata", "before", "ids", "wait"],
+  "bulk-delete": ["status", "session", "tag", "metadata", "before", "ids", "force", "wait"],
   bulk: ["wait"],
   stats: [],
 };
@@ -351,7 +351,7 @@ async function main(argv: string[]): Promise<number> {
       const ids = o.ids?.split(",").map((s) => s.trim()).filter(Boolean);
       const body: BulkInput = ids
         ? { job_ids: ids }
-        : { status: o.status as Status | undefined, session_id: o.session, tags: o.tag, created_before: o.before };
+        : { status: o.status as Status | undefined, session_id: o.session, tags: o.tag, metadata: metadataOf(o.metadata), created_before: o.before };
       if (command === "bulk-delete" && o.force) body.force = true;
       const accepted = await client.bulk(command === "bulk-cancel" ? "cancel" : "delete", body);
       if (!o.wait) {

@@ -80,6 +80,25 @@ describe("bulk cancel and delete", () => {
     expect((await getJob(none)).status).toBe("queued");
   });
 
+  it("by metadata: one user's jobs, finished or not, and no one else's (erasing a user)", async () => {
+    const user = `u-${Date.now()}`;
+    const mine = [
+      await finished({}, { metadata: { user } }),
+      await submitQueued({}, { metadata: { user } }),
+      await finished({}, { metadata: { user, plan: "pro" } }),
+    ];
+    const others = [await finished({}, { metadata: { user: `${user}-2` } }), await finished({}, { metadata: { owner: user } }), await finished()];
+    expect(await r2Keys(`runs/default/${mine[0]}/`)).not.toEqual([]);
+    // Every key given must hold: no job of this user is on that plan.
+    expect(await carriedOut("delete", { metadata: { user, plan: "free" }, force: true })).toMatchObject({ matched: 0, state: "done" });
+    expect(await carriedOut("delete", { metadata: { user }, force: true })).toMatchObject({ matched: 3, done: 3, skipped: 0, failed: 0, state: "done" });
+    for (const id of mine) expect((await api(`/api/v1/runs/${id}`)).status).toBe(404);
+    expect(await r2Keys(`runs/default/${mine[0]}/`)).toEqual([]);
+    const listed = await (await api(`/api/v1/runs?metadata.user=${user}`)).json<{ total: number }>();
+    expect(listed.total).toBe(0);
+    for (const id of others) expect((await api(`/api/v1/runs/${id}`)).status).toBe(200);
+  });
+
   it("works in batches of 100 across alarms", { timeout: 60_000 }, async () => {
     const session = `bulk-batches-${Date.now()}`;
     const ids: string[] = [];
@@ -101,7 +120,7 @@ describe("bulk cancel and delete", () => {
     const res = await post("/api/v1/runs/bulk/cancel", { job_ids: null, status: null });
     expect(res.status).toBe(422);
     expect(((await res.json<{ detail: { msg: string }[] }>()).detail)[0].msg).toBe(
-      "Give job_ids, or a filter (status, session_id, tags, created_before), not both and not neither",
+      "Give job_ids, or a filter (status, session_id, tags, metadata, created_before), not both and not neither",
     );
   });
 
@@ -116,7 +135,7 @@ describe("bulk cancel and delete", () => {
   });
 
   it("refuses what it cannot do, with a detail", async () => {
-    for (const body of [{}, { force: true }, { job_ids: [] }, { job_ids: ["run_a"], status: "failed" }, { status: "done" }, { tags: ["not a tag"] }, { job_ids: Array(1001).fill("run_a") }, { created_before: "yesterday" }]) {
+    for (const body of [{}, { force: true }, { job_ids: [] }, { job_ids: ["run_a"], status: "failed" }, { status: "done" }, { tags: ["not a tag"] }, { job_ids: Array(1001).fill("run_a") }, { created_before: "yesterday" }, { metadata: {} }, { metadata: { user: 5 } }, { metadata: { "": "x" } }, { metadata: Object.fromEntries(["a", "b", "c", "d", "e", "f"].map((k) => [k, k])) }, { metadata: { user: "u" }, job_ids: ["run_a"] }]) {
       const res = await post("/api/v1/runs/bulk/delete", body);
       expect(res.status, JSON.stringify(body).slice(0, 50)).toBe(422);
       expect((await res.json<{ detail: unknown }>()).detail).toBeTruthy();

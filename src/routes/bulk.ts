@@ -43,6 +43,7 @@ for (const action of ["cancel", "delete"] as const satisfies BulkAction[]) {
         status: body.status ?? undefined,
         session_id: body.session_id ?? undefined,
         tags: body.tags ?? undefined,
+        metadata: body.metadata ?? undefined,
         created_before: body.created_before ? new Date(instantOf(body.created_before)!).toISOString() : undefined,
       };
       ids = await matchingJobs(c.env, tenant, filter, MAX_BULK_MATCHES);

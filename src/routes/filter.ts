@@ -8,10 +8,9 @@ import type { Context } from "hono";
 import type { AppEnv } from "../auth";
 import { ApiError } from "../errors";
 import { isStatus, STATUSES, type Status } from "../run/transitions";
-import { MAX_TAGS, TAG } from "../schemas";
+import { MAX_METADATA_FILTERS, MAX_TAGS, TAG } from "../schemas";
 import type { RunFilter } from "../tenant/feed";
 
-export const MAX_METADATA_FILTERS = 5;
 const METADATA = "metadata.";
 
 const invalid = (loc: string, msg: string) => new ApiError("validation", [{ loc: ["query", loc], msg, type: "value_error" }]);

@@ -1,6 +1,9 @@
 /** A bulk cancel or delete: what it asks, and what it answers as it goes. */
 import * as z from "zod/mini";
-import { described, isoTime, lazy, named, someTagsSchema, statusSchema, text } from "./fields";
+import { described, isoTime, lazy, metadataFilterSchema, named, someTagsSchema, statusSchema, text } from "./fields";
+
+/** An empty metadata filter is not given, as an empty or null field is not. */
+const isEmpty = (metadata: Record<string, string> | null | undefined) => metadata == null || Object.keys(metadata).length === 0;
 
 /** The most job ids one bulk request may name, and the most jobs its filter may match. */
 export const MAX_BULK_IDS = 1000;
@@ -14,12 +17,13 @@ export const bulkBodySchema = lazy(() =>
         session_id: z.nullish(text(256)),
         created_before: z.nullish(described(isoTime(), "Jobs created before this time (ISO 8601)")),
         tags: z.nullish(described(someTagsSchema(), "Jobs carrying every one of these tags")),
+        metadata: z.nullish(described(metadataFilterSchema(), "Jobs whose metadata holds each of these values exactly (at most 5 keys)")),
         job_ids: z.nullish(z.array(text(140, 1)).check(z.minLength(1), z.maxLength(MAX_BULK_IDS))),
         force: z.nullish(described(z.boolean(), "delete: cancel queued, running and awaiting jobs first (else they are skipped)")),
       })
       .check(
-        z.refine((b) => (b.job_ids == null) !== (b.status == null && b.session_id == null && b.created_before == null && b.tags == null), {
-          message: "Give job_ids, or a filter (status, session_id, tags, created_before), not both and not neither",
+        z.refine((b) => (b.job_ids == null) !== (b.status == null && b.session_id == null && b.created_before == null && b.tags == null && isEmpty(b.metadata)), {
+          message: "Give job_ids, or a filter (status, session_id, tags, metadata, created_before), not both and not neither",
         }),
       ),
     "BulkRequest",

@@ -73,5 +73,10 @@ export const tagsSchema = lazy(() =>
     "Tags",
   ),
 );
+/** Metadata that narrows a list, the feed or a bulk request: exact values of at most this many keys. */
+export const MAX_METADATA_FILTERS = 5;
+export const metadataFilterSchema = () =>
+  z.record(text(64, 1), text(512)).check(z.refine((m) => Object.keys(m).length <= MAX_METADATA_FILTERS, `at most ${MAX_METADATA_FILTERS} metadata filters`));
+
 /** Tags that narrow what a token reaches or a bulk request matches: at least one, since none would narrow nothing. */
 export const someTagsSchema = () => z.array(tagText()).check(z.minLength(1), z.maxLength(MAX_TAGS, `at most ${MAX_TAGS} tags`));

@@ -28,6 +28,8 @@ export interface BulkFilter {
   status?: Status;
   session_id?: string;
   tags?: string[];
+  /** Exact values of the job's metadata (one user's jobs, say). */
+  metadata?: Record<string, string>;
   created_before?: string;
 }
 
@@ -130,6 +132,11 @@ export function matchingJobIds(sql: SqlStorage, filter: BulkFilter, limit: numbe
     // A bulk operation's one-off match may read the bodies; a job without tags (an older one) has none.
     where.push("EXISTS (SELECT 1 FROM json_each(body, '$.tags') WHERE value = ?)");
     params.push(tag);
+  }
+  for (const [key, value] of Object.entries(filter.metadata ?? {})) {
+    // The job's label rows (kept by triggers), as a list narrowed by metadata reads them.
+    where.push("seq IN (SELECT seq FROM labels WHERE label = 'm:' || json_array(?, ?))");
+    params.push(key, value);
   }
   const clause = where.length ? `WHERE ${where.join(" AND ")}` : "";
   return sql

@@ -73,7 +73,9 @@ export async function matchingJobs(
   filter: BulkFilter,
   limit: number,
 ): Promise<string[]> {
-  const all = await Promise.all(projectionNames(env, tenant).map((name) => shard(env, name).matching(filter, limit)));
+  const byMetadata = Object.keys(filter.metadata ?? {}).length > 0;
+  const match = (name: string) => (byMetadata ? shard(env, name).matchingByMetadata(filter, limit) : shard(env, name).matching(filter, limit));
+  const all = await Promise.all(projectionNames(env, tenant).map(match));
   return all.flat().slice(0, limit + 1);
 }
 

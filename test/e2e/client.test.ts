@@ -212,6 +212,13 @@ describe("bulk clean-up and stats", () => {
     expect(forced.stdout).toMatch(/^bulk_\w+ delete done: 2 done, 0 skipped, 0 failed of 2$/m);
     expect(JSON.parse(cli("list", "--session", session, "--json").stdout)).toEqual([]);
     expect(cli("stats").stdout).toMatch(/^\d+ jobs: queued \d+, running \d+, awaiting_input \d+, succeeded \d+, failed \d+, cancelled \d+; \d+ tokens in \d+ model calls$/m);
+    // One user's jobs, by metadata, and no one else's.
+    const user = `cli-user-${Date.now()}`;
+    for (const who of [user, user, `${user}-other`]) expect(cli("submit", "by user", "--metadata", `user=${who}`, "--config", JSON.stringify(simulate(2, 60_000))).code).toBe(0);
+    const erased = cli("bulk-delete", "--metadata", `user=${user}`, "--force", "--wait");
+    expect(erased.stdout).toMatch(/^bulk_\w+ delete done: 2 done, 0 skipped, 0 failed of 2$/m);
+    expect(JSON.parse(cli("list", "--metadata", `user=${user}`, "--json").stdout)).toEqual([]);
+    expect(cli("bulk-delete", "--metadata", `user=${user}-other`, "--force", "--wait").stdout).toMatch(/ 1 done, 0 skipped, 0 failed of 1$/m);
     // No filter: the API's 422, exit 3; an option bulk does not read: a usage error, exit 2.
     const unfiltered = cli("bulk-cancel");
     expect(unfiltered.code).toBe(3);

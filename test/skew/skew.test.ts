@@ -91,6 +91,11 @@ describe("today's Worker, the previous version's objects", () => {
       expect(res.headers.get("Retry-After")).toBe("1");
       expect(await res.json()).toEqual({ detail: "Service is being updated; retry shortly" });
     }
+    // A bulk delete by metadata: the previous projection would match with the metadata left out, every finished job.
+    const erase = await api("/api/v1/runs/bulk/delete", { method: "POST", headers: JSON_TYPE, body: JSON.stringify({ metadata: { owner: "ann" } }) });
+    expect(erase.status).toBe(503);
+    expect(await erase.json()).toEqual({ detail: "Service is being updated; retry shortly" });
+    expect((await api(`/api/v1/runs/${job_id}`)).status).toBe(200);
     // A token's submit: its count lives in a projection that has no counter yet; nothing is stored.
     const minted = await api("/api/v1/tokens", { method: "POST", headers: JSON_TYPE, body: JSON.stringify({ scopes: ["submit", "read"], session_id: "skew-token" }) });
     const { token } = await minted.json<{ token: string }>();
