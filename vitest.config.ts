@@ -66,7 +66,7 @@ export default defineConfig({
           CORS_ORIGINS: "https://app.example.com",
           TOKEN_SECRET,
         },
-        { ratelimits: { RATE_LIMITER: { simple: { limit: 50, period: 60 } } } },
+        { ratelimits: { RATE_LIMITER: { simple: { limit: 50, period: 60 } }, TOKEN_RATE_LIMITER: { simple: { limit: 20, period: 60 } } } },
       ),
       // Scoped tokens: API keys for two tenants and a secret to sign tokens with.
       workers(
@@ -78,7 +78,7 @@ export default defineConfig({
           CORS_ORIGINS: "https://app.example.com",
         },
         // Its tests go through every route for every scope and reach: many requests each.
-        { ratelimits: { RATE_LIMITER: { simple: { limit: 100000, period: 60 } } }, testTimeout: 60_000 },
+        { ratelimits: { RATE_LIMITER: { simple: { limit: 100000, period: 60 } }, TOKEN_RATE_LIMITER: { simple: { limit: 100000, period: 60 } } }, testTimeout: 60_000 },
       ),
       // With the model runner pointed at a local server speaking the OpenAI protocol, and
       // webhooks going to a local receiver that checks their signatures.

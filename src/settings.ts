@@ -24,6 +24,7 @@ const NUMBERS = {
   STALL_TIMEOUT_MS: [900_000, 1],
   MODEL_IDLE_TIMEOUT_MS: [60_000, 1],
   RATE_LIMIT_PER_MINUTE: [600, 1],
+  TOKEN_RATE_LIMIT_PER_MINUTE: [300, 1],
   FEED_KEEP_CHANGES: [10_000, 1],
   // A tenant's projection shards and lines (docs/SCALE.md): raised, never lowered, once it has jobs.
   PROJECTION_SHARDS: [1, 1, 16],

@@ -33,7 +33,7 @@ const EITHER_SCHEME = Object.keys(SECURITY_SCHEMES).map((scheme) => ({ [scheme]:
 /** What any operation that takes a key may answer besides its own responses (src/auth.ts, src/http/ratelimit.ts). */
 const KEYED_RESPONSES: Record<number, OperationResponse> = {
   401: { json: errorSchema, description: "No key or token, a wrong one (`Unauthorized`), or an expired token (`Token expired`)" },
-  429: { json: errorSchema, description: "Past the key's rate limit (`Rate limit exceeded for this API key`), with `Retry-After`" },
+  429: { json: errorSchema, description: "Past the key's or the token's rate limit (`Rate limit exceeded for this API key`, `… for this token`), with `Retry-After`" },
 };
 
 const COMPONENTS = "#/components/schemas/";

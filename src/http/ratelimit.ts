@@ -1,7 +1,9 @@
 /**
- * Requests per API key, limited by Cloudflare's rate limiting binding (RATE_LIMITER) where the
- * deployment has it, else by a fixed window counted in this isolate (approximate: each isolate
- * counts on its own). Without API keys (local development) nothing is limited.
+ * Requests per API key, and per scoped token apart from the key that minted it, so that a browser
+ * holding a token cannot spend its backend's requests (nor one user another's). Limited by
+ * Cloudflare's rate limiting bindings (RATE_LIMITER, TOKEN_RATE_LIMITER) where the deployment has
+ * them, else by a fixed window counted in this isolate (approximate: each isolate counts on its
+ * own). Without API keys (local development) nothing is limited.
  */
 import type { MiddlewareHandler } from "hono";
 import type { AppEnv } from "../auth";
@@ -34,23 +36,33 @@ export class FixedWindowLimiter {
   }
 }
 
-let fallback: FixedWindowLimiter | null = null;
+/** What a request is counted under: its key's budget, or its token's. */
+const BUDGETS = {
+  key: { binding: "RATE_LIMITER", setting: "RATE_LIMIT_PER_MINUTE", detail: "Rate limit exceeded for this API key" },
+  token: { binding: "TOKEN_RATE_LIMITER", setting: "TOKEN_RATE_LIMIT_PER_MINUTE", detail: "Rate limit exceeded for this token" },
+} as const;
+
+const fallbacks = new Map<keyof typeof BUDGETS, FixedWindowLimiter>();
 
 export function rateLimit(): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const keyId = c.get("keyId");
     if (keyId === null) return next();
+    const token = c.get("token");
+    const kind = token === null ? "key" : "token";
+    const { binding, setting, detail } = BUDGETS[kind];
+    const counted = token === null ? keyId : token.id;
     let waitMs = 0;
-    if (c.env.RATE_LIMITER) {
-      const { success } = await c.env.RATE_LIMITER.limit({ key: keyId });
+    const limiter = c.env[binding] as RateLimit | undefined;
+    if (limiter) {
+      const { success } = await limiter.limit({ key: counted });
       if (!success) waitMs = RATE_PERIOD_S * 1000;
     } else {
-      fallback ??= new FixedWindowLimiter(numberSetting(c.env, "RATE_LIMIT_PER_MINUTE"), RATE_PERIOD_S * 1000);
-      waitMs = fallback.hit(keyId);
+      let fallback = fallbacks.get(kind);
+      if (!fallback) fallbacks.set(kind, (fallback = new FixedWindowLimiter(numberSetting(c.env, setting), RATE_PERIOD_S * 1000)));
+      waitMs = fallback.hit(counted);
     }
-    if (waitMs > 0) {
-      throw new ApiError("rate_limited", "Rate limit exceeded for this API key", {}, { "Retry-After": String(Math.ceil(waitMs / 1000)) });
-    }
+    if (waitMs > 0) throw new ApiError("rate_limited", detail, {}, { "Retry-After": String(Math.ceil(waitMs / 1000)) });
     return next();
   };
 }
