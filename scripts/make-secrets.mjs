@@ -50,5 +50,5 @@ for (const [name, fresh] of Object.entries(FRESH)) {
   }
 }
 writeFileSync(file, `${JSON.stringify(secrets, null, 2)}\n`, { mode: 0o600 });
-console.log(said.length > 0 ? `${file}: ${said.join("; ")}` : `${file} already holds both secrets`);
+console.log(said.length > 0 ? `${file}: ${said.join("; ")}` : endRotation ? `${file}: no rotation is under way` : `${file} already holds both secrets`);
 if (rotate) console.log(`upload with: npx wrangler secret bulk ${file}; once no receiver and no token needs the old ones, run this with --end-rotation`);
