@@ -140,6 +140,9 @@ describe("bulk cancel and delete", () => {
       expect(res.status, JSON.stringify(body).slice(0, 50)).toBe(422);
       expect((await res.json<{ detail: unknown }>()).detail).toBeTruthy();
     }
+    // A filter by the key __proto__, which a record would drop and leave no filter: refused by name.
+    const proto = await post("/api/v1/runs/bulk/delete", '{"metadata":{"__proto__":"x"},"force":true}');
+    expect(await proto.json()).toEqual({ detail: [{ loc: ["body", "metadata", "__proto__"], msg: "a metadata key may not be __proto__", type: "custom" }] });
     expect(await (await api("/api/v1/runs/bulk/bulk_unknown")).json()).toEqual({ detail: "Bulk operation not found: bulk_unknown" });
     expect((await api("/api/v1/runs/bulk/bulk_AAAAAAAAAAAAAAAAAAAAAAAA")).status).toBe(404);
   });

@@ -84,6 +84,20 @@ describe("list by tag and metadata", () => {
     expect((await list(`metadata.k=${encodeURIComponent(`${run}=v=w`)}`)).total).toBe(0);
   });
 
+  it("keys that name an object's own properties (constructor, toString, __proto__) are keys like any other", async () => {
+    const value = crypto.randomUUID().slice(0, 8);
+    const id = await submit({ steps: 1 }, { metadata: { constructor: value, toString: value } });
+    for (const key of ["constructor", "toString"]) {
+      expect((await list(`metadata.${key}=${value}`)).jobs.map((j) => j.job_id), key).toEqual([id]);
+      expect((await list(`metadata.${key}=${value}&metadata.${key}=${value}`)).total, key).toBe(1);
+    }
+    // No job holds that key: none is listed, not every job.
+    expect((await list(`metadata.__proto__=${value}`)).total).toBe(0);
+    const twice = await api(`/api/v1/runs?metadata.constructor=${value}&metadata.constructor=other`);
+    expect(twice.status).toBe(422);
+    expect(await twice.json()).toEqual({ detail: [{ loc: ["query", "metadata.constructor"], msg: "give each metadata key once", type: "value_error" }] });
+  });
+
   it("a job's status change moves it between the filtered totals", async () => {
     const tag = `moving-${crypto.randomUUID().slice(0, 8)}`;
     const id = await submit({ steps: 1 }, { tags: [tag] });

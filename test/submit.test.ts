@@ -245,6 +245,13 @@ describe("bad submissions", () => {
     expect(await jobCount()).toBe(before);
   });
 
+  it("metadata holding the key __proto__ → 422 naming it, not dropped without a word", async () => {
+    const before = await jobCount();
+    const detail = await expectDetail(await post("/api/v1/runs", '{"prompt":"x","metadata":{"team":"a","__proto__":"x"}}'), 422);
+    expect(detail).toEqual([{ loc: ["body", "metadata", "__proto__"], msg: "a metadata key may not be __proto__", type: "custom" }]);
+    expect(await jobCount()).toBe(before);
+  });
+
   it("a start_after refused says what was expected", async () => {
     const messages = async (start_after: string) =>
       ((await expectDetail(await post("/api/v1/runs", { prompt: "x", start_after }), 422)) as { msg: string }[]).map((d) => d.msg);

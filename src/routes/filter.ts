@@ -35,16 +35,18 @@ export function runFilter(c: Context<AppEnv>, what: string): RunFilter | null {
   if (tags.length > MAX_TAGS) throw invalid("tag", `at most ${MAX_TAGS} tags`);
   for (const tag of tags) if (!TAG.test(tag)) throw invalid("tag", "a tag is 1 to 64 of A-Za-z0-9_.:-");
   if (tags.length > 0) filter.tags = [...new Set(tags)];
+  // A map, so that a key such as `constructor` or `__proto__` is a key like any other.
+  const metadata = new Map<string, string>();
   for (const [name, value] of url.searchParams) {
     if (!name.startsWith(METADATA)) continue;
     const key = name.slice(METADATA.length);
     if (key.length === 0 || key.length > 64) throw invalid(name, "a metadata key is 1 to 64 characters");
     if (value.length > 512) throw invalid(name, "a metadata value is at most 512 characters");
-    filter.metadata ??= {};
-    if (key in filter.metadata && filter.metadata[key] !== value) throw invalid(name, "give each metadata key once");
-    filter.metadata[key] = value;
-    if (Object.keys(filter.metadata).length > MAX_METADATA_FILTERS) throw invalid(name, `at most ${MAX_METADATA_FILTERS} metadata filters`);
+    if (metadata.has(key) && metadata.get(key) !== value) throw invalid(name, "give each metadata key once");
+    metadata.set(key, value);
+    if (metadata.size > MAX_METADATA_FILTERS) throw invalid(name, `at most ${MAX_METADATA_FILTERS} metadata filters`);
   }
+  if (metadata.size > 0) filter.metadata = Object.fromEntries(metadata);
   return narrowed(c, filter, what);
 }
 

@@ -73,10 +73,24 @@ export const tagsSchema = lazy(() =>
     "Tags",
   ),
 );
+/**
+ * Metadata: keys of 1 to 64 characters, values of at most 512, at most `maxKeys` of them. A JSON
+ * object may hold the key `__proto__`, which a record would drop without a word: it is refused.
+ */
+export const metadataRecord = (maxKeys: number, tooMany: string) =>
+  z.pipe(
+    z.transform((value: unknown, ctx) => {
+      if (value !== null && typeof value === "object" && Object.hasOwn(value, "__proto__")) {
+        ctx.issues.push({ code: "custom", message: "a metadata key may not be __proto__", input: value, path: ["__proto__"] });
+      }
+      return value;
+    }),
+    z.record(text(64, 1), text(512)).check(z.refine((m) => Object.keys(m).length <= maxKeys, tooMany)),
+  );
+
 /** Metadata that narrows a list, the feed or a bulk request: exact values of at most this many keys. */
 export const MAX_METADATA_FILTERS = 5;
-export const metadataFilterSchema = () =>
-  z.record(text(64, 1), text(512)).check(z.refine((m) => Object.keys(m).length <= MAX_METADATA_FILTERS, `at most ${MAX_METADATA_FILTERS} metadata filters`));
+export const metadataFilterSchema = () => metadataRecord(MAX_METADATA_FILTERS, `at most ${MAX_METADATA_FILTERS} metadata filters`);
 
 /** Tags that narrow what a token reaches or a bulk request matches: at least one, since none would narrow nothing. */
 export const someTagsSchema = () => z.array(tagText()).check(z.minLength(1), z.maxLength(MAX_TAGS, `at most ${MAX_TAGS} tags`));

@@ -1,6 +1,6 @@
 /** What a submit may carry (and a retry change), and what a submit answers. */
 import * as z from "zod/mini";
-import { described, int, isoTime, lazy, named, statusSchema, tagsSchema, text } from "./fields";
+import { described, int, isoTime, lazy, metadataRecord, named, statusSchema, tagsSchema, text } from "./fields";
 
 export const MAX_TIMEOUT_S = 86400;
 export const DEFAULT_TIMEOUT_S = 3600;
@@ -59,14 +59,7 @@ export const tokenConfigSchema = lazy(() =>
 );
 export type TokenConfig = z.infer<ReturnType<typeof tokenConfigSchema>>;
 
-export const metadataSchema = lazy(() =>
-  named(
-    z.record(text(64, 1), text(512)).check(
-      z.refine((m) => Object.keys(m).length <= MAX_METADATA_KEYS, `metadata may hold at most ${MAX_METADATA_KEYS} keys`),
-    ),
-    "Metadata",
-  ),
-);
+export const metadataSchema = lazy(() => named(metadataRecord(MAX_METADATA_KEYS, `metadata may hold at most ${MAX_METADATA_KEYS} keys`), "Metadata"));
 
 const TIMEOUT_RANGE = "timeout must be between 0 and 86400 seconds";
 
