@@ -154,4 +154,20 @@ describe("hostile input", () => {
     expect(wrong).toEqual([]);
     expect(await snapshot()).toEqual(before);
   });
+
+  it("a query parameter named as a property every object inherits (constructor, __proto__), given twice, is as unknown as any other", async () => {
+    const knownId = await finished({ steps: 1 });
+    const paths = ["/api/v1/runs", "/api/v1/runs/events", `/api/v1/runs/${knownId}`, `/api/v1/runs/${knownId}/result`, `/api/v1/runs/${knownId}/stream`, `/api/v1/runs/${knownId}/output`, "/stats"];
+    for (const name of ["constructor", "__proto__", "toString", "hasOwnProperty"]) {
+      for (const path of paths) {
+        const plain = await api(path);
+        const res = await api(`${path}?${name}=1&${name}=2`);
+        // The feed never ends: its status is enough.
+        if (path.endsWith("/events")) await Promise.all([plain.body?.cancel(), res.body?.cancel()]);
+        expect(res.status, `${path}?${name}`).toBe(plain.status);
+      }
+      const unknown = await api(`/api/v1/runs/run_${name}x?${name}=1&${name}=2`, { method: "DELETE" });
+      expect(unknown.status).toBe(404);
+    }
+  });
 });

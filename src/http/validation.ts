@@ -42,7 +42,7 @@ function lastOfRepeated(schema: z.ZodMiniType, query: Record<string, unknown>): 
   const shape = (schema._zod.def as { shape?: Record<string, z.ZodMiniType> }).shape ?? {};
   return Object.fromEntries(
     Object.entries(query).map(([key, value]) => {
-      if (!Array.isArray(value) || !(key in shape) || shape[key]!.safeParse(value).success) return [key, value];
+      if (!Array.isArray(value) || !Object.hasOwn(shape, key) || shape[key]!.safeParse(value).success) return [key, value];
       return [key, value.at(-1)];
     }),
   );
