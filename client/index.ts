@@ -63,7 +63,18 @@ export interface ClientOptions {
   /** An API key, or a scoped token (in a browser: never a key). */
   apiKey?: string;
   fetch?: typeof fetch;
+  /**
+   * How many times a request is sent again when its answer asks for that (default 2): a 429, and
+   * a 503 (a deploy under way, "Service is being updated; retry shortly", or an object
+   * overloaded), each after its `Retry-After` when that is at most a minute; and a lost connection.
+   * A submit or retry without an idempotency key is sent again only after a 429, which the server
+   * answers before it does anything, so that a retry never makes a second job.
+   */
+  maxRetries?: number;
 }
+
+/** The longest `Retry-After` the client waits out by itself; a longer one is the caller's to decide on. */
+const MAX_RETRY_AFTER_MS = 60_000;
 
 /** One server-sent event of a job. */
 export interface RunEvent {
@@ -86,11 +97,13 @@ export class RunsClient {
   private readonly baseUrl: string;
   private readonly apiKey?: string;
   private readonly fetchImpl: typeof fetch;
+  private readonly maxRetries: number;
 
   constructor(options: ClientOptions = {}) {
     this.baseUrl = (options.baseUrl ?? "http://127.0.0.1:8005").replace(/\/+$/, "");
     this.apiKey = options.apiKey;
     this.fetchImpl = options.fetch ?? ((input, init) => fetch(input, init));
+    this.maxRetries = options.maxRetries ?? 2;
   }
 
   /** Submits a job. `replayed` is true when an idempotency key returned an earlier job. */
@@ -275,16 +288,53 @@ export class RunsClient {
   private async request(method: string, path: string, init: { headers?: Record<string, string>; body?: string; signal?: AbortSignal } = {}): Promise<Response> {
     const headers: Record<string, string> = { ...init.headers };
     if (this.apiKey) headers.Authorization = `Bearer ${this.apiKey}`;
-    const res = await this.fetchImpl(`${this.baseUrl}${path}`, { method, headers, body: init.body, signal: init.signal });
-    if (res.ok) return res;
-    let body: Record<string, unknown> = {};
-    try {
-      body = (await res.json()) as Record<string, unknown>;
-    } catch {
-      body = { detail: res.statusText };
+    // What may be sent again when it is not known whether the server acted: a read, or a write the
+    // server recognises as the same by its key. A delete refused with a 503 was not carried out.
+    const repeatable = method === "GET" || method === "HEAD" || "Idempotency-Key" in headers;
+    for (let attempt = 1; ; attempt++) {
+      let res: Response;
+      try {
+        res = await this.fetchImpl(`${this.baseUrl}${path}`, { method, headers, body: init.body, signal: init.signal });
+      } catch (error) {
+        if (!repeatable || attempt > this.maxRetries || init.signal?.aborted) throw error;
+        await sleep(backoffMs(attempt), init.signal);
+        continue;
+      }
+      if (res.ok) return res;
+      const wait = attempt > this.maxRetries ? null : retryWaitMs(res, repeatable || method === "DELETE", attempt);
+      if (wait === null) throw await apiError(res);
+      await res.body?.cancel();
+      await sleep(wait, init.signal);
     }
-    throw new RunsApiError(res.status, body.detail, body, res.headers.get("X-Request-Id"));
   }
+}
+
+/** The wait before try `attempt + 1` where the server named none: 0.5 s, then 1 s, 2 s. */
+const backoffMs = (attempt: number) => Math.min(8000, 500 * 2 ** (attempt - 1));
+
+/**
+ * How long to wait before sending a refused request again, or null when it is not to be: a 429
+ * always (refused before anything was done), a 503 when the request may be repeated, each after
+ * its `Retry-After` (seconds) up to a minute.
+ */
+function retryWaitMs(res: Response, repeatable: boolean, attempt: number): number | null {
+  if (res.status !== 429 && !(res.status === 503 && repeatable)) return null;
+  const header = res.headers.get("Retry-After");
+  if (header === null) return backoffMs(attempt);
+  const seconds = Number(header);
+  const ms = Number.isFinite(seconds) ? seconds * 1000 : Date.parse(header) - Date.now();
+  return Number.isNaN(ms) || ms > MAX_RETRY_AFTER_MS ? null : Math.max(0, ms);
+}
+
+/** The refusal a non-2xx answer carries. */
+async function apiError(res: Response): Promise<RunsApiError> {
+  let body: Record<string, unknown> = {};
+  try {
+    body = (await res.json()) as Record<string, unknown>;
+  } catch {
+    body = { detail: res.statusText };
+  }
+  return new RunsApiError(res.status, body.detail, body, res.headers.get("X-Request-Id"));
 }
 
 /** A list's or the feed's filter as a query string. */

@@ -112,6 +112,65 @@ describe("the TypeScript client", () => {
   });
 });
 
+describe("the client's retries", () => {
+  /**
+   * A fetch that answers the first `times` requests matching `method` with `status` itself, as the
+   * service does while a deploy is under way (503 "Service is being updated; retry shortly") or
+   * past a rate limit (429), and passes every other request to the server; `calls` counts them.
+   */
+  function refusing(method: string, status: number, retryAfter: string | null, times = 1) {
+    const calls: string[] = [];
+    const impl: typeof fetch = async (input, init) => {
+      calls.push(`${init?.method ?? "GET"} ${new URL(String(input)).pathname}`);
+      if ((init?.method ?? "GET") !== method || times-- <= 0) return fetch(input, init);
+      const detail = status === 503 ? "Service is being updated; retry shortly" : "Rate limit exceeded for this API key";
+      return new Response(JSON.stringify({ detail }), { status, headers: { "content-type": "application/json", ...(retryAfter ? { "Retry-After": retryAfter } : {}) } });
+    };
+    return { calls, impl };
+  }
+
+  it("a read answered 503 while a deploy is under way is sent again after its Retry-After, and succeeds", async () => {
+    const { job_id } = await client.submit({ prompt: "retried read", config: simulate(1, 1) });
+    const { calls, impl } = refusing("GET", 503, "1");
+    const started = Date.now();
+    expect((await new RunsClient({ baseUrl: BASE, fetch: impl }).get(job_id)).job_id).toBe(job_id);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1000);
+    expect(calls).toEqual([`GET /api/v1/runs/${job_id}`, `GET /api/v1/runs/${job_id}`]);
+  });
+
+  it("a submit answered 503 is sent again only with an idempotency key, so that no retry makes a second job; a 429 always", async () => {
+    const unkeyed = refusing("POST", 503, "1");
+    await expect(new RunsClient({ baseUrl: BASE, fetch: unkeyed.impl }).submit({ prompt: "once", config: simulate(1, 1) })).rejects.toMatchObject({
+      status: 503,
+      detail: "Service is being updated; retry shortly",
+    });
+    expect(unkeyed.calls).toEqual(["POST /api/v1/runs"]);
+
+    const key = `retry-${Date.now()}`;
+    const keyed = refusing("POST", 503, "1");
+    const submitted = await new RunsClient({ baseUrl: BASE, fetch: keyed.impl }).submit({ prompt: "keyed", config: simulate(1, 1) }, { idempotencyKey: key });
+    expect(keyed.calls).toEqual(["POST /api/v1/runs", "POST /api/v1/runs"]);
+    expect(submitted.replayed).toBe(false);
+
+    const limited = refusing("POST", 429, "1");
+    const after429 = await new RunsClient({ baseUrl: BASE, fetch: limited.impl }).submit({ prompt: "limited", config: simulate(1, 1) });
+    expect(limited.calls).toEqual(["POST /api/v1/runs", "POST /api/v1/runs"]);
+    expect((await client.get(after429.job_id)).job_id).toBe(after429.job_id);
+  });
+
+  it("gives up after maxRetries, and does not wait out a Retry-After of more than a minute", async () => {
+    const stubborn = refusing("GET", 503, "0", 10);
+    await expect(new RunsClient({ baseUrl: BASE, fetch: stubborn.impl, maxRetries: 1 }).stats()).rejects.toMatchObject({ status: 503 });
+    expect(stubborn.calls).toHaveLength(2);
+    const never = refusing("GET", 503, "0", 10);
+    await expect(new RunsClient({ baseUrl: BASE, fetch: never.impl, maxRetries: 0 }).stats()).rejects.toMatchObject({ status: 503 });
+    expect(never.calls).toHaveLength(1);
+    const long = refusing("GET", 429, "120");
+    await expect(new RunsClient({ baseUrl: BASE, fetch: long.impl }).stats()).rejects.toMatchObject({ status: 429 });
+    expect(long.calls).toHaveLength(1);
+  });
+});
+
 describe("the client's feed and tokens", () => {
   it("watches the feed, filtered, every change once, resuming with Last-Event-ID after the connection is cut", async () => {
     const session = `watch-${Date.now()}`;
