@@ -35,13 +35,16 @@ describe("agent definitions at submit", () => {
     ["a role without tasks", VALID.split("    tasks:")[0] + "    tasks: {}\n", "Not a valid agent definition: roles.analyst.tasks: a role needs at least one task"],
     ["a task without expected_output", VALID.replace("        expected_output: Findings\n", ""), "Not a valid agent definition: roles.analyst.tasks.analyse.expected_output: "],
     ["duplicate keys", "roles: {}\nroles: {}", "Invalid YAML: "],
+    // A map may hold the key __proto__, which would otherwise be dropped without a word, and the role or task with it.
+    ["a role named __proto__ beside another", `${VALID}  __proto__:\n    role: R\n    goal: G\n    backstory: B\n    tasks:\n      t:\n        description: D\n        expected_output: E\n`, "Not a valid agent definition: roles.__proto__: a role may not be named __proto__"],
+    ["a task named __proto__ beside another", `${VALID}      __proto__:\n        description: D\n        expected_output: E\n`, "Not a valid agent definition: roles.analyst.tasks.__proto__: a task may not be named __proto__"],
     ["an alias bomb", `a: &a [x, x, x, x, x, x, x, x, x]\n${Array.from({ length: 60 }, (_, i) => `b${i}: [*a, *a, *a, *a]`).join("\n")}`, "Invalid YAML: "],
   ])("%s → 422 naming agent_yaml", async (_name, agent_yaml, message) => {
     const res = await post("/api/v1/runs", { prompt: "x", agent_yaml });
     expect(res.status).toBe(422);
     const { detail } = await res.json<{ detail: { loc: string[]; msg: string }[] }>();
     expect(detail[0].loc).toEqual(["body", "agent_yaml"]);
-    expect(detail[0].msg.startsWith(message)).toBe(true);
+    expect(detail[0].msg.startsWith(message), detail[0].msg).toBe(true);
   });
 
   it("more than 100 tasks → 422", async () => {

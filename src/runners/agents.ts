@@ -5,6 +5,7 @@
 import * as z from "zod/mini";
 import { load } from "js-yaml";
 import { ApiError } from "../errors";
+import { withoutProtoKey } from "../schemas";
 import { BUNDLED_AGENTS } from "./agents.bundle";
 import { BUNDLED_RECIPES } from "./recipes.bundle";
 import type { AgentTask, Revision, StepContext } from "./types";
@@ -21,12 +22,12 @@ function definitionSchema() {
     role: text,
     goal: text,
     backstory: text,
-    tasks: z.record(name, task).check(z.refine((t) => Object.keys(t).length > 0, "a role needs at least one task")),
+    tasks: withoutProtoKey(z.record(name, task).check(z.refine((t) => Object.keys(t).length > 0, "a role needs at least one task")), "a task may not be named __proto__"),
   });
   return z.looseObject({
     framework: z.optional(z.string()),
     topic: z.optional(z.string()),
-    roles: z.record(name, role).check(z.refine((r) => Object.keys(r).length > 0, "roles must not be empty")),
+    roles: withoutProtoKey(z.record(name, role).check(z.refine((r) => Object.keys(r).length > 0, "roles must not be empty")), "a role may not be named __proto__"),
   });
 }
 let agentDefinitionSchema: ReturnType<typeof definitionSchema> | null = null;

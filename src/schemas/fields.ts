@@ -74,19 +74,23 @@ export const tagsSchema = lazy(() =>
   ),
 );
 /**
- * Metadata: keys of 1 to 64 characters, values of at most 512, at most `maxKeys` of them. A JSON
- * object may hold the key `__proto__`, which a record would drop without a word: it is refused.
+ * A record that refuses the key `__proto__`, naming it with `message`: a JSON object (or a YAML
+ * map) may hold that key, and zod's record would drop it without a word.
  */
-export const metadataRecord = (maxKeys: number, tooMany: string) =>
+export const withoutProtoKey = <T extends z.ZodMiniType>(record: T, message: string) =>
   z.pipe(
     z.transform((value: unknown, ctx) => {
       if (value !== null && typeof value === "object" && Object.hasOwn(value, "__proto__")) {
-        ctx.issues.push({ code: "custom", message: "a metadata key may not be __proto__", input: value, path: ["__proto__"] });
+        ctx.issues.push({ code: "custom", message, input: value, path: ["__proto__"] });
       }
       return value;
     }),
-    z.record(text(64, 1), text(512)).check(z.refine((m) => Object.keys(m).length <= maxKeys, tooMany)),
+    record,
   );
+
+/** Metadata: keys of 1 to 64 characters, values of at most 512, at most `maxKeys` of them. */
+export const metadataRecord = (maxKeys: number, tooMany: string) =>
+  withoutProtoKey(z.record(text(64, 1), text(512)).check(z.refine((m) => Object.keys(m).length <= maxKeys, tooMany)), "a metadata key may not be __proto__");
 
 /** Metadata that narrows a list, the feed or a bulk request: exact values of at most this many keys. */
 export const MAX_METADATA_FILTERS = 5;
