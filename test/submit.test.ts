@@ -245,10 +245,12 @@ describe("bad submissions", () => {
     expect(await jobCount()).toBe(before);
   });
 
-  it("metadata holding the key __proto__ → 422 naming it, not dropped without a word", async () => {
+  it("metadata or config holding the key __proto__ → 422 naming it, not dropped without a word", async () => {
     const before = await jobCount();
-    const detail = await expectDetail(await post("/api/v1/runs", '{"prompt":"x","metadata":{"team":"a","__proto__":"x"}}'), 422);
-    expect(detail).toEqual([{ loc: ["body", "metadata", "__proto__"], msg: "a metadata key may not be __proto__", type: "custom" }]);
+    const metadata = await expectDetail(await post("/api/v1/runs", '{"prompt":"x","metadata":{"team":"a","__proto__":"x"}}'), 422);
+    expect(metadata).toEqual([{ loc: ["body", "metadata", "__proto__"], msg: "a metadata key may not be __proto__", type: "custom" }]);
+    const config = await expectDetail(await post("/api/v1/runs", '{"prompt":"x","config":{"__proto__":{"simulate":{"steps":7}}}}'), 422);
+    expect(config).toEqual([{ loc: ["body", "config", "__proto__"], msg: "a config key may not be __proto__", type: "custom" }]);
     expect(await jobCount()).toBe(before);
   });
 

@@ -1,6 +1,6 @@
 /** What a submit may carry (and a retry change), and what a submit answers. */
 import * as z from "zod/mini";
-import { described, int, isoTime, lazy, metadataRecord, named, statusSchema, tagsSchema, text } from "./fields";
+import { described, int, isoTime, lazy, metadataRecord, named, statusSchema, tagsSchema, text, withoutProtoKey } from "./fields";
 
 export const MAX_TIMEOUT_S = 86400;
 export const DEFAULT_TIMEOUT_S = 3600;
@@ -38,13 +38,17 @@ const promptText = () => z.string().check(z.refine((p) => p.trim().length > 0, "
 
 const budgetField = () => z.optional(described(int(1), "The job's token budget: a model call that would pass it is aborted and the job fails"));
 
+/** A job's config: the model settings, a budget and the simulated runner's knobs, and any other key kept as given. */
 export const runConfigSchema = lazy(() =>
   named(
-    z.looseObject({
-      ...modelFields(),
-      max_total_tokens: budgetField(),
-      simulate: z.optional(simulateSchema()),
-    }),
+    withoutProtoKey(
+      z.looseObject({
+        ...modelFields(),
+        max_total_tokens: budgetField(),
+        simulate: z.optional(simulateSchema()),
+      }),
+      "a config key may not be __proto__",
+    ),
     "RunConfig",
   ),
 );
