@@ -20,7 +20,7 @@
 /**
  * @typedef {{ expires_at: string | null, scopes: string[], runs: string[] | null, session_id: string | null,
  *   tags: string[] | null, max_submits: number | null, concurrency_key: string | null, priority: number | null,
- *   config: Record<string, string | number> | null, submits_left: number | null }} Grant
+ *   config: Record<string, string | number> | null, metadata: Record<string, string> | null, submits_left: number | null }} Grant
  */
 
 const UNFINISHED = new Set(["queued", "running", "awaiting_input"]);

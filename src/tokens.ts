@@ -32,6 +32,8 @@ export interface Grant {
   priority: number | null;
   /** Model settings the jobs it submits run with, over the body's config. */
   config: TokenConfig | null;
+  /** Metadata entries the jobs it submits carry, over the body's. */
+  metadata: Record<string, string> | null;
 }
 
 /** The id of an API key in logs, rate limits and tokens: the first 16 hex digits of its hash. */
@@ -84,6 +86,7 @@ interface Payload {
   ck?: string;
   p?: number;
   cf?: TokenConfig;
+  md?: Record<string, string>;
 }
 
 export async function mintToken(grant: Grant, secret: string): Promise<string> {
@@ -95,6 +98,7 @@ export async function mintToken(grant: Grant, secret: string): Promise<string> {
   if (grant.concurrency_key !== null) payload.ck = grant.concurrency_key;
   if (grant.priority !== null) payload.p = grant.priority;
   if (grant.config !== null) payload.cf = grant.config;
+  if (grant.metadata !== null) payload.md = grant.metadata;
   const body = TOKEN_PREFIX + base64url(encoder.encode(JSON.stringify(payload)));
   const signature = new Uint8Array(await crypto.subtle.sign("HMAC", await signingKey(secret), encoder.encode(body)));
   return `${body}.${base64url(signature)}`;
@@ -147,8 +151,13 @@ function grantOf(bytes: Uint8Array | null): Grant | null {
     concurrency_key: typeof p.ck === "string" ? p.ck : null,
     priority: typeof p.p === "number" ? p.p : null,
     config: typeof p.cf === "object" && p.cf !== null && !Array.isArray(p.cf) ? p.cf : null,
+    metadata: isEntries(p.md) ? p.md : null,
   };
 }
+
+/** Metadata entries as signed: an object of strings. */
+const isEntries = (value: unknown): value is Record<string, string> =>
+  typeof value === "object" && value !== null && !Array.isArray(value) && Object.values(value).every((v) => typeof v === "string");
 
 /** Does the grant reach this job? Every part of its reach that is given must hold. */
 export function reaches(grant: Grant, job: { job_id: string; session_id: string | null; tags?: string[] }): boolean {

@@ -29,6 +29,7 @@ import {
   errorSchema,
   instantOf,
   jobIdParamSchema,
+  MAX_METADATA_KEYS,
   retryBodySchema,
   submitBodySchema,
   submitResponseSchema,
@@ -191,19 +192,26 @@ submits.post("/api/v1/runs", scope("submit"), jsonBody((env) => limits(env).maxB
 
 /**
  * A job submitted with a token joins the token's session and carries its tags, so that the token
- * reaches it. Its place in the tenant's line is the token's too, not the browser's to choose: the
- * token's concurrency key and priority (none, and the default, unless the token names them).
+ * reaches it, and the metadata entries it fixes over the body's (its user's id, which the backend
+ * can then trust). Its place in the tenant's line is the token's too, not the browser's to choose:
+ * the token's concurrency key and priority (none, and the default, unless the token names them).
  */
-function tokenized<T extends { session_id?: string | null; tags?: string[] | null; concurrency_key?: string | null; priority?: number | null }>(
-  c: Ctx,
-  body: T,
-): T {
+function tokenized<
+  T extends { session_id?: string | null; tags?: string[] | null; metadata?: Record<string, string> | null; concurrency_key?: string | null; priority?: number | null },
+>(c: Ctx, body: T): T {
   const grant = c.get("token");
   if (grant === null) return body;
+  const metadata = grant.metadata ? { ...(body.metadata ?? {}), ...grant.metadata } : body.metadata;
+  if (metadata && Object.keys(metadata).length > MAX_METADATA_KEYS) {
+    throw new ApiError("validation", [
+      { loc: ["body", "metadata"], msg: `metadata may hold at most ${MAX_METADATA_KEYS} keys, the token's among them`, type: "value_error" },
+    ]);
+  }
   return {
     ...body,
     ...(grant.session_id !== null ? { session_id: grant.session_id } : {}),
     ...(grant.tags ? { tags: grant.tags } : {}),
+    ...(grant.metadata ? { metadata } : {}),
     concurrency_key: grant.concurrency_key,
     priority: grant.priority ?? DEFAULT_PRIORITY,
   };

@@ -50,14 +50,15 @@ tokens.post("/api/v1/tokens", keyOnly("minting tokens"), jsonBody((env) => limit
     concurrency_key: body.concurrency_key ?? null,
     priority: body.priority ?? null,
     config: body.config ?? null,
+    metadata: body.metadata && Object.keys(body.metadata).length > 0 ? body.metadata : null,
   };
   return c.json({ token: await mintToken(grant, secrets[0]), ...granted(grant) }, 201);
 });
 
 /** What a token grants, as its answers say it. */
 function granted(grant: Grant) {
-  const { scopes, runs, session_id, tags, max_submits, concurrency_key, priority, config } = grant;
-  return { expires_at: new Date(grant.expires * 1000).toISOString(), scopes, runs, session_id, tags, max_submits, concurrency_key, priority, config };
+  const { scopes, runs, session_id, tags, max_submits, concurrency_key, priority, config, metadata } = grant;
+  return { expires_at: new Date(grant.expires * 1000).toISOString(), scopes, runs, session_id, tags, max_submits, concurrency_key, priority, config, metadata };
 }
 
 tokenOperations.push({
@@ -78,6 +79,7 @@ const KEY_CREDENTIAL: Credential = {
   concurrency_key: null,
   priority: null,
   config: null,
+  metadata: null,
   submits_left: null,
 };
 

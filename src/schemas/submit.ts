@@ -4,7 +4,7 @@ import { described, int, isoTime, lazy, metadataRecord, named, statusSchema, tag
 
 export const MAX_TIMEOUT_S = 86400;
 export const DEFAULT_TIMEOUT_S = 3600;
-const MAX_METADATA_KEYS = 16;
+export const MAX_METADATA_KEYS = 16;
 export const MAX_RETENTION_S = 30 * 86400;
 /** The longest a job may be delayed, or wait in line before it expires: 30 days. */
 export const MAX_QUEUE_WAIT_S = 30 * 86400;

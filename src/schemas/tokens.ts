@@ -1,6 +1,6 @@
 /** Scoped tokens: what one may do and reach, what minting one asks, and what it answers. */
 import * as z from "zod/mini";
-import { described, int, lazy, named, someTagsSchema, text } from "./fields";
+import { described, int, lazy, metadataRecord, named, someTagsSchema, text } from "./fields";
 import { tokenConfigSchema } from "./submit";
 
 /** What a scoped token may do (src/tokens.ts). */
@@ -8,6 +8,8 @@ export const SCOPES = ["read", "stream", "submit", "cancel", "input", "delete"] 
 export type Scope = (typeof SCOPES)[number];
 
 export const MAX_TOKEN_RUNS = 100;
+/** The most metadata entries a token fixes: each travels in the token, which a browser may put in an address. */
+export const MAX_TOKEN_METADATA = 5;
 export const tokenBodySchema = lazy(() =>
   named(
     z
@@ -24,12 +26,19 @@ export const tokenBodySchema = lazy(() =>
         concurrency_key: z.nullish(described(text(128, 1), "With submit: the concurrency key of every job the token submits (one end user's limit); none otherwise, whatever the body says")),
         priority: z.nullish(described(int(0, 9), "With submit: the priority of every job the token submits; the default (5) otherwise, whatever the body says")),
         config: z.nullish(tokenConfigSchema()),
+        metadata: z.nullish(
+          described(
+            metadataRecord(MAX_TOKEN_METADATA, `a token fixes at most ${MAX_TOKEN_METADATA} metadata entries`),
+            "With submit: metadata entries every job the token submits carries, over the body's (its user's id, say, which the backend can then trust)",
+          ),
+        ),
       })
       .check(
         z.refine((b) => b.max_submits == null || b.scopes.includes("submit"), { message: "max_submits needs the submit scope", path: ["max_submits"] }),
         z.refine((b) => b.concurrency_key == null || b.scopes.includes("submit"), { message: "concurrency_key needs the submit scope", path: ["concurrency_key"] }),
         z.refine((b) => b.priority == null || b.scopes.includes("submit"), { message: "priority needs the submit scope", path: ["priority"] }),
         z.refine((b) => b.config == null || b.scopes.includes("submit"), { message: "config needs the submit scope", path: ["config"] }),
+        z.refine((b) => b.metadata == null || Object.keys(b.metadata).length === 0 || b.scopes.includes("submit"), { message: "metadata needs the submit scope", path: ["metadata"] }),
         z.refine((b) => b.runs != null || b.session_id != null || b.tags != null || b.scopes.every((s) => s === "submit"), {
           message: "A token needs a reach (runs, session_id or tags) unless its only scope is submit",
         }),
@@ -49,6 +58,7 @@ const grantShape = () => ({
   concurrency_key: z.nullable(z.string()),
   priority: z.nullable(z.int()),
   config: z.nullable(tokenConfigSchema()),
+  metadata: z.nullable(z.record(z.string(), z.string())),
 });
 
 export const tokenSchema = lazy(() =>

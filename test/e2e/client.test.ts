@@ -358,9 +358,15 @@ describe("the runs CLI", () => {
     expect(cli("token", "--scopes", "read").code).toBe(3); // no reach: 422
     // A token for one end user's browser: its jobs share that user's concurrency key, whatever the browser sends.
     const config = JSON.stringify({ model: "small", max_total_tokens: 1000 });
-    const submitter = cli("token", "--scopes", "submit", "--concurrency-key", "cli-user", "--priority", "2", "--config", config, "--json");
+    const submitter = cli("token", "--scopes", "submit", "--concurrency-key", "cli-user", "--priority", "2", "--config", config, "--metadata", "user=cli-user", "--json");
     expect(submitter.code).toBe(0);
-    expect(JSON.parse(submitter.stdout)).toMatchObject({ scopes: ["submit"], concurrency_key: "cli-user", priority: 2, config: { model: "small", max_total_tokens: 1000 } });
+    expect(JSON.parse(submitter.stdout)).toMatchObject({
+      scopes: ["submit"],
+      concurrency_key: "cli-user",
+      priority: 2,
+      config: { model: "small", max_total_tokens: 1000 },
+      metadata: { user: "cli-user" },
+    });
     expect(cli("token", "--scopes", "submit", "--config", "[1]").code).toBe(2);
     expect(cli("token").code).toBe(2);
 

@@ -598,7 +598,7 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     const payload = JSON.parse(Buffer.from(live.slice(4, live.indexOf(".")), "base64url").toString());
     const expires = Math.floor(Date.now() / 1000) + 4;
     const token = await mintToken(
-      { id: "expiring", tenant: "web", key: payload.k, scopes: ["read", "stream"], runs: null, session_id: "expiring", tags: null, expires, max_submits: null, concurrency_key: null, priority: null, config: null },
+      { id: "expiring", tenant: "web", key: payload.k, scopes: ["read", "stream"], runs: null, session_id: "expiring", tags: null, expires, max_submits: null, concurrency_key: null, priority: null, config: null, metadata: null },
       TOKEN_SECRET,
     );
     const { page, problems } = await open(`${KEYED}/#token=${token}`);
@@ -627,7 +627,7 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     const live = await mint({ scopes: ["read", "stream"], session_id: "browser-user" });
     const payload = JSON.parse(Buffer.from(live.slice(4, live.indexOf(".")), "base64url").toString());
     const expired = await mintToken(
-      { id: "expired", tenant: "web", key: payload.k, scopes: ["read", "stream"], runs: null, session_id: "browser-user", tags: null, expires: Math.floor(Date.now() / 1000) - 5, max_submits: null, concurrency_key: null, priority: null, config: null },
+      { id: "expired", tenant: "web", key: payload.k, scopes: ["read", "stream"], runs: null, session_id: "browser-user", tags: null, expires: Math.floor(Date.now() / 1000) - 5, max_submits: null, concurrency_key: null, priority: null, config: null, metadata: null },
       TOKEN_SECRET,
     );
     const page = await browser.newPage();

@@ -22,6 +22,7 @@ interface Minted {
   concurrency_key: string | null;
   priority: number | null;
   config: Record<string, unknown> | null;
+  metadata: Record<string, string> | null;
 }
 
 async function mint(body: Record<string, unknown>, headers: Record<string, string> = ALPHA): Promise<Minted> {
@@ -77,7 +78,7 @@ describe("minting", () => {
   it("answers 201 with the token and what it grants, with the contract's defaults", async () => {
     const before = Date.now();
     const minted = await mint({ scopes: ["read", "submit"], session_id: "s1" });
-    expect(minted).toMatchObject({ scopes: ["read", "submit"], runs: null, session_id: "s1", tags: null, max_submits: 1, concurrency_key: null, priority: null, config: null });
+    expect(minted).toMatchObject({ scopes: ["read", "submit"], runs: null, session_id: "s1", tags: null, max_submits: 1, concurrency_key: null, priority: null, config: null, metadata: null });
     expect(minted.token).toMatch(/^ert_[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/);
     const ttl = (Date.parse(minted.expires_at) - before) / 1000;
     expect(ttl).toBeGreaterThan(898);
@@ -123,6 +124,9 @@ describe("minting", () => {
     ["config without submit", { scopes: ["read"], session_id: "s", config: { model: "m" } }, ["body", "config"]],
     ["a config key that is no model setting", { scopes: ["submit"], config: { simulate: { steps: 1 } } }, ["body", "config"]],
     ["a budget of 0", { scopes: ["submit"], config: { max_total_tokens: 0 } }, ["body", "config", "max_total_tokens"]],
+    ["metadata without submit", { scopes: ["read"], session_id: "s", metadata: { user: "u-1" } }, ["body", "metadata"]],
+    ["more than 5 metadata entries", { scopes: ["submit"], metadata: Object.fromEntries(["a", "b", "c", "d", "e", "f"].map((k) => [k, k])) }, ["body", "metadata"]],
+    ["a metadata value that is no text", { scopes: ["submit"], metadata: { user: 42 } }, ["body", "metadata", "user"]],
   ])("%s → 422 naming the field", async (_what, body, loc) => {
     const res = await api("/api/v1/tokens", { method: "POST", headers: { ...JSON_TYPE, ...ALPHA }, body: JSON.stringify(body) });
     expect(res.status).toBe(422);
@@ -325,6 +329,30 @@ describe("submitting with a token", () => {
     expect((await ended((await free.json<{ job_id: string }>()).job_id)).status).toBe("succeeded");
   });
 
+  it("a token's metadata entries win over the body's, so that its user's id can be trusted; the body's other entries are kept", async () => {
+    const user = `u-${crypto.randomUUID().slice(0, 8)}`;
+    const { token, metadata } = await mint({ scopes: ["submit", "read"], session_id: "metadata-pinned", metadata: { user }, max_submits: 3 });
+    expect(metadata).toEqual({ user });
+    expect(await (await api("/api/v1/tokens/verify", { headers: bearer(token) })).json()).toMatchObject({ metadata: { user } });
+    const submitted = await api("/api/v1/runs", {
+      method: "POST",
+      headers: { ...JSON_TYPE, ...bearer(token) },
+      body: JSON.stringify({ prompt: "p", metadata: { user: "someone-else", note: "kept" }, delay_seconds: 3600 }),
+    });
+    expect(submitted.status).toBe(202);
+    const { job_id } = await submitted.json<{ job_id: string }>();
+    expect((await (await api(`/api/v1/runs/${job_id}`, { headers: ALPHA })).json<{ metadata: Record<string, string> }>()).metadata).toEqual({ user, note: "kept" });
+    // The backend lists, and erases, its user's jobs by that entry: the browser cannot file a job under another user.
+    expect((await (await api(`/api/v1/runs?metadata.user=${user}`, { headers: ALPHA })).json<{ total: number }>()).total).toBe(1);
+    expect((await (await api("/api/v1/runs?metadata.user=someone-else", { headers: ALPHA })).json<{ total: number }>()).total).toBe(0);
+    // With the token's, a body's entries may not pass the 16 a job holds: 422, nothing made, nothing counted.
+    const crowded = Object.fromEntries(Array.from({ length: 16 }, (_, i) => [`k${i}`, "v"]));
+    const refused = await api("/api/v1/runs", { method: "POST", headers: { ...JSON_TYPE, ...bearer(token) }, body: JSON.stringify({ prompt: "p", metadata: crowded }) });
+    expect(refused.status).toBe(422);
+    expect(await refused.json()).toEqual({ detail: [{ loc: ["body", "metadata"], msg: "metadata may hold at most 16 keys, the token's among them", type: "value_error" }] });
+    expect(await (await api("/api/v1/tokens/verify", { headers: bearer(token) })).json()).toMatchObject({ submits_left: 2 });
+  });
+
   it("a token does not choose where webhooks go: webhook_url → 403, nothing made, nothing counted", async () => {
     const { token } = await mint({ scopes: ["submit"], max_submits: 1 });
     const res = await api("/api/v1/runs", {
@@ -456,6 +484,7 @@ describe("GET /api/v1/tokens/verify", () => {
       concurrency_key: null,
       priority: null,
       config: null,
+      metadata: null,
       submits_left: null,
     });
   });
@@ -484,6 +513,7 @@ describe("a token that is expired, altered or revoked", () => {
     concurrency_key: null,
     priority: null,
     config: null,
+    metadata: null,
     ...over,
   });
 
@@ -570,7 +600,7 @@ describe("a stream opened with a token ends when the token expires", () => {
     const { token } = await mint({ scopes: ["stream"], session_id: "s1" });
     const payload = JSON.parse(atob(token.slice(4, token.indexOf(".")).replace(/-/g, "+").replace(/_/g, "/")));
     const expires = Math.floor(Date.now() / 1000) + 2;
-    const grant: Grant = { id: crypto.randomUUID(), tenant: "alpha", key: payload.k, scopes: ["stream"], runs: null, session_id: "s1", tags: null, expires, max_submits: null, concurrency_key: null, priority: null, config: null };
+    const grant: Grant = { id: crypto.randomUUID(), tenant: "alpha", key: payload.k, scopes: ["stream"], runs: null, session_id: "s1", tags: null, expires, max_submits: null, concurrency_key: null, priority: null, config: null, metadata: null };
     return { token: await mintToken(grant, TOKEN_SECRET), expiresAt: expires * 1000 };
   }
 
