@@ -182,7 +182,7 @@ export class RunsClient {
 
   /**
    * Cancels or deletes many jobs in the background (API key only): a filter `{status, session_id,
-   * tags, created_before}` or `{job_ids}`; a delete takes `force`. Answers at once with how many matched.
+   * tags, metadata, created_before}` or `{job_ids}`; a delete takes `force`. Answers at once with how many matched.
    */
   async bulk(action: "cancel" | "delete", body: BulkInput): Promise<BulkAccepted> {
     return (await this.postJson(`/api/v1/runs/bulk/${action}`, body)).json() as Promise<BulkAccepted>;
@@ -210,7 +210,7 @@ export class RunsClient {
         res = await this.request("GET", `${this.path(id)}/stream`, { headers: { "Last-Event-ID": String(last) }, signal: options.signal });
       } catch (error) {
         if (error instanceof RunsApiError || options.signal?.aborted || ++failures > (options.maxReconnects ?? 5)) throw error;
-        await sleep(Math.min(5000, 250 * 2 ** failures), options.signal);
+        await sleep(backoffMs(failures), options.signal);
         continue;
       }
       let done = false;
@@ -231,7 +231,7 @@ export class RunsClient {
       }
       if (done) return;
       if (++failures > (options.maxReconnects ?? 5)) throw new Error(`stream of ${id} kept dropping`);
-      await sleep(Math.min(5000, 250 * 2 ** failures), options.signal);
+      await sleep(backoffMs(failures), options.signal);
     }
   }
 
@@ -259,7 +259,7 @@ export class RunsClient {
         if (error instanceof RunsApiError || options.signal?.aborted) throw error;
       }
       if (++failures > (options.maxReconnects ?? 5)) throw new Error("the feed kept dropping");
-      await sleep(Math.min(5000, 250 * 2 ** failures), options.signal);
+      await sleep(backoffMs(failures), options.signal);
     }
   }
 
@@ -309,8 +309,8 @@ export class RunsClient {
   }
 }
 
-/** The wait before try `attempt + 1` where the server named none: 0.5 s, then 1 s, 2 s. */
-const backoffMs = (attempt: number) => Math.min(8000, 500 * 2 ** (attempt - 1));
+/** The wait after `failures` failed tries in a row where the server named none: 0.5 s, 1 s, 2 s, then at most 5 s. */
+const backoffMs = (failures: number) => Math.min(5000, 250 * 2 ** failures);
 
 /**
  * How long to wait before sending a refused request again, or null when it is not to be: a 429
