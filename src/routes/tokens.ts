@@ -10,7 +10,7 @@ import { ApiError } from "../errors";
 import { jsonBody } from "../http/body";
 import type { Operation } from "../http/openapi";
 import { valid } from "../http/validation";
-import { credentialSchema, errorSchema, SCOPES, tokenBodySchema, tokenSchema, type Credential } from "../schemas";
+import { credentialSchema, errorSchema, hasEntries, SCOPES, tokenBodySchema, tokenSchema, type Credential } from "../schemas";
 import { mintToken, type Grant } from "../tokens";
 import { submitsLeft } from "./submit";
 
@@ -50,7 +50,7 @@ tokens.post("/api/v1/tokens", keyOnly("minting tokens"), jsonBody((env) => limit
     concurrency_key: body.concurrency_key ?? null,
     priority: body.priority ?? null,
     config: body.config ?? null,
-    metadata: body.metadata && Object.keys(body.metadata).length > 0 ? body.metadata : null,
+    metadata: hasEntries(body.metadata) ? body.metadata : null,
   };
   return c.json({ token: await mintToken(grant, secrets[0]), ...granted(grant) }, 201);
 });

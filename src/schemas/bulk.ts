@@ -1,9 +1,6 @@
 /** A bulk cancel or delete: what it asks, and what it answers as it goes. */
 import * as z from "zod/mini";
-import { described, isoTime, lazy, metadataFilterSchema, named, someTagsSchema, statusSchema, text } from "./fields";
-
-/** An empty metadata filter is not given, as an empty or null field is not. */
-const isEmpty = (metadata: Record<string, string> | null | undefined) => metadata == null || Object.keys(metadata).length === 0;
+import { described, hasEntries, isoTime, lazy, metadataFilterSchema, named, someTagsSchema, statusSchema, text } from "./fields";
 
 /** The most job ids one bulk request may name, and the most jobs its filter may match. */
 export const MAX_BULK_IDS = 1000;
@@ -22,7 +19,7 @@ export const bulkBodySchema = lazy(() =>
         force: z.nullish(described(z.boolean(), "delete: cancel queued, running and awaiting jobs first (else they are skipped)")),
       })
       .check(
-        z.refine((b) => (b.job_ids == null) !== (b.status == null && b.session_id == null && b.created_before == null && b.tags == null && isEmpty(b.metadata)), {
+        z.refine((b) => (b.job_ids == null) !== (b.status == null && b.session_id == null && b.created_before == null && b.tags == null && !hasEntries(b.metadata)), {
           message: "Give job_ids, or a filter (status, session_id, tags, metadata, created_before), not both and not neither",
         }),
       ),

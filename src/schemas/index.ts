@@ -5,7 +5,7 @@
  * schema is built on its first use (`jobSchema()`): building them all as the module loads cost
  * every cold isolate about 15 ms, mostly for response shapes that only the OpenAPI document reads.
  */
-export { instantOf, isTrue, MAX_METADATA_FILTERS, MAX_TAGS, statusSchema, TAG, tagsSchema, withoutProtoKey } from "./fields";
+export { hasEntries, instantOf, isTrue, MAX_METADATA_FILTERS, MAX_TAGS, statusSchema, TAG, tagsSchema, withoutProtoKey } from "./fields";
 export * from "./submit";
 export * from "./runs";
 export * from "./input";

@@ -1,6 +1,6 @@
 /** Scoped tokens: what one may do and reach, what minting one asks, and what it answers. */
 import * as z from "zod/mini";
-import { described, int, lazy, metadataRecord, named, someTagsSchema, text } from "./fields";
+import { described, hasEntries, int, lazy, metadataRecord, named, someTagsSchema, text } from "./fields";
 import { tokenConfigSchema } from "./submit";
 
 /** What a scoped token may do (src/tokens.ts). */
@@ -38,7 +38,7 @@ export const tokenBodySchema = lazy(() =>
         z.refine((b) => b.concurrency_key == null || b.scopes.includes("submit"), { message: "concurrency_key needs the submit scope", path: ["concurrency_key"] }),
         z.refine((b) => b.priority == null || b.scopes.includes("submit"), { message: "priority needs the submit scope", path: ["priority"] }),
         z.refine((b) => b.config == null || b.scopes.includes("submit"), { message: "config needs the submit scope", path: ["config"] }),
-        z.refine((b) => b.metadata == null || Object.keys(b.metadata).length === 0 || b.scopes.includes("submit"), { message: "metadata needs the submit scope", path: ["metadata"] }),
+        z.refine((b) => !hasEntries(b.metadata) || b.scopes.includes("submit"), { message: "metadata needs the submit scope", path: ["metadata"] }),
         z.refine((b) => b.runs != null || b.session_id != null || b.tags != null || b.scopes.every((s) => s === "submit"), {
           message: "A token needs a reach (runs, session_id or tags) unless its only scope is submit",
         }),

@@ -4,7 +4,7 @@
  * with one event id holding every shard's position. With one shard, each is that shard's own
  * answer, as before there were shards.
  */
-import type { DayUsage, Stats } from "../schemas";
+import { hasEntries, type DayUsage, type Stats } from "../schemas";
 import { PING } from "../run/events";
 import { STATUSES, type Status } from "../run/transitions";
 import { MAX_BEHIND, type RunFilter } from "./feed";
@@ -73,7 +73,7 @@ export async function matchingJobs(
   filter: BulkFilter,
   limit: number,
 ): Promise<string[]> {
-  const byMetadata = Object.keys(filter.metadata ?? {}).length > 0;
+  const byMetadata = hasEntries(filter.metadata);
   const match = (name: string) => (byMetadata ? shard(env, name).matchingByMetadata(filter, limit) : shard(env, name).matching(filter, limit));
   const all = await Promise.all(projectionNames(env, tenant).map(match));
   return all.flat().slice(0, limit + 1);
