@@ -5,7 +5,7 @@
  * token (src/tokens.ts) acts for the tenant of the key that minted it, within its scopes and reach.
  */
 import type { MiddlewareHandler } from "hono";
-import { DEFAULT_TENANT } from "./config";
+import { DEFAULT_TENANT, rotatingSecrets } from "./config";
 import { sha256 } from "./digest";
 import { ApiError, misconfigured } from "./errors";
 import { parseKeys, type KeyEntry } from "./settings";
@@ -38,9 +38,9 @@ export type AppEnv = {
  * keys) without it, a development secret; null where a deployment with keys has none (no tokens then).
  */
 export function tokenSecrets(env: Env, keysConfigured: boolean): [string, ...string[]] | null {
-  const secret = env.TOKEN_SECRET?.trim() ?? "";
-  const previous = env.TOKEN_SECRET_PREVIOUS?.trim() ?? "";
-  if (secret !== "") return previous === "" ? [secret] : [secret, previous];
+  // A previous secret without a current one is a bad setting, answered 503 before tokens are read.
+  const [secret, ...previous] = rotatingSecrets(env, "TOKEN_SECRET");
+  if (secret !== undefined) return [secret, ...previous];
   return keysConfigured ? null : [DEVELOPMENT_SECRET];
 }
 

@@ -87,12 +87,16 @@ export function modelSettings(env: Env): ModelSettings | null {
 export const allowSimulate = (env: Env) => env.ALLOW_SIMULATE === "true";
 export const allowPrivateWebhooks = (env: Env) => env.WEBHOOK_ALLOW_PRIVATE === "true";
 
+/** A signing secret and, while it is rotated, the one before it (`<name>_PREVIOUS`): those set, current first. */
+export const rotatingSecrets = (env: Env, name: "TOKEN_SECRET" | "WEBHOOK_SECRET"): string[] =>
+  [env[name], env[`${name}_PREVIOUS`]].map((s) => s?.trim() ?? "").filter((s) => s !== "");
+
 /**
  * The secrets every webhook is signed with: WEBHOOK_SECRET, and while it is rotated the one before
  * it, so that a receiver still holding the old secret verifies too (Standard Webhooks' several
  * signatures in one header). None: unsigned, as only local development sends.
  */
-export const webhookSecrets = (env: Env): string[] => [env.WEBHOOK_SECRET, env.WEBHOOK_SECRET_PREVIOUS].map((s) => s?.trim() ?? "").filter((s) => s !== "");
+export const webhookSecrets = (env: Env): string[] => rotatingSecrets(env, "WEBHOOK_SECRET");
 
 const checked = new WeakMap<Env, string[]>();
 
