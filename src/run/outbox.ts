@@ -242,8 +242,9 @@ async function terminalBody(ctx: DurableObjectState, env: Env): Promise<string> 
   const spec = readSpec(sql);
   const job = toJob(spec, readRunRow(sql)!);
   const result = job.status === "succeeded" ? await inlineResult(env.OUTPUTS, finishedParts(sql), limits(env).inlineResultBytes) : null;
-  const body = webhookBody(job, result, outputUrl(spec));
-  return result === null || fitsInBytes(body, MAX_WEBHOOK_BODY_BYTES) ? body : webhookBody(job, null, outputUrl(spec));
+  const url = outputUrl(spec);
+  const body = webhookBody(job, result, url);
+  return result === null || fitsInBytes(body, MAX_WEBHOOK_BODY_BYTES) ? body : webhookBody(job, null, url);
 }
 
 /**
