@@ -495,9 +495,7 @@ function watchStream(/** @type {string} */ id) {
     try {
       renderDetail(/** @type {Job} */ (await (await api(`/api/v1/runs/${id}`)).json()));
     } catch (error) {
-      // Deleted meanwhile, elsewhere (another tab, a bulk delete): the run leaves the view, quietly.
-      if (!(error instanceof ApiError && error.status === 404)) refused(error);
-      else if (selected === id) unselect();
+      unreadable(error, id);
     }
   });
   source.onerror = () => {
@@ -535,15 +533,18 @@ function watchByReading(/** @type {Job} */ first) {
       if (UNFINISHED.has(job.status)) timer = setTimeout(() => void read(), RUN_EVERY_MS);
       else await ended();
     } catch (error) {
-      if (closed) return;
-      // Deleted meanwhile, elsewhere: the run leaves the view, quietly.
-      if (!(error instanceof ApiError && error.status === 404)) refused(error);
-      else if (selected === id) unselect();
+      if (!closed) unreadable(error, id);
     }
   };
   log("status", `${first.status.replace("_", " ")} (read every ${RUN_EVERY_MS / 1000} s: this token cannot watch runs)`);
   if (UNFINISHED.has(first.status)) timer = setTimeout(() => void read(), RUN_EVERY_MS);
   else void ended();
+}
+
+/** A run shown that could not be read again: one deleted meanwhile, elsewhere (another tab, a bulk delete), leaves the view quietly; any other refusal is said. */
+function unreadable(/** @type {unknown} */ error, /** @type {string} */ id) {
+  if (!(error instanceof ApiError && error.status === 404)) refused(error);
+  else if (selected === id) unselect();
 }
 
 /** The output text, its first MiB at most (larger outputs are a link away). */
