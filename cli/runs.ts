@@ -22,6 +22,7 @@ commands:
   token                 mint a scoped token for a browser   --scopes read,stream,... [--runs ID,...] [--session ID]
                                        [--tag T ...] [--ttl S] [--max-submits N] [--concurrency-key K] [--priority 0-9]
                                        [--config JSON: model settings its jobs run with] [--metadata K=V ...: entries its jobs carry]
+                                       [--agent file:F | recipe:NAME: the agent its jobs run]
   stream <id>           live events until the job ends   [--after N]
   wait <id>             wait until the job ends or asks for input (exit 6), with a progress bar
   input <id>            answer a job awaiting input: --approve [--note TEXT] | --revise TEXT | --reject TEXT
@@ -52,6 +53,7 @@ function parse(argv: string[]) {
       "agent-file": { type: "string" },
       "agent-yaml": { type: "string" },
       recipe: { type: "string" },
+      agent: { type: "string" },
       config: { type: "string" },
       timeout: { type: "string" },
       session: { type: "string" },
@@ -94,7 +96,7 @@ const COMMAND_OPTIONS: Record<string, string[]> = {
   result: [],
   list: ["status", "session", "tag", "metadata", "limit"],
   watch: ["status", "session", "tag", "metadata"],
-  token: ["scopes", "runs", "session", "tag", "ttl", "max-submits", "concurrency-key", "priority", "config", "metadata"],
+  token: ["scopes", "runs", "session", "tag", "ttl", "max-submits", "concurrency-key", "priority", "config", "agent", "metadata"],
   stream: ["after"],
   wait: [],
   input: ["approve", "note", "revise", "reject"],
@@ -300,6 +302,7 @@ async function main(argv: string[]): Promise<number> {
         concurrency_key: o["concurrency-key"],
         priority: integer(o.priority, "--priority"),
         config: jsonOption(o.config, "--config") as TokenInput["config"],
+        agent: o.agent,
         metadata: metadataOf(o.metadata),
       });
       print(minted, minted.token);

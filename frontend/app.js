@@ -20,7 +20,7 @@
 /**
  * @typedef {{ expires_at: string | null, scopes: string[], runs: string[] | null, session_id: string | null,
  *   tags: string[] | null, max_submits: number | null, concurrency_key: string | null, priority: number | null,
- *   config: Record<string, string | number> | null, metadata: Record<string, string> | null, submits_left: number | null }} Grant
+ *   config: Record<string, string | number> | null, agent: string | null, metadata: Record<string, string> | null, submits_left: number | null }} Grant
  */
 
 const UNFINISHED = new Set(["queued", "running", "awaiting_input"]);
@@ -80,8 +80,9 @@ async function loadGrant() {
   // A token that may only start runs (the API's submit-only token) sees none of them.
   $("runs-denied").hidden = can("read");
   $("detail").hidden = !can("read");
-  // A token's runs carry its tags and its model settings, whatever the form says (the API's rule): the fields show them.
+  // A token's runs carry its tags, run its agent and its model settings, whatever the form says (the API's rule): the fields show them.
   fixField("tags", grant?.tags?.join(", "));
+  fixField("agent_file", grant?.agent ?? undefined);
   for (const setting of ["model", "temperature", "max_tokens"]) fixField(setting, grant?.config?.[setting]);
 }
 
@@ -689,7 +690,8 @@ async function submit(/** @type {SubmitEvent} */ event) {
   const config = { model: text("model") || undefined, temperature: number("temperature"), max_tokens: number("max_tokens") };
   if (Object.keys(simulate).length > 0) config.simulate = simulate;
   const tags = text("tags").split(",").map((t) => t.trim()).filter(Boolean);
-  const body = { prompt: text("prompt"), agent_file: text("agent_file") || undefined, tags: tags.length ? tags : undefined, config };
+  // A token's agent is shown in the agent field as the job names it (recipe:…), which is no agent_file: the token sets it.
+  const body = { prompt: text("prompt"), agent_file: grant?.agent ? undefined : text("agent_file") || undefined, tags: tags.length ? tags : undefined, config };
   await startRun(/** @type {HTMLButtonElement} */ (form.querySelector("button[type=submit]")), () => api("/api/v1/runs", { method: "POST", json: body }));
 }
 

@@ -32,6 +32,8 @@ export interface Grant {
   priority: number | null;
   /** Model settings the jobs it submits run with, over the body's config. */
   config: TokenConfig | null;
+  /** The agent the jobs it submits run, as a job's agent_id names it (`file:…`, `recipe:…`), whatever the body names. */
+  agent: string | null;
   /** Metadata entries the jobs it submits carry, over the body's. */
   metadata: Record<string, string> | null;
 }
@@ -86,6 +88,7 @@ interface Payload {
   ck?: string;
   p?: number;
   cf?: TokenConfig;
+  a?: string;
   md?: Record<string, string>;
 }
 
@@ -98,6 +101,7 @@ export async function mintToken(grant: Grant, secret: string): Promise<string> {
   if (grant.concurrency_key !== null) payload.ck = grant.concurrency_key;
   if (grant.priority !== null) payload.p = grant.priority;
   if (grant.config !== null) payload.cf = grant.config;
+  if (grant.agent !== null) payload.a = grant.agent;
   if (grant.metadata !== null) payload.md = grant.metadata;
   const body = TOKEN_PREFIX + base64url(encoder.encode(JSON.stringify(payload)));
   const signature = new Uint8Array(await crypto.subtle.sign("HMAC", await signingKey(secret), encoder.encode(body)));
@@ -151,6 +155,7 @@ function grantOf(bytes: Uint8Array | null): Grant | null {
     concurrency_key: typeof p.ck === "string" ? p.ck : null,
     priority: typeof p.p === "number" ? p.p : null,
     config: typeof p.cf === "object" && p.cf !== null && !Array.isArray(p.cf) ? p.cf : null,
+    agent: typeof p.a === "string" ? p.a : null,
     metadata: isEntries(p.md) ? p.md : null,
   };
 }

@@ -21,12 +21,13 @@ import type { Status } from "../run/transitions";
 import type { HeldKey } from "../tenant/TenantProjection";
 import { earlierProjectionOfKey, placeJob, projectionOfKey } from "../tenant/shards";
 import { planRun } from "../runners";
-import { resolveAgent } from "../runners/agents";
+import { agentChoice, resolveAgent } from "../runners/agents";
 import {
   DEFAULT_INPUT_TIMEOUT_S,
   DEFAULT_PRIORITY,
   DEFAULT_TIMEOUT_S,
   errorSchema,
+  hasEntries,
   instantOf,
   jobIdParamSchema,
   MAX_METADATA_KEYS,
@@ -183,7 +184,7 @@ function startTime(body: SubmitBody, now: number): number | null {
 /** Submit: the job's spec, fixed now, then its way in (`enter`). */
 submits.post("/api/v1/runs", scope("submit"), jsonBody((env) => limits(env).maxBodyBytes), valid("json", submitBodySchema), async (c) => {
   noWebhookFromToken(c, c.req.valid("json"));
-  const body = tokenized(c, c.req.valid("json"));
+  const body = withRecipeFor(withTokenAgent(c, tokenized(c, c.req.valid("json"))));
   const key = idempotencyHeader(c) ?? (body.idempotency_key || null);
   const hash = key === null ? null : await bodyHash(body);
   const now = Date.now();
@@ -215,6 +216,29 @@ function tokenized<
     concurrency_key: grant.concurrency_key,
     priority: grant.priority ?? DEFAULT_PRIORITY,
   };
+}
+
+/**
+ * The agent a token fixes runs the jobs it submits, whatever agent the body names (a browser does
+ * not choose the instructions the backend's model runs under). The body's `recipe_config` stays
+ * for the token's recipe, and is set aside for an agent file, which takes none.
+ */
+function withTokenAgent(c: Ctx, body: SubmitBody): SubmitBody {
+  const agent = c.get("token")?.agent;
+  if (!agent) return body;
+  const choice = agentChoice(agent);
+  return { ...body, ...choice, recipe_config: choice.recipe_name === null ? null : body.recipe_config };
+}
+
+/**
+ * A `recipe_config` with settings needs a recipe: the body's, or the token's (so checked once the
+ * token's agent is in). An empty one is PraisonAI's own default: a client sending its model whole sends it.
+ */
+function withRecipeFor(body: SubmitBody): SubmitBody {
+  if (hasEntries(body.recipe_config) && !body.recipe_name) {
+    throw new ApiError("validation", [{ loc: ["body", "recipe_config"], msg: "recipe_config needs recipe_name", type: "value_error" }]);
+  }
+  return body;
 }
 
 /** The model settings a token fixes for the jobs it submits (its model, its budget): none for a key. */

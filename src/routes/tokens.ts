@@ -11,6 +11,7 @@ import { jsonBody } from "../http/body";
 import type { Operation } from "../http/openapi";
 import { valid } from "../http/validation";
 import { credentialSchema, errorSchema, hasEntries, SCOPES, tokenBodySchema, tokenSchema, type Credential } from "../schemas";
+import { agentChoice, resolveAgent } from "../runners/agents";
 import { mintToken, type Grant } from "../tokens";
 import { submitsLeft } from "./submit";
 
@@ -26,6 +27,7 @@ tokenOperations.push({
   body: tokenBodySchema,
   responses: {
     201: { json: tokenSchema, description: "The token and what it grants" },
+    400: { json: errorSchema, description: "The agent named is not bundled with the deployment" },
     403: { json: errorSchema, description: "A token cannot mint tokens" },
     422: { json: errorSchema, description: "The request breaks the schema" },
     501: { json: errorSchema, description: "The deployment has no TOKEN_SECRET" },
@@ -37,6 +39,8 @@ tokens.post("/api/v1/tokens", keyOnly("minting tokens"), jsonBody((env) => limit
   const secrets = tokenSecrets(c.env, configuredKeys(c.env).length > 0);
   if (secrets === null) throw new ApiError("not_implemented", "Tokens need the TOKEN_SECRET secret");
   const scopes = [...new Set(body.scopes)];
+  // An agent the deployment does not bundle is refused now as a submit would refuse it (400), not at every submit.
+  if (body.agent != null) resolveAgent(agentChoice(body.agent));
   const grant: Grant = {
     id: crypto.randomUUID(),
     tenant: c.get("tenant"),
@@ -50,6 +54,7 @@ tokens.post("/api/v1/tokens", keyOnly("minting tokens"), jsonBody((env) => limit
     concurrency_key: body.concurrency_key ?? null,
     priority: body.priority ?? null,
     config: body.config ?? null,
+    agent: body.agent ?? null,
     metadata: hasEntries(body.metadata) ? body.metadata : null,
   };
   return c.json({ token: await mintToken(grant, secrets[0]), ...granted(grant) }, 201);
@@ -57,8 +62,8 @@ tokens.post("/api/v1/tokens", keyOnly("minting tokens"), jsonBody((env) => limit
 
 /** What a token grants, as its answers say it. */
 function granted(grant: Grant) {
-  const { scopes, runs, session_id, tags, max_submits, concurrency_key, priority, config, metadata } = grant;
-  return { expires_at: new Date(grant.expires * 1000).toISOString(), scopes, runs, session_id, tags, max_submits, concurrency_key, priority, config, metadata };
+  const { scopes, runs, session_id, tags, max_submits, concurrency_key, priority, config, agent, metadata } = grant;
+  return { expires_at: new Date(grant.expires * 1000).toISOString(), scopes, runs, session_id, tags, max_submits, concurrency_key, priority, config, agent, metadata };
 }
 
 tokenOperations.push({
@@ -79,6 +84,7 @@ const KEY_CREDENTIAL: Credential = {
   concurrency_key: null,
   priority: null,
   config: null,
+  agent: null,
   metadata: null,
   submits_left: null,
 };

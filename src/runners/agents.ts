@@ -88,6 +88,20 @@ export function recipeNames(): string[] {
   return Object.keys(BUNDLED_RECIPES).map((file) => file.replace(/\.ya?ml$/, ""));
 }
 
+/** What names a bundled agent in a submission: a job's `agent_id` (`file:<agent_file>`, `recipe:<recipe_name>`) as fields. */
+export interface AgentChoice {
+  agent_file: string | null;
+  agent_yaml: null;
+  recipe_name: string | null;
+}
+
+/** The submission fields that name the agent an agent id names (`file:…` or `recipe:…`, checked by the token schema's AGENT_ID). */
+export function agentChoice(agentId: string): AgentChoice {
+  const colon = agentId.indexOf(":");
+  const [kind, name] = [agentId.slice(0, colon), agentId.slice(colon + 1)];
+  return { agent_file: kind === "file" ? name : null, agent_yaml: null, recipe_name: kind === "recipe" ? name : null };
+}
+
 /**
  * The agent a submission names: a bundled recipe (`recipe_name`), `agent_yaml` inline, else
  * `agent_file` (default agents.yaml).

@@ -92,9 +92,8 @@ export const withoutProtoKey = <T extends z.ZodMiniType>(record: T, message: str
 export const metadataRecord = (maxKeys: number, tooMany: string) =>
   withoutProtoKey(z.record(text(64, 1), text(512)).check(z.refine((m) => Object.keys(m).length <= maxKeys, tooMany)), "a metadata key may not be __proto__");
 
-/** Whether metadata names any entry: an empty object, like an empty or null field, is not given. */
-export const hasEntries = (metadata: Record<string, string> | null | undefined): metadata is Record<string, string> =>
-  metadata != null && Object.keys(metadata).length > 0;
+/** Whether an object (metadata, a recipe's config) names any entry: an empty one, like an empty or null field, is not given. */
+export const hasEntries = <T extends object>(value: T | null | undefined): value is T => value != null && Object.keys(value).length > 0;
 
 /** Metadata that narrows a list, the feed or a bulk request: exact values of at most this many keys. */
 export const MAX_METADATA_FILTERS = 5;

@@ -112,11 +112,6 @@ export const submitBodySchema = lazy(() =>
           message: "Give recipe_name or an agent (agent_file, agent_yaml), not both",
           path: ["recipe_name"],
         }),
-        // `{}` is PraisonAI's own default for it: a client that sends its model whole sends that.
-        z.refine((body) => body.recipe_config == null || Object.keys(body.recipe_config).length === 0 || !!body.recipe_name, {
-          message: "recipe_config needs recipe_name",
-          path: ["recipe_config"],
-        }),
         z.refine((body) => body.delay_seconds == null || body.start_after == null, {
           message: "Give delay_seconds or start_after, not both",
           path: ["start_after"],

@@ -10,6 +10,8 @@ export type Scope = (typeof SCOPES)[number];
 export const MAX_TOKEN_RUNS = 100;
 /** The most metadata entries a token fixes: each travels in the token, which a browser may put in an address. */
 export const MAX_TOKEN_METADATA = 5;
+/** A bundled agent as a job's `agent_id` names it: what a token may fix (an inline one has no name). */
+export const AGENT_ID = /^(file|recipe):[^\s]{1,256}$/;
 export const tokenBodySchema = lazy(() =>
   named(
     z
@@ -26,6 +28,12 @@ export const tokenBodySchema = lazy(() =>
         concurrency_key: z.nullish(described(text(128, 1), "With submit: the concurrency key of every job the token submits (one end user's limit); none otherwise, whatever the body says")),
         priority: z.nullish(described(int(0, 9), "With submit: the priority of every job the token submits; the default (5) otherwise, whatever the body says")),
         config: z.nullish(tokenConfigSchema()),
+        agent: z.nullish(
+          described(
+            z.string().check(z.regex(AGENT_ID, "agent must be file:<agent_file> or recipe:<recipe_name>, as a job's agent_id names it")),
+            "With submit: the agent every job the token submits runs (file:<agent_file> or recipe:<recipe_name>, as a job's agent_id names it), whatever agent_file, agent_yaml or recipe_name the body names",
+          ),
+        ),
         metadata: z.nullish(
           described(
             metadataRecord(MAX_TOKEN_METADATA, `a token fixes at most ${MAX_TOKEN_METADATA} metadata entries`),
@@ -39,6 +47,7 @@ export const tokenBodySchema = lazy(() =>
         z.refine((b) => b.priority == null || b.scopes.includes("submit"), { message: "priority needs the submit scope", path: ["priority"] }),
         z.refine((b) => b.config == null || b.scopes.includes("submit"), { message: "config needs the submit scope", path: ["config"] }),
         z.refine((b) => !hasEntries(b.metadata) || b.scopes.includes("submit"), { message: "metadata needs the submit scope", path: ["metadata"] }),
+        z.refine((b) => b.agent == null || b.scopes.includes("submit"), { message: "agent needs the submit scope", path: ["agent"] }),
         z.refine((b) => b.runs != null || b.session_id != null || b.tags != null || b.scopes.every((s) => s === "submit"), {
           message: "A token needs a reach (runs, session_id or tags) unless its only scope is submit",
         }),
@@ -58,6 +67,7 @@ const grantShape = () => ({
   concurrency_key: z.nullable(z.string()),
   priority: z.nullable(z.int()),
   config: z.nullable(tokenConfigSchema()),
+  agent: z.nullable(z.string()),
   metadata: z.nullable(z.record(z.string(), z.string())),
 });
 

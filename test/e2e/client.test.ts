@@ -358,16 +358,18 @@ describe("the runs CLI", () => {
     expect(cli("token", "--scopes", "read").code).toBe(3); // no reach: 422
     // A token for one end user's browser: its jobs share that user's concurrency key, whatever the browser sends.
     const config = JSON.stringify({ model: "small", max_total_tokens: 1000 });
-    const submitter = cli("token", "--scopes", "submit", "--concurrency-key", "cli-user", "--priority", "2", "--config", config, "--metadata", "user=cli-user", "--json");
+    const submitter = cli("token", "--scopes", "submit", "--concurrency-key", "cli-user", "--priority", "2", "--config", config, "--metadata", "user=cli-user", "--agent", "recipe:summarize", "--json");
     expect(submitter.code).toBe(0);
     expect(JSON.parse(submitter.stdout)).toMatchObject({
       scopes: ["submit"],
       concurrency_key: "cli-user",
       priority: 2,
       config: { model: "small", max_total_tokens: 1000 },
+      agent: "recipe:summarize",
       metadata: { user: "cli-user" },
     });
     expect(cli("token", "--scopes", "submit", "--config", "[1]").code).toBe(2);
+    expect(cli("token", "--scopes", "submit", "--agent", "recipe:nope").code).toBe(3); // not bundled: 400
     expect(cli("token").code).toBe(2);
 
     // `watch` prints a line per change until it is stopped.

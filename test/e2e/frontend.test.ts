@@ -466,10 +466,10 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     return (await res.json()).job_id;
   }
 
-  it("a token's tags and model settings are shown in the form, fixed, and its runs carry them", async () => {
-    const token = await mint({ scopes: ["read", "stream", "submit"], tags: ["team-a", "web"], max_submits: 1, config: { model: "small", max_tokens: 200 } });
+  it("a token's tags, agent and model settings are shown in the form, fixed, and its runs carry them", async () => {
+    const token = await mint({ scopes: ["read", "stream", "submit"], tags: ["team-a", "web"], max_submits: 1, agent: "recipe:summarize", config: { model: "small", max_tokens: 200 } });
     const { page, problems } = await open(`${KEYED}/#token=${token}`);
-    for (const [name, value] of [["tags", "team-a, web"], ["model", "small"], ["max_tokens", "200"]]) {
+    for (const [name, value] of [["tags", "team-a, web"], ["agent_file", "recipe:summarize"], ["model", "small"], ["max_tokens", "200"]]) {
       const field = page.locator(`input[name=${name}]`);
       expect(await field.inputValue()).toBe(value);
       expect(await field.isEditable()).toBe(false);
@@ -481,6 +481,7 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     const id = await page.locator("#detail-id").innerText();
     const job = await (await withKey(`/api/v1/runs/${id}`)).json();
     expect(job.tags).toEqual(["team-a", "web"]);
+    expect(job.agent_id).toBe("recipe:summarize");
     expect(problems).toEqual([]);
     await page.close();
   });
@@ -598,7 +599,7 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     const payload = JSON.parse(Buffer.from(live.slice(4, live.indexOf(".")), "base64url").toString());
     const expires = Math.floor(Date.now() / 1000) + 4;
     const token = await mintToken(
-      { id: "expiring", tenant: "web", key: payload.k, scopes: ["read", "stream"], runs: null, session_id: "expiring", tags: null, expires, max_submits: null, concurrency_key: null, priority: null, config: null, metadata: null },
+      { id: "expiring", tenant: "web", key: payload.k, scopes: ["read", "stream"], runs: null, session_id: "expiring", tags: null, expires, max_submits: null, concurrency_key: null, priority: null, config: null, agent: null, metadata: null },
       TOKEN_SECRET,
     );
     const { page, problems } = await open(`${KEYED}/#token=${token}`);
@@ -627,7 +628,7 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     const live = await mint({ scopes: ["read", "stream"], session_id: "browser-user" });
     const payload = JSON.parse(Buffer.from(live.slice(4, live.indexOf(".")), "base64url").toString());
     const expired = await mintToken(
-      { id: "expired", tenant: "web", key: payload.k, scopes: ["read", "stream"], runs: null, session_id: "browser-user", tags: null, expires: Math.floor(Date.now() / 1000) - 5, max_submits: null, concurrency_key: null, priority: null, config: null, metadata: null },
+      { id: "expired", tenant: "web", key: payload.k, scopes: ["read", "stream"], runs: null, session_id: "browser-user", tags: null, expires: Math.floor(Date.now() / 1000) - 5, max_submits: null, concurrency_key: null, priority: null, config: null, agent: null, metadata: null },
       TOKEN_SECRET,
     );
     const page = await browser.newPage();

@@ -156,7 +156,7 @@ describe("a tenant's projection in shards", () => {
     // A token whose submit counter was in shard 0, the one projection, and is in another shard now.
     const id = ["token-a", "token-b", "token-c", "token-d"].find((t) => shardOf(t, SHARDS) !== 0)!;
     const expires = Math.floor(Date.now() / 1000) + 600;
-    const grant: Grant = { id, tenant: "default", key: "", scopes: ["submit"], runs: null, session_id: null, tags: null, expires, max_submits: 3, concurrency_key: null, priority: null, config: null, metadata: null };
+    const grant: Grant = { id, tenant: "default", key: "", scopes: ["submit"], runs: null, session_id: null, tags: null, expires, max_submits: 3, concurrency_key: null, priority: null, config: null, agent: null, metadata: null };
     const token = await mintToken(grant, DEVELOPMENT_SECRET);
     // Two of its three submits were counted before the raise.
     for (let i = 0; i < 2; i++) expect(await shardStub(0).spendSubmit(id, 3, expires * 1000)).toBe(true);

@@ -22,6 +22,7 @@ interface Minted {
   concurrency_key: string | null;
   priority: number | null;
   config: Record<string, unknown> | null;
+  agent: string | null;
   metadata: Record<string, string> | null;
 }
 
@@ -78,7 +79,7 @@ describe("minting", () => {
   it("answers 201 with the token and what it grants, with the contract's defaults", async () => {
     const before = Date.now();
     const minted = await mint({ scopes: ["read", "submit"], session_id: "s1" });
-    expect(minted).toMatchObject({ scopes: ["read", "submit"], runs: null, session_id: "s1", tags: null, max_submits: 1, concurrency_key: null, priority: null, config: null, metadata: null });
+    expect(minted).toMatchObject({ scopes: ["read", "submit"], runs: null, session_id: "s1", tags: null, max_submits: 1, concurrency_key: null, priority: null, config: null, agent: null, metadata: null });
     expect(minted.token).toMatch(/^ert_[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/);
     const ttl = (Date.parse(minted.expires_at) - before) / 1000;
     expect(ttl).toBeGreaterThan(898);
@@ -127,12 +128,26 @@ describe("minting", () => {
     ["metadata without submit", { scopes: ["read"], session_id: "s", metadata: { user: "u-1" } }, ["body", "metadata"]],
     ["more than 5 metadata entries", { scopes: ["submit"], metadata: Object.fromEntries(["a", "b", "c", "d", "e", "f"].map((k) => [k, k])) }, ["body", "metadata"]],
     ["a metadata value that is no text", { scopes: ["submit"], metadata: { user: 42 } }, ["body", "metadata", "user"]],
+    ["an agent without submit", { scopes: ["read"], session_id: "s", agent: "recipe:summarize" }, ["body", "agent"]],
+    ["an inline agent, which has no name", { scopes: ["submit"], agent: "yaml:inline" }, ["body", "agent"]],
+    ["an agent named as a bare file", { scopes: ["submit"], agent: "agents.yaml" }, ["body", "agent"]],
+    ["an agent that is no text", { scopes: ["submit"], agent: { recipe: "summarize" } }, ["body", "agent"]],
   ])("%s → 422 naming the field", async (_what, body, loc) => {
     const res = await api("/api/v1/tokens", { method: "POST", headers: { ...JSON_TYPE, ...ALPHA }, body: JSON.stringify(body) });
     expect(res.status).toBe(422);
     const { detail } = await res.json<{ detail: { loc: unknown[]; msg: string }[] }>();
     expect(detail.map((d) => d.loc)).toContainEqual(loc);
     expect(detail.every((d) => d.msg.length > 0)).toBe(true);
+  });
+
+  it.each([
+    ["recipe:nope", "Recipe not found: nope"],
+    ["file:missing.yaml", "Unknown agent_file: missing.yaml. Available: [agents.yaml]"],
+    ["file:../wrangler.jsonc", "agent_file must name a YAML file inside the agents folder: ../wrangler.jsonc"],
+  ])("minting an agent the deployment does not bundle (%s) → 400, as its submit would be", async (agent, detail) => {
+    const res = await api("/api/v1/tokens", { method: "POST", headers: { ...JSON_TYPE, ...ALPHA }, body: JSON.stringify({ scopes: ["submit"], agent }) });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toEqual({ detail });
   });
 
   it("a token cannot mint a token (403), whatever its scopes", async () => {
@@ -353,6 +368,31 @@ describe("submitting with a token", () => {
     expect(await (await api("/api/v1/tokens/verify", { headers: bearer(token) })).json()).toMatchObject({ submits_left: 2 });
   });
 
+  it("a token's agent runs the jobs it submits, whatever agent the body names", async () => {
+    const pinned = await mint({ scopes: ["submit", "read"], session_id: "agent-pinned", agent: "recipe:summarize", max_submits: 3 });
+    expect(pinned.agent).toBe("recipe:summarize");
+    expect(await (await api("/api/v1/tokens/verify", { headers: bearer(pinned.token) })).json()).toMatchObject({ agent: "recipe:summarize", submits_left: 3 });
+    const agentOf = async (token: string, body: Record<string, unknown>) => {
+      const res = await api("/api/v1/runs", { method: "POST", headers: { ...JSON_TYPE, ...bearer(token) }, body: JSON.stringify({ prompt: "p", delay_seconds: 3600, ...body }) });
+      expect(res.status, await res.clone().text()).toBe(202);
+      const { job_id } = await res.json<{ job_id: string }>();
+      return (await (await api(`/api/v1/runs/${job_id}`, { headers: ALPHA })).json<{ agent_id: string }>()).agent_id;
+    };
+    const inline = "roles:\n  anyone:\n    role: Anyone\n    goal: Anything\n    backstory: None\n    tasks:\n      t:\n        description: Whatever the browser wants\n        expected_output: Text\n";
+    expect(await agentOf(pinned.token, { agent_yaml: inline })).toBe("recipe:summarize");
+    expect(await agentOf(pinned.token, { recipe_name: "triage" })).toBe("recipe:summarize");
+    // The body's recipe_config is for the token's recipe: it needs no recipe_name of its own.
+    expect(await agentOf(pinned.token, { recipe_config: { temperature: 0.2 } })).toBe("recipe:summarize");
+    // An agent file takes no recipe_config: the body's is set aside with its recipe.
+    const file = await mint({ scopes: ["submit", "read"], session_id: "agent-pinned", agent: "file:agents.yaml" });
+    expect(await agentOf(file.token, { recipe_name: "triage", recipe_config: { temperature: 0.2 } })).toBe("file:agents.yaml");
+    // Without a token's agent, a recipe_config with settings still needs a recipe_name; an empty one (PraisonAI's default) does not.
+    const bare = await api("/api/v1/runs", { method: "POST", headers: { ...JSON_TYPE, ...ALPHA }, body: JSON.stringify({ prompt: "p", recipe_config: { temperature: 0.2 } }) });
+    expect(bare.status).toBe(422);
+    expect(await bare.json()).toEqual({ detail: [{ loc: ["body", "recipe_config"], msg: "recipe_config needs recipe_name", type: "value_error" }] });
+    expect(await agentOf((await mint({ scopes: ["submit"] })).token, { agent_yaml: inline, recipe_config: {} })).toBe("yaml:inline");
+  });
+
   it("a token does not choose where webhooks go: webhook_url → 403, nothing made, nothing counted", async () => {
     const { token } = await mint({ scopes: ["submit"], max_submits: 1 });
     const res = await api("/api/v1/runs", {
@@ -484,6 +524,7 @@ describe("GET /api/v1/tokens/verify", () => {
       concurrency_key: null,
       priority: null,
       config: null,
+      agent: null,
       metadata: null,
       submits_left: null,
     });
@@ -513,6 +554,7 @@ describe("a token that is expired, altered or revoked", () => {
     concurrency_key: null,
     priority: null,
     config: null,
+    agent: null,
     metadata: null,
     ...over,
   });
@@ -600,7 +642,7 @@ describe("a stream opened with a token ends when the token expires", () => {
     const { token } = await mint({ scopes: ["stream"], session_id: "s1" });
     const payload = JSON.parse(atob(token.slice(4, token.indexOf(".")).replace(/-/g, "+").replace(/_/g, "/")));
     const expires = Math.floor(Date.now() / 1000) + 2;
-    const grant: Grant = { id: crypto.randomUUID(), tenant: "alpha", key: payload.k, scopes: ["stream"], runs: null, session_id: "s1", tags: null, expires, max_submits: null, concurrency_key: null, priority: null, config: null, metadata: null };
+    const grant: Grant = { id: crypto.randomUUID(), tenant: "alpha", key: payload.k, scopes: ["stream"], runs: null, session_id: "s1", tags: null, expires, max_submits: null, concurrency_key: null, priority: null, config: null, agent: null, metadata: null };
     return { token: await mintToken(grant, TOKEN_SECRET), expiresAt: expires * 1000 };
   }
 
