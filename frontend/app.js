@@ -102,12 +102,29 @@ class ApiError extends Error {
   }
 }
 
-/** A request to the API, with the token when there is one; a refusal throws its `detail`. */
+/** How often a request is sent again when the answer asks for it (a deploy under way, a rate limit), and the longest wait for it. */
+const RETRIES = 2;
+const RETRY_WAIT_MAX_S = 5;
+
+/**
+ * A request to the API, with the token when there is one; a refusal throws its `detail`. A 503
+ * (a deploy under way) or 429 whose `Retry-After` is short is sent again after it, when sending it
+ * again cannot act twice: a read, a delete, or a request with an idempotency key.
+ */
 async function api(/** @type {string} */ path, /** @type {RequestInit & { json?: unknown }} */ init = {}) {
   const headers = new Headers(init.headers);
   if (token) headers.set("Authorization", `Bearer ${token}`);
   if (init.json !== undefined) headers.set("Content-Type", "application/json");
-  const res = await fetch(path, { ...init, headers, body: init.json === undefined ? init.body : JSON.stringify(init.json) });
+  const method = (init.method ?? "GET").toUpperCase();
+  const repeatable = method === "GET" || method === "DELETE" || headers.has("Idempotency-Key");
+  const send = () => fetch(path, { ...init, headers, body: init.json === undefined ? init.body : JSON.stringify(init.json) });
+  let res = await send();
+  for (let tries = 0; tries < RETRIES && repeatable && (res.status === 503 || res.status === 429); tries++) {
+    const wait = Number(res.headers.get("Retry-After") ?? "1");
+    if (!(wait >= 0 && wait <= RETRY_WAIT_MAX_S)) break;
+    await new Promise((done) => setTimeout(done, wait * 1000));
+    res = await send();
+  }
   if (res.ok) return res;
   /** @type {unknown} */
   let detail = res.statusText;
@@ -635,11 +652,23 @@ async function cancelSelected() {
   }
 }
 
-/** Sends a request that makes a run (a submit, a retry), then watches the new run; its button waits meanwhile. */
-async function startRun(/** @type {HTMLButtonElement} */ button, /** @type {() => Promise<Response>} */ request) {
+/**
+ * The idempotency key of the run last asked for, kept until a run comes of it: asked again (the
+ * same form, the same retry) after its answer was lost or refused for a while, it is the same
+ * request, and the API answers it with the run it made, if it made one, never with a second.
+ */
+let asked = /** @type {{ what: string, key: string } | null} */ (null);
+
+/**
+ * Sends a request that makes a run (a submit, a retry; `what` says which, and with what), with an
+ * idempotency key, then watches the new run; its button waits meanwhile.
+ */
+async function startRun(/** @type {HTMLButtonElement} */ button, /** @type {string} */ what, /** @type {(init: RequestInit) => Promise<Response>} */ request) {
   button.disabled = true;
+  if (asked?.what !== what) asked = { what, key: crypto.randomUUID() };
   try {
-    const accepted = await (await request()).json();
+    const accepted = await (await request({ headers: { "Idempotency-Key": asked.key } })).json();
+    asked = null;
     notice(null);
     // A token limited to the runs it names does not reach the ones it starts (the API's rule), and one without `read` sees none.
     const why = !can("read") ? "this token cannot see runs" : tokenRuns() !== null ? "this token reaches only the runs it names" : null;
@@ -659,7 +688,7 @@ async function startRun(/** @type {HTMLButtonElement} */ button, /** @type {() =
 async function retrySelected() {
   const id = selected;
   if (!id) return;
-  await startRun(/** @type {HTMLButtonElement} */ ($("retry-button")), () => api(`/api/v1/runs/${id}/retry`, { method: "POST" }));
+  await startRun(/** @type {HTMLButtonElement} */ ($("retry-button")), `retry ${id}`, (init) => api(`/api/v1/runs/${id}/retry`, { ...init, method: "POST" }));
 }
 
 async function deleteSelected() {
@@ -692,7 +721,8 @@ async function submit(/** @type {SubmitEvent} */ event) {
   const tags = text("tags").split(",").map((t) => t.trim()).filter(Boolean);
   // A token's agent is shown in the agent field as the job names it (recipe:…), which is no agent_file: the token sets it.
   const body = { prompt: text("prompt"), agent_file: grant?.agent ? undefined : text("agent_file") || undefined, tags: tags.length ? tags : undefined, config };
-  await startRun(/** @type {HTMLButtonElement} */ (form.querySelector("button[type=submit]")), () => api("/api/v1/runs", { method: "POST", json: body }));
+  const button = /** @type {HTMLButtonElement} */ (form.querySelector("button[type=submit]"));
+  await startRun(button, `submit ${JSON.stringify(body)}`, (init) => api("/api/v1/runs", { ...init, method: "POST", json: body }));
 }
 
 // ---- wiring ------------------------------------------------------------------------------------

@@ -135,6 +135,48 @@ describe("the reference frontend in local development", () => {
     await page.close();
   });
 
+  it("a submit answered 503 while a deploy is under way, then with its answer lost, makes one run: it is sent again with the same idempotency key", async () => {
+    const { page, problems } = await open(`${BASE}/`);
+    const tag = `once-${Date.now()}`;
+    /** The idempotency key of each submit the page sent, and what became of it: a deploy's 503, an answer lost on its way back, then through. */
+    const sent: string[] = [];
+    await page.route("**/api/v1/runs", async (route) => {
+      if (route.request().method() !== "POST") return route.continue();
+      sent.push(route.request().headers()["idempotency-key"]);
+      if (sent.length === 1) {
+        return route.fulfill({ status: 503, headers: { "Retry-After": "1", "Content-Type": "application/json" }, body: JSON.stringify({ detail: "Service is being updated; retry shortly" }) });
+      }
+      if (sent.length === 2) {
+        await route.fetch();
+        return route.abort("connectionreset");
+      }
+      return route.continue();
+    });
+    await page.fill("#prompt", "Made once");
+    await page.fill("input[name=tags]", tag);
+    await page.click("#submit-form button[type=submit]");
+    // Sent again after the 503's Retry-After, the run was made, and its answer never came: the page says so.
+    await page.waitForSelector("#notice:not([hidden])");
+    expect(sent).toHaveLength(2);
+    const made = await (await fetch(`${BASE}/api/v1/runs?tag=${tag}`)).json();
+    expect(made.total).toBe(1);
+    // Submitted again, as a user does, it is the same request: the API answers it with that run, which the page opens.
+    await page.click("#submit-form button[type=submit]");
+    await page.waitForFunction(() => (document.getElementById("detail-id")?.textContent ?? "").startsWith("run_"));
+    expect(await page.locator("#detail-id").innerText()).toBe(made.jobs[0].job_id);
+    expect(sent).toHaveLength(3);
+    expect(new Set(sent).size).toBe(1);
+    expect(sent[0]).toMatch(/^[0-9a-f-]{36}$/);
+    expect((await (await fetch(`${BASE}/api/v1/runs?tag=${tag}`)).json()).total).toBe(1);
+    expect(await page.locator("#notice").isHidden()).toBe(true);
+    // The next submit, once a run came of the last, is a new one.
+    await page.unroute("**/api/v1/runs");
+    await page.click("#submit-form button[type=submit]");
+    await expect.poll(async () => (await (await fetch(`${BASE}/api/v1/runs?tag=${tag}`)).json()).total).toBe(2);
+    expect(problems.filter((p) => !/503|ERR_CONNECTION_RESET/.test(p))).toEqual([]);
+    await page.close();
+  });
+
   it("a job that fails shows its error", async () => {
     const { page, problems } = await open(`${BASE}/`);
     await submitRun(page, "This breaks", { steps: 3, step_ms: 100, fail_at_step: 2 });
