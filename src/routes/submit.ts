@@ -21,6 +21,7 @@ import type { Status } from "../run/transitions";
 import type { HeldKey } from "../tenant/TenantProjection";
 import { earlierProjectionOfKey, placeJob, projectionOfKey } from "../tenant/shards";
 import { planRun } from "../runners";
+import { simulateKnobs } from "../runners/simulated";
 import { agentChoice, resolveAgent } from "../runners/agents";
 import {
   DEFAULT_INPUT_TIMEOUT_S,
@@ -126,6 +127,7 @@ function specFor(c: Ctx, body: SubmitBody, key: string | null, now: number): Run
   const config = { ...(body.config ?? {}), ...(body.recipe_config ?? {}), ...tokenConfig(c) };
   const agent = resolveAgent(body);
   const plan = planRun(c.env, config, agent.tasks);
+  knobsWithinSteps(plan, config);
   return {
     ...placeJob(c.env, c.get("tenant"), { idempotency_key: key, concurrency_key: body.concurrency_key ?? null }),
     tenant: c.get("tenant"),
@@ -152,6 +154,19 @@ function specFor(c: Ctx, body: SubmitBody, key: string | null, now: number): Run
     retry_of: null,
     origin: requestOrigin(c),
   };
+}
+
+/** A simulated job's knob that names a step the job does not have would never act: 422, not a job that quietly ignores it. */
+function knobsWithinSteps(plan: { runner: string; tasks: string[] }, config: Record<string, unknown>): void {
+  if (plan.runner !== "simulated") return;
+  const knobs = simulateKnobs(config);
+  for (const knob of ["fail_at_step", "input_at_step"] as const) {
+    if ((knobs[knob] ?? 0) > plan.tasks.length) {
+      throw new ApiError("validation", [
+        { loc: ["body", "config", "simulate", knob], msg: `${knob} must be at most the job's steps (${plan.tasks.length})`, type: "value_error" },
+      ]);
+    }
+  }
 }
 
 /** A job whose spec its object could not store → 413, before anything is stored or copied. */
