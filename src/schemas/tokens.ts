@@ -11,7 +11,7 @@ export const MAX_TOKEN_RUNS = 100;
 /** The most metadata entries a token fixes: each travels in the token, which a browser may put in an address. */
 export const MAX_TOKEN_METADATA = 5;
 /** A bundled agent as a job's `agent_id` names it: what a token may fix (an inline one has no name). */
-export const AGENT_ID = /^(file|recipe):[^\s]{1,256}$/;
+const AGENT_ID = /^(file|recipe):[^\s]{1,256}$/;
 export const tokenBodySchema = lazy(() =>
   named(
     z
