@@ -83,6 +83,16 @@ function idempotencyHeader(c: Ctx): string | null {
 }
 
 /**
+ * The name an idempotency key is held under in its tenant. A token's keys are its own, apart from
+ * the API key's and every other token's: a browser that sends another's key (a guessable one,
+ * `order-42`) neither gets that request's job back (nor its id, in a 409) nor holds the key against it.
+ */
+function heldAs(c: Ctx, key: string | null): string | null {
+  const grant = c.get("token");
+  return key === null || grant === null ? key : `token ${grant.id} ${key}`;
+}
+
+/**
  * The answer to a request whose idempotency key an earlier job holds: that job (or 409 for another
  * body), looked for in the key's shard and where it was before the last raise; null when none holds it.
  */
@@ -200,7 +210,7 @@ function startTime(body: SubmitBody, now: number): number | null {
 submits.post("/api/v1/runs", scope("submit"), jsonBody((env) => limits(env).maxBodyBytes), valid("json", submitBodySchema), async (c) => {
   noWebhookFromToken(c, c.req.valid("json"));
   const body = withRecipeFor(withTokenAgent(c, tokenized(c, c.req.valid("json"))));
-  const key = idempotencyHeader(c) ?? (body.idempotency_key || null);
+  const key = heldAs(c, idempotencyHeader(c) ?? (body.idempotency_key || null));
   const hash = key === null ? null : await bodyHash(body);
   const now = Date.now();
   return spending(c, () => enter(c, mustFit(specFor(c, body, key, now)), hash, now), heldKey(c, key, hash, now));
@@ -413,7 +423,7 @@ submits.post(
   async (c) => {
     const { id } = c.req.valid("param");
     const body = c.req.valid("json");
-    const key = idempotencyHeader(c);
+    const key = heldAs(c, idempotencyHeader(c));
     const hash = key === null ? null : await bodyHash({ ...body, retry_of: id });
     const now = Date.now();
     const held = heldKey(c, key, hash, now);

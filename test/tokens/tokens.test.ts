@@ -393,6 +393,31 @@ describe("submitting with a token", () => {
     expect(await agentOf((await mint({ scopes: ["submit"] })).token, { agent_yaml: inline, recipe_config: {} })).toBe("yaml:inline");
   });
 
+  it("an idempotency key sent with a token is that token's own: another's same key makes its own job and learns nothing of the first", async () => {
+    const key = `order-${crypto.randomUUID().slice(0, 8)}`;
+    const [a, b] = await Promise.all(["user-a", "user-b"].map((session) => mint({ scopes: ["submit", "read"], session_id: session, max_submits: 3 })));
+    const send = (headers: Record<string, string>) =>
+      api("/api/v1/runs", { method: "POST", headers: { ...JSON_TYPE, ...headers, "Idempotency-Key": key }, body: JSON.stringify({ prompt: "p", delay_seconds: 3600 }) });
+    const first = await send(bearer(a.token));
+    expect(first.status).toBe(202);
+    const { job_id } = await first.json<{ job_id: string }>();
+    // Another user's browser with the same key: its own job, not a 409 naming the first (nor the first, had its body been the same).
+    const other = await send(bearer(b.token));
+    expect(other.status).toBe(202);
+    expect(other.headers.get("Idempotent-Replayed")).toBeNull();
+    expect((await other.json<{ job_id: string }>()).job_id).not.toBe(job_id);
+    // The backend's key is apart too.
+    const keyed = await send(ALPHA);
+    expect(keyed.status).toBe(202);
+    expect((await keyed.json<{ job_id: string }>()).job_id).not.toBe(job_id);
+    // The token that sent it gets its job back, and spends no submit on it.
+    const again = await send(bearer(a.token));
+    expect(again.status).toBe(202);
+    expect(again.headers.get("Idempotent-Replayed")).toBe("true");
+    expect((await again.json<{ job_id: string }>()).job_id).toBe(job_id);
+    expect(await (await api("/api/v1/tokens/verify", { headers: bearer(a.token) })).json()).toMatchObject({ submits_left: 2 });
+  });
+
   it("a token does not choose where webhooks go: webhook_url → 403, nothing made, nothing counted", async () => {
     const { token } = await mint({ scopes: ["submit"], max_submits: 1 });
     const res = await api("/api/v1/runs", {
