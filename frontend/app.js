@@ -706,6 +706,15 @@ async function deleteSelected() {
 
 // ---- submitting --------------------------------------------------------------------------------
 
+/**
+ * The agent field names an agent as a job's agent_id does: a bundled recipe as `recipe:<name>`,
+ * an agent file by its name (or `file:<name>`). A token's agent fills it, and the token sets it.
+ */
+function agentFields(/** @type {string} */ agent) {
+  if (grant?.agent || agent === "") return {};
+  return agent.startsWith("recipe:") ? { recipe_name: agent.slice("recipe:".length) } : { agent_file: agent.replace(/^file:/, "") };
+}
+
 async function submit(/** @type {SubmitEvent} */ event) {
   event.preventDefault();
   const form = /** @type {HTMLFormElement} */ (event.target);
@@ -719,8 +728,7 @@ async function submit(/** @type {SubmitEvent} */ event) {
   const config = { model: text("model") || undefined, temperature: number("temperature"), max_tokens: number("max_tokens") };
   if (Object.keys(simulate).length > 0) config.simulate = simulate;
   const tags = text("tags").split(",").map((t) => t.trim()).filter(Boolean);
-  // A token's agent is shown in the agent field as the job names it (recipe:…), which is no agent_file: the token sets it.
-  const body = { prompt: text("prompt"), agent_file: grant?.agent ? undefined : text("agent_file") || undefined, tags: tags.length ? tags : undefined, config };
+  const body = { prompt: text("prompt"), ...agentFields(text("agent_file")), tags: tags.length ? tags : undefined, config };
   const button = /** @type {HTMLButtonElement} */ (form.querySelector("button[type=submit]"));
   await startRun(button, `submit ${JSON.stringify(body)}`, (init) => api("/api/v1/runs", { ...init, method: "POST", json: body }));
 }

@@ -177,6 +177,23 @@ describe("the reference frontend in local development", () => {
     await page.close();
   });
 
+  it("the agent field names a recipe as a job names it (recipe:<name>), and an unknown one is refused in the API's words", async () => {
+    const { page, problems } = await open(`${BASE}/`);
+    await page.fill("input[name=agent_file]", "recipe:summarize");
+    const id = await submitRun(page, "A long text to sum up", { steps: 1, step_ms: 1 });
+    expect((await (await fetch(`${BASE}/api/v1/runs/${id}`)).json()).agent_id).toBe("recipe:summarize");
+    await page.fill("input[name=agent_file]", "recipe:nope");
+    await page.click("#submit-form button[type=submit]");
+    await expect.poll(() => page.locator("#notice").innerText()).toBe("Recipe not found: nope");
+    // An agent file, by its name or as a job names it.
+    await page.fill("input[name=agent_file]", "file:agents.yaml");
+    const filed = await submitRun(page, "From the agents file", { steps: 1, step_ms: 1 });
+    expect((await (await fetch(`${BASE}/api/v1/runs/${filed}`)).json()).agent_id).toBe("file:agents.yaml");
+    await page.fill("input[name=agent_file]", "");
+    expect(problems.filter((p) => !/status of 400/.test(p))).toEqual([]);
+    await page.close();
+  });
+
   it("a job that fails shows its error", async () => {
     const { page, problems } = await open(`${BASE}/`);
     await submitRun(page, "This breaks", { steps: 3, step_ms: 100, fail_at_step: 2 });
