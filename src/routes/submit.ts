@@ -21,8 +21,8 @@ import type { Status } from "../run/transitions";
 import type { HeldKey } from "../tenant/TenantProjection";
 import { earlierProjectionOfKey, placeJob, projectionOfKey } from "../tenant/shards";
 import { planRun } from "../runners";
-import { simulateKnobs } from "../runners/simulated";
 import { agentChoice, resolveAgent } from "../runners/agents";
+import { simulateKnobs } from "../runners/simulated";
 import {
   DEFAULT_INPUT_TIMEOUT_S,
   DEFAULT_PRIORITY,
