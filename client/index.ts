@@ -67,8 +67,9 @@ export interface ClientOptions {
    * How many times a request is sent again when its answer asks for that (default 2): a 429, and
    * a 503 (a deploy under way, "Service is being updated; retry shortly", or an object
    * overloaded), each after its `Retry-After` when that is at most a minute; and a lost connection.
-   * A submit or retry without an idempotency key is sent again only after a 429, which the server
-   * answers before it does anything, so that a retry never makes a second job.
+   * A submit or retry is sent with an idempotency key (the caller's, else one made for it), so that
+   * sending it again never makes a second job: the server answers a repeat with the job the first
+   * made. With `maxRetries: 0` a submit carries only the caller's key.
    */
   maxRetries?: number;
 }
@@ -106,10 +107,9 @@ export class RunsClient {
     this.maxRetries = options.maxRetries ?? 2;
   }
 
-  /** Submits a job. `replayed` is true when an idempotency key returned an earlier job. */
+  /** Submits a job. `replayed` is true when the caller's idempotency key returned an earlier job. */
   async submit(body: SubmitInput, options: { idempotencyKey?: string } = {}): Promise<SubmitResponse & { replayed: boolean }> {
-    const res = await this.postJson("/api/v1/runs", body, options.idempotencyKey ? { "Idempotency-Key": options.idempotencyKey } : {});
-    return { ...((await res.json()) as SubmitResponse), replayed: res.headers.get("Idempotent-Replayed") === "true" };
+    return this.made("/api/v1/runs", body, options.idempotencyKey, !!body.idempotency_key);
   }
 
   async get(id: string): Promise<Job> {
@@ -171,8 +171,7 @@ export class RunsClient {
    * a repeat returns the job the first made (`replayed`).
    */
   async retry(id: string, body: RetryInput = {}, options: { idempotencyKey?: string } = {}): Promise<SubmitResponse & { replayed: boolean }> {
-    const res = await this.postJson(`${this.path(id)}/retry`, body, options.idempotencyKey ? { "Idempotency-Key": options.idempotencyKey } : {});
-    return { ...((await res.json()) as SubmitResponse), replayed: res.headers.get("Idempotent-Replayed") === "true" };
+    return this.made(`${this.path(id)}/retry`, body, options.idempotencyKey);
   }
 
   /** Deletes a finished job; `force` cancels a queued or running one first. */
@@ -277,20 +276,34 @@ export class RunsClient {
     }
   }
 
-  private postJson(path: string, body: unknown, headers: Record<string, string> = {}): Promise<Response> {
-    return this.request("POST", path, { headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) });
+  /**
+   * Sends a request that makes a job (a submit, a retry) with an idempotency key: the caller's,
+   * else, when the request may be sent again, one made here, so that a repeat (after a lost answer,
+   * or a deploy's 503) returns the job the first made instead of making a second. `replayed` is true
+   * only where the caller's key returned an earlier job.
+   */
+  private async made(path: string, body: unknown, key: string | undefined, keyInBody = false): Promise<SubmitResponse & { replayed: boolean }> {
+    const own = key === undefined && !keyInBody && this.maxRetries > 0 ? crypto.randomUUID() : undefined;
+    const sent = key ?? own;
+    const res = await this.postJson(path, body, sent === undefined ? {} : { "Idempotency-Key": sent }, keyInBody);
+    return { ...((await res.json()) as SubmitResponse), replayed: own === undefined && res.headers.get("Idempotent-Replayed") === "true" };
+  }
+
+  private postJson(path: string, body: unknown, headers: Record<string, string> = {}, keyed = false): Promise<Response> {
+    return this.request("POST", path, { headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body), keyed });
   }
 
   private path(id: string): string {
     return `/api/v1/runs/${encodeURIComponent(id)}`;
   }
 
-  private async request(method: string, path: string, init: { headers?: Record<string, string>; body?: string; signal?: AbortSignal } = {}): Promise<Response> {
+  /** `keyed`: the body carries an idempotency key (`idempotency_key`), as a header would. */
+  private async request(method: string, path: string, init: { headers?: Record<string, string>; body?: string; signal?: AbortSignal; keyed?: boolean } = {}): Promise<Response> {
     const headers: Record<string, string> = { ...init.headers };
     if (this.apiKey) headers.Authorization = `Bearer ${this.apiKey}`;
     // What may be sent again when it is not known whether the server acted: a read, or a write the
     // server recognises as the same by its key. A delete refused with a 503 was not carried out.
-    const repeatable = method === "GET" || method === "HEAD" || "Idempotency-Key" in headers;
+    const repeatable = method === "GET" || method === "HEAD" || "Idempotency-Key" in headers || init.keyed === true;
     for (let attempt = 1; ; attempt++) {
       let res: Response;
       try {

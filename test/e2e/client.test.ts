@@ -120,13 +120,16 @@ describe("the client's retries", () => {
    */
   function refusing(method: string, status: number, retryAfter: string | null, times = 1) {
     const calls: string[] = [];
+    /** The idempotency key each request was sent with (null: none). */
+    const keys: (string | null)[] = [];
     const impl: typeof fetch = async (input, init) => {
       calls.push(`${init?.method ?? "GET"} ${new URL(String(input)).pathname}`);
+      keys.push(new Headers(init?.headers).get("Idempotency-Key"));
       if ((init?.method ?? "GET") !== method || times-- <= 0) return fetch(input, init);
       const detail = status === 503 ? "Service is being updated; retry shortly" : "Rate limit exceeded for this API key";
       return new Response(JSON.stringify({ detail }), { status, headers: { "content-type": "application/json", ...(retryAfter ? { "Retry-After": retryAfter } : {}) } });
     };
-    return { calls, impl };
+    return { calls, keys, impl };
   }
 
   it("a read answered 503 while a deploy is under way is sent again after its Retry-After, and succeeds", async () => {
@@ -138,24 +141,61 @@ describe("the client's retries", () => {
     expect(calls).toEqual([`GET /api/v1/runs/${job_id}`, `GET /api/v1/runs/${job_id}`]);
   });
 
-  it("a submit answered 503 is sent again only with an idempotency key, so that no retry makes a second job; a 429 always", async () => {
+  it("a submit answered 503 is sent again with the same idempotency key, the caller's or one the client made, so that no retry makes a second job; a 429 too", async () => {
     const unkeyed = refusing("POST", 503, "1");
-    await expect(new RunsClient({ baseUrl: BASE, fetch: unkeyed.impl }).submit({ prompt: "once", config: simulate(1, 1) })).rejects.toMatchObject({
-      status: 503,
-      detail: "Service is being updated; retry shortly",
-    });
-    expect(unkeyed.calls).toEqual(["POST /api/v1/runs"]);
+    const tag = `own-key-${Date.now()}`;
+    const submitted = await new RunsClient({ baseUrl: BASE, fetch: unkeyed.impl }).submit({ prompt: "once", tags: [tag], config: simulate(1, 1) });
+    expect(unkeyed.calls).toEqual(["POST /api/v1/runs", "POST /api/v1/runs"]);
+    expect(unkeyed.keys[0]).toMatch(/^[0-9a-f-]{36}$/);
+    expect(unkeyed.keys[1]).toBe(unkeyed.keys[0]);
+    expect(submitted.replayed).toBe(false);
+    expect((await client.list({ tags: [tag] })).total).toBe(1);
 
     const key = `retry-${Date.now()}`;
     const keyed = refusing("POST", 503, "1");
-    const submitted = await new RunsClient({ baseUrl: BASE, fetch: keyed.impl }).submit({ prompt: "keyed", config: simulate(1, 1) }, { idempotencyKey: key });
+    const withKey = await new RunsClient({ baseUrl: BASE, fetch: keyed.impl }).submit({ prompt: "keyed", config: simulate(1, 1) }, { idempotencyKey: key });
     expect(keyed.calls).toEqual(["POST /api/v1/runs", "POST /api/v1/runs"]);
-    expect(submitted.replayed).toBe(false);
+    expect(keyed.keys).toEqual([key, key]);
+    expect(withKey.replayed).toBe(false);
+
+    // Without retries, a submit carries only the caller's key, and a 503 is the caller's.
+    const once = refusing("POST", 503, "1");
+    await expect(new RunsClient({ baseUrl: BASE, fetch: once.impl, maxRetries: 0 }).submit({ prompt: "once", config: simulate(1, 1) })).rejects.toMatchObject({
+      status: 503,
+      detail: "Service is being updated; retry shortly",
+    });
+    expect(once.keys).toEqual([null]);
 
     const limited = refusing("POST", 429, "1");
     const after429 = await new RunsClient({ baseUrl: BASE, fetch: limited.impl }).submit({ prompt: "limited", config: simulate(1, 1) });
     expect(limited.calls).toEqual(["POST /api/v1/runs", "POST /api/v1/runs"]);
     expect((await client.get(after429.job_id)).job_id).toBe(after429.job_id);
+  });
+
+  it("a submit whose answer is lost after the job was made is sent again, and answered with that job: one job, not two", async () => {
+    const tag = `lost-${Date.now()}`;
+    let posts = 0;
+    const losing: typeof fetch = async (input, init) => {
+      const res = await fetch(input, init);
+      if (init?.method === "POST" && posts++ === 0) {
+        await res.body?.cancel();
+        throw new TypeError("fetch failed: the connection was lost");
+      }
+      return res;
+    };
+    const submitted = await new RunsClient({ baseUrl: BASE, fetch: losing }).submit({ prompt: "lost", tags: [tag], config: simulate(1, 1) });
+    expect(posts).toBe(2);
+    expect(submitted.replayed).toBe(false);
+    const listed = await client.list({ tags: [tag] });
+    expect(listed.total).toBe(1);
+    expect(listed.jobs[0]!.job_id).toBe(submitted.job_id);
+    // A retry of a job is made once the same way.
+    const failed = await client.submit({ prompt: "to retry", tags: [`${tag}-retry`], config: simulate(1, 1, { fail_at_step: 1 }) });
+    await client.waitForCompletion(failed.job_id);
+    posts = 0;
+    const retried = await new RunsClient({ baseUrl: BASE, fetch: losing }).retry(failed.job_id);
+    expect(posts).toBe(2);
+    expect((await client.list({ tags: [`${tag}-retry`] })).jobs.map((j) => j.job_id).sort()).toEqual([failed.job_id, retried.job_id].sort());
   });
 
   it("gives up after maxRetries, and does not wait out a Retry-After of more than a minute", async () => {
