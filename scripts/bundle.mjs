@@ -1,7 +1,7 @@
 #!/usr/bin/env node
-// Bundles the files the Worker runs or serves into modules (there is no filesystem on the edge):
-// the YAML of agents/ and recipes/ into src/runners/agents.bundle.ts and recipes.bundle.ts, and
-// the reference frontend's page, script and styles (frontend/) into src/frontend/files.bundle.ts.
+// Bundles the files the Worker runs into modules (there is no filesystem on the edge): the YAML
+// of agents/ and recipes/ into src/runners/agents.bundle.ts and recipes.bundle.ts. (The reference
+// frontend's files need none: the Worker imports them from frontend/ as text modules.)
 // With --check, fails when a committed bundle is not what its folder holds.
 import { readdirSync, readFileSync, writeFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
@@ -11,7 +11,6 @@ const YAML = /\.ya?ml$/;
 const BUNDLES = [
   { folder: "agents", files: YAML, target: "src/runners/agents.bundle.ts", name: "BUNDLED_AGENTS" },
   { folder: "recipes", files: YAML, target: "src/runners/recipes.bundle.ts", name: "BUNDLED_RECIPES" },
-  { folder: "frontend", files: /\.(html|css|js)$/, target: "src/frontend/files.bundle.ts", name: "FRONTEND_FILES" },
 ];
 
 function walk(dir, files, prefix = "") {

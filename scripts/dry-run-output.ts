@@ -1,6 +1,6 @@
 /**
  * What `wrangler deploy --dry-run --outdir <dir>` leaves in its directory: the Worker's code, and
- * the files bundled beside it as modules of their own (Swagger UI's, as text).
+ * the files bundled beside it as modules of their own (Swagger UI's and the reference frontend's, as text).
  */
 import { readdirSync } from "node:fs";
 import { join } from "node:path";

@@ -1,10 +1,16 @@
 /**
- * The reference frontend at `/`: one page, its script and its styles (frontend/, bundled into the
- * Worker by `npm run bundle`). It calls the API from the browser like any other client.
+ * The reference frontend at `/`: one page, its script and its styles, from frontend/ as they are.
+ * They are bundled beside the Worker's code as text modules (the `rules` of wrangler.jsonc), as
+ * Swagger UI's files are: an isolate is handed them as strings, and parses none of them as code.
+ * It calls the API from the browser like any other client.
  */
 import { Hono } from "hono";
+import script from "../../frontend/app.js";
+import styles from "../../frontend/app.css";
+import page from "../../frontend/index.html";
 import type { AppEnv } from "../auth";
-import { FRONTEND_FILES } from "../frontend/files.bundle";
+
+const FRONTEND_FILES = { "index.html": page, "app.js": script, "app.css": styles } as const;
 
 const TYPES: Record<string, string> = {
   "index.html": "text/html; charset=utf-8",
