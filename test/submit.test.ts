@@ -216,6 +216,7 @@ describe("bad submissions", () => {
     ["simulate steps 0", { prompt: "x", config: { simulate: { steps: 0 } } }, ["body", "config", "simulate", "steps"]],
     ["fail_at_step past the job's steps", { prompt: "x", config: { simulate: { steps: 2, fail_at_step: 3 } } }, ["body", "config", "simulate", "fail_at_step"]],
     ["input_at_step past the 3 steps of the default", { prompt: "x", config: { simulate: { input_at_step: 4 } } }, ["body", "config", "simulate", "input_at_step"]],
+    ["a knob the simulated runner does not have (misspelt)", { prompt: "x", config: { simulate: { stepms: 5 } } }, ["body", "config", "simulate"]],
     ["webhook_url not http", { prompt: "x", webhook_url: "ftp://example.com/hook" }, ["body", "webhook_url"]],
     ["webhook_url a number", { prompt: "x", webhook_url: 7 }, ["body", "webhook_url"]],
     ["recipe_config with keys but no recipe", { prompt: "x", recipe_config: { model: "m" } }, ["body", "recipe_config"]],

@@ -2,7 +2,7 @@
  * The simulated runner: no network, deterministic output for a given prompt and knobs.
  * It goes through the whole machinery (steps, events, R2, cancel, timeout) like a real one.
  */
-import { simulateSchema } from "../schemas";
+import { storedSimulateSchema } from "../schemas";
 import { BudgetExceeded, estimateTokens, overBudget, sleep, StepFailed, type Runner, type StepInput, type StepOutput } from "./types";
 
 export const SIMULATE_DEFAULTS = { steps: 3, step_ms: 300 } as const;
@@ -18,7 +18,7 @@ export interface SimulateKnobs {
 }
 
 export function simulateKnobs(config: Record<string, unknown>): SimulateKnobs {
-  const parsed = simulateSchema().safeParse(config.simulate ?? {});
+  const parsed = storedSimulateSchema().safeParse(config.simulate ?? {});
   return { ...SIMULATE_DEFAULTS, ...(parsed.success ? parsed.data : {}) };
 }
 

@@ -12,19 +12,19 @@ export const DEFAULT_PRIORITY = 5;
 export const DEFAULT_INPUT_TIMEOUT_S = 86_400;
 export const MAX_INPUT_TIMEOUT_S = 604_800;
 
-export const simulateSchema = lazy(() =>
-  named(
-    z.object({
-      steps: z.optional(int(1, 100)),
-      step_ms: z.optional(int(0, 600_000)),
-      output_bytes: z.optional(int(0, 1024 * 1024 * 1024)),
-      fail_at_step: z.optional(int(1)),
-      input_at_step: z.optional(described(int(1), "Ask a person for input after this step (1-based)")),
-    }),
-    "SimulateConfig",
-    "Knobs of the simulated runner",
-  ),
-);
+const simulateKnobs = () => ({
+  steps: z.optional(int(1, 100)),
+  step_ms: z.optional(int(0, 600_000)),
+  output_bytes: z.optional(int(0, 1024 * 1024 * 1024)),
+  fail_at_step: z.optional(int(1)),
+  input_at_step: z.optional(described(int(1), "Ask a person for input after this step (1-based)")),
+});
+
+/** The simulated runner's knobs as a submit or a retry gives them: a knob it does not have (a misspelt one) → 422, not a knob ignored. */
+export const simulateSchema = lazy(() => named(z.strictObject(simulateKnobs()), "SimulateConfig", "Knobs of the simulated runner"));
+
+/** The knobs as a job holds them, read as any version stored them. */
+export const storedSimulateSchema = lazy(() => z.object(simulateKnobs()));
 
 /** The model settings of a job's config; a recipe's `recipe_config` may set just these. */
 const modelFields = () => ({
