@@ -283,8 +283,10 @@ export class RunsClient {
    * only where the caller's key returned an earlier job.
    */
   private async made(path: string, body: unknown, key: string | undefined, keyInBody = false): Promise<SubmitResponse & { replayed: boolean }> {
-    const own = key === undefined && !keyInBody && this.maxRetries > 0 ? crypto.randomUUID() : undefined;
-    const sent = key ?? own;
+    // An empty key is none, as the server reads an empty `idempotency_key`.
+    const given = key || undefined;
+    const own = given === undefined && !keyInBody && this.maxRetries > 0 ? crypto.randomUUID() : undefined;
+    const sent = given ?? own;
     const res = await this.postJson(path, body, sent === undefined ? {} : { "Idempotency-Key": sent }, keyInBody);
     return { ...((await res.json()) as SubmitResponse), replayed: own === undefined && res.headers.get("Idempotent-Replayed") === "true" };
   }
