@@ -158,6 +158,12 @@ describe("the client's retries", () => {
     expect(keyed.keys).toEqual([key, key]);
     expect(withKey.replayed).toBe(false);
 
+    // An empty key is none (the server would refuse it as a header): the client's own goes instead.
+    const empty = refusing("POST", 503, "1");
+    expect((await new RunsClient({ baseUrl: BASE, fetch: empty.impl }).submit({ prompt: "empty key", config: simulate(1, 1) }, { idempotencyKey: "" })).job_id).toMatch(/^run_/);
+    expect(empty.keys[0]).toMatch(/^[0-9a-f-]{36}$/);
+    expect(empty.keys[1]).toBe(empty.keys[0]);
+
     // Without retries, a submit carries only the caller's key, and a 503 is the caller's.
     const once = refusing("POST", 503, "1");
     await expect(new RunsClient({ baseUrl: BASE, fetch: once.impl, maxRetries: 0 }).submit({ prompt: "once", config: simulate(1, 1) })).rejects.toMatchObject({
