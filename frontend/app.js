@@ -595,10 +595,10 @@ function renderDetail(/** @type {Job} */ job) {
   if (job.usage) usage.textContent = `${job.usage.total_tokens} tokens in ${job.usage.model_calls} model call${job.usage.model_calls === 1 ? "" : "s"}${job.usage.estimated ? " (estimated)" : ""}`;
   $("cancel-button").hidden = !can("cancel");
   /** @type {HTMLButtonElement} */ ($("cancel-button")).disabled = !UNFINISHED.has(job.status);
-  // The steps that finished are copied into the new run, not run again.
+  // The steps that finished are copied into the new run, not run again; an earlier one may be chosen to run again from.
   const retry = $("retry-button");
   retry.hidden = !RETRYABLE.has(job.status) || !can("submit");
-  retry.textContent = `Retry from step ${(job.progress?.steps_completed ?? 0) + 1}`;
+  offerRetryFrom(job.job_id, retry.hidden ? 0 : (job.progress?.steps_completed ?? 0) + 1);
   // PraisonAI's Delete Run page: a running job must be cancelled before it can be deleted; so must
   // a queued one, or one awaiting input (the API answers them as running).
   const rule = DELETE_RULE[job.status];
@@ -684,11 +684,28 @@ async function startRun(/** @type {HTMLButtonElement} */ button, /** @type {stri
   }
 }
 
-/** A new run from the selected one's first unfinished step, watched in its place. */
+/**
+ * The steps a retry of run `id` may start from: 1 to the first unfinished one (0: no retry), that
+ * one chosen unless the person chose another, which stands while that run is shown.
+ */
+function offerRetryFrom(/** @type {string} */ id, /** @type {number} */ first) {
+  const choice = /** @type {HTMLSelectElement} */ ($("retry-from"));
+  choice.hidden = first < 2;
+  if (choice.dataset.run !== id || choice.options.length !== first) {
+    choice.dataset.run = id;
+    choice.replaceChildren(...Array.from({ length: first }, (_, i) => new Option(`from step ${i + 1}`, String(i + 1), false, i + 1 === first)));
+  }
+  $("retry-button").textContent = `Retry from step ${choice.value || first}`;
+}
+
+/** A new run from the chosen step of the selected one (its first unfinished step unless another was chosen), watched in its place. */
 async function retrySelected() {
   const id = selected;
   if (!id) return;
-  await startRun(/** @type {HTMLButtonElement} */ ($("retry-button")), `retry ${id}`, (init) => api(`/api/v1/runs/${id}/retry`, { ...init, method: "POST" }));
+  const from = Number(/** @type {HTMLSelectElement} */ ($("retry-from")).value) || undefined;
+  await startRun(/** @type {HTMLButtonElement} */ ($("retry-button")), `retry ${id} from ${from}`, (init) =>
+    api(`/api/v1/runs/${id}/retry`, { ...init, method: "POST", json: from === undefined ? {} : { from_step: from } }),
+  );
 }
 
 async function deleteSelected() {
@@ -754,6 +771,7 @@ function start() {
   $("runs-more").addEventListener("click", () => void loadMore());
   $("cancel-button").addEventListener("click", () => void cancelSelected());
   $("retry-button").addEventListener("click", () => void retrySelected());
+  $("retry-from").addEventListener("change", () => ($("retry-button").textContent = `Retry from step ${/** @type {HTMLSelectElement} */ ($("retry-from")).value}`));
   $("retry-of-link").addEventListener("click", (e) => {
     e.preventDefault();
     const id = $("retry-of-link").textContent;

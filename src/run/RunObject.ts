@@ -71,7 +71,7 @@ export class RunObject extends DurableObject<Env> {
         { type: "progress", data: { percentage: stepPercentage(copied.length, row.steps_total), step: null, current_step: null } },
         { type: "log", data: { message: "Job queued", status: "queued" } },
         ...(copied.length > 0
-          ? [{ type: "log" as const, data: { message: `Retry of ${spec.retry_of}: the output of steps 1 to ${copied.length} was copied, not run again` } }]
+          ? [{ type: "log" as const, data: { message: `Retry of ${spec.retry_of}: the output of ${copied.length === 1 ? "step 1" : `steps 1 to ${copied.length}`} was copied, not run again` } }]
           : []),
       ]);
       if (granted) {

@@ -240,6 +240,31 @@ describe("the reference frontend in local development", () => {
     await page.close();
   });
 
+  it("a failed run is retried from an earlier step chosen in the page: that step runs again, the ones before it are copied", async () => {
+    const { page, problems } = await open(`${BASE}/`);
+    const first = await submitRun(page, "Fails at the third", { steps: 3, step_ms: 1, fail_at_step: 3 });
+    await page.waitForSelector("#detail-status.failed", { timeout: 15_000 });
+    await expect.poll(() => page.locator("#retry-button").innerText()).toBe("Retry from step 3");
+    expect(await page.locator("#retry-from option").allInnerTexts()).toEqual(["from step 1", "from step 2", "from step 3"]);
+    await page.selectOption("#retry-from", "2");
+    expect(await page.locator("#retry-button").innerText()).toBe("Retry from step 2");
+    await page.click("#retry-button");
+    await page.waitForFunction((old) => (document.getElementById("detail-id")?.textContent ?? "") !== old, first);
+    expect(await page.locator("#retry-of-link").innerText()).toBe(first);
+    // The same knobs fail it at step 3 again, after step 2 ran again.
+    await page.waitForSelector("#detail-status.failed", { timeout: 15_000 });
+    const log = await page.locator("#detail-log li").allInnerTexts();
+    expect(log.some((line) => line.includes(`Retry of ${first}: the output of step 1 was copied, not run again`))).toBe(true);
+    const progress = log.filter((line) => /^PROGRESS/i.test(line));
+    expect(progress.some((line) => line.includes("step_2"))).toBe(true);
+    expect(progress.some((line) => line.includes("step_1"))).toBe(false);
+    // The new run offers its own steps, from its own first unfinished one.
+    expect(await page.locator("#retry-button").innerText()).toBe("Retry from step 3");
+    expect(await page.locator("#retry-from").inputValue()).toBe("3");
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
   it("on a phone, a delayed run picked from the list comes into view, says when it starts, and is deleted once cancelled", async () => {
     // Older runs below it in the list, so that the run's panel starts below the screen.
     for (let i = 0; i < 12; i++) await submitOverApi({ prompt: "Filler", config: { simulate: { steps: 1, step_ms: 1 } } });
