@@ -251,11 +251,12 @@ describe("the reference frontend in local development", () => {
     await page.click("#retry-button");
     await page.waitForFunction((old) => (document.getElementById("detail-id")?.textContent ?? "") !== old, first);
     expect(await page.locator("#retry-of-link").innerText()).toBe(first);
-    // The same knobs fail it at step 3 again, after step 2 ran again.
-    await page.waitForSelector("#detail-status.failed", { timeout: 15_000 });
-    const log = await page.locator("#detail-log li").allInnerTexts();
-    expect(log.some((line) => line.includes(`Retry of ${first}: the output of step 1 was copied, not run again`))).toBe(true);
-    const progress = log.filter((line) => /^PROGRESS/i.test(line));
+    // The same knobs fail it at step 3 again, after step 2 ran again. (The page names the new run
+    // before its stream has told anything: its log, not the status shown, says when it has ended.)
+    const log = () => page.locator("#detail-log li").allInnerTexts();
+    await expect.poll(async () => (await log()).some((line) => line.includes("Simulated failure at step 3 of 3")), { timeout: 15_000 }).toBe(true);
+    expect((await log()).some((line) => line.includes(`Retry of ${first}: the output of step 1 was copied, not run again`))).toBe(true);
+    const progress = (await log()).filter((line) => /^PROGRESS/i.test(line));
     expect(progress.some((line) => line.includes("step_2"))).toBe(true);
     expect(progress.some((line) => line.includes("step_1"))).toBe(false);
     // The new run offers its own steps, from its own first unfinished one.
