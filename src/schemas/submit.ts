@@ -12,7 +12,7 @@ export const DEFAULT_PRIORITY = 5;
 export const DEFAULT_INPUT_TIMEOUT_S = 86_400;
 export const MAX_INPUT_TIMEOUT_S = 604_800;
 
-const simulateKnobs = () => ({
+const simulateKnobFields = () => ({
   steps: z.optional(int(1, 100)),
   step_ms: z.optional(int(0, 600_000)),
   output_bytes: z.optional(int(0, 1024 * 1024 * 1024)),
@@ -21,10 +21,10 @@ const simulateKnobs = () => ({
 });
 
 /** The simulated runner's knobs as a submit or a retry gives them: a knob it does not have (a misspelt one) → 422, not a knob ignored. */
-export const simulateSchema = lazy(() => named(z.strictObject(simulateKnobs()), "SimulateConfig", "Knobs of the simulated runner"));
+export const simulateSchema = lazy(() => named(z.strictObject(simulateKnobFields()), "SimulateConfig", "Knobs of the simulated runner"));
 
 /** The knobs as a job holds them, read as any version stored them. */
-export const storedSimulateSchema = lazy(() => z.object(simulateKnobs()));
+export const storedSimulateSchema = lazy(() => z.object(simulateKnobFields()));
 
 /** The model settings of a job's config; a recipe's `recipe_config` may set just these. */
 const modelFields = () => ({
