@@ -695,7 +695,12 @@ function offerRetryFrom(/** @type {string} */ id, /** @type {number} */ first) {
     choice.dataset.run = id;
     choice.replaceChildren(...Array.from({ length: first }, (_, i) => new Option(`from step ${i + 1}`, String(i + 1), false, i + 1 === first)));
   }
-  $("retry-button").textContent = `Retry from step ${choice.value || first}`;
+  labelRetry();
+}
+
+/** The Retry button names the step chosen to start from. */
+function labelRetry() {
+  $("retry-button").textContent = `Retry from step ${/** @type {HTMLSelectElement} */ ($("retry-from")).value}`;
 }
 
 /** A new run from the chosen step of the selected one (its first unfinished step unless another was chosen), watched in its place. */
@@ -771,7 +776,7 @@ function start() {
   $("runs-more").addEventListener("click", () => void loadMore());
   $("cancel-button").addEventListener("click", () => void cancelSelected());
   $("retry-button").addEventListener("click", () => void retrySelected());
-  $("retry-from").addEventListener("change", () => ($("retry-button").textContent = `Retry from step ${/** @type {HTMLSelectElement} */ ($("retry-from")).value}`));
+  $("retry-from").addEventListener("change", labelRetry);
   $("retry-of-link").addEventListener("click", (e) => {
     e.preventDefault();
     const id = $("retry-of-link").textContent;
