@@ -155,6 +155,47 @@ describe("a job that asks for input", () => {
     expect(await (await answer(id, { action: "approve" })).json()).toEqual({ detail: "Job is not awaiting input. Current status: cancelled" });
   });
 
+  it.each([
+    ["rejected", (id: string) => answer(id, { action: "reject", input: "off topic" })],
+    ["cancelled", (id: string) => api(`/api/v1/runs/${id}/cancel`, { method: "POST" })],
+  ])("%s while awaiting: the step under review is not finished; its answer stays in the output, and a retry runs it again and asks again", async (_, end) => {
+    const { id } = await awaiting();
+    const ended = await (await end(id)).json<Job>();
+    expect(ended.progress).toMatchObject({ steps_completed: 1, percentage: 33 });
+    expect((await getJob(id)).progress).toEqual(ended.progress);
+    const progress = (await eventLog(id)).filter((e) => e.event === "progress").at(-1)!;
+    expect(JSON.parse(progress.data).data).toEqual({ percentage: 33, step: null, current_step: null });
+    expect(await (await api(`/api/v1/runs/${id}/output`)).text()).toBe(
+      [1, 2].map((n) => `Step ${n}/3 (step_${n}): simulated answer to: review me\n`).join(""),
+    );
+
+    const late = await post(`/api/v1/runs/${id}/retry`, { from_step: 3 });
+    expect(await late.json()).toEqual({ detail: "from_step must be at most 2, the first unfinished step" });
+    const res = await post(`/api/v1/runs/${id}/retry`, {});
+    expect(res.status).toBe(202);
+    const again = (await res.json<{ job_id: string }>()).job_id;
+    expect((await getJob(again)).progress.steps_completed).toBe(1);
+    const asked = await driveTo(again, "awaiting_input");
+    expect(asked.input_request).toMatchObject({ step: "step_2", output: "Step 2/3 (step_2): simulated answer to: review me\n" });
+  });
+
+  it("no answer in time: the step under review is not finished either; one approved and then cancelled is", async () => {
+    const { id: unanswered } = await awaiting({}, { input_timeout_s: 1 });
+    await new Promise((r) => setTimeout(r, 1_100));
+    await runDurableObjectAlarm(runStub(unanswered));
+    expect((await getJob(unanswered)).progress).toMatchObject({ steps_completed: 1 });
+    const rerun = (await (await post(`/api/v1/runs/${unanswered}/retry`, {})).json<{ job_id: string }>()).job_id;
+    expect((await getJob(rerun)).progress.steps_completed).toBe(1);
+
+    // Approved, the step is finished: cancelled before it runs on, the job keeps it, and so does a retry.
+    const { id: approved } = await awaiting();
+    expect((await answer(approved, { action: "approve" })).status).toBe(200);
+    const cancelled = await (await api(`/api/v1/runs/${approved}/cancel`, { method: "POST" })).json<Job>();
+    expect(cancelled).toMatchObject({ status: "cancelled", progress: { steps_completed: 2 } });
+    const kept = (await (await post(`/api/v1/runs/${approved}/retry`, {})).json<{ job_id: string }>()).job_id;
+    expect((await getJob(kept)).progress.steps_completed).toBe(2);
+  });
+
   it("delete while awaiting follows PraisonAI's Delete Run page: cancel first, or force", async () => {
     const { id } = await awaiting();
     const refused = await api(`/api/v1/runs/${id}`, { method: "DELETE" });

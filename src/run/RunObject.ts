@@ -135,13 +135,14 @@ export class RunObject extends DurableObject<Env> {
 
   /**
    * What a retry of this job starts from: its spec and its finished steps' outputs. Only a failed
-   * or cancelled job can be retried.
+   * or cancelled job can be retried. A step whose answer a person never approved has its output
+   * but is not counted finished (see `commit`): it is not among them.
    */
   retrySource(): Result<{ spec: RunSpec; parts: FinishedPart[] }> {
     const row = this.record.live();
     if (!row) return this.notFound();
     if (row.status !== "failed" && row.status !== "cancelled") return fail("invalid_state", "Only failed or cancelled jobs can be retried");
-    return { ok: true, spec: this.record.spec(), parts: finishedParts(this.sql) };
+    return { ok: true, spec: this.record.spec(), parts: finishedParts(this.sql).slice(0, row.steps_completed) };
   }
 
   /** The job and its finished output parts, in order: what /result and /output serve. */

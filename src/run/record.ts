@@ -9,7 +9,7 @@ import type { Limits } from "../config";
 import { newId } from "../ids";
 import type { Job } from "../schemas";
 import type { LogTail, NewEvent } from "./events";
-import { outputUrl, placeRequest, storedInputRequest, tenantObjects, toJob, usageOf, type CopiedStep, type RunRow, type RunSpec } from "./job";
+import { outputUrl, placeRequest, stepPercentage, storedInputRequest, tenantObjects, toJob, usageOf, type CopiedStep, type RunRow, type RunSpec } from "./job";
 import { owesWebhook, webhookBody, type Outbox } from "./outbox";
 import { eventsAfter, insertEvents, insertSpec, readRunRow, readSpec, readWebhook, writeRunRow } from "./store";
 import { isTerminal, transition, type Action } from "./transitions";
@@ -139,6 +139,12 @@ export class JobRecord {
       if (!to) throw new Error(`transition ${action} from ${row.status} is not in the table`);
       next.status = to;
       if (to !== "awaiting_input") next.input_request = null;
+      if (row.status === "awaiting_input" && isTerminal(to)) {
+        // Ended (rejected, unanswered, cancelled) while a person reviewed its step's answer: that
+        // step is not finished. Its answer stays in the output, but a retry runs it again.
+        next.steps_completed = row.steps_completed - 1;
+        all.push({ type: "progress", data: { percentage: stepPercentage(next.steps_completed, next.steps_total), step: null, current_step: null } });
+      }
       if (isTerminal(to)) {
         const now = Date.now();
         next.completed_at = now;
