@@ -44,6 +44,7 @@ describe("recipes", () => {
     ["recipe_config without a recipe", { recipe_config: { model: "m" } }, ["body", "recipe_config"]],
     ["recipe_config with another key", { recipe_name: "summarize", recipe_config: { simulate: { steps: 1 } } }, ["body", "recipe_config"]],
     ["recipe_config out of range", { recipe_name: "summarize", recipe_config: { temperature: 5 } }, ["body", "recipe_config", "temperature"]],
+    ["recipe_config's model empty", { recipe_name: "summarize", recipe_config: { model: "" } }, ["body", "recipe_config", "model"]],
     ["recipe_name not a string", { recipe_name: 7 }, ["body", "recipe_name"]],
   ])("%s → 422", async (_what, fields, loc) => {
     const res = await post("/api/v1/runs", { prompt: "x", ...fields });

@@ -213,6 +213,8 @@ describe("bad submissions", () => {
     ["metadata with a non-string value", { prompt: "x", metadata: { a: 1 } }, ["body", "metadata", "a"]],
     ["metadata with 17 keys", { prompt: "x", metadata: Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, "v"])) }, ["body", "metadata"]],
     ["config not an object", { prompt: "x", config: [] }, ["body", "config"]],
+    ["config's model empty", { prompt: "x", config: { model: "" } }, ["body", "config", "model"]],
+    ["config's model not a string", { prompt: "x", config: { model: 4 } }, ["body", "config", "model"]],
     ["simulate steps 0", { prompt: "x", config: { simulate: { steps: 0 } } }, ["body", "config", "simulate", "steps"]],
     ["fail_at_step past the job's steps", { prompt: "x", config: { simulate: { steps: 2, fail_at_step: 3 } } }, ["body", "config", "simulate", "fail_at_step"]],
     ["input_at_step past the 3 steps of the default", { prompt: "x", config: { simulate: { input_at_step: 4 } } }, ["body", "config", "simulate", "input_at_step"]],

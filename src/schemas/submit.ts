@@ -28,7 +28,8 @@ export const storedSimulateSchema = lazy(() => z.object(simulateKnobFields()));
 
 /** The model settings of a job's config; a recipe's `recipe_config` may set just these. */
 const modelFields = () => ({
-  model: z.optional(text(256)),
+  // An empty name would be sent to the model endpoint as it is, and the job fail there.
+  model: z.optional(text(256, 1)),
   temperature: z.optional(z.number().check(z.minimum(0), z.maximum(2))),
   max_tokens: z.optional(int(1)),
 });

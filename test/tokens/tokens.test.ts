@@ -125,6 +125,7 @@ describe("minting", () => {
     ["config without submit", { scopes: ["read"], session_id: "s", config: { model: "m" } }, ["body", "config"]],
     ["a config key that is no model setting", { scopes: ["submit"], config: { simulate: { steps: 1 } } }, ["body", "config"]],
     ["a budget of 0", { scopes: ["submit"], config: { max_total_tokens: 0 } }, ["body", "config", "max_total_tokens"]],
+    ["an empty model", { scopes: ["submit"], config: { model: "" } }, ["body", "config", "model"]],
     ["metadata without submit", { scopes: ["read"], session_id: "s", metadata: { user: "u-1" } }, ["body", "metadata"]],
     ["more than 5 metadata entries", { scopes: ["submit"], metadata: Object.fromEntries(["a", "b", "c", "d", "e", "f"].map((k) => [k, k])) }, ["body", "metadata"]],
     ["a metadata value that is no text", { scopes: ["submit"], metadata: { user: 42 } }, ["body", "metadata", "user"]],
