@@ -343,6 +343,21 @@ describe("the reference frontend in local development", () => {
     await page.close();
   });
 
+  it("a rejected answer is not kept: Retry starts at the step rejected, which asks again", async () => {
+    const { page, problems } = await open(`${BASE}/`);
+    await submitRun(page, "Draft, then reject", { steps: 3, step_ms: 100, input_at_step: 2 });
+    await page.waitForSelector("#input-panel:not([hidden])", { timeout: 15_000 });
+    await page.fill("#input-text", "Off topic");
+    await page.click("[data-answer=reject]");
+    await page.waitForSelector("#detail-status.failed", { timeout: 20_000 });
+    await expect.poll(() => page.locator("#retry-button").innerText()).toBe("Retry from step 2");
+    await page.click("#retry-button");
+    await page.waitForSelector("#input-panel:not([hidden])", { timeout: 15_000 });
+    expect(await page.locator("#input-prompt").innerText()).toMatch(/^Review the answer of step step_2/);
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
   it("filters the list by status and tag, live", async () => {
     const { page, problems } = await open(`${BASE}/`);
     const tag = `f${Date.now()}`;
