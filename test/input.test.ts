@@ -196,6 +196,20 @@ describe("a job that asks for input", () => {
     expect((await getJob(kept)).progress.steps_completed).toBe(2);
   });
 
+  it("a revision asked for and not yet run goes with a retry, which runs the step with the feedback; with a new prompt, afresh", async () => {
+    const { id } = await awaiting();
+    expect((await answer(id, { action: "revise", input: "shorter" })).status).toBe(200);
+    // Cancelled before the step ran again (say, while it waited for a run slot).
+    expect((await api(`/api/v1/runs/${id}/cancel`, { method: "POST" })).status).toBe(200);
+    const retried = async (body: unknown) => {
+      const again = (await (await post(`/api/v1/runs/${id}/retry`, body)).json<{ job_id: string }>()).job_id;
+      return (await driveTo(again, "awaiting_input")).input_request!.output;
+    };
+    expect(await retried({})).toBe("Step 2/3 (step_2): simulated answer to: review me (revised after: shorter)\n");
+    expect(await retried({ prompt: "review this instead" })).toBe("Step 2/3 (step_2): simulated answer to: review this instead\n");
+    expect(await retried({ from_step: 1 })).toBe("Step 2/3 (step_2): simulated answer to: review me\n");
+  });
+
   it("delete while awaiting follows PraisonAI's Delete Run page: cancel first, or force", async () => {
     const { id } = await awaiting();
     const refused = await api(`/api/v1/runs/${id}`, { method: "DELETE" });

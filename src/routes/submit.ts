@@ -319,7 +319,7 @@ export async function submitsLeft(c: Ctx, grant: Grant): Promise<number | null> 
  * a retry copied already done), then its registration with the projection, which may find the
  * idempotency key taken: then the new job is discarded and the one holding the key answers.
  */
-async function enter(c: Ctx, spec: RunSpec, hash: string | null, now: number, copied: CopiedStep[] = []) {
+async function enter(c: Ctx, spec: RunSpec, hash: string | null, now: number, copied: CopiedStep[] = [], revision: string | null = null) {
   const key = spec.idempotency_key;
   // A key held where it was before the last raise is answered there; its own shard decides the rest.
   const earlier = key === null ? null : await earlierProjectionOf(c, key)?.keyHolder(key, hash);
@@ -332,7 +332,7 @@ async function enter(c: Ctx, spec: RunSpec, hash: string | null, now: number, co
   }
 
   const run = runStub(c, spec.job_id);
-  const made = await run.create(spec, place.granted, copied).catch(async (error: unknown) => {
+  const made = await run.create(spec, place.granted, copied, revision).catch(async (error: unknown) => {
     // The call may have failed after the job was made (its answer lost on the way back): the job
     // is discarded, so that a submit answered with a failure leaves none to run, and then its
     // place is given up. A place this cannot give up is the line's to clear, as a submit's cut
@@ -411,8 +411,9 @@ submitOperations.push({
 /**
  * Retry: a new job with the old one's spec (prompt and config keys replaced where the body
  * says), whose steps before `from_step` are the old job's outputs, copied under its own prefix
- * before it exists, so that deleting either job later never touches the other. With an
- * `Idempotency-Key`, a repeat answers with the job the first made, before anything is copied.
+ * before it exists, so that deleting either job later never touches the other; a revision a
+ * person asked for at the step it starts at goes with it. With an `Idempotency-Key`, a repeat
+ * answers with the job the first made, before anything is copied.
  */
 submits.post(
   "/api/v1/runs/:id/retry",
@@ -432,7 +433,7 @@ submits.post(
     const repeated = held && (await held());
     if (repeated) return repeated;
     // The spec's config holds `unknown` values, which RPC's return typing cannot express.
-    const source = unwrap(await stub.retrySource()) as unknown as { spec: RunSpec; parts: FinishedPart[] };
+    const source = unwrap(await stub.retrySource()) as unknown as { spec: RunSpec; parts: FinishedPart[]; revision: string | null };
     // The deployment may have lost its signing secret since the old job was made.
     if (source.spec.webhook_url) mustSignWebhooks(c);
     const firstUnfinished = source.parts.length + 1;
@@ -457,7 +458,9 @@ submits.post(
       for (const part of source.parts.filter((p) => p.idx < from)) {
         copied.push({ ...(await copyPart(c.env.OUTPUTS, part, partKey(prefix, part.idx))), idx: part.idx, note: part.note });
       }
-      return await spending(c, () => enter(c, spec, hash, now, copied), held);
+      // A revision a person asked for at the step it starts at goes with it, unless the prompt changed.
+      const revision = from === firstUnfinished && body.prompt == null ? source.revision : null;
+      return await spending(c, () => enter(c, spec, hash, now, copied, revision), held);
     } catch (error) {
       // Nothing of a retry that did not happen is kept; an old job deleted meanwhile is gone.
       if (copied.length > 0) await undo(c, spec, () => purgePrefix(c.env.OUTPUTS, prefix));

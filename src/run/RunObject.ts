@@ -21,7 +21,7 @@ import { Outbox } from "./outbox";
 import { JobRecord } from "./record";
 import { Steps } from "./steps";
 import { recordTransition } from "./telemetry";
-import { finishedParts, type FinishedPart, RUN_MIGRATIONS, RUN_SCHEMA } from "./store";
+import { finishedParts, stepRevision, type FinishedPart, RUN_MIGRATIONS, RUN_SCHEMA } from "./store";
 import { isTerminal, transition } from "./transitions";
 
 /** The named stream's `result` carries the output inline up to this size. */
@@ -58,14 +58,15 @@ export class RunObject extends DurableObject<Env> {
   /**
    * Stores a new job. `granted`: the tenant's line gave it a run slot at submit, so it starts at
    * once; otherwise it waits, with no alarm, until the line tells it (`start`). The submit that
-   * creates it registers it with the projection, so no snapshot is owed yet.
+   * creates it registers it with the projection, so no snapshot is owed yet. A retry gives the
+   * steps it copied, and the revision a person asked for at the step it starts at.
    */
-  async create(spec: RunSpec, granted: boolean, copied: CopiedStep[] = []): Promise<Result<{ job: Job; version: number }>> {
+  async create(spec: RunSpec, granted: boolean, copied: CopiedStep[] = [], revision: string | null = null): Promise<Result<{ job: Job; version: number }>> {
     if (this.record.hasJob) return fail("internal", "Job already exists");
     let row: RunRow = { ...initialRow(spec), steps_completed: copied.length };
     this.record.create(() => {
       makeSchema(this.sql, RUN_MIGRATIONS, RUN_SCHEMA);
-      this.record.store(spec, copied);
+      this.record.store(spec, copied, revision);
       this.record.write(row);
       this.record.append([
         { type: "progress", data: { percentage: stepPercentage(copied.length, row.steps_total), step: null, current_step: null } },
@@ -134,15 +135,16 @@ export class RunObject extends DurableObject<Env> {
   }
 
   /**
-   * What a retry of this job starts from: its spec and its finished steps' outputs. Only a failed
-   * or cancelled job can be retried. A step whose answer a person never approved has its output
-   * but is not counted finished (see `commit`): it is not among them.
+   * What a retry of this job starts from: its spec, its finished steps' outputs, and the revision
+   * a person asked for at its first unfinished step, if any. Only a failed or cancelled job can be
+   * retried. A step whose answer a person never approved has its output but is not counted
+   * finished (see `commit`): it is not among them.
    */
-  retrySource(): Result<{ spec: RunSpec; parts: FinishedPart[] }> {
+  retrySource(): Result<{ spec: RunSpec; parts: FinishedPart[]; revision: string | null }> {
     const row = this.record.live();
     if (!row) return this.notFound();
     if (row.status !== "failed" && row.status !== "cancelled") return fail("invalid_state", "Only failed or cancelled jobs can be retried");
-    return { ok: true, spec: this.record.spec(), parts: finishedParts(this.sql).slice(0, row.steps_completed) };
+    return { ok: true, spec: this.record.spec(), parts: finishedParts(this.sql).slice(0, row.steps_completed), revision: stepRevision(this.sql, row.steps_completed + 1) };
   }
 
   /** The job and its finished output parts, in order: what /result and /output serve. */

@@ -78,9 +78,12 @@ export class JobRecord {
     return this.specCache;
   }
 
-  /** Writes a new job's spec and its steps (those a retry copied already done); the spec is then known without reading it back. */
-  store(spec: RunSpec, copied: CopiedStep[]): void {
-    insertSpec(this.sql, spec, copied);
+  /**
+   * Writes a new job's spec and its steps (those a retry copied already done, and the revision
+   * asked for at the next); the spec is then known without reading it back.
+   */
+  store(spec: RunSpec, copied: CopiedStep[], revision: string | null): void {
+    insertSpec(this.sql, spec, copied, revision);
     this.specCache = spec;
   }
 

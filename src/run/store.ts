@@ -193,7 +193,7 @@ export function fitsInBytes(text: string, maxBytes: number): boolean {
   return text.length * 3 <= maxBytes || new TextEncoder().encode(text).length <= maxBytes;
 }
 
-export function insertSpec(sql: SqlStorage, spec: RunSpec, copied: CopiedStep[] = []): void {
+export function insertSpec(sql: SqlStorage, spec: RunSpec, copied: CopiedStep[], revision: string | null): void {
   sql.exec("INSERT INTO spec (id, body) VALUES (1, ?)", JSON.stringify(spec));
   // Every step in one statement, run once rather than once a step.
   sql.exec("INSERT INTO steps (idx, name) SELECT key + 1, value FROM json_each(?)", JSON.stringify(spec.tasks));
@@ -208,6 +208,12 @@ export function insertSpec(sql: SqlStorage, spec: RunSpec, copied: CopiedStep[] 
       step.idx,
     );
   }
+  if (revision !== null) sql.exec("UPDATE steps SET revision = ? WHERE idx = ?", revision, copied.length + 1);
+}
+
+/** The revision a person asked for at a step (JSON of Revision), or null. */
+export function stepRevision(sql: SqlStorage, idx: number): string | null {
+  return sql.exec<{ revision: string | null }>("SELECT revision FROM steps WHERE idx = ?", idx).toArray()[0]?.revision ?? null;
 }
 
 export function insertEvents(sql: SqlStorage, events: NewEvent[]): void {
