@@ -496,8 +496,12 @@ function watchStream(/** @type {string} */ id) {
     log("progress", `${percentage}%${current_step ? ` · ${current_step}` : ""}`);
   });
   source.addEventListener("log", (e) => log("log", data(e).message));
+  // The run's text step by step: a step's `first` text starts it anew (a broken attempt run again, an answer revised).
+  const steps = /** @type {string[]} */ ([]);
   source.addEventListener("output", (e) => {
-    $("detail-output").textContent += data(e).delta;
+    const { delta, step = 0, first = false } = data(e);
+    steps[step] = (first ? "" : (steps[step] ?? "")) + delta;
+    $("detail-output").textContent = steps.join("");
   });
   source.addEventListener("input_required", (e) => {
     log("input", "asks for a person");

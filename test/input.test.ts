@@ -75,8 +75,14 @@ describe("a job that asks for input", () => {
     expect((await drive(id)).status).toBe("succeeded");
     const output = await (await api(`/api/v1/runs/${id}/output`)).text();
     expect(output.split("\n")[1]).toBe("Step 2/3 (step_2): simulated answer to: review me (revised after: in French)");
-    const asked = (await eventLog(id)).filter((e) => e.event === "input_required");
-    expect(asked).toHaveLength(3);
+    const log = await eventLog(id);
+    expect(log.filter((e) => e.event === "input_required")).toHaveLength(3);
+    // Each answer of step 2 starts its text in the stream anew: kept step by step, the stream's text is the output.
+    const outputs = log.filter((e) => e.event === "output").map((e) => JSON.parse(e.data).data as { delta: string; step: number; first: boolean });
+    expect(outputs.map((o) => [o.step, o.first])).toEqual([[1, true], [2, true], [2, true], [2, true], [3, true]]);
+    const steps: string[] = [];
+    for (const o of outputs) steps[o.step] = (o.first ? "" : steps[o.step]) + o.delta;
+    expect(steps.join("")).toBe(output);
   });
 
   it("a download of the output resumed across a revision gets the revised output whole (If-Range)", async () => {

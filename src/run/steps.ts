@@ -114,6 +114,8 @@ export class Steps {
   /** Runs one step, with an AbortController that cancel and delete reach through `inflight`. */
   private async execute(step: StepRow, row: RunRow, env: Env): Promise<StepOutcome> {
     const controller = new AbortController();
+    // The first text of this run of the step: what a client holds of the step from an earlier run is void.
+    let first = true;
     let release!: () => void;
     this.inflight = { controller, done: new Promise<void>((resolve) => (release = resolve)) };
     try {
@@ -129,7 +131,8 @@ export class Steps {
         revision: step.revision === null ? undefined : (JSON.parse(step.revision) as Revision),
         onOutput: (delta) => {
           if (controller.signal.aborted || this.record.live()?.status !== "running") return;
-          this.record.append([{ type: "output", data: { delta } }]);
+          this.record.append([{ type: "output", data: { delta, step: step.idx, first } }]);
+          first = false;
           this.notify();
         },
         budget: this.budgetLeft(row),
@@ -155,7 +158,7 @@ export class Steps {
         if (outcome.streamed) {
           // Its text already went out as output events while it was produced.
         } else if (part.bytes <= OUTPUT_EVENT_BYTES) {
-          events.push({ type: "output", data: { delta: new TextDecoder().decode(part.head) } });
+          events.push({ type: "output", data: { delta: new TextDecoder().decode(part.head), step: step.idx, first: true } });
         } else {
           events.push({ type: "log", data: { message: `Step ${step.name} wrote ${part.bytes} bytes of output` } });
         }

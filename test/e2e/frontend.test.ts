@@ -343,6 +343,20 @@ describe("the reference frontend in local development", () => {
     await page.close();
   });
 
+  it("a revised answer takes the place of the earlier one in the output shown", async () => {
+    const { page, problems } = await open(`${BASE}/`);
+    await submitRun(page, "Draft, then revise", { steps: 2, step_ms: 100, input_at_step: 2 });
+    await page.waitForSelector("#input-panel:not([hidden])", { timeout: 15_000 });
+    await page.fill("#input-text", "shorter");
+    await page.click("[data-answer=revise]");
+    await page.locator("#detail-output", { hasText: "(revised after: shorter)" }).waitFor({ timeout: 15_000 });
+    expect(await page.locator("#detail-output").textContent()).toBe(
+      "Step 1/2 (step_1): simulated answer to: Draft, then revise\nStep 2/2 (step_2): simulated answer to: Draft, then revise (revised after: shorter)\n",
+    );
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
   it("a rejected answer is not kept: Retry starts at the step rejected, which asks again", async () => {
     const { page, problems } = await open(`${BASE}/`);
     await submitRun(page, "Draft, then reject", { steps: 3, step_ms: 100, input_at_step: 2 });

@@ -126,6 +126,14 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
       return res.end();
     case "reset":
       return req.socket.destroy();
+    case "broken-once":
+      // The first attempt's stream breaks after its first piece; the next is whole.
+      if (attempt === 1) {
+        res.writeHead(200, { "content-type": "text/event-stream" });
+        sse(res, chunk(answer.slice(0, 7)));
+        return void setTimeout(() => req.socket.destroy(), 50);
+      }
+      return stream(res, record, split(answer, 7), 0);
     case "no-stream-options":
       // As Azure's older API versions and some gateways answer OpenAI's stream_options.
       if (record.body.stream_options) {

@@ -261,6 +261,20 @@ describe("provider failures", () => {
     expect(await seen(topic)).toHaveLength(3);
   });
 
+  it("a stream broken part-way: the step runs again, its text in the stream starting anew (first: true), as /output has it", async () => {
+    const id = await submitModel({ config: { model: "broken-once" } });
+    expect((await drive(id)).status).toBe("succeeded");
+    const outputs = (await eventLog(id)).filter((e) => e.event === "output").map((e) => JSON.parse(e.data).data as { delta: string; step: number; first: boolean });
+    expect(outputs[0]).toEqual({ delta: expect.any(String), step: 1, first: true });
+    expect(outputs.filter((o) => o.step === 1 && o.first)).toHaveLength(2);
+    // A client that keeps each step's text, starting it anew at `first`, has the output; one that joins every delta does not.
+    const steps: string[] = [];
+    for (const o of outputs) steps[o.step] = (o.first ? "" : (steps[o.step] ?? "")) + o.delta;
+    const output = await (await api(`/api/v1/runs/${id}/output`)).text();
+    expect(steps.join("")).toBe(output);
+    expect(outputs.map((o) => o.delta).join("")).not.toBe(output);
+  });
+
   it("a connection reset every time: fails naming the cause", async () => {
     const job = await drive(await submitModel({ config: { model: "reset" } }));
     expect(job.status).toBe("failed");
