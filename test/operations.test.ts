@@ -4,7 +4,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import worker from "../src/index";
 import { hex, sha256 } from "../src/digest";
 import { overlay, withBindings } from "./faults";
-import { api, BASE, drive, post, submit } from "./helpers";
+import { api, BASE, drive, driveTo, post, submit } from "./helpers";
 
 /** Every JSON line the Worker and the objects log while a test runs (they share this isolate). */
 let lines: Record<string, unknown>[] = [];
@@ -81,6 +81,17 @@ describe("log lines", () => {
     const [ended] = ofEvent("transition").filter((l) => l.job_id === id && l.to === "failed");
     expect(ended).toMatchObject({ from: "running", step: 1 });
     expect(String(ended.error)).toContain("step 2");
+  });
+
+  it("a rejection's transition names the step, not the person's words", async () => {
+    const id = await submit({ steps: 2, input_at_step: 1 });
+    await driveTo(id, "awaiting_input");
+    const words = "words-of-a-person-never-logged";
+    const res = await post(`/api/v1/runs/${id}/input`, { action: "reject", input: words });
+    expect(await res.json()).toMatchObject({ status: "failed", error: `Rejected at step step_1: ${words}` });
+    const [ended] = ofEvent("transition").filter((l) => l.job_id === id && l.to === "failed");
+    expect(ended).toMatchObject({ from: "awaiting_input", step: 0, error: "Rejected at step step_1" });
+    expect(JSON.stringify(lines)).not.toContain(words);
   });
 
   it("never holds the prompt, the output or the body of a request", async () => {

@@ -15,6 +15,17 @@ function modelOf(env: Env, spec: RunSpec): string {
 }
 
 /**
+ * The job's error as its log line carries it. A rejection's reason is a person's words (up to
+ * 64 KiB), which no log line holds, as none holds a prompt: the line says at which step.
+ */
+function loggedError(spec: RunSpec, from: RunRow, to: RunRow): string | null {
+  if (from.status !== "awaiting_input" || to.error === null) return to.error;
+  // Ended while awaiting, the step under review is no longer counted: it is the next one.
+  const rejected = `Rejected at step ${spec.tasks[to.steps_completed]}`;
+  return to.error.startsWith(`${rejected}: `) ? rejected : to.error;
+}
+
+/**
  * One data point per transition. blobs: tenant, status, runner, model, previous status;
  * doubles: run time so far (ms, 0 before it started), tokens; index: the tenant.
  */
@@ -25,7 +36,7 @@ export function recordTransition(env: Env, spec: RunSpec, from: RunRow, to: RunR
     from: from.status,
     to: to.status,
     step: to.steps_completed,
-    error: to.error,
+    error: loggedError(spec, from, to),
     request_id: spec.request_id,
   });
   const ranMs = to.started_at === null ? 0 : (to.completed_at ?? Date.now()) - to.started_at;
