@@ -208,6 +208,25 @@ describe("the live feed", () => {
     await caughtUp.close();
   });
 
+  it("resumes with ?after= too (an EventSource cannot send headers); the Last-Event-ID of its reconnection wins", async () => {
+    const session = `feed-${crypto.randomUUID()}`;
+    const live = await Watcher.open(`?session_id=${session}`);
+    const id = await submit({ steps: 2 }, { session_id: session });
+    await drive(id);
+    await remove(id);
+    const all = await live.until(deletedEvent(id), "the deletion");
+    await live.close();
+    const [first, second, last] = [all[0].id!, all[1].id!, all.at(-1)!.id!];
+    const changesAfter = (position: number) => all.filter((e) => e.id! > position).map((e) => [e.id, e.data]);
+    const resumed = await Watcher.open(`?session_id=${session}&after=${first}`);
+    expect((await resumed.until((e) => e.some((x) => x.id === last), "the end")).map((e) => [e.id, e.data])).toEqual(changesAfter(first));
+    await resumed.close();
+    // Reconnecting to the same address, EventSource sends the last id it had: the stream goes on from there.
+    const reconnected = await Watcher.open(`?session_id=${session}&after=${first}`, second);
+    expect((await reconnected.until((e) => e.some((x) => x.id === last), "the end")).map((e) => [e.id, e.data])).toEqual(changesAfter(second));
+    await reconnected.close();
+  });
+
   it("50 watchers are each told every change", async () => {
     const session = `feed-${crypto.randomUUID()}`;
     const watchers = await Promise.all(Array.from({ length: 50 }, () => Watcher.open(`?session_id=${session}`)));
@@ -292,6 +311,7 @@ describe("the live feed", () => {
 
   it.each([
     ["a Last-Event-ID that is no number", "", { "Last-Event-ID": "abc" }, 400, /^Invalid event id: abc$/],
+    ["an ?after= that is no number", "?after=abc", {}, 400, /^Invalid event id: abc$/],
     ["an unknown status", "?status=bogus", {}, 400, /^Invalid status: bogus\. Valid values:/],
     ["a malformed tag", "?tag=a%20b", {}, 422, null],
     ["more than 5 metadata filters", `?${[1, 2, 3, 4, 5, 6].map((i) => `metadata.k${i}=v`).join("&")}`, {}, 422, null],

@@ -30,6 +30,14 @@ describe("GET /api/v1/runs/{id}/stream", () => {
     }
   });
 
+  it("with both, Last-Event-ID wins over ?after=: an EventSource reconnects to the same address with the last id it had", async () => {
+    const id = await submit({ steps: 2 });
+    await drive(id);
+    const all = await eventLog(id);
+    const res = await api(`/api/v1/runs/${id}/stream?after=2`, { headers: { "Last-Event-ID": "5" } });
+    expect(parseSse(await res.text())).toEqual(all.slice(5));
+  });
+
   it("a client connected before the job starts receives every event through [DONE]", async () => {
     const id = await submit({ steps: 3 });
     const early = api(`/api/v1/runs/${id}/stream`).then((r) => r.text());

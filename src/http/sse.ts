@@ -10,6 +10,15 @@ export function eventStream(body: ReadableStream<Uint8Array> | null, endsAt?: nu
 }
 
 /**
+ * Where a stream resumes: after `Last-Event-ID`, which an EventSource sends with every
+ * reconnection, over `?after=`, which stays in the address it reconnects to (an address that
+ * carries it is a page resuming where it left off; the header then says how far it has come since).
+ */
+export function resumeAfter(header: string | undefined, after: string | undefined): string | undefined {
+  return header ?? after;
+}
+
+/**
  * The stream, closed at `endsAt` (ms since the epoch) if it has not ended by then, its source
  * cancelled (the object's watcher goes). A stream opened with a scoped token lasts no longer than
  * the token: the feed never ends by itself, and a job's stream may wait days for a person. The

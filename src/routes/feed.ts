@@ -1,9 +1,9 @@
-/** GET /api/v1/runs/events: the tenant's live feed, narrowed like a list, resumable with Last-Event-ID. */
+/** GET /api/v1/runs/events: the tenant's live feed, narrowed like a list, resumable with Last-Event-ID or ?after=. */
 import { Hono } from "hono";
 import { scope, type AppEnv } from "../auth";
 import { ApiError } from "../errors";
 import type { Operation } from "../http/openapi";
-import { eventStream } from "../http/sse";
+import { eventStream, resumeAfter } from "../http/sse";
 import { errorSchema, feedQuerySchema } from "../schemas";
 import { feedPositions, watchFeed } from "../tenant/sharded";
 import { runFilter } from "./filter";
@@ -15,7 +15,7 @@ export const feedOperations: Operation[] = [];
 feedOperations.push({
   method: "get",
   path: "/api/v1/runs/events",
-  summary: "Server-Sent Events of every change of the tenant's matching jobs (event: run, deleted, reset); resumable with Last-Event-ID",
+  summary: "Server-Sent Events of every change of the tenant's matching jobs (event: run, deleted, reset); resumable with Last-Event-ID or ?after=",
   query: feedQuerySchema,
   responses: {
     200: {
@@ -30,7 +30,7 @@ feedOperations.push({
 
 feed.get("/api/v1/runs/events", scope("stream"), async (c) => {
   const filter = runFilter(c, "the feed");
-  const position = c.req.header("Last-Event-ID");
+  const position = resumeAfter(c.req.header("Last-Event-ID"), c.req.query("after"));
   const positions = feedPositions(c.env, position);
   if (positions === null) throw new ApiError("bad_request", `Invalid event id: ${position}`);
   if (c.req.method === "HEAD") return eventStream(null);

@@ -8,7 +8,7 @@ import { limits } from "../config";
 import { ApiError, unwrap } from "../errors";
 import { jsonBody } from "../http/body";
 import type { Operation } from "../http/openapi";
-import { eventStream } from "../http/sse";
+import { eventStream, resumeAfter } from "../http/sse";
 import { valid } from "../http/validation";
 import { durationSeconds } from "../run/job";
 import type { ListPage } from "../tenant/listing";
@@ -192,7 +192,7 @@ runOperations.push({
 
 runs.get("/api/v1/runs/:id/stream", scope("stream"), valid("param", jobIdParamSchema), valid("query", streamQuerySchema), async (c) => {
   const { id } = c.req.valid("param");
-  const position = c.req.valid("query").after ?? c.req.header("Last-Event-ID") ?? "0";
+  const position = resumeAfter(c.req.header("Last-Event-ID"), c.req.valid("query").after) ?? "0";
   if (!/^\d{1,15}$/.test(position.trim())) throw new ApiError("bad_request", `Invalid event id: ${position}`);
   const named = c.req.valid("query").format === "named" ? { resultUrl: resultUrl(c, id) } : undefined;
   const stub = await reachable(c, id);

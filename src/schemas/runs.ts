@@ -147,7 +147,7 @@ export const jobIdParamSchema = lazy(() =>
 
 export const streamQuerySchema = lazy(() =>
   z.object({
-    after: z.optional(described(z.string(), "Resume after this event id (like Last-Event-ID)")),
+    after: z.optional(described(z.string(), "Resume after this event id, for EventSource, which cannot send headers; a Last-Event-ID it sends on reconnecting wins")),
     format: z.optional(described(z.enum(["named"]), "named: `event: <type>` with bare payloads for EventSource, ending with `result`")),
   }),
 );
@@ -157,6 +157,7 @@ export const feedQuerySchema = lazy(() =>
     status: z.optional(described(z.string(), `One of ${STATUSES.join(", ")}`)),
     session_id: z.optional(text(256)),
     tag: z.optional(described(z.union([z.string(), z.array(z.string())]), "Repeatable: jobs carrying every tag given. Also metadata.<key>=<value> (exact, at most 5)")),
+    after: z.optional(described(z.string(), "Resume after this event id, for EventSource, which cannot send headers; a Last-Event-ID it sends on reconnecting wins")),
     token: z.optional(described(z.string(), "A scoped token, for EventSource, which cannot send headers")),
   }),
 );

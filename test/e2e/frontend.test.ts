@@ -438,12 +438,12 @@ describe("the reference frontend in local development", () => {
 describe("the named-event stream in Chromium's EventSource", () => {
   type Seen = { type: string; id: string; data: Record<string, unknown> };
 
-  /** Opens `/stream?format=named` of the job in the page, collecting every event by name until `result`. */
-  async function watchNamed(page: Page, id: string): Promise<void> {
-    await page.evaluate((job) => {
+  /** Opens `/stream?format=named` of the job in the page (`query` added), collecting every event by name until `result`. */
+  async function watchNamed(page: Page, id: string, query = ""): Promise<void> {
+    await page.evaluate(([job, more]) => {
       const seen: { type: string; id: string; data: unknown }[] = [];
       (window as unknown as { seen: typeof seen }).seen = seen;
-      const source = new EventSource(`/api/v1/runs/${job}/stream?format=named`);
+      const source = new EventSource(`/api/v1/runs/${job}/stream?format=named${more}`);
       for (const type of ["status", "progress", "log", "output", "input_required", "result"]) {
         source.addEventListener(type, (event) => {
           const message = event as MessageEvent;
@@ -451,7 +451,7 @@ describe("the named-event stream in Chromium's EventSource", () => {
           if (type === "result") source.close();
         });
       }
-    }, id);
+    }, [id, query]);
   }
 
   const seenIn = (page: Page) => page.evaluate(() => (window as unknown as { seen: { type: string; id: string; data: Record<string, unknown> }[] }).seen);
@@ -460,9 +460,9 @@ describe("the named-event stream in Chromium's EventSource", () => {
     return submitOverApi({ prompt: "named", config: { simulate: { steps, step_ms: stepMs } } });
   }
 
-  /** The stream's events as a full replay gives them, once the job has ended. */
-  async function replayed(id: string): Promise<{ type: string; data: unknown }[]> {
-    const text = await (await fetch(`${BASE}/api/v1/runs/${id}/stream?format=named`)).text();
+  /** The stream's events as a full replay gives them (or after `after`), once the job has ended. */
+  async function replayed(id: string, after?: number): Promise<{ type: string; data: unknown }[]> {
+    const text = await (await fetch(`${BASE}/api/v1/runs/${id}/stream?format=named${after === undefined ? "" : `&after=${after}`}`)).text();
     return text
       .split("\n\n")
       .filter((block) => block.includes("event: "))
@@ -507,6 +507,28 @@ describe("the named-event stream in Chromium's EventSource", () => {
     // Had the server not resumed after the last event the browser had, the first ones would come twice.
     expect(connections).toBe(2);
     expect(seen.map((e) => ({ type: e.type, data: e.data }))).toEqual(all);
+    await page.close();
+  });
+
+  it("opened with ?after= (a page resuming where it left off) and cut: its reconnection resumes after what it had since", async () => {
+    const id = await submitted(4, 50);
+    for (let i = 0; i < 100 && (await (await fetch(`${BASE}/api/v1/runs/${id}`)).json()).status !== "succeeded"; i++) await new Promise((r) => setTimeout(r, 100));
+    const rest = await replayed(id, 3);
+    const page = await browser.newPage();
+    await page.goto(`${BASE}/`, { waitUntil: "load" });
+    // The browser reconnects to the same address, ?after=3 and all, with the last id it had as Last-Event-ID.
+    let connections = 0;
+    await page.route(`**/api/v1/runs/${id}/stream?format=named&after=3`, async (route) => {
+      connections += 1;
+      if (connections > 1) return route.continue();
+      const blocks = (await (await route.fetch()).text()).split("\n\n");
+      await route.fulfill({ status: 200, headers: { "content-type": "text/event-stream" }, body: `${blocks.slice(0, 5).join("\n\n")}\n\n` });
+    });
+    await watchNamed(page, id, "&after=3");
+    await page.waitForFunction(() => (window as unknown as { seen: { type: string }[] }).seen.some((e) => e.type === "result"), null, { timeout: 30_000 });
+    const seen: Seen[] = await seenIn(page);
+    expect(connections).toBe(2);
+    expect(seen.map((e) => ({ type: e.type, data: e.data }))).toEqual(rest);
     await page.close();
   });
 });
