@@ -84,6 +84,18 @@ async function remove(id: string): Promise<void> {
   expect((await api(`/api/v1/runs/${id}?force=true`, { method: "DELETE" })).status).toBe(204);
 }
 
+/** A job of a new session run to its end and deleted: every change of it, as a live watcher was told them. */
+async function oneJobsChanges(): Promise<{ session: string; all: ParsedEvent[] }> {
+  const session = `feed-${crypto.randomUUID()}`;
+  const live = await Watcher.open(`?session_id=${session}`);
+  const id = await submit({ steps: 2 }, { session_id: session });
+  await drive(id);
+  await remove(id);
+  const all = await live.until(deletedEvent(id), "the deletion");
+  await live.close();
+  return { session, all };
+}
+
 describe("the live feed", () => {
   it("tells submit, start, input, end and delete of the matching jobs only, and goes on after a deletion", async () => {
     const session = `feed-${crypto.randomUUID()}`;
@@ -185,13 +197,7 @@ describe("the live feed", () => {
   });
 
   it("resumes with Last-Event-ID from every position with exactly the changes after it", async () => {
-    const session = `feed-${crypto.randomUUID()}`;
-    const live = await Watcher.open(`?session_id=${session}`);
-    const id = await submit({ steps: 2 }, { session_id: session });
-    await drive(id);
-    await remove(id);
-    const all = await live.until(deletedEvent(id), "the deletion");
-    await live.close();
+    const { session, all } = await oneJobsChanges();
     const first = all[0].id!;
     const last = all.at(-1)!.id!;
     for (let position = first - 1; position < last; position++) {
@@ -209,13 +215,7 @@ describe("the live feed", () => {
   });
 
   it("resumes with ?after= too (an EventSource cannot send headers); the Last-Event-ID of its reconnection wins", async () => {
-    const session = `feed-${crypto.randomUUID()}`;
-    const live = await Watcher.open(`?session_id=${session}`);
-    const id = await submit({ steps: 2 }, { session_id: session });
-    await drive(id);
-    await remove(id);
-    const all = await live.until(deletedEvent(id), "the deletion");
-    await live.close();
+    const { session, all } = await oneJobsChanges();
     const [first, second, last] = [all[0].id!, all[1].id!, all.at(-1)!.id!];
     const changesAfter = (position: number) => all.filter((e) => e.id! > position).map((e) => [e.id, e.data]);
     const resumed = await Watcher.open(`?session_id=${session}&after=${first}`);

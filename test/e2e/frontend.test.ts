@@ -78,6 +78,13 @@ async function submitRun(page: Page, prompt: string, knobs: Record<string, numbe
 
 const row = (page: Page, id: string) => page.locator(`#run-list li[data-id="${id}"]`);
 
+/** Answers the run the page shows from its input panel, once the run asks. */
+async function answerWhenAsked(page: Page, action: "approve" | "revise" | "reject", text: string): Promise<void> {
+  await page.waitForSelector("#input-panel:not([hidden])", { timeout: 15_000 });
+  await page.fill("#input-text", text);
+  await page.click(`[data-answer=${action}]`);
+}
+
 /** Submits a run over the API, as another client of the tenant would; answers its id. */
 async function submitOverApi(body: Record<string, unknown>): Promise<string> {
   const res = await fetch(`${BASE}/api/v1/runs`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
@@ -335,8 +342,7 @@ describe("the reference frontend in local development", () => {
     expect(await page.locator("#delete-button").isDisabled()).toBe(true);
     expect(await page.locator("#delete-rule").innerText()).toBe("A job awaiting input must be cancelled first.");
     await page.screenshot({ path: `${SHOTS}/awaiting-input.png` });
-    await page.fill("#input-text", "Looks good");
-    await page.click("[data-answer=approve]");
+    await answerWhenAsked(page, "approve", "Looks good");
     await page.waitForSelector("#detail-status.succeeded", { timeout: 20_000 });
     expect(await page.locator("#input-panel").isHidden()).toBe(true);
     expect(problems).toEqual([]);
@@ -346,9 +352,7 @@ describe("the reference frontend in local development", () => {
   it("a revised answer takes the place of the earlier one in the output shown", async () => {
     const { page, problems } = await open(`${BASE}/`);
     await submitRun(page, "Draft, then revise", { steps: 2, step_ms: 100, input_at_step: 2 });
-    await page.waitForSelector("#input-panel:not([hidden])", { timeout: 15_000 });
-    await page.fill("#input-text", "shorter");
-    await page.click("[data-answer=revise]");
+    await answerWhenAsked(page, "revise", "shorter");
     await page.locator("#detail-output", { hasText: "(revised after: shorter)" }).waitFor({ timeout: 15_000 });
     expect(await page.locator("#detail-output").textContent()).toBe(
       "Step 1/2 (step_1): simulated answer to: Draft, then revise\nStep 2/2 (step_2): simulated answer to: Draft, then revise (revised after: shorter)\n",
@@ -360,9 +364,7 @@ describe("the reference frontend in local development", () => {
   it("a rejected answer is not kept: Retry starts at the step rejected, which asks again", async () => {
     const { page, problems } = await open(`${BASE}/`);
     await submitRun(page, "Draft, then reject", { steps: 3, step_ms: 100, input_at_step: 2 });
-    await page.waitForSelector("#input-panel:not([hidden])", { timeout: 15_000 });
-    await page.fill("#input-text", "Off topic");
-    await page.click("[data-answer=reject]");
+    await answerWhenAsked(page, "reject", "Off topic");
     await page.waitForSelector("#detail-status.failed", { timeout: 20_000 });
     await expect.poll(() => page.locator("#retry-button").innerText()).toBe("Retry from step 2");
     await page.click("#retry-button");
