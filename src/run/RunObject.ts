@@ -16,7 +16,7 @@ import { inlineResult, type OutputPart } from "../storage/blobs";
 import { hasTable, makeSchema, migrate } from "../storage/migrations";
 import type { Revision } from "../runners/types";
 import { Watchers, type NamedResult, type StreamFormat } from "./events";
-import { initialRow, stepPercentage, storedInputRequest, type CopiedStep, type RunRow, type RunSpec, type StartAnswer } from "./job";
+import { initialRow, rejectedAt, stepPercentage, storedInputRequest, type CopiedStep, type RunRow, type RunSpec, type StartAnswer } from "./job";
 import { Outbox } from "./outbox";
 import { JobRecord } from "./record";
 import { Steps } from "./steps";
@@ -188,7 +188,7 @@ export class RunObject extends DurableObject<Env> {
     const text = answer.input ?? "";
     let next: RunRow;
     if (answer.action === "reject") {
-      next = this.record.commitFailure(row, `Rejected at step ${request.step}: ${text}`);
+      next = this.record.commitFailure(row, `${rejectedAt(request.step)}: ${text}`);
     } else if (answer.action === "approve") {
       next = this.record.transaction(() => {
         this.sql.exec("UPDATE steps SET note = ? WHERE idx = ?", text === "" ? null : text, request.step_index);

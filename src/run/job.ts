@@ -185,6 +185,9 @@ export function usageOf(row: RunRow): Usage {
   };
 }
 
+/** A rejected job's error begins so; the person's words follow (`: <input>`). */
+export const rejectedAt = (step: string) => `Rejected at step ${step}`;
+
 export function storedInputRequest(row: RunRow): StoredInputRequest | null {
   return row.input_request === null ? null : (JSON.parse(row.input_request) as StoredInputRequest);
 }

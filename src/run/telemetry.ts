@@ -5,7 +5,7 @@
 import { modelSettings } from "../config";
 import { logTransition } from "../log";
 import { chosenModel } from "../runners/openai";
-import type { RunRow, RunSpec } from "./job";
+import { rejectedAt, type RunRow, type RunSpec } from "./job";
 
 /** The model the job's steps ask for, as its runner chooses it; "simulated" on the simulated runner. */
 function modelOf(env: Env, spec: RunSpec): string {
@@ -21,7 +21,7 @@ function modelOf(env: Env, spec: RunSpec): string {
 function loggedError(spec: RunSpec, from: RunRow, to: RunRow): string | null {
   if (from.status !== "awaiting_input" || to.error === null) return to.error;
   // Ended while awaiting, the step under review is no longer counted: it is the next one.
-  const rejected = `Rejected at step ${spec.tasks[to.steps_completed]}`;
+  const rejected = rejectedAt(spec.tasks[to.steps_completed]);
   return to.error.startsWith(`${rejected}: `) ? rejected : to.error;
 }
 

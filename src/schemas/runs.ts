@@ -145,9 +145,13 @@ export const jobIdParamSchema = lazy(() =>
   }),
 );
 
+/** Where an event stream resumes, in the address: for EventSource, which cannot send headers. */
+const afterParam = () =>
+  z.optional(described(z.string(), "Resume after this event id, for EventSource, which cannot send headers; a Last-Event-ID it sends on reconnecting wins"));
+
 export const streamQuerySchema = lazy(() =>
   z.object({
-    after: z.optional(described(z.string(), "Resume after this event id, for EventSource, which cannot send headers; a Last-Event-ID it sends on reconnecting wins")),
+    after: afterParam(),
     format: z.optional(described(z.enum(["named"]), "named: `event: <type>` with bare payloads for EventSource, ending with `result`")),
   }),
 );
@@ -157,7 +161,7 @@ export const feedQuerySchema = lazy(() =>
     status: z.optional(described(z.string(), `One of ${STATUSES.join(", ")}`)),
     session_id: z.optional(text(256)),
     tag: z.optional(described(z.union([z.string(), z.array(z.string())]), "Repeatable: jobs carrying every tag given. Also metadata.<key>=<value> (exact, at most 5)")),
-    after: z.optional(described(z.string(), "Resume after this event id, for EventSource, which cannot send headers; a Last-Event-ID it sends on reconnecting wins")),
+    after: afterParam(),
     token: z.optional(described(z.string(), "A scoped token, for EventSource, which cannot send headers")),
   }),
 );
