@@ -1,7 +1,9 @@
 /** Bulk cancel and delete: matched at the request, carried out by the operation's alarm in batches. */
-import { env, runDurableObjectAlarm } from "cloudflare:test";
+import { abortAllDurableObjects, env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { api, finished, getJob, post, r2Keys, storedTables, submit, submitQueued } from "./helpers";
+import { BULK_MIGRATIONS, BULK_REACH_ATTEMPTS } from "../src/bulk/BulkObject";
+import { migrate } from "../src/storage/migrations";
+import { api, finished, getJob, post, r2Keys, runStub, storedTables, submit, submitQueued } from "./helpers";
 
 type Progress = { bulk_id: string; action: string; matched: number; done: number; skipped: number; failed: number; state: string };
 
@@ -109,6 +111,54 @@ describe("bulk cancel and delete", () => {
     expect(await progress(bulk_id)).toMatchObject({ matched: 130, done: 100, state: "running" });
     await runDurableObjectAlarm(bulkStub(bulk_id));
     expect(await progress(bulk_id)).toMatchObject({ matched: 130, done: 130, state: "done" });
+  });
+
+  it("a job it cannot reach is asked again by later alarms: done once it answers, failed after a bounded number of tries", async () => {
+    const session = `bulk-unreached-${Date.now()}`;
+    const [flaky, broken, fine] = [await submitQueued({}, { session_id: session }), await submitQueued({}, { session_id: session }), await submitQueued({}, { session_id: session })];
+    // Two jobs' objects fail every call (their spec's table gone), as an object that cannot answer would.
+    const specs = new Map<string, string>();
+    for (const id of [flaky, broken]) {
+      await runInDurableObject(runStub(id), (_instance, state) => {
+        specs.set(id, state.storage.sql.exec<{ body: string }>("SELECT body FROM spec").one().body);
+        state.storage.sql.exec("DROP TABLE spec");
+      });
+    }
+    await abortAllDurableObjects();
+    const res = await post("/api/v1/runs/bulk/cancel", { session_id: session });
+    const { bulk_id } = await res.json<{ bulk_id: string }>();
+    await runDurableObjectAlarm(bulkStub(bulk_id));
+    expect(await progress(bulk_id)).toMatchObject({ matched: 3, done: 1, failed: 0, state: "running" });
+    // One comes back before the next alarm (a deploy's reset over, say).
+    await runInDurableObject(runStub(flaky), (_instance, state) => {
+      state.storage.sql.exec("CREATE TABLE spec (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL)");
+      state.storage.sql.exec("INSERT INTO spec (id, body) VALUES (1, ?)", specs.get(flaky)!);
+    });
+    for (let i = 1; i < BULK_REACH_ATTEMPTS; i++) await runDurableObjectAlarm(bulkStub(bulk_id));
+    expect(await progress(bulk_id)).toMatchObject({ matched: 3, done: 2, skipped: 0, failed: 1, state: "done" });
+    expect((await getJob(flaky)).status).toBe("cancelled");
+    expect((await getJob(fine)).status).toBe("cancelled");
+    await runInDurableObject(runStub(broken), (_instance, state) => {
+      state.storage.sql.exec("CREATE TABLE spec (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL)");
+      state.storage.sql.exec("INSERT INTO spec (id, body) VALUES (1, ?)", specs.get(broken)!);
+    });
+    expect((await getJob(broken)).status).toBe("queued");
+  });
+
+  it("an operation begun by the version before the count of tries goes on after the deploy, its jobs asked again too", async () => {
+    const [unreachable, open] = [await submitQueued(), await submitQueued()];
+    await runInDurableObject(runStub(unreachable), (_instance, state) => void state.storage.sql.exec("DROP TABLE spec"));
+    // The operation's tables as that version made them, its jobs recorded, nothing asked yet.
+    await runInDurableObject(bulkStub("bulk_begunbyversionbefore0001"), async (_instance, state) => {
+      migrate(state.storage, BULK_MIGRATIONS.slice(0, 3));
+      state.storage.sql.exec("INSERT INTO operation (id, bulk_id, tenant, action, force, created_at) VALUES (1, 'bulk_begunbyversionbefore0001', 'default', 'cancel', 0, ?)", Date.now());
+      for (const id of [unreachable, open]) state.storage.sql.exec("INSERT INTO targets (job_id) VALUES (?)", id);
+      await state.storage.setAlarm(Date.now() + 3_600_000);
+    });
+    await abortAllDurableObjects();
+    for (let i = 0; i < BULK_REACH_ATTEMPTS; i++) await runDurableObjectAlarm(bulkStub("bulk_begunbyversionbefore0001"));
+    expect(await progress("bulk_begunbyversionbefore0001")).toMatchObject({ matched: 2, done: 1, failed: 1, state: "done" });
+    expect((await getJob(open)).status).toBe("cancelled");
   });
 
   it("reads a null field as not given: a filter with nulls beside it works, nulls alone are no filter", async () => {

@@ -27,21 +27,31 @@ export interface BulkProgress {
 /** Jobs asked at once, and per alarm. */
 const CONCURRENCY = 20;
 const BATCH = 100;
+/**
+ * How often a job that could not be reached is asked (a call that failed: its object reset by a
+ * deploy, overloaded, the connection lost), a later alarm each time, before it counts as failed.
+ */
+export const BULK_REACH_ATTEMPTS = 3;
 /** How long a finished operation's report is kept. */
 export const BULK_RETENTION_MS = 7 * 86_400_000;
 
-const BULK_MIGRATIONS = [
+export const BULK_MIGRATIONS = [
   `CREATE TABLE operation (
      id INTEGER PRIMARY KEY CHECK (id = 1),
      bulk_id TEXT NOT NULL, tenant TEXT NOT NULL, action TEXT NOT NULL, force INTEGER NOT NULL,
      created_at INTEGER NOT NULL, finished_at INTEGER)`,
-  // outcome: NULL until the job was asked; then done, skipped (not in a state the action applies to, or gone) or failed.
+  // outcome: NULL until the job was asked; then done, skipped (not in a state the action applies to, or gone) or failed
+  // (an answer that is a failure, or no answer BULK_REACH_ATTEMPTS times).
   `CREATE TABLE targets (job_id TEXT PRIMARY KEY, outcome TEXT)`,
   `CREATE INDEX targets_pending ON targets (outcome) WHERE outcome IS NULL`,
+  // How often the job could not be reached; it stays pending until BULK_REACH_ATTEMPTS.
+  `ALTER TABLE targets ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0`,
 ] as const;
 
 type Operation = { bulk_id: string; tenant: string; action: BulkAction; force: number; finished_at: number | null };
 type Outcome = "done" | "skipped" | "failed";
+/** What asking one job came to: an outcome, or no answer (to be asked again). */
+type Asked = Outcome | "unreached";
 
 export class BulkObject extends DurableObject<Env> {
   private readonly sql: SqlStorage;
@@ -49,6 +59,8 @@ export class BulkObject extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
+    // An operation begun by an earlier version takes the steps added since before its alarm runs.
+    if (hasTable(this.sql, "operation")) void ctx.blockConcurrencyWhile(async () => migrate(ctx.storage, BULK_MIGRATIONS));
   }
 
   /** Records the operation and its jobs; the alarm starts on them at once. Idempotent. */
@@ -83,7 +95,10 @@ export class BulkObject extends DurableObject<Env> {
     };
   }
 
-  /** One batch of jobs, then the next alarm; a finished operation's alarm removes it. Never fails. */
+  /**
+   * One batch of jobs, then the next alarm; a finished operation's alarm removes it. A job that
+   * could not be reached is asked again by a later alarm, after a wait. Never fails.
+   */
   async alarm(): Promise<void> {
     const op = this.operation();
     if (!op) return;
@@ -95,19 +110,28 @@ export class BulkObject extends DurableObject<Env> {
     }
     try {
       const batch = this.sql.exec<{ job_id: string }>("SELECT job_id FROM targets WHERE outcome IS NULL LIMIT ?", BATCH).toArray();
+      let unreached = false;
       for (let i = 0; i < batch.length; i += CONCURRENCY) {
         const slice = batch.slice(i, i + CONCURRENCY);
-        const outcomes = await Promise.all(slice.map((t) => this.apply(op, t.job_id)));
+        const asked = await Promise.all(slice.map((t) => this.apply(op, t.job_id)));
         this.ctx.storage.transactionSync(() => {
-          slice.forEach((t, k) => this.sql.exec("UPDATE targets SET outcome = ? WHERE job_id = ?", outcomes[k], t.job_id));
+          slice.forEach((t, k) => {
+            if (asked[k] !== "unreached") return void this.sql.exec("UPDATE targets SET outcome = ? WHERE job_id = ?", asked[k], t.job_id);
+            unreached = true;
+            this.sql.exec(
+              "UPDATE targets SET attempts = attempts + 1, outcome = CASE WHEN attempts + 1 >= ? THEN 'failed' END WHERE job_id = ?",
+              BULK_REACH_ATTEMPTS,
+              t.job_id,
+            );
+          });
         });
       }
-      if (batch.length < BATCH) {
+      if (this.sql.exec("SELECT 1 FROM targets WHERE outcome IS NULL LIMIT 1").toArray().length === 0) {
         const finishedAt = Date.now();
         this.sql.exec("UPDATE operation SET finished_at = ?", finishedAt);
         await this.ctx.storage.setAlarm(finishedAt + BULK_RETENTION_MS);
       } else {
-        await this.ctx.storage.setAlarm(Date.now() + settings.alarmDelayMs);
+        await this.ctx.storage.setAlarm(Date.now() + (unreached ? settings.retryBaseMs : 0) + settings.alarmDelayMs);
       }
     } catch (error) {
       logFailure("a bulk operation's batch failed; trying again later", error, { bulk_id: op.bulk_id });
@@ -116,7 +140,7 @@ export class BulkObject extends DurableObject<Env> {
   }
 
   /** The action on one job, through its own object, as the single route does it. */
-  private async apply(op: Operation, jobId: string): Promise<Outcome> {
+  private async apply(op: Operation, jobId: string): Promise<Asked> {
     if (!isJobId(jobId)) return "skipped";
     const run = this.env.RUNS.getByName(runObjectName(op.tenant, jobId));
     try {
@@ -129,7 +153,7 @@ export class BulkObject extends DurableObject<Env> {
       return code === "invalid_state" || code === "not_found" ? "skipped" : "failed";
     } catch (error) {
       logFailure("a bulk operation could not reach a job", error, { bulk_id: op.bulk_id, job_id: jobId });
-      return "failed";
+      return "unreached";
     }
   }
 
