@@ -542,8 +542,9 @@ function watchByReading(/** @type {Job} */ first) {
       clearTimeout(timer);
     },
   };
+  // A failed or cancelled run's output is what it produced before it ended, as a stream shows it.
   const ended = async () => {
-    if (last.status === "succeeded") $("detail-output").textContent = await readOutput(id);
+    $("detail-output").textContent = await readOutput(id);
   };
   const read = async () => {
     try {

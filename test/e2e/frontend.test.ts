@@ -731,6 +731,16 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     await page.close();
   });
 
+  it("a token that may read runs but not watch them: a failed run shows the output it produced before it failed", async () => {
+    const token = await mint({ scopes: ["read", "submit"], session_id: "readers-of-failures", max_submits: 1 });
+    const { page, problems } = await open(`${KEYED}/#token=${token}`, undefined, "#feed-state:text('not live')");
+    await submitRun(page, "Fails at step 2", { steps: 2, step_ms: 100, fail_at_step: 2 });
+    await page.waitForSelector("#detail-status.failed", { timeout: 20_000 });
+    await expect.poll(() => page.locator("#detail-output").textContent()).toBe("Step 1/2 (step_1): simulated answer to: Fails at step 2\n");
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
   it("a token that expires while the page is open: its feed and stream close, and the page says so", async () => {
     const id = await longRun("expiring");
     const live = await mint({ scopes: ["read", "stream"], session_id: "expiring" });
