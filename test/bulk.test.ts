@@ -10,6 +10,19 @@ type Progress = { bulk_id: string; action: string; matched: number; done: number
 const bulkStub = (bulkId: string) => env.BULKS.getByName(`default/${bulkId}`);
 const progress = async (bulkId: string) => (await api(`/api/v1/runs/bulk/${bulkId}`)).json<Progress>();
 
+/** Makes the job's object fail every call, as one that cannot answer would: its spec's table gone. Answers the spec, to put back. */
+const breakJob = (id: string) =>
+  runInDurableObject(runStub(id), (_instance, state) => {
+    const { body } = state.storage.sql.exec<{ body: string }>("SELECT body FROM spec").one();
+    state.storage.sql.exec("DROP TABLE spec");
+    return body;
+  });
+const mendJob = (id: string, spec: string) =>
+  runInDurableObject(runStub(id), (_instance, state) => {
+    state.storage.sql.exec("CREATE TABLE spec (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL)");
+    state.storage.sql.exec("INSERT INTO spec (id, body) VALUES (1, ?)", spec);
+  });
+
 /** Starts a bulk operation and fires its alarm until it is done. */
 async function carriedOut(action: "cancel" | "delete", body: unknown): Promise<Progress> {
   const res = await post(`/api/v1/runs/bulk/${action}`, body);
@@ -116,38 +129,25 @@ describe("bulk cancel and delete", () => {
   it("a job it cannot reach is asked again by later alarms: done once it answers, failed after a bounded number of tries", async () => {
     const session = `bulk-unreached-${Date.now()}`;
     const [flaky, broken, fine] = [await submitQueued({}, { session_id: session }), await submitQueued({}, { session_id: session }), await submitQueued({}, { session_id: session })];
-    // Two jobs' objects fail every call (their spec's table gone), as an object that cannot answer would.
-    const specs = new Map<string, string>();
-    for (const id of [flaky, broken]) {
-      await runInDurableObject(runStub(id), (_instance, state) => {
-        specs.set(id, state.storage.sql.exec<{ body: string }>("SELECT body FROM spec").one().body);
-        state.storage.sql.exec("DROP TABLE spec");
-      });
-    }
+    const [flakySpec, brokenSpec] = [await breakJob(flaky), await breakJob(broken)];
     await abortAllDurableObjects();
     const res = await post("/api/v1/runs/bulk/cancel", { session_id: session });
     const { bulk_id } = await res.json<{ bulk_id: string }>();
     await runDurableObjectAlarm(bulkStub(bulk_id));
     expect(await progress(bulk_id)).toMatchObject({ matched: 3, done: 1, failed: 0, state: "running" });
     // One comes back before the next alarm (a deploy's reset over, say).
-    await runInDurableObject(runStub(flaky), (_instance, state) => {
-      state.storage.sql.exec("CREATE TABLE spec (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL)");
-      state.storage.sql.exec("INSERT INTO spec (id, body) VALUES (1, ?)", specs.get(flaky)!);
-    });
+    await mendJob(flaky, flakySpec);
     for (let i = 1; i < BULK_REACH_ATTEMPTS; i++) await runDurableObjectAlarm(bulkStub(bulk_id));
     expect(await progress(bulk_id)).toMatchObject({ matched: 3, done: 2, skipped: 0, failed: 1, state: "done" });
     expect((await getJob(flaky)).status).toBe("cancelled");
     expect((await getJob(fine)).status).toBe("cancelled");
-    await runInDurableObject(runStub(broken), (_instance, state) => {
-      state.storage.sql.exec("CREATE TABLE spec (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL)");
-      state.storage.sql.exec("INSERT INTO spec (id, body) VALUES (1, ?)", specs.get(broken)!);
-    });
+    await mendJob(broken, brokenSpec);
     expect((await getJob(broken)).status).toBe("queued");
   });
 
   it("an operation begun by the version before the count of tries goes on after the deploy, its jobs asked again too", async () => {
     const [unreachable, open] = [await submitQueued(), await submitQueued()];
-    await runInDurableObject(runStub(unreachable), (_instance, state) => void state.storage.sql.exec("DROP TABLE spec"));
+    await breakJob(unreachable);
     // The operation's tables as that version made them, its jobs recorded, nothing asked yet.
     await runInDurableObject(bulkStub("bulk_begunbyversionbefore0001"), async (_instance, state) => {
       migrate(state.storage, BULK_MIGRATIONS.slice(0, 3));
