@@ -22,7 +22,7 @@ import type { HeldKey } from "../tenant/TenantProjection";
 import { earlierProjectionOfKey, placeJob, projectionOfKey } from "../tenant/shards";
 import { planRun } from "../runners";
 import { agentChoice, resolveAgent } from "../runners/agents";
-import { simulateKnobs } from "../runners/simulated";
+import type { SimulateKnobs } from "../runners/simulated";
 import {
   DEFAULT_INPUT_TIMEOUT_S,
   DEFAULT_PRIORITY,
@@ -137,7 +137,7 @@ function specFor(c: Ctx, body: SubmitBody, key: string | null, now: number): Run
   const config = { ...(body.config ?? {}), ...(body.recipe_config ?? {}), ...tokenConfig(c) };
   const agent = resolveAgent(body);
   const plan = planRun(c.env, config, agent.tasks);
-  knobsWithinSteps(plan, config);
+  knobsWithinSteps(plan);
   return {
     ...placeJob(c.env, c.get("tenant"), { idempotency_key: key, concurrency_key: body.concurrency_key ?? null }),
     tenant: c.get("tenant"),
@@ -167,13 +167,12 @@ function specFor(c: Ctx, body: SubmitBody, key: string | null, now: number): Run
 }
 
 /** A simulated job's knob that names a step the job does not have would never act: 422, not a job that quietly ignores it. */
-function knobsWithinSteps(plan: { runner: string; tasks: string[] }, config: Record<string, unknown>): void {
-  if (plan.runner !== "simulated") return;
-  const knobs = simulateKnobs(config);
+function knobsWithinSteps({ knobs, tasks }: { knobs: SimulateKnobs | null; tasks: string[] }): void {
+  if (knobs === null) return;
   for (const knob of ["fail_at_step", "input_at_step"] as const) {
-    if ((knobs[knob] ?? 0) > plan.tasks.length) {
+    if ((knobs[knob] ?? 0) > tasks.length) {
       throw new ApiError("validation", [
-        { loc: ["body", "config", "simulate", knob], msg: `${knob} must be at most the job's steps (${plan.tasks.length})`, type: "value_error" },
+        { loc: ["body", "config", "simulate", knob], msg: `${knob} must be at most the job's steps (${tasks.length})`, type: "value_error" },
       ]);
     }
   }

@@ -1,7 +1,7 @@
 /** The runner chosen by configuration. With no model configured, jobs run on the simulated runner. */
 import { allowSimulate, modelSettings } from "../config";
 import { openAiRunner } from "./openai";
-import { simulatedRunner, simulatedTasks, simulateKnobs } from "./simulated";
+import { simulatedRunner, simulatedTasks, simulateKnobs, type SimulateKnobs } from "./simulated";
 import type { AgentTask, Runner } from "./types";
 
 export type RunnerKind = "simulated" | "openai";
@@ -24,10 +24,16 @@ export function asksForInput(spec: { runner: RunnerKind; agent: AgentTask[]; con
 
 /**
  * The runner a submission runs on and its ordered tasks: the agent's tasks on a model, or the
- * simulated knobs' steps. `config.simulate` picks the simulated runner only when allowed.
+ * simulated knobs' steps (with the knobs, read once). `config.simulate` picks the simulated runner
+ * only when allowed.
  */
-export function planRun(env: Env, config: Record<string, unknown>, agentTasks: AgentTask[]): { runner: RunnerKind; tasks: string[]; agent: AgentTask[] } {
+export function planRun(
+  env: Env,
+  config: Record<string, unknown>,
+  agentTasks: AgentTask[],
+): { runner: RunnerKind; tasks: string[]; agent: AgentTask[]; knobs: SimulateKnobs | null } {
   const useModel = modelSettings(env) !== null && !(allowSimulate(env) && config.simulate !== undefined);
-  if (useModel) return { runner: "openai", tasks: agentTasks.map((t) => t.name), agent: agentTasks };
-  return { runner: "simulated", tasks: simulatedTasks(config), agent: [] };
+  if (useModel) return { runner: "openai", tasks: agentTasks.map((t) => t.name), agent: agentTasks, knobs: null };
+  const knobs = simulateKnobs(config);
+  return { runner: "simulated", tasks: simulatedTasks(knobs), agent: [], knobs };
 }

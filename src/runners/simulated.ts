@@ -79,7 +79,6 @@ export const simulatedRunner: Runner = {
 };
 
 /** The simulated plan: one task per step. */
-export function simulatedTasks(config: Record<string, unknown>): string[] {
-  const { steps } = simulateKnobs(config);
+export function simulatedTasks({ steps }: SimulateKnobs): string[] {
   return Array.from({ length: steps }, (_, i) => `step_${i + 1}`);
 }
