@@ -15,6 +15,7 @@ import { bulk, bulkOperations } from "./routes/bulk";
 import { feed, feedOperations } from "./routes/feed";
 import { frontend } from "./routes/frontend";
 import { runOperations, runs } from "./routes/runs";
+import { retries, retryOperations } from "./routes/retry";
 import { submitOperations, submits } from "./routes/submit";
 import { system, systemOperations } from "./routes/system";
 import { tokenOperations, tokens } from "./routes/tokens";
@@ -40,6 +41,7 @@ app.route("/", tokens);
 app.route("/", bulk);
 app.route("/", feed);
 app.route("/", submits);
+app.route("/", retries);
 app.route("/", runs);
 
 let document: object | null = null;
@@ -50,7 +52,7 @@ app.get("/openapi.json", (c) => {
       version: VERSION,
       description: "Submit, watch, fetch, list, cancel and delete long-running agent jobs (PraisonAI Async Jobs API).",
     },
-    [...systemOperations, ...tokenOperations, ...submitOperations, ...runOperations, ...feedOperations, ...bulkOperations],
+    [...systemOperations, ...tokenOperations, ...submitOperations, ...retryOperations, ...runOperations, ...feedOperations, ...bulkOperations],
   );
   return c.json(document);
 });

@@ -1,6 +1,7 @@
 /**
  * /api/v1/runs once a job exists: list, read, stream, cancel, answer and delete. Thin handlers
- * that validate, call the job's or the tenant's object, and map; jobs come in through submit.ts.
+ * that validate, call the job's or the tenant's object, and map; jobs come in through submit.ts
+ * and retry.ts.
  */
 import { Hono } from "hono";
 import { scope, type AppEnv } from "../auth";

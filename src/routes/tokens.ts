@@ -13,7 +13,7 @@ import { valid } from "../http/validation";
 import { credentialSchema, errorSchema, hasEntries, SCOPES, tokenBodySchema, tokenSchema, type Credential } from "../schemas";
 import { agentChoice, resolveAgent } from "../runners/agents";
 import { mintToken, type Grant } from "../tokens";
-import { submitsLeft } from "./submit";
+import { submitsLeft } from "./entry";
 
 export const tokens = new Hono<AppEnv>();
 export const tokenOperations: Operation[] = [];
