@@ -69,7 +69,8 @@ export interface ClientOptions {
    * overloaded), each after its `Retry-After` when that is at most a minute; and a lost connection.
    * A submit or retry is sent with an idempotency key (the caller's, else one made for it), so that
    * sending it again never makes a second job: the server answers a repeat with the job the first
-   * made. With `maxRetries: 0` a submit carries only the caller's key.
+   * made; so is an answer to a request for input, which is then given once. With `maxRetries: 0`
+   * they carry only the caller's key.
    */
   maxRetries?: number;
 }
@@ -159,10 +160,14 @@ export class RunsClient {
 
   /**
    * Answers a job awaiting input: approve its step's answer (`input`: a note for the next tasks),
-   * revise it (`input`: the feedback; the step runs again), or reject it (the job fails).
+   * revise it (`input`: the feedback; the step runs again), or reject it (the job fails). Sent with
+   * an idempotency key (the caller's, else, when it may be sent again, one made here), so that a
+   * repeat after a lost reply or a deploy's 503 is answered with the job instead of a 409, and the
+   * answer is given once.
    */
-  async input(id: string, answer: InputBody): Promise<Job> {
-    return (await this.postJson(`${this.path(id)}/input`, answer)).json() as Promise<Job>;
+  async input(id: string, answer: InputBody, options: { idempotencyKey?: string } = {}): Promise<Job> {
+    const key = options.idempotencyKey || (this.maxRetries > 0 ? crypto.randomUUID() : undefined);
+    return (await this.postJson(`${this.path(id)}/input`, answer, key === undefined ? {} : { "Idempotency-Key": key })).json() as Promise<Job>;
   }
 
   /**

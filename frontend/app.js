@@ -634,11 +634,22 @@ function showInput(/** @type {InputRequest} */ request) {
   $("input-output").textContent = request.output;
 }
 
+/**
+ * The idempotency key of the answer last given, kept until it is through: given again (the same
+ * run, action and words) after its reply was lost or refused for a while, it is the same answer,
+ * and the API answers it with the run instead of a 409, having given it once.
+ */
+let answering = /** @type {{ what: string, key: string } | null} */ (null);
+
 async function answer(/** @type {string} */ action) {
   if (!selected) return;
   const text = /** @type {HTMLTextAreaElement} */ ($("input-text")).value.trim();
+  const body = { action, ...(text ? { input: text } : {}) };
+  const what = `${selected} ${JSON.stringify(body)}`;
+  if (answering?.what !== what) answering = { what, key: crypto.randomUUID() };
   try {
-    const job = await (await api(`/api/v1/runs/${selected}/input`, { method: "POST", json: { action, ...(text ? { input: text } : {}) } })).json();
+    const job = await (await api(`/api/v1/runs/${selected}/input`, { method: "POST", json: body, headers: { "Idempotency-Key": answering.key } })).json();
+    answering = null;
     /** @type {HTMLTextAreaElement} */ ($("input-text")).value = "";
     renderDetail(job);
     notice(null);

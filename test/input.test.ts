@@ -128,6 +128,60 @@ describe("a job that asks for input", () => {
     expect((await loser.json<{ detail: string }>()).detail).toMatch(/^Job is not awaiting input\. Current status: (queued|running|failed)$/);
   });
 
+  it("an answer sent again under its Idempotency-Key is answered with the job, not given twice", async () => {
+    const { id } = await awaiting();
+    const keyed = (body: unknown, key: string) => post(`/api/v1/runs/${id}/input`, body, { "Idempotency-Key": key });
+    const revised = await keyed({ action: "revise", input: "shorter" }, "answer-1");
+    expect(revised.status).toBe(200);
+    expect(revised.headers.get("Idempotent-Replayed")).toBeNull();
+    // The step ran again and asks again: the revision sent again is not a second revision.
+    const asked = await driveTo(id, "awaiting_input");
+    const again = await keyed({ action: "revise", input: "shorter" }, "answer-1");
+    expect(again.status).toBe(200);
+    expect(again.headers.get("Idempotent-Replayed")).toBe("true");
+    expect(await again.json()).toEqual(asked);
+    // The same key with another answer is refused, and changes nothing.
+    const other = await keyed({ action: "approve" }, "answer-1");
+    expect(other.status).toBe(409);
+    expect(await other.json()).toEqual({ detail: "Idempotency key already used for another answer" });
+    expect(await getJob(id)).toEqual(asked);
+
+    expect((await keyed({ action: "approve", input: "fine" }, "answer-2")).status).toBe(200);
+    const done = await drive(id);
+    expect(done.status).toBe("succeeded");
+    // Sent again after the job ended, and after its object restarted: the job as it is, once approved.
+    await abortAllDurableObjects();
+    const late = await keyed({ action: "approve", input: "fine" }, "answer-2");
+    expect(late.status).toBe(200);
+    expect(late.headers.get("Idempotent-Replayed")).toBe("true");
+    expect(await late.json()).toEqual(done);
+    const log = (await eventLog(id)).map((e) => e.data);
+    expect(log.filter((d) => d.includes("input_required"))).toHaveLength(2);
+    expect(log.filter((d) => d.includes("Input approved at step step_2"))).toHaveLength(1);
+    // Without its key, an answer sent again is the contract's 409.
+    expect((await answer(id, { action: "approve", input: "fine" })).status).toBe(409);
+  });
+
+  it("a rejection sent again under its key gets the failed job; a malformed key is a 400 and answers nothing", async () => {
+    const { id } = await awaiting();
+    for (const [key, detail] of [
+      ["", "Idempotency-Key must be 1 to 256 characters"],
+      ["k".repeat(257), "Idempotency-Key must be 1 to 256 characters"],
+      ["a, b", "Idempotency-Key must be sent once, without commas"],
+    ]) {
+      const res = await post(`/api/v1/runs/${id}/input`, { action: "reject", input: "no" }, { "Idempotency-Key": key });
+      expect(res.status).toBe(400);
+      expect(await res.json()).toEqual({ detail });
+    }
+    expect((await getJob(id)).status).toBe("awaiting_input");
+    const sent = () => post(`/api/v1/runs/${id}/input`, { action: "reject", input: "no" }, { "Idempotency-Key": "reject-1" });
+    const [first, second] = [await sent(), await sent()];
+    expect([first.status, second.status]).toEqual([200, 200]);
+    expect(second.headers.get("Idempotent-Replayed")).toBe("true");
+    expect(await second.json()).toEqual(await first.json());
+    expect((await eventLog(id)).filter((e) => e.event === "complete")).toHaveLength(1);
+  });
+
   it("answering a job that never asked is a 409 naming its status; a bad answer is a 422", async () => {
     const id = await submit({ steps: 1 }, { delay_seconds: 3600 });
     const res = await answer(id, { action: "approve" });

@@ -3,7 +3,6 @@
  * its registration with the tenant's projection, where an idempotency key is held (`enter`); a
  * scoped token's share in it (its count of submits, what it fixes of the job); and the answer.
  */
-import { hex, sha256 } from "../digest";
 import { ApiError, misconfigured, unwrap } from "../errors";
 import { logFailure } from "../log";
 import { placeRequest, POLL_INTERVAL_S, tenantObjects, type CopiedStep, type RunSpec } from "../run/job";
@@ -29,38 +28,6 @@ const lineFor = (c: Ctx, spec: RunSpec) => c.env.LINES.getByName(tenantObjects(s
 function earlierProjectionOf(c: Ctx, key: string) {
   const name = earlierProjectionOfKey(c.env, c.get("tenant"), key);
   return name === null ? undefined : c.env.PROJECTIONS.getByName(name);
-}
-
-/** What an idempotency key is held with: the request's body (for a retry, with the job it retries), keys sorted. */
-export async function bodyHash(body: Record<string, unknown>): Promise<string> {
-  const { idempotency_key: _, ...rest } = body;
-  const canonical = JSON.stringify(rest, (_key, value) =>
-    value && typeof value === "object" && !Array.isArray(value)
-      ? Object.fromEntries(Object.entries(value).sort(([a], [b]) => (a < b ? -1 : 1)))
-      : value,
-  );
-  return hex(await sha256(canonical));
-}
-
-/** The `Idempotency-Key` header, checked, or null when none was sent. */
-export function idempotencyHeader(c: Ctx): string | null {
-  const header = c.req.header("Idempotency-Key");
-  if (header !== undefined && (header.length === 0 || header.length > 256)) {
-    throw new ApiError("bad_request", "Idempotency-Key must be 1 to 256 characters");
-  }
-  // Repeated headers arrive joined by ", ": which one was meant cannot be told.
-  if (header?.includes(",")) throw new ApiError("bad_request", "Idempotency-Key must be sent once, without commas");
-  return header ?? null;
-}
-
-/**
- * The name an idempotency key is held under in its tenant. A token's keys are its own, apart from
- * the API key's and every other token's: a browser that sends another's key (a guessable one,
- * `order-42`) neither gets that request's job back (nor its id, in a 409) nor holds the key against it.
- */
-export function heldAs(c: Ctx, key: string | null): string | null {
-  const grant = c.get("token");
-  return key === null || grant === null ? key : `token ${grant.id} ${key}`;
 }
 
 /**

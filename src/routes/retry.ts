@@ -15,7 +15,8 @@ import type { FinishedPart } from "../run/store";
 import { errorSchema, jobIdParamSchema, retryBodySchema, submitResponseSchema } from "../schemas";
 import { copyPart, outputPrefix, partKey, purgePrefix } from "../storage/blobs";
 import { placeJob } from "../tenant/shards";
-import { bodyHash, enter, heldAs, heldKey, idempotencyHeader, mustFit, mustSignWebhooks, spending, tokenConfig, tokenized, undo } from "./entry";
+import { enter, heldKey, mustFit, mustSignWebhooks, spending, tokenConfig, tokenized, undo } from "./entry";
+import { bodyHash, heldAs, idempotencyHeader } from "./idempotency";
 import { errors, reachable, requestOrigin, runStub } from "./reach";
 
 export const retries = new Hono<AppEnv>();

@@ -4,6 +4,7 @@
  * and retry.ts.
  */
 import { Hono } from "hono";
+import * as z from "zod/mini";
 import { scope, type AppEnv } from "../auth";
 import { limits } from "../config";
 import { ApiError, unwrap } from "../errors";
@@ -29,6 +30,7 @@ import {
   type Job,
 } from "../schemas";
 import { runFilter } from "./filter";
+import { bodyHash, heldAs, idempotencyHeader } from "./idempotency";
 import { serveOutput } from "./output";
 import { inlineResult } from "../storage/blobs";
 import { errors, reachable, resultUrl, runStub, shown, tokenExpiry, type Ctx } from "./reach";
@@ -224,18 +226,24 @@ runOperations.push({
   path: "/api/v1/runs/{id}/input",
   summary: "Answer a run awaiting input: approve, revise or reject the step's answer",
   params: jobIdParamSchema,
+  headers: () => z.object({ "idempotency-key": z.optional(z.string()) }),
   body: inputBodySchema,
   responses: {
-    200: { json: jobSchema, description: "The job after the answer" },
+    200: { json: jobSchema, description: "The job after the answer (with `Idempotent-Replayed: true`: an answer given before under this key)" },
+    400: { json: errorSchema, description: "A malformed Idempotency-Key" },
     404: errors[404],
-    409: { json: errorSchema, description: "The job is not awaiting input (it was answered, or never asked)" },
+    409: { json: errorSchema, description: "The job is not awaiting input (it was answered, or never asked), or the idempotency key was used for another answer" },
     422: errors[422],
   },
 });
 
 runs.post("/api/v1/runs/:id/input", scope("input"), valid("param", jobIdParamSchema), jsonBody((env) => limits(env).maxBodyBytes), valid("json", inputBodySchema), async (c) => {
   const { id } = c.req.valid("param");
-  const { job } = unwrap(await (await reachable(c, id)).input(c.req.valid("json")));
+  const body = c.req.valid("json");
+  // With an idempotency key, an answer sent again (its reply lost) is answered with the job, not given twice.
+  const key = heldAs(c, idempotencyHeader(c));
+  const { job, replayed } = unwrap(await (await reachable(c, id)).input(body, key === null ? null : { key, hash: await bodyHash(body) }));
+  if (replayed) c.header("Idempotent-Replayed", "true");
   return c.json(job, 200);
 });
 

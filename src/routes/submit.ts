@@ -27,7 +27,8 @@ import {
 } from "../schemas";
 import { placeJob } from "../tenant/shards";
 import { webhookUrlProblem } from "../webhooks/targets";
-import { bodyHash, enter, heldAs, heldKey, idempotencyHeader, mustFit, mustSignWebhooks, spending, tokenConfig, tokenized } from "./entry";
+import { enter, heldKey, mustFit, mustSignWebhooks, spending, tokenConfig, tokenized } from "./entry";
+import { bodyHash, heldAs, idempotencyHeader } from "./idempotency";
 import { errors, requestOrigin, type Ctx } from "./reach";
 
 export const submits = new Hono<AppEnv>();

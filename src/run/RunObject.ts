@@ -21,7 +21,7 @@ import { Outbox } from "./outbox";
 import { JobRecord } from "./record";
 import { Steps } from "./steps";
 import { recordTransition } from "./telemetry";
-import { finishedParts, stepRevision, type FinishedPart, RUN_MIGRATIONS, RUN_SCHEMA } from "./store";
+import { answeredWith, finishedParts, recordAnswerKey, stepRevision, type AnswerKey, type FinishedPart, RUN_MIGRATIONS, RUN_SCHEMA } from "./store";
 import { isTerminal, transition } from "./transitions";
 
 /** The named stream's `result` carries the output inline up to this size. */
@@ -176,27 +176,42 @@ export class RunObject extends DurableObject<Env> {
    * A person's answer to the job's request for input. Approve keeps the step's answer (the input
    * is a note for the next tasks), revise runs the step again with the input as feedback, reject
    * fails the job. An answered job waits for a run slot again, ahead of jobs not yet started.
-   * The answer is committed before anything is awaited, so of two racing answers one wins.
+   * The answer is committed before anything is awaited, so of two racing answers one wins. An
+   * answer sent again under its idempotency key (`key`), say after its reply was lost, is not
+   * given twice: it is answered with the job as it is now (`replayed`).
    */
-  async input(answer: InputBody): Promise<Result<{ job: Job }>> {
+  async input(answer: InputBody, key: AnswerKey | null = null): Promise<Result<{ job: Job; replayed: boolean }>> {
     const row = this.record.live();
     if (!row) return this.notFound();
+    if (key !== null) {
+      const given = answeredWith(this.sql, key.key);
+      if (given === key.hash) return { ok: true, job: this.record.job(row), replayed: true };
+      if (given !== null) return fail("conflict", "Idempotency key already used for another answer");
+    }
     const request = storedInputRequest(row);
     if (row.status !== "awaiting_input" || !request) {
       return fail("conflict", `Job is not awaiting input. Current status: ${row.status}`);
     }
     const text = answer.input ?? "";
+    const keep = () => {
+      if (key) recordAnswerKey(this.sql, request.step_index, key);
+    };
     let next: RunRow;
     if (answer.action === "reject") {
-      next = this.record.commitFailure(row, `${rejectedAt(request.step)}: ${text}`);
+      next = this.record.transaction(() => {
+        keep();
+        return this.record.commitFailure(row, `${rejectedAt(request.step)}: ${text}`);
+      });
     } else if (answer.action === "approve") {
       next = this.record.transaction(() => {
+        keep();
         this.sql.exec("UPDATE steps SET note = ? WHERE idx = ?", text === "" ? null : text, request.step_index);
         return this.record.commit(row, { current_step: null }, [{ type: "log", data: { message: `Input approved at step ${request.step}`, status: "queued" } }], "answer");
       });
     } else {
       const revision: Revision = { feedback: text, answer: request.output };
       next = this.record.transaction(() => {
+        keep();
         this.sql.exec(
           "UPDATE steps SET status = 'pending', attempts = 0, last_error = NULL, output_key = NULL, output_bytes = NULL, output_etag = NULL, revision = ? WHERE idx = ?",
           JSON.stringify(revision),
@@ -211,7 +226,7 @@ export class RunObject extends DurableObject<Env> {
     }
     await this.record.armAlarm();
     this.watchers.notify();
-    return { ok: true, job: this.record.job(next) };
+    return { ok: true, job: this.record.job(next), replayed: false };
   }
 
   // ---- what the tenant's line tells it ----------------------------------------------------

@@ -63,6 +63,8 @@ const ADDED_COLUMNS = {
     "prompt_tokens INTEGER NOT NULL DEFAULT 0",
     "completion_tokens INTEGER NOT NULL DEFAULT 0",
     "model_calls INTEGER NOT NULL DEFAULT 0",
+    // The idempotency keys of the answers people gave the step, each with its body's hash: `[[key, hash], ...]`.
+    "answer_keys TEXT",
   ],
 };
 const added = (table: keyof typeof ADDED_COLUMNS, from: number, to: number) =>
@@ -88,6 +90,7 @@ export const RUN_MIGRATIONS = [
   ...added("steps", 0, 2),
   ...added("run", 2, 6),
   ...added("steps", 2, 5),
+  ...added("steps", 5, 6),
 ] as const;
 
 /**
@@ -214,6 +217,23 @@ export function insertSpec(sql: SqlStorage, spec: RunSpec, copied: CopiedStep[],
 /** The revision a person asked for at a step (JSON of Revision), or null. */
 export function stepRevision(sql: SqlStorage, idx: number): string | null {
   return sql.exec<{ revision: string | null }>("SELECT revision FROM steps WHERE idx = ?", idx).toArray()[0]?.revision ?? null;
+}
+
+/** An answer's idempotency key, as held in its tenant, and the hash of the answer's body. */
+export type AnswerKey = { key: string; hash: string };
+
+/** The body hash an answer of this job was given with under `key`, or null when no answer used it. */
+export function answeredWith(sql: SqlStorage, key: string): string | null {
+  return (
+    sql
+      .exec<{ hash: string }>("SELECT a.value ->> 1 AS hash FROM steps, json_each(steps.answer_keys) AS a WHERE a.value ->> 0 = ? LIMIT 1", key)
+      .toArray()[0]?.hash ?? null
+  );
+}
+
+/** Records an answer's idempotency key on the step it answered (a step revised is answered again, under another key). */
+export function recordAnswerKey(sql: SqlStorage, idx: number, { key, hash }: AnswerKey): void {
+  sql.exec("UPDATE steps SET answer_keys = json_insert(COALESCE(answer_keys, '[]'), '$[#]', json_array(?, ?)) WHERE idx = ?", key, hash, idx);
 }
 
 export function insertEvents(sql: SqlStorage, events: NewEvent[]): void {

@@ -204,6 +204,34 @@ describe("the client's retries", () => {
     expect((await client.list({ tags: [`${tag}-retry`] })).jobs.map((j) => j.job_id).sort()).toEqual([failed.job_id, retried.job_id].sort());
   });
 
+  it("an answer to a request for input whose reply is lost is sent again under the same key, and given once", async () => {
+    const { job_id } = await client.submit({ prompt: "ask me", config: simulate(2, 1, { input_at_step: 1 }) });
+    expect((await client.waitForCompletion(job_id, { untilInput: true })).status).toBe("awaiting_input");
+    let posts = 0;
+    const keys = new Set<string | null>();
+    const losing: typeof fetch = async (input, init) => {
+      const res = await fetch(input, init);
+      if (init?.method !== "POST") return res;
+      keys.add(new Headers(init.headers).get("Idempotency-Key"));
+      if (posts++ === 0) {
+        await res.body?.cancel();
+        throw new TypeError("fetch failed: the connection was lost");
+      }
+      return res;
+    };
+    await new RunsClient({ baseUrl: BASE, fetch: losing }).input(job_id, { action: "revise", input: "again" });
+    expect(posts).toBe(2);
+    expect(keys.size).toBe(1);
+    // One revision: the step ran again and asks once more; approved, the job ends having asked twice.
+    const asked = await client.waitForCompletion(job_id, { untilInput: true });
+    expect(asked.input_request!.output).toContain("(revised after: again)");
+    await client.input(job_id, { action: "approve" });
+    expect((await client.waitForCompletion(job_id)).status).toBe("succeeded");
+    const events: RunEvent[] = [];
+    for await (const event of client.stream(job_id)) events.push(event);
+    expect(events.filter((e) => e.event === "input_required")).toHaveLength(2);
+  });
+
   it("gives up after maxRetries, and does not wait out a Retry-After of more than a minute", async () => {
     const stubborn = refusing("GET", 503, "0", 10);
     await expect(new RunsClient({ baseUrl: BASE, fetch: stubborn.impl, maxRetries: 1 }).stats()).rejects.toMatchObject({ status: 503 });

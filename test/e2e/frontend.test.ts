@@ -349,6 +349,35 @@ describe("the reference frontend in local development", () => {
     await page.close();
   });
 
+  it("an answer whose reply is lost, given again, is given once: the page shows the run going on, not a refusal", async () => {
+    const { page, problems } = await open(`${BASE}/`);
+    const id = await submitRun(page, "Ask, then lose the reply", { steps: 2, step_ms: 100, input_at_step: 1 });
+    await page.waitForSelector("#input-panel:not([hidden])", { timeout: 15_000 });
+    const sent: string[] = [];
+    await page.route(`**/api/v1/runs/${id}/input`, async (route) => {
+      sent.push(route.request().headers()["idempotency-key"]);
+      if (sent.length > 1) return route.continue();
+      await route.fetch();
+      return route.abort("connectionreset");
+    });
+    await page.fill("#input-text", "Shorter, please");
+    await page.click("[data-answer=revise]");
+    await page.waitForSelector("#notice:not([hidden])");
+    // Given again, as a person does: the same answer, answered with the run; the step runs again once and asks again.
+    await page.click("[data-answer=revise]");
+    await expect.poll(() => sent.length).toBe(2);
+    expect(new Set(sent).size).toBe(1);
+    await page.waitForSelector("#notice", { state: "hidden" });
+    await page.waitForFunction(() => document.getElementById("input-output")?.textContent?.includes("(revised after: Shorter, please)"), undefined, { timeout: 15_000 });
+    await page.unroute(`**/api/v1/runs/${id}/input`);
+    await answerWhenAsked(page, "approve", "");
+    await page.waitForSelector("#detail-status.succeeded", { timeout: 20_000 });
+    const events = await (await fetch(`${BASE}/api/v1/runs/${id}/stream`)).text();
+    expect(events.match(/event: input_required/g)).toHaveLength(2);
+    expect(problems.filter((p) => !/ERR_CONNECTION_RESET/.test(p))).toEqual([]);
+    await page.close();
+  });
+
   it("a revised answer takes the place of the earlier one in the output shown", async () => {
     const { page, problems } = await open(`${BASE}/`);
     await submitRun(page, "Draft, then revise", { steps: 2, step_ms: 100, input_at_step: 2 });
