@@ -32,7 +32,7 @@ import { bodyHash, heldAs, idempotencyHeader } from "./idempotency";
 import { errors, requestOrigin, type Ctx } from "./reach";
 
 export const submits = new Hono<AppEnv>();
-/** What the OpenAPI document says of these routes. */
+/** What the OpenAPI document says of this route. */
 export const submitOperations: Operation[] = [];
 
 submitOperations.push({
