@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startServer, stopServer, type DevServer } from "./server";
 
 /** The version before today's schema changes. */
-const PREVIOUS = "f7cc994";
+const PREVIOUS = "653a43f";
 const fixtures = join(import.meta.dirname, "..", "upgrade", "fixtures");
 const fixture = JSON.parse(readFileSync(join(fixtures, `${PREVIOUS}.json`), "utf8")) as {
   jobs: Record<string, string>;
@@ -43,8 +43,17 @@ describe(`today's build on the state ${PREVIOUS} left`, () => {
     expect(killed).toMatchObject({ running: "running", running2: "running", queued: "queued", awaiting: "awaiting_input" });
     const awaiting = await get(`/api/v1/runs/${jobs.awaiting}`);
     expect(awaiting).toMatchObject({ status: "awaiting_input", input_request: { step: "step_1" } });
-    const answer = await fetch(`${server.base}/api/v1/runs/${jobs.awaiting}/input`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"action":"approve"}' });
-    expect(answer.status).toBe(200);
+    // Answered under an idempotency key and sent again: the answer is given once.
+    const answer = () =>
+      fetch(`${server.base}/api/v1/runs/${jobs.awaiting}/input`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "Idempotency-Key": "upgrade-answer" },
+        body: '{"action":"approve"}',
+      });
+    expect((await answer()).status).toBe(200);
+    const again = await answer();
+    expect(again.status).toBe(200);
+    expect(again.headers.get("Idempotent-Replayed")).toBe("true");
     const ends: Record<string, string> = {};
     for (let i = 0; i < 600 && Object.keys(ends).length < Object.keys(jobs).length; i++) {
       for (const [role, id] of Object.entries(jobs)) {

@@ -137,7 +137,12 @@ describe.each(fixtures.map((f) => [`${f.commit} (${f.subject.slice(0, 60)}…)`,
         // The request survived the upgrade; answered now, the job goes on.
         expect(job.status, role).toBe("awaiting_input");
         expect(job.input_request, role).toMatchObject({ step: "step_1", output: "Step 1/2 (step_1): simulated answer to: upgrade: awaiting input\n" });
-        expect((await post(`/api/v1/runs/${id}/input`, { action: "approve" })).status, role).toBe(200);
+        // Under an idempotency key, sent twice: the migrated object keeps the key with the step it answered.
+        const answer = () => post(`/api/v1/runs/${id}/input`, { action: "approve" }, { "Idempotency-Key": `upgrade-${role}` });
+        expect((await answer()).status, role).toBe(200);
+        const again = await answer();
+        expect(again.status, role).toBe(200);
+        expect(again.headers.get("Idempotent-Replayed"), role).toBe("true");
       }
     }
 
