@@ -193,37 +193,26 @@ export class RunObject extends DurableObject<Env> {
       return fail("conflict", `Job is not awaiting input. Current status: ${row.status}`);
     }
     const text = answer.input ?? "";
-    const keep = () => {
+    // The answer, and the key it came under, in one transaction: a repeat finds the key only if the answer was given.
+    const next = this.record.transaction((): RunRow => {
       if (key) recordAnswerKey(this.sql, request.step_index, key);
-    };
-    let next: RunRow;
-    if (answer.action === "reject") {
-      next = this.record.transaction(() => {
-        keep();
-        return this.record.commitFailure(row, `${rejectedAt(request.step)}: ${text}`);
-      });
-    } else if (answer.action === "approve") {
-      next = this.record.transaction(() => {
-        keep();
+      if (answer.action === "reject") return this.record.commitFailure(row, `${rejectedAt(request.step)}: ${text}`);
+      if (answer.action === "approve") {
         this.sql.exec("UPDATE steps SET note = ? WHERE idx = ?", text === "" ? null : text, request.step_index);
         return this.record.commit(row, { current_step: null }, [{ type: "log", data: { message: `Input approved at step ${request.step}`, status: "queued" } }], "answer");
-      });
-    } else {
+      }
       const revision: Revision = { feedback: text, answer: request.output };
-      next = this.record.transaction(() => {
-        keep();
-        this.sql.exec(
-          "UPDATE steps SET status = 'pending', attempts = 0, last_error = NULL, output_key = NULL, output_bytes = NULL, output_etag = NULL, revision = ? WHERE idx = ?",
-          JSON.stringify(revision),
-          request.step_index,
-        );
-        const completed = row.steps_completed - 1;
-        return this.record.commit(row, { steps_completed: completed, current_step: null }, [
-          { type: "log", data: { message: `Step ${request.step} will run again with the feedback given`, status: "queued" } },
-          { type: "progress", data: { percentage: stepPercentage(completed, row.steps_total), step: null, current_step: null } },
-        ], "answer");
-      });
-    }
+      this.sql.exec(
+        "UPDATE steps SET status = 'pending', attempts = 0, last_error = NULL, output_key = NULL, output_bytes = NULL, output_etag = NULL, revision = ? WHERE idx = ?",
+        JSON.stringify(revision),
+        request.step_index,
+      );
+      const completed = row.steps_completed - 1;
+      return this.record.commit(row, { steps_completed: completed, current_step: null }, [
+        { type: "log", data: { message: `Step ${request.step} will run again with the feedback given`, status: "queued" } },
+        { type: "progress", data: { percentage: stepPercentage(completed, row.steps_total), step: null, current_step: null } },
+      ], "answer");
+    });
     await this.record.armAlarm();
     this.watchers.notify();
     return { ok: true, job: this.record.job(next), replayed: false };
