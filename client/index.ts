@@ -166,8 +166,7 @@ export class RunsClient {
    * answer is given once.
    */
   async input(id: string, answer: InputBody, options: { idempotencyKey?: string } = {}): Promise<Job> {
-    const key = options.idempotencyKey || (this.maxRetries > 0 ? crypto.randomUUID() : undefined);
-    return (await this.postJson(`${this.path(id)}/input`, answer, key === undefined ? {} : { "Idempotency-Key": key })).json() as Promise<Job>;
+    return (await this.postJson(`${this.path(id)}/input`, answer, this.keyToSend(options.idempotencyKey).headers)).json() as Promise<Job>;
   }
 
   /**
@@ -288,12 +287,21 @@ export class RunsClient {
    * only where the caller's key returned an earlier job.
    */
   private async made(path: string, body: unknown, key: string | undefined, keyInBody = false): Promise<SubmitResponse & { replayed: boolean }> {
-    // An empty key is none, as the server reads an empty `idempotency_key`.
+    const { own, headers } = this.keyToSend(key, keyInBody);
+    const res = await this.postJson(path, body, headers, keyInBody);
+    return { ...((await res.json()) as SubmitResponse), replayed: own === undefined && res.headers.get("Idempotent-Replayed") === "true" };
+  }
+
+  /**
+   * The idempotency key a write is sent with, as its `headers`: the caller's (an empty key is none,
+   * as the server reads an empty `idempotency_key`), else, when the request may be sent again and
+   * its body holds no key, one made here (`own`).
+   */
+  private keyToSend(key: string | undefined, keyInBody = false): { own: string | undefined; headers: Record<string, string> } {
     const given = key || undefined;
     const own = given === undefined && !keyInBody && this.maxRetries > 0 ? crypto.randomUUID() : undefined;
     const sent = given ?? own;
-    const res = await this.postJson(path, body, sent === undefined ? {} : { "Idempotency-Key": sent }, keyInBody);
-    return { ...((await res.json()) as SubmitResponse), replayed: own === undefined && res.headers.get("Idempotent-Replayed") === "true" };
+    return { own, headers: sent === undefined ? {} : { "Idempotency-Key": sent } };
   }
 
   private postJson(path: string, body: unknown, headers: Record<string, string> = {}, keyed = false): Promise<Response> {
