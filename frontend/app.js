@@ -635,21 +635,36 @@ function showInput(/** @type {InputRequest} */ request) {
 }
 
 /**
- * The idempotency key of the answer last given, kept until it is through: given again (the same
- * run, action and words) after its reply was lost or refused for a while, it is the same answer,
- * and the API answers it with the run instead of a 409, having given it once.
+ * An idempotency key kept for a request that makes something (a run, an answer) until it is
+ * through: asked again (the same `what`) after its reply was lost or refused for a while, it is the
+ * same request, and the API answers it with what the first made or did, never doing it twice.
  */
-let answering = /** @type {{ what: string, key: string } | null} */ (null);
+function keptKey() {
+  /** @type {{ what: string, key: string } | null} */
+  let kept = null;
+  return {
+    /** The key for `what`: the one kept, if it was for `what`; else a new one. */
+    for: (/** @type {string} */ what) => {
+      if (kept?.what !== what) kept = { what, key: crypto.randomUUID() };
+      return kept.key;
+    },
+    through: () => {
+      kept = null;
+    },
+  };
+}
+
+/** The idempotency key of the answer last given (the same run, action and words), kept until it is through. */
+const answerKey = keptKey();
 
 async function answer(/** @type {string} */ action) {
   if (!selected) return;
   const text = /** @type {HTMLTextAreaElement} */ ($("input-text")).value.trim();
   const body = { action, ...(text ? { input: text } : {}) };
-  const what = `${selected} ${JSON.stringify(body)}`;
-  if (answering?.what !== what) answering = { what, key: crypto.randomUUID() };
+  const key = answerKey.for(`${selected} ${JSON.stringify(body)}`);
   try {
-    const job = await (await api(`/api/v1/runs/${selected}/input`, { method: "POST", json: body, headers: { "Idempotency-Key": answering.key } })).json();
-    answering = null;
+    const job = await (await api(`/api/v1/runs/${selected}/input`, { method: "POST", json: body, headers: { "Idempotency-Key": key } })).json();
+    answerKey.through();
     /** @type {HTMLTextAreaElement} */ ($("input-text")).value = "";
     renderDetail(job);
     notice(null);
@@ -668,12 +683,8 @@ async function cancelSelected() {
   }
 }
 
-/**
- * The idempotency key of the run last asked for, kept until a run comes of it: asked again (the
- * same form, the same retry) after its answer was lost or refused for a while, it is the same
- * request, and the API answers it with the run it made, if it made one, never with a second.
- */
-let asked = /** @type {{ what: string, key: string } | null} */ (null);
+/** The idempotency key of the run last asked for (a submit, a retry), kept until a run comes of it. */
+const runKey = keptKey();
 
 /**
  * Sends a request that makes a run (a submit, a retry; `what` says which, and with what), with an
@@ -681,10 +692,10 @@ let asked = /** @type {{ what: string, key: string } | null} */ (null);
  */
 async function startRun(/** @type {HTMLButtonElement} */ button, /** @type {string} */ what, /** @type {(init: RequestInit) => Promise<Response>} */ request) {
   button.disabled = true;
-  if (asked?.what !== what) asked = { what, key: crypto.randomUUID() };
+  const key = runKey.for(what);
   try {
-    const accepted = await (await request({ headers: { "Idempotency-Key": asked.key } })).json();
-    asked = null;
+    const accepted = await (await request({ headers: { "Idempotency-Key": key } })).json();
+    runKey.through();
     notice(null);
     // A token limited to the runs it names does not reach the ones it starts (the API's rule), and one without `read` sees none.
     const why = !can("read") ? "this token cannot see runs" : tokenRuns() !== null ? "this token reaches only the runs it names" : null;
