@@ -243,8 +243,9 @@ async function loadRuns() {
     query.set("page_size", String(PAGE_SIZE));
     const list = await (await api(`/api/v1/runs?${query}`)).json();
     const told = toldWhileLoading;
+    const listed = /** @type {Job[]} */ (list.jobs).filter((job) => !told.has(job.job_id)).map(latest);
     for (const id of [...runs.keys()]) if (!told.has(id)) runs.delete(id);
-    for (const job of /** @type {Job[]} */ (list.jobs)) if (!told.has(job.job_id)) runs.set(job.job_id, job);
+    for (const job of listed) runs.set(job.job_id, job);
     total = list.total;
     nextCursor = list.next_cursor;
     pagesShown = 1;
@@ -261,7 +262,7 @@ async function loadRuns() {
 
 /** The runs a token limited to them reaches, each read by itself; one since deleted is left out. */
 async function loadTokenRuns(/** @type {string[]} */ ids) {
-  const read = await Promise.allSettled(ids.map(async (id) => /** @type {Job} */ (await (await api(`/api/v1/runs/${id}`)).json())));
+  const read = await Promise.allSettled(ids.map(async (id) => latest(/** @type {Job} */ (await (await api(`/api/v1/runs/${id}`)).json()))));
   runs.clear();
   listRefused = false;
   notice(null);
@@ -292,8 +293,8 @@ async function loadMore() {
     // The filter changed meanwhile: this page belongs to another list.
     if (filterQuery().toString() !== asked || nextCursor !== cursor) return;
     for (const job of /** @type {Job[]} */ (list.jobs)) {
-      const latest = told.has(job.job_id) ? told.get(job.job_id) : job;
-      if (latest && !runs.has(job.job_id)) runs.set(job.job_id, latest);
+      const now = told.has(job.job_id) ? told.get(job.job_id) : latest(job);
+      if (now && !runs.has(job.job_id)) runs.set(job.job_id, now);
     }
     nextCursor = list.next_cursor;
     pagesShown += 1;
@@ -365,7 +366,7 @@ function connectFeed() {
     if (closed) sayIfExpired();
   };
   feed.addEventListener("run", (event) => {
-    const job = /** @type {Job} */ (JSON.parse(/** @type {MessageEvent} */ (event).data));
+    const job = latest(/** @type {Job} */ (JSON.parse(/** @type {MessageEvent} */ (event).data)));
     toldWhileMore?.set(job.job_id, matches(job) ? job : null);
     const known = runs.has(job.job_id);
     if (!known && beyondShown(job)) {
@@ -433,6 +434,9 @@ function renderRuns() {
 
 /** @type {string | null} */
 let selected = null;
+/** The run as its panel shows it: the latest the page knows of it. */
+/** @type {Job | null} */
+let shown = null;
 /** What keeps the run shown up to date: its stream, or for a token without `stream` a reading every few seconds. */
 /** @type {{ close(): void } | null} */
 let watch = null;
@@ -441,6 +445,7 @@ function unselect() {
   watch?.close();
   watch = null;
   selected = null;
+  shown = null;
   $("detail-body").hidden = true;
   $("detail-empty").hidden = false;
   renderRuns();
@@ -458,6 +463,7 @@ async function select(/** @type {string} */ id) {
   watch?.close();
   watch = null;
   selected = id;
+  shown = null;
   renderRuns();
   $("detail-empty").hidden = true;
   $("detail-body").hidden = false;
@@ -487,8 +493,8 @@ function watchStream(/** @type {string} */ id) {
   source.addEventListener("status", (e) => {
     const { status } = data(e);
     log("status", status.replace("_", " "));
-    const job = runs.get(id);
-    if (job && selected === id) renderDetail({ ...job, status });
+    // An end is shown from the run read once its result comes: with its error and progress.
+    if (UNFINISHED.has(status) && shown?.job_id === id) renderDetail({ ...shown, status });
   });
   source.addEventListener("progress", (e) => {
     const { percentage, current_step } = data(e);
@@ -580,7 +586,21 @@ async function readOutput(/** @type {string} */ id) {
   }
 }
 
-function renderDetail(/** @type {Job} */ job) {
+/**
+ * A run as one source tells it, unless the page knows it ended: then as it ended. Nothing leaves an
+ * end but deletion, and the sources do not keep pace with each other (the tenant's feed and list
+ * come from its projection, which hears of a change after the run's own stream tells it), so an
+ * unfinished state told after an end is an older one.
+ */
+function latest(/** @type {Job} */ told) {
+  if (!UNFINISHED.has(told.status)) return told;
+  const ended = [runs.get(told.job_id), shown].find((job) => job?.job_id === told.job_id && !UNFINISHED.has(job.status));
+  return ended ?? told;
+}
+
+function renderDetail(/** @type {Job} */ told) {
+  const job = latest(told);
+  shown = job;
   const listed = runs.get(job.job_id);
   if (listed) runs.set(job.job_id, { ...listed, ...job });
   if (listed && feed === null) renderRuns();

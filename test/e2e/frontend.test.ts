@@ -9,6 +9,7 @@ import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mintToken } from "../../src/tokens";
 import { launchChromium } from "./browser";
+import { startLaggingProxy } from "./lagging-proxy";
 import { BASE, startServer, stopServer, type DevServer } from "./server";
 
 const SHOTS = "test-results/frontend";
@@ -271,6 +272,51 @@ describe("the reference frontend in local development", () => {
     expect(await page.locator("#retry-from").inputValue()).toBe("3");
     expect(problems).toEqual([]);
     await page.close();
+  });
+
+  it("a run that ended stays ended when the tenant's feed, seconds behind its stream, tells of it still running: the step chosen to retry from stands", async () => {
+    // The feed comes from the tenant's projection, which hears of a run's changes after the run's
+    // own stream tells them; here it reaches the page 4 s late, as over a slow link.
+    const lagging = await startLaggingProxy(BASE, "/api/v1/runs/events", 4000);
+    try {
+      const { page, problems } = await open(`${lagging.base}/`);
+      // What the feed told the page, as Chromium received it.
+      const cdp = await page.context().newCDPSession(page);
+      const told: { job_id: string; status: string }[] = [];
+      cdp.on("Network.eventSourceMessageReceived", ({ eventName, data }) => {
+        if (eventName === "run") told.push(JSON.parse(data));
+      });
+      await cdp.send("Network.enable");
+      // Each status the run's panel shows, in order.
+      await page.evaluate(() => {
+        const shown: string[] = ((window as unknown as { shown: string[] }).shown = []);
+        const pill = document.getElementById("detail-status")!;
+        new MutationObserver(() => shown.push(`${document.getElementById("detail-id")!.textContent} ${pill.textContent}`)).observe(pill, { childList: true });
+      });
+      const id = await submitRun(page, "Ends before the feed says so", { steps: 3, step_ms: 300, fail_at_step: 3 });
+      // The panel follows the run's own stream, not waiting for the feed: running, then failed,
+      // before the feed has told anything of the run.
+      await page.waitForSelector("#detail-status.running", { timeout: 15_000 });
+      expect(told.filter((job) => job.job_id === id)).toEqual([]);
+      await page.waitForSelector("#detail-status.failed", { timeout: 15_000 });
+      await expect.poll(() => page.locator("#retry-button").innerText()).toBe("Retry from step 3");
+      expect(told.filter((job) => job.job_id === id)).toEqual([]);
+      await page.selectOption("#retry-from", "2");
+      await expect.poll(() => told.some((job) => job.job_id === id && job.status === "failed"), { timeout: 15_000 }).toBe(true);
+      // One more turn of the page's event loop: the feed's last event has been handled.
+      await page.evaluate(() => new Promise((done) => setTimeout(done, 0)));
+      expect(told.some((job) => job.job_id === id && job.status === "running")).toBe(true);
+      const shown = (await page.evaluate(() => (window as unknown as { shown: string[] }).shown)).filter((line) => line.startsWith(`${id} `));
+      const sinceEnded = shown.slice(shown.indexOf(`${id} failed`));
+      expect(sinceEnded).toEqual(sinceEnded.map(() => `${id} failed`));
+      expect(await page.locator("#retry-from").inputValue()).toBe("2");
+      expect(await page.locator("#retry-button").innerText()).toBe("Retry from step 2");
+      expect(await row(page, id).getAttribute("data-status")).toBe("failed");
+      expect(problems).toEqual([]);
+      await page.close();
+    } finally {
+      await lagging.close();
+    }
   });
 
   it("on a phone, a delayed run picked from the list comes into view, says when it starts, and is deleted once cancelled", async () => {
