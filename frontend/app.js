@@ -245,7 +245,7 @@ async function loadRuns() {
     const told = toldWhileLoading;
     const listed = /** @type {Job[]} */ (list.jobs).filter((job) => !told.has(job.job_id)).map(latest);
     for (const id of [...runs.keys()]) if (!told.has(id)) runs.delete(id);
-    for (const job of listed) runs.set(job.job_id, job);
+    for (const job of listed) if (job) runs.set(job.job_id, job);
     total = list.total;
     nextCursor = list.next_cursor;
     pagesShown = 1;
@@ -267,8 +267,9 @@ async function loadTokenRuns(/** @type {string[]} */ ids) {
   listRefused = false;
   notice(null);
   for (const outcome of read) {
-    if (outcome.status === "fulfilled") runs.set(outcome.value.job_id, outcome.value);
-    else if (!(outcome.reason instanceof ApiError && outcome.reason.status === 404)) refused(outcome.reason);
+    if (outcome.status === "rejected") {
+      if (!(outcome.reason instanceof ApiError && outcome.reason.status === 404)) refused(outcome.reason);
+    } else if (outcome.value) runs.set(outcome.value.job_id, outcome.value);
   }
   total = runs.size;
   nextCursor = null;
@@ -367,6 +368,7 @@ function connectFeed() {
   };
   feed.addEventListener("run", (event) => {
     const job = latest(/** @type {Job} */ (JSON.parse(/** @type {MessageEvent} */ (event).data)));
+    if (!job) return;
     toldWhileMore?.set(job.job_id, matches(job) ? job : null);
     const known = runs.has(job.job_id);
     if (!known && beyondShown(job)) {
@@ -387,6 +389,7 @@ function connectFeed() {
   });
   feed.addEventListener("deleted", (event) => {
     const { job_id } = JSON.parse(/** @type {MessageEvent} */ (event).data);
+    deleted.add(job_id);
     toldWhileLoading?.add(job_id);
     toldWhileMore?.set(job_id, null);
     if (runs.delete(job_id)) total = Math.max(0, total - 1);
@@ -586,13 +589,19 @@ async function readOutput(/** @type {string} */ id) {
   }
 }
 
+/** The runs the page knows were deleted (here, or elsewhere as the feed told). */
+/** @type {Set<string>} */
+const deleted = new Set();
+
 /**
- * A run as one source tells it, unless the page knows it ended: then as it ended. Nothing leaves an
- * end but deletion, and the sources do not keep pace with each other (the tenant's feed and list
- * come from its projection, which hears of a change after the run's own stream tells it), so an
- * unfinished state told after an end is an older one.
+ * A run as one source tells it, unless the page knows it ended: then as it ended; or nothing if the
+ * page knows it was deleted. Nothing leaves an end but deletion, nor comes back from deletion, and
+ * the sources do not keep pace with each other (the tenant's feed and list come from its
+ * projection, which hears of a change after the run's own stream tells it), so an unfinished state
+ * told after an end, or any state after a deletion, is an older one.
  */
 function latest(/** @type {Job} */ told) {
+  if (deleted.has(told.job_id)) return null;
   if (!UNFINISHED.has(told.status)) return told;
   const ended = [runs.get(told.job_id), shown].find((job) => job?.job_id === told.job_id && !UNFINISHED.has(job.status));
   return ended ?? told;
@@ -600,6 +609,7 @@ function latest(/** @type {Job} */ told) {
 
 function renderDetail(/** @type {Job} */ told) {
   const job = latest(told);
+  if (!job) return;
   shown = job;
   const listed = runs.get(job.job_id);
   if (listed) runs.set(job.job_id, { ...listed, ...job });
@@ -765,6 +775,7 @@ async function deleteSelected() {
   const id = selected;
   try {
     await api(`/api/v1/runs/${id}`, { method: "DELETE" });
+    deleted.add(id);
     if (runs.delete(id)) total = Math.max(0, total - 1);
     unselect();
     notice(null);

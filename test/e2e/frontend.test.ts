@@ -93,6 +93,37 @@ async function submitOverApi(body: Record<string, unknown>): Promise<string> {
   return ((await res.json()) as { job_id: string }).job_id;
 }
 
+/**
+ * A page whose tenant feed reaches it `lagMs` late, through a lagging proxy, as over a slow link
+ * (the feed comes from the tenant's projection, which hears of a run's changes after the run's own
+ * stream tells them), with what the feed told it as Chromium received it; `caughtUp` waits until
+ * the feed has told what `it` matches, and the page has handled it.
+ */
+async function openBehindLaggingFeed(lagMs = 4000) {
+  const lagging = await startLaggingProxy(BASE, "/api/v1/runs/events", lagMs);
+  const { page, problems } = await open(`${lagging.base}/`);
+  const cdp = await page.context().newCDPSession(page);
+  const told: { event: string; job_id: string; status?: string }[] = [];
+  cdp.on("Network.eventSourceMessageReceived", ({ eventName, data }) => {
+    if (eventName === "run" || eventName === "deleted") told.push({ event: eventName, ...JSON.parse(data) });
+  });
+  await cdp.send("Network.enable");
+  return {
+    page,
+    problems,
+    told,
+    caughtUp: async (it: (event: (typeof told)[number]) => boolean) => {
+      await expect.poll(() => told.some(it), { timeout: 15_000 }).toBe(true);
+      // One more turn of the page's event loop: the event has been handled.
+      await page.evaluate(() => new Promise((done) => setTimeout(done, 0)));
+    },
+    close: async () => {
+      await page.close();
+      await lagging.close();
+    },
+  };
+}
+
 describe("the reference frontend in local development", () => {
   it("submit, watch progress live to the end, read the output, delete", async () => {
     const { page, problems } = await open(`${BASE}/`);
@@ -275,18 +306,8 @@ describe("the reference frontend in local development", () => {
   });
 
   it("a run that ended stays ended when the tenant's feed, seconds behind its stream, tells of it still running: the step chosen to retry from stands", async () => {
-    // The feed comes from the tenant's projection, which hears of a run's changes after the run's
-    // own stream tells them; here it reaches the page 4 s late, as over a slow link.
-    const lagging = await startLaggingProxy(BASE, "/api/v1/runs/events", 4000);
+    const { page, problems, told, caughtUp, close } = await openBehindLaggingFeed();
     try {
-      const { page, problems } = await open(`${lagging.base}/`);
-      // What the feed told the page, as Chromium received it.
-      const cdp = await page.context().newCDPSession(page);
-      const told: { job_id: string; status: string }[] = [];
-      cdp.on("Network.eventSourceMessageReceived", ({ eventName, data }) => {
-        if (eventName === "run") told.push(JSON.parse(data));
-      });
-      await cdp.send("Network.enable");
       // Each status the run's panel shows, in order.
       await page.evaluate(() => {
         const shown: string[] = ((window as unknown as { shown: string[] }).shown = []);
@@ -297,15 +318,13 @@ describe("the reference frontend in local development", () => {
       // The panel follows the run's own stream, not waiting for the feed: running, then failed,
       // before the feed has told anything of the run.
       await page.waitForSelector("#detail-status.running", { timeout: 15_000 });
-      expect(told.filter((job) => job.job_id === id)).toEqual([]);
+      expect(told.filter((event) => event.job_id === id)).toEqual([]);
       await page.waitForSelector("#detail-status.failed", { timeout: 15_000 });
       await expect.poll(() => page.locator("#retry-button").innerText()).toBe("Retry from step 3");
-      expect(told.filter((job) => job.job_id === id)).toEqual([]);
+      expect(told.filter((event) => event.job_id === id)).toEqual([]);
       await page.selectOption("#retry-from", "2");
-      await expect.poll(() => told.some((job) => job.job_id === id && job.status === "failed"), { timeout: 15_000 }).toBe(true);
-      // One more turn of the page's event loop: the feed's last event has been handled.
-      await page.evaluate(() => new Promise((done) => setTimeout(done, 0)));
-      expect(told.some((job) => job.job_id === id && job.status === "running")).toBe(true);
+      await caughtUp((event) => event.job_id === id && event.status === "failed");
+      expect(told.some((event) => event.job_id === id && event.status === "running")).toBe(true);
       const shown = (await page.evaluate(() => (window as unknown as { shown: string[] }).shown)).filter((line) => line.startsWith(`${id} `));
       const sinceEnded = shown.slice(shown.indexOf(`${id} failed`));
       expect(sinceEnded).toEqual(sinceEnded.map(() => `${id} failed`));
@@ -313,9 +332,35 @@ describe("the reference frontend in local development", () => {
       expect(await page.locator("#retry-button").innerText()).toBe("Retry from step 2");
       expect(await row(page, id).getAttribute("data-status")).toBe("failed");
       expect(problems).toEqual([]);
-      await page.close();
     } finally {
-      await lagging.close();
+      await close();
+    }
+  });
+
+  it("a run deleted from the page does not come back when the tenant's feed, seconds behind, tells of it after", async () => {
+    const { page, problems, told, caughtUp, close } = await openBehindLaggingFeed();
+    try {
+      // The runs the list shows, each time it changes.
+      await page.evaluate(() => {
+        const lists: string[][] = ((window as unknown as { lists: string[][] }).lists = []);
+        const list = document.getElementById("run-list")!;
+        new MutationObserver(() => lists.push(Array.from(list.children, (item) => (item as HTMLElement).dataset.id!))).observe(list, { childList: true });
+      });
+      const id = await submitRun(page, "Deleted before the feed says so", { steps: 1, step_ms: 1 });
+      await page.waitForSelector("#detail-status.succeeded", { timeout: 15_000 });
+      await page.click("#delete-button");
+      await page.waitForSelector("#detail-empty:not([hidden])");
+      expect(told.filter((event) => event.job_id === id)).toEqual([]);
+      expect((await fetch(`${BASE}/api/v1/runs/${id}`)).status).toBe(404);
+      const since = await page.evaluate(() => (window as unknown as { lists: string[][] }).lists.length);
+      await caughtUp((event) => event.job_id === id && event.event === "deleted");
+      expect(told.some((event) => event.job_id === id && event.status === "succeeded")).toBe(true);
+      const lists = await page.evaluate(() => (window as unknown as { lists: string[][] }).lists);
+      expect(lists.slice(since).filter((ids) => ids.includes(id))).toEqual([]);
+      expect(await row(page, id).count()).toBe(0);
+      expect(problems).toEqual([]);
+    } finally {
+      await close();
     }
   });
 
