@@ -36,21 +36,14 @@ export const resetError = (message: string) => Object.assign(new Error(message),
 /** The job id in a job object's name, `<tenant>/<job id>`. */
 export const jobIdOf = (objectName: string) => objectName.slice(objectName.indexOf("/") + 1);
 
+type Namespace = Env["PROJECTIONS"] | Env["LINES"] | Env["RUNS"];
+
 /**
- * A Durable Object namespace (a tenant object's, the jobs') whose stubs fail the listed calls of
- * `method`, with the error `makeError` makes of a message. `names`: the objects `method` was
- * called on, in order.
+ * A Durable Object namespace whose stubs hand each call of `method` to `around`, with the name of
+ * the object called and the real call, to make or not.
  */
-export function failingStubs<N extends Env["PROJECTIONS"] | Env["LINES"] | Env["RUNS"]>(
-  namespace: N,
-  method: string,
-  calls: number[],
-  when: When,
-  makeError: (message: string) => Error = (message) => new Error(message),
-) {
-  const counts = { n: 0 };
-  const names: string[] = [];
-  const proxy = new Proxy(namespace, {
+function aroundStubs<N extends Namespace>(namespace: N, method: string, around: (name: string, real: () => Promise<unknown>) => Promise<unknown>): N {
+  return new Proxy(namespace, {
     get(obj, prop) {
       const value = Reflect.get(obj, prop);
       if (prop !== "getByName") return typeof value === "function" ? value.bind(obj) : value;
@@ -59,27 +52,61 @@ export function failingStubs<N extends Env["PROJECTIONS"] | Env["LINES"] | Env["
         return new Proxy(stub, {
           get(s, p) {
             if (p !== method) return Reflect.get(s, p);
-            return async (...args: unknown[]) => {
-              const call = ++counts.n;
-              names.push(name);
-              const real = () => (Reflect.get(s, p) as (...a: unknown[]) => Promise<unknown>)(...args);
-              if (!calls.includes(call)) return real();
-              if (when === "after") await real();
-              throw makeError(`injected ${String(p)} failure on call ${call} (${when} its effect)`);
-            };
+            return (...args: unknown[]) => around(name, () => (Reflect.get(s, p) as (...a: unknown[]) => Promise<unknown>)(...args));
           },
         });
       };
     },
   });
+}
+
+/**
+ * A Durable Object namespace (a tenant object's, the jobs') whose stubs fail the listed calls of
+ * `method`, with the error `makeError` makes of a message. `names`: the objects `method` was
+ * called on, in order.
+ */
+export function failingStubs<N extends Namespace>(
+  namespace: N,
+  method: string,
+  calls: number[],
+  when: When,
+  makeError: (message: string) => Error = (message) => new Error(message),
+) {
+  const counts = { n: 0 };
+  const names: string[] = [];
+  const proxy = aroundStubs(namespace, method, async (name, real) => {
+    const call = ++counts.n;
+    names.push(name);
+    if (!calls.includes(call)) return real();
+    if (when === "after") await real();
+    throw makeError(`injected ${method} failure on call ${call} (${when} its effect)`);
+  });
   return { proxy, counts, names };
+}
+
+/**
+ * A Durable Object namespace whose stubs hold every call of `method` at a gate the test opens,
+ * then make it (or, with `fail`, fail it without making it). `reached`: a call is at the gate.
+ */
+export function gatedStubs<N extends Namespace>(namespace: N, method: string, fail = false) {
+  let open!: () => void;
+  let arrived!: () => void;
+  const gate = new Promise<void>((r) => (open = r));
+  const reached = new Promise<void>((r) => (arrived = r));
+  const proxy = aroundStubs(namespace, method, async (_name, real) => {
+    arrived();
+    await gate;
+    if (fail) throw new Error(`injected ${method} failure at the gate`);
+    return real();
+  });
+  return { proxy, open, reached };
 }
 
 /**
  * A Durable Object namespace whose stubs record every call made through them, as `<name>.<method>`
  * (or `<name>:<object name>.<method>`).
  */
-export function countingStubs<N extends Env["PROJECTIONS"] | Env["LINES"] | Env["RUNS"]>(namespace: N, name: string, calls: string[], withObjectName = false) {
+export function countingStubs<N extends Namespace>(namespace: N, name: string, calls: string[], withObjectName = false) {
   return new Proxy(namespace, {
     get(obj, prop) {
       const value = Reflect.get(obj, prop);

@@ -31,14 +31,23 @@ function earlierProjectionOf(c: Ctx, key: string) {
 }
 
 /**
- * The answer to a request whose idempotency key an earlier job holds: that job (or 409 for another
- * body), looked for in the key's shard and where it was before the last raise; null when none holds it.
+ * A request with an idempotency key: the name the key is held under, and `held`, the answer to the
+ * request when an earlier job holds the key: that job (or 409 for another body), looked for in the
+ * key's shard and where it was before the last raise; null when none holds it.
  */
-export function heldKey(c: Ctx, key: string | null, hash: string | null, now: number): (() => Promise<Response | null>) | undefined {
+export interface Keyed {
+  key: string;
+  held: () => Promise<Response | null>;
+}
+
+export function keyed(c: Ctx, key: string | null, hash: string | null, now: number): Keyed | undefined {
   if (key === null) return undefined;
-  return async () => {
-    const holder = (await projectionOf(c, key).keyHolder(key, hash)) ?? (await earlierProjectionOf(c, key)?.keyHolder(key, hash));
-    return holder ? replay(c, holder, now) : null;
+  return {
+    key,
+    held: async () => {
+      const holder = (await projectionOf(c, key).keyHolder(key, hash)) ?? (await earlierProjectionOf(c, key)?.keyHolder(key, hash));
+      return holder ? replay(c, holder, now) : null;
+    },
   };
 }
 
@@ -95,18 +104,19 @@ export const tokenConfig = (c: Ctx) => c.get("token")?.config ?? {};
 /**
  * A token's submit, counted against its `max_submits` before the job is made, and given back
  * when no new job came of it (a failure, or an idempotent replay of an earlier one). Past the
- * limit, a submit whose idempotency key names an earlier job (`held`) is still answered with it.
- * Submits a token spent in the shard that counted them before PROJECTION_SHARDS was last raised
- * count too.
+ * limit, a submit under an idempotency key is answered as `sameKey` says. Submits a token spent in
+ * the shard that counted them before PROJECTION_SHARDS was last raised count too.
  */
-export async function spending(c: Ctx, submit: () => Promise<Response>, held?: () => Promise<Response | null>): Promise<Response> {
+export async function spending(c: Ctx, submit: () => Promise<Response>, keyed?: Keyed): Promise<Response> {
   const grant = c.get("token");
   if (grant === null) return submit();
-  const spentBefore = await spentEarlier(c, grant);
-  if (!(await projectionOf(c, grant.id).spendSubmit(grant.id, (grant.max_submits ?? 0) - spentBefore, grant.expires * 1000))) {
-    const replayed = held && (await held());
-    if (replayed) return replayed;
-    throw new ApiError("forbidden", "Token submit limit reached");
+  const counter = projectionOf(c, grant.id);
+  const max = (grant.max_submits ?? 0) - (await spentEarlier(c, grant));
+  const key = keyed?.key ?? null;
+  if (!(await counter.spendSubmit(grant.id, max, grant.expires * 1000, key))) {
+    const answer = keyed ? await sameKey(counter, grant, max, keyed) : null;
+    if (answer === null) throw new ApiError("forbidden", "Token submit limit reached");
+    if (answer !== "spent") return answer;
   }
   let made = false;
   try {
@@ -115,8 +125,28 @@ export async function spending(c: Ctx, submit: () => Promise<Response>, held?: (
     return response;
   } finally {
     // A refund that fails leaves the submit spent; the submit's own answer stands.
-    if (!made) await undo(c, { tenant: c.get("tenant") }, () => projectionOf(c, grant.id).refundSubmit(grant.id));
+    if (!made) await undo(c, { tenant: c.get("tenant") }, () => counter.refundSubmit(grant.id, key));
   }
+}
+
+/** What a submit past its token's limit waits between looks for another under the same key: about 10 s in all. */
+const SAME_KEY_WAITS_MS = [25, 50, 100, 200, 400, 800, 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000];
+
+/**
+ * A submit past its token's limit, under an idempotency key: answered with the job an earlier
+ * submit under the key made. While one under the key is still under way (this one was sent again
+ * before its answer came), it waits for that one: for its job, or for its count given back, when
+ * this one is counted instead ("spent"). Null: refused, as the limit says.
+ */
+async function sameKey(counter: ReturnType<typeof projectionOf>, grant: Grant, max: number, keyed: Keyed): Promise<Response | "spent" | null> {
+  for (const wait of SAME_KEY_WAITS_MS) {
+    const replayed = await keyed.held();
+    if (replayed) return replayed;
+    const now = await counter.spendSubmitUnderKey(grant.id, max, grant.expires * 1000, keyed.key);
+    if (now !== "under_way") return now === "spent" ? "spent" : null;
+    await scheduler.wait(wait);
+  }
+  return keyed.held();
 }
 
 /** What a token spent in the shard that counted its submits before PROJECTION_SHARDS was last raised. */

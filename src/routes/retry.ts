@@ -15,7 +15,7 @@ import type { FinishedPart } from "../run/store";
 import { errorSchema, jobIdParamSchema, retryBodySchema, submitResponseSchema } from "../schemas";
 import { copyPart, outputPrefix, partKey, purgePrefix } from "../storage/blobs";
 import { placeJob } from "../tenant/shards";
-import { enter, heldKey, mustFit, mustSignWebhooks, spending, tokenConfig, tokenized, undo } from "./entry";
+import { enter, keyed, mustFit, mustSignWebhooks, spending, tokenConfig, tokenized, undo } from "./entry";
 import { bodyHash, heldAs, idempotencyHeader } from "./idempotency";
 import { errors, reachable, requestOrigin, runStub } from "./reach";
 
@@ -61,10 +61,10 @@ retries.post(
     const key = heldAs(c, idempotencyHeader(c));
     const hash = key === null ? null : await bodyHash({ ...body, retry_of: id });
     const now = Date.now();
-    const held = heldKey(c, key, hash, now);
+    const repeat = keyed(c, key, hash, now);
     const stub = await reachable(c, id);
     // A repeat is answered before the old job is read: its job stands, whatever became of the old one.
-    const repeated = held && (await held());
+    const repeated = repeat && (await repeat.held());
     if (repeated) return repeated;
     // The spec's config holds `unknown` values, which RPC's return typing cannot express.
     const source = unwrap(await stub.retrySource()) as unknown as { spec: RunSpec; parts: FinishedPart[]; revision: string | null };
@@ -94,7 +94,7 @@ retries.post(
       }
       // A revision a person asked for at the step it starts at goes with it, unless the prompt changed.
       const revision = from === firstUnfinished && body.prompt == null ? source.revision : null;
-      return await spending(c, () => enter(c, spec, hash, now, copied, revision), held);
+      return await spending(c, () => enter(c, spec, hash, now, copied, revision), repeat);
     } catch (error) {
       // Nothing of a retry that did not happen is kept; an old job deleted meanwhile is gone.
       if (copied.length > 0) await undo(c, spec, () => purgePrefix(c.env.OUTPUTS, prefix));

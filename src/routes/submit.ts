@@ -27,7 +27,7 @@ import {
 } from "../schemas";
 import { placeJob } from "../tenant/shards";
 import { webhookUrlProblem } from "../webhooks/targets";
-import { enter, heldKey, mustFit, mustSignWebhooks, spending, tokenConfig, tokenized } from "./entry";
+import { enter, keyed, mustFit, mustSignWebhooks, spending, tokenConfig, tokenized } from "./entry";
 import { bodyHash, heldAs, idempotencyHeader } from "./idempotency";
 import { errors, requestOrigin, type Ctx } from "./reach";
 
@@ -121,7 +121,7 @@ submits.post("/api/v1/runs", scope("submit"), jsonBody((env) => limits(env).maxB
   const key = heldAs(c, idempotencyHeader(c) ?? (body.idempotency_key || null));
   const hash = key === null ? null : await bodyHash(body);
   const now = Date.now();
-  return spending(c, () => enter(c, mustFit(specFor(c, body, key, now)), hash, now), heldKey(c, key, hash, now));
+  return spending(c, () => enter(c, mustFit(specFor(c, body, key, now)), hash, now), keyed(c, key, hash, now));
 });
 
 /**

@@ -314,13 +314,18 @@ export class TenantProjection extends DurableObject<Env> {
 
   /**
    * Counts one submit of a scoped token, unless it has submitted `max` jobs already: exact under
-   * any concurrency, as this object runs one call at a time.
+   * any concurrency, as this object runs one call at a time. The submit's idempotency key, if it
+   * has one, is kept with the count (`spendSubmitUnderKey`).
    */
-  spendSubmit(tokenId: string, max: number, expiresAtMs: number): boolean {
+  spendSubmit(tokenId: string, max: number, expiresAtMs: number, key: string | null = null): boolean {
     const now = Date.now();
     return this.ctx.storage.transactionSync(() => {
       this.sql.exec(
         "DELETE FROM token_submits WHERE token_id IN (SELECT token_id FROM token_submits WHERE expires_at < ? ORDER BY expires_at LIMIT 4)",
+        now,
+      );
+      this.sql.exec(
+        "DELETE FROM token_keys WHERE (token_id, key) IN (SELECT token_id, key FROM token_keys WHERE expires_at < ? ORDER BY expires_at LIMIT 4)",
         now,
       );
       const spent = this.sql.exec<{ n: number }>("SELECT n FROM token_submits WHERE token_id = ?", tokenId).toArray()[0]?.n ?? 0;
@@ -330,8 +335,20 @@ export class TenantProjection extends DurableObject<Env> {
         tokenId,
         expiresAtMs,
       );
+      if (key !== null) this.sql.exec("INSERT OR REPLACE INTO token_keys (token_id, key, expires_at) VALUES (?, ?, ?)", tokenId, key, expiresAtMs);
       return true;
     });
+  }
+
+  /**
+   * A submit under `key` whose first count was refused, counted again (as `spendSubmit`), or
+   * refused for good; or told to wait, as one under the same key still counts: it is under way,
+   * or its job was made. One call, so that no count given back falls between the two looks.
+   */
+  spendSubmitUnderKey(tokenId: string, max: number, expiresAtMs: number, key: string): "spent" | "under_way" | "refused" {
+    if (this.spendSubmit(tokenId, max, expiresAtMs, key)) return "spent";
+    const counted = this.sql.exec("SELECT 1 FROM token_keys WHERE token_id = ? AND key = ? AND expires_at >= ?", tokenId, key, Date.now()).toArray();
+    return counted.length > 0 ? "under_way" : "refused";
   }
 
   /** How many submits a scoped token has spent here: 0 for one never seen, or expired. */
@@ -339,9 +356,12 @@ export class TenantProjection extends DurableObject<Env> {
     return this.sql.exec<{ n: number }>("SELECT n FROM token_submits WHERE token_id = ? AND expires_at >= ?", tokenId, Date.now()).toArray()[0]?.n ?? 0;
   }
 
-  /** Gives a submit back: the job it was spent on was never made. */
-  refundSubmit(tokenId: string): void {
-    this.sql.exec("UPDATE token_submits SET n = n - 1 WHERE token_id = ? AND n > 0", tokenId);
+  /** Gives a submit back, with the key it came under: the job it was spent on was never made. */
+  refundSubmit(tokenId: string, key: string | null = null): void {
+    this.ctx.storage.transactionSync(() => {
+      this.sql.exec("UPDATE token_submits SET n = n - 1 WHERE token_id = ? AND n > 0", tokenId);
+      if (key !== null) this.sql.exec("DELETE FROM token_keys WHERE token_id = ? AND key = ?", tokenId, key);
+    });
   }
 
   /**

@@ -1,7 +1,7 @@
 /**
  * The tenant projection's tables, as numbered migrations (src/storage/migrations.ts): its jobs
  * with their labels, the tallies that triggers keep for totals and /stats, idempotency keys,
- * tombstones, usage by day, the feed's change log and token submit counts. Never edit an entry:
+ * tombstones, usage by day, the feed's change log and token submit counts (with their keys). Never edit an entry:
  * a change is a new one at the end.
  */
 
@@ -116,4 +116,9 @@ export const PROJECTION_MIGRATIONS = [
   `DELETE FROM session_counts WHERE n = 0`,
   `DELETE FROM label_counts WHERE n = 0`,
   `DELETE FROM label_session_counts WHERE n = 0`,
+  // The idempotency key each counted submit of a scoped token came with, while its count stands:
+  // a second submit under the same key, past the token's limit, waits for the first's job instead
+  // of being refused. Kept until the token expires.
+  `CREATE TABLE token_keys (token_id TEXT NOT NULL, key TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (token_id, key)) WITHOUT ROWID`,
+  `CREATE INDEX token_keys_by_expiry ON token_keys (expires_at)`,
 ] as const;

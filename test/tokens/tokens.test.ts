@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import worker from "../../src/index";
 import { SCOPES, type Scope } from "../../src/schemas";
 import { mintToken, type Grant } from "../../src/tokens";
-import { failingStubs, overlay, resetError } from "../faults";
+import { failingStubs, gatedStubs, overlay, resetError } from "../faults";
 import { api, BASE, parseSse, runStub } from "../helpers";
 import { TOKEN_SECRET } from "./protocol";
 
@@ -449,6 +449,61 @@ describe("submitting with a token", () => {
     expect(await refused.json()).toEqual({ detail: "Token submit limit reached" });
     const listed = await (await api(`/api/v1/runs?session_id=${session}`, { headers: ALPHA })).json<{ total: number }>();
     expect(listed.total).toBe(5);
+  });
+
+  it("a submit sent again under its key while the first is under way, on a token with one submit: both are answered with the one job", async () => {
+    for (let round = 0; round < 3; round++) {
+      const session = `same-key-${crypto.randomUUID()}`;
+      const { token } = await mint({ scopes: ["submit", "read"], session_id: session, max_submits: 1 });
+      const send = (key: string) =>
+        api("/api/v1/runs", { method: "POST", headers: { ...JSON_TYPE, ...bearer(token), "Idempotency-Key": key }, body: JSON.stringify({ prompt: "p", delay_seconds: 3600 }) });
+      const answers = await Promise.all([send("order-1"), send("order-1"), send("order-1")]);
+      expect(answers.map((r) => r.status)).toEqual([202, 202, 202]);
+      const ids = await Promise.all(answers.map(async (r) => (await r.json<{ job_id: string }>()).job_id));
+      expect(new Set(ids).size).toBe(1);
+      expect(answers.filter((r) => r.headers.get("Idempotent-Replayed") === "true")).toHaveLength(2);
+      // The one submit is spent: another key is refused.
+      const other = await send("order-2");
+      expect(other.status).toBe(403);
+      expect(await other.json()).toEqual({ detail: "Token submit limit reached" });
+      expect((await (await api(`/api/v1/runs?session_id=${session}`, { headers: ALPHA })).json<{ total: number }>()).total).toBe(1);
+    }
+  });
+
+  it("a submit sent again under its key while the first is under way, which then fails: the second makes the job, counted once", async () => {
+    const session = `same-key-${crypto.randomUUID()}`;
+    const { token } = await mint({ scopes: ["submit", "read"], session_id: session, max_submits: 1 });
+    const headers = { ...JSON_TYPE, ...bearer(token), "Idempotency-Key": "order-1" };
+    const body = JSON.stringify({ prompt: "p", delay_seconds: 3600 });
+    const runs = gatedStubs(env.RUNS, "create", true);
+    const first = fetchWith({ RUNS: runs.proxy }, "/api/v1/runs", { method: "POST", headers, body });
+    await runs.reached;
+    // The first has spent the token's submit and is making its job: the second waits for it.
+    const second = api("/api/v1/runs", { method: "POST", headers, body });
+    const early = await Promise.race([second.then(() => "answered"), new Promise((r) => setTimeout(() => r("waiting"), 300))]);
+    expect(early).toBe("waiting");
+    runs.open();
+    expect((await first).status).toBe(500);
+    const made = await second;
+    expect(made.status).toBe(202);
+    expect(made.headers.get("Idempotent-Replayed")).toBeNull();
+    const { job_id } = await made.json<{ job_id: string }>();
+    expect((await api(`/api/v1/runs/${job_id}`, { headers: bearer(token) })).status).toBe(200);
+    expect(await (await api("/api/v1/tokens/verify", { headers: bearer(token) })).json()).toMatchObject({ submits_left: 0 });
+    expect((await (await api(`/api/v1/runs?session_id=${session}`, { headers: ALPHA })).json<{ total: number }>()).total).toBe(1);
+  });
+
+  it("a key whose submit made no job and whose count could not be given back: a submit sent again under it waits a while, then is refused as the limit says", async () => {
+    const { token } = await mint({ scopes: ["submit"], max_submits: 1 });
+    const headers = { ...JSON_TYPE, ...bearer(token), "Idempotency-Key": "order-1" };
+    const body = JSON.stringify({ prompt: "p", delay_seconds: 3600 });
+    const settings = { RUNS: failingStubs(env.RUNS, "create", [1], "before", resetError).proxy, PROJECTIONS: failingStubs(env.PROJECTIONS, "refundSubmit", [1], "before").proxy };
+    expect((await fetchWith(settings, "/api/v1/runs", { method: "POST", headers, body })).status).toBe(503);
+    const started = Date.now();
+    const again = await api("/api/v1/runs", { method: "POST", headers, body });
+    expect(again.status).toBe(403);
+    expect(await again.json()).toEqual({ detail: "Token submit limit reached" });
+    expect(Date.now() - started).toBeGreaterThan(5_000);
   });
 
   it("a submit that makes no job does not count: a refused body, an idempotent replay", async () => {
