@@ -94,7 +94,10 @@ retries.post(
       }
       // A revision a person asked for at the step it starts at goes with it, unless the prompt changed.
       const revision = from === firstUnfinished && body.prompt == null ? source.revision : null;
-      return await spending(c, () => enter(c, spec, hash, now, copied, revision), repeat);
+      const answer = await spending(c, () => enter(c, spec, hash, now, copied, revision), repeat);
+      // A repeat answered with the job an earlier retry made: what this one copied is no job's.
+      if (answer.headers.get("Idempotent-Replayed") !== null && copied.length > 0) await undo(c, spec, () => purgePrefix(c.env.OUTPUTS, prefix));
+      return answer;
     } catch (error) {
       // Nothing of a retry that did not happen is kept; an old job deleted meanwhile is gone.
       if (copied.length > 0) await undo(c, spec, () => purgePrefix(c.env.OUTPUTS, prefix));

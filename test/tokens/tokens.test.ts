@@ -537,6 +537,31 @@ describe("submitting with a token", () => {
     expect((await submitWith(kept.token, {})).status).toBe(403);
   });
 
+  it("a retry sent again under its key while the first is under way, on a token with one submit: both are answered with the one job, and no copied output is left behind", async () => {
+    const started = new Date();
+    const failed = await api("/api/v1/runs", {
+      method: "POST",
+      headers: { ...JSON_TYPE, ...ALPHA },
+      body: JSON.stringify({ prompt: "p", session_id: "retry-twice", config: { simulate: { steps: 3, step_ms: 1, fail_at_step: 3 } } }),
+    });
+    const { job_id } = await failed.json<{ job_id: string }>();
+    for (let i = 0; i < 10; i++) await runDurableObjectAlarm(runStub(job_id, "alpha"));
+    const { token } = await mint({ scopes: ["submit", "read"], session_id: "retry-twice", max_submits: 1 });
+    const retry = () => api(`/api/v1/runs/${job_id}/retry`, { method: "POST", headers: { ...JSON_TYPE, ...bearer(token), "Idempotency-Key": "again" }, body: "{}" });
+    const answers = await Promise.all([retry(), retry(), retry()]);
+    expect(answers.map((r) => r.status)).toEqual([202, 202, 202]);
+    const ids = new Set(await Promise.all(answers.map(async (r) => (await r.json<{ job_id: string }>()).job_id)));
+    expect(ids.size).toBe(1);
+    // The outputs written since: the failed job's, and the copies of its two finished steps that
+    // each retry made, of which only the job made keeps its own.
+    const written = new Set<string>();
+    for (let cursor: string | undefined, page; (page = await env.OUTPUTS.list({ prefix: "runs/alpha/", cursor })); cursor = page.cursor) {
+      for (const object of page.objects) if (object.uploaded >= started) written.add(object.key.split("/")[2]);
+      if (!page.truncated) break;
+    }
+    expect([...written].sort()).toEqual([job_id, ...ids].sort());
+  });
+
   it("a retry is a submit: it needs the scope, counts, and the new job stays in reach", async () => {
     const failed = await api("/api/v1/runs", {
       method: "POST",
