@@ -560,6 +560,10 @@ describe("submitting with a token", () => {
       if (!page.truncated) break;
     }
     expect([...written].sort()).toEqual([job_id, ...ids].sort());
+    // The one job runs to its end, giving its run slot back to the tests after this one.
+    const [made] = ids;
+    for (let i = 0; i < 10; i++) await runDurableObjectAlarm(runStub(made, "alpha"));
+    expect((await (await api(`/api/v1/runs/${made}`, { headers: ALPHA })).json<{ status: string }>()).status).toBe("failed");
   });
 
   it("a retry is a submit: it needs the scope, counts, and the new job stays in reach", async () => {
