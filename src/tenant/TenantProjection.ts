@@ -43,6 +43,13 @@ const PRUNE_EVERY = 16;
 const CHANGES_PRUNED_PER_CHANGE = 4;
 const PRUNED_THROUGH = "feed_pruned_through";
 
+/**
+ * How long after a token's submit is counted it may still be under way (making its job): a second
+ * submit under its key waits for it until then, at most. A submit's own calls take well under a
+ * second; a job made since is found by its key anyway.
+ */
+const SUBMIT_UNDER_WAY_MS = 60_000;
+
 /** How many old run slots are handed to the line per call. */
 const HANDOVER_BATCH = 500;
 
@@ -325,7 +332,7 @@ export class TenantProjection extends DurableObject<Env> {
         now,
       );
       this.sql.exec(
-        "DELETE FROM token_keys WHERE (token_id, key) IN (SELECT token_id, key FROM token_keys WHERE expires_at < ? ORDER BY expires_at LIMIT 4)",
+        "DELETE FROM token_keys WHERE (token_id, key) IN (SELECT token_id, key FROM token_keys WHERE under_way_until < ? ORDER BY under_way_until LIMIT 4)",
         now,
       );
       const spent = this.sql.exec<{ n: number }>("SELECT n FROM token_submits WHERE token_id = ?", tokenId).toArray()[0]?.n ?? 0;
@@ -335,20 +342,20 @@ export class TenantProjection extends DurableObject<Env> {
         tokenId,
         expiresAtMs,
       );
-      if (key !== null) this.sql.exec("INSERT OR REPLACE INTO token_keys (token_id, key, expires_at) VALUES (?, ?, ?)", tokenId, key, expiresAtMs);
+      if (key !== null) this.sql.exec("INSERT OR REPLACE INTO token_keys (token_id, key, under_way_until) VALUES (?, ?, ?)", tokenId, key, now + SUBMIT_UNDER_WAY_MS);
       return true;
     });
   }
 
   /**
    * A submit under `key` whose first count was refused, counted again (as `spendSubmit`), or
-   * refused for good; or told to wait, as one under the same key still counts: it is under way,
-   * or its job was made. One call, so that no count given back falls between the two looks.
+   * refused for good; or told to wait, as one under the same key was counted lately and not given
+   * back: it may be under way. One call, so that no count given back falls between the two looks.
    */
   spendSubmitUnderKey(tokenId: string, max: number, expiresAtMs: number, key: string): "spent" | "under_way" | "refused" {
     if (this.spendSubmit(tokenId, max, expiresAtMs, key)) return "spent";
-    const counted = this.sql.exec("SELECT 1 FROM token_keys WHERE token_id = ? AND key = ? AND expires_at >= ?", tokenId, key, Date.now()).toArray();
-    return counted.length > 0 ? "under_way" : "refused";
+    const lately = this.sql.exec("SELECT 1 FROM token_keys WHERE token_id = ? AND key = ? AND under_way_until >= ?", tokenId, key, Date.now()).toArray();
+    return lately.length > 0 ? "under_way" : "refused";
   }
 
   /** How many submits a scoped token has spent here: 0 for one never seen, or expired. */

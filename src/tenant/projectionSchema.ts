@@ -116,9 +116,9 @@ export const PROJECTION_MIGRATIONS = [
   `DELETE FROM session_counts WHERE n = 0`,
   `DELETE FROM label_counts WHERE n = 0`,
   `DELETE FROM label_session_counts WHERE n = 0`,
-  // The idempotency key each counted submit of a scoped token came with, while its count stands:
-  // a second submit under the same key, past the token's limit, waits for the first's job instead
-  // of being refused. Kept until the token expires.
-  `CREATE TABLE token_keys (token_id TEXT NOT NULL, key TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (token_id, key)) WITHOUT ROWID`,
-  `CREATE INDEX token_keys_by_expiry ON token_keys (expires_at)`,
+  // The idempotency key of each submit of a scoped token that was counted lately, and not given
+  // back: a second submit under the same key, past the token's limit, waits for the first's job
+  // instead of being refused. Kept for as long as a submit may be under way.
+  `CREATE TABLE token_keys (token_id TEXT NOT NULL, key TEXT NOT NULL, under_way_until INTEGER NOT NULL, PRIMARY KEY (token_id, key)) WITHOUT ROWID`,
+  `CREATE INDEX token_keys_by_age ON token_keys (under_way_until)`,
 ] as const;
