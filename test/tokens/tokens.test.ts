@@ -1,7 +1,8 @@
-import { createExecutionContext, env, runDurableObjectAlarm, waitOnExecutionContext } from "cloudflare:test";
+import { createExecutionContext, env, runDurableObjectAlarm, runInDurableObject, waitOnExecutionContext } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import worker from "../../src/index";
 import { SCOPES, type Scope } from "../../src/schemas";
+import { projectionOfKey } from "../../src/tenant/shards";
 import { mintToken, type Grant } from "../../src/tokens";
 import { failingStubs, gatedStubs, overlay, resetError } from "../faults";
 import { api, BASE, parseSse, runStub } from "../helpers";
@@ -504,6 +505,24 @@ describe("submitting with a token", () => {
     expect(again.status).toBe(403);
     expect(await again.json()).toEqual({ detail: "Token submit limit reached" });
     expect(Date.now() - started).toBeGreaterThan(5_000);
+  });
+
+  it("a key counted over a minute ago whose submit made no job: a submit sent again under it past the limit is refused at once", async () => {
+    const { token } = await mint({ scopes: ["submit"], max_submits: 1 });
+    const headers = { ...JSON_TYPE, ...bearer(token), "Idempotency-Key": "order-1" };
+    const body = JSON.stringify({ prompt: "p", delay_seconds: 3600 });
+    const settings = { RUNS: failingStubs(env.RUNS, "create", [1], "before", resetError).proxy, PROJECTIONS: failingStubs(env.PROJECTIONS, "refundSubmit", [1], "before").proxy };
+    expect((await fetchWith(settings, "/api/v1/runs", { method: "POST", headers, body })).status).toBe(503);
+    // A minute on: the token's counter no longer takes that submit for one under way.
+    const { i: tokenId } = JSON.parse(atob(token.slice(4).split(".")[0].replace(/-/g, "+").replace(/_/g, "/"))) as { i: string };
+    await runInDurableObject(env.PROJECTIONS.getByName(projectionOfKey(env, "alpha", tokenId)), (_instance, state) => {
+      state.storage.sql.exec("UPDATE token_keys SET under_way_until = under_way_until - 60000 WHERE token_id = ?", tokenId);
+    });
+    const started = Date.now();
+    const again = await api("/api/v1/runs", { method: "POST", headers, body });
+    expect(again.status).toBe(403);
+    expect(await again.json()).toEqual({ detail: "Token submit limit reached" });
+    expect(Date.now() - started).toBeLessThan(2_000);
   });
 
   it("a submit that makes no job does not count: a refused body, an idempotent replay", async () => {
