@@ -494,32 +494,33 @@ describe("submitting with a token", () => {
     expect((await (await api(`/api/v1/runs?session_id=${session}`, { headers: ALPHA })).json<{ total: number }>()).total).toBe(1);
   });
 
-  it("a key whose submit made no job and whose count could not be given back: a submit sent again under it waits a while, then is refused as the limit says", async () => {
+  /** A one-submit token whose submit under key "order-1" made no job and could not give its count back, and that submit sent again. */
+  async function spentWithoutJob() {
     const { token } = await mint({ scopes: ["submit"], max_submits: 1 });
-    const headers = { ...JSON_TYPE, ...bearer(token), "Idempotency-Key": "order-1" };
-    const body = JSON.stringify({ prompt: "p", delay_seconds: 3600 });
+    const init = { method: "POST", headers: { ...JSON_TYPE, ...bearer(token), "Idempotency-Key": "order-1" }, body: JSON.stringify({ prompt: "p", delay_seconds: 3600 }) };
     const settings = { RUNS: failingStubs(env.RUNS, "create", [1], "before", resetError).proxy, PROJECTIONS: failingStubs(env.PROJECTIONS, "refundSubmit", [1], "before").proxy };
-    expect((await fetchWith(settings, "/api/v1/runs", { method: "POST", headers, body })).status).toBe(503);
+    expect((await fetchWith(settings, "/api/v1/runs", init)).status).toBe(503);
+    return { token, sendAgain: () => api("/api/v1/runs", init) };
+  }
+
+  it("a key whose submit made no job and whose count could not be given back: a submit sent again under it waits a while, then is refused as the limit says", async () => {
+    const { sendAgain } = await spentWithoutJob();
     const started = Date.now();
-    const again = await api("/api/v1/runs", { method: "POST", headers, body });
+    const again = await sendAgain();
     expect(again.status).toBe(403);
     expect(await again.json()).toEqual({ detail: "Token submit limit reached" });
     expect(Date.now() - started).toBeGreaterThan(5_000);
   });
 
   it("a key counted over a minute ago whose submit made no job: a submit sent again under it past the limit is refused at once", async () => {
-    const { token } = await mint({ scopes: ["submit"], max_submits: 1 });
-    const headers = { ...JSON_TYPE, ...bearer(token), "Idempotency-Key": "order-1" };
-    const body = JSON.stringify({ prompt: "p", delay_seconds: 3600 });
-    const settings = { RUNS: failingStubs(env.RUNS, "create", [1], "before", resetError).proxy, PROJECTIONS: failingStubs(env.PROJECTIONS, "refundSubmit", [1], "before").proxy };
-    expect((await fetchWith(settings, "/api/v1/runs", { method: "POST", headers, body })).status).toBe(503);
+    const { token, sendAgain } = await spentWithoutJob();
     // A minute on: the token's counter no longer takes that submit for one under way.
     const { i: tokenId } = JSON.parse(atob(token.slice(4).split(".")[0].replace(/-/g, "+").replace(/_/g, "/"))) as { i: string };
     await runInDurableObject(env.PROJECTIONS.getByName(projectionOfKey(env, "alpha", tokenId)), (_instance, state) => {
       state.storage.sql.exec("UPDATE token_keys SET under_way_until = under_way_until - 60000 WHERE token_id = ?", tokenId);
     });
     const started = Date.now();
-    const again = await api("/api/v1/runs", { method: "POST", headers, body });
+    const again = await sendAgain();
     expect(again.status).toBe(403);
     expect(await again.json()).toEqual({ detail: "Token submit limit reached" });
     expect(Date.now() - started).toBeLessThan(2_000);
