@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import worker from "../../src/index";
 import { SCOPES, type Scope } from "../../src/schemas";
 import { projectionOfKey } from "../../src/tenant/shards";
-import { mintToken, type Grant } from "../../src/tokens";
+import { mintToken, TOKEN_PREFIX, type Grant } from "../../src/tokens";
 import { failingStubs, gatedStubs, overlay, resetError } from "../faults";
 import { api, BASE, parseSse, runStub } from "../helpers";
 import { TOKEN_SECRET } from "./protocol";
@@ -34,6 +34,9 @@ async function mint(body: Record<string, unknown>, headers: Record<string, strin
 }
 
 const bearer = (token: string) => ({ Authorization: `Bearer ${token}` });
+
+/** What a token says inside, as signed: its id (`i`) and the id of the key that minted it (`k`). */
+const payloadOf = (token: string): { i: string; k: string } => JSON.parse(atob(token.slice(TOKEN_PREFIX.length, token.indexOf(".")).replace(/-/g, "+").replace(/_/g, "/")));
 
 /** A job of tenant alpha (session s1, tags t1 and t2), run to its end. */
 async function finishedJob(extra: Record<string, unknown> = {}): Promise<string> {
@@ -515,7 +518,7 @@ describe("submitting with a token", () => {
   it("a key counted over a minute ago whose submit made no job: a submit sent again under it past the limit is refused at once", async () => {
     const { token, sendAgain } = await spentWithoutJob();
     // A minute on: the token's counter no longer takes that submit for one under way.
-    const { i: tokenId } = JSON.parse(atob(token.slice(4).split(".")[0].replace(/-/g, "+").replace(/_/g, "/"))) as { i: string };
+    const { i: tokenId } = payloadOf(token);
     await runInDurableObject(env.PROJECTIONS.getByName(projectionOfKey(env, "alpha", tokenId)), (_instance, state) => {
       state.storage.sql.exec("UPDATE token_keys SET under_way_until = under_way_until - 60000 WHERE token_id = ?", tokenId);
     });
@@ -691,7 +694,7 @@ describe("a token that is expired, altered or revoked", () => {
 
   it("an expired token → 401 Token expired", async () => {
     const { token } = await mint({ scopes: ["read"], session_id: "s1" });
-    const payload = JSON.parse(atob(token.slice(4, token.indexOf(".")).replace(/-/g, "+").replace(/_/g, "/")));
+    const payload = payloadOf(token);
     const expired = await mintToken(grant({ key: payload.k, expires: Math.floor(Date.now() / 1000) - 1 }), TOKEN_SECRET);
     const res = await api("/api/v1/runs", { headers: bearer(expired) });
     expect(res.status).toBe(401);
@@ -760,7 +763,7 @@ describe("a token that is expired, altered or revoked", () => {
 
   it("a token for a tenant its key does not serve is refused", async () => {
     const { token } = await mint({ scopes: ["read"], session_id: "s1" });
-    const payload = JSON.parse(atob(token.slice(4, token.indexOf(".")).replace(/-/g, "+").replace(/_/g, "/")));
+    const payload = payloadOf(token);
     const forged = await mintToken(grant({ key: payload.k, tenant: "beta" }), TOKEN_SECRET);
     expect((await api("/api/v1/runs", { headers: bearer(forged) })).status).toBe(401);
   });
@@ -770,7 +773,7 @@ describe("a stream opened with a token ends when the token expires", () => {
   /** A token of tenant alpha for session s1 that expires in about two seconds. */
   async function expiringSoon(): Promise<{ token: string; expiresAt: number }> {
     const { token } = await mint({ scopes: ["stream"], session_id: "s1" });
-    const payload = JSON.parse(atob(token.slice(4, token.indexOf(".")).replace(/-/g, "+").replace(/_/g, "/")));
+    const payload = payloadOf(token);
     const expires = Math.floor(Date.now() / 1000) + 2;
     const grant: Grant = { id: crypto.randomUUID(), tenant: "alpha", key: payload.k, scopes: ["stream"], runs: null, session_id: "s1", tags: null, expires, max_submits: null, concurrency_key: null, priority: null, config: null, agent: null, metadata: null };
     return { token: await mintToken(grant, TOKEN_SECRET), expiresAt: expires * 1000 };
