@@ -45,7 +45,7 @@ describe.each(["before", "after"] as When[])("faults %s the side effect", (when)
     expect(await listed(session)).toEqual([]);
   });
 
-  it("the projection failing to take a status update: the job runs on and the projection catches up once", async () => {
+  it("the projection failing to take a status update: the job runs on and the projection catches up once", { timeout: 30_000 }, async () => {
     const session = `index-upsert-${when}`;
     const id = await submit({ steps: 2 }, { session_id: session });
     await withBindings(id, { PROJECTIONS: failingStubs(env.PROJECTIONS, "upsert", [1, 2], when).proxy });

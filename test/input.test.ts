@@ -295,7 +295,7 @@ describe("a job that asks for input", () => {
     expect((await eventLog(id)).filter((e) => e.data.includes("Job resumed"))).toHaveLength(1);
   });
 
-  it("the job's timeout does not run while a person answers", async () => {
+  it("the job's timeout does not run while a person answers", { timeout: 30_000 }, async () => {
     const { id } = await awaiting({ step_ms: 200 }, { timeout: 2 });
     await new Promise((r) => setTimeout(r, 2_200));
     await runDurableObjectAlarm(runStub(id));

@@ -66,7 +66,7 @@ describe("POST /api/v1/runs", () => {
     expect(await getJob(job_id)).toMatchObject({ agent_id: "file:agents.yaml", webhook: null });
   });
 
-  it("reads an empty optional text field as not given, as PraisonAI does", async () => {
+  it("reads an empty optional text field as not given, as PraisonAI does", { timeout: 30_000 }, async () => {
     const empty = { framework: "", agent_file: "", agent_yaml: "", recipe_name: "", webhook_url: "", idempotency_key: "" };
     const ids: string[] = [];
     for (const _ of [1, 2]) {

@@ -85,7 +85,7 @@ describe("queue TTL", () => {
     expect((await getJob(waiting.job_id)).status).toBe("failed");
   });
 
-  it("counts from the job's start time when it is delayed", async () => {
+  it("counts from the job's start time when it is delayed", { timeout: 30_000 }, async () => {
     // Every slot is taken (the test above): once its delay passes, the job waits in line.
     const job = await enqueue({ delay_seconds: 1, queue_ttl_seconds: 1 });
     await sleep(1050);

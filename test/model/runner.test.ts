@@ -259,7 +259,7 @@ describe("provider failures", () => {
     expect(job.status).toBe("failed");
     expect(job.error).toBe(`Step research failed after 3 attempts: ${cause}`);
     expect(await seen(topic)).toHaveLength(3);
-  });
+  }, 30_000);
 
   it("a stream broken part-way: the step runs again, its text in the stream starting anew (first: true), as /output has it", async () => {
     const id = await submitModel({ config: { model: "broken-once" } });
