@@ -126,6 +126,11 @@ export async function spending(c: Ctx, submit: () => Promise<Response>, keyed?: 
   } finally {
     // A refund that fails leaves the submit spent; the submit's own answer stands.
     if (!made) await undo(c, { tenant: c.get("tenant") }, () => counter.refundSubmit(grant.id, key));
+    // The job holds the key now. Should the counter not hear so, it keeps the key a minute (a
+    // submit sent again past the limit once the job is deleted waits that long); the answer stands.
+    else if (key !== null) {
+      await counter.settleSubmitKey(grant.id, key).catch((error: unknown) => logFailure("settling a token submit's key", error, { tenant: c.get("tenant"), request_id: c.get("requestId") }));
+    }
   }
 }
 

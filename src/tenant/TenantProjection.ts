@@ -358,6 +358,15 @@ export class TenantProjection extends DurableObject<Env> {
     return lately.length > 0 ? "under_way" : "refused";
   }
 
+  /**
+   * A counted submit under `key` made its job, which holds the key from now on (as any submit's
+   * idempotency key is held): the counter no longer keeps it as one that may be under way, so that
+   * once the job is deleted a submit sent again under the key past the limit is refused at once.
+   */
+  settleSubmitKey(tokenId: string, key: string): void {
+    this.sql.exec("DELETE FROM token_keys WHERE token_id = ? AND key = ?", tokenId, key);
+  }
+
   /** How many submits a scoped token has spent here: 0 for one never seen, or expired. */
   submitsSpent(tokenId: string): number {
     return this.sql.exec<{ n: number }>("SELECT n FROM token_submits WHERE token_id = ? AND expires_at >= ?", tokenId, Date.now()).toArray()[0]?.n ?? 0;

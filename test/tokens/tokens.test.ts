@@ -529,6 +529,35 @@ describe("submitting with a token", () => {
     expect(Date.now() - started).toBeLessThan(2_000);
   });
 
+  it("a key whose submit made its job, since deleted: a submit sent again under it past the limit is refused at once", async () => {
+    const { token } = await mint({ scopes: ["submit"], max_submits: 1 });
+    const init = { method: "POST", headers: { ...JSON_TYPE, ...bearer(token), "Idempotency-Key": "order-1" }, body: JSON.stringify({ prompt: "p", delay_seconds: 3600 }) };
+    const made = await api("/api/v1/runs", init);
+    expect(made.status).toBe(202);
+    const { job_id } = await made.json<{ job_id: string }>();
+    expect((await api(`/api/v1/runs/${job_id}?force=true`, { method: "DELETE", headers: ALPHA })).status).toBe(204);
+    const started = Date.now();
+    const again = await api("/api/v1/runs", init);
+    expect(again.status).toBe(403);
+    expect(await again.json()).toEqual({ detail: "Token submit limit reached" });
+    expect(Date.now() - started).toBeLessThan(2_000);
+  });
+
+  it("a key whose job was made but which the counter could not let go of: the submit's answer stands, its job made and counted", async () => {
+    const { token } = await mint({ scopes: ["submit", "read"], session_id: `settle-${crypto.randomUUID()}`, max_submits: 1 });
+    const init = { method: "POST", headers: { ...JSON_TYPE, ...bearer(token), "Idempotency-Key": "order-1" }, body: JSON.stringify({ prompt: "p", delay_seconds: 3600 }) };
+    const made = await fetchWith({ PROJECTIONS: failingStubs(env.PROJECTIONS, "settleSubmitKey", [1], "before").proxy }, "/api/v1/runs", init);
+    expect(made.status).toBe(202);
+    const { job_id } = await made.json<{ job_id: string }>();
+    expect((await api(`/api/v1/runs/${job_id}`, { headers: bearer(token) })).status).toBe(200);
+    expect(await (await api("/api/v1/tokens/verify", { headers: bearer(token) })).json()).toMatchObject({ submits_left: 0 });
+    // Sent again, it is answered with that job.
+    const again = await api("/api/v1/runs", init);
+    expect(again.status).toBe(202);
+    expect(again.headers.get("Idempotent-Replayed")).toBe("true");
+    expect((await again.json<{ job_id: string }>()).job_id).toBe(job_id);
+  });
+
   it("a submit that makes no job does not count: a refused body, an idempotent replay", async () => {
     const { token } = await mint({ scopes: ["submit"], max_submits: 1 });
     const headers = { ...JSON_TYPE, ...bearer(token), "Idempotency-Key": `k-${crypto.randomUUID()}` };
