@@ -65,6 +65,8 @@ export default defineConfig({
           API_KEYS: JSON.stringify({ [sha256("key-alpha")]: "alpha", [sha256("key-beta")]: "beta", [sha256("key-gamma")]: "gamma", [sha256("key-delta")]: "delta" }),
           CORS_ORIGINS: "https://app.example.com",
           TOKEN_SECRET,
+          // As in the first project: jobs the tests leave running hold no one up.
+          MAX_RUNNING_PER_TENANT: "1000",
         },
         { ratelimits: { RATE_LIMITER: { simple: { limit: 50, period: 60 } }, TOKEN_RATE_LIMITER: { simple: { limit: 20, period: 60 } } } },
       ),
@@ -76,6 +78,8 @@ export default defineConfig({
           API_KEYS: JSON.stringify({ [sha256("key-alpha")]: "alpha", [sha256("key-beta")]: "beta" }),
           TOKEN_SECRET,
           CORS_ORIGINS: "https://app.example.com",
+          // As in the first project: jobs the tests leave running hold no one up.
+          MAX_RUNNING_PER_TENANT: "1000",
         },
         // Its tests go through every route for every scope and reach: many requests each.
         { ratelimits: { RATE_LIMITER: { simple: { limit: 100000, period: 60 } }, TOKEN_RATE_LIMITER: { simple: { limit: 100000, period: 60 } } }, testTimeout: 60_000 },
