@@ -689,7 +689,7 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     expect(await page.locator("#submits-left").innerText()).toBe("This token may start 2 more runs.");
     const id = await submitRun(page, "Fails once", { steps: 2, step_ms: 50, fail_at_step: 2 });
     await page.waitForSelector("#detail-status.failed", { timeout: 15_000 });
-    expect(await page.locator("#submits-left").innerText()).toBe("This token may start 1 more run.");
+    await page.waitForFunction(() => document.getElementById("submits-left")?.textContent === "This token may start 1 more run.");
     // The last submit is spent elsewhere (another tab of the same user), unknown to this page.
     const elsewhere = await fetch(`${KEYED}/api/v1/runs`, {
       method: "POST",
@@ -822,7 +822,8 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     const started = /^Started (run_\w+); this token cannot see runs, so it cannot show this one\.$/.exec(await page.locator("#started").innerText());
     expect(started).not.toBeNull();
     expect((await withKey(`/api/v1/runs/${started![1]}`)).status).toBe(200);
-    expect(await page.locator("#submits-left").innerText()).toBe("This token may start 1 more run.");
+    // The page reads what is left once the run has started: a moment after it names the run.
+    await page.waitForFunction(() => document.getElementById("submits-left")?.textContent === "This token may start 1 more run.");
     expect(await page.locator("#notice").isHidden()).toBe(true);
     await page.screenshot({ path: `${SHOTS}/submit-only-token.png` });
     expect(problems).toEqual([]);
