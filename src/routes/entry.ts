@@ -129,7 +129,7 @@ export async function spending(c: Ctx, submit: () => Promise<Response>, keyed?: 
     // The job holds the key now. Should the counter not hear so, it keeps the key a minute (a
     // submit sent again past the limit once the job is deleted waits that long); the answer stands.
     else if (key !== null) {
-      await counter.settleSubmitKey(grant.id, key).catch((error: unknown) => logFailure("settling a token submit's key", error, { tenant: c.get("tenant"), request_id: c.get("requestId") }));
+      await counter.releaseSubmitKey(grant.id, key).catch((error: unknown) => logFailure("releasing a token submit's key", error, { tenant: c.get("tenant"), request_id: c.get("requestId") }));
     }
   }
 }

@@ -359,11 +359,11 @@ export class TenantProjection extends DurableObject<Env> {
   }
 
   /**
-   * A counted submit under `key` made its job, which holds the key from now on (as any submit's
-   * idempotency key is held): the counter no longer keeps it as one that may be under way, so that
-   * once the job is deleted a submit sent again under the key past the limit is refused at once.
+   * A counted submit under `key` is no longer under way: it made its job, which holds the key from
+   * now on (as any submit's idempotency key is held), or its count is given back. So once that job
+   * is deleted, a submit sent again under the key past the limit is refused at once.
    */
-  settleSubmitKey(tokenId: string, key: string): void {
+  releaseSubmitKey(tokenId: string, key: string): void {
     this.sql.exec("DELETE FROM token_keys WHERE token_id = ? AND key = ?", tokenId, key);
   }
 
@@ -376,7 +376,7 @@ export class TenantProjection extends DurableObject<Env> {
   refundSubmit(tokenId: string, key: string | null = null): void {
     this.ctx.storage.transactionSync(() => {
       this.sql.exec("UPDATE token_submits SET n = n - 1 WHERE token_id = ? AND n > 0", tokenId);
-      if (key !== null) this.sql.exec("DELETE FROM token_keys WHERE token_id = ? AND key = ?", tokenId, key);
+      if (key !== null) this.releaseSubmitKey(tokenId, key);
     });
   }
 

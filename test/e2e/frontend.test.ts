@@ -80,6 +80,11 @@ async function submitRun(page: Page, prompt: string, knobs: Record<string, numbe
 const row = (page: Page, id: string) => page.locator(`#run-list li[data-id="${id}"]`);
 
 /** Answers the run the page shows from its input panel, once the run asks. */
+/** Waits until the page says how many runs its token may start: it reads that again after each it starts. */
+async function submitsLeftSaid(page: Page, text: string): Promise<void> {
+  await page.waitForFunction((said) => document.getElementById("submits-left")?.textContent === said, text);
+}
+
 async function answerWhenAsked(page: Page, action: "approve" | "revise" | "reject", text: string): Promise<void> {
   await page.waitForSelector("#input-panel:not([hidden])", { timeout: 15_000 });
   await page.fill("#input-text", text);
@@ -689,7 +694,7 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     expect(await page.locator("#submits-left").innerText()).toBe("This token may start 2 more runs.");
     const id = await submitRun(page, "Fails once", { steps: 2, step_ms: 50, fail_at_step: 2 });
     await page.waitForSelector("#detail-status.failed", { timeout: 15_000 });
-    await page.waitForFunction(() => document.getElementById("submits-left")?.textContent === "This token may start 1 more run.");
+    await submitsLeftSaid(page, "This token may start 1 more run.");
     // The last submit is spent elsewhere (another tab of the same user), unknown to this page.
     const elsewhere = await fetch(`${KEYED}/api/v1/runs`, {
       method: "POST",
@@ -703,7 +708,7 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     expect(await page.locator("#notice").innerText()).toBe("Token submit limit reached");
     expect(await page.locator("#detail-id").innerText()).toBe(id);
     // The page has read what is left: nothing, so neither Submit nor Retry is offered.
-    await page.waitForFunction(() => document.getElementById("submits-left")?.textContent === "This token may start 0 more runs.");
+    await submitsLeftSaid(page, "This token may start 0 more runs.");
     expect(await page.locator("#submit-form button[type=submit]").isDisabled()).toBe(true);
     expect(await page.locator("#retry-button").isDisabled()).toBe(true);
     const listed = await (await withKey("/api/v1/runs?session_id=two-submits")).json();
@@ -822,8 +827,7 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     const started = /^Started (run_\w+); this token cannot see runs, so it cannot show this one\.$/.exec(await page.locator("#started").innerText());
     expect(started).not.toBeNull();
     expect((await withKey(`/api/v1/runs/${started![1]}`)).status).toBe(200);
-    // The page reads what is left once the run has started: a moment after it names the run.
-    await page.waitForFunction(() => document.getElementById("submits-left")?.textContent === "This token may start 1 more run.");
+    await submitsLeftSaid(page, "This token may start 1 more run.");
     expect(await page.locator("#notice").isHidden()).toBe(true);
     await page.screenshot({ path: `${SHOTS}/submit-only-token.png` });
     expect(problems).toEqual([]);

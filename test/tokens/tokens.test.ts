@@ -497,10 +497,17 @@ describe("submitting with a token", () => {
     expect((await (await api(`/api/v1/runs?session_id=${session}`, { headers: ALPHA })).json<{ total: number }>()).total).toBe(1);
   });
 
+  /** A submit with `token`, under the idempotency key "order-1", of a job that waits. */
+  const waitingUnderKey = (token: string) => ({
+    method: "POST",
+    headers: { ...JSON_TYPE, ...bearer(token), "Idempotency-Key": "order-1" },
+    body: JSON.stringify({ prompt: "p", delay_seconds: 3600 }),
+  });
+
   /** A one-submit token whose submit under key "order-1" made no job and could not give its count back, and that submit sent again. */
   async function spentWithoutJob() {
     const { token } = await mint({ scopes: ["submit"], max_submits: 1 });
-    const init = { method: "POST", headers: { ...JSON_TYPE, ...bearer(token), "Idempotency-Key": "order-1" }, body: JSON.stringify({ prompt: "p", delay_seconds: 3600 }) };
+    const init = waitingUnderKey(token);
     const settings = { RUNS: failingStubs(env.RUNS, "create", [1], "before", resetError).proxy, PROJECTIONS: failingStubs(env.PROJECTIONS, "refundSubmit", [1], "before").proxy };
     expect((await fetchWith(settings, "/api/v1/runs", init)).status).toBe(503);
     return { token, sendAgain: () => api("/api/v1/runs", init) };
@@ -531,7 +538,7 @@ describe("submitting with a token", () => {
 
   it("a key whose submit made its job, since deleted: a submit sent again under it past the limit is refused at once", async () => {
     const { token } = await mint({ scopes: ["submit"], max_submits: 1 });
-    const init = { method: "POST", headers: { ...JSON_TYPE, ...bearer(token), "Idempotency-Key": "order-1" }, body: JSON.stringify({ prompt: "p", delay_seconds: 3600 }) };
+    const init = waitingUnderKey(token);
     const made = await api("/api/v1/runs", init);
     expect(made.status).toBe(202);
     const { job_id } = await made.json<{ job_id: string }>();
@@ -545,8 +552,8 @@ describe("submitting with a token", () => {
 
   it("a key whose job was made but which the counter could not let go of: the submit's answer stands, its job made and counted", async () => {
     const { token } = await mint({ scopes: ["submit", "read"], session_id: `settle-${crypto.randomUUID()}`, max_submits: 1 });
-    const init = { method: "POST", headers: { ...JSON_TYPE, ...bearer(token), "Idempotency-Key": "order-1" }, body: JSON.stringify({ prompt: "p", delay_seconds: 3600 }) };
-    const made = await fetchWith({ PROJECTIONS: failingStubs(env.PROJECTIONS, "settleSubmitKey", [1], "before").proxy }, "/api/v1/runs", init);
+    const init = waitingUnderKey(token);
+    const made = await fetchWith({ PROJECTIONS: failingStubs(env.PROJECTIONS, "releaseSubmitKey", [1], "before").proxy }, "/api/v1/runs", init);
     expect(made.status).toBe(202);
     const { job_id } = await made.json<{ job_id: string }>();
     expect((await api(`/api/v1/runs/${job_id}`, { headers: bearer(token) })).status).toBe(200);
