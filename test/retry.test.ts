@@ -126,6 +126,28 @@ describe("POST /api/v1/runs/{id}/retry", () => {
     expect(await res.json()).toEqual({ detail: "Only failed or cancelled jobs can be retried" });
   });
 
+  it("runs the old job's steps: a simulate.steps of another count, or a knob past those steps → 422 naming it, and no job made", async () => {
+    const old = await failedAtStep2();
+    const retries = async () =>
+      (await (await api("/api/v1/runs?page_size=100")).json<{ jobs: Job[] }>()).jobs.filter((job) => job.retry_of === old.job_id);
+    const refused: [Record<string, number>, string, string][] = [
+      [{ steps: 5, step_ms: 1 }, "steps", "a retry runs the old job's 3 steps"],
+      [{ fail_at_step: 4 }, "fail_at_step", "fail_at_step must be at most the job's steps (3)"],
+      [{ steps: 3, input_at_step: 4 }, "input_at_step", "input_at_step must be at most the job's steps (3)"],
+    ];
+    for (const [simulate, knob, msg] of refused) {
+      const res = await retry(old.job_id, { config: { simulate } });
+      expect(res.status, JSON.stringify(simulate)).toBe(422);
+      expect(await res.json()).toEqual({ detail: [{ loc: ["body", "config", "simulate", knob], msg, type: "value_error" }] });
+    }
+    expect(await retries()).toEqual([]);
+    // The same count is the old job's own: accepted, and the retry runs the steps left.
+    const same = await retry(old.job_id, { config: { simulate: { steps: 3, step_ms: 1, fail_at_step: 3 } } });
+    expect(same.status).toBe(202);
+    const done = await drive((await same.json<{ job_id: string }>()).job_id);
+    expect(done).toMatchObject({ status: "failed", progress: { steps_completed: 2, steps_total: 3 } });
+  });
+
   it("an unknown job → 404; a bad body → 422", async () => {
     expect((await retry("run_unknown", {})).status).toBe(404);
     const old = await failedAtStep2();

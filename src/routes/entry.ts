@@ -8,6 +8,7 @@ import { logFailure } from "../log";
 import { placeRequest, POLL_INTERVAL_S, tenantObjects, type CopiedStep, type RunSpec } from "../run/job";
 import { MAX_SPEC_BYTES, specTooLarge } from "../run/store";
 import type { Status } from "../run/transitions";
+import type { SimulateKnobs } from "../runners/simulated";
 import { DEFAULT_PRIORITY, MAX_METADATA_KEYS } from "../schemas";
 import { webhookSigningProblem } from "../settings";
 import type { HeldKey } from "../tenant/TenantProjection";
@@ -63,6 +64,18 @@ export function mustFit(spec: RunSpec): RunSpec {
     );
   }
   return spec;
+}
+
+/** A simulated job's knob that names a step the job does not have would never act: 422, not a job that quietly ignores it. */
+export function knobsWithinSteps({ knobs, tasks }: { knobs: SimulateKnobs | null; tasks: string[] }): void {
+  if (knobs === null) return;
+  for (const knob of ["fail_at_step", "input_at_step"] as const) {
+    if ((knobs[knob] ?? 0) > tasks.length) {
+      throw new ApiError("validation", [
+        { loc: ["body", "config", "simulate", knob], msg: `${knob} must be at most the job's steps (${tasks.length})`, type: "value_error" },
+      ]);
+    }
+  }
 }
 
 /** A job with a webhook_url is made only where webhooks are signed: 503 naming the missing secret otherwise. */

@@ -12,10 +12,11 @@ import type { Operation } from "../http/openapi";
 import { valid } from "../http/validation";
 import type { CopiedStep, RunSpec } from "../run/job";
 import type { FinishedPart } from "../run/store";
+import { simulateKnobs } from "../runners/simulated";
 import { errorSchema, jobIdParamSchema, retryBodySchema, submitResponseSchema } from "../schemas";
 import { copyPart, outputPrefix, partKey, purgePrefix } from "../storage/blobs";
 import { placeJob } from "../tenant/shards";
-import { enter, keyed, mustFit, mustSignWebhooks, spending, tokenConfig, tokenized, undo } from "./entry";
+import { enter, keyed, knobsWithinSteps, mustFit, mustSignWebhooks, spending, tokenConfig, tokenized, undo } from "./entry";
 import { bodyHash, heldAs, idempotencyHeader } from "./idempotency";
 import { errors, reachable, requestOrigin, runStub } from "./reach";
 
@@ -86,6 +87,7 @@ retries.post(
       retry_of: id,
       origin: requestOrigin(c),
     });
+    simulatedStepsKept(spec, body.config);
     const prefix = outputPrefix(spec.tenant, spec.job_id);
     const copied: CopiedStep[] = [];
     try {
@@ -106,3 +108,19 @@ retries.post(
     }
   },
 );
+
+/**
+ * A retry runs the old job's steps. For a simulated job, the knobs the retry's config gives are
+ * held to those steps as a submit's are, and a `simulate.steps` other than their count → 422, not
+ * a count quietly kept.
+ */
+function simulatedStepsKept(spec: RunSpec, given: Record<string, unknown> | null | undefined): void {
+  if (spec.runner !== "simulated" || given?.simulate === undefined) return;
+  const knobs = simulateKnobs(given);
+  if ((given.simulate as { steps?: number }).steps !== undefined && knobs.steps !== spec.tasks.length) {
+    throw new ApiError("validation", [
+      { loc: ["body", "config", "simulate", "steps"], msg: `a retry runs the old job's ${spec.tasks.length} steps`, type: "value_error" },
+    ]);
+  }
+  knobsWithinSteps({ knobs, tasks: spec.tasks });
+}

@@ -13,7 +13,6 @@ import { valid } from "../http/validation";
 import type { RunSpec } from "../run/job";
 import { planRun } from "../runners";
 import { agentChoice, resolveAgent } from "../runners/agents";
-import type { SimulateKnobs } from "../runners/simulated";
 import {
   DEFAULT_INPUT_TIMEOUT_S,
   DEFAULT_PRIORITY,
@@ -27,7 +26,7 @@ import {
 } from "../schemas";
 import { placeJob } from "../tenant/shards";
 import { webhookUrlProblem } from "../webhooks/targets";
-import { enter, keyed, mustFit, mustSignWebhooks, spending, tokenConfig, tokenized } from "./entry";
+import { enter, keyed, knobsWithinSteps, mustFit, mustSignWebhooks, spending, tokenConfig, tokenized } from "./entry";
 import { bodyHash, heldAs, idempotencyHeader } from "./idempotency";
 import { errors, requestOrigin, type Ctx } from "./reach";
 
@@ -90,18 +89,6 @@ function specFor(c: Ctx, body: SubmitBody, key: string | null, now: number): Run
     retry_of: null,
     origin: requestOrigin(c),
   };
-}
-
-/** A simulated job's knob that names a step the job does not have would never act: 422, not a job that quietly ignores it. */
-function knobsWithinSteps({ knobs, tasks }: { knobs: SimulateKnobs | null; tasks: string[] }): void {
-  if (knobs === null) return;
-  for (const knob of ["fail_at_step", "input_at_step"] as const) {
-    if ((knobs[knob] ?? 0) > tasks.length) {
-      throw new ApiError("validation", [
-        { loc: ["body", "config", "simulate", knob], msg: `${knob} must be at most the job's steps (${tasks.length})`, type: "value_error" },
-      ]);
-    }
-  }
 }
 
 /** When a delayed job may start: null for none, and for a `start_after` already past. */
