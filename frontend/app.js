@@ -514,7 +514,7 @@ function watchStream(/** @type {string} */ id) {
   });
   source.addEventListener("input_required", (e) => {
     log("input", "asks for a person");
-    showInput(data(e));
+    showInput(id, data(e));
   });
   source.addEventListener("result", async (e) => {
     source.close();
@@ -593,18 +593,32 @@ async function readOutput(/** @type {string} */ id) {
 /** @type {Set<string>} */
 const deleted = new Set();
 
+/** A run's request for input, named by the run and when it asked. */
+const requestKey = (/** @type {string} */ id, /** @type {InputRequest} */ request) => `${id} ${request.requested_at}`;
+/** The requests for input answered from this page. */
+/** @type {Set<string>} */
+const answered = new Set();
+/** The request the input panel shows (null before any). */
+/** @type {string | null} */
+let panelAsks = null;
+
 /**
  * A run as one source tells it, unless the page knows it ended: then as it ended; or nothing if the
  * page knows it was deleted. Nothing leaves an end but deletion, nor comes back from deletion, and
  * the sources do not keep pace with each other (the tenant's feed and list come from its
  * projection, which hears of a change after the run's own stream tells it), so an unfinished state
- * told after an end, or any state after a deletion, is an older one.
+ * told after an end, or any state after a deletion, is an older one. So is a run awaiting an input
+ * this page has answered: it is shown as the page last saw it since, or not at all.
  */
 function latest(/** @type {Job} */ told) {
   if (deleted.has(told.job_id)) return null;
   if (!UNFINISHED.has(told.status)) return told;
   const ended = [runs.get(told.job_id), shown].find((job) => job?.job_id === told.job_id && !UNFINISHED.has(job.status));
-  return ended ?? told;
+  if (ended) return ended;
+  const key = told.status === "awaiting_input" && told.input_request ? requestKey(told.job_id, told.input_request) : null;
+  if (key === null || !answered.has(key)) return told;
+  const asks = (/** @type {Job} */ job) => job.status === "awaiting_input" && job.input_request !== null && requestKey(job.job_id, job.input_request) === key;
+  return [shown, runs.get(told.job_id)].find((job) => job?.job_id === told.job_id && !asks(job)) ?? null;
 }
 
 function renderDetail(/** @type {Job} */ told) {
@@ -641,7 +655,7 @@ function renderDetail(/** @type {Job} */ told) {
   /** @type {HTMLButtonElement} */ ($("delete-button")).disabled = rule !== undefined;
   $("delete-rule").hidden = rule === undefined || !can("delete");
   $("delete-rule").textContent = rule ?? "";
-  if (job.status === "awaiting_input" && job.input_request) showInput(job.input_request);
+  if (job.status === "awaiting_input" && job.input_request) showInput(job.job_id, job.input_request);
   else $("input-panel").hidden = true;
 }
 
@@ -655,7 +669,8 @@ function whereItIs(/** @type {Job} */ job) {
   return step ? `Step: ${step}` : "";
 }
 
-function showInput(/** @type {InputRequest} */ request) {
+function showInput(/** @type {string} */ id, /** @type {InputRequest} */ request) {
+  panelAsks = requestKey(id, request);
   $("input-panel").hidden = false;
   $("input-denied").hidden = can("input");
   $("input-text").hidden = !can("input");
@@ -693,8 +708,10 @@ async function answer(/** @type {string} */ action) {
   const body = { action, ...(text ? { input: text } : {}) };
   const key = answerKey.for(`${selected} ${JSON.stringify(body)}`);
   try {
+    const asked = panelAsks;
     const job = await (await api(`/api/v1/runs/${selected}/input`, { method: "POST", json: body, headers: { "Idempotency-Key": key } })).json();
     answerKey.through();
+    if (asked !== null) answered.add(asked);
     /** @type {HTMLTextAreaElement} */ ($("input-text")).value = "";
     renderDetail(job);
     notice(null);

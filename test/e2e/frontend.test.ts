@@ -342,6 +342,34 @@ describe("the reference frontend in local development", () => {
     }
   });
 
+  it("an input answered from the page is not asked for again when the tenant's feed, seconds behind, tells of the run awaiting it", async () => {
+    const { page, problems, told, caughtUp, close } = await openBehindLaggingFeed();
+    try {
+      const id = await submitRun(page, "Asks while the feed lags", { steps: 3, step_ms: 8000, input_at_step: 1 });
+      await page.waitForSelector("#input-panel:not([hidden])", { timeout: 30_000 });
+      // How often the panel is shown from here on.
+      await page.evaluate(() => {
+        const seen = window as unknown as { panelShown: number };
+        seen.panelShown = 0;
+        const panel = document.getElementById("input-panel")!;
+        new MutationObserver(() => (seen.panelShown += panel.hidden ? 0 : 1)).observe(panel, { attributes: true, attributeFilter: ["hidden"] });
+      });
+      await answerWhenAsked(page, "approve", "Fine as it is");
+      await page.waitForSelector("#input-panel", { state: "hidden" });
+      // The page answered before the feed told of the run awaiting input: that news is now old.
+      expect(told.some((event) => event.job_id === id && event.status === "awaiting_input")).toBe(false);
+      await caughtUp((event) => event.job_id === id && event.status === "awaiting_input");
+      expect(await page.locator("#input-panel").isHidden()).toBe(true);
+      expect(await page.evaluate(() => (window as unknown as { panelShown: number }).panelShown)).toBe(0);
+      expect(await page.locator("#detail-status").getAttribute("class")).toBe("status running");
+      expect(await row(page, id).getAttribute("data-status")).toBe("running");
+      expect(problems).toEqual([]);
+      expect((await fetch(`${BASE}/api/v1/runs/${id}/cancel`, { method: "POST" })).status).toBe(200);
+    } finally {
+      await close();
+    }
+  });
+
   it("a run deleted from the page does not come back when the tenant's feed, seconds behind, tells of it after", async () => {
     const { page, problems, told, caughtUp, close } = await openBehindLaggingFeed();
     try {
