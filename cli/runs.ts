@@ -279,6 +279,8 @@ async function main(argv: string[]): Promise<number> {
       }
       if (o.json) console.log(JSON.stringify(jobs));
       else for (const job of jobs) console.log(`${job.job_id}  ${job.status.padEnd(9)}  ${job.created_at}`);
+      // Said apart from the list (on stderr), so that a script reading the list reads none.
+      if (!o.json && jobs.length === 0) console.error("no jobs match");
       return EXIT.ok;
     }
     case "watch": {

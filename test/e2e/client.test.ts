@@ -344,6 +344,8 @@ describe("bulk clean-up and stats", () => {
     expect(forced.code).toBe(0);
     expect(forced.stdout).toMatch(/^bulk_\w+ delete done: 2 done, 0 skipped, 0 failed of 2$/m);
     expect(JSON.parse(cli("list", "--session", session, "--json").stdout)).toEqual([]);
+    const none = cli("list", "--session", session);
+    expect(none).toMatchObject({ code: 0, stdout: "", stderr: "no jobs match\n" });
     expect(cli("stats").stdout).toMatch(/^\d+ jobs: queued \d+, running \d+, awaiting_input \d+, succeeded \d+, failed \d+, cancelled \d+; \d+ tokens in \d+ model calls$/m);
     // One user's jobs, by metadata, and no one else's.
     const user = `cli-user-${Date.now()}`;
