@@ -79,12 +79,12 @@ async function submitRun(page: Page, prompt: string, knobs: Record<string, numbe
 
 const row = (page: Page, id: string) => page.locator(`#run-list li[data-id="${id}"]`);
 
-/** Answers the run the page shows from its input panel, once the run asks. */
 /** Waits until the page says how many runs its token may start: it reads that again after each it starts. */
 async function submitsLeftSaid(page: Page, text: string): Promise<void> {
   await page.waitForFunction((said) => document.getElementById("submits-left")?.textContent === said, text);
 }
 
+/** Answers the run the page shows from its input panel, once the run asks. */
 async function answerWhenAsked(page: Page, action: "approve" | "revise" | "reject", text: string): Promise<void> {
   await page.waitForSelector("#input-panel:not([hidden])", { timeout: 15_000 });
   await page.fill("#input-text", text);
