@@ -23,7 +23,6 @@ import {
   median,
   ms,
   pct,
-  quickJob,
   quickSubmit,
   quiet,
   report,
@@ -160,21 +159,37 @@ export async function cancelWithStalledReceiver() {
 
 /**
  * The server's CPU while a long line waits and nothing frees: every slot is held by a job that
- * runs for minutes, and LINE_SIZE jobs wait behind them. Set against the same server idle.
+ * runs for hours, and LINE_SIZE jobs wait behind them. Set against the same server with its slots
+ * so held and no job waiting, and with nothing running.
  */
 export async function idleLine() {
   await quiet();
-  const window = 10_000;
-  const emptyCpu = await cpuOver(window);
+  const empty = await cpuSeries(3);
   const emptySubmit = await load(laterSubmit);
-  const holders = await Promise.all(Array.from({ length: 10 }, () => submit({ prompt: "holder", config: { simulate: { steps: 1, step_ms: 600_000 } } })));
+  // Each holder runs for hours (its most steps, each its longest), so that no slot frees while the
+  // line is seeded and measured: 100,000 jobs take over half an hour to seed.
+  const holders = await Promise.all(Array.from({ length: 10 }, () => submit({ prompt: "holder", config: { simulate: { steps: 100, step_ms: 600_000 } } })));
+  const held = await cpuSeries(3);
+  const endedBefore = await jobsEnded();
   const started = Date.now();
-  await seedJobs(LINE_SIZE, () => quickJob);
+  let tags = 0;
+  await seedJobs(LINE_SIZE, (n) => {
+    tags = Math.max(tags, Math.floor(n / LINE_TAG_JOBS) + 1);
+    return lineJob(n);
+  });
   console.error(`  (${LINE_SIZE} jobs in line in ${((Date.now() - started) / 1000).toFixed(0)} s)`);
   // Thousands of objects just created are closed, and written back, over the next minutes.
   await quiet(300_000);
-  const lineCpu = await cpuOver(window);
-  report(`CPU while ${LINE_SIZE} jobs wait and nothing frees`, `${(lineCpu / (window / 1000)).toFixed(1)} ms/s`, `same server with an empty line: ${(emptyCpu / (window / 1000)).toFixed(1)} ms/s`);
+  const line = await cpuSeries(6);
+  // A job that ended meanwhile freed a slot: the figure would not be of a line where nothing frees.
+  const ended = (await jobsEnded()) - endedBefore;
+  if (ended > 0) throw new Error(`idle line: ${ended} jobs ended while the line was seeded and measured`);
+  const series = (windows: number[]) => windows.map((cpu) => cpu.toFixed(1)).join(", ");
+  report(
+    `CPU while ${LINE_SIZE} jobs wait and nothing frees`,
+    `${line.at(-1)!.toFixed(1)} ms/s (windows: ${series(line)})`,
+    `same server, every slot held and no job waiting: ${held.at(-1)!.toFixed(1)} ms/s (windows: ${series(held)}); nothing running: ${empty.at(-1)!.toFixed(1)} ms/s (windows: ${series(empty)})`,
+  );
   // What the line costs a submit once it is long: the same submit as on the empty line.
   const lineSubmit = await load(laterSubmit);
   report(
@@ -182,8 +197,42 @@ export async function idleLine() {
     describeRun(lineSubmit),
     `${pct(lineSubmit.rate / emptySubmit.rate)} of the same submit on the empty line (${emptySubmit.rate.toFixed(0)} req/s); CPU/req ${(lineSubmit.cpuPerRequest / emptySubmit.cpuPerRequest).toFixed(2)}x`,
   );
-  // Let the line drain, so that the next figures start on a quiet server.
+  // Clear the line, so that the next figures start on a quiet server: its jobs are cancelled in
+  // bulk, then the holders (letting 100,000 jobs run, 10 at a time, would take hours).
+  for (let tag = 0; tag < tags; tag++) {
+    const res = await fetch(`${BASE}/api/v1/runs/bulk/cancel`, { method: "POST", headers: json, body: JSON.stringify({ tags: [`line-${tag}`] }) });
+    if (res.status !== 202) throw new Error(`idle line: cancelling the line's jobs answered ${res.status} ${await res.text()}`);
+    const { bulk_id } = (await res.json()) as { bulk_id: string };
+    while (((await (await fetch(`${BASE}/api/v1/runs/bulk/${bulk_id}`)).json()) as { state: string }).state !== "done") {
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
   for (const id of holders) await fetch(`${BASE}/api/v1/runs/${id}/cancel`, { method: "POST" });
+}
+
+/** The line figure's jobs carry a tag for every so many, since a bulk cancel matches at most 100,000 jobs. */
+const LINE_TAG_JOBS = 50_000;
+const lineJob = (n: number) => JSON.stringify({ prompt: "bench", tags: [`line-${Math.floor(n / LINE_TAG_JOBS)}`], config: { simulate: { steps: 1, step_ms: 0 } } });
+
+/**
+ * The server's CPU in ms a second over `count` windows of 10 s, 20 s apart. The first windows
+ * after many objects were made still hold workerd writing back those it closes last; the last
+ * window is the figure.
+ */
+async function cpuSeries(count: number): Promise<number[]> {
+  const windowMs = 10_000;
+  const windows: number[] = [];
+  for (let i = 0; i < count; i++) {
+    if (i > 0) await new Promise((r) => setTimeout(r, 20_000));
+    windows.push((await cpuOver(windowMs)) / (windowMs / 1000));
+  }
+  return windows;
+}
+
+/** How many of the tenant's jobs have ended, from `/stats`. */
+async function jobsEnded(): Promise<number> {
+  const { by_status } = (await (await fetch(`${BASE}/stats`)).json()) as { by_status: Record<string, number> };
+  return by_status.succeeded + by_status.failed + by_status.cancelled;
 }
 
 export async function streamingMemory() {
