@@ -23,6 +23,7 @@ import {
   median,
   ms,
   pct,
+  quickJob,
   quickSubmit,
   quiet,
   report,
@@ -174,7 +175,8 @@ export async function idleLine() {
   const started = Date.now();
   let tags = 0;
   await seedJobs(LINE_SIZE, (n) => {
-    tags = Math.max(tags, Math.floor(n / LINE_TAG_JOBS) + 1);
+    // n counts up, so the last job's tag is the last tag.
+    tags = Math.floor(n / LINE_TAG_JOBS) + 1;
     return lineJob(n);
   });
   console.error(`  (${LINE_SIZE} jobs in line in ${((Date.now() - started) / 1000).toFixed(0)} s)`);
@@ -212,7 +214,7 @@ export async function idleLine() {
 
 /** The line figure's jobs carry a tag for every so many, since a bulk cancel matches at most 100,000 jobs. */
 const LINE_TAG_JOBS = 50_000;
-const lineJob = (n: number) => JSON.stringify({ prompt: "bench", tags: [`line-${Math.floor(n / LINE_TAG_JOBS)}`], config: { simulate: { steps: 1, step_ms: 0 } } });
+const lineJob = (n: number) => JSON.stringify({ ...JSON.parse(quickJob), tags: [`line-${Math.floor(n / LINE_TAG_JOBS)}`] });
 
 /**
  * The server's CPU in ms a second over `count` windows of 10 s, 20 s apart. The first windows
