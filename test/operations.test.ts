@@ -153,12 +153,20 @@ describe("the front page and /health", () => {
     const html = await page.text();
     expect(html).toContain('<script type="module" src="/app.js"></script>');
     expect(html).toContain('href="/docs"');
-    for (const [path, type] of [["/app.js", "text/javascript; charset=utf-8"], ["/app.css", "text/css; charset=utf-8"]]) {
+    const styles = await api("/app.css");
+    expect(styles.status).toBe(200);
+    expect(styles.headers.get("Content-Type")).toBe("text/css; charset=utf-8");
+    expect((await styles.text()).length).toBeGreaterThan(1000);
+    // The script is modules the browser loads as they are: every one that app.js imports, and so on, is served.
+    const modules = new Set(["/app.js"]);
+    for (const path of modules) {
       const res = await api(path);
-      expect(res.status).toBe(200);
-      expect(res.headers.get("Content-Type")).toBe(type);
-      expect((await res.text()).length).toBeGreaterThan(1000);
+      expect(res.status, path).toBe(200);
+      expect(res.headers.get("Content-Type")).toBe("text/javascript; charset=utf-8");
+      expect(res.headers.get("Content-Security-Policy")).toMatch(/default-src 'self'/);
+      for (const [, imported] of (await res.text()).matchAll(/^import [^;]+ from "\.(\/\w+\.js)";$/gm)) modules.add(imported);
     }
+    expect([...modules].sort()).toEqual(["/app.js", "/grant.js", "/page.js", "/requests.js", "/run.js", "/runs.js", "/start.js"]);
   });
 
   it("GET /docs is Swagger UI on /openapi.json, its files served from the Worker's own bundle", async () => {
@@ -266,9 +274,10 @@ describe("a deployment whose settings are unsound answers 503 naming the setting
 describe("the OpenAPI document", () => {
   it("describes every route the app serves, with its parameters and schemas", async () => {
     const { app } = await import("../src/app");
-    const pages = new Set(["/", "/app.js", "/app.css", "/docs", "/docs/:file", "/openapi.json"]);
+    const pages = new Set(["/", "/app.css", "/docs", "/docs/:file", "/openapi.json"]);
+    // The frontend's script modules (/app.js and those it imports) are files, not API operations.
     const served = app.routes
-      .filter((r) => r.method !== "ALL" && !pages.has(r.path))
+      .filter((r) => r.method !== "ALL" && !pages.has(r.path) && !/^\/\w+\.js$/.test(r.path))
       .map((r) => `${r.method.toLowerCase()} ${r.path.replace(/:(\w+)/g, "{$1}")}`);
     const doc = await (await api("/openapi.json")).json<{
       paths: Record<string, Record<string, { parameters: { name: string; in: string }[]; requestBody?: unknown }>>;

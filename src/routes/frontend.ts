@@ -1,22 +1,29 @@
 /**
- * The reference frontend at `/`: one page, its script and its styles, from frontend/ as they are.
+ * The reference frontend at `/`: one page, its script's modules and its styles, from frontend/ as they are.
  * They are bundled beside the Worker's code as text modules (the `rules` of wrangler.jsonc), as
  * Swagger UI's files are: an isolate is handed them as strings, and parses none of them as code.
  * It calls the API from the browser like any other client.
  */
 import { Hono } from "hono";
-import script from "../../frontend/app.js";
+import app from "../../frontend/app.js";
+import grant from "../../frontend/grant.js";
+import page from "../../frontend/page.js";
+import requests from "../../frontend/requests.js";
+import run from "../../frontend/run.js";
+import runs from "../../frontend/runs.js";
+import start from "../../frontend/start.js";
 import styles from "../../frontend/app.css";
-import page from "../../frontend/index.html";
+import html from "../../frontend/index.html";
 import type { AppEnv } from "../auth";
 
-const FRONTEND_FILES = { "index.html": page, "app.js": script, "app.css": styles } as const;
+const SCRIPT = "text/javascript; charset=utf-8";
 
-const TYPES: Record<string, string> = {
-  "index.html": "text/html; charset=utf-8",
-  "app.js": "text/javascript; charset=utf-8",
-  "app.css": "text/css; charset=utf-8",
-};
+/** Each file at its path: the page at `/`, its modules (app.js imports the rest) and its styles beside it. */
+const FRONTEND_FILES: [path: string, body: string, type: string][] = [
+  ["/", html, "text/html; charset=utf-8"],
+  ["/app.css", styles, "text/css; charset=utf-8"],
+  ...Object.entries({ app, grant, page, requests, run, runs, start }).map(([name, body]): [string, string, string] => [`/${name}.js`, body, SCRIPT]),
+];
 
 /** The page talks to its own origin only, runs only its own script, and sends no referrer (a token may be in its address). */
 const HEADERS = {
@@ -28,6 +35,6 @@ const HEADERS = {
 
 export const frontend = new Hono<AppEnv>();
 
-for (const [path, file] of [["/", "index.html"], ["/app.js", "app.js"], ["/app.css", "app.css"]] as const) {
-  frontend.get(path, (c) => c.body(FRONTEND_FILES[file], 200, { ...HEADERS, "Content-Type": TYPES[file] }));
+for (const [path, body, type] of FRONTEND_FILES) {
+  frontend.get(path, (c) => c.body(body, 200, { ...HEADERS, "Content-Type": type }));
 }

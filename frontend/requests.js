@@ -1,0 +1,110 @@
+// @ts-check
+/**
+ * How the page talks to the API: with the scoped token in use, if any; a refusal thrown with its
+ * `detail`; a request that may be sent again sent again; an idempotency key kept for a request
+ * that makes something until it is through. And the shapes of what the API answers.
+ */
+
+/** @typedef {{ percentage: number, current_step: string | null, steps_completed: number, steps_total: number | null }} Progress */
+/** @typedef {{ step: string, prompt: string, output: string, requested_at: string, expires_at: string }} InputRequest */
+/** @typedef {{ total_tokens: number, model_calls: number, estimated: boolean }} Usage */
+/**
+ * @typedef {{ job_id: string, status: string, progress: Progress, created_at: string, error: string | null,
+ *   tags: string[], session_id: string | null, agent_id: string | null, input_request: InputRequest | null,
+ *   usage: Usage | null, retry_of: string | null, scheduled_for: string | null, queue_position: number | null }} Job
+ */
+
+/**
+ * @typedef {{ expires_at: string | null, scopes: string[], runs: string[] | null, session_id: string | null,
+ *   tags: string[] | null, max_submits: number | null, concurrency_key: string | null, priority: number | null,
+ *   config: Record<string, string | number> | null, agent: string | null, metadata: Record<string, string> | null, submits_left: number | null }} Grant
+ */
+
+const TOKEN_KEY = "edge-runs-token";
+
+/** The scoped token in use, if any: from the address's fragment (then forgotten there), else this tab's. */
+export let token = takeTokenFromFragment() ?? sessionStorage.getItem(TOKEN_KEY);
+
+function takeTokenFromFragment() {
+  const found = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (found === null) return null;
+  sessionStorage.setItem(TOKEN_KEY, found);
+  history.replaceState(null, "", location.pathname + location.search);
+  return found;
+}
+
+/** The token pasted in the page (null: none), kept for the tab. */
+export function useToken(/** @type {string | null} */ pasted) {
+  token = pasted;
+  if (token) sessionStorage.setItem(TOKEN_KEY, token);
+  else sessionStorage.removeItem(TOKEN_KEY);
+}
+
+export class ApiError extends Error {
+  /** @param {number} status @param {string} detail */
+  constructor(status, detail) {
+    super(detail);
+    this.status = status;
+  }
+}
+
+/** How often a request is sent again when the answer asks for it (a deploy under way, a rate limit), and the longest wait for it. */
+const RETRIES = 2;
+const RETRY_WAIT_MAX_S = 5;
+
+/**
+ * A request to the API, with the token when there is one; a refusal throws its `detail`. A 503
+ * (a deploy under way) or 429 whose `Retry-After` is short is sent again after it, when sending it
+ * again cannot act twice: a read, a delete, or a request with an idempotency key.
+ */
+export async function api(/** @type {string} */ path, /** @type {RequestInit & { json?: unknown }} */ init = {}) {
+  const headers = new Headers(init.headers);
+  if (token) headers.set("Authorization", `Bearer ${token}`);
+  if (init.json !== undefined) headers.set("Content-Type", "application/json");
+  const method = (init.method ?? "GET").toUpperCase();
+  const repeatable = method === "GET" || method === "DELETE" || headers.has("Idempotency-Key");
+  const send = () => fetch(path, { ...init, headers, body: init.json === undefined ? init.body : JSON.stringify(init.json) });
+  let res = await send();
+  for (let tries = 0; tries < RETRIES && repeatable && (res.status === 503 || res.status === 429); tries++) {
+    const wait = Number(res.headers.get("Retry-After") ?? "1");
+    if (!(wait >= 0 && wait <= RETRY_WAIT_MAX_S)) break;
+    await new Promise((done) => setTimeout(done, wait * 1000));
+    res = await send();
+  }
+  if (res.ok) return res;
+  /** @type {unknown} */
+  let detail = res.statusText;
+  try {
+    detail = (await res.json()).detail;
+  } catch {
+    // not JSON: the status text stands
+  }
+  throw new ApiError(res.status, typeof detail === "string" ? detail : (/** @type {{ msg?: string }[]} */ (detail)).map((d) => d.msg).join("; "));
+}
+
+/** An EventSource's address: it cannot send headers, so a token goes in the query. */
+export function eventsUrl(/** @type {string} */ path, /** @type {URLSearchParams} */ query = new URLSearchParams()) {
+  if (token) query.set("token", token);
+  const text = query.toString();
+  return text ? `${path}${path.includes("?") ? "&" : "?"}${text}` : path;
+}
+
+/**
+ * An idempotency key kept for a request that makes something (a run, an answer) until it is
+ * through: asked again (the same `what`) after its reply was lost or refused for a while, it is the
+ * same request, and the API answers it with what the first made or did, never doing it twice.
+ */
+export function keptKey() {
+  /** @type {{ what: string, key: string } | null} */
+  let kept = null;
+  return {
+    /** The key for `what`: the one kept, if it was for `what`; else a new one. */
+    for: (/** @type {string} */ what) => {
+      if (kept?.what !== what) kept = { what, key: crypto.randomUUID() };
+      return kept.key;
+    },
+    through: () => {
+      kept = null;
+    },
+  };
+}

@@ -1,0 +1,324 @@
+// @ts-check
+/** One run: its stream (or, for a token without `stream`, a reading every few seconds), output, answer, cancel and delete. */
+import { can, sayIfExpired } from "./grant.js";
+import { $, el, notice, refused } from "./page.js";
+import { ApiError, api, eventsUrl, keptKey } from "./requests.js";
+import { deleted, feed, forget, renderRuns, runs } from "./runs.js";
+
+/** @typedef {import("./requests.js").Job} Job */
+/** @typedef {import("./requests.js").InputRequest} InputRequest */
+
+const UNFINISHED = new Set(["queued", "running", "awaiting_input"]);
+/** The jobs a retry takes: it makes a new one that starts at the first unfinished step. */
+const RETRYABLE = new Set(["failed", "cancelled"]);
+/** Why Delete waits: the API deletes only a finished job (PraisonAI's Delete Run page: cancel first). */
+const DELETE_RULE = /** @type {Record<string, string>} */ ({
+  queued: "A queued job must be cancelled first.",
+  running: "A running job must be cancelled first.",
+  awaiting_input: "A job awaiting input must be cancelled first.",
+});
+/** How often the run shown is read again for a token without `stream`, which may not watch it. */
+const RUN_EVERY_MS = 2_000;
+
+/** @type {string | null} */
+export let selected = null;
+/** The run as its panel shows it: the latest the page knows of it. */
+/** @type {Job | null} */
+let shown = null;
+/** What keeps the run shown up to date: its stream, or for a token without `stream` a reading every few seconds. */
+/** @type {{ close(): void } | null} */
+let watch = null;
+
+export function unselect() {
+  watch?.close();
+  watch = null;
+  selected = null;
+  shown = null;
+  $("detail-body").hidden = true;
+  $("detail-empty").hidden = false;
+  renderRuns();
+}
+
+function log(/** @type {string} */ kind, /** @type {string} */ text) {
+  const item = el("li");
+  item.append(el("span", "kind", kind), document.createTextNode(text));
+  const list = $("detail-log");
+  list.append(item);
+  list.scrollTop = list.scrollHeight;
+}
+
+export async function select(/** @type {string} */ id) {
+  watch?.close();
+  watch = null;
+  selected = id;
+  shown = null;
+  renderRuns();
+  $("detail-empty").hidden = true;
+  $("detail-body").hidden = false;
+  // One column (a phone): the run is below the list, out of sight.
+  if (matchMedia("(max-width: 1000px)").matches) $("detail").scrollIntoView({ block: "start" });
+  $("detail-log").replaceChildren();
+  $("detail-output").textContent = "";
+  /** @type {Job} */
+  let job;
+  try {
+    job = await (await api(`/api/v1/runs/${id}`)).json();
+  } catch (error) {
+    refused(error);
+    return;
+  }
+  if (selected !== id) return;
+  renderDetail(job);
+  if (can("stream")) watchStream(id);
+  else watchByReading(job);
+}
+
+/** The named stream: what happened so far, then live, ending with the result. */
+function watchStream(/** @type {string} */ id) {
+  const source = new EventSource(eventsUrl(`/api/v1/runs/${id}/stream?format=named`));
+  watch = source;
+  const data = (/** @type {Event} */ event) => JSON.parse(/** @type {MessageEvent} */ (event).data);
+  source.addEventListener("status", (e) => {
+    const { status } = data(e);
+    log("status", status.replace("_", " "));
+    // An end is shown from the run read once its result comes: with its error and progress.
+    if (UNFINISHED.has(status) && shown?.job_id === id) renderDetail({ ...shown, status });
+  });
+  source.addEventListener("progress", (e) => {
+    const { percentage, current_step } = data(e);
+    $("detail-bar").style.width = `${percentage}%`;
+    log("progress", `${percentage}%${current_step ? ` · ${current_step}` : ""}`);
+  });
+  source.addEventListener("log", (e) => log("log", data(e).message));
+  // The run's text step by step: a step's `first` text starts it anew (a broken attempt run again, an answer revised).
+  const steps = /** @type {string[]} */ ([]);
+  source.addEventListener("output", (e) => {
+    const { delta, step = 0, first = false } = data(e);
+    steps[step] = (first ? "" : (steps[step] ?? "")) + delta;
+    $("detail-output").textContent = steps.join("");
+  });
+  source.addEventListener("input_required", (e) => {
+    log("input", "asks for a person");
+    showInput(id, data(e));
+  });
+  source.addEventListener("result", async (e) => {
+    source.close();
+    const result = data(e);
+    if (result.status === "succeeded") {
+      $("detail-output").textContent = result.result ?? (await readOutput(id));
+    }
+    if (selected !== id) return;
+    try {
+      renderDetail(/** @type {Job} */ (await (await api(`/api/v1/runs/${id}`)).json()));
+    } catch (error) {
+      unreadable(error, id);
+    }
+  });
+  source.onerror = () => {
+    if (source.readyState !== EventSource.CLOSED || selected !== id) return;
+    log("stream", "closed");
+    sayIfExpired();
+  };
+}
+
+/**
+ * For a token that may read runs but not watch them: the run is read again a few seconds after
+ * each reading until it ends, each change of status logged; then its output.
+ */
+function watchByReading(/** @type {Job} */ first) {
+  const id = first.job_id;
+  let last = first;
+  let timer = 0;
+  let closed = false;
+  watch = {
+    close() {
+      closed = true;
+      clearTimeout(timer);
+    },
+  };
+  // A failed or cancelled run's output is what it produced before it ended, as a stream shows it.
+  const ended = async () => {
+    $("detail-output").textContent = await readOutput(id);
+  };
+  const read = async () => {
+    try {
+      const job = /** @type {Job} */ (await (await api(`/api/v1/runs/${id}`)).json());
+      if (closed) return;
+      if (job.status !== last.status) log("status", job.status.replace("_", " "));
+      last = job;
+      renderDetail(job);
+      if (UNFINISHED.has(job.status)) timer = setTimeout(() => void read(), RUN_EVERY_MS);
+      else await ended();
+    } catch (error) {
+      if (!closed) unreadable(error, id);
+    }
+  };
+  log("status", `${first.status.replace("_", " ")} (read every ${RUN_EVERY_MS / 1000} s: this token cannot watch runs)`);
+  if (UNFINISHED.has(first.status)) timer = setTimeout(() => void read(), RUN_EVERY_MS);
+  else void ended();
+}
+
+/** A run shown that could not be read again: one deleted meanwhile, elsewhere (another tab, a bulk delete), leaves the view quietly; any other refusal is said. */
+function unreadable(/** @type {unknown} */ error, /** @type {string} */ id) {
+  if (!(error instanceof ApiError && error.status === 404)) refused(error);
+  else if (selected === id) unselect();
+}
+
+/** The output text, its first MiB at most (larger outputs are a link away). */
+async function readOutput(/** @type {string} */ id) {
+  try {
+    const res = await api(`/api/v1/runs/${id}/output`, { headers: { Range: "bytes=0-1048575" } });
+    return await res.text();
+  } catch (error) {
+    return error instanceof ApiError && error.status === 404 ? "" : `(output unavailable: ${/** @type {Error} */ (error).message})`;
+  }
+}
+
+/** A run's request for input, named by the run and when it asked. */
+const requestKey = (/** @type {string} */ id, /** @type {InputRequest} */ request) => `${id} ${request.requested_at}`;
+/** The requests for input answered from this page. */
+/** @type {Set<string>} */
+const answered = new Set();
+/** The request the input panel shows (null before any). */
+/** @type {string | null} */
+let panelAsks = null;
+
+/**
+ * A run as one source tells it, unless the page knows it ended: then as it ended; or nothing if the
+ * page knows it was deleted. Nothing leaves an end but deletion, nor comes back from deletion, and
+ * the sources do not keep pace with each other (the tenant's feed and list come from its
+ * projection, which hears of a change after the run's own stream tells it), so an unfinished state
+ * told after an end, or any state after a deletion, is an older one. So is a run awaiting an input
+ * this page has answered: it is shown as the page last saw it since, or not at all.
+ */
+export function latest(/** @type {Job} */ told) {
+  if (deleted.has(told.job_id)) return null;
+  if (!UNFINISHED.has(told.status)) return told;
+  const ended = [runs.get(told.job_id), shown].find((job) => job?.job_id === told.job_id && !UNFINISHED.has(job.status));
+  if (ended) return ended;
+  const key = told.status === "awaiting_input" && told.input_request ? requestKey(told.job_id, told.input_request) : null;
+  if (key === null || !answered.has(key)) return told;
+  const asks = (/** @type {Job} */ job) => job.status === "awaiting_input" && job.input_request !== null && requestKey(job.job_id, job.input_request) === key;
+  return [shown, runs.get(told.job_id)].find((job) => job?.job_id === told.job_id && !asks(job)) ?? null;
+}
+
+export function renderDetail(/** @type {Job} */ told) {
+  const job = latest(told);
+  if (!job) return;
+  shown = job;
+  const listed = runs.get(job.job_id);
+  if (listed) runs.set(job.job_id, { ...listed, ...job });
+  if (listed && feed === null) renderRuns();
+  $("detail-id").textContent = job.job_id;
+  const status = $("detail-status");
+  status.textContent = job.status.replace("_", " ");
+  status.className = `status ${job.status}`;
+  $("detail-bar").style.width = `${job.progress?.percentage ?? 0}%`;
+  $("detail-step").textContent = whereItIs(job);
+  const error = $("detail-error");
+  error.hidden = !job.error;
+  error.textContent = job.error ?? "";
+  $("detail-retry-of").hidden = !job.retry_of;
+  $("retry-of-link").textContent = job.retry_of ?? "";
+  const usage = $("detail-usage");
+  usage.hidden = !job.usage?.model_calls;
+  if (job.usage) usage.textContent = `${job.usage.total_tokens} tokens in ${job.usage.model_calls} model call${job.usage.model_calls === 1 ? "" : "s"}${job.usage.estimated ? " (estimated)" : ""}`;
+  $("cancel-button").hidden = !can("cancel");
+  /** @type {HTMLButtonElement} */ ($("cancel-button")).disabled = !UNFINISHED.has(job.status);
+  // The steps that finished are copied into the new run, not run again; an earlier one may be chosen to run again from.
+  const retry = $("retry-button");
+  retry.hidden = !RETRYABLE.has(job.status) || !can("submit");
+  offerRetryFrom(job.job_id, retry.hidden ? 0 : (job.progress?.steps_completed ?? 0) + 1);
+  // PraisonAI's Delete Run page: a running job must be cancelled before it can be deleted; so must
+  // a queued one, or one awaiting input (the API answers them as running).
+  const rule = DELETE_RULE[job.status];
+  $("delete-button").hidden = !can("delete");
+  /** @type {HTMLButtonElement} */ ($("delete-button")).disabled = rule !== undefined;
+  $("delete-rule").hidden = rule === undefined || !can("delete");
+  $("delete-rule").textContent = rule ?? "";
+  if (job.status === "awaiting_input" && job.input_request) showInput(job.job_id, job.input_request);
+  else $("input-panel").hidden = true;
+}
+
+/** Where a run is: its step, or for one in line when it may start, or its place among those waiting. */
+function whereItIs(/** @type {Job} */ job) {
+  if (job.status === "queued" && job.scheduled_for && Date.parse(job.scheduled_for) > Date.now()) {
+    return `Starts at ${new Date(job.scheduled_for).toLocaleString()}`;
+  }
+  if (job.status === "queued" && typeof job.queue_position === "number") return `Place in line: ${job.queue_position}`;
+  const step = job.progress?.current_step;
+  return step ? `Step: ${step}` : "";
+}
+
+function showInput(/** @type {string} */ id, /** @type {InputRequest} */ request) {
+  panelAsks = requestKey(id, request);
+  $("input-panel").hidden = false;
+  $("input-denied").hidden = can("input");
+  $("input-text").hidden = !can("input");
+  $("input-actions").hidden = !can("input");
+  $("input-prompt").textContent = request.prompt;
+  $("input-output").textContent = request.output;
+}
+
+/** The idempotency key of the answer last given (the same run, action and words), kept until it is through. */
+const answerKey = keptKey();
+
+export async function answer(/** @type {string} */ action) {
+  if (!selected) return;
+  const text = /** @type {HTMLTextAreaElement} */ ($("input-text")).value.trim();
+  const body = { action, ...(text ? { input: text } : {}) };
+  const key = answerKey.for(`${selected} ${JSON.stringify(body)}`);
+  try {
+    const asked = panelAsks;
+    const job = await (await api(`/api/v1/runs/${selected}/input`, { method: "POST", json: body, headers: { "Idempotency-Key": key } })).json();
+    answerKey.through();
+    if (asked !== null) answered.add(asked);
+    /** @type {HTMLTextAreaElement} */ ($("input-text")).value = "";
+    renderDetail(job);
+    notice(null);
+  } catch (error) {
+    refused(error);
+  }
+}
+
+export async function cancelSelected() {
+  if (!selected) return;
+  try {
+    renderDetail(await (await api(`/api/v1/runs/${selected}/cancel`, { method: "POST" })).json());
+    notice(null);
+  } catch (error) {
+    refused(error);
+  }
+}
+
+/**
+ * The steps a retry of run `id` may start from: 1 to the first unfinished one (0: no retry), that
+ * one chosen unless the person chose another, which stands while that run is shown.
+ */
+function offerRetryFrom(/** @type {string} */ id, /** @type {number} */ first) {
+  const choice = /** @type {HTMLSelectElement} */ ($("retry-from"));
+  choice.hidden = first < 2;
+  if (choice.dataset.run !== id || choice.options.length !== first) {
+    choice.dataset.run = id;
+    choice.replaceChildren(...Array.from({ length: first }, (_, i) => new Option(`from step ${i + 1}`, String(i + 1), false, i + 1 === first)));
+  }
+  labelRetry();
+}
+
+/** The Retry button names the step chosen to start from. */
+export function labelRetry() {
+  $("retry-button").textContent = `Retry from step ${/** @type {HTMLSelectElement} */ ($("retry-from")).value}`;
+}
+
+export async function deleteSelected() {
+  if (!selected) return;
+  const id = selected;
+  try {
+    await api(`/api/v1/runs/${id}`, { method: "DELETE" });
+    forget(id);
+    unselect();
+    notice(null);
+  } catch (error) {
+    refused(error);
+  }
+}

@@ -1,0 +1,278 @@
+// @ts-check
+/** The tenant's runs: a list, a page at a time, kept live by the feed (or, for a token without `stream`, read again now and then). */
+import { can, sayIfExpired, tokenRuns } from "./grant.js";
+import { $, ago, el, notice, refused } from "./page.js";
+import { ApiError, api, eventsUrl } from "./requests.js";
+import { latest, renderDetail, select, selected, unselect } from "./run.js";
+
+/** @typedef {import("./requests.js").Job} Job */
+
+/** How often the list is read again for a token without `stream`, which may not watch the feed. */
+const LIST_EVERY_MS = 10_000;
+/** How many runs a page of the list holds. */
+const PAGE_SIZE = 50;
+/** @type {Map<string, Job>} */
+export const runs = new Map();
+let total = 0;
+/** Where the list's next page starts (its cursor); null once every run of the filter is shown. */
+/** @type {string | null} */
+let nextCursor = null;
+/** @type {EventSource | null} */
+export let feed = null;
+/** How many of the list's pages are shown: a token without `stream` has the first read again while it is the only one. */
+let pagesShown = 0;
+/** Reads the list again, for a token without `stream`. */
+let listTimer = 0;
+/** The last list was refused: the page has nothing to say about the tenant's runs. */
+let listRefused = false;
+/** Jobs the feed told of while a list was loading: the feed's word is newer. */
+/** @type {Set<string> | null} */
+let toldWhileLoading = null;
+/** What the feed told of runs while a further page was loading (null: gone, or out of the filter); null while none loads. */
+/** @type {Map<string, Job | null> | null} */
+let toldWhileMore = null;
+/** A pending reading of the list's total. */
+let totalTimer = 0;
+/** The filter the list and the feed were last opened for, as its query. */
+let shownFilter = "";
+
+/** The runs the page knows were deleted (here, or elsewhere as the feed told): never shown again. */
+/** @type {Set<string>} */
+export const deleted = new Set();
+
+/** A run deleted, here or elsewhere: out of the list and its total; false if the list did not show it. */
+export function forget(/** @type {string} */ id) {
+  deleted.add(id);
+  if (!runs.delete(id)) return false;
+  total = Math.max(0, total - 1);
+  return true;
+}
+
+function filter() {
+  const form = /** @type {HTMLFormElement} */ ($("filter-form"));
+  const data = new FormData(form);
+  return { status: String(data.get("status") ?? ""), tag: String(data.get("tag") ?? "").trim() };
+}
+
+function filterQuery() {
+  const { status, tag } = filter();
+  const query = new URLSearchParams();
+  if (status) query.set("status", status);
+  if (tag) query.set("tag", tag);
+  return query;
+}
+
+const matches = (/** @type {Job} */ job) => {
+  const { status, tag } = filter();
+  return (!status || job.status === status) && (!tag || job.tags.includes(tag));
+};
+
+export async function loadRuns() {
+  if (!can("read")) {
+    runs.clear();
+    nextCursor = null;
+    listRefused = true;
+    return renderRuns();
+  }
+  const ids = tokenRuns();
+  if (ids !== null) return loadTokenRuns(ids);
+  toldWhileLoading = new Set();
+  try {
+    const query = filterQuery();
+    query.set("page_size", String(PAGE_SIZE));
+    const list = await (await api(`/api/v1/runs?${query}`)).json();
+    const told = toldWhileLoading;
+    const listed = /** @type {Job[]} */ (list.jobs).filter((job) => !told.has(job.job_id)).map(latest);
+    for (const id of [...runs.keys()]) if (!told.has(id)) runs.delete(id);
+    for (const job of listed) if (job) runs.set(job.job_id, job);
+    total = list.total;
+    nextCursor = list.next_cursor;
+    pagesShown = 1;
+    listRefused = false;
+    notice(null);
+  } catch (error) {
+    listRefused = true;
+    refused(error);
+  } finally {
+    toldWhileLoading = null;
+  }
+  renderRuns();
+}
+
+/** The runs a token limited to them reaches, each read by itself; one since deleted is left out. */
+async function loadTokenRuns(/** @type {string[]} */ ids) {
+  const read = await Promise.allSettled(ids.map(async (id) => latest(/** @type {Job} */ (await (await api(`/api/v1/runs/${id}`)).json()))));
+  runs.clear();
+  listRefused = false;
+  notice(null);
+  for (const outcome of read) {
+    if (outcome.status === "rejected") {
+      if (!(outcome.reason instanceof ApiError && outcome.reason.status === 404)) refused(outcome.reason);
+    } else if (outcome.value) runs.set(outcome.value.job_id, outcome.value);
+  }
+  total = runs.size;
+  nextCursor = null;
+  renderRuns();
+}
+
+/**
+ * The list's next page, below the runs shown. The cursor is a place in the tenant's order, so runs
+ * that arrived since do not shift it; a run the feed told of meanwhile is shown as the feed said,
+ * or not at all if it is gone. One page loads at a time.
+ */
+export async function loadMore() {
+  const cursor = nextCursor;
+  if (cursor === null || toldWhileMore !== null) return;
+  const told = (toldWhileMore = new Map());
+  const query = filterQuery();
+  const asked = query.toString();
+  query.set("page_size", String(PAGE_SIZE));
+  query.set("cursor", cursor);
+  try {
+    const list = await (await api(`/api/v1/runs?${query}`)).json();
+    // The filter changed meanwhile: this page belongs to another list.
+    if (filterQuery().toString() !== asked || nextCursor !== cursor) return;
+    for (const job of /** @type {Job[]} */ (list.jobs)) {
+      const now = told.has(job.job_id) ? told.get(job.job_id) : latest(job);
+      if (now && !runs.has(job.job_id)) runs.set(job.job_id, now);
+    }
+    nextCursor = list.next_cursor;
+    pagesShown += 1;
+  } catch (error) {
+    refused(error);
+  } finally {
+    toldWhileMore = null;
+  }
+  renderRuns();
+}
+
+/** A run older than every run shown while older pages are not loaded yet: its place is on one of those. */
+function beyondShown(/** @type {Job} */ job) {
+  if (nextCursor === null) return false;
+  let oldest = null;
+  for (const run of runs.values()) if (oldest === null || run.created_at < oldest) oldest = run.created_at;
+  return oldest !== null && job.created_at < oldest;
+}
+
+/**
+ * Reads the list's total again in a moment: the feed told of a run on a page not shown, which may
+ * have come into the filter or left it, or of a deletion the page cannot place.
+ */
+function refreshTotalSoon() {
+  clearTimeout(totalTimer);
+  totalTimer = setTimeout(async () => {
+    const query = filterQuery();
+    query.set("page_size", "1");
+    try {
+      total = (await (await api(`/api/v1/runs?${query}`)).json()).total;
+      renderRuns();
+    } catch (error) {
+      refused(error);
+    }
+  }, 500);
+}
+
+/** The filter was edited: the list and the feed are opened again for it, unless it is as it was (a space after the tag, say). */
+export function refilter() {
+  if (filterQuery().toString() === shownFilter) return;
+  connectFeed();
+  void loadRuns();
+}
+
+export function connectFeed() {
+  feed?.close();
+  feed = null;
+  clearInterval(listTimer);
+  const state = $("feed-state");
+  // Without the feed, the run watched keeps its entry in the list up to date (renderDetail).
+  state.hidden = tokenRuns() !== null || !can("read");
+  if (state.hidden) return;
+  shownFilter = filterQuery().toString();
+  if (!can("stream")) {
+    state.textContent = "not live";
+    state.className = "pill";
+    state.title = `This token cannot watch the feed: the list is read again every ${LIST_EVERY_MS / 1000} s`;
+    listTimer = setInterval(() => {
+      if (pagesShown === 1) void loadRuns();
+    }, LIST_EVERY_MS);
+    return;
+  }
+  state.title = "The tenant's live feed";
+  state.textContent = "connecting…";
+  state.className = "pill";
+  feed = new EventSource(eventsUrl("/api/v1/runs/events", filterQuery()));
+  feed.onopen = () => {
+    state.textContent = "live";
+    state.className = "pill live";
+  };
+  feed.onerror = () => {
+    // EventSource comes back by itself (with Last-Event-ID); a refusal closes it for good.
+    const closed = feed?.readyState === EventSource.CLOSED;
+    state.textContent = closed ? "offline" : "reconnecting…";
+    state.className = "pill down";
+    if (closed) sayIfExpired();
+  };
+  feed.addEventListener("run", (event) => {
+    const job = latest(/** @type {Job} */ (JSON.parse(/** @type {MessageEvent} */ (event).data)));
+    if (!job) return;
+    toldWhileMore?.set(job.job_id, matches(job) ? job : null);
+    const known = runs.has(job.job_id);
+    if (!known && beyondShown(job)) {
+      // Its page, once shown, shows it; only the total may have changed.
+      refreshTotalSoon();
+      return;
+    }
+    toldWhileLoading?.add(job.job_id);
+    if (matches(job)) {
+      if (!known) total += 1;
+      runs.set(job.job_id, job);
+    } else if (known) {
+      runs.delete(job.job_id);
+      total = Math.max(0, total - 1);
+    }
+    renderRuns();
+    if (job.job_id === selected) renderDetail(job);
+  });
+  feed.addEventListener("deleted", (event) => {
+    const { job_id } = JSON.parse(/** @type {MessageEvent} */ (event).data);
+    toldWhileLoading?.add(job_id);
+    toldWhileMore?.set(job_id, null);
+    if (!forget(job_id) && nextCursor !== null) refreshTotalSoon();
+    renderRuns();
+    if (job_id === selected) unselect();
+  });
+  // Too far behind to resume: list again.
+  feed.addEventListener("reset", () => void loadRuns());
+}
+
+export function renderRuns() {
+  const list = $("run-list");
+  const jobs = [...runs.values()].sort((a, b) => (a.created_at < b.created_at ? 1 : -1));
+  list.replaceChildren(
+    ...jobs.map((job) => {
+      const item = el("li");
+      item.dataset.id = job.job_id;
+      item.dataset.status = job.status;
+      if (job.job_id === selected) item.classList.add("selected");
+      item.append(el("span", "id", job.job_id), el("span", `status ${job.status}`, job.status.replace("_", " ")));
+      item.append(el("span", "when", `${ago(job.created_at)}${job.progress.current_step ? ` · ${job.progress.current_step}` : ""}`));
+      item.append(el("span", "when", job.agent_id ?? ""));
+      const bar = el("div", "progress");
+      const fill = el("div");
+      fill.style.width = `${job.progress.percentage}%`;
+      bar.append(fill);
+      item.append(bar);
+      if (job.tags.length > 0) {
+        const tags = el("div", "tags");
+        tags.append(...job.tags.map((t) => el("span", "tag", t)));
+        item.append(tags);
+      }
+      item.addEventListener("click", () => void select(job.job_id));
+      return item;
+    }),
+  );
+  $("runs-total").textContent = total ? `(${total})` : "";
+  $("runs-empty").hidden = jobs.length > 0 || listRefused;
+  $("runs-empty").textContent = can("submit") ? "No runs yet. Submit one." : "No runs yet.";
+  $("runs-more").hidden = nextCursor === null || listRefused;
+}
