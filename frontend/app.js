@@ -11,8 +11,8 @@
 import { loadGrant } from "./grant.js";
 import { $, notice } from "./page.js";
 import { token, useToken } from "./requests.js";
-import { answer, cancelSelected, deleteSelected, labelRetry, select, unselect } from "./run.js";
-import { connectFeed, loadMore, loadRuns, refilter, renderRuns } from "./runs.js";
+import { answer, cancelSelected, deleteSelected, hear, labelRetry, select, unselect } from "./run.js";
+import { connectFeed, connectPanel, loadMore, loadRuns, refilter, renderRuns } from "./runs.js";
 import { retrySelected, submit } from "./start.js";
 
 /** With what the token allows known, the runs it reaches: the list and the feed, or its runs one by one. */
@@ -23,6 +23,7 @@ async function begin() {
 }
 
 function start() {
+  connectPanel({ picked: (id) => void select(id), told: hear });
   $("submit-form").addEventListener("submit", (e) => void submit(/** @type {SubmitEvent} */ (e)));
   $("filter-form").addEventListener("change", refilter);
   $("filter-form").addEventListener("submit", (e) => e.preventDefault());

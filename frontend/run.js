@@ -3,12 +3,12 @@
 import { can, sayIfExpired } from "./grant.js";
 import { $, el, notice, refused } from "./page.js";
 import { ApiError, api, eventsUrl, keptKey } from "./requests.js";
-import { deleted, feed, forget, renderRuns, runs } from "./runs.js";
+import { answered, latest, pick, requestKey, runs, selected, shown, showing, UNFINISHED } from "./known.js";
+import { feed, forget, renderRuns } from "./runs.js";
 
 /** @typedef {import("./requests.js").Job} Job */
 /** @typedef {import("./requests.js").InputRequest} InputRequest */
 
-const UNFINISHED = new Set(["queued", "running", "awaiting_input"]);
 /** The jobs a retry takes: it makes a new one that starts at the first unfinished step. */
 const RETRYABLE = new Set(["failed", "cancelled"]);
 /** Why Delete waits: the API deletes only a finished job (PraisonAI's Delete Run page: cancel first). */
@@ -20,11 +20,6 @@ const DELETE_RULE = /** @type {Record<string, string>} */ ({
 /** How often the run shown is read again for a token without `stream`, which may not watch it. */
 const RUN_EVERY_MS = 2_000;
 
-/** @type {string | null} */
-export let selected = null;
-/** The run as its panel shows it: the latest the page knows of it. */
-/** @type {Job | null} */
-let shown = null;
 /** What keeps the run shown up to date: its stream, or for a token without `stream` a reading every few seconds. */
 /** @type {{ close(): void } | null} */
 let watch = null;
@@ -32,8 +27,7 @@ let watch = null;
 export function unselect() {
   watch?.close();
   watch = null;
-  selected = null;
-  shown = null;
+  pick(null);
   $("detail-body").hidden = true;
   $("detail-empty").hidden = false;
   renderRuns();
@@ -50,8 +44,7 @@ function log(/** @type {string} */ kind, /** @type {string} */ text) {
 export async function select(/** @type {string} */ id) {
   watch?.close();
   watch = null;
-  selected = id;
-  shown = null;
+  pick(id);
   renderRuns();
   $("detail-empty").hidden = true;
   $("detail-body").hidden = false;
@@ -174,38 +167,14 @@ async function readOutput(/** @type {string} */ id) {
   }
 }
 
-/** A run's request for input, named by the run and when it asked. */
-const requestKey = (/** @type {string} */ id, /** @type {InputRequest} */ request) => `${id} ${request.requested_at}`;
-/** The requests for input answered from this page. */
-/** @type {Set<string>} */
-const answered = new Set();
 /** The request the input panel shows (null before any). */
 /** @type {string | null} */
 let panelAsks = null;
 
-/**
- * A run as one source tells it, unless the page knows it ended: then as it ended; or nothing if the
- * page knows it was deleted. Nothing leaves an end but deletion, nor comes back from deletion, and
- * the sources do not keep pace with each other (the tenant's feed and list come from its
- * projection, which hears of a change after the run's own stream tells it), so an unfinished state
- * told after an end, or any state after a deletion, is an older one. So is a run awaiting an input
- * this page has answered: it is shown as the page last saw it since, or not at all.
- */
-export function latest(/** @type {Job} */ told) {
-  if (deleted.has(told.job_id)) return null;
-  if (!UNFINISHED.has(told.status)) return told;
-  const ended = [runs.get(told.job_id), shown].find((job) => job?.job_id === told.job_id && !UNFINISHED.has(job.status));
-  if (ended) return ended;
-  const key = told.status === "awaiting_input" && told.input_request ? requestKey(told.job_id, told.input_request) : null;
-  if (key === null || !answered.has(key)) return told;
-  const asks = (/** @type {Job} */ job) => job.status === "awaiting_input" && job.input_request !== null && requestKey(job.job_id, job.input_request) === key;
-  return [shown, runs.get(told.job_id)].find((job) => job?.job_id === told.job_id && !asks(job)) ?? null;
-}
-
 export function renderDetail(/** @type {Job} */ told) {
   const job = latest(told);
   if (!job) return;
-  shown = job;
+  showing(job);
   const listed = runs.get(job.job_id);
   if (listed) runs.set(job.job_id, { ...listed, ...job });
   if (listed && feed === null) renderRuns();
@@ -308,6 +277,13 @@ function offerRetryFrom(/** @type {string} */ id, /** @type {number} */ first) {
 /** The Retry button names the step chosen to start from. */
 export function labelRetry() {
   $("retry-button").textContent = `Retry from step ${/** @type {HTMLSelectElement} */ ($("retry-from")).value}`;
+}
+
+/** What the list tells the run shown of a run the feed told of (null: deleted), as app.js connects them. */
+export function hear(/** @type {string} */ id, /** @type {Job | null} */ job) {
+  if (id !== selected) return;
+  if (job) renderDetail(job);
+  else unselect();
 }
 
 export async function deleteSelected() {

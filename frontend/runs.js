@@ -3,7 +3,7 @@
 import { can, sayIfExpired, tokenRuns } from "./grant.js";
 import { $, ago, el, notice, refused } from "./page.js";
 import { ApiError, api, eventsUrl } from "./requests.js";
-import { latest, renderDetail, select, selected, unselect } from "./run.js";
+import { deleted, latest, runs, selected } from "./known.js";
 
 /** @typedef {import("./requests.js").Job} Job */
 
@@ -11,8 +11,6 @@ import { latest, renderDetail, select, selected, unselect } from "./run.js";
 const LIST_EVERY_MS = 10_000;
 /** How many runs a page of the list holds. */
 const PAGE_SIZE = 50;
-/** @type {Map<string, Job>} */
-export const runs = new Map();
 let total = 0;
 /** Where the list's next page starts (its cursor); null once every run of the filter is shown. */
 /** @type {string | null} */
@@ -36,9 +34,17 @@ let totalTimer = 0;
 /** The filter the list and the feed were last opened for, as its query. */
 let shownFilter = "";
 
-/** The runs the page knows were deleted (here, or elsewhere as the feed told): never shown again. */
-/** @type {Set<string>} */
-export const deleted = new Set();
+/**
+ * What the list tells the run shown (run.js), as app.js connects them, so that the list needs
+ * nothing of it: a run picked from the list, and what the feed told of a run (null: deleted).
+ * @type {{ picked(id: string): void, told(id: string, job: Job | null): void }}
+ */
+const panel = { picked() {}, told() {} };
+
+/** Connects the list to the run shown. */
+export function connectPanel(/** @type {typeof panel} */ handlers) {
+  Object.assign(panel, handlers);
+}
 
 /** A run deleted, here or elsewhere: out of the list and its total; false if the list did not show it. */
 export function forget(/** @type {string} */ id) {
@@ -231,7 +237,7 @@ export function connectFeed() {
       total = Math.max(0, total - 1);
     }
     renderRuns();
-    if (job.job_id === selected) renderDetail(job);
+    panel.told(job.job_id, job);
   });
   feed.addEventListener("deleted", (event) => {
     const { job_id } = JSON.parse(/** @type {MessageEvent} */ (event).data);
@@ -239,7 +245,7 @@ export function connectFeed() {
     toldWhileMore?.set(job_id, null);
     if (!forget(job_id) && nextCursor !== null) refreshTotalSoon();
     renderRuns();
-    if (job_id === selected) unselect();
+    panel.told(job_id, null);
   });
   // Too far behind to resume: list again.
   feed.addEventListener("reset", () => void loadRuns());
@@ -267,7 +273,7 @@ export function renderRuns() {
         tags.append(...job.tags.map((t) => el("span", "tag", t)));
         item.append(tags);
       }
-      item.addEventListener("click", () => void select(job.job_id));
+      item.addEventListener("click", () => panel.picked(job.job_id));
       return item;
     }),
   );

@@ -3,7 +3,8 @@
 import { can, grant, loadGrant, tokenRuns } from "./grant.js";
 import { $, notice, refused } from "./page.js";
 import { api, keptKey } from "./requests.js";
-import { select, selected } from "./run.js";
+import { selected } from "./known.js";
+import { select } from "./run.js";
 
 /** The idempotency key of the run last asked for (a submit, a retry), kept until a run comes of it. */
 const runKey = keptKey();
