@@ -20,6 +20,8 @@ const DELETE_RULE = /** @type {Record<string, string>} */ ({
 /** How often the run shown is read again for a token without `stream`, which may not watch it. */
 const RUN_EVERY_MS = 2_000;
 
+/** How many statuses the streams of runs shown have told: a reply that was on its way meanwhile is older than the last of them. */
+let statusesTold = 0;
 /** What keeps the run shown up to date: its stream, or for a token without `stream` a reading every few seconds. */
 /** @type {{ close(): void } | null} */
 let watch = null;
@@ -73,6 +75,7 @@ function watchStream(/** @type {string} */ id) {
   const data = (/** @type {Event} */ event) => JSON.parse(/** @type {MessageEvent} */ (event).data);
   source.addEventListener("status", (e) => {
     const { status } = data(e);
+    statusesTold += 1;
     log("status", status.replace("_", " "));
     // An end is shown from the run read once its result comes: with its error and progress.
     if (UNFINISHED.has(status) && shown?.job_id === id) renderDetail({ ...shown, status });
@@ -239,15 +242,26 @@ export async function answer(/** @type {string} */ action) {
   const key = answerKey.for(`${selected} ${JSON.stringify(body)}`);
   try {
     const asked = panelAsks;
+    const toldBefore = statusesTold;
     const job = await (await api(`/api/v1/runs/${selected}/input`, { method: "POST", json: body, headers: { "Idempotency-Key": key } })).json();
     answerKey.through();
     if (asked !== null) answered.add(asked);
     /** @type {HTMLTextAreaElement} */ ($("input-text")).value = "";
-    renderDetail(job);
+    renderDetail(replied(job, toldBefore));
     notice(null);
   } catch (error) {
     refused(error);
   }
+}
+
+/**
+ * A run as the reply to the page's own request told it. An answered run is queued, then running as
+ * soon as the line grants it a slot, which its stream may tell before the reply comes: a status the
+ * stream told while the reply was on its way is the newer one. (An end stays an end: `latest`.)
+ */
+function replied(/** @type {Job} */ job, /** @type {number} */ toldBefore) {
+  const newer = statusesTold !== toldBefore && shown?.job_id === job.job_id && UNFINISHED.has(shown.status);
+  return newer && shown ? { ...job, status: shown.status } : job;
 }
 
 export async function cancelSelected() {

@@ -370,6 +370,31 @@ describe("the reference frontend in local development", () => {
     }
   });
 
+  it("an answer whose reply comes after the run's stream told it running shows it running, not queued as the reply says", async () => {
+    // Answered, a run is queued and at once running again; the reply (queued) reaches the page 3 s late.
+    const lagging = await startLaggingProxy(BASE, /^\/api\/v1\/runs\/[^/]+\/input$/, 3000);
+    const { page, problems } = await open(`${lagging.base}/`);
+    try {
+      const id = await submitRun(page, "Answered over a slow link", { steps: 3, step_ms: 8000, input_at_step: 1 });
+      await page.waitForSelector("#input-panel:not([hidden])", { timeout: 30_000 });
+      const reply = page.waitForResponse((res) => res.url().endsWith(`/api/v1/runs/${id}/input`) && res.request().method() === "POST");
+      await page.locator("#input-text").fill("Fine as it is");
+      await page.locator('[data-answer="approve"]').click();
+      // The stream tells the run running before the reply comes.
+      await page.waitForSelector("#detail-status.running", { timeout: 10_000 });
+      expect(((await (await reply).json()) as { status: string }).status).toBe("queued");
+      // The page clears the answer's text as it shows the reply: the reply has been handled.
+      await expect.poll(() => page.locator("#input-text").inputValue()).toBe("");
+      expect(await page.locator("#detail-status").getAttribute("class")).toBe("status running");
+      expect(await page.locator("#input-panel").isHidden()).toBe(true);
+      expect(problems).toEqual([]);
+      expect((await fetch(`${BASE}/api/v1/runs/${id}/cancel`, { method: "POST" })).status).toBe(200);
+    } finally {
+      await page.close();
+      await lagging.close();
+    }
+  });
+
   it("a run deleted from the page does not come back when the tenant's feed, seconds behind, tells of it after", async () => {
     const { page, problems, told, caughtUp, close } = await openBehindLaggingFeed();
     try {

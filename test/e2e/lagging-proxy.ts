@@ -1,8 +1,9 @@
 /**
- * A real HTTP proxy in front of `wrangler dev` that hands on one path's response a while late:
- * each chunk as it came, in order, `lagMs` after it came. Every other request goes straight
- * through. A page opened through it sees the service as a browser behind a slow link to one of
- * its streams does, e.g. the tenant's feed a few seconds behind a run's own stream.
+ * A real HTTP proxy in front of `wrangler dev` that hands on the responses of one path (or of the
+ * paths a pattern matches) a while late: each chunk as it came, in order, `lagMs` after it came.
+ * Every other request goes straight through. A page opened through it sees the service as a
+ * browser behind a slow link does, e.g. the tenant's feed a few seconds behind a run's own stream,
+ * or the reply to its answer coming after the run's stream told what followed it.
  */
 import { createServer, request, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -12,10 +13,11 @@ export interface LaggingProxy {
   close(): Promise<void>;
 }
 
-export async function startLaggingProxy(target: string, path: string, lagMs: number): Promise<LaggingProxy> {
+export async function startLaggingProxy(target: string, path: string | RegExp, lagMs: number): Promise<LaggingProxy> {
   const to = new URL(target);
   const server: Server = createServer((incoming, outgoing) => {
-    const lags = new URL(incoming.url ?? "/", to).pathname === path;
+    const pathname = new URL(incoming.url ?? "/", to).pathname;
+    const lags = typeof path === "string" ? pathname === path : path.test(pathname);
     const upstream = request(
       { host: to.hostname, port: to.port, path: incoming.url, method: incoming.method, headers: { ...incoming.headers, host: to.host } },
       (answer) => {
