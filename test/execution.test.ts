@@ -11,15 +11,19 @@ async function stepAttempts(id: string): Promise<number[]> {
   );
 }
 
-/** Starts the step the next alarm runs, waits until it is in flight, then resets every object. */
+/**
+ * Starts the step the next alarm runs, waits until its new attempt is recorded, then resets every
+ * object. The job's row alone cannot say so: after an earlier eviction it still names the step
+ * before the alarm has begun it again. The step must last longer than a loaded machine takes from
+ * there to the reset: a step that ends first is not interrupted.
+ */
 async function evictDuringStep(id: string, step: string): Promise<void> {
+  const index = Number(step.split("_")[1]) - 1;
+  const attempts = (await stepAttempts(id))[index];
   const alarm = runDurableObjectAlarm(runStub(id)).catch(() => "aborted");
-  // Running, not just finished: a finished step stays the current one until the next starts.
-  const before = Number(step.split("_")[1]) - 1;
-  await waitFor(async () => {
-    const { progress } = await getJob(id);
-    return progress.current_step === step && progress.steps_completed === before;
-  }, `${step} to run`);
+  await waitFor(async () => (await stepAttempts(id))[index] > attempts, `${step} to run`);
+  // A read of the job is answered once the attempt's writes are stored (the object's output gate).
+  expect((await getJob(id)).progress).toMatchObject({ current_step: step, steps_completed: index });
   await abortAllDurableObjects();
   await alarm;
 }
@@ -68,8 +72,8 @@ describe("step-by-step execution", () => {
     expect(Date.parse(job.completed_at!) - Date.parse(job.started_at!)).toBeLessThan(10_000);
   });
 
-  it("an eviction mid-step resumes at that step and the job completes once", async () => {
-    const id = await submit({ steps: 3, step_ms: 300 }, { prompt: "evict" });
+  it("an eviction mid-step resumes at that step and the job completes once", { timeout: 30_000 }, async () => {
+    const id = await submit({ steps: 3, step_ms: 2_000 }, { prompt: "evict" });
     await runDurableObjectAlarm(runStub(id)); // step 1 finished
     await evictDuringStep(id, "step_2");
 
@@ -98,8 +102,8 @@ describe("step-by-step execution", () => {
     expect(await stepAttempts(id)).toEqual([1, 1]);
   });
 
-  it("a step interrupted again and again fails the job after a bounded number of attempts", async () => {
-    const id = await submit({ steps: 2, step_ms: 300 });
+  it("a step interrupted again and again fails the job after a bounded number of attempts", { timeout: 30_000 }, async () => {
+    const id = await submit({ steps: 2, step_ms: 2_000 });
     for (let i = 0; i < 3; i++) await evictDuringStep(id, "step_1");
     const job = await drive(id);
     expect(job).toMatchObject({ status: "failed", error: "Step step_1 failed after 3 attempts: it was interrupted" });
