@@ -98,6 +98,17 @@ async function submitOverApi(body: Record<string, unknown>): Promise<string> {
   return ((await res.json()) as { job_id: string }).job_id;
 }
 
+/** A page opened through a lagging proxy that hands on the responses of `path` `lagMs` late; `close` closes both. */
+async function openBehindLagging(path: string | RegExp, lagMs: number) {
+  const lagging = await startLaggingProxy(BASE, path, lagMs);
+  const { page, problems } = await open(`${lagging.base}/`);
+  const close = async () => {
+    await page.close();
+    await lagging.close();
+  };
+  return { page, problems, close };
+}
+
 /**
  * A page whose tenant feed reaches it `lagMs` late, through a lagging proxy, as over a slow link
  * (the feed comes from the tenant's projection, which hears of a run's changes after the run's own
@@ -105,8 +116,7 @@ async function submitOverApi(body: Record<string, unknown>): Promise<string> {
  * the feed has told what `it` matches, and the page has handled it.
  */
 async function openBehindLaggingFeed(lagMs = 4000) {
-  const lagging = await startLaggingProxy(BASE, "/api/v1/runs/events", lagMs);
-  const { page, problems } = await open(`${lagging.base}/`);
+  const { page, problems, close } = await openBehindLagging("/api/v1/runs/events", lagMs);
   const cdp = await page.context().newCDPSession(page);
   const told: { event: string; job_id: string; status?: string }[] = [];
   cdp.on("Network.eventSourceMessageReceived", ({ eventName, data }) => {
@@ -122,10 +132,7 @@ async function openBehindLaggingFeed(lagMs = 4000) {
       // One more turn of the page's event loop: the event has been handled.
       await page.evaluate(() => new Promise((done) => setTimeout(done, 0)));
     },
-    close: async () => {
-      await page.close();
-      await lagging.close();
-    },
+    close,
   };
 }
 
@@ -372,8 +379,7 @@ describe("the reference frontend in local development", () => {
 
   it("an answer whose reply comes after the run's stream told it running shows it running, not queued as the reply says", async () => {
     // Answered, a run is queued and at once running again; the reply (queued) reaches the page 3 s late.
-    const lagging = await startLaggingProxy(BASE, /^\/api\/v1\/runs\/[^/]+\/input$/, 3000);
-    const { page, problems } = await open(`${lagging.base}/`);
+    const { page, problems, close } = await openBehindLagging(/^\/api\/v1\/runs\/[^/]+\/input$/, 3000);
     try {
       const id = await submitRun(page, "Answered over a slow link", { steps: 3, step_ms: 8000, input_at_step: 1 });
       await page.waitForSelector("#input-panel:not([hidden])", { timeout: 30_000 });
@@ -390,8 +396,7 @@ describe("the reference frontend in local development", () => {
       expect(problems).toEqual([]);
       expect((await fetch(`${BASE}/api/v1/runs/${id}/cancel`, { method: "POST" })).status).toBe(200);
     } finally {
-      await page.close();
-      await lagging.close();
+      await close();
     }
   });
 
