@@ -46,12 +46,17 @@ export function connectPanel(/** @type {typeof panel} */ handlers) {
   Object.assign(panel, handlers);
 }
 
-/** A run deleted, here or elsewhere: out of the list and its total; false if the list did not show it. */
-export function forget(/** @type {string} */ id) {
-  deleted.add(id);
+/** A run out of the list and its total; false if the list did not show it. */
+function unlist(/** @type {string} */ id) {
   if (!runs.delete(id)) return false;
   total = Math.max(0, total - 1);
   return true;
+}
+
+/** A run deleted, here or elsewhere: never shown again, and out of the list; false if the list did not show it. */
+export function forget(/** @type {string} */ id) {
+  deleted.add(id);
+  return unlist(id);
 }
 
 function filter() {
@@ -232,10 +237,7 @@ export function connectFeed() {
     if (matches(job)) {
       if (!known) total += 1;
       runs.set(job.job_id, job);
-    } else if (known) {
-      runs.delete(job.job_id);
-      total = Math.max(0, total - 1);
-    }
+    } else if (known) unlist(job.job_id);
     renderRuns();
     panel.told(job.job_id, job);
   });
