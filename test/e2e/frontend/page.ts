@@ -1,0 +1,91 @@
+/**
+ * What the tests of the reference frontend share: a `wrangler dev` and Debian's Chromium for a
+ * file's tests, pages that collect every problem the browser reports, and the gestures a user
+ * makes on the page (submit a run, filter the list, answer a run that asks).
+ */
+import { mkdirSync } from "node:fs";
+import type { Browser, Page } from "playwright-core";
+import { afterAll, beforeAll, expect } from "vitest";
+import { launchChromium } from "../browser";
+import { BASE, startServer, stopServer, type DevServer } from "../server";
+
+/** Where the tests keep their screenshots. */
+export const SHOTS = "test-results/frontend";
+
+let browser: Browser;
+
+/**
+ * Before the calling file's tests, starts `wrangler dev` of the service (with startServer's
+ * arguments) and Chromium; after them, closes both.
+ */
+export function withServerAndChromium(...server: Parameters<typeof startServer>): void {
+  let dev: DevServer | undefined;
+  beforeAll(async () => {
+    mkdirSync(SHOTS, { recursive: true });
+    [dev, browser] = await Promise.all([startServer(...server), launchChromium()]);
+  });
+  afterAll(async () => {
+    await browser?.close();
+    if (dev) await stopServer(dev);
+  });
+}
+
+/** A blank page, for a test that watches the browser its own way. */
+export const newPage = (): Promise<Page> => browser.newPage();
+
+/** A page with every console error, page error and failed request collected, once `ready` shows (by default, the feed is live). */
+export async function open(url: string, viewport = { width: 1400, height: 900 }, ready = "#feed-state.live"): Promise<{ page: Page; problems: string[] }> {
+  const page = await browser.newPage({ viewport });
+  const problems: string[] = [];
+  page.on("console", (message) => {
+    if (message.type() === "error") problems.push(`console: ${message.text()}`);
+  });
+  page.on("pageerror", (error) => problems.push(`page: ${error.message}`));
+  await page.goto(url, { waitUntil: "load" });
+  await page.waitForSelector(ready, { timeout: 15_000 });
+  return { page, problems };
+}
+
+/**
+ * Types a tag into the filter and leaves the field, as a user does: the browser sends one change
+ * event. (One dispatched by hand leaves the edit uncommitted, and the next click elsewhere sends a
+ * second: the page lists again, and a later page loaded meanwhile may be dropped.)
+ */
+export async function filterByTag(page: Page, tag: string): Promise<void> {
+  const field = page.locator("#filter-form input[name=tag]");
+  await field.fill(tag);
+  await field.blur();
+}
+
+/** Fills the form and submits a simulated run; answers its id once the page shows it. */
+export async function submitRun(page: Page, prompt: string, knobs: Record<string, number>, tags = ""): Promise<string> {
+  await page.fill("#prompt", prompt);
+  await page.fill("input[name=tags]", tags);
+  await page.locator("summary", { hasText: "Simulated runner" }).click();
+  for (const knob of ["steps", "step_ms", "fail_at_step", "input_at_step"]) await page.fill(`input[name=${knob}]`, knobs[knob] === undefined ? "" : String(knobs[knob]));
+  await page.locator("summary", { hasText: "Simulated runner" }).click();
+  const before = await page.locator("#detail-id").innerText();
+  await page.click("#submit-form button[type=submit]");
+  await page.waitForFunction((old) => {
+    const id = document.getElementById("detail-id")?.textContent ?? "";
+    return id.startsWith("run_") && id !== old;
+  }, before);
+  return page.locator("#detail-id").innerText();
+}
+
+/** The run's entry in the page's list. */
+export const row = (page: Page, id: string) => page.locator(`#run-list li[data-id="${id}"]`);
+
+/** Answers the run the page shows from its input panel, once the run asks. */
+export async function answerWhenAsked(page: Page, action: "approve" | "revise" | "reject", text: string): Promise<void> {
+  await page.waitForSelector("#input-panel:not([hidden])", { timeout: 15_000 });
+  await page.fill("#input-text", text);
+  await page.click(`[data-answer=${action}]`);
+}
+
+/** Submits a run over the API of the server on 8005, as another client of the tenant would; answers its id. */
+export async function submitOverApi(body: Record<string, unknown>): Promise<string> {
+  const res = await fetch(`${BASE}/api/v1/runs`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+  expect(res.status).toBe(202);
+  return ((await res.json()) as { job_id: string }).job_id;
+}

@@ -1,0 +1,255 @@
+/**
+ * The reference frontend at `/` in a real headless Chromium (Debian's package), against `wrangler
+ * dev` in local development (no keys): runs submitted, watched to their end, cancelled, deleted,
+ * and listed by page and filter. Screenshots are kept in test-results/frontend/.
+ */
+import { describe, expect, it } from "vitest";
+import { BASE } from "../server";
+import { SHOTS, filterByTag, open, row, submitOverApi, submitRun, withServerAndChromium } from "./page";
+
+withServerAndChromium();
+
+describe("the reference frontend in local development: runs submitted, watched, cancelled, deleted and listed", () => {
+  it("submit, watch progress live to the end, read the output, delete", async () => {
+    const { page, problems } = await open(`${BASE}/`);
+    const id = await submitRun(page, "Write about the edge", { steps: 3, step_ms: 400 }, "demo, docs");
+    // The run appears in the list from the feed, with its tags, and runs.
+    await row(page, id).waitFor();
+    expect(await row(page, id).locator(".tag").allInnerTexts()).toEqual(["demo", "docs"]);
+    await page.waitForSelector("#detail-status.running");
+    expect(await page.locator("#delete-button").isDisabled()).toBe(true);
+    expect(await page.locator("#delete-rule").innerText()).toBe("A running job must be cancelled first.");
+    await page.screenshot({ path: `${SHOTS}/running.png` });
+    await page.waitForSelector("#detail-status.succeeded", { timeout: 20_000 });
+    await page.waitForFunction(() => (document.getElementById("detail-output")?.textContent ?? "").includes("Step 3/3"));
+    const output = await page.locator("#detail-output").innerText();
+    expect(output).toContain("simulated answer to: Write about the edge");
+    const log = await page.locator("#detail-log li").allInnerTexts();
+    expect(log.some((line) => /PROGRESS\s*100%/i.test(line))).toBe(true);
+    await expect.poll(() => row(page, id).getAttribute("data-status")).toBe("succeeded");
+    // What the page shows is what the API says.
+    const job = await (await fetch(`${BASE}/api/v1/runs/${id}`)).json();
+    expect(job.tags).toEqual(["demo", "docs"]);
+    expect(await page.locator("#detail-usage").innerText()).toBe(`${job.usage.total_tokens} tokens in 3 model calls (estimated)`);
+    // Only a failed or cancelled run can be retried.
+    expect(await page.locator("#retry-button").isHidden()).toBe(true);
+    await page.screenshot({ path: `${SHOTS}/succeeded.png` });
+
+    await page.click("#delete-button");
+    await row(page, id).waitFor({ state: "detached" });
+    expect(await page.locator("#detail-body").isHidden()).toBe(true);
+    expect((await fetch(`${BASE}/api/v1/runs/${id}`)).status).toBe(404);
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
+  it("submit, cancel, delete", async () => {
+    const { page, problems } = await open(`${BASE}/`);
+    const id = await submitRun(page, "A long one", { steps: 20, step_ms: 1000 });
+    await page.waitForSelector("#detail-status.running");
+    await page.click("#cancel-button");
+    await page.waitForSelector("#detail-status.cancelled");
+    await expect.poll(() => row(page, id).getAttribute("data-status")).toBe("cancelled");
+    expect(await page.locator("#delete-rule").isHidden()).toBe(true);
+    await page.screenshot({ path: `${SHOTS}/cancelled.png` });
+    await page.click("#delete-button");
+    await row(page, id).waitFor({ state: "detached" });
+    expect((await fetch(`${BASE}/api/v1/runs/${id}`)).status).toBe(404);
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
+  it("a submit answered 503 while a deploy is under way, then with its answer lost, makes one run: it is sent again with the same idempotency key", async () => {
+    const { page, problems } = await open(`${BASE}/`);
+    const tag = `once-${Date.now()}`;
+    /** The idempotency key of each submit the page sent, and what became of it: a deploy's 503, an answer lost on its way back, then through. */
+    const sent: string[] = [];
+    await page.route("**/api/v1/runs", async (route) => {
+      if (route.request().method() !== "POST") return route.continue();
+      sent.push(route.request().headers()["idempotency-key"]);
+      if (sent.length === 1) {
+        return route.fulfill({ status: 503, headers: { "Retry-After": "1", "Content-Type": "application/json" }, body: JSON.stringify({ detail: "Service is being updated; retry shortly" }) });
+      }
+      if (sent.length === 2) {
+        await route.fetch();
+        return route.abort("connectionreset");
+      }
+      return route.continue();
+    });
+    await page.fill("#prompt", "Made once");
+    await page.fill("input[name=tags]", tag);
+    await page.click("#submit-form button[type=submit]");
+    // Sent again after the 503's Retry-After, the run was made, and its answer never came: the page says so.
+    await page.waitForSelector("#notice:not([hidden])");
+    expect(sent).toHaveLength(2);
+    const made = await (await fetch(`${BASE}/api/v1/runs?tag=${tag}`)).json();
+    expect(made.total).toBe(1);
+    // Submitted again, as a user does, it is the same request: the API answers it with that run, which the page opens.
+    await page.click("#submit-form button[type=submit]");
+    await page.waitForFunction(() => (document.getElementById("detail-id")?.textContent ?? "").startsWith("run_"));
+    expect(await page.locator("#detail-id").innerText()).toBe(made.jobs[0].job_id);
+    expect(sent).toHaveLength(3);
+    expect(new Set(sent).size).toBe(1);
+    expect(sent[0]).toMatch(/^[0-9a-f-]{36}$/);
+    expect((await (await fetch(`${BASE}/api/v1/runs?tag=${tag}`)).json()).total).toBe(1);
+    expect(await page.locator("#notice").isHidden()).toBe(true);
+    // The next submit, once a run came of the last, is a new one.
+    await page.unroute("**/api/v1/runs");
+    await page.click("#submit-form button[type=submit]");
+    await expect.poll(async () => (await (await fetch(`${BASE}/api/v1/runs?tag=${tag}`)).json()).total).toBe(2);
+    expect(problems.filter((p) => !/503|ERR_CONNECTION_RESET/.test(p))).toEqual([]);
+    await page.close();
+  });
+
+  it("the agent field names a recipe as a job names it (recipe:<name>), and an unknown one is refused in the API's words", async () => {
+    const { page, problems } = await open(`${BASE}/`);
+    await page.fill("input[name=agent_file]", "recipe:summarize");
+    const id = await submitRun(page, "A long text to sum up", { steps: 1, step_ms: 1 });
+    expect((await (await fetch(`${BASE}/api/v1/runs/${id}`)).json()).agent_id).toBe("recipe:summarize");
+    await page.fill("input[name=agent_file]", "recipe:nope");
+    await page.click("#submit-form button[type=submit]");
+    await expect.poll(() => page.locator("#notice").innerText()).toBe("Recipe not found: nope");
+    // An agent file, by its name or as a job names it.
+    await page.fill("input[name=agent_file]", "file:agents.yaml");
+    const filed = await submitRun(page, "From the agents file", { steps: 1, step_ms: 1 });
+    expect((await (await fetch(`${BASE}/api/v1/runs/${filed}`)).json()).agent_id).toBe("file:agents.yaml");
+    await page.fill("input[name=agent_file]", "");
+    expect(problems.filter((p) => !/status of 400/.test(p))).toEqual([]);
+    await page.close();
+  });
+
+  it("a job that fails shows its error", async () => {
+    const { page, problems } = await open(`${BASE}/`);
+    await submitRun(page, "This breaks", { steps: 3, step_ms: 100, fail_at_step: 2 });
+    await page.waitForSelector("#detail-status.failed", { timeout: 15_000 });
+    await page.waitForSelector("#detail-error:not([hidden])");
+    expect(await page.locator("#detail-error").innerText()).toMatch(/step 2/i);
+    // Step 1 finished: a retry would start at step 2.
+    expect(await page.locator("#retry-button").innerText()).toBe("Retry from step 2");
+    await page.screenshot({ path: `${SHOTS}/failed.png` });
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
+  it("on a phone, a delayed run picked from the list comes into view, says when it starts, and is deleted once cancelled", async () => {
+    // Older runs below it in the list, so that the run's panel starts below the screen.
+    for (let i = 0; i < 12; i++) await submitOverApi({ prompt: "Filler", config: { simulate: { steps: 1, step_ms: 1 } } });
+    const id = await submitOverApi({ prompt: "Later", delay_seconds: 600 });
+    const { page, problems } = await open(`${BASE}/`, { width: 390, height: 844 });
+    await row(page, id).waitFor();
+    expect(await page.evaluate(() => document.getElementById("detail")!.getBoundingClientRect().top > innerHeight)).toBe(true);
+    await row(page, id).click();
+    await page.waitForFunction((job) => document.getElementById("detail-id")?.textContent === job, id);
+    // One column: the run is below the form and the list, and is brought into view (its id and status).
+    const inView = () => page.evaluate(() => {
+      const box = document.querySelector("#detail .detail-head")!.getBoundingClientRect();
+      return box.top >= 0 && box.bottom <= innerHeight;
+    });
+    await expect.poll(inView).toBe(true);
+    const scheduled = (await (await fetch(`${BASE}/api/v1/runs/${id}`)).json()).scheduled_for as string;
+    expect(await page.locator("#detail-step").innerText()).toBe(`Starts at ${await page.evaluate((at) => new Date(at).toLocaleString(), scheduled)}`);
+    expect(await page.locator("#delete-button").isDisabled()).toBe(true);
+    expect(await page.locator("#delete-rule").innerText()).toBe("A queued job must be cancelled first.");
+    await page.screenshot({ path: `${SHOTS}/delayed-phone.png`, fullPage: true });
+    await page.click("#cancel-button");
+    await page.waitForSelector("#detail-status.cancelled");
+    expect(await page.locator("#delete-rule").isHidden()).toBe(true);
+    await page.click("#delete-button");
+    await row(page, id).waitFor({ state: "detached" });
+    expect((await fetch(`${BASE}/api/v1/runs/${id}`)).status).toBe(404);
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
+  it("a run waiting behind its concurrency key shows its place in line", async () => {
+    const key = `k${Date.now()}`;
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push(await submitOverApi({ prompt: `Keyed ${i}`, concurrency_key: key, config: { simulate: { steps: 3, step_ms: 5000 } } }));
+    // Two run at once per key (MAX_RUNNING_PER_KEY): the third waits, first in line.
+    const { page, problems } = await open(`${BASE}/`);
+    await row(page, ids[2]).click();
+    await page.waitForSelector("#detail-status.queued");
+    expect(await page.locator("#detail-step").innerText()).toBe("Place in line: 1");
+    expect(problems).toEqual([]);
+    await page.close();
+    for (const id of ids) expect((await fetch(`${BASE}/api/v1/runs/${id}?force=true`, { method: "DELETE" })).status).toBe(204);
+  });
+
+  it("a watched run deleted elsewhere leaves the view quietly", async () => {
+    const id = await submitOverApi({ prompt: "Deleted from afar", config: { simulate: { steps: 3, step_ms: 5000 } } });
+    const { page, problems } = await open(`${BASE}/`);
+    await row(page, id).click();
+    await page.waitForSelector("#detail-status.running");
+    // Another tab, the CLI or a bulk delete: cancelled and deleted at once.
+    expect((await fetch(`${BASE}/api/v1/runs/${id}?force=true`, { method: "DELETE" })).status).toBe(204);
+    await row(page, id).waitFor({ state: "detached" });
+    await page.waitForSelector("#detail-body", { state: "hidden" });
+    await page.waitForTimeout(500);
+    expect(await page.locator("#notice").isHidden()).toBe(true);
+    // The browser reports the page's last read of the run, which found it gone; nothing else.
+    expect(problems.filter((problem) => !problem.includes("the server responded with a status of 404"))).toEqual([]);
+    await page.close();
+  });
+
+  it("filters the list by status and tag, live", async () => {
+    const { page, problems } = await open(`${BASE}/`);
+    const tag = `f${Date.now()}`;
+    const tagged = await submitRun(page, "Tagged", { steps: 1, step_ms: 50 }, tag);
+    const untagged = await submitRun(page, "Untagged", { steps: 1, step_ms: 50 });
+    await filterByTag(page, tag);
+    await expect.poll(() => page.locator("#run-list li").evaluateAll((items) => items.map((i) => (i as HTMLElement).dataset.id))).toEqual([tagged]);
+    expect(await page.locator("#runs-total").innerText()).toBe("(1)");
+    // A new run with the tag arrives from the feed; one without does not.
+    const third = await submitRun(page, "Tagged too", { steps: 1, step_ms: 50 }, tag);
+    await row(page, third).waitFor();
+    expect(await row(page, untagged).count()).toBe(0);
+    // An edit that leaves the filter as it was lists nothing again and keeps the feed; the next
+    // real change lists once, and opens the feed once, for the new filter.
+    const asked: string[] = [];
+    page.on("request", (request) => {
+      const url = new URL(request.url());
+      if (url.pathname === "/api/v1/runs" || url.pathname === "/api/v1/runs/events") asked.push(`${url.pathname}?${url.searchParams}`);
+    });
+    await filterByTag(page, `${tag} `);
+    await page.selectOption("#filter-form select[name=status]", "failed");
+    await expect.poll(() => page.locator("#run-list li").count()).toBe(0);
+    await expect.poll(() => asked.filter((request) => request.includes("status=failed")).length).toBe(2);
+    expect(asked.map((request) => request.replace(/&page_size=\d+/, "")).sort()).toEqual([
+      `/api/v1/runs/events?status=failed&tag=${tag}`,
+      `/api/v1/runs?status=failed&tag=${tag}`,
+    ].sort());
+    await page.screenshot({ path: `${SHOTS}/filtered.png` });
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
+  it("shows a page of 50 runs, and the next ones on asking", async () => {
+    const tag = `p${Date.now()}`;
+    // Runs that wait an hour: they stay as they are while the page is read.
+    const ids: string[] = [];
+    for (let i = 0; i < 53; i++) {
+      ids.push(await submitOverApi({ prompt: `page ${i}`, tags: [tag], delay_seconds: 3600 }));
+    }
+    const { page, problems } = await open(`${BASE}/`);
+    await filterByTag(page, tag);
+    const shown = async () => (await page.locator("#run-list li").evaluateAll((items) => items.map((i) => (i as HTMLElement).dataset.id!))).sort();
+    const totalShown = () => page.locator("#runs-total").innerText();
+    // The newest 50, and the total of all.
+    await expect.poll(shown).toEqual(ids.slice(3).sort());
+    await expect.poll(totalShown).toBe("(53)");
+    // The feed tells of older runs, on the page not shown yet: a change is neither shown nor
+    // counted again; a deletion takes one off the total.
+    expect((await fetch(`${BASE}/api/v1/runs/${ids[0]}/cancel`, { method: "POST" })).status).toBe(200);
+    expect((await fetch(`${BASE}/api/v1/runs/${ids[1]}/cancel`, { method: "POST" })).status).toBe(200);
+    expect((await fetch(`${BASE}/api/v1/runs/${ids[1]}`, { method: "DELETE" })).status).toBe(204);
+    await expect.poll(totalShown).toBe("(52)");
+    expect(await shown()).toEqual(ids.slice(3).sort());
+    await page.click("#runs-more");
+    await expect.poll(shown).toEqual(ids.filter((id) => id !== ids[1]).sort());
+    expect(await row(page, ids[0]).getAttribute("data-status")).toBe("cancelled");
+    expect(await totalShown()).toBe("(52)");
+    expect(await page.locator("#runs-more").isHidden()).toBe(true);
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+});
