@@ -11,6 +11,7 @@ import { limits } from "../config";
 import { giveUpNameless, rememberTenant, tenantOf } from "../ids";
 import { hasTable, migrate } from "../storage/migrations";
 import { STATUSES, type Status } from "../run/transitions";
+import { ChangeLog } from "./changeLog";
 import { FeedWatchers, type Change, type RunFilter } from "./feed";
 import { MAX_SHARDS, shardIndex } from "./shards";
 import { listPage, matchingJobIds, type BulkFilter, type ListFilter, type ListPage } from "./listing";
@@ -27,21 +28,6 @@ const TOMBSTONES_PRUNED_PER_REMOVAL = 4;
 
 /** The feed tells a job's progress at most this often; every status change is told. */
 const FEED_PROGRESS_MS = 1000;
-/**
- * The feed's change log keeps the newest FEED_KEEP_CHANGES changes (a setting, 10,000 by
- * default), and older ones while they are younger than FEED_KEEP_MS, up to this many times
- * FEED_KEEP_CHANGES in all.
- */
-const FEED_KEEP_MS = 86_400_000;
-const FEED_MAX_FACTOR = 10;
-/**
- * The log is pruned at every PRUNE_EVERY-th change, of up to CHANGES_PRUNED_PER_CHANGE old
- * changes for each: more than one, so that they never pile up. The pruning statement costs more
- * than writing the change, even when it removes nothing, so a change pays for it rarely.
- */
-const PRUNE_EVERY = 16;
-const CHANGES_PRUNED_PER_CHANGE = 4;
-const PRUNED_THROUGH = "feed_pruned_through";
 
 /**
  * How long after a token's submit is counted it may still be under way (making its job): a second
@@ -79,9 +65,8 @@ const SEQ_STEP = MAX_SHARDS;
 
 export class TenantProjection extends DurableObject<Env> {
   private readonly sql: SqlStorage;
-  private readonly feed = new FeedWatchers((id, limit) =>
-    this.sql.exec<Change>("SELECT id, kind, previous_status, job FROM changes WHERE id > ? ORDER BY id LIMIT ?", id, limit).toArray(),
-  );
+  private readonly log: ChangeLog;
+  private readonly feed = new FeedWatchers((id, limit) => this.log.after(id, limit));
   /** Changes written by the transaction under way, told to the feed's watchers once it commits. */
   private written: Change[] = [];
   /** The last job sequence number given (see nextSeq), once read. */
@@ -93,6 +78,7 @@ export class TenantProjection extends DurableObject<Env> {
     super(ctx, env);
     this.sql = ctx.storage.sql;
     migrate(ctx.storage, PROJECTION_MIGRATIONS);
+    this.log = new ChangeLog(ctx.storage, limits(env).feedKeepChanges);
     rememberTenant(ctx);
     if (hasTable(this.sql, "slots_to_hand_over")) void ctx.storage.setAlarm(Date.now() + limits(env).alarmDelayMs);
   }
@@ -226,33 +212,9 @@ export class TenantProjection extends DurableObject<Env> {
     return this.lastSeq;
   }
 
-  /** Writes a change to the feed's log (inside the caller's transaction), and now and then prunes old ones. */
+  /** Writes a change to the feed's log (inside the caller's transaction), to be told once it commits. */
   private record(kind: Change["kind"], previous: Status | null, job: string): void {
-    const now = Date.now();
-    const { id } = this.sql
-      .exec<{ id: number }>("INSERT INTO changes (at, kind, previous_status, job) VALUES (?, ?, ?, ?) RETURNING id", now, kind, previous, job)
-      .one();
-    this.written.push({ id, kind, previous_status: previous, job });
-    if (id % PRUNE_EVERY === 0) this.pruneChanges(id, now);
-  }
-
-  /**
-   * Of the oldest few changes outside the newest `keep` before `newest`, those old enough or
-   * outside the newest `keep` times FEED_MAX_FACTOR. Only the oldest are looked at (changes are
-   * written in time order), so that pruning reads a few rows of the log however long it is.
-   */
-  private pruneChanges(newest: number, now: number): void {
-    const keep = limits(this.env).feedKeepChanges;
-    const pruned = this.sql
-      .exec<{ id: number }>(
-        `DELETE FROM changes WHERE id IN (SELECT id FROM changes WHERE id <= ? ORDER BY id LIMIT ?) AND (at < ? OR id <= ?) RETURNING id`,
-        newest - keep,
-        PRUNE_EVERY * CHANGES_PRUNED_PER_CHANGE,
-        now - FEED_KEEP_MS,
-        newest - keep * FEED_MAX_FACTOR,
-      )
-      .toArray();
-    if (pruned.length > 0) this.ctx.storage.kv.put(PRUNED_THROUGH, Math.max(...pruned.map((r) => r.id)));
+    this.written.push(this.log.append(kind, previous, job));
   }
 
   /** Runs a change of the projection in one transaction; once it commits, the feed's watchers hear what it wrote. */
@@ -273,18 +235,14 @@ export class TenantProjection extends DurableObject<Env> {
    * picture is of another), starts with `reset`: the client lists again.
    */
   watch(filter: RunFilter, after: number | null): { body: ReadableStream<Uint8Array> } {
-    const head = this.feedHead();
-    const reset = after !== null && (after < this.prunedThrough() || after > head);
+    const head = this.log.head();
+    const reset = after !== null && (after < this.log.prunedThrough() || after > head);
     return { body: this.feed.open(filter, after === null || reset ? head : after, reset, head) };
   }
 
   /** The feed's newest position: where a watcher from now starts. */
   feedHead(): number {
-    return this.sql.exec<{ id: number | null }>("SELECT MAX(id) AS id FROM changes").one().id ?? this.prunedThrough();
-  }
-
-  private prunedThrough(): number {
-    return this.ctx.storage.kv.get<number>(PRUNED_THROUGH) ?? 0;
+    return this.log.head();
   }
 
   /**
