@@ -4,6 +4,11 @@ import { defineConfig } from "vitest/config";
 import { WEBHOOK_SECRET } from "./test/hooks/protocol.ts";
 import { TOKEN_SECRET } from "./test/tokens/protocol.ts";
 import { LLM_KEY, LLM_URL } from "./test/model/protocol.ts";
+import { poolFixed } from "./scripts/patch-test-pool.mjs";
+
+// Without its fix, the pinned test pool slows with every request and object a test file makes, and
+// the model-based tests overflow its stack (scripts/patch-test-pool.mjs says how).
+if (!poolFixed()) throw new Error("The test pool lacks its fix: run `node scripts/patch-test-pool.mjs` (npm runs it after every install)");
 
 /** The Durable Object bindings of the Worker, with their classes. */
 const OBJECTS = [
