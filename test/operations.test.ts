@@ -4,7 +4,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import worker from "../src/index";
 import { hex, sha256 } from "../src/digest";
 import { overlay, withBindings } from "./faults";
-import { api, BASE, drive, driveTo, post, submit } from "./helpers";
+import { api, BASE, drive, driveTo, finished, post, submit } from "./helpers";
 
 /** Every JSON line the Worker and the objects log while a test runs (they share this isolate). */
 let lines: Record<string, unknown>[] = [];
@@ -37,6 +37,28 @@ describe("request ids", () => {
       const replaced = await api("/health", { headers: { "X-Request-Id": bad } });
       expect(replaced.headers.get("X-Request-Id")).toMatch(/^[0-9a-f-]{36}$/);
     }
+  });
+
+  it("answers a handler makes itself carry one too: a stream, an output's bytes, a 304, a HEAD, the feed and a CORS preflight", async () => {
+    const id = await finished({ steps: 1, step_ms: 0 });
+    const output = await api(`/api/v1/runs/${id}/output`);
+    expect(output.status).toBe(200);
+    const etag = output.headers.get("ETag")!;
+    await output.arrayBuffer();
+    const stream = await api(`/api/v1/runs/${id}/stream`, { headers: { "X-Request-Id": "stream-request-0001" } });
+    expect(await stream.text()).toContain("[DONE]");
+    const answers = [
+      output,
+      await api(`/api/v1/runs/${id}/output`, { headers: { "If-None-Match": etag } }),
+      await api(`/api/v1/runs/${id}/output`, { method: "HEAD" }),
+      await api("/api/v1/runs/events", { method: "HEAD" }),
+      await api("/api/v1/runs", { method: "OPTIONS", headers: { Origin: "http://localhost:3000", "Access-Control-Request-Method": "POST" } }),
+    ];
+    expect(answers.map((r) => r.status)).toEqual([200, 304, 200, 200, 204]);
+    const ids = answers.map((r) => r.headers.get("X-Request-Id"));
+    for (const each of ids) expect(each).toMatch(/^[0-9a-f-]{36}$/);
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(stream.headers.get("X-Request-Id")).toBe("stream-request-0001");
   });
 });
 
