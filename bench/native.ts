@@ -16,7 +16,7 @@
 import { spawn, spawnSync } from "node:child_process";
 import { rmSync } from "node:fs";
 import { createInterface } from "node:readline";
-import { treeProcesses } from "../test/e2e/procfs";
+import { treeCpuMs, treeProcesses } from "../test/e2e/procfs";
 import { startServer, stopServer, type DevServer } from "../test/e2e/server";
 import { startFloor } from "./floor";
 import { bothQuiet, designFloorSubmit, inTurns, laterSubmitFor, load, LOAD_NAMES, median, statusReads, useServers, type LoadOptions } from "./measure";
@@ -48,6 +48,21 @@ const KINDS: [string, RegExp][] = [
 type Tally = Map<string, number>;
 const ALL = "all";
 const PROXY = "the dev server's proxy in front (another workerd), all";
+/**
+ * The dev server's CPU by process, read from /proc rather than sampled: every thread counted,
+ * the sampling's own cost included, so these are a little above what perf counts.
+ */
+const BY_PROCESS: [string, (cpu: ProcessCpu) => number][] = [
+  ["/proc: the whole dev server", (cpu) => cpu.all],
+  ["/proc: the workerd that runs the Worker and its objects", (cpu) => cpu.runtime],
+  ["/proc: the proxy in front", (cpu) => cpu.proxy],
+  ["/proc: wrangler (node) and the rest", (cpu) => cpu.all - cpu.runtime - cpu.proxy],
+];
+interface ProcessCpu {
+  all: number;
+  runtime: number;
+  proxy: number;
+}
 
 /**
  * A dev server's two workerd processes: the one that runs the Worker and its objects (started
@@ -85,14 +100,20 @@ function record(pid: number, file: string): { stop: () => Promise<void> } {
  */
 async function sampled(server: DevServer, options: LoadOptions, seconds: number, file: string) {
   const { runtime, proxy } = workerdOf(server);
+  const cpu = (): ProcessCpu => ({ all: treeCpuMs(server.process.pid!), runtime: treeCpuMs(runtime), proxy: treeCpuMs(proxy) });
   const recordings = [record(runtime, file), record(proxy, `${file}.proxy`)];
+  const before = cpu();
   const result = await load({ ...options, duration: seconds }, server);
+  const after = cpu();
   await Promise.all(recordings.map((r) => r.stop()));
   const tally = await tallied(file);
   tally.set(PROXY, (await tallied(`${file}.proxy`)).get(ALL) ?? 0);
   for (const made of [file, `${file}.proxy`]) rmSync(made, { force: true });
-  const perRequest = (samples: number) => (1000 * samples) / SAMPLES_PER_SECOND / Math.max(1, result["2xx"]);
-  return { rps: result.rate, ms: new Map([...tally].map(([key, n]) => [key, perRequest(n)])) };
+  const served = Math.max(1, result["2xx"]);
+  const perRequest = (samples: number) => (1000 * samples) / SAMPLES_PER_SECOND / served;
+  const ms = new Map([...tally].map(([key, n]) => [key, perRequest(n)]));
+  for (const [name, of] of BY_PROCESS) ms.set(name, (of(after) - of(before)) / served);
+  return { rps: result.rate, ms };
 }
 
 /** Every sample of a recording, counted by "place / kind" (and by place, and in all). */
@@ -152,7 +173,7 @@ function print(figure: string, against: string, ours: Sampled[], theirs: Sampled
   const rates = ours.map((o, i) => (o.rps / theirs[i].rps).toFixed(2));
   console.log(`${figure} vs ${against}: ${rates.join(", ")} (req/s, round by round)`);
   console.log(`ms of workerd's CPU per request: ours (each round) | ${against} (each round) | ours beyond it (median)`);
-  const keys = [ALL, ...PLACES.flatMap(([place]) => [place, ...KINDS.map(([kind]) => `${place} / ${kind}`)]), PROXY];
+  const keys = [ALL, ...PLACES.flatMap(([place]) => [place, ...KINDS.map(([kind]) => `${place} / ${kind}`)]), PROXY, ...BY_PROCESS.map(([name]) => name)];
   for (const key of keys) {
     const a = ours.map((r) => r.ms.get(key) ?? 0);
     const b = theirs.map((r) => r.ms.get(key) ?? 0);
