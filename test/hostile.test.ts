@@ -51,7 +51,36 @@ const FIELDS: Record<string, unknown[]> = {
     Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, "v"]))],
   recipe_name: ["r", 1, {}, "../agents/agents", "summarize.yaml"],
   tags: ["x", 1, {}, [1], [""], ["has space"], ["a/b"], ["t".repeat(65)], Array.from({ length: 11 }, (_, i) => `t${i}`)],
+  retention_seconds: [0, -1, 1.5, "60", true, 1e12],
+  priority: [-1, 10, 4.5, "5", true, [], {}],
+  concurrency_key: [1, true, [], {}, "k".repeat(129)],
+  delay_seconds: [0, -1, 1.5, "60", 2_592_001, true, {}],
+  start_after: [1, true, {}, "tomorrow", "2026-13-01T00:00:00Z", "2099-01-01T00:00:00Z"],
+  queue_ttl_seconds: [0, -1, 1.5, "60", 2_592_001, []],
+  input_timeout_s: [0, -1, 1.5, "60", 604_801, {}],
+  recipe_config: ["x", 1, [], { model: 5 }, { temperature: -1 }, { max_tokens: 0 }, { unknown: 1 }],
 };
+
+/** Fields that may not come together (`delay_seconds` with `start_after`, a recipe with an agent), one that needs another (`recipe_config` needs `recipe_name`), and part two's knobs inside `config` out of range. */
+const CLASHES: Record<string, unknown>[] = [
+  { prompt: "x", delay_seconds: 60, start_after: new Date(Date.now() + 3_600_000).toISOString() },
+  { prompt: "x", recipe_name: "summarize", agent_file: "agents.yaml" },
+  { prompt: "x", recipe_config: { model: "m" } },
+  { prompt: "x", config: { max_total_tokens: 0 } },
+  { prompt: "x", config: { simulate: { input_at_step: 0 } } },
+];
+
+/** Answers to a request for input, retries and bulk operations that must be refused whatever the job. */
+const INPUT_BODIES: unknown[] = [
+  {}, { action: "maybe" }, { action: "revise" }, { action: "approve", input: 1 }, { action: "approve", input: "x".repeat(64 * 1024 + 1) },
+  { action: ["approve"] }, null, [], "approve",
+];
+const RETRY_BODIES: unknown[] = [{ from_step: 0 }, { from_step: -1 }, { from_step: 1.5 }, { from_step: "1" }, { prompt: "" }, { prompt: 1 }, { config: "x" }, [], "x"];
+const BULK_BODIES: unknown[] = [
+  {}, { job_ids: [] }, { job_ids: "run_x" }, { job_ids: [1] }, { job_ids: Array.from({ length: 1001 }, (_, i) => `run_${i}`) },
+  { status: "done" }, { status: ["queued"] }, { created_before: "yesterday" }, { created_before: 1 }, { tags: "x" }, { tags: ["has space"] },
+  { session_id: 1 }, { status: "failed", force: "yes" }, null, [], "cancel",
+];
 
 /** Token requests that must be refused (local development mints with a development secret). */
 const TOKEN_BODIES: unknown[] = [
@@ -79,6 +108,7 @@ function corpus(knownId: string): Case[] {
   for (const body of [null, true, 1, "x", [], [{ prompt: "x" }], { prompt: "x", __proto__: { polluted: true }, framework: 1 }]) {
     cases.push(submitCase(`body ${JSON.stringify(body)}`, JSON.stringify(body)));
   }
+  for (const body of CLASHES) cases.push(submitCase(`clash ${Object.keys(body).slice(1).join(" + ")} ${JSON.stringify(body).slice(0, 30)}`, body));
   cases.push(submitCase("a body over 1 MiB", { prompt: "x".repeat(1024 * 1024) }));
   cases.push(submitCase("invalid UTF-8", new TextDecoder("latin1").decode(new Uint8Array([0x7b, 0xff, 0x7d]))));
   for (const type of ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/json, text/plain", "application/jsonp", "json"]) {
@@ -120,6 +150,13 @@ function corpus(knownId: string): Case[] {
     cases.push({ name: `delete ?force=${force}`, path: `/api/v1/runs/${knownId}?force=${force}`, init: { method: "DELETE" } });
   }
   cases.push({ name: "cancel a finished job", path: `/api/v1/runs/${knownId}/cancel`, init: { method: "POST" } });
+  for (const body of INPUT_BODIES) cases.push({ name: `input ${JSON.stringify(body).slice(0, 30)}`, path: `/api/v1/runs/${knownId}/input`, init: json(JSON.stringify(body)) });
+  for (const body of RETRY_BODIES) cases.push({ name: `retry ${JSON.stringify(body).slice(0, 30)}`, path: `/api/v1/runs/${knownId}/retry`, init: json(JSON.stringify(body)) });
+  for (const action of ["cancel", "delete"]) {
+    for (const body of BULK_BODIES) cases.push({ name: `bulk ${action} ${JSON.stringify(body).slice(0, 30)}`, path: `/api/v1/runs/bulk/${action}`, init: json(JSON.stringify(body)) });
+  }
+  cases.push({ name: "bulk, an unknown operation", path: "/api/v1/runs/bulk/nope", init: { method: "POST" } });
+  cases.push({ name: "bulk, an unknown id", path: "/api/v1/runs/bulk/bulk_nothere" });
   cases.push({ name: "output range past the end", path: `/api/v1/runs/${knownId}/output`, init: { headers: { Range: "bytes=999999-" } } });
   return cases;
 }
@@ -136,7 +173,7 @@ describe("hostile input", () => {
     const knownId = await finished({ steps: 1 });
     const before = await snapshot();
     const cases = corpus(knownId);
-    expect(cases.length).toBeGreaterThanOrEqual(200);
+    expect(cases.length).toBeGreaterThanOrEqual(400);
 
     const wrong: string[] = [];
     for (const c of cases) {
