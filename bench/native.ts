@@ -7,8 +7,10 @@
  * workerd ships with its symbols, so each sample of the first says where it was (in a call into
  * an object, in an object starting, or in the rest: the Worker, commits, the event loop) and what
  * it did (SQLite making tables, preparing, running or committing statements; opening a database;
- * JS; garbage collection; RPC serialisation); the proxy's are counted in all. Each is printed in
- * ms of CPU per request, for both sides round by round, with the median of the service's excess.
+ * JS; garbage collection; RPC serialisation); the proxy's are counted in all. Each process's CPU
+ * is also read from /proc (the Worker's workerd, the proxy, wrangler with the rest), so that a
+ * difference can be placed in one of them. Each is printed in ms of CPU per request, for both
+ * sides round by round, with the median of the service's excess.
  * A V8 profile (`bench:profile`) counts time spent inside a call into workerd to the JS function
  * that made it; this splits that time. Needs Linux `perf` (Debian: linux-perf); with the servers'
  * state where `npm run bench` keeps it (BENCH_MEMORY=1: in memory).
