@@ -6,7 +6,7 @@
  */
 import { parseArgs } from "node:util";
 import { readFileSync } from "node:fs";
-import { RunsApiError, RunsClient, type BulkInput, type BulkProgress, type Job, type RunFilter, type Status, type TokenInput } from "../client/index";
+import { RunsApiError, RunsClient, type BulkInput, type BulkProgress, type Job, type RetryInput, type RunFilter, type Status, type TokenInput } from "../client/index";
 
 const USAGE = `usage: runs <command> [options]
 
@@ -26,7 +26,8 @@ commands:
   stream <id>           live events until the job ends   [--after N]
   wait <id>             wait until the job ends or asks for input (exit 6), with a progress bar
   input <id>            answer a job awaiting input: --approve [--note TEXT] | --revise TEXT | --reject TEXT
-  retry <id>            retry a failed or cancelled job as a new one   [--from-step N] [--idempotency-key K] [--wait]
+  retry <id>            retry a failed or cancelled job as a new one   [--from-step N] [--prompt TEXT] [--config JSON: keys that
+                                       replace the old job's] [--idempotency-key K] [--wait]
   cancel <id>           cancel a queued or running job
   delete <id>           delete a finished job   [--force: cancel it first]
   bulk-cancel           cancel many jobs in the background (API key only)   [--status S] [--session ID] [--tag T ...] [--metadata K=V ...]
@@ -55,6 +56,7 @@ function parse(argv: string[]) {
       recipe: { type: "string" },
       agent: { type: "string" },
       config: { type: "string" },
+      prompt: { type: "string" },
       timeout: { type: "string" },
       session: { type: "string" },
       tag: { type: "string", multiple: true },
@@ -100,7 +102,7 @@ const COMMAND_OPTIONS: Record<string, string[]> = {
   stream: ["after"],
   wait: [],
   input: ["approve", "note", "revise", "reject"],
-  retry: ["from-step", "idempotency-key", "wait"],
+  retry: ["from-step", "prompt", "config", "idempotency-key", "wait"],
   cancel: [],
   delete: ["force"],
   "bulk-cancel": ["status", "session", "tag", "metadata", "before", "ids", "wait"],
@@ -337,7 +339,8 @@ async function main(argv: string[]): Promise<number> {
     case "retry": {
       const fromStep = o["from-step"] === undefined ? undefined : Number(o["from-step"]);
       if (fromStep !== undefined && !(Number.isInteger(fromStep) && fromStep >= 1)) throw new UsageError("--from-step must be a positive integer");
-      const retried = await client.retry(need(arg, "job id"), { from_step: fromStep }, { idempotencyKey: o["idempotency-key"] });
+      const body = { from_step: fromStep, prompt: o.prompt, config: jsonOption(o.config, "--config") as RetryInput["config"] };
+      const retried = await client.retry(need(arg, "job id"), body, { idempotencyKey: o["idempotency-key"] });
       print(retried, `${retried.job_id} ${retried.status}${retried.replayed ? " (replayed)" : ""}`);
       return o.wait ? waitFor(client, retried.job_id, o.json) : EXIT.ok;
     }

@@ -478,6 +478,12 @@ describe("the runs CLI", () => {
     const { job_id: again } = JSON.parse(retried.stdout) as { job_id: string };
     expect(JSON.parse(cli("status", again, "--json").stdout)).toMatchObject({ retry_of: job_id, progress: { steps_completed: 1 } });
     expect(cli("retry", again, "--from-step", "0").code).toBe(2);
+    // With the failing knob replaced and a new prompt: the first step's output is copied, the second runs on the new prompt.
+    const mended = cli("retry", job_id, "--prompt", "steady", "--config", JSON.stringify(simulate(2, 1)), "--wait", "--json");
+    expect(mended.code).toBe(0);
+    const { job_id: whole } = JSON.parse(mended.stdout.split("\n")[0]) as { job_id: string };
+    expect(cli("result", whole).stdout).toBe("Step 1/2 (step_1): simulated answer to: flaky\nStep 2/2 (step_2): simulated answer to: steady\n");
+    expect(cli("retry", job_id, "--config", "[1]").code).toBe(2);
     // With a key, a repeat names the job the first made.
     const key = `cli-retry-${Date.now()}`;
     const keyed = JSON.parse(cli("retry", job_id, "--idempotency-key", key, "--json").stdout) as { job_id: string; replayed: boolean };
