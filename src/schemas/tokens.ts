@@ -20,7 +20,7 @@ export const tokenBodySchema = lazy(() =>
           z.array(z.enum(SCOPES)).check(z.minLength(1), z.maxLength(SCOPES.length * 2)),
           "read (status, result, output, list), stream (stream, feed), submit, cancel, input, delete",
         ),
-        runs: z.nullish(described(z.array(z.string().check(z.regex(/^run_[A-Za-z0-9_-]{1,128}$/, "a job id"))).check(z.minLength(1), z.maxLength(MAX_TOKEN_RUNS)), "The jobs the token reaches")),
+        runs: z.nullish(described(z.array(z.string().check(z.regex(/^run_[A-Za-z0-9_-]{1,128}$/, "a job id is run_ followed by 1 to 128 of A-Za-z0-9_-"))).check(z.minLength(1), z.maxLength(MAX_TOKEN_RUNS)), "The jobs the token reaches")),
         session_id: z.nullish(described(text(256, 1), "The token reaches this session's jobs; the jobs it submits join it")),
         tags: z.nullish(described(someTagsSchema(), "The token reaches jobs carrying all these tags; the jobs it submits carry them")),
         ttl_seconds: z.nullish(described(int(60, 86_400), "Lifetime, 60 to 86400 seconds (default 900)")),
