@@ -22,6 +22,8 @@ const submitCase = (name: string, body: unknown, headers: Record<string, string>
   path: "/api/v1/runs",
   init: json(typeof body === "string" ? body : JSON.stringify(body), headers),
 });
+/** A JSON body posted to `path`, named by `what` and the body's start. */
+const bodyCase = (what: string, path: string, body: unknown): Case => ({ name: `${what} ${JSON.stringify(body).slice(0, 30)}`, path, init: json(JSON.stringify(body)) });
 
 const MALFORMED = [
   "", " ", "{", "}", "[", '{"prompt":}', '{"prompt":"x",}', "{'prompt':'x'}", '{"prompt":"x"}{"prompt":"y"}',
@@ -132,7 +134,7 @@ function corpus(knownId: string): Case[] {
   for (const lastId of ["abc", "-1", "1.5", "1e3"]) {
     cases.push({ name: `feed Last-Event-ID ${lastId}`, path: "/api/v1/runs/events", init: { headers: { "Last-Event-ID": lastId } } });
   }
-  for (const body of TOKEN_BODIES) cases.push({ name: `token ${JSON.stringify(body).slice(0, 30)}`, path: "/api/v1/tokens", init: json(JSON.stringify(body)) });
+  for (const body of TOKEN_BODIES) cases.push(bodyCase("token", "/api/v1/tokens", body));
   for (const body of MALFORMED.slice(0, 5)) cases.push({ name: `token malformed ${JSON.stringify(body)}`, path: "/api/v1/tokens", init: json(body) });
   for (const token of ["ert_", "ert_x.y", "ert_e30.AAAA", `ert_${"A".repeat(5000)}.x`]) {
     cases.push({ name: `bearer ${token.slice(0, 12)}`, path: "/api/v1/runs", init: { headers: { Authorization: `Bearer ${token}` } } });
@@ -150,10 +152,10 @@ function corpus(knownId: string): Case[] {
     cases.push({ name: `delete ?force=${force}`, path: `/api/v1/runs/${knownId}?force=${force}`, init: { method: "DELETE" } });
   }
   cases.push({ name: "cancel a finished job", path: `/api/v1/runs/${knownId}/cancel`, init: { method: "POST" } });
-  for (const body of INPUT_BODIES) cases.push({ name: `input ${JSON.stringify(body).slice(0, 30)}`, path: `/api/v1/runs/${knownId}/input`, init: json(JSON.stringify(body)) });
-  for (const body of RETRY_BODIES) cases.push({ name: `retry ${JSON.stringify(body).slice(0, 30)}`, path: `/api/v1/runs/${knownId}/retry`, init: json(JSON.stringify(body)) });
+  for (const body of INPUT_BODIES) cases.push(bodyCase("input", `/api/v1/runs/${knownId}/input`, body));
+  for (const body of RETRY_BODIES) cases.push(bodyCase("retry", `/api/v1/runs/${knownId}/retry`, body));
   for (const action of ["cancel", "delete"]) {
-    for (const body of BULK_BODIES) cases.push({ name: `bulk ${action} ${JSON.stringify(body).slice(0, 30)}`, path: `/api/v1/runs/bulk/${action}`, init: json(JSON.stringify(body)) });
+    for (const body of BULK_BODIES) cases.push(bodyCase(`bulk ${action}`, `/api/v1/runs/bulk/${action}`, body));
   }
   cases.push({ name: "bulk, an unknown operation", path: "/api/v1/runs/bulk/nope", init: { method: "POST" } });
   cases.push({ name: "bulk, an unknown id", path: "/api/v1/runs/bulk/bulk_nothere" });
