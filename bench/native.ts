@@ -18,11 +18,12 @@
 import { spawn, spawnSync } from "node:child_process";
 import { rmSync } from "node:fs";
 import { createInterface } from "node:readline";
-import { treeCpuMs, treeProcesses } from "../test/e2e/procfs";
+import { treeCpuMs } from "../test/e2e/procfs";
 import { startServer, stopServer, type DevServer } from "../test/e2e/server";
 import { startFloor } from "./floor";
 import { bothQuiet, designFloorSubmit, inTurns, laterSubmitFor, load, LOAD_NAMES, median, statusReads, useServers, type LoadOptions } from "./measure";
 import { releaseStateDirs, stateDir } from "./state";
+import { workerdOf } from "./workerd";
 
 const SAMPLES_PER_SECOND = 999;
 
@@ -64,18 +65,6 @@ interface ProcessCpu {
   all: number;
   runtime: number;
   proxy: number;
-}
-
-/**
- * A dev server's two workerd processes: the one that runs the Worker and its objects (started
- * with an inspector), and the proxy in front of it.
- */
-function workerdOf(server: DevServer): { runtime: number; proxy: number } {
-  const workerds = treeProcesses(server.process.pid!).filter((p) => p.comm === "workerd");
-  const runtime = workerds.find((p) => p.cmdline.includes("--inspect"));
-  const proxy = workerds.find((p) => !p.cmdline.includes("--inspect"));
-  if (!runtime || !proxy) throw new Error("the dev server's two workerd processes were not found");
-  return { runtime: runtime.pid, proxy: proxy.pid };
 }
 
 /**

@@ -70,6 +70,33 @@ const ADDED_COLUMNS = {
 const added = (table: keyof typeof ADDED_COLUMNS, from: number, to: number) =>
   ADDED_COLUMNS[table].slice(from, to).map((column) => `ALTER TABLE ${table} ADD COLUMN ${column}`);
 
+/**
+ * Tables made again in another shape, each as it is now. Every page a commit changes is written
+ * to storage, and these shapes change fewer: the job's transitions write an event and an outbox
+ * row, and a new job's object makes every table.
+ */
+const REMADE = {
+  // Numbered without AUTOINCREMENT, so that no counter in `sqlite_sequence` is written with every
+  // event. Events are never deleted one by one, so the next number is the same: one past the last.
+  events: {
+    ddl: `CREATE TABLE events (seq INTEGER PRIMARY KEY, type TEXT NOT NULL, data TEXT NOT NULL, at INTEGER NOT NULL)`,
+    columns: "seq, type, data, at",
+  },
+  // Stored by its key alone (WITHOUT ROWID): one b-tree, where a table keyed by text is two (its
+  // rows, and its key's index). An older version's statements read and write it the same.
+  outbox: {
+    ddl: `CREATE TABLE outbox (kind TEXT PRIMARY KEY, payload TEXT NOT NULL, due_at INTEGER NOT NULL, attempts INTEGER NOT NULL) WITHOUT ROWID`,
+    columns: "kind, payload, due_at, attempts",
+  },
+};
+/** A table made again as REMADE has it, its rows kept (dropping the old one drops its counter too). */
+const remade = (table: keyof typeof REMADE) => [
+  `ALTER TABLE ${table} RENAME TO ${table}_before`,
+  REMADE[table].ddl,
+  `INSERT INTO ${table} (${REMADE[table].columns}) SELECT ${REMADE[table].columns} FROM ${table}_before`,
+  `DROP TABLE ${table}_before`,
+];
+
 export const RUN_MIGRATIONS = [
   TABLES.spec,
   TABLES.run,
@@ -91,6 +118,8 @@ export const RUN_MIGRATIONS = [
   ...added("run", 2, 6),
   ...added("steps", 2, 5),
   ...added("steps", 5, 6),
+  ...remade("events"),
+  ...remade("outbox"),
 ] as const;
 
 /**
@@ -98,7 +127,8 @@ export const RUN_MIGRATIONS = [
  * SQLite records a table whose columns were added one by one (`..., <column>)`), so that a new
  * object's schema is, to the letter, that of one migrated (test/upgrade/upgrade.test.ts compares).
  */
-export const RUN_SCHEMA = Object.entries(TABLES).map(([table, ddl]) => {
+export const RUN_SCHEMA = Object.entries(TABLES).map(([table, first]) => {
+  const ddl = REMADE[table as keyof typeof REMADE]?.ddl ?? first;
   const columns: readonly string[] = ADDED_COLUMNS[table as keyof typeof ADDED_COLUMNS] ?? [];
   return columns.length === 0 ? ddl : `${ddl.slice(0, -1)}, ${columns.join(", ")})`;
 });

@@ -2,10 +2,11 @@
  * An upgrade of the code under `wrangler dev`: the state the previous version left when it was
  * killed mid-run (test/upgrade/fixtures/<commit>.state.tgz, from make-fixture.ts: two jobs
  * running mid-step, one waiting in line, one awaiting a person's input, finished, failed and
- * cancelled ones) is started with today's build. The running jobs resume and finish, the waiting
- * one starts and finishes, the one awaiting input still shows its request and, answered, goes on
- * to the end, the finished output reads back byte for byte, and everything deletes. Its times are first moved
- * forward by its age (shift-times.py), so that it reads as if that server had stopped a moment ago.
+ * cancelled ones) is started with today's build. The running jobs resume and finish, their events
+ * numbered on from those logged before, the waiting one starts and finishes, the one awaiting
+ * input still shows its request and, answered, goes on to the end, the finished output reads back
+ * byte for byte, and everything deletes. Its times are first moved forward by its age
+ * (shift-times.py), so that it reads as if that server had stopped a moment ago.
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
@@ -15,13 +16,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startServer, stopServer, type DevServer } from "./server";
 
 /** The version before today's schema changes. */
-const PREVIOUS = "653a43f";
+const PREVIOUS = "1feedb3";
 const fixtures = join(import.meta.dirname, "..", "upgrade", "fixtures");
 const fixture = JSON.parse(readFileSync(join(fixtures, `${PREVIOUS}.json`), "utf8")) as {
   jobs: Record<string, string>;
   statuses_when_killed: Record<string, string>;
   killed_at: number;
   r2: Record<string, string>;
+  objects: { RunObject: { rows: { spec: { body: string }[]; events: { seq: number; type: string; data: string }[] } }[] };
 };
 
 let server: DevServer;
@@ -65,6 +67,19 @@ describe(`today's build on the state ${PREVIOUS} left`, () => {
     }
     const now = Object.fromEntries(await Promise.all(Object.entries(jobs).map(async ([role, id]) => [role, await get(`/api/v1/runs/${id}`)])));
     expect(ends, JSON.stringify(now)).toEqual({ ...killed, running: "succeeded", running2: "succeeded", queued: "succeeded", awaiting: "succeeded" });
+
+    // A job's events are kept and numbered on from those the previous version logged, none
+    // skipped or given twice (its events table was made again), so a stream resumed across the
+    // upgrade misses nothing.
+    const logged = fixture.objects.RunObject.find((db) => JSON.parse(db.rows.spec[0].body).job_id === jobs.running)!.rows.events;
+    const stream = await (await fetch(`${server.base}/api/v1/runs/${jobs.running}/stream`)).text();
+    const byId = new Map(stream.split("\n\n").map((block) => [Number(/^id: (\d+)$/m.exec(block)?.[1]), block]));
+    const ids = [...byId.keys()].filter((id) => !Number.isNaN(id));
+    expect(ids.length).toBeGreaterThan(logged.length);
+    expect(ids).toEqual(ids.map((_, i) => i + 1));
+    const outputs = logged.filter((event) => event.type === "output");
+    expect(outputs.length).toBeGreaterThan(0);
+    for (const event of outputs) expect(byId.get(event.seq)).toContain(JSON.parse(event.data).delta.trim());
 
     const prefix = `runs/default/${jobs.finished}/`;
     const expected = Object.keys(fixture.r2)

@@ -89,11 +89,17 @@ function restore(storage: DurableObjectStorage, db: Database, age: number): void
   for (const ddl of db.indexes_and_triggers) storage.sql.exec(ddl);
 }
 
-/** What an object's database holds: every table, index and trigger, as SQL. */
+/**
+ * What an object's database holds: every table, index and trigger, as SQL. Not `sqlite_sequence`,
+ * SQLite's own table of AUTOINCREMENT counters: once made it cannot be dropped, so a job's object
+ * from before its events were numbered without one keeps it, empty.
+ */
 async function schemaOf(stub: DurableObjectStub<Rpc.DurableObjectBranded>): Promise<string[]> {
   return runInDurableObject(stub, (_instance, state) =>
     state.storage.sql
-      .exec<{ sql: string }>(`SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE '\\_cf\\_%' ESCAPE '\\' AND name != '${NAME_TABLE}'`)
+      .exec<{ sql: string }>(
+        `SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE '\\_cf\\_%' ESCAPE '\\' AND name NOT IN ('${NAME_TABLE}', 'sqlite_sequence')`,
+      )
       .toArray()
       .map((r) => r.sql)
       .sort(),
