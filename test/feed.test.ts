@@ -2,9 +2,10 @@
  * The tenant's live feed, GET /api/v1/runs/events. This project keeps a short change log
  * (FEED_KEEP_CHANGES=20, so at most 200 changes), so that a watcher can fall behind it.
  */
-import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { abortAllDurableObjects, env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { Job } from "../src/schemas";
+import { ChangeLog } from "../src/tenant/changeLog";
 import { MAX_BEHIND } from "../src/tenant/feed";
 import { api, drive, driveTo, enterJobs, getJob, parseSse, post, runStub, submit, type ParsedEvent } from "./helpers";
 
@@ -261,6 +262,29 @@ describe("the live feed", () => {
     expect((await recent.until((e) => e.length > 0, "the kept change"))[0].event).toBe("run");
     await recent.close();
   }, 30_000);
+
+  it("numbers each change one past the newest, after a restart and when pruning has left only the newest", async () => {
+    // The log is pruned at every 16th change; with the least it may keep (1) and every change a
+    // day old, the 48th change prunes all the 47 before it.
+    const projection = () => env.PROJECTIONS.getByName(`feed-numbers-${crypto.randomUUID()}`);
+    const stub = projection();
+    const appended = await runInDurableObject(stub, (_instance, state) => {
+      const log = new ChangeLog(state.storage, 1);
+      const ids = Array.from({ length: 47 }, (_, i) => log.append("run", null, `{"n":${i}}`).id);
+      state.storage.sql.exec("UPDATE changes SET at = 0");
+      ids.push(log.append("run", null, "{}").id);
+      return { ids, kept: state.storage.sql.exec<{ id: number }>("SELECT id FROM changes").toArray().map((r) => r.id), pruned: log.prunedThrough() };
+    });
+    expect(appended.ids).toEqual(Array.from({ length: 48 }, (_, i) => i + 1));
+    expect(appended.kept).toEqual([48]);
+    expect(appended.pruned).toBe(47);
+    await abortAllDurableObjects();
+    const after = await runInDurableObject(env.PROJECTIONS.get(stub.id), (_instance, state) => {
+      const log = new ChangeLog(state.storage, 1);
+      return { next: log.append("run", null, "{}").id, head: log.head() };
+    });
+    expect(after).toEqual({ next: 49, head: 49 });
+  });
 
   it("a position ahead of the log's newest change (one it never gave) starts with reset, then goes on live", async () => {
     const session = `feed-${crypto.randomUUID()}`;

@@ -57,6 +57,7 @@ export class ChangeLog {
    * Of the oldest few changes outside the newest `keep` before `newest`, those old enough or
    * outside the newest `keep` times MAX_FACTOR. Only the oldest are looked at (changes are
    * written in time order), so that pruning reads a few rows of the log however long it is.
+   * It never takes the newest change (`keep` is at least 1): changes are numbered one past it.
    */
   private prune(newest: number, now: number): void {
     const pruned = this.storage.sql

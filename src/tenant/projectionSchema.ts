@@ -126,4 +126,12 @@ export const PROJECTION_MIGRATIONS = [
   // version's too.
   `DROP INDEX jobs_by_session`,
   `CREATE INDEX jobs_by_session ON jobs (session_id, seq) WHERE session_id IS NOT NULL`,
+  // The feed's change log numbered without AUTOINCREMENT, so that a change does not also write its
+  // counter in `sqlite_sequence`: a page and a row written fewer for every change. The numbers
+  // are the same, one past the newest, since pruning always keeps the newest change
+  // (FEED_KEEP_CHANGES is at least 1). Made again with its rows kept.
+  `ALTER TABLE changes RENAME TO changes_before`,
+  `CREATE TABLE changes (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, kind TEXT NOT NULL, previous_status TEXT, job TEXT NOT NULL)`,
+  `INSERT INTO changes (id, at, kind, previous_status, job) SELECT id, at, kind, previous_status, job FROM changes_before`,
+  `DROP TABLE changes_before`,
 ] as const;

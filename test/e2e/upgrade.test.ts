@@ -23,7 +23,10 @@ const fixture = JSON.parse(readFileSync(join(fixtures, `${PREVIOUS}.json`), "utf
   statuses_when_killed: Record<string, string>;
   killed_at: number;
   r2: Record<string, string>;
-  objects: { RunObject: { rows: { spec: { body: string }[]; events: { seq: number; type: string; data: string }[] } }[] };
+  objects: {
+    RunObject: { rows: { spec: { body: string }[]; events: { seq: number; type: string; data: string }[] } }[];
+    TenantProjection: { rows: { changes: { id: number; kind: string; job: string }[] } }[];
+  };
 };
 
 let server: DevServer;
@@ -36,6 +39,34 @@ beforeAll(async () => {
 afterAll(async () => {
   if (server) await stopServer(server);
 });
+
+/** The first `n` numbered events of the tenant's feed resumed after position `after`, as "id event job_id". */
+async function feedAfter(after: number, n: number): Promise<string[]> {
+  const abort = new AbortController();
+  const res = await fetch(`${server.base}/api/v1/runs/events?after=${after}`, { signal: abort.signal });
+  const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+  const told: string[] = [];
+  let text = "";
+  const timeout = setTimeout(() => abort.abort(), 10_000);
+  try {
+    while (told.length < n) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += value;
+      const blocks = text.split("\n\n");
+      text = blocks.pop()!;
+      for (const block of blocks) {
+        const id = /^id: (\d+)$/m.exec(block)?.[1];
+        const data = /^data: (.*)$/m.exec(block)?.[1];
+        if (id && data) told.push(`${id} ${/^event: (.*)$/m.exec(block)?.[1]} ${(JSON.parse(data) as { job_id: string }).job_id}`);
+      }
+    }
+  } finally {
+    clearTimeout(timeout);
+    abort.abort();
+  }
+  return told.slice(0, n);
+}
 
 const get = async (path: string) => (await fetch(`${server.base}${path}`)).json() as Promise<Record<string, unknown>>;
 
@@ -80,6 +111,14 @@ describe(`today's build on the state ${PREVIOUS} left`, () => {
     const outputs = logged.filter((event) => event.type === "output");
     expect(outputs.length).toBeGreaterThan(0);
     for (const event of outputs) expect(byId.get(event.seq)).toContain(JSON.parse(event.data).delta.trim());
+
+    // The feed's change log too (made again): a watcher resuming from a position the previous
+    // version gave is told its last change, then today's, numbered on from it.
+    const changes = fixture.objects.TenantProjection[0].rows.changes;
+    const last = changes[changes.length - 1];
+    const told = await feedAfter(last.id - 1, 4);
+    expect(told[0]).toBe(`${last.id} ${last.kind} ${(JSON.parse(last.job) as { job_id: string }).job_id}`);
+    expect(told.map((t) => Number(t.split(" ")[0]))).toEqual([0, 1, 2, 3].map((i) => last.id + i));
 
     const prefix = `runs/default/${jobs.finished}/`;
     const expected = Object.keys(fixture.r2)
