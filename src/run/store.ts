@@ -1,6 +1,7 @@
 /** The RunObject's tables (numbered migrations, see storage/migrations.ts) and the SQL that reads and writes them. */
 import { DEFAULT_INPUT_TIMEOUT_S, DEFAULT_PRIORITY } from "../schemas";
 import type { OutputPart } from "../storage/blobs";
+import { remakeTable } from "../storage/migrations";
 import type { NewEvent, StoredEvent } from "./events";
 import type { CopiedStep, RunRow, RunSpec, WebhookState } from "./job";
 
@@ -89,13 +90,8 @@ const REMADE = {
     columns: "kind, payload, due_at, attempts",
   },
 };
-/** A table made again as REMADE has it, its rows kept (dropping the old one drops its counter too). */
-const remade = (table: keyof typeof REMADE) => [
-  `ALTER TABLE ${table} RENAME TO ${table}_before`,
-  REMADE[table].ddl,
-  `INSERT INTO ${table} (${REMADE[table].columns}) SELECT ${REMADE[table].columns} FROM ${table}_before`,
-  `DROP TABLE ${table}_before`,
-];
+/** A table made again as REMADE has it, its rows kept. */
+const remade = (table: keyof typeof REMADE) => remakeTable(table, REMADE[table].ddl, REMADE[table].columns);
 
 export const RUN_MIGRATIONS = [
   TABLES.spec,

@@ -36,3 +36,16 @@ export function makeSchema(sql: SqlStorage, steps: readonly string[], schema: re
 export function hasTable(sql: SqlStorage, name: string): boolean {
   return sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", name).toArray().length > 0;
 }
+
+/**
+ * The steps that make `table` again as `ddl` has it, its rows kept: renamed aside, made anew,
+ * `columns` copied over, the old one dropped, and with it its indexes, its triggers and its
+ * counter in `sqlite_sequence`. Indexes and triggers the new table needs are steps after these:
+ * made after the copy, a trigger does not count the rows copied a second time.
+ */
+export const remakeTable = (table: string, ddl: string, columns: string): string[] => [
+  `ALTER TABLE ${table} RENAME TO ${table}_before`,
+  ddl,
+  `INSERT INTO ${table} (${columns}) SELECT ${columns} FROM ${table}_before`,
+  `DROP TABLE ${table}_before`,
+];

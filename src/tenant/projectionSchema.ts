@@ -4,6 +4,7 @@
  * tombstones, usage by day, the feed's change log and token submit counts (with their keys). Never edit an entry:
  * a change is a new one at the end.
  */
+import { remakeTable } from "../storage/migrations";
 
 /** Trigger bodies that keep the tallies: count the new row in, and the old row out. */
 const COUNT_NEW = `
@@ -130,8 +131,9 @@ export const PROJECTION_MIGRATIONS = [
   // counter in `sqlite_sequence`: a page and a row written fewer for every change. The numbers
   // are the same, one past the newest, since pruning always keeps the newest change
   // (FEED_KEEP_CHANGES is at least 1). Made again with its rows kept.
-  `ALTER TABLE changes RENAME TO changes_before`,
-  `CREATE TABLE changes (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, kind TEXT NOT NULL, previous_status TEXT, job TEXT NOT NULL)`,
-  `INSERT INTO changes (id, at, kind, previous_status, job) SELECT id, at, kind, previous_status, job FROM changes_before`,
-  `DROP TABLE changes_before`,
+  ...remakeTable(
+    "changes",
+    `CREATE TABLE changes (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, kind TEXT NOT NULL, previous_status TEXT, job TEXT NOT NULL)`,
+    "id, at, kind, previous_status, job",
+  ),
 ] as const;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { api, getJob } from "../helpers";
+import { api, getJob, settle } from "../helpers";
 import { enqueue, fireLine, LIMIT, lineCounts, release, statuses } from "./line";
 
 describe("who starts next", () => {
@@ -39,5 +39,33 @@ describe("who starts next", () => {
       expect((await lineCounts()).running).toBe(LIMIT);
     }
     expect((await getJob(order[0])).queue_position).toBeNull();
+  });
+
+  it("a job that joins after the newest waiting job left goes after every job still waiting", async () => {
+    // The slots the test before left held are freed first.
+    const listed = await api("/api/v1/runs?page_size=100").then((r) => r.json<{ jobs: { job_id: string }[] }>());
+    for (const { job_id } of listed.jobs) if ((await getJob(job_id)).status === "running") await release(job_id);
+    expect((await lineCounts()).running).toBe(0);
+    const holders = [];
+    for (let i = 0; i < LIMIT; i++) holders.push((await enqueue({}, { steps: 3 })).job_id);
+    expect(await statuses(holders)).toEqual(Array(LIMIT).fill("running"));
+
+    const a = (await enqueue()).job_id;
+    const b = (await enqueue()).job_id;
+    // The newest place leaves; the places that join next are numbered after the newest held.
+    expect((await api(`/api/v1/runs/${b}/cancel`, { method: "POST" })).status).toBe(200);
+    await settle(b);
+    expect((await lineCounts()).waiting).toBe(1);
+    const c = (await enqueue()).job_id;
+    const d = (await enqueue()).job_id;
+    const order = [a, c, d];
+    for (const [i, id] of order.entries()) expect((await getJob(id)).queue_position).toBe(i + 1);
+    const started: string[] = [];
+    for (const next of order) {
+      await release(holders.shift()!);
+      const now = await statuses(order);
+      expect(order.filter((id, i) => now[i] === "running" && !started.includes(id))).toEqual([next]);
+      started.push(next);
+    }
   });
 });
