@@ -266,8 +266,7 @@ describe("the live feed", () => {
   it("numbers each change one past the newest, after a restart and when pruning has left only the newest", async () => {
     // The log is pruned at every 16th change; with the least it may keep (1) and every change a
     // day old, the 48th change prunes all the 47 before it.
-    const projection = () => env.PROJECTIONS.getByName(`feed-numbers-${crypto.randomUUID()}`);
-    const stub = projection();
+    const stub = env.PROJECTIONS.getByName(`feed-numbers-${crypto.randomUUID()}`);
     const appended = await runInDurableObject(stub, (_instance, state) => {
       const log = new ChangeLog(state.storage, 1);
       const ids = Array.from({ length: 47 }, (_, i) => log.append("run", null, `{"n":${i}}`).id);

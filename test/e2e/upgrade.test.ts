@@ -13,6 +13,7 @@ import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { RunsClient } from "../../client/index";
 import { startServer, stopServer, type DevServer } from "./server";
 
 /** The version before today's schema changes. */
@@ -40,32 +41,21 @@ afterAll(async () => {
   if (server) await stopServer(server);
 });
 
-/** The first `n` numbered events of the tenant's feed resumed after position `after`, as "id event job_id". */
+/** The first `n` events of the tenant's feed resumed after position `after`, as "id event job_id", read by the project's client. */
 async function feedAfter(after: number, n: number): Promise<string[]> {
   const abort = new AbortController();
-  const res = await fetch(`${server.base}/api/v1/runs/events?after=${after}`, { signal: abort.signal });
-  const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
-  const told: string[] = [];
-  let text = "";
   const timeout = setTimeout(() => abort.abort(), 10_000);
+  const told: string[] = [];
   try {
-    while (told.length < n) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      text += value;
-      const blocks = text.split("\n\n");
-      text = blocks.pop()!;
-      for (const block of blocks) {
-        const id = /^id: (\d+)$/m.exec(block)?.[1];
-        const data = /^data: (.*)$/m.exec(block)?.[1];
-        if (id && data) told.push(`${id} ${/^event: (.*)$/m.exec(block)?.[1]} ${(JSON.parse(data) as { job_id: string }).job_id}`);
-      }
+    for await (const change of new RunsClient({ baseUrl: server.base }).watch({}, { after: String(after), signal: abort.signal })) {
+      told.push(`${change.id} ${change.event} ${change.event === "run" ? change.job.job_id : change.event === "deleted" ? change.job_id : ""}`);
+      if (told.length === n) break;
     }
   } finally {
     clearTimeout(timeout);
     abort.abort();
   }
-  return told.slice(0, n);
+  return told;
 }
 
 const get = async (path: string) => (await fetch(`${server.base}${path}`)).json() as Promise<Record<string, unknown>>;
