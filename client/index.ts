@@ -21,6 +21,7 @@ import type {
   TokenInput,
   TokenResponse,
 } from "../src/schemas";
+import { sseBlocks } from "./sse";
 
 export type { BulkAccepted, BulkInput, BulkProgress, Credential, InputBody, Job, RetryInput, RunList, RunResult, Stats, Status, SubmitInput, SubmitResponse, TokenInput, TokenResponse };
 
@@ -375,34 +376,4 @@ function filterQuery(query: ListQuery): string {
   for (const tag of query.tags ?? []) params.append("tag", tag);
   for (const [key, value] of Object.entries(query.metadata ?? {})) params.set(`metadata.${key}`, value);
   return params.size ? `?${params}` : "";
-}
-
-/** The blocks of an SSE body (comments, such as pings, skipped); it ends when the connection does. */
-async function* sseBlocks(body: ReadableStream<Uint8Array>): AsyncGenerator<{ id: string | null; event: string | null; data: string }> {
-  const reader = body.getReader();
-  const decoder = new TextDecoder();
-  let buffer = "";
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) return;
-      buffer += decoder.decode(value, { stream: true });
-      let end: number;
-      while ((end = buffer.indexOf("\n\n")) >= 0) {
-        const block = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        let id: string | null = null;
-        let event: string | null = null;
-        let data = "";
-        for (const line of block.split("\n")) {
-          if (line.startsWith("id: ")) id = line.slice(4);
-          else if (line.startsWith("event: ")) event = line.slice(7);
-          else if (line.startsWith("data: ")) data += line.slice(6);
-        }
-        if (id !== null || data !== "") yield { id, event, data };
-      }
-    }
-  } finally {
-    await reader.cancel().catch(() => {});
-  }
 }
