@@ -1,5 +1,7 @@
 /** The TypeScript client and the `runs` CLI against a real `wrangler dev`. */
 import { spawn, spawnSync } from "node:child_process";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RunsApiError, RunsClient, type FeedEvent, type RunEvent } from "../../client/index";
 import { BASE, startServer, stopServer, type DevServer } from "./server";
@@ -43,6 +45,76 @@ function cutOnce(matches: (url: string) => boolean, requests: (string | null)[])
       },
     });
     return new Response(body, { headers: res.headers });
+  };
+}
+
+/**
+ * An event stream written another way the format allows, block by block: a comment first, no
+ * space after a field's colon, a JSON `data` value broken over two `data` lines after its first
+ * comma (lines joined with a newline, whitespace between JSON tokens), and line ends taking turns
+ * at CRLF, CR and LF.
+ */
+function rewritten(block: string, n: number): string {
+  const eol = ["\r\n", "\r", "\n"][n % 3];
+  const lines = [": relayed"];
+  for (const line of block.split("\n")) {
+    const colon = line.indexOf(":");
+    const field = line.slice(0, colon);
+    const value = line.slice(colon + 1).replace(/^ /, "");
+    const comma = value.indexOf(",");
+    if (colon <= 0) lines.push(line);
+    else if (field === "data" && value.startsWith("{") && comma > 0) lines.push(`data:${value.slice(0, comma + 1)}`, `data:${value.slice(comma + 1)}`);
+    else lines.push(`${field}:${value}`);
+  }
+  return lines.join(eol) + eol + eol;
+}
+
+/**
+ * A proxy in front of the service, as a gateway that writes event streams its own way would be:
+ * it passes each request on, and writes each block of an event stream back rewritten, in two
+ * writes cut after its first CR (so a CRLF may come in two reads).
+ */
+async function rewritingProxy(): Promise<{ url: string; close: () => void }> {
+  const server = createServer(async (req, res) => {
+    const abort = new AbortController();
+    res.on("close", () => abort.abort());
+    try {
+      const headers: Record<string, string> = {};
+      for (const name of ["authorization", "last-event-id"]) if (typeof req.headers[name] === "string") headers[name] = req.headers[name] as string;
+      const upstream = await fetch(`${BASE}${req.url}`, { headers, signal: abort.signal });
+      res.writeHead(upstream.status, { "content-type": upstream.headers.get("content-type") ?? "text/plain" });
+      const reader = upstream.body!.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      let n = 0;
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        let end: number;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const text = rewritten(buffer.slice(0, end), n++);
+          buffer = buffer.slice(end + 2);
+          const cut = text.indexOf("\r") + 1 || text.length;
+          res.write(text.slice(0, cut));
+          await new Promise((r) => setTimeout(r, 2));
+          res.write(text.slice(cut));
+        }
+      }
+      // What is not an event stream (a refusal's JSON) goes back as it came.
+      res.end(buffer);
+    } catch {
+      res.destroy();
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: () => {
+      server.closeAllConnections();
+      server.close();
+    },
   };
 }
 
@@ -109,6 +181,50 @@ describe("the TypeScript client", () => {
     expect(events).toEqual(replay);
     expect(events.map((e) => e.id)).toEqual(replay.map((_, i) => i + 1));
     expect(events.at(-1)).toMatchObject({ event: "complete", data: { status: "succeeded" } });
+  });
+});
+
+describe("the client's reading of event streams", () => {
+  it("reads a job's stream and the feed written another way the format allows (CRLF or CR line ends, no space after a colon, data over two lines, comments), as through a gateway that rewrites them", async () => {
+    const proxy = await rewritingProxy();
+    const abort = new AbortController();
+    try {
+      const session = `relayed-${Date.now()}`;
+      const relayed = new RunsClient({ baseUrl: proxy.url });
+      const watched = (source: RunsClient) =>
+        (async () => {
+          const seen: FeedEvent[] = [];
+          for await (const event of source.watch({ session_id: session }, { signal: abort.signal })) {
+            seen.push(event);
+            if (event.event === "deleted") break;
+          }
+          return seen;
+        })();
+      const throughProxy = watched(relayed);
+      const direct = watched(client);
+      // Should the test fail before the job is deleted, the watchers stop with it (finally).
+      for (const watcher of [throughProxy, direct]) watcher.catch(() => {});
+      await new Promise((r) => setTimeout(r, 300));
+      const { job_id } = await client.submit({ prompt: "relayed", session_id: session, config: simulate(3, 100) });
+      await client.waitForCompletion(job_id);
+
+      const events: RunEvent[] = [];
+      for await (const event of relayed.stream(job_id)) events.push(event);
+      const replay: RunEvent[] = [];
+      for await (const event of client.stream(job_id)) replay.push(event);
+      expect(events).toEqual(replay);
+      expect(events.map((e) => e.id)).toEqual(replay.map((_, i) => i + 1));
+      expect(events.at(-1)).toMatchObject({ event: "complete", data: { status: "succeeded" } });
+
+      await client.delete(job_id);
+      const [fed, fedDirect] = await Promise.all([throughProxy, direct]);
+      expect(fed).toEqual(fedDirect);
+      expect(fed.filter((e) => e.event === "run").at(-1)).toMatchObject({ job: { job_id, status: "succeeded" } });
+      expect(fed.at(-1)).toEqual({ id: expect.any(String), event: "deleted", job_id });
+    } finally {
+      abort.abort();
+      proxy.close();
+    }
   });
 });
 
