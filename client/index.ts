@@ -87,13 +87,22 @@ export interface RunEvent {
 }
 
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+/**
+ * Waits `ms`, or until `signal` is aborted, even before the wait began (an abort while a request
+ * was on its way), and leaves no listener on the signal behind, however many waits it serves.
+ */
 const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener("abort", () => {
+    if (signal?.aborted) return reject(signal.reason);
+    const aborted = () => {
       clearTimeout(timer);
-      reject(signal.reason);
-    });
+      reject(signal!.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", aborted);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", aborted, { once: true });
   });
 
 export class RunsClient {
@@ -114,8 +123,8 @@ export class RunsClient {
     return this.made("/api/v1/runs", body, options.idempotencyKey, !!body.idempotency_key);
   }
 
-  async get(id: string): Promise<Job> {
-    return (await this.request("GET", this.path(id))).json() as Promise<Job>;
+  async get(id: string, options: { signal?: AbortSignal } = {}): Promise<Job> {
+    return (await this.request("GET", this.path(id), { signal: options.signal })).json() as Promise<Job>;
   }
 
   async result(id: string): Promise<RunResult> {
@@ -269,11 +278,12 @@ export class RunsClient {
 
   /**
    * Polls until the job ends (or, with `untilInput`, until it awaits a person's input), waiting
-   * `retry_after` seconds between polls as the server asks.
+   * `retry_after` seconds between polls as the server asks. Aborting `signal` stops it at once,
+   * whether it is waiting or a poll is on its way.
    */
   async waitForCompletion(id: string, options: { signal?: AbortSignal; onUpdate?: (job: Job) => void; untilInput?: boolean } = {}): Promise<Job> {
     for (;;) {
-      const job = await this.get(id);
+      const job = await this.get(id, { signal: options.signal });
       options.onUpdate?.(job);
       if (TERMINAL.has(job.status) || job.retry_after === null) return job;
       if (options.untilInput && job.status === "awaiting_input") return job;

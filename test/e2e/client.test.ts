@@ -134,6 +134,24 @@ describe("the TypeScript client", () => {
     expect(await part.text()).toBe(result.result!.slice(5, 9));
   });
 
+  it("stops waiting for a job as soon as its signal is aborted, also while a poll is on its way", async () => {
+    const { job_id } = await client.submit({ prompt: "abandoned", config: simulate(2, 3000) });
+    const abort = new AbortController();
+    const polls: string[] = [];
+    // The caller gives up while the first poll is on its way back.
+    const givingUp: typeof fetch = async (input, init) => {
+      const res = await fetch(input, init);
+      polls.push(new URL(String(input)).pathname);
+      abort.abort();
+      return res;
+    };
+    const waiting = new RunsClient({ baseUrl: BASE, fetch: givingUp }).waitForCompletion(job_id, { signal: abort.signal });
+    await expect(waiting).rejects.toMatchObject({ name: "AbortError" });
+    expect(polls).toEqual([`/api/v1/runs/${job_id}`]); // no poll after it, though the job still runs
+    expect((await client.get(job_id)).status).toBe("running");
+    await client.cancel(job_id);
+  });
+
   it("replays an idempotent submission", async () => {
     const key = `idem-${Date.now()}`;
     const first = await client.submit({ prompt: "once" }, { idempotencyKey: key });
