@@ -425,10 +425,19 @@ main(process.argv.slice(2)).then(
       process.exit(EXIT.usage);
     }
     if (error instanceof RunsApiError) {
-      console.error(detailText(error.detail));
+      // An answer without the API's `detail` came from something in between (a gateway): its status says where.
+      console.error(error.body.detail === undefined ? error.message : detailText(error.detail));
       process.exit(error.status === 404 ? EXIT.notFound : error.status >= 500 ? EXIT.server : EXIT.refused);
     }
-    console.error(error instanceof Error ? error.message : String(error));
+    console.error(errorText(error));
     process.exit(EXIT.server);
   },
 );
+
+/** What went wrong, and why: a request that reached no server says only "fetch failed", its cause why (`connect ECONNREFUSED 127.0.0.1:8005`). */
+function errorText(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  const cause = error.cause as { message?: unknown; code?: unknown } | undefined;
+  const why = [cause?.message, cause?.code].find((s): s is string => typeof s === "string" && s !== "");
+  return why === undefined ? error.message : `${error.message}: ${why}`;
+}

@@ -44,7 +44,8 @@ export type FeedEvent = { id: string; event: "run"; job: Job } | { id: string; e
 
 /**
  * An answer other than the one asked for, with the server's status, `detail` and request id (the
- * id of the server's log line for the request: quote it when asking why).
+ * id of the server's log line for the request: quote it when asking why). An answer from something
+ * in between that has no `detail` (a gateway's 502, say) gets what it says instead.
  */
 export class RunsApiError extends Error {
   constructor(
@@ -365,15 +366,24 @@ function retryWaitMs(res: Response, repeatable: boolean, attempt: number): numbe
   return Number.isNaN(ms) || ms > MAX_RETRY_AFTER_MS ? null : Math.max(0, ms);
 }
 
-/** The refusal a non-2xx answer carries. */
+/**
+ * The refusal a non-2xx answer carries: the API's `detail`. An answer without one came from
+ * something in between (a gateway, a proxy, the platform's error page), and its `detail` is what
+ * it says: a JSON body's `message` or `error`, a short plain-text body, else its status text.
+ */
 async function apiError(res: Response): Promise<RunsApiError> {
-  let body: Record<string, unknown> = {};
+  const text = await res.text().catch(() => "");
+  let parsed: unknown;
   try {
-    body = (await res.json()) as Record<string, unknown>;
+    parsed = JSON.parse(text);
   } catch {
-    body = { detail: res.statusText };
+    parsed = undefined;
   }
-  return new RunsApiError(res.status, body.detail, body, res.headers.get("X-Request-Id"));
+  const body = typeof parsed === "object" && parsed !== null && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : {};
+  const plain = /^text\/plain/i.test(res.headers.get("Content-Type") ?? "") ? text.trim().split(/\r?\n/)[0].slice(0, 200) : "";
+  const said = [body.message, body.error, plain, res.statusText].find((s): s is string => typeof s === "string" && s !== "");
+  const detail = body.detail !== undefined ? body.detail : (said ?? "(no detail)");
+  return new RunsApiError(res.status, detail, body, res.headers.get("X-Request-Id"));
 }
 
 /** A list's or the feed's filter as a query string. */

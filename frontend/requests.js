@@ -72,14 +72,27 @@ export async function api(/** @type {string} */ path, /** @type {RequestInit & {
     res = await send();
   }
   if (res.ok) return res;
+  throw new ApiError(res.status, await refusal(res));
+}
+
+/**
+ * What a refusal says: its `detail`, or each field's complaint of a validation error. An answer
+ * without one came from something in between (a gateway, a proxy, the platform's error page), and
+ * is told by its status (over HTTP/2 a browser gives no status text).
+ */
+async function refusal(/** @type {Response} */ res) {
   /** @type {unknown} */
-  let detail = res.statusText;
+  let detail;
   try {
-    detail = (await res.json()).detail;
+    detail = (await res.json())?.detail;
   } catch {
-    // not JSON: the status text stands
+    // not JSON
   }
-  throw new ApiError(res.status, typeof detail === "string" ? detail : (/** @type {{ msg?: string }[]} */ (detail)).map((d) => d.msg).join("; "));
+  if (typeof detail === "string" && detail !== "") return detail;
+  if (Array.isArray(detail) && detail.length > 0 && detail.every((d) => typeof d?.msg === "string")) {
+    return detail.map((d) => d.msg).join("; ");
+  }
+  return `The service answered ${res.status}${res.statusText ? ` ${res.statusText}` : ""}.`;
 }
 
 /** An EventSource's address: it cannot send headers, so a token goes in the query. */

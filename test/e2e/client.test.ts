@@ -379,6 +379,67 @@ describe("the client's retries", () => {
   });
 });
 
+describe("refusals from something in between", () => {
+  /**
+   * A real HTTP server standing where the service would be, answering as the gateways and pages in
+   * front of a service do when it cannot reach it: nothing of the API's own `detail`.
+   */
+  const ANSWERS: Record<string, { status: number; type: string; body: string }> = {
+    "/api/v1/runs/run_kong": { status: 502, type: "application/json", body: '{"message":"An invalid response was received from the upstream server"}' },
+    "/api/v1/runs/run_envoy": { status: 504, type: "text/plain", body: "upstream request timeout" },
+    "/api/v1/runs/run_page": { status: 502, type: "text/html", body: "<!DOCTYPE html><html><body><h1>Bad gateway</h1><p>Error code 502</p></body></html>" },
+    "/api/v1/runs/run_null": { status: 500, type: "application/json", body: "null" },
+    "/api/v1/runs/run_api": { status: 404, type: "application/json", body: '{"detail":"Job not found: run_api"}' },
+  };
+  let gateway: { url: string; close: () => void };
+  beforeAll(async () => {
+    const server = createServer((req, res) => {
+      const answer = ANSWERS[new URL(req.url ?? "/", "http://gateway").pathname] ?? { status: 404, type: "text/plain", body: "no route" };
+      res.writeHead(answer.status, { "Content-Type": answer.type }).end(answer.body);
+    });
+    await new Promise<void>((listening) => server.listen(0, "127.0.0.1", listening));
+    gateway = { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, close: () => server.close() };
+  });
+  afterAll(() => gateway?.close());
+
+  it("the client raises what the gateway says, with its status; the CLI prints it so", async () => {
+    const via = new RunsClient({ baseUrl: gateway.url });
+    const refusal = (id: string) => via.get(id).catch((e: unknown) => e);
+    const kong = await refusal("run_kong");
+    expect(kong).toBeInstanceOf(RunsApiError);
+    expect(kong).toMatchObject({ status: 502, detail: "An invalid response was received from the upstream server", message: "502: An invalid response was received from the upstream server" });
+    expect(await refusal("run_envoy")).toMatchObject({ status: 504, detail: "upstream request timeout", message: "504: upstream request timeout" });
+    // An error page says nothing a terminal can show: its status line does.
+    expect(await refusal("run_page")).toMatchObject({ status: 502, detail: "Bad Gateway", message: "502: Bad Gateway" });
+    const nothing = await refusal("run_null");
+    expect(nothing).toBeInstanceOf(RunsApiError);
+    expect(nothing).toMatchObject({ status: 500, detail: "Internal Server Error" });
+    // The API's own refusals are as before.
+    expect(await refusal("run_api")).toMatchObject({ status: 404, detail: "Job not found: run_api", message: "404: Job not found: run_api" });
+
+    // The CLI (spawned, so that this process's gateway can answer it meanwhile).
+    const run = spawn("node", ["cli/runs.mjs", "status", "run_kong"], { env: { ...process.env, RUNS_API_URL: gateway.url } });
+    let stderr = "";
+    run.stderr.on("data", (d) => (stderr += String(d)));
+    const code = await new Promise<number | null>((exited) => run.on("close", exited));
+    expect(stderr.trim()).toBe("502: An invalid response was received from the upstream server");
+    expect(code).toBe(5);
+  });
+
+  it("the CLI says why it reached no server at all", async () => {
+    const closed = createServer();
+    await new Promise<void>((listening) => closed.listen(0, "127.0.0.1", listening));
+    const { port } = closed.address() as AddressInfo;
+    await new Promise((done) => closed.close(done));
+    const run = spawn("node", ["cli/runs.mjs", "status", "run_nowhere"], { env: { ...process.env, RUNS_API_URL: `http://127.0.0.1:${port}` } });
+    let stderr = "";
+    run.stderr.on("data", (d) => (stderr += String(d)));
+    const code = await new Promise<number | null>((exited) => run.on("close", exited));
+    expect(stderr.trim()).toBe(`fetch failed: connect ECONNREFUSED 127.0.0.1:${port}`);
+    expect(code).toBe(5);
+  });
+});
+
 describe("the client's feed and tokens", () => {
   it("watches the feed, filtered, every change once, resuming with Last-Event-ID after the connection is cut", async () => {
     const session = `watch-${Date.now()}`;

@@ -5,14 +5,14 @@
  */
 import { describe, expect, it } from "vitest";
 import { BASE } from "../server";
-import { startLaggingProxy } from "./lagging-proxy";
+import { startProxy } from "./proxy";
 import { answerWhenAsked, open, row, submitRun, withServerAndChromium } from "./page";
 
 withServerAndChromium();
 
 /** A page opened through a lagging proxy that hands on the responses of `path` `lagMs` late; `close` closes both. */
 async function openBehindLagging(path: string | RegExp, lagMs: number) {
-  const lagging = await startLaggingProxy(BASE, path, lagMs);
+  const lagging = await startProxy(BASE, { lag: { path, ms: lagMs } });
   const { page, problems } = await open(`${lagging.base}/`);
   const close = async () => {
     await page.close();

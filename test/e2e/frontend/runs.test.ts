@@ -6,6 +6,7 @@
 import { describe, expect, it } from "vitest";
 import { BASE } from "../server";
 import { SHOTS, filterByTag, open, row, submitOverApi, submitRun, withServerAndChromium } from "./page";
+import { startProxy } from "./proxy";
 
 withServerAndChromium();
 
@@ -116,6 +117,30 @@ describe("the reference frontend in local development: runs submitted, watched, 
     await page.fill("input[name=agent_file]", "");
     expect(problems.filter((p) => !/status of 400/.test(p))).toEqual([]);
     await page.close();
+  });
+
+  it("a refusal is told in the API's words, each field's complaint; one from a gateway in front of the service, which has none, by its status", async () => {
+    // A gateway that cannot reach the service for a submit, and answers in its own words (Kong's).
+    const gateway = await startProxy(BASE, {
+      answer: (method, pathname) =>
+        method === "POST" && pathname === "/api/v1/runs" ? { status: 502, type: "application/json", body: '{"message":"An invalid response was received from the upstream server"}' } : undefined,
+    });
+    const { page, problems } = await open(`${BASE}/`);
+    await page.fill("#prompt", "Tagged badly");
+    await page.fill("input[name=tags]", "fine, not fine");
+    await page.click("#submit-form button[type=submit]");
+    await expect.poll(() => page.locator("#notice").innerText()).toBe("a tag is 1 to 64 of A-Za-z0-9_.:-");
+    await page.close();
+
+    const behind = await open(`${gateway.base}/`);
+    await behind.page.fill("#prompt", "Through the gateway");
+    await behind.page.click("#submit-form button[type=submit]");
+    await expect.poll(() => behind.page.locator("#notice").innerText()).toBe("The service answered 502 Bad Gateway.");
+    expect(await behind.page.locator("#submit-form button[type=submit]").isEnabled()).toBe(true);
+    expect(problems.filter((p) => !/status of 422/.test(p))).toEqual([]);
+    expect(behind.problems.filter((p) => !/status of 502/.test(p))).toEqual([]);
+    await behind.page.close();
+    await gateway.close();
   });
 
   it("a job that fails shows its error", async () => {
