@@ -115,6 +115,8 @@ export async function againstBare(figure: string, target: string, options: LoadO
  * rounds: one round's ratio moves by 0.15 and more on a shared machine, whose speed also drifts.
  */
 const FLOOR_ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 5));
+/** Rounds taken before those, and not counted (BENCH_WARM_UP_ROUNDS=0: none). */
+const WARM_UP_ROUNDS = Math.max(0, Number(process.env.BENCH_WARM_UP_ROUNDS ?? 1));
 /** What each load of a round is called in its line of the output. */
 export const LOAD_NAMES = { plain: "the floor", design: "the floor of this design", bare: "the bare route", ours: "ours" };
 
@@ -169,11 +171,17 @@ export async function againstFloor(figure: string, target: string, options: Load
     ["bare", () => load({ path: "/health" })],
     ["ours", () => load(options)],
   ];
-  const runs = (await inTurns(FLOOR_ROUNDS, loads, bothQuiet, (round, n) => {
-    // Each load's own figures, in the order taken: which side a round's ratio moved with.
+  // Each load's own figures, in the order taken: which side a round's ratio moved with.
+  const told = (which: string) => (round: Partial<Round>) => {
     const taken = Object.entries(round).map(([name, run]) => `${LOAD_NAMES[name as keyof Round]} ${run.rate.toFixed(0)} req/s, ${ms(run.cpuPerRequest)} CPU${run.failed > 0 ? `, ${run.failed} failed` : ""}`);
-    console.log(`    ${figure}, round ${n + 1}: ${taken.join("; ")}`);
-  })) as Round[];
+    console.log(`    ${figure}, ${which}: ${taken.join("; ")}`);
+  };
+  // A round first that is not counted: a server's first loads of a route run slower while it warms
+  // (the floor's first submit load at about two thirds of the rate of its later ones), and the
+  // floor's Worker has served nothing before its first, where the service has served the figures
+  // before this one. Counted, that round set a warmed service against a cold floor.
+  await inTurns(WARM_UP_ROUNDS, loads, bothQuiet, told("warm-up round, not counted"));
+  const runs = (await inTurns(FLOOR_ROUNDS, loads, bothQuiet, (round, n) => told(`round ${n + 1}`)(round))) as Round[];
   const rps = (run: Run) => run.rate;
   const cpu = (run: Run) => run.cpuPerRequest;
   const ratios = (name: string, ratio: (round: (typeof runs)[number]) => number, against: string) => {
