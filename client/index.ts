@@ -212,8 +212,9 @@ export class RunsClient {
   }
 
   /**
-   * The job's events until it ends. A dropped connection is resumed with `Last-Event-ID`, so no
-   * event is lost or repeated (at most `maxReconnects` times in a row without progress).
+   * The job's events until it ends. A dropped connection, or a reconnection refused for a while (a
+   * deploy's 503), is resumed with `Last-Event-ID`, so no event is lost or repeated (at most
+   * `maxReconnects` times in a row without progress).
    */
   async *stream(id: string, options: { after?: number; signal?: AbortSignal; maxReconnects?: number } = {}): AsyncGenerator<RunEvent> {
     let last = options.after ?? 0;
@@ -223,7 +224,7 @@ export class RunsClient {
       try {
         res = await this.request("GET", `${this.path(id)}/stream`, { headers: { "Last-Event-ID": String(last) }, signal: options.signal });
       } catch (error) {
-        if (error instanceof RunsApiError || options.signal?.aborted || ++failures > (options.maxReconnects ?? 5)) throw error;
+        if (final(error) || options.signal?.aborted || ++failures > (options.maxReconnects ?? 5)) throw error;
         await sleep(backoffMs(failures), options.signal);
         continue;
       }
@@ -251,8 +252,9 @@ export class RunsClient {
 
   /**
    * The tenant's live feed: every change of the jobs matching `filter`, for as long as the caller
-   * iterates. A dropped connection is resumed with `Last-Event-ID`; a `reset` event says the feed
-   * could not resume and the caller should list again.
+   * iterates. A dropped connection, or a reconnection refused for a while (a deploy's 503), is
+   * resumed with `Last-Event-ID`; a `reset` event says the feed could not resume and the caller
+   * should list again.
    */
   async *watch(filter: RunFilter = {}, options: { after?: string; signal?: AbortSignal; maxReconnects?: number } = {}): AsyncGenerator<FeedEvent> {
     let last = options.after;
@@ -270,7 +272,7 @@ export class RunsClient {
           else if (block.event === "reset") yield { id: block.id, event: "reset" };
         }
       } catch (error) {
-        if (error instanceof RunsApiError || options.signal?.aborted) throw error;
+        if (final(error) || options.signal?.aborted) throw error;
       }
       if (++failures > (options.maxReconnects ?? 5)) throw new Error("the feed kept dropping");
       await sleep(backoffMs(failures), options.signal);
@@ -348,6 +350,13 @@ export class RunsClient {
     }
   }
 }
+
+/**
+ * Whether a stream's or the feed's failure to open ends it: a refusal of the request itself (a
+ * 4xx: not found, not allowed). A server error, a 429 or a lost connection passes (a deploy under
+ * way answers 503 for some seconds), and the stream is opened again as after a dropped connection.
+ */
+const final = (error: unknown) => error instanceof RunsApiError && error.status < 500 && error.status !== 429;
 
 /** The wait after `failures` failed tries in a row where the server named none: 0.5 s, 1 s, 2 s, then at most 5 s. */
 const backoffMs = (failures: number) => Math.min(5000, 250 * 2 ** failures);

@@ -1,7 +1,7 @@
 // @ts-check
 /** What the token in use allows, and the page shaped to it: nothing offered that the API would refuse. */
 import { $, refused } from "./page.js";
-import { ApiError, api, token } from "./requests.js";
+import { api, token } from "./requests.js";
 
 /** @typedef {import("./requests.js").Grant} Grant */
 
@@ -47,10 +47,3 @@ function fixField(/** @type {string} */ name, /** @type {string | number | undef
   if (value !== undefined) field.value = String(value);
 }
 
-/**
- * A stream opened with a token ends when the token expires, and EventSource, refused on coming
- * back, tells no reason: the token's expiry, known to the page, is the one it can give.
- */
-export function sayIfExpired() {
-  if (grant?.expires_at && Date.parse(grant.expires_at) <= Date.now()) refused(new ApiError(401, "Token expired"));
-}

@@ -1,6 +1,7 @@
 // @ts-check
 /** One run: its stream (or, for a token without `stream`, a reading every few seconds), output, answer, cancel and delete. */
-import { can, sayIfExpired } from "./grant.js";
+import { lastingEvents } from "./events.js";
+import { can } from "./grant.js";
 import { $, el, notice, refused } from "./page.js";
 import { ApiError, api, eventsUrl, keptKey } from "./requests.js";
 import { answered, latest, pick, requestKey, runs, selected, shown, showing, UNFINISHED } from "./known.js";
@@ -68,53 +69,76 @@ export async function select(/** @type {string} */ id) {
   else watchByReading(job);
 }
 
-/** The named stream: what happened so far, then live, ending with the result. */
+/**
+ * The named stream: what happened so far, then live, ending with the result. Cut, it comes back
+ * after the last event it had; refused (a deploy under way, say), it is opened again after it.
+ */
 function watchStream(/** @type {string} */ id) {
-  const source = new EventSource(eventsUrl(`/api/v1/runs/${id}/stream?format=named`));
-  watch = source;
-  const data = (/** @type {Event} */ event) => JSON.parse(/** @type {MessageEvent} */ (event).data);
-  source.addEventListener("status", (e) => {
-    const { status } = data(e);
-    statusesTold += 1;
-    log("status", status.replace("_", " "));
-    // An end is shown from the run read once its result comes: with its error and progress.
-    if (UNFINISHED.has(status) && shown?.job_id === id) renderDetail({ ...shown, status });
-  });
-  source.addEventListener("progress", (e) => {
-    const { percentage, current_step } = data(e);
-    $("detail-bar").style.width = `${percentage}%`;
-    log("progress", `${percentage}%${current_step ? ` · ${current_step}` : ""}`);
-  });
-  source.addEventListener("log", (e) => log("log", data(e).message));
+  const data = (/** @type {MessageEvent} */ event) => JSON.parse(event.data);
   // The run's text step by step: a step's `first` text starts it anew (a broken attempt run again, an answer revised).
   const steps = /** @type {string[]} */ ([]);
-  source.addEventListener("output", (e) => {
-    const { delta, step = 0, first = false } = data(e);
-    steps[step] = (first ? "" : (steps[step] ?? "")) + delta;
-    $("detail-output").textContent = steps.join("");
-  });
-  source.addEventListener("input_required", (e) => {
-    log("input", "asks for a person");
-    showInput(id, data(e));
-  });
-  source.addEventListener("result", async (e) => {
-    source.close();
-    const result = data(e);
-    if (result.status === "succeeded") {
-      $("detail-output").textContent = result.result ?? (await readOutput(id));
-    }
-    if (selected !== id) return;
-    try {
-      renderDetail(/** @type {Job} */ (await (await api(`/api/v1/runs/${id}`)).json()));
-    } catch (error) {
-      unreadable(error, id);
-    }
-  });
-  source.onerror = () => {
-    if (source.readyState !== EventSource.CLOSED || selected !== id) return;
-    log("stream", "closed");
-    sayIfExpired();
+  const address = (/** @type {string | null} */ after) => {
+    const query = new URLSearchParams({ format: "named" });
+    if (after !== null) query.set("after", after);
+    return eventsUrl(`/api/v1/runs/${id}/stream`, query);
   };
+  const stream = lastingEvents(
+    address,
+    {
+      status: (e) => {
+        const { status } = data(e);
+        statusesTold += 1;
+        log("status", status.replace("_", " "));
+        // An end is shown from the run read once its result comes: with its error and progress.
+        if (UNFINISHED.has(status) && shown?.job_id === id) renderDetail({ ...shown, status });
+      },
+      progress: (e) => {
+        const { percentage, current_step } = data(e);
+        $("detail-bar").style.width = `${percentage}%`;
+        log("progress", `${percentage}%${current_step ? ` · ${current_step}` : ""}`);
+      },
+      log: (e) => log("log", data(e).message),
+      output: (e) => {
+        const { delta, step = 0, first = false } = data(e);
+        steps[step] = (first ? "" : (steps[step] ?? "")) + delta;
+        $("detail-output").textContent = steps.join("");
+      },
+      input_required: (e) => {
+        log("input", "asks for a person");
+        showInput(id, data(e));
+      },
+      result: async (e) => {
+        stream.close();
+        const result = data(e);
+        if (result.status === "succeeded") {
+          $("detail-output").textContent = result.result ?? (await readOutput(id));
+        }
+        if (selected !== id) return;
+        try {
+          renderDetail(/** @type {Job} */ (await (await api(`/api/v1/runs/${id}`)).json()));
+        } catch (error) {
+          unreadable(error, id);
+        }
+      },
+    },
+    {
+      down: (gone) => {
+        if (gone && selected === id) log("stream", "closed");
+      },
+      // Closed for good: a run deleted meanwhile leaves the view, a refused token is said, and anything else is passing.
+      reopen: async () => {
+        try {
+          await api(`/api/v1/runs/${id}`);
+          return true;
+        } catch (error) {
+          if (!(error instanceof ApiError && [401, 403, 404].includes(error.status))) return true;
+          unreadable(error, id);
+          return false;
+        }
+      },
+    },
+  );
+  watch = stream;
 }
 
 /**

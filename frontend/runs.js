@@ -1,6 +1,7 @@
 // @ts-check
 /** The tenant's runs: a list, a page at a time, kept live by the feed (or, for a token without `stream`, read again now and then). */
-import { can, sayIfExpired, tokenRuns } from "./grant.js";
+import { lastingEvents } from "./events.js";
+import { can, tokenRuns } from "./grant.js";
 import { $, ago, el, notice, refused } from "./page.js";
 import { ApiError, api, eventsUrl } from "./requests.js";
 import { deleted, latest, runs, selected } from "./known.js";
@@ -15,7 +16,8 @@ let total = 0;
 /** Where the list's next page starts (its cursor); null once every run of the filter is shown. */
 /** @type {string | null} */
 let nextCursor = null;
-/** @type {EventSource | null} */
+/** The tenant's feed, while it is watched. */
+/** @type {{ close(): void } | null} */
 export let feed = null;
 /** How many of the list's pages are shown: a token without `stream` has the first read again while it is the only one. */
 let pagesShown = 0;
@@ -211,46 +213,55 @@ export function connectFeed() {
   state.title = "The tenant's live feed";
   state.textContent = "connecting…";
   state.className = "pill";
-  feed = new EventSource(eventsUrl("/api/v1/runs/events", filterQuery()));
-  feed.onopen = () => {
-    state.textContent = "live";
-    state.className = "pill live";
+  const query = filterQuery();
+  const address = (/** @type {string | null} */ after) => {
+    const asked = new URLSearchParams(query);
+    if (after !== null) asked.set("after", after);
+    return eventsUrl("/api/v1/runs/events", asked);
   };
-  feed.onerror = () => {
-    // EventSource comes back by itself (with Last-Event-ID); a refusal closes it for good.
-    const closed = feed?.readyState === EventSource.CLOSED;
-    state.textContent = closed ? "offline" : "reconnecting…";
-    state.className = "pill down";
-    if (closed) sayIfExpired();
-  };
-  feed.addEventListener("run", (event) => {
-    const job = latest(/** @type {Job} */ (JSON.parse(/** @type {MessageEvent} */ (event).data)));
-    if (!job) return;
-    toldWhileMore?.set(job.job_id, matches(job) ? job : null);
-    const known = runs.has(job.job_id);
-    if (!known && beyondShown(job)) {
-      // Its page, once shown, shows it; only the total may have changed.
-      refreshTotalSoon();
-      return;
-    }
-    toldWhileLoading?.add(job.job_id);
-    if (matches(job)) {
-      if (!known) total += 1;
-      runs.set(job.job_id, job);
-    } else if (known) unlist(job.job_id);
-    renderRuns();
-    panel.told(job.job_id, job);
+  feed = lastingEvents(address, { run: heardRun, deleted: heardDeleted, reset: () => void loadRuns() }, {
+    open: (missed) => {
+      state.textContent = "live";
+      state.className = "pill live";
+      // Opened again with no change had before: what changed meanwhile is not in it.
+      if (missed) void loadRuns();
+    },
+    // A dropped connection comes back by itself; one refused for its credential does not.
+    down: (gone) => {
+      state.textContent = gone ? "offline" : "reconnecting…";
+      state.className = "pill down";
+    },
   });
-  feed.addEventListener("deleted", (event) => {
-    const { job_id } = JSON.parse(/** @type {MessageEvent} */ (event).data);
-    toldWhileLoading?.add(job_id);
-    toldWhileMore?.set(job_id, null);
-    if (!forget(job_id) && nextCursor !== null) refreshTotalSoon();
-    renderRuns();
-    panel.told(job_id, null);
-  });
-  // Too far behind to resume: list again.
-  feed.addEventListener("reset", () => void loadRuns());
+}
+
+/** What the feed tells of a run. */
+function heardRun(/** @type {MessageEvent} */ event) {
+  const job = latest(/** @type {Job} */ (JSON.parse(event.data)));
+  if (!job) return;
+  toldWhileMore?.set(job.job_id, matches(job) ? job : null);
+  const known = runs.has(job.job_id);
+  if (!known && beyondShown(job)) {
+    // Its page, once shown, shows it; only the total may have changed.
+    refreshTotalSoon();
+    return;
+  }
+  toldWhileLoading?.add(job.job_id);
+  if (matches(job)) {
+    if (!known) total += 1;
+    runs.set(job.job_id, job);
+  } else if (known) unlist(job.job_id);
+  renderRuns();
+  panel.told(job.job_id, job);
+}
+
+/** The feed tells of a run deleted. */
+function heardDeleted(/** @type {MessageEvent} */ event) {
+  const { job_id } = JSON.parse(event.data);
+  toldWhileLoading?.add(job_id);
+  toldWhileMore?.set(job_id, null);
+  if (!forget(job_id) && nextCursor !== null) refreshTotalSoon();
+  renderRuns();
+  panel.told(job_id, null);
 }
 
 export function renderRuns() {

@@ -6,6 +6,7 @@
  */
 import { Hono } from "hono";
 import app from "../../frontend/app.js";
+import events from "../../frontend/events.js";
 import grant from "../../frontend/grant.js";
 import known from "../../frontend/known.js";
 import page from "../../frontend/page.js";
@@ -23,7 +24,7 @@ const SCRIPT = "text/javascript; charset=utf-8";
 const FRONTEND_FILES: [path: string, body: string, type: string][] = [
   ["/", html, "text/html; charset=utf-8"],
   ["/app.css", styles, "text/css; charset=utf-8"],
-  ...Object.entries({ app, grant, known, page, requests, run, runs, start }).map(([name, body]): [string, string, string] => [`/${name}.js`, body, SCRIPT]),
+  ...Object.entries({ app, events, grant, known, page, requests, run, runs, start }).map(([name, body]): [string, string, string] => [`/${name}.js`, body, SCRIPT]),
 ];
 
 /** The page talks to its own origin only, runs only its own script, and sends no referrer (a token may be in its address). */

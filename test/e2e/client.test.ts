@@ -4,6 +4,7 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RunsApiError, RunsClient, type FeedEvent, type RunEvent } from "../../client/index";
+import { startDeployingProxy, startProxy, type Proxy } from "./proxy";
 import { BASE, startServer, stopServer, type DevServer } from "./server";
 
 let server: DevServer;
@@ -381,8 +382,8 @@ describe("the client's retries", () => {
 
 describe("refusals from something in between", () => {
   /**
-   * A real HTTP server standing where the service would be, answering as the gateways and pages in
-   * front of a service do when it cannot reach it: nothing of the API's own `detail`.
+   * A real HTTP proxy in front of the service, answering some requests as the gateways and pages in
+   * front of a service do when they cannot reach it: nothing of the API's own `detail`.
    */
   const ANSWERS: Record<string, { status: number; type: string; body: string }> = {
     "/api/v1/runs/run_kong": { status: 502, type: "application/json", body: '{"message":"An invalid response was received from the upstream server"}' },
@@ -391,19 +392,14 @@ describe("refusals from something in between", () => {
     "/api/v1/runs/run_null": { status: 500, type: "application/json", body: "null" },
     "/api/v1/runs/run_api": { status: 404, type: "application/json", body: '{"detail":"Job not found: run_api"}' },
   };
-  let gateway: { url: string; close: () => void };
+  let gateway: Proxy;
   beforeAll(async () => {
-    const server = createServer((req, res) => {
-      const answer = ANSWERS[new URL(req.url ?? "/", "http://gateway").pathname] ?? { status: 404, type: "text/plain", body: "no route" };
-      res.writeHead(answer.status, { "Content-Type": answer.type }).end(answer.body);
-    });
-    await new Promise<void>((listening) => server.listen(0, "127.0.0.1", listening));
-    gateway = { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, close: () => server.close() };
+    gateway = await startProxy(BASE, { answer: (_method, pathname) => ANSWERS[pathname] });
   });
   afterAll(() => gateway?.close());
 
   it("the client raises what the gateway says, with its status; the CLI prints it so", async () => {
-    const via = new RunsClient({ baseUrl: gateway.url });
+    const via = new RunsClient({ baseUrl: gateway.base });
     const refusal = (id: string) => via.get(id).catch((e: unknown) => e);
     const kong = await refusal("run_kong");
     expect(kong).toBeInstanceOf(RunsApiError);
@@ -418,7 +414,7 @@ describe("refusals from something in between", () => {
     expect(await refusal("run_api")).toMatchObject({ status: 404, detail: "Job not found: run_api", message: "404: Job not found: run_api" });
 
     // The CLI (spawned, so that this process's gateway can answer it meanwhile).
-    const run = spawn("node", ["cli/runs.mjs", "status", "run_kong"], { env: { ...process.env, RUNS_API_URL: gateway.url } });
+    const run = spawn("node", ["cli/runs.mjs", "status", "run_kong"], { env: { ...process.env, RUNS_API_URL: gateway.base } });
     let stderr = "";
     run.stderr.on("data", (d) => (stderr += String(d)));
     const code = await new Promise<number | null>((exited) => run.on("close", exited));
@@ -437,6 +433,45 @@ describe("refusals from something in between", () => {
     const code = await new Promise<number | null>((exited) => run.on("close", exited));
     expect(stderr.trim()).toBe(`fetch failed: connect ECONNREFUSED 127.0.0.1:${port}`);
     expect(code).toBe(5);
+  });
+});
+
+describe("the client through a deploy", () => {
+  it("a job's stream and the feed, cut and then refused with 503 for seconds, come back after the last event each had: every event once", async () => {
+    const proxy = await startDeployingProxy(BASE);
+    const via = new RunsClient({ baseUrl: proxy.base });
+    const session = `client-deploy-${Date.now()}`;
+    const stop = new AbortController();
+    const changes: FeedEvent[] = [];
+    const watching = (async () => {
+      for await (const change of via.watch({ session_id: session }, { signal: stop.signal })) changes.push(change);
+    })().catch((error: unknown) => error);
+    const told = (id: string, status: string) => changes.some((c) => c.event === "run" && c.job.job_id === id && c.job.status === status);
+    // The feed is open once it has told of a job.
+    const { job_id } = await client.submit({ prompt: "through a deploy", session_id: session, config: simulate(6, 1000) });
+    await expect.poll(() => told(job_id, "running"), { timeout: 10_000 }).toBe(true);
+    const events: RunEvent[] = [];
+    const streaming = (async () => {
+      for await (const event of via.stream(job_id)) events.push(event);
+    })();
+    await expect.poll(() => events.length, { timeout: 10_000 }).toBeGreaterThan(0);
+
+    // The deploy: both cut, and refused while it lasts; a job made meanwhile.
+    proxy.deploy();
+    const meanwhile = await client.submit({ prompt: "made during the deploy", session_id: session, config: simulate(1, 1) });
+    await expect.poll(() => new Set(proxy.refused).size, { timeout: 10_000 }).toBe(2);
+    await new Promise((passed) => setTimeout(passed, 2000));
+    proxy.done();
+
+    await streaming;
+    const replay: RunEvent[] = [];
+    for await (const event of client.stream(job_id)) replay.push(event);
+    expect(events).toEqual(replay);
+    await expect.poll(() => told(meanwhile.job_id, "succeeded") && told(job_id, "succeeded"), { timeout: 15_000 }).toBe(true);
+    stop.abort();
+    await watching;
+    expect(new Set(changes.map((c) => c.id)).size).toBe(changes.length);
+    await proxy.close();
   });
 });
 

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { BASE } from "../server";
-import { startProxy } from "./proxy";
+import { startProxy } from "../proxy";
 import { answerWhenAsked, open, row, submitRun, withServerAndChromium } from "./page";
 
 withServerAndChromium();

@@ -6,7 +6,7 @@
 import { describe, expect, it } from "vitest";
 import { BASE } from "../server";
 import { SHOTS, filterByTag, open, row, submitOverApi, submitRun, withServerAndChromium } from "./page";
-import { startProxy } from "./proxy";
+import { startDeployingProxy, startProxy } from "../proxy";
 
 withServerAndChromium();
 
@@ -140,6 +140,39 @@ describe("the reference frontend in local development: runs submitted, watched, 
     expect(problems.filter((p) => !/status of 422/.test(p))).toEqual([]);
     expect(behind.problems.filter((p) => !/status of 502/.test(p))).toEqual([]);
     await behind.page.close();
+    await gateway.close();
+  });
+
+  it("the feed and the run's stream, cut and then refused for seconds while a deploy is under way, come back after the last event each had", async () => {
+    const gateway = await startDeployingProxy(BASE);
+    const { page, problems } = await open(`${gateway.base}/`);
+    const id = await submitRun(page, "Through a deploy", { steps: 6, step_ms: 1000 });
+    await page.waitForSelector("#detail-status.running");
+    // The deploy: every stream cut, and refused while it lasts; a run made meanwhile by another client.
+    gateway.deploy();
+    await page.waitForSelector("#feed-state.down");
+    const meanwhile = await submitOverApi({ prompt: "made during the deploy", config: { simulate: { steps: 1, step_ms: 1 } } });
+    await expect.poll(() => new Set(gateway.refused).size, { timeout: 15_000 }).toBe(2);
+    gateway.done();
+
+    // Both come back: the feed tells of the run made meanwhile, and the run shown is followed to its end.
+    await row(page, meanwhile).waitFor({ timeout: 20_000 });
+    await page.waitForSelector("#feed-state.live");
+    await page.waitForSelector("#detail-status.succeeded", { timeout: 30_000 });
+    const output = await (await fetch(`${BASE}/api/v1/runs/${id}/output`)).text();
+    await expect.poll(() => page.locator("#detail-output").textContent()).toBe(output);
+    // After the last event each had: the page's log holds the run's progress as its stream tells it, each once.
+    const told = (await (await fetch(`${BASE}/api/v1/runs/${id}/stream?format=named`)).text())
+      .split("\n\n")
+      .filter((block) => block.includes("event: progress"))
+      .map((block) => JSON.parse(block.slice(block.indexOf("data: ") + 6)) as { percentage: number; current_step: string | null })
+      .map(({ percentage, current_step }) => `${percentage}%${current_step ? ` · ${current_step}` : ""}`);
+    const log = await page.locator("#detail-log li").allInnerTexts();
+    const progress = log.filter((line) => /^PROGRESS/i.test(line)).map((line) => line.replace(/^PROGRESS\s*/i, ""));
+    expect(progress).toEqual(told);
+    expect(log.some((line) => /stream\s*closed/i.test(line))).toBe(false);
+    expect(problems.filter((p) => !/503|ERR_/.test(p))).toEqual([]);
+    await page.close();
     await gateway.close();
   });
 
