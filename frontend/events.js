@@ -75,14 +75,23 @@ export function lastingEvents(
   };
 }
 
-/** False when the credential is refused (said on the page); true when something else closed the stream. */
-async function credentialHolds() {
-  try {
-    await api("/api/v1/tokens/verify");
-    return true;
-  } catch (error) {
-    if (!(error instanceof ApiError && (error.status === 401 || error.status === 403))) return true;
-    refused(error);
-    return false;
-  }
+/**
+ * Whether a stream closed for good is to be opened again, as `path` answers now: yes, unless it is
+ * refused with a status of `over` (then `say` tells why on the page). Anything else that closed the
+ * stream (a deploy under way, a gateway in between) passes.
+ */
+export function reopenUnless(/** @type {string} */ path, /** @type {number[]} */ over, /** @type {(error: ApiError) => void} */ say) {
+  return async () => {
+    try {
+      await api(path);
+      return true;
+    } catch (error) {
+      if (!(error instanceof ApiError && over.includes(error.status))) return true;
+      say(error);
+      return false;
+    }
+  };
 }
+
+/** By default: unless the credential is refused. */
+const credentialHolds = reopenUnless("/api/v1/tokens/verify", [401, 403], refused);

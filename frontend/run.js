@@ -1,6 +1,6 @@
 // @ts-check
 /** One run: its stream (or, for a token without `stream`, a reading every few seconds), output, answer, cancel and delete. */
-import { lastingEvents } from "./events.js";
+import { lastingEvents, reopenUnless } from "./events.js";
 import { can } from "./grant.js";
 import { $, el, notice, refused } from "./page.js";
 import { ApiError, api, eventsUrl, keptKey } from "./requests.js";
@@ -125,17 +125,8 @@ function watchStream(/** @type {string} */ id) {
       down: (gone) => {
         if (gone && selected === id) log("stream", "closed");
       },
-      // Closed for good: a run deleted meanwhile leaves the view, a refused token is said, and anything else is passing.
-      reopen: async () => {
-        try {
-          await api(`/api/v1/runs/${id}`);
-          return true;
-        } catch (error) {
-          if (!(error instanceof ApiError && [401, 403, 404].includes(error.status))) return true;
-          unreadable(error, id);
-          return false;
-        }
-      },
+      // Closed for good: a run deleted meanwhile leaves the view, and a refused token is said.
+      reopen: reopenUnless(`/api/v1/runs/${id}`, [401, 403, 404], (error) => unreadable(error, id)),
     },
   );
   watch = stream;

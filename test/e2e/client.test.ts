@@ -71,52 +71,13 @@ function rewritten(block: string, n: number): string {
 }
 
 /**
- * A proxy in front of the service, as a gateway that writes event streams its own way would be:
- * it passes each request on, and writes each block of an event stream back rewritten, in two
- * writes cut after its first CR (so a CRLF may come in two reads).
+ * A block rewritten (`rewritten`) and written in two writes cut after its first CR, so that a CRLF
+ * may come in two reads: as a gateway that writes event streams its own way relays them.
  */
-async function rewritingProxy(): Promise<{ url: string; close: () => void }> {
-  const server = createServer(async (req, res) => {
-    const abort = new AbortController();
-    res.on("close", () => abort.abort());
-    try {
-      const headers: Record<string, string> = {};
-      for (const name of ["authorization", "last-event-id"]) if (typeof req.headers[name] === "string") headers[name] = req.headers[name] as string;
-      const upstream = await fetch(`${BASE}${req.url}`, { headers, signal: abort.signal });
-      res.writeHead(upstream.status, { "content-type": upstream.headers.get("content-type") ?? "text/plain" });
-      const reader = upstream.body!.getReader();
-      const decoder = new TextDecoder();
-      let buffer = "";
-      let n = 0;
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        buffer += decoder.decode(value, { stream: true });
-        let end: number;
-        while ((end = buffer.indexOf("\n\n")) >= 0) {
-          const text = rewritten(buffer.slice(0, end), n++);
-          buffer = buffer.slice(end + 2);
-          const cut = text.indexOf("\r") + 1 || text.length;
-          res.write(text.slice(0, cut));
-          await new Promise((r) => setTimeout(r, 2));
-          res.write(text.slice(cut));
-        }
-      }
-      // What is not an event stream (a refusal's JSON) goes back as it came.
-      res.end(buffer);
-    } catch {
-      res.destroy();
-    }
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    close: () => {
-      server.closeAllConnections();
-      server.close();
-    },
-  };
+function relayedBlock(block: string, n: number): string[] {
+  const text = rewritten(block, n);
+  const cut = text.indexOf("\r") + 1 || text.length;
+  return [text.slice(0, cut), text.slice(cut)];
 }
 
 describe("the TypeScript client", () => {
@@ -205,11 +166,11 @@ describe("the TypeScript client", () => {
 
 describe("the client's reading of event streams", () => {
   it("reads a job's stream and the feed written another way the format allows (CRLF or CR line ends, no space after a colon, data over two lines, comments), as through a gateway that rewrites them", async () => {
-    const proxy = await rewritingProxy();
+    const proxy = await startProxy(BASE, { rewrite: relayedBlock });
     const abort = new AbortController();
     try {
       const session = `relayed-${Date.now()}`;
-      const relayed = new RunsClient({ baseUrl: proxy.url });
+      const relayed = new RunsClient({ baseUrl: proxy.base });
       const watched = (source: RunsClient) =>
         (async () => {
           const seen: FeedEvent[] = [];
@@ -242,7 +203,7 @@ describe("the client's reading of event streams", () => {
       expect(fed.at(-1)).toEqual({ id: expect.any(String), event: "deleted", job_id });
     } finally {
       abort.abort();
-      proxy.close();
+      await proxy.close();
     }
   });
 });

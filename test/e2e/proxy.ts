@@ -5,9 +5,11 @@
  * tenant's feed a few seconds behind a run's own stream, or the reply to its answer coming after
  * the run's stream told what followed it). It may answer some requests itself, as a gateway that
  * cannot reach the service does (`answer`: its status, content type, body and headers, or undefined to
- * hand the request on). Every other request goes straight through, and may be cut while under way.
+ * hand the request on). It may write event streams back another way (`rewrite`), as a gateway that
+ * relays them its own way does. Every other request goes straight through, and may be cut while
+ * under way.
  */
-import { createServer, request, type Server, type ServerResponse } from "node:http";
+import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 
 export interface Proxy {
@@ -20,9 +22,11 @@ export interface Proxy {
 export interface ProxyOptions {
   lag?: { path: string | RegExp; ms: number };
   answer?: (method: string, pathname: string) => { status: number; type: string; body: string; headers?: Record<string, string> } | undefined;
+  /** Event streams written back block by block, each block (`n`: its place in its stream) as the writes this makes of it, a moment apart. */
+  rewrite?: (block: string, n: number) => string[];
 }
 
-export async function startProxy(target: string, { lag, answer: answers }: ProxyOptions): Promise<Proxy> {
+export async function startProxy(target: string, { lag, answer: answers, rewrite }: ProxyOptions): Promise<Proxy> {
   const to = new URL(target);
   const underWay = new Map<ServerResponse, string>();
   const server: Server = createServer((incoming, outgoing) => {
@@ -42,6 +46,7 @@ export async function startProxy(target: string, { lag, answer: answers }: Proxy
         // The head at once (an EventSource opens on it); the body late.
         outgoing.writeHead(answer.statusCode ?? 502, answer.headers);
         outgoing.flushHeaders();
+        if (rewrite && /^text\/event-stream/.test(String(answer.headers["content-type"]))) return void relayRewritten(answer, outgoing, rewrite);
         const later = (hand: () => void) => (lags ? setTimeout(() => outgoing.destroyed || hand(), lag?.ms) : hand());
         answer.on("data", (chunk: Buffer) => later(() => outgoing.write(chunk)));
         answer.on("end", () => later(() => outgoing.end()));
@@ -63,6 +68,30 @@ export async function startProxy(target: string, { lag, answer: answers }: Proxy
       return new Promise((closed) => server.close(() => closed()));
     },
   };
+}
+
+/** An event stream handed on block by block, each as the writes `rewrite` makes of it; what follows the last block as it came. */
+async function relayRewritten(answer: IncomingMessage, outgoing: ServerResponse, rewrite: (block: string, n: number) => string[]): Promise<void> {
+  const decoder = new TextDecoder();
+  let buffer = "";
+  let n = 0;
+  try {
+    for await (const chunk of answer) {
+      buffer += decoder.decode(chunk as Buffer, { stream: true });
+      let end: number;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const writes = rewrite(buffer.slice(0, end), n++);
+        buffer = buffer.slice(end + 2);
+        for (const [i, write] of writes.entries()) {
+          if (i > 0) await new Promise((passed) => setTimeout(passed, 2));
+          outgoing.write(write);
+        }
+      }
+    }
+    outgoing.end(buffer);
+  } catch {
+    outgoing.destroy();
+  }
 }
 
 /** The service's event streams: the tenant's feed and each job's stream. */
