@@ -214,7 +214,8 @@ export class RunsClient {
   /**
    * The job's events until it ends. A dropped connection, or a reconnection refused for a while (a
    * deploy's 503), is resumed with `Last-Event-ID`, so no event is lost or repeated (at most
-   * `maxReconnects` times in a row without progress).
+   * `maxReconnects` times in a row without progress; then it throws what the last try met, or that
+   * the stream kept dropping).
    */
   async *stream(id: string, options: { after?: number; signal?: AbortSignal; maxReconnects?: number } = {}): AsyncGenerator<RunEvent> {
     let last = options.after ?? 0;
@@ -229,6 +230,8 @@ export class RunsClient {
         continue;
       }
       let done = false;
+      // What reading this answer met, if it failed: thrown once the tries run out.
+      let met: unknown = null;
       try {
         for await (const block of sseBlocks(res.body!)) {
           if (block.data === "[DONE]") {
@@ -243,9 +246,10 @@ export class RunsClient {
         }
       } catch (error) {
         if (options.signal?.aborted) throw error;
+        met = error;
       }
       if (done) return;
-      if (++failures > (options.maxReconnects ?? 5)) throw new Error(`stream of ${id} kept dropping`);
+      if (++failures > (options.maxReconnects ?? 5)) throw met ?? new Error(`stream of ${id} kept dropping`);
       await sleep(backoffMs(failures), options.signal);
     }
   }
@@ -254,12 +258,15 @@ export class RunsClient {
    * The tenant's live feed: every change of the jobs matching `filter`, for as long as the caller
    * iterates. A dropped connection, or a reconnection refused for a while (a deploy's 503), is
    * resumed with `Last-Event-ID`; a `reset` event says the feed could not resume and the caller
-   * should list again.
+   * should list again. Past `maxReconnects` tries in a row without an event it throws what the last
+   * try met (the service's refusal, or the network's error), or that the feed kept dropping.
    */
   async *watch(filter: RunFilter = {}, options: { after?: string; signal?: AbortSignal; maxReconnects?: number } = {}): AsyncGenerator<FeedEvent> {
     let last = options.after;
     let failures = 0;
     for (;;) {
+      // What this try met, if it failed: thrown once the tries run out.
+      let met: unknown = null;
       try {
         const headers: Record<string, string> = last === undefined ? {} : { "Last-Event-ID": last };
         const res = await this.request("GET", `/api/v1/runs/events${filterQuery(filter)}`, { headers, signal: options.signal });
@@ -273,8 +280,9 @@ export class RunsClient {
         }
       } catch (error) {
         if (final(error) || options.signal?.aborted) throw error;
+        met = error;
       }
-      if (++failures > (options.maxReconnects ?? 5)) throw new Error("the feed kept dropping");
+      if (++failures > (options.maxReconnects ?? 5)) throw met ?? new Error("the feed kept dropping");
       await sleep(backoffMs(failures), options.signal);
     }
   }

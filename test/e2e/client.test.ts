@@ -4,7 +4,7 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RunsApiError, RunsClient, type FeedEvent, type RunEvent } from "../../client/index";
-import { startDeployingProxy, startProxy, type Proxy } from "./proxy";
+import { EVENT_STREAMS, startDeployingProxy, startProxy, type Proxy } from "./proxy";
 import { BASE, startServer, stopServer, type DevServer } from "./server";
 
 let server: DevServer;
@@ -433,6 +433,29 @@ describe("the client through a deploy", () => {
     await watching;
     expect(new Set(changes.map((c) => c.id)).size).toBe(changes.length);
     await proxy.close();
+  });
+
+  it("gives up on a stream and a feed refused for longer than its reconnects allow, with the refusal; one answered empty each time kept dropping", async () => {
+    const { job_id } = await client.submit({ prompt: "outlasted", config: simulate(1, 1) });
+    const drain = async (events: AsyncGenerator<unknown>) => {
+      for await (const _ of events);
+    };
+    const proxy = await startDeployingProxy(BASE);
+    const via = new RunsClient({ baseUrl: proxy.base, maxRetries: 0 });
+    proxy.deploy();
+    const refusal = { status: 503, detail: "Service is being updated; retry shortly" };
+    await expect(drain(via.watch({}, { maxReconnects: 1 }))).rejects.toMatchObject(refusal);
+    await expect(drain(via.stream(job_id, { maxReconnects: 1 }))).rejects.toMatchObject(refusal);
+    // Each tried twice: the first try, and one reconnection.
+    expect(proxy.refused).toHaveLength(4);
+    await proxy.close();
+
+    // A gateway that answers every stream at once with nothing in it.
+    const empty = await startProxy(BASE, { answer: (_method, pathname) => (EVENT_STREAMS.test(pathname) ? { status: 200, type: "text/event-stream", body: "" } : undefined) });
+    const through = new RunsClient({ baseUrl: empty.base });
+    await expect(drain(through.watch({}, { maxReconnects: 1 }))).rejects.toThrow("the feed kept dropping");
+    await expect(drain(through.stream(job_id, { maxReconnects: 1 }))).rejects.toThrow(`stream of ${job_id} kept dropping`);
+    await empty.close();
   });
 });
 
