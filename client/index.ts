@@ -321,7 +321,7 @@ export class RunsClient {
    */
   private keyToSend(key: string | undefined, keyInBody = false): { own: string | undefined; headers: Record<string, string> } {
     const given = key || undefined;
-    const own = given === undefined && !keyInBody && this.maxRetries > 0 ? crypto.randomUUID() : undefined;
+    const own = given === undefined && !keyInBody && this.maxRetries > 0 ? randomKey() : undefined;
     const sent = given ?? own;
     return { own, headers: sent === undefined ? {} : { "Idempotency-Key": sent } };
   }
@@ -365,6 +365,19 @@ export class RunsClient {
  * way answers 503 for some seconds), and the stream is opened again as after a dropped connection.
  */
 const final = (error: unknown) => error instanceof RunsApiError && error.status < 500 && error.status !== 429;
+
+/**
+ * A random UUID (version 4). Made of `crypto.getRandomValues`, which every runtime has, since a
+ * browser keeps `crypto.randomUUID` for secure contexts: a page served over plain HTTP at any name
+ * but localhost (a phone on the LAN) has none.
+ */
+function randomKey(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
 
 /** The wait after `failures` failed tries in a row where the server named none: 0.5 s, 1 s, 2 s, then at most 5 s. */
 const backoffMs = (failures: number) => Math.min(5000, 250 * 2 ** failures);

@@ -103,6 +103,19 @@ export function eventsUrl(/** @type {string} */ path, /** @type {URLSearchParams
 }
 
 /**
+ * A random UUID (version 4). Made of `crypto.getRandomValues`, which every page has, since
+ * `crypto.randomUUID` is kept for secure contexts: a page opened over plain HTTP at any name but
+ * localhost (a phone on the LAN) has none.
+ */
+function randomKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+/**
  * An idempotency key kept for a request that makes something (a run, an answer) until it is
  * through: asked again (the same `what`) after its reply was lost or refused for a while, it is the
  * same request, and the API answers it with what the first made or did, never doing it twice.
@@ -113,7 +126,7 @@ export function keptKey() {
   return {
     /** The key for `what`: the one kept, if it was for `what`; else a new one. */
     for: (/** @type {string} */ what) => {
-      if (kept?.what !== what) kept = { what, key: crypto.randomUUID() };
+      if (kept?.what !== what) kept = { what, key: randomKey() };
       return kept.key;
     },
     through: () => {

@@ -3,7 +3,9 @@ import { spawn, spawnSync } from "node:child_process";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { build } from "esbuild";
 import { RunsApiError, RunsClient, type FeedEvent, type RunEvent } from "../../client/index";
+import { launchChromium } from "./browser";
 import { EVENT_STREAMS, startDeployingProxy, startProxy, type Proxy } from "./proxy";
 import { BASE, startServer, stopServer, type DevServer } from "./server";
 
@@ -456,6 +458,44 @@ describe("the client through a deploy", () => {
     await expect(drain(through.watch({}, { maxReconnects: 1 }))).rejects.toThrow("the feed kept dropping");
     await expect(drain(through.stream(job_id, { maxReconnects: 1 }))).rejects.toThrow(`stream of ${job_id} kept dropping`);
     await empty.close();
+  });
+});
+
+describe("the client in a browser", () => {
+  it("submits and retries from a page that is not a secure context (a phone on the LAN, through a proxy), each with a key of its own", async () => {
+    // The client as a browser loads it, served with a blank page at a name of the test's own:
+    // unlike localhost, no browser counts it secure, so the page has no crypto.randomUUID.
+    const bundled = await build({ entryPoints: ["client/index.ts"], bundle: true, format: "esm", platform: "browser", write: false });
+    const served: Record<string, { status: number; type: string; body: string }> = {
+      "/client.js": { status: 200, type: "text/javascript", body: bundled.outputFiles[0].text },
+      "/blank": { status: 200, type: "text/html", body: "<!doctype html><title>client</title>" },
+    };
+    const proxy = await startProxy(BASE, { answer: (_method, pathname) => served[pathname] });
+    const browser = await launchChromium([`--host-resolver-rules=MAP runs.lan 127.0.0.1`]);
+    try {
+      const page = await browser.newPage();
+      const keys: (string | undefined)[] = [];
+      page.on("request", (request) => request.method() === "POST" && keys.push(request.headers()["idempotency-key"]));
+      await page.goto(`http://runs.lan:${new URL(proxy.base).port}/blank`);
+      expect(await page.evaluate(() => window.isSecureContext)).toBe(false);
+      // Given as text, so that the test runner's own rewriting of import() does not reach the page.
+      const made = (await page.evaluate(`(async () => {
+        const { RunsClient } = await import("/client.js");
+        const runs = new RunsClient({ baseUrl: location.origin });
+        const first = await runs.submit({ prompt: "from a phone", config: { simulate: { steps: 1, step_ms: 1, fail_at_step: 1 } } });
+        const ended = await runs.waitForCompletion(first.job_id);
+        const again = await runs.retry(first.job_id);
+        return { first: first.job_id, ended: ended.status, again: again.job_id };
+      })()`)) as { first: string; ended: string; again: string };
+      expect(made.ended).toBe("failed");
+      expect((await client.get(made.again)).retry_of).toBe(made.first);
+      expect(keys).toHaveLength(2);
+      for (const key of keys) expect(key).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+      expect(keys[0]).not.toBe(keys[1]);
+    } finally {
+      await browser.close();
+      await proxy.close();
+    }
   });
 });
 

@@ -6,6 +6,7 @@
 import { describe, expect, it } from "vitest";
 import { BASE } from "../server";
 import { SHOTS, filterByTag, open, row, submitOverApi, submitRun, withServerAndChromium } from "./page";
+import { launchChromium } from "../browser";
 import { startDeployingProxy, startProxy } from "../proxy";
 
 withServerAndChromium();
@@ -174,6 +175,39 @@ describe("the reference frontend in local development: runs submitted, watched, 
     expect(problems.filter((p) => !/503|ERR_/.test(p))).toEqual([]);
     await page.close();
     await gateway.close();
+  });
+
+  it("works from an address that is not a secure context (a phone on the LAN, through a proxy): a run submitted, failed, retried and the retry followed to its end", async () => {
+    // A name of the test's own for this machine: unlike localhost, no browser counts it secure,
+    // so the page has none of what browsers keep for secure contexts (crypto.randomUUID, say).
+    const proxy = await startProxy(BASE, {});
+    const lan = await launchChromium([`--host-resolver-rules=MAP runs.lan 127.0.0.1`]);
+    try {
+      const page = await lan.newPage({ viewport: { width: 1400, height: 900 } });
+      const problems: string[] = [];
+      page.on("pageerror", (error) => problems.push(`page: ${error.message}`));
+      page.on("console", (message) => message.type() === "error" && problems.push(`console: ${message.text()}`));
+      const keys: (string | undefined)[] = [];
+      page.on("request", (request) => request.method() === "POST" && keys.push(request.headers()["idempotency-key"]));
+      await page.goto(`http://runs.lan:${new URL(proxy.base).port}/`, { waitUntil: "load" });
+      await page.waitForSelector("#feed-state.live", { timeout: 15_000 });
+      expect(await page.evaluate(() => window.isSecureContext)).toBe(false);
+
+      const id = await submitRun(page, "From the LAN", { steps: 2, step_ms: 1, fail_at_step: 2 });
+      await page.waitForSelector("#detail-status.failed", { timeout: 20_000 });
+      await page.click("#retry-button");
+      await page.waitForFunction((old) => (document.getElementById("detail-id")?.textContent ?? "").startsWith("run_") && document.getElementById("detail-id")?.textContent !== old, id);
+      const retried = await page.locator("#detail-id").innerText();
+      await page.waitForSelector("#detail-status.failed", { timeout: 20_000 });
+      expect((await (await fetch(`${BASE}/api/v1/runs/${retried}`)).json()).retry_of).toBe(id);
+      // The submit and the retry each went with a key of the page's own.
+      expect(keys).toHaveLength(2);
+      for (const key of keys) expect(key).toMatch(/^[A-Za-z0-9_-]{16,}$/);
+      expect(problems).toEqual([]);
+    } finally {
+      await lan.close();
+      await proxy.close();
+    }
   });
 
   it("a job that fails shows its error", async () => {
