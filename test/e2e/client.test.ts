@@ -5,7 +5,7 @@ import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { build } from "esbuild";
 import { RunsApiError, RunsClient, type FeedEvent, type RunEvent } from "../../client/index";
-import { launchChromium } from "./browser";
+import { insecureOrigin, launchChromiumWithInsecureName } from "./browser";
 import { EVENT_STREAMS, startDeployingProxy, startProxy, type Proxy } from "./proxy";
 import { BASE, startServer, stopServer, type DevServer } from "./server";
 
@@ -463,20 +463,19 @@ describe("the client through a deploy", () => {
 
 describe("the client in a browser", () => {
   it("submits and retries from a page that is not a secure context (a phone on the LAN, through a proxy), each with a key of its own", async () => {
-    // The client as a browser loads it, served with a blank page at a name of the test's own:
-    // unlike localhost, no browser counts it secure, so the page has no crypto.randomUUID.
+    // The client as a browser loads it, served with a blank page at a name no browser counts secure.
     const bundled = await build({ entryPoints: ["client/index.ts"], bundle: true, format: "esm", platform: "browser", write: false });
     const served: Record<string, { status: number; type: string; body: string }> = {
       "/client.js": { status: 200, type: "text/javascript", body: bundled.outputFiles[0].text },
       "/blank": { status: 200, type: "text/html", body: "<!doctype html><title>client</title>" },
     };
     const proxy = await startProxy(BASE, { answer: (_method, pathname) => served[pathname] });
-    const browser = await launchChromium([`--host-resolver-rules=MAP runs.lan 127.0.0.1`]);
+    const browser = await launchChromiumWithInsecureName();
     try {
       const page = await browser.newPage();
       const keys: (string | undefined)[] = [];
       page.on("request", (request) => request.method() === "POST" && keys.push(request.headers()["idempotency-key"]));
-      await page.goto(`http://runs.lan:${new URL(proxy.base).port}/blank`);
+      await page.goto(`${insecureOrigin(proxy.base)}/blank`);
       expect(await page.evaluate(() => window.isSecureContext)).toBe(false);
       // Given as text, so that the test runner's own rewriting of import() does not reach the page.
       const made = (await page.evaluate(`(async () => {

@@ -6,7 +6,7 @@
 import { describe, expect, it } from "vitest";
 import { BASE } from "../server";
 import { SHOTS, filterByTag, open, row, submitOverApi, submitRun, withServerAndChromium } from "./page";
-import { launchChromium } from "../browser";
+import { insecureOrigin, launchChromiumWithInsecureName } from "../browser";
 import { startDeployingProxy, startProxy } from "../proxy";
 
 withServerAndChromium();
@@ -178,10 +178,8 @@ describe("the reference frontend in local development: runs submitted, watched, 
   });
 
   it("works from an address that is not a secure context (a phone on the LAN, through a proxy): a run submitted, failed, retried and the retry followed to its end", async () => {
-    // A name of the test's own for this machine: unlike localhost, no browser counts it secure,
-    // so the page has none of what browsers keep for secure contexts (crypto.randomUUID, say).
     const proxy = await startProxy(BASE, {});
-    const lan = await launchChromium([`--host-resolver-rules=MAP runs.lan 127.0.0.1`]);
+    const lan = await launchChromiumWithInsecureName();
     try {
       const page = await lan.newPage({ viewport: { width: 1400, height: 900 } });
       const problems: string[] = [];
@@ -189,7 +187,7 @@ describe("the reference frontend in local development: runs submitted, watched, 
       page.on("console", (message) => message.type() === "error" && problems.push(`console: ${message.text()}`));
       const keys: (string | undefined)[] = [];
       page.on("request", (request) => request.method() === "POST" && keys.push(request.headers()["idempotency-key"]));
-      await page.goto(`http://runs.lan:${new URL(proxy.base).port}/`, { waitUntil: "load" });
+      await page.goto(`${insecureOrigin(proxy.base)}/`, { waitUntil: "load" });
       await page.waitForSelector("#feed-state.live", { timeout: 15_000 });
       expect(await page.evaluate(() => window.isSecureContext)).toBe(false);
 
