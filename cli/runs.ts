@@ -358,6 +358,9 @@ async function main(argv: string[]): Promise<number> {
     case "bulk-cancel":
     case "bulk-delete": {
       const ids = o.ids?.split(",").map((s) => s.trim()).filter(Boolean);
+      // Said in the CLI's own words, where the API's would name its body's fields.
+      const filtered = [o.status, o.session, o.tag, o.metadata, o.before].some((given) => given !== undefined);
+      if ((ids !== undefined) === filtered) throw new UsageError("give --ids ID,..., or a filter (--status, --session, --tag, --metadata, --before), not both");
       const body: BulkInput = ids
         ? { job_ids: ids }
         : { status: o.status as Status | undefined, session_id: o.session, tags: o.tag, metadata: metadataOf(o.metadata), created_before: o.before };

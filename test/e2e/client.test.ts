@@ -607,10 +607,12 @@ describe("bulk clean-up and stats", () => {
     expect(erased.stdout).toMatch(/^bulk_\w+ delete done: 2 done, 0 skipped, 0 failed of 2$/m);
     expect(JSON.parse(cli("list", "--metadata", `user=${user}`, "--json").stdout)).toEqual([]);
     expect(cli("bulk-delete", "--metadata", `user=${user}-other`, "--force", "--wait").stdout).toMatch(/ 1 done, 0 skipped, 0 failed of 1$/m);
-    // No filter: the API's 422, exit 3; an option bulk does not read: a usage error, exit 2.
-    const unfiltered = cli("bulk-cancel");
-    expect(unfiltered.code).toBe(3);
-    expect(unfiltered.stderr).toContain("Give job_ids, or a filter");
+    // No filter, or ids with a filter, and an option bulk does not read: usage errors, in the CLI's words, exit 2.
+    for (const args of [[], ["--ids", "run_a", "--status", "queued"]]) {
+      const refused = cli("bulk-cancel", ...args);
+      expect(refused.code).toBe(2);
+      expect(refused.stderr).toContain("give --ids ID,..., or a filter (--status, --session, --tag, --metadata, --before), not both");
+    }
     expect(cli("bulk-cancel", "--status", "queued", "--limit", "3").code).toBe(2);
   });
 });
