@@ -200,7 +200,8 @@ describe("the reference frontend in local development: runs submitted, watched, 
       expect((await (await fetch(`${BASE}/api/v1/runs/${retried}`)).json()).retry_of).toBe(id);
       // The submit and the retry each went with a key of the page's own.
       expect(keys).toHaveLength(2);
-      for (const key of keys) expect(key).toMatch(/^[A-Za-z0-9_-]{16,}$/);
+      for (const key of keys) expect(key).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+      expect(keys[0]).not.toBe(keys[1]);
       expect(problems).toEqual([]);
     } finally {
       await lan.close();
