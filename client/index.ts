@@ -21,7 +21,7 @@ import type {
   TokenInput,
   TokenResponse,
 } from "../src/schemas";
-import { sseBlocks } from "./sse";
+import { sseBlocks, type SseBlock } from "./sse";
 
 export type { BulkAccepted, BulkInput, BulkProgress, Credential, InputBody, Job, RetryInput, RunList, RunResult, Stats, Status, SubmitInput, SubmitResponse, TokenInput, TokenResponse };
 
@@ -218,39 +218,12 @@ export class RunsClient {
    * the stream kept dropping).
    */
   async *stream(id: string, options: { after?: number; signal?: AbortSignal; maxReconnects?: number } = {}): AsyncGenerator<RunEvent> {
-    let last = options.after ?? 0;
-    let failures = 0;
-    for (;;) {
-      let res: Response;
-      try {
-        res = await this.request("GET", `${this.path(id)}/stream`, { headers: { "Last-Event-ID": String(last) }, signal: options.signal });
-      } catch (error) {
-        if (final(error) || options.signal?.aborted || ++failures > (options.maxReconnects ?? 5)) throw error;
-        await sleep(backoffMs(failures), options.signal);
-        continue;
-      }
-      let done = false;
-      // What reading this answer met, if it failed: thrown once the tries run out.
-      let met: unknown = null;
-      try {
-        for await (const block of sseBlocks(res.body!)) {
-          if (block.data === "[DONE]") {
-            done = true;
-            break;
-          }
-          if (block.id === null || block.data === "") continue;
-          const parsed = JSON.parse(block.data) as { event: string; data: Record<string, unknown> };
-          last = Number(block.id);
-          failures = 0;
-          yield { id: last, event: parsed.event, data: parsed.data };
-        }
-      } catch (error) {
-        if (options.signal?.aborted) throw error;
-        met = error;
-      }
-      if (done) return;
-      if (++failures > (options.maxReconnects ?? 5)) throw met ?? new Error(`stream of ${id} kept dropping`);
-      await sleep(backoffMs(failures), options.signal);
+    const blocks = this.resumed(`${this.path(id)}/stream`, { ...options, after: String(options.after ?? 0) }, `stream of ${id} kept dropping`);
+    for await (const block of blocks) {
+      if (block.data === "[DONE]") return;
+      if (block.id === null || block.data === "") continue;
+      const parsed = JSON.parse(block.data) as { event: string; data: Record<string, unknown> };
+      yield { id: Number(block.id), event: parsed.event, data: parsed.data };
     }
   }
 
@@ -262,6 +235,22 @@ export class RunsClient {
    * try met (the service's refusal, or the network's error), or that the feed kept dropping.
    */
   async *watch(filter: RunFilter = {}, options: { after?: string; signal?: AbortSignal; maxReconnects?: number } = {}): AsyncGenerator<FeedEvent> {
+    for await (const block of this.resumed(`/api/v1/runs/events${filterQuery(filter)}`, options, "the feed kept dropping")) {
+      if (block.id === null || block.event === null) continue;
+      if (block.event === "run") yield { id: block.id, event: "run", job: JSON.parse(block.data) as Job };
+      else if (block.event === "deleted") yield { id: block.id, event: "deleted", job_id: (JSON.parse(block.data) as { job_id: string }).job_id };
+      else if (block.event === "reset") yield { id: block.id, event: "reset" };
+    }
+  }
+
+  /**
+   * The blocks of the event stream at `path`, for as long as the caller reads them. A dropped
+   * connection, or a refusal that passes (a 5xx, a 429: a deploy under way, a gateway in between),
+   * is tried again with `Last-Event-ID`, the id of the last block that had one (at first `after`),
+   * after a backoff; a refusal of the request itself (another 4xx) ends it. Past `maxReconnects`
+   * tries in a row without a block with an id it throws what the last try met, or `dropped`.
+   */
+  private async *resumed(path: string, options: { after?: string; signal?: AbortSignal; maxReconnects?: number }, dropped: string): AsyncGenerator<SseBlock> {
     let last = options.after;
     let failures = 0;
     for (;;) {
@@ -269,20 +258,19 @@ export class RunsClient {
       let met: unknown = null;
       try {
         const headers: Record<string, string> = last === undefined ? {} : { "Last-Event-ID": last };
-        const res = await this.request("GET", `/api/v1/runs/events${filterQuery(filter)}`, { headers, signal: options.signal });
+        const res = await this.request("GET", path, { headers, signal: options.signal });
         for await (const block of sseBlocks(res.body!)) {
-          if (block.id === null || block.event === null) continue;
-          last = block.id;
-          failures = 0;
-          if (block.event === "run") yield { id: block.id, event: "run", job: JSON.parse(block.data) as Job };
-          else if (block.event === "deleted") yield { id: block.id, event: "deleted", job_id: (JSON.parse(block.data) as { job_id: string }).job_id };
-          else if (block.event === "reset") yield { id: block.id, event: "reset" };
+          if (block.id !== null) {
+            last = block.id;
+            failures = 0;
+          }
+          yield block;
         }
       } catch (error) {
         if (final(error) || options.signal?.aborted) throw error;
         met = error;
       }
-      if (++failures > (options.maxReconnects ?? 5)) throw met ?? new Error("the feed kept dropping");
+      if (++failures > (options.maxReconnects ?? 5)) throw met ?? new Error(dropped);
       await sleep(backoffMs(failures), options.signal);
     }
   }
