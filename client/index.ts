@@ -218,13 +218,12 @@ export class RunsClient {
    * the stream kept dropping).
    */
   async *stream(id: string, options: { after?: number; signal?: AbortSignal; maxReconnects?: number } = {}): AsyncGenerator<RunEvent> {
-    const blocks = this.resumed(`${this.path(id)}/stream`, { ...options, after: String(options.after ?? 0) }, `stream of ${id} kept dropping`);
-    for await (const block of blocks) {
-      if (block.data === "[DONE]") return;
-      if (block.id === null || block.data === "") continue;
+    yield* this.resumed(`${this.path(id)}/stream`, { ...options, after: String(options.after ?? 0) }, `stream of ${id} kept dropping`, (block) => {
+      if (block.data === "[DONE]") return END;
+      if (block.id === null || block.data === "") return null;
       const parsed = JSON.parse(block.data) as { event: string; data: Record<string, unknown> };
-      yield { id: Number(block.id), event: parsed.event, data: parsed.data };
-    }
+      return { id: Number(block.id), event: parsed.event, data: parsed.data };
+    });
   }
 
   /**
@@ -235,22 +234,29 @@ export class RunsClient {
    * try met (the service's refusal, or the network's error), or that the feed kept dropping.
    */
   async *watch(filter: RunFilter = {}, options: { after?: string; signal?: AbortSignal; maxReconnects?: number } = {}): AsyncGenerator<FeedEvent> {
-    for await (const block of this.resumed(`/api/v1/runs/events${filterQuery(filter)}`, options, "the feed kept dropping")) {
-      if (block.id === null || block.event === null) continue;
-      if (block.event === "run") yield { id: block.id, event: "run", job: JSON.parse(block.data) as Job };
-      else if (block.event === "deleted") yield { id: block.id, event: "deleted", job_id: (JSON.parse(block.data) as { job_id: string }).job_id };
-      else if (block.event === "reset") yield { id: block.id, event: "reset" };
-    }
+    yield* this.resumed(`/api/v1/runs/events${filterQuery(filter)}`, options, "the feed kept dropping", (block): FeedEvent | null => {
+      if (block.id === null) return null;
+      if (block.event === "run") return { id: block.id, event: "run", job: JSON.parse(block.data) as Job };
+      if (block.event === "deleted") return { id: block.id, event: "deleted", job_id: (JSON.parse(block.data) as { job_id: string }).job_id };
+      if (block.event === "reset") return { id: block.id, event: "reset" };
+      return null;
+    });
   }
 
   /**
-   * The blocks of the event stream at `path`, for as long as the caller reads them. A dropped
-   * connection, or a refusal that passes (a 5xx, a 429: a deploy under way, a gateway in between),
-   * is tried again with `Last-Event-ID`, the id of the last block that had one (at first `after`),
-   * after a backoff; a refusal of the request itself (another 4xx) ends it. Past `maxReconnects`
-   * tries in a row without a block with an id it throws what the last try met, or `dropped`.
+   * What `read` makes of the blocks of the event stream at `path` (null: a block it passes over;
+   * END: the stream is over), for as long as the caller reads them. A dropped connection, a block
+   * `read` cannot make out, or a refusal that passes (a 5xx, a 429: a deploy under way, a gateway
+   * in between) is tried again with `Last-Event-ID`, the id of the last block read (at first
+   * `after`), after a backoff; a refusal of the request itself (another 4xx) ends it. Past
+   * `maxReconnects` tries in a row without a block read it throws what the last try met, or `dropped`.
    */
-  private async *resumed(path: string, options: { after?: string; signal?: AbortSignal; maxReconnects?: number }, dropped: string): AsyncGenerator<SseBlock> {
+  private async *resumed<T>(
+    path: string,
+    options: { after?: string; signal?: AbortSignal; maxReconnects?: number },
+    dropped: string,
+    read: (block: SseBlock) => T | null | typeof END,
+  ): AsyncGenerator<T> {
     let last = options.after;
     let failures = 0;
     for (;;) {
@@ -260,11 +266,12 @@ export class RunsClient {
         const headers: Record<string, string> = last === undefined ? {} : { "Last-Event-ID": last };
         const res = await this.request("GET", path, { headers, signal: options.signal });
         for await (const block of sseBlocks(res.body!)) {
-          if (block.id !== null) {
-            last = block.id;
-            failures = 0;
-          }
-          yield block;
+          const item = read(block);
+          if (item === END) return;
+          if (item === null || block.id === null) continue;
+          last = block.id;
+          failures = 0;
+          yield item;
         }
       } catch (error) {
         if (final(error) || options.signal?.aborted) throw error;
@@ -366,6 +373,9 @@ function randomKey(): string {
   const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
+
+/** What a stream's reader answers for the block that ends it (a job's `[DONE]`). */
+const END = Symbol("end");
 
 /** The wait after `failures` failed tries in a row where the server named none: 0.5 s, 1 s, 2 s, then at most 5 s. */
 const backoffMs = (failures: number) => Math.min(5000, 250 * 2 ** failures);

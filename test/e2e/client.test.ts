@@ -461,6 +461,47 @@ describe("the client through a deploy", () => {
   });
 });
 
+describe("a stream a gateway mangled", () => {
+  /** A proxy that writes the data of the job's event `id` as no JSON: on the first connection that carries it, or on `every` one. */
+  async function mangling(id: string, every: boolean) {
+    let opened = 0;
+    let mangled = 0;
+    const proxy = await startProxy(BASE, {
+      answer: (_method, pathname) => void (EVENT_STREAMS.test(pathname) && opened++),
+      rewrite: (block) => {
+        const mangle = new RegExp(`^id: ${id}$`, "m").test(block) && (every || mangled++ === 0);
+        return [`${mangle ? block.replace(/^data: .*$/m, "data: {not json") : block}\n\n`];
+      },
+    });
+    return { proxy, opened: () => opened };
+  }
+
+  it("a block that cannot be read is read again from the last event, as after a dropped connection: every event once", async () => {
+    const { job_id } = await client.submit({ prompt: "mangled once", config: simulate(2, 1) });
+    const direct: RunEvent[] = [];
+    for await (const event of client.stream(job_id)) direct.push(event);
+    const { proxy, opened } = await mangling("2", false);
+    const events: RunEvent[] = [];
+    for await (const event of new RunsClient({ baseUrl: proxy.base }).stream(job_id)) events.push(event);
+    expect(events).toEqual(direct);
+    expect(opened()).toBe(2);
+    await proxy.close();
+  });
+
+  it("one that stays so is neither skipped nor fetched for ever: the stream gives up with why", async () => {
+    const { job_id } = await client.submit({ prompt: "mangled always", config: simulate(2, 1) });
+    const { proxy, opened } = await mangling("2", true);
+    const events: RunEvent[] = [];
+    const reading = (async () => {
+      for await (const event of new RunsClient({ baseUrl: proxy.base }).stream(job_id, { maxReconnects: 1 })) events.push(event);
+    })();
+    await expect(reading).rejects.toThrow(SyntaxError);
+    expect(events.map((e) => e.id)).toEqual([1]);
+    expect(opened()).toBe(2);
+    await proxy.close();
+  });
+});
+
 describe("the client in a browser", () => {
   it("submits and retries from a page that is not a secure context (a phone on the LAN, through a proxy), each with a key of its own", async () => {
     // The client as a browser loads it, served with a blank page at a name no browser counts secure.
