@@ -51,11 +51,14 @@ export class ApiError extends Error {
 /** How often a request is sent again when the answer asks for it (a deploy under way, a rate limit), and the longest wait for it. */
 const RETRIES = 2;
 const RETRY_WAIT_MAX_S = 5;
+/** The wait before sending again a request whose connection was lost. */
+const LOST_WAIT_S = 1;
 
 /**
- * A request to the API, with the token when there is one; a refusal throws its `detail`. A 503
- * (a deploy under way) or 429 whose `Retry-After` is short is sent again after it, when sending it
- * again cannot act twice: a read, a delete, or a request with an idempotency key.
+ * A request to the API, with the token when there is one; a refusal throws its `detail`. When
+ * sending it again cannot act twice (a read, a delete, or a request with an idempotency key), it
+ * is sent again after a 503 (a deploy under way) or 429 whose `Retry-After` is short, and after
+ * its connection was lost (a network's blip: 1 s later), twice at most in all.
  */
 export async function api(/** @type {string} */ path, /** @type {RequestInit & { json?: unknown }} */ init = {}) {
   const headers = new Headers(init.headers);
@@ -64,15 +67,23 @@ export async function api(/** @type {string} */ path, /** @type {RequestInit & {
   const method = (init.method ?? "GET").toUpperCase();
   const repeatable = method === "GET" || method === "DELETE" || headers.has("Idempotency-Key");
   const send = () => fetch(path, { ...init, headers, body: init.json === undefined ? init.body : JSON.stringify(init.json) });
-  let res = await send();
-  for (let tries = 0; tries < RETRIES && repeatable && (res.status === 503 || res.status === 429); tries++) {
+  for (let tries = 0; ; tries++) {
+    /** @type {Response} */
+    let res;
+    try {
+      res = await send();
+    } catch (error) {
+      // No answer came (fetch rejects only so, or when its signal aborts it).
+      if (!repeatable || tries >= RETRIES || init.signal?.aborted) throw error;
+      await new Promise((done) => setTimeout(done, LOST_WAIT_S * 1000));
+      continue;
+    }
+    if (res.ok) return res;
     const wait = Number(res.headers.get("Retry-After") ?? "1");
-    if (!(wait >= 0 && wait <= RETRY_WAIT_MAX_S)) break;
+    const passing = res.status === 503 || res.status === 429;
+    if (!repeatable || tries >= RETRIES || !passing || !(wait >= 0 && wait <= RETRY_WAIT_MAX_S)) throw new ApiError(res.status, await refusal(res));
     await new Promise((done) => setTimeout(done, wait * 1000));
-    res = await send();
   }
-  if (res.ok) return res;
-  throw new ApiError(res.status, await refusal(res));
 }
 
 /**

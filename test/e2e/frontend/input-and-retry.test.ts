@@ -85,23 +85,25 @@ describe("the reference frontend in local development: a person's answers, and r
     await page.close();
   });
 
-  it("an answer whose reply is lost, given again, is given once: the page shows the run going on, not a refusal", async () => {
+  it("an answer whose reply is lost, sent again by the page and then given again by the person, is given once: the page shows the run going on, not a refusal", async () => {
     const { page, problems } = await open(`${BASE}/`);
     const id = await submitRun(page, "Ask, then lose the reply", { steps: 2, step_ms: 100, input_at_step: 1 });
     await page.waitForSelector("#input-panel:not([hidden])", { timeout: 15_000 });
     const sent: string[] = [];
     await page.route(`**/api/v1/runs/${id}/input`, async (route) => {
       sent.push(route.request().headers()["idempotency-key"]);
-      if (sent.length > 1) return route.continue();
+      if (sent.length > 3) return route.continue();
       await route.fetch();
       return route.abort("connectionreset");
     });
     await page.fill("#input-text", "Shorter, please");
     await page.click("[data-answer=revise]");
+    // Its reply lost, and again each time the page sent it again (twice): past its tries, the page says so.
     await page.waitForSelector("#notice:not([hidden])");
+    expect(sent).toHaveLength(3);
     // Given again, as a person does: the same answer, answered with the run; the step runs again once and asks again.
     await page.click("[data-answer=revise]");
-    await expect.poll(() => sent.length).toBe(2);
+    await expect.poll(() => sent.length).toBe(4);
     expect(new Set(sent).size).toBe(1);
     await page.waitForSelector("#notice", { state: "hidden" });
     await page.waitForFunction(() => document.getElementById("input-output")?.textContent?.includes("(revised after: Shorter, please)"), undefined, { timeout: 15_000 });

@@ -61,10 +61,35 @@ describe("the reference frontend in local development: runs submitted, watched, 
     await page.close();
   });
 
-  it("a submit answered 503 while a deploy is under way, then with its answer lost, makes one run: it is sent again with the same idempotency key", async () => {
+  it("a submit whose answer is lost on its way back is sent again by itself with the same idempotency key, and opens the one run it made", async () => {
+    const { page, problems } = await open(`${BASE}/`);
+    const tag = `lost-${Date.now()}`;
+    const sent: string[] = [];
+    await page.route("**/api/v1/runs", async (route) => {
+      if (route.request().method() !== "POST") return route.continue();
+      sent.push(route.request().headers()["idempotency-key"]);
+      if (sent.length > 1) return route.continue();
+      await route.fetch();
+      return route.abort("connectionreset");
+    });
+    await page.fill("#prompt", "Made once, answered once");
+    await page.fill("input[name=tags]", tag);
+    await page.click("#submit-form button[type=submit]");
+    await page.waitForFunction(() => (document.getElementById("detail-id")?.textContent ?? "").startsWith("run_"));
+    const made = await (await fetch(`${BASE}/api/v1/runs?tag=${tag}`)).json();
+    expect(made.total).toBe(1);
+    expect(await page.locator("#detail-id").innerText()).toBe(made.jobs[0].job_id);
+    expect(sent).toHaveLength(2);
+    expect(new Set(sent).size).toBe(1);
+    expect(await page.locator("#notice").isHidden()).toBe(true);
+    expect(problems.filter((p) => !/ERR_CONNECTION_RESET/.test(p))).toEqual([]);
+    await page.close();
+  });
+
+  it("a submit answered 503 while a deploy is under way, then with its answer lost twice, makes one run: it is sent again with the same idempotency key", async () => {
     const { page, problems } = await open(`${BASE}/`);
     const tag = `once-${Date.now()}`;
-    /** The idempotency key of each submit the page sent, and what became of it: a deploy's 503, an answer lost on its way back, then through. */
+    /** The idempotency key of each submit the page sent, and what became of it: a deploy's 503, an answer lost on its way back twice, then through. */
     const sent: string[] = [];
     await page.route("**/api/v1/runs", async (route) => {
       if (route.request().method() !== "POST") return route.continue();
@@ -72,7 +97,7 @@ describe("the reference frontend in local development: runs submitted, watched, 
       if (sent.length === 1) {
         return route.fulfill({ status: 503, headers: { "Retry-After": "1", "Content-Type": "application/json" }, body: JSON.stringify({ detail: "Service is being updated; retry shortly" }) });
       }
-      if (sent.length === 2) {
+      if (sent.length <= 3) {
         await route.fetch();
         return route.abort("connectionreset");
       }
@@ -81,16 +106,17 @@ describe("the reference frontend in local development: runs submitted, watched, 
     await page.fill("#prompt", "Made once");
     await page.fill("input[name=tags]", tag);
     await page.click("#submit-form button[type=submit]");
-    // Sent again after the 503's Retry-After, the run was made, and its answer never came: the page says so.
+    // Sent again after the 503's Retry-After, the run was made, and its answer never came, nor when
+    // sent again once more: past its tries, the page says so.
     await page.waitForSelector("#notice:not([hidden])");
-    expect(sent).toHaveLength(2);
+    expect(sent).toHaveLength(3);
     const made = await (await fetch(`${BASE}/api/v1/runs?tag=${tag}`)).json();
     expect(made.total).toBe(1);
     // Submitted again, as a user does, it is the same request: the API answers it with that run, which the page opens.
     await page.click("#submit-form button[type=submit]");
     await page.waitForFunction(() => (document.getElementById("detail-id")?.textContent ?? "").startsWith("run_"));
     expect(await page.locator("#detail-id").innerText()).toBe(made.jobs[0].job_id);
-    expect(sent).toHaveLength(3);
+    expect(sent).toHaveLength(4);
     expect(new Set(sent).size).toBe(1);
     expect(sent[0]).toMatch(/^[0-9a-f-]{36}$/);
     expect((await (await fetch(`${BASE}/api/v1/runs?tag=${tag}`)).json()).total).toBe(1);
