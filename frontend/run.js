@@ -319,7 +319,11 @@ export async function deleteSelected() {
   if (!selected) return;
   const id = selected;
   try {
-    await api(`/api/v1/runs/${id}`, { method: "DELETE" });
+    // Not found is gone too: deleted elsewhere meanwhile, or by this request, its answer lost and
+    // the request sent again.
+    await api(`/api/v1/runs/${id}`, { method: "DELETE" }).catch((error) => {
+      if (!(error instanceof ApiError && error.status === 404)) throw error;
+    });
     forget(id);
     unselect();
     notice(null);

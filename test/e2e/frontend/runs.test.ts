@@ -61,6 +61,30 @@ describe("the reference frontend in local development: runs submitted, watched, 
     await page.close();
   });
 
+  it("a delete whose answer is lost is sent again by the page, and the run, not found then, is gone from the page without a word", async () => {
+    const { page, problems } = await open(`${BASE}/`);
+    const id = await submitRun(page, "Deleted once", { steps: 1, step_ms: 1 });
+    await page.waitForSelector("#detail-status.succeeded", { timeout: 20_000 });
+    const sent: number[] = [];
+    await page.route(`**/api/v1/runs/${id}`, async (route) => {
+      if (route.request().method() !== "DELETE") return route.continue();
+      const answer = await route.fetch();
+      sent.push(answer.status());
+      return sent.length === 1 ? route.abort("connectionreset") : route.fulfill({ response: answer });
+    });
+    const notFound = page.waitForResponse((res) => res.request().method() === "DELETE" && res.status() === 404);
+    await page.click("#delete-button");
+    await notFound;
+    // One more turn of the page's event loop: the answer has been handled.
+    await page.evaluate(() => new Promise((done) => setTimeout(done, 0)));
+    expect(sent).toEqual([204, 404]);
+    await row(page, id).waitFor({ state: "detached" });
+    expect(await page.locator("#detail-body").isHidden()).toBe(true);
+    expect(await page.locator("#notice").isHidden()).toBe(true);
+    expect(problems.filter((p) => !/ERR_CONNECTION_RESET|404/.test(p))).toEqual([]);
+    await page.close();
+  });
+
   it("a submit whose answer is lost on its way back is sent again by itself with the same idempotency key, and opens the one run it made", async () => {
     const { page, problems } = await open(`${BASE}/`);
     const tag = `lost-${Date.now()}`;
