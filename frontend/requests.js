@@ -48,7 +48,7 @@ export class ApiError extends Error {
   }
 }
 
-/** How often a request is sent again when the answer asks for it (a deploy under way, a rate limit), and the longest wait for it. */
+/** How often a request is sent again when the answer asks for it (a deploy under way, a rate limit) or none came, and the longest wait an answer may ask. */
 const RETRIES = 2;
 const RETRY_WAIT_MAX_S = 5;
 /** The wait before sending again a request whose connection was lost. */
