@@ -8,7 +8,7 @@
  * the caller asks (a run deleted). Then the page says why, and it stays closed.
  */
 import { refused } from "./page.js";
-import { ApiError, api } from "./requests.js";
+import { ApiError, api, eventsUrl } from "./requests.js";
 
 const FIRST_WAIT_MS = 1_000;
 const LONGEST_WAIT_MS = 30_000;
@@ -24,11 +24,12 @@ const LONGEST_WAIT_MS = 30_000;
  */
 
 /**
- * The stream at `address(after)` (`after`: the id of the last event had, null at first), each
+ * The stream at `path` with `query` (and, opened again, `after` the id of the last event had), each
  * named event to its handler; `close` ends it.
  */
 export function lastingEvents(
-  /** @type {(after: string | null) => string} */ address,
+  /** @type {string} */ path,
+  /** @type {URLSearchParams} */ query,
   /** @type {Record<string, (event: MessageEvent) => void>} */ handlers,
   /** @type {Watching} */ watching = {},
 ) {
@@ -40,8 +41,13 @@ export function lastingEvents(
   let timer = 0;
   let closed = false;
   let opened = false;
+  const address = () => {
+    const asked = new URLSearchParams(query);
+    if (after !== null) asked.set("after", after);
+    return eventsUrl(path, asked);
+  };
   const open = () => {
-    source = new EventSource(address(after));
+    source = new EventSource(address());
     source.onopen = () => {
       wait = FIRST_WAIT_MS;
       watching.open?.(opened && after === null);

@@ -3,7 +3,7 @@
 import { lastingEvents, reopenUnless } from "./events.js";
 import { can } from "./grant.js";
 import { $, el, notice, refused } from "./page.js";
-import { ApiError, api, eventsUrl, keptKey } from "./requests.js";
+import { ApiError, api, keptKey } from "./requests.js";
 import { answered, latest, pick, requestKey, runs, selected, shown, showing, UNFINISHED } from "./known.js";
 import { feed, forget, renderRuns } from "./runs.js";
 
@@ -77,13 +77,9 @@ function watchStream(/** @type {string} */ id) {
   const data = (/** @type {MessageEvent} */ event) => JSON.parse(event.data);
   // The run's text step by step: a step's `first` text starts it anew (a broken attempt run again, an answer revised).
   const steps = /** @type {string[]} */ ([]);
-  const address = (/** @type {string | null} */ after) => {
-    const query = new URLSearchParams({ format: "named" });
-    if (after !== null) query.set("after", after);
-    return eventsUrl(`/api/v1/runs/${id}/stream`, query);
-  };
   const stream = lastingEvents(
-    address,
+    `/api/v1/runs/${id}/stream`,
+    new URLSearchParams({ format: "named" }),
     {
       status: (e) => {
         const { status } = data(e);

@@ -3,7 +3,7 @@
 import { lastingEvents } from "./events.js";
 import { can, tokenRuns } from "./grant.js";
 import { $, ago, el, notice, refused } from "./page.js";
-import { ApiError, api, eventsUrl } from "./requests.js";
+import { ApiError, api } from "./requests.js";
 import { deleted, latest, runs, selected } from "./known.js";
 
 /** @typedef {import("./requests.js").Job} Job */
@@ -213,13 +213,7 @@ export function connectFeed() {
   state.title = "The tenant's live feed";
   state.textContent = "connecting…";
   state.className = "pill";
-  const query = filterQuery();
-  const address = (/** @type {string | null} */ after) => {
-    const asked = new URLSearchParams(query);
-    if (after !== null) asked.set("after", after);
-    return eventsUrl("/api/v1/runs/events", asked);
-  };
-  feed = lastingEvents(address, { run: heardRun, deleted: heardDeleted, reset: () => void loadRuns() }, {
+  feed = lastingEvents("/api/v1/runs/events", filterQuery(), { run: heardRun, deleted: heardDeleted, reset: () => void loadRuns() }, {
     open: (missed) => {
       state.textContent = "live";
       state.className = "pill live";
