@@ -89,3 +89,28 @@ export async function submitOverApi(body: Record<string, unknown>): Promise<stri
   expect(res.status).toBe(202);
   return ((await res.json()) as { job_id: string }).job_id;
 }
+
+/** What becomes of a request on its way: a deploy's 503, or its answer lost on the way back (the request itself carried out). */
+export type Fate = "503" | "lost";
+
+/**
+ * Has the page's `method` requests to `url` meet `fates` in turn, the first request the first fate,
+ * and those past them go through; answers the idempotency keys they were sent with, as they are sent.
+ */
+export async function meetFates(page: Page, url: string, method: string, fates: Fate[]): Promise<string[]> {
+  const sent: string[] = [];
+  await page.route(url, async (route) => {
+    if (route.request().method() !== method) return route.continue();
+    sent.push(route.request().headers()["idempotency-key"]);
+    const fate = fates[sent.length - 1];
+    if (fate === "503") {
+      return route.fulfill({ status: 503, headers: { "Retry-After": "1", "Content-Type": "application/json" }, body: JSON.stringify({ detail: "Service is being updated; retry shortly" }) });
+    }
+    if (fate === "lost") {
+      await route.fetch();
+      return route.abort("connectionreset");
+    }
+    return route.continue();
+  });
+  return sent;
+}

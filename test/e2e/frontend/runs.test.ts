@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { BASE } from "../server";
-import { SHOTS, filterByTag, open, row, submitOverApi, submitRun, withServerAndChromium } from "./page";
+import { SHOTS, filterByTag, meetFates, open, row, submitOverApi, submitRun, withServerAndChromium } from "./page";
 import { insecureOrigin, launchChromiumWithInsecureName } from "../browser";
 import { startDeployingProxy, startProxy } from "../proxy";
 
@@ -88,14 +88,7 @@ describe("the reference frontend in local development: runs submitted, watched, 
   it("a submit whose answer is lost on its way back is sent again by itself with the same idempotency key, and opens the one run it made", async () => {
     const { page, problems } = await open(`${BASE}/`);
     const tag = `lost-${Date.now()}`;
-    const sent: string[] = [];
-    await page.route("**/api/v1/runs", async (route) => {
-      if (route.request().method() !== "POST") return route.continue();
-      sent.push(route.request().headers()["idempotency-key"]);
-      if (sent.length > 1) return route.continue();
-      await route.fetch();
-      return route.abort("connectionreset");
-    });
+    const sent = await meetFates(page, "**/api/v1/runs", "POST", ["lost"]);
     await page.fill("#prompt", "Made once, answered once");
     await page.fill("input[name=tags]", tag);
     await page.click("#submit-form button[type=submit]");
@@ -113,20 +106,8 @@ describe("the reference frontend in local development: runs submitted, watched, 
   it("a submit answered 503 while a deploy is under way, then with its answer lost twice, makes one run: it is sent again with the same idempotency key", async () => {
     const { page, problems } = await open(`${BASE}/`);
     const tag = `once-${Date.now()}`;
-    /** The idempotency key of each submit the page sent, and what became of it: a deploy's 503, an answer lost on its way back twice, then through. */
-    const sent: string[] = [];
-    await page.route("**/api/v1/runs", async (route) => {
-      if (route.request().method() !== "POST") return route.continue();
-      sent.push(route.request().headers()["idempotency-key"]);
-      if (sent.length === 1) {
-        return route.fulfill({ status: 503, headers: { "Retry-After": "1", "Content-Type": "application/json" }, body: JSON.stringify({ detail: "Service is being updated; retry shortly" }) });
-      }
-      if (sent.length <= 3) {
-        await route.fetch();
-        return route.abort("connectionreset");
-      }
-      return route.continue();
-    });
+    /** The idempotency key of each submit the page sent: a deploy's 503, an answer lost on its way back twice, then through. */
+    const sent = await meetFates(page, "**/api/v1/runs", "POST", ["503", "lost", "lost"]);
     await page.fill("#prompt", "Made once");
     await page.fill("input[name=tags]", tag);
     await page.click("#submit-form button[type=submit]");
