@@ -94,6 +94,9 @@ async function relayRewritten(answer: IncomingMessage, outgoing: ServerResponse,
   }
 }
 
+/** What the service answers while a deploy is under way (src/app.ts), as a test plays it: 503 with this body and `Retry-After: 1`. */
+export const DEPLOYING_BODY = JSON.stringify({ detail: "Service is being updated; retry shortly" });
+
 /** The service's event streams: the tenant's feed and each job's stream. */
 export const EVENT_STREAMS = /^\/api\/v1\/runs\/(events|run_[\w-]+\/stream)$/;
 
@@ -109,7 +112,7 @@ export async function startDeployingProxy(target: string, paths = EVENT_STREAMS)
     answer: (_method, pathname) => {
       if (!deploying || !paths.test(pathname)) return undefined;
       refused.push(pathname);
-      return { status: 503, type: "application/json", body: '{"detail":"Service is being updated; retry shortly"}', headers: { "Retry-After": "1" } };
+      return { status: 503, type: "application/json", body: DEPLOYING_BODY, headers: { "Retry-After": "1" } };
     },
   });
   return {

@@ -7,6 +7,7 @@ import { mkdirSync } from "node:fs";
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, expect } from "vitest";
 import { launchChromium } from "../browser";
+import { DEPLOYING_BODY } from "../proxy";
 import { BASE, startServer, stopServer, type DevServer } from "../server";
 
 /** Where the tests keep their screenshots. */
@@ -104,7 +105,7 @@ export async function meetFates(page: Page, url: string, method: string, fates: 
     sent.push(route.request().headers()["idempotency-key"]);
     const fate = fates[sent.length - 1];
     if (fate === "503") {
-      return route.fulfill({ status: 503, headers: { "Retry-After": "1", "Content-Type": "application/json" }, body: JSON.stringify({ detail: "Service is being updated; retry shortly" }) });
+      return route.fulfill({ status: 503, headers: { "Retry-After": "1", "Content-Type": "application/json" }, body: DEPLOYING_BODY });
     }
     if (fate === "lost") {
       await route.fetch();
