@@ -71,7 +71,8 @@ export interface ClientOptions {
    * overloaded), each after its `Retry-After` when that is at most a minute; and a lost connection.
    * A submit or retry is sent with an idempotency key (the caller's, else one made for it), so that
    * sending it again never makes a second job: the server answers a repeat with the job the first
-   * made; so is an answer to a request for input, which is then given once. With `maxRetries: 0`
+   * made; so is an answer to a request for input, which is then given once. A delete sent again
+   * after a lost connection and answered 404 was carried out by the first. With `maxRetries: 0`
    * they carry only the caller's key.
    */
   maxRetries?: number;
@@ -189,9 +190,12 @@ export class RunsClient {
     return this.made(`${this.path(id)}/retry`, body, options.idempotencyKey);
   }
 
-  /** Deletes a finished job; `force` cancels a queued or running one first. */
+  /**
+   * Deletes a finished job; `force` cancels a queued or running one first. Sent again after its
+   * connection was lost, a delete the first carried out is answered 404: the job is gone, as asked.
+   */
   async delete(id: string, options: { force?: boolean } = {}): Promise<void> {
-    await this.request("DELETE", `${this.path(id)}${options.force ? "?force=true" : ""}`);
+    await this.request("DELETE", `${this.path(id)}${options.force ? "?force=true" : ""}`, { goneIsDone: true });
   }
 
   /**
@@ -329,24 +333,37 @@ export class RunsClient {
     return `/api/v1/runs/${encodeURIComponent(id)}`;
   }
 
-  /** `keyed`: the body carries an idempotency key (`idempotency_key`), as a header would. */
-  private async request(method: string, path: string, init: { headers?: Record<string, string>; body?: string; signal?: AbortSignal; keyed?: boolean } = {}): Promise<Response> {
+  /**
+   * `keyed`: the body carries an idempotency key (`idempotency_key`), as a header would.
+   * `goneIsDone`: a 404 to a request sent again after a lost connection is its success (a delete's).
+   */
+  private async request(
+    method: string,
+    path: string,
+    init: { headers?: Record<string, string>; body?: string; signal?: AbortSignal; keyed?: boolean; goneIsDone?: boolean } = {},
+  ): Promise<Response> {
     const headers: Record<string, string> = { ...init.headers };
     if (this.apiKey) headers.Authorization = `Bearer ${this.apiKey}`;
-    // What may be sent again when it is not known whether the server acted: a read, or a write the
-    // server recognises as the same by its key. A delete refused with a 503 was not carried out.
-    const repeatable = method === "GET" || method === "HEAD" || "Idempotency-Key" in headers || init.keyed === true;
+    // What may be sent again when it is not known whether the server acted: a read, a delete (done
+    // twice, it leaves what once does), or a write the server recognises as the same by its key.
+    const repeatable = method === "GET" || method === "HEAD" || method === "DELETE" || "Idempotency-Key" in headers || init.keyed === true;
+    let lost = false;
     for (let attempt = 1; ; attempt++) {
       let res: Response;
       try {
         res = await this.fetchImpl(`${this.baseUrl}${path}`, { method, headers, body: init.body, signal: init.signal });
       } catch (error) {
         if (!repeatable || attempt > this.maxRetries || init.signal?.aborted) throw error;
+        lost = true;
         await sleep(backoffMs(attempt), init.signal);
         continue;
       }
       if (res.ok) return res;
-      const wait = attempt > this.maxRetries ? null : retryWaitMs(res, repeatable || method === "DELETE", attempt);
+      if (lost && init.goneIsDone && res.status === 404) {
+        await res.body?.cancel();
+        return res;
+      }
+      const wait = attempt > this.maxRetries ? null : retryWaitMs(res, repeatable, attempt);
       if (wait === null) throw await apiError(res);
       await res.body?.cancel();
       await sleep(wait, init.signal);

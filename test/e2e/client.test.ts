@@ -330,6 +330,38 @@ describe("the client's retries", () => {
     expect(events.filter((e) => e.event === "input_required")).toHaveLength(2);
   });
 
+  it("a delete whose answer is lost is sent again, and its 404 then means done; an unknown id, or a lost answer with no retries, still throws", async () => {
+    const { job_id } = await client.submit({ prompt: "delete me", config: simulate(1, 1) });
+    await client.waitForCompletion(job_id);
+    const sent: string[] = [];
+    const losing = (times: number): typeof fetch => async (input, init) => {
+      const res = await fetch(input, init);
+      if (init?.method !== "DELETE") return res;
+      sent.push(`${res.status} ${new URL(String(input)).pathname}`);
+      if (times-- <= 0) return res;
+      await res.body?.cancel();
+      throw new TypeError("fetch failed: the connection was lost");
+    };
+    await new RunsClient({ baseUrl: BASE, fetch: losing(1) }).delete(job_id);
+    expect(sent).toEqual([`204 /api/v1/runs/${job_id}`, `404 /api/v1/runs/${job_id}`]);
+    await expect(client.get(job_id)).rejects.toMatchObject({ status: 404 });
+
+    // A 404 to a delete whose every answer came back is the caller's: not found.
+    await expect(client.delete(job_id)).rejects.toMatchObject({ status: 404, detail: `Job not found: ${job_id}` });
+    // With no retries, the lost answer is the caller's to judge.
+    const other = await client.submit({ prompt: "delete me too", config: simulate(1, 1) });
+    await client.waitForCompletion(other.job_id);
+    sent.length = 0;
+    await expect(new RunsClient({ baseUrl: BASE, fetch: losing(1), maxRetries: 0 }).delete(other.job_id)).rejects.toThrow("the connection was lost");
+    expect(sent).toEqual([`204 /api/v1/runs/${other.job_id}`]);
+    // A running job's delete, refused after a lost try, is still refused: only a 404 is done.
+    const running = await client.submit({ prompt: "running", config: simulate(2, 60_000) });
+    sent.length = 0;
+    await expect(new RunsClient({ baseUrl: BASE, fetch: losing(1) }).delete(running.job_id)).rejects.toMatchObject({ status: 400, detail: "Cannot delete running job. Cancel it first." });
+    expect(sent).toHaveLength(2);
+    await client.delete(running.job_id, { force: true });
+  });
+
   it("gives up after maxRetries, and does not wait out a Retry-After of more than a minute", async () => {
     const stubborn = refusing("GET", 503, "0", 10);
     await expect(new RunsClient({ baseUrl: BASE, fetch: stubborn.impl, maxRetries: 1 }).stats()).rejects.toMatchObject({ status: 503 });
