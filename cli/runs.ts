@@ -210,9 +210,13 @@ async function waitFor(client: RunsClient, id: string, json: boolean): Promise<n
 async function main(argv: string[]): Promise<number> {
   const { values: o, positionals, tokens } = parse(argv);
   const [command, arg] = positionals;
-  if (o.help || !command) {
+  if (o.help || command === "help") {
     console.log(USAGE);
-    return o.help ? EXIT.ok : EXIT.usage;
+    return EXIT.ok;
+  }
+  if (!command) {
+    console.error(USAGE);
+    return EXIT.usage;
   }
   onlyOptionsOf(command, tokens);
   const client = new RunsClient({ baseUrl: o["api-url"] ?? process.env.RUNS_API_URL, apiKey: process.env.RUNS_API_KEY });

@@ -853,7 +853,11 @@ describe("the runs CLI", () => {
     expect(cli("delete", job_id, "--force").code).toBe(0);
   });
 
-  it("exits 2 on a usage error", () => {
+  it("exits 2 on a usage error; help is asked for with help, --help or -h", () => {
+    for (const asked of [["help"], ["--help"], ["-h"], ["submit", "--help"]]) {
+      expect(cli(...asked)).toMatchObject({ code: 0, stdout: expect.stringMatching(/^usage: runs <command>/), stderr: "" });
+    }
+    expect(cli()).toMatchObject({ code: 2, stdout: "", stderr: expect.stringMatching(/^usage: runs <command>/) });
     expect(cli("frobnicate").code).toBe(2);
     expect(cli("status").code).toBe(2);
     expect(cli("list", "--no-such-flag").code).toBe(2);
