@@ -11,7 +11,7 @@
 import { loadGrant } from "./grant.js";
 import { $, notice } from "./page.js";
 import { token, useToken } from "./requests.js";
-import { answer, cancelSelected, deleteSelected, hear, labelRetry, select, unselect } from "./run.js";
+import { answer, cancelSelected, deleteSelected, downloadOutput, hear, labelRetry, select, unselect } from "./run.js";
 import { connectFeed, connectPanel, loadMore, loadRuns, refilter, renderRuns } from "./runs.js";
 import { retrySelected, submit } from "./start.js";
 
@@ -37,6 +37,7 @@ function start() {
     if (id) void select(id);
   });
   $("delete-button").addEventListener("click", () => void deleteSelected());
+  $("output-download").addEventListener("click", () => void downloadOutput());
   for (const button of document.querySelectorAll("[data-answer]")) {
     button.addEventListener("click", () => void answer(/** @type {HTMLElement} */ (button).dataset.answer ?? ""));
   }

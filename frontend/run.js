@@ -20,6 +20,8 @@ const DELETE_RULE = /** @type {Record<string, string>} */ ({
 });
 /** How often the run shown is read again for a token without `stream`, which may not watch it. */
 const RUN_EVERY_MS = 2_000;
+/** How much of a run's stored output the page shows; a longer one is offered whole, as a download. */
+const OUTPUT_SHOWN_BYTES = 1024 * 1024;
 
 /** How many statuses the streams of runs shown have told: a reply that was on its way meanwhile is older than the last of them. */
 let statusesTold = 0;
@@ -55,6 +57,7 @@ export async function select(/** @type {string} */ id) {
   if (matchMedia("(max-width: 1000px)").matches) $("detail").scrollIntoView({ block: "start" });
   $("detail-log").replaceChildren();
   $("detail-output").textContent = "";
+  $("output-cut").hidden = true;
   /** @type {Job} */
   let job;
   try {
@@ -107,7 +110,8 @@ function watchStream(/** @type {string} */ id) {
         stream.close();
         const result = data(e);
         if (result.status === "succeeded") {
-          $("detail-output").textContent = result.result ?? (await readOutput(id));
+          if (result.result !== null) $("detail-output").textContent = result.result;
+          else await showOutput(id);
         }
         if (selected !== id) return;
         try {
@@ -144,9 +148,7 @@ function watchByReading(/** @type {Job} */ first) {
     },
   };
   // A failed or cancelled run's output is what it produced before it ended, as a stream shows it.
-  const ended = async () => {
-    $("detail-output").textContent = await readOutput(id);
-  };
+  const ended = () => showOutput(id);
   const read = async () => {
     try {
       const job = /** @type {Job} */ (await (await api(`/api/v1/runs/${id}`)).json());
@@ -172,12 +174,51 @@ function unreadable(/** @type {unknown} */ error, /** @type {string} */ id) {
 }
 
 /** The output text, its first MiB at most (larger outputs are a link away). */
-async function readOutput(/** @type {string} */ id) {
+/**
+ * The run's stored output, its first OUTPUT_SHOWN_BYTES: a longer one is said to be cut, with its
+ * size, and offered whole as a download.
+ */
+async function showOutput(/** @type {string} */ id) {
+  /** @type {string} */
+  let text;
+  let whole = 0;
   try {
-    const res = await api(`/api/v1/runs/${id}/output`, { headers: { Range: "bytes=0-1048575" } });
-    return await res.text();
+    const res = await api(`/api/v1/runs/${id}/output`, { headers: { Range: `bytes=0-${OUTPUT_SHOWN_BYTES - 1}` } });
+    const bytes = await res.arrayBuffer();
+    // 206 names the whole size (`bytes 0-1048575/3000000`); 200 is the whole.
+    whole = Number(/\/(\d+)$/.exec(res.headers.get("Content-Range") ?? "")?.[1] ?? bytes.byteLength);
+    // Cut, the text may end inside a character: decoded as a stream, its first bytes wait for the rest.
+    text = new TextDecoder().decode(bytes, { stream: whole > bytes.byteLength });
   } catch (error) {
-    return error instanceof ApiError && error.status === 404 ? "" : `(output unavailable: ${/** @type {Error} */ (error).message})`;
+    text = error instanceof ApiError && error.status === 404 ? "" : `(output unavailable: ${/** @type {Error} */ (error).message})`;
+  }
+  if (selected !== id) return;
+  $("detail-output").textContent = text;
+  const cut = whole > OUTPUT_SHOWN_BYTES;
+  $("output-cut").hidden = !cut;
+  $("output-cut-text").textContent = cut ? `The first ${size(OUTPUT_SHOWN_BYTES)} of ${size(whole)}.` : "";
+}
+
+const size = (/** @type {number} */ bytes) => (bytes >= 1024 * 1024 ? `${(bytes / (1024 * 1024)).toFixed(1)} MiB` : `${Math.ceil(bytes / 1024)} KiB`);
+
+/** The whole output of the run shown, saved as a file (with the token, which a plain link would not carry). */
+export async function downloadOutput() {
+  const id = selected;
+  if (!id) return;
+  const button = /** @type {HTMLButtonElement} */ ($("output-download"));
+  button.disabled = true;
+  try {
+    const blob = await (await api(`/api/v1/runs/${id}/output`)).blob();
+    const link = /** @type {HTMLAnchorElement} */ (el("a"));
+    link.href = URL.createObjectURL(blob);
+    link.download = `${id}.txt`;
+    link.click();
+    // The download has taken the blob by then; the page keeps no copy of it.
+    setTimeout(() => URL.revokeObjectURL(link.href), 60_000);
+  } catch (error) {
+    refused(error);
+  } finally {
+    button.disabled = false;
   }
 }
 

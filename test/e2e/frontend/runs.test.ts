@@ -3,6 +3,7 @@
  * dev` in local development (no keys): runs submitted, watched to their end, cancelled, deleted,
  * and listed by page and filter. Screenshots are kept in test-results/frontend/.
  */
+import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { BASE } from "../server";
 import { SHOTS, filterByTag, meetFates, open, row, submitOverApi, submitRun, withServerAndChromium } from "./page";
@@ -249,6 +250,44 @@ describe("the reference frontend in local development: runs submitted, watched, 
     // Step 1 finished: a retry would start at step 2.
     expect(await page.locator("#retry-button").innerText()).toBe("Retry from step 2");
     await page.screenshot({ path: `${SHOTS}/failed.png` });
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
+  it("a run whose output is over a MiB shows its first MiB, says so, and saves it whole on asking", async () => {
+    const id = await submitOverApi({ prompt: "Long", config: { simulate: { steps: 2, step_ms: 1, output_bytes: 1_500_000 } } });
+    const { page, problems } = await open(`${BASE}/`);
+    await row(page, id).click();
+    await page.waitForSelector("#output-cut:not([hidden])", { timeout: 15_000 });
+    expect(await page.locator("#output-cut-text").innerText()).toBe("The first 1.0 MiB of 1.4 MiB.");
+    const stored = Buffer.from(await (await fetch(`${BASE}/api/v1/runs/${id}/output`)).arrayBuffer());
+    expect(await page.locator("#detail-output").textContent()).toBe(stored.subarray(0, 1024 * 1024).toString("utf8"));
+    const [download] = await Promise.all([page.waitForEvent("download"), page.click("#output-download")]);
+    expect(download.suggestedFilename()).toBe(`${id}.txt`);
+    expect(readFileSync((await download.path())!).equals(stored)).toBe(true);
+    await page.screenshot({ path: `${SHOTS}/output-cut.png` });
+
+    // A first MiB that ends inside a character shows the characters it holds whole, and no replacement for the one cut.
+    // (The output of a run over 16 KiB is read from storage, not from its stream's end.)
+    const cut = await submitOverApi({ prompt: "Cut", config: { simulate: { steps: 1, step_ms: 1, output_bytes: 20_000 } } });
+    await page.route(`${BASE}/api/v1/runs/${cut}/output`, (route) =>
+      route.fulfill({
+        status: 206,
+        headers: { "Content-Type": "text/plain; charset=utf-8", "Content-Range": "bytes 0-1048575/2000000" },
+        body: Buffer.concat([Buffer.from("é".repeat(1024 * 512 - 1) + "a"), Buffer.from("é").subarray(0, 1)]),
+      }),
+    );
+    await row(page, cut).click();
+    await page.waitForSelector("#output-cut:not([hidden])", { timeout: 15_000 });
+    const text = (await page.locator("#detail-output").textContent())!;
+    expect(text.endsWith("éa")).toBe(true);
+    expect(text).not.toContain("\uFFFD");
+    expect(await page.locator("#output-cut-text").innerText()).toBe("The first 1.0 MiB of 1.9 MiB.");
+    // A short output is shown whole, with nothing said.
+    const short = await submitOverApi({ prompt: "Short", config: { simulate: { steps: 1, step_ms: 1 } } });
+    await row(page, short).click();
+    await page.waitForFunction(() => (document.getElementById("detail-output")?.textContent ?? "").includes("simulated answer to: Short"), undefined, { timeout: 15_000 });
+    expect(await page.locator("#output-cut").isHidden()).toBe(true);
     expect(problems).toEqual([]);
     await page.close();
   });
