@@ -322,7 +322,7 @@ async function main(argv: string[]): Promise<number> {
       for await (const event of client.stream(id, { after: integer(o.after, "--after") })) {
         if (o.json) console.log(JSON.stringify(event));
         else if (event.event === "output") process.stdout.write(String(event.data.delta));
-        else if (event.event === "progress") progress.update(`${String(event.data.percentage).padStart(3)}% ${event.data.current_step ?? ""}`);
+        else if (event.event === "progress") progress.update(`${String(event.data.percentage).padStart(3)}%${event.data.current_step ? ` ${event.data.current_step}` : ""}`);
         else if (event.event === "log") progress.update(String(event.data.message));
       }
       progress.end();

@@ -712,6 +712,8 @@ describe("the runs CLI", () => {
     const { job_id } = JSON.parse(cli("submit", "doomed", "--config", JSON.stringify(simulate(2, 100, { fail_at_step: 2 })), "--json").stdout) as { job_id: string };
     const streamed = cli("stream", job_id);
     expect(streamed.stdout).toBe("Step 1/2 (step_1): simulated answer to: doomed\n");
+    // Off a terminal, progress and log go to stderr a line each.
+    expect(streamed.stderr).toBe(["  0%", "Job queued", "Job started", "  0% step_1", " 50% step_1", " 50% step_2", "Simulated failure at step 2 of 2", ""].join("\n"));
     expect(streamed.code).toBe(1);
     const result = cli("result", job_id);
     expect(result.code).toBe(1);
