@@ -173,7 +173,6 @@ function unreadable(/** @type {unknown} */ error, /** @type {string} */ id) {
   else if (selected === id) unselect();
 }
 
-/** The output text, its first MiB at most (larger outputs are a link away). */
 /**
  * The run's stored output, its first OUTPUT_SHOWN_BYTES: a longer one is said to be cut, with its
  * size, and offered whole as a download.
@@ -196,10 +195,10 @@ async function showOutput(/** @type {string} */ id) {
   $("detail-output").textContent = text;
   const cut = whole > OUTPUT_SHOWN_BYTES;
   $("output-cut").hidden = !cut;
-  $("output-cut-text").textContent = cut ? `The first ${size(OUTPUT_SHOWN_BYTES)} of ${size(whole)}.` : "";
+  $("output-cut-text").textContent = cut ? `The first ${mib(OUTPUT_SHOWN_BYTES)} of ${mib(whole)}.` : "";
 }
 
-const size = (/** @type {number} */ bytes) => (bytes >= 1024 * 1024 ? `${(bytes / (1024 * 1024)).toFixed(1)} MiB` : `${Math.ceil(bytes / 1024)} KiB`);
+const mib = (/** @type {number} */ bytes) => `${(bytes / (1024 * 1024)).toFixed(1)} MiB`;
 
 /** The whole output of the run shown, saved as a file (with the token, which a plain link would not carry). */
 export async function downloadOutput() {
@@ -213,7 +212,7 @@ export async function downloadOutput() {
     link.href = URL.createObjectURL(blob);
     link.download = `${id}.txt`;
     link.click();
-    // The download has taken the blob by then; the page keeps no copy of it.
+    // Let go once the download has surely taken it, so that the page keeps no copy.
     setTimeout(() => URL.revokeObjectURL(link.href), 60_000);
   } catch (error) {
     refused(error);
