@@ -72,7 +72,8 @@ export interface ClientOptions {
    * A submit or retry is sent with an idempotency key (the caller's, else one made for it), so that
    * sending it again never makes a second job: the server answers a repeat with the job the first
    * made; so is an answer to a request for input, which is then given once. A delete sent again
-   * after a lost connection and answered 404 was carried out by the first. With `maxRetries: 0`
+   * after a lost connection and answered 404 was carried out by the first, as was a cancel sent
+   * again and refused because the job is cancelled. With `maxRetries: 0`
    * they carry only the caller's key.
    */
   maxRetries?: number;
@@ -166,8 +167,19 @@ export class RunsClient {
     } while (cursor);
   }
 
+  /**
+   * Cancels a queued, running or awaiting_input job. Cancelling twice cannot act twice (the second
+   * is refused), so a cancel whose connection was lost is sent again; refused then because the job
+   * is cancelled, the first was carried out, and the job is read and answered.
+   */
   async cancel(id: string): Promise<Job> {
-    return (await this.request("POST", `${this.path(id)}/cancel`)).json() as Promise<Job>;
+    const res = await this.request("POST", `${this.path(id)}/cancel`, {
+      repeatable: true,
+      doneAfterLoss: async (res) => res.status === 400 && (await apiError(res.clone())).detail === "Cannot cancel job with status: cancelled",
+    });
+    if (res.ok) return (await res.json()) as Job;
+    await res.body?.cancel();
+    return this.get(id);
   }
 
   /**
@@ -195,7 +207,8 @@ export class RunsClient {
    * connection was lost, a delete the first carried out is answered 404: the job is gone, as asked.
    */
   async delete(id: string, options: { force?: boolean } = {}): Promise<void> {
-    await this.request("DELETE", `${this.path(id)}${options.force ? "?force=true" : ""}`, { goneIsDone: true });
+    const res = await this.request("DELETE", `${this.path(id)}${options.force ? "?force=true" : ""}`, { doneAfterLoss: async (res) => res.status === 404 });
+    await res.body?.cancel();
   }
 
   /**
@@ -326,7 +339,7 @@ export class RunsClient {
   }
 
   private postJson(path: string, body: unknown, headers: Record<string, string> = {}, keyed = false): Promise<Response> {
-    return this.request("POST", path, { headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body), keyed });
+    return this.request("POST", path, { headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body), repeatable: keyed });
   }
 
   private path(id: string): string {
@@ -334,19 +347,20 @@ export class RunsClient {
   }
 
   /**
-   * `keyed`: the body carries an idempotency key (`idempotency_key`), as a header would.
-   * `goneIsDone`: a 404 to a request sent again after a lost connection is its success (a delete's).
+   * `repeatable`: sending it twice cannot act twice (its body carries an idempotency key, as a
+   * header would; a cancel). `doneAfterLoss`: a refusal that, to a request sent again after a lost
+   * connection, says the first was carried out (a delete's 404); the request then answers it.
    */
   private async request(
     method: string,
     path: string,
-    init: { headers?: Record<string, string>; body?: string; signal?: AbortSignal; keyed?: boolean; goneIsDone?: boolean } = {},
+    init: { headers?: Record<string, string>; body?: string; signal?: AbortSignal; repeatable?: boolean; doneAfterLoss?: (res: Response) => Promise<boolean> } = {},
   ): Promise<Response> {
     const headers: Record<string, string> = { ...init.headers };
     if (this.apiKey) headers.Authorization = `Bearer ${this.apiKey}`;
     // What may be sent again when it is not known whether the server acted: a read, a delete (done
     // twice, it leaves what once does), or a write the server recognises as the same by its key.
-    const repeatable = method === "GET" || method === "HEAD" || method === "DELETE" || "Idempotency-Key" in headers || init.keyed === true;
+    const repeatable = method === "GET" || method === "HEAD" || method === "DELETE" || "Idempotency-Key" in headers || init.repeatable === true;
     let lost = false;
     for (let attempt = 1; ; attempt++) {
       let res: Response;
@@ -359,10 +373,7 @@ export class RunsClient {
         continue;
       }
       if (res.ok) return res;
-      if (lost && init.goneIsDone && res.status === 404) {
-        await res.body?.cancel();
-        return res;
-      }
+      if (lost && init.doneAfterLoss && (await init.doneAfterLoss(res))) return res;
       const wait = attempt > this.maxRetries ? null : retryWaitMs(res, repeatable, attempt);
       if (wait === null) throw await apiError(res);
       await res.body?.cancel();

@@ -362,6 +362,38 @@ describe("the client's retries", () => {
     await client.delete(running.job_id, { force: true });
   });
 
+  it("a cancel whose answer is lost is sent again, and answers the cancelled job; one of a job that ended otherwise is still refused", async () => {
+    const sent: string[] = [];
+    const losing = (times: number): typeof fetch => async (input, init) => {
+      const res = await fetch(input, init);
+      if (!String(input).endsWith("/cancel")) return res;
+      sent.push(String(res.status));
+      if (times-- <= 0) return res;
+      await res.body?.cancel();
+      throw new TypeError("fetch failed: the connection was lost");
+    };
+    const running = await client.submit({ prompt: "cancel me", config: simulate(2, 60_000) });
+    const cancelled = await new RunsClient({ baseUrl: BASE, fetch: losing(1) }).cancel(running.job_id);
+    expect(sent).toEqual(["200", "400"]);
+    expect(cancelled).toMatchObject({ job_id: running.job_id, status: "cancelled" });
+
+    // A cancel refused with every answer back is the caller's to hear, cancelled job or not.
+    await expect(client.cancel(running.job_id)).rejects.toMatchObject({ status: 400, detail: "Cannot cancel job with status: cancelled" });
+    // Sent again after a lost try, a cancel of a job that succeeded meanwhile is refused as it is.
+    const done = await client.submit({ prompt: "done", config: simulate(1, 1) });
+    await client.waitForCompletion(done.job_id);
+    sent.length = 0;
+    await expect(new RunsClient({ baseUrl: BASE, fetch: losing(1) }).cancel(done.job_id)).rejects.toMatchObject({ status: 400, detail: "Cannot cancel job with status: succeeded" });
+    expect(sent).toEqual(["400", "400"]);
+    // With no retries, the lost answer is thrown.
+    const other = await client.submit({ prompt: "cancel me too", config: simulate(2, 60_000) });
+    sent.length = 0;
+    await expect(new RunsClient({ baseUrl: BASE, fetch: losing(1), maxRetries: 0 }).cancel(other.job_id)).rejects.toThrow("the connection was lost");
+    expect(sent).toEqual(["200"]);
+    await client.delete(running.job_id);
+    await client.delete(other.job_id);
+  });
+
   it("gives up after maxRetries, and does not wait out a Retry-After of more than a minute", async () => {
     const stubborn = refusing("GET", 503, "0", 10);
     await expect(new RunsClient({ baseUrl: BASE, fetch: stubborn.impl, maxRetries: 1 }).stats()).rejects.toMatchObject({ status: 503 });
