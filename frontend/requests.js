@@ -56,16 +56,17 @@ const LOST_WAIT_S = 1;
 
 /**
  * A request to the API, with the token when there is one; a refusal throws its `detail`. When
- * sending it again cannot act twice (a read, a delete, or a request with an idempotency key), it
+ * sending it again cannot act twice (a read, a delete, a request with an idempotency key, or one
+ * its caller calls `repeatable`: a cancel, whose second is refused), it
  * is sent again after a 503 (a deploy under way) or 429 whose `Retry-After` is short, and after
  * its connection was lost (a network's blip: 1 s later), twice at most in all.
  */
-export async function api(/** @type {string} */ path, /** @type {RequestInit & { json?: unknown }} */ init = {}) {
+export async function api(/** @type {string} */ path, /** @type {RequestInit & { json?: unknown, repeatable?: boolean }} */ init = {}) {
   const headers = new Headers(init.headers);
   if (token) headers.set("Authorization", `Bearer ${token}`);
   if (init.json !== undefined) headers.set("Content-Type", "application/json");
   const method = (init.method ?? "GET").toUpperCase();
-  const repeatable = method === "GET" || method === "DELETE" || headers.has("Idempotency-Key");
+  const repeatable = method === "GET" || method === "DELETE" || headers.has("Idempotency-Key") || init.repeatable === true;
   const send = () => fetch(path, { ...init, headers, body: init.json === undefined ? init.body : JSON.stringify(init.json) });
   for (let tries = 0; ; tries++) {
     /** @type {Response} */

@@ -317,8 +317,16 @@ function replied(/** @type {Job} */ job, /** @type {number} */ toldBefore) {
 
 export async function cancelSelected() {
   if (!selected) return;
+  const id = selected;
   try {
-    renderDetail(await (await api(`/api/v1/runs/${selected}/cancel`, { method: "POST" })).json());
+    // Refused as cancelled already is done too: cancelled elsewhere meanwhile, or by this request,
+    // its answer lost and the request sent again. The run is read instead.
+    const res = await api(`/api/v1/runs/${id}/cancel`, { method: "POST", repeatable: true }).catch((error) => {
+      if (error instanceof ApiError && error.message === "Cannot cancel job with status: cancelled") return api(`/api/v1/runs/${id}`);
+      throw error;
+    });
+    const job = await res.json();
+    if (selected === id) renderDetail(job);
     notice(null);
   } catch (error) {
     refused(error);

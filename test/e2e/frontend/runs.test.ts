@@ -86,6 +86,25 @@ describe("the reference frontend in local development: runs submitted, watched, 
     await page.close();
   });
 
+  it("a cancel whose answer is lost is sent again by the page, and the run, refused then as cancelled already, shows cancelled without a word", async () => {
+    const { page, problems } = await open(`${BASE}/`);
+    const id = await submitRun(page, "Cancelled once", { steps: 5, step_ms: 60_000 });
+    await page.waitForSelector("#detail-status.running", { timeout: 20_000 });
+    const sent: number[] = [];
+    await page.route(`**/api/v1/runs/${id}/cancel`, async (route) => {
+      const answer = await route.fetch();
+      sent.push(answer.status());
+      return sent.length === 1 ? route.abort("connectionreset") : route.fulfill({ response: answer });
+    });
+    await page.click("#cancel-button");
+    await page.waitForSelector("#detail-status.cancelled", { timeout: 15_000 });
+    await expect.poll(() => sent).toEqual([200, 400]);
+    await page.evaluate(() => new Promise((done) => setTimeout(done, 0)));
+    expect(await page.locator("#notice").isHidden()).toBe(true);
+    expect(problems.filter((p) => !/ERR_CONNECTION_RESET|400/.test(p))).toEqual([]);
+    await page.close();
+  });
+
   it("a submit whose answer is lost on its way back is sent again by itself with the same idempotency key, and opens the one run it made", async () => {
     const { page, problems } = await open(`${BASE}/`);
     const tag = `lost-${Date.now()}`;
