@@ -73,8 +73,8 @@ export interface ClientOptions {
    * sending it again never makes a second job: the server answers a repeat with the job the first
    * made; so is an answer to a request for input, which is then given once. A delete sent again
    * after a lost connection and answered 404 was carried out by the first, as was a cancel sent
-   * again and refused because the job is cancelled. With `maxRetries: 0`
-   * they carry only the caller's key.
+   * again and refused because the job is cancelled. With `maxRetries: 0` they carry only the
+   * caller's key.
    */
   maxRetries?: number;
 }
@@ -359,7 +359,8 @@ export class RunsClient {
     const headers: Record<string, string> = { ...init.headers };
     if (this.apiKey) headers.Authorization = `Bearer ${this.apiKey}`;
     // What may be sent again when it is not known whether the server acted: a read, a delete (done
-    // twice, it leaves what once does), or a write the server recognises as the same by its key.
+    // twice, it leaves what once does), a write the server recognises as the same by its key, or
+    // one the caller calls repeatable (a cancel, whose second is refused).
     const repeatable = method === "GET" || method === "HEAD" || method === "DELETE" || "Idempotency-Key" in headers || init.repeatable === true;
     let lost = false;
     for (let attempt = 1; ; attempt++) {
