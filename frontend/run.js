@@ -115,7 +115,12 @@ function watchStream(/** @type {string} */ id) {
         }
         if (selected !== id) return;
         try {
-          renderDetail(/** @type {Job} */ (await (await api(`/api/v1/runs/${id}`)).json()));
+          const job = /** @type {Job} */ (await (await api(`/api/v1/runs/${id}`)).json());
+          renderDetail(job);
+          // A failed or cancelled run's finished step whose text no event carried (one too large
+          // for an event, or copied by a retry): its stored output, as a reading without a stream shows.
+          const finished = Array.from({ length: job.progress.steps_completed }, (_, i) => i + 1);
+          if (result.status !== "succeeded" && finished.some((step) => steps[step] === undefined)) await showOutput(id);
         } catch (error) {
           unreadable(error, id);
         }

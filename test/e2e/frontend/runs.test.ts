@@ -273,6 +273,21 @@ describe("the reference frontend in local development: runs submitted, watched, 
     await page.close();
   });
 
+  it("a failed run whose finished steps were too large for the stream's events shows their stored output", async () => {
+    // Each step writes 20,000 bytes, over what one output event carries: the stream logs their size instead.
+    const id = await submitOverApi({ prompt: "Large then failing", config: { simulate: { steps: 3, step_ms: 1, output_bytes: 60_000, fail_at_step: 3 } } });
+    const { page, problems } = await open(`${BASE}/`);
+    await row(page, id).click();
+    await page.waitForSelector("#detail-status.failed", { timeout: 15_000 });
+    const res = await fetch(`${BASE}/api/v1/runs/${id}/output`);
+    expect(res.headers.get("X-Run-Status")).toBe("failed");
+    const stored = await res.text();
+    expect(stored.length).toBe(40_000);
+    await expect.poll(() => page.locator("#detail-output").textContent()).toBe(stored);
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
   it("a run whose output is over a MiB shows its first MiB, says so, and saves it whole on asking", async () => {
     const id = await submitOverApi({ prompt: "Long", config: { simulate: { steps: 2, step_ms: 1, output_bytes: 1_500_000 } } });
     const { page, problems } = await open(`${BASE}/`);
