@@ -89,7 +89,7 @@ describe("the reference frontend in local development: a person's answers, and r
     const { page, problems } = await open(`${BASE}/`);
     const id = await submitRun(page, "Ask, then lose the reply", { steps: 2, step_ms: 100, input_at_step: 1 });
     await page.waitForSelector("#input-panel:not([hidden])", { timeout: 15_000 });
-    const sent = await meetFates(page, `**/api/v1/runs/${id}/input`, "POST", ["lost", "lost", "lost"]);
+    const { keys: sent } = await meetFates(page, `**/api/v1/runs/${id}/input`, "POST", ["lost", "lost", "lost"]);
     await page.fill("#input-text", "Shorter, please");
     await page.click("[data-answer=revise]");
     // Its reply lost, and again each time the page sent it again (twice): past its tries, the page says so.

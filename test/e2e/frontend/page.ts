@@ -96,22 +96,23 @@ export type Fate = "503" | "lost";
 
 /**
  * Has the page's `method` requests to `url` meet `fates` in turn, the first request the first fate,
- * and those past them go through; answers the idempotency keys they were sent with, as they are sent.
+ * and those past them go through; answers the idempotency keys they were sent with, as they are
+ * sent, and the status of each answer, as it comes (a lost one's: what the service answered).
  */
-export async function meetFates(page: Page, url: string, method: string, fates: Fate[]): Promise<string[]> {
-  const sent: string[] = [];
+export async function meetFates(page: Page, url: string, method: string, fates: Fate[]): Promise<{ keys: string[]; statuses: number[] }> {
+  const keys: string[] = [];
+  const statuses: number[] = [];
   await page.route(url, async (route) => {
     if (route.request().method() !== method) return route.continue();
-    sent.push(route.request().headers()["idempotency-key"]);
-    const fate = fates[sent.length - 1];
+    keys.push(route.request().headers()["idempotency-key"]);
+    const fate = fates[keys.length - 1];
     if (fate === "503") {
+      statuses.push(503);
       return route.fulfill({ status: 503, headers: { "Retry-After": "1", "Content-Type": "application/json" }, body: DEPLOYING_BODY });
     }
-    if (fate === "lost") {
-      await route.fetch();
-      return route.abort("connectionreset");
-    }
-    return route.continue();
+    const answer = await route.fetch();
+    statuses.push(answer.status());
+    return fate === "lost" ? route.abort("connectionreset") : route.fulfill({ response: answer });
   });
-  return sent;
+  return { keys, statuses };
 }

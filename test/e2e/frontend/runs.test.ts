@@ -66,13 +66,7 @@ describe("the reference frontend in local development: runs submitted, watched, 
     const { page, problems } = await open(`${BASE}/`);
     const id = await submitRun(page, "Deleted once", { steps: 1, step_ms: 1 });
     await page.waitForSelector("#detail-status.succeeded", { timeout: 20_000 });
-    const sent: number[] = [];
-    await page.route(`**/api/v1/runs/${id}`, async (route) => {
-      if (route.request().method() !== "DELETE") return route.continue();
-      const answer = await route.fetch();
-      sent.push(answer.status());
-      return sent.length === 1 ? route.abort("connectionreset") : route.fulfill({ response: answer });
-    });
+    const { statuses: sent } = await meetFates(page, `**/api/v1/runs/${id}`, "DELETE", ["lost"]);
     const notFound = page.waitForResponse((res) => res.request().method() === "DELETE" && res.status() === 404);
     await page.click("#delete-button");
     await notFound;
@@ -90,12 +84,7 @@ describe("the reference frontend in local development: runs submitted, watched, 
     const { page, problems } = await open(`${BASE}/`);
     const id = await submitRun(page, "Cancelled once", { steps: 5, step_ms: 60_000 });
     await page.waitForSelector("#detail-status.running", { timeout: 20_000 });
-    const sent: number[] = [];
-    await page.route(`**/api/v1/runs/${id}/cancel`, async (route) => {
-      const answer = await route.fetch();
-      sent.push(answer.status());
-      return sent.length === 1 ? route.abort("connectionreset") : route.fulfill({ response: answer });
-    });
+    const { statuses: sent } = await meetFates(page, `**/api/v1/runs/${id}/cancel`, "POST", ["lost"]);
     await page.click("#cancel-button");
     await page.waitForSelector("#detail-status.cancelled", { timeout: 15_000 });
     await expect.poll(() => sent).toEqual([200, 400]);
@@ -108,7 +97,7 @@ describe("the reference frontend in local development: runs submitted, watched, 
   it("a submit whose answer is lost on its way back is sent again by itself with the same idempotency key, and opens the one run it made", async () => {
     const { page, problems } = await open(`${BASE}/`);
     const tag = `lost-${Date.now()}`;
-    const sent = await meetFates(page, "**/api/v1/runs", "POST", ["lost"]);
+    const { keys: sent } = await meetFates(page, "**/api/v1/runs", "POST", ["lost"]);
     await page.fill("#prompt", "Made once, answered once");
     await page.fill("input[name=tags]", tag);
     await page.click("#submit-form button[type=submit]");
@@ -127,7 +116,7 @@ describe("the reference frontend in local development: runs submitted, watched, 
     const { page, problems } = await open(`${BASE}/`);
     const tag = `once-${Date.now()}`;
     /** The idempotency key of each submit the page sent: a deploy's 503, an answer lost on its way back twice, then through. */
-    const sent = await meetFates(page, "**/api/v1/runs", "POST", ["503", "lost", "lost"]);
+    const { keys: sent } = await meetFates(page, "**/api/v1/runs", "POST", ["503", "lost", "lost"]);
     await page.fill("#prompt", "Made once");
     await page.fill("input[name=tags]", tag);
     await page.click("#submit-form button[type=submit]");
