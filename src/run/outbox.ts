@@ -175,7 +175,9 @@ export function owesWebhook(ctx: DurableObjectState, outbox: Outbox, messageId: 
     messageId,
     body,
   );
-  outbox.enqueue("webhook", {}, Date.now());
+  // The row names its message, so that an attempt at an earlier one, answered after this was
+  // owed, removes neither (see `drain`).
+  outbox.enqueue("webhook", { message_id: messageId }, Date.now());
 }
 
 /**
@@ -191,7 +193,9 @@ async function deliverWebhook(ctx: DurableObjectState, env: Env): Promise<Handle
   const body = hook.body ?? (await terminalBody(ctx, env));
   const firstAttemptAt = hook.first_attempt_at ?? Date.now();
   const outcome = await sendWebhook(url, hook.message_id, body, webhookSecrets(env));
-  if (!hasTable(sql, "webhook")) return DONE;
+  // Purged meanwhile; or the job moved on while the call was out (cancelled while awaiting input,
+  // say), and its newer call, owed now, is not the one this attempt sent.
+  if (!hasTable(sql, "webhook") || readWebhook(sql)?.message_id !== hook.message_id) return DONE;
   const now = Date.now();
   const status = "status" in outcome ? outcome.status : null;
   const settings = limits(env);
@@ -222,7 +226,7 @@ async function fixWebhookBody(ctx: DurableObjectState, env: Env): Promise<void> 
   const hook = readWebhook(ctx.storage.sql);
   if (!hook || hook.state !== "pending" || hook.body !== null) return;
   const body = await terminalBody(ctx, env);
-  ctx.storage.sql.exec("UPDATE webhook SET body = ? WHERE id = 1 AND body IS NULL", body);
+  ctx.storage.sql.exec("UPDATE webhook SET body = ? WHERE id = 1 AND body IS NULL AND message_id = ?", body, hook.message_id);
 }
 
 /**

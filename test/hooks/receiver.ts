@@ -1,7 +1,7 @@
 /**
  * A real local webhook receiver, started by vitest (globalSetup, in Node). It checks every
  * Standard Webhooks signature itself, answers by scenario (/hooks/<scenario>/<token>; `stall`
- * never answers) and
+ * never answers; `held` answers 200 once the test releases it with POST /_release/<token>) and
  * serves what it received at GET /_deliveries.
  */
 import { createHmac, timingSafeEqual } from "node:crypto";
@@ -10,6 +10,8 @@ import { loopbackServer } from "../local-server";
 import { RECEIVER_PORT, WEBHOOK_SECRET, WEBHOOK_SECRET_PREVIOUS, type Delivery } from "./protocol";
 
 const deliveries: Delivery[] = [];
+/** The `held` calls not answered yet, by token: each answers when released. */
+const held = new Map<string, Array<() => void>>();
 
 /** Standard Webhooks' check: one of the header's space-separated signatures is the secret's. */
 function verify(secret: string, id: string | undefined, timestamp: string | undefined, body: string, header: string | undefined): boolean {
@@ -26,6 +28,7 @@ function verify(secret: string, id: string | undefined, timestamp: string | unde
 function answer(scenario: string, earlier: number): number {
   switch (scenario) {
     case "ok":
+    case "held":
       return 200;
     case "flaky":
       return earlier < 2 ? 500 : 204;
@@ -43,6 +46,14 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
     res.writeHead(200, { "content-type": "application/json" });
     return res.end(JSON.stringify(deliveries));
   }
+  if (req.method === "POST" && req.url?.startsWith("/_release/")) {
+    const token = req.url.slice("/_release/".length);
+    const waiting = held.get(token) ?? [];
+    held.delete(token);
+    for (const release of waiting) release();
+    res.writeHead(200, { "content-type": "application/json" });
+    return res.end(JSON.stringify({ released: waiting.length }));
+  }
   const [, , scenario = "", token = ""] = (req.url ?? "").split("/");
   let body = "";
   for await (const part of req) body += part;
@@ -56,7 +67,7 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
     return;
   }
   const status = answer(scenario, earlier);
-  deliveries.push({
+  const delivery: Delivery = {
     scenario,
     token,
     id: id ?? null,
@@ -65,8 +76,13 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
     verified: verify(WEBHOOK_SECRET, id, timestamp, body, signature),
     verifiedWithPrevious: verify(WEBHOOK_SECRET_PREVIOUS, id, timestamp, body, signature),
     body: JSON.parse(body),
-    answered: status,
-  });
+    answered: scenario === "held" ? 0 : status,
+  };
+  deliveries.push(delivery);
+  if (scenario === "held") {
+    await new Promise<void>((release) => held.set(token, [...(held.get(token) ?? []), release]));
+    delivery.answered = status;
+  }
   res.writeHead(status, status === 302 ? { location: `/hooks/ok/${token}-redirected` } : {});
   res.end();
 }

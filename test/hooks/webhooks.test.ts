@@ -1,6 +1,6 @@
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { api, drive, driveTo, getJob, post, runStub } from "../helpers";
+import { api, drive, driveTo, getJob, post, runStub, storedTables, waitFor } from "../helpers";
 import type { Job } from "../../src/schemas";
 import { withBindings } from "../faults";
 import { RECEIVER_URL, WEBHOOK_SECRET_PREVIOUS, type Delivery } from "./protocol";
@@ -187,6 +187,60 @@ describe("webhooks", () => {
     expect(deliveries.map((d) => (d.body as { event: string }).event)).toEqual(["run.awaiting_input", "run.failed"]);
     expect(deliveries[1].id).not.toBe(deliveries[0].id);
     expect(deliveries[1].body).toMatchObject({ status: "failed", error: "Rejected at step step_1: no" });
+  });
+
+  /**
+   * A job that asks for input, its `run.awaiting_input` call held open by the receiver: the alarm
+   * that asked and sends it (`alarm`) is still running when the job moves on.
+   */
+  async function askingWithCallHeld(t: string): Promise<{ id: string; alarm: Promise<boolean> }> {
+    const id = await submitWithHook("held", t, { steps: 2, input_at_step: 1 });
+    await driveTo(id, "running");
+    const alarm = runDurableObjectAlarm(runStub(id)); // step 1, then the request for input
+    await waitFor(async () => (await deliveriesTo(t)).length === 1, "the awaiting_input call to reach the receiver");
+    expect((await getJob(id)).status).toBe("awaiting_input");
+    return { id, alarm };
+  }
+  const release = (t: string) => fetch(`${RECEIVER_URL}/_release/${t}`, { method: "POST" });
+
+  it("a job cancelled while its awaiting_input call is in flight still owes its cancelled call once that one is answered, and makes it", async () => {
+    const t = token();
+    const { id, alarm } = await askingWithCallHeld(t);
+    expect((await api(`/api/v1/runs/${id}/cancel`, { method: "POST" })).status).toBe(200);
+    await release(t);
+    await alarm;
+    // The call answered was the earlier one: the cancelled call is owed, and not yet made.
+    expect((await getJob(id)).webhook).toMatchObject({ state: "pending", attempts: 0, last_status: null });
+    const next = runDurableObjectAlarm(runStub(id));
+    await waitFor(async () => (await deliveriesTo(t)).length === 2, "the cancelled call", 100);
+    await release(t);
+    await next;
+    expect((await getJob(id)).webhook).toMatchObject({ state: "delivered", attempts: 1, last_status: 200 });
+    const deliveries = await deliveriesTo(t);
+    expect(deliveries.map((d) => [d.body.event, d.answered])).toEqual([
+      ["run.awaiting_input", 200],
+      ["run.cancelled", 200],
+    ]);
+    expect(deliveries[1].id).not.toBe(deliveries[0].id);
+  });
+
+  it("a job deleted with force while its awaiting_input call is in flight still calls back cancelled, then leaves nothing behind", async () => {
+    const t = token();
+    const { id, alarm } = await askingWithCallHeld(t);
+    expect((await api(`/api/v1/runs/${id}?force=true`, { method: "DELETE" })).status).toBe(204);
+    await release(t);
+    // The same alarm goes on to the deletion's last leg: the call still owed, then removing the object.
+    await waitFor(async () => (await deliveriesTo(t)).length === 2, "the cancelled call", 100);
+    await release(t);
+    await alarm;
+    const deliveries = await deliveriesTo(t);
+    expect(deliveries.map((d) => [d.body.event, d.answered])).toEqual([
+      ["run.awaiting_input", 200],
+      ["run.cancelled", 200],
+    ]);
+    expect(deliveries[1].body).toMatchObject({ job_id: id, status: "cancelled" });
+    expect(await storedTables(id)).toEqual([]);
+    expect((await api(`/api/v1/runs/${id}`)).status).toBe(404);
   });
 
   it("a job without webhook_url shows no webhook", async () => {
