@@ -12,7 +12,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 import { unstable_readConfig } from "wrangler";
-import { deploymentProblems, settingsProblems } from "../src/settings";
+import { deploymentProblems, flagSetting, settingsProblems } from "../src/settings";
 import { codeFile } from "./dry-run-output";
 
 /** The most the gzipped code may weigh: every cold isolate at every location parses it. */
@@ -57,7 +57,7 @@ function readSecrets(file: string, problems: string[]): Record<string, string> {
 function configProblems(vars: Record<string, unknown>, config: ReturnType<typeof unstable_readConfig>): string[] {
   const problems: string[] = [];
   for (const name of SECRETS) if (name in vars) problems.push(`${name} is a var in wrangler.jsonc: it is a secret, set it with wrangler secret`);
-  if (vars.WEBHOOK_ALLOW_PRIVATE === "true") problems.push('WEBHOOK_ALLOW_PRIVATE is "true": only local development may send webhooks to private addresses');
+  if (flagSetting(vars, "WEBHOOK_ALLOW_PRIVATE")) problems.push('WEBHOOK_ALLOW_PRIVATE is "true": only local development may send webhooks to private addresses');
   if (!config.r2_buckets.some((b: { binding: string; bucket_name?: string }) => b.binding === "OUTPUTS" && b.bucket_name)) problems.push("OUTPUTS: wrangler.jsonc binds no R2 bucket for the outputs");
   if (spawnSync("node", ["scripts/bundle.mjs", "--check"]).status !== 0) problems.push("a bundle of agents/, recipes/ or frontend/ is stale: a folder changed since; run npm run bundle");
   return problems;

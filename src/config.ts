@@ -1,6 +1,6 @@
 import type { MiddlewareHandler } from "hono";
 import { misconfigured } from "./errors";
-import { numberSetting, settingsProblems } from "./settings";
+import { flagSetting, numberSetting, settingsProblems } from "./settings";
 /** Deployment settings read from the Worker's vars, with the contract's defaults. */
 export interface Limits {
   maxBodyBytes: number;
@@ -85,7 +85,7 @@ export function modelSettings(env: Env): ModelSettings | null {
 }
 
 export const allowSimulate = (env: Env) => env.ALLOW_SIMULATE === "true";
-export const allowPrivateWebhooks = (env: Env) => env.WEBHOOK_ALLOW_PRIVATE === "true";
+export const allowPrivateWebhooks = (env: Env) => flagSetting(env, "WEBHOOK_ALLOW_PRIVATE");
 
 /** A signing secret and, while it is rotated, the one before it (`<name>_PREVIOUS`): those set, current first. */
 export const rotatingSecrets = (env: Env, name: "TOKEN_SECRET" | "WEBHOOK_SECRET"): string[] =>

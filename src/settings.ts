@@ -52,6 +52,20 @@ export function numberSetting(settings: object, name: NumberSetting): number {
   return raw !== "" && Number.isSafeInteger(n) && n >= least && n <= most ? n : fallback;
 }
 
+/** A true-or-false setting: true only when it is "true"; another value than "true" or "false" is malformed (`settingsProblems` names it). */
+export function flagSetting(settings: object, name: "WEBHOOK_ALLOW_PRIVATE"): boolean {
+  return read(settings, name) === "true";
+}
+
+/**
+ * Is `entry` an origin as a browser sends it in `Origin` (`scheme://host[:port]`: no path, no
+ * trailing slash, the host in lower case, no default port), the only form CORS_ORIGINS can match?
+ */
+function isOrigin(entry: string): boolean {
+  if (!/^[a-z][a-z0-9+.-]*:\/\/[^/?#\s]+$/.test(entry)) return false;
+  return !/^https?:/.test(entry) || (URL.canParse(entry) && new URL(entry).origin === entry);
+}
+
 export interface KeyEntry {
   hash: Uint8Array;
   tenant: string;
@@ -120,6 +134,10 @@ export function settingsProblems(settings: object): string[] {
   const shards = numberSetting(settings, "PROJECTION_SHARDS");
   const before = numberSetting(settings, "PROJECTION_SHARDS_BEFORE");
   if (before >= shards) problems.push(`PROJECTION_SHARDS_BEFORE must be less than PROJECTION_SHARDS (${shards}); it is ${before}`);
+  const allowPrivate = read(settings, "WEBHOOK_ALLOW_PRIVATE");
+  if (allowPrivate !== "" && allowPrivate !== "true" && allowPrivate !== "false") problems.push(`WEBHOOK_ALLOW_PRIVATE must be true or false; it is "${allowPrivate}"`);
+  const notOrigin = read(settings, "CORS_ORIGINS").split(",").map((o) => o.trim()).find((o) => o !== "" && o !== "*" && !isOrigin(o));
+  if (notOrigin !== undefined) problems.push(`CORS_ORIGINS must list origins as browsers send them (scheme://host[:port], no path) or *; "${notOrigin}" is not one`);
   const modelUrl = read(settings, "MODEL_BASE_URL");
   if (modelUrl !== "" && !(URL.canParse(modelUrl) && /^https?:$/.test(new URL(modelUrl).protocol))) problems.push(`MODEL_BASE_URL must be an http(s) URL; it is "${modelUrl}"`);
   const keyHeader = read(settings, "MODEL_API_KEY_HEADER");

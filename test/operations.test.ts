@@ -242,6 +242,10 @@ describe("a deployment whose settings are unsound answers 503 naming the setting
     ["a count before the raise no less than the count now", { PROJECTION_SHARDS_BEFORE: "1" }, /PROJECTION_SHARDS_BEFORE must be less than PROJECTION_SHARDS \(1\); it is 1/],
     ["MODEL_BASE_URL that is no URL", { MODEL_BASE_URL: "llm.internal" }, /MODEL_BASE_URL must be an http\(s\) URL/],
     ["MODEL_BASE_URL with a space in its host", { MODEL_BASE_URL: "https://llm internal/v1" }, /MODEL_BASE_URL must be an http\(s\) URL; it is "https:\/\/llm internal\/v1"/],
+    ["WEBHOOK_ALLOW_PRIVATE that is neither true nor false", { WEBHOOK_ALLOW_PRIVATE: "yes" }, /WEBHOOK_ALLOW_PRIVATE must be true or false; it is "yes"/],
+    ["a CORS origin with a trailing slash, which no browser's Origin has", { CORS_ORIGINS: "https://app.example.com, https://admin.example.com/" }, /CORS_ORIGINS must list origins as browsers send them \(scheme:\/\/host\[:port\], no path\) or \*; "https:\/\/admin.example.com\/" is not one/],
+    ["a CORS origin without its scheme", { CORS_ORIGINS: "app.example.com" }, /CORS_ORIGINS must list origins .*; "app.example.com" is not one/],
+    ["a CORS origin with its default port, which browsers leave out", { CORS_ORIGINS: "https://app.example.com:443" }, /"https:\/\/app.example.com:443" is not one/],
     ["MODEL_API_KEY_HEADER that is no header name", { MODEL_API_KEY_HEADER: "api-key:" }, /MODEL_API_KEY_HEADER must be a header name, such as api-key; it is "api-key:"/],
   ];
 

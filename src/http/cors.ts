@@ -1,6 +1,7 @@
 /**
- * CORS: the origins in CORS_ORIGINS (comma-separated, or "*"). Left empty, a deployment with API
- * keys allows no origin, and local development (no keys) allows localhost origins.
+ * CORS: the origins in CORS_ORIGINS (comma-separated, or "*"; `settingsProblems` refuses an entry
+ * no browser's Origin could equal). Left empty, a deployment with API keys allows no origin, and
+ * local development (no keys) allows localhost origins.
  */
 import { cors as honoCors } from "hono/cors";
 import type { MiddlewareHandler } from "hono";
