@@ -84,7 +84,7 @@ export function modelSettings(env: Env): ModelSettings | null {
   };
 }
 
-export const allowSimulate = (env: Env) => env.ALLOW_SIMULATE === "true";
+export const allowSimulate = (env: Env) => flagSetting(env, "ALLOW_SIMULATE");
 export const allowPrivateWebhooks = (env: Env) => flagSetting(env, "WEBHOOK_ALLOW_PRIVATE");
 
 /** A signing secret and, while it is rotated, the one before it (`<name>_PREVIOUS`): those set, current first. */

@@ -52,8 +52,11 @@ export function numberSetting(settings: object, name: NumberSetting): number {
   return raw !== "" && Number.isSafeInteger(n) && n >= least && n <= most ? n : fallback;
 }
 
-/** A true-or-false setting: true only when it is "true"; another value than "true" or "false" is malformed (`settingsProblems` names it). */
-export function flagSetting(settings: object, name: "WEBHOOK_ALLOW_PRIVATE"): boolean {
+/** The true-or-false settings. */
+const FLAGS = ["ALLOW_SIMULATE", "WEBHOOK_ALLOW_PRIVATE"] as const;
+
+/** A true-or-false setting: true only when it is "true"; a value other than "true" or "false" is malformed (`settingsProblems` names it). */
+export function flagSetting(settings: object, name: (typeof FLAGS)[number]): boolean {
   return read(settings, name) === "true";
 }
 
@@ -134,8 +137,10 @@ export function settingsProblems(settings: object): string[] {
   const shards = numberSetting(settings, "PROJECTION_SHARDS");
   const before = numberSetting(settings, "PROJECTION_SHARDS_BEFORE");
   if (before >= shards) problems.push(`PROJECTION_SHARDS_BEFORE must be less than PROJECTION_SHARDS (${shards}); it is ${before}`);
-  const allowPrivate = read(settings, "WEBHOOK_ALLOW_PRIVATE");
-  if (allowPrivate !== "" && allowPrivate !== "true" && allowPrivate !== "false") problems.push(`WEBHOOK_ALLOW_PRIVATE must be true or false; it is "${allowPrivate}"`);
+  for (const name of FLAGS) {
+    const raw = read(settings, name);
+    if (raw !== "" && raw !== "true" && raw !== "false") problems.push(`${name} must be true or false; it is "${raw}"`);
+  }
   const notOrigin = read(settings, "CORS_ORIGINS").split(",").map((o) => o.trim()).find((o) => o !== "" && o !== "*" && !isOrigin(o));
   if (notOrigin !== undefined) problems.push(`CORS_ORIGINS must list origins as browsers send them (scheme://host[:port], no path) or *; "${notOrigin}" is not one`);
   const modelUrl = read(settings, "MODEL_BASE_URL");

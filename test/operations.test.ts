@@ -243,6 +243,7 @@ describe("a deployment whose settings are unsound answers 503 naming the setting
     ["MODEL_BASE_URL that is no URL", { MODEL_BASE_URL: "llm.internal" }, /MODEL_BASE_URL must be an http\(s\) URL/],
     ["MODEL_BASE_URL with a space in its host", { MODEL_BASE_URL: "https://llm internal/v1" }, /MODEL_BASE_URL must be an http\(s\) URL; it is "https:\/\/llm internal\/v1"/],
     ["WEBHOOK_ALLOW_PRIVATE that is neither true nor false", { WEBHOOK_ALLOW_PRIVATE: "yes" }, /WEBHOOK_ALLOW_PRIVATE must be true or false; it is "yes"/],
+    ["ALLOW_SIMULATE written as Python writes true", { ALLOW_SIMULATE: "True" }, /ALLOW_SIMULATE must be true or false; it is "True"/],
     ["a CORS origin with a trailing slash, which no browser's Origin has", { CORS_ORIGINS: "https://app.example.com, https://admin.example.com/" }, /CORS_ORIGINS must list origins as browsers send them \(scheme:\/\/host\[:port\], no path\) or \*; "https:\/\/admin.example.com\/" is not one/],
     ["a CORS origin without its scheme", { CORS_ORIGINS: "app.example.com" }, /CORS_ORIGINS must list origins .*; "app.example.com" is not one/],
     ["a CORS origin with its default port, which browsers leave out", { CORS_ORIGINS: "https://app.example.com:443" }, /"https:\/\/app.example.com:443" is not one/],

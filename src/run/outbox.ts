@@ -175,8 +175,8 @@ export function owesWebhook(ctx: DurableObjectState, outbox: Outbox, messageId: 
     messageId,
     body,
   );
-  // The row names its message, so that an attempt at an earlier one, answered after this was
-  // owed, removes neither (see `drain`).
+  // The row names its message: an attempt at an earlier message, answered after this one was
+  // owed, leaves this row alone (`drain` removes a row it handled only while its payload is the same).
   outbox.enqueue("webhook", { message_id: messageId }, Date.now());
 }
 
