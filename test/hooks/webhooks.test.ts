@@ -212,7 +212,7 @@ describe("webhooks", () => {
     // The call answered was the earlier one: the cancelled call is owed, and not yet made.
     expect((await getJob(id)).webhook).toMatchObject({ state: "pending", attempts: 0, last_status: null });
     const next = runDurableObjectAlarm(runStub(id));
-    await waitFor(async () => (await deliveriesTo(t)).length === 2, "the cancelled call", 100);
+    await waitFor(async () => (await deliveriesTo(t)).length === 2, "the cancelled call", 300);
     await release(t);
     await next;
     expect((await getJob(id)).webhook).toMatchObject({ state: "delivered", attempts: 1, last_status: 200 });
@@ -230,7 +230,7 @@ describe("webhooks", () => {
     expect((await api(`/api/v1/runs/${id}?force=true`, { method: "DELETE" })).status).toBe(204);
     await release(t);
     // The same alarm goes on to the deletion's last leg: the call still owed, then removing the object.
-    await waitFor(async () => (await deliveriesTo(t)).length === 2, "the cancelled call", 100);
+    await waitFor(async () => (await deliveriesTo(t)).length === 2, "the cancelled call", 300);
     await release(t);
     await alarm;
     const deliveries = await deliveriesTo(t);
