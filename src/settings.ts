@@ -60,6 +60,11 @@ export function flagSetting(settings: object, name: (typeof FLAGS)[number]): boo
   return read(settings, name) === "true";
 }
 
+/** The entries of CORS_ORIGINS (comma-separated): origins, or "*". */
+export function corsOrigins(settings: object): string[] {
+  return read(settings, "CORS_ORIGINS").split(",").map((o) => o.trim()).filter(Boolean);
+}
+
 /**
  * Is `entry` an origin as a browser sends it in `Origin` (`scheme://host[:port]`: no path, no
  * trailing slash, the host in lower case, no default port), the only form CORS_ORIGINS can match?
@@ -141,7 +146,7 @@ export function settingsProblems(settings: object): string[] {
     const raw = read(settings, name);
     if (raw !== "" && raw !== "true" && raw !== "false") problems.push(`${name} must be true or false; it is "${raw}"`);
   }
-  const notOrigin = read(settings, "CORS_ORIGINS").split(",").map((o) => o.trim()).find((o) => o !== "" && o !== "*" && !isOrigin(o));
+  const notOrigin = corsOrigins(settings).find((o) => o !== "*" && !isOrigin(o));
   if (notOrigin !== undefined) problems.push(`CORS_ORIGINS must list origins as browsers send them (scheme://host[:port], no path) or *; "${notOrigin}" is not one`);
   const modelUrl = read(settings, "MODEL_BASE_URL");
   if (modelUrl !== "" && !(URL.canParse(modelUrl) && /^https?:$/.test(new URL(modelUrl).protocol))) problems.push(`MODEL_BASE_URL must be an http(s) URL; it is "${modelUrl}"`);

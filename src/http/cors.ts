@@ -7,11 +7,12 @@ import { cors as honoCors } from "hono/cors";
 import type { MiddlewareHandler } from "hono";
 import type { AppEnv } from "../auth";
 import { configuredKeys } from "../auth";
+import { corsOrigins } from "../settings";
 
 const LOCAL_ORIGIN = /^https?:\/\/(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?$/;
 
 export function allowedOrigin(origin: string, env: Env): string | null {
-  const listed = (env.CORS_ORIGINS ?? "").split(",").map((o) => o.trim()).filter(Boolean);
+  const listed = corsOrigins(env);
   if (listed.length > 0) return listed.includes("*") || listed.includes(origin) ? origin : null;
   if (configuredKeys(env).length === 0 && LOCAL_ORIGIN.test(origin)) return origin;
   return null;
