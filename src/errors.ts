@@ -68,6 +68,9 @@ export const raise = (failure: Failure) => new ApiError(failure.code, failure.de
 /** The one answer for a request this deployment's settings do not let it serve soundly (503). */
 export const misconfigured = (problem: string) => new ApiError("misconfigured", `Service misconfigured: ${problem}`);
 
+/** What an error says, for a message of our own: its message, or the thrown value as text. */
+export const messageOf = (error: unknown) => (error instanceof Error ? error.message : String(error));
+
 /** The one answer for a job that does not exist, is deleted, or is another tenant's. */
 export const jobNotFound = (id: string) => fail("not_found", `Job not found: ${id}`);
 

@@ -9,7 +9,7 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import { limits, type Limits } from "../config";
-import { fail, jobNotFound, type Result } from "../errors";
+import { fail, jobNotFound, messageOf, type Result } from "../errors";
 import type { InputBody, Job } from "../schemas";
 import { logFailure } from "../log";
 import { inlineResult, type OutputPart } from "../storage/blobs";
@@ -322,8 +322,7 @@ export class RunObject extends DurableObject<Env> {
       if (inAlarm) await this.outbox.drain(this.env, ["webhook"]);
     } catch (error) {
       if (this.record.hasJob) await this.record.armAlarm();
-      const message = error instanceof Error ? error.message : String(error);
-      return fail("purge_failed", `Job deleted, but purging its data failed and will be retried: ${message}`);
+      return fail("purge_failed", `Job deleted, but purging its data failed and will be retried: ${messageOf(error)}`);
     }
     if (!this.record.hasJob || !hasTable(this.sql, "outbox")) return { ok: true };
     if (this.outbox.isEmpty()) {

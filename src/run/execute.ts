@@ -2,6 +2,7 @@
  * Running one step: the runner's call under an AbortController that cancel, delete, the job's
  * timeout and the stall watchdog abort, and the step's output streamed into R2.
  */
+import { messageOf } from "../errors";
 import { runnerFor } from "../runners";
 import { BudgetExceeded, StepFailed, TimedOut, TransientError, type CallUsage, type Revision, type StepContext } from "../runners/types";
 import { outputPrefix, partKey, writePart, type WrittenPart } from "../storage/blobs";
@@ -79,8 +80,7 @@ export async function executeStep(run: StepRun): Promise<StepOutcome> {
     if (signal.aborted) return reason instanceof TimedOut ? { kind: "timed_out" } : { kind: "aborted" };
     if (error instanceof BudgetExceeded) return { kind: "failed", message: `Token budget of ${String(spec.config.max_total_tokens)} exceeded at step ${step.name}` };
     if (error instanceof StepFailed) return { kind: "failed", message: error.message };
-    const message = error instanceof Error ? error.message : String(error);
-    return { kind: "error", message, retryAfterMs: error instanceof TransientError ? error.retryAfterMs : undefined };
+    return { kind: "error", message: messageOf(error), retryAfterMs: error instanceof TransientError ? error.retryAfterMs : undefined };
   } finally {
     if (timer !== undefined) clearTimeout(timer);
     clearTimeout(watchdog);

@@ -4,6 +4,7 @@
  * where the server answers JSON instead).
  */
 import type { ModelSettings } from "../config";
+import { messageOf } from "../errors";
 import { taskMessages } from "./agents";
 import { BudgetExceeded, estimateTokens, overBudget, StepFailed, TransientError, type CallUsage, type Runner, type StepInput, type StepOutput } from "./types";
 
@@ -124,7 +125,7 @@ async function readCompletion(
     } catch (error) {
       await reader.cancel().catch(() => {});
       if (signal.aborted) throw signal.reason;
-      throw error instanceof TransientError ? error : new TransientError(`Model stream broke: ${String(error)}`);
+      throw error instanceof TransientError ? error : new TransientError(`Model stream broke: ${messageOf(error)}`);
     } finally {
       clearTimeout(idle ?? null);
     }
@@ -244,7 +245,7 @@ export function openAiRunner(settings: ModelSettings): Runner {
           });
         } catch (error) {
           if (input.signal.aborted) throw input.signal.reason;
-          throw new TransientError(`Model provider unreachable: ${error instanceof Error ? error.message : String(error)}`);
+          throw new TransientError(`Model provider unreachable: ${messageOf(error)}`);
         }
       };
       const made = new Set(adaptedEndpoints.get(endpoint));

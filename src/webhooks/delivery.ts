@@ -1,4 +1,5 @@
 /** Sending one webhook: Standard Webhooks headers and signature, no redirects, a bounded wait. */
+import { messageOf } from "../errors";
 
 const SEND_TIMEOUT_MS = 10_000;
 const MAX_DELAY_MS = 6 * 3600_000;
@@ -35,7 +36,7 @@ export async function sendWebhook(url: string, id: string, body: string, secrets
     await res.body?.cancel();
     return { status: res.status };
   } catch (error) {
-    return { error: error instanceof Error ? error.message : String(error) };
+    return { error: messageOf(error) };
   }
 }
 
