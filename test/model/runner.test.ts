@@ -264,11 +264,12 @@ describe("provider failures", () => {
   it("a stream broken part-way: the step runs again, its text in the stream starting anew (first: true), as /output has it", async () => {
     const id = await submitModel({ config: { model: "broken-once" } });
     expect((await drive(id)).status).toBe("succeeded");
-    const outputs = (await eventLog(id)).filter((e) => e.event === "output").map((e) => JSON.parse(e.data).data as { delta: string; step: number; first: boolean });
+    const events = await eventLog(id);
+    const outputs = events.filter((e) => e.event === "output").map((e) => JSON.parse(e.data).data as { delta: string; step: number; first: boolean });
     expect(outputs[0]).toEqual({ delta: expect.any(String), step: 1, first: true });
     expect(outputs.filter((o) => o.step === 1 && o.first)).toHaveLength(2);
     // The log names the cause as the runtime words it, not as the text of an Error object ("Error: …").
-    const logs = (await eventLog(id)).filter((e) => e.event === "log").map((e) => JSON.parse(e.data).data as { message: string });
+    const logs = events.filter((e) => e.event === "log").map((e) => JSON.parse(e.data).data as { message: string });
     expect(logs.map((l) => l.message)).toContainEqual(expect.stringMatching(/^Step research failed, will retry: Model stream broke: (?!Error)\w/));
     // A client that keeps each step's text, starting it anew at `first`, has the output; one that joins every delta does not.
     const steps: string[] = [];
