@@ -191,6 +191,59 @@ describe("a submit that fails part-way", () => {
     expect((await again.json<{ job_id: string }>()).job_id).toBe(job_id);
   });
 
+  /**
+   * A keyed submit cut short after making its job and before the projection's entry, as when its
+   * Worker stops there: here the entry fails and so does undoing it, which leaves the same. The
+   * job runs, registered nowhere, and its client sends the submit again.
+   */
+  async function cutShort(session: string) {
+    const key = { "Idempotency-Key": session };
+    const discardFails = failingStubs(env.RUNS, "discard", [1], "before");
+    const admitFails = failingStubs(env.PROJECTIONS, "admit", [1], "before");
+    const res = await submitIn(session, overlay(env, { RUNS: discardFails.proxy, PROJECTIONS: admitFails.proxy }), key);
+    expect(res.status).toBe(500);
+    const first = jobIdOf(discardFails.names[0]);
+    expect((await getJob(first)).status).toBe("running");
+    expect(await listed(session)).toEqual([]);
+    return { first, repeat: () => submitIn(session, env, key) };
+  }
+
+  it("a keyed submit cut short after making its job: the repeat's job holds the key, and the first discards itself at its first report", async () => {
+    const session = "cut-short-repeat-first";
+    const { first, repeat } = await cutShort(session);
+    const again = await repeat();
+    expect(again.status).toBe(202);
+    expect(again.headers.get("Idempotent-Replayed")).toBeNull();
+    const { job_id: second } = await again.json<{ job_id: string }>();
+    expect(second).not.toBe(first);
+
+    // The first runs its step, then reports: the projection names the job holding its key, and it goes.
+    for (let i = 0; i < 20 && (await api(`/api/v1/runs/${first}`)).status === 200; i++) await settle(first);
+    expect((await api(`/api/v1/runs/${first}`)).status).toBe(404);
+    expect(await storedTables(first)).toEqual([]);
+    expect(await r2Keys(`runs/default/${first}/`)).toEqual([]);
+    expect(await placeIn(first)).toBeUndefined();
+    expect((await listed(session)).map((j) => j.job_id)).toEqual([second]);
+
+    expect((await drive(second)).status).toBe("succeeded");
+    const third = await repeat();
+    expect(third.headers.get("Idempotent-Replayed")).toBe("true");
+    expect((await third.json<{ job_id: string }>()).job_id).toBe(second);
+  });
+
+  it("a keyed submit cut short after making its job: reporting before the repeat, the job takes its key, and the repeat is answered with it", async () => {
+    const session = "cut-short-report-first";
+    const { first, repeat } = await cutShort(session);
+    expect((await drive(first)).status).toBe("succeeded");
+    expect((await listed(session)).map((j) => j.job_id)).toEqual([first]);
+
+    const again = await repeat();
+    expect(again.status).toBe(202);
+    expect(again.headers.get("Idempotent-Replayed")).toBe("true");
+    expect((await again.json<{ job_id: string }>()).job_id).toBe(first);
+    expect((await listed(session)).map((j) => j.job_id)).toEqual([first]);
+  });
+
   it("undoing it failing too: the submit's own failure is the answer, and the job keeps its place while it exists", async () => {
     const session = "part-way-undo";
     const discardFails = failingStubs(env.RUNS, "discard", [1], "before");

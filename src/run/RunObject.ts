@@ -120,7 +120,11 @@ export class RunObject extends DurableObject<Env> {
     return this.finishDeletion();
   }
 
-  /** Removes a job that its submit could not register (another job holds its idempotency key). */
+  /**
+   * Removes a job its submit could not register, or whose submit failed: another job holds its
+   * idempotency key, or its client was answered with the failure. Nothing of it is kept, and its
+   * webhook is never called.
+   */
   async discard(): Promise<void> {
     const row = this.record.live();
     if (!row) return;
@@ -277,17 +281,17 @@ export class RunObject extends DurableObject<Env> {
     }
     // What the last change owes goes out before the next step: the projection hears of a start
     // when it happens, not after the first step.
-    await this.outbox.drain(this.env);
+    if (!(await this.deliver())) return;
     const current = this.record.live();
     const request = current && storedInputRequest(current);
     if (current && request && request.expires_at <= Date.now()) {
       this.record.commitFailure(current, `No input within ${this.record.spec().input_timeout_s} s at step ${request.step}`);
       this.watchers.notify();
-      await this.outbox.drain(this.env);
+      if (!(await this.deliver())) return;
     } else if (current && this.steps.due(current)) {
       await this.steps.runNext(current, this.env);
       this.watchers.notify();
-      await this.outbox.drain(this.env);
+      if (!(await this.deliver())) return;
     }
     const after = this.record.row();
     if (!after) return;
@@ -301,6 +305,23 @@ export class RunObject extends DurableObject<Env> {
       return;
     }
     await this.record.armAlarm();
+  }
+
+  /**
+   * Delivers what the job owes that is due. False when the projection found its idempotency key
+   * held by another job: its submit was cut short before registering it, and the repeat of that
+   * submit made the job its client knows. This one is discarded, its webhook never called.
+   */
+  private async deliver(): Promise<boolean> {
+    if ((await this.outbox.drain(this.env)) !== "superseded") return true;
+    const { job_id, tenant, request_id } = this.record.spec();
+    logFailure("a submit cut short before registering its job; the job is discarded", "its idempotency key is held by the job of the submit's repeat", {
+      job_id,
+      tenant,
+      request_id: request_id ?? undefined,
+    });
+    await this.discard();
+    return false;
   }
 
   /** From here on the job answers 404; the purge outbox row finishes the rest. */

@@ -4,6 +4,7 @@ import type { AgentTask } from "../runners/types";
 import type { RunnerKind } from "../runners";
 import type { Job, Usage } from "../schemas";
 import type { OutputPart } from "../storage/blobs";
+import type { KeyClaim } from "../tenant/TenantProjection";
 import { isTerminal, type Status } from "./transitions";
 
 /** What the Worker decides at submit; fixed for the job's life. */
@@ -27,6 +28,12 @@ export interface RunSpec {
   retention_ms: number | null;
   webhook_url: string | null;
   idempotency_key: string | null;
+  /**
+   * The hash of the body its idempotency key is held with (src/routes/idempotency.ts), kept so that
+   * a job whose submit never registered it can claim its key itself (`keyClaim`). None without a
+   * key, nor in a spec from before.
+   */
+  body_hash?: string | null;
   /** Its place in the tenant's line: higher first; at most MAX_RUNNING_PER_KEY per key at once. */
   priority: number;
   concurrency_key: string | null;
@@ -51,6 +58,15 @@ export interface RunSpec {
    */
   projection?: string;
   line?: string;
+}
+
+/**
+ * What a job's snapshots carry to claim its idempotency key (TenantProjection.upsert): a submit
+ * cut short after making the job, before registering it (its Worker stopped), leaves a job the
+ * projection has never heard of. Nothing for a job without a key.
+ */
+export function keyClaim(spec: RunSpec): { claim?: KeyClaim } {
+  return spec.idempotency_key !== null && typeof spec.body_hash === "string" ? { claim: { idempotency_key: spec.idempotency_key, body_hash: spec.body_hash } } : {};
 }
 
 /** A step a retry does not run again: its output, copied from the job retried, and the note it had. */

@@ -11,6 +11,7 @@
  */
 import { limits, webhookSecrets } from "../config";
 import type { Job } from "../schemas";
+import type { KeyClaim } from "../tenant/TenantProjection";
 import { inlineResult, outputPrefix, purgePrefix } from "../storage/blobs";
 import { hasTable } from "../storage/migrations";
 import { retryDelay, sendWebhook } from "../webhooks/delivery";
@@ -32,12 +33,16 @@ interface JobRef {
   projection?: string;
   line?: string;
 }
-type Snapshot = JobRef & { job: Job; version: number };
+/** The job's newest snapshot; with the idempotency key it claims, if it has one (`keyClaim`). */
+type Snapshot = JobRef & { job: Job; version: number; claim?: KeyClaim };
 /** The line's row: leave the line, or (`rejoin`) wait in it again. The newest row replaces an older one. */
 type LineChange = JobRef & { rejoin?: PlaceRequest; answered_at?: number };
 
-/** A handler's answer: done, or not yet (try again at `retryAt`). Throwing means: retry with backoff. */
-type Handled = { done: true } | { done: false; retryAt: number };
+/**
+ * A handler's answer: done, or not yet (try again at `retryAt`). Throwing means: retry with
+ * backoff. `superseded`: the projection found the job's idempotency key held by another job.
+ */
+type Handled = { done: true; superseded?: true } | { done: false; retryAt: number };
 type Handler = (ctx: DurableObjectState, env: Env, payload: string) => Promise<Handled>;
 
 const DONE: Handled = { done: true };
@@ -45,8 +50,9 @@ const DONE: Handled = { done: true };
 const HANDLERS: Record<OutboxKind, Handler> = {
   async projection(_ctx, env, payload) {
     const snapshot = JSON.parse(payload) as Snapshot;
-    await env.PROJECTIONS.getByName(tenantObjects(snapshot).projection).upsert(snapshot.job, snapshot.version);
-    return DONE;
+    const upserted = await env.PROJECTIONS.getByName(tenantObjects(snapshot).projection).upsert(snapshot.job, snapshot.version, snapshot.claim);
+    // A projection of the version before (during a deploy) answers nothing, and takes no claim.
+    return upserted?.superseded_by ? { done: true, superseded: true } : DONE;
   },
   async line(_ctx, env, payload) {
     const change = JSON.parse(payload) as LineChange;
@@ -119,9 +125,11 @@ export class Outbox {
   /**
    * Delivers the due rows of `kinds`, in order, with the object's `env` as it is now. A failure
    * is retried with backoff. For a deletion (`now`), the rows are tried whenever they are due,
-   * and the first failure is also thrown, for the caller to say so.
+   * and the first failure is also thrown, for the caller to say so. "superseded": another job
+   * holds the idempotency key this one claimed; nothing after the snapshot was delivered (its
+   * webhook), and the job is the caller's to discard.
    */
-  async drain(env: Env, kinds: readonly OutboxKind[] = ORDER, deletion?: "now"): Promise<void> {
+  async drain(env: Env, kinds: readonly OutboxKind[] = ORDER, deletion?: "now"): Promise<"superseded" | undefined> {
     const strict = deletion === "now";
     const due = this.sql
       .exec<{ kind: OutboxKind; payload: string; attempts: number }>(
@@ -145,6 +153,7 @@ export class Outbox {
       if (!this.alive()) return;
       if (handled.done) {
         this.sql.exec("DELETE FROM outbox WHERE kind = ? AND payload = ?", kind, row.payload);
+        if (handled.superseded) return "superseded";
       } else {
         this.sql.exec("UPDATE outbox SET due_at = ?, attempts = attempts + 1 WHERE kind = ? AND payload = ?", handled.retryAt, kind, row.payload);
       }

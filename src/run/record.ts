@@ -9,7 +9,7 @@ import type { Limits } from "../config";
 import { newId } from "../ids";
 import type { Job } from "../schemas";
 import type { LogTail, NewEvent } from "./events";
-import { outputUrl, placeRequest, stepPercentage, storedInputRequest, tenantObjects, toJob, usageOf, type CopiedStep, type RunRow, type RunSpec } from "./job";
+import { keyClaim, outputUrl, placeRequest, stepPercentage, storedInputRequest, tenantObjects, toJob, usageOf, type CopiedStep, type RunRow, type RunSpec } from "./job";
 import { owesWebhook, webhookBody, type Outbox } from "./outbox";
 import { eventsAfter, insertEvents, insertSpec, readRunRow, readSpec, readWebhook, writeRunRow } from "./store";
 import { isTerminal, transition, type Action } from "./transitions";
@@ -175,7 +175,7 @@ export class JobRecord {
         const place = { ...placeRequest(spec), start_at: null, ttl_s: null };
         this.outbox.enqueue("line", { ...this.ref(), rejoin: place, answered_at: Date.now() }, Date.now());
       }
-      this.outbox.enqueueSnapshot({ ...this.ref(), job: this.job(next), version: next.version }, next.status !== row.status);
+      this.outbox.enqueueSnapshot({ ...this.ref(), job: this.job(next), version: next.version, ...keyClaim(spec) }, next.status !== row.status);
     });
     if (action) this.transitioned(spec, row, next);
     return next;

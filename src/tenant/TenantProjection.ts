@@ -53,6 +53,17 @@ export type AdmitResult =
 /** The job an idempotency key names, and whether it was submitted with the same body. */
 export type HeldKey = Extract<AdmitResult, { admitted: false }>;
 
+/** An idempotency key a job's snapshot claims, with the hash of the body it was submitted with. */
+export interface KeyClaim {
+  idempotency_key: string;
+  body_hash: string;
+}
+
+/** What an upsert did: `superseded_by` names the job holding the key the snapshot's job claimed, when another holds it. */
+export interface Upserted {
+  superseded_by: string | null;
+}
+
 /**
  * A job's sequence number is the time it was first heard of here, in milliseconds, times
  * SEQ_SCALE, plus this shard's index (below MAX_SHARDS, the step): unique across a tenant's shards, in the
@@ -118,9 +129,7 @@ export class TenantProjection extends DurableObject<Env> {
       if (entry.idempotency_key !== null) {
         const holder = this.keyHolder(entry.idempotency_key, entry.body_hash);
         if (holder && holder.job_id !== job.job_id) return holder;
-        if (!holder) {
-          this.sql.exec("INSERT INTO idempotency (key, job_id, body_hash) VALUES (?, ?, ?)", entry.idempotency_key, job.job_id, entry.body_hash ?? "");
-        }
+        if (!holder) this.holdKey(entry.idempotency_key, job.job_id, entry.body_hash);
       }
       this.apply(job, entry.version);
       return { admitted: true };
@@ -133,9 +142,28 @@ export class TenantProjection extends DurableObject<Env> {
     return held ? { admitted: false, job_id: held.job_id, same_body: held.body_hash === bodyHash, job: this.snapshot(held.job_id) } : null;
   }
 
-  /** Applies a job snapshot if it is newer than the one held; ignored for deleted jobs. */
-  upsert(job: Job, version: number): void {
-    this.change(() => this.apply(job, version));
+  /**
+   * Applies a job snapshot if it is newer than the one held; ignored for deleted jobs. A job not
+   * held here that claims its idempotency key was never registered by its submit (cut short
+   * after making it): it takes the key, as `admit` would have, unless another job holds it. Then
+   * nothing is applied and that job is named, for this one to discard itself: the submit's
+   * repeat made it, and that is the job its client was answered with.
+   */
+  upsert(job: Job, version: number, claim?: KeyClaim): Upserted {
+    return this.change((): Upserted => {
+      const held = this.held(job.job_id);
+      if (claim && !held.deleted && !held.snapshot) {
+        const holder = this.sql.exec<{ job_id: string }>("SELECT job_id FROM idempotency WHERE key = ?", claim.idempotency_key).toArray()[0];
+        if (holder && holder.job_id !== job.job_id) return { superseded_by: holder.job_id };
+        if (!holder) this.holdKey(claim.idempotency_key, job.job_id, claim.body_hash);
+      }
+      this.apply(job, version, held);
+      return { superseded_by: null };
+    });
+  }
+
+  private holdKey(key: string, jobId: string, bodyHash: string | null): void {
+    this.sql.exec("INSERT INTO idempotency (key, job_id, body_hash) VALUES (?, ?, ?)", key, jobId, bodyHash ?? "");
   }
 
   /**
@@ -164,8 +192,8 @@ export class TenantProjection extends DurableObject<Env> {
     });
   }
 
-  private apply(job: Job, version: number): void {
-    const { deleted, snapshot: held } = this.held(job.job_id);
+  private apply(job: Job, version: number, known = this.held(job.job_id)): void {
+    const { deleted, snapshot: held } = known;
     if (deleted) return;
     const body = JSON.stringify(job);
     const now = Date.now();

@@ -1,8 +1,9 @@
-import { runDurableObjectAlarm } from "cloudflare:test";
+import { env, runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { api, drive, driveTo, getJob, post, runStub, storedTables, waitFor } from "../helpers";
+import { app } from "../../src/app";
+import { api, drive, driveTo, getJob, post, runStub, settle, storedTables, waitFor } from "../helpers";
 import type { Job } from "../../src/schemas";
-import { withBindings } from "../faults";
+import { failingStubs, jobIdOf, overlay, withBindings } from "../faults";
 import { RECEIVER_URL, WEBHOOK_SECRET_PREVIOUS, type Delivery } from "./protocol";
 
 let counter = 0;
@@ -241,6 +242,28 @@ describe("webhooks", () => {
     expect(deliveries[1].body).toMatchObject({ job_id: id, status: "cancelled" });
     expect(await storedTables(id)).toEqual([]);
     expect((await api(`/api/v1/runs/${id}`)).status).toBe(404);
+  });
+
+  it("a keyed submit cut short after making its job (its Worker stopped before the projection's entry): only the job of its repeat calls back", async () => {
+    const t = token();
+    const body = JSON.stringify({ prompt: "hooked", webhook_url: `${RECEIVER_URL}/hooks/ok/${t}`, config: { simulate: { steps: 1, step_ms: 1 } } });
+    const submitWith = (bindings: Env) =>
+      app.request("http://localhost/api/v1/runs", { method: "POST", headers: { "content-type": "application/json", "Idempotency-Key": t }, body }, bindings);
+    // The projection's entry fails, and so does undoing the job: it runs, registered nowhere.
+    const discardFails = failingStubs(env.RUNS, "discard", [1], "before");
+    const admitFails = failingStubs(env.PROJECTIONS, "admit", [1], "before");
+    expect((await submitWith(overlay(env, { RUNS: discardFails.proxy, PROJECTIONS: admitFails.proxy }))).status).toBe(500);
+    const first = jobIdOf(discardFails.names[0]);
+    const again = await submitWith(env);
+    expect(again.status).toBe(202);
+    const { job_id: second } = await again.json<{ job_id: string }>();
+
+    // The first ends, reports, finds its key held by the second and goes, its webhook owed but never called.
+    for (let i = 0; i < 20 && (await api(`/api/v1/runs/${first}`)).status === 200; i++) await settle(first);
+    expect((await api(`/api/v1/runs/${first}`)).status).toBe(404);
+    expect((await drive(second)).status).toBe("succeeded");
+    await settleWebhook(second);
+    expect((await deliveriesTo(t)).map((d) => [d.body.job_id, d.body.event])).toEqual([[second, "run.succeeded"]]);
   });
 
   it("a job without webhook_url shows no webhook", async () => {
