@@ -1,9 +1,9 @@
 /** Retry from where it failed: a new job that copies the finished steps' outputs and runs the rest. */
-import { env } from "cloudflare:test";
+import { env, runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { app } from "../src/app";
 import { countingStubs, failing, failingStubs, gatedBucket, jobIdOf, overlay, resetError } from "./faults";
-import { api, drive, eventLog, finished, getJob, post, r2Keys, submit, submitQueued } from "./helpers";
+import { api, drive, eventLog, finished, getJob, post, r2Keys, runStub, submit, submitQueued } from "./helpers";
 import type { Job } from "../src/schemas";
 
 const retry = (id: string, body?: unknown) =>
@@ -288,6 +288,36 @@ describe("a retry that fails part-way", () => {
     const prefix = gate.keys[0].slice(0, gate.keys[0].indexOf("/steps/") + 1);
     expect(prefix).toMatch(/^runs\/default\/run_[A-Za-z0-9]+\/$/);
     expect(await r2Keys(prefix)).toEqual([]);
+  });
+
+  it("a keyed retry cut short after making its new job: the repeat's job holds the key, and the first discards itself", async () => {
+    const old = await failedAtStep2("keyed retry cut short");
+    const keyedWith = (settings: Partial<Env>) =>
+      app.request(
+        `http://localhost/api/v1/runs/${old.job_id}/retry`,
+        { method: "POST", headers: { "content-type": "application/json", "Idempotency-Key": "retry-cut-short" }, body: JSON.stringify(fixed) },
+        overlay(env, settings),
+      );
+    // Its Worker stops between making the job and the projection's entry: here the entry fails, and so does undoing it.
+    const discardFails = failingStubs(env.RUNS, "discard", [1], "before");
+    const cut = await keyedWith({ RUNS: discardFails.proxy, PROJECTIONS: failingStubs(env.PROJECTIONS, "admit", [1], "before").proxy });
+    expect(cut.status).toBe(500);
+    const first = jobIdOf(discardFails.names[0]);
+    expect((await getJob(first)).retry_of).toBe(old.job_id);
+
+    const again = await keyedWith({});
+    expect(again.status).toBe(202);
+    const { job_id: second } = await again.json<{ job_id: string }>();
+    expect(second).not.toBe(first);
+    for (let i = 0; i < 20 && (await api(`/api/v1/runs/${first}`)).status === 200; i++) await runDurableObjectAlarm(runStub(first));
+    expect((await api(`/api/v1/runs/${first}`)).status).toBe(404);
+    expect(await r2Keys(`runs/default/${first}/`)).toEqual([]);
+
+    const listedRetries = (await (await api("/api/v1/runs?page_size=100")).json<{ jobs: Job[] }>()).jobs.filter((job) => job.retry_of === old.job_id);
+    expect(listedRetries.map((job) => job.job_id)).toEqual([second]);
+    const late = await keyedWith({});
+    expect(late.headers.get("Idempotent-Replayed")).toBe("true");
+    expect((await late.json<{ job_id: string }>()).job_id).toBe(second);
   });
 
   it("removing its copies failing too: the retry's own failure is the answer", async () => {

@@ -198,8 +198,9 @@ export async function enter(c: Ctx, spec: RunSpec, hash: string | null, now: num
   }
 
   const run = runStub(c, spec.job_id);
-  // The job keeps what its key is held with, to claim the key itself should this submit stop before the projection's entry.
-  const stored: RunSpec = key === null ? spec : { ...spec, body_hash: hash };
+  // The job keeps what its key is held with, to claim the key itself should this submit stop
+  // before the projection's entry (a retry's spec, made from the old job's, must not keep the old hash).
+  const stored: RunSpec = { ...spec, body_hash: key === null ? null : hash };
   const made = await run.create(stored, place.granted, copied, revision).catch(async (error: unknown) => {
     // The call may have failed after the job was made (its answer lost on the way back): the job
     // is discarded, so that a submit answered with a failure leaves none to run, and then its
