@@ -3,7 +3,8 @@
  * change that caused it and delivered by the alarm, idempotently, until it lands. One row per
  * kind, one handler per kind; a handler gets the object's `ctx` and `env` and nothing else.
  *
- * - `projection`: the job's newest snapshot, for the tenant's list and stats;
+ * - `projection`: the job's newest snapshot, for the tenant's list and stats, with the idempotency
+ *   key it claims (a job its submit never registered takes its key, or learns it is superseded);
  * - `line`: the job left the tenant's line (it ended, stopped for input, or was deleted), or
  *   joins it again (answered);
  * - `webhook`: the webhook of the job's latest pause or end;
