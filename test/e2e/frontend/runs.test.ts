@@ -85,10 +85,14 @@ describe("the reference frontend in local development: runs submitted, watched, 
     const id = await submitRun(page, "Cancelled once", { steps: 5, step_ms: 60_000 });
     await page.waitForSelector("#detail-status.running", { timeout: 20_000 });
     const { statuses: sent } = await meetFates(page, `**/api/v1/runs/${id}/cancel`, "POST", ["lost"]);
+    // The page sends it again 1 s after the loss; the stream may show the cancel well before.
+    const refused = page.waitForResponse((res) => res.request().method() === "POST" && res.status() === 400);
     await page.click("#cancel-button");
     await page.waitForSelector("#detail-status.cancelled", { timeout: 15_000 });
-    await expect.poll(() => sent).toEqual([200, 400]);
+    await refused;
+    // One more turn of the page's event loop: the answer has been handled.
     await page.evaluate(() => new Promise((done) => setTimeout(done, 0)));
+    expect(sent).toEqual([200, 400]);
     expect(await page.locator("#notice").isHidden()).toBe(true);
     expect(problems.filter((p) => !/ERR_CONNECTION_RESET|400/.test(p))).toEqual([]);
     await page.close();
