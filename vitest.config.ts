@@ -75,10 +75,11 @@ export default defineConfig({
         },
         { ratelimits: { RATE_LIMITER: { simple: { limit: 50, period: 60 } }, TOKEN_RATE_LIMITER: { simple: { limit: 20, period: 60 } } } },
       ),
-      // Scoped tokens: API keys for two tenants and a secret to sign tokens with.
+      // Scoped tokens, and the API document checked against the answers: API keys for two tenants
+      // and a secret to sign tokens with.
       workers(
         "workers-tokens",
-        ["test/tokens/*.test.ts"],
+        ["test/tokens/*.test.ts", "test/document/*.test.ts"],
         {
           API_KEYS: JSON.stringify({ [sha256("key-alpha")]: "alpha", [sha256("key-beta")]: "beta" }),
           TOKEN_SECRET,

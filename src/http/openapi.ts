@@ -34,6 +34,10 @@ const EITHER_SCHEME = Object.keys(SECURITY_SCHEMES).map((scheme) => ({ [scheme]:
 const KEYED_RESPONSES: Record<number, OperationResponse> = {
   401: { json: errorSchema, description: "No key or token, a wrong one (`Unauthorized`), or an expired token (`Token expired`)" },
   429: { json: errorSchema, description: "Past the key's or the token's rate limit (`Rate limit exceeded for this API key`, `… for this token`), with `Retry-After`" },
+  503: {
+    json: errorSchema,
+    description: "A setting of the deployment is malformed (`Service misconfigured: …`), or, with `Retry-After`, the service is overloaded, being updated or briefly unavailable (`Service overloaded; retry shortly`, …)",
+  },
 };
 
 const COMPONENTS = "#/components/schemas/";

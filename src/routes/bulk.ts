@@ -14,7 +14,7 @@ import { valid } from "../http/validation";
 import type { BulkAction } from "../bulk/BulkObject";
 import { matchingJobs } from "../tenant/sharded";
 import { bulkAcceptedSchema, bulkBodySchema, bulkIdParamSchema, bulkProgressSchema, errorSchema, instantOf, MAX_BULK_MATCHES } from "../schemas";
-import { requestOrigin } from "./reach";
+import { keyOnlyForbidden, requestOrigin } from "./reach";
 
 export const bulk = new Hono<AppEnv>();
 export const bulkOperations: Operation[] = [];
@@ -30,6 +30,7 @@ for (const action of ["cancel", "delete"] as const satisfies BulkAction[]) {
     responses: {
       202: { json: bulkAcceptedSchema, description: "Accepted; follow it at GET /api/v1/runs/bulk/{bulk_id}" },
       400: { json: errorSchema, description: "The filter matches too many jobs" },
+      403: keyOnlyForbidden("bulk operations"),
       422: { json: errorSchema, description: "The request breaks the schema" },
     },
   });
@@ -61,7 +62,11 @@ bulkOperations.push({
   path: "/api/v1/runs/bulk/{bulk_id}",
   summary: "Progress of a bulk cancel or delete",
   params: bulkIdParamSchema,
-  responses: { 200: { json: bulkProgressSchema, description: "Its progress" }, 404: { json: errorSchema, description: "Unknown bulk operation" } },
+  responses: {
+    200: { json: bulkProgressSchema, description: "Its progress" },
+    403: keyOnlyForbidden("bulk operations"),
+    404: { json: errorSchema, description: "Unknown bulk operation" },
+  },
 });
 
 bulk.get("/api/v1/runs/bulk/:bulk_id", valid("param", bulkIdParamSchema), async (c) => {

@@ -6,7 +6,7 @@ import type { Context } from "hono";
 import type { AppEnv } from "../auth";
 import { jobNotFound, raise } from "../errors";
 import { isJobId, jobOutputUrl, jobUrl, runObjectName } from "../ids";
-import { errorSchema } from "../schemas";
+import { errorSchema, type Scope } from "../schemas";
 import { reaches, reachNeedsJob } from "../tokens";
 
 export type Ctx = Context<AppEnv>;
@@ -17,6 +17,15 @@ export const errors = {
   404: { json: errorSchema, description: "Unknown job" },
   422: { json: errorSchema, description: "The request breaks the schema" },
 };
+
+/** 403 for a scoped token without the scope an operation needs (`scope` in src/auth.ts). */
+export const withoutScope = (needed: Scope, besides = "") => ({
+  json: errorSchema,
+  description: `A scoped token without \`${needed}\` (\`Token does not allow ${needed}\`)${besides}`,
+});
+
+/** 403 for any scoped token, on what only a key may do (`keyOnly` in src/auth.ts). */
+export const keyOnlyForbidden = (what: string) => ({ json: errorSchema, description: `Only a key may; a scoped token gets \`Token does not allow ${what}\`` });
 
 /** The job's object; an id that can name no job is answered as an unknown one. */
 export function runStub(c: Ctx, id: string) {

@@ -13,7 +13,7 @@ import { valid } from "../http/validation";
 import type { CopiedStep, RunSpec } from "../run/job";
 import type { FinishedPart } from "../run/store";
 import { simulateKnobs } from "../runners/simulated";
-import { errorSchema, jobIdParamSchema, retryBodySchema, submitResponseSchema } from "../schemas";
+import { errorSchema, jobIdParamSchema, keyConflictSchema, retryBodySchema, submitResponseSchema } from "../schemas";
 import { copyPart, outputPrefix, partKey, purgePrefix } from "../storage/blobs";
 import { placeJob } from "../tenant/shards";
 import { enter, keyed, knobsWithinSteps, mustFit, mustSignWebhooks, spending, tokenConfig, tokenized, undo } from "./entry";
@@ -36,7 +36,7 @@ retryOperations.push({
     400: errors[400],
     403: { json: errorSchema, description: "A scoped token without `submit`, or past its `max_submits`" },
     404: errors[404],
-    409: { json: errorSchema, description: "The idempotency key names a job made by another request" },
+    409: { json: keyConflictSchema, description: "The idempotency key names a job made by another request" },
     413: { json: errorSchema, description: "Body over the size limit, or a job too large to store" },
     422: errors[422],
     429: { json: errorSchema, description: "The tenant holds as many queued jobs as it may; retry after Retry-After" },

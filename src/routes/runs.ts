@@ -25,6 +25,7 @@ import {
   jobSchema,
   listQuerySchema,
   listResponseSchema,
+  noResultSchema,
   resultSchema,
   streamQuerySchema,
   type Job,
@@ -33,7 +34,7 @@ import { runFilter } from "./filter";
 import { bodyHash, heldAs, idempotencyHeader } from "./idempotency";
 import { serveOutput } from "./output";
 import { inlineResult } from "../storage/blobs";
-import { errors, reachable, resultUrl, runStub, shown, tokenExpiry, type Ctx } from "./reach";
+import { errors, reachable, resultUrl, runStub, shown, tokenExpiry, withoutScope, type Ctx } from "./reach";
 
 export const runs = new Hono<AppEnv>();
 /** What the OpenAPI document says of these routes. */
@@ -62,7 +63,12 @@ runOperations.push({
   path: "/api/v1/runs",
   summary: "List runs, newest first",
   query: listQuerySchema,
-  responses: { 200: { json: listResponseSchema, description: "A page of runs" }, 400: errors[400], 422: errors[422] },
+  responses: {
+    200: { json: listResponseSchema, description: "A page of runs" },
+    400: errors[400],
+    403: withoutScope("read", ", or one limited to `runs` (`Token does not allow list`)"),
+    422: errors[422],
+  },
 });
 
 function decodeCursor(cursor: string): number {
@@ -105,7 +111,7 @@ runOperations.push({
   path: "/api/v1/runs/{id}",
   summary: "Status of a run",
   params: jobIdParamSchema,
-  responses: { 200: { json: jobSchema, description: "The job" }, 404: errors[404] },
+  responses: { 200: { json: jobSchema, description: "The job" }, 403: withoutScope("read"), 404: errors[404] },
 });
 
 runs.get("/api/v1/runs/:id", scope("read"), valid("param", jobIdParamSchema), async (c) => {
@@ -120,7 +126,12 @@ runOperations.push({
   path: "/api/v1/runs/{id}/result",
   summary: "Result of a succeeded run",
   params: jobIdParamSchema,
-  responses: { 200: { json: resultSchema, description: "The result" }, 400: errors[400], 404: errors[404] },
+  responses: {
+    200: { json: resultSchema, description: "The result" },
+    400: { json: noResultSchema, description: "The job has not succeeded (a failed job's `error` beside `detail`)" },
+    403: withoutScope("read"),
+    404: errors[404],
+  },
 });
 
 runs.get("/api/v1/runs/:id/result", scope("read"), valid("param", jobIdParamSchema), async (c) => {
@@ -163,6 +174,7 @@ runOperations.push({
     200: { description: "The output", media: "text/plain" },
     206: { description: "A byte range of the output", media: "text/plain" },
     304: { description: "Not modified: If-None-Match names the output's ETag" },
+    403: withoutScope("read"),
     404: errors[404],
     412: { json: errorSchema, description: "If-Match does not name the output's ETag" },
     416: { json: errorSchema, description: "The range is outside the output" },
@@ -189,6 +201,7 @@ runOperations.push({
       media: "text/event-stream",
     },
     400: errors[400],
+    403: withoutScope("stream"),
     404: errors[404],
   },
 });
@@ -212,7 +225,7 @@ runOperations.push({
   path: "/api/v1/runs/{id}/cancel",
   summary: "Cancel a queued or running run",
   params: jobIdParamSchema,
-  responses: { 200: { json: jobSchema, description: "The cancelled job" }, 400: errors[400], 404: errors[404] },
+  responses: { 200: { json: jobSchema, description: "The cancelled job" }, 400: errors[400], 403: withoutScope("cancel"), 404: errors[404] },
 });
 
 runs.post("/api/v1/runs/:id/cancel", scope("cancel"), valid("param", jobIdParamSchema), async (c) => {
@@ -231,6 +244,7 @@ runOperations.push({
   responses: {
     200: { json: jobSchema, description: "The job after the answer (with `Idempotent-Replayed: true`: an answer given before under this key)" },
     400: { json: errorSchema, description: "A malformed Idempotency-Key" },
+    403: withoutScope("input"),
     404: errors[404],
     409: { json: errorSchema, description: "The job is not awaiting input (it was answered, or never asked), or the idempotency key was used for another answer" },
     422: errors[422],
@@ -256,6 +270,7 @@ runOperations.push({
   responses: {
     204: { description: "Deleted" },
     400: errors[400],
+    403: withoutScope("delete"),
     404: errors[404],
     422: errors[422],
     500: { json: errorSchema, description: "Purging failed; the job is gone and the purge is retried" },

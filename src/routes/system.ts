@@ -6,6 +6,7 @@ import { activeRunnerName } from "../runners";
 import { healthSchema, statsSchema } from "../schemas";
 import { tenantStats } from "../tenant/sharded";
 import { buildVersion } from "../version";
+import { keyOnlyForbidden } from "./reach";
 
 export const system = new Hono<AppEnv>();
 export const systemOperations: Operation[] = [];
@@ -24,7 +25,7 @@ systemOperations.push({
   method: "get",
   path: "/stats",
   summary: "Counts of the caller's jobs by status",
-  responses: { 200: { json: statsSchema, description: "Counts" } },
+  responses: { 200: { json: statsSchema, description: "Counts" }, 403: keyOnlyForbidden("stats") },
 });
 
 system.get("/stats", async (c) => c.json(await tenantStats(c.env, c.get("tenant")), 200));

@@ -139,6 +139,14 @@ export const errorSchema = lazy(() =>
   named(z.object({ detail: z.union([z.string(), z.array(z.record(z.string(), z.unknown()))]) }), "Error"),
 );
 
+/** 409 for an idempotency key that names a job made from another body: that job beside `detail`, as PraisonAI answers. */
+export const keyConflictSchema = lazy(() =>
+  named(z.object({ detail: z.string(), job_id: z.string(), status: statusSchema(), message: z.string() }), "IdempotencyConflict"),
+);
+
+/** 400 for the result of a job that has none: a failed job's `error` beside `detail`. */
+export const noResultSchema = lazy(() => named(z.object({ detail: z.string(), error: z.optional(z.nullable(z.string())) }), "NoResult"));
+
 export const jobIdParamSchema = lazy(() =>
   z.object({
     id: z.string().check(z.meta({ example: "run_abc123" })),

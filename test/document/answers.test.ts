@@ -1,0 +1,225 @@
+/**
+ * The API document against the service's answers: a walk through every operation of
+ * /openapi.json as clients meet it (a job in each status, refusals, a scoped token without the
+ * scope, a deployment with a malformed setting), each answer's status declared for its operation
+ * and its body what the document declares there: JSON valid against the declared schema, or the
+ * declared media type. A client generated from the document reads every answer it is given.
+ */
+import { Validator, type Schema } from "@cfworker/json-schema";
+import { runDurableObjectAlarm } from "cloudflare:test";
+import { beforeAll, describe, expect, it } from "vitest";
+import { api, lineStub, runStub } from "../helpers";
+import { ALPHA, bearer, fetchWith, JSON_TYPE, type Minted } from "../tokens/helpers";
+
+type Declared = { description: string; content?: Record<string, { schema: Schema }> };
+type Document = { paths: Record<string, Record<string, { responses: Record<string, Declared> }>>; components: { schemas: Record<string, Schema> } };
+
+let document: Document;
+/** What each answer broke of the document, and the answers met, as "METHOD /path/{template} status". */
+const problems: string[] = [];
+const met = new Set<string>();
+
+beforeAll(async () => {
+  document = await (await api("/openapi.json")).json<Document>();
+});
+
+/** The operation a request is: a literal path before a template (`/api/v1/runs/events` is not a job's id). */
+function operationOf(method: string, pathname: string): string | null {
+  if (document.paths[pathname]?.[method]) return pathname;
+  const templated = Object.keys(document.paths).find(
+    (path) => document.paths[path][method] && new RegExp(`^${path.replace(/\{[^}]+\}/g, "[^/]+")}$`).test(pathname),
+  );
+  return templated ?? null;
+}
+
+/** Checks one answer against the document; gives back its JSON body, when it has one. */
+async function checked(method: string, path: string, res: Response): Promise<any> {
+  const pathname = new URL(path, "http://localhost").pathname;
+  const operation = operationOf(method.toLowerCase(), pathname);
+  const name = `${method} ${operation ?? pathname} ${res.status}`;
+  met.add(name);
+  const type = res.headers.get("content-type") ?? "";
+  if (type.startsWith("text/event-stream")) await res.body?.cancel();
+  const text = type.startsWith("text/event-stream") ? "" : await res.text();
+  if (operation === null) {
+    problems.push(`${name}: no operation`);
+    return null;
+  }
+  const declared = document.paths[operation][method.toLowerCase()].responses[String(res.status)];
+  if (!declared) {
+    problems.push(`${name}: status not declared (${text.slice(0, 120)})`);
+    return null;
+  }
+  const media = Object.keys(declared.content ?? {});
+  if (media.length === 0) {
+    if (text !== "") problems.push(`${name}: a body where none is declared`);
+    return null;
+  }
+  if (!media.some((m) => type.startsWith(m))) {
+    problems.push(`${name}: ${type} where the document declares ${media}`);
+    return null;
+  }
+  if (!type.startsWith("application/json")) return null;
+  const body = JSON.parse(text);
+  // The schema with the document's components beside it, for its `#/components/schemas/…` references.
+  const schema = { ...structuredClone(declared.content!["application/json"].schema), components: structuredClone(document.components) } as Schema;
+  for (const error of new Validator(schema, "2020-12", false).validate(body).errors) problems.push(`${name}: ${error.instanceLocation} ${error.error}`);
+  return body;
+}
+
+/** A request through the Worker as tenant alpha (its key unless `headers` says otherwise), checked. */
+async function call(method: string, path: string, body?: unknown, headers: Record<string, string> = ALPHA): Promise<{ status: number; body: any; res: Response }> {
+  const init: RequestInit = { method, headers: { ...headers } };
+  if (body !== undefined) {
+    init.body = typeof body === "string" ? body : JSON.stringify(body);
+    init.headers = { ...JSON_TYPE, ...headers };
+  }
+  const res = await api(path, init);
+  const copy = res.clone();
+  return { status: res.status, body: await checked(method, path, res), res: copy };
+}
+
+const simulated = (simulate: Record<string, number>, extra: Record<string, unknown> = {}) => ({ prompt: "walk", config: { simulate: { step_ms: 1, ...simulate } }, ...extra });
+
+async function submitted(body: unknown, headers: Record<string, string> = ALPHA): Promise<string> {
+  const { status, body: answer } = await call("POST", "/api/v1/runs", body, { ...ALPHA, ...headers });
+  expect(status).toBe(202);
+  return answer.job_id;
+}
+
+/** Fires the job's alarms (and the line's, while it waits) until it has `status`. */
+async function driven(id: string, status: string): Promise<void> {
+  for (let i = 0; i < 50; i++) {
+    const job = await (await api(`/api/v1/runs/${id}`, { headers: ALPHA })).json<{ status: string }>();
+    if (job.status === status) return;
+    if (job.status === "queued") await runDurableObjectAlarm(lineStub("alpha"));
+    await runDurableObjectAlarm(runStub(id, "alpha"));
+  }
+  throw new Error(`${id} never reached ${status}`);
+}
+
+describe("every answer as /openapi.json declares it", () => {
+  it("a walk through every operation: each answer's status declared, its body valid against the declared schema", async () => {
+    await call("GET", "/health", undefined, {});
+    await call("GET", "/stats");
+    await call("GET", "/api/v1/tokens/verify");
+
+    // Jobs in every status, one with every field.
+    const done = await submitted(simulated({ steps: 2, output_bytes: 300 }));
+    const full = {
+      ...simulated({ steps: 3 }),
+      ...{ session_id: "walk", tags: ["w1", "w2"], metadata: { user: "u1" }, priority: 5, concurrency_key: "k1" },
+      ...{ queue_ttl_seconds: 600, retention_seconds: 3600, timeout: 60 },
+    };
+    const keyed = await submitted(full, { "Idempotency-Key": "walk-1" });
+    expect(await submitted(full, { "Idempotency-Key": "walk-1" })).toBe(keyed);
+    expect((await call("POST", "/api/v1/runs", { prompt: "another" }, { ...ALPHA, "Idempotency-Key": "walk-1" })).status).toBe(409);
+    const waiting = await submitted({ prompt: "later", delay_seconds: 3600 });
+    const running = await submitted(simulated({ steps: 3 }));
+    const asking = await submitted(simulated({ steps: 2, input_at_step: 1 }));
+    const failing = await submitted(simulated({ steps: 2, fail_at_step: 1 }));
+    await driven(done, "succeeded");
+    await driven(asking, "awaiting_input");
+    await driven(failing, "failed");
+    await driven(running, "running");
+    const jobs = [done, keyed, waiting, running, asking, failing];
+
+    // Refused submits.
+    const both = { prompt: "x", delay_seconds: 5, start_after: new Date().toISOString() };
+    for (const bad of [{}, { prompt: 5 }, { prompt: "x", priority: "high" }, both, "not json", simulated({ fail_at_step: 9 })]) await call("POST", "/api/v1/runs", bad);
+    await call("POST", "/api/v1/runs", JSON.stringify({ prompt: "x".repeat(1_100_000) }));
+
+    // Reads of each job, and of none.
+    for (const id of [...jobs, "run_unknown"]) {
+      await call("GET", `/api/v1/runs/${id}`);
+      await call("GET", `/api/v1/runs/${id}/result`);
+      await call("GET", `/api/v1/runs/${id}/output`);
+      await call("GET", `/api/v1/runs/${id}/stream`);
+    }
+    await call("GET", `/api/v1/runs/${done}/stream?after=x`);
+    const etag = (await call("GET", `/api/v1/runs/${done}/output`)).res.headers.get("etag")!;
+    await call("GET", `/api/v1/runs/${done}/output`, undefined, { ...ALPHA, "If-None-Match": etag });
+    await call("GET", `/api/v1/runs/${done}/output`, undefined, { ...ALPHA, "If-Match": '"other"' });
+    await call("GET", `/api/v1/runs/${done}/output`, undefined, { ...ALPHA, Range: "bytes=0-9" });
+    await call("GET", `/api/v1/runs/${done}/output`, undefined, { ...ALPHA, Range: "bytes=99999-" });
+
+    // Lists and the feed.
+    for (const query of ["", "?status=succeeded", "?status=bogus", "?session_id=walk", "?tag=w1&tag=w2", "?metadata.user=u1", "?page=2&page_size=1", "?page_size=0", "?cursor=garbage"]) {
+      await call("GET", `/api/v1/runs${query}`);
+    }
+    const { body: page } = await call("GET", "/api/v1/runs?page_size=2");
+    await call("GET", `/api/v1/runs?cursor=${page.next_cursor}`);
+    await call("GET", "/api/v1/runs/events");
+    await call("GET", "/api/v1/runs/events?status=bogus");
+
+    // Acting on jobs.
+    await call("POST", `/api/v1/runs/${asking}/input`, { action: "bogus" });
+    await call("POST", `/api/v1/runs/${asking}/input`, { action: "approve", input: "fine" });
+    await call("POST", `/api/v1/runs/${asking}/input`, { action: "approve" });
+    await call("POST", "/api/v1/runs/run_unknown/input", { action: "approve" });
+    await call("DELETE", `/api/v1/runs/${running}`);
+    await call("POST", `/api/v1/runs/${running}/cancel`);
+    await call("POST", `/api/v1/runs/${running}/cancel`);
+    await call("POST", "/api/v1/runs/run_unknown/cancel");
+    await call("POST", `/api/v1/runs/${failing}/retry`, { from_step: "failed" });
+    await call("POST", `/api/v1/runs/${failing}/retry`, { bogus: 1 });
+    await call("POST", `/api/v1/runs/${done}/retry`, {});
+    await call("POST", "/api/v1/runs/run_unknown/retry", {});
+    await call("DELETE", `/api/v1/runs/${waiting}?force=bogus`);
+    await call("DELETE", `/api/v1/runs/${waiting}?force=true`);
+    await call("DELETE", `/api/v1/runs/${waiting}`);
+
+    // Bulk operations.
+    const cancelling = await call("POST", "/api/v1/runs/bulk/cancel", { tags: ["w1"] });
+    await call("POST", "/api/v1/runs/bulk/cancel", {});
+    await call("POST", "/api/v1/runs/bulk/delete", { status: "bogus" });
+    await call("POST", "/api/v1/runs/bulk/delete", { status: "cancelled", tags: ["w1"] });
+    await call("GET", `/api/v1/runs/bulk/${cancelling.body.bulk_id}`);
+    await call("GET", "/api/v1/runs/bulk/bulk_unknown");
+
+    // Tokens, and what a token may not do.
+    await call("POST", "/api/v1/tokens", { scopes: [] });
+    const reader = (await call("POST", "/api/v1/tokens", { scopes: ["read"], session_id: "walk" })).body as Minted;
+    const limited = (await call("POST", "/api/v1/tokens", { scopes: ["read", "stream"], runs: [done] })).body as Minted;
+    const asReader = bearer(reader.token);
+    await call("GET", "/api/v1/tokens/verify", undefined, asReader);
+    await call("GET", `/api/v1/runs/${keyed}`, undefined, asReader);
+    await call("POST", `/api/v1/runs/${keyed}/cancel`, undefined, asReader);
+    await call("POST", `/api/v1/runs/${keyed}/input`, { action: "approve" }, asReader);
+    await call("DELETE", `/api/v1/runs/${keyed}`, undefined, asReader);
+    await call("GET", `/api/v1/runs/${keyed}/stream`, undefined, asReader);
+    await call("POST", "/api/v1/runs", { prompt: "x" }, asReader);
+    await call("POST", `/api/v1/runs/${keyed}/retry`, {}, asReader);
+    await call("GET", "/stats", undefined, asReader);
+    await call("POST", "/api/v1/runs/bulk/cancel", { tags: ["w1"] }, asReader);
+    await call("GET", `/api/v1/runs/bulk/${cancelling.body.bulk_id}`, undefined, asReader);
+    await call("POST", "/api/v1/tokens", { scopes: ["read"] }, asReader);
+    await call("GET", "/api/v1/runs/events", undefined, asReader);
+    await call("GET", "/api/v1/runs", undefined, bearer(limited.token));
+    await call("GET", "/api/v1/runs", undefined, {});
+    await call("GET", `/api/v1/runs/${done}`, undefined, bearer("ert_forged.token"));
+
+    // A deployment whose setting is malformed.
+    const misconfigured = await fetchWith({ CORS_ORIGINS: "https://app.example.com/" }, "/api/v1/runs", { headers: ALPHA });
+    await checked("GET", "/api/v1/runs", misconfigured);
+
+    expect(problems).toEqual([]);
+    // The walk met every operation, and the answers this file was written for.
+    for (const [path, operations] of Object.entries(document.paths)) {
+      for (const method of Object.keys(operations)) {
+        expect([...met].some((answer) => answer.startsWith(`${method.toUpperCase()} ${path} 2`)), `${method} ${path}`).toBe(true);
+      }
+    }
+    expect([...met]).toEqual(
+      expect.arrayContaining([
+        "POST /api/v1/runs 409",
+        "GET /api/v1/runs/{id}/result 400",
+        "POST /api/v1/runs/{id}/cancel 403",
+        "GET /stats 403",
+        "POST /api/v1/runs/bulk/cancel 403",
+        "GET /api/v1/runs 401",
+        "GET /api/v1/runs 503",
+      ]),
+    );
+  });
+});
