@@ -91,9 +91,14 @@ function operation(op: Operation) {
 export function openApiDocument(info: { title: string; version: string; description: string }, operations: Operation[]) {
   const paths: Record<string, Record<string, unknown>> = {};
   for (const op of operations) (paths[op.path] ??= {})[op.method] = operation(op);
-  // Every schema a route names is built by now, and with it every named one it holds.
-  const registry = z.toJSONSchema(z.globalRegistry, options) as { schemas: Record<string, Record<string, unknown>> };
-  const schemas = Object.fromEntries(Object.entries(registry.schemas).map(([id, schema]) => [id, bare(schema)]));
+  // Every schema a route names is built by now, and with it every named one it holds. Those a
+  // request's body reaches are given as the service reads them (a plain object takes a key it does
+  // not name, and drops it: FastAPI's way), the others as the service writes them.
+  const written = components("output");
+  const read = components("input");
+  const bodies = operations.flatMap((op) => (op.body ? [schemaOf(op.body)] : []));
+  const readable = reachable(bodies, read);
+  const schemas = Object.fromEntries(Object.keys(written).map((id) => [id, readable.has(id) ? read[id] : written[id]]));
   return {
     openapi: "3.1.0",
     info,
@@ -103,4 +108,30 @@ export function openApiDocument(info: { title: string; version: string; descript
       securitySchemes: SECURITY_SCHEMES,
     },
   };
+}
+
+/** Every named schema, as the service reads it (`input`) or writes it (`output`). */
+function components(io: "input" | "output"): Record<string, Record<string, unknown>> {
+  const registry = z.toJSONSchema(z.globalRegistry, { ...options, io }) as { schemas: Record<string, Record<string, unknown>> };
+  return Object.fromEntries(Object.entries(registry.schemas).map(([id, schema]) => [id, bare(schema)]));
+}
+
+/** The names of the components `roots` refer to, and those they refer to in turn. */
+function reachable(roots: unknown[], schemas: Record<string, unknown>): Set<string> {
+  const names = new Set<string>();
+  const visit = (node: unknown): void => {
+    if (Array.isArray(node)) return node.forEach(visit);
+    if (node === null || typeof node !== "object") return;
+    for (const [key, value] of Object.entries(node)) {
+      if (key === "$ref" && typeof value === "string" && value.startsWith(COMPONENTS)) {
+        const name = value.slice(COMPONENTS.length);
+        if (!names.has(name)) {
+          names.add(name);
+          visit(schemas[name]);
+        }
+      } else visit(value);
+    }
+  };
+  roots.forEach(visit);
+  return names;
 }

@@ -34,8 +34,8 @@ const modelFields = () => ({
   max_tokens: z.optional(int(1)),
 });
 
-/** A prompt: any text but blank. */
-const promptText = () => z.string().check(z.refine((p) => p.trim().length > 0, "prompt must not be empty"));
+/** A prompt: any text but blank (the document says so with a pattern: at least one character that is not white space). */
+const promptText = () => z.string().check(z.refine((p) => p.trim().length > 0, "prompt must not be empty"), z.meta({ pattern: "\\S" }));
 
 const budgetField = () => z.optional(described(int(1), "The job's token budget: a model call that would pass it is aborted and the job fails"));
 

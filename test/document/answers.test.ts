@@ -12,7 +12,8 @@ import { api, lineStub, runStub } from "../helpers";
 import { ALPHA, bearer, fetchWith, JSON_TYPE, type Minted } from "../tokens/helpers";
 
 type Declared = { description: string; content?: Record<string, { schema: Schema }> };
-type Document = { paths: Record<string, Record<string, { responses: Record<string, Declared> }>>; components: { schemas: Record<string, Schema> } };
+type Operation = { requestBody?: { content: Record<string, { schema: Schema }> }; responses: Record<string, Declared> };
+type Document = { paths: Record<string, Record<string, Operation>>; components: { schemas: Record<string, Schema> } };
 
 let document: Document;
 /** What each answer broke of the document, and the answers met, as "METHOD /path/{template} status". */
@@ -61,13 +62,23 @@ async function checked(method: string, path: string, res: Response): Promise<any
   }
   if (!type.startsWith("application/json")) return null;
   const body = JSON.parse(text);
-  // The schema with the document's components beside it, for its `#/components/schemas/…` references.
-  const schema = { ...structuredClone(declared.content!["application/json"].schema), components: structuredClone(document.components) } as Schema;
-  for (const error of new Validator(schema, "2020-12", false).validate(body).errors) problems.push(`${name}: ${error.instanceLocation} ${error.error}`);
+  for (const error of againstDocument(declared.content!["application/json"].schema, body)) problems.push(`${name}: ${error}`);
   return body;
 }
 
-/** A request through the Worker as tenant alpha (its key unless `headers` says otherwise), checked. */
+/** What `value` breaks of `schema`, a schema of the document, its `#/components/schemas/…` references resolved there. */
+function againstDocument(schema: Schema, value: unknown): string[] {
+  const whole = { ...structuredClone(schema), components: structuredClone(document.components) } as Schema;
+  return new Validator(whole, "2020-12", false).validate(value).errors.map((error) => `${error.instanceLocation} ${error.error}`);
+}
+
+/** The document's schema for an operation's JSON body. */
+const requestSchema = (method: string, path: string) => document.paths[path][method.toLowerCase()].requestBody!.content["application/json"].schema;
+
+/**
+ * A request through the Worker as tenant alpha (its key unless `headers` says otherwise), its
+ * answer checked; and a body the service took, checked against the operation's request schema.
+ */
 async function call(method: string, path: string, body?: unknown, headers: Record<string, string> = ALPHA): Promise<{ status: number; body: any; res: Response }> {
   const init: RequestInit = { method, headers: { ...headers } };
   if (body !== undefined) {
@@ -76,7 +87,12 @@ async function call(method: string, path: string, body?: unknown, headers: Recor
   }
   const res = await api(path, init);
   const copy = res.clone();
-  return { status: res.status, body: await checked(method, path, res), res: copy };
+  const answer = await checked(method, path, res);
+  const operation = operationOf(method.toLowerCase(), new URL(path, "http://localhost").pathname);
+  if (res.ok && typeof body === "object" && operation && document.paths[operation][method.toLowerCase()].requestBody) {
+    for (const error of againstDocument(requestSchema(method, operation), body)) problems.push(`${method} ${operation}: a body taken that the document refuses: ${error}`);
+  }
+  return { status: res.status, body: answer, res: copy };
 }
 
 const simulated = (simulate: Record<string, number>, extra: Record<string, unknown> = {}) => ({ prompt: "walk", config: { simulate: { step_ms: 1, ...simulate } }, ...extra });
@@ -114,7 +130,8 @@ describe("every answer as /openapi.json declares it", () => {
     const keyed = await submitted(full, { "Idempotency-Key": "walk-1" });
     expect(await submitted(full, { "Idempotency-Key": "walk-1" })).toBe(keyed);
     expect((await call("POST", "/api/v1/runs", { prompt: "another" }, { ...ALPHA, "Idempotency-Key": "walk-1" })).status).toBe(409);
-    const waiting = await submitted({ prompt: "later", delay_seconds: 3600 });
+    // A key the service does not name is dropped, as FastAPI drops it; the document allows it too.
+    const waiting = await submitted({ prompt: "later", delay_seconds: 3600, client_note: "not a field" });
     const running = await submitted(simulated({ steps: 3 }));
     const asking = await submitted(simulated({ steps: 2, input_at_step: 1 }));
     const failing = await submitted(simulated({ steps: 2, fail_at_step: 1 }));
@@ -128,6 +145,11 @@ describe("every answer as /openapi.json declares it", () => {
     const both = { prompt: "x", delay_seconds: 5, start_after: new Date().toISOString() };
     for (const bad of [{}, { prompt: 5 }, { prompt: "x", priority: "high" }, both, "not json", simulated({ fail_at_step: 9 })]) await call("POST", "/api/v1/runs", bad);
     await call("POST", "/api/v1/runs", JSON.stringify({ prompt: "x".repeat(1_100_000) }));
+    // A blank prompt breaks the schema: the service refuses it, and so does the document.
+    for (const prompt of ["", " \n\t"]) {
+      expect((await call("POST", "/api/v1/runs", { prompt })).status).toBe(422);
+      expect(againstDocument(requestSchema("POST", "/api/v1/runs"), { prompt })).not.toEqual([]);
+    }
 
     // Reads of each job, and of none.
     for (const id of [...jobs, "run_unknown"]) {
