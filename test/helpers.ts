@@ -50,8 +50,11 @@ export function lineStub(tenant = "default") {
   return env.LINES.getByName(tenant);
 }
 
-export async function getJob(id: string): Promise<Job> {
-  const res = await api(`/api/v1/runs/${id}`);
+export const getJob = (id: string): Promise<Job> => jobAs(id, {});
+
+/** The job, read with `headers` (a tenant's key, say). */
+export async function jobAs(id: string, headers: Record<string, string>): Promise<Job> {
+  const res = await api(`/api/v1/runs/${id}`, { headers });
   if (res.status !== 200) throw new Error(`GET answered ${res.status}: ${await res.text()}`);
   return res.json();
 }
@@ -76,14 +79,14 @@ export async function drive(id: string, maxAlarms = 200): Promise<Job> {
 
 /**
  * Fires the job's alarm (and, while it waits for a slot, the line's) until it has `status`: for a
- * status that is not terminal, such as `awaiting_input`.
+ * status that is not terminal, such as `awaiting_input`. `as`: the tenant's job, read with its key.
  */
-export async function driveTo(id: string, status: Job["status"], maxAlarms = 50): Promise<Job> {
+export async function driveTo(id: string, status: Job["status"], maxAlarms = 50, as = { tenant: "default", headers: {} as Record<string, string> }): Promise<Job> {
   for (let i = 0; i < maxAlarms; i++) {
-    const job = await getJob(id);
+    const job = await jobAs(id, as.headers);
     if (job.status === status) return job;
-    if (job.status === "queued") await runDurableObjectAlarm(lineStub());
-    await runDurableObjectAlarm(runStub(id));
+    if (job.status === "queued") await runDurableObjectAlarm(lineStub(as.tenant));
+    await runDurableObjectAlarm(runStub(id, as.tenant));
   }
   throw new Error(`job ${id} did not reach ${status} within ${maxAlarms} alarms`);
 }

@@ -6,9 +6,8 @@
  * declared media type. A client generated from the document reads every answer it is given.
  */
 import { Validator, type Schema } from "@cfworker/json-schema";
-import { runDurableObjectAlarm } from "cloudflare:test";
 import { beforeAll, describe, expect, it } from "vitest";
-import { api, lineStub, runStub } from "../helpers";
+import { api, driveTo } from "../helpers";
 import { ALPHA, bearer, fetchWith, JSON_TYPE, type Minted } from "../tokens/helpers";
 
 type Declared = { description: string; content?: Record<string, { schema: Schema }> };
@@ -33,11 +32,12 @@ function operationOf(method: string, pathname: string): string | null {
   return templated ?? null;
 }
 
-/** Checks one answer against the document; gives back its JSON body, when it has one. */
-async function checked(method: string, path: string, res: Response): Promise<any> {
-  const pathname = new URL(path, "http://localhost").pathname;
-  const operation = operationOf(method.toLowerCase(), pathname);
-  const name = `${method} ${operation ?? pathname} ${res.status}`;
+/** The operation a request's method and path (with its query, if any) name. */
+const operationAt = (method: string, path: string) => operationOf(method.toLowerCase(), new URL(path, "http://localhost").pathname);
+
+/** Checks one answer against the document, as the operation `path` names (null for none); gives back its JSON body, when it has one. */
+async function checked(method: string, path: string, res: Response, operation = operationAt(method, path)): Promise<any> {
+  const name = `${method} ${operation ?? new URL(path, "http://localhost").pathname} ${res.status}`;
   met.add(name);
   const type = res.headers.get("content-type") ?? "";
   if (type.startsWith("text/event-stream")) await res.body?.cancel();
@@ -79,20 +79,19 @@ const requestSchema = (method: string, path: string) => document.paths[path][met
  * A request through the Worker as tenant alpha (its key unless `headers` says otherwise), its
  * answer checked; and a body the service took, checked against the operation's request schema.
  */
-async function call(method: string, path: string, body?: unknown, headers: Record<string, string> = ALPHA): Promise<{ status: number; body: any; res: Response }> {
+async function call(method: string, path: string, body?: unknown, headers: Record<string, string> = ALPHA): Promise<{ status: number; body: any; headers: Headers }> {
   const init: RequestInit = { method, headers: { ...headers } };
   if (body !== undefined) {
     init.body = typeof body === "string" ? body : JSON.stringify(body);
     init.headers = { ...JSON_TYPE, ...headers };
   }
   const res = await api(path, init);
-  const copy = res.clone();
-  const answer = await checked(method, path, res);
-  const operation = operationOf(method.toLowerCase(), new URL(path, "http://localhost").pathname);
+  const operation = operationAt(method, path);
+  const answer = await checked(method, path, res, operation);
   if (res.ok && typeof body === "object" && operation && document.paths[operation][method.toLowerCase()].requestBody) {
     for (const error of againstDocument(requestSchema(method, operation), body)) problems.push(`${method} ${operation}: a body taken that the document refuses: ${error}`);
   }
-  return { status: res.status, body: answer, res: copy };
+  return { status: res.status, body: answer, headers: res.headers };
 }
 
 const simulated = (simulate: Record<string, number>) => ({ prompt: "walk", config: { simulate: { step_ms: 1, ...simulate } } });
@@ -103,16 +102,8 @@ async function submitted(body: unknown, headers: Record<string, string> = ALPHA)
   return answer.job_id;
 }
 
-/** Fires the job's alarms (and the line's, while it waits) until it has `status`. */
-async function driven(id: string, status: string): Promise<void> {
-  for (let i = 0; i < 50; i++) {
-    const job = await (await api(`/api/v1/runs/${id}`, { headers: ALPHA })).json<{ status: string }>();
-    if (job.status === status) return;
-    if (job.status === "queued") await runDurableObjectAlarm(lineStub("alpha"));
-    await runDurableObjectAlarm(runStub(id, "alpha"));
-  }
-  throw new Error(`${id} never reached ${status}`);
-}
+/** Tenant alpha's job driven to `status`. */
+const driven = (id: string, status: "succeeded" | "failed" | "running" | "awaiting_input") => driveTo(id, status, 50, { tenant: "alpha", headers: ALPHA });
 
 describe("every answer as /openapi.json declares it", () => {
   it("a walk through every operation: each answer's status declared, its body valid against the declared schema, each body taken valid against the request's", async () => {
@@ -159,7 +150,7 @@ describe("every answer as /openapi.json declares it", () => {
       await call("GET", `/api/v1/runs/${id}/stream`);
     }
     await call("GET", `/api/v1/runs/${done}/stream?after=x`);
-    const etag = (await call("GET", `/api/v1/runs/${done}/output`)).res.headers.get("etag")!;
+    const etag = (await call("GET", `/api/v1/runs/${done}/output`)).headers.get("etag")!;
     await call("GET", `/api/v1/runs/${done}/output`, undefined, { ...ALPHA, "If-None-Match": etag });
     await call("GET", `/api/v1/runs/${done}/output`, undefined, { ...ALPHA, "If-Match": '"other"' });
     await call("GET", `/api/v1/runs/${done}/output`, undefined, { ...ALPHA, Range: "bytes=0-9" });

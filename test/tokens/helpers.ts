@@ -1,11 +1,11 @@
 /** What the token tests share: the two tenants' keys, minting, a finished job, and every route that acts on one job. */
-import { createExecutionContext, env, runDurableObjectAlarm, waitOnExecutionContext } from "cloudflare:test";
+import { createExecutionContext, env, waitOnExecutionContext } from "cloudflare:test";
 import { expect } from "vitest";
 import worker from "../../src/index";
 import { type Scope } from "../../src/schemas";
 import { TOKEN_PREFIX } from "../../src/tokens";
 import { overlay } from "../faults";
-import { api, BASE, runStub } from "../helpers";
+import { api, BASE, driveTo } from "../helpers";
 
 export const ALPHA = { Authorization: "Bearer key-alpha" };
 export const BETA = { Authorization: "Bearer key-beta" };
@@ -46,12 +46,8 @@ export async function finishedJob(extra: Record<string, unknown> = {}): Promise<
   });
   expect(res.status).toBe(202);
   const { job_id } = await res.json<{ job_id: string }>();
-  for (let i = 0; i < 20; i++) {
-    const job = await (await api(`/api/v1/runs/${job_id}`, { headers: ALPHA })).json<{ status: string }>();
-    if (job.status === "succeeded") return job_id;
-    await runDurableObjectAlarm(runStub(job_id, "alpha"));
-  }
-  throw new Error("the job did not finish");
+  await driveTo(job_id, "succeeded", 20, { tenant: "alpha", headers: ALPHA });
+  return job_id;
 }
 
 /** Every route that acts on one job, the scope it needs, and how a token calls it. */
