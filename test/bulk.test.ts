@@ -3,6 +3,7 @@ import { abortAllDurableObjects, env, runDurableObjectAlarm, runInDurableObject 
 import { describe, expect, it } from "vitest";
 import { BULK_MIGRATIONS, BULK_REACH_ATTEMPTS } from "../src/bulk/BulkObject";
 import { migrate } from "../src/storage/migrations";
+import { failingStubs, resetError, withBindings } from "./faults";
 import { api, finished, getJob, post, r2Keys, runStub, storedTables, submit, submitQueued } from "./helpers";
 
 type Progress = { bulk_id: string; action: string; matched: number; done: number; skipped: number; failed: number; state: string };
@@ -143,6 +144,50 @@ describe("bulk cancel and delete", () => {
     expect((await getJob(fine)).status).toBe("cancelled");
     await mendJob(broken, brokenSpec);
     expect((await getJob(broken)).status).toBe("queued");
+  });
+
+  it("a job whose answer was lost is asked again and counted done, not skipped: the first ask cancelled or deleted it", async () => {
+    for (const action of ["cancel", "delete"] as const) {
+      const session = `bulk-lost-${action}-${Date.now()}`;
+      const [lost, answered] = [await submitQueued({}, { session_id: session }), await submitQueued({}, { session_id: session })];
+      const res = await post(`/api/v1/runs/bulk/${action}`, { session_id: session, force: action === "delete" ? true : undefined });
+      const { bulk_id } = await res.json<{ bulk_id: string }>();
+      // The first call does its work, and its answer never comes (the job's object reset before it answered).
+      await withBindings(bulkStub(bulk_id), { RUNS: failingStubs(env.RUNS, action, [1], "after", resetError).proxy });
+      await runDurableObjectAlarm(bulkStub(bulk_id));
+      expect(await progress(bulk_id)).toMatchObject({ matched: 2, done: 1, skipped: 0, failed: 0, state: "running" });
+      await runDurableObjectAlarm(bulkStub(bulk_id));
+      expect(await progress(bulk_id)).toMatchObject({ matched: 2, done: 2, skipped: 0, failed: 0, state: "done" });
+      for (const id of [lost, answered]) {
+        if (action === "cancel") expect((await getJob(id)).status).toBe("cancelled");
+        else expect((await api(`/api/v1/runs/${id}`)).status).toBe(404);
+      }
+    }
+  });
+
+  it("an operation whose record of its asks was lost asks again, and counts the jobs those asks reached done", async () => {
+    for (const action of ["cancel", "delete"] as const) {
+      const session = `bulk-reset-${action}-${Date.now()}`;
+      const ids = [await submitQueued({}, { session_id: session }), await submitQueued({}, { session_id: session })];
+      const res = await post(`/api/v1/runs/bulk/${action}`, { session_id: session, force: action === "delete" ? true : undefined });
+      const { bulk_id } = await res.json<{ bulk_id: string }>();
+      // Every ask does its work, and what the operation then writes of them is lost, as when its
+      // object is reset (a deploy, a crash) before it has written them.
+      await runInDurableObject(bulkStub(bulk_id), (_instance, state) => {
+        state.storage.transactionSync = () => {
+          throw new Error("injected: the operation's object reset before it wrote what its asks came to");
+        };
+      });
+      await runDurableObjectAlarm(bulkStub(bulk_id));
+      await abortAllDurableObjects();
+      expect(await progress(bulk_id)).toMatchObject({ matched: 2, done: 0, skipped: 0, state: "running" });
+      await runDurableObjectAlarm(bulkStub(bulk_id));
+      expect(await progress(bulk_id)).toMatchObject({ matched: 2, done: 2, skipped: 0, failed: 0, state: "done" });
+      for (const id of ids) {
+        if (action === "cancel") expect((await getJob(id)).status).toBe("cancelled");
+        else expect((await api(`/api/v1/runs/${id}`)).status).toBe(404);
+      }
+    }
   });
 
   it("an operation begun by the version before the count of tries goes on after the deploy, its jobs asked again too", async () => {

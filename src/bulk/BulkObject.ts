@@ -9,6 +9,7 @@ import { limits } from "../config";
 import type { Result } from "../errors";
 import { isJobId, runObjectName } from "../ids";
 import { logFailure } from "../log";
+import type { RunObject } from "../run/RunObject";
 import { hasTable, migrate } from "../storage/migrations";
 
 export type BulkAction = "cancel" | "delete";
@@ -46,6 +47,10 @@ export const BULK_MIGRATIONS = [
   `CREATE INDEX targets_pending ON targets (outcome) WHERE outcome IS NULL`,
   // How often the job could not be reached; it stays pending until BULK_REACH_ATTEMPTS.
   `ALTER TABLE targets ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0`,
+  // 1 once the job was asked. An ask may have done its work unheard (its answer lost, or the
+  // operation's object reset before writing the outcome), so a job asked again that is found
+  // gone (delete) or cancelled (cancel) is one the operation's own ask reached: done.
+  `ALTER TABLE targets ADD COLUMN asked INTEGER NOT NULL DEFAULT 0`,
 ] as const;
 
 type Operation = { bulk_id: string; tenant: string; action: BulkAction; force: number; finished_at: number | null };
@@ -109,11 +114,12 @@ export class BulkObject extends DurableObject<Env> {
       return;
     }
     try {
-      const batch = this.sql.exec<{ job_id: string }>("SELECT job_id FROM targets WHERE outcome IS NULL LIMIT ?", BATCH).toArray();
+      const batch = this.sql.exec<{ job_id: string; asked: number }>("SELECT job_id, asked FROM targets WHERE outcome IS NULL LIMIT ?", BATCH).toArray();
       let unreached = false;
       for (let i = 0; i < batch.length; i += CONCURRENCY) {
         const slice = batch.slice(i, i + CONCURRENCY);
-        const asked = await Promise.all(slice.map((t) => this.apply(op, t.job_id)));
+        this.sql.exec("UPDATE targets SET asked = 1 WHERE asked = 0 AND job_id IN (SELECT value FROM json_each(?))", JSON.stringify(slice.map((t) => t.job_id)));
+        const asked = await Promise.all(slice.map((t) => this.apply(op, t.job_id, t.asked === 1)));
         this.ctx.storage.transactionSync(() => {
           slice.forEach((t, k) => {
             if (asked[k] !== "unreached") return void this.sql.exec("UPDATE targets SET outcome = ? WHERE job_id = ?", asked[k], t.job_id);
@@ -139,8 +145,11 @@ export class BulkObject extends DurableObject<Env> {
     }
   }
 
-  /** The action on one job, through its own object, as the single route does it. */
-  private async apply(op: Operation, jobId: string): Promise<Asked> {
+  /**
+   * The action on one job, through its own object, as the single route does it. `askedBefore`:
+   * an earlier ask went out unheard, and may be what left the job gone or cancelled.
+   */
+  private async apply(op: Operation, jobId: string, askedBefore: boolean): Promise<Asked> {
     if (!isJobId(jobId)) return "skipped";
     const run = this.env.RUNS.getByName(runObjectName(op.tenant, jobId));
     try {
@@ -150,11 +159,18 @@ export class BulkObject extends DurableObject<Env> {
       const { code } = result;
       // A deleted job whose purge will be finished by its own alarm is gone all the same.
       if (code === "purge_failed") return "done";
+      if (askedBefore && op.action === "delete" && code === "not_found") return "done";
+      if (askedBefore && op.action === "cancel" && code === "invalid_state" && (await this.cancelled(run))) return "done";
       return code === "invalid_state" || code === "not_found" ? "skipped" : "failed";
     } catch (error) {
       logFailure("a bulk operation could not reach a job", error, { bulk_id: op.bulk_id, job_id: jobId });
       return "unreached";
     }
+  }
+
+  private async cancelled(run: DurableObjectStub<RunObject>): Promise<boolean> {
+    const current = await run.get();
+    return current.ok && current.job.status === "cancelled";
   }
 
   private operation(): Operation | null {

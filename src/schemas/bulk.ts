@@ -39,7 +39,7 @@ export const bulkProgressSchema = lazy(() =>
       action: z.enum(["cancel", "delete"]),
       matched: z.int(),
       done: z.int(),
-      skipped: described(z.int(), "Jobs the action did not apply to (already finished, not finished without force, or gone)"),
+      skipped: described(z.int(), "Jobs the action did not apply to when first asked (already finished, not finished without force, or gone)"),
       failed: z.int(),
       state: z.enum(["running", "done"]),
     }),
