@@ -76,11 +76,14 @@ function presentedCredential(headers: Headers): string | null {
 /** The two routes a browser's EventSource opens, which cannot carry headers: only they take `?token=`. */
 const TOKEN_IN_QUERY = /^\/api\/v1\/runs\/(events|[^/]+\/stream)$/;
 
-/** A token in the query, where one is allowed; refused anywhere else, so that tokens stay out of other URLs. */
+/**
+ * A token in the query, where one is allowed (a GET of those routes, or its HEAD, which answers the
+ * same headers); refused anywhere else, so that tokens stay out of other URLs.
+ */
 function queryToken(url: URL, method: string): string | null {
   const token = url.searchParams.get("token");
   if (token === null) return null;
-  if (method !== "GET" || !TOKEN_IN_QUERY.test(url.pathname)) {
+  if ((method !== "GET" && method !== "HEAD") || !TOKEN_IN_QUERY.test(url.pathname)) {
     throw new ApiError("bad_request", "?token= is accepted only by GET /api/v1/runs/{id}/stream and /api/v1/runs/events; send Authorization: Bearer <token>");
   }
   return token;

@@ -166,8 +166,25 @@ describe("?token= in the query", () => {
     await feed.body!.cancel();
   });
 
+  it("is taken by HEAD on the job's stream and the feed, which answer their headers alone; a token that is not good is refused there too", async () => {
+    const id = await finishedJob();
+    const { token } = await mint({ scopes: ["stream"], session_id: "s1" });
+    for (const path of [`/api/v1/runs/${id}/stream`, "/api/v1/runs/events"]) {
+      const head = await api(`${path}?token=${token}`, { method: "HEAD" });
+      expect(head.status, path).toBe(200);
+      expect(head.headers.get("Content-Type"), path).toMatch(/^text\/event-stream/);
+      expect(await head.text(), path).toBe("");
+      expect((await api(`${path}?token=${token.slice(0, -2)}xx`, { method: "HEAD" })).status, path).toBe(401);
+    }
+    // Beyond its reach, as GET: the job of another session is unknown to it.
+    const other = await mint({ scopes: ["stream"], session_id: "s2" });
+    expect((await api(`/api/v1/runs/${id}/stream?token=${other.token}`, { method: "HEAD" })).status).toBe(404);
+  });
+
   it.each([
     ["GET", ""],
+    ["HEAD", ""],
+    ["HEAD", "/output"],
     ["GET", "/result"],
     ["GET", "/output"],
     ["POST", "/cancel"],
@@ -177,7 +194,8 @@ describe("?token= in the query", () => {
     const { token } = await mint({ scopes: [...SCOPES], session_id: "s1" });
     const res = await api(`/api/v1/runs/${id}${suffix}?token=${token}`, { method });
     expect(res.status).toBe(400);
-    expect((await res.json<{ detail: string }>()).detail).toMatch(/^\?token= is accepted only by GET \/api\/v1\/runs\/\{id\}\/stream and \/api\/v1\/runs\/events/);
+    // A HEAD's answer has no body to say why.
+    if (method !== "HEAD") expect((await res.json<{ detail: string }>()).detail).toMatch(/^\?token= is accepted only by GET \/api\/v1\/runs\/\{id\}\/stream and \/api\/v1\/runs\/events/);
     expect((await api(`/api/v1/runs/${id}`, { headers: ALPHA })).status).toBe(200);
   });
 
