@@ -1,9 +1,11 @@
 /** Retry from where it failed: a new job that copies the finished steps' outputs and runs the rest. */
-import { env, runDurableObjectAlarm } from "cloudflare:test";
+import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { app } from "../src/app";
 import { countingStubs, failing, failingStubs, gatedBucket, jobIdOf, overlay, resetError } from "./faults";
 import { api, drive, eventLog, finished, getJob, post, r2Keys, runStub, submit, submitQueued } from "./helpers";
+import { HOLD_LAPSED, type PrefixHold } from "../src/run/hold";
+import type { RunSpec } from "../src/run/job";
 import type { Job } from "../src/schemas";
 
 const retry = (id: string, body?: unknown) =>
@@ -288,6 +290,57 @@ describe("a retry that fails part-way", () => {
     const prefix = gate.keys[0].slice(0, gate.keys[0].indexOf("/steps/") + 1);
     expect(prefix).toMatch(/^runs\/default\/run_[A-Za-z0-9]+\/$/);
     expect(await r2Keys(prefix)).toEqual([]);
+  });
+
+  it("stopped while it copies the old job's outputs: its new job's object holds the prefix, and purges the copies once the hold lapses", async () => {
+    // Two finished steps. The Worker stops during the second copy: here the copy fails, and so
+    // does the retry's own clean-up, as if it never ran.
+    const old = await drive(await submit({ steps: 3, fail_at_step: 3, output_bytes: 3 * 50_000 }));
+    const put = failing(env.OUTPUTS, "put", [2], "before");
+    const stopped = failing(put.proxy, "delete", [1, 2, 3], "before");
+    const keys: string[] = [];
+    const bucket = new Proxy(stopped.proxy, {
+      get: (target, prop) => (prop === "put" ? (key: string, ...rest: unknown[]) => (keys.push(key), (target.put as (...a: unknown[]) => unknown)(key, ...rest)) : Reflect.get(target, prop)),
+    });
+    const res = await retryWith(old.job_id, { OUTPUTS: bucket as R2Bucket });
+    expect(res.status).toBe(500);
+    const prefix = keys[0].slice(0, keys[0].indexOf("/steps/") + 1);
+    const id = prefix.split("/")[2];
+    expect(await r2Keys(prefix)).toHaveLength(1);
+    expect((await api(`/api/v1/runs/${id}`)).status).toBe(404);
+    const held = runStub(id);
+    const hold = () => runInDurableObject(held, (_instance, state) => state.storage.kv.get<PrefixHold>("prefix_hold"));
+    expect(await hold()).toMatchObject({ tenant: "default", job_id: id, lapsed: false });
+    // Its alarm before the hold lapses (a retry may still be copying) keeps the copy.
+    await runDurableObjectAlarm(held);
+    expect(await r2Keys(prefix)).toHaveLength(1);
+    const lapseNow = () => runInDurableObject(held, (_instance, state) => state.storage.kv.put("prefix_hold", { ...state.storage.kv.get<PrefixHold>("prefix_hold"), until: Date.now() - 1 }));
+    await lapseNow();
+    await runDurableObjectAlarm(held);
+    expect(await r2Keys(prefix)).toEqual([]);
+    expect(await hold()).toMatchObject({ lapsed: true });
+    // A retry still under way, if any, is refused from here on: another hold, or its job.
+    expect(await held.holdPrefix("default", id)).toBe(false);
+    const source = (await runStub(old.job_id).retrySource()) as unknown as { spec: RunSpec };
+    expect(await held.create({ ...source.spec, job_id: id, retry_of: old.job_id }, true, [], null)).toMatchObject({ ok: false, detail: HOLD_LAPSED });
+    // A day on, nothing of it is left.
+    await lapseNow();
+    await runDurableObjectAlarm(held);
+    expect(await hold()).toBeUndefined();
+    expect(await runDurableObjectAlarm(held)).toBe(false);
+    // The old job is as it was, and retried in full.
+    const again = await retry(old.job_id, {});
+    expect(again.status).toBe(202);
+    const { job_id } = await again.json<{ job_id: string }>();
+    expect((await drive(job_id)).progress.steps_completed).toBeGreaterThanOrEqual(2);
+  });
+
+  it("a retry that makes its job drops the hold on its prefix: the job owns it", async () => {
+    const old = await failedAtStep2();
+    const res = await retry(old.job_id, fixed);
+    const { job_id } = await res.json<{ job_id: string }>();
+    expect(await runInDurableObject(runStub(job_id), (_instance, state) => state.storage.kv.get("prefix_hold"))).toBeUndefined();
+    expect(await r2Keys(`runs/default/${job_id}/`)).toHaveLength(1);
   });
 
   it("a keyed retry cut short after making its new job: the repeat's job holds the key, and the first discards itself", async () => {

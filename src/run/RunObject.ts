@@ -17,6 +17,7 @@ import { hasTable, makeSchema, migrate } from "../storage/migrations";
 import type { Revision } from "../runners/types";
 import { Watchers, type NamedResult, type StreamFormat } from "./events";
 import { initialRow, rejectedAt, stepPercentage, storedInputRequest, type CopiedStep, type RunRow, type RunSpec, type StartAnswer } from "./job";
+import { Hold, HOLD_LAPSED } from "./hold";
 import { Outbox } from "./outbox";
 import { JobRecord } from "./record";
 import { Steps } from "./steps";
@@ -34,12 +35,14 @@ export class RunObject extends DurableObject<Env> {
   private readonly steps: Steps;
   private readonly watchers = new Watchers((after) => this.record.logAfter(after));
   private readonly outbox: Outbox;
+  private readonly hold: Hold;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
     this.limits = limits(env);
     this.outbox = new Outbox(ctx);
+    this.hold = new Hold(ctx, env, this.limits);
     const transitioned = (spec: RunSpec, from: RunRow, to: RunRow) => recordTransition(this.env, spec, from, to);
     this.record = new JobRecord(ctx, this.outbox, this.limits, hasTable(this.sql, "run"), transitioned);
     this.steps = new Steps(this.record, this.limits, () => this.watchers.notify());
@@ -63,8 +66,11 @@ export class RunObject extends DurableObject<Env> {
    */
   async create(spec: RunSpec, granted: boolean, copied: CopiedStep[] = [], revision: string | null = null): Promise<Result<{ job: Job; version: number }>> {
     if (this.record.hasJob) return fail("internal", "Job already exists");
+    if (this.hold.lapsed) return fail("internal", HOLD_LAPSED);
     let row: RunRow = { ...initialRow(spec), steps_completed: copied.length };
+    let held = false;
     this.record.create(() => {
+      held = this.hold.take();
       makeSchema(this.sql, RUN_MIGRATIONS, RUN_SCHEMA);
       this.record.store(spec, copied, revision);
       this.record.write(row);
@@ -81,7 +87,18 @@ export class RunObject extends DurableObject<Env> {
       }
     });
     if (granted) await this.record.armAlarm();
+    // A job that waits has no alarm: not even the one that kept its copies' prefix.
+    else if (held) await this.ctx.storage.deleteAlarm();
     return { ok: true, job: this.record.job(row), version: row.version };
+  }
+
+  /**
+   * Holds this job's output prefix before the job is made, while a retry copies the old job's
+   * outputs into it (see ./hold): purged if the job is never made. False once the hold lapsed.
+   */
+  async holdPrefix(tenant: string, jobId: string): Promise<boolean> {
+    if (this.record.hasJob) return false;
+    return this.hold.hold(tenant, jobId);
   }
 
   get(): Result<{ job: Job }> {
@@ -259,6 +276,8 @@ export class RunObject extends DurableObject<Env> {
    * went wrong, it schedules itself again a little later.
    */
   async alarm(): Promise<void> {
+    // No job here: a retry's hold on its prefix, if any, for a job never made.
+    if (!this.record.hasJob) return this.hold.lapse();
     try {
       await this.runDueWork();
     } catch (error) {

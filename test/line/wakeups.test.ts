@@ -1,7 +1,7 @@
 import { env, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { failingStubs, restoreBindings, withBindings } from "../faults";
-import { api, getJob, lineStub, runStub } from "../helpers";
+import { api, drive, getJob, lineStub, post, r2Keys, runStub } from "../helpers";
 import { alarmOf, enqueue, fireLine, LIMIT, lineCounts, release } from "./line";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -9,6 +9,23 @@ const running = async () =>
   (await api("/api/v1/runs?status=running&page_size=100").then((r) => r.json<{ jobs: { job_id: string }[] }>())).jobs.map((j) => j.job_id);
 
 describe("wake-ups from the line", () => {
+  it("a retry that waits for its slot has no alarm either: the hold on its copies' prefix goes when its job is made", async () => {
+    const key = "retry-waits";
+    const old = await enqueue({ concurrency_key: key }, { steps: 2, fail_at_step: 2 });
+    expect(await drive(old.job_id)).toMatchObject({ status: "failed", progress: { steps_completed: 1 } });
+    const holder = await enqueue({ concurrency_key: key }, { steps: 3, step_ms: 60_000 });
+    expect(holder.status).toBe("running");
+    // The retry keeps the old job's key, whose one slot the holder has.
+    const res = await post(`/api/v1/runs/${old.job_id}/retry`, {});
+    expect(res.status).toBe(202);
+    const retried = await res.json<{ job_id: string; status: string }>();
+    expect(retried.status).toBe("queued");
+    expect(await alarmOf(runStub(retried.job_id))).toBeNull();
+    expect(await r2Keys(`runs/default/${retried.job_id}/`)).toHaveLength(1);
+    for (const id of [retried.job_id, holder.job_id]) await release(id);
+    expect(await lineCounts()).toMatchObject({ waiting: 0, running: 0 });
+  });
+
   it("a waiting job has no alarm of its own; a wake-up that is lost is told again by the line's alarm", async () => {
     for (let i = 0; i < LIMIT; i++) await enqueue({}, { steps: 3 });
     const waiting = await enqueue();
