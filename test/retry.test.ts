@@ -322,7 +322,8 @@ describe("a retry that fails part-way", () => {
     // A retry still under way, if any, is refused from here on: another hold, or its job.
     expect(await held.holdPrefix("default", id)).toBe(false);
     const source = (await runStub(old.job_id).retrySource()) as unknown as { spec: RunSpec };
-    expect(await held.create({ ...source.spec, job_id: id, retry_of: old.job_id }, true, [], null)).toMatchObject({ ok: false, detail: HOLD_LAPSED });
+    const copy = { key: `${prefix}steps/0001`, bytes: 1, etag: "gone", idx: 1, note: null };
+    expect(await held.create({ ...source.spec, job_id: id, retry_of: old.job_id }, true, [copy], null)).toMatchObject({ ok: false, detail: HOLD_LAPSED });
     // A day on, nothing of it is left.
     await lapseNow();
     await runDurableObjectAlarm(held);

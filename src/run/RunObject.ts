@@ -66,11 +66,13 @@ export class RunObject extends DurableObject<Env> {
    */
   async create(spec: RunSpec, granted: boolean, copied: CopiedStep[] = [], revision: string | null = null): Promise<Result<{ job: Job; version: number }>> {
     if (this.record.hasJob) return fail("internal", "Job already exists");
-    if (this.hold.lapsed) return fail("internal", HOLD_LAPSED);
+    // Only a retry that copied outputs held the prefix: a submit's job reads and writes no hold.
+    const copies = copied.length > 0;
+    if (copies && this.hold.lapsed) return fail("internal", HOLD_LAPSED);
     let row: RunRow = { ...initialRow(spec), steps_completed: copied.length };
     let held = false;
     this.record.create(() => {
-      held = this.hold.take();
+      held = copies && this.hold.take();
       makeSchema(this.sql, RUN_MIGRATIONS, RUN_SCHEMA);
       this.record.store(spec, copied, revision);
       this.record.write(row);
