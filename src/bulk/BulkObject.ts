@@ -168,6 +168,7 @@ export class BulkObject extends DurableObject<Env> {
     }
   }
 
+  /** Whether the job is cancelled now (by this operation's earlier ask, or otherwise). */
   private async cancelled(run: DurableObjectStub<RunObject>): Promise<boolean> {
     const current = await run.get();
     return current.ok && current.job.status === "cancelled";
