@@ -320,7 +320,7 @@ describe("a retry that fails part-way", () => {
     expect(await r2Keys(prefix)).toEqual([]);
     expect(await hold()).toMatchObject({ lapsed: true });
     // A retry still under way, if any, is refused from here on: another hold, or its job.
-    expect(await held.holdPrefix("default", id)).toBe(false);
+    expect(await held.holdPrefix("default", id)).toMatchObject({ ok: false, detail: HOLD_LAPSED });
     const source = (await runStub(old.job_id).retrySource()) as unknown as { spec: RunSpec };
     const copy = { key: `${prefix}steps/0001`, bytes: 1, etag: "gone", idx: 1, note: null };
     expect(await held.create({ ...source.spec, job_id: id, retry_of: old.job_id }, true, [copy], null)).toMatchObject({ ok: false, detail: HOLD_LAPSED });

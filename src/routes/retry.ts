@@ -10,7 +10,6 @@ import { ApiError, jobNotFound, raise, unwrap } from "../errors";
 import { jsonBody } from "../http/body";
 import type { Operation } from "../http/openapi";
 import { valid } from "../http/validation";
-import { HOLD_LAPSED } from "../run/hold";
 import type { CopiedStep, RunSpec } from "../run/job";
 import type { FinishedPart } from "../run/store";
 import { simulateKnobs } from "../runners/simulated";
@@ -91,10 +90,11 @@ retries.post(
     simulatedStepsKept(spec, body.config);
     const prefix = outputPrefix(spec.tenant, spec.job_id);
     const copied: CopiedStep[] = [];
+    // The new job's object holds its prefix before each copy: copies of a retry that stops before making its job are purged.
+    const holder = runStub(c, spec.job_id);
     try {
       for (const part of source.parts.filter((p) => p.idx < from)) {
-        // The new job's object holds its prefix first: copies of a retry that stops before making its job are purged.
-        if (!(await runStub(c, spec.job_id).holdPrefix(spec.tenant, spec.job_id))) throw new ApiError("internal", HOLD_LAPSED);
+        unwrap(await holder.holdPrefix(spec.tenant, spec.job_id));
         copied.push({ ...(await copyPart(c.env.OUTPUTS, part, partKey(prefix, part.idx))), idx: part.idx, note: part.note });
       }
       // A revision a person asked for at the step it starts at goes with it, unless the prompt changed.

@@ -96,11 +96,11 @@ export class RunObject extends DurableObject<Env> {
 
   /**
    * Holds this job's output prefix before the job is made, while a retry copies the old job's
-   * outputs into it (see ./hold): purged if the job is never made. False once the hold lapsed.
+   * outputs into it (see ./hold): purged if the job is never made. Refused once the hold lapsed.
    */
-  async holdPrefix(tenant: string, jobId: string): Promise<boolean> {
-    if (this.record.hasJob) return false;
-    return this.hold.hold(tenant, jobId);
+  async holdPrefix(tenant: string, jobId: string): Promise<Result<object>> {
+    if (this.record.hasJob) return fail("internal", "Job already exists");
+    return (await this.hold.hold(tenant, jobId)) ? { ok: true } : fail("internal", HOLD_LAPSED);
   }
 
   get(): Result<{ job: Job }> {

@@ -70,8 +70,11 @@ export class Hold {
       else await this.ctx.storage.setAlarm(held.until + this.limits.alarmDelayMs);
       return;
     }
-    // Held for longer since this alarm was set: a retry is still copying.
-    if (now < held.until) return void (await this.ctx.storage.setAlarm(held.until + this.limits.alarmDelayMs));
+    if (now < held.until) {
+      // Held for longer since this alarm was set: a retry is still copying.
+      await this.ctx.storage.setAlarm(held.until + this.limits.alarmDelayMs);
+      return;
+    }
     try {
       const removed = await purgePrefix(this.env.OUTPUTS, outputPrefix(held.tenant, held.job_id));
       logFailure("a retry stopped before making its job; its copies of the old job's outputs are purged", `${removed} objects removed`, {
