@@ -244,6 +244,46 @@ describe("a submit that fails part-way", () => {
     expect((await listed(session)).map((j) => j.job_id)).toEqual([first]);
   });
 
+  it("a keyed submit cut short after making its job: the repeat's job deleted before the first reports, the first still discards itself", async () => {
+    const session = "cut-short-repeat-deleted";
+    const { first, repeat } = await cutShort(session);
+    const { job_id: second } = await (await repeat()).json<{ job_id: string }>();
+    expect(second).not.toBe(first);
+    // Its client, answered with the repeat's job, deletes it: the key is free when the first reports.
+    expect((await api(`/api/v1/runs/${second}?force=true`, { method: "DELETE" })).status).toBe(204);
+
+    for (let i = 0; i < 20 && (await api(`/api/v1/runs/${first}`)).status === 200; i++) await settle(first);
+    expect((await api(`/api/v1/runs/${first}`)).status).toBe(404);
+    expect(await storedTables(first)).toEqual([]);
+    expect(await r2Keys(`runs/default/${first}/`)).toEqual([]);
+    expect(await placeIn(first)).toBeUndefined();
+    expect(await listed(session)).toEqual([]);
+
+    // The key is free, as after any deletion: sent again, the submit makes a new job.
+    const third = await repeat();
+    expect(third.status).toBe(202);
+    expect(third.headers.get("Idempotent-Replayed")).toBeNull();
+    const { job_id } = await third.json<{ job_id: string }>();
+    expect([first, second]).not.toContain(job_id);
+    expect((await listed(session)).map((j) => j.job_id)).toEqual([job_id]);
+  });
+
+  it("a keyed submit cut short after making its job: a job deleted under the same key before it was made does not stand in its way", async () => {
+    const session = "cut-short-after-deletion";
+    const earlier = await submitIn(session, env, { "Idempotency-Key": session });
+    const { job_id: deleted } = await earlier.json<{ job_id: string }>();
+    expect((await drive(deleted)).status).toBe("succeeded");
+    expect((await del(deleted)).status).toBe(204);
+    await new Promise((r) => setTimeout(r, 5));
+
+    const { first, repeat } = await cutShort(session);
+    expect((await drive(first)).status).toBe("succeeded");
+    expect((await listed(session)).map((j) => j.job_id)).toEqual([first]);
+    const again = await repeat();
+    expect(again.headers.get("Idempotent-Replayed")).toBe("true");
+    expect((await again.json<{ job_id: string }>()).job_id).toBe(first);
+  });
+
   it("undoing it failing too: the submit's own failure is the answer, and the job keeps its place while it exists", async () => {
     const session = "part-way-undo";
     const discardFails = failingStubs(env.RUNS, "discard", [1], "before");

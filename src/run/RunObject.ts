@@ -336,7 +336,7 @@ export class RunObject extends DurableObject<Env> {
   private async deliver(): Promise<boolean> {
     if ((await this.outbox.drain(this.env)) !== "superseded") return true;
     const { job_id, tenant, request_id } = this.record.spec();
-    logFailure("a submit cut short before registering its job; the job is discarded", "its idempotency key is held by the job of the submit's repeat", {
+    logFailure("a submit cut short before registering its job; the job is discarded", "its idempotency key is held by the job of the submit's repeat, or was until that job was deleted", {
       job_id,
       tenant,
       request_id: request_id ?? undefined,

@@ -6,6 +6,7 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import type { Job, Stats } from "../schemas";
+import { hex, sha256 } from "../digest";
 import { logFailure } from "../log";
 import { limits } from "../config";
 import { giveUpNameless, rememberTenant, tenantOf } from "../ids";
@@ -73,6 +74,9 @@ export interface Upserted {
  */
 const SEQ_SCALE = 1024;
 const SEQ_STEP = MAX_SHARDS;
+
+/** What a tombstone keeps of a deleted job's idempotency key. */
+const keyDigest = async (key: string): Promise<string> => hex(await sha256(key));
 
 export class TenantProjection extends DurableObject<Env> {
   private readonly sql: SqlStorage;
@@ -145,16 +149,21 @@ export class TenantProjection extends DurableObject<Env> {
   /**
    * Applies a job snapshot if it is newer than the one held; ignored for deleted jobs. A job not
    * held here that claims its idempotency key was never registered by its submit (cut short
-   * after making it): it takes the key, as `admit` would have, unless another job holds it. Then
-   * nothing is applied and that job is named, for this one to discard itself: the submit's
-   * repeat made it, and that is the job its client was answered with.
+   * after making it): it takes the key, as `admit` would have, unless another job holds it, or
+   * held it and was deleted after this one was made. Then nothing is applied and that job is
+   * named, for this one to discard itself: the submit's repeat made it, and that is the job its
+   * client was answered with (and may have deleted since).
    */
-  upsert(job: Job, version: number, claim?: KeyClaim): Upserted {
+  async upsert(job: Job, version: number, claim?: KeyClaim): Promise<Upserted> {
+    // Only a job not yet held here claims its key, so only its claim is digested.
+    const digest = claim && !this.held(job.job_id).snapshot ? await keyDigest(claim.idempotency_key) : null;
     return this.change((): Upserted => {
       const held = this.held(job.job_id);
-      if (claim && !held.deleted && !held.snapshot) {
+      if (claim && digest !== null && !held.deleted && !held.snapshot) {
         const holder = this.sql.exec<{ job_id: string }>("SELECT job_id FROM idempotency WHERE key = ?", claim.idempotency_key).toArray()[0];
         if (holder && holder.job_id !== job.job_id) return { superseded_by: holder.job_id };
+        const taken = holder ? undefined : this.takenSince(digest, Date.parse(job.created_at));
+        if (taken) return { superseded_by: taken };
         if (!holder) this.holdKey(claim.idempotency_key, job.job_id, claim.body_hash);
       }
       this.apply(job, version, held);
@@ -162,16 +171,25 @@ export class TenantProjection extends DurableObject<Env> {
     });
   }
 
+  /** A deleted job that held the key (by its digest) and was deleted at `since` or later, if any. */
+  private takenSince(digest: string, since: number): string | undefined {
+    return this.sql
+      .exec<{ job_id: string }>("SELECT job_id FROM tombstones WHERE key_digest = ? AND deleted_at >= ? LIMIT 1", digest, since)
+      .toArray()[0]?.job_id;
+  }
+
   private holdKey(key: string, jobId: string, bodyHash: string | null): void {
     this.sql.exec("INSERT INTO idempotency (key, job_id, body_hash) VALUES (?, ?, ?)", key, jobId, bodyHash ?? "");
   }
 
   /**
-   * Forgets a deleted job for good: its row and its idempotency key; leaves a tombstone, and
-   * prunes expired ones. `usage`: the job's final usage, counted in the tenant's totals when a
+   * Forgets a deleted job for good: its row and its idempotency key; leaves a tombstone (with a
+   * digest of that key, see `upsert`), and prunes expired ones. `usage`: the job's final usage, counted in the tenant's totals when a
    * snapshot carrying it never arrived.
    */
-  remove(jobId: string, usage?: Counted): void {
+  async remove(jobId: string, usage?: Counted): Promise<void> {
+    const key = this.sql.exec<{ key: string }>("SELECT key FROM idempotency WHERE job_id = ?", jobId).toArray()[0]?.key;
+    const digest = key === undefined ? null : await keyDigest(key);
     const now = Date.now();
     this.change(() => {
       const last = this.sql
@@ -183,7 +201,7 @@ export class TenantProjection extends DurableObject<Env> {
       }
       this.sql.exec("DELETE FROM jobs WHERE job_id = ?", jobId);
       this.sql.exec("DELETE FROM idempotency WHERE job_id = ?", jobId);
-      this.sql.exec("INSERT OR IGNORE INTO tombstones (job_id, deleted_at) VALUES (?, ?)", jobId, now);
+      this.sql.exec("INSERT OR IGNORE INTO tombstones (job_id, deleted_at, key_digest) VALUES (?, ?, ?)", jobId, now, digest);
       this.sql.exec(
         "DELETE FROM tombstones WHERE job_id IN (SELECT job_id FROM tombstones WHERE deleted_at < ? ORDER BY deleted_at LIMIT ?)",
         now - TOMBSTONE_TTL_MS,

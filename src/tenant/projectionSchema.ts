@@ -136,4 +136,9 @@ export const PROJECTION_MIGRATIONS = [
     `CREATE TABLE changes (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, kind TEXT NOT NULL, previous_status TEXT, job TEXT NOT NULL)`,
     "id, at, kind, previous_status, job",
   ),
+  // A deleted job's tombstone keeps a digest of its idempotency key (SHA-256, hex; never the key):
+  // a job whose submit was cut short before registering it, reporting after its repeat's job was
+  // deleted, finds that the key it claims was taken after it was made (TenantProjection.upsert).
+  `ALTER TABLE tombstones ADD COLUMN key_digest TEXT`,
+  `CREATE INDEX tombstones_by_key ON tombstones (key_digest, deleted_at) WHERE key_digest IS NOT NULL`,
 ] as const;

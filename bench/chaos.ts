@@ -1,0 +1,514 @@
+/**
+ * `npm run bench:chaos`: two tenants use the service as their frontends would (submits with every
+ * queue control, webhooks, people asked for input, cancels, deletes, retries, bulk operations,
+ * polls) while `wrangler dev` is killed with SIGKILL every few seconds and restarted on the same
+ * state. Then, with the server left running, every job must reach its end, and what the service
+ * says must add up: each job that was answered 202 and not deleted is listed once under its own
+ * tenant and counted in its stats, each deleted one answers 404, each idempotency key still names
+ * its job, each bulk operation's counts add up, each job with a webhook had its end delivered and
+ * no unknown job called back, and streams number their events in order and resume exactly. Last,
+ * every job is deleted, the server stopped, and its state must hold nothing of them
+ * (bench/leftovers.py). Prints what did not add up and exits 1 if anything did not.
+ *
+ * CHAOS_SECONDS (60) of load and kills, CHAOS_KILL_MS (3000-9000 between kills), CHAOS_SEED
+ * (random; printed, to make the same choices again), CHAOS_PORT (8005; its inspector 1316 above).
+ * Requests lost to a kill are sent again as a client would: submits and retries under their
+ * idempotency keys.
+ */
+import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { createServer, type IncomingMessage } from "node:http";
+import type { AddressInfo } from "node:net";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { killServer, startServer, stopServer, type DevServer } from "../test/e2e/server";
+
+const SECONDS = Number(process.env.CHAOS_SECONDS ?? 60);
+const SEED = Number(process.env.CHAOS_SEED ?? Math.floor(Math.random() * 1e6));
+const [KILL_MIN_MS, KILL_MAX_MS] = (process.env.CHAOS_KILL_MS ?? "3000-9000").split("-").map(Number);
+const SETTLE_MS = 600_000;
+const PORT = Number(process.env.CHAOS_PORT ?? 8005);
+const TENANTS = ["alpha", "beta"] as const;
+type Tenant = (typeof TENANTS)[number];
+/** Several keys a tenant, so that the per-key rate limit (600 a minute) does not bound the load. */
+const KEYS_PER_TENANT = 8;
+const WORKERS_PER_TENANT = 4;
+const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** mulberry32: the same seed makes the same choices. */
+let state = SEED;
+function random(): number {
+  state = (state + 0x6d2b79f5) | 0;
+  let t = Math.imul(state ^ (state >>> 15), 1 | state);
+  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+}
+const chance = (p: number) => random() < p;
+const between = (lo: number, hi: number) => lo + Math.floor(random() * (hi - lo + 1));
+const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)];
+
+const keys = new Map<Tenant, string[]>(TENANTS.map((t) => [t, Array.from({ length: KEYS_PER_TENANT }, (_, i) => `chaos-${t}-${i}`)]));
+const apiKeys = JSON.stringify(
+  Object.fromEntries(TENANTS.flatMap((t) => keys.get(t)!.map((k) => [createHash("sha256").update(k).digest("hex"), t]))),
+);
+
+interface Job {
+  id: string;
+  tenant: Tenant;
+  /** The submit's idempotency key and body, sent again to check the key still names the job. */
+  key: string;
+  body: string;
+  webhook: boolean;
+  /** Its `metadata.group`, which bulk operations select by. */
+  group: number;
+  /**
+   * true once a delete was answered 204 or 404; "unknown" while a delete went unanswered, "bulk"
+   * while a bulk operation on its group may remove it.
+   */
+  gone: boolean | "unknown" | "bulk";
+  status?: string;
+}
+
+const jobs: Job[] = [];
+const GROUPS = 8;
+/** Groups (tenant/group) with a bulk operation under way, and how many each has had. */
+const bulkPending = new Set<string>();
+const bulkEpoch = new Map<string, number>();
+const problems: string[] = [];
+const tally = { kills: 0, submits: 0, unanswered: 0, cancels: 0, deletes: 0, retries: 0, answers: 0, polls: 0, bulks: 0, s5xx: 0 };
+function problem(text: string) {
+  problems.push(text);
+  console.error(`  ! ${text}`);
+}
+
+// ---- the webhook receiver --------------------------------------------------------------------
+
+const hooks: { job_id: string; status: string; event?: string }[] = [];
+let hookPort = 0;
+const receiver = createServer((req: IncomingMessage, res) => {
+  let body = "";
+  req.on("data", (d) => (body += d));
+  req.on("end", () => {
+    // One delivery in ten fails, so that retries across kills are exercised too.
+    if (chance(0.1)) return res.writeHead(500).end();
+    try {
+      hooks.push(JSON.parse(body));
+    } catch {
+      problem(`a webhook body that is not JSON: ${body.slice(0, 200)}`);
+    }
+    res.writeHead(200).end();
+  });
+});
+
+// ---- the server, killed and restarted ---------------------------------------------------------
+
+const persistTo = mkdtempSync(join(tmpdir(), "runs-chaos-"));
+const args = [
+  ...["--log-level", "log"],
+  ...["--inspector-port", String(PORT + 1316)],
+  ...["--var", `API_KEYS:${apiKeys}`],
+  ...["--var", "WEBHOOK_ALLOW_PRIVATE:true", "--var", "WEBHOOK_RETRY_BASE_MS:1000", "--var", `WEBHOOK_SECRET:whsec_${Buffer.from("chaos-webhook-secret-32-bytes!!!").toString("base64")}`],
+  ...["--var", "RETRY_BASE_MS:500", "--var", "MAX_RUNNING_PER_TENANT:4", "--var", "MAX_RUNNING_PER_KEY:1"],
+];
+let server: DevServer;
+let up = false;
+const logs: string[] = [];
+
+async function start() {
+  server = await startServer(persistTo, args, PORT);
+  up = true;
+}
+async function kill() {
+  up = false;
+  await killServer(server);
+  logs.push(...server.output);
+  tally.kills++;
+}
+
+// ---- requests ---------------------------------------------------------------------------------
+
+const unheard: Record<string, number> = {};
+type Answer = { status: number; json: any } | null;
+let keyTurn = 0;
+
+/** One request as the tenant; null when it went unanswered (server down, the proxy's 503, a 429, the service's 503). */
+async function call(tenant: Tenant, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Answer> {
+  if (!up) return null;
+  const tenantKeys = keys.get(tenant)!;
+  try {
+    const res = await fetch(`${server.base}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${tenantKeys[keyTurn++ % tenantKeys.length]}`, "content-type": "application/json", ...headers },
+      body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
+      signal: AbortSignal.timeout(30_000),
+    });
+    const text = await res.text();
+    if (res.status === 429 || res.status === 503) {
+      const reason = `${res.status} ${text.slice(0, 80)}`;
+      unheard[reason] = (unheard[reason] ?? 0) + 1;
+      return null;
+    }
+    if (res.status >= 500) {
+      tally.s5xx++;
+      problem(`${method} ${path} → ${res.status} ${text.slice(0, 300)}`);
+    }
+    let json: any = null;
+    try {
+      json = text ? JSON.parse(text) : null;
+    } catch {
+      json = text;
+    }
+    return { status: res.status, json };
+  } catch (error) {
+    const reason = String((error as Error).cause ?? error).slice(0, 40);
+    unheard[reason] = (unheard[reason] ?? 0) + 1;
+    return null;
+  }
+}
+
+/** Sends until answered, as a client whose request was lost would (safe for keyed submits and retries, deletes, reads). */
+async function until(tenant: Tenant, method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; json: any }> {
+  for (;;) {
+    const answer = await call(tenant, method, path, body, headers);
+    if (answer) return answer;
+    tally.unanswered++;
+    await sleep(300);
+  }
+}
+
+let submitted = 0;
+async function submit(tenant: Tenant, retryOf?: Job): Promise<void> {
+  const n = submitted++;
+  const key = `chaos-${SEED}-${n}`;
+  const group = retryOf?.group ?? pick([...Array(GROUPS).keys()].filter((g) => !bulkPending.has(`${tenant}/${g}`)));
+  if (group === undefined) return;
+  const epoch = bulkEpoch.get(`${tenant}/${group}`) ?? 0;
+  // A bulk operation on the group begun meanwhile may or may not have matched the new job.
+  const gone = () => (bulkPending.has(`${tenant}/${group}`) || (bulkEpoch.get(`${tenant}/${group}`) ?? 0) !== epoch ? "bulk" : false);
+  if (retryOf) {
+    const res = await until(tenant, "POST", `/api/v1/runs/${retryOf.id}/retry`, {}, { "idempotency-key": key });
+    if (res.status === 202) {
+      tally.retries++;
+      jobs.push({ id: res.json.job_id, tenant, key, body: "", webhook: retryOf.webhook, group, gone: gone() });
+    } else if (res.status !== 400 && res.status !== 404) problem(`retry of ${retryOf.id} → ${res.status} ${JSON.stringify(res.json)}`);
+    return;
+  }
+  const webhook = chance(0.4);
+  const steps = between(1, 4);
+  const body = JSON.stringify({
+    prompt: `chaos ${n}`,
+    idempotency_key: key,
+    config: {
+      simulate: {
+        steps,
+        step_ms: between(100, 1000),
+        output_bytes: between(0, 50_000),
+        ...(chance(0.15) ? { fail_at_step: between(1, steps) } : {}),
+        ...(chance(0.15) ? { input_at_step: between(1, steps) } : {}),
+      },
+    },
+    priority: between(0, 9),
+    ...(chance(0.3) ? { concurrency_key: pick(["k1", "k2"]) } : {}),
+    ...(chance(0.2) ? { delay_seconds: between(1, 8) } : {}),
+    ...(chance(0.15) ? { queue_ttl_seconds: between(3, 20) } : {}),
+    ...(webhook ? { webhook_url: `http://127.0.0.1:${hookPort}/hook` } : {}),
+    metadata: { chaos: String(SEED), group: String(group) },
+  });
+  const res = await until(tenant, "POST", "/api/v1/runs", body);
+  if (res.status !== 202) return problem(`submit ${key} → ${res.status} ${JSON.stringify(res.json)}`);
+  tally.submits++;
+  jobs.push({ id: res.json.job_id, tenant, key, body, webhook, group, gone: gone() });
+}
+
+const live = (tenant?: Tenant) => jobs.filter((j) => j.gone === false && (!tenant || j.tenant === tenant));
+
+async function poll(job: Job): Promise<void> {
+  const res = await call(job.tenant, "GET", `/api/v1/runs/${job.id}`);
+  if (!res) return;
+  tally.polls++;
+  if (res.status === 200) {
+    if (job.gone === true) problem(`deleted job ${job.id} answers ${res.json.status}`);
+    job.status = res.json.status;
+  } else if (res.status === 404) {
+    if (job.gone === false) problem(`job ${job.id} (${job.key}), never deleted, answers 404`);
+  } else problem(`GET ${job.id} → ${res.status}`);
+}
+
+async function operate(tenant: Tenant, running: () => boolean): Promise<void> {
+  while (running()) {
+    const mine = live(tenant);
+    const job = mine.length > 0 ? pick(mine) : undefined;
+    const roll = random();
+    if (!job || roll < 0.35) await submit(tenant);
+    else if (roll < 0.6) await poll(job);
+    else if (roll < 0.68) {
+      const res = await call(tenant, "POST", `/api/v1/runs/${job.id}/cancel`);
+      if (res?.status === 200) tally.cancels++;
+      else if (res && res.status !== 400 && !(res.status === 404 && job.gone !== false)) problem(`cancel ${job.id} → ${res.status} ${JSON.stringify(res.json)}`);
+    } else if (roll < 0.8) {
+      job.gone = "unknown";
+      const res = await call(tenant, "DELETE", `/api/v1/runs/${job.id}?force=true`);
+      if (res?.status === 204) (job.gone = true), tally.deletes++;
+      else if (res && res.status !== 404) problem(`delete ${job.id} → ${res.status} ${JSON.stringify(res.json)}`);
+      else if (res) problem(`job ${job.id} (${job.key}), never deleted, answers 404 to its delete`), (job.gone = true);
+    } else if (roll < 0.87) {
+      await poll(job);
+      if ((job.status === "failed" || job.status === "cancelled") && !bulkPending.has(`${tenant}/${job.group}`)) await submit(tenant, job);
+    } else if (roll < 0.9) await bulk(tenant);
+    else {
+      await poll(job);
+      if (job.status === "awaiting_input") await answer(job);
+    }
+    await sleep(between(20, 150));
+  }
+}
+
+/**
+ * A bulk cancel or forced delete of one group's jobs, followed to its end: its counts must add up,
+ * none may fail, and after a delete no job the group had before it may answer.
+ */
+async function bulk(tenant: Tenant): Promise<void> {
+  const free = [...Array(GROUPS).keys()].filter((g) => !bulkPending.has(`${tenant}/${g}`));
+  if (free.length === 0) return;
+  const group = pick(free);
+  const name = `${tenant}/${group}`;
+  const action = chance(0.5) ? "cancel" : "delete";
+  bulkPending.add(name);
+  bulkEpoch.set(name, (bulkEpoch.get(name) ?? 0) + 1);
+  const before = jobs.filter((j) => j.tenant === tenant && j.group === group && j.gone === false);
+  for (const job of before) job.gone = "bulk";
+  const res = await until(tenant, "POST", `/api/v1/runs/bulk/${action}`, { metadata: { group: String(group) }, ...(action === "delete" ? { force: true } : {}) });
+  if (res.status !== 202) problem(`bulk ${action} of ${name} → ${res.status} ${JSON.stringify(res.json)}`);
+  else {
+    for (;;) {
+      const progress = await until(tenant, "GET", `/api/v1/runs/bulk/${res.json.bulk_id}`);
+      if (progress.status !== 200) {
+        problem(`bulk ${res.json.bulk_id} → ${progress.status} ${JSON.stringify(progress.json)}`);
+        break;
+      }
+      const { matched, done, skipped, failed, state } = progress.json;
+      if (state === "done") {
+        if (done + skipped + failed !== matched || failed !== 0) problem(`bulk ${action} of ${name}: ${JSON.stringify(progress.json)}`);
+        break;
+      }
+      await sleep(500);
+    }
+    tally.bulks++;
+  }
+  await resolveBulk(jobs.filter((j) => j.tenant === tenant && j.group === group && j.gone === "bulk"), action === "delete" ? before : []);
+  bulkPending.delete(name);
+}
+
+/** Whether each job a bulk operation may have removed is there; `mustBeGone`, a forced delete's, must not be. */
+async function resolveBulk(maybe: Job[], mustBeGone: Job[] = []): Promise<void> {
+  for (const job of maybe) {
+    const res = await until(job.tenant, "GET", `/api/v1/runs/${job.id}`);
+    job.gone = res.status === 404;
+    if (res.status === 200) job.status = res.json.status;
+    if (!job.gone && mustBeGone.includes(job)) problem(`job ${job.id}, matched by a forced bulk delete, is still there (${job.status})`);
+  }
+}
+
+let answered = 0;
+async function answer(job: Job): Promise<void> {
+  const res = await call(job.tenant, "POST", `/api/v1/runs/${job.id}/input`, { action: "approve" }, { "idempotency-key": `answer-${SEED}-${answered++}` });
+  if (res?.status === 200) tally.answers++;
+  else if (res && res.status !== 409 && res.status !== 404) problem(`input ${job.id} → ${res.status} ${JSON.stringify(res.json)}`);
+}
+
+// ---- the checks -------------------------------------------------------------------------------
+
+async function settle(): Promise<void> {
+  await resolveBulk(jobs.filter((j) => j.gone === "bulk"));
+  for (const job of jobs.filter((j) => j.gone === "unknown")) {
+    const res = await until(job.tenant, "DELETE", `/api/v1/runs/${job.id}?force=true`);
+    if (res.status !== 204 && res.status !== 404) problem(`delete ${job.id} after the kills → ${res.status} ${JSON.stringify(res.json)}`);
+    job.gone = true;
+  }
+  const deadline = Date.now() + SETTLE_MS;
+  for (;;) {
+    const pending: Job[] = [];
+    for (const job of live()) {
+      const res = await until(job.tenant, "GET", `/api/v1/runs/${job.id}`);
+      if (res.status === 404) {
+        problem(`job ${job.id} (${job.key}), never deleted, is gone`);
+        job.gone = true;
+        continue;
+      }
+      job.status = res.json.status;
+      if (job.status === "awaiting_input") await answer(job);
+      if (!TERMINAL.has(job.status!)) pending.push(job);
+    }
+    if (pending.length === 0) return;
+    if (Date.now() > deadline) {
+      for (const job of pending) problem(`job ${job.id} (${job.key}) still ${job.status} ${SETTLE_MS / 1000} s after the last kill`);
+      return;
+    }
+    await sleep(1000);
+  }
+}
+
+async function listed(tenant: Tenant): Promise<Map<string, string>> {
+  const seen = new Map<string, string>();
+  let cursor: string | null = null;
+  do {
+    const res = await until(tenant, "GET", `/api/v1/runs?page_size=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+    if (res.status !== 200) {
+      problem(`list of ${tenant} → ${res.status} ${JSON.stringify(res.json)}`);
+      break;
+    }
+    for (const job of res.json.jobs) {
+      if (seen.has(job.job_id)) problem(`${job.job_id} listed twice for ${tenant}`);
+      seen.set(job.job_id, job.status);
+    }
+    cursor = res.json.next_cursor;
+  } while (cursor);
+  return seen;
+}
+
+/** A finished job's stream, whole: its events' ids and data, up to `[DONE]`. */
+async function stream(job: Job, after?: number): Promise<{ id: number; data: string }[] | null> {
+  const tenantKeys = keys.get(job.tenant)!;
+  const res = await fetch(`${server.base}/api/v1/runs/${job.id}/stream${after === undefined ? "" : `?after=${after}`}`, {
+    headers: { authorization: `Bearer ${tenantKeys[0]}` },
+    signal: AbortSignal.timeout(30_000),
+  }).catch(() => null);
+  if (!res || res.status !== 200) {
+    problem(`stream of ${job.id} (${job.status}) → ${res?.status ?? "no answer"}`);
+    return null;
+  }
+  const events: { id: number; data: string }[] = [];
+  for (const block of (await res.text()).split("\n\n")) {
+    const id = /^id: (\d+)$/m.exec(block)?.[1];
+    const data = /^data: (.*)$/m.exec(block)?.[1];
+    if (data !== undefined) events.push({ id: id === undefined ? Number.NaN : Number(id), data });
+  }
+  return events;
+}
+
+/** Each finished job's stream numbers its events in order, ends with its status, and resumes from any of them with exactly the rest. */
+async function checkStreams(sample: Job[]): Promise<void> {
+  for (const job of sample) {
+    const events = await stream(job);
+    if (!events) continue;
+    const numbered = events.filter((e) => !Number.isNaN(e.id));
+    if (numbered.some((e, i) => i > 0 && e.id <= numbered[i - 1].id)) problem(`stream of ${job.id}: ids out of order ${numbered.map((e) => e.id).join(",")}`);
+    const last = events.at(-1)?.data;
+    const complete = events.at(-2)?.data;
+    if (last !== "[DONE]" || !complete || JSON.parse(complete).event !== "complete" || JSON.parse(complete).data.status !== job.status) {
+      problem(`stream of ${job.id} (${job.status}) ends ${complete} ${last}`);
+      continue;
+    }
+    if (numbered.length < 2) continue;
+    const from = numbered[Math.floor(random() * (numbered.length - 1))];
+    const rest = await stream(job, from.id);
+    const expected = events.slice(events.indexOf(from) + 1);
+    if (rest && JSON.stringify(rest) !== JSON.stringify(expected)) problem(`stream of ${job.id} resumed after ${from.id}: ${rest.length} events, not the ${expected.length} after it`);
+  }
+}
+
+async function check(): Promise<void> {
+  await checkStreams(live().filter(() => chance(0.1)));
+  for (const tenant of TENANTS) {
+    const mine = live(tenant);
+    const list = await listed(tenant);
+    for (const job of mine) {
+      if (!list.has(job.id)) problem(`${tenant}'s job ${job.id} (${job.status}) is not listed`);
+      else if (list.get(job.id) !== job.status) problem(`${tenant}'s job ${job.id} is ${job.status} but listed ${list.get(job.id)}`);
+    }
+    const known = new Set(jobs.map((j) => j.id));
+    for (const id of list.keys()) if (!mine.some((j) => j.id === id)) problem(`${tenant} lists ${id}, ${known.has(id) ? "which was deleted" : "a job no answer named"}`);
+    const stats = await until(tenant, "GET", "/stats");
+    if (stats.json.total_jobs !== mine.length) problem(`${tenant}'s stats count ${stats.json.total_jobs} jobs, it has ${mine.length}`);
+    for (const status of TERMINAL) {
+      const n = mine.filter((j) => j.status === status).length;
+      if ((stats.json.by_status[status] ?? 0) !== n) problem(`${tenant}'s stats count ${stats.json.by_status[status]} ${status}, it has ${n}`);
+    }
+    for (const job of mine.filter((j) => j.body)) {
+      const res = await until(tenant, "POST", "/api/v1/runs", job.body);
+      if (res.json?.job_id !== job.id) problem(`key ${job.key} sent again → ${res.status} ${JSON.stringify(res.json).slice(0, 200)}, not ${job.id}`);
+    }
+    const other = live(TENANTS.find((t) => t !== tenant));
+    for (const job of other.slice(0, 20)) {
+      const res = await until(tenant, "GET", `/api/v1/runs/${job.id}`);
+      if (res.status !== 404) problem(`${tenant} reads another tenant's job ${job.id}: ${res.status}`);
+    }
+  }
+  for (const job of jobs.filter((j) => j.gone === true)) {
+    const res = await until(job.tenant, "GET", `/api/v1/runs/${job.id}`);
+    if (res.status !== 404) problem(`deleted job ${job.id} answers ${res.status}`);
+  }
+  const known = new Set(jobs.map((j) => j.id));
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const missing = live().filter((j) => j.webhook && !hooks.some((h) => h.job_id === j.id && h.status === j.status));
+    if (missing.length === 0 || Date.now() > deadline) {
+      for (const job of missing) problem(`job ${job.id} ended ${job.status} with no webhook saying so`);
+      break;
+    }
+    await sleep(1000);
+  }
+  for (const hook of hooks) if (!known.has(hook.job_id)) problem(`a webhook for ${hook.job_id}, a job no answer named (${hook.status})`);
+}
+
+async function cleanUp(): Promise<void> {
+  for (const job of live()) {
+    const res = await until(job.tenant, "DELETE", `/api/v1/runs/${job.id}`);
+    if (res.status !== 204) problem(`delete ${job.id} at the end → ${res.status} ${JSON.stringify(res.json)}`);
+    job.gone = true;
+  }
+  // Purges and deliveries still owed finish in the objects' alarms.
+  await sleep(20_000);
+  await stopServer(server);
+  logs.push(...server.output);
+  const left = JSON.parse(execFileSync("python3", ["bench/leftovers.py", persistTo], { encoding: "utf8" })) as Record<string, number>;
+  console.log(`left in the state: ${JSON.stringify(left)}`);
+  for (const what of ["r2_objects", "job_objects_with_tables", "projection_rows", "idempotency_keys", "line_places"]) {
+    if (left[what] !== 0) problem(`${left[what]} ${what} left after every job was deleted`);
+  }
+}
+
+async function main() {
+  console.log(`chaos: seed ${SEED}, ${SECONDS} s, a kill every ${KILL_MIN_MS}-${KILL_MAX_MS} ms; state in ${persistTo}`);
+  // A port of its own each run, so that no other server's jobs call back here.
+  await new Promise<void>((resolve) => receiver.listen(0, "127.0.0.1", resolve));
+  hookPort = (receiver.address() as AddressInfo).port;
+  await start();
+  const end = Date.now() + SECONDS * 1000;
+  const running = () => Date.now() < end;
+  const progress = setInterval(() => console.log(`  ${JSON.stringify(tally)} unanswered: ${JSON.stringify(unheard)}`), 5000);
+  const workers = TENANTS.flatMap((t) => Array.from({ length: WORKERS_PER_TENANT }, () => operate(t, running)));
+  while (running()) {
+    await sleep(Math.min(between(KILL_MIN_MS, KILL_MAX_MS), Math.max(0, end - Date.now())));
+    if (!running()) break;
+    await kill();
+    await start();
+  }
+  await Promise.all(workers);
+  clearInterval(progress);
+  console.log(`load: ${JSON.stringify(tally)}; settling`);
+  await settle();
+  const ends = new Map<string, number>();
+  for (const job of live()) ends.set(job.status!, (ends.get(job.status!) ?? 0) + 1);
+  console.log(`settled: ${[...ends].map(([status, n]) => `${n} ${status}`).join(", ")}; ${jobs.filter((j) => j.gone === true).length} deleted; ${hooks.length} webhooks`);
+  await check();
+  await cleanUp();
+  const logFile = join(persistTo, "..", `chaos-${SEED}.log`);
+  writeFileSync(logFile, logs.join(""));
+  const failures = new Map<string, number>();
+  for (const line of logs.join("").split("\n")) {
+    const what = line.includes('"event":"failure"') ? /"what":"([^"]*)"/.exec(line)?.[1] : line.includes("Uncaught") ? "uncaught" : null;
+    if (what) failures.set(what, (failures.get(what) ?? 0) + 1);
+  }
+  console.log(`the service logged as failures: ${JSON.stringify(Object.fromEntries(failures))}; its log: ${logFile}`);
+  receiver.close();
+  console.log(problems.length === 0 ? "chaos: everything added up" : `chaos: ${problems.length} problems`);
+  process.exit(problems.length === 0 ? 0 : 1);
+}
+
+main().catch((error) => {
+  console.error(error);
+  process.exit(1);
+});
