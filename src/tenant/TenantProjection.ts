@@ -159,7 +159,7 @@ export class TenantProjection extends DurableObject<Env> {
     const digest = claim && !this.held(job.job_id).snapshot ? await keyDigest(claim.idempotency_key) : null;
     return this.change((): Upserted => {
       const held = this.held(job.job_id);
-      if (claim && digest !== null && !held.deleted && !held.snapshot) {
+      if (claim && digest && !held.deleted && !held.snapshot) {
         const holder = this.sql.exec<{ job_id: string }>("SELECT job_id FROM idempotency WHERE key = ?", claim.idempotency_key).toArray()[0];
         if (holder && holder.job_id !== job.job_id) return { superseded_by: holder.job_id };
         const taken = holder ? undefined : this.takenSince(digest, Date.parse(job.created_at));
@@ -184,8 +184,8 @@ export class TenantProjection extends DurableObject<Env> {
 
   /**
    * Forgets a deleted job for good: its row and its idempotency key; leaves a tombstone (with a
-   * digest of that key, see `upsert`), and prunes expired ones. `usage`: the job's final usage, counted in the tenant's totals when a
-   * snapshot carrying it never arrived.
+   * digest of that key, see `upsert`), and prunes expired ones. `usage`: the job's final usage,
+   * counted in the tenant's totals when a snapshot carrying it never arrived.
    */
   async remove(jobId: string, usage?: Counted): Promise<void> {
     const key = this.sql.exec<{ key: string }>("SELECT key FROM idempotency WHERE job_id = ?", jobId).toArray()[0]?.key;
