@@ -1,4 +1,4 @@
-import { env, runDurableObjectAlarm } from "cloudflare:test";
+import { abortAllDurableObjects, env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { outputPrefix, purgePrefix } from "../src/storage/blobs";
 import { api, finished, JOB_ENDPOINTS, getJob, post, r2Keys, runStub, storedTables, submit, submitQueued, waitFor } from "./helpers";
@@ -15,6 +15,8 @@ async function expectGone(id: string) {
   }
   expect(await r2Keys(`runs/default/${id}/`)).toEqual([]);
   expect(await storedTables(id)).toEqual([]);
+  // No alarm is left either: it went with the storage.
+  expect(await runInDurableObject(runStub(id), (_instance, state) => state.storage.getAlarm())).toBeNull();
   expect(await listIds(`session_id=${id}`)).toEqual([]);
 }
 
@@ -135,6 +137,36 @@ describe("DELETE ?force=true", () => {
       await expectGone(id);
     }
   });
+});
+
+describe("a deletion stopped before its object removed itself", () => {
+  // As when the object is reset (a deploy, a crash) after its purge and before its own storage went.
+  const stopBeforeRemoval = (id: string) =>
+    runInDurableObject(runStub(id), (_instance, state) => {
+      state.storage.deleteAll = () => {
+        throw new Error("injected: the object reset before it removed its storage");
+      };
+    });
+
+  for (const [what, make, query] of [
+    ["a finished job", () => finished({ steps: 2, output_bytes: 3000 }), ""],
+    ["a forced delete of a queued job", () => submitQueued({ steps: 1 }), "?force=true"],
+  ] as const) {
+    it(`${what}: its alarm removes what is left, however the object starts again`, async () => {
+      const id = await make();
+      await stopBeforeRemoval(id);
+      expect((await del(id, query)).status).toBe(500);
+      await abortAllDurableObjects();
+
+      // Purged and answering 404; its storage is still there, and its alarm will remove it.
+      expect((await api(`/api/v1/runs/${id}`)).status).toBe(404);
+      expect(await r2Keys(`runs/default/${id}/`)).toEqual([]);
+      expect(await storedTables(id)).toContain("run");
+      expect(await runInDurableObject(runStub(id), (_instance, state) => state.storage.getAlarm())).not.toBeNull();
+      expect(await runDurableObjectAlarm(runStub(id))).toBe(true);
+      await expectGone(id);
+    });
+  }
 });
 
 describe("purging R2 by prefix", () => {

@@ -27,6 +27,11 @@ import { isTerminal, transition } from "./transitions";
 
 /** The named stream's `result` carries the output inline up to this size. */
 const NAMED_RESULT_BYTES = 16 * 1024;
+/**
+ * A deletion stopped part-way is taken up again by the job's alarm this long after it began:
+ * well after a request's own purge would have ended, so that the two do not run side by side.
+ */
+const DELETION_RESUMES_MS = 60_000;
 
 export class RunObject extends DurableObject<Env> {
   private readonly sql: SqlStorage;
@@ -134,7 +139,7 @@ export class RunObject extends DurableObject<Env> {
       if (!force) return fail("invalid_state", "Cannot delete running job. Cancel it first.");
       row = this.record.commitCancel(row);
     }
-    this.markDeleted(row);
+    await this.markDeleted(row);
     await this.steps.stop("deleted");
     return this.finishDeletion();
   }
@@ -152,7 +157,7 @@ export class RunObject extends DurableObject<Env> {
       this.outbox.drop("webhook");
       this.outbox.enqueue("line", this.record.ref(), Date.now());
     });
-    this.markDeleted(row);
+    await this.markDeleted(row);
     await this.steps.stop("deleted");
     await this.finishDeletion();
   }
@@ -321,7 +326,7 @@ export class RunObject extends DurableObject<Env> {
       return;
     }
     if (isTerminal(after.status) && after.expires_at !== null && after.expires_at <= Date.now()) {
-      this.markDeleted(after);
+      await this.markDeleted(after);
       await this.finishDeletion(true);
       return;
     }
@@ -345,9 +350,15 @@ export class RunObject extends DurableObject<Env> {
     return false;
   }
 
-  /** From here on the job answers 404; the purge outbox row finishes the rest. */
-  private markDeleted(row: RunRow): void {
+  /**
+   * From here on the job answers 404; the purge outbox row finishes the rest. Its alarm is set
+   * as the deletion begins, so that a deletion stopped anywhere after (its object reset by a
+   * deploy or a crash) is finished even if nothing asks for the job again: a waiting job had no
+   * alarm, and the one a finished job had may be days away.
+   */
+  private async markDeleted(row: RunRow): Promise<void> {
     this.record.markDeleted(row);
+    await this.ctx.storage.setAlarm(Date.now() + DELETION_RESUMES_MS + this.limits.alarmDelayMs);
     // Watchers hear what was logged up to here (a forced cancel's `complete`), then their streams end.
     this.watchers.notify();
     this.watchers.closeAll();
@@ -369,7 +380,8 @@ export class RunObject extends DurableObject<Env> {
     if (!this.record.hasJob || !hasTable(this.sql, "outbox")) return { ok: true };
     if (this.outbox.isEmpty()) {
       this.record.forgotten();
-      await this.ctx.storage.deleteAlarm();
+      // The alarm goes with the storage (deleteAll takes it, from the compatibility date
+      // 2026-02-24), never before it: an object stopped in between removes itself when it rings.
       await this.ctx.storage.deleteAll();
     } else {
       await this.record.armAlarm();

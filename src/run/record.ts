@@ -218,6 +218,8 @@ export class JobRecord {
     const times: number[] = [];
     const outbox = this.outbox.earliestDue();
     if (outbox !== null) times.push(outbox);
+    // Deleted, with nothing left to send: all that is owed is the object removing itself.
+    if (row.deleted_at !== null && outbox === null) times.push(Date.now());
     if (row.deleted_at === null) {
       if (isTerminal(row.status)) {
         if (row.expires_at !== null) times.push(row.expires_at);
