@@ -155,16 +155,21 @@ export class TenantProjection extends DurableObject<Env> {
    * client was answered with (and may have deleted since).
    */
   async upsert(job: Job, version: number, claim?: KeyClaim): Promise<Upserted> {
+    const before = this.held(job.job_id);
     // Only a job not yet held here claims its key, so only its claim is digested.
-    const digest = claim && !this.held(job.job_id).snapshot ? await keyDigest(claim.idempotency_key) : null;
+    const digest = claim && !before.deleted && !before.snapshot ? await keyDigest(claim.idempotency_key) : null;
     return this.change((): Upserted => {
-      const held = this.held(job.job_id);
-      if (claim && digest && !held.deleted && !held.snapshot) {
+      // Read again only after the digest's await, when another call may have changed it.
+      const held = digest === null ? before : this.held(job.job_id);
+      if (claim && digest !== null && !held.deleted && !held.snapshot) {
         const holder = this.sql.exec<{ job_id: string }>("SELECT job_id FROM idempotency WHERE key = ?", claim.idempotency_key).toArray()[0];
-        if (holder && holder.job_id !== job.job_id) return { superseded_by: holder.job_id };
-        const taken = holder ? undefined : this.takenSince(digest, Date.parse(job.created_at));
-        if (taken) return { superseded_by: taken };
-        if (!holder) this.holdKey(claim.idempotency_key, job.job_id, claim.body_hash);
+        if (holder) {
+          if (holder.job_id !== job.job_id) return { superseded_by: holder.job_id };
+        } else {
+          const taken = this.takenSince(digest, Date.parse(job.created_at));
+          if (taken) return { superseded_by: taken };
+          this.holdKey(claim.idempotency_key, job.job_id, claim.body_hash);
+        }
       }
       this.apply(job, version, held);
       return { superseded_by: null };
