@@ -84,14 +84,21 @@ export function lastingEvents(
 /**
  * Whether a stream closed for good is to be opened again, as `path` answers now: yes, unless it is
  * refused with a status of `over` (then `say` tells why on the page). Anything else that closed the
- * stream (a deploy under way, a gateway in between) passes.
+ * stream (a deploy under way, a gateway in between) passes. Once `signal` aborts (the stream's
+ * watcher gone), the question is dropped: no.
  */
-export function reopenUnless(/** @type {string} */ path, /** @type {number[]} */ over, /** @type {(error: ApiError) => void} */ say) {
+export function reopenUnless(
+  /** @type {string} */ path,
+  /** @type {number[]} */ over,
+  /** @type {(error: ApiError) => void} */ say,
+  /** @type {AbortSignal | undefined} */ signal = undefined,
+) {
   return async () => {
     try {
-      await api(path);
+      await api(path, { signal });
       return true;
     } catch (error) {
+      if (signal?.aborted) return false;
       if (!(error instanceof ApiError && over.includes(error.status))) return true;
       say(error);
       return false;

@@ -77,6 +77,8 @@ export async function select(/** @type {string} */ id) {
  * after the last event it had; refused (a deploy under way, say), it is opened again after it.
  */
 function watchStream(/** @type {string} */ id) {
+  const reading = new AbortController();
+  const { signal } = reading;
   const data = (/** @type {MessageEvent} */ event) => JSON.parse(event.data);
   // The run's text step by step: a step's `first` text starts it anew (a broken attempt run again, an answer revised).
   const steps = /** @type {string[]} */ ([]);
@@ -111,18 +113,18 @@ function watchStream(/** @type {string} */ id) {
         const result = data(e);
         if (result.status === "succeeded") {
           if (result.result !== null) $("detail-output").textContent = result.result;
-          else await showOutput(id);
+          else await showOutput(id, signal);
         }
-        if (selected !== id) return;
+        if (selected !== id || signal.aborted) return;
         try {
-          const job = /** @type {Job} */ (await (await api(`/api/v1/runs/${id}`)).json());
+          const job = /** @type {Job} */ (await (await api(`/api/v1/runs/${id}`, { signal })).json());
           renderDetail(job);
           // A failed or cancelled run's finished step whose text no event carried (one too large
           // for an event, or copied by a retry): its stored output, as a reading without a stream shows.
           const finished = Array.from({ length: job.progress.steps_completed }, (_, i) => i + 1);
-          if (result.status !== "succeeded" && finished.some((step) => steps[step] === undefined)) await showOutput(id);
+          if (result.status !== "succeeded" && finished.some((step) => steps[step] === undefined)) await showOutput(id, signal);
         } catch (error) {
-          unreadable(error, id);
+          if (!signal.aborted) unreadable(error, id);
         }
       },
     },
@@ -131,10 +133,23 @@ function watchStream(/** @type {string} */ id) {
         if (gone && selected === id) log("stream", "closed");
       },
       // Closed for good: a run deleted meanwhile leaves the view, and a refused token is said.
-      reopen: reopenUnless(`/api/v1/runs/${id}`, [401, 403, 404], (error) => unreadable(error, id)),
+      reopen: reopenUnless(`/api/v1/runs/${id}`, [401, 403, 404], (error) => unreadable(error, id), signal),
     },
   );
-  watch = stream;
+  watch = leaving(stream, reading);
+}
+
+/**
+ * What watches a run, closed with the reads it is making (the run's output, the run read once it
+ * ended): a run left, deleted from here say, is not read after, to be found gone.
+ */
+function leaving(/** @type {{ close(): void }} */ watching, /** @type {AbortController} */ reading) {
+  return {
+    close() {
+      watching.close();
+      reading.abort();
+    },
+  };
 }
 
 /**
@@ -145,26 +160,22 @@ function watchByReading(/** @type {Job} */ first) {
   const id = first.job_id;
   let last = first;
   let timer = 0;
-  let closed = false;
-  watch = {
-    close() {
-      closed = true;
-      clearTimeout(timer);
-    },
-  };
+  const reading = new AbortController();
+  const { signal } = reading;
+  watch = leaving({ close: () => clearTimeout(timer) }, reading);
   // A failed or cancelled run's output is what it produced before it ended, as a stream shows it.
-  const ended = () => showOutput(id);
+  const ended = () => showOutput(id, signal);
   const read = async () => {
     try {
-      const job = /** @type {Job} */ (await (await api(`/api/v1/runs/${id}`)).json());
-      if (closed) return;
+      const job = /** @type {Job} */ (await (await api(`/api/v1/runs/${id}`, { signal })).json());
+      if (signal.aborted) return;
       if (job.status !== last.status) log("status", job.status.replace("_", " "));
       last = job;
       renderDetail(job);
       if (UNFINISHED.has(job.status)) timer = setTimeout(() => void read(), RUN_EVERY_MS);
       else await ended();
     } catch (error) {
-      if (!closed) unreadable(error, id);
+      if (!signal.aborted) unreadable(error, id);
     }
   };
   log("status", `${first.status.replace("_", " ")} (read every ${RUN_EVERY_MS / 1000} s: this token cannot watch runs)`);
@@ -182,18 +193,19 @@ function unreadable(/** @type {unknown} */ error, /** @type {string} */ id) {
  * The run's stored output, its first OUTPUT_SHOWN_BYTES: a longer one is said to be cut, with its
  * size, and offered whole as a download.
  */
-async function showOutput(/** @type {string} */ id) {
+async function showOutput(/** @type {string} */ id, /** @type {AbortSignal} */ signal) {
   /** @type {string} */
   let text;
   let whole = 0;
   try {
-    const res = await api(`/api/v1/runs/${id}/output`, { headers: { Range: `bytes=0-${OUTPUT_SHOWN_BYTES - 1}` } });
+    const res = await api(`/api/v1/runs/${id}/output`, { headers: { Range: `bytes=0-${OUTPUT_SHOWN_BYTES - 1}` }, signal });
     const bytes = await res.arrayBuffer();
     // 206 names the whole size (`bytes 0-1048575/3000000`); 200 is the whole.
     whole = Number(/\/(\d+)$/.exec(res.headers.get("Content-Range") ?? "")?.[1] ?? bytes.byteLength);
     // Cut, the text may end inside a character: decoded as a stream, its first bytes wait for the rest.
     text = new TextDecoder().decode(bytes, { stream: whole > bytes.byteLength });
   } catch (error) {
+    if (signal.aborted) return;
     text = error instanceof ApiError && error.status === 404 ? "" : `(output unavailable: ${/** @type {Error} */ (error).message})`;
   }
   if (selected !== id) return;
@@ -367,16 +379,22 @@ export function hear(/** @type {string} */ id, /** @type {Job | null} */ job) {
 export async function deleteSelected() {
   if (!selected) return;
   const id = selected;
+  // The run is left first: its stream, and the reads it leads to, would find it gone.
+  watch?.close();
+  watch = null;
   try {
     // Not found is gone too: deleted elsewhere meanwhile, or by this request, its answer lost and
     // the request sent again.
     await api(`/api/v1/runs/${id}`, { method: "DELETE" }).catch((error) => {
       if (!(error instanceof ApiError && error.status === 404)) throw error;
     });
-    forget(id);
-    unselect();
-    notice(null);
   } catch (error) {
     refused(error);
+    // Not deleted: the run is read and watched again.
+    if (selected === id) await select(id);
+    return;
   }
+  forget(id);
+  unselect();
+  notice(null);
 }

@@ -116,3 +116,42 @@ export async function meetFates(page: Page, url: string, method: string, fates: 
   });
   return { keys, statuses };
 }
+
+/**
+ * Holds the page's first request for run `id` that `held` picks (by its path, and its place among
+ * the page's requests to that path, from 1) until the service has deleted the run: then hands it on,
+ * and waits for its answer, before the page has the delete's answer, as a slow link may. `held`
+ * settles once it is held; `givenUp` once the delete was answered, with whether the page had given
+ * the held request up by then (false: it went on to the service, and its answer reached the page).
+ */
+export function holdUntilDeleted(page: Page, id: string, held: (path: string, nth: number) => boolean): { held: Promise<void>; givenUp: Promise<boolean> } {
+  const sent = new Map<string, number>();
+  let holding = () => {};
+  let deleted = () => {};
+  const isHeld = new Promise<void>((done) => (holding = done));
+  const isDeleted = new Promise<void>((done) => (deleted = done));
+  let givenUp: Promise<boolean> | undefined;
+  void page.route(`**/api/v1/runs/${id}**`, async (route) => {
+    const request = route.request();
+    const path = new URL(request.url()).pathname;
+    if (request.method() === "DELETE") {
+      const answer = await route.fetch();
+      deleted();
+      await givenUp;
+      return route.fulfill({ response: answer });
+    }
+    const nth = (sent.get(path) ?? 0) + 1;
+    sent.set(path, nth);
+    if (givenUp || !held(path, nth)) return route.continue();
+    givenUp = isDeleted.then(async () => {
+      try {
+        await route.continue();
+      } catch {
+        return true;
+      }
+      return (await request.response()) === null;
+    });
+    holding();
+  });
+  return { held: isHeld, givenUp: isDeleted.then(() => givenUp!) };
+}

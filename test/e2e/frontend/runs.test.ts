@@ -6,7 +6,7 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { BASE } from "../server";
-import { SHOTS, filterByTag, meetFates, open, row, submitOverApi, submitRun, withServerAndChromium } from "./page";
+import { SHOTS, filterByTag, holdUntilDeleted, meetFates, open, row, submitOverApi, submitRun, withServerAndChromium } from "./page";
 import { insecureOrigin, launchChromiumWithInsecureName } from "../browser";
 import { startDeployingProxy, startProxy } from "../proxy";
 
@@ -78,6 +78,51 @@ describe("the reference frontend in local development: runs submitted, watched, 
     expect(await page.locator("#notice").isHidden()).toBe(true);
     expect(problems.filter((p) => !/ERR_CONNECTION_RESET|404/.test(p))).toEqual([]);
     await page.close();
+  });
+
+  it("a run deleted while the page still reads it is left first: neither its stream nor its last read, held until the run is gone, finds it gone", async () => {
+    // The run's stream, or the read that follows the stream's result, held by the link until the
+    // service has deleted the run (and handed on before the page has the delete's answer).
+    for (const held of [(path: string) => path.endsWith("/stream"), (path: string, nth: number) => !path.endsWith("/stream") && nth === 2]) {
+      const id = await submitOverApi({ prompt: "Deleted while read", config: { simulate: { steps: 1, step_ms: 1 } } });
+      await expect.poll(async () => ((await (await fetch(`${BASE}/api/v1/runs/${id}`)).json()) as { status: string }).status).toBe("succeeded");
+      const { page, problems } = await open(`${BASE}/`);
+      const holding = holdUntilDeleted(page, id, held);
+      await row(page, id).click();
+      await page.waitForSelector("#detail-status.succeeded");
+      await holding.held;
+      await page.click("#delete-button");
+      await row(page, id).waitFor({ state: "detached" });
+      expect(await holding.givenUp).toBe(true);
+      // One more turn of the page's event loop: whatever the held request met has been handled.
+      await page.evaluate(() => new Promise((done) => setTimeout(done, 0)));
+      expect(await page.locator("#detail-body").isHidden()).toBe(true);
+      expect(await page.locator("#notice").isHidden()).toBe(true);
+      expect(problems).toEqual([]);
+      await page.close();
+    }
+  });
+
+  it("a delete refused (a deploy under way, past the page's tries) leaves the run shown, read and watched again, and says why", async () => {
+    const id = await submitOverApi({ prompt: "Not deleted yet", config: { simulate: { steps: 1, step_ms: 1 } } });
+    const { page, problems } = await open(`${BASE}/`);
+    await row(page, id).click();
+    await page.waitForSelector("#detail-status.succeeded", { timeout: 15_000 });
+    await page.waitForFunction(() => (document.getElementById("detail-output")?.textContent ?? "").includes("Not deleted yet"));
+    const { statuses: sent } = await meetFates(page, `**/api/v1/runs/${id}`, "DELETE", ["503", "503", "503"]);
+    const watchedAgain = page.waitForRequest((req) => req.url().includes(`/api/v1/runs/${id}/stream`));
+    await page.click("#delete-button");
+    await expect.poll(() => page.locator("#notice").innerText(), { timeout: 10_000 }).toBe("Service is being updated; retry shortly");
+    expect(sent).toEqual([503, 503, 503]);
+    await watchedAgain;
+    await page.waitForSelector("#detail-status.succeeded");
+    await page.waitForFunction(() => (document.getElementById("detail-output")?.textContent ?? "").includes("Not deleted yet"));
+    expect(await page.locator("#detail-id").innerText()).toBe(id);
+    expect(await row(page, id).getAttribute("data-status")).toBe("succeeded");
+    expect((await fetch(`${BASE}/api/v1/runs/${id}`)).status).toBe(200);
+    expect(problems.filter((problem) => !problem.includes("the server responded with a status of 503"))).toEqual([]);
+    await page.close();
+    expect((await fetch(`${BASE}/api/v1/runs/${id}`, { method: "DELETE" })).status).toBe(204);
   });
 
   it("a cancel whose answer is lost is sent again by the page, and the run, refused then as cancelled already, shows cancelled without a word", async () => {
