@@ -28,6 +28,8 @@ const SECONDS = Number(process.env.CHAOS_SECONDS ?? 60);
 const SEED = Number(process.env.CHAOS_SEED ?? Math.floor(Math.random() * 1e6));
 const [KILL_MIN_MS, KILL_MAX_MS] = (process.env.CHAOS_KILL_MS ?? "3000-9000").split("-").map(Number);
 const SETTLE_MS = 600_000;
+/** How long after granting a slot as a job joins the line asks the job whether it was made (src/tenant/TenantLine.ts). */
+const SLOT_ASKED_AFTER_MS = 60_000;
 const PORT = Number(process.env.CHAOS_PORT ?? 8005);
 const TENANTS = ["alpha", "beta"] as const;
 type Tenant = (typeof TENANTS)[number];
@@ -114,10 +116,13 @@ const args = [
 ];
 let server: DevServer;
 let up = false;
+/** When the server last started: slots granted before it are asked about by a minute after. */
+let startedAt = 0;
 const logs: string[] = [];
 
 async function start() {
   server = await startServer(persistTo, args, PORT);
+  startedAt = Date.now();
   up = true;
 }
 async function kill() {
@@ -459,8 +464,9 @@ async function cleanUp(): Promise<void> {
     if (res.status !== 204) problem(`delete ${job.id} at the end → ${res.status} ${JSON.stringify(res.json)}`);
     job.gone = true;
   }
-  // Purges and deliveries still owed finish in the objects' alarms.
-  await sleep(20_000);
+  // Purges and deliveries still owed finish in the objects' alarms; a slot granted to a submit cut
+  // short before its job was made is taken back by the line a minute after it was granted.
+  await sleep(Math.max(20_000, startedAt + SLOT_ASKED_AFTER_MS + 10_000 - Date.now()));
   await stopServer(server);
   logs.push(...server.output);
   const left = JSON.parse(execFileSync("python3", ["bench/leftovers.py", persistTo], { encoding: "utf8" })) as Record<string, number>;

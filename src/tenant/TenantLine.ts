@@ -19,7 +19,11 @@ import { lineShards, tenantOfObject } from "./shards";
 
 /** A job that the line could not reach (not created yet) is tried again this much later. */
 const MISSING_RETRY_MS = 2_000;
-/** A job still missing this long after it joined never will be: its place is given up. */
+/**
+ * A job still missing this long after it joined never will be: its place is given up. A job
+ * granted its slot as it joined is asked once, this long after, whether it was made (a submit cut
+ * short between its place and its job made none, and nothing else would free that slot).
+ */
 const MISSING_GRACE_MS = 60_000;
 /** While the line is full and jobs wait, slot holders are asked this often whether they still run. */
 const AUDIT_MS = 10 * 60_000;
@@ -63,8 +67,9 @@ export class TenantLine extends DurableObject<Env> {
 
   /**
    * Takes a place for a new job. It is granted a slot at once when one is free, its key allows,
-   * and no one in line would start before it; then the job is created running. A job that would
-   * wait is refused past the tenant's queued limit, and nothing is stored.
+   * and no one in line would start before it; then the job is created running, and is asked
+   * MISSING_GRACE_MS later whether it was (the line's alarm rings by then). A job that would wait
+   * is refused past the tenant's queued limit, and nothing is stored.
    */
   async join(request: PlaceRequest): Promise<JoinResult> {
     const now = Date.now();
@@ -76,7 +81,8 @@ export class TenantLine extends DurableObject<Env> {
       const delayed = request.start_at !== null && request.start_at > now;
       const counts = this.counts();
       if (!delayed && this.mayStartNow(request, counts.running)) {
-        this.insert(request, "running", now, null);
+        alarm = now + MISSING_GRACE_MS;
+        this.insert(request, "running", now, null, null, alarm);
         return { ok: true, granted: true };
       }
       if (counts.scheduled + counts.waiting >= this.limits.maxQueuedPerTenant) return { ok: false, limit: this.limits.maxQueuedPerTenant };
@@ -243,7 +249,7 @@ export class TenantLine extends DurableObject<Env> {
           return;
         case "missing":
           freed = true;
-          if (now - p.joined_at > MISSING_GRACE_MS) this.sql.exec("DELETE FROM places WHERE job_id = ?", p.job_id);
+          if (now - p.joined_at >= MISSING_GRACE_MS) this.sql.exec("DELETE FROM places WHERE job_id = ?", p.job_id);
           else {
             this.sql.exec(
               "UPDATE places SET state = 'scheduled', start_at = ?, told = 1, granted_at = NULL WHERE job_id = ? AND state = 'running'",
@@ -382,11 +388,21 @@ export class TenantLine extends DurableObject<Env> {
     this.sql.exec("UPDATE places SET retry_at = ? WHERE job_id = ?", Date.now() + this.limits.retryBaseMs, jobId);
   }
 
-  /** `seq`: the place's order in line; null: after everyone. */
-  private insert(request: PlaceRequest, state: PlaceState, grantedAt: number | null, expiresAt: number | null, seq: number | null = null): void {
+  /**
+   * `seq`: the place's order in line; null: after everyone. `askAt`: when the job is to be asked
+   * whether it holds the slot it was granted as it joined (null: nothing to ask).
+   */
+  private insert(
+    request: PlaceRequest,
+    state: PlaceState,
+    grantedAt: number | null,
+    expiresAt: number | null,
+    seq: number | null = null,
+    askAt: number | null = null,
+  ): void {
     this.sql.exec(
-      `INSERT INTO places (seq, job_id, state, priority, concurrency_key, start_at, expires_at, ttl_s, joined_at, granted_at, told)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)`,
+      `INSERT INTO places (seq, job_id, state, priority, concurrency_key, start_at, expires_at, ttl_s, joined_at, granted_at, told, retry_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       seq,
       request.job_id,
       state,
@@ -397,6 +413,8 @@ export class TenantLine extends DurableObject<Env> {
       request.ttl_s,
       Date.now(),
       grantedAt,
+      askAt === null ? 1 : 0,
+      askAt,
     );
   }
 

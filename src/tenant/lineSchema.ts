@@ -7,7 +7,8 @@ import { remakeTable } from "../storage/migrations";
 
 /**
  * A place's state: `scheduled` (delayed, not yet eligible), `waiting` (in line), `running`
- * (holds a slot; `told` = 0 until the job has heard), `expired` (its TTL passed; `told` = 0 until
+ * (holds a slot; `told` = 0 until the job has heard, or for a slot granted as the job joined, until
+ * the job, asked a while later, has said it was made), `expired` (its TTL passed; `told` = 0 until
  * the job has heard, then the place goes).
  */
 export type PlaceState = "scheduled" | "waiting" | "running" | "expired";

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { getJob, lineStub } from "../helpers";
-import { alarmOf, enqueue, LIMIT } from "./line";
+import { alarmOf, ASKED_AFTER_MS, askSlotsGrantedAtJoin, enqueue, LIMIT, lineCounts } from "./line";
 
 /** Every alarm rings this much after what is due (vitest.config.ts: ALARM_DELAY_MS). */
 const LATE = 3_600_000;
@@ -18,9 +18,24 @@ async function timed(fields: Record<string, unknown>) {
 }
 
 describe("the line's one alarm", () => {
+  it("rings a minute after a slot is granted as its job joins, to ask the job whether it was made; once it said so, nothing more", async () => {
+    const granted = await timed({});
+    expect((await getJob(granted.id)).status).toBe("running");
+    const alarm = await lineAlarm();
+    expect(alarm).toBeGreaterThanOrEqual(granted.before + ASKED_AFTER_MS + LATE);
+    expect(alarm).toBeLessThanOrEqual(granted.after + ASKED_AFTER_MS + LATE);
+    await timed({}); // a second, granted later, changes nothing due sooner
+    expect(await lineAlarm()).toBe(alarm);
+
+    await askSlotsGrantedAtJoin();
+    expect(await lineCounts()).toMatchObject({ running: 2 });
+    expect(await lineAlarm()).toBeNull();
+  });
+
   it("is set for an audit of the slots by the first job that waits while every slot is taken", async () => {
-    for (let i = 0; i < LIMIT; i++) expect((await enqueue({}, { steps: 3 })).status).toBe("running");
-    expect(await lineAlarm()).toBeNull(); // nothing is due: every holder has been told
+    for (let i = 2; i < LIMIT; i++) expect((await enqueue({}, { steps: 3 })).status).toBe("running");
+    await askSlotsGrantedAtJoin();
+    expect(await lineAlarm()).toBeNull(); // nothing is due: every holder has said it was made
 
     const first = await timed({});
     const alarm = await lineAlarm();

@@ -31,6 +31,25 @@ export async function release(id: string): Promise<void> {
   await fireLine();
 }
 
+/** How long after a slot is granted as its job joins that the job is asked whether it was made (TenantLine). */
+export const ASKED_AFTER_MS = 60_000;
+
+/**
+ * Lets the time pass after which slots granted as their jobs joined are asked about, then fires
+ * the line's alarm, which asks.
+ */
+export async function askSlotsGrantedAtJoin(): Promise<void> {
+  await runInDurableObject(lineStub(), (_i, state) => {
+    state.storage.sql.exec(
+      "UPDATE places SET joined_at = joined_at - ?, granted_at = granted_at - ?, retry_at = retry_at - ? WHERE state = 'running' AND told = 0",
+      ASKED_AFTER_MS,
+      ASKED_AFTER_MS,
+      ASKED_AFTER_MS,
+    );
+  });
+  await fireLine();
+}
+
 export async function lineCounts() {
   return lineStub().counts();
 }

@@ -2,7 +2,7 @@ import { env, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { failingStubs, restoreBindings, withBindings } from "../faults";
 import { api, drive, getJob, lineStub, post, r2Keys, runStub } from "../helpers";
-import { alarmOf, enqueue, fireLine, LIMIT, lineCounts, release } from "./line";
+import { alarmOf, askSlotsGrantedAtJoin, enqueue, fireLine, LIMIT, lineCounts, release } from "./line";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const running = async () =>
@@ -55,11 +55,27 @@ describe("wake-ups from the line", () => {
     expect(await lineCounts()).toMatchObject({ waiting: 0, running: LIMIT });
   });
 
-  it("takes back a slot held for a job that was never created, once it has been held a while", async () => {
+  it("takes back a slot granted as a job joined, a minute later, when the job was never made, though no one waits", async () => {
     await release((await running())[0]);
-    // A submit that took a slot and died before it created its job.
+    const before = await lineCounts();
+    // A submit that took a slot and died before it made its job.
     const ghost = "run_GhostGhostGhostGhostGhost";
     expect(await lineStub().join({ job_id: ghost, priority: 5, concurrency_key: null, start_at: null, ttl_s: null })).toEqual({ ok: true, granted: true });
+    expect(await lineCounts()).toMatchObject({ running: before.running + 1, waiting: 0 });
+    await fireLine();
+    expect(await lineCounts()).toMatchObject({ running: before.running + 1 }); // asked only a minute on
+
+    await askSlotsGrantedAtJoin();
+    expect(await lineCounts()).toMatchObject({ running: before.running, waiting: 0 });
+  });
+
+  it("takes back a slot held for a job that was never created, once it has been held a while, when jobs wait: the audit", async () => {
+    // A slot held with nothing asking after it (one granted before slots were asked about).
+    const ghost = "run_GhostGhostGhostGhostGhos2";
+    expect(await lineStub().join({ job_id: ghost, priority: 5, concurrency_key: null, start_at: null, ttl_s: null })).toEqual({ ok: true, granted: true });
+    await runInDurableObject(lineStub(), (_i, state) => {
+      state.storage.sql.exec("UPDATE places SET told = 1, retry_at = NULL WHERE job_id = ?", ghost);
+    });
     const waiting = await enqueue();
     expect(waiting.status).toBe("queued");
 
