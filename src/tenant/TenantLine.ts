@@ -15,6 +15,7 @@ import type { PlaceRequest } from "../run/job";
 import { DEFAULT_PRIORITY } from "../schemas";
 import { migrate } from "../storage/migrations";
 import { DUE_TIMES, LINE_MIGRATIONS, type PlaceState } from "./lineSchema";
+import { BATCH, Places } from "./places";
 import { lineShards, tenantOfObject } from "./shards";
 
 /** A job that the line could not reach (not created yet) is tried again this much later. */
@@ -27,15 +28,11 @@ const MISSING_RETRY_MS = 2_000;
 const MISSING_GRACE_MS = 60_000;
 /** While the line is full and jobs wait, slot holders are asked this often whether they still run. */
 const AUDIT_MS = 10 * 60_000;
-/** At most this many jobs are told something (started, expired, audited) in one alarm. */
-const BATCH = 100;
 
 export type JoinResult = { ok: true; granted: boolean } | { ok: false; limit: number };
 
 /** The contract's error for a job whose queue TTL passed before it started. */
 export const expiredMessage = (ttlSeconds: number) => `Expired: not started within ${ttlSeconds} s`;
-
-type Place = { job_id: string; state: PlaceState; priority: number; seq: number; concurrency_key: string | null };
 
 /**
  * One line's limits: with LINE_SHARDS lines, each runs and holds its share of the tenant's
@@ -54,11 +51,13 @@ function lineLimits(env: Env): Limits {
 export class TenantLine extends DurableObject<Env> {
   private readonly sql: SqlStorage;
   private readonly limits: Limits;
+  private readonly places: Places;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
     this.limits = lineLimits(env);
+    this.places = new Places(this.sql, this.limits);
     migrate(ctx.storage, LINE_MIGRATIONS);
     rememberTenant(ctx);
   }
@@ -76,19 +75,19 @@ export class TenantLine extends DurableObject<Env> {
     // What the new place asks of the alarm: nothing, a time it must ring by, or a full reckoning.
     let alarm: number | "all" | null = null;
     const result = this.ctx.storage.transactionSync((): JoinResult => {
-      const held = this.place(request.job_id);
+      const held = this.places.get(request.job_id);
       if (held) return { ok: true, granted: held.state === "running" };
       const delayed = request.start_at !== null && request.start_at > now;
-      const counts = this.counts();
-      if (!delayed && this.mayStartNow(request, counts.running)) {
+      const counts = this.places.counts();
+      if (!delayed && this.places.mayStartNow(request, counts.running)) {
         alarm = now + MISSING_GRACE_MS;
-        this.insert(request, "running", now, null, null, alarm);
+        this.places.insert(request, "running", now, null, null, alarm);
         return { ok: true, granted: true };
       }
       if (counts.scheduled + counts.waiting >= this.limits.maxQueuedPerTenant) return { ok: false, limit: this.limits.maxQueuedPerTenant };
       const eligibleAt = delayed ? request.start_at! : now;
       const expiresAt = request.ttl_s === null ? null : eligibleAt + request.ttl_s * 1000;
-      this.insert(request, delayed ? "scheduled" : "waiting", null, expiresAt);
+      this.places.insert(request, delayed ? "scheduled" : "waiting", null, expiresAt);
       // The first job to wait while every slot is taken starts the audits of the slots' holders.
       if (!delayed && counts.waiting === 0 && counts.running >= this.limits.maxRunningPerTenant) alarm = "all";
       else alarm = delayed ? request.start_at : expiresAt;
@@ -101,7 +100,7 @@ export class TenantLine extends DurableObject<Env> {
 
   /** The job has ended, was deleted, or was never created: its place and any slot are freed. */
   async leave(jobId: string): Promise<void> {
-    const freed = this.place(jobId)?.state === "running";
+    const freed = this.places.get(jobId)?.state === "running";
     this.sql.exec("DELETE FROM places WHERE job_id = ?", jobId);
     if (freed) await this.armAlarm();
   }
@@ -119,7 +118,7 @@ export class TenantLine extends DurableObject<Env> {
       if (held?.state === "running" && (held.granted_at ?? 0) >= answeredAt) return;
       this.sql.exec("DELETE FROM places WHERE job_id = ?", request.job_id);
       const first = this.sql.exec<{ seq: number | null }>("SELECT MIN(seq) AS seq FROM places").one().seq;
-      this.insert(request, "waiting", null, null, first === null ? null : first - 1);
+      this.places.insert(request, "waiting", null, null, first === null ? null : first - 1);
     });
     await this.armAlarm();
   }
@@ -129,20 +128,7 @@ export class TenantLine extends DurableObject<Env> {
    * are not waiting: delayed, running, or unknown here).
    */
   positions(jobIds: string[]): Record<string, number | null> {
-    const out: Record<string, number | null> = Object.fromEntries(jobIds.map((id) => [id, null]));
-    // In line order, each from the one before it: a page of jobs walks the line once, not once each.
-    const waiting = jobIds
-      .map((id) => this.place(id))
-      .filter((place): place is Place => place?.state === "waiting")
-      .sort((a, b) => b.priority - a.priority || a.seq - b.seq);
-    let previous: Place | null = null;
-    let position = 0;
-    for (const place of waiting) {
-      position += this.countInLine(previous, place);
-      out[place.job_id] = position;
-      previous = place;
-    }
-    return out;
+    return this.places.positions(jobIds);
   }
 
   /**
@@ -153,9 +139,9 @@ export class TenantLine extends DurableObject<Env> {
     const now = Date.now();
     this.ctx.storage.transactionSync(() => {
       for (const place of places) {
-        if (this.place(place.job_id)) continue;
+        if (this.places.get(place.job_id)) continue;
         const request = { job_id: place.job_id, priority: DEFAULT_PRIORITY, concurrency_key: null, start_at: null, ttl_s: null };
-        this.insert(request, place.running ? "running" : "waiting", place.running ? now : null, null);
+        this.places.insert(request, place.running ? "running" : "waiting", place.running ? now : null, null);
       }
     });
     await this.armAlarm();
@@ -163,9 +149,7 @@ export class TenantLine extends DurableObject<Env> {
 
   /** How many places of each state the line holds: for operators and tests. */
   counts(): Record<PlaceState, number> {
-    const counts: Record<PlaceState, number> = { scheduled: 0, waiting: 0, running: 0, expired: 0 };
-    for (const row of this.sql.exec<{ state: PlaceState; n: number }>("SELECT state, n FROM state_counts")) counts[row.state] = row.n;
-    return counts;
+    return this.places.counts();
   }
 
   // ---- the alarm ----------------------------------------------------------------------------
@@ -205,20 +189,20 @@ export class TenantLine extends DurableObject<Env> {
   }
 
   private async tellExpired(): Promise<void> {
-    const due = this.untold("expired");
+    const due = this.places.untold("expired");
     const answers = await Promise.allSettled(due.map((p) => this.run(p.job_id).expire(expiredMessage(p.ttl_s ?? 0))));
     due.forEach((p, i) => {
       if (answers[i].status === "fulfilled") this.sql.exec("DELETE FROM places WHERE job_id = ? AND state = 'expired'", p.job_id);
-      else this.retryLater(p.job_id);
+      else this.places.retryLater(p.job_id);
     });
   }
 
   /** Gives each free slot to the next job in line whose key allows it. */
   private grantFreeSlots(): void {
-    let free = this.limits.maxRunningPerTenant - this.counts().running;
+    let free = this.limits.maxRunningPerTenant - this.places.counts().running;
     const now = Date.now();
     while (free > 0) {
-      const next = this.nextInLine(this.blockedKeys());
+      const next = this.places.nextInLine(this.places.blockedKeys());
       if (!next) return;
       this.sql.exec("UPDATE places SET state = 'running', granted_at = ?, told = 0, retry_at = NULL WHERE job_id = ?", now, next.job_id);
       free--;
@@ -231,13 +215,13 @@ export class TenantLine extends DurableObject<Env> {
    * a slot came free.
    */
   private async tellGranted(): Promise<boolean> {
-    const due = this.untold("running");
+    const due = this.places.untold("running");
     const answers = await Promise.allSettled(due.map((p) => this.run(p.job_id).start()));
     let freed = false;
     const now = Date.now();
     due.forEach((p, i) => {
       const answer = answers[i];
-      if (answer.status === "rejected") return this.retryLater(p.job_id);
+      if (answer.status === "rejected") return this.places.retryLater(p.job_id);
       switch (answer.value) {
         case "started":
         case "running":
@@ -285,7 +269,7 @@ export class TenantLine extends DurableObject<Env> {
   }
 
   /** Every slot is taken and jobs wait: when slot holders are audited. */
-  private fullWithJobsWaiting(counts = this.counts()): boolean {
+  private fullWithJobsWaiting(counts = this.places.counts()): boolean {
     return counts.running >= this.limits.maxRunningPerTenant && counts.waiting > 0;
   }
 
@@ -298,8 +282,8 @@ export class TenantLine extends DurableObject<Env> {
     const now = Date.now();
     const next = this.sql.exec<Record<"start_at" | "expires_at" | "tell_at", number | null>>(DUE_TIMES.next, now).one();
     const times = [next.start_at, next.expires_at, next.tell_at].filter((at) => at !== null);
-    const counts = this.counts();
-    if (counts.running < this.limits.maxRunningPerTenant && this.nextInLine(this.blockedKeys())) times.push(now);
+    const counts = this.places.counts();
+    if (counts.running < this.limits.maxRunningPerTenant && this.places.nextInLine(this.places.blockedKeys())) times.push(now);
     if (this.fullWithJobsWaiting(counts)) times.push((this.lastAuditAt() ?? now) + AUDIT_MS);
     if (times.length === 0) await this.ctx.storage.deleteAlarm();
     else await this.ctx.storage.setAlarm(this.ringTime(Math.min(...times), now));
@@ -319,103 +303,6 @@ export class TenantLine extends DurableObject<Env> {
   /** When the alarm rings for work due at `at`: not before now, and ALARM_DELAY_MS after. */
   private ringTime(at: number, now = Date.now()): number {
     return Math.max(now, at) + this.limits.alarmDelayMs;
-  }
-
-  // ---- queries ----------------------------------------------------------------------------
-
-  /** A new job may take a free slot now (`running`: the slots taken): its key allows, and no one in line would go first. */
-  private mayStartNow(request: PlaceRequest, running: number): boolean {
-    if (running >= this.limits.maxRunningPerTenant) return false;
-    const blocked = this.blockedKeys();
-    if (request.concurrency_key !== null && blocked.includes(request.concurrency_key)) return false;
-    const first = this.nextInLine(blocked);
-    return !first || first.priority < request.priority;
-  }
-
-  /** The first waiting job, by priority then arrival, whose key is not at its limit. */
-  private nextInLine(blocked: string[]): Place | undefined {
-    const keyFilter = blocked.length ? `AND (concurrency_key IS NULL OR concurrency_key NOT IN (${blocked.map(() => "?").join(", ")}))` : "";
-    return this.sql
-      .exec<Place>(
-        `SELECT job_id, state, priority, seq, concurrency_key FROM places WHERE state = 'waiting' ${keyFilter}
-         ORDER BY priority DESC, seq LIMIT 1`,
-        ...blocked,
-      )
-      .toArray()[0];
-  }
-
-  /** Keys whose running jobs are at MAX_RUNNING_PER_KEY. */
-  private blockedKeys(): string[] {
-    return this.sql
-      .exec<{ key: string }>(
-        `SELECT concurrency_key AS key FROM places WHERE state = 'running' AND concurrency_key IS NOT NULL
-         GROUP BY concurrency_key HAVING COUNT(*) >= ?`,
-        this.limits.maxRunningPerKey,
-      )
-      .toArray()
-      .map((r) => r.key);
-  }
-
-  /** Waiting jobs after `after` (or from the head of the line) up to and including `upTo`, in line order. */
-  private countInLine(after: Place | null, upTo: Place): number {
-    const count = (where: string, ...params: number[]) =>
-      this.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM places WHERE state = 'waiting' AND ${where}`, ...params).one().n;
-    if (after && after.priority === upTo.priority) return count("priority = ? AND seq > ? AND seq <= ?", upTo.priority, after.seq, upTo.seq);
-    const higher = after
-      ? count("priority = ? AND seq > ?", after.priority, after.seq) + count("priority < ? AND priority > ?", after.priority, upTo.priority)
-      : count("priority > ?", upTo.priority);
-    return higher + count("priority = ? AND seq <= ?", upTo.priority, upTo.seq);
-  }
-
-  private place(jobId: string): Place | undefined {
-    return this.sql
-      .exec<Place>("SELECT job_id, state, priority, seq, concurrency_key FROM places WHERE job_id = ?", jobId)
-      .toArray()[0];
-  }
-
-  private untold(state: "running" | "expired") {
-    return this.sql
-      .exec<{ job_id: string; joined_at: number; ttl_s: number | null }>(
-        "SELECT job_id, joined_at, ttl_s FROM places WHERE state = ? AND told = 0 AND COALESCE(retry_at, 0) <= ? ORDER BY seq LIMIT ?",
-        state,
-        Date.now(),
-        BATCH,
-      )
-      .toArray();
-  }
-
-  private retryLater(jobId: string): void {
-    this.sql.exec("UPDATE places SET retry_at = ? WHERE job_id = ?", Date.now() + this.limits.retryBaseMs, jobId);
-  }
-
-  /**
-   * `seq`: the place's order in line; null: after everyone. `askAt`: when the job is to be asked
-   * whether it holds the slot it was granted as it joined (null: nothing to ask).
-   */
-  private insert(
-    request: PlaceRequest,
-    state: PlaceState,
-    grantedAt: number | null,
-    expiresAt: number | null,
-    seq: number | null = null,
-    askAt: number | null = null,
-  ): void {
-    this.sql.exec(
-      `INSERT INTO places (seq, job_id, state, priority, concurrency_key, start_at, expires_at, ttl_s, joined_at, granted_at, told, retry_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      seq,
-      request.job_id,
-      state,
-      request.priority,
-      request.concurrency_key,
-      request.start_at,
-      expiresAt,
-      request.ttl_s,
-      Date.now(),
-      grantedAt,
-      askAt === null ? 1 : 0,
-      askAt,
-    );
   }
 
   private run(jobId: string) {

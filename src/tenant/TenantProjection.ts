@@ -17,6 +17,7 @@ import { FeedWatchers, type Change, type RunFilter } from "./feed";
 import { MAX_SHARDS, shardIndex } from "./shards";
 import { listPage, matchingJobIds, type BulkFilter, type ListFilter, type ListPage } from "./listing";
 import { PROJECTION_MIGRATIONS } from "./projectionSchema";
+import { refundSubmit, releaseSubmitKey, spendSubmit, submitsSpent, submitUnderWay } from "./tokenSubmits";
 import { addUsage, counted, NO_USAGE, SNAPSHOT_USAGE, usageColumns, usageStats, type Counted } from "./usage";
 
 /**
@@ -29,13 +30,6 @@ const TOMBSTONES_PRUNED_PER_REMOVAL = 4;
 
 /** The feed tells a job's progress at most this often; every status change is told. */
 const FEED_PROGRESS_MS = 1000;
-
-/**
- * How long after a token's submit is counted it may still be under way (making its job): a second
- * submit under its key waits for it until then, at most. A submit's own calls take well under a
- * second; a job made since is found by its key anyway.
- */
-const SUBMIT_UNDER_WAY_MS = 60_000;
 
 /** How many old run slots are handed to the line per call. */
 const HANDOVER_BATCH = 500;
@@ -329,31 +323,11 @@ export class TenantProjection extends DurableObject<Env> {
   }
 
   /**
-   * Counts one submit of a scoped token, unless it has submitted `max` jobs already: exact under
-   * any concurrency, as this object runs one call at a time. The submit's idempotency key, if it
-   * has one, is kept with the count (`spendSubmitUnderKey`).
+   * Counts one submit of a scoped token, unless it has submitted `max` jobs already. The submit's
+   * idempotency key, if it has one, is kept with the count (`spendSubmitUnderKey`).
    */
   spendSubmit(tokenId: string, max: number, expiresAtMs: number, key: string | null = null): boolean {
-    const now = Date.now();
-    return this.ctx.storage.transactionSync(() => {
-      this.sql.exec(
-        "DELETE FROM token_submits WHERE token_id IN (SELECT token_id FROM token_submits WHERE expires_at < ? ORDER BY expires_at LIMIT 4)",
-        now,
-      );
-      this.sql.exec(
-        "DELETE FROM token_keys WHERE (token_id, key) IN (SELECT token_id, key FROM token_keys WHERE under_way_until < ? ORDER BY under_way_until LIMIT 4)",
-        now,
-      );
-      const spent = this.sql.exec<{ n: number }>("SELECT n FROM token_submits WHERE token_id = ?", tokenId).toArray()[0]?.n ?? 0;
-      if (spent >= max) return false;
-      this.sql.exec(
-        "INSERT INTO token_submits (token_id, n, expires_at) VALUES (?, 1, ?) ON CONFLICT (token_id) DO UPDATE SET n = n + 1",
-        tokenId,
-        expiresAtMs,
-      );
-      if (key !== null) this.sql.exec("INSERT OR REPLACE INTO token_keys (token_id, key, under_way_until) VALUES (?, ?, ?)", tokenId, key, now + SUBMIT_UNDER_WAY_MS);
-      return true;
-    });
+    return spendSubmit(this.ctx.storage, tokenId, max, expiresAtMs, key);
   }
 
   /**
@@ -362,9 +336,8 @@ export class TenantProjection extends DurableObject<Env> {
    * back: it may be under way. One call, so that no count given back falls between the two looks.
    */
   spendSubmitUnderKey(tokenId: string, max: number, expiresAtMs: number, key: string): "spent" | "under_way" | "refused" {
-    if (this.spendSubmit(tokenId, max, expiresAtMs, key)) return "spent";
-    const lately = this.sql.exec("SELECT 1 FROM token_keys WHERE token_id = ? AND key = ? AND under_way_until >= ?", tokenId, key, Date.now()).toArray();
-    return lately.length > 0 ? "under_way" : "refused";
+    if (spendSubmit(this.ctx.storage, tokenId, max, expiresAtMs, key)) return "spent";
+    return submitUnderWay(this.sql, tokenId, key) ? "under_way" : "refused";
   }
 
   /**
@@ -373,20 +346,17 @@ export class TenantProjection extends DurableObject<Env> {
    * is deleted, a submit sent again under the key past the limit is refused at once.
    */
   releaseSubmitKey(tokenId: string, key: string): void {
-    this.sql.exec("DELETE FROM token_keys WHERE token_id = ? AND key = ?", tokenId, key);
+    releaseSubmitKey(this.sql, tokenId, key);
   }
 
   /** How many submits a scoped token has spent here: 0 for one never seen, or expired. */
   submitsSpent(tokenId: string): number {
-    return this.sql.exec<{ n: number }>("SELECT n FROM token_submits WHERE token_id = ? AND expires_at >= ?", tokenId, Date.now()).toArray()[0]?.n ?? 0;
+    return submitsSpent(this.sql, tokenId);
   }
 
   /** Gives a submit back, with the key it came under: the job it was spent on was never made. */
   refundSubmit(tokenId: string, key: string | null = null): void {
-    this.ctx.storage.transactionSync(() => {
-      this.sql.exec("UPDATE token_submits SET n = n - 1 WHERE token_id = ? AND n > 0", tokenId);
-      if (key !== null) this.releaseSubmitKey(tokenId, key);
-    });
+    refundSubmit(this.ctx.storage, tokenId, key);
   }
 
   /**
