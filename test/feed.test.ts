@@ -241,6 +241,40 @@ describe("the live feed", () => {
     await Promise.all(watchers.map((w) => w.close()));
   });
 
+  it("a watcher whose client went away is let go by the heartbeats, and is written to no more; one still there stays", async () => {
+    // The runtime does not tell the projection that a Worker cancelled the stream it was reading;
+    // the heartbeats find such a stream holding what it was sent. They are driven here by hand.
+    const feed = (instance: unknown) => (instance as { feed: { size: number; watchers: { beat(): void } } }).feed;
+    const projection = env.PROJECTIONS.getByName("default");
+    const watchers = () => runInDurableObject(projection, (instance) => feed(instance).size);
+    const beat = async () => {
+      await new Promise((r) => setTimeout(r, 50));
+      await runInDurableObject(projection, (instance) => feed(instance).watchers.beat());
+    };
+    // Earlier tests' watchers, closed, go too: the runtime takes a first ping from each, then it
+    // holds the next unread.
+    for (let i = 0; i < 4; i++) await beat();
+    const before = await watchers();
+    const session = `feed-${crypto.randomUUID()}`;
+    const staying = await Watcher.open(`?session_id=${session}`);
+    const leaving = await Watcher.open(`?session_id=${session}`);
+    const first = await submit({ steps: 1 }, { session_id: session, delay_seconds: 3600 });
+    await staying.until((e) => about(first)(e).length > 0, "the first submit");
+    await leaving.until((e) => about(first)(e).length > 0, "the first submit");
+    await leaving.close();
+
+    const second = await submit({ steps: 1 }, { session_id: session, delay_seconds: 3600 });
+    await staying.until((e) => about(second)(e).length > 0, "the second submit");
+    for (let i = 0; i < 4; i++) await beat();
+    expect(await watchers()).toBe(before + 1);
+
+    const third = await submit({ steps: 1 }, { session_id: session, delay_seconds: 3600 });
+    const events = await staying.until((e) => about(third)(e).length > 0, "the third submit");
+    expect(events.filter((e) => e.event === "run").map((e) => jobOf(e).job_id)).toEqual([first, second, third]);
+    expect(staying.raw).toContain(": ping");
+    await staying.close();
+  });
+
   it("a position older than the log keeps starts with reset, then goes on live", async () => {
     const session = `feed-${crypto.randomUUID()}`;
     const live = await Watcher.open(`?session_id=${session}`);

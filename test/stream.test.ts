@@ -72,6 +72,27 @@ describe("GET /api/v1/runs/{id}/stream", () => {
     expect((await api(`/api/v1/runs/${id}/stream?after=x`, { method: "HEAD" })).status).toBe(400);
   });
 
+  it("a stream whose client went away is let go by the heartbeats; one still read gets every event through [DONE]", async () => {
+    const id = await submit({ steps: 3 });
+    const open = (instance: unknown) => (instance as { watchers: { size: number; watchers: { beat(): void } } }).watchers;
+    const watchers = () => runInDurableObject(runStub(id), (instance) => open(instance).size);
+    const staying = api(`/api/v1/runs/${id}/stream`).then((r) => r.text());
+    const leaving = await api(`/api/v1/runs/${id}/stream`);
+    const reader = leaving.body!.getReader();
+    await reader.read();
+    await reader.cancel();
+    // Heartbeats driven by hand: the runtime takes a first ping from the stream gone, then it holds the next unread.
+    for (let i = 0; i < 4; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      await runInDurableObject(runStub(id), (instance) => open(instance).watchers.beat());
+    }
+    expect(await watchers()).toBe(1);
+    await drive(id);
+    const events = parseSse(await staying).filter((e) => e.data !== undefined);
+    expect(events).toEqual(await eventLog(id));
+    expect(await watchers()).toBe(0);
+  });
+
   it("deleting the job ends a stream that is watching it", async () => {
     const id = await submit();
     const stream = await api(`/api/v1/runs/${id}/stream`); // open before the delete

@@ -75,22 +75,53 @@ interface Watcher {
   format: StreamFormat;
 }
 
-/** An object's open SSE streams: while there are any, each is sent `: ping` every HEARTBEAT_MS. */
+/** What an open stream's heartbeats know of its client. */
+interface Client {
+  /** When it last took everything it had been sent (the stream's `pull`). */
+  takenAt: number;
+  /** The heartbeat that found it holding something unread, if it has taken nothing since. */
+  behindSince: number | null;
+}
+
+/**
+ * An object's open SSE streams: while there are any, each is sent `: ping` every HEARTBEAT_MS.
+ * A client that went away is let go by the heartbeats: the runtime does not tell a Durable
+ * Object's stream that the Worker reading it was cancelled (its `cancel` never runs), so the
+ * stream would be written on for good. One found holding something unread at a heartbeat, and
+ * still at the next with nothing taken between, is closed: a client still there gets what was
+ * queued, then its stream ends, and it resumes from its last event.
+ */
 export class OpenStreams<W extends { controller: ReadableStreamDefaultController<Uint8Array> }> implements Iterable<W> {
-  private readonly open = new Set<W>();
+  private readonly open = new Map<W, Client>();
   private heartbeat: ReturnType<typeof setInterval> | null = null;
 
   add(stream: W): void {
-    this.open.add(stream);
-    this.heartbeat ??= setInterval(() => {
-      for (const each of this.open) {
-        try {
-          each.controller.enqueue(encoder.encode(PING));
-        } catch {
-          this.drop(each);
-        }
+    this.open.set(stream, { takenAt: Date.now(), behindSince: null });
+    this.heartbeat ??= setInterval(() => this.beat(), HEARTBEAT_MS);
+  }
+
+  /** The stream's client took everything it was sent (call it from the stream's `pull`). */
+  taken(stream: W): void {
+    const client = this.open.get(stream);
+    if (client) client.takenAt = Date.now();
+  }
+
+  /** One heartbeat: clients gone are let go, the others are sent a ping. */
+  beat(): void {
+    const now = Date.now();
+    for (const [each, client] of this.open) {
+      if ((each.controller.desiredSize ?? 0) > 0) client.behindSince = null;
+      else if (client.behindSince === null || client.takenAt >= client.behindSince) client.behindSince = now;
+      else {
+        this.close(each);
+        continue;
       }
-    }, HEARTBEAT_MS);
+      try {
+        each.controller.enqueue(encoder.encode(PING));
+      } catch {
+        this.drop(each);
+      }
+    }
   }
 
   drop(stream: W): void {
@@ -101,12 +132,22 @@ export class OpenStreams<W extends { controller: ReadableStreamDefaultController
     }
   }
 
+  /** Ends the stream after what it holds, and stops writing to it. */
+  close(stream: W): void {
+    this.drop(stream);
+    try {
+      stream.controller.close();
+    } catch {
+      // the client has gone
+    }
+  }
+
   get size(): number {
     return this.open.size;
   }
 
   [Symbol.iterator](): Iterator<W> {
-    return this.open.values();
+    return this.open.keys();
   }
 }
 
@@ -124,6 +165,7 @@ export class Watchers {
         this.watchers.add(watcher);
         this.push(watcher);
       },
+      pull: () => this.watchers.taken(watcher),
       cancel: () => this.watchers.drop(watcher),
     });
   }
@@ -135,14 +177,7 @@ export class Watchers {
 
   /** Ends every stream: the job is gone. */
   closeAll(): void {
-    for (const watcher of this.watchers) {
-      this.watchers.drop(watcher);
-      try {
-        watcher.controller.close();
-      } catch {
-        // already closed by the client
-      }
-    }
+    for (const watcher of this.watchers) this.watchers.close(watcher);
   }
 
   get size(): number {

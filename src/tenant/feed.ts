@@ -85,6 +85,7 @@ export class FeedWatchers {
         },
         // While it catches up, the watcher reads a batch each time its client takes what it was sent.
         pull: () => {
+          this.watchers.taken(watcher);
           if (!watcher.live) this.catchUp(watcher);
         },
         cancel: () => this.watchers.drop(watcher),
@@ -99,7 +100,7 @@ export class FeedWatchers {
     for (const watcher of this.watchers) {
       if (!watcher.live) continue;
       for (const { change, job } of parsed) if (change.id > watcher.last) this.send(watcher, change, job);
-      if ((watcher.controller.desiredSize ?? 0) < -MAX_BEHIND) this.close(watcher);
+      if ((watcher.controller.desiredSize ?? 0) < -MAX_BEHIND) this.watchers.close(watcher);
     }
   }
 
@@ -121,15 +122,6 @@ export class FeedWatchers {
       watcher.controller.enqueue(encoder.encode(encode(change, job)));
     } catch {
       this.watchers.drop(watcher);
-    }
-  }
-
-  private close(watcher: Watcher): void {
-    this.watchers.drop(watcher);
-    try {
-      watcher.controller.close();
-    } catch {
-      // the client has gone
     }
   }
 }
