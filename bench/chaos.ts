@@ -1,12 +1,17 @@
 /**
  * `npm run bench:chaos`: two tenants use the service as their frontends would (submits with every
- * queue control, webhooks, people asked for input, cancels, deletes, retries, bulk operations,
- * polls) while `wrangler dev` is killed with SIGKILL every few seconds and restarted on the same
- * state. Then, with the server left running, every job must reach its end, and what the service
- * says must add up: each job that was answered 202 and not deleted is listed once under its own
- * tenant and counted in its stats, each deleted one answers 404, each idempotency key still names
- * its job, each bulk operation's counts add up, each job with a webhook had its end delivered and
- * no unknown job called back, and streams number their events in order and resume exactly. Last,
+ * queue control, some through a scoped token with a submit limit, webhooks, people asked for input
+ * who approve, revise or reject, cancels, deletes, retries, bulk operations, polls, the live feed
+ * watched throughout) while `wrangler dev` is killed with SIGKILL every few seconds and restarted
+ * on the same state. Then, with the server left running, every job must reach its end, and what
+ * the service says must add up: each job that was answered 202 and not deleted is listed once
+ * under its own tenant and counted in its stats, each deleted one answers 404, each idempotency
+ * key still names its job, each bulk operation's counts add up, each job with a webhook had its
+ * end delivered and no unknown job called back, each rejected job failed with the contract's
+ * error, no token made more jobs than its limit or reached past its session, streams number their
+ * events in order and resume exactly, and each tenant's feed, resumed after every kill from the
+ * last event it had, told its changes in order, none twice, nothing of the other tenant, and ends
+ * with every job's last status and every deletion. Last,
  * every job is deleted, the server stopped, and its state must hold nothing of them
  * (bench/leftovers.py). Prints what did not add up and exits 1 if anything did not.
  *
@@ -71,6 +76,11 @@ interface Job {
    */
   gone: boolean | "unknown" | "bulk";
   status?: string;
+  error?: string | null;
+  /** Made through the tenant's scoped token, whose `authorization` sends it again. */
+  token?: string;
+  /** A person rejected it at a request for input (answered 200): it must have failed for that. */
+  rejected?: boolean;
 }
 
 const jobs: Job[] = [];
@@ -79,7 +89,7 @@ const GROUPS = 8;
 const bulkPending = new Set<string>();
 const bulkEpoch = new Map<string, number>();
 const problems: string[] = [];
-const tally = { kills: 0, submits: 0, unanswered: 0, cancels: 0, deletes: 0, retries: 0, answers: 0, polls: 0, bulks: 0, s5xx: 0 };
+const tally = { kills: 0, submits: 0, unanswered: 0, cancels: 0, deletes: 0, retries: 0, answers: 0, polls: 0, bulks: 0, token_submits: 0, token_refused: 0, s5xx: 0 };
 function problem(text: string) {
   problems.push(text);
   console.error(`  ! ${text}`);
@@ -113,6 +123,7 @@ const args = [
   ...["--var", `API_KEYS:${apiKeys}`],
   ...["--var", "WEBHOOK_ALLOW_PRIVATE:true", "--var", "WEBHOOK_RETRY_BASE_MS:1000", "--var", `WEBHOOK_SECRET:whsec_${Buffer.from("chaos-webhook-secret-32-bytes!!!").toString("base64")}`],
   ...["--var", "RETRY_BASE_MS:500", "--var", "MAX_RUNNING_PER_TENANT:4", "--var", "MAX_RUNNING_PER_KEY:1"],
+  ...["--var", "TOKEN_SECRET:chaos-token-secret-of-32-characters"],
 ];
 let server: DevServer;
 let up = false;
@@ -184,7 +195,11 @@ async function until(tenant: Tenant, method: string, path: string, body?: unknow
 }
 
 let submitted = 0;
-async function submit(tenant: Tenant, retryOf?: Job): Promise<void> {
+/** `viaToken`: made through the tenant's scoped token, not its key. */
+async function submit(tenant: Tenant, retryOf?: Job, viaToken = false): Promise<void> {
+  const token = viaToken ? tokens.get(tenant) : undefined;
+  if (viaToken && (!token || token.spent)) return;
+  const auth: Record<string, string> = token ? { authorization: `Bearer ${token.token}` } : {};
   const n = submitted++;
   const key = `chaos-${SEED}-${n}`;
   const group = retryOf?.group ?? pick([...Array(GROUPS).keys()].filter((g) => !bulkPending.has(`${tenant}/${g}`)));
@@ -200,7 +215,8 @@ async function submit(tenant: Tenant, retryOf?: Job): Promise<void> {
     } else if (res.status !== 400 && res.status !== 404) problem(`retry of ${retryOf.id} → ${res.status} ${JSON.stringify(res.json)}`);
     return;
   }
-  const webhook = chance(0.4);
+  // A token may not name a webhook (403): its jobs have none.
+  const webhook = !token && chance(0.4);
   const steps = between(1, 4);
   const body = JSON.stringify({
     prompt: `chaos ${n}`,
@@ -221,10 +237,19 @@ async function submit(tenant: Tenant, retryOf?: Job): Promise<void> {
     ...(webhook ? { webhook_url: `http://127.0.0.1:${hookPort}/hook` } : {}),
     metadata: { chaos: String(SEED), group: String(group) },
   });
-  const res = await until(tenant, "POST", "/api/v1/runs", body);
+  const res = await until(tenant, "POST", "/api/v1/runs", body, auth);
+  if (token && res.status === 403 && res.json?.detail === "Token submit limit reached") {
+    tally.token_refused++;
+    token.spent = true;
+    return;
+  }
   if (res.status !== 202) return problem(`submit ${key} → ${res.status} ${JSON.stringify(res.json)}`);
   tally.submits++;
-  jobs.push({ id: res.json.job_id, tenant, key, body, webhook, group, gone: gone() });
+  if (token) {
+    tally.token_submits++;
+    token.made.add(res.json.job_id);
+  }
+  jobs.push({ id: res.json.job_id, tenant, key, body, webhook, group, gone: gone(), token: token?.token });
 }
 
 const live = (tenant?: Tenant) => jobs.filter((j) => j.gone === false && (!tenant || j.tenant === tenant));
@@ -236,6 +261,7 @@ async function poll(job: Job): Promise<void> {
   if (res.status === 200) {
     if (job.gone === true) problem(`deleted job ${job.id} answers ${res.json.status}`);
     job.status = res.json.status;
+    job.error = res.json.error;
   } else if (res.status === 404) {
     if (job.gone === false) problem(`job ${job.id} (${job.key}), never deleted, answers 404`);
   } else problem(`GET ${job.id} → ${res.status}`);
@@ -246,7 +272,7 @@ async function operate(tenant: Tenant, running: () => boolean): Promise<void> {
     const mine = live(tenant);
     const job = mine.length > 0 ? pick(mine) : undefined;
     const roll = random();
-    if (!job || roll < 0.35) await submit(tenant);
+    if (!job || roll < 0.35) await submit(tenant, undefined, chance(0.05));
     else if (roll < 0.6) await poll(job);
     else if (roll < 0.68) {
       const res = await call(tenant, "POST", `/api/v1/runs/${job.id}/cancel`);
@@ -264,7 +290,7 @@ async function operate(tenant: Tenant, running: () => boolean): Promise<void> {
     } else if (roll < 0.9) await bulk(tenant);
     else {
       await poll(job);
-      if (job.status === "awaiting_input") await answer(job);
+      if (job.status === "awaiting_input") await answer(job, pick(["approve", "approve", "approve", "revise", "reject"] as const));
     }
     await sleep(between(20, 150));
   }
@@ -317,10 +343,128 @@ async function resolveBulk(maybe: Job[], mustBeGone: Job[] = []): Promise<void> 
 }
 
 let answered = 0;
-async function answer(job: Job): Promise<void> {
-  const res = await call(job.tenant, "POST", `/api/v1/runs/${job.id}/input`, { action: "approve" }, { "idempotency-key": `answer-${SEED}-${answered++}` });
-  if (res?.status === 200) tally.answers++;
-  else if (res && res.status !== 409 && res.status !== 404) problem(`input ${job.id} → ${res.status} ${JSON.stringify(res.json)}`);
+async function answer(job: Job, action: "approve" | "revise" | "reject" = "approve"): Promise<void> {
+  const body = { action, ...(action === "approve" ? {} : { input: `chaos ${action} ${answered}` }) };
+  const res = await call(job.tenant, "POST", `/api/v1/runs/${job.id}/input`, body, { "idempotency-key": `answer-${SEED}-${answered++}` });
+  if (res?.status === 200) {
+    tally.answers++;
+    if (action === "reject") job.rejected = true;
+  } else if (res && res.status !== 409 && res.status !== 404) problem(`input ${job.id} → ${res.status} ${JSON.stringify(res.json)}`);
+}
+
+// ---- a scoped token each ---------------------------------------------------------------------
+
+/** How many jobs each tenant's token may submit: far fewer than its workers try, so the limit is reached under load. */
+const TOKEN_MAX_SUBMITS = 6;
+interface TokenUse {
+  token: string;
+  session: string;
+  /** The jobs it made (a submit answered 202). */
+  made: Set<string>;
+  /** Refused past its limit: no more submits are tried with it. */
+  spent: boolean;
+}
+const tokens = new Map<Tenant, TokenUse>();
+
+async function mintTokens(): Promise<void> {
+  for (const tenant of TENANTS) {
+    const session = `chaos-${SEED}-${tenant}`;
+    const res = await until(tenant, "POST", "/api/v1/tokens", { scopes: ["submit", "read"], session_id: session, max_submits: TOKEN_MAX_SUBMITS, ttl_seconds: 86_400 });
+    if (res.status !== 201) problem(`token for ${tenant} → ${res.status} ${JSON.stringify(res.json)}`);
+    else tokens.set(tenant, { token: res.json.token, session, made: new Set(), spent: false });
+  }
+}
+
+/**
+ * No token made more jobs than its limit, each job it made carries its session, and it reaches
+ * the jobs of its session (those and their retries) and no other.
+ */
+async function checkTokens(): Promise<void> {
+  for (const [tenant, use] of tokens) {
+    if (use.made.size > TOKEN_MAX_SUBMITS) problem(`${tenant}'s token made ${use.made.size} jobs, past its limit of ${TOKEN_MAX_SUBMITS}`);
+    const auth = { authorization: `Bearer ${use.token}` };
+    for (const job of live(tenant)) {
+      const session = (await until(tenant, "GET", `/api/v1/runs/${job.id}`)).json?.session_id;
+      if (job.token && session !== use.session) problem(`job ${job.id}, made through a token of session ${use.session}, has session ${session}`);
+      const res = await until(tenant, "GET", `/api/v1/runs/${job.id}`, undefined, auth);
+      if (res.status !== (session === use.session ? 200 : 404)) problem(`${tenant}'s token reading ${job.id}, of session ${session}, → ${res.status}`);
+    }
+  }
+}
+
+// ---- the feed, watched through the kills ------------------------------------------------------
+
+interface FeedWatch {
+  tenant: Tenant;
+  /** The last event's id: each connection resumes after it. */
+  last: number;
+  /** Each job's last status the feed told, and the jobs it told deleted. */
+  told: Map<string, string>;
+  deleted: Set<string>;
+  connections: number;
+  events: number;
+  stopped: AbortController;
+}
+const feeds = TENANTS.map((tenant): FeedWatch => ({ tenant, last: 0, told: new Map(), deleted: new Set(), connections: 0, events: 0, stopped: new AbortController() }));
+
+/** Reads the tenant's feed as a frontend does, opening it again after the last event it had whenever it ends. */
+async function watchFeed(watch: FeedWatch): Promise<void> {
+  const auth = { authorization: `Bearer ${keys.get(watch.tenant)![0]}` };
+  while (!watch.stopped.signal.aborted) {
+    if (up) {
+      try {
+        const res = await fetch(`${server.base}/api/v1/runs/events?after=${watch.last}`, { headers: auth, signal: watch.stopped.signal });
+        if (res.status === 200 && res.body) {
+          watch.connections++;
+          const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+          let buffer = "";
+          for (let read = await reader.read(); !read.done; read = await reader.read()) {
+            buffer += read.value;
+            for (let cut = buffer.indexOf("\n\n"); cut >= 0; cut = buffer.indexOf("\n\n")) {
+              feedEvent(watch, buffer.slice(0, cut));
+              buffer = buffer.slice(cut + 2);
+            }
+          }
+        } else if (res.status !== 429 && res.status !== 503) problem(`${watch.tenant}'s feed → ${res.status} ${await res.text()}`);
+      } catch {
+        // The server was killed (or the watch stopped): open it again once the server is up.
+      }
+    }
+    await sleep(200);
+  }
+}
+
+function feedEvent(watch: FeedWatch, block: string): void {
+  const event = /^event: (.*)$/m.exec(block)?.[1];
+  const id = /^id: (.*)$/m.exec(block)?.[1];
+  const data = /^data: (.*)$/m.exec(block)?.[1];
+  if (!event) return; // a ping
+  watch.events++;
+  if (event === "reset") problem(`${watch.tenant}'s feed, resumed after ${watch.last}, was reset (id ${id})`);
+  else if (id === undefined || !(Number(id) > watch.last)) problem(`${watch.tenant}'s feed told ${event} ${id} after ${watch.last}`);
+  if (id !== undefined) watch.last = Number(id);
+  const jobId: string | undefined = data ? JSON.parse(data).job_id : undefined;
+  if (!jobId) return;
+  const owner = jobs.find((j) => j.id === jobId)?.tenant;
+  if (owner && owner !== watch.tenant) problem(`${watch.tenant}'s feed told ${event} of ${owner}'s job ${jobId}`);
+  if (event === "run") watch.told.set(jobId, JSON.parse(data!).status);
+  else if (event === "deleted") watch.deleted.add(jobId);
+}
+
+/** Each tenant's feed comes to every job's last status, and told every deletion of a job it had told. */
+async function checkFeeds(): Promise<void> {
+  const wrong = () =>
+    feeds.flatMap((watch) => [
+      ...live(watch.tenant)
+        .filter((j) => watch.told.get(j.id) !== j.status || watch.deleted.has(j.id))
+        .map((j) => `${watch.tenant}'s feed has ${j.id} ${watch.deleted.has(j.id) ? "deleted" : watch.told.get(j.id) ?? "never told"}, which is ${j.status}`),
+      ...jobs
+        .filter((j) => j.tenant === watch.tenant && j.gone === true && watch.told.has(j.id) && !watch.deleted.has(j.id))
+        .map((j) => `${watch.tenant}'s feed never told ${j.id} deleted (last told ${watch.told.get(j.id)})`),
+    ]);
+  const deadline = Date.now() + 30_000;
+  while (wrong().length > 0 && Date.now() < deadline) await sleep(1000);
+  for (const text of wrong()) problem(text);
 }
 
 // ---- the checks -------------------------------------------------------------------------------
@@ -343,6 +487,7 @@ async function settle(): Promise<void> {
         continue;
       }
       job.status = res.json.status;
+      job.error = res.json.error;
       if (job.status === "awaiting_input") await answer(job);
       if (!TERMINAL.has(job.status!)) pending.push(job);
     }
@@ -416,6 +561,11 @@ async function checkStreams(sample: Job[]): Promise<void> {
 
 async function check(): Promise<void> {
   await checkStreams(live().filter(() => chance(0.1)));
+  await checkTokens();
+  await checkFeeds();
+  for (const job of live().filter((j) => j.rejected)) {
+    if (job.status !== "failed" || !job.error?.startsWith("Rejected at step ")) problem(`job ${job.id}, rejected, is ${job.status} (${job.error})`);
+  }
   for (const tenant of TENANTS) {
     const mine = live(tenant);
     const list = await listed(tenant);
@@ -432,7 +582,7 @@ async function check(): Promise<void> {
       if ((stats.json.by_status[status] ?? 0) !== n) problem(`${tenant}'s stats count ${stats.json.by_status[status]} ${status}, it has ${n}`);
     }
     for (const job of mine.filter((j) => j.body)) {
-      const res = await until(tenant, "POST", "/api/v1/runs", job.body);
+      const res = await until(tenant, "POST", "/api/v1/runs", job.body, job.token ? { authorization: `Bearer ${job.token}` } : {});
       if (res.json?.job_id !== job.id) problem(`key ${job.key} sent again → ${res.status} ${JSON.stringify(res.json).slice(0, 200)}, not ${job.id}`);
     }
     const other = live(TENANTS.find((t) => t !== tenant));
@@ -482,6 +632,8 @@ async function main() {
   await new Promise<void>((resolve) => receiver.listen(0, "127.0.0.1", resolve));
   hookPort = (receiver.address() as AddressInfo).port;
   await start();
+  await mintTokens();
+  const watching = feeds.map(watchFeed);
   const end = Date.now() + SECONDS * 1000;
   const running = () => Date.now() < end;
   const progress = setInterval(() => console.log(`  ${JSON.stringify(tally)} unanswered: ${JSON.stringify(unheard)}`), 5000);
@@ -500,6 +652,9 @@ async function main() {
   for (const job of live()) ends.set(job.status!, (ends.get(job.status!) ?? 0) + 1);
   console.log(`settled: ${[...ends].map(([status, n]) => `${n} ${status}`).join(", ")}; ${jobs.filter((j) => j.gone === true).length} deleted; ${hooks.length} webhooks`);
   await check();
+  for (const watch of feeds) watch.stopped.abort();
+  await Promise.all(watching);
+  console.log(`feeds: ${feeds.map((w) => `${w.tenant} ${w.events} events over ${w.connections} connections`).join(", ")}; tokens made ${[...tokens.values()].map((t) => t.made.size).join(" and ")} jobs`);
   await cleanUp();
   const logFile = join(persistTo, "..", `chaos-${SEED}.log`);
   writeFileSync(logFile, logs.join(""));
