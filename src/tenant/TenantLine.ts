@@ -101,7 +101,7 @@ export class TenantLine extends DurableObject<Env> {
   /** The job has ended, was deleted, or was never created: its place and any slot are freed. */
   async leave(jobId: string): Promise<void> {
     const freed = this.places.get(jobId)?.state === "running";
-    this.sql.exec("DELETE FROM places WHERE job_id = ?", jobId);
+    this.places.remove(jobId);
     if (freed) await this.armAlarm();
   }
 
@@ -116,7 +116,7 @@ export class TenantLine extends DurableObject<Env> {
         .exec<{ state: PlaceState; granted_at: number | null }>("SELECT state, granted_at FROM places WHERE job_id = ?", request.job_id)
         .toArray()[0];
       if (held?.state === "running" && (held.granted_at ?? 0) >= answeredAt) return;
-      this.sql.exec("DELETE FROM places WHERE job_id = ?", request.job_id);
+      this.places.remove(request.job_id);
       const first = this.sql.exec<{ seq: number | null }>("SELECT MIN(seq) AS seq FROM places").one().seq;
       this.places.insert(request, "waiting", null, null, first === null ? null : first - 1);
     });
@@ -229,11 +229,11 @@ export class TenantLine extends DurableObject<Env> {
           return;
         case "not_waiting":
           freed = true;
-          this.sql.exec("DELETE FROM places WHERE job_id = ?", p.job_id);
+          this.places.remove(p.job_id);
           return;
         case "missing":
           freed = true;
-          if (now - p.joined_at >= MISSING_GRACE_MS) this.sql.exec("DELETE FROM places WHERE job_id = ?", p.job_id);
+          if (now - p.joined_at >= MISSING_GRACE_MS) this.places.remove(p.job_id);
           else {
             this.sql.exec(
               "UPDATE places SET state = 'scheduled', start_at = ?, told = 1, granted_at = NULL WHERE job_id = ? AND state = 'running'",

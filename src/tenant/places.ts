@@ -26,6 +26,11 @@ export class Places {
       .toArray()[0];
   }
 
+  /** The job's place goes, and with it any slot it held. */
+  remove(jobId: string): void {
+    this.sql.exec("DELETE FROM places WHERE job_id = ?", jobId);
+  }
+
   /** How many places of each state the line holds. */
   counts(): Record<PlaceState, number> {
     const counts: Record<PlaceState, number> = { scheduled: 0, waiting: 0, running: 0, expired: 0 };
