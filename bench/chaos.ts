@@ -1,19 +1,23 @@
 /**
  * `npm run bench:chaos`: two tenants use the service as their frontends would (submits with every
- * queue control, some through a scoped token with a submit limit, webhooks, people asked for input
- * who approve, revise or reject, cancels, deletes, retries, bulk operations, polls, the live feed
- * watched throughout) while `wrangler dev` is killed with SIGKILL every few seconds and restarted
- * on the same state. Then, with the server left running, every job must reach its end, and what
- * the service says must add up: each job that was answered 202 and not deleted is listed once
- * under its own tenant and counted in its stats, each deleted one answers 404, each idempotency
- * key still names its job, each bulk operation's counts add up, each job with a webhook had its
- * end delivered and no unknown job called back, each rejected job failed with the contract's
- * error, no token made more jobs than its limit or reached past its session, streams number their
- * events in order and resume exactly, and each tenant's feed, resumed after every kill from the
- * last event it had, told its changes in order, none twice, nothing of the other tenant, and ends
- * with every job's last status and every deletion. Last,
- * every job is deleted, the server stopped, and its state must hold nothing of them
- * (bench/leftovers.py). Prints what did not add up and exits 1 if anything did not.
+ * queue control, some kept only seconds after they end, some through a scoped token with a submit
+ * limit, webhooks, people asked for input who approve, revise or reject, some racing a cancel or a
+ * second answer, cancels, deletes, retries, bulk operations, polls, the live feed watched
+ * throughout, reads and a feed through tokens that live a minute) while `wrangler dev` is killed
+ * with SIGKILL every few seconds and restarted on the same state. Then, with the server left
+ * running, every job must reach its end, and what the service says must add up: each job that was
+ * answered 202 and neither deleted nor purged is listed once under its own tenant and counted in
+ * its stats, each deleted or purged one answers 404, each idempotency key still names its job,
+ * each bulk operation's counts add up, each job with a webhook had its end delivered and no
+ * unknown job called back, each rejected job failed with the contract's error and each job whose
+ * cancel was answered 200 ended cancelled (of two racing, never both), no token made more jobs
+ * than its limit or reached past its session, and each token's count came to the jobs it made, a token is refused `Token expired` from its expiry
+ * and its feed closed then, streams number their events in order and resume exactly, and each
+ * tenant's feed, resumed after every kill from the last event it had, told its changes in order,
+ * none twice, nothing of the other tenant, and ends with every job's last status and every
+ * deletion (a purged job's after it ended). Last, every job is deleted, the server stopped, and
+ * its state must hold nothing of them (bench/leftovers.py). Prints what did not add up and exits 1
+ * if anything did not.
  *
  * CHAOS_SECONDS (60) of load and kills, CHAOS_KILL_MS (3000-9000 between kills), CHAOS_SEED
  * (random; printed, to make the same choices again), CHAOS_PORT (8005; its inspector 1316 above).
@@ -81,6 +85,12 @@ interface Job {
   token?: string;
   /** A person rejected it at a request for input (answered 200): it must have failed for that. */
   rejected?: boolean;
+  /** A cancel of it was answered 200: it must have ended cancelled. */
+  cancelled?: boolean;
+  /** Its `retention_seconds`: once it ends it is purged that long after, and answers 404. */
+  retention_s?: number;
+  /** Gone at the end of its retention, not by a delete. */
+  purged?: boolean;
 }
 
 const jobs: Job[] = [];
@@ -89,7 +99,7 @@ const GROUPS = 8;
 const bulkPending = new Set<string>();
 const bulkEpoch = new Map<string, number>();
 const problems: string[] = [];
-const tally = { kills: 0, submits: 0, unanswered: 0, cancels: 0, deletes: 0, retries: 0, answers: 0, polls: 0, bulks: 0, token_submits: 0, token_refused: 0, s5xx: 0 };
+const tally = { kills: 0, submits: 0, unanswered: 0, cancels: 0, deletes: 0, retries: 0, answers: 0, races: 0, polls: 0, bulks: 0, purged: 0, token_submits: 0, token_refused: 0, short_reads: 0, short_expired: 0, s5xx: 0 };
 function problem(text: string) {
   problems.push(text);
   console.error(`  ! ${text}`);
@@ -136,8 +146,11 @@ async function start() {
   startedAt = Date.now();
   up = true;
 }
+/** When the server was last killed. */
+let lastKillAt = 0;
 async function kill() {
   up = false;
+  lastKillAt = Date.now();
   await killServer(server);
   logs.push(...server.output);
   tally.kills++;
@@ -194,6 +207,19 @@ async function until(tenant: Tenant, method: string, path: string, body?: unknow
   }
 }
 
+/** Hands each block of an event stream (an event or a ping) to `take` as it arrives, until the stream ends. */
+async function eachEvent(body: NonNullable<Response["body"]>, take: (block: string) => void): Promise<void> {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (let read = await reader.read(); !read.done; read = await reader.read()) {
+    buffer += read.value;
+    for (let cut = buffer.indexOf("\n\n"); cut >= 0; cut = buffer.indexOf("\n\n")) {
+      take(buffer.slice(0, cut));
+      buffer = buffer.slice(cut + 2);
+    }
+  }
+}
+
 let submitted = 0;
 /** `viaToken`: made through the tenant's scoped token, not its key. */
 async function submit(tenant: Tenant, retryOf?: Job, viaToken = false): Promise<void> {
@@ -211,13 +237,16 @@ async function submit(tenant: Tenant, retryOf?: Job, viaToken = false): Promise<
     const res = await until(tenant, "POST", `/api/v1/runs/${retryOf.id}/retry`, {}, { "idempotency-key": key });
     if (res.status === 202) {
       tally.retries++;
-      jobs.push({ id: res.json.job_id, tenant, key, body: "", webhook: retryOf.webhook, group, gone: gone() });
+      jobs.push({ id: res.json.job_id, tenant, key, body: "", webhook: retryOf.webhook, group, gone: gone(), retention_s: retryOf.retention_s });
     } else if (res.status !== 400 && res.status !== 404) problem(`retry of ${retryOf.id} → ${res.status} ${JSON.stringify(res.json)}`);
     return;
   }
   // A token may not name a webhook (403): its jobs have none.
   const webhook = !token && chance(0.4);
   const steps = between(1, 4);
+  // At least a few seconds: a submit whose answer a kill lost is sent again within a second of the
+  // restart, and must still find its job under its key (a purge frees the key, as a delete does).
+  const retention = chance(0.15) ? between(3, 10) : undefined;
   const body = JSON.stringify({
     prompt: `chaos ${n}`,
     idempotency_key: key,
@@ -235,6 +264,7 @@ async function submit(tenant: Tenant, retryOf?: Job, viaToken = false): Promise<
     ...(chance(0.2) ? { delay_seconds: between(1, 8) } : {}),
     ...(chance(0.15) ? { queue_ttl_seconds: between(3, 20) } : {}),
     ...(webhook ? { webhook_url: `http://127.0.0.1:${hookPort}/hook` } : {}),
+    ...(retention ? { retention_seconds: retention } : {}),
     metadata: { chaos: String(SEED), group: String(group) },
   });
   const res = await until(tenant, "POST", "/api/v1/runs", body, auth);
@@ -249,7 +279,20 @@ async function submit(tenant: Tenant, retryOf?: Job, viaToken = false): Promise<
     tally.token_submits++;
     token.made.add(res.json.job_id);
   }
-  jobs.push({ id: res.json.job_id, tenant, key, body, webhook, group, gone: gone(), token: token?.token });
+  jobs.push({ id: res.json.job_id, tenant, key, body, webhook, group, gone: gone(), token: token?.token, retention_s: retention });
+}
+
+/**
+ * A 404 of a job with a retention is its purge, once it ended: from then on it is held to what a
+ * delete must do (it answers 404 and is never listed again, its feed told it ended and then that it
+ * was deleted, its webhook was delivered). False for any other job.
+ */
+function purged(job: Job): boolean {
+  if (job.retention_s === undefined) return false;
+  job.gone = true;
+  job.purged = true;
+  tally.purged++;
+  return true;
 }
 
 const live = (tenant?: Tenant) => jobs.filter((j) => j.gone === false && (!tenant || j.tenant === tenant));
@@ -263,7 +306,7 @@ async function poll(job: Job): Promise<void> {
     job.status = res.json.status;
     job.error = res.json.error;
   } else if (res.status === 404) {
-    if (job.gone === false) problem(`job ${job.id} (${job.key}), never deleted, answers 404`);
+    if (job.gone === false && !purged(job)) problem(`job ${job.id} (${job.key}), never deleted, answers 404`);
   } else problem(`GET ${job.id} → ${res.status}`);
 }
 
@@ -273,24 +316,27 @@ async function operate(tenant: Tenant, running: () => boolean): Promise<void> {
     const job = mine.length > 0 ? pick(mine) : undefined;
     const roll = random();
     if (!job || roll < 0.35) await submit(tenant, undefined, chance(0.05));
-    else if (roll < 0.6) await poll(job);
+    else if (roll < 0.6) {
+      await poll(job);
+      if (job.status === "awaiting_input" && chance(0.5)) await race(job);
+    }
     else if (roll < 0.68) {
-      const res = await call(tenant, "POST", `/api/v1/runs/${job.id}/cancel`);
-      if (res?.status === 200) tally.cancels++;
-      else if (res && res.status !== 400 && !(res.status === 404 && job.gone !== false)) problem(`cancel ${job.id} → ${res.status} ${JSON.stringify(res.json)}`);
+      await cancel(job);
     } else if (roll < 0.8) {
       job.gone = "unknown";
       const res = await call(tenant, "DELETE", `/api/v1/runs/${job.id}?force=true`);
       if (res?.status === 204) (job.gone = true), tally.deletes++;
       else if (res && res.status !== 404) problem(`delete ${job.id} → ${res.status} ${JSON.stringify(res.json)}`);
-      else if (res) problem(`job ${job.id} (${job.key}), never deleted, answers 404 to its delete`), (job.gone = true);
+      else if (res && !purged(job)) problem(`job ${job.id} (${job.key}), never deleted, answers 404 to its delete`), (job.gone = true);
     } else if (roll < 0.87) {
       await poll(job);
       if ((job.status === "failed" || job.status === "cancelled") && !bulkPending.has(`${tenant}/${job.group}`)) await submit(tenant, job);
     } else if (roll < 0.9) await bulk(tenant);
+    else if (roll < 0.92) await shortRead(tenant, job);
     else {
       await poll(job);
-      if (job.status === "awaiting_input") await answer(job, pick(["approve", "approve", "approve", "revise", "reject"] as const));
+      if (job.status === "awaiting_input" && chance(0.3)) await race(job);
+      else if (job.status === "awaiting_input") await answer(job, pick(["approve", "approve", "approve", "revise", "reject"] as const));
     }
     await sleep(between(20, 150));
   }
@@ -342,14 +388,42 @@ async function resolveBulk(maybe: Job[], mustBeGone: Job[] = []): Promise<void> 
   }
 }
 
+/** A cancel: answered 200, the job must end cancelled; else refused as the contract says (400 once it ended). */
+async function cancel(job: Job): Promise<Answer> {
+  const res = await call(job.tenant, "POST", `/api/v1/runs/${job.id}/cancel`);
+  if (res?.status === 200) (tally.cancels++, (job.cancelled = true));
+  else if (res?.status === 400) {
+    if (!/^Cannot cancel job with status: (succeeded|failed|cancelled)$/.test(res.json?.detail)) problem(`cancel ${job.id} → 400 ${JSON.stringify(res.json)}`);
+  } else if (res && !(res.status === 404 && (job.gone !== false || purged(job)))) problem(`cancel ${job.id} → ${res.status} ${JSON.stringify(res.json)}`);
+  return res;
+}
+
 let answered = 0;
-async function answer(job: Job, action: "approve" | "revise" | "reject" = "approve"): Promise<void> {
+async function answer(job: Job, action: "approve" | "revise" | "reject" = "approve"): Promise<Answer> {
   const body = { action, ...(action === "approve" ? {} : { input: `chaos ${action} ${answered}` }) };
   const res = await call(job.tenant, "POST", `/api/v1/runs/${job.id}/input`, body, { "idempotency-key": `answer-${SEED}-${answered++}` });
   if (res?.status === 200) {
     tally.answers++;
     if (action === "reject") job.rejected = true;
-  } else if (res && res.status !== 409 && res.status !== 404) problem(`input ${job.id} → ${res.status} ${JSON.stringify(res.json)}`);
+  } else if (res?.status === 409) {
+    if (!/^Job is not awaiting input\. Current status: [a-z_]+$/.test(res.json?.detail)) problem(`input ${job.id} → 409 ${JSON.stringify(res.json)}`);
+  } else if (res && !(res.status === 404 && (job.gone !== false || purged(job)))) problem(`input ${job.id} → ${res.status} ${JSON.stringify(res.json)}`);
+  return res;
+}
+
+/**
+ * A person rejects a job awaiting input while someone else cancels it, or a second person
+ * approves it: one wins, the other is refused, and the job ends as the winner says (checked at
+ * the end through `rejected` and `cancelled`).
+ */
+const raceWins: Record<string, number> = {};
+async function race(job: Job): Promise<void> {
+  tally.races++;
+  const rival = chance(0.5) ? "cancel" : "approve";
+  const [reject, other] = await Promise.all([answer(job, "reject"), rival === "cancel" ? cancel(job) : answer(job, "approve")]);
+  if (reject?.status === 200 && other?.status === 200) problem(`a reject and a ${rival} of ${job.id} both won`);
+  const outcome = `reject vs ${rival}: ${reject?.status === 200 ? "reject" : other?.status === 200 ? rival : "neither"} won`;
+  raceWins[outcome] = (raceWins[outcome] ?? 0) + 1;
 }
 
 // ---- a scoped token each ---------------------------------------------------------------------
@@ -368,27 +442,141 @@ const tokens = new Map<Tenant, TokenUse>();
 
 async function mintTokens(): Promise<void> {
   for (const tenant of TENANTS) {
-    const session = `chaos-${SEED}-${tenant}`;
+    const session = sessionOf(tenant);
     const res = await until(tenant, "POST", "/api/v1/tokens", { scopes: ["submit", "read"], session_id: session, max_submits: TOKEN_MAX_SUBMITS, ttl_seconds: 86_400 });
     if (res.status !== 201) problem(`token for ${tenant} → ${res.status} ${JSON.stringify(res.json)}`);
     else tokens.set(tenant, { token: res.json.token, session, made: new Set(), spent: false });
   }
 }
 
+/** How long after a kill a token's counter may take to give back a submit the kill cut short: it asks a minute on. */
+const COUNT_GIVEN_BACK_MS = 90_000;
+
 /**
- * No token made more jobs than its limit, each job it made carries its session, and it reaches
- * the jobs of its session (those and their retries) and no other.
+ * No token made more jobs than its limit, and its counter comes to count just the jobs it made
+ * (a submit a kill cut short before its job is given back a minute on); each job it made carries
+ * its session, and it reaches the jobs of its session (those and their retries) and no other.
  */
 async function checkTokens(): Promise<void> {
   for (const [tenant, use] of tokens) {
     if (use.made.size > TOKEN_MAX_SUBMITS) problem(`${tenant}'s token made ${use.made.size} jobs, past its limit of ${TOKEN_MAX_SUBMITS}`);
     const auth = { authorization: `Bearer ${use.token}` };
+    const owed = TOKEN_MAX_SUBMITS - use.made.size;
+    const deadline = lastKillAt + COUNT_GIVEN_BACK_MS;
+    let left = (await until(tenant, "GET", "/api/v1/tokens/verify", undefined, auth)).json?.submits_left;
+    while (left < owed && Date.now() < deadline) {
+      await sleep(2000);
+      left = (await until(tenant, "GET", "/api/v1/tokens/verify", undefined, auth)).json?.submits_left;
+    }
+    if (left > owed) problem(`${tenant}'s token made ${use.made.size} jobs of ${TOKEN_MAX_SUBMITS} and has ${left} submits left`);
+    // A job made and then discarded as a cut-short submit's (its repeat's job holds the key) stays counted.
+    else if (left < owed) console.log(`  ${tenant}'s token made ${use.made.size} jobs of ${TOKEN_MAX_SUBMITS} and has ${left} submits left`);
     for (const job of live(tenant)) {
       const session = (await until(tenant, "GET", `/api/v1/runs/${job.id}`)).json?.session_id;
       if (job.token && session !== use.session) problem(`job ${job.id}, made through a token of session ${use.session}, has session ${session}`);
       const res = await until(tenant, "GET", `/api/v1/runs/${job.id}`, undefined, auth);
       if (res.status !== (session === use.session ? 200 : 404)) problem(`${tenant}'s token reading ${job.id}, of session ${session}, → ${res.status}`);
     }
+  }
+}
+
+// ---- a token that lives a minute -------------------------------------------------------------
+
+/**
+ * The least a token may live. Each tenant's reads and watches its token session with one, used on
+ * both sides of its expiry, and minted again once it expired.
+ */
+const SHORT_TTL_S = 60;
+/** How long past its token's expiry a feed may still be open: the expiry's timer, under load. */
+const EXPIRY_CLOSE_MS = 5_000;
+interface ShortToken {
+  token: string;
+  expiresAt: number;
+}
+/** Each tenant's short tokens, the newest last. */
+const shortTokens = new Map<Tenant, ShortToken[]>(TENANTS.map((t) => [t, []]));
+const shortFeeds = { opened: 0, closed_at_expiry: 0, refused_after: 0, events: 0 };
+const sessionOf = (tenant: Tenant) => `chaos-${SEED}-${tenant}`;
+
+/** The tenant's short token, minted again when it has expired; null while the server does not answer. */
+async function shortToken(tenant: Tenant): Promise<ShortToken | null> {
+  const held = shortTokens.get(tenant)!.at(-1);
+  if (held && Date.now() < held.expiresAt) return held;
+  const res = await call(tenant, "POST", "/api/v1/tokens", { scopes: ["read", "stream"], session_id: sessionOf(tenant), ttl_seconds: SHORT_TTL_S });
+  if (!res) return null;
+  if (res.status !== 201) {
+    problem(`short token for ${tenant} → ${res.status} ${JSON.stringify(res.json)}`);
+    return null;
+  }
+  const minted = { token: res.json.token as string, expiresAt: Date.parse(res.json.expires_at) };
+  shortTokens.get(tenant)!.push(minted);
+  return minted;
+}
+
+const isExpired = (res: Answer) => res?.status === 401 && res.json?.detail === "Token expired";
+
+/**
+ * A read through one of the tenant's short tokens, the newest or the one before: answered as any
+ * read (200 in its session, else 404) while it lives, `401 Token expired` once it has expired.
+ */
+async function shortRead(tenant: Tenant, job: Job): Promise<void> {
+  const short = chance(0.5) ? shortTokens.get(tenant)!.at(-2) ?? (await shortToken(tenant)) : await shortToken(tenant);
+  if (!short) return;
+  const sent = Date.now();
+  const res = await call(tenant, "GET", `/api/v1/runs/${job.id}`, undefined, { authorization: `Bearer ${short.token}` });
+  if (!res) return;
+  tally.short_reads++;
+  if (Date.now() < short.expiresAt && res.status !== 200 && res.status !== 404) problem(`a short token read ${job.id} before its expiry → ${res.status} ${JSON.stringify(res.json)}`);
+  if (sent >= short.expiresAt) {
+    if (!isExpired(res)) problem(`a short token read ${job.id} ${sent - short.expiresAt} ms after its expiry → ${res.status} ${JSON.stringify(res.json)}`);
+    tally.short_expired++;
+  }
+}
+
+/**
+ * The tenant's feed watched through its short token, as a page's EventSource does (`?token=`). A
+ * connection no kill cut must stay open until the token expires and close within EXPIRY_CLOSE_MS of
+ * it; opened again with that token it is refused `401 Token expired`; the next token resumes after
+ * the last event. It tells only jobs of the token's session.
+ */
+async function watchShortFeed(tenant: Tenant, stopped: AbortSignal): Promise<void> {
+  let last = 0;
+  const url = (short: ShortToken) => `${server.base}/api/v1/runs/events?after=${last}&token=${encodeURIComponent(short.token)}`;
+  while (!stopped.aborted) {
+    const short = up ? await shortToken(tenant) : null;
+    const kills = tally.kills;
+    try {
+      const res = short && (await fetch(url(short), { signal: stopped }));
+      if (res && res.status === 200 && res.body) {
+        shortFeeds.opened++;
+        await eachEvent(res.body, (block) => {
+          const id = /^id: (.*)$/m.exec(block)?.[1];
+          if (id !== undefined) last = Number(id);
+          const data = /^event: run$/m.test(block) ? /^data: (.*)$/m.exec(block)?.[1] : undefined;
+          if (data === undefined) return;
+          shortFeeds.events++;
+          const job = JSON.parse(data);
+          if (job.session_id !== sessionOf(tenant)) problem(`${tenant}'s feed through a token of session ${sessionOf(tenant)} told ${job.job_id} of session ${job.session_id}`);
+        });
+        const ended = Date.now();
+        if (up && tally.kills === kills && !stopped.aborted) {
+          if (ended < short!.expiresAt) problem(`${tenant}'s feed through a short token closed ${short!.expiresAt - ended} ms before the token expired`);
+          else if (ended > short!.expiresAt + EXPIRY_CLOSE_MS) problem(`${tenant}'s feed through a short token closed ${ended - short!.expiresAt} ms after the token expired`);
+          else shortFeeds.closed_at_expiry++;
+        }
+        if (up && Date.now() >= short!.expiresAt) {
+          const again = await fetch(url(short!), { signal: stopped });
+          const detail = again.status === 401 ? (await again.json())?.detail : await again.text();
+          if (again.status === 401 && detail === "Token expired") shortFeeds.refused_after++;
+          else if (again.status !== 429 && again.status !== 503) problem(`${tenant}'s feed opened again with an expired token → ${again.status} ${JSON.stringify(detail)}`);
+        }
+      } else if (res && !(res.status === 401 && Date.now() >= short!.expiresAt) && res.status !== 429 && res.status !== 503) {
+        problem(`${tenant}'s feed through a short token → ${res.status} ${await res.text()}`);
+      }
+    } catch {
+      // The server was killed (or the watch stopped): open it again once the server is up.
+    }
+    await sleep(200);
   }
 }
 
@@ -416,15 +604,7 @@ async function watchFeed(watch: FeedWatch): Promise<void> {
         const res = await fetch(`${server.base}/api/v1/runs/events?after=${watch.last}`, { headers: auth, signal: watch.stopped.signal });
         if (res.status === 200 && res.body) {
           watch.connections++;
-          const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-          let buffer = "";
-          for (let read = await reader.read(); !read.done; read = await reader.read()) {
-            buffer += read.value;
-            for (let cut = buffer.indexOf("\n\n"); cut >= 0; cut = buffer.indexOf("\n\n")) {
-              feedEvent(watch, buffer.slice(0, cut));
-              buffer = buffer.slice(cut + 2);
-            }
-          }
+          await eachEvent(res.body, (block) => feedEvent(watch, block));
         } else if (res.status !== 429 && res.status !== 503) problem(`${watch.tenant}'s feed → ${res.status} ${await res.text()}`);
       } catch {
         // The server was killed (or the watch stopped): open it again once the server is up.
@@ -461,6 +641,9 @@ async function checkFeeds(): Promise<void> {
       ...jobs
         .filter((j) => j.tenant === watch.tenant && j.gone === true && watch.told.has(j.id) && !watch.deleted.has(j.id))
         .map((j) => `${watch.tenant}'s feed never told ${j.id} deleted (last told ${watch.told.get(j.id)})`),
+      ...jobs
+        .filter((j) => j.tenant === watch.tenant && j.purged && !TERMINAL.has(watch.told.get(j.id)!))
+        .map((j) => `${watch.tenant}'s feed told ${j.id}, purged at the end of its retention, ${watch.told.get(j.id) ?? "never"} before its deletion`),
     ]);
   const deadline = Date.now() + 30_000;
   while (wrong().length > 0 && Date.now() < deadline) await sleep(1000);
@@ -482,18 +665,19 @@ async function settle(): Promise<void> {
     for (const job of live()) {
       const res = await until(job.tenant, "GET", `/api/v1/runs/${job.id}`);
       if (res.status === 404) {
-        problem(`job ${job.id} (${job.key}), never deleted, is gone`);
+        if (!purged(job)) problem(`job ${job.id} (${job.key}), never deleted, is gone`);
         job.gone = true;
         continue;
       }
       job.status = res.json.status;
       job.error = res.json.error;
       if (job.status === "awaiting_input") await answer(job);
-      if (!TERMINAL.has(job.status!)) pending.push(job);
+      // A job with a retention is waited for until its purge.
+      if (!TERMINAL.has(job.status!) || job.retention_s !== undefined) pending.push(job);
     }
     if (pending.length === 0) return;
     if (Date.now() > deadline) {
-      for (const job of pending) problem(`job ${job.id} (${job.key}) still ${job.status} ${SETTLE_MS / 1000} s after the last kill`);
+      for (const job of pending) problem(`job ${job.id} (${job.key}) still ${job.status}${job.retention_s ? `, with a retention of ${job.retention_s} s,` : ""} ${SETTLE_MS / 1000} s after the last kill`);
       return;
     }
     await sleep(1000);
@@ -566,6 +750,7 @@ async function check(): Promise<void> {
   for (const job of live().filter((j) => j.rejected)) {
     if (job.status !== "failed" || !job.error?.startsWith("Rejected at step ")) problem(`job ${job.id}, rejected, is ${job.status} (${job.error})`);
   }
+  for (const job of live().filter((j) => j.cancelled && j.status !== "cancelled")) problem(`job ${job.id}, its cancel answered 200, is ${job.status} (${job.error})`);
   for (const tenant of TENANTS) {
     const mine = live(tenant);
     const list = await listed(tenant);
@@ -598,9 +783,12 @@ async function check(): Promise<void> {
   const known = new Set(jobs.map((j) => j.id));
   const deadline = Date.now() + 60_000;
   for (;;) {
-    const missing = live().filter((j) => j.webhook && !hooks.some((h) => h.job_id === j.id && h.status === j.status));
+    const missing = [
+      ...live().filter((j) => j.webhook && !hooks.some((h) => h.job_id === j.id && h.status === j.status)),
+      ...jobs.filter((j) => j.purged && j.webhook && !hooks.some((h) => h.job_id === j.id && TERMINAL.has(h.status))),
+    ];
     if (missing.length === 0 || Date.now() > deadline) {
-      for (const job of missing) problem(`job ${job.id} ended ${job.status} with no webhook saying so`);
+      for (const job of missing) problem(`job ${job.id} ended ${job.purged ? "and was purged" : job.status} with no webhook saying so`);
       break;
     }
     await sleep(1000);
@@ -634,6 +822,8 @@ async function main() {
   await start();
   await mintTokens();
   const watching = feeds.map(watchFeed);
+  const shortStopped = new AbortController();
+  const watchingShort = TENANTS.map((t) => watchShortFeed(t, shortStopped.signal));
   const end = Date.now() + SECONDS * 1000;
   const running = () => Date.now() < end;
   const progress = setInterval(() => console.log(`  ${JSON.stringify(tally)} unanswered: ${JSON.stringify(unheard)}`), 5000);
@@ -652,9 +842,12 @@ async function main() {
   for (const job of live()) ends.set(job.status!, (ends.get(job.status!) ?? 0) + 1);
   console.log(`settled: ${[...ends].map(([status, n]) => `${n} ${status}`).join(", ")}; ${jobs.filter((j) => j.gone === true).length} deleted; ${hooks.length} webhooks`);
   await check();
+  // The feeds through short tokens go on through the settling and the checks, with no kills, so
+  // that some close at their token's expiry uncut.
   for (const watch of feeds) watch.stopped.abort();
-  await Promise.all(watching);
-  console.log(`feeds: ${feeds.map((w) => `${w.tenant} ${w.events} events over ${w.connections} connections`).join(", ")}; tokens made ${[...tokens.values()].map((t) => t.made.size).join(" and ")} jobs`);
+  shortStopped.abort();
+  await Promise.all([...watching, ...watchingShort]);
+  console.log(`feeds: ${feeds.map((w) => `${w.tenant} ${w.events} events over ${w.connections} connections`).join(", ")}; tokens made ${[...tokens.values()].map((t) => t.made.size).join(" and ")} jobs; short tokens' feeds ${JSON.stringify(shortFeeds)}; races won ${JSON.stringify(raceWins)}`);
   await cleanUp();
   const logFile = join(persistTo, "..", `chaos-${SEED}.log`);
   writeFileSync(logFile, logs.join(""));

@@ -33,7 +33,7 @@ describe("the tenant projection's tallies", () => {
       state.storage.sql.exec("DROP TABLE IF EXISTS slots_to_hand_over");
       state.storage.sql.exec("DROP TABLE usage_days");
       for (const trigger of ["jobs_labelled", "jobs_unlabelled", "jobs_relabelled"]) state.storage.sql.exec(`DROP TRIGGER ${trigger}`);
-      for (const table of ["labels", "label_counts", "label_session_counts", "changes", "token_submits", "token_keys"]) state.storage.sql.exec(`DROP TABLE ${table}`);
+      for (const table of ["labels", "label_counts", "label_session_counts", "changes", "token_submits", "token_keys", "token_spends"]) state.storage.sql.exec(`DROP TABLE ${table}`);
       state.storage.sql.exec("ALTER TABLE jobs DROP COLUMN fed_at");
       state.storage.sql.exec("CREATE TABLE slots (job_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, running INTEGER NOT NULL DEFAULT 0)");
       state.storage.sql.exec("DELETE FROM _migrations WHERE id > ?", first);

@@ -13,6 +13,7 @@ import { DEFAULT_PRIORITY, MAX_METADATA_KEYS } from "../schemas";
 import { webhookSigningProblem } from "../settings";
 import type { HeldKey } from "../tenant/TenantProjection";
 import { earlierProjectionOfKey, projectionOfKey } from "../tenant/shards";
+import type { SpentOn } from "../tenant/tokenSubmits";
 import type { Grant } from "../tokens";
 import { pollUrl, runStub, type Ctx } from "./reach";
 
@@ -115,19 +116,22 @@ export function tokenized<
 export const tokenConfig = (c: Ctx) => c.get("token")?.config ?? {};
 
 /**
- * A token's submit, counted against its `max_submits` before the job is made, and given back
- * when no new job came of it (a failure, or an idempotent replay of an earlier one). Past the
- * limit, a submit under an idempotency key is answered as `sameKey` says. Submits a token spent in
- * the shard that counted them before PROJECTION_SHARDS was last raised count too.
+ * A token's submit of `job`, counted against its `max_submits` before the job is made, and given
+ * back when no new job came of it (a failure, or an idempotent replay of an earlier one), or, when
+ * the submit was cut short before it could say (its Worker stopped), by the counter a minute on if
+ * the job was never made. Past the limit, a submit under an idempotency key is answered as
+ * `sameKey` says. Submits a token spent in the shard that counted them before PROJECTION_SHARDS
+ * was last raised count too.
  */
-export async function spending(c: Ctx, submit: () => Promise<Response>, keyed?: Keyed): Promise<Response> {
+export async function spending(c: Ctx, job: Pick<RunSpec, "job_id" | "tenant" | "projection" | "line">, submit: () => Promise<Response>, keyed?: Keyed): Promise<Response> {
   const grant = c.get("token");
   if (grant === null) return submit();
   const counter = projectionOf(c, grant.id);
   const max = (grant.max_submits ?? 0) - (await spentEarlier(c, grant));
   const key = keyed?.key ?? null;
-  if (!(await counter.spendSubmit(grant.id, max, grant.expires * 1000, key))) {
-    const answer = keyed ? await sameKey(counter, grant, max, keyed) : null;
+  const spentOn: SpentOn = { job_id: job.job_id, projection: tenantObjects(job).projection };
+  if (!(await counter.spendSubmit(grant.id, max, grant.expires * 1000, key, spentOn))) {
+    const answer = keyed ? await sameKey(counter, grant, max, keyed, spentOn) : null;
     if (answer === null) throw new ApiError("forbidden", "Token submit limit reached");
     if (answer !== "spent") return answer;
   }
@@ -138,11 +142,14 @@ export async function spending(c: Ctx, submit: () => Promise<Response>, keyed?: 
     return response;
   } finally {
     // A refund that fails leaves the submit spent; the submit's own answer stands.
-    if (!made) await undo(c, { tenant: c.get("tenant") }, () => counter.refundSubmit(grant.id, key));
+    if (!made) await undo(c, { tenant: c.get("tenant") }, () => counter.refundSubmit(grant.id, key, job.job_id));
     // The job holds the key now. Should the counter not hear so, it keeps the key a minute (a
-    // submit sent again past the limit once the job is deleted waits that long); the answer stands.
-    else if (key !== null) {
-      await counter.releaseSubmitKey(grant.id, key).catch((error: unknown) => logFailure("releasing a token submit's key", error, { tenant: c.get("tenant"), request_id: c.get("requestId") }));
+    // submit sent again past the limit once the job is deleted waits that long), then asks
+    // whether the job was made; the answer stands.
+    else {
+      await counter
+        .submitMade(grant.id, key, job.job_id)
+        .catch((error: unknown) => logFailure("telling a token's counter its submit made its job", error, { tenant: c.get("tenant"), request_id: c.get("requestId") }));
     }
   }
 }
@@ -156,11 +163,11 @@ const SAME_KEY_WAITS_MS = [25, 50, 100, 200, 400, 800, 1000, 1000, 1000, 1000, 1
  * before its answer came), it waits for that one: for its job, or for its count given back, when
  * this one is counted instead ("spent"). Null: refused, as the limit says.
  */
-async function sameKey(counter: ReturnType<typeof projectionOf>, grant: Grant, max: number, keyed: Keyed): Promise<Response | "spent" | null> {
+async function sameKey(counter: ReturnType<typeof projectionOf>, grant: Grant, max: number, keyed: Keyed, spentOn: SpentOn): Promise<Response | "spent" | null> {
   for (const wait of SAME_KEY_WAITS_MS) {
     const replayed = await keyed.held();
     if (replayed) return replayed;
-    const now = await counter.spendSubmitUnderKey(grant.id, max, grant.expires * 1000, keyed.key);
+    const now = await counter.spendSubmitUnderKey(grant.id, max, grant.expires * 1000, keyed.key, spentOn);
     if (now !== "under_way") return now === "spent" ? "spent" : null;
     await scheduler.wait(wait);
   }

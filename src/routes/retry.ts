@@ -99,7 +99,7 @@ retries.post(
       }
       // A revision a person asked for at the step it starts at goes with it, unless the prompt changed.
       const revision = from === firstUnfinished && body.prompt == null ? source.revision : null;
-      const answer = await spending(c, () => enter(c, spec, hash, now, copied, revision), repeat);
+      const answer = await spending(c, spec, () => enter(c, spec, hash, now, copied, revision), repeat);
       // A repeat answered with the job an earlier retry made: what this one copied is no job's.
       if (answer.headers.get("Idempotent-Replayed") !== null && copied.length > 0) await undo(c, spec, () => purgePrefix(c.env.OUTPUTS, prefix));
       return answer;

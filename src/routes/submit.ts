@@ -109,7 +109,8 @@ submits.post("/api/v1/runs", scope("submit"), jsonBody((env) => limits(env).maxB
   const key = heldAs(c, idempotencyHeader(c) ?? (body.idempotency_key || null));
   const hash = key === null ? null : await bodyHash(body);
   const now = Date.now();
-  return spending(c, () => enter(c, mustFit(specFor(c, body, key, now)), hash, now), keyed(c, key, hash, now));
+  const spec = mustFit(specFor(c, body, key, now));
+  return spending(c, spec, () => enter(c, spec, hash, now), keyed(c, key, hash, now));
 });
 
 /**

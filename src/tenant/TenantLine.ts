@@ -14,6 +14,7 @@ import { giveUpNameless, rememberTenant, runObjectName, tenantOf } from "../ids"
 import type { PlaceRequest } from "../run/job";
 import { DEFAULT_PRIORITY } from "../schemas";
 import { migrate } from "../storage/migrations";
+import { ringBy } from "../storage/alarm";
 import { DUE_TIMES, LINE_MIGRATIONS, type PlaceState } from "./lineSchema";
 import { BATCH, Places } from "./places";
 import { lineShards, tenantOfObject } from "./shards";
@@ -295,9 +296,7 @@ export class TenantLine extends DurableObject<Env> {
    * new. So the alarm, set for what was due before, need only be brought forward.
    */
   private async ringBy(at: number): Promise<void> {
-    const due = this.ringTime(at);
-    const set = await this.ctx.storage.getAlarm();
-    if (set === null || set > due) await this.ctx.storage.setAlarm(due);
+    await ringBy(this.ctx.storage, this.ringTime(at));
   }
 
   /** When the alarm rings for work due at `at`: not before now, and ALARM_DELAY_MS after. */

@@ -7,17 +7,18 @@
 import { DurableObject } from "cloudflare:workers";
 import type { Job, Stats } from "../schemas";
 import { hex, sha256 } from "../digest";
-import { logFailure } from "../log";
 import { limits } from "../config";
 import { giveUpNameless, rememberTenant, tenantOf } from "../ids";
-import { hasTable, migrate } from "../storage/migrations";
+import { ringBy } from "../storage/alarm";
+import { migrate } from "../storage/migrations";
 import { STATUSES, type Status } from "../run/transitions";
 import { ChangeLog } from "./changeLog";
 import { FeedWatchers, type Change, type RunFilter } from "./feed";
-import { MAX_SHARDS, shardIndex } from "./shards";
+import { handOver, hasSlotsToHandOver } from "./handover";
+import { MAX_SHARDS, shardIndex, tenantOfObject } from "./shards";
 import { listPage, matchingJobIds, type BulkFilter, type ListFilter, type ListPage } from "./listing";
 import { PROJECTION_MIGRATIONS } from "./projectionSchema";
-import { refundSubmit, releaseSubmitKey, spendSubmit, submitsSpent, submitUnderWay } from "./tokenSubmits";
+import { askAboutSpends, refundSubmit, releaseSubmitKey, spendSubmit, submitMade, submitsSpent, submitUnderWay, type SpentOn } from "./tokenSubmits";
 import { addUsage, counted, NO_USAGE, SNAPSHOT_USAGE, usageColumns, usageStats, type Counted } from "./usage";
 
 /**
@@ -30,9 +31,6 @@ const TOMBSTONES_PRUNED_PER_REMOVAL = 4;
 
 /** The feed tells a job's progress at most this often; every status change is told. */
 const FEED_PROGRESS_MS = 1000;
-
-/** How many old run slots are handed to the line per call. */
-const HANDOVER_BATCH = 500;
 
 /** A job just created, as the submit that created it registers it. */
 export interface Admission {
@@ -89,31 +87,26 @@ export class TenantProjection extends DurableObject<Env> {
     migrate(ctx.storage, PROJECTION_MIGRATIONS);
     this.log = new ChangeLog(ctx.storage, limits(env).feedKeepChanges);
     rememberTenant(ctx);
-    if (hasTable(this.sql, "slots_to_hand_over")) void ctx.storage.setAlarm(Date.now() + limits(env).alarmDelayMs);
+    if (hasSlotsToHandOver(this.sql)) void ctx.storage.setAlarm(Date.now() + limits(env).alarmDelayMs);
   }
 
-  /**
-   * Hands the run slots and waiting places kept here before the line had its own object to the
-   * tenant's line, a batch at a time, so that jobs that were waiting still start.
-   */
+  /** The alarm's two errands: the old line's handover, and the token submits whose end was never heard. */
   async alarm(): Promise<void> {
     const tenant = tenantOf(this.ctx);
     if (tenant === null) return giveUpNameless(this.ctx, Date.now() + 60_000 + limits(this.env).alarmDelayMs);
-    const rows = this.sql
-      .exec<{ job_id: string; running: number }>("SELECT job_id, running FROM slots_to_hand_over ORDER BY seq LIMIT ?", HANDOVER_BATCH)
-      .toArray();
-    try {
-      if (rows.length > 0) await this.env.LINES.getByName(tenant).adopt(rows.map((r) => ({ job_id: r.job_id, running: r.running === 1 })));
-    } catch (error) {
-      logFailure("handing the old line over failed; trying again later", error);
-      await this.ctx.storage.setAlarm(Date.now() + 60_000 + limits(this.env).alarmDelayMs);
-      return;
-    }
-    this.ctx.storage.transactionSync(() => {
-      for (const row of rows) this.sql.exec("DELETE FROM slots_to_hand_over WHERE job_id = ?", row.job_id);
-      if (rows.length < HANDOVER_BATCH) this.sql.exec("DROP TABLE slots_to_hand_over");
-    });
-    if (rows.length === HANDOVER_BATCH) await this.ctx.storage.setAlarm(Date.now() + limits(this.env).alarmDelayMs);
+    if (hasSlotsToHandOver(this.sql)) await handOver(this.ctx, this.env, tenantOfObject(tenant), (at) => this.ringBy(at));
+    await askAboutSpends(this.ctx, this.env, tenant, (jobId) => this.knows(jobId), (at) => this.ringBy(at));
+  }
+
+  /** Whether this shard holds the job, or its tombstone (it was deleted within the day). */
+  knows(jobId: string): boolean {
+    const held = this.held(jobId);
+    return held.deleted || held.snapshot !== undefined;
+  }
+
+  /** Brings the alarm forward to ring by `at` (and ALARM_DELAY_MS after), never back. */
+  private ringBy(at: number): Promise<void> {
+    return ringBy(this.ctx.storage, Math.max(Date.now(), at) + limits(this.env).alarmDelayMs);
   }
 
   /**
@@ -324,10 +317,14 @@ export class TenantProjection extends DurableObject<Env> {
 
   /**
    * Counts one submit of a scoped token, unless it has submitted `max` jobs already. The submit's
-   * idempotency key, if it has one, is kept with the count (`spendSubmitUnderKey`).
+   * idempotency key, if it has one, is kept with the count (`spendSubmitUnderKey`), and so is the
+   * job it is making, which is asked about a minute on unless the submit says how it ended first.
    */
-  spendSubmit(tokenId: string, max: number, expiresAtMs: number, key: string | null = null): boolean {
-    return spendSubmit(this.ctx.storage, tokenId, max, expiresAtMs, key);
+  async spendSubmit(tokenId: string, max: number, expiresAtMs: number, key: string | null = null, spentOn?: SpentOn): Promise<boolean> {
+    const askAt = spendSubmit(this.ctx.storage, tokenId, max, expiresAtMs, key, spentOn);
+    if (askAt === false) return false;
+    if (askAt !== null) await this.ringBy(askAt);
+    return true;
   }
 
   /**
@@ -335,8 +332,8 @@ export class TenantProjection extends DurableObject<Env> {
    * refused for good; or told to wait, as one under the same key was counted lately and not given
    * back: it may be under way. One call, so that no count given back falls between the two looks.
    */
-  spendSubmitUnderKey(tokenId: string, max: number, expiresAtMs: number, key: string): "spent" | "under_way" | "refused" {
-    if (spendSubmit(this.ctx.storage, tokenId, max, expiresAtMs, key)) return "spent";
+  async spendSubmitUnderKey(tokenId: string, max: number, expiresAtMs: number, key: string, spentOn?: SpentOn): Promise<"spent" | "under_way" | "refused"> {
+    if (await this.spendSubmit(tokenId, max, expiresAtMs, key, spentOn)) return "spent";
     return submitUnderWay(this.sql, tokenId, key) ? "under_way" : "refused";
   }
 
@@ -349,14 +346,19 @@ export class TenantProjection extends DurableObject<Env> {
     releaseSubmitKey(this.sql, tokenId, key);
   }
 
+  /** A counted submit made its job: its key is released (as `releaseSubmitKey`), and its job need not be asked about. */
+  submitMade(tokenId: string, key: string | null, jobId: string): void {
+    submitMade(this.sql, tokenId, key, jobId);
+  }
+
   /** How many submits a scoped token has spent here: 0 for one never seen, or expired. */
   submitsSpent(tokenId: string): number {
     return submitsSpent(this.sql, tokenId);
   }
 
-  /** Gives a submit back, with the key it came under: the job it was spent on was never made. */
-  refundSubmit(tokenId: string, key: string | null = null): void {
-    refundSubmit(this.ctx.storage, tokenId, key);
+  /** Gives a submit back, with the key it came under: the job it was spent on (`jobId`) was never made. */
+  refundSubmit(tokenId: string, key: string | null = null, jobId?: string): void {
+    refundSubmit(this.ctx.storage, tokenId, key, jobId);
   }
 
   /**

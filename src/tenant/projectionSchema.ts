@@ -141,4 +141,9 @@ export const PROJECTION_MIGRATIONS = [
   // deleted, finds that the key it claims was taken after it was made (TenantProjection.upsert).
   `ALTER TABLE tombstones ADD COLUMN key_digest TEXT`,
   `CREATE INDEX tombstones_by_key ON tombstones (key_digest, deleted_at) WHERE key_digest IS NOT NULL`,
+  // Each counted submit of a scoped token whose end was not heard yet, with the job it is making
+  // and that job's projection shard: a submit cut short between its count and its answer is asked
+  // about a minute on, and its count given back if it made no job (tokenSubmits.ts).
+  `CREATE TABLE token_spends (job_id TEXT PRIMARY KEY, token_id TEXT NOT NULL, projection TEXT NOT NULL, ask_at INTEGER NOT NULL) WITHOUT ROWID`,
+  `CREATE INDEX token_spends_by_time ON token_spends (ask_at)`,
 ] as const;

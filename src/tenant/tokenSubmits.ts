@@ -1,8 +1,14 @@
 /**
- * A scoped token's submits, counted in its tenant's projection (`token_submits` and `token_keys`,
- * projectionSchema.ts): exact under any concurrency, as the object runs one call at a time. A
- * submit's idempotency key is kept with its count while that submit may still be under way.
+ * A scoped token's submits, counted in its tenant's projection (`token_submits`, `token_keys` and
+ * `token_spends`, projectionSchema.ts): exact under any concurrency, as the object runs one call
+ * at a time. A submit's idempotency key is kept with its count while that submit may still be
+ * under way, and so is the job it is making: a submit cut short between its count and its answer
+ * (its Worker stopped) never says whether it made its job, so the job is asked about once it can
+ * no longer be under way, and the count given back if none was made.
  */
+import { runObjectName } from "../ids";
+import { logFailure } from "../log";
+import { tenantOfObject } from "./shards";
 
 /**
  * How long after a token's submit is counted it may still be under way (making its job): a second
@@ -11,8 +17,17 @@
  */
 const SUBMIT_UNDER_WAY_MS = 60_000;
 
-/** Counts one submit, unless the token has submitted `max` jobs already; `key`, if any, is kept with the count. */
-export function spendSubmit(storage: DurableObjectStorage, tokenId: string, max: number, expiresAtMs: number, key: string | null): boolean {
+/** The job a counted submit is making, and the projection shard that will hold it. */
+export type SpentOn = { job_id: string; projection: string };
+/** A counted submit whose end was never heard, as the counter keeps it. */
+type Spend = SpentOn & { token_id: string };
+
+/**
+ * Counts one submit, unless the token has submitted `max` jobs already (false); `key`, if any, is
+ * kept with the count, and so is the job it makes (`spentOn`: none from a Worker from before it
+ * was sent), to be asked about at the time returned (null: nothing to ask about).
+ */
+export function spendSubmit(storage: DurableObjectStorage, tokenId: string, max: number, expiresAtMs: number, key: string | null, spentOn?: SpentOn): number | null | false {
   const sql = storage.sql;
   const now = Date.now();
   return storage.transactionSync(() => {
@@ -22,11 +37,69 @@ export function spendSubmit(storage: DurableObjectStorage, tokenId: string, max:
       now,
     );
     const spent = sql.exec<{ n: number }>("SELECT n FROM token_submits WHERE token_id = ?", tokenId).toArray()[0]?.n ?? 0;
-    if (spent >= max) return false;
+    if (spent >= max) return false as const;
     sql.exec("INSERT INTO token_submits (token_id, n, expires_at) VALUES (?, 1, ?) ON CONFLICT (token_id) DO UPDATE SET n = n + 1", tokenId, expiresAtMs);
     if (key !== null) sql.exec("INSERT OR REPLACE INTO token_keys (token_id, key, under_way_until) VALUES (?, ?, ?)", tokenId, key, now + SUBMIT_UNDER_WAY_MS);
-    return true;
+    if (!spentOn) return null;
+    const askAt = now + SUBMIT_UNDER_WAY_MS;
+    sql.exec("INSERT OR REPLACE INTO token_spends (job_id, token_id, projection, ask_at) VALUES (?, ?, ?, ?)", spentOn.job_id, tokenId, spentOn.projection, askAt);
+    return askAt;
   });
+}
+
+/** How many counted submits whose end was never heard are asked about per alarm. */
+const SPENDS_ASKED_PER_ALARM = 50;
+/** How long the alarm waits before it asks again when asking failed. */
+const ASK_AGAIN_MS = 60_000;
+
+/**
+ * The alarm's errand for the counter (in the projection shard named `name`): each submit counted
+ * a minute ago or more whose end was never heard (its Worker stopped between the count and the
+ * answer) is asked about, and its count given back unless its job was made: its object holds it,
+ * or its projection shard holds it or its tombstone (it was deleted since). `knowsHere` answers
+ * for this shard; `ringBy` brings the alarm forward for what is left.
+ */
+export async function askAboutSpends(
+  ctx: DurableObjectState,
+  env: Env,
+  name: string,
+  knowsHere: (jobId: string) => boolean,
+  ringBy: (at: number) => Promise<void>,
+): Promise<void> {
+  const shardKnows = (spend: Spend) => (spend.projection === name ? knowsHere(spend.job_id) : env.PROJECTIONS.getByName(spend.projection).knows(spend.job_id));
+  for (const spend of dueSpends(ctx.storage.sql, SPENDS_ASKED_PER_ALARM)) {
+    let made: boolean;
+    try {
+      made = (await env.RUNS.getByName(runObjectName(tenantOfObject(name), spend.job_id)).get()).ok || (await shardKnows(spend));
+    } catch (error) {
+      logFailure("asking whether a token's submit made its job failed; trying again later", error, { job_id: spend.job_id });
+      return ringBy(Date.now() + ASK_AGAIN_MS);
+    }
+    settleSpend(ctx.storage, spend, made);
+  }
+  const next = ctx.storage.sql.exec<{ at: number | null }>("SELECT MIN(ask_at) AS at FROM token_spends").one().at;
+  if (next !== null) await ringBy(next);
+}
+
+/** Counted submits whose end was never heard, due to be asked about, oldest first. */
+function dueSpends(sql: SqlStorage, limit: number): Spend[] {
+  return sql
+    .exec<Spend>("SELECT job_id, token_id, projection FROM token_spends WHERE ask_at <= ? ORDER BY ask_at LIMIT ?", Date.now(), limit)
+    .toArray();
+}
+
+/** A counted submit asked about: its count given back if it made no job; either way it is settled. */
+function settleSpend(storage: DurableObjectStorage, spend: Spend, made: boolean): void {
+  storage.transactionSync(() => {
+    if (!made) storage.sql.exec("UPDATE token_submits SET n = n - 1 WHERE token_id = ? AND n > 0", spend.token_id);
+    storage.sql.exec("DELETE FROM token_spends WHERE job_id = ?", spend.job_id);
+  });
+}
+
+/** A counted submit made its job (`jobId`): neither its key nor its job need be kept with its count. */
+export function submitMade(sql: SqlStorage, tokenId: string, key: string | null, jobId: string): void {
+  if (key !== null) releaseSubmitKey(sql, tokenId, key);
+  sql.exec("DELETE FROM token_spends WHERE job_id = ?", jobId);
 }
 
 /** Whether a submit under `key` was counted lately and not given back: it may be under way. */
@@ -44,10 +117,11 @@ export function submitsSpent(sql: SqlStorage, tokenId: string): number {
   return sql.exec<{ n: number }>("SELECT n FROM token_submits WHERE token_id = ? AND expires_at >= ?", tokenId, Date.now()).toArray()[0]?.n ?? 0;
 }
 
-/** Gives a submit back, with the key it came under. */
-export function refundSubmit(storage: DurableObjectStorage, tokenId: string, key: string | null): void {
+/** Gives a submit back, with the key it came under and the job it was to make. */
+export function refundSubmit(storage: DurableObjectStorage, tokenId: string, key: string | null, jobId?: string): void {
   storage.transactionSync(() => {
     storage.sql.exec("UPDATE token_submits SET n = n - 1 WHERE token_id = ? AND n > 0", tokenId);
     if (key !== null) releaseSubmitKey(storage.sql, tokenId, key);
+    if (jobId !== undefined) storage.sql.exec("DELETE FROM token_spends WHERE job_id = ?", jobId);
   });
 }

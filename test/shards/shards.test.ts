@@ -11,7 +11,7 @@ import type { Job, Stats } from "../../src/schemas";
 import { lineName, lineOfJob, projectionName, projectionOfKey, shardOf } from "../../src/tenant/shards";
 import { RunsClient, type FeedEvent } from "../../client/index";
 import { app } from "../../src/app";
-import { countingStubs, overlay, withBindings } from "../faults";
+import { countingStubs, failingStubs, overlay, resetError, withBindings } from "../faults";
 import { MAX_BEHIND } from "../../src/tenant/feed";
 import { DEVELOPMENT_SECRET, mintToken, type Grant } from "../../src/tokens";
 import { api, drive, enterJobs, getJob, post, settle } from "../helpers";
@@ -172,6 +172,39 @@ describe("a tenant's projection in shards", () => {
     const refused = await submitWithToken();
     expect(refused.status).toBe(403);
     expect(await refused.json()).toEqual({ detail: "Token submit limit reached" });
+  });
+
+  it("a token's submits cut short, its counter in one shard and their jobs in others: asked a minute on, the one whose job was made and deleted stands, the one that made none is given back", async () => {
+    const id = ["token-e", "token-f", "token-g", "token-h"].find((t) => shardOf(t, SHARDS) !== 0)!;
+    const counter = env.PROJECTIONS.getByName(projectionOfKey(env, "default", id));
+    const expires = Math.floor(Date.now() / 1000) + 600;
+    const grant: Grant = { id, tenant: "default", key: "", scopes: ["submit"], runs: null, session_id: null, tags: null, expires, max_submits: 2, concurrency_key: null, priority: null, config: null, agent: null, metadata: null };
+    const token = await mintToken(grant, DEVELOPMENT_SECRET);
+    // Keys whose jobs live in another shard than the token's counter.
+    const keys = Array.from({ length: 20 }, (_, i) => `cut-${crypto.randomUUID()}-${i}`).filter((k) => shardOf(k, SHARDS) !== shardOf(id, SHARDS));
+    const submitUnder = (key: string, bindings: Partial<Env>) =>
+      app.request(
+        "http://localhost/api/v1/runs",
+        { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}`, "idempotency-key": key }, body: JSON.stringify({ prompt: "cut", delay_seconds: 3600 }) },
+        overlay(env, bindings),
+      );
+    const made = await submitUnder(keys[0], { PROJECTIONS: failingStubs(env.PROJECTIONS, "submitMade", [1], "before").proxy });
+    expect(made.status).toBe(202);
+    const { job_id } = await made.json<{ job_id: string }>();
+    expect((await api(`/api/v1/runs/${job_id}?force=true`, { method: "DELETE" })).status).toBe(204);
+    const none = await submitUnder(keys[1], {
+      RUNS: failingStubs(env.RUNS, "create", [1], "before", resetError).proxy,
+      PROJECTIONS: failingStubs(env.PROJECTIONS, "refundSubmit", [1], "before").proxy,
+    });
+    expect(none.status).toBe(503);
+    expect(await counter.submitsSpent(id)).toBe(2);
+
+    await runInDurableObject(counter, (_instance, state) => {
+      state.storage.sql.exec("UPDATE token_spends SET ask_at = ask_at - 60000");
+    });
+    expect(await runDurableObjectAlarm(counter)).toBe(true);
+    expect(await counter.submitsSpent(id)).toBe(1);
+    expect(await runInDurableObject(counter, (_instance, state) => state.storage.sql.exec("SELECT * FROM token_spends").toArray())).toEqual([]);
   });
 
   it("sums the shards' stats", async () => {

@@ -285,7 +285,7 @@ describe("submitting with a token", () => {
   it("a key whose job was made but which the counter could not let go of: the submit's answer stands, its job made and counted", async () => {
     const { token } = await mint({ scopes: ["submit", "read"], session_id: `settle-${crypto.randomUUID()}`, max_submits: 1 });
     const init = waitingUnderKey(token);
-    const made = await fetchWith({ PROJECTIONS: failingStubs(env.PROJECTIONS, "releaseSubmitKey", [1], "before").proxy }, "/api/v1/runs", init);
+    const made = await fetchWith({ PROJECTIONS: failingStubs(env.PROJECTIONS, "submitMade", [1], "before").proxy }, "/api/v1/runs", init);
     expect(made.status).toBe(202);
     const { job_id } = await made.json<{ job_id: string }>();
     expect((await api(`/api/v1/runs/${job_id}`, { headers: bearer(token) })).status).toBe(200);

@@ -1,0 +1,104 @@
+/**
+ * A token's submit cut short between its count and its answer (its Worker stopped): the counter
+ * asks about its job a minute on, and gives the count back only if no job was made.
+ */
+import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { projectionOfKey } from "../../src/tenant/shards";
+import { failingStubs, resetError } from "../faults";
+import { api } from "../helpers";
+import { ALPHA, bearer, fetchWith, JSON_TYPE, mint, payloadOf } from "./helpers";
+
+const body = JSON.stringify({ prompt: "p", delay_seconds: 3600 });
+const submit = (token: string, settings: Partial<Env> = {}) => fetchWith(settings, "/api/v1/runs", { method: "POST", headers: { ...JSON_TYPE, ...bearer(token) }, body });
+const submitsLeft = async (token: string) => (await (await api("/api/v1/tokens/verify", { headers: bearer(token) })).json<{ submits_left: number }>()).submits_left;
+
+/** The token's counter (the projection shard of its id). */
+const counterOf = (token: string) => env.PROJECTIONS.getByName(projectionOfKey(env, "alpha", payloadOf(token).i));
+
+/** The submits the counter has not heard the end of. */
+const unheard = (token: string) =>
+  runInDurableObject(counterOf(token), (_instance, state) => state.storage.sql.exec("SELECT job_id FROM token_spends").toArray().map((r) => r.job_id));
+
+/** A minute on: the counter's alarm asks about each submit it has not heard the end of. */
+async function aMinuteOn(token: string): Promise<void> {
+  await runInDurableObject(counterOf(token), (_instance, state) => {
+    state.storage.sql.exec("UPDATE token_spends SET ask_at = ask_at - 60000");
+  });
+  expect(await runDurableObjectAlarm(counterOf(token))).toBe(true);
+}
+
+/** Faults that stop a submit as a stopped Worker would leave it: its job not made, its count not given back. */
+const cutBeforeItsJob = () => ({
+  RUNS: failingStubs(env.RUNS, "create", [1], "before", resetError).proxy,
+  PROJECTIONS: failingStubs(env.PROJECTIONS, "refundSubmit", [1], "before").proxy,
+});
+
+describe("a token's submit cut short", () => {
+  it("before its job was made: the count stands a minute, then the counter finds no job and gives it back", async () => {
+    const { token } = await mint({ scopes: ["submit"], max_submits: 1 });
+    expect((await submit(token, cutBeforeItsJob())).status).toBe(503);
+    expect(await submitsLeft(token)).toBe(0);
+    expect((await submit(token)).status).toBe(403);
+    expect(await unheard(token)).toHaveLength(1);
+
+    await aMinuteOn(token);
+    expect(await submitsLeft(token)).toBe(1);
+    expect(await unheard(token)).toEqual([]);
+    expect((await submit(token)).status).toBe(202);
+    expect(await submitsLeft(token)).toBe(0);
+  });
+
+  it("after its job was made, the counter never told: asked a minute on, the job is found and the count stands", async () => {
+    const { token } = await mint({ scopes: ["submit", "read"], session_id: `cut-${crypto.randomUUID()}`, max_submits: 2 });
+    const made = await submit(token, { PROJECTIONS: failingStubs(env.PROJECTIONS, "submitMade", [1], "before").proxy });
+    expect(made.status).toBe(202);
+    const { job_id } = await made.json<{ job_id: string }>();
+    expect(await unheard(token)).toEqual([job_id]);
+
+    await aMinuteOn(token);
+    expect(await unheard(token)).toEqual([]);
+    expect(await submitsLeft(token)).toBe(1);
+    expect((await api(`/api/v1/runs/${job_id}`, { headers: bearer(token) })).status).toBe(200);
+  });
+
+  it("after its job was made and since deleted: the job's tombstone says it was made, and the count stands", async () => {
+    const { token } = await mint({ scopes: ["submit"], max_submits: 1 });
+    const made = await submit(token, { PROJECTIONS: failingStubs(env.PROJECTIONS, "submitMade", [1], "before").proxy });
+    const { job_id } = await made.json<{ job_id: string }>();
+    expect((await api(`/api/v1/runs/${job_id}?force=true`, { method: "DELETE", headers: ALPHA })).status).toBe(204);
+
+    await aMinuteOn(token);
+    expect(await unheard(token)).toEqual([]);
+    expect(await submitsLeft(token)).toBe(0);
+    expect((await submit(token)).status).toBe(403);
+  });
+
+  it("a submit that says how it ended leaves nothing to ask about: made, refused, or failed and given back", async () => {
+    const { token } = await mint({ scopes: ["submit"], max_submits: 2 });
+    expect((await submit(token)).status).toBe(202);
+    expect((await submit(token, { RUNS: failingStubs(env.RUNS, "create", [1], "before").proxy })).status).toBe(500);
+    const refused = await fetchWith({}, "/api/v1/runs", { method: "POST", headers: { ...JSON_TYPE, ...bearer(token) }, body: JSON.stringify({ prompt: "" }) });
+    expect(refused.status).toBe(422);
+    expect(await unheard(token)).toEqual([]);
+    expect(await submitsLeft(token)).toBe(1);
+  });
+
+  it("asking fails (the job's object unreachable): the count stands, and the counter asks again later", async () => {
+    const { token } = await mint({ scopes: ["submit"], max_submits: 1 });
+    expect((await submit(token, cutBeforeItsJob())).status).toBe(503);
+    await runInDurableObject(counterOf(token), async (instance, state) => {
+      state.storage.sql.exec("UPDATE token_spends SET ask_at = ask_at - 60000");
+      // The alarm's call into the job's object fails once.
+      const runs = failingStubs(env.RUNS, "get", [1], "before");
+      (instance as unknown as { env: Env }).env = { ...env, RUNS: runs.proxy };
+      await instance.alarm();
+      expect(state.storage.sql.exec("SELECT job_id FROM token_spends").toArray()).toHaveLength(1);
+      expect(await state.storage.getAlarm()).not.toBeNull();
+      (instance as unknown as { env: Env }).env = env;
+    });
+    expect(await submitsLeft(token)).toBe(0);
+    await runDurableObjectAlarm(counterOf(token));
+    expect(await submitsLeft(token)).toBe(1);
+  });
+});
