@@ -11,13 +11,13 @@
  * each bulk operation's counts add up, each job with a webhook had its end delivered and no
  * unknown job called back, each rejected job failed with the contract's error and each job whose
  * cancel was answered 200 ended cancelled (of two racing, never both), no token made more jobs
- * than its limit or reached past its session, and each token's count came to the jobs it made, a token is refused `Token expired` from its expiry
- * and its feed closed then, streams number their events in order and resume exactly, and each
- * tenant's feed, resumed after every kill from the last event it had, told its changes in order,
- * none twice, nothing of the other tenant, and ends with every job's last status and every
- * deletion (a purged job's after it ended). Last, every job is deleted, the server stopped, and
- * its state must hold nothing of them (bench/leftovers.py). Prints what did not add up and exits 1
- * if anything did not.
+ * than its limit or reached past its session, each token's count came to the jobs it made, a
+ * token is refused `Token expired` from its expiry and its feed closed then, streams number their
+ * events in order and resume exactly, and each tenant's feed, resumed after every kill from the
+ * last event it had, told its changes in order, none twice, nothing of the other tenant, and ends
+ * with every job's last status and every deletion (a purged job's after it ended). Last, every
+ * job is deleted, the server stopped, and its state must hold nothing of them
+ * (bench/leftovers.py). Prints what did not add up and exits 1 if anything did not.
  *
  * CHAOS_SECONDS (60) of load and kills, CHAOS_KILL_MS (3000-9000 between kills), CHAOS_SEED
  * (random; printed, to make the same choices again), CHAOS_PORT (8005; its inspector 1316 above).
@@ -411,12 +411,14 @@ async function answer(job: Job, action: "approve" | "revise" | "reject" = "appro
   return res;
 }
 
+/** How each race ended, counted for the report. */
+const raceWins: Record<string, number> = {};
+
 /**
  * A person rejects a job awaiting input while someone else cancels it, or a second person
  * approves it: one wins, the other is refused, and the job ends as the winner says (checked at
  * the end through `rejected` and `cancelled`).
  */
-const raceWins: Record<string, number> = {};
 async function race(job: Job): Promise<void> {
   tally.races++;
   const rival = chance(0.5) ? "cancel" : "approve";
