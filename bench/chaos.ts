@@ -465,11 +465,9 @@ async function checkTokens(): Promise<void> {
     const auth = { authorization: `Bearer ${use.token}` };
     const owed = TOKEN_MAX_SUBMITS - use.made.size;
     const deadline = lastKillAt + COUNT_GIVEN_BACK_MS;
-    let left = (await until(tenant, "GET", "/api/v1/tokens/verify", undefined, auth)).json?.submits_left;
-    while (left < owed && Date.now() < deadline) {
-      await sleep(2000);
-      left = (await until(tenant, "GET", "/api/v1/tokens/verify", undefined, auth)).json?.submits_left;
-    }
+    const submitsLeft = async (): Promise<number> => (await until(tenant, "GET", "/api/v1/tokens/verify", undefined, auth)).json?.submits_left;
+    let left = await submitsLeft();
+    while (left < owed && Date.now() < deadline) left = await sleep(2000).then(submitsLeft);
     if (left > owed) problem(`${tenant}'s token made ${use.made.size} jobs of ${TOKEN_MAX_SUBMITS} and has ${left} submits left`);
     // A job made and then discarded as a cut-short submit's (its repeat's job holds the key) stays counted.
     else if (left < owed) console.log(`  ${tenant}'s token made ${use.made.size} jobs of ${TOKEN_MAX_SUBMITS} and has ${left} submits left`);

@@ -14,7 +14,7 @@ import { giveUpNameless, rememberTenant, runObjectName, tenantOf } from "../ids"
 import type { PlaceRequest } from "../run/job";
 import { DEFAULT_PRIORITY } from "../schemas";
 import { migrate } from "../storage/migrations";
-import { ringBy } from "../storage/alarm";
+import { ringBy, ringTime } from "../storage/alarm";
 import { DUE_TIMES, LINE_MIGRATIONS, type PlaceState } from "./lineSchema";
 import { BATCH, Places } from "./places";
 import { lineShards, tenantOfObject } from "./shards";
@@ -287,7 +287,7 @@ export class TenantLine extends DurableObject<Env> {
     if (counts.running < this.limits.maxRunningPerTenant && this.places.nextInLine(this.places.blockedKeys())) times.push(now);
     if (this.fullWithJobsWaiting(counts)) times.push((this.lastAuditAt() ?? now) + AUDIT_MS);
     if (times.length === 0) await this.ctx.storage.deleteAlarm();
-    else await this.ctx.storage.setAlarm(this.ringTime(Math.min(...times), now));
+    else await this.ctx.storage.setAlarm(ringTime(Math.min(...times), this.limits.alarmDelayMs, now));
   }
 
   /**
@@ -295,13 +295,8 @@ export class TenantLine extends DurableObject<Env> {
    * time: a job that could start now would have been granted its slot, and told places are not
    * new. So the alarm, set for what was due before, need only be brought forward.
    */
-  private async ringBy(at: number): Promise<void> {
-    await ringBy(this.ctx.storage, this.ringTime(at));
-  }
-
-  /** When the alarm rings for work due at `at`: not before now, and ALARM_DELAY_MS after. */
-  private ringTime(at: number, now = Date.now()): number {
-    return Math.max(now, at) + this.limits.alarmDelayMs;
+  private ringBy(at: number): Promise<void> {
+    return ringBy(this.ctx.storage, at, this.limits.alarmDelayMs);
   }
 
   private run(jobId: string) {

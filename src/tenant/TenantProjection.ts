@@ -94,19 +94,14 @@ export class TenantProjection extends DurableObject<Env> {
   async alarm(): Promise<void> {
     const tenant = tenantOf(this.ctx);
     if (tenant === null) return giveUpNameless(this.ctx, Date.now() + 60_000 + limits(this.env).alarmDelayMs);
-    if (hasSlotsToHandOver(this.sql)) await handOver(this.ctx, this.env, tenantOfObject(tenant), (at) => this.ringBy(at));
-    await askAboutSpends(this.ctx, this.env, tenant, (jobId) => this.knows(jobId), (at) => this.ringBy(at));
+    if (hasSlotsToHandOver(this.sql)) await handOver(this.ctx, this.env, tenantOfObject(tenant));
+    await askAboutSpends(this.ctx, this.env, tenant, (jobId) => this.knows(jobId));
   }
 
   /** Whether this shard holds the job, or its tombstone (it was deleted within the day). */
   knows(jobId: string): boolean {
     const held = this.held(jobId);
     return held.deleted || held.snapshot !== undefined;
-  }
-
-  /** Brings the alarm forward to ring by `at` (and ALARM_DELAY_MS after), never back. */
-  private ringBy(at: number): Promise<void> {
-    return ringBy(this.ctx.storage, Math.max(Date.now(), at) + limits(this.env).alarmDelayMs);
   }
 
   /**
@@ -323,7 +318,7 @@ export class TenantProjection extends DurableObject<Env> {
   async spendSubmit(tokenId: string, max: number, expiresAtMs: number, key: string | null = null, spentOn?: SpentOn): Promise<boolean> {
     const askAt = spendSubmit(this.ctx.storage, tokenId, max, expiresAtMs, key, spentOn);
     if (askAt === false) return false;
-    if (askAt !== null) await this.ringBy(askAt);
+    if (askAt !== null) await ringBy(this.ctx.storage, askAt, limits(this.env).alarmDelayMs);
     return true;
   }
 

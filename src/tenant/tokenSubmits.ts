@@ -6,8 +6,10 @@
  * (its Worker stopped) never says whether it made its job, so the job is asked about once it can
  * no longer be under way, and the count given back if none was made.
  */
+import { limits } from "../config";
 import { runObjectName } from "../ids";
 import { logFailure } from "../log";
+import { ringBy } from "../storage/alarm";
 import { tenantOfObject } from "./shards";
 
 /**
@@ -57,15 +59,10 @@ const ASK_AGAIN_MS = 60_000;
  * a minute ago or more whose end was never heard (its Worker stopped between the count and the
  * answer) is asked about, and its count given back unless its job was made: its object holds it,
  * or its projection shard holds it or its tombstone (it was deleted since). `knowsHere` answers
- * for this shard; `ringBy` brings the alarm forward for what is left.
+ * for this shard. The alarm is brought forward for what is left.
  */
-export async function askAboutSpends(
-  ctx: DurableObjectState,
-  env: Env,
-  name: string,
-  knowsHere: (jobId: string) => boolean,
-  ringBy: (at: number) => Promise<void>,
-): Promise<void> {
+export async function askAboutSpends(ctx: DurableObjectState, env: Env, name: string, knowsHere: (jobId: string) => boolean): Promise<void> {
+  const ringAt = (at: number) => ringBy(ctx.storage, at, limits(env).alarmDelayMs);
   const shardKnows = (spend: Spend) => (spend.projection === name ? knowsHere(spend.job_id) : env.PROJECTIONS.getByName(spend.projection).knows(spend.job_id));
   for (const spend of dueSpends(ctx.storage.sql, SPENDS_ASKED_PER_ALARM)) {
     let made: boolean;
@@ -73,12 +70,14 @@ export async function askAboutSpends(
       made = (await env.RUNS.getByName(runObjectName(tenantOfObject(name), spend.job_id)).get()).ok || (await shardKnows(spend));
     } catch (error) {
       logFailure("asking whether a token's submit made its job failed; trying again later", error, { job_id: spend.job_id });
-      return ringBy(Date.now() + ASK_AGAIN_MS);
+      return ringAt(Date.now() + ASK_AGAIN_MS);
     }
-    settleSpend(ctx.storage, spend, made);
+    // Settled either way: a count given back if no job was made, else only no longer asked about.
+    if (made) submitMade(ctx.storage.sql, spend.token_id, null, spend.job_id);
+    else refundSubmit(ctx.storage, spend.token_id, null, spend.job_id);
   }
   const next = ctx.storage.sql.exec<{ at: number | null }>("SELECT MIN(ask_at) AS at FROM token_spends").one().at;
-  if (next !== null) await ringBy(next);
+  if (next !== null) await ringAt(next);
 }
 
 /** Counted submits whose end was never heard, due to be asked about, oldest first. */
@@ -86,14 +85,6 @@ function dueSpends(sql: SqlStorage, limit: number): Spend[] {
   return sql
     .exec<Spend>("SELECT job_id, token_id, projection FROM token_spends WHERE ask_at <= ? ORDER BY ask_at LIMIT ?", Date.now(), limit)
     .toArray();
-}
-
-/** A counted submit asked about: its count given back if it made no job; either way it is settled. */
-function settleSpend(storage: DurableObjectStorage, spend: Spend, made: boolean): void {
-  storage.transactionSync(() => {
-    if (!made) storage.sql.exec("UPDATE token_submits SET n = n - 1 WHERE token_id = ? AND n > 0", spend.token_id);
-    storage.sql.exec("DELETE FROM token_spends WHERE job_id = ?", spend.job_id);
-  });
 }
 
 /** A counted submit made its job (`jobId`): neither its key nor its job need be kept with its count. */
