@@ -120,6 +120,11 @@ describe("GET /api/v1/runs/{id}/output", () => {
     expect(bad.status).toBe(416);
     expect(bad.headers.get("Content-Range")).toBe("bytes */3000");
     expect((await bad.json<{ detail: string }>()).detail).toContain("Range not satisfiable");
+    // A last byte before the first is no range (RFC 9110 §14.1.1): the whole output, as without one.
+    const backwards = await api(`/api/v1/runs/${id}/output`, { headers: { Range: "bytes=5-1" } });
+    expect(backwards.status).toBe(200);
+    expect(backwards.headers.get("Content-Range")).toBeNull();
+    expect(await backwards.text()).toBe(whole);
   });
 
   it("answers HEAD with headers only, and If-None-Match with 304", async () => {
