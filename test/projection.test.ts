@@ -30,6 +30,7 @@ describe("the tenant projection's tallies", () => {
       state.storage.sql.exec("DROP INDEX tombstones_by_age");
       state.storage.sql.exec("DROP INDEX tombstones_by_key");
       state.storage.sql.exec("ALTER TABLE tombstones DROP COLUMN key_digest");
+      state.storage.sql.exec("ALTER TABLE tombstones DROP COLUMN discarded");
       state.storage.sql.exec("DROP TABLE IF EXISTS slots_to_hand_over");
       state.storage.sql.exec("DROP TABLE usage_days");
       for (const trigger of ["jobs_labelled", "jobs_unlabelled", "jobs_relabelled"]) state.storage.sql.exec(`DROP TRIGGER ${trigger}`);

@@ -157,7 +157,7 @@ export class RunObject extends DurableObject<Env> {
       this.outbox.drop("webhook");
       this.outbox.enqueue("line", this.record.ref(), Date.now());
     });
-    await this.markDeleted(row);
+    await this.markDeleted(row, true);
     await this.steps.stop("deleted");
     await this.finishDeletion();
   }
@@ -356,8 +356,8 @@ export class RunObject extends DurableObject<Env> {
    * deploy or a crash) is finished even if nothing asks for the job again: a waiting job had no
    * alarm, and the one a finished job had may be days away.
    */
-  private async markDeleted(row: RunRow): Promise<void> {
-    this.record.markDeleted(row);
+  private async markDeleted(row: RunRow, discarded = false): Promise<void> {
+    this.record.markDeleted(row, discarded);
     await this.ctx.storage.setAlarm(Date.now() + DELETION_RESUMES_MS + this.limits.alarmDelayMs);
     // Watchers hear what was logged up to here (a forced cancel's `complete`), then their streams end.
     this.watchers.notify();

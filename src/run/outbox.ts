@@ -38,6 +38,8 @@ interface JobRef {
 type Snapshot = JobRef & { job: Job; version: number; claim?: KeyClaim };
 /** The line's row: leave the line, or (`rejoin`) wait in it again. The newest row replaces an older one. */
 type LineChange = JobRef & { rejoin?: PlaceRequest; answered_at?: number };
+/** A deleted job's purge; `discarded`: a job its submit never answered with (a row written before it was known has none). */
+type Purge = JobRef & { discarded?: true };
 
 /**
  * A handler's answer: done, or not yet (try again at `retryAt`). Throwing means: retry with
@@ -63,14 +65,14 @@ const HANDLERS: Record<OutboxKind, Handler> = {
     return DONE;
   },
   async purge(ctx, env, payload) {
-    const ref = JSON.parse(payload) as JobRef;
+    const ref = JSON.parse(payload) as Purge;
     const { tenant, job_id } = ref;
     // A webhook still owed keeps its body, which may quote the output about to be purged.
     await fixWebhookBody(ctx, env);
     await purgePrefix(env.OUTPUTS, outputPrefix(tenant, job_id));
     // The job's final usage stays in the tenant's totals, whether or not its last snapshot went out.
     const row = readRunRow(ctx.storage.sql);
-    await env.PROJECTIONS.getByName(tenantObjects(ref).projection).remove(job_id, row ? usageOf(row) : undefined);
+    await env.PROJECTIONS.getByName(tenantObjects(ref).projection).remove(job_id, row ? usageOf(row) : undefined, ref.discarded === true);
     return DONE;
   },
   webhook: deliverWebhook,

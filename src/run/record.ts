@@ -202,12 +202,15 @@ export class JobRecord {
     return this.commit(row, { error: message, current_step: null }, [{ type: "log", data: { message } }], "fail");
   }
 
-  /** From here on the job answers 404; the purge outbox row finishes the rest. */
-  markDeleted(row: RunRow): void {
+  /**
+   * From here on the job answers 404; the purge outbox row finishes the rest. `discarded`: the job
+   * is removed as one its submit never answered with (see RunObject.discard), not deleted.
+   */
+  markDeleted(row: RunRow, discarded = false): void {
     this.transaction(() => {
       this.write({ ...row, deleted_at: Date.now(), version: row.version + 1 });
       this.outbox.drop("projection");
-      this.outbox.enqueue("purge", this.ref(), Date.now());
+      this.outbox.enqueue("purge", discarded ? { ...this.ref(), discarded } : this.ref(), Date.now());
     });
   }
 

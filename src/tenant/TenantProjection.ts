@@ -98,10 +98,17 @@ export class TenantProjection extends DurableObject<Env> {
     await askAboutSpends(this.ctx, this.env, tenant, (jobId) => this.knows(jobId));
   }
 
-  /** Whether this shard holds the job, or its tombstone (it was deleted within the day). */
+  /**
+   * Whether this shard holds the job, or its tombstone (it was deleted within the day): whether a
+   * submit made it. A job discarded as one its submit never answered with (another under its key
+   * was, or its submit failed) is no job made.
+   */
   knows(jobId: string): boolean {
-    const held = this.held(jobId);
-    return held.deleted || held.snapshot !== undefined;
+    return (
+      this.sql
+        .exec("SELECT 1 FROM jobs WHERE job_id = ?1 UNION ALL SELECT 1 FROM tombstones WHERE job_id = ?1 AND discarded = 0 LIMIT 1", jobId)
+        .toArray().length > 0
+    );
   }
 
   /**
@@ -172,9 +179,10 @@ export class TenantProjection extends DurableObject<Env> {
   /**
    * Forgets a deleted job for good: its row and its idempotency key; leaves a tombstone (with a
    * digest of that key, see `upsert`), and prunes expired ones. `usage`: the job's final usage,
-   * counted in the tenant's totals when a snapshot carrying it never arrived.
+   * counted in the tenant's totals when a snapshot carrying it never arrived. `discarded`: the job
+   * was one its submit never answered with (RunObject.discard), which its tombstone says (`knows`).
    */
-  async remove(jobId: string, usage?: Counted): Promise<void> {
+  async remove(jobId: string, usage?: Counted, discarded = false): Promise<void> {
     const key = this.sql.exec<{ key: string }>("SELECT key FROM idempotency WHERE job_id = ?", jobId).toArray()[0]?.key;
     const digest = key === undefined ? null : await keyDigest(key);
     const now = Date.now();
@@ -188,7 +196,7 @@ export class TenantProjection extends DurableObject<Env> {
       }
       this.sql.exec("DELETE FROM jobs WHERE job_id = ?", jobId);
       this.sql.exec("DELETE FROM idempotency WHERE job_id = ?", jobId);
-      this.sql.exec("INSERT OR IGNORE INTO tombstones (job_id, deleted_at, key_digest) VALUES (?, ?, ?)", jobId, now, digest);
+      this.sql.exec("INSERT OR IGNORE INTO tombstones (job_id, deleted_at, key_digest, discarded) VALUES (?, ?, ?, ?)", jobId, now, digest, discarded ? 1 : 0);
       this.sql.exec(
         "DELETE FROM tombstones WHERE job_id IN (SELECT job_id FROM tombstones WHERE deleted_at < ? ORDER BY deleted_at LIMIT ?)",
         now - TOMBSTONE_TTL_MS,

@@ -146,4 +146,8 @@ export const PROJECTION_MIGRATIONS = [
   // about a minute on, and its count given back if it made no job (tokenSubmits.ts).
   `CREATE TABLE token_spends (job_id TEXT PRIMARY KEY, token_id TEXT NOT NULL, projection TEXT NOT NULL, ask_at INTEGER NOT NULL) WITHOUT ROWID`,
   `CREATE INDEX token_spends_by_time ON token_spends (ask_at)`,
+  // A tombstone says whether its job was discarded as one its submit never answered with (another
+  // job held its idempotency key, or its submit failed): a token's submit that made only such a
+  // job made none, and is given back (tokenSubmits.ts). Tombstones from before say it was deleted.
+  `ALTER TABLE tombstones ADD COLUMN discarded INTEGER NOT NULL DEFAULT 0`,
 ] as const;

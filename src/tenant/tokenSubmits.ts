@@ -58,8 +58,9 @@ const ASK_AGAIN_MS = 60_000;
  * The alarm's errand for the counter (in the projection shard named `name`): each submit counted
  * a minute ago or more whose end was never heard (its Worker stopped between the count and the
  * answer) is asked about, and its count given back unless its job was made: its object holds it,
- * or its projection shard holds it or its tombstone (it was deleted since). `knowsHere` answers
- * for this shard. The alarm is brought forward for what is left.
+ * or its projection shard holds it or its tombstone (it was deleted since; a job discarded as one
+ * its submit never answered with was not made). `knowsHere` answers for this shard. The alarm is
+ * brought forward for what is left.
  */
 export async function askAboutSpends(ctx: DurableObjectState, env: Env, name: string, knowsHere: (jobId: string) => boolean): Promise<void> {
   const ringAt = (at: number) => ringBy(ctx.storage, at, limits(env).alarmDelayMs);

@@ -5,8 +5,8 @@
 import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { projectionOfKey } from "../../src/tenant/shards";
-import { failingStubs, resetError } from "../faults";
-import { api } from "../helpers";
+import { failingStubs, jobIdOf, resetError } from "../faults";
+import { api, lineStub } from "../helpers";
 import { ALPHA, bearer, fetchWith, JSON_TYPE, mint, payloadOf } from "./helpers";
 
 const body = JSON.stringify({ prompt: "p", delay_seconds: 3600 });
@@ -72,6 +72,41 @@ describe("a token's submit cut short", () => {
     expect(await unheard(token)).toEqual([]);
     expect(await submitsLeft(token)).toBe(0);
     expect((await submit(token)).status).toBe(403);
+  });
+
+  it("after its job was made, under a key its repeat's job took: the first job discards itself, and its count is given back", async () => {
+    const session = `cut-${crypto.randomUUID()}`;
+    const { token } = await mint({ scopes: ["submit", "read"], session_id: session, max_submits: 2 });
+    const keyed = (settings: Partial<Env> = {}) =>
+      fetchWith(settings, "/api/v1/runs", {
+        method: "POST",
+        headers: { ...JSON_TYPE, ...bearer(token), "Idempotency-Key": session },
+        body: JSON.stringify({ prompt: "p", config: { simulate: { steps: 1, step_ms: 1 } } }),
+      });
+    // Stopped after making its job: the projection's entry, undoing it and giving the count back all fail.
+    const discardFails = failingStubs(env.RUNS, "discard", [1], "before");
+    const admitFails = failingStubs(env.PROJECTIONS, "admit", [1], "before");
+    const refundFails = failingStubs(admitFails.proxy, "refundSubmit", [1], "before");
+    expect((await keyed({ RUNS: discardFails.proxy, PROJECTIONS: refundFails.proxy })).status).toBe(500);
+    const first = env.RUNS.getByName(discardFails.names[0]);
+    const again = await keyed();
+    expect(again.status).toBe(202);
+    const { job_id: second } = await again.json<{ job_id: string }>();
+    expect(second).not.toBe(jobIdOf(discardFails.names[0]));
+    expect(await submitsLeft(token)).toBe(0);
+
+    // The first job runs its step and reports: the repeat's job holds its key, and it goes.
+    for (let i = 0; i < 20 && (await first.get()).ok; i++) {
+      await runDurableObjectAlarm(lineStub("alpha"));
+      await runDurableObjectAlarm(first);
+    }
+    expect((await first.get()).ok).toBe(false);
+
+    await aMinuteOn(token);
+    expect(await unheard(token)).toEqual([]);
+    expect(await submitsLeft(token)).toBe(1);
+    const listed = await (await api(`/api/v1/runs?session_id=${session}`, { headers: bearer(token) })).json<{ jobs: { job_id: string }[] }>();
+    expect(listed.jobs.map((j) => j.job_id)).toEqual([second]);
   });
 
   it("a submit that says how it ended leaves nothing to ask about: made, refused, or failed and given back", async () => {
