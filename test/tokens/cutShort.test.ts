@@ -109,6 +109,19 @@ describe("a token's submit cut short", () => {
     expect(listed.jobs.map((j) => j.job_id)).toEqual([second]);
   });
 
+  it("answered with a failure after its job was made and discarded, its count's return lost: given back when asked", async () => {
+    const { token } = await mint({ scopes: ["submit"], max_submits: 1 });
+    // The job is made and its answer lost: the submit discards it, answers 500, and fails to give the count back.
+    const createLost = failingStubs(env.RUNS, "create", [1], "after", resetError);
+    expect((await submit(token, { RUNS: createLost.proxy, PROJECTIONS: failingStubs(env.PROJECTIONS, "refundSubmit", [1], "before").proxy })).status).toBe(503);
+    expect((await env.RUNS.getByName(createLost.names[0]).get()).ok).toBe(false);
+    expect(await submitsLeft(token)).toBe(0);
+
+    await aMinuteOn(token);
+    expect(await unheard(token)).toEqual([]);
+    expect(await submitsLeft(token)).toBe(1);
+  });
+
   it("a submit that says how it ended leaves nothing to ask about: made, refused, or failed and given back", async () => {
     const { token } = await mint({ scopes: ["submit"], max_submits: 2 });
     expect((await submit(token)).status).toBe(202);
