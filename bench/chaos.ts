@@ -470,7 +470,9 @@ async function checkTokens(): Promise<void> {
     while (left < owed && Date.now() < deadline) left = await sleep(2000).then(submitsLeft);
     if (left > owed) problem(`${tenant}'s token made ${use.made.size} jobs of ${TOKEN_MAX_SUBMITS} and has ${left} submits left`);
     // A cut-short submit's job that found its key held by its repeat's job and was discarded only
-    // after the counter asked about it (its first report came more than a minute on) stays counted.
+    // after the counter first asked about it (its first report came more than a minute on) is given
+    // back when the counter asks again, which may come after this check (as long again as the job
+    // had waited, at most ten minutes).
     else if (left < owed) console.log(`  ${tenant}'s token made ${use.made.size} jobs of ${TOKEN_MAX_SUBMITS} and has ${left} submits left`);
     for (const job of live(tenant)) {
       const session = (await until(tenant, "GET", `/api/v1/runs/${job.id}`)).json?.session_id;

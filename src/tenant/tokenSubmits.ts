@@ -4,11 +4,14 @@
  * at a time. A submit's idempotency key is kept with its count while that submit may still be
  * under way, and so is the job it is making: a submit cut short between its count and its answer
  * (its Worker stopped) never says whether it made its job, so the job is asked about once it can
- * no longer be under way, and the count given back if none was made.
+ * no longer be under way (and again while it was made and is registered nowhere yet), and the
+ * count given back if none was made.
  */
 import { limits } from "../config";
+import type { Result } from "../errors";
 import { runObjectName } from "../ids";
 import { logFailure } from "../log";
+import type { Job } from "../schemas";
 import { ringBy } from "../storage/alarm";
 import { tenantOfObject } from "./shards";
 
@@ -51,34 +54,60 @@ export function spendSubmit(storage: DurableObjectStorage, tokenId: string, max:
 
 /** How many counted submits whose end was never heard are asked about per alarm. */
 const SPENDS_ASKED_PER_ALARM = 50;
-/** How long the alarm waits before it asks again when asking failed. */
+/** How long the alarm waits before it asks again when asking failed, and at least, about a job not yet registered. */
 const ASK_AGAIN_MS = 60_000;
+/** The longest the counter waits before it asks again about a job not yet registered. */
+const ASK_AGAIN_AT_MOST_MS = 600_000;
 
 /**
  * The alarm's errand for the counter (in the projection shard named `name`): each submit counted
  * a minute ago or more whose end was never heard (its Worker stopped between the count and the
- * answer) is asked about, and its count given back unless its job was made: its object holds it,
- * or its projection shard holds it or its tombstone (it was deleted since; a job discarded as one
- * its submit never answered with was not made). `knowsHere` answers for this shard. The alarm is
- * brought forward for what is left.
+ * answer) is asked about, and its count given back unless its job was made: its projection shard
+ * holds it or its tombstone (it was deleted since; a job discarded as one its submit never
+ * answered with was not made). A job its object holds that no shard holds yet was made by a
+ * submit cut short before registering it: it may still find its key held by its repeat's job at
+ * its first report, and discard itself. So it is asked about again, later each time (as long as
+ * it has waited, a minute to ten), until a shard holds it or its tombstone says what became
+ * of it, or its token expires, after which no count matters. `knowsHere` answers for this shard.
+ * The alarm is brought forward for what is left.
  */
 export async function askAboutSpends(ctx: DurableObjectState, env: Env, name: string, knowsHere: (jobId: string) => boolean): Promise<void> {
   const ringAt = (at: number) => ringBy(ctx.storage, at, limits(env).alarmDelayMs);
   const shardKnows = (spend: Spend) => (spend.projection === name ? knowsHere(spend.job_id) : env.PROJECTIONS.getByName(spend.projection).knows(spend.job_id));
-  for (const spend of dueSpends(ctx.storage.sql, SPENDS_ASKED_PER_ALARM)) {
-    let made: boolean;
+  const sql = ctx.storage.sql;
+  for (const spend of dueSpends(sql, SPENDS_ASKED_PER_ALARM)) {
+    let held: Result<{ job: Job }>;
+    let known: boolean;
     try {
-      made = (await env.RUNS.getByName(runObjectName(tenantOfObject(name), spend.job_id)).get()).ok || (await shardKnows(spend));
+      held = await env.RUNS.getByName(runObjectName(tenantOfObject(name), spend.job_id)).get();
+      known = await shardKnows(spend);
     } catch (error) {
       logFailure("asking whether a token's submit made its job failed; trying again later", error, { job_id: spend.job_id });
       return ringAt(Date.now() + ASK_AGAIN_MS);
     }
-    // Settled either way: a count given back if no job was made, else only no longer asked about.
-    if (made) submitMade(ctx.storage.sql, spend.token_id, null, spend.job_id);
+    // Settled, a count given back if no job was made, else only no longer asked about; or asked again.
+    if (known) submitMade(sql, spend.token_id, null, spend.job_id);
+    else if (held.ok) askAgain(sql, spend, Date.parse(held.job.created_at));
     else refundSubmit(ctx.storage, spend.token_id, null, spend.job_id);
   }
-  const next = ctx.storage.sql.exec<{ at: number | null }>("SELECT MIN(ask_at) AS at FROM token_spends").one().at;
+  const next = sql.exec<{ at: number | null }>("SELECT MIN(ask_at) AS at FROM token_spends").one().at;
   if (next !== null) await ringAt(next);
+}
+
+/**
+ * A counted submit's job that exists but is registered nowhere yet (made `createdAt`): asked about
+ * again once it has waited as long again (a minute to ten), and no later than its token's
+ * expiry; no longer, once the token has expired.
+ */
+function askAgain(sql: SqlStorage, spend: Spend, createdAt: number): void {
+  const now = Date.now();
+  const expiresAt = sql.exec<{ expires_at: number }>("SELECT expires_at FROM token_submits WHERE token_id = ?", spend.token_id).toArray()[0]?.expires_at;
+  if (expiresAt === undefined || expiresAt < now) {
+    sql.exec("DELETE FROM token_spends WHERE job_id = ?", spend.job_id);
+    return;
+  }
+  const wait = Math.min(Math.max(now - (Number.isNaN(createdAt) ? now : createdAt), ASK_AGAIN_MS), ASK_AGAIN_AT_MOST_MS);
+  sql.exec("UPDATE token_spends SET ask_at = ? WHERE job_id = ?", Math.min(now + wait, expiresAt + 1), spend.job_id);
 }
 
 /** Counted submits whose end was never heard, due to be asked about, oldest first. */

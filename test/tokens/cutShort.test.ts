@@ -74,7 +74,7 @@ describe("a token's submit cut short", () => {
     expect((await submit(token)).status).toBe(403);
   });
 
-  it("after its job was made, under a key its repeat's job took: the first job discards itself, and its count is given back", async () => {
+  it("after its job was made, under a key its repeat's job took: asked before the job reports, then again; once it discards itself, its count is given back", async () => {
     const session = `cut-${crypto.randomUUID()}`;
     const { token } = await mint({ scopes: ["submit", "read"], session_id: session, max_submits: 2 });
     const keyed = (settings: Partial<Env> = {}) =>
@@ -93,6 +93,11 @@ describe("a token's submit cut short", () => {
     expect(again.status).toBe(202);
     const { job_id: second } = await again.json<{ job_id: string }>();
     expect(second).not.toBe(jobIdOf(discardFails.names[0]));
+    expect(await submitsLeft(token)).toBe(0);
+
+    // Asked before the first job reports: it exists, and no shard holds it yet. It may still go.
+    await aMinuteOn(token);
+    expect(await unheard(token)).toEqual([jobIdOf(discardFails.names[0])]);
     expect(await submitsLeft(token)).toBe(0);
 
     // The first job runs its step and reports: the repeat's job holds its key, and it goes.
@@ -120,6 +125,31 @@ describe("a token's submit cut short", () => {
     await aMinuteOn(token);
     expect(await unheard(token)).toEqual([]);
     expect(await submitsLeft(token)).toBe(1);
+  });
+
+  it("after its job was made, registered nowhere while it waits in line: asked again until its token expires, then no longer", async () => {
+    const { token } = await mint({ scopes: ["submit"], max_submits: 1 });
+    const keyed = (settings: Partial<Env>) =>
+      fetchWith(settings, "/api/v1/runs", { method: "POST", headers: { ...JSON_TYPE, ...bearer(token), "Idempotency-Key": crypto.randomUUID() }, body });
+    // Stopped after making its job, which waits an hour: the projection's entry, undoing it and giving the count back all fail.
+    const discardFails = failingStubs(env.RUNS, "discard", [1], "before");
+    const admitFails = failingStubs(env.PROJECTIONS, "admit", [1], "before");
+    expect((await keyed({ RUNS: discardFails.proxy, PROJECTIONS: failingStubs(admitFails.proxy, "refundSubmit", [1], "before").proxy })).status).toBe(500);
+    const waiting = jobIdOf(discardFails.names[0]);
+    expect((await env.RUNS.getByName(discardFails.names[0]).get()).ok).toBe(true);
+
+    await aMinuteOn(token);
+    await aMinuteOn(token);
+    expect(await unheard(token)).toEqual([waiting]);
+    expect(await submitsLeft(token)).toBe(0);
+
+    // Its token expires: no count matters any more, and the job is no longer asked about.
+    await runInDurableObject(counterOf(token), (_instance, state) => {
+      state.storage.sql.exec("UPDATE token_submits SET expires_at = ? WHERE token_id = ?", Date.now() - 1, payloadOf(token).i);
+    });
+    await aMinuteOn(token);
+    expect(await unheard(token)).toEqual([]);
+    expect((await env.RUNS.getByName(discardFails.names[0]).get()).ok).toBe(true);
   });
 
   it("a submit that says how it ended leaves nothing to ask about: made, refused, or failed and given back", async () => {
