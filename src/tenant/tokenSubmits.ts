@@ -76,17 +76,16 @@ export async function askAboutSpends(ctx: DurableObjectState, env: Env, name: st
   const shardKnows = (spend: Spend) => (spend.projection === name ? knowsHere(spend.job_id) : env.PROJECTIONS.getByName(spend.projection).knows(spend.job_id));
   const sql = ctx.storage.sql;
   for (const spend of dueSpends(sql, SPENDS_ASKED_PER_ALARM)) {
-    let held: Result<{ job: Job }>;
-    let known: boolean;
+    // The shard first (this one, mostly): the job's object is asked only about a job no shard knows.
+    let held: Result<{ job: Job }> | "known";
     try {
-      held = await env.RUNS.getByName(runObjectName(tenantOfObject(name), spend.job_id)).get();
-      known = await shardKnows(spend);
+      held = (await shardKnows(spend)) ? "known" : await env.RUNS.getByName(runObjectName(tenantOfObject(name), spend.job_id)).get();
     } catch (error) {
       logFailure("asking whether a token's submit made its job failed; trying again later", error, { job_id: spend.job_id });
       return ringAt(Date.now() + ASK_AGAIN_MS);
     }
     // Settled, a count given back if no job was made, else only no longer asked about; or asked again.
-    if (known) submitMade(sql, spend.token_id, null, spend.job_id);
+    if (held === "known") submitMade(sql, spend.token_id, null, spend.job_id);
     else if (held.ok) askAgain(sql, spend, Date.parse(held.job.created_at));
     else refundSubmit(ctx.storage, spend.token_id, null, spend.job_id);
   }
@@ -102,10 +101,7 @@ export async function askAboutSpends(ctx: DurableObjectState, env: Env, name: st
 function askAgain(sql: SqlStorage, spend: Spend, createdAt: number): void {
   const now = Date.now();
   const expiresAt = sql.exec<{ expires_at: number }>("SELECT expires_at FROM token_submits WHERE token_id = ?", spend.token_id).toArray()[0]?.expires_at;
-  if (expiresAt === undefined || expiresAt < now) {
-    sql.exec("DELETE FROM token_spends WHERE job_id = ?", spend.job_id);
-    return;
-  }
+  if (expiresAt === undefined || expiresAt < now) return forgetSpend(sql, spend.job_id);
   const wait = Math.min(Math.max(now - (Number.isNaN(createdAt) ? now : createdAt), ASK_AGAIN_MS), ASK_AGAIN_AT_MOST_MS);
   sql.exec("UPDATE token_spends SET ask_at = ? WHERE job_id = ?", Math.min(now + wait, expiresAt + 1), spend.job_id);
 }
@@ -120,6 +116,11 @@ function dueSpends(sql: SqlStorage, limit: number): Spend[] {
 /** A counted submit made its job (`jobId`): neither its key nor its job need be kept with its count. */
 export function submitMade(sql: SqlStorage, tokenId: string, key: string | null, jobId: string): void {
   if (key !== null) releaseSubmitKey(sql, tokenId, key);
+  forgetSpend(sql, jobId);
+}
+
+/** The counted submit making `jobId` is no longer asked about. */
+function forgetSpend(sql: SqlStorage, jobId: string): void {
   sql.exec("DELETE FROM token_spends WHERE job_id = ?", jobId);
 }
 
@@ -143,6 +144,6 @@ export function refundSubmit(storage: DurableObjectStorage, tokenId: string, key
   storage.transactionSync(() => {
     storage.sql.exec("UPDATE token_submits SET n = n - 1 WHERE token_id = ? AND n > 0", tokenId);
     if (key !== null) releaseSubmitKey(storage.sql, tokenId, key);
-    if (jobId !== undefined) storage.sql.exec("DELETE FROM token_spends WHERE job_id = ?", jobId);
+    if (jobId !== undefined) forgetSpend(storage.sql, jobId);
   });
 }
