@@ -15,10 +15,11 @@ export function parseRange(header: string | undefined, size: number): { start: n
     return { start: Math.max(0, size - suffix), end: size - 1 };
   }
   const start = Number(match[1]);
+  const last = match[2] === "" ? null : Number(match[2]);
   // A last byte before the first is no range at all (RFC 9110 §14.1.1): the header is ignored.
-  if (match[2] !== "" && Number(match[2]) < start) return null;
+  if (last !== null && last < start) return null;
   if (start >= size) return "unsatisfiable";
-  return { start, end: match[2] === "" ? size - 1 : Math.min(Number(match[2]), size - 1) };
+  return { start, end: last === null ? size - 1 : Math.min(last, size - 1) };
 }
 
 /** The entity tags a conditional header lists, or "*" for any. */
