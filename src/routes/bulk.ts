@@ -14,7 +14,7 @@ import { valid } from "../http/validation";
 import type { BulkAction } from "../bulk/BulkObject";
 import { matchingJobs } from "../tenant/sharded";
 import { bulkAcceptedSchema, bulkBodySchema, bulkIdParamSchema, bulkProgressSchema, errorSchema, instantOf, MAX_BULK_MATCHES } from "../schemas";
-import { keyOnlyForbidden, requestOrigin } from "./reach";
+import { errors, keyOnlyForbidden, requestOrigin } from "./reach";
 
 export const bulk = new Hono<AppEnv>();
 export const bulkOperations: Operation[] = [];
@@ -31,7 +31,7 @@ for (const action of ["cancel", "delete"] as const satisfies BulkAction[]) {
       202: { json: bulkAcceptedSchema, description: "Accepted; follow it at GET /api/v1/runs/bulk/{bulk_id}" },
       400: { json: errorSchema, description: "The filter matches too many jobs" },
       403: keyOnlyForbidden("bulk operations"),
-      422: { json: errorSchema, description: "The request breaks the schema" },
+      422: errors[422],
     },
   });
 

@@ -14,6 +14,7 @@ import { credentialSchema, errorSchema, hasEntries, SCOPES, tokenBodySchema, tok
 import { agentChoice, resolveAgent } from "../runners/agents";
 import { mintToken, type Grant } from "../tokens";
 import { submitsLeft } from "./entry";
+import { errors } from "./reach";
 
 export const tokens = new Hono<AppEnv>();
 export const tokenOperations: Operation[] = [];
@@ -29,7 +30,7 @@ tokenOperations.push({
     201: { json: tokenSchema, description: "The token and what it grants" },
     400: { json: errorSchema, description: "The agent named is not bundled with the deployment" },
     403: { json: errorSchema, description: "A token cannot mint tokens" },
-    422: { json: errorSchema, description: "The request breaks the schema" },
+    422: errors[422],
     501: { json: errorSchema, description: "The deployment has no TOKEN_SECRET" },
   },
 });
