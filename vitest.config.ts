@@ -146,8 +146,6 @@ export default defineConfig({
           name: "e2e",
           include: ["test/e2e/**/*.test.ts"],
           environment: "node",
-          // Node's fetch lets an idle connection go before wrangler dev closes it.
-          setupFiles: ["test/e2e/keep-alive.ts"],
           testTimeout: 120_000,
           hookTimeout: 120_000,
           fileParallelism: false,

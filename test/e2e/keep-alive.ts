@@ -1,12 +1,12 @@
 /**
- * Set up before every black-box test file: Node's `fetch` keeps an idle connection to the server
- * for 2 s instead of its 4.
+ * Node's `fetch` keeps an idle connection to the server for 2 s instead of its 4: loaded with
+ * server.ts, so for every black-box test and benchmark that talks to `wrangler dev`.
  *
  * `wrangler dev` closes a connection left idle for 5 s, and says nothing of it in its answers
- * (no `Keep-Alive: timeout=`). Node's fetch (undici) keeps an idle connection for 4 s by a timer
- * that ticks about once a second, so it can still hand a connection idle for nearly 5 s to the
- * next request, just as the server closes it. A GET sent so is sent again; a POST is not, and
- * fails with "other side closed" (as a retry did after a hash of 100 MiB that took some seconds).
+ * (no `Keep-Alive: timeout=`). Node's fetch (undici) keeps an idle connection for 4 s by a timer of
+ * about a second's resolution, so it can still hand a connection idle for nearly 5 s to the
+ * next request, just as the server closes it. The request then fails with "other side closed"
+ * (as a POST of a retry did, after a hash of 100 MiB that took some seconds).
  * At 2 s the connection is let go well before the server's 5. The service's own client
  * (client/index.ts) sends again what it may: it needs none of this.
  */

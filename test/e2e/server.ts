@@ -3,6 +3,8 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+// Node's fetch lets an idle connection go before the server closes it (keep-alive.ts says why).
+import "./keep-alive";
 
 export const PORT = 8005;
 export const BASE = `http://127.0.0.1:${PORT}`;
