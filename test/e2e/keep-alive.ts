@@ -11,7 +11,8 @@
  * (client/index.ts) sends again what it may: it needs none of this.
  */
 const GLOBAL_DISPATCHER = Symbol.for("undici.globalDispatcher.1");
-const IDLE_MS = 2000;
+/** How long Node's fetch keeps an idle connection here. */
+export const KEEP_ALIVE_MS = 2000;
 
 type Dispatcher = { constructor: new (options: { keepAliveTimeout: number }) => unknown; close(): Promise<void> };
 const slots = globalThis as unknown as Record<symbol, Dispatcher | undefined>;
@@ -21,7 +22,5 @@ await (await fetch("data:,")).arrayBuffer();
 const current = slots[GLOBAL_DISPATCHER];
 if (!current) throw new Error("Node's fetch has no global dispatcher to replace");
 // Node's own Agent class (Node ships undici inside; it exports no Agent of its own).
-slots[GLOBAL_DISPATCHER] = new current.constructor({ keepAliveTimeout: IDLE_MS }) as Dispatcher;
+slots[GLOBAL_DISPATCHER] = new current.constructor({ keepAliveTimeout: KEEP_ALIVE_MS }) as Dispatcher;
 await current.close();
-
-export const KEEP_ALIVE_MS = IDLE_MS;
