@@ -16,10 +16,12 @@ afterAll(async () => {
 /** A `--config` for the simulated runner: `steps` steps of `step_ms` each. */
 const simulated = (steps: number, step_ms: number, extra: Record<string, number> = {}) => JSON.stringify({ simulate: { steps, step_ms, ...extra } });
 
-function cli(...args: string[]) {
-  const run = spawnSync("node", ["cli/runs.mjs", ...args], { env: { ...process.env, RUNS_API_URL: BASE }, encoding: "utf8", timeout: 60_000 });
+/** The CLI run to its end against the server, with `env` over the usual. */
+function cliWith(env: Record<string, string>, ...args: string[]) {
+  const run = spawnSync("node", ["cli/runs.mjs", ...args], { env: { ...process.env, RUNS_API_URL: BASE, ...env }, encoding: "utf8", timeout: 60_000 });
   return { code: run.status, stdout: run.stdout, stderr: run.stderr };
 }
+const cli = (...args: string[]) => cliWith({}, ...args);
 
 describe("the runs CLI", () => {
   it("submits, waits with a progress bar, and prints the result", () => {
@@ -89,7 +91,7 @@ describe("the runs CLI", () => {
     expect(minted.code).toBe(0);
     const token = minted.stdout.trim();
     expect(token).toMatch(/^ert_/);
-    const listed = spawnSync("node", ["cli/runs.mjs", "list", "--json"], { env: { ...process.env, RUNS_API_URL: BASE, RUNS_API_KEY: token }, encoding: "utf8", timeout: 60_000 });
+    const listed = cliWith({ RUNS_API_KEY: token }, "list", "--json");
     expect((JSON.parse(listed.stdout) as { job_id: string }[]).map((j) => j.job_id)).toEqual([mine.job_id]);
     expect(JSON.parse(cli("list", "--tag", "cli", "--session", session, "--json").stdout)).toHaveLength(1);
     expect(cli("token", "--scopes", "read").code).toBe(3); // no reach: 422
@@ -234,10 +236,7 @@ describe("the runs CLI", () => {
     await new Promise<void>((listening) => closed.listen(0, "127.0.0.1", listening));
     const { port } = closed.address() as AddressInfo;
     await new Promise((done) => closed.close(done));
-    const run = spawn("node", ["cli/runs.mjs", "status", "run_nowhere"], { env: { ...process.env, RUNS_API_URL: `http://127.0.0.1:${port}` } });
-    let stderr = "";
-    run.stderr.on("data", (d) => (stderr += String(d)));
-    const code = await new Promise<number | null>((exited) => run.on("close", exited));
+    const { code, stderr } = cliWith({ RUNS_API_URL: `http://127.0.0.1:${port}` }, "status", "run_nowhere");
     expect(stderr.trim()).toBe(`fetch failed: connect ECONNREFUSED 127.0.0.1:${port}`);
     expect(code).toBe(5);
   });
