@@ -6,9 +6,9 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { BASE } from "../server";
-import { SHOTS, filterByTag, holdUntilDeleted, meetFates, open, row, submitOverApi, submitRun, withServerAndChromium } from "./page";
+import { SHOTS, filterByTag, open, row, submitOverApi, submitRun, withServerAndChromium } from "./page";
 import { insecureOrigin, launchChromiumWithInsecureName } from "../browser";
-import { startDeployingProxy, startProxy } from "../proxy";
+import { startProxy } from "../proxy";
 
 withServerAndChromium();
 
@@ -62,136 +62,6 @@ describe("the reference frontend in local development: runs submitted, watched, 
     await page.close();
   });
 
-  it("a delete whose answer is lost is sent again by the page, and the run, not found then, is gone from the page without a word", async () => {
-    const { page, problems } = await open(`${BASE}/`);
-    const id = await submitRun(page, "Deleted once", { steps: 1, step_ms: 1 });
-    await page.waitForSelector("#detail-status.succeeded", { timeout: 20_000 });
-    const { statuses: sent } = await meetFates(page, `**/api/v1/runs/${id}`, "DELETE", ["lost"]);
-    const notFound = page.waitForResponse((res) => res.request().method() === "DELETE" && res.status() === 404);
-    await page.click("#delete-button");
-    await notFound;
-    // One more turn of the page's event loop: the answer has been handled.
-    await page.evaluate(() => new Promise((done) => setTimeout(done, 0)));
-    expect(sent).toEqual([204, 404]);
-    await row(page, id).waitFor({ state: "detached" });
-    expect(await page.locator("#detail-body").isHidden()).toBe(true);
-    expect(await page.locator("#notice").isHidden()).toBe(true);
-    expect(problems.filter((p) => !/ERR_CONNECTION_RESET|404/.test(p))).toEqual([]);
-    await page.close();
-  });
-
-  it("a run deleted while the page still reads it is left first: neither its stream nor its last read, held until the run is gone, finds it gone", async () => {
-    // The run's stream, or the read that follows the stream's result, held by the link until the
-    // service has deleted the run (and handed on before the page has the delete's answer).
-    for (const held of [(path: string) => path.endsWith("/stream"), (path: string, nth: number) => !path.endsWith("/stream") && nth === 2]) {
-      const id = await submitOverApi({ prompt: "Deleted while read", config: { simulate: { steps: 1, step_ms: 1 } } });
-      await expect.poll(async () => ((await (await fetch(`${BASE}/api/v1/runs/${id}`)).json()) as { status: string }).status).toBe("succeeded");
-      const { page, problems } = await open(`${BASE}/`);
-      const holding = holdUntilDeleted(page, id, held);
-      await row(page, id).click();
-      await page.waitForSelector("#detail-status.succeeded");
-      await holding.held;
-      await page.click("#delete-button");
-      await row(page, id).waitFor({ state: "detached" });
-      expect(await holding.givenUp).toBe(true);
-      // One more turn of the page's event loop: whatever the held request met has been handled.
-      await page.evaluate(() => new Promise((done) => setTimeout(done, 0)));
-      expect(await page.locator("#detail-body").isHidden()).toBe(true);
-      expect(await page.locator("#notice").isHidden()).toBe(true);
-      expect(problems).toEqual([]);
-      await page.close();
-    }
-  });
-
-  it("a delete refused (a deploy under way, past the page's tries) leaves the run shown, read and watched again, and says why", async () => {
-    const id = await submitOverApi({ prompt: "Not deleted yet", config: { simulate: { steps: 1, step_ms: 1 } } });
-    const { page, problems } = await open(`${BASE}/`);
-    await row(page, id).click();
-    await page.waitForSelector("#detail-status.succeeded", { timeout: 15_000 });
-    await page.waitForFunction(() => (document.getElementById("detail-output")?.textContent ?? "").includes("Not deleted yet"));
-    const { statuses: sent } = await meetFates(page, `**/api/v1/runs/${id}`, "DELETE", ["503", "503", "503"]);
-    const watchedAgain = page.waitForRequest((req) => req.url().includes(`/api/v1/runs/${id}/stream`));
-    await page.click("#delete-button");
-    await expect.poll(() => page.locator("#notice").innerText(), { timeout: 10_000 }).toBe("Service is being updated; retry shortly");
-    expect(sent).toEqual([503, 503, 503]);
-    await watchedAgain;
-    await page.waitForSelector("#detail-status.succeeded");
-    await page.waitForFunction(() => (document.getElementById("detail-output")?.textContent ?? "").includes("Not deleted yet"));
-    expect(await page.locator("#detail-id").innerText()).toBe(id);
-    expect(await row(page, id).getAttribute("data-status")).toBe("succeeded");
-    expect((await fetch(`${BASE}/api/v1/runs/${id}`)).status).toBe(200);
-    expect(problems.filter((problem) => !problem.includes("the server responded with a status of 503"))).toEqual([]);
-    await page.close();
-    expect((await fetch(`${BASE}/api/v1/runs/${id}`, { method: "DELETE" })).status).toBe(204);
-  });
-
-  it("a cancel whose answer is lost is sent again by the page, and the run, refused then as cancelled already, shows cancelled without a word", async () => {
-    const { page, problems } = await open(`${BASE}/`);
-    const id = await submitRun(page, "Cancelled once", { steps: 5, step_ms: 60_000 });
-    await page.waitForSelector("#detail-status.running", { timeout: 20_000 });
-    const { statuses: sent } = await meetFates(page, `**/api/v1/runs/${id}/cancel`, "POST", ["lost"]);
-    // The page sends it again 1 s after the loss; the stream may show the cancel well before.
-    const refused = page.waitForResponse((res) => res.request().method() === "POST" && res.status() === 400);
-    await page.click("#cancel-button");
-    await page.waitForSelector("#detail-status.cancelled", { timeout: 15_000 });
-    await refused;
-    // One more turn of the page's event loop: the answer has been handled.
-    await page.evaluate(() => new Promise((done) => setTimeout(done, 0)));
-    expect(sent).toEqual([200, 400]);
-    expect(await page.locator("#notice").isHidden()).toBe(true);
-    expect(problems.filter((p) => !/ERR_CONNECTION_RESET|400/.test(p))).toEqual([]);
-    await page.close();
-  });
-
-  it("a submit whose answer is lost on its way back is sent again by itself with the same idempotency key, and opens the one run it made", async () => {
-    const { page, problems } = await open(`${BASE}/`);
-    const tag = `lost-${Date.now()}`;
-    const { keys: sent } = await meetFates(page, "**/api/v1/runs", "POST", ["lost"]);
-    await page.fill("#prompt", "Made once, answered once");
-    await page.fill("input[name=tags]", tag);
-    await page.click("#submit-form button[type=submit]");
-    await page.waitForFunction(() => (document.getElementById("detail-id")?.textContent ?? "").startsWith("run_"));
-    const made = await (await fetch(`${BASE}/api/v1/runs?tag=${tag}`)).json();
-    expect(made.total).toBe(1);
-    expect(await page.locator("#detail-id").innerText()).toBe(made.jobs[0].job_id);
-    expect(sent).toHaveLength(2);
-    expect(new Set(sent).size).toBe(1);
-    expect(await page.locator("#notice").isHidden()).toBe(true);
-    expect(problems.filter((p) => !/ERR_CONNECTION_RESET/.test(p))).toEqual([]);
-    await page.close();
-  });
-
-  it("a submit answered 503 while a deploy is under way, then with its answer lost twice, makes one run: it is sent again with the same idempotency key", async () => {
-    const { page, problems } = await open(`${BASE}/`);
-    const tag = `once-${Date.now()}`;
-    /** The idempotency key of each submit the page sent: a deploy's 503, an answer lost on its way back twice, then through. */
-    const { keys: sent } = await meetFates(page, "**/api/v1/runs", "POST", ["503", "lost", "lost"]);
-    await page.fill("#prompt", "Made once");
-    await page.fill("input[name=tags]", tag);
-    await page.click("#submit-form button[type=submit]");
-    // Sent again after the 503's Retry-After, the run was made, and its answer never came, nor when
-    // sent again once more: past its tries, the page says so.
-    await page.waitForSelector("#notice:not([hidden])");
-    expect(sent).toHaveLength(3);
-    const made = await (await fetch(`${BASE}/api/v1/runs?tag=${tag}`)).json();
-    expect(made.total).toBe(1);
-    // Submitted again, as a user does, it is the same request: the API answers it with that run, which the page opens.
-    await page.click("#submit-form button[type=submit]");
-    await page.waitForFunction(() => (document.getElementById("detail-id")?.textContent ?? "").startsWith("run_"));
-    expect(await page.locator("#detail-id").innerText()).toBe(made.jobs[0].job_id);
-    expect(sent).toHaveLength(4);
-    expect(new Set(sent).size).toBe(1);
-    expect(sent[0]).toMatch(/^[0-9a-f-]{36}$/);
-    expect((await (await fetch(`${BASE}/api/v1/runs?tag=${tag}`)).json()).total).toBe(1);
-    expect(await page.locator("#notice").isHidden()).toBe(true);
-    // The next submit, once a run came of the last, is a new one.
-    await page.unroute("**/api/v1/runs");
-    await page.click("#submit-form button[type=submit]");
-    await expect.poll(async () => (await (await fetch(`${BASE}/api/v1/runs?tag=${tag}`)).json()).total).toBe(2);
-    expect(problems.filter((p) => !/503|ERR_CONNECTION_RESET/.test(p))).toEqual([]);
-    await page.close();
-  });
-
   it("the agent field names a recipe as a job names it (recipe:<name>), and an unknown one is refused in the API's words", async () => {
     const { page, problems } = await open(`${BASE}/`);
     await page.fill("input[name=agent_file]", "recipe:summarize");
@@ -230,39 +100,6 @@ describe("the reference frontend in local development: runs submitted, watched, 
     expect(problems.filter((p) => !/status of 422/.test(p))).toEqual([]);
     expect(behind.problems.filter((p) => !/status of 502/.test(p))).toEqual([]);
     await behind.page.close();
-    await gateway.close();
-  });
-
-  it("the feed and the run's stream, cut and then refused for seconds while a deploy is under way, come back after the last event each had", async () => {
-    const gateway = await startDeployingProxy(BASE);
-    const { page, problems } = await open(`${gateway.base}/`);
-    const id = await submitRun(page, "Through a deploy", { steps: 6, step_ms: 1000 });
-    await page.waitForSelector("#detail-status.running");
-    // The deploy: every stream cut, and refused while it lasts; a run made meanwhile by another client.
-    gateway.deploy();
-    await page.waitForSelector("#feed-state.down");
-    const meanwhile = await submitOverApi({ prompt: "made during the deploy", config: { simulate: { steps: 1, step_ms: 1 } } });
-    await expect.poll(() => new Set(gateway.refused).size, { timeout: 15_000 }).toBe(2);
-    gateway.done();
-
-    // Both come back: the feed tells of the run made meanwhile, and the run shown is followed to its end.
-    await row(page, meanwhile).waitFor({ timeout: 20_000 });
-    await page.waitForSelector("#feed-state.live");
-    await page.waitForSelector("#detail-status.succeeded", { timeout: 30_000 });
-    const output = await (await fetch(`${BASE}/api/v1/runs/${id}/output`)).text();
-    await expect.poll(() => page.locator("#detail-output").textContent()).toBe(output);
-    // After the last event each had: the page's log holds the run's progress as its stream tells it, each once.
-    const told = (await (await fetch(`${BASE}/api/v1/runs/${id}/stream?format=named`)).text())
-      .split("\n\n")
-      .filter((block) => block.includes("event: progress"))
-      .map((block) => JSON.parse(block.slice(block.indexOf("data: ") + 6)) as { percentage: number; current_step: string | null })
-      .map(({ percentage, current_step }) => `${percentage}%${current_step ? ` · ${current_step}` : ""}`);
-    const log = await page.locator("#detail-log li").allInnerTexts();
-    const progress = log.filter((line) => /^PROGRESS/i.test(line)).map((line) => line.replace(/^PROGRESS\s*/i, ""));
-    expect(progress).toEqual(told);
-    expect(log.some((line) => /stream\s*closed/i.test(line))).toBe(false);
-    expect(problems.filter((p) => !/503|ERR_/.test(p))).toEqual([]);
-    await page.close();
     await gateway.close();
   });
 
