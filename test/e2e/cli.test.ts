@@ -2,16 +2,11 @@
 import { spawn, spawnSync } from "node:child_process";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { BASE, startServer, stopServer, type DevServer } from "./server";
+import { describe, expect, it } from "vitest";
+import { BASE } from "./server";
+import { withServer } from "./with-server";
 
-let server: DevServer;
-beforeAll(async () => {
-  server = await startServer();
-});
-afterAll(async () => {
-  if (server) await stopServer(server);
-});
+withServer();
 
 /** A `--config` for the simulated runner: `steps` steps of `step_ms` each. */
 const simulated = (steps: number, step_ms: number, extra: Record<string, number> = {}) => JSON.stringify({ simulate: { steps, step_ms, ...extra } });
