@@ -10,6 +10,10 @@ import { hooks, persistTo, service, stop, until } from "./service";
 import { checkTokens } from "./tokens";
 import { SETTLE_MS, SLOT_ASKED_AFTER_MS, TENANTS, TERMINAL, chance, jobs, keys, live, problem, purged, random, sleep, type Job, type Tenant } from "./world";
 
+/**
+ * Every job comes to its end (one with a retention, to its purge) within SETTLE_MS, a job awaiting
+ * input approved; what a bulk operation or an unanswered delete left unknown is found out first.
+ */
 export async function settle(): Promise<void> {
   await resolveBulk(jobs.filter((j) => j.gone === "bulk"));
   for (const job of jobs.filter((j) => j.gone === "unknown")) {
@@ -42,6 +46,7 @@ export async function settle(): Promise<void> {
   }
 }
 
+/** The tenant's jobs as its list gives them, page after page by cursor, each listed once. */
 async function listed(tenant: Tenant): Promise<Map<string, string>> {
   const seen = new Map<string, string>();
   let cursor: string | null = null;
@@ -101,6 +106,7 @@ async function checkStreams(sample: Job[]): Promise<void> {
   }
 }
 
+/** Whatever the service says, once every job has ended, adds up (bench/chaos/main.ts says what must). */
 export async function check(): Promise<void> {
   await checkStreams(live().filter(() => chance(0.1)));
   await checkTokens();
@@ -154,6 +160,7 @@ export async function check(): Promise<void> {
   for (const hook of hooks) if (!known.has(hook.job_id)) problem(`a webhook for ${hook.job_id}, a job no answer named (${hook.status})`);
 }
 
+/** Deletes every job, stops the server once what is owed is done, and finds nothing of them left in its state. */
 export async function cleanUp(): Promise<void> {
   for (const job of live()) {
     const res = await until(job.tenant, "DELETE", `/api/v1/runs/${job.id}`);

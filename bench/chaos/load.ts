@@ -70,6 +70,7 @@ async function submit(tenant: Tenant, retryOf?: Job, viaToken = false): Promise<
   jobs.push({ id: res.json.job_id, tenant, key, body, webhook, group, gone: gone(), token: token?.token, retention_s: retention });
 }
 
+/** A read of the job: what it answers is what is known of it (404 only once it was deleted or purged). */
 async function poll(job: Job): Promise<void> {
   const res = await call(job.tenant, "GET", `/api/v1/runs/${job.id}`);
   if (!res) return;
@@ -83,6 +84,7 @@ async function poll(job: Job): Promise<void> {
   } else problem(`GET ${job.id} → ${res.status}`);
 }
 
+/** One of the tenant's clients: one act after another, chosen by the seed, while `running` says so. */
 export async function operate(tenant: Tenant, running: () => boolean): Promise<void> {
   while (running()) {
     const mine = live(tenant);
