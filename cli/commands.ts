@@ -1,6 +1,6 @@
 /** The commands of the `runs` CLI: each with the options it reads, and what it does. */
 import { readFileSync } from "node:fs";
-import { RunsApiError, type BulkInput, type BulkProgress, type Job, type RetryInput, type RunsClient, type Status, type TokenInput } from "../client/index";
+import { RunsApiError, type BulkInput, type BulkProgress, type Job, type RetryInput, type RunsClient, type Status, type SubmitResponse, type TokenInput } from "../client/index";
 import { UsageError, filterOf, integer, jsonOption, metadataOf, need, type Options } from "./options";
 
 export const EXIT = { ok: 0, jobFailed: 1, usage: 2, refused: 3, notFound: 4, server: 5, awaitingInput: 6 } as const;
@@ -107,8 +107,7 @@ async function submit({ arg, client, o, print }: Call): Promise<number> {
     },
     { idempotencyKey: o["idempotency-key"] },
   );
-  print(submitted, `${submitted.job_id} ${submitted.status}${submitted.replayed ? " (replayed)" : ""}`);
-  return o.wait ? waitFor(client, submitted.job_id, o.json) : EXIT.ok;
+  return made({ client, o, print }, submitted);
 }
 
 async function result({ arg, client, o }: Call): Promise<number> {
@@ -196,7 +195,7 @@ async function input({ arg, client, o, print }: Call): Promise<number> {
   const answer =
     o.approve ? { action: "approve" as const, input: o.note } : o.revise !== undefined ? { action: "revise" as const, input: o.revise } : { action: "reject" as const, input: o.reject };
   const job = await client.input(id, answer);
-  print(job, `${job.job_id} ${job.status}${job.error ? `: ${job.error}` : ""}`);
+  print(job, statusLine(job));
   return EXIT.ok;
 }
 
@@ -205,8 +204,13 @@ async function retry({ arg, client, o, print }: Call): Promise<number> {
   if (fromStep !== undefined && !(Number.isInteger(fromStep) && fromStep >= 1)) throw new UsageError("--from-step must be a positive integer");
   const body = { from_step: fromStep, prompt: o.prompt, config: jsonOption(o.config, "--config") as RetryInput["config"] };
   const retried = await client.retry(need(arg, "job id"), body, { idempotencyKey: o["idempotency-key"] });
-  print(retried, `${retried.job_id} ${retried.status}${retried.replayed ? " (replayed)" : ""}`);
-  return o.wait ? waitFor(client, retried.job_id, o.json) : EXIT.ok;
+  return made({ client, o, print }, retried);
+}
+
+/** What a submit or a retry prints of the job it made (or found under its key), then waits for it with --wait. */
+async function made({ client, o, print }: Pick<Call, "client" | "o" | "print">, job: SubmitResponse & { replayed: boolean }): Promise<number> {
+  print(job, `${job.job_id} ${job.status}${job.replayed ? " (replayed)" : ""}`);
+  return o.wait ? waitFor(client, job.job_id, o.json) : EXIT.ok;
 }
 
 /** `bulk-cancel` and `bulk-delete`. */
@@ -250,6 +254,9 @@ function progressPrinter() {
   };
 }
 
+/** A job's id and status, with its error if it has one. */
+const statusLine = (job: Job) => `${job.job_id} ${job.status}${job.error ? `: ${job.error}` : ""}`;
+
 const endCode = (job: Job) => (job.status === "succeeded" ? EXIT.ok : EXIT.jobFailed);
 
 async function waitFor(client: RunsClient, id: string, json: boolean): Promise<number> {
@@ -261,7 +268,7 @@ async function waitFor(client: RunsClient, id: string, json: boolean): Promise<n
     console.log(json ? JSON.stringify(job) : `${job.job_id} awaiting input at step ${request.step}: ${request.prompt}\n\n${request.output}\n\nanswer: runs input ${job.job_id} --approve | --revise TEXT | --reject TEXT`);
     return EXIT.awaitingInput;
   }
-  console.log(json ? JSON.stringify(job) : `${job.job_id} ${job.status}${job.error ? `: ${job.error}` : ""}`);
+  console.log(json ? JSON.stringify(job) : statusLine(job));
   return endCode(job);
 }
 
