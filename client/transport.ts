@@ -1,0 +1,185 @@
+/**
+ * How the client sends a request: with its credential, and again where the answer asks for that
+ * (a 429, a deploy's 503) or the connection was lost, as long as a second send cannot act twice.
+ */
+
+export interface ClientOptions {
+  /** Default http://127.0.0.1:8005 */
+  baseUrl?: string;
+  /** An API key, or a scoped token (in a browser: never a key). */
+  apiKey?: string;
+  fetch?: typeof fetch;
+  /**
+   * How many times a request is sent again when its answer asks for that (default 2): a 429, and
+   * a 503 (a deploy under way, "Service is being updated; retry shortly", or an object
+   * overloaded), each after its `Retry-After` when that is at most a minute; and a lost connection.
+   * A submit or retry is sent with an idempotency key (the caller's, else one made for it), so that
+   * sending it again never makes a second job: the server answers a repeat with the job the first
+   * made; so is an answer to a request for input, which is then given once. A delete sent again
+   * after a lost connection and answered 404 was carried out by the first, as was a cancel sent
+   * again and refused because the job is cancelled. With `maxRetries: 0` they carry only the
+   * caller's key.
+   */
+  maxRetries?: number;
+}
+
+/**
+ * An answer other than the one asked for, with the server's status, `detail` and request id (the
+ * id of the server's log line for the request: quote it when asking why). An answer from something
+ * in between that has no `detail` (a gateway's 502, say) gets what it says instead.
+ */
+export class RunsApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly detail: unknown,
+    readonly body: Record<string, unknown> = {},
+    readonly requestId: string | null = null,
+  ) {
+    super(`${status}: ${typeof detail === "string" ? detail : JSON.stringify(detail)}`);
+    this.name = "RunsApiError";
+  }
+}
+
+/** What one request is sent with, beyond its method and path. */
+export interface SendOptions {
+  headers?: Record<string, string>;
+  body?: string;
+  signal?: AbortSignal;
+  /** Sending it twice cannot act twice (its body carries an idempotency key, as a header would; a cancel). */
+  repeatable?: boolean;
+  /**
+   * A refusal that, to a request sent again after a lost connection, says the first was carried
+   * out (a delete's 404); the request then answers it.
+   */
+  doneAfterLoss?: (res: Response) => Promise<boolean>;
+}
+
+/** The longest `Retry-After` the client waits out by itself; a longer one is the caller's to decide on. */
+const MAX_RETRY_AFTER_MS = 60_000;
+
+export class Transport {
+  private readonly baseUrl: string;
+  private readonly apiKey?: string;
+  private readonly fetchImpl: typeof fetch;
+  private readonly maxRetries: number;
+
+  constructor(options: ClientOptions = {}) {
+    this.baseUrl = (options.baseUrl ?? "http://127.0.0.1:8005").replace(/\/+$/, "");
+    this.apiKey = options.apiKey;
+    this.fetchImpl = options.fetch ?? ((input, init) => fetch(input, init));
+    this.maxRetries = options.maxRetries ?? 2;
+  }
+
+  /** Sends the request, and again while its answer asks for that and sending it again cannot act twice. */
+  async request(method: string, path: string, init: SendOptions = {}): Promise<Response> {
+    const headers: Record<string, string> = { ...init.headers };
+    if (this.apiKey) headers.Authorization = `Bearer ${this.apiKey}`;
+    // What may be sent again when it is not known whether the server acted: a read, a delete (done
+    // twice, it leaves what once does), a write the server recognises as the same by its key, or
+    // one the caller calls repeatable (a cancel, whose second is refused).
+    const repeatable = method === "GET" || method === "HEAD" || method === "DELETE" || "Idempotency-Key" in headers || init.repeatable === true;
+    let lost = false;
+    for (let attempt = 1; ; attempt++) {
+      let res: Response;
+      try {
+        res = await this.fetchImpl(`${this.baseUrl}${path}`, { method, headers, body: init.body, signal: init.signal });
+      } catch (error) {
+        if (!repeatable || attempt > this.maxRetries || init.signal?.aborted) throw error;
+        lost = true;
+        await sleep(backoffMs(attempt), init.signal);
+        continue;
+      }
+      if (res.ok) return res;
+      if (lost && init.doneAfterLoss && (await init.doneAfterLoss(res))) return res;
+      const wait = attempt > this.maxRetries ? null : retryWaitMs(res, repeatable, attempt);
+      if (wait === null) throw await apiError(res);
+      await res.body?.cancel();
+      await sleep(wait, init.signal);
+    }
+  }
+
+  /** POSTs `body` as JSON; `keyed`: the body carries an idempotency key, so it may be sent again. */
+  postJson(path: string, body: unknown, headers: Record<string, string> = {}, keyed = false): Promise<Response> {
+    return this.request("POST", path, { headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body), repeatable: keyed });
+  }
+
+  /**
+   * The idempotency key a write is sent with, as its `headers`: the caller's (an empty key is none,
+   * as the server reads an empty `idempotency_key`), else, when the request may be sent again and
+   * its body holds no key, one made here (`own`).
+   */
+  keyToSend(key: string | undefined, keyInBody = false): { own: string | undefined; headers: Record<string, string> } {
+    const given = key || undefined;
+    const own = given === undefined && !keyInBody && this.maxRetries > 0 ? randomKey() : undefined;
+    const sent = given ?? own;
+    return { own, headers: sent === undefined ? {} : { "Idempotency-Key": sent } };
+  }
+}
+
+/**
+ * Waits `ms`, or until `signal` is aborted, even before the wait began (an abort while a request
+ * was on its way), and leaves no listener on the signal behind, however many waits it serves.
+ */
+export const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const aborted = () => {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", aborted);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", aborted, { once: true });
+  });
+
+/** The wait after `failures` failed tries in a row where the server named none: 0.5 s, 1 s, 2 s, then at most 5 s. */
+export const backoffMs = (failures: number) => Math.min(5000, 250 * 2 ** failures);
+
+/**
+ * How long to wait before sending a refused request again, or null when it is not to be: a 429
+ * always (refused before anything was done), a 503 when the request may be repeated, each after
+ * its `Retry-After` (seconds) up to a minute.
+ */
+function retryWaitMs(res: Response, repeatable: boolean, attempt: number): number | null {
+  if (res.status !== 429 && !(res.status === 503 && repeatable)) return null;
+  const header = res.headers.get("Retry-After");
+  if (header === null) return backoffMs(attempt);
+  const seconds = Number(header);
+  const ms = Number.isFinite(seconds) ? seconds * 1000 : Date.parse(header) - Date.now();
+  return Number.isNaN(ms) || ms > MAX_RETRY_AFTER_MS ? null : Math.max(0, ms);
+}
+
+/**
+ * The refusal a non-2xx answer carries: the API's `detail`. An answer without one came from
+ * something in between (a gateway, a proxy, the platform's error page), and its `detail` is what
+ * it says: a JSON body's `message` or `error`, a short plain-text body, else its status text.
+ */
+export async function apiError(res: Response): Promise<RunsApiError> {
+  const text = await res.text().catch(() => "");
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = undefined;
+  }
+  const body = typeof parsed === "object" && parsed !== null && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : {};
+  const plain = /^text\/plain/i.test(res.headers.get("Content-Type") ?? "") ? text.trim().split(/\r?\n/)[0].slice(0, 200) : "";
+  const said = [body.message, body.error, plain, res.statusText].find((s): s is string => typeof s === "string" && s !== "");
+  const detail = body.detail !== undefined ? body.detail : (said ?? "(no detail)");
+  return new RunsApiError(res.status, detail, body, res.headers.get("X-Request-Id"));
+}
+
+/**
+ * A random UUID (version 4). Made of `crypto.getRandomValues`, which every runtime has, since a
+ * browser keeps `crypto.randomUUID` for secure contexts: a page served over plain HTTP at any name
+ * but localhost (a phone on the LAN) has none.
+ */
+function randomKey(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
