@@ -11,7 +11,8 @@
 import { loadGrant } from "./grant.js";
 import { $, notice } from "./page.js";
 import { token, useToken } from "./requests.js";
-import { answer, cancelSelected, deleteSelected, downloadOutput, hear, labelRetry, select, unselect } from "./run.js";
+import { downloadOutput } from "./output.js";
+import { answer, cancelSelected, deleteSelected, hear, labelRetry, select, unselect } from "./run.js";
 import { connectFeed, connectPanel, loadMore, loadRuns, refilter, renderRuns } from "./runs.js";
 import { retrySelected, submit } from "./start.js";
 

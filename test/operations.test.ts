@@ -188,7 +188,7 @@ describe("the front page and /health", () => {
       expect(res.headers.get("Content-Security-Policy")).toMatch(/default-src 'self'/);
       for (const [, imported] of (await res.text()).matchAll(/^import [^;]+ from "\.(\/\w+\.js)";$/gm)) modules.add(imported);
     }
-    expect([...modules].sort()).toEqual(["/app.js", "/events.js", "/grant.js", "/known.js", "/page.js", "/requests.js", "/run.js", "/runs.js", "/start.js"]);
+    expect([...modules].sort()).toEqual(["/app.js", "/events.js", "/grant.js", "/known.js", "/output.js", "/page.js", "/requests.js", "/run.js", "/runs.js", "/start.js"]);
   });
 
   it("GET /docs is Swagger UI on /openapi.json, its files served from the Worker's own bundle", async () => {

@@ -9,6 +9,7 @@ import app from "../../frontend/app.js";
 import events from "../../frontend/events.js";
 import grant from "../../frontend/grant.js";
 import known from "../../frontend/known.js";
+import output from "../../frontend/output.js";
 import page from "../../frontend/page.js";
 import requests from "../../frontend/requests.js";
 import run from "../../frontend/run.js";
@@ -24,7 +25,7 @@ const SCRIPT = "text/javascript; charset=utf-8";
 const FRONTEND_FILES: [path: string, body: string, type: string][] = [
   ["/", html, "text/html; charset=utf-8"],
   ["/app.css", styles, "text/css; charset=utf-8"],
-  ...Object.entries({ app, events, grant, known, page, requests, run, runs, start }).map(([name, body]): [string, string, string] => [`/${name}.js`, body, SCRIPT]),
+  ...Object.entries({ app, events, grant, known, output, page, requests, run, runs, start }).map(([name, body]): [string, string, string] => [`/${name}.js`, body, SCRIPT]),
 ];
 
 /** The page talks to its own origin only, runs only its own script, and sends no referrer (a token may be in its address). */
