@@ -1,5 +1,8 @@
 // @ts-check
-/** The output of the run shown: as much of it as the page shows, and the whole as a download. */
+/**
+ * The output of the run shown, written here only: its text as its stream tells it, as much of what
+ * is stored as the page shows, and the whole as a download.
+ */
 import { $, el, refused } from "./page.js";
 import { ApiError, api } from "./requests.js";
 import { selected } from "./known.js";
@@ -27,10 +30,16 @@ export async function showOutput(/** @type {string} */ id, /** @type {AbortSigna
     text = error instanceof ApiError && error.status === 404 ? "" : `(output unavailable: ${/** @type {Error} */ (error).message})`;
   }
   if (selected !== id) return;
-  $("detail-output").textContent = text;
+  showText(text);
   const cut = whole > OUTPUT_SHOWN_BYTES;
   $("output-cut").hidden = !cut;
   $("output-cut-text").textContent = cut ? `The first ${mib(OUTPUT_SHOWN_BYTES)} of ${mib(whole)}.` : "";
+}
+
+/** `text` as the run's output, whole: the text its stream told so far, or none yet. */
+export function showText(/** @type {string} */ text) {
+  $("detail-output").textContent = text;
+  $("output-cut").hidden = true;
 }
 
 const mib = (/** @type {number} */ bytes) => `${(bytes / (1024 * 1024)).toFixed(1)} MiB`;

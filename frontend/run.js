@@ -5,7 +5,7 @@ import { can } from "./grant.js";
 import { $, el, notice, refused } from "./page.js";
 import { ApiError, api, keptKey } from "./requests.js";
 import { answered, latest, pick, requestKey, runs, selected, shown, showing, UNFINISHED } from "./known.js";
-import { showOutput } from "./output.js";
+import { showOutput, showText } from "./output.js";
 import { feed, forget, renderRuns } from "./runs.js";
 
 /** @typedef {import("./requests.js").Job} Job */
@@ -55,8 +55,7 @@ export async function select(/** @type {string} */ id) {
   // One column (a phone): the run is below the list, out of sight.
   if (matchMedia("(max-width: 1000px)").matches) $("detail").scrollIntoView({ block: "start" });
   $("detail-log").replaceChildren();
-  $("detail-output").textContent = "";
-  $("output-cut").hidden = true;
+  showText("");
   /** @type {Job} */
   let job;
   try {
@@ -101,7 +100,7 @@ function watchStream(/** @type {string} */ id) {
       output: (e) => {
         const { delta, step = 0, first = false } = data(e);
         steps[step] = (first ? "" : (steps[step] ?? "")) + delta;
-        $("detail-output").textContent = steps.join("");
+        showText(steps.join(""));
       },
       input_required: (e) => {
         log("input", "asks for a person");
@@ -111,7 +110,7 @@ function watchStream(/** @type {string} */ id) {
         stream.close();
         const result = data(e);
         if (result.status === "succeeded") {
-          if (result.result !== null) $("detail-output").textContent = result.result;
+          if (result.result !== null) showText(result.result);
           else await showOutput(id, signal);
         }
         if (selected !== id || signal.aborted) return;
