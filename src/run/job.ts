@@ -4,7 +4,6 @@ import type { AgentTask } from "../runners/types";
 import type { RunnerKind } from "../runners";
 import type { Job, Usage } from "../schemas";
 import type { OutputPart } from "../storage/blobs";
-import type { KeyClaim } from "../tenant/TenantProjection";
 import { isTerminal, type Status } from "./transitions";
 
 /** What the Worker decides at submit; fixed for the job's life. */
@@ -58,6 +57,12 @@ export interface RunSpec {
    */
   projection?: string;
   line?: string;
+}
+
+/** An idempotency key a job's snapshot claims, with the hash of the body it was submitted with. */
+export interface KeyClaim {
+  idempotency_key: string;
+  body_hash: string;
 }
 
 /**

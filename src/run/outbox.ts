@@ -12,11 +12,10 @@
  */
 import { limits, webhookSecrets } from "../config";
 import type { Job } from "../schemas";
-import type { KeyClaim } from "../tenant/TenantProjection";
 import { inlineResult, outputPrefix, purgePrefix } from "../storage/blobs";
 import { hasTable } from "../storage/migrations";
 import { retryDelay, sendWebhook } from "../webhooks/delivery";
-import { durationSeconds, outputUrl, tenantObjects, toJob, usageOf, type PlaceRequest } from "./job";
+import { durationSeconds, outputUrl, tenantObjects, toJob, usageOf, type KeyClaim, type PlaceRequest } from "./job";
 import { finishedParts, fitsInBytes, readRunRow, readSpec, readWebhook } from "./store";
 
 export type OutboxKind = "projection" | "line" | "webhook" | "purge";

@@ -11,6 +11,7 @@ import { limits } from "../config";
 import { giveUpNameless, rememberTenant, tenantOf } from "../ids";
 import { ringBy } from "../storage/alarm";
 import { migrate } from "../storage/migrations";
+import type { KeyClaim } from "../run/job";
 import { STATUSES, type Status } from "../run/transitions";
 import { ChangeLog } from "./changeLog";
 import { FeedWatchers, type Change, type RunFilter } from "./feed";
@@ -45,12 +46,6 @@ export type AdmitResult =
   | { admitted: false; job_id: string; same_body: boolean; job: Job | null };
 /** The job an idempotency key names, and whether it was submitted with the same body. */
 export type HeldKey = Extract<AdmitResult, { admitted: false }>;
-
-/** An idempotency key a job's snapshot claims, with the hash of the body it was submitted with. */
-export interface KeyClaim {
-  idempotency_key: string;
-  body_hash: string;
-}
 
 /** What an upsert did: `superseded_by` names the job holding the key the snapshot's job claimed, when another holds it. */
 export interface Upserted {
