@@ -11,7 +11,7 @@ import { jsonBody } from "../http/body";
 import type { Operation } from "../http/openapi";
 import { valid } from "../http/validation";
 import type { RunSpec } from "../run/job";
-import { planRun } from "../runners";
+import { planRun } from "../runners/choice";
 import { agentChoice, resolveAgent } from "../runners/agents";
 import {
   DEFAULT_INPUT_TIMEOUT_S,

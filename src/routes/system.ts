@@ -2,7 +2,7 @@
 import { Hono } from "hono";
 import type { AppEnv } from "../auth";
 import type { Operation } from "../http/openapi";
-import { activeRunnerName } from "../runners";
+import { activeRunnerName } from "../runners/choice";
 import { healthSchema, statsSchema } from "../schemas";
 import { tenantStats } from "../tenant/sharded";
 import { buildVersion } from "../version";

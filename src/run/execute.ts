@@ -3,7 +3,7 @@
  * timeout and the stall watchdog abort, and the step's output streamed into R2.
  */
 import { messageOf } from "../errors";
-import { runnerFor } from "../runners";
+import { runnerFor } from "../runners/choice";
 import { BudgetExceeded, StepFailed, TimedOut, TransientError, type CallUsage, type Revision, type StepContext } from "../runners/types";
 import { outputPrefix, partKey, writePart, type WrittenPart } from "../storage/blobs";
 import { OutputCoalescer } from "./events";

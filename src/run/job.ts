@@ -1,7 +1,7 @@
 /** The job row a RunObject stores, and the job object of the contract derived from it. */
 import { jobOutputUrl } from "../ids";
 import type { AgentTask } from "../runners/types";
-import type { RunnerKind } from "../runners";
+import type { RunnerKind } from "../runners/choice";
 import type { Job, Usage } from "../schemas";
 import type { OutputPart } from "../storage/blobs";
 import { isTerminal, type Status } from "./transitions";

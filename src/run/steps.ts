@@ -5,7 +5,7 @@
  * person's input, or the job's failure.
  */
 import type { Limits } from "../config";
-import { asksForInput } from "../runners";
+import { asksForInput } from "../runners/choice";
 import type { CallUsage, Revision, StepContext } from "../runners/types";
 import { readText } from "../storage/blobs";
 import type { NewEvent } from "./events";
