@@ -6,7 +6,7 @@
 import type { ModelSettings } from "../config";
 import { messageOf } from "../errors";
 import { taskMessages } from "./agents";
-import { BudgetExceeded, estimateTokens, overBudget, StepFailed, TransientError, type CallUsage, type Runner, type StepInput, type StepOutput } from "./types";
+import { BudgetExceeded, estimateTokens, overBudget, StepFailed, TransientError, type AgentTask, type CallUsage, type Runner, type StepInput, type StepOutput } from "./types";
 
 const encoder = new TextEncoder();
 
@@ -208,6 +208,100 @@ function keyHeader(settings: ModelSettings): Record<string, string> {
   return settings.apiKeyHeader ? { [settings.apiKeyHeader]: settings.apiKey } : { authorization: `Bearer ${settings.apiKey}` };
 }
 
+/** A step's request, the model it names and an estimate of its prompt's tokens (checked against the budget before it is sent). */
+function chatRequest(task: AgentTask, input: StepInput, settings: ModelSettings): { request: ChatRequest; model: string; promptTokens: number } {
+  const { config } = input;
+  const messages = taskMessages(task, input.prompt, input.context ?? [], input.revision);
+  const model = chosenModel(config, settings);
+  const request: ChatRequest = {
+    model,
+    messages,
+    stream: true,
+    stream_options: { include_usage: true },
+    ...(typeof config.temperature === "number" ? { temperature: config.temperature } : {}),
+    ...(typeof config.max_tokens === "number" ? { max_tokens: config.max_tokens } : {}),
+  };
+  return { request, model, promptTokens: estimateTokens(messages.reduce((n, m) => n + m.content.length, 0)) };
+}
+
+/**
+ * Sends a step's request, changed as its endpoint asked before (`endpoint`: URL and model) and
+ * again while a refusal names a change that answers it (ADAPTATIONS). The answer, once the
+ * endpoint took the request; a failure otherwise. `caller`: the job's own signal, whose reason a
+ * request it stopped fails with.
+ */
+async function send(url: string, endpoint: string, request: ChatRequest, headers: Record<string, string>, signal: AbortSignal, caller: AbortSignal): Promise<Response & { body: ReadableStream<Uint8Array> }> {
+  const post = async (made: Set<Adaptation>): Promise<Response> => {
+    try {
+      return await fetch(url, {
+        method: "POST",
+        headers: { "content-type": "application/json", accept: "text/event-stream", ...headers },
+        body: JSON.stringify(adapted(request, made)),
+        signal,
+      });
+    } catch (error) {
+      if (caller.aborted) throw caller.reason;
+      throw new TransientError(`Model provider unreachable: ${messageOf(error)}`);
+    }
+  };
+  const made = new Set(adaptedEndpoints.get(endpoint));
+  let res = await post(made);
+  while (!res.ok || !res.body) {
+    const detail = await errorText(res);
+    const next = adaptationFor(res, detail, adapted(request, made));
+    if (next === null) throw providerError(res, detail);
+    made.add(next);
+    remember(endpoint, new Set(made));
+    res = await post(made);
+  }
+  if (contentType(res).startsWith("text/html")) {
+    await res.body.cancel();
+    throw new StepFailed("Model endpoint answered a web page (text/html), not chat completions: MODEL_BASE_URL must be the API's base URL, up to and excluding /chat/completions");
+  }
+  return res as Response & { body: ReadableStream<Uint8Array> };
+}
+
+const contentType = (res: Response) => (res.headers.get("content-type") ?? "").toLowerCase();
+
+/**
+ * Reads the answer, streamed or whole, handing the streamed text on. The budget is checked on
+ * estimates while the answer streams (the provider's counts come only at its end): the request is
+ * stopped (`stop`) as soon as the estimate would pass it. Every call that got an answer is counted
+ * once, also one that broke or was stopped: by the provider's counts where it sent them.
+ */
+async function readAnswer(res: Response & { body: ReadableStream<Uint8Array> }, input: StepInput, promptTokens: number, idleTimeoutMs: number, stop: AbortController, signal: AbortSignal): Promise<Completion> {
+  const budget = input.budget ?? null;
+  let streamed = 0;
+  const estimate = (): CallUsage => ({ prompt_tokens: promptTokens, completion_tokens: estimateTokens(streamed), estimated: true });
+  let completion: Completion;
+  try {
+    if (contentType(res).startsWith("application/json")) {
+      completion = await readWholeCompletion(res);
+      streamed = completion.text.length;
+    } else {
+      completion = await readCompletion(
+        res.body,
+        idleTimeoutMs,
+        (delta) => {
+          streamed += delta.length;
+          if (overBudget(budget, promptTokens, estimateTokens(streamed))) stop.abort(new BudgetExceeded("token budget"));
+          else input.onDelta?.(delta);
+        },
+        signal,
+      );
+    }
+  } catch (error) {
+    input.onUsage?.(estimate());
+    throw error;
+  }
+  const usage = completion.usage;
+  const exact = typeof usage?.prompt_tokens === "number" && typeof usage.completion_tokens === "number";
+  const counts = exact ? { prompt_tokens: usage.prompt_tokens!, completion_tokens: usage.completion_tokens!, estimated: false } : estimate();
+  input.onUsage?.(counts);
+  if (overBudget(budget, counts.prompt_tokens, counts.completion_tokens)) throw new BudgetExceeded("token budget");
+  return completion;
+}
+
 export function openAiRunner(settings: ModelSettings): Runner {
   const url = completionsUrl(settings.baseUrl);
   const credentials = keyHeader(settings);
@@ -216,92 +310,18 @@ export function openAiRunner(settings: ModelSettings): Runner {
     async runStep(input: StepInput): Promise<StepOutput> {
       const task = input.agentTask;
       if (!task) throw new StepFailed(`Step ${input.task} has no agent task`);
-      const config = input.config;
-      const messages = taskMessages(task, input.prompt, input.context ?? [], input.revision);
-      const model = chosenModel(config, settings);
-      const request: ChatRequest = {
-        model,
-        messages,
-        stream: true,
-        stream_options: { include_usage: true },
-        ...(typeof config.temperature === "number" ? { temperature: config.temperature } : {}),
-        ...(typeof config.max_tokens === "number" ? { max_tokens: config.max_tokens } : {}),
-      };
-      const endpoint = `${url} ${model}`;
-      // The budget is checked on estimates while the answer streams (the provider's counts come
-      // only at its end): the request is aborted as soon as the estimate would pass it.
-      const budget = input.budget ?? null;
-      const promptEstimate = estimateTokens(messages.reduce((n, m) => n + m.content.length, 0));
-      if (overBudget(budget, promptEstimate, 0)) throw new BudgetExceeded("token budget");
+      const { request, model, promptTokens } = chatRequest(task, input, settings);
+      if (overBudget(input.budget ?? null, promptTokens, 0)) throw new BudgetExceeded("token budget");
       const stop = new AbortController();
       const signal = AbortSignal.any([input.signal, stop.signal]);
-      const post = async (made: Set<Adaptation>): Promise<Response> => {
-        try {
-          return await fetch(url, {
-            method: "POST",
-            headers: { "content-type": "application/json", accept: "text/event-stream", ...credentials },
-            body: JSON.stringify(adapted(request, made)),
-            signal,
-          });
-        } catch (error) {
-          if (input.signal.aborted) throw input.signal.reason;
-          throw new TransientError(`Model provider unreachable: ${messageOf(error)}`);
-        }
-      };
-      const made = new Set(adaptedEndpoints.get(endpoint));
-      let res = await post(made);
-      while (!res.ok || !res.body) {
-        const detail = await errorText(res);
-        const next = adaptationFor(res, detail, adapted(request, made));
-        if (next === null) throw providerError(res, detail);
-        made.add(next);
-        remember(endpoint, new Set(made));
-        res = await post(made);
-      }
-      const type = (res.headers.get("content-type") ?? "").toLowerCase();
-      if (type.startsWith("text/html")) {
-        await res.body.cancel();
-        throw new StepFailed("Model endpoint answered a web page (text/html), not chat completions: MODEL_BASE_URL must be the API's base URL, up to and excluding /chat/completions");
-      }
-      // Every call that got an answer is counted once, also one that broke or was stopped.
-      let streamed = 0;
-      let counted = false;
-      const count = (usage: CallUsage) => {
-        if (counted) return;
-        counted = true;
-        input.onUsage?.(usage);
-      };
-      const estimate = (): CallUsage => ({ prompt_tokens: promptEstimate, completion_tokens: estimateTokens(streamed), estimated: true });
-      const whole = type.startsWith("application/json");
-      let completion: Completion;
-      try {
-        completion = whole
-          ? await readWholeCompletion(res)
-          : await readCompletion(
-              res.body,
-              settings.idleTimeoutMs,
-              (delta) => {
-                streamed += delta.length;
-                if (overBudget(budget, promptEstimate, estimateTokens(streamed))) stop.abort(new BudgetExceeded("token budget"));
-                else input.onDelta?.(delta);
-              },
-              signal,
-            );
-        if (whole) streamed = completion.text.length;
-        const usage = completion.usage;
-        const exact = typeof usage?.prompt_tokens === "number" && typeof usage.completion_tokens === "number";
-        const counts = exact ? { prompt_tokens: usage.prompt_tokens!, completion_tokens: usage.completion_tokens!, estimated: false } : estimate();
-        count(counts);
-        if (overBudget(budget, counts.prompt_tokens, counts.completion_tokens)) throw new BudgetExceeded("token budget");
-      } catch (error) {
-        count(estimate());
-        throw error;
-      }
+      const res = await send(url, `${url} ${model}`, request, credentials, signal, input.signal);
+      const streamed = !contentType(res).startsWith("application/json");
+      const completion = await readAnswer(res, input, promptTokens, settings.idleTimeoutMs, stop, signal);
       const bytes = encoder.encode(completion.text);
       return {
         bytes: bytes.length,
         // A whole answer's text has not gone out yet: the step's output event carries it.
-        streamed: !whole,
+        streamed,
         finishReason: completion.finishReason,
         body: new ReadableStream({
           start(controller) {
