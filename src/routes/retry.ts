@@ -18,7 +18,7 @@ import { copyPart, outputPrefix, partKey, purgePrefix } from "../storage/blobs";
 import { placeJob } from "../tenant/shards";
 import { enter, keyed, knobsWithinSteps, mustFit, mustSignWebhooks, spending, tokenConfig, tokenized, undo } from "./entry";
 import { bodyHash, heldAs, idempotencyHeader } from "./idempotency";
-import { errors, reachable, requestOrigin, runStub } from "./reach";
+import { errors, reachable, requestOrigin, runStub, type Ctx } from "./reach";
 
 export const retries = new Hono<AppEnv>();
 /** What the OpenAPI document says of this route. */
@@ -74,20 +74,7 @@ retries.post(
     const firstUnfinished = source.parts.length + 1;
     const from = body.from_step ?? firstUnfinished;
     if (from > firstUnfinished) throw new ApiError("bad_request", `from_step must be at most ${firstUnfinished}, the first unfinished step`);
-    const own = tokenized(c, source.spec);
-    const spec: RunSpec = mustFit({
-      ...own,
-      ...placeJob(c.env, c.get("tenant"), { idempotency_key: key, concurrency_key: own.concurrency_key }),
-      created_at: now,
-      prompt: body.prompt ?? source.spec.prompt,
-      config: { ...source.spec.config, ...(body.config ?? {}), ...tokenConfig(c) },
-      idempotency_key: key,
-      scheduled_for: null,
-      request_id: c.get("requestId"),
-      retry_of: id,
-      origin: requestOrigin(c),
-    });
-    simulatedStepsKept(spec, body.config);
+    const spec = retrySpec(c, id, source.spec, body, key, now);
     const prefix = outputPrefix(spec.tenant, spec.job_id);
     const copied: CopiedStep[] = [];
     // The new job's object holds its prefix before each copy: copies of a retry that stops before making its job are purged.
@@ -111,6 +98,28 @@ retries.post(
     }
   },
 );
+
+/**
+ * The new job's spec: the old one's as the caller's token allows it, with the prompt and config
+ * keys the body replaces, placed as a new job of this request.
+ */
+function retrySpec(c: Ctx, id: string, old: RunSpec, body: z.infer<ReturnType<typeof retryBodySchema>>, key: string | null, now: number): RunSpec {
+  const own = tokenized(c, old);
+  const spec: RunSpec = mustFit({
+    ...own,
+    ...placeJob(c.env, c.get("tenant"), { idempotency_key: key, concurrency_key: own.concurrency_key }),
+    created_at: now,
+    prompt: body.prompt ?? old.prompt,
+    config: { ...old.config, ...(body.config ?? {}), ...tokenConfig(c) },
+    idempotency_key: key,
+    scheduled_for: null,
+    request_id: c.get("requestId"),
+    retry_of: id,
+    origin: requestOrigin(c),
+  });
+  simulatedStepsKept(spec, body.config);
+  return spec;
+}
 
 /**
  * A retry runs the old job's steps. For a simulated job, the knobs the retry's config gives are

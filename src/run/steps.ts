@@ -151,58 +151,62 @@ export class Steps {
 
   private settle(row: RunRow, step: StepRow, outcome: StepOutcome): void {
     switch (outcome.kind) {
-      case "written": {
-        const { part } = outcome;
-        const done = row.steps_completed + 1;
-        const events: NewEvent[] = [];
-        if (outcome.streamed) {
-          // Its text already went out as output events while it was produced.
-        } else if (part.bytes <= OUTPUT_EVENT_BYTES) {
-          events.push({ type: "output", data: { delta: new TextDecoder().decode(part.head), step: step.idx, first: true } });
-        } else {
-          events.push({ type: "log", data: { message: `Step ${step.name} wrote ${part.bytes} bytes of output` } });
-        }
-        const cut = cutShort(step.name, outcome.finishReason);
-        if (cut) events.push({ type: "log", data: { message: cut } });
-        events.push({ type: "progress", data: { percentage: stepPercentage(done, row.steps_total), step: step.idx, current_step: step.name } });
-        const asks = asksForInput(this.record.spec(), step.idx);
-        this.record.transaction(() => {
-          this.record.sql.exec(
-            "UPDATE steps SET status = 'done', finished_at = ?, output_key = ?, output_bytes = ?, output_etag = ? WHERE idx = ?",
-            Date.now(),
-            part.key,
-            part.bytes,
-            part.etag,
-            step.idx,
-          );
-          const next = this.record.commit(row, { steps_completed: done, next_step_at: asks ? null : Date.now() }, events);
-          if (asks) this.commitAsk(next, step, part.head);
-          else if (done >= row.steps_total) this.record.commit(next, { current_step: null }, [], "succeed");
-        });
-        return;
-      }
+      case "written":
+        return this.settleWritten(row, step, outcome);
       case "failed":
         return void this.record.commitFailure(row, outcome.message);
       case "timed_out":
         return void this.record.commitFailure(row, this.timeoutMessage());
       case "aborted":
         return;
-      case "error": {
-        // An infrastructure error (R2, the runner's transport): retried, a bounded number of times.
-        const attempt = step.attempts + 1;
-        if (attempt >= this.limits.maxStepAttempts) {
-          return void this.record.commitFailure(row, `Step ${step.name} failed after ${attempt} attempts: ${outcome.message}`);
-        }
-        const backoff = Math.min(60_000, this.limits.retryBaseMs * 2 ** step.attempts);
-        const retryAt = Date.now() + Math.max(backoff, outcome.retryAfterMs ?? 0);
-        this.record.transaction(() => {
-          this.record.sql.exec("UPDATE steps SET status = 'pending', last_error = ? WHERE idx = ?", outcome.message, step.idx);
-          this.record.commit(row, { next_step_at: retryAt }, [
-            { type: "log", data: { message: `Step ${step.name} failed, will retry: ${outcome.message}` } },
-          ]);
-        });
-      }
+      case "error":
+        return this.settleError(row, step, outcome);
     }
+  }
+
+  /** A step whose output was written: it is done, and the job asks a person, goes on, or succeeds. */
+  private settleWritten(row: RunRow, step: StepRow, outcome: Extract<StepOutcome, { kind: "written" }>): void {
+    const { part } = outcome;
+    const done = row.steps_completed + 1;
+    const events: NewEvent[] = [];
+    if (outcome.streamed) {
+      // Its text already went out as output events while it was produced.
+    } else if (part.bytes <= OUTPUT_EVENT_BYTES) {
+      events.push({ type: "output", data: { delta: new TextDecoder().decode(part.head), step: step.idx, first: true } });
+    } else {
+      events.push({ type: "log", data: { message: `Step ${step.name} wrote ${part.bytes} bytes of output` } });
+    }
+    const cut = cutShort(step.name, outcome.finishReason);
+    if (cut) events.push({ type: "log", data: { message: cut } });
+    events.push({ type: "progress", data: { percentage: stepPercentage(done, row.steps_total), step: step.idx, current_step: step.name } });
+    const asks = asksForInput(this.record.spec(), step.idx);
+    this.record.transaction(() => {
+      this.record.sql.exec(
+        "UPDATE steps SET status = 'done', finished_at = ?, output_key = ?, output_bytes = ?, output_etag = ? WHERE idx = ?",
+        Date.now(),
+        part.key,
+        part.bytes,
+        part.etag,
+        step.idx,
+      );
+      const next = this.record.commit(row, { steps_completed: done, next_step_at: asks ? null : Date.now() }, events);
+      if (asks) this.commitAsk(next, step, part.head);
+      else if (done >= row.steps_total) this.record.commit(next, { current_step: null }, [], "succeed");
+    });
+  }
+
+  /** An infrastructure error (R2, the runner's transport): the step is retried, a bounded number of times. */
+  private settleError(row: RunRow, step: StepRow, outcome: Extract<StepOutcome, { kind: "error" }>): void {
+    const attempt = step.attempts + 1;
+    if (attempt >= this.limits.maxStepAttempts) {
+      return void this.record.commitFailure(row, `Step ${step.name} failed after ${attempt} attempts: ${outcome.message}`);
+    }
+    const backoff = Math.min(60_000, this.limits.retryBaseMs * 2 ** step.attempts);
+    const retryAt = Date.now() + Math.max(backoff, outcome.retryAfterMs ?? 0);
+    this.record.transaction(() => {
+      this.record.sql.exec("UPDATE steps SET status = 'pending', last_error = ? WHERE idx = ?", outcome.message, step.idx);
+      this.record.commit(row, { next_step_at: retryAt }, [{ type: "log", data: { message: `Step ${step.name} failed, will retry: ${outcome.message}` } }]);
+    });
   }
 
   /** Tokens the job may still spend under `config.max_total_tokens`, or null when it has no budget. */
