@@ -230,7 +230,7 @@ function chatRequest(task: AgentTask, input: StepInput, settings: ModelSettings)
  * endpoint took the request; a failure otherwise. `caller`: the job's own signal, whose reason a
  * request it stopped fails with.
  */
-async function send(url: string, endpoint: string, request: ChatRequest, headers: Record<string, string>, signal: AbortSignal, caller: AbortSignal): Promise<Response & { body: ReadableStream<Uint8Array> }> {
+async function send(url: string, endpoint: string, request: ChatRequest, headers: Record<string, string>, signal: AbortSignal, caller: AbortSignal): Promise<Answer> {
   const post = async (made: Set<Adaptation>): Promise<Response> => {
     try {
       return await fetch(url, {
@@ -258,24 +258,27 @@ async function send(url: string, endpoint: string, request: ChatRequest, headers
     await res.body.cancel();
     throw new StepFailed("Model endpoint answered a web page (text/html), not chat completions: MODEL_BASE_URL must be the API's base URL, up to and excluding /chat/completions");
   }
-  return res as Response & { body: ReadableStream<Uint8Array> };
+  return res as Answer;
 }
+
+/** An answer the endpoint took the request with: it has a body. */
+type Answer = Response & { body: ReadableStream<Uint8Array> };
 
 const contentType = (res: Response) => (res.headers.get("content-type") ?? "").toLowerCase();
 
 /**
- * Reads the answer, streamed or whole, handing the streamed text on. The budget is checked on
+ * Reads the answer, streamed or `whole` (JSON), handing the streamed text on. The budget is checked on
  * estimates while the answer streams (the provider's counts come only at its end): the request is
  * stopped (`stop`) as soon as the estimate would pass it. Every call that got an answer is counted
  * once, also one that broke or was stopped: by the provider's counts where it sent them.
  */
-async function readAnswer(res: Response & { body: ReadableStream<Uint8Array> }, input: StepInput, promptTokens: number, idleTimeoutMs: number, stop: AbortController, signal: AbortSignal): Promise<Completion> {
+async function readAnswer(res: Answer, whole: boolean, input: StepInput, promptTokens: number, idleTimeoutMs: number, stop: AbortController, signal: AbortSignal): Promise<Completion> {
   const budget = input.budget ?? null;
   let streamed = 0;
   const estimate = (): CallUsage => ({ prompt_tokens: promptTokens, completion_tokens: estimateTokens(streamed), estimated: true });
   let completion: Completion;
   try {
-    if (contentType(res).startsWith("application/json")) {
+    if (whole) {
       completion = await readWholeCompletion(res);
       streamed = completion.text.length;
     } else {
@@ -315,13 +318,13 @@ export function openAiRunner(settings: ModelSettings): Runner {
       const stop = new AbortController();
       const signal = AbortSignal.any([input.signal, stop.signal]);
       const res = await send(url, `${url} ${model}`, request, credentials, signal, input.signal);
-      const streamed = !contentType(res).startsWith("application/json");
-      const completion = await readAnswer(res, input, promptTokens, settings.idleTimeoutMs, stop, signal);
+      const whole = contentType(res).startsWith("application/json");
+      const completion = await readAnswer(res, whole, input, promptTokens, settings.idleTimeoutMs, stop, signal);
       const bytes = encoder.encode(completion.text);
       return {
         bytes: bytes.length,
         // A whole answer's text has not gone out yet: the step's output event carries it.
-        streamed,
+        streamed: !whole,
         finishReason: completion.finishReason,
         body: new ReadableStream({
           start(controller) {
