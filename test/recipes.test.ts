@@ -17,7 +17,8 @@ describe("recipes", () => {
     ]);
   });
 
-  it("a job names its recipe as its agent, and the recipe's config overrides the job's", async () => {
+  // That recipe_config overrides the job's config is seen by a model, in test/model/runner.test.ts.
+  it("a job with a recipe and a recipe_config names its recipe as its agent", async () => {
     const res = await post("/api/v1/runs", {
       prompt: "A long text to summarize.",
       recipe_name: "summarize",
