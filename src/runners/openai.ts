@@ -273,7 +273,6 @@ const contentType = (res: Response) => (res.headers.get("content-type") ?? "").t
  * once, also one that broke or was stopped: by the provider's counts where it sent them.
  */
 async function readAnswer(res: Answer, whole: boolean, input: StepInput, promptTokens: number, idleTimeoutMs: number, stop: AbortController, signal: AbortSignal): Promise<Completion> {
-  const budget = input.budget ?? null;
   let streamed = 0;
   const estimate = (): CallUsage => ({ prompt_tokens: promptTokens, completion_tokens: estimateTokens(streamed), estimated: true });
   let completion: Completion;
@@ -287,7 +286,7 @@ async function readAnswer(res: Answer, whole: boolean, input: StepInput, promptT
         idleTimeoutMs,
         (delta) => {
           streamed += delta.length;
-          if (overBudget(budget, promptTokens, estimateTokens(streamed))) stop.abort(new BudgetExceeded("token budget"));
+          if (overBudget(input.budget, promptTokens, estimateTokens(streamed))) stop.abort(new BudgetExceeded("token budget"));
           else input.onDelta?.(delta);
         },
         signal,
@@ -301,7 +300,7 @@ async function readAnswer(res: Answer, whole: boolean, input: StepInput, promptT
   const exact = typeof usage?.prompt_tokens === "number" && typeof usage.completion_tokens === "number";
   const counts = exact ? { prompt_tokens: usage.prompt_tokens!, completion_tokens: usage.completion_tokens!, estimated: false } : estimate();
   input.onUsage?.(counts);
-  if (overBudget(budget, counts.prompt_tokens, counts.completion_tokens)) throw new BudgetExceeded("token budget");
+  if (overBudget(input.budget, counts.prompt_tokens, counts.completion_tokens)) throw new BudgetExceeded("token budget");
   return completion;
 }
 
@@ -314,7 +313,7 @@ export function openAiRunner(settings: ModelSettings): Runner {
       const task = input.agentTask;
       if (!task) throw new StepFailed(`Step ${input.task} has no agent task`);
       const { request, model, promptTokens } = chatRequest(task, input, settings);
-      if (overBudget(input.budget ?? null, promptTokens, 0)) throw new BudgetExceeded("token budget");
+      if (overBudget(input.budget, promptTokens, 0)) throw new BudgetExceeded("token budget");
       const stop = new AbortController();
       const signal = AbortSignal.any([input.signal, stop.signal]);
       const res = await send(url, `${url} ${model}`, request, credentials, signal, input.signal);
