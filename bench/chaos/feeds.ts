@@ -4,12 +4,12 @@
  * nothing of the other tenant, and it must come to every job's last status and every deletion.
  */
 import { eachEvent, service } from "./service";
-import { TENANTS, TERMINAL, jobs, keys, live, problem, sleep, type Tenant } from "./world";
+import { FEED_START, TENANTS, TERMINAL, feedIdRose, jobs, keys, live, problem, sleep, type Tenant } from "./world";
 
 interface FeedWatch {
   tenant: Tenant;
-  /** The last event's id: each connection resumes after it. */
-  last: number;
+  /** The last event's id (on shards, every shard's position): each connection resumes after it. */
+  last: string;
   /** Each job's last status the feed told, and the jobs it told deleted. */
   told: Map<string, string>;
   deleted: Set<string>;
@@ -17,7 +17,7 @@ interface FeedWatch {
   events: number;
   stopped: AbortController;
 }
-export const feeds = TENANTS.map((tenant): FeedWatch => ({ tenant, last: 0, told: new Map(), deleted: new Set(), connections: 0, events: 0, stopped: new AbortController() }));
+export const feeds = TENANTS.map((tenant): FeedWatch => ({ tenant, last: FEED_START, told: new Map(), deleted: new Set(), connections: 0, events: 0, stopped: new AbortController() }));
 
 /** Reads the tenant's feed as a frontend does, opening it again after the last event it had whenever it ends. */
 export async function watchFeed(watch: FeedWatch): Promise<void> {
@@ -45,8 +45,8 @@ function feedEvent(watch: FeedWatch, block: string): void {
   if (!event) return; // a ping
   watch.events++;
   if (event === "reset") problem(`${watch.tenant}'s feed, resumed after ${watch.last}, was reset (id ${id})`);
-  else if (id === undefined || !(Number(id) > watch.last)) problem(`${watch.tenant}'s feed told ${event} ${id} after ${watch.last}`);
-  if (id !== undefined) watch.last = Number(id);
+  else if (id === undefined || !feedIdRose(watch.last, id)) problem(`${watch.tenant}'s feed told ${event} ${id} after ${watch.last}`);
+  if (id !== undefined) watch.last = id;
   const jobId: string | undefined = data ? JSON.parse(data).job_id : undefined;
   if (!jobId) return;
   const owner = jobs.find((j) => j.id === jobId)?.tenant;

@@ -31,10 +31,10 @@ import { feeds, watchFeed } from "./feeds";
 import { operate, raceWins } from "./load";
 import { closeHooks, hooks, kill, listenForHooks, logs, persistTo, start, unheard } from "./service";
 import { mintTokens, shortFeeds, tokens, watchShortFeed } from "./tokens";
-import { KILL_MAX_MS, KILL_MIN_MS, SECONDS, SEED, TENANTS, WORKERS_PER_TENANT, between, jobs, live, problems, sleep, tally } from "./world";
+import { KILL_MAX_MS, KILL_MIN_MS, LINE_SHARDS, PROJECTION_SHARDS, SECONDS, SEED, TENANTS, WORKERS_PER_TENANT, between, jobs, live, problems, sleep, tally } from "./world";
 
 async function main() {
-  console.log(`chaos: seed ${SEED}, ${SECONDS} s, a kill every ${KILL_MIN_MS}-${KILL_MAX_MS} ms; state in ${persistTo}`);
+  console.log(`chaos: seed ${SEED}, ${SECONDS} s, a kill every ${KILL_MIN_MS}-${KILL_MAX_MS} ms; ${PROJECTION_SHARDS} projection shards and ${LINE_SHARDS} lines a tenant; state in ${persistTo}`);
   await listenForHooks();
   await start();
   await mintTokens();

@@ -9,7 +9,7 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { killServer, startServer, stopServer, type DevServer } from "../../test/e2e/server";
-import { PORT, apiKeys, chance, keys, problem, sleep, tally, type Tenant } from "./world";
+import { LINE_SHARDS, PORT, PROJECTION_SHARDS, apiKeys, chance, keys, problem, sleep, tally, type Tenant } from "./world";
 
 // ---- the webhook receiver --------------------------------------------------------------------
 
@@ -47,6 +47,7 @@ const args = [
   ...["--var", "WEBHOOK_ALLOW_PRIVATE:true", "--var", "WEBHOOK_RETRY_BASE_MS:1000", "--var", `WEBHOOK_SECRET:whsec_${Buffer.from("chaos-webhook-secret-32-bytes!!!").toString("base64")}`],
   ...["--var", "RETRY_BASE_MS:500", "--var", "MAX_RUNNING_PER_TENANT:4", "--var", "MAX_RUNNING_PER_KEY:1"],
   ...["--var", "TOKEN_SECRET:chaos-token-secret-of-32-characters"],
+  ...["--var", `PROJECTION_SHARDS:${PROJECTION_SHARDS}`, "--var", `LINE_SHARDS:${LINE_SHARDS}`],
 ];
 let server: DevServer;
 /**

@@ -4,7 +4,7 @@
  * runs on both sides of their expiry and watch the tenant's feed through `?token=` as a page does.
  */
 import { type Answer, call, eachEvent, service, until } from "./service";
-import { SEED, TENANTS, chance, live, problem, sleep, tally, type Job, type Tenant } from "./world";
+import { FEED_START, SEED, TENANTS, chance, live, problem, sleep, tally, type Job, type Tenant } from "./world";
 
 /** How many jobs each tenant's token may submit: far fewer than its workers try, so the limit is reached under load. */
 const TOKEN_MAX_SUBMITS = 6;
@@ -119,7 +119,7 @@ export async function shortRead(tenant: Tenant, job: Job): Promise<void> {
  * the last event. It tells only jobs of the token's session.
  */
 export async function watchShortFeed(tenant: Tenant, stopped: AbortSignal): Promise<void> {
-  let last = 0;
+  let last = FEED_START;
   const url = (short: ShortToken) => `${service.base}/api/v1/runs/events?after=${last}&token=${encodeURIComponent(short.token)}`;
   while (!stopped.aborted) {
     const short = service.up ? await shortToken(tenant) : null;
@@ -130,7 +130,7 @@ export async function watchShortFeed(tenant: Tenant, stopped: AbortSignal): Prom
         shortFeeds.opened++;
         await eachEvent(res.body, (block) => {
           const id = /^id: (.*)$/m.exec(block)?.[1];
-          if (id !== undefined) last = Number(id);
+          if (id !== undefined) last = id;
           const data = /^event: run$/m.test(block) ? /^data: (.*)$/m.exec(block)?.[1] : undefined;
           if (data === undefined) return;
           shortFeeds.events++;

@@ -11,6 +11,8 @@ export const SETTLE_MS = 600_000;
 /** How long after granting a slot as a job joins the line asks the job whether it was made (src/tenant/TenantLine.ts). */
 export const SLOT_ASKED_AFTER_MS = 60_000;
 export const PORT = Number(process.env.CHAOS_PORT ?? 8005);
+/** `CHAOS_SHARDS=P,L`: each tenant's projection in P shards and its line in L lines (P alone: as many of each). */
+export const [PROJECTION_SHARDS, LINE_SHARDS] = ((given) => [given[0], given[1] ?? given[0]])((process.env.CHAOS_SHARDS ?? "1").split(",").map(Number));
 export const TENANTS = ["alpha", "beta"] as const;
 export type Tenant = (typeof TENANTS)[number];
 /** Several keys a tenant, so that the per-key rate limit (600 a minute) does not bound the load. */
@@ -18,6 +20,15 @@ const KEYS_PER_TENANT = 8;
 export const WORKERS_PER_TENANT = 4;
 export const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A feed's event id from before its first event: on shards, every shard's position ("0.0.0"). */
+export const FEED_START = Array(PROJECTION_SHARDS).fill(0).join(".");
+/** Whether a feed's event id comes after `last`: no shard's position goes back, and one goes on. */
+export function feedIdRose(last: string, id: string): boolean {
+  const [was, now] = [last, id].map((text) => text.split(".").map(Number));
+  if (now.length !== was.length || now.some((n) => !Number.isInteger(n))) return false;
+  return now.every((n, i) => n >= was[i]) && now.some((n, i) => n > was[i]);
+}
 
 /** mulberry32: the same seed makes the same choices. */
 let state = SEED;
