@@ -6,7 +6,7 @@
  */
 import { type Answer, call, hookUrl, until } from "./service";
 import { shortRead, tokens } from "./tokens";
-import { GROUPS, SEED, between, bulkEpoch, bulkPending, chance, jobs, live, pick, problem, purged, random, sleep, tally, type Job, type Tenant } from "./world";
+import { GROUPS, SEED, between, bulkEpoch, bulkPending, chance, cutShort, forcedBulkDeletes, jobs, live, pick, problem, purged, random, sleep, tally, type Job, type Tenant } from "./world";
 
 let submitted = 0;
 /** `viaToken`: made through the tenant's scoped token, not its key. */
@@ -21,11 +21,16 @@ async function submit(tenant: Tenant, retryOf?: Job, viaToken = false): Promise<
   const epoch = bulkEpoch.get(`${tenant}/${group}`) ?? 0;
   // A bulk operation on the group begun meanwhile may or may not have matched the new job.
   const gone = () => (bulkPending.has(`${tenant}/${group}`) || (bulkEpoch.get(`${tenant}/${group}`) ?? 0) !== epoch ? "bulk" : false);
+  const sent = Date.now();
+  const wasCutShort = (res: { unanswered: number }, lineage: string) => {
+    if (res.unanswered > 0) cutShort.push({ lineage, group: `${tenant}/${group}`, retry: retryOf !== undefined, from: sent, to: Date.now() });
+  };
   if (retryOf) {
     const res = await until(tenant, "POST", `/api/v1/runs/${retryOf.id}/retry`, {}, { "idempotency-key": key });
+    wasCutShort(res, retryOf.lineage);
     if (res.status === 202) {
       tally.retries++;
-      jobs.push({ id: res.json.job_id, tenant, key, body: "", webhook: retryOf.webhook, group, gone: gone(), retention_s: retryOf.retention_s });
+      jobs.push({ id: res.json.job_id, tenant, key, body: "", lineage: retryOf.lineage, webhook: retryOf.webhook, group, gone: gone(), retention_s: retryOf.retention_s });
     } else if (res.status !== 400 && res.status !== 404) problem(`retry of ${retryOf.id} → ${res.status} ${JSON.stringify(res.json)}`);
     return;
   }
@@ -51,11 +56,12 @@ async function submit(tenant: Tenant, retryOf?: Job, viaToken = false): Promise<
     ...(chance(0.3) ? { concurrency_key: pick(["k1", "k2"]) } : {}),
     ...(chance(0.2) ? { delay_seconds: between(1, 8) } : {}),
     ...(chance(0.15) ? { queue_ttl_seconds: between(3, 20) } : {}),
-    ...(webhook ? { webhook_url: hookUrl() } : {}),
+    ...(webhook ? { webhook_url: hookUrl(key) } : {}),
     ...(retention ? { retention_seconds: retention } : {}),
     metadata: { chaos: String(SEED), group: String(group) },
   });
   const res = await until(tenant, "POST", "/api/v1/runs", body, auth);
+  wasCutShort(res, key);
   if (token && res.status === 403 && res.json?.detail === "Token submit limit reached") {
     tally.token_refused++;
     token.spent = true;
@@ -67,7 +73,7 @@ async function submit(tenant: Tenant, retryOf?: Job, viaToken = false): Promise<
     tally.token_submits++;
     token.made.add(res.json.job_id);
   }
-  jobs.push({ id: res.json.job_id, tenant, key, body, webhook, group, gone: gone(), token: token?.token, retention_s: retention });
+  jobs.push({ id: res.json.job_id, tenant, key, body, lineage: key, webhook, group, gone: gone(), token: token?.token, retention_s: retention });
 }
 
 /**
@@ -136,6 +142,7 @@ async function bulk(tenant: Tenant): Promise<void> {
   bulkEpoch.set(name, (bulkEpoch.get(name) ?? 0) + 1);
   const before = jobs.filter((j) => j.tenant === tenant && j.group === group && j.gone === false);
   for (const job of before) job.gone = "bulk";
+  const from = Date.now();
   const res = await until(tenant, "POST", `/api/v1/runs/bulk/${action}`, { metadata: { group: String(group) }, ...(action === "delete" ? { force: true } : {}) });
   if (res.status !== 202) problem(`bulk ${action} of ${name} → ${res.status} ${JSON.stringify(res.json)}`);
   else {
@@ -154,6 +161,7 @@ async function bulk(tenant: Tenant): Promise<void> {
     }
     tally.bulks++;
   }
+  if (action === "delete") forcedBulkDeletes.push({ group: name, from, to: Date.now() });
   await resolveBulk(jobs.filter((j) => j.tenant === tenant && j.group === group && j.gone === "bulk"), action === "delete" ? before : []);
   bulkPending.delete(name);
 }

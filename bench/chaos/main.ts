@@ -26,7 +26,7 @@
  */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { check, cleanUp, settle } from "./checks";
+import { check, cleanUp, settle, unnamedDeleted } from "./checks";
 import { feeds, watchFeed } from "./feeds";
 import { operate, raceWins } from "./load";
 import { closeHooks, hooks, kill, listenForHooks, logs, persistTo, start, unheard } from "./service";
@@ -59,6 +59,7 @@ async function main() {
   for (const job of live()) ends.set(job.status!, (ends.get(job.status!) ?? 0) + 1);
   console.log(`settled: ${[...ends].map(([status, n]) => `${n} ${status}`).join(", ")}; ${jobs.filter((j) => j.gone === true).length} deleted; ${hooks.length} webhooks`);
   await check();
+  if (unnamedDeleted.size > 0) console.log(`webhooks of jobs no answer named, each made by a request a kill cut short and removed by a forced bulk delete before the request was answered: ${[...unnamedDeleted].join(", ")}`);
   // The feeds through short tokens go on through the settling and the checks, with no kills, so
   // that some close at their token's expiry uncut.
   for (const watch of feeds) watch.stopped.abort();

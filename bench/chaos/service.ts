@@ -13,8 +13,8 @@ import { LINE_SHARDS, PORT, PROJECTION_SHARDS, apiKeys, chance, keys, problem, s
 
 // ---- the webhook receiver --------------------------------------------------------------------
 
-/** Every delivery the receiver took. */
-export const hooks: { job_id: string; status: string; event?: string }[] = [];
+/** Every delivery the receiver took, with the lineage its URL names (`hookUrl`). */
+export const hooks: { job_id: string; status: string; event?: string; lineage: string | null }[] = [];
 const receiver = createServer((req: IncomingMessage, res) => {
   let body = "";
   req.on("data", (d) => (body += d));
@@ -22,7 +22,7 @@ const receiver = createServer((req: IncomingMessage, res) => {
     // One delivery in ten fails, so that retries across kills are exercised too.
     if (chance(0.1)) return res.writeHead(500).end();
     try {
-      hooks.push(JSON.parse(body));
+      hooks.push({ ...JSON.parse(body), lineage: new URL(req.url ?? "/", "http://receiver").searchParams.get("lineage") });
     } catch {
       problem(`a webhook body that is not JSON: ${body.slice(0, 200)}`);
     }
@@ -34,7 +34,8 @@ const receiver = createServer((req: IncomingMessage, res) => {
 export async function listenForHooks(): Promise<void> {
   await new Promise<void>((resolve) => receiver.listen(0, "127.0.0.1", resolve));
 }
-export const hookUrl = () => `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`;
+/** The receiver's URL for a job's webhook, naming its lineage (`Job.lineage`), which a retry's job keeps. */
+export const hookUrl = (lineage: string) => `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook?lineage=${encodeURIComponent(lineage)}`;
 export const closeHooks = () => receiver.close();
 
 // ---- the server, killed and restarted ---------------------------------------------------------
@@ -119,11 +120,14 @@ export async function call(tenant: Tenant, method: string, path: string, body?: 
   }
 }
 
-/** Sends until answered, as a client whose request was lost would (safe for keyed submits and retries, deletes, reads). */
-export async function until(tenant: Tenant, method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; json: any }> {
-  for (;;) {
+/**
+ * Sends until answered, as a client whose request was lost would (safe for keyed submits and retries,
+ * deletes, reads); `unanswered` counts the sends before the answer.
+ */
+export async function until(tenant: Tenant, method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; json: any; unanswered: number }> {
+  for (let unanswered = 0; ; unanswered++) {
     const answer = await call(tenant, method, path, body, headers);
-    if (answer) return answer;
+    if (answer) return { ...answer, unanswered };
     tally.unanswered++;
     await sleep(300);
   }

@@ -53,6 +53,8 @@ export interface Job {
   /** The submit's idempotency key and body, sent again to check the key still names the job. */
   key: string;
   body: string;
+  /** The key of the submit its retries began from: its webhook's URL names it, and a retry's job keeps that URL. */
+  lineage: string;
   webhook: boolean;
   /** Its `metadata.group`, which bulk operations select by. */
   group: number;
@@ -81,6 +83,26 @@ export const GROUPS = 8;
 export const bulkPending = new Set<string>();
 export const bulkEpoch = new Map<string, number>();
 export const problems: string[] = [];
+
+/** A span of the run: from when a request was first sent to when it was answered. */
+interface Span {
+  from: number;
+  to: number;
+}
+/** Keyed submits and retries answered only after a kill cut them short, each with its lineage and group. */
+export const cutShort: (Span & { lineage: string; group: string; retry: boolean })[] = [];
+/** Forced bulk deletes, each with its group (`tenant/group`). */
+export const forcedBulkDeletes: (Span & { group: string })[] = [];
+/**
+ * Whether a webhook of a job no answer named may come from the lineage's request that a kill cut
+ * short: its job, made before the kill, took its key, and a forced bulk delete of its group removed
+ * it before the request was sent again and answered (a submit's repeat then makes a job of its own;
+ * a retry's is refused 404 when the bulk delete took the old job too).
+ */
+export function unnamedButDeleted(lineage: string | null): boolean {
+  const overlap = (a: Span, b: Span) => a.from <= b.to && b.from <= a.to;
+  return cutShort.some((c) => c.lineage === lineage && forcedBulkDeletes.some((d) => d.group === c.group && overlap(c, d)));
+}
 export const tally = { kills: 0, submits: 0, unanswered: 0, cancels: 0, deletes: 0, retries: 0, answers: 0, races: 0, polls: 0, bulks: 0, purged: 0, token_submits: 0, token_refused: 0, short_reads: 0, short_expired: 0, s5xx: 0 };
 export function problem(text: string) {
   problems.push(text);
