@@ -37,7 +37,8 @@ import { mintTokens, shortFeeds, tokens, watchShortFeed } from "./tokens";
 import { KILL_MAX_MS, KILL_MIN_MS, LINE_SHARDS, PROJECTION_SHARDS, SECONDS, SEED, TENANTS, WORKERS_PER_TENANT, between, jobs, live, problems, sleep, tally } from "./world";
 
 async function main() {
-  console.log(`chaos: seed ${SEED}, ${SECONDS} s, a kill every ${KILL_MIN_MS}-${KILL_MAX_MS} ms; ${PROJECTION_SHARDS} projection shards and ${LINE_SHARDS} lines a tenant; state in ${persistTo}`);
+  const sharded = PROJECTION_SHARDS > 1 || LINE_SHARDS > 1 ? `each tenant's projection in ${PROJECTION_SHARDS} shards, its line in ${LINE_SHARDS}; ` : "";
+  console.log(`chaos: seed ${SEED}, ${SECONDS} s, a kill every ${KILL_MIN_MS}-${KILL_MAX_MS} ms; ${sharded}state in ${persistTo}`);
   await listenForHooks();
   await start();
   await mintTokens();
