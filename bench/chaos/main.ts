@@ -7,19 +7,18 @@
  * with SIGKILL every few seconds and restarted on the same state. Then, with the server left
  * running, every job must reach its end, and what the service says must add up: each job that was
  * answered 202 and neither deleted nor purged is listed once under its own tenant and counted in
- * its stats, each deleted or purged one answers 404, each idempotency key still names its job,
- * each bulk operation's counts add up, each job with a webhook had its end delivered and no
- * unknown job called back (but one a cut-short request made and a forced bulk delete removed
- * before the request was answered), each rejected job failed with the contract's error and each job whose
- * cancel was answered 200 ended cancelled (of two racing, never both), no token made more jobs
- * than its limit or reached past its session, each token's count came to the jobs it made, a
- * token is refused `Token expired` from its expiry and its feed closed then, streams number their
- * events in order and resume exactly, and each tenant's feed, resumed after every kill from the
- * last event it had, told its changes in order, none twice, nothing of the other tenant, and ends
- * with every job's last status and every deletion (a purged job's after it ended). Last, every
- * job is deleted, the server stopped, and its state must hold nothing of them but the copies of
- * retries cut short, held for an hour (bench/leftovers.py). Prints what did not add up and exits
- * 1 if anything did not.
+ * its stats, each deleted or purged one answers 404, each idempotency key still names its job, each
+ * bulk operation's counts add up, each job with a webhook had its end delivered and no unknown job
+ * called back (but one a cut-short request made and a forced bulk delete removed before the request
+ * was answered), each rejected job failed with the contract's error and each job whose cancel was
+ * answered 200 ended cancelled (of two racing, never both), no token made more jobs than its limit
+ * or reached past its session, each token's count came to the jobs it made, a token is refused
+ * `Token expired` from its expiry and its feed closed then, streams number their events in order
+ * and resume exactly, and each tenant's feed, resumed after every kill from the last event it had,
+ * told its changes in order, none twice, nothing of the other tenant, and ends with every job's
+ * last status and every deletion (a purged job's after it ended). Last, every job is deleted, the
+ * server stopped, and its state must hold nothing of them but the copies of retries cut short, held
+ * for an hour (bench/leftovers.py). Prints what did not add up and exits 1 if anything did not.
  *
  * CHAOS_SECONDS (60) of load and kills, CHAOS_KILL_MS (3000-9000 between kills), CHAOS_SEED
  * (random; printed, to make the same choices again), CHAOS_PORT (8005; its inspector 1316 above),
