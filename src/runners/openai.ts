@@ -98,9 +98,65 @@ interface Completion {
   finishReason: string | null;
 }
 
+/** One chunk of a streamed completion, as OpenAI sends it; a provider may send an error instead. */
+interface StreamChunk {
+  choices?: { delta?: { content?: string | null }; finish_reason?: string | null }[];
+  error?: unknown;
+  usage?: ProviderUsage | null;
+}
+
+/**
+ * The body's next piece; a transient failure when none comes within `idleTimeoutMs` or the body
+ * breaks, or the reason of `signal` when it stopped the request.
+ */
+async function nextPiece(reader: ReadableStreamDefaultReader<string>, idleTimeoutMs: number, signal: AbortSignal): Promise<ReadableStreamReadResult<string>> {
+  let idle: ReturnType<typeof setTimeout> | undefined;
+  const stalled = new Promise<never>((_, reject) => {
+    idle = setTimeout(() => reject(new TransientError(`Model stream stalled: no data for ${idleTimeoutMs} ms`)), idleTimeoutMs);
+  });
+  try {
+    return await Promise.race([reader.read(), stalled]);
+  } catch (error) {
+    if (signal.aborted) throw signal.reason;
+    throw error instanceof TransientError ? error : new TransientError(`Model stream broke: ${messageOf(error)}`);
+  } finally {
+    clearTimeout(idle ?? null);
+  }
+}
+
+/** The chunk a line of the stream carries: "done" for its end marker, null for a line that is not data. */
+function chunkOf(line: string): StreamChunk | "done" | null {
+  if (!line.startsWith("data:")) return null;
+  const data = line.slice(5).trim();
+  if (data === "[DONE]") return "done";
+  let chunk: StreamChunk;
+  try {
+    chunk = JSON.parse(data);
+  } catch {
+    throw new TransientError(`Model stream was malformed: ${data.slice(0, 100)}`);
+  }
+  if (chunk.error) throw new TransientError(`Model stream reported an error: ${JSON.stringify(chunk.error).slice(0, 200)}`);
+  return chunk;
+}
+
+/** Adds a chunk's text and usage to the completion, handing its text on; true when it carries the finish. */
+function take(chunk: StreamChunk, completion: Completion, onDelta: (text: string) => void): boolean {
+  if (chunk.usage) completion.usage = chunk.usage;
+  const choice = chunk.choices?.[0];
+  const delta = choice?.delta?.content;
+  if (delta) {
+    completion.text += delta;
+    onDelta(delta);
+  }
+  if (!choice?.finish_reason) return false;
+  completion.finishReason = choice.finish_reason;
+  return true;
+}
+
 /**
  * Reads the SSE body of a streamed completion, handing each content delta on; returns the text,
- * the provider's usage when it sent one, and the finish reason.
+ * the provider's usage when it sent one, and the finish reason. A read that fails lets go of the
+ * body, so the provider stops sending (an error reported mid-stream among them).
  */
 async function readCompletion(
   body: ReadableStream<Uint8Array>,
@@ -109,61 +165,25 @@ async function readCompletion(
   signal: AbortSignal,
 ): Promise<Completion> {
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  let text = "";
-  let usage: ProviderUsage | null = null;
+  const completion: Completion = { text: "", usage: null, finishReason: null };
   let finished = false;
-  let finishReason: string | null = null;
-  for (;;) {
-    let idle: ReturnType<typeof setTimeout> | undefined;
-    const stalled = new Promise<never>((_, reject) => {
-      idle = setTimeout(() => reject(new TransientError(`Model stream stalled: no data for ${idleTimeoutMs} ms`)), idleTimeoutMs);
-    });
-    let chunk: ReadableStreamReadResult<string>;
-    try {
-      chunk = await Promise.race([reader.read(), stalled]);
-    } catch (error) {
-      await reader.cancel().catch(() => {});
-      if (signal.aborted) throw signal.reason;
-      throw error instanceof TransientError ? error : new TransientError(`Model stream broke: ${messageOf(error)}`);
-    } finally {
-      clearTimeout(idle ?? null);
-    }
-    if (chunk.done) break;
-    buffer += chunk.value;
-    let newline: number;
-    while ((newline = buffer.indexOf("\n")) >= 0) {
-      const line = buffer.slice(0, newline).trim();
-      buffer = buffer.slice(newline + 1);
-      if (!line.startsWith("data:")) continue;
-      const data = line.slice(5).trim();
-      if (data === "[DONE]") {
-        finished = true;
-        continue;
-      }
-      let event: { choices?: { delta?: { content?: string | null }; finish_reason?: string | null }[]; error?: unknown; usage?: ProviderUsage | null };
-      try {
-        event = JSON.parse(data);
-      } catch {
-        await reader.cancel().catch(() => {});
-        throw new TransientError(`Model stream was malformed: ${data.slice(0, 100)}`);
-      }
-      if (event.error) throw new TransientError(`Model stream reported an error: ${JSON.stringify(event.error).slice(0, 200)}`);
-      if (event.usage) usage = event.usage;
-      const choice = event.choices?.[0];
-      const delta = choice?.delta?.content;
-      if (delta) {
-        text += delta;
-        onDelta(delta);
-      }
-      if (choice?.finish_reason) {
-        finished = true;
-        finishReason = choice.finish_reason;
+  let buffer = "";
+  try {
+    for (let piece = await nextPiece(reader, idleTimeoutMs, signal); !piece.done; piece = await nextPiece(reader, idleTimeoutMs, signal)) {
+      const lines = (buffer + piece.value).split("\n");
+      buffer = lines.pop()!;
+      for (const line of lines) {
+        const chunk = chunkOf(line.trim());
+        if (chunk === "done") finished = true;
+        else if (chunk && take(chunk, completion, onDelta)) finished = true;
       }
     }
+  } catch (error) {
+    await reader.cancel().catch(() => {});
+    throw error;
   }
   if (!finished) throw new TransientError("Model stream ended before the answer was complete");
-  return { text, usage, finishReason };
+  return completion;
 }
 
 /**

@@ -1,6 +1,6 @@
 /**
  * A real local HTTP server speaking the OpenAI chat-completions streaming protocol, started by
- * vitest (globalSetup, in Node) for the `workers-model` project. The request's `model` picks how
+ * vitest (globalSetup, in Node) for the `workers-peers` project. The request's `model` picks how
  * it answers; every request is recorded and served back at GET /_requests.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
@@ -124,6 +124,12 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
       res.writeHead(200, { "content-type": "text/event-stream" });
       res.write("data: {this is not json\n\n");
       return res.end();
+    case "error-mid-stream":
+      // An error reported after the answer began, the connection then held open: only the client ends it.
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      sse(res, chunk("Thinking"));
+      sse(res, { error: { message: "Upstream overloaded", type: "server_error" } });
+      return;
     case "reset":
       return req.socket.destroy();
     case "broken-once":

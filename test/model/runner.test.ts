@@ -253,12 +253,15 @@ describe("provider failures", () => {
     ["malformed", "Model stream was malformed: {this is not json"],
     ["stall", "Model stream stalled: no data for 1000 ms"],
     ["whole-error", 'Model answer reported an error: {"message":"Upstream provider timed out","code":502}'],
-  ])("%s every time: a bounded number of tries, then the job fails naming the cause", async (model, cause) => {
+    ["error-mid-stream", 'Model stream reported an error: {"message":"Upstream overloaded","type":"server_error"}'],
+  ])("%s every time: a bounded number of tries, then the job fails naming the cause, every request let go", async (model, cause) => {
     const id = await submitModel({ config: { model } });
     const job = await drive(id);
     expect(job.status).toBe("failed");
     expect(job.error).toBe(`Step research failed after 3 attempts: ${cause}`);
     expect(await seen(topic)).toHaveLength(3);
+    // No connection is left open to the provider, also where it would go on sending.
+    await waitFor(async () => (await seen(topic)).every((r) => r.closedEarly), "the server to see every connection closed");
   }, 30_000);
 
   it("a stream broken part-way: the step runs again, its text in the stream starting anew (first: true), as /output has it", async () => {
