@@ -18,16 +18,43 @@ function retryAfterMs(header: string | null): number | undefined {
   return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
 }
 
+/** How much of an error answer is read: enough for a provider's JSON error, however it is laid out. */
+const ERROR_BODY_CHARS = 16_384;
+/** How much of an error's text a job's error holds. */
+const ERROR_TEXT_CHARS = 300;
+
+/**
+ * The start of a body, up to `chars` characters; the rest is not read, and the request is let go
+ * (a gateway's answer may be large, or never end). A body that breaks gives what came of it.
+ */
+async function bodyStart(res: Response, chars: number): Promise<string> {
+  if (!res.body) return "";
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  try {
+    for (let piece = await reader.read(); !piece.done; piece = await reader.read()) {
+      text += piece.value;
+      if (text.length >= chars) break;
+    }
+  } catch {
+    // broken part-way: what came
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+  return text.slice(0, chars);
+}
+
+/** What an error answer says: its JSON error's message, else the start of its text, else its status text. */
 async function errorText(res: Response): Promise<string> {
-  const body = (await res.text().catch(() => "")).slice(0, 300);
+  const body = await bodyStart(res, ERROR_BODY_CHARS);
   try {
     const parsed = JSON.parse(body) as { error?: { message?: string } | string };
     const message = typeof parsed.error === "string" ? parsed.error : parsed.error?.message;
-    if (message) return message;
+    if (message) return message.slice(0, ERROR_TEXT_CHARS);
   } catch {
     // not JSON: the text itself
   }
-  return body || res.statusText;
+  return body.slice(0, ERROR_TEXT_CHARS) || res.statusText;
 }
 
 /** Maps a non-2xx answer (its error text read already) to a failure: retried where another try can succeed. */

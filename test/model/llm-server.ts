@@ -6,7 +6,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { loopbackServer } from "../local-server";
 
-import { answerFor, LLM_KEY, LLM_PORT, LLM_URL, usageFor, type RecordedRequest as Recorded } from "./protocol";
+import { answerFor, CONTEXT_TOO_LONG, ENDLESS_ERROR_PAGE, LLM_KEY, LLM_PORT, LLM_URL, usageFor, type RecordedRequest as Recorded } from "./protocol";
 
 
 const requests: Recorded[] = [];
@@ -130,6 +130,17 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
       sse(res, chunk("Thinking"));
       sse(res, { error: { message: "Upstream overloaded", type: "server_error" } });
       return;
+    case "long-error":
+      // A refusal laid out over many lines, longer than the text a job's error holds, as OpenAI's are.
+      res.writeHead(400, { "content-type": "application/json" });
+      return res.end(JSON.stringify({ error: { message: CONTEXT_TOO_LONG, type: "invalid_request_error", param: "messages", code: "context_length_exceeded", details: Array(20).fill("padding") } }, null, 2));
+    case "endless-error": {
+      // A gateway's error page that never ends: only the client stops it.
+      res.writeHead(502, { "content-type": "text/html" });
+      res.write(ENDLESS_ERROR_PAGE);
+      const more = setInterval(() => (record.closedEarly ? clearInterval(more) : res.write("<p>retrying upstream</p>".repeat(40))), 10);
+      return;
+    }
     case "reset":
       return req.socket.destroy();
     case "broken-once":

@@ -8,6 +8,13 @@ export function answerFor(task: string, topic: string): string {
   return `Answer to "${task}" on ${topic}. `.repeat(4);
 }
 
+/** The message of the server's long refusal (model "long-error"). */
+export const CONTEXT_TOO_LONG =
+  "This model's maximum context length is 8192 tokens. However, your messages resulted in 9021 tokens. Please reduce the length of the messages.";
+
+/** How the server's error page that never ends begins (model "endless-error"): longer than a job's error holds. */
+export const ENDLESS_ERROR_PAGE = `<!doctype html><html><head><title>502 Bad Gateway</title></head><body>${"<p>upstream unavailable</p>".repeat(20)}`;
+
 /**
  * The usage the server reports for a completion (when asked, with `stream_options.include_usage`):
  * counts no estimate would give, so that a test can tell them from estimates.

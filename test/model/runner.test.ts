@@ -4,7 +4,7 @@ import { api, drive, driveTo, eventLog, getJob, post, r2Keys, runStub, waitFor }
 import type { ModelSettings } from "../../src/config";
 import { openAiRunner } from "../../src/runners/openai";
 import type { AgentTask, StepOutput } from "../../src/runners/types";
-import { answerFor, LLM_KEY, LLM_URL, requestsFor as seen } from "./protocol";
+import { answerFor, CONTEXT_TOO_LONG, ENDLESS_ERROR_PAGE, LLM_KEY, LLM_URL, requestsFor as seen } from "./protocol";
 
 const THREE_TASKS = `
 topic: unused
@@ -233,6 +233,12 @@ describe("provider failures", () => {
     expect(job.error).toBe("Model provider rejected the request (404): The model no-such-model does not exist");
   });
 
+  it("a refusal laid out over many lines: fails at once with the message it carries", async () => {
+    const job = await drive(await submitModel({ config: { model: "long-error" } }));
+    expect(job.error).toBe(`Model provider rejected the request (400): ${CONTEXT_TOO_LONG}`);
+    expect(await seen(topic)).toHaveLength(1);
+  });
+
   it("429 with Retry-After: waits that long, then succeeds", async () => {
     const id = await submitModel({ config: { model: "rate-limited-once" } });
     expect((await drive(id)).status).toBe("succeeded");
@@ -254,6 +260,8 @@ describe("provider failures", () => {
     ["stall", "Model stream stalled: no data for 1000 ms"],
     ["whole-error", 'Model answer reported an error: {"message":"Upstream provider timed out","code":502}'],
     ["error-mid-stream", 'Model stream reported an error: {"message":"Upstream overloaded","type":"server_error"}'],
+    // Only the start of an error answer is read: one that never ends does not hold the step.
+    ["endless-error", `Model provider error (502): ${ENDLESS_ERROR_PAGE.slice(0, 300)}`],
   ])("%s every time: a bounded number of tries, then the job fails naming the cause, every request let go", async (model, cause) => {
     const id = await submitModel({ config: { model } });
     const job = await drive(id);
