@@ -50,7 +50,7 @@ async function errorText(res: Response): Promise<string> {
   try {
     const parsed = JSON.parse(body) as { error?: { message?: string } | string };
     const message = typeof parsed.error === "string" ? parsed.error : parsed.error?.message;
-    if (message) return message.slice(0, ERROR_TEXT_CHARS);
+    if (typeof message === "string" && message) return message.slice(0, ERROR_TEXT_CHARS);
   } catch {
     // not JSON: the text itself
   }

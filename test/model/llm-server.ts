@@ -134,6 +134,10 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
       // A refusal laid out over many lines, longer than the text a job's error holds, as OpenAI's are.
       res.writeHead(400, { "content-type": "application/json" });
       return res.end(JSON.stringify({ error: { message: CONTEXT_TOO_LONG, type: "invalid_request_error", param: "messages", code: "context_length_exceeded", details: Array(20).fill("padding") } }, null, 2));
+    case "odd-error":
+      // An error whose message is no text: the answer's own text names it.
+      res.writeHead(503, { "content-type": "application/json" });
+      return res.end(JSON.stringify({ error: { message: { text: "busy" } } }));
     case "endless-error": {
       // A gateway's error page that never ends: only the client stops it.
       res.writeHead(502, { "content-type": "text/html" });

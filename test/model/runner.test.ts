@@ -260,6 +260,7 @@ describe("provider failures", () => {
     ["stall", "Model stream stalled: no data for 1000 ms"],
     ["whole-error", 'Model answer reported an error: {"message":"Upstream provider timed out","code":502}'],
     ["error-mid-stream", 'Model stream reported an error: {"message":"Upstream overloaded","type":"server_error"}'],
+    ["odd-error", 'Model provider error (503): {"error":{"message":{"text":"busy"}}}'],
     // Only the start of an error answer is read: one that never ends does not hold the step.
     ["endless-error", `Model provider error (502): ${ENDLESS_ERROR_PAGE.slice(0, 300)}`],
   ])("%s every time: a bounded number of tries, then the job fails naming the cause, every request let go", async (model, cause) => {
