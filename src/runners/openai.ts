@@ -134,20 +134,34 @@ interface StreamChunk {
 
 /**
  * The body's next piece; a transient failure when none comes within `idleTimeoutMs` or the body
- * breaks, or the reason of `signal` when it stopped the request.
+ * breaks, or the reason of `signal` when it stopped the request. `what`: the body, as failures name it.
  */
-async function nextPiece(reader: ReadableStreamDefaultReader<string>, idleTimeoutMs: number, signal: AbortSignal): Promise<ReadableStreamReadResult<string>> {
+async function nextPiece(reader: ReadableStreamDefaultReader<string>, idleTimeoutMs: number, signal: AbortSignal, what: string): Promise<ReadableStreamReadResult<string>> {
   let idle: ReturnType<typeof setTimeout> | undefined;
   const stalled = new Promise<never>((_, reject) => {
-    idle = setTimeout(() => reject(new TransientError(`Model stream stalled: no data for ${idleTimeoutMs} ms`)), idleTimeoutMs);
+    idle = setTimeout(() => reject(new TransientError(`Model ${what} stalled: no data for ${idleTimeoutMs} ms`)), idleTimeoutMs);
   });
   try {
     return await Promise.race([reader.read(), stalled]);
   } catch (error) {
     if (signal.aborted) throw signal.reason;
-    throw error instanceof TransientError ? error : new TransientError(`Model stream broke: ${messageOf(error)}`);
+    throw error instanceof TransientError ? error : new TransientError(`Model ${what} broke: ${messageOf(error)}`);
   } finally {
     clearTimeout(idle ?? null);
+  }
+}
+
+/**
+ * Reads a body to its end, handing each piece on, each within `idleTimeoutMs`. A read that fails
+ * lets go of the body, so the provider stops sending. `what`: the body, as its failures name it.
+ */
+async function readBody(body: ReadableStream<Uint8Array>, idleTimeoutMs: number, signal: AbortSignal, what: string, take: (text: string) => void): Promise<void> {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  try {
+    for (let piece = await nextPiece(reader, idleTimeoutMs, signal, what); !piece.done; piece = await nextPiece(reader, idleTimeoutMs, signal, what)) take(piece.value);
+  } catch (error) {
+    await reader.cancel().catch(() => {});
+    throw error;
   }
 }
 
@@ -182,8 +196,8 @@ function take(chunk: StreamChunk, completion: Completion, onDelta: (text: string
 
 /**
  * Reads the SSE body of a streamed completion, handing each content delta on; returns the text,
- * the provider's usage when it sent one, and the finish reason. A read that fails lets go of the
- * body, so the provider stops sending (an error reported mid-stream among them).
+ * the provider's usage when it sent one, and the finish reason. An error reported mid-stream fails
+ * the read, and the body is let go of.
  */
 async function readCompletion(
   body: ReadableStream<Uint8Array>,
@@ -191,24 +205,18 @@ async function readCompletion(
   onDelta: (text: string) => void,
   signal: AbortSignal,
 ): Promise<Completion> {
-  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
   const completion: Completion = { text: "", usage: null, finishReason: null };
   let finished = false;
   let buffer = "";
-  try {
-    for (let piece = await nextPiece(reader, idleTimeoutMs, signal); !piece.done; piece = await nextPiece(reader, idleTimeoutMs, signal)) {
-      const lines = (buffer + piece.value).split("\n");
-      buffer = lines.pop()!;
-      for (const line of lines) {
-        const chunk = chunkOf(line.trim());
-        if (chunk === "done") finished = true;
-        else if (chunk && take(chunk, completion, onDelta)) finished = true;
-      }
+  await readBody(body, idleTimeoutMs, signal, "stream", (text) => {
+    const lines = (buffer + text).split("\n");
+    buffer = lines.pop()!;
+    for (const line of lines) {
+      const chunk = chunkOf(line.trim());
+      if (chunk === "done") finished = true;
+      else if (chunk && take(chunk, completion, onDelta)) finished = true;
     }
-  } catch (error) {
-    await reader.cancel().catch(() => {});
-    throw error;
-  }
+  });
   if (!finished) throw new TransientError("Model stream ended before the answer was complete");
   return completion;
 }
@@ -218,8 +226,11 @@ async function readCompletion(
  * although the request asked for a stream. A 200 that carries an error is retried as a broken
  * stream's is; JSON that is no chat completion fails the step.
  */
-async function readWholeCompletion(res: Response): Promise<Completion> {
-  const raw = await res.text();
+async function readWholeCompletion(body: ReadableStream<Uint8Array>, idleTimeoutMs: number, signal: AbortSignal): Promise<Completion> {
+  let raw = "";
+  await readBody(body, idleTimeoutMs, signal, "answer", (text) => {
+    raw += text;
+  });
   let answer: { choices?: { message?: { content?: string | null }; finish_reason?: string | null }[]; error?: unknown; usage?: ProviderUsage | null };
   try {
     answer = JSON.parse(raw);
@@ -325,7 +336,7 @@ async function readAnswer(res: Answer, whole: boolean, input: StepInput, promptT
   let completion: Completion;
   try {
     if (whole) {
-      completion = await readWholeCompletion(res);
+      completion = await readWholeCompletion(res.body, idleTimeoutMs, signal);
       streamed = completion.text.length;
     } else {
       completion = await readCompletion(

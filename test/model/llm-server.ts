@@ -197,6 +197,16 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
         }),
       );
     }
+    case "whole-stall":
+      // Answered whole, but the answer stops part-way and the connection is held.
+      res.writeHead(200, { "content-type": "application/json" });
+      res.write('{"id":"chatcmpl-test","object":"chat.completion",');
+      return;
+    case "whole-broken":
+      // Answered whole, but the connection breaks part-way through the answer.
+      res.writeHead(200, { "content-type": "application/json" });
+      res.write('{"id":"chatcmpl-test","object":"chat.completion",');
+      return void setTimeout(() => req.socket.destroy(), 50);
     case "whole-error":
       // A 200 that carries an error, as some gateways answer.
       res.writeHead(200, { "content-type": "application/json" });

@@ -260,6 +260,7 @@ describe("provider failures", () => {
     ["stall", "Model stream stalled: no data for 1000 ms"],
     ["whole-error", 'Model answer reported an error: {"message":"Upstream provider timed out","code":502}'],
     ["error-mid-stream", 'Model stream reported an error: {"message":"Upstream overloaded","type":"server_error"}'],
+    ["whole-stall", "Model answer stalled: no data for 1000 ms"],
     ["odd-error", 'Model provider error (503): {"error":{"message":{"text":"busy"}}}'],
     // Only the start of an error answer is read: one that never ends does not hold the step.
     ["endless-error", `Model provider error (502): ${ENDLESS_ERROR_PAGE.slice(0, 300)}`],
@@ -289,6 +290,12 @@ describe("provider failures", () => {
     const output = await (await api(`/api/v1/runs/${id}/output`)).text();
     expect(steps.join("")).toBe(output);
     expect(outputs.map((o) => o.delta).join("")).not.toBe(output);
+  });
+
+  it("an answer sent whole that breaks part-way every time: fails naming the cause", async () => {
+    const job = await drive(await submitModel({ config: { model: "whole-broken" } }));
+    expect(job.status).toBe("failed");
+    expect(job.error).toMatch(/^Step research failed after 3 attempts: Model answer broke: \w/);
   });
 
   it("a connection reset every time: fails naming the cause", async () => {
