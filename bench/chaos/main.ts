@@ -36,7 +36,9 @@ import { mintTokens, shortFeeds, tokens, watchShortFeed } from "./tokens";
 import { KILL_MAX_MS, KILL_MIN_MS, LINE_SHARDS, PROJECTION_SHARDS, SECONDS, SEED, TENANTS, WORKERS_PER_TENANT, between, jobs, live, problems, sleep, tally } from "./world";
 
 async function main() {
-  const sharded = PROJECTION_SHARDS > 1 || LINE_SHARDS > 1 ? `each tenant's projection in ${PROJECTION_SHARDS} shards, its line in ${LINE_SHARDS}; ` : "";
+  const shards = PROJECTION_SHARDS === 1 ? "one shard" : `${PROJECTION_SHARDS} shards`;
+  const lines = LINE_SHARDS === 1 ? "one" : `${LINE_SHARDS} lines`;
+  const sharded = PROJECTION_SHARDS > 1 || LINE_SHARDS > 1 ? `each tenant's projection in ${shards}, its line in ${lines}; ` : "";
   console.log(`chaos: seed ${SEED}, ${SECONDS} s, a kill every ${KILL_MIN_MS}-${KILL_MAX_MS} ms; ${sharded}state in ${persistTo}`);
   await listenForHooks();
   await start();
