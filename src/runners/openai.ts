@@ -170,12 +170,13 @@ function chunkOf(line: string): StreamChunk | "done" | null {
   if (!line.startsWith("data:")) return null;
   const data = line.slice(5).trim();
   if (data === "[DONE]") return "done";
-  let chunk: StreamChunk;
+  let chunk: StreamChunk | null = null;
   try {
     chunk = JSON.parse(data);
   } catch {
-    throw new TransientError(`Model stream was malformed: ${data.slice(0, 100)}`);
+    // named below
   }
+  if (typeof chunk !== "object" || chunk === null) throw new TransientError(`Model stream was malformed: ${data.slice(0, 100)}`);
   if (chunk.error) throw new TransientError(`Model stream reported an error: ${JSON.stringify(chunk.error).slice(0, 200)}`);
   return chunk;
 }
@@ -185,7 +186,7 @@ function take(chunk: StreamChunk, completion: Completion, onDelta: (text: string
   if (chunk.usage) completion.usage = chunk.usage;
   const choice = chunk.choices?.[0];
   const delta = choice?.delta?.content;
-  if (delta) {
+  if (typeof delta === "string" && delta) {
     completion.text += delta;
     onDelta(delta);
   }

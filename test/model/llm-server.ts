@@ -124,6 +124,11 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
       res.writeHead(200, { "content-type": "text/event-stream" });
       res.write("data: {this is not json\n\n");
       return res.end();
+    case "null-chunk":
+      // A data line whose JSON is no chunk.
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      sse(res, "null");
+      return res.end();
     case "error-mid-stream":
       // An error reported after the answer began, the connection then held open: only the client ends it.
       res.writeHead(200, { "content-type": "text/event-stream" });

@@ -257,6 +257,7 @@ describe("provider failures", () => {
   it.each([
     ["server-error", "Model provider error (503): The server is overloaded"],
     ["malformed", "Model stream was malformed: {this is not json"],
+    ["null-chunk", "Model stream was malformed: null"],
     ["stall", "Model stream stalled: no data for 1000 ms"],
     ["whole-error", 'Model answer reported an error: {"message":"Upstream provider timed out","code":502}'],
     ["error-mid-stream", 'Model stream reported an error: {"message":"Upstream overloaded","type":"server_error"}'],
