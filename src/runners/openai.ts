@@ -132,11 +132,14 @@ interface StreamChunk {
   usage?: ProviderUsage | null;
 }
 
+/** A body the runner reads, as its failures name it: a streamed completion, or one answered whole. */
+type BodyKind = "stream" | "answer";
+
 /**
  * The body's next piece; a transient failure when none comes within `idleTimeoutMs` or the body
- * breaks, or the reason of `signal` when it stopped the request. `what`: the body, as failures name it.
+ * breaks, or the reason of `signal` when it stopped the request.
  */
-async function nextPiece(reader: ReadableStreamDefaultReader<string>, idleTimeoutMs: number, signal: AbortSignal, what: string): Promise<ReadableStreamReadResult<string>> {
+async function nextPiece(reader: ReadableStreamDefaultReader<string>, idleTimeoutMs: number, signal: AbortSignal, what: BodyKind): Promise<ReadableStreamReadResult<string>> {
   let idle: ReturnType<typeof setTimeout> | undefined;
   const stalled = new Promise<never>((_, reject) => {
     idle = setTimeout(() => reject(new TransientError(`Model ${what} stalled: no data for ${idleTimeoutMs} ms`)), idleTimeoutMs);
@@ -153,12 +156,12 @@ async function nextPiece(reader: ReadableStreamDefaultReader<string>, idleTimeou
 
 /**
  * Reads a body to its end, handing each piece on, each within `idleTimeoutMs`. A read that fails
- * lets go of the body, so the provider stops sending. `what`: the body, as its failures name it.
+ * lets go of the body, so the provider stops sending.
  */
-async function readBody(body: ReadableStream<Uint8Array>, idleTimeoutMs: number, signal: AbortSignal, what: string, take: (text: string) => void): Promise<void> {
+async function readBody(body: ReadableStream<Uint8Array>, idleTimeoutMs: number, signal: AbortSignal, what: BodyKind, onPiece: (text: string) => void): Promise<void> {
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();
   try {
-    for (let piece = await nextPiece(reader, idleTimeoutMs, signal, what); !piece.done; piece = await nextPiece(reader, idleTimeoutMs, signal, what)) take(piece.value);
+    for (let piece = await nextPiece(reader, idleTimeoutMs, signal, what); !piece.done; piece = await nextPiece(reader, idleTimeoutMs, signal, what)) onPiece(piece.value);
   } catch (error) {
     await reader.cancel().catch(() => {});
     throw error;
