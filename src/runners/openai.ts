@@ -24,12 +24,15 @@ const ERROR_BODY_CHARS = 16_384;
 const ERROR_TEXT_CHARS = 300;
 
 /**
- * The start of a body, up to `chars` characters; the rest is not read, and the request is let go
- * (a gateway's answer may be large, or never end). A body that breaks gives what came of it.
+ * The start of a body, up to `chars` characters, as much of it as comes within `withinMs`; the rest
+ * is not read, and the request is let go (a gateway's answer may be large, trickle, stall or never
+ * end). A body that breaks gives what came of it.
  */
-async function bodyStart(res: Response, chars: number): Promise<string> {
+async function bodyStart(res: Response, chars: number, withinMs: number): Promise<string> {
   if (!res.body) return "";
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  // Letting go of the body ends the read waiting on it: what came is the text.
+  const deadline = setTimeout(() => reader.cancel().catch(() => {}), withinMs);
   let text = "";
   try {
     for (let piece = await reader.read(); !piece.done; piece = await reader.read()) {
@@ -39,14 +42,18 @@ async function bodyStart(res: Response, chars: number): Promise<string> {
   } catch {
     // broken part-way: what came
   } finally {
+    clearTimeout(deadline);
     reader.cancel().catch(() => {});
   }
   return text.slice(0, chars);
 }
 
-/** What an error answer says: its JSON error's message, else the start of its text, else its status text. */
-async function errorText(res: Response): Promise<string> {
-  const body = await bodyStart(res, ERROR_BODY_CHARS);
+/**
+ * What an error answer says: its JSON error's message, else the start of its text, else its status
+ * text. Only what comes within `withinMs` is read.
+ */
+async function errorText(res: Response, withinMs: number): Promise<string> {
+  const body = await bodyStart(res, ERROR_BODY_CHARS, withinMs);
   try {
     const parsed = JSON.parse(body) as { error?: { message?: string } | string };
     const message = typeof parsed.error === "string" ? parsed.error : parsed.error?.message;
@@ -289,10 +296,10 @@ function chatRequest(task: AgentTask, input: StepInput, settings: ModelSettings)
 /**
  * Sends a step's request, changed as its endpoint asked before (`endpoint`: URL and model) and
  * again while a refusal names a change that answers it (ADAPTATIONS). The answer, once the
- * endpoint took the request; a failure otherwise. `caller`: the job's own signal, whose reason a
- * request it stopped fails with.
+ * endpoint took the request; a failure otherwise, named by as much of the error answer as comes
+ * within `idleTimeoutMs`. `caller`: the job's own signal, whose reason a request it stopped fails with.
  */
-async function send(url: string, endpoint: string, request: ChatRequest, headers: Record<string, string>, signal: AbortSignal, caller: AbortSignal): Promise<Answer> {
+async function send(url: string, endpoint: string, request: ChatRequest, headers: Record<string, string>, idleTimeoutMs: number, signal: AbortSignal, caller: AbortSignal): Promise<Answer> {
   const post = async (made: Set<Adaptation>): Promise<Response> => {
     try {
       return await fetch(url, {
@@ -309,7 +316,7 @@ async function send(url: string, endpoint: string, request: ChatRequest, headers
   const made = new Set(adaptedEndpoints.get(endpoint));
   let res = await post(made);
   while (!res.ok || !res.body) {
-    const detail = await errorText(res);
+    const detail = await errorText(res, idleTimeoutMs);
     const next = adaptationFor(res, detail, adapted(request, made));
     if (next === null) throw providerError(res, detail);
     made.add(next);
@@ -378,7 +385,7 @@ export function openAiRunner(settings: ModelSettings): Runner {
       if (overBudget(input.budget, promptTokens, 0)) throw new BudgetExceeded("token budget");
       const stop = new AbortController();
       const signal = AbortSignal.any([input.signal, stop.signal]);
-      const res = await send(url, `${url} ${model}`, request, credentials, signal, input.signal);
+      const res = await send(url, `${url} ${model}`, request, credentials, settings.idleTimeoutMs, signal, input.signal);
       const whole = contentType(res).startsWith("application/json");
       const completion = await readAnswer(res, whole, input, promptTokens, settings.idleTimeoutMs, stop, signal);
       const bytes = encoder.encode(completion.text);

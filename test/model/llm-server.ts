@@ -150,6 +150,18 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
       const more = setInterval(() => (record.closedEarly ? clearInterval(more) : res.write("<p>retrying upstream</p>".repeat(40))), 10);
       return;
     }
+    case "stalled-error":
+      // An error answer that stops part-way, the connection held, as a proxy's may.
+      res.writeHead(503, { "content-type": "text/plain" });
+      res.write("upstream connect error or disconnect/reset before headers. reset reason: overflow");
+      return;
+    case "trickle-error": {
+      // A JSON error, then whitespace a byte at a time that never ends: only the client stops it.
+      res.writeHead(502, { "content-type": "application/json" });
+      res.write(JSON.stringify({ error: { message: "Bad gateway" } }));
+      const more = setInterval(() => (record.closedEarly ? clearInterval(more) : res.write("\n")), 100);
+      return;
+    }
     case "reset":
       return req.socket.destroy();
     case "broken-once":

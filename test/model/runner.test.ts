@@ -265,6 +265,9 @@ describe("provider failures", () => {
     ["odd-error", 'Model provider error (503): {"error":{"message":{"text":"busy"}}}'],
     // Only the start of an error answer is read: one that never ends does not hold the step.
     ["endless-error", `Model provider error (502): ${ENDLESS_ERROR_PAGE.slice(0, 300)}`],
+    // An error answer is read for MODEL_IDLE_TIMEOUT_MS at most: one that stalls or trickles is named by what came.
+    ["stalled-error", "Model provider error (503): upstream connect error or disconnect/reset before headers. reset reason: overflow"],
+    ["trickle-error", "Model provider error (502): Bad gateway"],
   ])("%s every time: a bounded number of tries, then the job fails naming the cause, every request let go", async (model, cause) => {
     const id = await submitModel({ config: { model } });
     const job = await drive(id);
