@@ -5,6 +5,7 @@
  */
 import type { ModelSettings } from "../config";
 import { messageOf } from "../errors";
+import { EventStreamReader, type SseBlock } from "../http/event-stream";
 import { taskMessages } from "./agents";
 import { BudgetExceeded, estimateTokens, overBudget, StepFailed, TransientError, type AgentTask, type CallUsage, type Runner, type StepInput, type StepOutput } from "./types";
 
@@ -175,10 +176,13 @@ async function readBody(body: ReadableStream<Uint8Array>, idleTimeoutMs: number,
   }
 }
 
-/** The chunk a line of the stream carries: "done" for its end marker, null for a line that is not data. */
-function chunkOf(line: string): StreamChunk | "done" | null {
-  if (!line.startsWith("data:")) return null;
-  const data = line.slice(5).trim();
+/**
+ * The chunk a block of the stream carries: "done" for its end marker, null for a block without data.
+ * An `error` event, or a chunk that carries an `error`, fails the read (as OpenAI's SDKs read them).
+ */
+function chunkOf(block: SseBlock): StreamChunk | "done" | null {
+  const data = block.data.trim();
+  if (data === "") return null;
   if (data === "[DONE]") return "done";
   let chunk: StreamChunk | null = null;
   try {
@@ -186,8 +190,9 @@ function chunkOf(line: string): StreamChunk | "done" | null {
   } catch {
     // named below
   }
+  if (typeof chunk === "object" && chunk?.error) throw new TransientError(`Model stream reported an error: ${JSON.stringify(chunk.error).slice(0, 200)}`);
+  if (block.event === "error") throw new TransientError(`Model stream reported an error: ${data.slice(0, 200)}`);
   if (typeof chunk !== "object" || chunk === null) throw new TransientError(`Model stream was malformed: ${data.slice(0, 100)}`);
-  if (chunk.error) throw new TransientError(`Model stream reported an error: ${JSON.stringify(chunk.error).slice(0, 200)}`);
   return chunk;
 }
 
@@ -206,9 +211,9 @@ function take(chunk: StreamChunk, completion: Completion, onDelta: (text: string
 }
 
 /**
- * Reads the SSE body of a streamed completion, handing each content delta on; returns the text,
- * the provider's usage when it sent one, and the finish reason. An error reported mid-stream fails
- * the read, and the body is let go of.
+ * Reads the event stream of a streamed completion, handing each content delta on; returns the
+ * text, the provider's usage when it sent one, and the finish reason. An error reported mid-stream
+ * fails the read, and the body is let go of.
  */
 async function readCompletion(
   body: ReadableStream<Uint8Array>,
@@ -217,17 +222,18 @@ async function readCompletion(
   signal: AbortSignal,
 ): Promise<Completion> {
   const completion: Completion = { text: "", usage: null, finishReason: null };
+  const events = new EventStreamReader();
   let finished = false;
-  let buffer = "";
-  await readBody(body, idleTimeoutMs, signal, "stream", (text) => {
-    const lines = (buffer + text).split("\n");
-    buffer = lines.pop()!;
-    for (const line of lines) {
-      const chunk = chunkOf(line.trim());
+  const takeAll = (blocks: SseBlock[]) => {
+    for (const block of blocks) {
+      const chunk = chunkOf(block);
       if (chunk === "done") finished = true;
       else if (chunk && take(chunk, completion, onDelta)) finished = true;
     }
-  });
+  };
+  await readBody(body, idleTimeoutMs, signal, "stream", (text) => takeAll(events.push(text)));
+  // A stream that ends after a whole line ends its last block there, as one line's end would.
+  takeAll(events.push("\n", true));
   if (!finished) throw new TransientError("Model stream ended before the answer was complete");
   return completion;
 }

@@ -45,6 +45,23 @@ async function stream(res: ServerResponse, record: Recorded, pieces: string[], d
   res.end();
 }
 
+/**
+ * An event-stream block written another way the format allows, as a gateway may relay it: a
+ * comment first, no space after a field's colon, a JSON value broken over two `data` lines after
+ * its first comma, line ends taking turns at CRLF, CR and LF (`n`), and the block written in two
+ * writes cut after its first CR, so that a CRLF may come in two reads.
+ */
+function relayedSse(res: ServerResponse, payload: unknown, n: number) {
+  const eol = ["\r\n", "\r", "\n"][n % 3];
+  const data = typeof payload === "string" ? payload : JSON.stringify(payload);
+  const comma = data.indexOf(",");
+  const lines = [": relayed", ...(comma > 0 ? [`data:${data.slice(0, comma + 1)}`, `data:${data.slice(comma + 1)}`] : [`data:${data}`])];
+  const text = lines.join(eol) + eol + eol;
+  const cut = text.indexOf("\r") + 1 || text.length;
+  res.write(text.slice(0, cut));
+  res.write(text.slice(cut));
+}
+
 function split(text: string, size: number): string[] {
   const out: string[] = [];
   for (let i = 0; i < text.length; i += size) out.push(text.slice(i, i + size));
@@ -150,6 +167,24 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
       const more = setInterval(() => (record.closedEarly ? clearInterval(more) : res.write("<p>retrying upstream</p>".repeat(40))), 10);
       return;
     }
+    case "relayed": {
+      // The answer as a gateway that writes event streams its own way relays it, with the usage.
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      const pieces = split(answer, 7);
+      const counts = usageFor(body.messages.length, pieces.length);
+      const chunks = [...pieces.map((piece) => chunk(piece)), chunk("", "stop"), { choices: [], usage: { ...counts, total_tokens: counts.prompt_tokens + counts.completion_tokens } }];
+      chunks.forEach((c, n) => relayedSse(res, c, n));
+      // The end marker ended by one line end, with no blank line after it.
+      res.write("data: [DONE]\n");
+      record.finished = true;
+      return res.end();
+    }
+    case "error-event":
+      // An error sent as an event of its own, the connection then held open.
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      sse(res, chunk("Thinking"));
+      res.write('event: error\ndata: {"message":"Overloaded"}\n\n');
+      return;
     case "stalled-error":
       // An error answer that stops part-way, the connection held, as a proxy's may.
       res.writeHead(503, { "content-type": "text/plain" });

@@ -99,6 +99,18 @@ describe("the OpenAI-compatible runner", () => {
     expect(await seen(topic)).toHaveLength(3);
   });
 
+  it("a stream written another way the event-stream format allows (CRLF or CR line ends, no space after a colon, data over two lines, comments), as a gateway may relay it, is read the same", async () => {
+    const id = await submitModel({ agent_yaml: THREE_TASKS, config: { model: "relayed" } });
+    const job = await drive(id);
+    expect(job.status).toBe("succeeded");
+    expect(await resultOf(id)).toBe(threeAnswers().join(""));
+    expect((await outputDeltas(id)).join("")).toBe(threeAnswers().join(""));
+    // The provider's counts, read from the last block as relayed, not estimates.
+    const completion = threeAnswers().reduce((n, answer) => n + 3 * Math.ceil(answer.length / 7), 0);
+    expect(job.usage).toEqual({ prompt_tokens: 3 * 1002, completion_tokens: completion, total_tokens: 3 * 1002 + completion, model_calls: 3, estimated: false });
+    expect(await seen(topic)).toHaveLength(3);
+  });
+
   it.each([
     ["cut-short", "the model stopped at its token limit (finish_reason: length); the answer may be cut short"],
     ["filtered", "the provider's content filter stopped the answer (finish_reason: content_filter); it may be cut short"],
@@ -261,6 +273,7 @@ describe("provider failures", () => {
     ["stall", "Model stream stalled: no data for 1000 ms"],
     ["whole-error", 'Model answer reported an error: {"message":"Upstream provider timed out","code":502}'],
     ["error-mid-stream", 'Model stream reported an error: {"message":"Upstream overloaded","type":"server_error"}'],
+    ["error-event", 'Model stream reported an error: {"message":"Overloaded"}'],
     ["whole-stall", "Model answer stalled: no data for 1000 ms"],
     ["odd-error", 'Model provider error (503): {"error":{"message":{"text":"busy"}}}'],
     // Only the start of an error answer is read: one that never ends does not hold the step.
