@@ -11,12 +11,19 @@ import { BudgetExceeded, estimateTokens, overBudget, StepFailed, TransientError,
 
 const encoder = new TextEncoder();
 
-function retryAfterMs(header: string | null): number | undefined {
+/**
+ * How long an answer asks the next try to wait: OpenAI's `retry-after-ms`, else `Retry-After` (in
+ * seconds, or a date); at most an hour.
+ */
+function retryAfterMs(headers: Headers): number | undefined {
+  const ms = Number(headers.get("retry-after-ms")?.trim() || Number.NaN);
+  if (Number.isFinite(ms) && ms >= 0) return Math.min(ms, 3_600_000);
+  const header = headers.get("retry-after");
   if (header === null) return undefined;
   const seconds = Number(header);
   if (Number.isFinite(seconds) && seconds >= 0) return Math.min(seconds, 3600) * 1000;
   const at = Date.parse(header);
-  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
+  return Number.isNaN(at) ? undefined : Math.min(Math.max(0, at - Date.now()), 3_600_000);
 }
 
 /** How much of an error answer is read: enough for a provider's JSON error, however it is laid out. */
@@ -65,13 +72,17 @@ async function errorText(res: Response, withinMs: number): Promise<string> {
   return body.slice(0, ERROR_TEXT_CHARS) || res.statusText;
 }
 
-/** Maps a non-2xx answer (its error text read already) to a failure: retried where another try can succeed. */
+/**
+ * Maps a non-2xx answer (its error text read already) to a failure. Retried where another try can
+ * succeed, as OpenAI's SDKs retry: a timeout (408), a conflict (409), a rate limit (429) and a
+ * server's error (5xx), each after what its `Retry-After` asks; any other refusal fails the step.
+ */
 function providerError(res: Response, detail: string): Error {
   if (res.status === 401 || res.status === 403) {
     return new StepFailed(`Model provider refused the credentials (${res.status}): ${detail}`);
   }
-  if (res.status === 429) return new TransientError(`Model provider rate limit (429): ${detail}`, retryAfterMs(res.headers.get("Retry-After")));
-  if (res.status >= 500) return new TransientError(`Model provider error (${res.status}): ${detail}`);
+  if (res.status === 429) return new TransientError(`Model provider rate limit (429): ${detail}`, retryAfterMs(res.headers));
+  if (res.status >= 500 || res.status === 408 || res.status === 409) return new TransientError(`Model provider error (${res.status}): ${detail}`, retryAfterMs(res.headers));
   return new StepFailed(`Model provider rejected the request (${res.status}): ${detail}`);
 }
 

@@ -128,6 +128,27 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
         return res.end(JSON.stringify({ error: { message: "Rate limit reached" } }));
       }
       return stream(res, record, split(answer, 7), 0);
+    case "unavailable-once":
+      // A 503 that says when to come back.
+      if (attempt === 1) {
+        res.writeHead(503, { "content-type": "application/json", "retry-after": "1" });
+        return res.end(JSON.stringify({ error: { message: "The engine is currently overloaded" } }));
+      }
+      return stream(res, record, split(answer, 7), 0);
+    case "rate-limited-ms-once":
+      // A 429 that says when to come back in milliseconds, as OpenAI's `retry-after-ms`.
+      if (attempt === 1) {
+        res.writeHead(429, { "content-type": "application/json", "retry-after-ms": "1200" });
+        return res.end(JSON.stringify({ error: { message: "Rate limit reached" } }));
+      }
+      return stream(res, record, split(answer, 7), 0);
+    case "request-timeout-once":
+      // A 408: the server gave up waiting for the request, and another may get through.
+      if (attempt === 1) {
+        res.writeHead(408, { "content-type": "application/json" });
+        return res.end(JSON.stringify({ error: { message: "Request timed out" } }));
+      }
+      return stream(res, record, split(answer, 7), 0);
     case "server-error":
       res.writeHead(503, { "content-type": "application/json" });
       return res.end(JSON.stringify({ error: { message: "The server is overloaded" } }));

@@ -261,6 +261,19 @@ describe("provider failures", () => {
     expect(log.some((e) => e.data.includes("Model provider rate limit (429): Rate limit reached"))).toBe(true);
   });
 
+  it.each([
+    ["unavailable-once", "a 503 with Retry-After", 1000, "Model provider error (503): The engine is currently overloaded"],
+    ["rate-limited-ms-once", "a 429 with retry-after-ms", 1200, "Model provider rate limit (429): Rate limit reached"],
+    ["request-timeout-once", "a 408, as OpenAI's SDKs retry it", 0, "Model provider error (408): Request timed out"],
+  ])("%s (%s): tried again no sooner than it asks, then succeeds", async (model, _what, waitMs, cause) => {
+    const id = await submitModel({ config: { model } });
+    expect((await drive(id)).status).toBe("succeeded");
+    const requests = await seen(topic);
+    expect(requests).toHaveLength(3); // the refusal, its retry, then the second task
+    expect(requests[1].at - requests[0].at).toBeGreaterThanOrEqual(waitMs);
+    expect((await eventLog(id)).some((e) => e.data.includes(`Step research failed, will retry: ${cause}`))).toBe(true);
+  });
+
   it("a 500 once: retried with backoff, then succeeds", async () => {
     const id = await submitModel({ config: { model: "server-error-once" } });
     expect((await drive(id)).status).toBe("succeeded");
