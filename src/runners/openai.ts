@@ -32,6 +32,14 @@ const ERROR_BODY_CHARS = 16_384;
 const ERROR_TEXT_CHARS = 300;
 
 /**
+ * The longest answer a step takes (its text streamed, or its JSON answered whole), in characters:
+ * many times what any model writes in one answer (128k tokens come to about half a MiB), and well
+ * within what an object can hold in memory while it writes the answer out.
+ */
+const ANSWER_MAX_CHARS = 4 * 1024 * 1024;
+const answerTooLarge = () => new StepFailed(`Model answer too large: more than ${ANSWER_MAX_CHARS} characters; the request was stopped`);
+
+/**
  * The start of a body, up to `chars` characters, as much of it as comes within `withinMs`; the rest
  * is not read, and the request is let go (a gateway's answer may be large, trickle, stall or never
  * end). A body that breaks gives what came of it.
@@ -174,13 +182,16 @@ async function nextPiece(reader: ReadableStreamDefaultReader<string>, idleTimeou
 }
 
 /**
- * Reads a body to its end, handing each piece on, each within `idleTimeoutMs`. A read that fails
- * lets go of the body, so the provider stops sending.
+ * Reads a body to its end, or until `onPiece` says it has what it needs (true), handing each piece
+ * on, each within `idleTimeoutMs`. A read that fails, or one stopped early, lets go of the body, so
+ * the provider stops sending.
  */
-async function readBody(body: ReadableStream<Uint8Array>, idleTimeoutMs: number, signal: AbortSignal, what: BodyKind, onPiece: (text: string) => void): Promise<void> {
+async function readBody(body: ReadableStream<Uint8Array>, idleTimeoutMs: number, signal: AbortSignal, what: BodyKind, onPiece: (text: string) => boolean | void): Promise<void> {
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();
   try {
-    for (let piece = await nextPiece(reader, idleTimeoutMs, signal, what); !piece.done; piece = await nextPiece(reader, idleTimeoutMs, signal, what)) onPiece(piece.value);
+    for (let piece = await nextPiece(reader, idleTimeoutMs, signal, what); !piece.done; piece = await nextPiece(reader, idleTimeoutMs, signal, what)) {
+      if (onPiece(piece.value) === true) return void (await reader.cancel().catch(() => {}));
+    }
   } catch (error) {
     await reader.cancel().catch(() => {});
     throw error;
@@ -223,8 +234,9 @@ function take(chunk: StreamChunk, completion: Completion, onDelta: (text: string
 
 /**
  * Reads the event stream of a streamed completion, handing each content delta on; returns the
- * text, the provider's usage when it sent one, and the finish reason. An error reported mid-stream
- * fails the read, and the body is let go of.
+ * text, the provider's usage when it sent one, and the finish reason. It stops at the end marker
+ * (`[DONE]`), as OpenAI's SDKs do. An error reported mid-stream fails the read, and the body is
+ * let go of.
  */
 async function readCompletion(
   body: ReadableStream<Uint8Array>,
@@ -235,16 +247,19 @@ async function readCompletion(
   const completion: Completion = { text: "", usage: null, finishReason: null };
   const events = new EventStreamReader();
   let finished = false;
-  const takeAll = (blocks: SseBlock[]) => {
+  let marked = false;
+  /** Takes the blocks; true at the end marker, after which nothing is read (a server may hold the connection). */
+  const takeAll = (blocks: SseBlock[]): boolean => {
     for (const block of blocks) {
       const chunk = chunkOf(block);
-      if (chunk === "done") finished = true;
-      else if (chunk && take(chunk, completion, onDelta)) finished = true;
+      if (chunk === "done") return (marked = finished = true);
+      if (chunk && take(chunk, completion, onDelta)) finished = true;
     }
+    return false;
   };
   await readBody(body, idleTimeoutMs, signal, "stream", (text) => takeAll(events.push(text)));
   // A stream that ends after a whole line ends its last block there, as one line's end would.
-  takeAll(events.push("\n", true));
+  if (!marked) takeAll(events.push("\n", true));
   if (!finished) throw new TransientError("Model stream ended before the answer was complete");
   return completion;
 }
@@ -258,6 +273,7 @@ async function readWholeCompletion(body: ReadableStream<Uint8Array>, idleTimeout
   let raw = "";
   await readBody(body, idleTimeoutMs, signal, "answer", (text) => {
     raw += text;
+    if (raw.length > ANSWER_MAX_CHARS) throw answerTooLarge();
   });
   let answer: { choices?: { message?: { content?: string | null }; finish_reason?: string | null }[]; error?: unknown; usage?: ProviderUsage | null };
   try {
@@ -355,8 +371,9 @@ const contentType = (res: Response) => (res.headers.get("content-type") ?? "").t
 /**
  * Reads the answer, streamed or `whole` (JSON), handing the streamed text on. The budget is checked on
  * estimates while the answer streams (the provider's counts come only at its end): the request is
- * stopped (`stop`) as soon as the estimate would pass it. Every call that got an answer is counted
- * once, also one that broke or was stopped: by the provider's counts where it sent them.
+ * stopped (`stop`) as soon as the estimate would pass it, or the text passes ANSWER_MAX_CHARS.
+ * Every call that got an answer is counted once, also one that broke or was stopped: by the
+ * provider's counts where it sent them.
  */
 async function readAnswer(res: Answer, whole: boolean, input: StepInput, promptTokens: number, idleTimeoutMs: number, stop: AbortController, signal: AbortSignal): Promise<Completion> {
   let streamed = 0;
@@ -372,7 +389,8 @@ async function readAnswer(res: Answer, whole: boolean, input: StepInput, promptT
         idleTimeoutMs,
         (delta) => {
           streamed += delta.length;
-          if (overBudget(input.budget, promptTokens, estimateTokens(streamed))) stop.abort(new BudgetExceeded("token budget"));
+          if (streamed > ANSWER_MAX_CHARS) stop.abort(answerTooLarge());
+          else if (overBudget(input.budget, promptTokens, estimateTokens(streamed))) stop.abort(new BudgetExceeded("token budget"));
           else input.onDelta?.(delta);
         },
         signal,

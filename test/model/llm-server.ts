@@ -206,6 +206,32 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
       sse(res, chunk("Thinking"));
       res.write('event: error\ndata: {"message":"Overloaded"}\n\n');
       return;
+    case "done-then-held": {
+      // The whole answer and its end marker, then the connection held open, as a keep-alive gone wrong.
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      for (const piece of split(answer, 7)) sse(res, chunk(piece));
+      sse(res, chunk("", "stop"));
+      sse(res, "[DONE]");
+      return;
+    }
+    case "endless": {
+      // A stream of text that never ends, as a runaway generation's: only the client stops it.
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      const piece = "x".repeat(64 * 1024);
+      const more = setInterval(() => {
+        if (record.closedEarly) return clearInterval(more);
+        for (let i = 0; i < 4; i++) sse(res, chunk(piece));
+        record.piecesSent += 4;
+      }, 5);
+      return;
+    }
+    case "endless-whole": {
+      // An answer sent whole whose text never ends.
+      res.writeHead(200, { "content-type": "application/json" });
+      res.write('{"id":"chatcmpl-test","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"');
+      const more = setInterval(() => (record.closedEarly ? clearInterval(more) : res.write("x".repeat(256 * 1024))), 5);
+      return;
+    }
     case "stalled-error":
       // An error answer that stops part-way, the connection held, as a proxy's may.
       res.writeHead(503, { "content-type": "text/plain" });

@@ -214,6 +214,28 @@ describe("provider failures", () => {
     expect(await seen(topic)).toHaveLength(1);
   });
 
+  it("a stream held open after its end marker: the answer stands at [DONE], and the request is let go", async () => {
+    const id = await submitModel({ config: { model: "done-then-held" } });
+    const job = await drive(id);
+    expect(job.status).toBe("succeeded");
+    expect(job.usage).toMatchObject({ model_calls: 2 });
+    const requests = await seen(topic);
+    expect(requests).toHaveLength(2);
+    await waitFor(async () => (await seen(topic)).every((r) => r.closedEarly), "the server to see every connection closed");
+  });
+
+  it.each(["endless", "endless-whole"])("an answer that never ends (%s): stopped past 4 MiB of text, the job failed at once, nothing written", async (model) => {
+    const id = await submitModel({ config: { model } });
+    const job = await drive(id);
+    expect(job.status).toBe("failed");
+    expect(job.error).toBe("Model answer too large: more than 4194304 characters; the request was stopped");
+    expect(await seen(topic)).toHaveLength(1);
+    await waitFor(async () => (await seen(topic))[0].closedEarly, "the server to see the connection closed");
+    expect(await r2Keys(`runs/default/${id}/`)).toEqual([]);
+    // The call is counted, its text estimated.
+    expect(job.usage).toMatchObject({ model_calls: 1, estimated: true });
+  }, 30_000);
+
   it("an endpoint that refuses stream_options is asked again without it, and from then on without it", async () => {
     const id = await submitModel({ agent_yaml: THREE_TASKS, config: { model: "no-stream-options" } });
     const job = await drive(id);
