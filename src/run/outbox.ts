@@ -229,7 +229,8 @@ async function deliverWebhook(ctx: DurableObjectState, env: Env): Promise<Handle
     firstAttemptAt,
     body,
   );
-  return state === "pending" ? { done: false, retryAt: now + retryDelay(attempts, settings.webhookRetryBaseMs) } : DONE;
+  const asked = "retryAfterMs" in outcome ? outcome.retryAfterMs : undefined;
+  return state === "pending" ? { done: false, retryAt: now + retryDelay(attempts, settings.webhookRetryBaseMs, asked) } : DONE;
 }
 
 /** Fixes the owed webhook's body now, while the output it may quote is still there. */

@@ -6,24 +6,19 @@
 import type { ModelSettings } from "../config";
 import { messageOf } from "../errors";
 import { EventStreamReader, type SseBlock } from "../http/event-stream";
+import { retryAfterMs } from "../http/retry-after";
 import { taskMessages } from "./agents";
 import { BudgetExceeded, estimateTokens, overBudget, StepFailed, TransientError, type AgentTask, type CallUsage, type Runner, type StepInput, type StepOutput } from "./types";
 
 const encoder = new TextEncoder();
 
-/**
- * How long an answer asks the next try to wait: OpenAI's `retry-after-ms`, else `Retry-After` (in
- * seconds, or a date); at most an hour.
- */
-function retryAfterMs(headers: Headers): number | undefined {
-  const ms = Number(headers.get("retry-after-ms")?.trim() || Number.NaN);
-  if (Number.isFinite(ms) && ms >= 0) return Math.min(ms, 3_600_000);
-  const header = headers.get("retry-after");
-  if (header === null) return undefined;
-  const seconds = Number(header);
-  if (Number.isFinite(seconds) && seconds >= 0) return Math.min(seconds, 3600) * 1000;
-  const at = Date.parse(header);
-  return Number.isNaN(at) ? undefined : Math.min(Math.max(0, at - Date.now()), 3_600_000);
+/** The longest wait a provider's answer is heeded for before the step is tried again. */
+const RETRY_AFTER_MAX_MS = 3_600_000;
+
+/** The wait the answer asks for (`Retry-After`, `retry-after-ms`), at most RETRY_AFTER_MAX_MS. */
+function waitAsked(res: Response): number | undefined {
+  const ms = retryAfterMs(res.headers);
+  return ms === undefined ? undefined : Math.min(ms, RETRY_AFTER_MAX_MS);
 }
 
 /** How much of an error answer is read: enough for a provider's JSON error, however it is laid out. */
@@ -89,8 +84,8 @@ function providerError(res: Response, detail: string): Error {
   if (res.status === 401 || res.status === 403) {
     return new StepFailed(`Model provider refused the credentials (${res.status}): ${detail}`);
   }
-  if (res.status === 429) return new TransientError(`Model provider rate limit (429): ${detail}`, retryAfterMs(res.headers));
-  if (res.status >= 500 || res.status === 408 || res.status === 409) return new TransientError(`Model provider error (${res.status}): ${detail}`, retryAfterMs(res.headers));
+  if (res.status === 429) return new TransientError(`Model provider rate limit (429): ${detail}`, waitAsked(res));
+  if (res.status >= 500 || res.status === 408 || res.status === 409) return new TransientError(`Model provider error (${res.status}): ${detail}`, waitAsked(res));
   return new StepFailed(`Model provider rejected the request (${res.status}): ${detail}`);
 }
 

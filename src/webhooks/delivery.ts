@@ -1,5 +1,6 @@
 /** Sending one webhook: Standard Webhooks headers and signature, no redirects, a bounded wait. */
 import { messageOf } from "../errors";
+import { retryAfterMs } from "../http/retry-after";
 
 const SEND_TIMEOUT_MS = 10_000;
 const MAX_DELAY_MS = 6 * 3600_000;
@@ -19,7 +20,8 @@ export async function sign(secret: string, id: string, timestamp: number, body: 
   return `v1,${base64(new Uint8Array(mac))}`;
 }
 
-export type SendOutcome = { status: number } | { error: string };
+/** An answer's status, and the wait it asks for before the next attempt (`Retry-After`); or the failure to get one. */
+export type SendOutcome = { status: number; retryAfterMs?: number } | { error: string };
 
 /** Sends one call, signed with each of the secrets (none: unsigned, as only local development sends). */
 export async function sendWebhook(url: string, id: string, body: string, secrets: readonly string[]): Promise<SendOutcome> {
@@ -34,14 +36,17 @@ export async function sendWebhook(url: string, id: string, body: string, secrets
   try {
     const res = await fetch(url, { method: "POST", headers, body, redirect: "manual", signal: AbortSignal.timeout(SEND_TIMEOUT_MS) });
     await res.body?.cancel();
-    return { status: res.status };
+    return { status: res.status, retryAfterMs: res.ok ? undefined : retryAfterMs(res.headers) };
   } catch (error) {
     return { error: messageOf(error) };
   }
 }
 
-/** The wait after a failed attempt: exponential from `baseMs`, at most 6 hours, ±20% jitter. */
-export function retryDelay(attempts: number, baseMs: number, random: () => number = Math.random): number {
+/**
+ * The wait after a failed attempt: exponential from `baseMs`, ±20% jitter, or longer where the
+ * receiver asked for a longer wait (`asked`, its `Retry-After`); at most 6 hours.
+ */
+export function retryDelay(attempts: number, baseMs: number, asked?: number, random: () => number = Math.random): number {
   const exponential = Math.min(MAX_DELAY_MS, baseMs * 2 ** Math.max(0, attempts - 1));
-  return Math.round(exponential * (0.8 + 0.4 * random()));
+  return Math.min(MAX_DELAY_MS, Math.max(Math.round(exponential * (0.8 + 0.4 * random())), asked ?? 0));
 }

@@ -18,4 +18,6 @@ export interface Delivery {
   body: Record<string, unknown>;
   /** The status it answered with; 0 while it has not answered (the `stall` scenario never does). */
   answered: number;
+  /** When it came (ms since the epoch). */
+  at: number;
 }

@@ -32,6 +32,8 @@ function answer(scenario: string, earlier: number): number {
       return 200;
     case "flaky":
       return earlier < 2 ? 500 : 204;
+    case "busy":
+      return earlier < 1 ? 429 : 204;
     case "gone":
       return 410;
     case "redirect":
@@ -63,7 +65,7 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
   const earlier = deliveries.filter((d) => d.token === token).length;
   if (scenario === "stall") {
     // Never answers: the sender gives up after its own timeout.
-    deliveries.push({ scenario, token, id: id ?? null, timestamp: timestamp ?? null, signature: signature ?? null, verified: false, verifiedWithPrevious: false, body: JSON.parse(body), answered: 0 });
+    deliveries.push({ scenario, token, id: id ?? null, timestamp: timestamp ?? null, signature: signature ?? null, verified: false, verifiedWithPrevious: false, body: JSON.parse(body), answered: 0, at: Date.now() });
     return;
   }
   const status = answer(scenario, earlier);
@@ -77,13 +79,16 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
     verifiedWithPrevious: verify(WEBHOOK_SECRET_PREVIOUS, id, timestamp, body, signature),
     body: JSON.parse(body),
     answered: scenario === "held" ? 0 : status,
+    at: Date.now(),
   };
   deliveries.push(delivery);
   if (scenario === "held") {
     await new Promise<void>((release) => held.set(token, [...(held.get(token) ?? []), release]));
     delivery.answered = status;
   }
-  res.writeHead(status, status === 302 ? { location: `/hooks/ok/${token}-redirected` } : {});
+  // A busy receiver asks for a second's wait, as a rate limit's answer does.
+  const headers: Record<string, string> = status === 302 ? { location: `/hooks/ok/${token}-redirected` } : status === 429 ? { "retry-after": "1" } : {};
+  res.writeHead(status, headers);
   res.end();
 }
 

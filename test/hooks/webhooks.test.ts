@@ -116,6 +116,18 @@ describe("webhooks", () => {
     expect(new Set(deliveries.map((d) => JSON.stringify(d.body))).size).toBe(1);
   });
 
+  it("a receiver that answers 429 with Retry-After is called again no sooner than it asks", async () => {
+    const t = token();
+    const id = await submitWithHook("busy", t);
+    await drive(id);
+    const job = await settleWebhook(id);
+    expect(job.webhook).toMatchObject({ state: "delivered", attempts: 2, last_status: 204 });
+    const deliveries = await deliveriesTo(t);
+    expect(deliveries.map((d) => d.answered)).toEqual([429, 204]);
+    // The backoff alone would have called again after about 50 ms.
+    expect(deliveries[1].at - deliveries[0].at).toBeGreaterThanOrEqual(1000);
+  });
+
   it("stops at 410 Gone", async () => {
     const t = token();
     const id = await submitWithHook("gone", t);
