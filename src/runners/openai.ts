@@ -75,18 +75,30 @@ async function errorText(res: Response, withinMs: number): Promise<string> {
   return body.slice(0, ERROR_TEXT_CHARS) || res.statusText;
 }
 
-/**
- * Maps a non-2xx answer (its error text read already) to a failure. Retried where another try can
- * succeed, as OpenAI's SDKs retry: a timeout (408), a conflict (409), a rate limit (429) and a
- * server's error (5xx), each after what its `Retry-After` asks; any other refusal fails the step.
- */
+/** Maps a non-2xx answer (its error text read already) to a failure: retried where another try can succeed. */
 function providerError(res: Response, detail: string): Error {
-  if (res.status === 401 || res.status === 403) {
-    return new StepFailed(`Model provider refused the credentials (${res.status}): ${detail}`);
-  }
-  if (res.status === 429) return new TransientError(`Model provider rate limit (429): ${detail}`, waitAsked(res));
-  if (res.status >= 500 || res.status === 408 || res.status === 409) return new TransientError(`Model provider error (${res.status}): ${detail}`, waitAsked(res));
-  return new StepFailed(`Model provider rejected the request (${res.status}): ${detail}`);
+  const { status } = res;
+  const message =
+    status === 401 || status === 403
+      ? `Model provider refused the credentials (${status}): ${detail}`
+      : status === 429
+        ? `Model provider rate limit (429): ${detail}`
+        : status >= 500 || status === 408 || status === 409
+          ? `Model provider error (${status}): ${detail}`
+          : `Model provider rejected the request (${status}): ${detail}`;
+  return triedAgain(res) ? new TransientError(message, waitAsked(res)) : new StepFailed(message);
+}
+
+/**
+ * Whether another try may succeed, as OpenAI's SDKs judge it: as the answer says where it says so
+ * (`x-should-retry: true` or `false`, which OpenAI's API sends), else for a timeout (408), a
+ * conflict (409), a rate limit (429) or a server's error (5xx). A try again waits what the answer asks.
+ */
+function triedAgain(res: Response): boolean {
+  const said = res.headers.get("x-should-retry")?.trim().toLowerCase();
+  if (said === "true") return true;
+  if (said === "false") return false;
+  return res.status === 408 || res.status === 409 || res.status === 429 || res.status >= 500;
 }
 
 /** The chat-completions request a step sends, before the changes its endpoint asked for. */

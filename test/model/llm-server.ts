@@ -142,6 +142,17 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
         return res.end(JSON.stringify({ error: { message: "Rate limit reached" } }));
       }
       return stream(res, record, split(answer, 7), 0);
+    case "final-503":
+      // A 503 that says another try would not help, as OpenAI's API can.
+      res.writeHead(503, { "content-type": "application/json", "x-should-retry": "false" });
+      return res.end(JSON.stringify({ error: { message: "This deployment is being retired" } }));
+    case "retry-400-once":
+      // A 400 that says another try may succeed.
+      if (attempt === 1) {
+        res.writeHead(400, { "content-type": "application/json", "x-should-retry": "true" });
+        return res.end(JSON.stringify({ error: { message: "Could not parse the request; please retry" } }));
+      }
+      return stream(res, record, split(answer, 7), 0);
     case "request-timeout-once":
       // A 408: the server gave up waiting for the request, and another may get through.
       if (attempt === 1) {

@@ -267,6 +267,13 @@ describe("provider failures", () => {
     expect(job.error).toBe("Model provider rejected the request (404): The model no-such-model does not exist");
   });
 
+  it("a 503 that says x-should-retry: false: fails at once, as OpenAI's SDKs would", async () => {
+    const job = await drive(await submitModel({ config: { model: "final-503" } }));
+    expect(job.status).toBe("failed");
+    expect(job.error).toBe("Model provider error (503): This deployment is being retired");
+    expect(await seen(topic)).toHaveLength(1);
+  });
+
   it("a refusal laid out over many lines: fails at once with the message it carries", async () => {
     const job = await drive(await submitModel({ config: { model: "long-error" } }));
     expect(job.error).toBe(`Model provider rejected the request (400): ${CONTEXT_TOO_LONG}`);
@@ -287,6 +294,7 @@ describe("provider failures", () => {
     ["unavailable-once", "a 503 with Retry-After", 1000, "Model provider error (503): The engine is currently overloaded"],
     ["rate-limited-ms-once", "a 429 with retry-after-ms", 1200, "Model provider rate limit (429): Rate limit reached"],
     ["request-timeout-once", "a 408, as OpenAI's SDKs retry it", 0, "Model provider error (408): Request timed out"],
+    ["retry-400-once", "a 400 that says x-should-retry: true", 0, "Model provider rejected the request (400): Could not parse the request; please retry"],
   ])("%s (%s): tried again no sooner than it asks, then succeeds", async (model, _what, waitMs, cause) => {
     const id = await submitModel({ config: { model } });
     expect((await drive(id)).status).toBe("succeeded");
