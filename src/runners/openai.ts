@@ -77,28 +77,31 @@ async function errorText(res: Response, withinMs: number): Promise<string> {
 
 /** Maps a non-2xx answer (its error text read already) to a failure: retried where another try can succeed. */
 function providerError(res: Response, detail: string): Error {
-  const { status } = res;
-  const message =
-    status === 401 || status === 403
-      ? `Model provider refused the credentials (${status}): ${detail}`
-      : status === 429
-        ? `Model provider rate limit (429): ${detail}`
-        : status >= 500 || status === 408 || status === 409
-          ? `Model provider error (${status}): ${detail}`
-          : `Model provider rejected the request (${status}): ${detail}`;
+  const message = `${refusalName(res.status)}: ${detail}`;
   return triedAgain(res) ? new TransientError(message, waitAsked(res)) : new StepFailed(message);
 }
 
+/** How a refusal is named in a job's error, by its status. */
+function refusalName(status: number): string {
+  if (status === 401 || status === 403) return `Model provider refused the credentials (${status})`;
+  if (status === 429) return "Model provider rate limit (429)";
+  if (retriedStatus(status)) return `Model provider error (${status})`;
+  return `Model provider rejected the request (${status})`;
+}
+
+/** What OpenAI's SDKs try again: a timeout (408), a conflict (409), a rate limit (429) and a server's error (5xx). */
+const retriedStatus = (status: number) => status === 408 || status === 409 || status === 429 || status >= 500;
+
 /**
  * Whether another try may succeed, as OpenAI's SDKs judge it: as the answer says where it says so
- * (`x-should-retry: true` or `false`, which OpenAI's API sends), else for a timeout (408), a
- * conflict (409), a rate limit (429) or a server's error (5xx). A try again waits what the answer asks.
+ * (`x-should-retry: true` or `false`, which OpenAI's API sends), else by its status
+ * (`retriedStatus`). A try again waits what the answer asks.
  */
 function triedAgain(res: Response): boolean {
   const said = res.headers.get("x-should-retry")?.trim().toLowerCase();
   if (said === "true") return true;
   if (said === "false") return false;
-  return res.status === 408 || res.status === 409 || res.status === 429 || res.status >= 500;
+  return retriedStatus(res.status);
 }
 
 /** The chat-completions request a step sends, before the changes its endpoint asked for. */
