@@ -68,9 +68,14 @@ function split(text: string, size: number): string[] {
   return out;
 }
 
+/** An error answer, as OpenAI's API sends one: `status`, `headers` and the JSON `error`. */
+function refuse(res: ServerResponse, status: number, error: Record<string, unknown>, headers: Record<string, string> = {}) {
+  res.writeHead(status, { "content-type": "application/json", ...headers });
+  res.end(JSON.stringify({ error }));
+}
+
 function notFound(res: ServerResponse, message: string) {
-  res.writeHead(404, { "content-type": "application/json" });
-  res.end(JSON.stringify({ error: { code: "404", message } }));
+  refuse(res, 404, { code: "404", message });
 }
 
 async function handle(req: IncomingMessage, res: ServerResponse) {
@@ -103,11 +108,10 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
   if (!azure && url.pathname !== "/v1/chat/completions") return notFound(res, `No route for ${url.pathname}`);
   if (azure && !url.searchParams.has("api-version")) return notFound(res, "Resource not found");
   const key = azure ? req.headers["api-key"] : req.headers.authorization?.replace(/^Bearer /, "");
-  if (key !== LLM_KEY || body.model === "bad-key") {
-    res.writeHead(401, { "content-type": "application/json" });
-    return res.end(JSON.stringify({ error: { message: "Incorrect API key provided" } }));
-  }
+  if (key !== LLM_KEY || body.model === "bad-key") return refuse(res, 401, { message: "Incorrect API key provided" });
   const answer = answerFor(task, topic);
+  /** The first attempt refused (`refuse`'s arguments), the next answered. */
+  const refusedOnce = (...refusal: Parameters<typeof refuse>) => (attempt === 1 ? refuse(...refusal) : stream(res, record, split(answer, 7), 0));
   switch (body.model) {
     case "echo":
       return stream(res, record, split(answer, 7), 2);
@@ -123,52 +127,26 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
       sse(res, chunk("Thinking"));
       return; // and never another byte
     case "rate-limited-once":
-      if (attempt === 1) {
-        res.writeHead(429, { "content-type": "application/json", "retry-after": "1" });
-        return res.end(JSON.stringify({ error: { message: "Rate limit reached" } }));
-      }
-      return stream(res, record, split(answer, 7), 0);
+      return refusedOnce(res, 429, { message: "Rate limit reached" }, { "retry-after": "1" });
     case "unavailable-once":
       // A 503 that says when to come back.
-      if (attempt === 1) {
-        res.writeHead(503, { "content-type": "application/json", "retry-after": "1" });
-        return res.end(JSON.stringify({ error: { message: "The engine is currently overloaded" } }));
-      }
-      return stream(res, record, split(answer, 7), 0);
+      return refusedOnce(res, 503, { message: "The engine is currently overloaded" }, { "retry-after": "1" });
     case "rate-limited-ms-once":
       // A 429 that says when to come back in milliseconds, as OpenAI's `retry-after-ms`.
-      if (attempt === 1) {
-        res.writeHead(429, { "content-type": "application/json", "retry-after-ms": "1200" });
-        return res.end(JSON.stringify({ error: { message: "Rate limit reached" } }));
-      }
-      return stream(res, record, split(answer, 7), 0);
+      return refusedOnce(res, 429, { message: "Rate limit reached" }, { "retry-after-ms": "1200" });
     case "final-503":
       // A 503 that says another try would not help, as OpenAI's API can.
-      res.writeHead(503, { "content-type": "application/json", "x-should-retry": "false" });
-      return res.end(JSON.stringify({ error: { message: "This deployment is being retired" } }));
+      return refuse(res, 503, { message: "This deployment is being retired" }, { "x-should-retry": "false" });
     case "retry-400-once":
       // A 400 that says another try may succeed.
-      if (attempt === 1) {
-        res.writeHead(400, { "content-type": "application/json", "x-should-retry": "true" });
-        return res.end(JSON.stringify({ error: { message: "Could not parse the request; please retry" } }));
-      }
-      return stream(res, record, split(answer, 7), 0);
+      return refusedOnce(res, 400, { message: "Could not parse the request; please retry" }, { "x-should-retry": "true" });
     case "request-timeout-once":
       // A 408: the server gave up waiting for the request, and another may get through.
-      if (attempt === 1) {
-        res.writeHead(408, { "content-type": "application/json" });
-        return res.end(JSON.stringify({ error: { message: "Request timed out" } }));
-      }
-      return stream(res, record, split(answer, 7), 0);
+      return refusedOnce(res, 408, { message: "Request timed out" });
     case "server-error":
-      res.writeHead(503, { "content-type": "application/json" });
-      return res.end(JSON.stringify({ error: { message: "The server is overloaded" } }));
+      return refuse(res, 503, { message: "The server is overloaded" });
     case "server-error-once":
-      if (attempt === 1) {
-        res.writeHead(500, { "content-type": "application/json" });
-        return res.end(JSON.stringify({ error: { message: "Internal error" } }));
-      }
-      return stream(res, record, split(answer, 7), 0);
+      return refusedOnce(res, 500, { message: "Internal error" });
     case "malformed":
       res.writeHead(200, { "content-type": "text/event-stream" });
       res.write("data: {this is not json\n\n");
@@ -190,8 +168,7 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
       return res.end(JSON.stringify({ error: { message: CONTEXT_TOO_LONG, type: "invalid_request_error", param: "messages", code: "context_length_exceeded", details: Array(20).fill("padding") } }, null, 2));
     case "odd-error":
       // An error whose message is no text: the answer's own text names it.
-      res.writeHead(503, { "content-type": "application/json" });
-      return res.end(JSON.stringify({ error: { message: { text: "busy" } } }));
+      return refuse(res, 503, { message: { text: "busy" } });
     case "endless-error": {
       // A gateway's error page that never ends: only the client stops it.
       res.writeHead(502, { "content-type": "text/html" });
@@ -267,25 +244,17 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
       return stream(res, record, split(answer, 7), 0);
     case "no-stream-options":
       // As Azure's older API versions and some gateways answer OpenAI's stream_options.
-      if (record.body.stream_options) {
-        res.writeHead(400, { "content-type": "application/json" });
-        return res.end(JSON.stringify({ error: { message: "Unrecognized request argument supplied: stream_options", type: "invalid_request_error" } }));
-      }
+      if (record.body.stream_options) return refuse(res, 400, { message: "Unrecognized request argument supplied: stream_options", type: "invalid_request_error" });
       return stream(res, record, split(answer, 7), 0, "omit");
     case "reasoning":
       // As OpenAI answers `max_tokens` for its reasoning models (o1, o3, gpt-5).
       if (record.body.max_tokens !== undefined) {
-        res.writeHead(400, { "content-type": "application/json" });
-        return res.end(
-          JSON.stringify({
-            error: {
-              message: "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
-              type: "invalid_request_error",
-              param: "max_tokens",
-              code: "unsupported_parameter",
-            },
-          }),
-        );
+        return refuse(res, 400, {
+          message: "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+          type: "invalid_request_error",
+          param: "max_tokens",
+          code: "unsupported_parameter",
+        });
       }
       return stream(res, record, split(answer, 7), 0);
     case "cut-short":
@@ -330,8 +299,7 @@ async function handle(req: IncomingMessage, res: ServerResponse) {
       res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
       return res.end("<!doctype html><html><body>Welcome</body></html>");
     default:
-      res.writeHead(404, { "content-type": "application/json" });
-      return res.end(JSON.stringify({ error: { message: `The model ${body.model} does not exist` } }));
+      return refuse(res, 404, { message: `The model ${body.model} does not exist` });
   }
 }
 
