@@ -23,7 +23,7 @@ import type {
   TokenResponse,
 } from "../src/schemas";
 import { sseBlocks, type SseBlock } from "./sse";
-import { apiError, backoffMs, RunsApiError, sleep, Transport, type ClientOptions } from "./transport";
+import { apiError, backoffMs, passing, RunsApiError, sleep, Transport, type ClientOptions } from "./transport";
 
 export { RunsApiError, type ClientOptions };
 export type { BulkAccepted, BulkInput, BulkProgress, Credential, InputBody, Job, RetryInput, RunList, RunResult, Stats, Status, SubmitInput, SubmitResponse, TokenInput, TokenResponse };
@@ -202,8 +202,8 @@ export class RunsClient {
   /**
    * What `read` makes of the blocks of the event stream at `path` (null: a block it passes over;
    * END: the stream is over), for as long as the caller reads them. A dropped connection, a block
-   * `read` cannot make out, or a refusal that passes (a 5xx, a 429: a deploy under way, a gateway
-   * in between) is tried again with `Last-Event-ID`, the id of the last block read (at first
+   * `read` cannot make out, or a refusal that passes (a 5xx, a 408, a 429: a deploy under way, a
+   * gateway in between) is tried again with `Last-Event-ID`, the id of the last block read (at first
    * `after`), after a backoff; a refusal of the request itself (another 4xx) ends it. Past
    * `maxReconnects` tries in a row without a block read it throws what the last try met, or `dropped`.
    */
@@ -272,10 +272,11 @@ export class RunsClient {
 
 /**
  * Whether a stream's or the feed's failure to open ends it: a refusal of the request itself (a
- * 4xx: not found, not allowed). A server error, a 429 or a lost connection passes (a deploy under
- * way answers 503 for some seconds), and the stream is opened again as after a dropped connection.
+ * 4xx: not found, not allowed). A refusal that may pass (`passing`: a 5xx, a 408, a 429; a deploy
+ * under way answers 503 for some seconds) or a lost connection does not end it: the stream is
+ * opened again as after a dropped connection.
  */
-const final = (error: unknown) => error instanceof RunsApiError && error.status < 500 && error.status !== 429;
+const final = (error: unknown) => error instanceof RunsApiError && !passing(error.status);
 
 /** What a stream's reader answers for the block that ends it (a job's `[DONE]`). */
 const END = Symbol("end");

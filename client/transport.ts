@@ -10,9 +10,11 @@ export interface ClientOptions {
   apiKey?: string;
   fetch?: typeof fetch;
   /**
-   * How many times a request is sent again when its answer asks for that (default 2): a 429, and
-   * a 503 (a deploy under way, "Service is being updated; retry shortly", or an object
-   * overloaded), each after its `Retry-After` when that is at most a minute; and a lost connection.
+   * How many times a request is sent again (default 2): after a 429, each time; and, when sending
+   * it again cannot act twice, after a 503 (a deploy under way, "Service is being updated; retry
+   * shortly", or an object overloaded), another 5xx (a gateway in between that could not reach the
+   * service: a 502, a 504), a 408 or a lost connection. Each after its `Retry-After` when it has
+   * one of at most a minute, else after a backoff.
    * A submit or retry is sent with an idempotency key (the caller's, else one made for it), so that
    * sending it again never makes a second job: the server answers a repeat with the job the first
    * made; so is an answer to a request for input, which is then given once. A delete sent again
@@ -134,16 +136,28 @@ export const sleep = (ms: number, signal?: AbortSignal) =>
     signal?.addEventListener("abort", aborted, { once: true });
   });
 
-/** The wait after `failures` failed tries in a row where the server named none: 0.5 s, 1 s, 2 s, then at most 5 s. */
-export const backoffMs = (failures: number) => Math.min(5000, 250 * 2 ** failures);
+/**
+ * The wait after `failures` failed tries in a row where the server named none: 0.5 s, 1 s, 2 s,
+ * then at most 5 s, each less by up to a quarter at random (`random`, in [0, 1)), so that the
+ * clients a deploy or a gateway refused at once do not all come back at once.
+ */
+export const backoffMs = (failures: number, random = Math.random()) => Math.min(5000, 250 * 2 ** failures) * (1 - random / 4);
+
+/**
+ * Whether an answer with this status refused a request that may pass if sent again: a 429 (refused
+ * before anything was done), a 408, or a 5xx (a deploy under way, an object overloaded, a gateway
+ * in between that could not reach the service). Any other refusal is the request's own.
+ */
+export const passing = (status: number) => status === 429 || status === 408 || status >= 500;
 
 /**
  * How long to wait before sending a refused request again, or null when it is not to be: a 429
- * always (refused before anything was done), a 503 when the request may be repeated, each after
- * its `Retry-After` (seconds) up to a minute.
+ * always (refused before anything was done), another refusal that may pass when the request may be
+ * repeated (the server, or a gateway, may have acted on it), each after its `Retry-After` (seconds
+ * or a date) up to a minute, else after a backoff.
  */
 function retryWaitMs(res: Response, repeatable: boolean, attempt: number): number | null {
-  if (res.status !== 429 && !(res.status === 503 && repeatable)) return null;
+  if (res.status !== 429 && !(passing(res.status) && repeatable)) return null;
   const header = res.headers.get("Retry-After");
   if (header === null) return backoffMs(attempt);
   const seconds = Number(header);

@@ -58,8 +58,9 @@ const LOST_WAIT_S = 1;
  * A request to the API, with the token when there is one; a refusal throws its `detail`. When
  * sending it again cannot act twice (a read, a delete, a request with an idempotency key, or one
  * its caller calls `repeatable`: a cancel, whose second is refused), it
- * is sent again after a 503 (a deploy under way) or 429 whose `Retry-After` is short, and after
- * its connection was lost (a network's blip: 1 s later), twice at most in all.
+ * is sent again after a refusal that may pass whose `Retry-After` is short (1 s without one): a 503
+ * (a deploy under way), another 5xx (a gateway in front that could not reach the service), a 408
+ * or a 429; and after its connection was lost (a network's blip: 1 s later); twice at most in all.
  */
 export async function api(/** @type {string} */ path, /** @type {RequestInit & { json?: unknown, repeatable?: boolean }} */ init = {}) {
   const headers = new Headers(init.headers);
@@ -81,7 +82,7 @@ export async function api(/** @type {string} */ path, /** @type {RequestInit & {
     }
     if (res.ok) return res;
     const wait = Number(res.headers.get("Retry-After") ?? "1");
-    const passing = res.status === 503 || res.status === 429;
+    const passing = res.status === 429 || res.status === 408 || res.status >= 500;
     if (!repeatable || tries >= RETRIES || !passing || !(wait >= 0 && wait <= RETRY_WAIT_MAX_S)) throw new ApiError(res.status, await refusal(res));
     await new Promise((done) => setTimeout(done, wait * 1000));
   }

@@ -14,13 +14,16 @@ import { withServer } from "./with-server";
 withServer();
 
 const client = new RunsClient({ baseUrl: BASE });
+/** What a gateway that cannot reach the service answers, in Kong's words. */
+const GATEWAY_SAYS = { message: "An invalid response was received from the upstream server" };
 const simulate = (steps: number, step_ms: number, extra: Record<string, number> = {}) => ({ simulate: { steps, step_ms, ...extra } });
 
 describe("the client's retries", () => {
   /**
    * A fetch that answers the first `times` requests matching `method` with `status` itself, as the
    * service does while a deploy is under way (503 "Service is being updated; retry shortly") or
-   * past a rate limit (429), and passes every other request to the server; `calls` counts them.
+   * past a rate limit (429), or a gateway in between that cannot reach it (any other status, in
+   * Kong's words), and passes every other request to the server; `calls` counts them.
    */
   function refusing(method: string, status: number, retryAfter: string | null, times = 1) {
     const calls: string[] = [];
@@ -30,8 +33,8 @@ describe("the client's retries", () => {
       calls.push(`${init?.method ?? "GET"} ${new URL(String(input)).pathname}`);
       keys.push(new Headers(init?.headers).get("Idempotency-Key"));
       if ((init?.method ?? "GET") !== method || times-- <= 0) return fetch(input, init);
-      const detail = status === 503 ? "Service is being updated; retry shortly" : "Rate limit exceeded for this API key";
-      return new Response(JSON.stringify({ detail }), { status, headers: { "content-type": "application/json", ...(retryAfter ? { "Retry-After": retryAfter } : {}) } });
+      const said = status === 503 ? { detail: "Service is being updated; retry shortly" } : status === 429 ? { detail: "Rate limit exceeded for this API key" } : GATEWAY_SAYS;
+      return new Response(JSON.stringify(said), { status, headers: { "content-type": "application/json", ...(retryAfter ? { "Retry-After": retryAfter } : {}) } });
     };
     return { calls, keys, impl };
   }
@@ -106,6 +109,43 @@ describe("the client's retries", () => {
     const retried = await new RunsClient({ baseUrl: BASE, fetch: losing }).retry(failed.job_id);
     expect(posts).toBe(2);
     expect((await client.list({ tags: [`${tag}-retry`] })).jobs.map((j) => j.job_id).sort()).toEqual([failed.job_id, retried.job_id].sort());
+  });
+
+  it("a read or a submit that a gateway in between answered 502, 504 or 500 is sent again after a backoff, the submit under its key: one job, made once though the gateway gave up on it after the service made it; a refusal of the request itself is not sent again", async () => {
+    const { job_id } = await client.submit({ prompt: "read through a gateway", config: simulate(1, 1) });
+    for (const status of [502, 504, 500]) {
+      const gateway = refusing("GET", status, null);
+      expect((await new RunsClient({ baseUrl: BASE, fetch: gateway.impl }).get(job_id)).job_id).toBe(job_id);
+      expect(gateway.calls).toEqual([`GET /api/v1/runs/${job_id}`, `GET /api/v1/runs/${job_id}`]);
+    }
+
+    // A gateway that passed the submit on and, tired of waiting for the service's answer, answered
+    // 504 itself (Envoy's words): the service made the job, and the repeat is answered with it.
+    const tag = `gateway-${Date.now()}`;
+    const keys: (string | null)[] = [];
+    const timingOut: typeof fetch = async (input, init) => {
+      const res = await fetch(input, init);
+      if (init?.method !== "POST" || keys.push(new Headers(init.headers).get("Idempotency-Key")) > 1) return res;
+      await res.body?.cancel();
+      return new Response("upstream request timeout", { status: 504, headers: { "content-type": "text/plain" } });
+    };
+    const submitted = await new RunsClient({ baseUrl: BASE, fetch: timingOut }).submit({ prompt: "timed out", tags: [tag], config: simulate(1, 1) });
+    expect(keys).toHaveLength(2);
+    expect(keys[0]).toMatch(/^[0-9a-f-]{36}$/);
+    expect(keys[1]).toBe(keys[0]);
+    const listed = await client.list({ tags: [tag] });
+    expect(listed.jobs.map((j) => j.job_id)).toEqual([submitted.job_id]);
+
+    // Without retries the submit has no key to be sent again with, and the 504 is the caller's.
+    const unsent = refusing("POST", 504, null);
+    await expect(new RunsClient({ baseUrl: BASE, fetch: unsent.impl, maxRetries: 0 }).submit({ prompt: "once", config: simulate(1, 1) })).rejects.toMatchObject({ status: 504 });
+    expect(unsent.calls).toHaveLength(1);
+
+    // The service's refusal of the request itself is final: sent once.
+    const calls: string[] = [];
+    const counting: typeof fetch = (input, init) => (calls.push(String(input)), fetch(input, init));
+    await expect(new RunsClient({ baseUrl: BASE, fetch: counting }).get("run_nowhere")).rejects.toMatchObject({ status: 404, detail: "Job not found: run_nowhere" });
+    expect(calls).toHaveLength(1);
   });
 
   it("an answer to a request for input whose reply is lost is sent again under the same key, and given once", async () => {
@@ -226,8 +266,10 @@ describe("refusals from something in between", () => {
     "/api/v1/runs/run_api": { status: 404, type: "application/json", body: '{"detail":"Job not found: run_api"}' },
   };
   let gateway: Proxy;
+  /** How many times each path was asked for. */
+  const asked = new Map<string, number>();
   beforeAll(async () => {
-    gateway = await startProxy(BASE, { answer: (_method, pathname) => ANSWERS[pathname] });
+    gateway = await startProxy(BASE, { answer: (_method, pathname) => (asked.set(pathname, (asked.get(pathname) ?? 0) + 1), ANSWERS[pathname]) });
   });
   afterAll(() => gateway?.close());
 
@@ -245,6 +287,8 @@ describe("refusals from something in between", () => {
     expect(nothing).toMatchObject({ status: 500, detail: "Internal Server Error" });
     // The API's own refusals are as before.
     expect(await refusal("run_api")).toMatchObject({ status: 404, detail: "Job not found: run_api", message: "404: Job not found: run_api" });
+    // Each gateway's refusal was sent again twice first (it might have passed); the API's was not.
+    expect(Object.fromEntries(asked)).toEqual({ "/api/v1/runs/run_kong": 3, "/api/v1/runs/run_envoy": 3, "/api/v1/runs/run_page": 3, "/api/v1/runs/run_null": 3, "/api/v1/runs/run_api": 1 });
 
     // The CLI (spawned, so that this process's gateway can answer it meanwhile).
     const run = spawn("node", ["cli/runs.mjs", "status", "run_kong"], { env: { ...process.env, RUNS_API_URL: gateway.base } });

@@ -79,11 +79,15 @@ describe("the reference frontend in local development: runs submitted, watched, 
     await page.close();
   });
 
-  it("a refusal is told in the API's words, each field's complaint; one from a gateway in front of the service, which has none, by its status", async () => {
+  it("a refusal is told in the API's words, each field's complaint; one from a gateway in front of the service, which has none, by its status, once the submit was sent again twice", async () => {
     // A gateway that cannot reach the service for a submit, and answers in its own words (Kong's).
+    let submits = 0;
     const gateway = await startProxy(BASE, {
-      answer: (method, pathname) =>
-        method === "POST" && pathname === "/api/v1/runs" ? { status: 502, type: "application/json", body: '{"message":"An invalid response was received from the upstream server"}' } : undefined,
+      answer: (method, pathname) => {
+        if (method !== "POST" || pathname !== "/api/v1/runs") return undefined;
+        submits++;
+        return { status: 502, type: "application/json", body: '{"message":"An invalid response was received from the upstream server"}' };
+      },
     });
     const { page, problems } = await open(`${BASE}/`);
     await page.fill("#prompt", "Tagged badly");
@@ -95,7 +99,9 @@ describe("the reference frontend in local development: runs submitted, watched, 
     const behind = await open(`${gateway.base}/`);
     await behind.page.fill("#prompt", "Through the gateway");
     await behind.page.click("#submit-form button[type=submit]");
-    await expect.poll(() => behind.page.locator("#notice").innerText()).toBe("The service answered 502 Bad Gateway.");
+    // Sent again twice, 1 s apart (the gateway might have passed it on), then told.
+    await expect.poll(() => behind.page.locator("#notice").innerText(), { timeout: 10_000 }).toBe("The service answered 502 Bad Gateway.");
+    expect(submits).toBe(3);
     expect(await behind.page.locator("#submit-form button[type=submit]").isEnabled()).toBe(true);
     expect(problems.filter((p) => !/status of 422/.test(p))).toEqual([]);
     expect(behind.problems.filter((p) => !/status of 502/.test(p))).toEqual([]);
