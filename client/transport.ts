@@ -1,7 +1,9 @@
 /**
- * How the client sends a request: with its credential, and again where the answer asks for that
- * (a 429, a deploy's 503) or the connection was lost, as long as a second send cannot act twice.
+ * How the client sends a request: with its credential, and again where the answer may pass if it
+ * is (a 429, a deploy's 503, a gateway's 502) or the connection was lost, as long as a second send
+ * cannot act twice.
  */
+import { retryAfterMs } from "../src/http/retry-after";
 
 export interface ClientOptions {
   /** Default http://127.0.0.1:8005 */
@@ -153,16 +155,15 @@ export const passing = (status: number) => status === 429 || status === 408 || s
 /**
  * How long to wait before sending a refused request again, or null when it is not to be: a 429
  * always (refused before anything was done), another refusal that may pass when the request may be
- * repeated (the server, or a gateway, may have acted on it), each after its `Retry-After` (seconds
- * or a date) up to a minute, else after a backoff.
+ * repeated (the server, or a gateway, may have acted on it), each after the wait it asks for, read
+ * as the service reads a provider's (`Retry-After` in seconds or as a date, or `retry-after-ms`)
+ * up to a minute, else, when it asks for none it can be read as, after a backoff.
  */
 function retryWaitMs(res: Response, repeatable: boolean, attempt: number): number | null {
   if (res.status !== 429 && !(passing(res.status) && repeatable)) return null;
-  const header = res.headers.get("Retry-After");
-  if (header === null) return backoffMs(attempt);
-  const seconds = Number(header);
-  const ms = Number.isFinite(seconds) ? seconds * 1000 : Date.parse(header) - Date.now();
-  return Number.isNaN(ms) || ms > MAX_RETRY_AFTER_MS ? null : Math.max(0, ms);
+  const asked = retryAfterMs(res.headers);
+  if (asked === undefined) return backoffMs(attempt);
+  return asked > MAX_RETRY_AFTER_MS ? null : asked;
 }
 
 /**

@@ -23,9 +23,11 @@ describe("the client's retries", () => {
    * A fetch that answers the first `times` requests matching `method` with `status` itself, as the
    * service does while a deploy is under way (503 "Service is being updated; retry shortly") or
    * past a rate limit (429), or a gateway in between that cannot reach it (any other status, in
-   * Kong's words), and passes every other request to the server; `calls` counts them.
+   * Kong's words), and passes every other request to the server; `calls` counts them. `retryAfter`:
+   * its `Retry-After`, or the headers that say how long to wait.
    */
-  function refusing(method: string, status: number, retryAfter: string | null, times = 1) {
+  function refusing(method: string, status: number, retryAfter: string | Record<string, string> | null, times = 1) {
+    const wait = typeof retryAfter === "string" ? { "Retry-After": retryAfter } : (retryAfter ?? {});
     const calls: string[] = [];
     /** The idempotency key each request was sent with (null: none). */
     const keys: (string | null)[] = [];
@@ -34,7 +36,7 @@ describe("the client's retries", () => {
       keys.push(new Headers(init?.headers).get("Idempotency-Key"));
       if ((init?.method ?? "GET") !== method || times-- <= 0) return fetch(input, init);
       const said = status === 503 ? { detail: "Service is being updated; retry shortly" } : status === 429 ? { detail: "Rate limit exceeded for this API key" } : GATEWAY_SAYS;
-      return new Response(JSON.stringify(said), { status, headers: { "content-type": "application/json", ...(retryAfter ? { "Retry-After": retryAfter } : {}) } });
+      return new Response(JSON.stringify(said), { status, headers: { "content-type": "application/json", ...wait } });
     };
     return { calls, keys, impl };
   }
@@ -240,7 +242,7 @@ describe("the client's retries", () => {
     await client.delete(other.job_id);
   });
 
-  it("gives up after maxRetries, and does not wait out a Retry-After of more than a minute", async () => {
+  it("gives up after maxRetries, does not wait out a Retry-After of more than a minute, waits out a retry-after-ms, and takes a Retry-After it cannot read for none", async () => {
     const stubborn = refusing("GET", 503, "0", 10);
     await expect(new RunsClient({ baseUrl: BASE, fetch: stubborn.impl, maxRetries: 1 }).stats()).rejects.toMatchObject({ status: 503 });
     expect(stubborn.calls).toHaveLength(2);
@@ -250,6 +252,19 @@ describe("the client's retries", () => {
     const long = refusing("GET", 429, "120");
     await expect(new RunsClient({ baseUrl: BASE, fetch: long.impl }).stats()).rejects.toMatchObject({ status: 429 });
     expect(long.calls).toHaveLength(1);
+    // OpenAI's finer header, read as the service reads a model provider's: no sooner than it says.
+    const precise = refusing("GET", 429, { "retry-after-ms": "1200" });
+    const started = Date.now();
+    await new RunsClient({ baseUrl: BASE, fetch: precise.impl }).stats();
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1200);
+    expect(precise.calls).toHaveLength(2);
+    // A wait no one can read (a gateway's own words) names none: the request is sent again after a
+    // backoff, as with no header (the earlier client gave up on it at once).
+    for (const garbled of ["soon", "-5"]) {
+      const unclear = refusing("GET", 503, garbled);
+      expect((await new RunsClient({ baseUrl: BASE, fetch: unclear.impl }).stats()).total_jobs).toEqual(expect.any(Number));
+      expect(unclear.calls).toHaveLength(2);
+    }
   });
 });
 
