@@ -53,11 +53,17 @@ export interface RunEvent {
 }
 
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+
+/** How long a stream may stay silent by default: three of the service's heartbeats (15 s apart). */
+const IDLE_TIMEOUT_MS = 45_000;
+
 export class RunsClient {
   private readonly http: Transport;
+  private readonly idleTimeoutMs: number;
 
   constructor(options: ClientOptions = {}) {
     this.http = new Transport(options);
+    this.idleTimeoutMs = options.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
   }
 
   /** Submits a job. `replayed` is true when the caller's idempotency key returned an earlier job. */
@@ -201,11 +207,12 @@ export class RunsClient {
 
   /**
    * What `read` makes of the blocks of the event stream at `path` (null: a block it passes over;
-   * END: the stream is over), for as long as the caller reads them. A dropped connection, a block
-   * `read` cannot make out, or a refusal that passes (a 5xx, a 408, a 429: a deploy under way, a
-   * gateway in between) is tried again with `Last-Event-ID`, the id of the last block read (at first
-   * `after`), after a backoff; a refusal of the request itself (another 4xx) ends it. Past
-   * `maxReconnects` tries in a row without a block read it throws what the last try met, or `dropped`.
+   * END: the stream is over), for as long as the caller reads them. A dropped connection, one
+   * silent for `idleTimeoutMs` (dead with no one told), a block `read` cannot make out, or a refusal
+   * that passes (a 5xx, a 408, a 429: a deploy under way, a gateway in between) is tried again with
+   * `Last-Event-ID`, the id of the last block read (at first `after`), after a backoff; a refusal of
+   * the request itself (another 4xx) ends it. Past `maxReconnects` tries in a row without a block
+   * read it throws what the last try met, or `dropped`.
    */
   private async *resumed<T>(
     path: string,
@@ -218,20 +225,37 @@ export class RunsClient {
     for (;;) {
       // What this try met, if it failed: thrown once the tries run out.
       let met: unknown = null;
+      // This try's connection: let go when the caller aborts, or when it falls silent.
+      const connection = new AbortController();
+      const abandoned = () => connection.abort(options.signal?.reason);
+      options.signal?.addEventListener("abort", abandoned, { once: true });
+      let silence: ReturnType<typeof setTimeout> | undefined;
+      const heard = () => {
+        if (silence !== undefined) clearTimeout(silence);
+        silence = setTimeout(() => connection.abort(new Error(`no word from the server for ${this.idleTimeoutMs} ms, heartbeats included`)), this.idleTimeoutMs);
+      };
       try {
+        if (options.signal?.aborted) abandoned();
         const headers: Record<string, string> = last === undefined ? {} : { "Last-Event-ID": last };
-        const res = await this.http.request("GET", path, { headers, signal: options.signal });
-        for await (const block of sseBlocks(res.body!)) {
+        const res = await this.http.request("GET", path, { headers, signal: connection.signal });
+        heard();
+        for await (const block of sseBlocks(res.body!, heard)) {
           const item = read(block);
           if (item === END) return;
           if (item === null || block.id === null) continue;
           last = block.id;
           failures = 0;
+          // The caller's time with the item is not the server's silence.
+          if (silence !== undefined) clearTimeout(silence);
           yield item;
+          heard();
         }
       } catch (error) {
         if (final(error) || options.signal?.aborted) throw error;
-        met = error;
+        met = connection.signal.aborted ? connection.signal.reason : error;
+      } finally {
+        if (silence !== undefined) clearTimeout(silence);
+        options.signal?.removeEventListener("abort", abandoned);
       }
       if (++failures > (options.maxReconnects ?? 5)) throw met ?? new Error(dropped);
       await sleep(backoffMs(failures), options.signal);

@@ -25,6 +25,13 @@ export interface ClientOptions {
    * caller's key.
    */
   maxRetries?: number;
+  /**
+   * How long a job's stream or the feed may stay silent, its heartbeats included, before the
+   * client takes the connection for lost and opens it again after its last event (default 45 s:
+   * three of the service's 15 s heartbeats). A connection can die with neither side told (a phone
+   * that changed networks, a NAT that forgot it); without this a stream would wait on it for good.
+   */
+  idleTimeoutMs?: number;
 }
 
 /**

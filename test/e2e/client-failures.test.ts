@@ -268,6 +268,59 @@ describe("the client's retries", () => {
   });
 });
 
+describe("a connection that dies with no one told", () => {
+  const drain = async (events: AsyncGenerator<unknown>) => {
+    for await (const _ of events);
+  };
+
+  it("a job's stream and the feed that fall silent, heartbeats and all, are opened again after the last event each had: every event once", async () => {
+    let opened = 0;
+    const proxy = await startProxy(BASE, { answer: (_method, pathname) => void (EVENT_STREAMS.test(pathname) && opened++) });
+    const via = new RunsClient({ baseUrl: proxy.base, idleTimeoutMs: 2000 });
+    const session = `client-silent-${Date.now()}`;
+    const stop = new AbortController();
+    const changes: FeedEvent[] = [];
+    const watching = (async () => {
+      for await (const change of via.watch({ session_id: session }, { signal: stop.signal })) changes.push(change);
+    })().catch((error: unknown) => error);
+    const told = (id: string, status: string) => changes.some((c) => c.event === "run" && c.job.job_id === id && c.job.status === status);
+    const { job_id } = await client.submit({ prompt: "silenced", session_id: session, config: simulate(8, 500) });
+    await expect.poll(() => told(job_id, "running"), { timeout: 10_000 }).toBe(true);
+    const events: RunEvent[] = [];
+    const streaming = (async () => {
+      for await (const event of via.stream(job_id)) events.push(event);
+    })();
+    await expect.poll(() => events.length, { timeout: 10_000 }).toBeGreaterThan(0);
+    expect(opened).toBe(2);
+
+    // Both connections die unheard: nothing more comes through them, and nothing says so. (The
+    // earlier client waited on them for good.)
+    proxy.stall(EVENT_STREAMS);
+    const meanwhile = await client.submit({ prompt: "made while silent", session_id: session, config: simulate(1, 1) });
+    await streaming;
+    const replay: RunEvent[] = [];
+    for await (const event of client.stream(job_id)) replay.push(event);
+    expect(events).toEqual(replay);
+    await expect.poll(() => told(meanwhile.job_id, "succeeded") && told(job_id, "succeeded"), { timeout: 15_000 }).toBe(true);
+    stop.abort();
+    await watching;
+    expect(new Set(changes.map((c) => c.id)).size).toBe(changes.length);
+    expect(opened).toBeGreaterThanOrEqual(4);
+    await proxy.close();
+  });
+
+  it("gives up on one that stays silent past its reconnects, saying so", async () => {
+    const { job_id } = await client.submit({ prompt: "never heard", config: simulate(1, 1) });
+    const proxy = await startProxy(BASE, {});
+    proxy.stall(EVENT_STREAMS, true);
+    const via = new RunsClient({ baseUrl: proxy.base, idleTimeoutMs: 500 });
+    const silent = "no word from the server for 500 ms, heartbeats included";
+    await expect(drain(via.stream(job_id, { maxReconnects: 1 }))).rejects.toThrow(silent);
+    await expect(drain(via.watch({}, { maxReconnects: 1 }))).rejects.toThrow(silent);
+    await proxy.close();
+  });
+});
+
 describe("refusals from something in between", () => {
   /**
    * A real HTTP proxy in front of the service, answering some requests as the gateways and pages in

@@ -6,8 +6,8 @@
  * the run's stream told what followed it). It may answer some requests itself, as a gateway that
  * cannot reach the service does (`answer`: its status, content type, body and headers, or undefined to
  * hand the request on). It may write event streams back another way (`rewrite`), as a gateway that
- * relays them its own way does. Every other request goes straight through, and may be cut while
- * under way.
+ * relays them its own way does. Every other request goes straight through, and may be cut or
+ * stalled while under way.
  */
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -16,6 +16,13 @@ export interface Proxy {
   base: string;
   /** Cuts the connections of the requests under way whose path `path` matches, as a deploy or a network fault does. */
   cut(path: RegExp): void;
+  /**
+   * Hands on nothing more of the requests under way whose path `path` matches (and, `later`, of
+   * those sent from now on, once their head is sent), and keeps their connections open: to each
+   * side, a connection that died with neither told (a phone that changed networks, a NAT that
+   * forgot it) looks so.
+   */
+  stall(path: RegExp, later?: boolean): void;
   close(): Promise<void>;
 }
 
@@ -29,10 +36,17 @@ export interface ProxyOptions {
 export async function startProxy(target: string, { lag, answer: answers, rewrite }: ProxyOptions): Promise<Proxy> {
   const to = new URL(target);
   const underWay = new Map<ServerResponse, string>();
+  /** The requests that get nothing more handed on, and the paths of those sent later that will not. */
+  const stalled = new Set<ServerResponse>();
+  let stalling: RegExp | null = null;
   const server: Server = createServer((incoming, outgoing) => {
     const pathname = new URL(incoming.url ?? "/", to).pathname;
     underWay.set(outgoing, pathname);
-    outgoing.on("close", () => underWay.delete(outgoing));
+    if (stalling?.test(pathname)) stalled.add(outgoing);
+    outgoing.on("close", () => {
+      underWay.delete(outgoing);
+      stalled.delete(outgoing);
+    });
     const own = answers?.(incoming.method ?? "GET", pathname);
     if (own) {
       incoming.resume();
@@ -48,8 +62,8 @@ export async function startProxy(target: string, { lag, answer: answers, rewrite
         outgoing.flushHeaders();
         if (rewrite && /^text\/event-stream/.test(String(answer.headers["content-type"]))) return void relayRewritten(answer, outgoing, rewrite);
         const later = (hand: () => void) => (lags ? setTimeout(() => outgoing.destroyed || hand(), lag?.ms) : hand());
-        answer.on("data", (chunk: Buffer) => later(() => outgoing.write(chunk)));
-        answer.on("end", () => later(() => outgoing.end()));
+        answer.on("data", (chunk: Buffer) => stalled.has(outgoing) || later(() => outgoing.write(chunk)));
+        answer.on("end", () => stalled.has(outgoing) || later(() => outgoing.end()));
       },
     );
     upstream.on("error", () => outgoing.destroy());
@@ -62,6 +76,10 @@ export async function startProxy(target: string, { lag, answer: answers, rewrite
     base: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     cut: (path) => {
       for (const [outgoing, pathname] of underWay) if (path.test(pathname)) outgoing.destroy();
+    },
+    stall: (path, later = false) => {
+      for (const [outgoing, pathname] of underWay) if (path.test(pathname)) stalled.add(outgoing);
+      if (later) stalling = path;
     },
     close: () => {
       server.closeAllConnections();
