@@ -29,9 +29,16 @@ export interface ClientOptions {
    * How long a job's stream or the feed may stay silent, its heartbeats included, before the
    * client takes the connection for lost and opens it again after its last event (default 45 s:
    * three of the service's 15 s heartbeats). A connection can die with neither side told (a phone
-   * that changed networks, a NAT that forgot it); without this a stream would wait on it for good.
+   * that changed networks, a NAT that forgot it); without this a stream would wait on it as long
+   * as its runtime let it.
    */
   idleTimeoutMs?: number;
+  /**
+   * How long a request waits for its answer to begin (default 60 s) before it is taken for lost,
+   * as a connection that died is: sent again when that cannot act twice, else thrown (`no answer
+   * from the server within 60000 ms`). An answer's body, and a stream, are not bound by it.
+   */
+  timeoutMs?: number;
 }
 
 /**
@@ -68,17 +75,22 @@ export interface SendOptions {
 /** The longest `Retry-After` the client waits out by itself; a longer one is the caller's to decide on. */
 const MAX_RETRY_AFTER_MS = 60_000;
 
+/** How long a request waits for its answer to begin by default. */
+const TIMEOUT_MS = 60_000;
+
 export class Transport {
   private readonly baseUrl: string;
   private readonly apiKey?: string;
   private readonly fetchImpl: typeof fetch;
   private readonly maxRetries: number;
+  private readonly timeoutMs: number;
 
   constructor(options: ClientOptions = {}) {
     this.baseUrl = (options.baseUrl ?? "http://127.0.0.1:8005").replace(/\/+$/, "");
     this.apiKey = options.apiKey;
     this.fetchImpl = options.fetch ?? ((input, init) => fetch(input, init));
     this.maxRetries = options.maxRetries ?? 2;
+    this.timeoutMs = options.timeoutMs ?? TIMEOUT_MS;
   }
 
   /** Sends the request, and again while its answer asks for that and sending it again cannot act twice. */
@@ -92,13 +104,20 @@ export class Transport {
     let lost = false;
     for (let attempt = 1; ; attempt++) {
       let res: Response;
+      // This try given up once its answer is `timeoutMs` late (its body, read later, is not bound).
+      const late = new AbortController();
+      const timer = setTimeout(() => late.abort(new Error(`no answer from the server within ${this.timeoutMs} ms`)), this.timeoutMs);
+      const signal = init.signal ? AbortSignal.any([init.signal, late.signal]) : late.signal;
       try {
-        res = await this.fetchImpl(`${this.baseUrl}${path}`, { method, headers, body: init.body, signal: init.signal });
+        res = await this.fetchImpl(`${this.baseUrl}${path}`, { method, headers, body: init.body, signal });
       } catch (error) {
-        if (!repeatable || attempt > this.maxRetries || init.signal?.aborted) throw error;
+        if (init.signal?.aborted) throw error;
+        if (!repeatable || attempt > this.maxRetries) throw late.signal.aborted ? late.signal.reason : error;
         lost = true;
         await sleep(backoffMs(attempt), init.signal);
         continue;
+      } finally {
+        clearTimeout(timer);
       }
       if (res.ok) return res;
       if (lost && init.doneAfterLoss && (await init.doneAfterLoss(res))) return res;

@@ -294,7 +294,7 @@ describe("a connection that dies with no one told", () => {
     expect(opened).toBe(2);
 
     // Both connections die unheard: nothing more comes through them, and nothing says so. (The
-    // earlier client waited on them for good.)
+    // earlier client waited on them as long as its runtime let it: in Node, five minutes.)
     proxy.stall(EVENT_STREAMS);
     const meanwhile = await client.submit({ prompt: "made while silent", session_id: session, config: simulate(1, 1) });
     await streaming;
@@ -306,6 +306,19 @@ describe("a connection that dies with no one told", () => {
     await watching;
     expect(new Set(changes.map((c) => c.id)).size).toBe(changes.length);
     expect(opened).toBeGreaterThanOrEqual(4);
+    await proxy.close();
+  });
+
+  it("a request whose answer has not begun within timeoutMs is sent again when that cannot act twice, else given up, saying so", async () => {
+    const { job_id } = await client.submit({ prompt: "answered late", config: simulate(1, 1) });
+    let asked = 0;
+    // The first read of the job gets no answer at all, its connection held open.
+    const proxy = await startProxy(BASE, { answer: (_method, pathname) => (pathname === `/api/v1/runs/${job_id}` && asked++ === 0 ? "hold" : undefined) });
+    expect((await new RunsClient({ baseUrl: proxy.base, timeoutMs: 500 }).get(job_id)).job_id).toBe(job_id);
+    expect(asked).toBe(2);
+    asked = 0;
+    await expect(new RunsClient({ baseUrl: proxy.base, timeoutMs: 500, maxRetries: 0 }).get(job_id)).rejects.toThrow("no answer from the server within 500 ms");
+    expect(asked).toBe(1);
     await proxy.close();
   });
 

@@ -5,9 +5,9 @@
  * tenant's feed a few seconds behind a run's own stream, or the reply to its answer coming after
  * the run's stream told what followed it). It may answer some requests itself, as a gateway that
  * cannot reach the service does (`answer`: its status, content type, body and headers, or undefined to
- * hand the request on). It may write event streams back another way (`rewrite`), as a gateway that
- * relays them its own way does. Every other request goes straight through, and may be cut or
- * stalled while under way.
+ * hand the request on), or hold them with no answer at all ("hold"). It may write event streams
+ * back another way (`rewrite`), as a gateway that relays them its own way does. Every other request
+ * goes straight through, and may be cut or stalled while under way.
  */
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -28,7 +28,7 @@ export interface Proxy {
 
 export interface ProxyOptions {
   lag?: { path: string | RegExp; ms: number };
-  answer?: (method: string, pathname: string) => { status: number; type: string; body: string; headers?: Record<string, string> } | undefined;
+  answer?: (method: string, pathname: string) => { status: number; type: string; body: string; headers?: Record<string, string> } | "hold" | undefined;
   /** Event streams written back block by block, each block (`n`: its place in its stream) as the writes this makes of it, a moment apart. */
   rewrite?: (block: string, n: number) => string[];
 }
@@ -48,6 +48,7 @@ export async function startProxy(target: string, { lag, answer: answers, rewrite
       stalled.delete(outgoing);
     });
     const own = answers?.(incoming.method ?? "GET", pathname);
+    if (own === "hold") return void incoming.resume();
     if (own) {
       incoming.resume();
       outgoing.writeHead(own.status, { ...own.headers, "Content-Type": own.type }).end(own.body);
