@@ -127,7 +127,9 @@ describe("the client's retries", () => {
     const keys: (string | null)[] = [];
     const timingOut: typeof fetch = async (input, init) => {
       const res = await fetch(input, init);
-      if (init?.method !== "POST" || keys.push(new Headers(init.headers).get("Idempotency-Key")) > 1) return res;
+      if (init?.method !== "POST") return res;
+      keys.push(new Headers(init.headers).get("Idempotency-Key"));
+      if (keys.length > 1) return res;
       await res.body?.cancel();
       return new Response("upstream request timeout", { status: 504, headers: { "content-type": "text/plain" } });
     };
