@@ -18,6 +18,42 @@ const client = new RunsClient({ baseUrl: BASE });
 const GATEWAY_SAYS = { message: "An invalid response was received from the upstream server" };
 const simulate = (steps: number, step_ms: number, extra: Record<string, number> = {}) => ({ simulate: { steps, step_ms, ...extra } });
 
+/**
+ * A job (`prompt`, `config`) watched through `via`, by its stream and its session's feed, while
+ * `trouble` befalls them once both are open and have told something; `trouble` makes a job in the
+ * session meanwhile and answers its id. Then the stream must have told every event once, as the
+ * job's stream read again directly tells them, and the feed every change once, both jobs' ends
+ * among them.
+ */
+async function watchedThroughTrouble(via: RunsClient, prompt: string, config: object, trouble: (session: string) => Promise<string>): Promise<void> {
+  const session = `client-trouble-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
+  const stop = new AbortController();
+  const changes: FeedEvent[] = [];
+  const watching = (async () => {
+    for await (const change of via.watch({ session_id: session }, { signal: stop.signal })) changes.push(change);
+  })().catch((error: unknown) => error);
+  const told = (id: string, status: string) => changes.some((c) => c.event === "run" && c.job.job_id === id && c.job.status === status);
+  // The feed is open once it has told of a job.
+  const { job_id } = await client.submit({ prompt, session_id: session, config });
+  await expect.poll(() => told(job_id, "running"), { timeout: 10_000 }).toBe(true);
+  const events: RunEvent[] = [];
+  const streaming = (async () => {
+    for await (const event of via.stream(job_id)) events.push(event);
+  })();
+  await expect.poll(() => events.length, { timeout: 10_000 }).toBeGreaterThan(0);
+
+  const meanwhile = await trouble(session);
+
+  await streaming;
+  const replay: RunEvent[] = [];
+  for await (const event of client.stream(job_id)) replay.push(event);
+  expect(events).toEqual(replay);
+  await expect.poll(() => told(meanwhile, "succeeded") && told(job_id, "succeeded"), { timeout: 15_000 }).toBe(true);
+  stop.abort();
+  await watching;
+  expect(new Set(changes.map((c) => c.id)).size).toBe(changes.length);
+}
+
 describe("the client's retries", () => {
   /**
    * A fetch that answers the first `times` requests matching `method` with `status` itself, as the
@@ -278,35 +314,13 @@ describe("a connection that dies with no one told", () => {
   it("a job's stream and the feed that fall silent, heartbeats and all, are opened again after the last event each had: every event once", async () => {
     let opened = 0;
     const proxy = await startProxy(BASE, { answer: (_method, pathname) => void (EVENT_STREAMS.test(pathname) && opened++) });
-    const via = new RunsClient({ baseUrl: proxy.base, idleTimeoutMs: 2000 });
-    const session = `client-silent-${Date.now()}`;
-    const stop = new AbortController();
-    const changes: FeedEvent[] = [];
-    const watching = (async () => {
-      for await (const change of via.watch({ session_id: session }, { signal: stop.signal })) changes.push(change);
-    })().catch((error: unknown) => error);
-    const told = (id: string, status: string) => changes.some((c) => c.event === "run" && c.job.job_id === id && c.job.status === status);
-    const { job_id } = await client.submit({ prompt: "silenced", session_id: session, config: simulate(8, 500) });
-    await expect.poll(() => told(job_id, "running"), { timeout: 10_000 }).toBe(true);
-    const events: RunEvent[] = [];
-    const streaming = (async () => {
-      for await (const event of via.stream(job_id)) events.push(event);
-    })();
-    await expect.poll(() => events.length, { timeout: 10_000 }).toBeGreaterThan(0);
-    expect(opened).toBe(2);
-
-    // Both connections die unheard: nothing more comes through them, and nothing says so. (The
-    // earlier client waited on them as long as its runtime let it: in Node, five minutes.)
-    proxy.stall(EVENT_STREAMS);
-    const meanwhile = await client.submit({ prompt: "made while silent", session_id: session, config: simulate(1, 1) });
-    await streaming;
-    const replay: RunEvent[] = [];
-    for await (const event of client.stream(job_id)) replay.push(event);
-    expect(events).toEqual(replay);
-    await expect.poll(() => told(meanwhile.job_id, "succeeded") && told(job_id, "succeeded"), { timeout: 15_000 }).toBe(true);
-    stop.abort();
-    await watching;
-    expect(new Set(changes.map((c) => c.id)).size).toBe(changes.length);
+    await watchedThroughTrouble(new RunsClient({ baseUrl: proxy.base, idleTimeoutMs: 2000 }), "silenced", simulate(8, 500), async (session) => {
+      expect(opened).toBe(2);
+      // Both connections die unheard: nothing more comes through them, and nothing says so. (The
+      // earlier client waited on them as long as its runtime let it: in Node, five minutes.)
+      proxy.stall(EVENT_STREAMS);
+      return (await client.submit({ prompt: "made while silent", session_id: session, config: simulate(1, 1) })).job_id;
+    });
     expect(opened).toBeGreaterThanOrEqual(4);
     await proxy.close();
   });
@@ -386,38 +400,15 @@ describe("refusals from something in between", () => {
 describe("the client through a deploy", () => {
   it("a job's stream and the feed, cut and then refused with 503 for seconds, come back after the last event each had: every event once", async () => {
     const proxy = await startDeployingProxy(BASE);
-    const via = new RunsClient({ baseUrl: proxy.base });
-    const session = `client-deploy-${Date.now()}`;
-    const stop = new AbortController();
-    const changes: FeedEvent[] = [];
-    const watching = (async () => {
-      for await (const change of via.watch({ session_id: session }, { signal: stop.signal })) changes.push(change);
-    })().catch((error: unknown) => error);
-    const told = (id: string, status: string) => changes.some((c) => c.event === "run" && c.job.job_id === id && c.job.status === status);
-    // The feed is open once it has told of a job.
-    const { job_id } = await client.submit({ prompt: "through a deploy", session_id: session, config: simulate(6, 1000) });
-    await expect.poll(() => told(job_id, "running"), { timeout: 10_000 }).toBe(true);
-    const events: RunEvent[] = [];
-    const streaming = (async () => {
-      for await (const event of via.stream(job_id)) events.push(event);
-    })();
-    await expect.poll(() => events.length, { timeout: 10_000 }).toBeGreaterThan(0);
-
-    // The deploy: both cut, and refused while it lasts; a job made meanwhile.
-    proxy.deploy();
-    const meanwhile = await client.submit({ prompt: "made during the deploy", session_id: session, config: simulate(1, 1) });
-    await expect.poll(() => new Set(proxy.refused).size, { timeout: 10_000 }).toBe(2);
-    await new Promise((passed) => setTimeout(passed, 2000));
-    proxy.done();
-
-    await streaming;
-    const replay: RunEvent[] = [];
-    for await (const event of client.stream(job_id)) replay.push(event);
-    expect(events).toEqual(replay);
-    await expect.poll(() => told(meanwhile.job_id, "succeeded") && told(job_id, "succeeded"), { timeout: 15_000 }).toBe(true);
-    stop.abort();
-    await watching;
-    expect(new Set(changes.map((c) => c.id)).size).toBe(changes.length);
+    await watchedThroughTrouble(new RunsClient({ baseUrl: proxy.base }), "through a deploy", simulate(6, 1000), async (session) => {
+      // The deploy: both cut, and refused while it lasts; a job made meanwhile.
+      proxy.deploy();
+      const meanwhile = await client.submit({ prompt: "made during the deploy", session_id: session, config: simulate(1, 1) });
+      await expect.poll(() => new Set(proxy.refused).size, { timeout: 10_000 }).toBe(2);
+      await new Promise((passed) => setTimeout(passed, 2000));
+      proxy.done();
+      return meanwhile.job_id;
+    });
     await proxy.close();
   });
 
