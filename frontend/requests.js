@@ -53,39 +53,62 @@ const RETRIES = 2;
 const RETRY_WAIT_MAX_S = 5;
 /** The wait before sending again a request whose connection was lost. */
 const LOST_WAIT_S = 1;
+/** A request whose answer has not begun within this long is taken for lost (a connection that died unheard). */
+const ANSWER_WITHIN_S = 60;
 
 /**
  * A request to the API, with the token when there is one; a refusal throws its `detail`. When
  * sending it again cannot act twice (a read, a delete, a request with an idempotency key, or one
  * its caller calls `repeatable`: a cancel, whose second is refused), it
- * is sent again after a refusal that may pass whose `Retry-After` is short (1 s without one): a 503
+ * is sent again after a refusal that may pass whose `Retry-After` (seconds, or a date) is short
+ * (1 s without one, or with one it cannot read): a 503
  * (a deploy under way), another 5xx (a gateway in front that could not reach the service), a 408
- * or a 429; and after its connection was lost (a network's blip: 1 s later); twice at most in all.
+ * or a 429; and after its connection was lost (a network's blip: 1 s later), or no answer began
+ * within 60 s (a connection that died unheard); twice at most in all.
  */
 export async function api(/** @type {string} */ path, /** @type {RequestInit & { json?: unknown, repeatable?: boolean }} */ init = {}) {
-  const headers = new Headers(init.headers);
-  if (token) headers.set("Authorization", `Bearer ${token}`);
+  const headers = withToken(init.headers);
   if (init.json !== undefined) headers.set("Content-Type", "application/json");
   const method = (init.method ?? "GET").toUpperCase();
   const repeatable = method === "GET" || method === "DELETE" || headers.has("Idempotency-Key") || init.repeatable === true;
-  const send = () => fetch(path, { ...init, headers, body: init.json === undefined ? init.body : JSON.stringify(init.json) });
+  const send = async () => {
+    const unanswered = new AbortController();
+    const timer = setTimeout(() => unanswered.abort(new Error(`No answer from the service within ${ANSWER_WITHIN_S} s.`)), ANSWER_WITHIN_S * 1000);
+    const signal = init.signal ? AbortSignal.any([init.signal, unanswered.signal]) : unanswered.signal;
+    try {
+      return await fetch(path, { ...init, headers, signal, body: init.json === undefined ? init.body : JSON.stringify(init.json) });
+    } finally {
+      clearTimeout(timer);
+    }
+  };
   for (let tries = 0; ; tries++) {
     /** @type {Response} */
     let res;
     try {
       res = await send();
     } catch (error) {
-      // No answer came (fetch rejects only so, or when its signal aborts it).
+      // No answer came (fetch rejects only so, or when a signal aborts it: its caller's, or its wait's end).
       if (!repeatable || tries >= RETRIES || init.signal?.aborted) throw error;
       await new Promise((done) => setTimeout(done, LOST_WAIT_S * 1000));
       continue;
     }
     if (res.ok) return res;
-    const wait = Number(res.headers.get("Retry-After") ?? "1");
+    const wait = askedWaitS(res);
     const passing = res.status === 429 || res.status === 408 || res.status >= 500;
     if (!repeatable || tries >= RETRIES || !passing || !(wait >= 0 && wait <= RETRY_WAIT_MAX_S)) throw new ApiError(res.status, await refusal(res));
     await new Promise((done) => setTimeout(done, wait * 1000));
   }
+}
+
+/**
+ * The wait in seconds an answer asks for with `Retry-After`: a number of seconds, or a date. An
+ * answer without one, or with one the page cannot read, gets 1 s, as for a lost connection.
+ */
+function askedWaitS(/** @type {Response} */ res) {
+  const asked = res.headers.get("Retry-After")?.trim() ?? "";
+  if (/^\d+(\.\d+)?$/.test(asked)) return Number(asked);
+  const at = /[a-z]/i.test(asked) ? Date.parse(asked) : Number.NaN;
+  return Number.isNaN(at) ? LOST_WAIT_S : Math.max(0, (at - Date.now()) / 1000);
 }
 
 /**
@@ -108,11 +131,11 @@ async function refusal(/** @type {Response} */ res) {
   return `The service answered ${res.status}${res.statusText ? ` ${res.statusText}` : ""}.`;
 }
 
-/** An EventSource's address: it cannot send headers, so a token goes in the query. */
-export function eventsUrl(/** @type {string} */ path, /** @type {URLSearchParams} */ query = new URLSearchParams()) {
-  if (token) query.set("token", token);
-  const text = query.toString();
-  return text ? `${path}${path.includes("?") ? "&" : "?"}${text}` : path;
+/** `headers` with the token in use, if any. */
+export function withToken(/** @type {HeadersInit | undefined} */ headers) {
+  const sent = new Headers(headers);
+  if (token) sent.set("Authorization", `Bearer ${token}`);
+  return sent;
 }
 
 /**

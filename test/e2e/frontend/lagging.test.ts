@@ -3,6 +3,7 @@
  * lagging proxy: a source seconds behind (the tenant's feed, the reply to an answer) does not undo
  * what the page has seen since.
  */
+import type { Page } from "playwright-core";
 import { describe, expect, it } from "vitest";
 import { BASE } from "../server";
 import { startProxy } from "../proxy";
@@ -11,9 +12,9 @@ import { answerWhenAsked, open, row, submitRun, withServerAndChromium } from "./
 withServerAndChromium();
 
 /** A page opened through a lagging proxy that hands on the responses of `path` `lagMs` late; `close` closes both. */
-async function openBehindLagging(path: string | RegExp, lagMs: number) {
+async function openBehindLagging(path: string | RegExp, lagMs: number, prepare?: (page: Page) => Promise<void>) {
   const lagging = await startProxy(BASE, { lag: { path, ms: lagMs } });
-  const { page, problems } = await open(`${lagging.base}/`);
+  const { page, problems } = await open(`${lagging.base}/`, undefined, undefined, prepare);
   const close = async () => {
     await page.close();
     await lagging.close();
@@ -21,26 +22,55 @@ async function openBehindLagging(path: string | RegExp, lagMs: number) {
   return { page, problems, close };
 }
 
+type Told = { event: string; job_id: string; status?: string };
+
+/**
+ * Before the page loads: each event of the tenant's feed that the page reads, pushed to
+ * `window.feedTold` as the page's own reading gets it (the feed's body, split in two as it comes).
+ */
+async function heedFeed(page: Page): Promise<void> {
+  await page.addInitScript(() => {
+    const told: Told[] = ((window as unknown as { feedTold: Told[] }).feedTold = []);
+    const fetched = window.fetch.bind(window);
+    window.fetch = async (input, init) => {
+      const res = await fetched(input, init);
+      if (!String(input).startsWith("/api/v1/runs/events") || res.body === null) return res;
+      const [read, heeded] = res.body.tee();
+      void (async () => {
+        const decoder = new TextDecoder();
+        let text = "";
+        const reader = heeded.getReader();
+        for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) {
+          text += decoder.decode(chunk.value, { stream: true });
+          const blocks = text.split("\n\n");
+          text = blocks.pop()!;
+          for (const block of blocks) {
+            const event = /^event: (.*)$/m.exec(block)?.[1];
+            const data = /^data: (.*)$/m.exec(block)?.[1];
+            if ((event === "run" || event === "deleted") && data) told.push({ event, ...JSON.parse(data) });
+          }
+        }
+      })();
+      return new Response(read, { status: res.status, statusText: res.statusText, headers: res.headers });
+    };
+  });
+}
+
 /**
  * A page whose tenant feed reaches it `lagMs` late, through a lagging proxy, as over a slow link
  * (the feed comes from the tenant's projection, which hears of a run's changes after the run's own
- * stream tells them), with what the feed told it as Chromium received it; `caughtUp` waits until
- * the feed has told what `it` matches, and the page has handled it.
+ * stream tells them), with what the feed told it as the page read it; `caughtUp` waits until the
+ * feed has told what `it` matches, and the page has handled it.
  */
 async function openBehindLaggingFeed(lagMs = 4000) {
-  const { page, problems, close } = await openBehindLagging("/api/v1/runs/events", lagMs);
-  const cdp = await page.context().newCDPSession(page);
-  const told: { event: string; job_id: string; status?: string }[] = [];
-  cdp.on("Network.eventSourceMessageReceived", ({ eventName, data }) => {
-    if (eventName === "run" || eventName === "deleted") told.push({ event: eventName, ...JSON.parse(data) });
-  });
-  await cdp.send("Network.enable");
+  const { page, problems, close } = await openBehindLagging("/api/v1/runs/events", lagMs, heedFeed);
+  const told = () => page.evaluate(() => (window as unknown as { feedTold: Told[] }).feedTold);
   return {
     page,
     problems,
     told,
-    caughtUp: async (it: (event: (typeof told)[number]) => boolean) => {
-      await expect.poll(() => told.some(it), { timeout: 15_000 }).toBe(true);
+    caughtUp: async (it: (event: Told) => boolean) => {
+      await expect.poll(async () => (await told()).some(it), { timeout: 15_000 }).toBe(true);
       // One more turn of the page's event loop: the event has been handled.
       await page.evaluate(() => new Promise((done) => setTimeout(done, 0)));
     },
@@ -62,13 +92,13 @@ describe("the reference frontend behind a slow link", () => {
       // The panel follows the run's own stream, not waiting for the feed: running, then failed,
       // before the feed has told anything of the run.
       await page.waitForSelector("#detail-status.running", { timeout: 15_000 });
-      expect(told.filter((event) => event.job_id === id)).toEqual([]);
+      expect((await told()).filter((event) => event.job_id === id)).toEqual([]);
       await page.waitForSelector("#detail-status.failed", { timeout: 15_000 });
       await expect.poll(() => page.locator("#retry-button").innerText()).toBe("Retry from step 3");
-      expect(told.filter((event) => event.job_id === id)).toEqual([]);
+      expect((await told()).filter((event) => event.job_id === id)).toEqual([]);
       await page.selectOption("#retry-from", "2");
       await caughtUp((event) => event.job_id === id && event.status === "failed");
-      expect(told.some((event) => event.job_id === id && event.status === "running")).toBe(true);
+      expect((await told()).some((event) => event.job_id === id && event.status === "running")).toBe(true);
       const shown = (await page.evaluate(() => (window as unknown as { shown: string[] }).shown)).filter((line) => line.startsWith(`${id} `));
       const sinceEnded = shown.slice(shown.indexOf(`${id} failed`));
       expect(sinceEnded).toEqual(sinceEnded.map(() => `${id} failed`));
@@ -96,7 +126,7 @@ describe("the reference frontend behind a slow link", () => {
       await answerWhenAsked(page, "approve", "Fine as it is");
       await page.waitForSelector("#input-panel", { state: "hidden" });
       // The page answered before the feed told of the run awaiting input: that news is now old.
-      expect(told.some((event) => event.job_id === id && event.status === "awaiting_input")).toBe(false);
+      expect((await told()).some((event) => event.job_id === id && event.status === "awaiting_input")).toBe(false);
       await caughtUp((event) => event.job_id === id && event.status === "awaiting_input");
       expect(await page.locator("#input-panel").isHidden()).toBe(true);
       expect(await page.evaluate(() => (window as unknown as { panelShown: number }).panelShown)).toBe(0);
@@ -145,11 +175,11 @@ describe("the reference frontend behind a slow link", () => {
       await page.waitForSelector("#detail-status.succeeded", { timeout: 15_000 });
       await page.click("#delete-button");
       await page.waitForSelector("#detail-empty:not([hidden])");
-      expect(told.filter((event) => event.job_id === id)).toEqual([]);
+      expect((await told()).filter((event) => event.job_id === id)).toEqual([]);
       expect((await fetch(`${BASE}/api/v1/runs/${id}`)).status).toBe(404);
       const since = await page.evaluate(() => (window as unknown as { lists: string[][] }).lists.length);
       await caughtUp((event) => event.job_id === id && event.event === "deleted");
-      expect(told.some((event) => event.job_id === id && event.status === "succeeded")).toBe(true);
+      expect((await told()).some((event) => event.job_id === id && event.status === "succeeded")).toBe(true);
       const lists = await page.evaluate(() => (window as unknown as { lists: string[][] }).lists);
       expect(lists.slice(since).filter((ids) => ids.includes(id))).toEqual([]);
       expect(await row(page, id).count()).toBe(0);

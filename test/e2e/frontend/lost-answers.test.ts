@@ -5,10 +5,11 @@
  * sends again what is safe to send again (a submit under its idempotency key), and says no more
  * than the user needs.
  */
+import type { Page } from "playwright-core";
 import { describe, expect, it } from "vitest";
 import { BASE } from "../server";
 import { holdUntilDeleted, meetFates, open, row, submitOverApi, submitRun, withServerAndChromium } from "./page";
-import { startDeployingProxy } from "../proxy";
+import { EVENT_STREAMS, startDeployingProxy, startProxy } from "../proxy";
 
 withServerAndChromium();
 
@@ -74,6 +75,32 @@ describe("the reference frontend when answers are lost, held or refused, and whi
     expect(problems.filter((problem) => !problem.includes("the server responded with a status of 503"))).toEqual([]);
     await page.close();
     expect((await fetch(`${BASE}/api/v1/runs/${id}`, { method: "DELETE" })).status).toBe(204);
+  });
+
+  it("a delete refused with a Retry-After the page cannot read, then with one that is a date, is sent again after each, as asked or after 1 s", async () => {
+    const id = await submitOverApi({ prompt: "Deleted on the third try", config: { simulate: { steps: 1, step_ms: 1 } } });
+    const { page, problems } = await open(`${BASE}/`);
+    await row(page, id).click();
+    await page.waitForSelector("#detail-status.succeeded", { timeout: 15_000 });
+    // A gateway's refusals: a wait in words, then one as an HTTP date 3 s ahead; the third goes through.
+    const asked = ["soon", () => new Date(Date.now() + 3000).toUTCString()];
+    const sent: number[] = [];
+    await page.route(`**/api/v1/runs/${id}`, async (route) => {
+      if (route.request().method() !== "DELETE") return route.continue();
+      sent.push(Date.now());
+      const wait = asked[sent.length - 1];
+      if (wait === undefined) return route.continue();
+      return route.fulfill({ status: 503, headers: { "Retry-After": typeof wait === "string" ? wait : wait() }, body: "" });
+    });
+    await page.click("#delete-button");
+    await row(page, id).waitFor({ state: "detached" });
+    expect(sent).toHaveLength(3);
+    // The date, at whole seconds, asked for 2 to 3 s (words, for none: 1 s).
+    expect(sent[2] - sent[1]).toBeGreaterThanOrEqual(1900);
+    expect((await fetch(`${BASE}/api/v1/runs/${id}`)).status).toBe(404);
+    expect(await page.locator("#notice").isHidden()).toBe(true);
+    expect(problems.filter((p) => !p.includes("503"))).toEqual([]);
+    await page.close();
   });
 
   it("a cancel whose answer is lost is sent again by the page, and the run, refused then as cancelled already, shows cancelled without a word", async () => {
@@ -158,21 +185,102 @@ describe("the reference frontend when answers are lost, held or refused, and whi
     // Both come back: the feed tells of the run made meanwhile, and the run shown is followed to its end.
     await row(page, meanwhile).waitFor({ timeout: 20_000 });
     await page.waitForSelector("#feed-state.live");
-    await page.waitForSelector("#detail-status.succeeded", { timeout: 30_000 });
-    const output = await (await fetch(`${BASE}/api/v1/runs/${id}/output`)).text();
-    await expect.poll(() => page.locator("#detail-output").textContent()).toBe(output);
-    // After the last event each had: the page's log holds the run's progress as its stream tells it, each once.
-    const told = (await (await fetch(`${BASE}/api/v1/runs/${id}/stream?format=named`)).text())
-      .split("\n\n")
-      .filter((block) => block.includes("event: progress"))
-      .map((block) => JSON.parse(block.slice(block.indexOf("data: ") + 6)) as { percentage: number; current_step: string | null })
-      .map(({ percentage, current_step }) => `${percentage}%${current_step ? ` · ${current_step}` : ""}`);
-    const log = await page.locator("#detail-log li").allInnerTexts();
-    const progress = log.filter((line) => /^PROGRESS/i.test(line)).map((line) => line.replace(/^PROGRESS\s*/i, ""));
-    expect(progress).toEqual(told);
-    expect(log.some((line) => /stream\s*closed/i.test(line))).toBe(false);
+    await followedOnce(page, id);
     expect(problems.filter((p) => !/503|ERR_/.test(p))).toEqual([]);
     await page.close();
     await gateway.close();
   });
+
+  it("a read whose answer never begins is taken for lost after 60 s and sent again; never answered, past the page's tries, the page says so", async () => {
+    const [answered, unanswered] = await Promise.all(
+      ["Read the second time", "Never read"].map((prompt) => submitOverApi({ prompt, config: { simulate: { steps: 1, step_ms: 1 } } })),
+    );
+    // The page's clock runs as any other, until the test moves it ahead.
+    const { page, problems } = await open(`${BASE}/`, undefined, undefined, (opened) => opened.clock.install());
+    /** The reads of each run the page sent, and those the link holds with no answer: the first of one run's, all of the other's. */
+    const reads = new Map<string, number>();
+    for (const id of [answered, unanswered]) {
+      await page.route(`**/api/v1/runs/${id}`, (route) => {
+        if (route.request().method() !== "GET") return route.continue();
+        reads.set(id, (reads.get(id) ?? 0) + 1);
+        if (id === answered && reads.get(id)! > 1) return route.continue();
+      });
+    }
+    await row(page, answered).click();
+    await expect.poll(() => reads.get(answered)).toBe(1);
+    await page.clock.fastForward(61_000);
+    await page.waitForSelector("#detail-status.succeeded");
+    expect(await page.locator("#detail-id").innerText()).toBe(answered);
+    // Sent again (and read once more after its stream's result).
+    expect(reads.get(answered)).toBeGreaterThanOrEqual(2);
+    expect(await page.locator("#notice").isHidden()).toBe(true);
+
+    await row(page, unanswered).click();
+    for (let sent = 1; sent <= 3; sent++) {
+      await expect.poll(() => reads.get(unanswered)).toBe(sent);
+      await page.clock.fastForward(61_000);
+    }
+    await expect.poll(() => page.locator("#notice").innerText()).toBe("No answer from the service within 60 s.");
+    expect(reads.get(unanswered)).toBe(3);
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
+  it("the feed and the run's stream, silent past 45 s with their connections open (they died unheard), are opened again after the last event each had", async () => {
+    const link = await startProxy(BASE, {});
+    // Each stream the page opens; and the page's clock runs as any other, until the test moves it ahead.
+    const streams: string[] = [];
+    const { page, problems } = await open(`${link.base}/`, undefined, undefined, (opened) => {
+      opened.on("request", (request) => EVENT_STREAMS.test(new URL(request.url()).pathname) && streams.push(new URL(request.url()).pathname));
+      return opened.clock.install();
+    });
+    const id = await submitRun(page, "Through a silent link", { steps: 8, step_ms: 1000 });
+    await page.waitForSelector("#detail-status.running");
+    // A stream heard from within 45 s is kept, however long it has been open.
+    const progressShown = () => page.locator("#detail-log li", { hasText: /^progress/i }).count();
+    for (let i = 0; i < 2; i++) {
+      await page.clock.fastForward(30_000);
+      const shown = await progressShown();
+      await expect.poll(progressShown).toBeGreaterThan(shown);
+    }
+    expect(streams).toHaveLength(2);
+    // Nothing more comes of either connection, and neither side is told: a run made meanwhile by
+    // another client is not heard of, and the page, for which a quiet stream may be a live one, waits.
+    link.stall(EVENT_STREAMS);
+    const meanwhile = await submitOverApi({ prompt: "made while the link was silent", config: { simulate: { steps: 1, step_ms: 1 } } });
+    await new Promise((passed) => setTimeout(passed, 2000));
+    expect(await row(page, meanwhile).count()).toBe(0);
+    expect(await page.locator("#feed-state").getAttribute("class")).toBe("pill live");
+
+    // 45 s without a word, not even a heartbeat: both are taken for dead, and opened again.
+    await page.clock.fastForward(46_000);
+    await row(page, meanwhile).waitFor({ timeout: 20_000 });
+    await page.waitForSelector("#feed-state.live");
+    await followedOnce(page, id);
+    const feeds = streams.filter((path) => path.endsWith("/events"));
+    expect(feeds).toHaveLength(2);
+    expect(streams.filter((path) => path.endsWith(`${id}/stream`))).toHaveLength(2);
+    expect(problems).toEqual([]);
+    await page.close();
+    await link.close();
+  });
 });
+
+/**
+ * Waits until the page shows run `id` succeeded, with its output, and its log holds the run's
+ * progress as its stream tells it, each once: the stream came back after the last event it had.
+ */
+async function followedOnce(page: Page, id: string): Promise<void> {
+  await page.waitForSelector("#detail-status.succeeded", { timeout: 30_000 });
+  const output = await (await fetch(`${BASE}/api/v1/runs/${id}/output`)).text();
+  await expect.poll(() => page.locator("#detail-output").textContent()).toBe(output);
+  const told = (await (await fetch(`${BASE}/api/v1/runs/${id}/stream?format=named`)).text())
+    .split("\n\n")
+    .filter((block) => block.includes("event: progress"))
+    .map((block) => JSON.parse(block.slice(block.indexOf("data: ") + 6)) as { percentage: number; current_step: string | null })
+    .map(({ percentage, current_step }) => `${percentage}%${current_step ? ` · ${current_step}` : ""}`);
+  const log = await page.locator("#detail-log li").allInnerTexts();
+  const progress = log.filter((line) => /^PROGRESS/i.test(line)).map((line) => line.replace(/^PROGRESS\s*/i, ""));
+  expect(progress).toEqual(told);
+  expect(log.some((line) => /stream\s*closed/i.test(line))).toBe(false);
+}

@@ -34,9 +34,18 @@ export function withServerAndChromium(...server: Parameters<typeof startServer>)
 /** A blank page, for a test that watches the browser its own way. */
 export const newPage = (): Promise<Page> => browser.newPage();
 
-/** A page with every console error, page error and failed request collected, once `ready` shows (by default, the feed is live). */
-export async function open(url: string, viewport = { width: 1400, height: 900 }, ready = "#feed-state.live"): Promise<{ page: Page; problems: string[] }> {
+/**
+ * A page with every console error, page error and failed request collected, once `ready` shows (by
+ * default, the feed is live); `prepare` is done to the page before it loads.
+ */
+export async function open(
+  url: string,
+  viewport = { width: 1400, height: 900 },
+  ready = "#feed-state.live",
+  prepare?: (page: Page) => Promise<void>,
+): Promise<{ page: Page; problems: string[] }> {
   const page = await browser.newPage({ viewport });
+  await prepare?.(page);
   const problems: string[] = [];
   page.on("console", (message) => {
     if (message.type() === "error") problems.push(`console: ${message.text()}`);

@@ -246,7 +246,7 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     expect(await page.locator("#token-form").isVisible()).toBe(true);
     await page.waitForSelector("#feed-state.down");
     await page.waitForFunction(() => document.getElementById("feed-state")?.textContent === "offline");
-    // EventSource came back and was refused: the API's 401, not a fault of the page.
+    // The feed came back and was refused: the API's 401, not a fault of the page.
     expect(problems.filter((problem) => !problem.includes("401"))).toEqual([]);
     await page.close();
     await forceDelete(id);
