@@ -207,7 +207,7 @@ describe("the reference frontend when answers are lost, held or refused, and whi
       });
     }
     await row(page, answered).click();
-    await expect.poll(() => reads.get(answered)).toBe(1);
+    await expect.poll(() => reads.get(answered), { timeout: 10_000 }).toBe(1);
     await page.clock.fastForward(61_000);
     await page.waitForSelector("#detail-status.succeeded");
     expect(await page.locator("#detail-id").innerText()).toBe(answered);
@@ -217,17 +217,19 @@ describe("the reference frontend when answers are lost, held or refused, and whi
 
     await row(page, unanswered).click();
     for (let sent = 1; sent <= 3; sent++) {
-      await expect.poll(() => reads.get(unanswered)).toBe(sent);
+      await expect.poll(() => reads.get(unanswered), { timeout: 10_000 }).toBe(sent);
       await page.clock.fastForward(61_000);
     }
-    await expect.poll(() => page.locator("#notice").innerText()).toBe("No answer from the service within 60 s.");
+    await expect.poll(() => page.locator("#notice").innerText(), { timeout: 10_000 }).toBe("No answer from the service within 60 s.");
     expect(reads.get(unanswered)).toBe(3);
     expect(problems).toEqual([]);
     await page.close();
   });
 
-  it("the feed and the run's stream, silent past 45 s with their connections open (they died unheard), are opened again after the last event each had", async () => {
-    const link = await startProxy(BASE, {});
+  it("the feed and the run's stream, silent past 45 s with their connections open (they died unheard), or with no answer begun, are opened again after the last event each had", async () => {
+    // How many more of the page's streams the link holds with no answer at all.
+    let holding = 0;
+    const link = await startProxy(BASE, { answer: (_method, path) => (holding > 0 && EVENT_STREAMS.test(path) ? (holding--, "hold") : undefined) });
     // Each stream the page opens; and the page's clock runs as any other, until the test moves it ahead.
     const streams: string[] = [];
     const { page, problems } = await open(`${link.base}/`, undefined, undefined, (opened) => {
@@ -241,7 +243,7 @@ describe("the reference frontend when answers are lost, held or refused, and whi
     for (let i = 0; i < 2; i++) {
       await page.clock.fastForward(30_000);
       const shown = await progressShown();
-      await expect.poll(progressShown).toBeGreaterThan(shown);
+      await expect.poll(progressShown, { timeout: 10_000 }).toBeGreaterThan(shown);
     }
     expect(streams).toHaveLength(2);
     // Nothing more comes of either connection, and neither side is told: a run made meanwhile by
@@ -252,14 +254,20 @@ describe("the reference frontend when answers are lost, held or refused, and whi
     expect(await row(page, meanwhile).count()).toBe(0);
     expect(await page.locator("#feed-state").getAttribute("class")).toBe("pill live");
 
-    // 45 s without a word, not even a heartbeat: both are taken for dead, and opened again.
+    // 45 s without a word, not even a heartbeat: both are taken for dead, and opened again, and
+    // each new connection is held by the link with no answer begun.
+    holding = 2;
+    await page.clock.fastForward(46_000);
+    await expect.poll(() => streams.length, { timeout: 10_000 }).toBe(4);
+    await page.waitForSelector("#feed-state.down");
+    // 45 s more without an answer: both are given up again, and opened once more.
     await page.clock.fastForward(46_000);
     await row(page, meanwhile).waitFor({ timeout: 20_000 });
     await page.waitForSelector("#feed-state.live");
     await followedOnce(page, id);
     const feeds = streams.filter((path) => path.endsWith("/events"));
-    expect(feeds).toHaveLength(2);
-    expect(streams.filter((path) => path.endsWith(`${id}/stream`))).toHaveLength(2);
+    expect(feeds).toHaveLength(3);
+    expect(streams.filter((path) => path.endsWith(`${id}/stream`))).toHaveLength(3);
     expect(problems).toEqual([]);
     await page.close();
     await link.close();
