@@ -59,12 +59,12 @@ const ANSWER_WITHIN_S = 60;
 /**
  * A request to the API, with the token when there is one; a refusal throws its `detail`. When
  * sending it again cannot act twice (a read, a delete, a request with an idempotency key, or one
- * its caller calls `repeatable`: a cancel, whose second is refused), it
- * is sent again after a refusal that may pass whose `Retry-After` (seconds, or a date) is short
- * (1 s without one, or with one it cannot read): a 503
- * (a deploy under way), another 5xx (a gateway in front that could not reach the service), a 408
- * or a 429; and after its connection was lost (a network's blip: 1 s later), or no answer began
- * within 60 s (a connection that died unheard); twice at most in all.
+ * its caller calls `repeatable`: a cancel, whose second is refused), it is sent again after a
+ * refusal that may pass whose `Retry-After` (seconds, or a date) is short (1 s without one, or
+ * with one it cannot read): a 503 (a deploy under way), another 5xx (a gateway in front that
+ * could not reach the service), a 408 or a 429; and after its connection was lost (a network's
+ * blip: 1 s later), or no answer began within 60 s (a connection that died unheard); twice at
+ * most in all.
  */
 export async function api(/** @type {string} */ path, /** @type {RequestInit & { json?: unknown, repeatable?: boolean }} */ init = {}) {
   const headers = withToken(init.headers);
