@@ -4,8 +4,8 @@
  * the page, so that a connection that died unheard, on a phone that changed networks or behind a
  * NAT that forgot it, looks like a quiet one, and is waited on for good. It cannot send the token
  * in a header either.) Its connection cut, ended, or silent past SILENCE_MS, heartbeats included,
- * it is opened again after a wait (1 s, doubling up to 30 s), after the last event it had
- * (`?after=`). An answer other than a stream (a 503 while a deploy is under way, a 429, a
+ * it is opened again after a wait (1 s, doubling up to 30 s; at once when the browser comes back
+ * online meanwhile), after the last event it had (`?after=`). An answer other than a stream (a 503 while a deploy is under way, a 429, a
  * gateway's 502) is met the same way, unless what refused it means it is over: the credential
  * refused (asked of `/api/v1/tokens/verify`), or what the caller asks (a run deleted). Then the
  * page says why, and it stays closed.
@@ -43,6 +43,7 @@ export function lastingEvents(
   /** @type {string | null} */
   let after = null;
   let wait = FIRST_WAIT_MS;
+  /** While it waits to be opened again: its timer (0 otherwise). */
   let timer = 0;
   let closed = false;
   let opened = false;
@@ -52,9 +53,22 @@ export function lastingEvents(
     return asked.size > 0 ? `${path}?${asked}` : path;
   };
   const later = () => {
-    timer = setTimeout(open, wait);
+    timer = setTimeout(() => {
+      timer = 0;
+      void open();
+    }, wait);
     wait = Math.min(wait * 2, LONGEST_WAIT_MS);
   };
+  // The browser back online (out of a tunnel, say): a stream that waits to be opened again is
+  // opened at once, not after a wait grown while it was offline.
+  const online = () => {
+    if (closed || timer === 0) return;
+    clearTimeout(timer);
+    timer = 0;
+    wait = FIRST_WAIT_MS;
+    void open();
+  };
+  addEventListener("online", online);
   /** Its connection cut, ended or silent: opened again after the last event had. */
   const dropped = () => {
     watching.down?.(false);
@@ -111,6 +125,7 @@ export function lastingEvents(
     close() {
       closed = true;
       clearTimeout(timer);
+      removeEventListener("online", online);
       connection.abort();
     },
   };

@@ -89,12 +89,13 @@ export async function loadRuns() {
   }
   const ids = tokenRuns();
   if (ids !== null) return loadTokenRuns(ids);
-  toldWhileLoading = new Set();
+  const told = (toldWhileLoading = new Set());
   try {
     const query = filterQuery();
     query.set("page_size", String(PAGE_SIZE));
     const list = await (await api(`/api/v1/runs?${query}`)).json();
-    const told = toldWhileLoading;
+    // Listed again meanwhile (the feed opened anew, the filter changed): the later list stands.
+    if (toldWhileLoading !== told) return;
     const listed = /** @type {Job[]} */ (list.jobs).filter((job) => !told.has(job.job_id)).map(latest);
     for (const id of [...runs.keys()]) if (!told.has(id)) runs.delete(id);
     for (const job of listed) if (job) runs.set(job.job_id, job);
@@ -104,10 +105,11 @@ export async function loadRuns() {
     listRefused = false;
     notice(null);
   } catch (error) {
+    if (toldWhileLoading !== told) return;
     listRefused = true;
     refused(error);
   } finally {
-    toldWhileLoading = null;
+    if (toldWhileLoading === told) toldWhileLoading = null;
   }
   renderRuns();
 }

@@ -227,6 +227,25 @@ describe("the reference frontend when answers are lost, held or refused, and whi
     await page.close();
   });
 
+  it("the feed, dropped while the browser is offline, is opened again as soon as the browser is back online, not after its wait", async () => {
+    const link = await startProxy(BASE, {});
+    const { page, problems } = await open(`${link.base}/`, undefined, undefined, (opened) => opened.clock.install());
+    // Offline, and the feed's connection lost: the page tries it again, and fails, while offline.
+    await page.context().setOffline(true);
+    link.cut(EVENT_STREAMS);
+    await page.waitForSelector("#feed-state.down");
+    // The page's clock stops: a stream waiting out its wait to be opened again would wait for good.
+    await page.clock.pauseAt(await page.evaluate(() => Date.now() + 10));
+    const meanwhile = await submitOverApi({ prompt: "made while the browser was offline", config: { simulate: { steps: 1, step_ms: 1 } } });
+    await page.context().setOffline(false);
+    await row(page, meanwhile).waitFor({ timeout: 10_000 });
+    await page.waitForSelector("#feed-state.live");
+    // The cut connection, and any try while offline, logged by the browser: not a fault of the page.
+    expect(problems.filter((p) => !/ERR_/.test(p))).toEqual([]);
+    await page.close();
+    await link.close();
+  });
+
   it("the feed and the run's stream, silent past 45 s with their connections open (they died unheard), or with no answer begun, are opened again after the last event each had", async () => {
     // How many more of the page's streams the link holds with no answer at all.
     let holding = 0;

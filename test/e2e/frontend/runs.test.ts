@@ -267,6 +267,32 @@ describe("the reference frontend in local development: runs submitted, watched, 
     await page.close();
   });
 
+  it("a list asked for again before the last one was answered shows the later one, whichever answer comes last", async () => {
+    const shown = await submitOverApi({ prompt: "Listed by the later list", config: { simulate: { steps: 1, step_ms: 1 } } });
+    const { page, problems } = await open(`${BASE}/`);
+    // The list of failed runs is held until the list that followed it has been shown.
+    let release = () => {};
+    const held = new Promise<void>((done) => (release = done));
+    await page.route("**/api/v1/runs?*", async (route) => {
+      const asked = new URL(route.request().url()).searchParams;
+      if (asked.get("status") === "failed" && asked.get("page_size") !== "1") await held;
+      return route.continue();
+    });
+    const failedListed = page.waitForResponse((res) => res.url().includes("status=failed") && res.url().includes("page_size=50"));
+    await page.selectOption("#filter-form select[name=status]", "failed");
+    await page.waitForRequest((req) => req.url().includes("status=failed") && req.url().includes("page_size=50"));
+    await page.selectOption("#filter-form select[name=status]", "");
+    await row(page, shown).waitFor();
+    release();
+    await failedListed;
+    // One more turn of the page's event loop: the held list's answer has been handled.
+    await page.evaluate(() => new Promise((done) => setTimeout(done, 0)));
+    expect(await row(page, shown).isVisible()).toBe(true);
+    expect(await page.locator("#notice").isHidden()).toBe(true);
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
   it("filters the list by status and tag, live", async () => {
     const { page, problems } = await open(`${BASE}/`);
     const tag = `f${Date.now()}`;
