@@ -2,9 +2,9 @@
  * The reference frontend in a real headless Chromium against `wrangler dev` in local development,
  * on a link that fails it: an answer lost on its way back, a request held until the run it reads is
  * gone, a refusal while a deploy is under way, the feed and a run's stream cut by one, a refusal
- * whose wait is in words or a date, and a request or a stream that never hears back. The page
- * sends again what is safe to send again (a submit under its idempotency key), and says no more
- * than the user needs.
+ * whose wait is in words or a date, a request or a stream that never hears back, and the browser
+ * offline for a while. The page sends again what is safe to send again (a submit under its
+ * idempotency key), and says no more than the user needs.
  */
 import type { Page } from "playwright-core";
 import { describe, expect, it } from "vitest";
