@@ -5,10 +5,10 @@
  * NAT that forgot it, looks like a quiet one, and is waited on for good. It cannot send the token
  * in a header either.) Its connection cut, ended, or silent past SILENCE_MS, heartbeats included,
  * it is opened again after a wait (1 s, doubling up to 30 s; at once when the browser comes back
- * online meanwhile), after the last event it had (`?after=`). An answer other than a stream (a 503 while a deploy is under way, a 429, a
- * gateway's 502) is met the same way, unless what refused it means it is over: the credential
- * refused (asked of `/api/v1/tokens/verify`), or what the caller asks (a run deleted). Then the
- * page says why, and it stays closed.
+ * online meanwhile), after the last event it had (`?after=`). An answer other than a stream (a
+ * 503 while a deploy is under way, a 429, a gateway's 502) is met the same way, unless what
+ * refused it means it is over: the credential refused (asked of `/api/v1/tokens/verify`), or what
+ * the caller asks (a run deleted). Then the page says why, and it stays closed.
  */
 import { refused } from "./page.js";
 import { ApiError, api, withToken } from "./requests.js";
