@@ -16,9 +16,12 @@ import { answer, cancelSelected, deleteSelected, hear, labelRetry, select, unsel
 import { connectFeed, connectPanel, loadMore, loadRuns, refilter, renderRuns } from "./runs.js";
 import { retrySelected, submit } from "./start.js";
 
-/** With what the token allows known, the runs it reaches: the list and the feed, or its runs one by one. */
+/**
+ * With what the token allows known, the runs it reaches: the list and the feed, or its runs one by
+ * one. Begun again for another token before the first was known, the later stands.
+ */
 async function begin() {
-  await loadGrant();
+  if (!(await loadGrant())) return;
   connectFeed();
   await loadRuns();
 }

@@ -15,13 +15,22 @@ export const can = (/** @type {string} */ scope) => grant === null || grant.scop
 /** A token limited to some runs can neither list nor watch the feed: the page shows those runs, read one by one. */
 export const tokenRuns = () => grant?.runs ?? null;
 
+/**
+ * Reads what the token in use may do, and shapes the page to it. False if another token was put in
+ * use meanwhile: this one's answer, come late, is dropped, and the later token's stands.
+ */
 export async function loadGrant() {
+  const asked = token;
+  /** @type {Grant | null} */
+  let read = null;
   try {
-    grant = token ? await (await api("/api/v1/tokens/verify")).json() : null;
+    read = asked ? await (await api("/api/v1/tokens/verify")).json() : null;
   } catch (error) {
-    grant = null;
+    if (token !== asked) return false;
     refused(error);
   }
+  if (token !== asked) return false;
+  grant = read;
   $("compose-denied").hidden = can("submit");
   $("submit-form").hidden = !can("submit");
   const left = grant?.submits_left ?? null;
@@ -37,6 +46,7 @@ export async function loadGrant() {
   fixField("tags", grant?.tags?.join(", "));
   fixField("agent_file", grant?.agent ?? undefined);
   for (const setting of ["model", "temperature", "max_tokens"]) fixField(setting, grant?.config?.[setting]);
+  return true;
 }
 
 /** A field of the New run form that the token fixes: shown with the token's value, not to be edited. */

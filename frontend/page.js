@@ -5,17 +5,31 @@ import { ApiError } from "./requests.js";
 /** @param {string} id */
 export const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
-export function notice(/** @type {string | null} */ text) {
+/** What said the notice shown: the reading of the runs listed ("list"), or what a person did (""). */
+let noticeBy = "";
+
+/** Says `text` (null: nothing), as `by` says it. */
+export function notice(/** @type {string | null} */ text, by = "") {
   const box = $("notice");
   box.hidden = text === null;
   box.textContent = text ?? "";
+  noticeBy = by;
 }
 
 /** A refusal shown plainly; one that concerns the credential offers to paste a token. */
-export function refused(/** @type {unknown} */ error) {
+export function refused(/** @type {unknown} */ error, by = "") {
   const status = error instanceof ApiError ? error.status : 0;
-  notice(error instanceof Error ? error.message : String(error));
+  notice(error instanceof Error ? error.message : String(error), by);
   if (status === 401 || status === 403) $("token-form").hidden = false;
+}
+
+/**
+ * The runs listed were read as asked: a refusal of an earlier reading is said no more. What a
+ * person did and was refused stays said, though the list is read again behind it (the feed
+ * opened anew, the list read again every 10 s).
+ */
+export function listed() {
+  if (noticeBy === "list") notice(null);
 }
 
 /** @param {string} tag @param {string} [className] @param {string} [text] */

@@ -2,7 +2,7 @@
 /** The tenant's runs: a list, a page at a time, kept live by the feed (or, for a token without `stream`, read again now and then). */
 import { lastingEvents } from "./events.js";
 import { can, tokenRuns } from "./grant.js";
-import { $, ago, el, notice, refused } from "./page.js";
+import { $, ago, el, listed, refused } from "./page.js";
 import { ApiError, api } from "./requests.js";
 import { deleted, latest, runs, selected } from "./known.js";
 
@@ -25,7 +25,10 @@ let pagesShown = 0;
 let listTimer = 0;
 /** The last list was refused: the page has nothing to say about the tenant's runs. */
 let listRefused = false;
-/** Jobs the feed told of while a list was loading: the feed's word is newer. */
+/**
+ * Jobs the feed told of while the runs were being read (loadRuns): the feed's word is newer. Each
+ * reading has its own; one that finds another here was overtaken by a later reading.
+ */
 /** @type {Set<string> | null} */
 let toldWhileLoading = null;
 /** What the feed told of runs while a further page was loading (null: gone, or out of the filter); null while none loads. */
@@ -80,34 +83,39 @@ const matches = (/** @type {Job} */ job) => {
   return (!status || job.status === status) && (!tag || job.tags.includes(tag));
 };
 
+/**
+ * The runs the token reaches, read anew: the list's first page, or a token's runs one by one. Read
+ * again before an earlier reading was answered (the feed opened anew, the filter changed, another
+ * token put in use), the later reading stands, and the earlier is dropped when it comes.
+ */
 export async function loadRuns() {
   if (!can("read")) {
+    toldWhileLoading = null;
     runs.clear();
     nextCursor = null;
     listRefused = true;
     return renderRuns();
   }
-  const ids = tokenRuns();
-  if (ids !== null) return loadTokenRuns(ids);
   const told = (toldWhileLoading = new Set());
+  const ids = tokenRuns();
+  if (ids !== null) return loadTokenRuns(ids, told);
   try {
     const query = filterQuery();
     query.set("page_size", String(PAGE_SIZE));
     const list = await (await api(`/api/v1/runs?${query}`)).json();
-    // Listed again meanwhile (the feed opened anew, the filter changed): the later list stands.
     if (toldWhileLoading !== told) return;
-    const listed = /** @type {Job[]} */ (list.jobs).filter((job) => !told.has(job.job_id)).map(latest);
+    const fromList = /** @type {Job[]} */ (list.jobs).filter((job) => !told.has(job.job_id)).map(latest);
     for (const id of [...runs.keys()]) if (!told.has(id)) runs.delete(id);
-    for (const job of listed) if (job) runs.set(job.job_id, job);
+    for (const job of fromList) if (job) runs.set(job.job_id, job);
     total = list.total;
     nextCursor = list.next_cursor;
     pagesShown = 1;
     listRefused = false;
-    notice(null);
+    listed();
   } catch (error) {
     if (toldWhileLoading !== told) return;
     listRefused = true;
-    refused(error);
+    refused(error, "list");
   } finally {
     if (toldWhileLoading === told) toldWhileLoading = null;
   }
@@ -115,14 +123,16 @@ export async function loadRuns() {
 }
 
 /** The runs a token limited to them reaches, each read by itself; one since deleted is left out. */
-async function loadTokenRuns(/** @type {string[]} */ ids) {
+async function loadTokenRuns(/** @type {string[]} */ ids, /** @type {Set<string>} */ told) {
   const read = await Promise.allSettled(ids.map(async (id) => latest(/** @type {Job} */ (await (await api(`/api/v1/runs/${id}`)).json()))));
+  if (toldWhileLoading !== told) return;
+  toldWhileLoading = null;
   runs.clear();
   listRefused = false;
-  notice(null);
+  listed();
   for (const outcome of read) {
     if (outcome.status === "rejected") {
-      if (!(outcome.reason instanceof ApiError && outcome.reason.status === 404)) refused(outcome.reason);
+      if (!(outcome.reason instanceof ApiError && outcome.reason.status === 404)) refused(outcome.reason, "list");
     } else if (outcome.value) runs.set(outcome.value.job_id, outcome.value);
   }
   total = runs.size;
@@ -154,7 +164,7 @@ export async function loadMore() {
     nextCursor = list.next_cursor;
     pagesShown += 1;
   } catch (error) {
-    refused(error);
+    refused(error, "list");
   } finally {
     toldWhileMore = null;
   }
@@ -182,7 +192,7 @@ function refreshTotalSoon() {
       total = (await (await api(`/api/v1/runs?${query}`)).json()).total;
       renderRuns();
     } catch (error) {
-      refused(error);
+      refused(error, "list");
     }
   }, 500);
 }

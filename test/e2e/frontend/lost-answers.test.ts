@@ -192,10 +192,11 @@ describe("the reference frontend when answers are lost, held or refused, and whi
     await gateway.close();
   });
 
-  it("a read whose answer never begins is taken for lost after 60 s and sent again; never answered, past the page's tries, the page says so", async () => {
+  it("a read whose answer never begins is taken for lost after 60 s and sent again; never answered, past the page's tries, the page says so, and still once the list is read again behind it", async () => {
     const [answered, unanswered] = await Promise.all(
       ["Read the second time", "Never read"].map((prompt) => submitOverApi({ prompt, config: { simulate: { steps: 1, step_ms: 1 } } })),
     );
+    for (const id of [answered, unanswered]) await expect.poll(async () => (await (await fetch(`${BASE}/api/v1/runs/${id}`)).json()).status).toBe("succeeded");
     // The page's clock runs as any other, until the test moves it ahead.
     const { page, problems } = await open(`${BASE}/`, undefined, undefined, (opened) => opened.clock.install());
     /** The reads of each run the page sent, and those the link holds with no answer: the first of one run's, all of the other's. */
@@ -223,6 +224,16 @@ describe("the reference frontend when answers are lost, held or refused, and whi
     }
     await expect.poll(() => page.locator("#notice").innerText(), { timeout: 10_000 }).toBe("No answer from the service within 60 s.");
     expect(reads.get(unanswered)).toBe(3);
+    // The feed, silent past 45 s, is opened again and the list read again behind it (the feed told
+    // nothing: the runs had ended before the page opened): what the click met stays said.
+    const listedAgain = page.waitForResponse((res) => new URL(res.url()).pathname === "/api/v1/runs" && new URL(res.url()).searchParams.get("page_size") === "50");
+    await page.clock.fastForward(46_000);
+    const list = await listedAgain;
+    expect(list.status()).toBe(200);
+    await list.finished();
+    // Time for the page to act on the list's answer.
+    await page.waitForTimeout(500);
+    expect(await page.locator("#notice").innerText()).toBe("No answer from the service within 60 s.");
     expect(problems).toEqual([]);
     await page.close();
   });

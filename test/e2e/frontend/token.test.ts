@@ -4,7 +4,7 @@
  * reaches, and says when it is refused or expires.
  */
 import { createHash } from "node:crypto";
-import type { Page } from "playwright-core";
+import type { Page, Request as PageRequest } from "playwright-core";
 import { describe, expect, it } from "vitest";
 import { mintToken } from "../../../src/tokens";
 import { SHOTS, newPage, open, row, submitRun, withServerAndChromium } from "./page";
@@ -175,6 +175,52 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     expect(second.problems).toEqual([]);
     await second.page.close();
     await forceDelete(watched, other, notShared, started![1]);
+  });
+
+  it("another token put in use while the last one's reads are under way: what those read, come late, is not shown", async () => {
+    const mine = await longRun("put-in-use-later");
+    const theirs = await longRun("put-in-use-first");
+    const later = await mint({ scopes: ["read"], runs: [mine] });
+    // The first token, and which of its reads is held until the later token's runs are shown: what
+    // it may do, the run it reaches, the tenant's list.
+    const first = [
+      { token: await mint({ scopes: ["read"], runs: [theirs] }), held: /^\/api\/v1\/tokens\/verify$/ },
+      { token: await mint({ scopes: ["read"], runs: [theirs] }), held: new RegExp(`^/api/v1/runs/${theirs}$`) },
+      { token: await mint({ scopes: ["read", "stream"], session_id: "put-in-use-first" }), held: /^\/api\/v1\/runs$/ },
+    ];
+    for (const { token, held } of first) {
+      const isHeld = async (request: PageRequest) => (await request.headerValue("authorization")) === `Bearer ${token}` && held.test(new URL(request.url()).pathname);
+      let release = () => {};
+      const released = new Promise<void>((go) => (release = go));
+      let arrived = () => {};
+      const heldArrived = new Promise<void>((came) => (arrived = came));
+      const { page, problems } = await open(`${KEYED}/#token=${token}`, undefined, "#token-form:not([hidden])", (page) =>
+        page.route(
+          (url) => url.pathname.startsWith("/api/"),
+          async (route) => {
+            if (await isHeld(route.request())) {
+              arrived();
+              await released;
+            }
+            await route.continue();
+          },
+        ),
+      );
+      await heldArrived;
+      await page.fill("#token", later);
+      await page.click("#token-form button");
+      await row(page, mine).waitFor();
+      const late = page.waitForResponse((response) => isHeld(response.request()));
+      release();
+      await (await late).finished();
+      // Time for the page to act on the late answer, as it did before it dropped such answers.
+      await page.waitForTimeout(1000);
+      expect(await page.locator("#run-list li").evaluateAll((items) => items.map((li) => (li as HTMLElement).dataset.id)), `held: ${held}`).toEqual([mine]);
+      expect(await page.locator("#filter-form").isHidden()).toBe(true);
+      expect(problems).toEqual([]);
+      await page.close();
+    }
+    await forceDelete(mine, theirs);
   });
 
   it("a token that may only start runs: the page offers New run, says it cannot see runs, and names the run it started", async () => {
