@@ -279,8 +279,9 @@ describe("the reference frontend in local development: runs submitted, watched, 
       return route.continue();
     });
     const failedListed = page.waitForResponse((res) => res.url().includes("status=failed") && res.url().includes("page_size=50"));
+    const failedAsked = page.waitForRequest((req) => req.url().includes("status=failed") && req.url().includes("page_size=50"));
     await page.selectOption("#filter-form select[name=status]", "failed");
-    await page.waitForRequest((req) => req.url().includes("status=failed") && req.url().includes("page_size=50"));
+    await failedAsked;
     await page.selectOption("#filter-form select[name=status]", "");
     await row(page, shown).waitFor();
     release();
