@@ -181,18 +181,23 @@ function beyondShown(/** @type {Job} */ job) {
 
 /**
  * Reads the list's total again in a moment: the feed told of a run on a page not shown, which may
- * have come into the filter or left it, or of a deletion the page cannot place.
+ * have come into the filter or left it, or of a deletion the page cannot place. Its answer is
+ * dropped if the feed was opened anew meanwhile (another filter, another token): the list read
+ * with that feed tells the total.
  */
 function refreshTotalSoon() {
   clearTimeout(totalTimer);
+  const toldBy = feed;
   totalTimer = setTimeout(async () => {
     const query = filterQuery();
     query.set("page_size", "1");
     try {
-      total = (await (await api(`/api/v1/runs?${query}`)).json()).total;
+      const read = (await (await api(`/api/v1/runs?${query}`)).json()).total;
+      if (feed !== toldBy) return;
+      total = read;
       renderRuns();
     } catch (error) {
-      refused(error, "list");
+      if (feed === toldBy) refused(error, "list");
     }
   }, 500);
 }

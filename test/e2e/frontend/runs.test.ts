@@ -355,4 +355,41 @@ describe("the reference frontend in local development: runs submitted, watched, 
     expect(problems).toEqual([]);
     await page.close();
   });
+
+  it("the total read again when the feed tells of a run on a page not shown, answered after the filter changed, is dropped", async () => {
+    const tag = `t${Date.now()}`;
+    const ids: string[] = [];
+    for (let i = 0; i < 52; i++) ids.push(await submitOverApi({ prompt: `total ${i}`, tags: [tag], delay_seconds: 3600 }));
+    const { page, problems } = await open(`${BASE}/`);
+    // The list's total read by itself (a page of one run) is held until the filter has been changed.
+    let release = () => {};
+    const held = new Promise<void>((go) => (release = go));
+    let arrived = () => {};
+    const totalAsked = new Promise<void>((came) => (arrived = came));
+    const readsTotal = (url: string) => new URL(url).pathname === "/api/v1/runs" && new URL(url).searchParams.get("page_size") === "1";
+    await page.route("**/api/v1/runs?*", async (route) => {
+      if (readsTotal(route.request().url())) {
+        arrived();
+        await held;
+      }
+      return route.continue();
+    });
+    await filterByTag(page, tag);
+    const totalShown = () => page.locator("#runs-total").innerText();
+    await expect.poll(totalShown).toBe("(52)");
+    // The oldest run, on the page not shown, cancelled: the page reads the total again.
+    expect((await fetch(`${BASE}/api/v1/runs/${ids[0]}/cancel`, { method: "POST" })).status).toBe(200);
+    await totalAsked;
+    await page.selectOption("#filter-form select[name=status]", "cancelled");
+    await row(page, ids[0]).waitFor();
+    await expect.poll(totalShown).toBe("(1)");
+    const late = page.waitForResponse((res) => readsTotal(res.url()));
+    release();
+    await (await late).finished();
+    // Time for the page to act on the late answer, as it did before it dropped it.
+    await page.waitForTimeout(500);
+    expect(await totalShown()).toBe("(1)");
+    expect(problems).toEqual([]);
+    await page.close();
+  });
 });
