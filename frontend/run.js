@@ -61,7 +61,8 @@ export async function select(/** @type {string} */ id) {
   try {
     job = await (await api(`/api/v1/runs/${id}`)).json();
   } catch (error) {
-    refused(error);
+    // Said only while the run is the one picked: another picked meanwhile is shown without it.
+    if (selected === id) refused(error);
     return;
   }
   if (selected !== id) return;
@@ -254,17 +255,21 @@ const answerKey = keptKey();
 
 export async function answer(/** @type {string} */ action) {
   if (!selected) return;
+  const id = selected;
   const text = /** @type {HTMLTextAreaElement} */ ($("input-text")).value.trim();
   const body = { action, ...(text ? { input: text } : {}) };
-  const key = answerKey.for(`${selected} ${JSON.stringify(body)}`);
+  const key = answerKey.for(`${id} ${JSON.stringify(body)}`);
   try {
     const asked = panelAsks;
     const toldBefore = statusesTold;
-    const job = await (await api(`/api/v1/runs/${selected}/input`, { method: "POST", json: body, headers: { "Idempotency-Key": key } })).json();
+    const job = await (await api(`/api/v1/runs/${id}/input`, { method: "POST", json: body, headers: { "Idempotency-Key": key } })).json();
     answerKey.through();
     if (asked !== null) answered.add(asked);
-    /** @type {HTMLTextAreaElement} */ ($("input-text")).value = "";
-    renderDetail(replied(job, toldBefore));
+    // Another run picked while the reply was on its way is the one shown.
+    if (selected === id) {
+      /** @type {HTMLTextAreaElement} */ ($("input-text")).value = "";
+      renderDetail(replied(job, toldBefore));
+    }
     notice(null);
   } catch (error) {
     refused(error);
@@ -344,6 +349,7 @@ export async function deleteSelected() {
     return;
   }
   forget(id);
-  unselect();
+  // Another run picked while the reply was on its way stays shown.
+  if (selected === id) unselect();
   notice(null);
 }

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { BASE } from "../server";
-import { SHOTS, answerWhenAsked, meetFates, open, row, submitRun, withServerAndChromium } from "./page";
+import { SHOTS, answerWhenAsked, meetFates, open, row, submitOverApi, submitRun, withServerAndChromium } from "./page";
 
 withServerAndChromium();
 
@@ -108,6 +108,42 @@ describe("the reference frontend in local development: a person's answers, and r
     expect(events.match(/event: input_required/g)).toHaveLength(2);
     expect(problems.filter((p) => !/ERR_CONNECTION_RESET/.test(p))).toEqual([]);
     await page.close();
+  });
+
+  it("an answer whose reply comes after another run was picked: the run picked stays shown", async () => {
+    // Running for good: nothing it tells shows it again in the panel, once the panel shows another run.
+    const other = await submitOverApi({ prompt: "Picked while the reply was on its way", config: { simulate: { steps: 2, step_ms: 600_000 } } });
+    const { page, problems } = await open(`${BASE}/`);
+    const asking = await submitRun(page, "Ask, then look elsewhere", { steps: 2, step_ms: 100, input_at_step: 1 });
+    // The answer reaches the service; its reply is held until another run has been picked and shown.
+    let release = () => {};
+    const held = new Promise<void>((go) => (release = go));
+    let arrived = () => {};
+    const answered = new Promise<void>((came) => (arrived = came));
+    await page.route(`**/api/v1/runs/${asking}/input`, async (route) => {
+      const reply = await route.fetch();
+      arrived();
+      await held;
+      await route.fulfill({ response: reply });
+    });
+    await answerWhenAsked(page, "approve", "");
+    await answered;
+    await row(page, other).click();
+    await page.waitForFunction((id) => document.getElementById("detail-id")?.textContent === id, other);
+    await page.waitForSelector("#detail-status.running");
+    const reply = page.waitForResponse((res) => res.url().endsWith(`/api/v1/runs/${asking}/input`));
+    release();
+    expect((await reply).ok()).toBe(true);
+    // Time for the page to act on the reply, as it did before it left another run's panel alone.
+    await page.waitForTimeout(500);
+    expect(await page.locator("#detail-id").innerText()).toBe(other);
+    expect(await page.locator("#detail-status").innerText()).toBe("running");
+    expect(await page.locator("#input-panel").isHidden()).toBe(true);
+    // The answered run goes on to its end.
+    await expect.poll(async () => (await (await fetch(`${BASE}/api/v1/runs/${asking}`)).json()).status, { timeout: 15_000 }).toBe("succeeded");
+    expect(problems).toEqual([]);
+    await page.close();
+    expect((await fetch(`${BASE}/api/v1/runs/${other}?force=true`, { method: "DELETE" })).status).toBe(204);
   });
 
   it("a revised answer takes the place of the earlier one in the output shown", async () => {
