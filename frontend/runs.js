@@ -275,16 +275,27 @@ function heardDeleted(/** @type {MessageEvent} */ event) {
   panel.told(job_id, null);
 }
 
+/**
+ * The list drawn anew. Each run is picked by a click anywhere on its entry, or from the keyboard by
+ * its id, a button; a button that had the focus has it again once the list is drawn anew (the feed
+ * redraws it with each change), so that the keyboard keeps its place.
+ */
 export function renderRuns() {
   const list = $("run-list");
   const jobs = [...runs.values()].sort((a, b) => (a.created_at < b.created_at ? 1 : -1));
+  const focused = list.contains(document.activeElement) ? document.activeElement?.closest("li")?.dataset.id : undefined;
   list.replaceChildren(
     ...jobs.map((job) => {
       const item = el("li");
       item.dataset.id = job.job_id;
       item.dataset.status = job.status;
-      if (job.job_id === selected) item.classList.add("selected");
-      item.append(el("span", "id", job.job_id), el("span", `status ${job.status}`, job.status.replace("_", " ")));
+      const pick = /** @type {HTMLButtonElement} */ (el("button", "id", job.job_id));
+      pick.type = "button";
+      if (job.job_id === selected) {
+        item.classList.add("selected");
+        pick.setAttribute("aria-current", "true");
+      }
+      item.append(pick, el("span", `status ${job.status}`, job.status.replace("_", " ")));
       item.append(el("span", "when", `${ago(job.created_at)}${job.progress.current_step ? ` · ${job.progress.current_step}` : ""}`));
       item.append(el("span", "when", job.agent_id ?? ""));
       const bar = el("div", "progress");
@@ -301,6 +312,7 @@ export function renderRuns() {
       return item;
     }),
   );
+  if (focused) /** @type {HTMLButtonElement | null} */ (list.querySelector(`li[data-id="${CSS.escape(focused)}"] button`))?.focus();
   $("runs-total").textContent = total ? `(${total})` : "";
   $("runs-empty").hidden = jobs.length > 0 || listRefused;
   $("runs-empty").textContent = can("submit") ? "No runs yet. Submit one." : "No runs yet.";

@@ -326,6 +326,27 @@ describe("the reference frontend in local development: runs submitted, watched, 
     await page.close();
   });
 
+  it("a run is picked from the keyboard, and its entry keeps the focus while the feed draws the list anew", async () => {
+    const target = await submitOverApi({ prompt: "Picked from the keyboard", config: { simulate: { steps: 1, step_ms: 1 } } });
+    const { page, problems } = await open(`${BASE}/`);
+    await row(page, target).waitFor();
+    // Tabbing through the page reaches the run's entry, its id.
+    const entry = row(page, target).locator("button.id");
+    const focused = () => entry.evaluate((button) => button === document.activeElement);
+    for (let tabs = 0; tabs < 60 && !(await focused()); tabs++) await page.keyboard.press("Tab");
+    expect(await focused()).toBe(true);
+    await page.keyboard.press("Enter");
+    await page.waitForFunction((id) => document.getElementById("detail-id")?.textContent === id, target);
+    expect(await entry.getAttribute("aria-current")).toBe("true");
+    // A run elsewhere changes meanwhile, step by step: the feed draws the list anew each time, and
+    // the focus stays where it was.
+    const busy = await submitOverApi({ prompt: "Changing meanwhile", config: { simulate: { steps: 3, step_ms: 300 } } });
+    await expect.poll(() => row(page, busy).getAttribute("data-status"), { timeout: 15_000 }).toBe("succeeded");
+    expect(await page.evaluate(() => document.activeElement?.closest("li")?.dataset.id)).toBe(target);
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
   it("shows a page of 50 runs, and the next ones on asking", async () => {
     const tag = `p${Date.now()}`;
     // Runs that wait an hour: they stay as they are while the page is read.
