@@ -32,6 +32,15 @@ export function listed() {
   if (noticeBy === "list") notice(null);
 }
 
+/**
+ * A bar (`.progress`, a progress bar to assistive technology) filled to `percentage`: its fill as
+ * wide, and the value it announces.
+ */
+export function fillBar(/** @type {HTMLElement} */ bar, /** @type {number} */ percentage) {
+  bar.setAttribute("aria-valuenow", String(percentage));
+  /** @type {HTMLElement} */ (bar.firstElementChild).style.width = `${percentage}%`;
+}
+
 /** @param {string} tag @param {string} [className] @param {string} [text] */
 export function el(tag, className, text) {
   const node = document.createElement(tag);

@@ -2,7 +2,7 @@
 /** One run: its stream (or, for a token without `stream`, a reading every few seconds), answer, cancel and delete; its output is ./output.js's. */
 import { lastingEvents, reopenUnless } from "./events.js";
 import { can } from "./grant.js";
-import { $, el, notice, refused } from "./page.js";
+import { $, el, fillBar, notice, refused } from "./page.js";
 import { ApiError, api, keptKey } from "./requests.js";
 import { answered, latest, pick, requestKey, runs, selected, shown, showing, UNFINISHED } from "./known.js";
 import { showOutput, showText } from "./output.js";
@@ -94,7 +94,7 @@ function watchStream(/** @type {string} */ id) {
       },
       progress: (e) => {
         const { percentage, current_step } = data(e);
-        $("detail-bar").style.width = `${percentage}%`;
+        fillBar($("detail-progress"), percentage);
         log("progress", `${percentage}%${current_step ? ` · ${current_step}` : ""}`);
       },
       log: (e) => log("log", data(e).message),
@@ -203,7 +203,7 @@ export function renderDetail(/** @type {Job} */ told) {
   const status = $("detail-status");
   status.textContent = job.status.replace("_", " ");
   status.className = `status ${job.status}`;
-  $("detail-bar").style.width = `${job.progress?.percentage ?? 0}%`;
+  fillBar($("detail-progress"), job.progress?.percentage ?? 0);
   $("detail-step").textContent = whereItIs(job);
   const error = $("detail-error");
   error.hidden = !job.error;

@@ -2,7 +2,7 @@
 /** The tenant's runs: a list, a page at a time, kept live by the feed (or, for a token without `stream`, read again now and then). */
 import { lastingEvents } from "./events.js";
 import { can, tokenRuns } from "./grant.js";
-import { $, ago, el, listed, refused } from "./page.js";
+import { $, ago, el, fillBar, listed, refused } from "./page.js";
 import { ApiError, api } from "./requests.js";
 import { deleted, latest, runs, selected } from "./known.js";
 
@@ -299,9 +299,12 @@ export function renderRuns() {
       item.append(el("span", "when", `${ago(job.created_at)}${job.progress.current_step ? ` · ${job.progress.current_step}` : ""}`));
       item.append(el("span", "when", job.agent_id ?? ""));
       const bar = el("div", "progress");
-      const fill = el("div");
-      fill.style.width = `${job.progress.percentage}%`;
-      bar.append(fill);
+      bar.setAttribute("role", "progressbar");
+      bar.setAttribute("aria-label", `Progress of ${job.job_id}`);
+      bar.setAttribute("aria-valuemin", "0");
+      bar.setAttribute("aria-valuemax", "100");
+      bar.append(el("div"));
+      fillBar(bar, job.progress.percentage);
       item.append(bar);
       if (job.tags.length > 0) {
         const tags = el("div", "tags");

@@ -30,6 +30,9 @@ describe("the reference frontend in local development: runs submitted, watched, 
     const log = await page.locator("#detail-log li").allInnerTexts();
     expect(log.some((line) => /PROGRESS\s*100%/i.test(line))).toBe(true);
     await expect.poll(() => row(page, id).getAttribute("data-status")).toBe("succeeded");
+    // The bars are progress bars to assistive technology, each with the value it shows.
+    await expect.poll(() => page.getByRole("progressbar", { name: "Progress", exact: true }).getAttribute("aria-valuenow")).toBe("100");
+    expect(await page.getByRole("progressbar", { name: `Progress of ${id}` }).getAttribute("aria-valuenow")).toBe("100");
     // What the page shows is what the API says.
     const job = await (await fetch(`${BASE}/api/v1/runs/${id}`)).json();
     expect(job.tags).toEqual(["demo", "docs"]);
