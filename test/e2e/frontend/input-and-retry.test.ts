@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { BASE } from "../server";
-import { SHOTS, answerWhenAsked, meetFates, open, row, submitOverApi, submitRun, withServerAndChromium } from "./page";
+import { SHOTS, answerWhenAsked, holdRequests, meetFates, open, row, submitOverApi, submitRun, withServerAndChromium } from "./page";
 
 withServerAndChromium();
 
@@ -116,23 +116,14 @@ describe("the reference frontend in local development: a person's answers, and r
     const { page, problems } = await open(`${BASE}/`);
     const asking = await submitRun(page, "Ask, then look elsewhere", { steps: 2, step_ms: 100, input_at_step: 1 });
     // The answer reaches the service; its reply is held until another run has been picked and shown.
-    let release = () => {};
-    const held = new Promise<void>((go) => (release = go));
-    let arrived = () => {};
-    const answered = new Promise<void>((came) => (arrived = came));
-    await page.route(`**/api/v1/runs/${asking}/input`, async (route) => {
-      const reply = await route.fetch();
-      arrived();
-      await held;
-      await route.fulfill({ response: reply });
-    });
+    const answer = await holdRequests(page, `**/api/v1/runs/${asking}/input`, () => true, "reply");
     await answerWhenAsked(page, "approve", "");
-    await answered;
+    await answer.arrived;
     await row(page, other).click();
     await page.waitForFunction((id) => document.getElementById("detail-id")?.textContent === id, other);
     await page.waitForSelector("#detail-status.running");
     const reply = page.waitForResponse((res) => res.url().endsWith(`/api/v1/runs/${asking}/input`));
-    release();
+    answer.release();
     expect((await reply).ok()).toBe(true);
     // Time for the page to act on the reply, as it did before it left another run's panel alone.
     await page.waitForTimeout(500);

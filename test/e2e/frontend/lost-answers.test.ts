@@ -9,7 +9,7 @@
 import type { Page } from "playwright-core";
 import { describe, expect, it } from "vitest";
 import { BASE } from "../server";
-import { holdUntilDeleted, meetFates, open, row, submitOverApi, submitRun, withServerAndChromium } from "./page";
+import { holdRequests, holdUntilDeleted, meetFates, open, row, submitOverApi, submitRun, withServerAndChromium } from "./page";
 import { DEPLOYING_BODY, EVENT_STREAMS, startDeployingProxy, startProxy } from "../proxy";
 
 withServerAndChromium();
@@ -242,21 +242,18 @@ describe("the reference frontend when answers are lost, held or refused, and whi
     const [first, second] = await Promise.all(["Picked first", "Picked second"].map((prompt) => submitOverApi({ prompt, config: { simulate: { steps: 1, step_ms: 1 } } })));
     const { page, problems } = await open(`${BASE}/`);
     // The first run's read is held, then refused as a deploy refuses it, with a wait the page does not wait out.
-    let release = () => {};
-    const held = new Promise<void>((go) => (release = go));
-    let arrived = () => {};
-    const asked = new Promise<void>((came) => (arrived = came));
-    await page.route(`**/api/v1/runs/${first}`, async (route) => {
-      arrived();
-      await held;
-      await route.fulfill({ status: 503, contentType: "application/json", body: DEPLOYING_BODY, headers: { "Retry-After": "30" } });
+    const read = await holdRequests(page, `**/api/v1/runs/${first}`, () => true, {
+      status: 503,
+      contentType: "application/json",
+      body: DEPLOYING_BODY,
+      headers: { "Retry-After": "30" },
     });
     await row(page, first).click();
-    await asked;
+    await read.arrived;
     await row(page, second).click();
     await page.waitForSelector("#detail-status.succeeded");
     const refusedLate = page.waitForResponse((res) => res.url().endsWith(`/api/v1/runs/${first}`));
-    release();
+    read.release();
     expect((await refusedLate).status()).toBe(503);
     // Time for the page to act on the refusal, as it did before it left it unsaid.
     await page.waitForTimeout(500);
@@ -271,26 +268,16 @@ describe("the reference frontend when answers are lost, held or refused, and whi
     const [deleted, other] = await Promise.all(["Deleted", "Picked while the delete was on its way"].map((prompt) => submitOverApi({ prompt, config: { simulate: { steps: 1, step_ms: 1 } } })));
     const { page, problems } = await open(`${BASE}/`);
     // The delete reaches the service; its reply is held until the other run has been picked and shown.
-    let release = () => {};
-    const held = new Promise<void>((go) => (release = go));
-    let arrived = () => {};
-    const done = new Promise<void>((came) => (arrived = came));
-    await page.route(`**/api/v1/runs/${deleted}`, async (route) => {
-      if (route.request().method() !== "DELETE") return route.continue();
-      const reply = await route.fetch();
-      arrived();
-      await held;
-      await route.fulfill({ response: reply });
-    });
+    const deletion = await holdRequests(page, `**/api/v1/runs/${deleted}`, (request) => request.method() === "DELETE", "reply");
     await row(page, deleted).click();
     await page.waitForSelector("#detail-status.succeeded");
     await page.click("#delete-button");
-    await done;
+    await deletion.arrived;
     await row(page, other).click();
     await page.waitForFunction((id) => document.getElementById("detail-id")?.textContent === id, other);
     await page.waitForSelector("#detail-status.succeeded");
     const reply = page.waitForResponse((res) => res.url().endsWith(`/api/v1/runs/${deleted}`) && res.request().method() === "DELETE");
-    release();
+    deletion.release();
     expect((await reply).status()).toBe(204);
     await row(page, deleted).waitFor({ state: "detached" });
     // Time for the page to act on the reply, as it did before it left the other run's panel alone.

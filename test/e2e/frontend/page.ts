@@ -4,7 +4,7 @@
  * makes on the page (submit a run, filter the list, answer a run that asks).
  */
 import { mkdirSync } from "node:fs";
-import type { Browser, Page } from "playwright-core";
+import type { Browser, Page, Request, Route } from "playwright-core";
 import { afterAll, beforeAll, expect } from "vitest";
 import { launchChromium } from "../browser";
 import { DEPLOYING_BODY } from "../proxy";
@@ -124,6 +124,38 @@ export async function meetFates(page: Page, url: string, method: string, fates: 
     return fate === "lost" ? route.abort("connectionreset") : route.fulfill({ response: answer });
   });
   return { keys, statuses };
+}
+
+/**
+ * What a held request meets once released: sent on then ("request"); sent on at once, its reply
+ * handed to the page then ("reply": the service has done what it asks, and the page does not know
+ * yet); or this answer, as a gateway in between would give it, and nothing sent on.
+ */
+export type Held = "request" | "reply" | Parameters<Route["fulfill"]>[0];
+
+/**
+ * Holds the page's requests to `url` that `picked` picks until `release()`, each then meeting
+ * `then`; every other request goes through. `arrived` settles once the first is held.
+ */
+export async function holdRequests(
+  page: Page,
+  url: string | ((url: URL) => boolean),
+  picked: (request: Request) => boolean | Promise<boolean>,
+  then: Held = "request",
+): Promise<{ arrived: Promise<void>; release(): void }> {
+  let release = () => {};
+  const released = new Promise<void>((go) => (release = go));
+  let arrive = () => {};
+  const arrived = new Promise<void>((came) => (arrive = came));
+  await page.route(url, async (route) => {
+    if (!(await picked(route.request()))) return route.continue();
+    const reply = then === "reply" ? await route.fetch() : undefined;
+    arrive();
+    await released;
+    if (then === "reply") return route.fulfill({ response: reply });
+    return then === "request" ? route.continue() : route.fulfill(then);
+  });
+  return { arrived, release };
 }
 
 /**

@@ -6,7 +6,7 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { BASE } from "../server";
-import { SHOTS, filterByTag, open, row, submitOverApi, submitRun, withServerAndChromium } from "./page";
+import { SHOTS, filterByTag, holdRequests, open, row, submitOverApi, submitRun, withServerAndChromium } from "./page";
 import { insecureOrigin, launchChromiumWithInsecureName } from "../browser";
 import { startProxy } from "../proxy";
 
@@ -274,20 +274,16 @@ describe("the reference frontend in local development: runs submitted, watched, 
     const shown = await submitOverApi({ prompt: "Listed by the later list", config: { simulate: { steps: 1, step_ms: 1 } } });
     const { page, problems } = await open(`${BASE}/`);
     // The list of failed runs is held until the list that followed it has been shown.
-    let release = () => {};
-    const held = new Promise<void>((done) => (release = done));
-    await page.route("**/api/v1/runs?*", async (route) => {
-      const asked = new URL(route.request().url()).searchParams;
-      if (asked.get("status") === "failed" && asked.get("page_size") !== "1") await held;
-      return route.continue();
+    const failedList = await holdRequests(page, "**/api/v1/runs?*", (request) => {
+      const asked = new URL(request.url()).searchParams;
+      return asked.get("status") === "failed" && asked.get("page_size") !== "1";
     });
     const failedListed = page.waitForResponse((res) => res.url().includes("status=failed") && res.url().includes("page_size=50"));
-    const failedAsked = page.waitForRequest((req) => req.url().includes("status=failed") && req.url().includes("page_size=50"));
     await page.selectOption("#filter-form select[name=status]", "failed");
-    await failedAsked;
+    await failedList.arrived;
     await page.selectOption("#filter-form select[name=status]", "");
     await row(page, shown).waitFor();
-    release();
+    failedList.release();
     await failedListed;
     // One more turn of the page's event loop: the held list's answer has been handled.
     await page.evaluate(() => new Promise((done) => setTimeout(done, 0)));
@@ -386,29 +382,19 @@ describe("the reference frontend in local development: runs submitted, watched, 
     for (let i = 0; i < 52; i++) ids.push(await submitOverApi({ prompt: `total ${i}`, tags: [tag], delay_seconds: 3600 }));
     const { page, problems } = await open(`${BASE}/`);
     // The list's total read by itself (a page of one run) is held until the filter has been changed.
-    let release = () => {};
-    const held = new Promise<void>((go) => (release = go));
-    let arrived = () => {};
-    const totalAsked = new Promise<void>((came) => (arrived = came));
     const readsTotal = (url: string) => new URL(url).pathname === "/api/v1/runs" && new URL(url).searchParams.get("page_size") === "1";
-    await page.route("**/api/v1/runs?*", async (route) => {
-      if (readsTotal(route.request().url())) {
-        arrived();
-        await held;
-      }
-      return route.continue();
-    });
+    const totalRead = await holdRequests(page, "**/api/v1/runs?*", (request) => readsTotal(request.url()));
     await filterByTag(page, tag);
     const totalShown = () => page.locator("#runs-total").innerText();
     await expect.poll(totalShown).toBe("(52)");
     // The oldest run, on the page not shown, cancelled: the page reads the total again.
     expect((await fetch(`${BASE}/api/v1/runs/${ids[0]}/cancel`, { method: "POST" })).status).toBe(200);
-    await totalAsked;
+    await totalRead.arrived;
     await page.selectOption("#filter-form select[name=status]", "cancelled");
     await row(page, ids[0]).waitFor();
     await expect.poll(totalShown).toBe("(1)");
     const late = page.waitForResponse((res) => readsTotal(res.url()));
-    release();
+    totalRead.release();
     await (await late).finished();
     // Time for the page to act on the late answer, as it did before it dropped it.
     await page.waitForTimeout(500);

@@ -7,7 +7,7 @@ import { createHash } from "node:crypto";
 import type { Page, Request as PageRequest } from "playwright-core";
 import { describe, expect, it } from "vitest";
 import { mintToken } from "../../../src/tokens";
-import { SHOTS, newPage, open, row, submitRun, withServerAndChromium } from "./page";
+import { SHOTS, holdRequests, newPage, open, row, submitRun, withServerAndChromium } from "./page";
 
 const KEYED_PORT = 8007;
 const KEYED = `http://127.0.0.1:${KEYED_PORT}`;
@@ -190,28 +190,16 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     ];
     for (const { token, held } of first) {
       const isHeld = async (request: PageRequest) => (await request.headerValue("authorization")) === `Bearer ${token}` && held.test(new URL(request.url()).pathname);
-      let release = () => {};
-      const released = new Promise<void>((go) => (release = go));
-      let arrived = () => {};
-      const heldArrived = new Promise<void>((came) => (arrived = came));
-      const { page, problems } = await open(`${KEYED}/#token=${token}`, undefined, "#token-form:not([hidden])", (page) =>
-        page.route(
-          (url) => url.pathname.startsWith("/api/"),
-          async (route) => {
-            if (await isHeld(route.request())) {
-              arrived();
-              await released;
-            }
-            await route.continue();
-          },
-        ),
-      );
-      await heldArrived;
+      let read: Awaited<ReturnType<typeof holdRequests>> | undefined;
+      const { page, problems } = await open(`${KEYED}/#token=${token}`, undefined, "#token-form:not([hidden])", async (page) => {
+        read = await holdRequests(page, (url) => url.pathname.startsWith("/api/"), isHeld);
+      });
+      await read!.arrived;
       await page.fill("#token", later);
       await page.click("#token-form button");
       await row(page, mine).waitFor();
       const late = page.waitForResponse((response) => isHeld(response.request()));
-      release();
+      read!.release();
       await (await late).finished();
       // Time for the page to act on the late answer, as it did before it dropped such answers.
       await page.waitForTimeout(1000);
