@@ -23,13 +23,15 @@ export async function loadGrant() {
   const asked = token;
   /** @type {Grant | null} */
   let read = null;
+  /** @type {unknown} */
+  let failure = null;
   try {
     read = asked ? await (await api("/api/v1/tokens/verify")).json() : null;
   } catch (error) {
-    if (token !== asked) return false;
-    refused(error);
+    failure = error;
   }
   if (token !== asked) return false;
+  if (failure !== null) refused(failure);
   grant = read;
   $("compose-denied").hidden = can("submit");
   $("submit-form").hidden = !can("submit");
