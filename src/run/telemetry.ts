@@ -4,7 +4,7 @@
  */
 import { modelSettings } from "../config";
 import { logTransition } from "../log";
-import { chosenModel } from "../runners/openai";
+import { chosenModel } from "../runners/openai/runner";
 import { rejectedAt, type RunRow, type RunSpec } from "./job";
 
 /** The model the job's steps ask for, as its runner chooses it; "simulated" on the simulated runner. */

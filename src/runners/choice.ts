@@ -1,6 +1,6 @@
 /** The runner chosen by configuration. With no model configured, jobs run on the simulated runner. */
 import { allowSimulate, modelSettings } from "../config";
-import { openAiRunner } from "./openai";
+import { openAiRunner } from "./openai/runner";
 import { simulatedRunner, simulatedTasks, simulateKnobs, type SimulateKnobs } from "./simulated";
 import type { AgentTask, Runner } from "./types";
 

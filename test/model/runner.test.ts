@@ -2,7 +2,7 @@ import { abortAllDurableObjects, runDurableObjectAlarm, runInDurableObject } fro
 import { beforeEach, describe, expect, it } from "vitest";
 import { api, drive, driveTo, eventLog, getJob, post, r2Keys, runStub, waitFor } from "../helpers";
 import type { ModelSettings } from "../../src/config";
-import { openAiRunner } from "../../src/runners/openai";
+import { openAiRunner } from "../../src/runners/openai/runner";
 import type { AgentTask, StepOutput } from "../../src/runners/types";
 import { answerFor, CONTEXT_TOO_LONG, ENDLESS_ERROR_PAGE, LLM_KEY, LLM_URL, requestsFor as seen } from "./protocol";
 
