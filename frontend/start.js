@@ -2,7 +2,7 @@
 /** Starting runs, a submit or a retry, each under an idempotency key kept until a run comes of it; the new run is then watched. */
 import { can, grant, loadGrant, tokenRuns } from "./grant.js";
 import { $, notice, refused } from "./page.js";
-import { api, keptKey } from "./requests.js";
+import { api, keptKey, token } from "./requests.js";
 import { selected } from "./known.js";
 import { select } from "./run.js";
 
@@ -11,14 +11,22 @@ const runKey = keptKey();
 
 /**
  * Sends a request that makes a run (a submit, a retry; `what` says which, and with what), with an
- * idempotency key, then watches the new run; its button waits meanwhile.
+ * idempotency key, then watches the new run; its button waits meanwhile. A run made for a token put
+ * out of use meanwhile is only named.
  */
 async function startRun(/** @type {HTMLButtonElement} */ button, /** @type {string} */ what, /** @type {(init: RequestInit) => Promise<Response>} */ request) {
   button.disabled = true;
+  const asked = token;
   const key = runKey.for(what);
   try {
     const accepted = await (await request({ headers: { "Idempotency-Key": key } })).json();
     runKey.through();
+    if (token !== asked) {
+      // Another token was put in use meanwhile: the run is the earlier one's, which the page no longer shows, nor
+      // its form (the later token may not start runs): the page's notice says what became of the submit.
+      notice(`Started ${accepted.job_id} with the token in use before this one.`);
+      return;
+    }
     notice(null);
     // A token limited to the runs it names does not reach the ones it starts (the API's rule), and one without `read` sees none.
     const why = !can("read") ? "this token cannot see runs" : tokenRuns() !== null ? "this token reaches only the runs it names" : null;
@@ -26,7 +34,8 @@ async function startRun(/** @type {HTMLButtonElement} */ button, /** @type {stri
     $("started").textContent = why === null ? "" : `Started ${accepted.job_id}; ${why}, so it cannot show this one.`;
     if (why === null) await select(accepted.job_id);
   } catch (error) {
-    refused(error);
+    // A refusal of the earlier token's request is not this one's to say.
+    if (token === asked) refused(error);
   } finally {
     // What the token has left after this submit, or after its refusal (spent in another tab, say).
     if (grant?.submits_left != null) await loadGrant();

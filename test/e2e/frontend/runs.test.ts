@@ -5,6 +5,7 @@
  */
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
+import type { Locator } from "playwright-core";
 import { BASE } from "../server";
 import { SHOTS, filterByTag, holdRequests, open, row, submitOverApi, submitRun, withServerAndChromium } from "./page";
 import { insecureOrigin, launchChromiumWithInsecureName } from "../browser";
@@ -33,6 +34,9 @@ describe("the reference frontend in local development: runs submitted, watched, 
     // The bars are progress bars to assistive technology, each with the value it shows.
     await expect.poll(() => page.getByRole("progressbar", { name: "Progress", exact: true }).getAttribute("aria-valuenow")).toBe("100");
     expect(await page.getByRole("progressbar", { name: `Progress of ${id}` }).getAttribute("aria-valuenow")).toBe("100");
+    // The row's status is as wide as its word, as the panel's is, not stretched to the row's agent below it.
+    const width = async (pill: Locator) => (await pill.boundingBox())!.width;
+    expect(Math.abs((await width(row(page, id).locator(".status"))) - (await width(page.locator("#detail-status"))))).toBeLessThan(1);
     // What the page shows is what the API says.
     const job = await (await fetch(`${BASE}/api/v1/runs/${id}`)).json();
     expect(job.tags).toEqual(["demo", "docs"]);

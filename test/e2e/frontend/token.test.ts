@@ -211,6 +211,44 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     await forceDelete(mine, theirs);
   });
 
+  it("another token put in use while a submit is under way: the run made is named as the earlier token's, and not read with the later one", async () => {
+    const mine = await longRun("submitted-over-later");
+    const earlier = await mint({ scopes: ["read", "stream", "submit"], session_id: "submitted-over-first", max_submits: 1 });
+    const later = await mint({ scopes: ["read", "stream"], session_id: "submitted-over-later" });
+    const isSubmit = (request: PageRequest) => request.method() === "POST" && new URL(request.url()).pathname === "/api/v1/runs";
+    let reply: Awaited<ReturnType<typeof holdRequests>> | undefined;
+    const { page, problems } = await open(`${KEYED}/#token=${earlier}`, undefined, "#feed-state.live", async (page) => {
+      // The service makes the run; its answer reaches the page only once the later token is in use.
+      reply = await holdRequests(page, (url) => url.pathname === "/api/v1/runs", isSubmit, "reply");
+    });
+    const runReads: string[] = [];
+    page.on("request", (request) => {
+      if (request.method() === "GET" && /^\/api\/v1\/runs\/run_\w+$/.test(new URL(request.url()).pathname)) runReads.push(new URL(request.url()).pathname);
+    });
+    await page.fill("#prompt", "started as the token changes");
+    await page.click("#submit-form button[type=submit]");
+    await reply!.arrived;
+    await page.fill("#token", later);
+    await page.click("#token-form button");
+    await row(page, mine).waitFor();
+    const answered = page.waitForResponse((response) => isSubmit(response.request()));
+    reply!.release();
+    expect((await answered).status()).toBe(202);
+    // The later token may not start runs, so its page has no form: the notice says what became of the submit.
+    await page.waitForSelector("#notice:not([hidden])");
+    const started = /^Started (run_\w+) with the token in use before this one\.$/.exec(await page.locator("#notice").innerText());
+    expect(started).not.toBeNull();
+    const made = await (await withKey(`/api/v1/runs/${started![1]}`)).json();
+    expect(made.session_id).toBe("submitted-over-first");
+    // The later token was not sent for the run it does not reach.
+    expect(runReads).not.toContain(`/api/v1/runs/${started![1]}`);
+    expect(await page.locator("#detail-body").isHidden()).toBe(true);
+    expect(await page.locator("#run-list li").evaluateAll((items) => items.map((li) => (li as HTMLElement).dataset.id))).toEqual([mine]);
+    expect(problems).toEqual([]);
+    await page.close();
+    await forceDelete(mine, started![1]);
+  });
+
   it("a token that may only start runs: the page offers New run, says it cannot see runs, and names the run it started", async () => {
     const token = await mint({ scopes: ["submit"], max_submits: 2 });
     const { page, problems } = await open(`${KEYED}/#token=${token}`, undefined, "#runs-denied:not([hidden])");
