@@ -1,7 +1,7 @@
 // @ts-check
 /** What the token in use allows, and the page shaped to it: nothing offered that the API would refuse. */
 import { $, refused } from "./page.js";
-import { api, token } from "./requests.js";
+import { api, token, tokenKept } from "./requests.js";
 
 /** @typedef {import("./requests.js").Grant} Grant */
 
@@ -20,17 +20,17 @@ export const tokenRuns = () => grant?.runs ?? null;
  * use meanwhile: this one's answer, come late, is dropped, and the later token's stands.
  */
 export async function loadGrant() {
-  const asked = token;
+  const kept = tokenKept();
   /** @type {Grant | null} */
   let read = null;
   /** @type {unknown} */
   let failure = null;
   try {
-    read = asked ? await (await api("/api/v1/tokens/verify")).json() : null;
+    read = token ? await (await api("/api/v1/tokens/verify")).json() : null;
   } catch (error) {
     failure = error;
   }
-  if (token !== asked) return false;
+  if (!kept()) return false;
   if (failure !== null) refused(failure);
   grant = read;
   $("compose-denied").hidden = can("submit");

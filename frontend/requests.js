@@ -40,6 +40,16 @@ export function useToken(/** @type {string | null} */ pasted) {
   else sessionStorage.removeItem(TOKEN_KEY);
 }
 
+/**
+ * A mark of the token in use now: true while it stays in use. An answer to a request sent with a
+ * token that another has replaced since is that token's, and the page, shaped to the later one,
+ * drops it.
+ */
+export function tokenKept() {
+  const asked = token;
+  return () => token === asked;
+}
+
 export class ApiError extends Error {
   /** @param {number} status @param {string} detail */
   constructor(status, detail) {

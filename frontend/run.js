@@ -3,7 +3,7 @@
 import { lastingEvents, reopenUnless } from "./events.js";
 import { can } from "./grant.js";
 import { $, el, fillBar, notice, refused } from "./page.js";
-import { ApiError, api, keptKey } from "./requests.js";
+import { ApiError, api, keptKey, tokenKept } from "./requests.js";
 import { answered, latest, pick, requestKey, runs, selected, shown, showing, UNFINISHED } from "./known.js";
 import { showOutput, showText } from "./output.js";
 import { feed, forget, renderRuns } from "./runs.js";
@@ -259,12 +259,15 @@ export async function answer(/** @type {string} */ action) {
   const text = /** @type {HTMLTextAreaElement} */ ($("input-text")).value.trim();
   const body = { action, ...(text ? { input: text } : {}) };
   const key = answerKey.for(`${id} ${JSON.stringify(body)}`);
+  const kept = tokenKept();
   try {
     const asked = panelAsks;
     const toldBefore = statusesTold;
     const job = await (await api(`/api/v1/runs/${id}/input`, { method: "POST", json: body, headers: { "Idempotency-Key": key } })).json();
     answerKey.through();
     if (asked !== null) answered.add(asked);
+    // Another token put in use meanwhile has its own page: this answer's reply, or its refusal, is not said on it.
+    if (!kept()) return;
     // Another run picked while the reply was on its way is the one shown.
     if (selected === id) {
       /** @type {HTMLTextAreaElement} */ ($("input-text")).value = "";
@@ -272,7 +275,7 @@ export async function answer(/** @type {string} */ action) {
     }
     notice(null);
   } catch (error) {
-    refused(error);
+    if (kept()) refused(error);
   }
 }
 
@@ -289,6 +292,7 @@ function replied(/** @type {Job} */ job, /** @type {number} */ toldBefore) {
 export async function cancelSelected() {
   if (!selected) return;
   const id = selected;
+  const kept = tokenKept();
   try {
     // Refused as cancelled already is done too: cancelled elsewhere meanwhile, or by this request,
     // its answer lost and the request sent again. The run is read instead.
@@ -297,10 +301,11 @@ export async function cancelSelected() {
       throw error;
     });
     const job = await res.json();
+    if (!kept()) return;
     if (selected === id) renderDetail(job);
     notice(null);
   } catch (error) {
-    refused(error);
+    if (kept()) refused(error);
   }
 }
 
@@ -336,6 +341,7 @@ export async function deleteSelected() {
   // The run is left first: its stream, and the reads it leads to, would find it gone.
   watch?.close();
   watch = null;
+  const kept = tokenKept();
   try {
     // Not found is gone too: deleted elsewhere meanwhile, or by this request, its answer lost and
     // the request sent again.
@@ -343,12 +349,14 @@ export async function deleteSelected() {
       if (!(error instanceof ApiError && error.status === 404)) throw error;
     });
   } catch (error) {
+    if (!kept()) return;
     refused(error);
     // Not deleted: the run is read and watched again.
     if (selected === id) await select(id);
     return;
   }
   forget(id);
+  if (!kept()) return;
   // Another run picked while the reply was on its way stays shown.
   if (selected === id) unselect();
   notice(null);

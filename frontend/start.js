@@ -2,7 +2,7 @@
 /** Starting runs, a submit or a retry, each under an idempotency key kept until a run comes of it; the new run is then watched. */
 import { can, grant, loadGrant, tokenRuns } from "./grant.js";
 import { $, notice, refused } from "./page.js";
-import { api, keptKey, token } from "./requests.js";
+import { api, keptKey, tokenKept } from "./requests.js";
 import { selected } from "./known.js";
 import { select } from "./run.js";
 
@@ -16,14 +16,14 @@ const runKey = keptKey();
  */
 async function startRun(/** @type {HTMLButtonElement} */ button, /** @type {string} */ what, /** @type {(init: RequestInit) => Promise<Response>} */ request) {
   button.disabled = true;
-  const asked = token;
+  const kept = tokenKept();
   const key = runKey.for(what);
   try {
     const accepted = await (await request({ headers: { "Idempotency-Key": key } })).json();
     runKey.through();
-    if (token !== asked) {
-      // Another token was put in use meanwhile: the run is the earlier one's, which the page no longer shows, nor
-      // its form (the later token may not start runs): the page's notice says what became of the submit.
+    if (!kept()) {
+      // Another token was put in use meanwhile: the run is the earlier token's, not opened with the later one, which
+      // may not reach it. The notice names it, where the note under the form would not show for a token that may not submit.
       notice(`Started ${accepted.job_id} with the token in use before this one.`);
       return;
     }
@@ -35,7 +35,7 @@ async function startRun(/** @type {HTMLButtonElement} */ button, /** @type {stri
     if (why === null) await select(accepted.job_id);
   } catch (error) {
     // A refusal of the earlier token's request is not this one's to say.
-    if (token === asked) refused(error);
+    if (kept()) refused(error);
   } finally {
     // What the token has left after this submit, or after its refusal (spent in another tab, say).
     if (grant?.submits_left != null) await loadGrant();

@@ -7,7 +7,7 @@ import { createHash } from "node:crypto";
 import type { Page, Request as PageRequest } from "playwright-core";
 import { describe, expect, it } from "vitest";
 import { mintToken } from "../../../src/tokens";
-import { SHOTS, holdRequests, newPage, open, row, submitRun, withServerAndChromium } from "./page";
+import { SHOTS, holdRequests, newPage, open, row, submitRun, withServerAndChromium, type Held } from "./page";
 
 const KEYED_PORT = 8007;
 const KEYED = `http://127.0.0.1:${KEYED_PORT}`;
@@ -247,6 +247,49 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     expect(problems).toEqual([]);
     await page.close();
     await forceDelete(mine, started![1]);
+  });
+
+  it("another token put in use while a cancel is under way: its reply takes back no notice of the later token's, and its refusal is not said", async () => {
+    const theirs = await longRun("cancelled-over-later");
+    const later = await mint({ scopes: ["read", "stream"], session_id: "cancelled-over-later" });
+    const cases: { pasted: string; shown: string | null; cancel: Held; notice: string | null }[] = [
+      // The run is cancelled; the reply comes once a token the service refuses was pasted, and its refusal stays said.
+      { pasted: "ert_not-a-token", shown: null, cancel: "reply", notice: "Unauthorized" },
+      // A deploy's 503 comes once a good token was pasted, whose page says nothing of it.
+      { pasted: later, shown: theirs, cancel: { status: 503, headers: { "Retry-After": "30", "Content-Type": "application/json" }, body: JSON.stringify({ detail: "Service is being updated; retry shortly" }) }, notice: null },
+    ];
+    for (const { pasted, shown, cancel, notice } of cases) {
+      const mine = await longRun("cancelled-over");
+      const earlier = await mint({ scopes: ["read", "stream", "cancel"], session_id: "cancelled-over" });
+      const { page, problems } = await open(`${KEYED}/#token=${earlier}`);
+      await row(page, mine).click();
+      await page.waitForSelector("#detail-status.running");
+      const isCancel = (request: PageRequest) => request.method() === "POST" && new URL(request.url()).pathname === `/api/v1/runs/${mine}/cancel`;
+      const held = await holdRequests(page, (url) => url.pathname === `/api/v1/runs/${mine}/cancel`, isCancel, cancel);
+      await page.click("#cancel-button");
+      await held.arrived;
+      await page.fill("#token", pasted);
+      await page.click("#token-form button");
+      if (shown) await row(page, shown).waitFor();
+      else {
+        // The token refused, and its feed given up on, so that nothing says the refusal again behind the reply.
+        await page.waitForFunction((said) => document.getElementById("notice")?.textContent === said, notice);
+        await page.waitForFunction(() => document.getElementById("feed-state")?.textContent === "offline");
+      }
+      const answered = page.waitForResponse((response) => isCancel(response.request()));
+      held.release();
+      await (await answered).finished();
+      // Time for the page to act on the late answer, as it did before it dropped such answers.
+      await page.waitForTimeout(1000);
+      const said = (await page.locator("#notice").isHidden()) ? null : await page.locator("#notice").innerText();
+      expect(said, `cancel: ${JSON.stringify(cancel)}`).toBe(notice);
+      expect(await page.locator("#detail-body").isHidden()).toBe(true);
+      // What the browser logs is the refusals, the refused token's 401s and the deploy's 503, not faults of the page.
+      expect(problems.filter((problem) => !/status of (401|503)/.test(problem))).toEqual([]);
+      await page.close();
+      await forceDelete(mine);
+    }
+    await forceDelete(theirs);
   });
 
   it("a token that may only start runs: the page offers New run, says it cannot see runs, and names the run it started", async () => {
