@@ -4,7 +4,7 @@
  * is stored as the page shows, and the whole as a download.
  */
 import { $, el, refused } from "./page.js";
-import { ApiError, api } from "./requests.js";
+import { ApiError, api, tokenKept } from "./requests.js";
 import { selected } from "./known.js";
 
 /** How much of a run's stored output the page shows; a longer one is offered whole, as a download. */
@@ -50,6 +50,7 @@ export async function downloadOutput() {
   if (!id) return;
   const button = /** @type {HTMLButtonElement} */ ($("output-download"));
   button.disabled = true;
+  const kept = tokenKept();
   try {
     const blob = await (await api(`/api/v1/runs/${id}/output`)).blob();
     const link = /** @type {HTMLAnchorElement} */ (el("a"));
@@ -59,7 +60,7 @@ export async function downloadOutput() {
     // Let go once the download has surely taken it, so that the page keeps no copy.
     setTimeout(() => URL.revokeObjectURL(link.href), 60_000);
   } catch (error) {
-    refused(error);
+    if (kept()) refused(error);
   } finally {
     button.disabled = false;
   }

@@ -249,24 +249,46 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     await forceDelete(mine, started![1]);
   });
 
-  it("another token put in use while a cancel is under way: its reply takes back no notice of the later token's, and its refusal is not said", async () => {
-    const theirs = await longRun("cancelled-over-later");
-    const later = await mint({ scopes: ["read", "stream"], session_id: "cancelled-over-later" });
-    const cases: { pasted: string; shown: string | null; cancel: Held; notice: string | null }[] = [
+  it("another token put in use while a cancel or a download is under way: its reply takes back no notice of the later token's, and its refusal is not said", async () => {
+    const theirs = await longRun("acted-over-later");
+    const later = await mint({ scopes: ["read", "stream"], session_id: "acted-over-later" });
+    const deploying: Held = { status: 503, headers: { "Retry-After": "30", "Content-Type": "application/json" }, body: JSON.stringify({ detail: "Service is being updated; retry shortly" }) };
+    /** A run of the earlier token's to act on, shown once it can be: a cancel of one running, a download of one whose output is over a MiB. */
+    const acts = {
+      cancel: { run: () => longRun("acted-over"), ready: "#detail-status.running", button: "#cancel-button", method: "POST", path: (id: string) => `/api/v1/runs/${id}/cancel` },
+      download: {
+        run: async () => {
+          const res = await withKey("/api/v1/runs", {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ prompt: "long output", session_id: "acted-over", config: { simulate: { steps: 2, step_ms: 1, output_bytes: 1_500_000 } } }),
+          });
+          return (await res.json()).job_id as string;
+        },
+        ready: "#output-cut:not([hidden])",
+        button: "#output-download",
+        method: "GET",
+        path: (id: string) => `/api/v1/runs/${id}/output`,
+      },
+    };
+    const cases: { act: keyof typeof acts; pasted: string; shown: string | null; then: Held; notice: string | null }[] = [
       // The run is cancelled; the reply comes once a token the service refuses was pasted, and its refusal stays said.
-      { pasted: "ert_not-a-token", shown: null, cancel: "reply", notice: "Unauthorized" },
+      { act: "cancel", pasted: "ert_not-a-token", shown: null, then: "reply", notice: "Unauthorized" },
       // A deploy's 503 comes once a good token was pasted, whose page says nothing of it.
-      { pasted: later, shown: theirs, cancel: { status: 503, headers: { "Retry-After": "30", "Content-Type": "application/json" }, body: JSON.stringify({ detail: "Service is being updated; retry shortly" }) }, notice: null },
+      { act: "cancel", pasted: later, shown: theirs, then: deploying, notice: null },
+      { act: "download", pasted: later, shown: theirs, then: deploying, notice: null },
     ];
-    for (const { pasted, shown, cancel, notice } of cases) {
-      const mine = await longRun("cancelled-over");
-      const earlier = await mint({ scopes: ["read", "stream", "cancel"], session_id: "cancelled-over" });
+    for (const { act, pasted, shown, then, notice } of cases) {
+      const { run, ready, button, method, path } = acts[act];
+      const mine = await run();
+      const earlier = await mint({ scopes: ["read", "stream", "cancel"], session_id: "acted-over" });
       const { page, problems } = await open(`${KEYED}/#token=${earlier}`);
       await row(page, mine).click();
-      await page.waitForSelector("#detail-status.running");
-      const isCancel = (request: PageRequest) => request.method() === "POST" && new URL(request.url()).pathname === `/api/v1/runs/${mine}/cancel`;
-      const held = await holdRequests(page, (url) => url.pathname === `/api/v1/runs/${mine}/cancel`, isCancel, cancel);
-      await page.click("#cancel-button");
+      await page.waitForSelector(ready, { timeout: 15_000 });
+      // The download is the one read of the output without a Range: the panel reads its first MiB with one.
+      const isHeld = (request: PageRequest) => request.method() === method && new URL(request.url()).pathname === path(mine) && !request.headers().range;
+      const held = await holdRequests(page, (url) => url.pathname === path(mine), isHeld, then);
+      await page.click(button);
       await held.arrived;
       await page.fill("#token", pasted);
       await page.click("#token-form button");
@@ -276,13 +298,13 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
         await page.waitForFunction((said) => document.getElementById("notice")?.textContent === said, notice);
         await page.waitForFunction(() => document.getElementById("feed-state")?.textContent === "offline");
       }
-      const answered = page.waitForResponse((response) => isCancel(response.request()));
+      const answered = page.waitForResponse((response) => isHeld(response.request()));
       held.release();
       await (await answered).finished();
       // Time for the page to act on the late answer, as it did before it dropped such answers.
       await page.waitForTimeout(1000);
       const said = (await page.locator("#notice").isHidden()) ? null : await page.locator("#notice").innerText();
-      expect(said, `cancel: ${JSON.stringify(cancel)}`).toBe(notice);
+      expect(said, `${act}: ${JSON.stringify(then)}`).toBe(notice);
       expect(await page.locator("#detail-body").isHidden()).toBe(true);
       // What the browser logs is the refusals, the refused token's 401s and the deploy's 503, not faults of the page.
       expect(problems.filter((problem) => !/status of (401|503)/.test(problem))).toEqual([]);
