@@ -4,7 +4,7 @@
  * reaches, and says when it is refused or expires.
  */
 import { createHash } from "node:crypto";
-import type { Page, Request as PageRequest } from "playwright-core";
+import type { Page, Request as PageRequest, Response as PageResponse } from "playwright-core";
 import { describe, expect, it } from "vitest";
 import { mintToken } from "../../../src/tokens";
 import { SHOTS, holdRequests, newPage, open, row, submitRun, withServerAndChromium, type Held } from "./page";
@@ -20,6 +20,29 @@ withServerAndChromium(undefined, ["--var", `API_KEYS:${keys}`, "--var", `TOKEN_S
 /** Waits until the page says how many runs its token may start: it reads that again after each it starts. */
 async function submitsLeftSaid(page: Page, text: string): Promise<void> {
   await page.waitForFunction((said) => document.getElementById("submits-left")?.textContent === said, text);
+}
+
+/**
+ * Pastes `pasted` over the token in use while the page's request that `held` holds waits; once the
+ * page has shaped itself to the pasted token (`shaped`), lets the held request go on. Answers its
+ * answer, come whole to the page: the earlier token's answer, come late.
+ */
+async function pasteOverHeld(
+  page: Page,
+  held: Awaited<ReturnType<typeof holdRequests>>,
+  isHeld: (request: PageRequest) => boolean | Promise<boolean>,
+  pasted: string,
+  shaped: () => Promise<unknown>,
+): Promise<PageResponse> {
+  await held.arrived;
+  await page.fill("#token", pasted);
+  await page.click("#token-form button");
+  await shaped();
+  const answered = page.waitForResponse((response) => isHeld(response.request()));
+  held.release();
+  const answer = await answered;
+  await answer.finished();
+  return answer;
 }
 
 describe("the reference frontend in a deployment, with a scoped token", () => {
@@ -194,13 +217,7 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
       const { page, problems } = await open(`${KEYED}/#token=${token}`, undefined, "#token-form:not([hidden])", async (page) => {
         read = await holdRequests(page, (url) => url.pathname.startsWith("/api/"), isHeld);
       });
-      await read!.arrived;
-      await page.fill("#token", later);
-      await page.click("#token-form button");
-      await row(page, mine).waitFor();
-      const late = page.waitForResponse((response) => isHeld(response.request()));
-      read!.release();
-      await (await late).finished();
+      await pasteOverHeld(page, read!, isHeld, later, () => row(page, mine).waitFor());
       // Time for the page to act on the late answer, as it did before it dropped such answers.
       await page.waitForTimeout(1000);
       expect(await page.locator("#run-list li").evaluateAll((items) => items.map((li) => (li as HTMLElement).dataset.id)), `held: ${held}`).toEqual([mine]);
@@ -227,13 +244,7 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     });
     await page.fill("#prompt", "started as the token changes");
     await page.click("#submit-form button[type=submit]");
-    await reply!.arrived;
-    await page.fill("#token", later);
-    await page.click("#token-form button");
-    await row(page, mine).waitFor();
-    const answered = page.waitForResponse((response) => isSubmit(response.request()));
-    reply!.release();
-    expect((await answered).status()).toBe(202);
+    expect((await pasteOverHeld(page, reply!, isSubmit, later, () => row(page, mine).waitFor())).status()).toBe(202);
     // The later token may not start runs, so its page has no form: the notice says what became of the submit.
     await page.waitForSelector("#notice:not([hidden])");
     const started = /^Started (run_\w+) with the token in use before this one\.$/.exec(await page.locator("#notice").innerText());
@@ -289,18 +300,12 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
       const isHeld = (request: PageRequest) => request.method() === method && new URL(request.url()).pathname === path(mine) && !request.headers().range;
       const held = await holdRequests(page, (url) => url.pathname === path(mine), isHeld, then);
       await page.click(button);
-      await held.arrived;
-      await page.fill("#token", pasted);
-      await page.click("#token-form button");
-      if (shown) await row(page, shown).waitFor();
-      else {
+      await pasteOverHeld(page, held, isHeld, pasted, async () => {
+        if (shown) return row(page, shown).waitFor();
         // The token refused, and its feed given up on, so that nothing says the refusal again behind the reply.
         await page.waitForFunction((said) => document.getElementById("notice")?.textContent === said, notice);
         await page.waitForFunction(() => document.getElementById("feed-state")?.textContent === "offline");
-      }
-      const answered = page.waitForResponse((response) => isHeld(response.request()));
-      held.release();
-      await (await answered).finished();
+      });
       // Time for the page to act on the late answer, as it did before it dropped such answers.
       await page.waitForTimeout(1000);
       const said = (await page.locator("#notice").isHidden()) ? null : await page.locator("#notice").innerText();
