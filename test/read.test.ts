@@ -276,6 +276,12 @@ describe("GET /api/v1/runs (list)", () => {
     expect(detail[0].loc[1]).toBe(query.split("=")[0]);
   });
 
+  it("a page past any integer's range is refused once, by its own limit", async () => {
+    const res = await api("/api/v1/runs?page=99999999999999999999");
+    expect(res.status).toBe(422);
+    expect(await res.json()).toEqual({ detail: [{ loc: ["query", "page"], msg: "Too big: expected number to be <=1000000", type: "too_big" }] });
+  });
+
   it("a forged cursor → 400", async () => {
     const res = await api("/api/v1/runs?cursor=%%%");
     expect(res.status).toBe(400);

@@ -266,6 +266,18 @@ describe("bad submissions", () => {
     expect(await messages("9999-12-31T23:59:59Z")).toEqual(["Too late: expected a time at most 2592000 seconds from now"]);
   });
 
+  it("a number past any integer's range is refused once, by the field's own limit", async () => {
+    const refusals = async (payload: Record<string, unknown>) => expectDetail(await post("/api/v1/runs", { prompt: "x", ...payload }), 422);
+    expect(await refusals({ priority: 1e20 })).toEqual([{ loc: ["body", "priority"], msg: "Too big: expected number to be <=9", type: "too_big" }]);
+    expect(await refusals({ priority: -1e20 })).toEqual([{ loc: ["body", "priority"], msg: "Too small: expected number to be >=0", type: "too_small" }]);
+    expect(await refusals({ delay_seconds: 1e300 })).toEqual([
+      { loc: ["body", "delay_seconds"], msg: "Too big: expected number to be <=2592000", type: "too_big" },
+    ]);
+    expect(await refusals({ config: { simulate: { steps: 2 ** 60 } } })).toEqual([
+      { loc: ["body", "config", "simulate", "steps"], msg: "Too big: expected number to be <=100", type: "too_big" },
+    ]);
+  });
+
   it("timeout 0 means the default of an hour", async () => {
     const res = await post("/api/v1/runs", { prompt: "x", timeout: 0 });
     expect(res.status).toBe(202);

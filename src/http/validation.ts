@@ -22,8 +22,20 @@ function valueAt(root: unknown, path: PropertyKey[]): unknown {
   return value;
 }
 
+/**
+ * Whether `issue` is an integer's own bound (zod's `int` holds every integer to the safe range)
+ * passed by a value that also passes the field's bound, which another issue names: a priority of
+ * 1e20 is refused once, as over 9, not also as over 9007199254740991.
+ */
+function outdoneBound(issue: z.core.$ZodIssue, issues: z.core.$ZodIssue[]): boolean {
+  const safeBound =
+    (issue.code === "too_big" && issue.maximum === Number.MAX_SAFE_INTEGER) || (issue.code === "too_small" && issue.minimum === Number.MIN_SAFE_INTEGER);
+  const samePath = (other: z.core.$ZodIssue) => other.path.length === issue.path.length && other.path.every((key, i) => key === issue.path[i]);
+  return safeBound && issues.some((other) => other !== issue && other.code === issue.code && samePath(other));
+}
+
 export function validationError(error: z.core.$ZodError, target: Target, source: unknown): ApiError {
-  const detail = error.issues.map((issue) => {
+  const detail = error.issues.filter((issue) => !outdoneBound(issue, error.issues)).map((issue) => {
     const missing = issue.code === "invalid_type" && issue.path.length > 0 && valueAt(source, issue.path) === undefined;
     return {
       loc: [LOCATION[target], ...issue.path],
