@@ -3,61 +3,20 @@
  * TOKEN_SECRET), with a scoped token: the page offers what the token allows and reaches what it
  * reaches, and says when it is refused or expires.
  */
-import { createHash } from "node:crypto";
-import type { Page, Request as PageRequest, Response as PageResponse } from "playwright-core";
+import type { Page } from "playwright-core";
 import { describe, expect, it } from "vitest";
 import { mintToken } from "../../../src/tokens";
-import { SHOTS, holdRequests, newPage, open, row, submitRun, withServerAndChromium, type Held } from "./page";
+import { KEYED, TOKEN_SECRET, forceDelete, longRun, mint, withKey, withKeyedServerAndChromium } from "./keyed";
+import { SHOTS, newPage, open, row, submitRun } from "./page";
 
-const KEYED_PORT = 8007;
-const KEYED = `http://127.0.0.1:${KEYED_PORT}`;
-const KEY = "frontend-test-key";
-const TOKEN_SECRET = "frontend-test-token-secret-0123456789abcdef";
-
-const keys = JSON.stringify({ [createHash("sha256").update(KEY).digest("hex")]: "web" });
-withServerAndChromium(undefined, ["--var", `API_KEYS:${keys}`, "--var", `TOKEN_SECRET:${TOKEN_SECRET}`, "--inspector-port", "9231"], KEYED_PORT);
+withKeyedServerAndChromium();
 
 /** Waits until the page says how many runs its token may start: it reads that again after each it starts. */
 async function submitsLeftSaid(page: Page, text: string): Promise<void> {
   await page.waitForFunction((said) => document.getElementById("submits-left")?.textContent === said, text);
 }
 
-/**
- * Pastes `pasted` over the token in use while the page's request that `held` holds waits; once the
- * page has shaped itself to the pasted token (`shaped`), lets the held request go on. Answers its
- * answer, come whole to the page: the earlier token's answer, come late.
- */
-async function pasteOverHeld(
-  page: Page,
-  held: Awaited<ReturnType<typeof holdRequests>>,
-  isHeld: (request: PageRequest) => boolean | Promise<boolean>,
-  pasted: string,
-  shaped: () => Promise<unknown>,
-): Promise<PageResponse> {
-  await held.arrived;
-  await page.fill("#token", pasted);
-  await page.click("#token-form button");
-  await shaped();
-  const answered = page.waitForResponse((response) => isHeld(response.request()));
-  held.release();
-  const answer = await answered;
-  await answer.finished();
-  return answer;
-}
-
 describe("the reference frontend in a deployment, with a scoped token", () => {
-  /** A request of the tenant's backend, with its key. */
-  const withKey = (path: string, init: RequestInit = {}) =>
-    fetch(`${KEYED}${path}`, { ...init, headers: { ...(init.headers as Record<string, string>), Authorization: `Bearer ${KEY}` } });
-  /** Runs a test leaves unfinished go, so that they hold none of the tenant's run slots. */
-  const forceDelete = (...ids: string[]) => Promise.all(ids.map((id) => withKey(`/api/v1/runs/${id}?force=true`, { method: "DELETE" })));
-
-  async function mint(body: Record<string, unknown>): Promise<string> {
-    const res = await withKey("/api/v1/tokens", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
-    expect(res.status).toBe(201);
-    return (await res.json()).token;
-  }
-
   it("works with a token passed in the address's fragment, within its reach", async () => {
     const token = await mint({ scopes: ["read", "stream", "submit", "cancel", "delete", "input"], session_id: "browser-user", max_submits: 3 });
     const { page, problems } = await open(`${KEYED}/#token=${token}`);
@@ -102,17 +61,6 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     expect(problems.filter((problem) => !problem.includes("403"))).toEqual([]);
     await page.close();
   });
-
-  /** A run of the tenant, submitted with its key, that runs until it is cancelled. */
-  async function longRun(session: string): Promise<string> {
-    const res = await withKey("/api/v1/runs", {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ prompt: "long", session_id: session, config: { simulate: { steps: 2, step_ms: 600_000 } } }),
-    });
-    expect(res.status).toBe(202);
-    return (await res.json()).job_id;
-  }
 
   it("a token's tags, agent and model settings are shown in the form, fixed, and its runs carry them", async () => {
     const token = await mint({ scopes: ["read", "stream", "submit"], tags: ["team-a", "web"], max_submits: 1, agent: "recipe:summarize", config: { model: "small", max_tokens: 200 } });
@@ -198,125 +146,6 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     expect(second.problems).toEqual([]);
     await second.page.close();
     await forceDelete(watched, other, notShared, started![1]);
-  });
-
-  it("another token put in use while the last one's reads are under way: what those read, come late, is not shown", async () => {
-    const mine = await longRun("put-in-use-later");
-    const theirs = await longRun("put-in-use-first");
-    const later = await mint({ scopes: ["read"], runs: [mine] });
-    // The first token, and which of its reads is held until the later token's runs are shown: what
-    // it may do, the run it reaches, the tenant's list.
-    const first = [
-      { token: await mint({ scopes: ["read"], runs: [theirs] }), held: /^\/api\/v1\/tokens\/verify$/ },
-      { token: await mint({ scopes: ["read"], runs: [theirs] }), held: new RegExp(`^/api/v1/runs/${theirs}$`) },
-      { token: await mint({ scopes: ["read", "stream"], session_id: "put-in-use-first" }), held: /^\/api\/v1\/runs$/ },
-    ];
-    for (const { token, held } of first) {
-      const isHeld = async (request: PageRequest) => (await request.headerValue("authorization")) === `Bearer ${token}` && held.test(new URL(request.url()).pathname);
-      let read: Awaited<ReturnType<typeof holdRequests>> | undefined;
-      const { page, problems } = await open(`${KEYED}/#token=${token}`, undefined, "#token-form:not([hidden])", async (page) => {
-        read = await holdRequests(page, (url) => url.pathname.startsWith("/api/"), isHeld);
-      });
-      await pasteOverHeld(page, read!, isHeld, later, () => row(page, mine).waitFor());
-      // Time for the page to act on the late answer, as it did before it dropped such answers.
-      await page.waitForTimeout(1000);
-      expect(await page.locator("#run-list li").evaluateAll((items) => items.map((li) => (li as HTMLElement).dataset.id)), `held: ${held}`).toEqual([mine]);
-      expect(await page.locator("#filter-form").isHidden()).toBe(true);
-      expect(problems).toEqual([]);
-      await page.close();
-    }
-    await forceDelete(mine, theirs);
-  });
-
-  it("another token put in use while a submit is under way: the run made is named as the earlier token's, and not read with the later one", async () => {
-    const mine = await longRun("submitted-over-later");
-    const earlier = await mint({ scopes: ["read", "stream", "submit"], session_id: "submitted-over-first", max_submits: 1 });
-    const later = await mint({ scopes: ["read", "stream"], session_id: "submitted-over-later" });
-    const isSubmit = (request: PageRequest) => request.method() === "POST" && new URL(request.url()).pathname === "/api/v1/runs";
-    let reply: Awaited<ReturnType<typeof holdRequests>> | undefined;
-    const { page, problems } = await open(`${KEYED}/#token=${earlier}`, undefined, "#feed-state.live", async (page) => {
-      // The service makes the run; its answer reaches the page only once the later token is in use.
-      reply = await holdRequests(page, (url) => url.pathname === "/api/v1/runs", isSubmit, "reply");
-    });
-    const runReads: string[] = [];
-    page.on("request", (request) => {
-      if (request.method() === "GET" && /^\/api\/v1\/runs\/run_\w+$/.test(new URL(request.url()).pathname)) runReads.push(new URL(request.url()).pathname);
-    });
-    await page.fill("#prompt", "started as the token changes");
-    await page.click("#submit-form button[type=submit]");
-    expect((await pasteOverHeld(page, reply!, isSubmit, later, () => row(page, mine).waitFor())).status()).toBe(202);
-    // The later token may not start runs, so its page has no form: the notice says what became of the submit.
-    await page.waitForSelector("#notice:not([hidden])");
-    const started = /^Started (run_\w+) with the token in use before this one\.$/.exec(await page.locator("#notice").innerText());
-    expect(started).not.toBeNull();
-    const made = await (await withKey(`/api/v1/runs/${started![1]}`)).json();
-    expect(made.session_id).toBe("submitted-over-first");
-    // The later token was not sent for the run it does not reach.
-    expect(runReads).not.toContain(`/api/v1/runs/${started![1]}`);
-    expect(await page.locator("#detail-body").isHidden()).toBe(true);
-    expect(await page.locator("#run-list li").evaluateAll((items) => items.map((li) => (li as HTMLElement).dataset.id))).toEqual([mine]);
-    expect(problems).toEqual([]);
-    await page.close();
-    await forceDelete(mine, started![1]);
-  });
-
-  it("another token put in use while a cancel or a download is under way: its reply takes back no notice of the later token's, and its refusal is not said", async () => {
-    const theirs = await longRun("acted-over-later");
-    const later = await mint({ scopes: ["read", "stream"], session_id: "acted-over-later" });
-    const deploying: Held = { status: 503, headers: { "Retry-After": "30", "Content-Type": "application/json" }, body: JSON.stringify({ detail: "Service is being updated; retry shortly" }) };
-    /** A run of the earlier token's to act on, shown once it can be: a cancel of one running, a download of one whose output is over a MiB. */
-    const acts = {
-      cancel: { run: () => longRun("acted-over"), ready: "#detail-status.running", button: "#cancel-button", method: "POST", path: (id: string) => `/api/v1/runs/${id}/cancel` },
-      download: {
-        run: async () => {
-          const res = await withKey("/api/v1/runs", {
-            method: "POST",
-            headers: { "content-type": "application/json" },
-            body: JSON.stringify({ prompt: "long output", session_id: "acted-over", config: { simulate: { steps: 2, step_ms: 1, output_bytes: 1_500_000 } } }),
-          });
-          return (await res.json()).job_id as string;
-        },
-        ready: "#output-cut:not([hidden])",
-        button: "#output-download",
-        method: "GET",
-        path: (id: string) => `/api/v1/runs/${id}/output`,
-      },
-    };
-    const cases: { act: keyof typeof acts; pasted: string; shown: string | null; then: Held; notice: string | null }[] = [
-      // The run is cancelled; the reply comes once a token the service refuses was pasted, and its refusal stays said.
-      { act: "cancel", pasted: "ert_not-a-token", shown: null, then: "reply", notice: "Unauthorized" },
-      // A deploy's 503 comes once a good token was pasted, whose page says nothing of it.
-      { act: "cancel", pasted: later, shown: theirs, then: deploying, notice: null },
-      { act: "download", pasted: later, shown: theirs, then: deploying, notice: null },
-    ];
-    for (const { act, pasted, shown, then, notice } of cases) {
-      const { run, ready, button, method, path } = acts[act];
-      const mine = await run();
-      const earlier = await mint({ scopes: ["read", "stream", "cancel"], session_id: "acted-over" });
-      const { page, problems } = await open(`${KEYED}/#token=${earlier}`);
-      await row(page, mine).click();
-      await page.waitForSelector(ready, { timeout: 15_000 });
-      // The download is the one read of the output without a Range: the panel reads its first MiB with one.
-      const isHeld = (request: PageRequest) => request.method() === method && new URL(request.url()).pathname === path(mine) && !request.headers().range;
-      const held = await holdRequests(page, (url) => url.pathname === path(mine), isHeld, then);
-      await page.click(button);
-      await pasteOverHeld(page, held, isHeld, pasted, async () => {
-        if (shown) return row(page, shown).waitFor();
-        // The token refused, and its feed given up on, so that nothing says the refusal again behind the reply.
-        await page.waitForFunction((said) => document.getElementById("notice")?.textContent === said, notice);
-        await page.waitForFunction(() => document.getElementById("feed-state")?.textContent === "offline");
-      });
-      // Time for the page to act on the late answer, as it did before it dropped such answers.
-      await page.waitForTimeout(1000);
-      const said = (await page.locator("#notice").isHidden()) ? null : await page.locator("#notice").innerText();
-      expect(said, `${act}: ${JSON.stringify(then)}`).toBe(notice);
-      expect(await page.locator("#detail-body").isHidden()).toBe(true);
-      // What the browser logs is the refusals, the refused token's 401s and the deploy's 503, not faults of the page.
-      expect(problems.filter((problem) => !/status of (401|503)/.test(problem))).toEqual([]);
-      await page.close();
-      await forceDelete(mine);
-    }
-    await forceDelete(theirs);
   });
 
   it("a token that may only start runs: the page offers New run, says it cannot see runs, and names the run it started", async () => {
