@@ -23,9 +23,9 @@ function valueAt(root: unknown, path: PropertyKey[]): unknown {
 }
 
 /**
- * Whether `issue` is an integer's own bound (zod's `int` holds every integer to the safe range)
- * passed by a value that also passes the field's bound, which another issue names: a priority of
- * 1e20 is refused once, as over 9, not also as over 9007199254740991.
+ * Whether `issue` is the safe range zod's `int` holds every integer to, broken by a value that also
+ * breaks the field's own, narrower bound, which another issue names: a priority of 1e20 is refused
+ * once, as over 9, not also as over 9007199254740991.
  */
 function outdoneBound(issue: z.core.$ZodIssue, issues: z.core.$ZodIssue[]): boolean {
   const safeBound =
