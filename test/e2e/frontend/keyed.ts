@@ -32,13 +32,16 @@ export async function mint(body: Record<string, unknown>): Promise<string> {
   return (await res.json()).token;
 }
 
-/** A run of the tenant, submitted with its key, that runs until it is cancelled. */
-export async function longRun(session: string): Promise<string> {
+/** A run of the tenant in `session`, submitted with its key, on the simulated runner with the `simulate` knobs. */
+export async function backendRun(session: string, simulate: Record<string, number>, prompt = "from the backend"): Promise<string> {
   const res = await withKey("/api/v1/runs", {
     method: "POST",
     headers: { "content-type": "application/json" },
-    body: JSON.stringify({ prompt: "long", session_id: session, config: { simulate: { steps: 2, step_ms: 600_000 } } }),
+    body: JSON.stringify({ prompt, session_id: session, config: { simulate } }),
   });
   expect(res.status).toBe(202);
   return (await res.json()).job_id;
 }
+
+/** A run of the tenant, submitted with its key, that runs until it is cancelled. */
+export const longRun = (session: string) => backendRun(session, { steps: 2, step_ms: 600_000 }, "long");

@@ -5,7 +5,7 @@
  */
 import type { Page, Request as PageRequest, Response as PageResponse } from "playwright-core";
 import { describe, expect, it } from "vitest";
-import { KEYED, forceDelete, longRun, mint, withKey, withKeyedServerAndChromium } from "./keyed";
+import { KEYED, backendRun, forceDelete, longRun, mint, withKey, withKeyedServerAndChromium } from "./keyed";
 import { holdRequests, open, row, type Held } from "./page";
 
 withKeyedServerAndChromium();
@@ -101,15 +101,7 @@ describe("the reference frontend, with a token pasted over another while its req
     const later = await mint({ scopes: ["read", "stream"], session_id: "acted-over-later" });
     const deploying: Held = { status: 503, headers: { "Retry-After": "30", "Content-Type": "application/json" }, body: JSON.stringify({ detail: "Service is being updated; retry shortly" }) };
     /** A run of the earlier token's, submitted with the key, that runs with these simulated knobs. */
-    const submitted = async (simulate: Record<string, number>) => {
-      const res = await withKey("/api/v1/runs", {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ prompt: "acted on", session_id: "acted-over", config: { simulate } }),
-      });
-      expect(res.status).toBe(202);
-      return (await res.json()).job_id as string;
-    };
+    const submitted = (simulate: Record<string, number>) => backendRun("acted-over", simulate, "acted on");
     /**
      * A run of the earlier token's to act on, shown once it can be: a cancel of one running, an
      * approval of one awaiting input, a delete of one finished, a download of one whose output is

@@ -6,7 +6,7 @@
 import type { Page } from "playwright-core";
 import { describe, expect, it } from "vitest";
 import { mintToken } from "../../../src/tokens";
-import { KEYED, TOKEN_SECRET, forceDelete, longRun, mint, withKey, withKeyedServerAndChromium } from "./keyed";
+import { KEYED, TOKEN_SECRET, backendRun, forceDelete, longRun, mint, withKey, withKeyedServerAndChromium } from "./keyed";
 import { SHOTS, newPage, open, row, submitRun } from "./page";
 
 withKeyedServerAndChromium();
@@ -177,12 +177,7 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     expect(await page.locator("#detail-log").innerText()).toMatch(/running \(read every 2 s: this token cannot watch runs\)[\s\S]*succeeded/);
     await page.waitForSelector(`#run-list li[data-id="${id}"][data-status="succeeded"]`);
     // A run the backend starts in the token's session shows up when the list is next read.
-    const res = await withKey("/api/v1/runs", {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ prompt: "from the backend", session_id: "readers", config: { simulate: { steps: 1, step_ms: 1 } } }),
-    });
-    const other = (await res.json()).job_id;
+    const other = await backendRun("readers", { steps: 1, step_ms: 1 });
     await row(page, other).waitFor({ timeout: 15_000 });
     await page.screenshot({ path: `${SHOTS}/read-only-token.png` });
     expect(problems).toEqual([]);
