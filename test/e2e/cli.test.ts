@@ -4,12 +4,13 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { describe, expect, it } from "vitest";
 import { BASE } from "./server";
+import { simulate } from "./simulate";
 import { withServer } from "./with-server";
 
 withServer();
 
-/** A `--config` for the simulated runner: `steps` steps of `step_ms` each. */
-const simulated = (steps: number, step_ms: number, extra: Record<string, number> = {}) => JSON.stringify({ simulate: { steps, step_ms, ...extra } });
+/** A `--config` for the simulated runner (simulate's arguments). */
+const simulated = (...args: Parameters<typeof simulate>) => JSON.stringify(simulate(...args));
 
 /** The CLI run to its end against the server, with `env` over the usual. */
 function cliWith(env: Record<string, string>, ...args: string[]) {

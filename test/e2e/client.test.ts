@@ -1,16 +1,16 @@
-/** The TypeScript client against a real `wrangler dev` (on a link that fails it: client-failures.test.ts; the `runs` CLI: cli.test.ts). */
+/** The TypeScript client against a real `wrangler dev` (on a link that fails it: client-retries.test.ts and client-streams.test.ts; the `runs` CLI: cli.test.ts). */
 import { describe, expect, it } from "vitest";
 import { build } from "esbuild";
 import { RunsApiError, RunsClient, type FeedEvent, type RunEvent } from "../../client/index";
 import { insecureOrigin, launchChromiumWithInsecureName } from "./browser";
 import { startProxy } from "./proxy";
 import { BASE } from "./server";
+import { simulate } from "./simulate";
 import { withServer } from "./with-server";
 
 withServer();
 
 const client = new RunsClient({ baseUrl: BASE });
-const simulate = (steps: number, step_ms: number, extra: Record<string, number> = {}) => ({ simulate: { steps, step_ms, ...extra } });
 
 /**
  * A fetch whose first connection to a matching URL dies once a whole event has passed, as a flaky
