@@ -1,5 +1,5 @@
 // @ts-check
-/** The page's own helpers: its elements, a notice for what went wrong, and how long ago a time was. */
+/** The page's own helpers: its elements, a notice for what went wrong, how long ago a time was, and how long something took. */
 import { ApiError } from "./requests.js";
 
 /** @param {string} id */
@@ -55,4 +55,13 @@ export function ago(/** @type {string} */ iso) {
   if (s < 3600) return `${Math.floor(s / 60)}m ago`;
   if (s < 86400) return `${Math.floor(s / 3600)}h ago`;
   return new Date(iso).toLocaleString();
+}
+
+/** How long `ms` milliseconds are, in `ago`'s units: to a tenth of a second under 10 s. */
+export function lasting(/** @type {number} */ ms) {
+  const s = Math.max(0, ms) / 1000;
+  if (s < 10) return `${s.toFixed(1)}s`;
+  if (s < 60) return `${Math.floor(s)}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${Math.floor(s % 60)}s`;
+  return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
 }

@@ -9,7 +9,8 @@
 /** @typedef {{ step: string, prompt: string, output: string, requested_at: string, expires_at: string }} InputRequest */
 /** @typedef {{ total_tokens: number, model_calls: number, estimated: boolean }} Usage */
 /**
- * @typedef {{ job_id: string, status: string, progress: Progress, created_at: string, error: string | null,
+ * @typedef {{ job_id: string, status: string, progress: Progress, created_at: string, started_at: string | null,
+ *   completed_at: string | null, error: string | null,
  *   tags: string[], session_id: string | null, agent_id: string | null, input_request: InputRequest | null,
  *   usage: Usage | null, retry_of: string | null, scheduled_for: string | null, queue_position: number | null }} Job
  */

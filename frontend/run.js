@@ -2,7 +2,7 @@
 /** One run: its stream (or, for a token without `stream`, a reading every few seconds), answer, cancel and delete; its output is ./output.js's. */
 import { lastingEvents, reopenUnless } from "./events.js";
 import { can } from "./grant.js";
-import { $, el, fillBar, notice, refused } from "./page.js";
+import { $, el, fillBar, lasting, notice, refused } from "./page.js";
 import { ApiError, api, keptKey, tokenKept } from "./requests.js";
 import { answered, latest, pick, requestKey, runs, selected, shown, showing, UNFINISHED } from "./known.js";
 import { showOutput, showText } from "./output.js";
@@ -205,6 +205,7 @@ export function renderDetail(/** @type {Job} */ told) {
   status.className = `status ${job.status}`;
   fillBar($("detail-progress"), job.progress?.percentage ?? 0);
   $("detail-step").textContent = whereItIs(job);
+  $("detail-times").textContent = whenItRan(job);
   const error = $("detail-error");
   error.hidden = !job.error;
   error.textContent = job.error ?? "";
@@ -238,6 +239,23 @@ function whereItIs(/** @type {Job} */ job) {
   if (job.status === "queued" && typeof job.queue_position === "number") return `Place in line: ${job.queue_position}`;
   const step = job.progress?.current_step;
   return step ? `Step: ${step}` : "";
+}
+
+/**
+ * When a run was submitted, how long it waited to start ("at once" under the 0.1 s the page counts
+ * in), and how long it ran (a wait for a person included), or that it ended without starting: each
+ * time after the one before it, so none needs a date.
+ */
+function whenItRan(/** @type {Job} */ job) {
+  const between = (/** @type {string} */ from, /** @type {string} */ to) => lasting(Date.parse(to) - Date.parse(from));
+  const told = [`Submitted ${new Date(job.created_at).toLocaleString()}`];
+  if (job.started_at) {
+    const waited = Date.parse(job.started_at) - Date.parse(job.created_at);
+    told.push(waited < 50 ? "started at once" : `started ${lasting(waited)} later`);
+  }
+  if (job.started_at && job.completed_at) told.push(`ran ${between(job.started_at, job.completed_at)}`);
+  else if (job.completed_at) told.push(`ended ${between(job.created_at, job.completed_at)} later without starting`);
+  return told.join(" · ");
 }
 
 function showInput(/** @type {string} */ id, /** @type {InputRequest} */ request) {

@@ -23,6 +23,8 @@ describe("the reference frontend in local development: runs submitted, watched, 
     await page.waitForSelector("#detail-status.running");
     expect(await page.locator("#delete-button").isDisabled()).toBe(true);
     expect(await page.locator("#delete-rule").innerText()).toBe("A running job must be cancelled first.");
+    // Started, not yet ended: when it was submitted, and how long it waited to start.
+    expect(await page.locator("#detail-times").innerText()).toMatch(/^Submitted .+ · started (at once|\d+\.\ds later)$/);
     await page.screenshot({ path: `${SHOTS}/running.png` });
     await page.waitForSelector("#detail-status.succeeded", { timeout: 20_000 });
     await page.waitForFunction(() => (document.getElementById("detail-output")?.textContent ?? "").includes("Step 3/3"));
@@ -41,6 +43,11 @@ describe("the reference frontend in local development: runs submitted, watched, 
     const job = await (await fetch(`${BASE}/api/v1/runs/${id}`)).json();
     expect(job.tags).toEqual(["demo", "docs"]);
     expect(await page.locator("#detail-usage").innerText()).toBe(`${job.usage.total_tokens} tokens in 3 model calls (estimated)`);
+    // When it was submitted (in the browser's locale), how long it waited to start and how long it ran, from the API's times.
+    const after = (from: string, to: string) => `${((Date.parse(to) - Date.parse(from)) / 1000).toFixed(1)}s`;
+    const submitted = await page.evaluate((at) => new Date(at).toLocaleString(), job.created_at);
+    const started = Date.parse(job.started_at) - Date.parse(job.created_at) < 50 ? "at once" : `${after(job.created_at, job.started_at)} later`;
+    expect(await page.locator("#detail-times").innerText()).toBe(`Submitted ${submitted} · started ${started} · ran ${after(job.started_at, job.completed_at)}`);
     // Only a failed or cancelled run can be retried.
     expect(await page.locator("#retry-button").isHidden()).toBe(true);
     await page.screenshot({ path: `${SHOTS}/succeeded.png` });
@@ -231,12 +238,18 @@ describe("the reference frontend in local development: runs submitted, watched, 
     await expect.poll(inView).toBe(true);
     const scheduled = (await (await fetch(`${BASE}/api/v1/runs/${id}`)).json()).scheduled_for as string;
     expect(await page.locator("#detail-step").innerText()).toBe(`Starts at ${await page.evaluate((at) => new Date(at).toLocaleString(), scheduled)}`);
+    const submitted = `Submitted ${await page.evaluate((at) => new Date(at).toLocaleString(), (await (await fetch(`${BASE}/api/v1/runs/${id}`)).json()).created_at)}`;
+    expect(await page.locator("#detail-times").innerText()).toBe(submitted);
     expect(await page.locator("#delete-button").isDisabled()).toBe(true);
     expect(await page.locator("#delete-rule").innerText()).toBe("A queued job must be cancelled first.");
     await page.screenshot({ path: `${SHOTS}/delayed-phone.png`, fullPage: true });
     await page.click("#cancel-button");
     await page.waitForSelector("#detail-status.cancelled");
     expect(await page.locator("#delete-rule").isHidden()).toBe(true);
+    // It ended without ever starting: no wait to start, no time run.
+    const times = await page.locator("#detail-times").innerText();
+    expect(times.startsWith(`${submitted} · ended `)).toBe(true);
+    expect(times).toMatch(/ · ended (\d+\.\d|\d+)s later without starting$/);
     await page.click("#delete-button");
     await row(page, id).waitFor({ state: "detached" });
     expect((await fetch(`${BASE}/api/v1/runs/${id}`)).status).toBe(404);
@@ -244,7 +257,7 @@ describe("the reference frontend in local development: runs submitted, watched, 
     await page.close();
   });
 
-  it("a run waiting behind its concurrency key shows its place in line", async () => {
+  it("a run waiting behind its concurrency key shows its place in line, and once it starts how long it waited", async () => {
     const key = `k${Date.now()}`;
     const ids: string[] = [];
     for (let i = 0; i < 3; i++) ids.push(await submitOverApi({ prompt: `Keyed ${i}`, concurrency_key: key, config: { simulate: { steps: 3, step_ms: 5000 } } }));
@@ -253,9 +266,16 @@ describe("the reference frontend in local development: runs submitted, watched, 
     await row(page, ids[2]).click();
     await page.waitForSelector("#detail-status.queued");
     expect(await page.locator("#detail-step").innerText()).toBe("Place in line: 1");
+    // A place frees: the run starts, and says how long after its submit.
+    expect((await fetch(`${BASE}/api/v1/runs/${ids[0]}?force=true`, { method: "DELETE" })).status).toBe(204);
+    await page.waitForSelector("#detail-status.running");
+    const job = await (await fetch(`${BASE}/api/v1/runs/${ids[2]}`)).json();
+    const waited = (Date.parse(job.started_at) - Date.parse(job.created_at)) / 1000;
+    const said = waited < 10 ? waited.toFixed(1) : String(Math.floor(waited));
+    await expect.poll(() => page.locator("#detail-times").innerText()).toMatch(new RegExp(` · started ${said.replace(".", "\\.")}s later$`));
     expect(problems).toEqual([]);
     await page.close();
-    for (const id of ids) expect((await fetch(`${BASE}/api/v1/runs/${id}?force=true`, { method: "DELETE" })).status).toBe(204);
+    for (const id of ids.slice(1)) expect((await fetch(`${BASE}/api/v1/runs/${id}?force=true`, { method: "DELETE" })).status).toBe(204);
   });
 
   it("a watched run deleted elsewhere leaves the view quietly", async () => {
