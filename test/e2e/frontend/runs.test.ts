@@ -278,6 +278,16 @@ describe("the reference frontend in local development: runs submitted, watched, 
     for (const id of ids.slice(1)) expect((await fetch(`${BASE}/api/v1/runs/${id}?force=true`, { method: "DELETE" })).status).toBe(204);
   });
 
+  it("tells how long a run waited and ran in the units of its list's ages: tenths of a second under 10 s, then seconds, minutes, hours", async () => {
+    const { page, problems } = await open(`${BASE}/`);
+    // The page's own module, as the page loaded it. The import is given as text: vitest rewrites a
+    // dynamic import in this file's functions for Node, and the browser has no such helper.
+    const told = await page.evaluate(`import("/page.js").then(({ lasting }) => [1234, 9949, 12900, 59999, 192000, 7500000, 90000000, -5].map(lasting))`);
+    expect(told).toEqual(["1.2s", "9.9s", "12s", "59s", "3m 12s", "2h 5m", "25h 0m", "0.0s"]);
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
   it("a watched run deleted elsewhere leaves the view quietly", async () => {
     const id = await submitOverApi({ prompt: "Deleted from afar", config: { simulate: { steps: 3, step_ms: 5000 } } });
     const { page, problems } = await open(`${BASE}/`);
