@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { BASE } from "../server";
-import { SHOTS, filterByTag, holdRequests, open, row, submitOverApi, submitRun, withServerAndChromium } from "./page";
+import { SHOTS, filterByTag, holdRequests, listedIds, open, row, submitOverApi, submitRun, withServerAndChromium } from "./page";
 
 withServerAndChromium();
 
@@ -39,7 +39,7 @@ describe("the reference frontend's list: filtered, paged, and kept in step with 
     const tagged = await submitRun(page, "Tagged", { steps: 1, step_ms: 50 }, tag);
     const untagged = await submitRun(page, "Untagged", { steps: 1, step_ms: 50 });
     await filterByTag(page, tag);
-    await expect.poll(() => page.locator("#run-list li").evaluateAll((items) => items.map((i) => (i as HTMLElement).dataset.id))).toEqual([tagged]);
+    await expect.poll(() => listedIds(page)).toEqual([tagged]);
     expect(await page.locator("#runs-total").innerText()).toBe("(1)");
     // A new run with the tag arrives from the feed; one without does not.
     const third = await submitRun(page, "Tagged too", { steps: 1, step_ms: 50 }, tag);
@@ -95,7 +95,7 @@ describe("the reference frontend's list: filtered, paged, and kept in step with 
     }
     const { page, problems } = await open(`${BASE}/`);
     await filterByTag(page, tag);
-    const shown = async () => (await page.locator("#run-list li").evaluateAll((items) => items.map((i) => (i as HTMLElement).dataset.id!))).sort();
+    const shown = async () => (await listedIds(page)).sort();
     const totalShown = () => page.locator("#runs-total").innerText();
     // The newest 50, and the total of all.
     await expect.poll(shown).toEqual(ids.slice(3).sort());

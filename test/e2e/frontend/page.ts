@@ -86,6 +86,9 @@ export async function submitRun(page: Page, prompt: string, knobs: Record<string
 /** The run's entry in the page's list. */
 export const row = (page: Page, id: string) => page.locator(`#run-list li[data-id="${id}"]`);
 
+/** The ids of the runs the page lists, in its order. */
+export const listedIds = (page: Page): Promise<string[]> => page.locator("#run-list li").evaluateAll((items) => items.map((li) => (li as HTMLElement).dataset.id!));
+
 /** Answers the run the page shows from its input panel, once the run asks. */
 export async function answerWhenAsked(page: Page, action: "approve" | "revise" | "reject", text: string): Promise<void> {
   await page.waitForSelector("#input-panel:not([hidden])", { timeout: 15_000 });
@@ -133,16 +136,22 @@ export async function meetFates(page: Page, url: string, method: string, fates: 
  */
 export type Held = "request" | "reply" | Parameters<Route["fulfill"]>[0];
 
+/** Requests held by `holdRequests`: `arrived` settles once the first is held; `release()` lets them go on. */
+export interface Holding {
+  arrived: Promise<void>;
+  release(): void;
+}
+
 /**
  * Holds the page's requests to `url` that `picked` picks until `release()`, each then meeting
- * `then`; every other request goes through. `arrived` settles once the first is held.
+ * `then`; every other request goes through.
  */
 export async function holdRequests(
   page: Page,
   url: string | ((url: URL) => boolean),
   picked: (request: Request) => boolean | Promise<boolean>,
   then: Held = "request",
-): Promise<{ arrived: Promise<void>; release(): void }> {
+): Promise<Holding> {
   let release = () => {};
   const released = new Promise<void>((go) => (release = go));
   let arrive = () => {};

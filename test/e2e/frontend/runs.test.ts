@@ -13,6 +13,12 @@ import { startProxy } from "../proxy";
 
 withServerAndChromium();
 
+/** The time from one of the API's times to another, as the page tells one under a minute (tenths under 10 s). */
+function secondsBetween(from: string, to: string): string {
+  const seconds = (Date.parse(to) - Date.parse(from)) / 1000;
+  return `${seconds < 10 ? seconds.toFixed(1) : Math.floor(seconds)}s`;
+}
+
 describe("the reference frontend in local development: runs submitted, watched, cancelled and deleted", () => {
   it("submit, watch progress live to the end, read the output, delete", async () => {
     const { page, problems } = await open(`${BASE}/`);
@@ -44,10 +50,9 @@ describe("the reference frontend in local development: runs submitted, watched, 
     expect(job.tags).toEqual(["demo", "docs"]);
     expect(await page.locator("#detail-usage").innerText()).toBe(`${job.usage.total_tokens} tokens in 3 model calls (estimated)`);
     // When it was submitted (in the browser's locale), how long it waited to start and how long it ran, from the API's times.
-    const after = (from: string, to: string) => `${((Date.parse(to) - Date.parse(from)) / 1000).toFixed(1)}s`;
     const submitted = await page.evaluate((at) => new Date(at).toLocaleString(), job.created_at);
-    const started = Date.parse(job.started_at) - Date.parse(job.created_at) < 50 ? "at once" : `${after(job.created_at, job.started_at)} later`;
-    expect(await page.locator("#detail-times").innerText()).toBe(`Submitted ${submitted} · started ${started} · ran ${after(job.started_at, job.completed_at)}`);
+    const started = Date.parse(job.started_at) - Date.parse(job.created_at) < 50 ? "at once" : `${secondsBetween(job.created_at, job.started_at)} later`;
+    expect(await page.locator("#detail-times").innerText()).toBe(`Submitted ${submitted} · started ${started} · ran ${secondsBetween(job.started_at, job.completed_at)}`);
     // Only a failed or cancelled run can be retried.
     expect(await page.locator("#retry-button").isHidden()).toBe(true);
     await page.screenshot({ path: `${SHOTS}/succeeded.png` });
@@ -270,9 +275,8 @@ describe("the reference frontend in local development: runs submitted, watched, 
     expect((await fetch(`${BASE}/api/v1/runs/${ids[0]}?force=true`, { method: "DELETE" })).status).toBe(204);
     await page.waitForSelector("#detail-status.running");
     const job = await (await fetch(`${BASE}/api/v1/runs/${ids[2]}`)).json();
-    const waited = (Date.parse(job.started_at) - Date.parse(job.created_at)) / 1000;
-    const said = waited < 10 ? waited.toFixed(1) : String(Math.floor(waited));
-    await expect.poll(() => page.locator("#detail-times").innerText()).toMatch(new RegExp(` · started ${said.replace(".", "\\.")}s later$`));
+    const said = secondsBetween(job.created_at, job.started_at);
+    await expect.poll(() => page.locator("#detail-times").innerText()).toMatch(new RegExp(` · started ${said.replace(".", "\\.")} later$`));
     expect(problems).toEqual([]);
     await page.close();
     for (const id of ids.slice(1)) expect((await fetch(`${BASE}/api/v1/runs/${id}?force=true`, { method: "DELETE" })).status).toBe(204);

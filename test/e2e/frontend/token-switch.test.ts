@@ -6,7 +6,7 @@
 import type { Page, Request as PageRequest, Response as PageResponse } from "playwright-core";
 import { describe, expect, it } from "vitest";
 import { KEYED, backendRun, forceDelete, longRun, mint, withKey, withKeyedServerAndChromium } from "./keyed";
-import { holdRequests, open, row, type Held } from "./page";
+import { holdRequests, listedIds, open, row, type Held, type Holding } from "./page";
 
 withKeyedServerAndChromium();
 
@@ -17,7 +17,7 @@ withKeyedServerAndChromium();
  */
 async function pasteOverHeld(
   page: Page,
-  held: Awaited<ReturnType<typeof holdRequests>>,
+  held: Holding,
   isHeld: (request: PageRequest) => boolean | Promise<boolean>,
   pasted: string,
   shaped: () => Promise<unknown>,
@@ -49,14 +49,14 @@ describe("the reference frontend, with a token pasted over another while its req
     ];
     for (const { token, held } of first) {
       const isHeld = async (request: PageRequest) => (await request.headerValue("authorization")) === `Bearer ${token}` && held.test(new URL(request.url()).pathname);
-      let read: Awaited<ReturnType<typeof holdRequests>> | undefined;
+      let read: Holding | undefined;
       const { page, problems } = await open(`${KEYED}/#token=${token}`, undefined, "#token-form:not([hidden])", async (page) => {
         read = await holdRequests(page, (url) => url.pathname.startsWith("/api/"), isHeld);
       });
       await pasteOverHeld(page, read!, isHeld, later, () => row(page, mine).waitFor());
       // Time for the page to act on the late answer, as it did before it dropped such answers.
       await page.waitForTimeout(1000);
-      expect(await page.locator("#run-list li").evaluateAll((items) => items.map((li) => (li as HTMLElement).dataset.id)), `held: ${held}`).toEqual([mine]);
+      expect(await listedIds(page), `held: ${held}`).toEqual([mine]);
       expect(await page.locator("#filter-form").isHidden()).toBe(true);
       expect(problems).toEqual([]);
       await page.close();
@@ -69,7 +69,7 @@ describe("the reference frontend, with a token pasted over another while its req
     const earlier = await mint({ scopes: ["read", "stream", "submit"], session_id: "submitted-over-first", max_submits: 1 });
     const later = await mint({ scopes: ["read", "stream"], session_id: "submitted-over-later" });
     const isSubmit = (request: PageRequest) => request.method() === "POST" && new URL(request.url()).pathname === "/api/v1/runs";
-    let reply: Awaited<ReturnType<typeof holdRequests>> | undefined;
+    let reply: Holding | undefined;
     const { page, problems } = await open(`${KEYED}/#token=${earlier}`, undefined, "#feed-state.live", async (page) => {
       // The service makes the run; its answer reaches the page only once the later token is in use.
       reply = await holdRequests(page, (url) => url.pathname === "/api/v1/runs", isSubmit, "reply");
@@ -90,7 +90,7 @@ describe("the reference frontend, with a token pasted over another while its req
     // The later token was not sent for the run it does not reach.
     expect(runReads).not.toContain(`/api/v1/runs/${started![1]}`);
     expect(await page.locator("#detail-body").isHidden()).toBe(true);
-    expect(await page.locator("#run-list li").evaluateAll((items) => items.map((li) => (li as HTMLElement).dataset.id))).toEqual([mine]);
+    expect(await listedIds(page)).toEqual([mine]);
     expect(problems).toEqual([]);
     await page.close();
     await forceDelete(mine, started![1]);

@@ -7,7 +7,7 @@ import type { Page } from "playwright-core";
 import { describe, expect, it } from "vitest";
 import { mintToken } from "../../../src/tokens";
 import { KEYED, TOKEN_SECRET, backendRun, forceDelete, longRun, mint, withKey, withKeyedServerAndChromium } from "./keyed";
-import { SHOTS, newPage, open, row, submitRun } from "./page";
+import { SHOTS, listedIds, newPage, open, row, submitRun } from "./page";
 
 withKeyedServerAndChromium();
 
@@ -119,7 +119,7 @@ describe("the reference frontend in a deployment, with a scoped token", () => {
     const token = await mint({ scopes: ["read", "stream", "cancel"], runs: [watched, other] });
     const { page, problems } = await open(`${KEYED}/#token=${token}`, undefined, `#run-list li[data-id="${other}"]`);
     await row(page, watched).waitFor();
-    expect((await page.locator("#run-list li").evaluateAll((items) => items.map((li) => (li as HTMLElement).dataset.id))).sort()).toEqual([watched, other].sort());
+    expect((await listedIds(page)).sort()).toEqual([watched, other].sort());
     // No list to filter and no feed: such a token may do neither (the API answers 403).
     expect(await page.locator("#filter-form").isHidden()).toBe(true);
     expect(await page.locator("#feed-state").isHidden()).toBe(true);
