@@ -106,13 +106,15 @@ export async function watchFeed(env: Env, tenant: string, filter: RunFilter, pos
   // A shard watched from now is read from its newest change, so that its position is known from the start.
   const from = await Promise.all(names.map((name, i) => positions[i] ?? shard(env, name).feedHead()));
   const bodies = await Promise.all(names.map(async (name, i) => (await shard(env, name).watch(filter, from[i])).body));
+  return mergeFeeds(bodies, from);
+}
+
+/** The shards' feeds, read from `from`, as one: each event passed on with every shard's position as its id. */
+function mergeFeeds(bodies: ReadableStream<Uint8Array>[], from: number[]): ReadableStream<Uint8Array> {
   const readers = bodies.map((body) => body.pipeThrough(new TextDecoderStream()).getReader());
   const at = [...from];
   const encoder = new TextEncoder();
   let closed = false;
-  const send = (controller: ReadableStreamDefaultController<Uint8Array>, text: string) => {
-    if (!closed) controller.enqueue(encoder.encode(text));
-  };
   const stop = (controller?: ReadableStreamDefaultController<Uint8Array>) => {
     if (closed) return;
     closed = true;
@@ -125,34 +127,43 @@ export async function watchFeed(env: Env, tenant: string, filter: RunFilter, pos
   };
   return new ReadableStream<Uint8Array>({
     start(controller) {
-      readers.forEach(async (reader, i) => {
-        let buffered = "";
-        try {
-          for (;;) {
-            const { value, done } = await reader.read();
-            if (done || closed) break;
-            buffered += value;
-            let end: number;
-            while ((end = buffered.indexOf("\n\n")) >= 0) {
-              const block = buffered.slice(0, end + 2);
-              buffered = buffered.slice(end + 2);
-              if (block === PING) {
-                if (i === 0) send(controller, PING);
-                continue;
-              }
-              const id = /^id: (\d+)$/m.exec(block);
-              if (id) at[i] = Number(id[1]);
-              send(controller, block.replace(/^id: \d+$/m, `id: ${at.join(".")}`));
-            }
-            // As one shard's feed does: a watcher far behind its connection is let go, and resumes.
-            if ((controller.desiredSize ?? 0) < -MAX_BEHIND) break;
-          }
-        } catch {
-          // a shard's feed failed: the merged one ends, and the client resumes
+      const pass = (i: number, block: string) => {
+        if (closed) return;
+        if (block === PING) {
+          if (i === 0) controller.enqueue(encoder.encode(PING));
+          return;
         }
-        stop(controller);
-      });
+        const id = /^id: (\d+)$/m.exec(block);
+        if (id) at[i] = Number(id[1]);
+        controller.enqueue(encoder.encode(block.replace(/^id: \d+$/m, `id: ${at.join(".")}`)));
+      };
+      // As one shard's feed does: a watcher far behind its connection is let go, and resumes.
+      const enough = () => closed || (controller.desiredSize ?? 0) < -MAX_BEHIND;
+      readers.forEach((reader, i) => void relayBlocks(reader, (block) => pass(i, block), enough).then(() => stop(controller)));
     },
     cancel: () => stop(),
   });
+}
+
+/**
+ * Hands each of a feed's blocks (an event or a ping, up to its blank line) to `pass`, until the
+ * feed ends or fails, or `enough` says so once a read's blocks are passed.
+ */
+async function relayBlocks(reader: ReadableStreamDefaultReader<string>, pass: (block: string) => void, enough: () => boolean): Promise<void> {
+  let buffered = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffered += value;
+      let end: number;
+      while ((end = buffered.indexOf("\n\n")) >= 0) {
+        pass(buffered.slice(0, end + 2));
+        buffered = buffered.slice(end + 2);
+      }
+      if (enough()) return;
+    }
+  } catch {
+    // a shard's feed failed: the merged one ends, and the client resumes
+  }
 }

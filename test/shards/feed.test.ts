@@ -3,7 +3,7 @@
  * every shard's changes merged into one feed, each event's id a position in all of them, resumed
  * from any event by a plain reader and by the typed client, and a watcher far behind let go.
  */
-import { SELF } from "cloudflare:test";
+import { env, runInDurableObject, SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { Job } from "../../src/schemas";
 import { projectionName } from "../../src/tenant/shards";
@@ -122,6 +122,26 @@ describe("the live feed over shards", () => {
     const jobIds = [...told, ...rest].map((e) => e.job.job_id);
     expect(jobIds).toHaveLength(1 + count);
     expect(new Set(jobIds)).toEqual(new Set([template.job_id, ...ids]));
+  });
+
+  it("sends one `: ping` a heartbeat, the first shard's, not one from each shard", async () => {
+    const res = await api("/api/v1/runs/events?session_id=fed-ping");
+    const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+    // Each shard's heartbeat driven by hand, the first shard's last: the pings of the others come first if they are passed on.
+    for (let shard = SHARDS - 1; shard >= 0; shard--) {
+      await runInDurableObject(env.PROJECTIONS.getByName(projectionName("default", shard)), (instance) =>
+        (instance as unknown as { feed: { watchers: { beat(): void } } }).feed.watchers.beat(),
+      );
+    }
+    let text = "";
+    const quiet = () => new Promise<null>((resolve) => setTimeout(() => resolve(null), 300));
+    for (;;) {
+      const next = await Promise.race([reader.read(), quiet()]);
+      if (next === null || next.done) break;
+      text += next.value;
+    }
+    await reader.cancel();
+    expect(text).toBe(": ping\n\n");
   });
 
   it("takes a position from before the tenant had shards, and refuses a malformed one", async () => {
