@@ -12,7 +12,8 @@ import { lineName, lineOfJob, projectionName, projectionOfKey, shardOf } from ".
 import { app } from "../../src/app";
 import { countingStubs, failingStubs, overlay, resetError, withBindings } from "../faults";
 import { DEVELOPMENT_SECRET, mintToken, type Grant } from "../../src/tokens";
-import { api, drive, getJob, post, settle } from "../helpers";
+import { api, drive, enterJobs, getJob, post, settle, submit } from "../helpers";
+import { matchingJobs } from "../../src/tenant/sharded";
 import { SHARDS, submitIn } from "./sharded";
 
 const LINES = 2;
@@ -88,6 +89,20 @@ describe("a tenant's projection in shards", () => {
     expect(both.ids).toEqual(order.filter((id) => submitted.indexOf(id) % 4 === 2));
     expect(new Set(both.totals)).toEqual(new Set([10]));
     expect((await list("session_id=spread&status=running")).total).toBe(0);
+  });
+
+  it("gives a next page where every row of the next is in one shard, its first page full", async () => {
+    const template = await getJob(await submitIn("one-shard"));
+    const own = projectionName("default", shardOf(template.job_id, SHARDS));
+    const ids = await enterJobs(template, 3, () => own);
+    // That shard alone answers the first page, to the full, and holds more; the others hold none.
+    const first = await list("session_id=one-shard&page_size=2");
+    expect(first.jobs).toHaveLength(2);
+    expect(first.total).toBe(4);
+    expect(first.next_cursor).not.toBeNull();
+    const walked = await walkByCursor("session_id=one-shard", 2);
+    expect(new Set(walked.ids)).toEqual(new Set([template.job_id, ...ids]));
+    expect(walked.ids).toHaveLength(4);
   });
 
   it("refuses offset pages deeper than it reads, and pages on by cursor", async () => {
@@ -208,6 +223,55 @@ describe("a tenant's projection in shards", () => {
     const shards = await Promise.all(Array.from({ length: SHARDS }, (_, s) => shardStub(s).stats()));
     expect(shards.reduce((n, s) => n + s.total_jobs, 0)).toBe(after.total_jobs);
     expect(after.usage_by_day).toHaveLength(shards[0].usage_by_day.length);
+  });
+
+  it("sums the shards' token usage, in all and for the day", async () => {
+    const before = await (await api("/stats")).json<Stats>();
+    const jobs: Job[] = [];
+    const shards = new Set<number>();
+    // Jobs run to their end until every shard has counted one.
+    while (shards.size < SHARDS && jobs.length < 30) {
+      const id = await submit({ steps: 1, output_bytes: 400 + 40 * jobs.length }, { prompt: "count me", session_id: "usage" });
+      jobs.push(await drive(id));
+      await settle(id);
+      shards.add(shardOf(id, SHARDS));
+    }
+    expect(shards.size).toBe(SHARDS);
+    const after = await (await api("/stats")).json<Stats>();
+    const sum = (field: "prompt_tokens" | "completion_tokens" | "total_tokens" | "model_calls") => jobs.reduce((n, j) => n + j.usage[field], 0);
+    const grew = (from: Stats["usage"], to: Stats["usage"]) => ({
+      prompt_tokens: to.prompt_tokens - from.prompt_tokens,
+      completion_tokens: to.completion_tokens - from.completion_tokens,
+      total_tokens: to.total_tokens - from.total_tokens,
+      model_calls: to.model_calls - from.model_calls,
+    });
+    const used = { prompt_tokens: sum("prompt_tokens"), completion_tokens: sum("completion_tokens"), total_tokens: sum("total_tokens"), model_calls: sum("model_calls") };
+    expect(used.model_calls).toBe(jobs.length);
+    expect(grew(before.usage, after.usage)).toEqual(used);
+    const today = (stats: Stats) => stats.usage_by_day.at(-1)!;
+    expect(today(after).day).toBe(new Date().toISOString().slice(0, 10));
+    expect(grew(today(before), today(after))).toEqual(used);
+  });
+
+  it("a bulk operation by metadata matches only the jobs carrying it, in every shard", async () => {
+    const mine: string[] = [];
+    for (let i = 0; i < 12; i++) {
+      const id = await submitIn("erasure", { metadata: { user: i % 3 === 0 ? "u-erased" : "u-kept" } });
+      if (i % 3 === 0) mine.push(id);
+    }
+    expect(new Set(mine.map((id) => shardOf(id, SHARDS))).size).toBeGreaterThan(1);
+    const res = await post("/api/v1/runs/bulk/cancel", { metadata: { user: "u-erased" } });
+    expect(res.status).toBe(202);
+    expect((await res.json<{ matched: number }>()).matched).toBe(mine.length);
+    expect(new Set(await matchingJobs(env, "default", { metadata: { user: "u-erased" } }, 100))).toEqual(new Set(mine));
+  });
+
+  it("gathers one match more than asked from the shards, which tells a filter that matches too many", async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 6; i++) ids.push(await submitIn("too-many"));
+    const matched = await matchingJobs(env, "default", { session_id: "too-many" }, 4);
+    expect(matched).toHaveLength(5);
+    for (const id of matched) expect(ids).toContain(id);
   });
 
   it("deletes a job from its shard, and a bulk cancel reaches every shard", async () => {
