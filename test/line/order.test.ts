@@ -9,10 +9,10 @@ describe("who starts next", () => {
     expect(holders.map((h) => h.status)).toEqual(Array(LIMIT).fill("running"));
 
     const a = await enqueue({ priority: 5 });
-    const b = await enqueue({ priority: 9 });
+    const b = await enqueue({ priority: 9, tags: ["sparse"] });
     const c = await enqueue({ priority: 5 });
     const d = await enqueue({ priority: 9 });
-    const e = await enqueue({ priority: 0 });
+    const e = await enqueue({ priority: 0, tags: ["sparse"] });
     const order = [b, d, a, c, e].map((j) => j.job_id);
     expect([a, b, c, d, e].map((j) => j.status)).toEqual(Array(5).fill("queued"));
 
@@ -21,6 +21,9 @@ describe("who starts next", () => {
     const listed = await api("/api/v1/runs?status=queued").then((r) => r.json<{ jobs: { job_id: string; queue_position: number }[] }>());
     expect(Object.fromEntries(listed.jobs.map((j) => [j.job_id, j.queue_position]))).toEqual(Object.fromEntries(order.map((id, i) => [id, i + 1])));
     expect((await getJob(holders[0].job_id)).queue_position).toBeNull();
+    // A page without the jobs between its own still counts them: e stands behind d, of b's priority, and a and c, of one between.
+    const sparse = await api("/api/v1/runs?status=queued&tag=sparse").then((r) => r.json<{ jobs: { job_id: string; queue_position: number }[] }>());
+    expect(Object.fromEntries(sparse.jobs.map((j) => [j.job_id, j.queue_position]))).toEqual({ [b.job_id]: 1, [e.job_id]: 5 });
 
     // A later job cannot jump the line, however often the line's alarm runs.
     await fireLine();

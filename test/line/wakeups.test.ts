@@ -33,9 +33,15 @@ describe("wake-ups from the line", () => {
     expect(await alarmOf(runStub(waiting.job_id))).toBeNull();
 
     await withBindings(lineStub(), { RUNS: failingStubs(env.RUNS, "start", [1], "before").proxy });
+    const failedFrom = Date.now();
     await release((await running())[0]);
     expect((await getJob(waiting.job_id)).status).toBe("queued");
     expect(await alarmOf(runStub(waiting.job_id))).toBeNull();
+    // Not told again before RETRY_BASE_MS (1 s) has passed: a job that cannot be reached is not called in a loop.
+    const retryAt = await runInDurableObject(lineStub(), (_instance, state) =>
+      state.storage.sql.exec<{ retry_at: number | null }>("SELECT retry_at FROM places WHERE job_id = ?", waiting.job_id).one().retry_at,
+    );
+    expect(retryAt).toBeGreaterThanOrEqual(failedFrom + 1000);
 
     await restoreBindings(lineStub());
     await sleep(1050); // the line tells it again after its backoff
