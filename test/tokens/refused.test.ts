@@ -2,7 +2,8 @@
 import { env, runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { SCOPES } from "../../src/schemas";
-import { mintToken, type Grant } from "../../src/tokens";
+import { mintToken, verifyToken, type Grant } from "../../src/tokens";
+import type { Scope } from "../../src/schemas";
 import { api, parseSse, runStub } from "../helpers";
 import { TOKEN_SECRET } from "./protocol";
 import { ALPHA, BETA, bearer, fetchWith, finishedJob, JSON_TYPE, mint, payloadOf, type Minted } from "./helpers";
@@ -36,6 +37,30 @@ describe("a token that is expired, altered or revoked", () => {
     expect(await res.json()).toEqual({ detail: "Token expired" });
     // The same grant unexpired is taken: only the expiry differs.
     expect((await api("/api/v1/runs", { headers: bearer(await mintToken(grant({ key: payload.k }), TOKEN_SECRET)) })).status).toBe(200);
+  });
+
+  it("is expired from the second its expiry names", async () => {
+    const expires = Math.floor(Date.now() / 1000) + 60;
+    const token = await mintToken(grant({ expires }), TOKEN_SECRET);
+    expect(await verifyToken(token, [TOKEN_SECRET], [], expires * 1000 - 1)).toMatchObject({ ok: true });
+    expect(await verifyToken(token, [TOKEN_SECRET], [], expires * 1000)).toEqual({ ok: false, why: "expired" });
+  });
+
+  it("on a server without API keys (local development), only a token minted there, by no key, is taken", async () => {
+    const { token } = await mint({ scopes: ["read"], session_id: "s1" });
+    const local = { API_KEYS: "" };
+    const keyed = await fetchWith(local, "/api/v1/runs", { headers: bearer(token) });
+    expect(keyed.status).toBe(401);
+    expect(await keyed.json()).toEqual({ detail: "Unauthorized" });
+    expect((await fetchWith(local, "/api/v1/runs", { headers: bearer(await mintToken(grant(), TOKEN_SECRET)) })).status).toBe(200);
+  });
+
+  it("a scope or metadata this version cannot read (signed by a newer one, during a deploy) is left out; the rest of the token stands", async () => {
+    const { k } = payloadOf((await mint({ scopes: ["read"], session_id: "s1" })).token);
+    const newer = grant({ key: k, scopes: ["read", "pause"] as unknown as Scope[], metadata: { user: 42 } as unknown as Record<string, string> });
+    const res = await api("/api/v1/tokens/verify", { headers: bearer(await mintToken(newer, TOKEN_SECRET)) });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ scopes: ["read"], session_id: "s1", metadata: null });
   });
 
   it("every byte of the payload and of the signature altered → 401 Unauthorized", async () => {
@@ -76,6 +101,8 @@ describe("a token that is expired, altered or revoked", () => {
     const minted = await fetchWith(rotating, "/api/v1/tokens", { method: "POST", headers: { ...JSON_TYPE, ...ALPHA }, body: JSON.stringify({ scopes: ["read"], session_id: "s1" }) });
     expect(minted.status).toBe(201);
     const fresh = (await minted.json<Minted>()).token;
+    // Both work while the rotation lasts: the new secret's and the old one's.
+    expect((await fetchWith(rotating, "/api/v1/runs", { headers: bearer(fresh) })).status).toBe(200);
     // The new token is the new secret's: the old secret alone does not take it.
     expect((await api("/api/v1/runs", { headers: bearer(fresh) })).status).toBe(401);
     const ended = { TOKEN_SECRET: NEW_SECRET };
