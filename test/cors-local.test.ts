@@ -19,6 +19,16 @@ describe("CORS in local development (no keys, no CORS_ORIGINS)", () => {
     expect(exposed).toEqual(expect.arrayContaining(["Location", "Retry-After", "Idempotent-Replayed", "X-Request-Id"]));
   });
 
+  it("lets a page resume a stream where it left off: Last-Event-ID is allowed", async () => {
+    const preflight = await api("/api/v1/runs/events", {
+      method: "OPTIONS",
+      headers: { Origin: "http://localhost:3000", "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization, last-event-id" },
+    });
+    expect(preflight.status).toBe(204);
+    const allowed = preflight.headers.get("Access-Control-Allow-Headers")!.split(",").map((h) => h.trim().toLowerCase());
+    expect(allowed).toEqual(expect.arrayContaining(["authorization", "last-event-id"]));
+  });
+
   it("lets a page resume a download of the output: Range and the conditional headers are allowed", async () => {
     const preflight = await api("/api/v1/runs/run_x/output", {
       method: "OPTIONS",

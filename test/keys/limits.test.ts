@@ -1,4 +1,7 @@
+import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
+import { app } from "../../src/app";
+import { overlay } from "../faults";
 import { api } from "../helpers";
 
 describe("rate limiting per API key (the RATE_LIMITER binding, 50 a minute here)", () => {
@@ -64,6 +67,21 @@ describe("CORS with keys configured (CORS_ORIGINS=https://app.example.com)", () 
     for (const origin of ["https://evil.example.com", "http://localhost:3000"]) {
       expect((await preflight(origin)).headers.get("Access-Control-Allow-Origin")).toBeNull();
     }
+  });
+
+  /** A preflight to a deployment with these CORS_ORIGINS, and the origin it allows. */
+  const allowedUnder = async (origins: string, origin: string) => {
+    const init = { method: "OPTIONS", headers: { Origin: origin, "Access-Control-Request-Method": "GET" } };
+    const res = await app.request("http://localhost/api/v1/runs", init, overlay(env, { CORS_ORIGINS: origins }));
+    return res.headers.get("Access-Control-Allow-Origin");
+  };
+
+  it("CORS_ORIGINS=* allows every origin", async () => {
+    for (const origin of ["https://evil.example.com", "https://app.example.com", "http://localhost:3000"]) expect(await allowedUnder("*", origin)).toBe(origin);
+  });
+
+  it("CORS_ORIGINS left empty allows none, localhost included, where keys are configured", async () => {
+    for (const origin of ["https://app.example.com", "http://localhost:3000", "http://127.0.0.1:5173"]) expect(await allowedUnder("", origin)).toBeNull();
   });
 
   it("an unauthorised answer still carries CORS headers, so the browser can read the 401", async () => {
