@@ -98,4 +98,26 @@ describe("conflicting key headers", () => {
     expect(await res.json()).toEqual({ detail: "Authorization and X-API-Key name different keys: send one" });
     expect((await api("/api/v1/runs", { headers: { Authorization: "Bearer key-alpha", "X-API-Key": "key-alpha" } })).status).toBe(200);
   });
+
+  it("an Authorization header that is no bearer credential, beside a key in X-API-Key → 400", async () => {
+    const res = await api("/api/v1/runs", { headers: { Authorization: "Basic a2V5LWFscGhhOg==", "X-API-Key": "key-alpha" } });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toEqual({ detail: "Authorization and X-API-Key name different keys: send one" });
+  });
+
+  it("?token= and an Authorization header naming different credentials → 400; naming the same one, taken", async () => {
+    const minted = await api("/api/v1/tokens", {
+      method: "POST",
+      headers: { Authorization: "Bearer key-alpha", "content-type": "application/json" },
+      body: JSON.stringify({ scopes: ["read", "stream"], session_id: "both-ways" }),
+    });
+    expect(minted.status).toBe(201);
+    const { token } = await minted.json<{ token: string }>();
+    const feed = `/api/v1/runs/events?token=${encodeURIComponent(token)}`;
+    const res = await api(feed, { method: "HEAD", headers: { Authorization: "Bearer key-alpha" } });
+    expect(res.status).toBe(400);
+    const refused = await api(feed, { headers: { Authorization: "Bearer key-alpha" } });
+    expect(await refused.json()).toEqual({ detail: "?token= and the Authorization header name different credentials: send one" });
+    expect((await api(feed, { method: "HEAD", headers: { Authorization: `Bearer ${token}` } })).status).toBe(200);
+  });
 });
