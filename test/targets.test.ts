@@ -35,7 +35,12 @@ const REFUSED = [
   "http://255.255.255.255/hook",
   "http://240.0.0.1/hook",
   "http://198.18.0.1/hook",
+  "http://198.19.255.254/hook",
   "http://192.0.2.10/hook",
+  "http://192.0.0.8/hook",
+  "http://192.88.99.1/hook",
+  "http://198.51.100.7/hook",
+  "http://203.0.113.9/hook",
   "http://[::1]/hook",
   "http://[0:0:0:0:0:0:0:1]/hook",
   "http://[::]/hook",
@@ -51,6 +56,8 @@ const REFUSED = [
   "http://[64:ff9b::a9fe:a9fe]/hook",
   "http://[2002:7f00:1::]/hook",
   "http://[2001:db8::1]/hook",
+  "http://[fec0::1]/hook",
+  "http://[100::1]/hook",
   "http://[::127.0.0.1]/hook",
 ];
 
@@ -63,6 +70,10 @@ const ACCEPTED = [
   "https://[64:ff9b::808:808]/hook",
   "https://172.32.0.1/hook",
   "https://100.128.0.1/hook",
+  // The first address past a refused range.
+  "https://11.0.0.0/hook",
+  "https://172.32.0.0/hook",
+  "https://198.20.0.0/hook",
 ];
 
 describe("webhook targets", () => {
@@ -81,6 +92,7 @@ describe("webhook targets", () => {
     ["javascript:alert(1)", "webhook_url must use http or https"],
     ["https://user:secret@example.com/hook", "webhook_url must not carry credentials"],
     ["https://user@example.com/hook", "webhook_url must not carry credentials"],
+    ["https://:secret@example.com/hook", "webhook_url must not carry credentials"],
   ])("refuses %s", (url, problem) => {
     expect(webhookUrlProblem(url, false)).toBe(problem);
   });
