@@ -6,19 +6,23 @@
 import { env, runInDurableObject, SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { Job } from "../../src/schemas";
-import { projectionName } from "../../src/tenant/shards";
+import { projectionName, shardOf } from "../../src/tenant/shards";
 import { RunsClient, type FeedEvent } from "../../client/index";
 import { MAX_BEHIND } from "../../src/tenant/feed";
 import { api, enterJobs, getJob, settle } from "../helpers";
 import { SHARDS, submitIn } from "./sharded";
 
 describe("the live feed over shards", () => {
-  async function read(res: Response, count: number): Promise<{ id: string; event: string; job: Job }[]> {
+  /** The first `count` events (fewer if the stream ends, or if `withinMs` is given and passes first). */
+  async function read(res: Response, count: number, withinMs?: number): Promise<{ id: string; event: string; job: Job }[]> {
     const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+    const deadline = withinMs === undefined ? null : new Promise<null>((resolve) => setTimeout(() => resolve(null), withinMs));
     let text = "";
     const events: { id: string; event: string; job: Job }[] = [];
     while (events.length < count) {
-      const { value, done } = await reader.read();
+      const next = await (deadline ? Promise.race([reader.read(), deadline]) : reader.read());
+      if (next === null) break;
+      const { value, done } = next;
       if (done) break;
       text += value;
       const end = text.lastIndexOf("\n\n");
@@ -122,6 +126,21 @@ describe("the live feed over shards", () => {
     const jobIds = [...told, ...rest].map((e) => e.job.job_id);
     expect(jobIds).toHaveLength(1 + count);
     expect(new Set(jobIds)).toEqual(new Set([template.job_id, ...ids]));
+  });
+
+  it("catches a watcher up on every change it missed, many batches of them, before it goes live", async () => {
+    const first = env.PROJECTIONS.getByName(projectionName("default", 0));
+    const from = await first.feedHead();
+    const template = await getJob(await submitIn("fed-catch-up"));
+    const count = 450;
+    const ids = await enterJobs(template, count, () => projectionName("default", 0));
+    // From the first shard's position alone (the others from now): its log's changes, read back in batches.
+    const resumed = await api("/api/v1/runs/events?session_id=fed-catch-up", { headers: { "Last-Event-ID": String(from) } });
+    expect(resumed.status).toBe(200);
+    // The job the entries copy is told too when its own change went to the first shard.
+    const expected = shardOf(template.job_id, SHARDS) === 0 ? [template.job_id, ...ids] : ids;
+    const told = await read(resumed, count + 1, 3_000);
+    expect(told.map((e) => e.job.job_id).sort()).toEqual([...expected].sort());
   });
 
   it("sends one `: ping` a heartbeat, the first shard's, not one from each shard", async () => {

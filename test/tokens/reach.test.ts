@@ -93,6 +93,41 @@ describe("listing with a token", () => {
     expect((await (await api(`/api/v1/runs?session_id=${session}`, { headers: bearer(token) })).json<{ total: number }>()).total).toBe(5);
   });
 
+  it("the feed asked for another session than the token's tells nothing; asked for its own, its jobs", async () => {
+    const session = `feed-${crypto.randomUUID()}`;
+    const { token } = await mint({ scopes: ["read", "stream"], session_id: session });
+    const open = async (query: string) => {
+      const res = await api(`/api/v1/runs/events?${query}`, { headers: bearer(token) });
+      expect(res.status).toBe(200);
+      return res.body!.pipeThrough(new TextDecoderStream()).getReader();
+    };
+    const elsewhere = await open(`session_id=${session}-other`);
+    const own = await open(`session_id=${session}`);
+    const submitted = [];
+    for (const where of [`${session}-other`, session]) {
+      const res = await api("/api/v1/runs", {
+        method: "POST",
+        headers: { ...JSON_TYPE, ...ALPHA },
+        body: JSON.stringify({ prompt: "p", session_id: where, delay_seconds: 3600 }),
+      });
+      expect(res.status).toBe(202);
+      submitted.push((await res.json<{ job_id: string }>()).job_id);
+    }
+    // Its own session's job comes; by then, and a moment after, the other feed has told nothing.
+    let told = "";
+    while (!told.includes(submitted[1])) told += (await own.read()).value ?? "";
+    expect(told).not.toContain(submitted[0]);
+    let other = "";
+    const quiet = () => new Promise<null>((resolve) => setTimeout(() => resolve(null), 300));
+    for (;;) {
+      const next = await Promise.race([elsewhere.read(), quiet()]);
+      if (next === null || next.done) break;
+      other += next.value;
+    }
+    expect(other).not.toMatch(/^event:/m);
+    await Promise.all([own.cancel(), elsewhere.cancel()]);
+  });
+
   it("a token limited to runs cannot list or watch (403)", async () => {
     const id = await finishedJob();
     const { token } = await mint({ scopes: ["read", "stream"], runs: [id], session_id: "s1" });
