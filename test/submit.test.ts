@@ -112,6 +112,15 @@ describe("idempotency", () => {
     expect((await viaHeader.json<{ job_id: string }>()).job_id).toBe(job_id);
   });
 
+  it("takes the same body with its keys in another order, at every depth, for the same request", async () => {
+    const first = await post("/api/v1/runs", { prompt: "ordered", metadata: { a: "1", b: "2" }, config: { simulate: { step_ms: 1, steps: 2 } } }, { "Idempotency-Key": "k-order" });
+    const { job_id } = await first.json<{ job_id: string }>();
+    const reordered = await post("/api/v1/runs", { config: { simulate: { steps: 2, step_ms: 1 } }, metadata: { b: "2", a: "1" }, prompt: "ordered" }, { "Idempotency-Key": "k-order" });
+    expect(reordered.status).toBe(202);
+    expect(reordered.headers.get("Idempotent-Replayed")).toBe("true");
+    expect((await reordered.json<{ job_id: string }>()).job_id).toBe(job_id);
+  });
+
   it("answers 409 with the job's id and status for the same key and another body", async () => {
     const first = await post("/api/v1/runs", body, { "Idempotency-Key": "k-conflict" });
     const { job_id } = await first.json<{ job_id: string }>();
