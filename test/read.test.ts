@@ -110,6 +110,8 @@ describe("GET /api/v1/runs/{id}/output", () => {
       ["bytes=1990-", 1990, 2999],
       ["bytes=-10", 2990, 2999],
       ["bytes=2990-5000", 2990, 2999],
+      // A suffix longer than the output is the whole of it (RFC 9110 §14.1.1).
+      ["bytes=-5000", 0, 2999],
     ] as const) {
       const res = await api(`/api/v1/runs/${id}/output`, { headers: { Range: range } });
       expect(res.status).toBe(206);
@@ -121,10 +123,13 @@ describe("GET /api/v1/runs/{id}/output", () => {
     expect(bad.headers.get("Content-Range")).toBe("bytes */3000");
     expect((await bad.json<{ detail: string }>()).detail).toContain("Range not satisfiable");
     // A last byte before the first is no range (RFC 9110 §14.1.1): the whole output, as without one.
-    const backwards = await api(`/api/v1/runs/${id}/output`, { headers: { Range: "bytes=5-1" } });
-    expect(backwards.status).toBe(200);
-    expect(backwards.headers.get("Content-Range")).toBeNull();
-    expect(await backwards.text()).toBe(whole);
+    // So is a range with neither first nor last byte, or of more than one range.
+    for (const range of ["bytes=5-1", "bytes=-", "bytes=0-9,20-29"]) {
+      const ignored = await api(`/api/v1/runs/${id}/output`, { headers: { Range: range } });
+      expect(ignored.status, range).toBe(200);
+      expect(ignored.headers.get("Content-Range")).toBeNull();
+      expect(await ignored.text()).toBe(whole);
+    }
   });
 
   it("answers HEAD with headers only, and If-None-Match with 304", async () => {
