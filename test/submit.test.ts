@@ -180,6 +180,13 @@ describe("bad submissions", () => {
     expect(await jobCount()).toBe(before);
   });
 
+  it("a JSON content type in any of its spellings is read: with a charset, in capitals, or a +json type", async () => {
+    for (const type of ["application/json; charset=utf-8", "Application/JSON", "application/vnd.api+json", "application/merge-patch+json"]) {
+      const res = await api("/api/v1/runs", { method: "POST", headers: { "content-type": type }, body: JSON.stringify({ prompt: "typed", session_id: "typed" }) });
+      expect(res.status, type).toBe(202);
+    }
+  });
+
   it("a body naming no content type is read as JSON, as FastAPI reads it (Python's requests.post(url, data=...))", async () => {
     // A body of bytes: fetch names no type for it (a string body it would call text/plain).
     const bytes = (text: string) => new TextEncoder().encode(text);
