@@ -171,3 +171,13 @@ export async function enterJobs(template: Job, count: number, projection: (i: nu
   }
   return ids;
 }
+
+/** What a stream's reader is sent until it ends or falls quiet for `quietMs`. */
+export async function readUntilQuiet(reader: ReadableStreamDefaultReader<string>, quietMs = 300): Promise<string> {
+  let text = "";
+  for (;;) {
+    const next = await Promise.race([reader.read(), new Promise<null>((resolve) => setTimeout(() => resolve(null), quietMs))]);
+    if (next === null || next.done) return text;
+    text += next.value;
+  }
+}

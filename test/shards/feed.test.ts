@@ -9,7 +9,7 @@ import type { Job } from "../../src/schemas";
 import { projectionName, shardOf } from "../../src/tenant/shards";
 import { RunsClient, type FeedEvent } from "../../client/index";
 import { MAX_BEHIND } from "../../src/tenant/feed";
-import { api, enterJobs, getJob, settle } from "../helpers";
+import { api, enterJobs, getJob, readUntilQuiet, settle } from "../helpers";
 import { SHARDS, submitIn } from "./sharded";
 
 describe("the live feed over shards", () => {
@@ -152,13 +152,7 @@ describe("the live feed over shards", () => {
         (instance as unknown as { feed: { watchers: { beat(): void } } }).feed.watchers.beat(),
       );
     }
-    let text = "";
-    const quiet = () => new Promise<null>((resolve) => setTimeout(() => resolve(null), 300));
-    for (;;) {
-      const next = await Promise.race([reader.read(), quiet()]);
-      if (next === null || next.done) break;
-      text += next.value;
-    }
+    const text = await readUntilQuiet(reader);
     await reader.cancel();
     expect(text).toBe(": ping\n\n");
   });

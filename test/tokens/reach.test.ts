@@ -1,7 +1,7 @@
 /** Scoped tokens: each scope on each route, and each kind of reach, on one job and in lists. */
 import { describe, expect, it } from "vitest";
 import { SCOPES } from "../../src/schemas";
-import { api } from "../helpers";
+import { api, readUntilQuiet } from "../helpers";
 import { ALPHA, BETA, bearer, call, finishedJob, JOB_ROUTES, JSON_TYPE, mint, type Minted } from "./helpers";
 
 describe("scopes × routes × reach", () => {
@@ -117,14 +117,7 @@ describe("listing with a token", () => {
     let told = "";
     while (!told.includes(submitted[1])) told += (await own.read()).value ?? "";
     expect(told).not.toContain(submitted[0]);
-    let other = "";
-    const quiet = () => new Promise<null>((resolve) => setTimeout(() => resolve(null), 300));
-    for (;;) {
-      const next = await Promise.race([elsewhere.read(), quiet()]);
-      if (next === null || next.done) break;
-      other += next.value;
-    }
-    expect(other).not.toMatch(/^event:/m);
+    expect(await readUntilQuiet(elsewhere)).not.toMatch(/^event:/m);
     await Promise.all([own.cancel(), elsewhere.cancel()]);
   });
 
