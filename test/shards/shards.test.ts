@@ -238,14 +238,9 @@ describe("a tenant's projection in shards", () => {
     }
     expect(shards.size).toBe(SHARDS);
     const after = await (await api("/stats")).json<Stats>();
-    const sum = (field: "prompt_tokens" | "completion_tokens" | "total_tokens" | "model_calls") => jobs.reduce((n, j) => n + j.usage[field], 0);
-    const grew = (from: Stats["usage"], to: Stats["usage"]) => ({
-      prompt_tokens: to.prompt_tokens - from.prompt_tokens,
-      completion_tokens: to.completion_tokens - from.completion_tokens,
-      total_tokens: to.total_tokens - from.total_tokens,
-      model_calls: to.model_calls - from.model_calls,
-    });
-    const used = { prompt_tokens: sum("prompt_tokens"), completion_tokens: sum("completion_tokens"), total_tokens: sum("total_tokens"), model_calls: sum("model_calls") };
+    const fields = ["prompt_tokens", "completion_tokens", "total_tokens", "model_calls"] as const;
+    const used = Object.fromEntries(fields.map((f) => [f, jobs.reduce((n, j) => n + j.usage[f], 0)]));
+    const grew = (from: Stats["usage"], to: Stats["usage"]) => Object.fromEntries(fields.map((f) => [f, to[f] - from[f]]));
     expect(used.model_calls).toBe(jobs.length);
     expect(grew(before.usage, after.usage)).toEqual(used);
     const today = (stats: Stats) => stats.usage_by_day.at(-1)!;
