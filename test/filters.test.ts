@@ -108,6 +108,17 @@ describe("list by tag and metadata", () => {
     expect((await list(`tag=${tag}`)).total).toBe(1);
   });
 
+  it("a filter at each of its limits is taken, and finds the job submitted at the same limits", async () => {
+    const run = crypto.randomUUID().slice(0, 8);
+    const session = `${run}-`.padEnd(256, "s");
+    const tags = Array.from({ length: 10 }, (_, i) => `edge${i}-${run}`);
+    const key = `${run}-`.padEnd(64, "k");
+    const value = "v".repeat(512);
+    const id = await submit({ steps: 1 }, { session_id: session, tags, metadata: { [key]: value }, delay_seconds: 3600 });
+    const query = [`session_id=${session}`, ...tags.map((t) => `tag=${t}`), `metadata.${key}=${value}`].join("&");
+    expect((await list(query)).jobs.map((j) => j.job_id)).toEqual([id]);
+  });
+
   it.each([
     ["a malformed tag", "tag=has%20space", ["query", "tag"]],
     ["an empty tag", "tag=", ["query", "tag"]],

@@ -248,6 +248,11 @@ describe("a deployment whose settings are unsound answers 503 naming the setting
     ["a CORS origin without its scheme", { CORS_ORIGINS: "app.example.com" }, /CORS_ORIGINS must list origins .*; "app.example.com" is not one/],
     ["a CORS origin with its default port, which browsers leave out", { CORS_ORIGINS: "https://app.example.com:443" }, /"https:\/\/app.example.com:443" is not one/],
     ["MODEL_API_KEY_HEADER that is no header name", { MODEL_API_KEY_HEADER: "api-key:" }, /MODEL_API_KEY_HEADER must be a header name, such as api-key; it is "api-key:"/],
+    ["MODEL_BASE_URL of a scheme other than http(s)", { MODEL_BASE_URL: "ftp://llm.internal/v1" }, /MODEL_BASE_URL must be an http\(s\) URL; it is "ftp:\/\/llm.internal\/v1"/],
+    ["API_KEYS as a JSON list, even an empty one", { API_KEYS: "[]" }, /API_KEYS must be a JSON object/],
+    ["API_KEYS naming a tenant by a number", { API_KEYS: JSON.stringify({ ["a".repeat(64)]: 7 }) }, /API_KEYS must be a JSON object/],
+    ["API_KEYS naming a tenant of over 64 characters", { API_KEYS: JSON.stringify({ ["a".repeat(64)]: "t".repeat(65) }) }, /API_KEYS must be a JSON object/],
+    ["a TOKEN_SECRET short once the newline it was pasted with is left out", { TOKEN_SECRET: `${"t".repeat(31)}\n` }, /TOKEN_SECRET must be at least 32 characters; it has 31/],
   ];
 
   it.each(cases)("%s", async (_what, settings, detail) => {
@@ -260,6 +265,35 @@ describe("a deployment whose settings are unsound answers 503 naming the setting
     }
     // Liveness is still answered, so that the deployment can be told apart from a dead one.
     expect((await fetchWith(settings, "/health")).status).toBe(200);
+  });
+
+  it("settings at either end of their ranges are taken, and secrets of the least length", async () => {
+    const edges = {
+      MAX_STEP_ATTEMPTS: "1",
+      RETENTION_SECONDS: "0",
+      MAX_BODY_BYTES: String(2 * 1024 * 1024),
+      INLINE_RESULT_BYTES: String(8 * 1024 * 1024),
+      PROJECTION_SHARDS: "16",
+      PROJECTION_SHARDS_BEFORE: "15",
+      LINE_SHARDS: "16",
+      TOKEN_SECRET: "t".repeat(32),
+      WEBHOOK_SECRET: `whsec_${btoa("k".repeat(24))}`,
+    };
+    for (const path of ["/api/v1/runs", "/stats"]) expect((await fetchWith(edges, path)).status).toBe(200);
+  });
+
+  it("a setting with whitespace around it, as a secret pasted with its newline has, is read as its text", async () => {
+    const pasted = { ALLOW_SIMULATE: "true\n", MAX_RUNNING_PER_TENANT: " 5 ", MODEL_API_KEY_HEADER: "api-key\n", TOKEN_SECRET: ` ${"t".repeat(32)}\n` };
+    expect((await fetchWith(pasted, "/stats")).status).toBe(200);
+  });
+
+  it("CORS_ORIGINS may list an origin of a scheme other than http(s), such as a browser extension's, or be *", async () => {
+    const extension = "chrome-extension://abcdefghijklmnopabcdefghijklmnop";
+    for (const origins of [`https://app.example.com, ${extension}`, "*"]) {
+      const res = await fetchWith({ CORS_ORIGINS: origins }, "/stats", { headers: { Origin: extension } });
+      expect(res.status, origins).toBe(200);
+      expect(res.headers.get("access-control-allow-origin")).toBe(extension);
+    }
   });
 
   it("a deployment with keys and no WEBHOOK_SECRET refuses a webhook_url (and nothing is stored), but not other submits", async () => {

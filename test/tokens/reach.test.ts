@@ -93,6 +93,16 @@ describe("listing with a token", () => {
     expect((await (await api(`/api/v1/runs?session_id=${session}`, { headers: bearer(token) })).json<{ total: number }>()).total).toBe(5);
   });
 
+  it("a tag asked for in the query narrows the token's tags: the jobs carrying both", async () => {
+    const session = `narrow-${crypto.randomUUID()}`;
+    const both = await finishedJob({ session_id: session, tags: ["shared", "mine"] });
+    await finishedJob({ session_id: session, tags: ["shared"] });
+    const { token } = await mint({ scopes: ["read"], session_id: session, tags: ["shared"] });
+    const listed = await (await api("/api/v1/runs?tag=mine", { headers: bearer(token) })).json<{ total: number; jobs: { job_id: string }[] }>();
+    expect(listed.total).toBe(1);
+    expect(listed.jobs.map((j) => j.job_id)).toEqual([both]);
+  });
+
   it("the feed asked for another session than the token's tells nothing; asked for its own, its jobs", async () => {
     const session = `feed-${crypto.randomUUID()}`;
     const { token } = await mint({ scopes: ["read", "stream"], session_id: session });
