@@ -1,9 +1,9 @@
 /** Bulk cancel and delete: matched at the request, carried out by the operation's alarm in batches. */
 import { abortAllDurableObjects, env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { BULK_MIGRATIONS, BULK_REACH_ATTEMPTS } from "../src/bulk/BulkObject";
+import { BULK_MIGRATIONS, BULK_REACH_ATTEMPTS, BULK_RETENTION_MS } from "../src/bulk/BulkObject";
 import { migrate } from "../src/storage/migrations";
-import { failingStubs, resetError, withBindings } from "./faults";
+import { failing, failingStubs, resetError, withBindings } from "./faults";
 import { api, finished, getJob, post, r2Keys, runStub, storedTables, submit, submitQueued } from "./helpers";
 
 type Progress = { bulk_id: string; action: string; matched: number; done: number; skipped: number; failed: number; state: string };
@@ -134,8 +134,12 @@ describe("bulk cancel and delete", () => {
     await abortAllDurableObjects();
     const res = await post("/api/v1/runs/bulk/cancel", { session_id: session });
     const { bulk_id } = await res.json<{ bulk_id: string }>();
+    const askedFrom = Date.now();
     await runDurableObjectAlarm(bulkStub(bulk_id));
     expect(await progress(bulk_id)).toMatchObject({ matched: 3, done: 1, failed: 0, state: "running" });
+    // Asked again only after RETRY_BASE_MS (1 s) beyond the alarms' delay here (an hour): a job that cannot be reached is not asked in a loop.
+    const nextAsk = await runInDurableObject(bulkStub(bulk_id), (_instance, state) => state.storage.getAlarm());
+    expect(nextAsk).toBeGreaterThanOrEqual(askedFrom + 3_600_000 + 1000);
     // One comes back before the next alarm (a deploy's reset over, say).
     await mendJob(flaky, flakySpec);
     for (let i = 1; i < BULK_REACH_ATTEMPTS; i++) await runDurableObjectAlarm(bulkStub(bulk_id));
@@ -204,6 +208,39 @@ describe("bulk cancel and delete", () => {
     for (let i = 0; i < BULK_REACH_ATTEMPTS; i++) await runDurableObjectAlarm(bulkStub("bulk_begunbyversionbefore0001"));
     expect(await progress("bulk_begunbyversionbefore0001")).toMatchObject({ matched: 2, done: 1, failed: 1, state: "done" });
     expect((await getJob(open)).status).toBe("cancelled");
+  });
+
+  it("a job whose purge fails is counted done: it is gone at once, and its own alarm finishes the purge", async () => {
+    const id = await finished({ steps: 1, output_bytes: 2000 });
+    await withBindings(id, { OUTPUTS: failing(env.OUTPUTS, "delete", [1], "before").proxy });
+    expect(await carriedOut("delete", { job_ids: [id] })).toMatchObject({ matched: 1, done: 1, skipped: 0, failed: 0, state: "done" });
+    expect((await api(`/api/v1/runs/${id}`)).status).toBe(404);
+    await runDurableObjectAlarm(runStub(id));
+    expect(await r2Keys(`runs/default/${id}/`)).toEqual([]);
+    expect(await storedTables(id)).toEqual([]);
+  });
+
+  it("an id given twice is one job: matched once, done once", async () => {
+    const id = await submitQueued({}, { session_id: "bulk-twice" });
+    expect(await carriedOut("cancel", { job_ids: [id, id] })).toMatchObject({ matched: 1, done: 1, skipped: 0, failed: 0, state: "done" });
+    expect((await getJob(id)).status).toBe("cancelled");
+  });
+
+  it("a finished operation's report is kept a week, then removed with everything the operation stored", async () => {
+    const { bulk_id } = await (await post("/api/v1/runs/bulk/cancel", { job_ids: [await submitQueued()] })).json<{ bulk_id: string }>();
+    await runDurableObjectAlarm(bulkStub(bulk_id));
+    expect(await progress(bulk_id)).toMatchObject({ done: 1, state: "done" });
+    // Its alarm within the week keeps it.
+    await runDurableObjectAlarm(bulkStub(bulk_id));
+    expect((await api(`/api/v1/runs/bulk/${bulk_id}`)).status).toBe(200);
+    // A week on (its finish moved back a week), its alarm removes it.
+    await runInDurableObject(bulkStub(bulk_id), (_instance, state) => void state.storage.sql.exec("UPDATE operation SET finished_at = ?", Date.now() - BULK_RETENTION_MS));
+    await runDurableObjectAlarm(bulkStub(bulk_id));
+    expect(await (await api(`/api/v1/runs/bulk/${bulk_id}`)).json()).toEqual({ detail: `Bulk operation not found: ${bulk_id}` });
+    const tables = await runInDurableObject(bulkStub(bulk_id), (_instance, state) =>
+      state.storage.sql.exec<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_cf%' ESCAPE '\\'").toArray(),
+    );
+    expect(tables).toEqual([]);
   });
 
   it("reads a null field as not given: a filter with nulls beside it works, nulls alone are no filter", async () => {

@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import { app } from "../src/app";
 import { countingStubs, failing, failingStubs, gatedBucket, jobIdOf, overlay, resetError } from "./faults";
 import { api, drive, eventLog, finished, getJob, post, r2Keys, runStub, submit, submitQueued } from "./helpers";
+import { newJobId } from "../src/ids";
 import { HOLD_LAPSED, type PrefixHold } from "../src/run/hold";
 import type { RunSpec } from "../src/run/job";
 import type { Job } from "../src/schemas";
@@ -335,6 +336,25 @@ describe("a retry that fails part-way", () => {
     const { job_id } = await again.json<{ job_id: string }>();
     expect(await r2Keys(`runs/default/${job_id}/`)).toHaveLength(2);
     expect((await getJob(job_id)).progress.steps_completed).toBe(2);
+  });
+
+  it("a lapsed hold whose purge fails is purged by a later alarm", async () => {
+    const id = newJobId();
+    const held = runStub(id);
+    expect(await held.holdPrefix("default", id)).toEqual({ ok: true });
+    await env.OUTPUTS.put(`runs/default/${id}/steps/0001`, "a copy");
+    // The hold's R2 fails its first delete; the hold lapses now.
+    await runInDurableObject(held, (instance, state) => {
+      const hold = (instance as unknown as { hold: { env: Env } }).hold;
+      hold.env = overlay(hold.env, { OUTPUTS: failing(env.OUTPUTS, "delete", [1], "before").proxy });
+      state.storage.kv.put("prefix_hold", { ...state.storage.kv.get<PrefixHold>("prefix_hold"), until: Date.now() - 1 });
+    });
+    await runDurableObjectAlarm(held);
+    expect(await r2Keys(`runs/default/${id}/`)).toHaveLength(1);
+    expect(await runInDurableObject(held, (_instance, state) => state.storage.kv.get<PrefixHold>("prefix_hold"))).toMatchObject({ lapsed: false });
+    expect(await runDurableObjectAlarm(held)).toBe(true);
+    expect(await r2Keys(`runs/default/${id}/`)).toEqual([]);
+    expect(await runInDurableObject(held, (_instance, state) => state.storage.kv.get<PrefixHold>("prefix_hold"))).toMatchObject({ lapsed: true });
   });
 
   it("a retry that makes its job drops the hold on its prefix: the job owns it", async () => {
