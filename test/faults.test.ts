@@ -71,6 +71,36 @@ describe.each(["before", "after"] as When[])("faults %s the side effect", (when)
   });
 });
 
+describe("a side effect that keeps failing", () => {
+  it("is tried again later each time: RETRY_BASE_MS, then twice as long at each failure, up to 5 minutes", async () => {
+    const id = await finished({ steps: 1, output_bytes: 1000 });
+    await withBindings(id, { OUTPUTS: failing(env.OUTPUTS, "delete", [1, 2, 3, 4], "before").proxy });
+    const purgeRow = () =>
+      runInDurableObject(runStub(id), (_instance, state) =>
+        state.storage.sql.exec<{ due_at: number; attempts: number }>("SELECT due_at, attempts FROM outbox WHERE kind = 'purge'").one(),
+      );
+    /** The wait before the next try, as the failed try set it: between its earliest and latest reading of the clock. */
+    const waitAfter = async (failedTry: () => Promise<unknown>) => {
+      const from = Date.now();
+      await failedTry();
+      const to = Date.now();
+      const { due_at } = await purgeRow();
+      return [due_at - to, due_at - from];
+    };
+    // RETRY_BASE_MS is 1 s here.
+    expect(await waitAfter(() => api(`/api/v1/runs/${id}`, { method: "DELETE" }))).toSatisfy(([least, most]: number[]) => least <= 1000 && 1000 <= most);
+    expect(await waitAfter(() => runDurableObjectAlarm(runStub(id)))).toSatisfy(([least, most]: number[]) => least <= 2000 && 2000 <= most);
+    expect(await waitAfter(() => runDurableObjectAlarm(runStub(id)))).toSatisfy(([least, most]: number[]) => least <= 4000 && 4000 <= most);
+    // After many failures (an outage), no longer than 5 minutes.
+    await runInDurableObject(runStub(id), (_instance, state) => void state.storage.sql.exec("UPDATE outbox SET attempts = 12 WHERE kind = 'purge'"));
+    expect(await waitAfter(() => runDurableObjectAlarm(runStub(id)))).toSatisfy(([least, most]: number[]) => least <= 300_000 && 300_000 <= most);
+    expect((await purgeRow()).attempts).toBe(13);
+    await runDurableObjectAlarm(runStub(id));
+    expect(await r2Keys(`runs/default/${id}/`)).toEqual([]);
+    expect(await storedTables(id)).toEqual([]);
+  });
+});
+
 describe("an alarm that fails", () => {
   it("schedules itself again and the job goes on", async () => {
     const id = await submit({ steps: 1 });

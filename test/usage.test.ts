@@ -1,5 +1,8 @@
 /** Usage on the simulated runner: estimated, like a provider that sends no counts, and held to a budget. */
+import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
+import type { Stats } from "../src/schemas";
+import { failingStubs, restoreBindings, withBindings } from "./faults";
 import { api, drive, eventLog, r2Keys, submit } from "./helpers";
 
 describe("usage on the simulated runner", () => {
@@ -20,6 +23,21 @@ describe("usage on the simulated runner", () => {
     expect(await r2Keys(`runs/default/${job.job_id}/`)).toEqual([`runs/default/${job.job_id}/steps/0001`]);
     const complete = (await eventLog(job.job_id)).find((e) => e.event === "complete")!;
     expect(JSON.parse(complete.data).data).toMatchObject({ status: "failed", usage: job.usage });
+  });
+
+  it("a job deleted before any snapshot carrying its usage reached the projection still counts it in the tenant's totals", async () => {
+    const usage = async () => (await (await api("/stats")).json<Stats>()).usage;
+    const before = await usage();
+    const id = await submit({ steps: 2, output_bytes: 800 }, { prompt: "never reported" });
+    await withBindings(id, { PROJECTIONS: failingStubs(env.PROJECTIONS, "upsert", [1, 2, 3, 4, 5, 6, 7, 8], "before").proxy });
+    const job = await drive(id);
+    expect(job.usage.prompt_tokens).toBeGreaterThan(0);
+    expect(await usage()).toEqual(before);
+    await restoreBindings(id);
+    expect((await api(`/api/v1/runs/${id}`, { method: "DELETE" })).status).toBe(204);
+    const after = await usage();
+    expect(after.prompt_tokens - before.prompt_tokens).toBe(job.usage.prompt_tokens);
+    expect(after.completion_tokens - before.completion_tokens).toBe(job.usage.completion_tokens);
   });
 
   it("a budget that is not a positive integer → 422", async () => {

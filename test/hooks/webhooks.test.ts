@@ -1,9 +1,9 @@
 import { env, runDurableObjectAlarm } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { app } from "../../src/app";
-import { api, drive, driveTo, getJob, post, runStub, settle, storedTables, waitFor } from "../helpers";
+import { api, drive, driveTo, getJob, post, r2Keys, runStub, settle, storedTables, waitFor } from "../helpers";
 import type { Job } from "../../src/schemas";
-import { failingStubs, jobIdOf, overlay, withBindings } from "../faults";
+import { failingStubs, gatedStubs, jobIdOf, overlay, withBindings } from "../faults";
 import { RECEIVER_URL, WEBHOOK_SECRET_PREVIOUS, type Delivery } from "./protocol";
 
 let counter = 0;
@@ -254,6 +254,28 @@ describe("webhooks", () => {
     expect(deliveries[1].body).toMatchObject({ job_id: id, status: "cancelled" });
     expect(await storedTables(id)).toEqual([]);
     expect((await api(`/api/v1/runs/${id}`)).status).toBe(404);
+  });
+
+  it("a succeeded job deleted before its call went out still calls back with its result, then leaves nothing behind", async () => {
+    const t = token();
+    const id = await submitWithHook("ok", t, { steps: 1, output_bytes: 300 });
+    await driveTo(id, "running");
+    // The step's alarm holds at the line, where the job's end is told before its call goes out.
+    const line = gatedStubs(env.LINES, "leave");
+    await withBindings(id, { LINES: line.proxy });
+    const alarm = runDurableObjectAlarm(runStub(id));
+    await line.reached;
+    const { result } = await (await api(`/api/v1/runs/${id}/result`)).json<{ result: string }>();
+    expect(result).toHaveLength(300);
+    const deleted = api(`/api/v1/runs/${id}`, { method: "DELETE" });
+    await waitFor(async () => (await r2Keys(`runs/default/${id}/`)).length === 0, "the output purged");
+    line.open();
+    expect((await deleted).status).toBe(204);
+    await alarm;
+    const deliveries = await deliveriesTo(t);
+    expect(deliveries).toHaveLength(1);
+    expect(deliveries[0].body).toMatchObject({ event: "run.succeeded", job_id: id, status: "succeeded", result });
+    expect(await storedTables(id)).toEqual([]);
   });
 
   it("a keyed submit cut short after making its job (its Worker stopped before the projection's entry): only the job of its repeat calls back", async () => {

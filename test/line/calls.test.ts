@@ -46,6 +46,18 @@ describe("calls on the tenant's objects", () => {
     expect(await listed("paced")).toMatchObject({ status: "cancelled" });
     expect(calls.filter((c) => c === "projection.upsert")).toHaveLength(2);
   });
+
+  it("progress held back goes out a second after the first change it holds, however often steps end meanwhile", async () => {
+    const id = await submitCounted([], { prompt: "count", session_id: "held-back", config: { simulate: { steps: 4, step_ms: 1 } } });
+    await runDurableObjectAlarm(runStub(id)); // step 1
+    await new Promise((r) => setTimeout(r, 500));
+    await runDurableObjectAlarm(runStub(id)); // step 2, within the second: its progress rides with step 1's
+    await new Promise((r) => setTimeout(r, 600));
+    await runDurableObjectAlarm(runStub(id)); // a second after step 1: what was held back goes out
+    expect((await listed("held-back")).progress.steps_completed).toBeGreaterThanOrEqual(2);
+    expect((await api(`/api/v1/runs/${id}/cancel`, { method: "POST" })).status).toBe(200);
+    await settle(id);
+  });
 });
 
 describe("rows read in a long line", () => {
