@@ -29,13 +29,19 @@ const fixed = { config: { simulate: { steps: 3, step_ms: 1, output_bytes: 3 * 50
 describe("POST /api/v1/runs/{id}/retry", () => {
   it("starts a new job at the first unfinished step, the finished ones copied byte for byte", async () => {
     const old = await failedAtStep2();
+    const sent = Date.now();
     const res = await retry(old.job_id, fixed);
     expect(res.status).toBe(202);
-    const accepted = await res.json<{ job_id: string; status: string; poll_url: string }>();
+    const accepted = await res.json<{ job_id: string; status: string; poll_url: string; created_at: string }>();
     expect(accepted.job_id).not.toBe(old.job_id);
     expect(accepted.poll_url).toMatch(new RegExp(`/api/v1/runs/${accepted.job_id}$`));
     const fresh = await getJob(accepted.job_id);
     expect(fresh).toMatchObject({ retry_of: old.job_id, agent_id: old.agent_id, progress: { steps_completed: 1, steps_total: 3 } });
+    // A new job, made when the retry was asked for: first in the list, newest first.
+    expect(Date.parse(fresh.created_at)).toBeGreaterThanOrEqual(sent);
+    expect(accepted.created_at).toBe(fresh.created_at);
+    const listed = await (await api("/api/v1/runs?page_size=1")).json<{ jobs: { job_id: string }[] }>();
+    expect(listed.jobs[0].job_id).toBe(accepted.job_id);
     expect(await sha256(await part(accepted.job_id, 1))).toBe(await sha256(await part(old.job_id, 1)));
 
     const done = await drive(accepted.job_id);
@@ -48,7 +54,7 @@ describe("POST /api/v1/runs/{id}/retry", () => {
     expect((await getJob(old.job_id)).retry_of).toBeNull();
   });
 
-  it("from_step runs again from an earlier step; a later one than the first unfinished → 400", async () => {
+  it("from_step runs again from an earlier step, or names the first unfinished one; a later one → 400", async () => {
     const old = await failedAtStep2();
     const again = await retry(old.job_id, { ...fixed, from_step: 1 });
     expect(again.status).toBe(202);
@@ -56,6 +62,11 @@ describe("POST /api/v1/runs/{id}/retry", () => {
     expect((await getJob(id)).progress.steps_completed).toBe(0);
     expect(await r2Keys(`runs/default/${id}/`)).toEqual([]);
     expect((await drive(id)).status).toBe("succeeded");
+
+    const named = await retry(old.job_id, { ...fixed, from_step: 2 });
+    expect(named.status).toBe(202);
+    const fromTwo = (await named.json<{ job_id: string }>()).job_id;
+    expect((await getJob(fromTwo)).progress.steps_completed).toBe(1);
 
     const late = await retry(old.job_id, { from_step: 3 });
     expect(late.status).toBe(400);

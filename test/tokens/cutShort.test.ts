@@ -5,7 +5,7 @@
 import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { projectionOfKey } from "../../src/tenant/shards";
-import { failingStubs, jobIdOf, resetError } from "../faults";
+import { failingStubs, jobIdOf, resetError, restoreBindings, withBindings } from "../faults";
 import { api, lineStub } from "../helpers";
 import { ALPHA, bearer, fetchWith, JSON_TYPE, mint, payloadOf } from "./helpers";
 
@@ -165,18 +165,18 @@ describe("a token's submit cut short", () => {
   it("asking fails (the job's object unreachable): the count stands, and the counter asks again later", async () => {
     const { token } = await mint({ scopes: ["submit"], max_submits: 1 });
     expect((await submit(token, cutBeforeItsJob())).status).toBe(503);
-    await runInDurableObject(counterOf(token), async (instance, state) => {
-      state.storage.sql.exec("UPDATE token_spends SET ask_at = ask_at - 60000");
-      // The alarm's call into the job's object fails once.
-      const runs = failingStubs(env.RUNS, "get", [1], "before");
-      (instance as unknown as { env: Env }).env = { ...env, RUNS: runs.proxy };
-      await instance.alarm();
-      expect(state.storage.sql.exec("SELECT job_id FROM token_spends").toArray()).toHaveLength(1);
-      expect(await state.storage.getAlarm()).not.toBeNull();
-      (instance as unknown as { env: Env }).env = env;
-    });
+    // The alarm's call into the job's object fails once.
+    await withBindings(counterOf(token), { RUNS: failingStubs(env.RUNS, "get", [1], "before").proxy });
+    const askedAt = Date.now();
+    await aMinuteOn(token);
+    expect(await unheard(token)).toHaveLength(1);
     expect(await submitsLeft(token)).toBe(0);
-    await runDurableObjectAlarm(counterOf(token));
+    // Its alarm rings again, a minute on at the soonest.
+    const next = await runInDurableObject(counterOf(token), (_instance, state) => state.storage.getAlarm());
+    expect(next).toBeGreaterThanOrEqual(askedAt + 60_000);
+    await restoreBindings(counterOf(token));
+    expect(await runDurableObjectAlarm(counterOf(token))).toBe(true);
     expect(await submitsLeft(token)).toBe(1);
+    expect(await unheard(token)).toEqual([]);
   });
 });

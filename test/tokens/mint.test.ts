@@ -11,16 +11,35 @@ describe("minting", () => {
     const minted = await mint({ scopes: ["read", "submit"], session_id: "s1" });
     expect(minted).toMatchObject({ scopes: ["read", "submit"], runs: null, session_id: "s1", tags: null, max_submits: 1, concurrency_key: null, priority: null, config: null, agent: null, metadata: null });
     expect(minted.token).toMatch(/^ert_[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/);
-    const ttl = (Date.parse(minted.expires_at) - before) / 1000;
-    expect(ttl).toBeGreaterThan(898);
-    expect(ttl).toBeLessThanOrEqual(901);
+    const after = Date.now();
+    // 15 minutes from the second it was minted in.
+    const second = (ms: number) => Math.floor(ms / 1000) * 1000;
+    expect(Date.parse(minted.expires_at)).toBeGreaterThanOrEqual(second(before) + 900_000);
+    expect(Date.parse(minted.expires_at)).toBeLessThanOrEqual(second(after) + 900_000);
     expect((await mint({ scopes: ["read"], tags: ["t1"] })).max_submits).toBeNull();
     expect((await mint({ scopes: ["submit"] })).runs).toBeNull();
+  });
+
+  it("lasts ttl_seconds when given, from a minute to a day", async () => {
+    for (const ttl_seconds of [60, 86_400]) {
+      const before = Date.now();
+      const minted = await mint({ scopes: ["read"], session_id: "s1", ttl_seconds });
+      const after = Date.now();
+      expect(Date.parse(minted.expires_at)).toBeGreaterThanOrEqual(Math.floor(before / 1000) * 1000 + ttl_seconds * 1000);
+      expect(Date.parse(minted.expires_at)).toBeLessThanOrEqual(Math.floor(after / 1000) * 1000 + ttl_seconds * 1000);
+    }
+  });
+
+  it("grants each scope, run and tag once, however often given", async () => {
+    const minted = await mint({ scopes: ["read", "read", "cancel"], runs: ["run_a", "run_a"], tags: ["t1", "t1", "t2"] });
+    expect(minted).toMatchObject({ scopes: ["read", "cancel"], runs: ["run_a"], tags: ["t1", "t2"] });
   });
 
   it("reads a null field as not given, as a backend that sends every field sends it", async () => {
     const minted = await mint({ scopes: ["read", "submit"], session_id: "s1", runs: null, tags: null, ttl_seconds: null, max_submits: null });
     expect(minted).toMatchObject({ scopes: ["read", "submit"], runs: null, session_id: "s1", tags: null, max_submits: 1 });
+    // Empty metadata, like null, is none.
+    expect((await mint({ scopes: ["submit"], metadata: {} })).metadata).toBeNull();
     // A reach of nulls is no reach.
     const res = await api("/api/v1/tokens", { method: "POST", headers: { ...JSON_TYPE, ...ALPHA }, body: JSON.stringify({ scopes: ["read"], session_id: null, runs: null }) });
     expect(res.status).toBe(422);
