@@ -237,10 +237,7 @@ describe("bulk cancel and delete", () => {
     await runInDurableObject(bulkStub(bulk_id), (_instance, state) => void state.storage.sql.exec("UPDATE operation SET finished_at = ?", Date.now() - BULK_RETENTION_MS));
     await runDurableObjectAlarm(bulkStub(bulk_id));
     expect(await (await api(`/api/v1/runs/bulk/${bulk_id}`)).json()).toEqual({ detail: `Bulk operation not found: ${bulk_id}` });
-    const tables = await runInDurableObject(bulkStub(bulk_id), (_instance, state) =>
-      state.storage.sql.exec<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_cf%' ESCAPE '\\'").toArray(),
-    );
-    expect(tables).toEqual([]);
+    expect(await storedTables(bulkStub(bulk_id))).toEqual([]);
   });
 
   it("reads a null field as not given: a filter with nulls beside it works, nulls alone are no filter", async () => {

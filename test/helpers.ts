@@ -140,9 +140,9 @@ export async function r2Keys(prefix: string): Promise<string[]> {
   return (await env.OUTPUTS.list({ prefix })).objects.map((o) => o.key);
 }
 
-/** Every user table of the object's SQLite database, with its row count. */
-export async function storedTables(id: string, tenant = "default"): Promise<string[]> {
-  return runInDurableObject(runStub(id, tenant), (_instance, state) =>
+/** Every table of an object's SQLite database: a job's (by id) or any other's (by stub). */
+export async function storedTables(of: string | DurableObjectStub, tenant = "default"): Promise<string[]> {
+  return runInDurableObject(typeof of === "string" ? runStub(of, tenant) : of, (_instance, state) =>
     state.storage.sql
       .exec<{ name: string }>("SELECT name FROM sqlite_master WHERE type = 'table'")
       .toArray()

@@ -9,6 +9,12 @@ import { HOLD_LAPSED, type PrefixHold } from "../src/run/hold";
 import type { RunSpec } from "../src/run/job";
 import type { Job } from "../src/schemas";
 
+/** The hold a job's object keeps on its output prefix while its job is not made (src/run/hold.ts). */
+const prefixHold = (stub: DurableObjectStub) => runInDurableObject(stub, (_instance, state) => state.storage.kv.get<PrefixHold>("prefix_hold"));
+/** The hold lapses now: its time is up. */
+const lapseNow = (stub: DurableObjectStub) =>
+  runInDurableObject(stub, (_instance, state) => state.storage.kv.put("prefix_hold", { ...state.storage.kv.get<PrefixHold>("prefix_hold"), until: Date.now() - 1 }));
+
 const retry = (id: string, body?: unknown) =>
   body === undefined ? api(`/api/v1/runs/${id}/retry`, { method: "POST" }) : post(`/api/v1/runs/${id}/retry`, body);
 
@@ -321,13 +327,12 @@ describe("a retry that fails part-way", () => {
     expect(await r2Keys(prefix)).toHaveLength(1);
     expect((await api(`/api/v1/runs/${id}`)).status).toBe(404);
     const held = runStub(id);
-    const hold = () => runInDurableObject(held, (_instance, state) => state.storage.kv.get<PrefixHold>("prefix_hold"));
+    const hold = () => prefixHold(held);
     expect(await hold()).toMatchObject({ tenant: "default", job_id: id, lapsed: false });
     // Its alarm before the hold lapses (a retry may still be copying) keeps the copy.
     await runDurableObjectAlarm(held);
     expect(await r2Keys(prefix)).toHaveLength(1);
-    const lapseNow = () => runInDurableObject(held, (_instance, state) => state.storage.kv.put("prefix_hold", { ...state.storage.kv.get<PrefixHold>("prefix_hold"), until: Date.now() - 1 }));
-    await lapseNow();
+    await lapseNow(held);
     await runDurableObjectAlarm(held);
     expect(await r2Keys(prefix)).toEqual([]);
     expect(await hold()).toMatchObject({ lapsed: true });
@@ -337,7 +342,7 @@ describe("a retry that fails part-way", () => {
     const copy = { key: `${prefix}steps/0001`, bytes: 1, etag: "gone", idx: 1, note: null };
     expect(await held.create({ ...source.spec, job_id: id, retry_of: old.job_id }, true, [copy], null)).toMatchObject({ ok: false, detail: HOLD_LAPSED });
     // A day on, nothing of it is left.
-    await lapseNow();
+    await lapseNow(held);
     await runDurableObjectAlarm(held);
     expect(await hold()).toBeUndefined();
     expect(await runDurableObjectAlarm(held)).toBe(false);
@@ -354,25 +359,25 @@ describe("a retry that fails part-way", () => {
     const held = runStub(id);
     expect(await held.holdPrefix("default", id)).toEqual({ ok: true });
     await env.OUTPUTS.put(`runs/default/${id}/steps/0001`, "a copy");
-    // The hold's R2 fails its first delete; the hold lapses now.
-    await runInDurableObject(held, (instance, state) => {
+    // The hold's R2 fails its first delete (the hold took its bindings when the object started); the hold lapses now.
+    await runInDurableObject(held, (instance) => {
       const hold = (instance as unknown as { hold: { env: Env } }).hold;
       hold.env = overlay(hold.env, { OUTPUTS: failing(env.OUTPUTS, "delete", [1], "before").proxy });
-      state.storage.kv.put("prefix_hold", { ...state.storage.kv.get<PrefixHold>("prefix_hold"), until: Date.now() - 1 });
     });
+    await lapseNow(held);
     await runDurableObjectAlarm(held);
     expect(await r2Keys(`runs/default/${id}/`)).toHaveLength(1);
-    expect(await runInDurableObject(held, (_instance, state) => state.storage.kv.get<PrefixHold>("prefix_hold"))).toMatchObject({ lapsed: false });
+    expect(await prefixHold(held)).toMatchObject({ lapsed: false });
     expect(await runDurableObjectAlarm(held)).toBe(true);
     expect(await r2Keys(`runs/default/${id}/`)).toEqual([]);
-    expect(await runInDurableObject(held, (_instance, state) => state.storage.kv.get<PrefixHold>("prefix_hold"))).toMatchObject({ lapsed: true });
+    expect(await prefixHold(held)).toMatchObject({ lapsed: true });
   });
 
   it("a retry that makes its job drops the hold on its prefix: the job owns it", async () => {
     const old = await failedAtStep2();
     const res = await retry(old.job_id, fixed);
     const { job_id } = await res.json<{ job_id: string }>();
-    expect(await runInDurableObject(runStub(job_id), (_instance, state) => state.storage.kv.get("prefix_hold"))).toBeUndefined();
+    expect(await prefixHold(runStub(job_id))).toBeUndefined();
     expect(await r2Keys(`runs/default/${job_id}/`)).toHaveLength(1);
   });
 

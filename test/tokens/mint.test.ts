@@ -5,17 +5,21 @@ import { SCOPES } from "../../src/schemas";
 import { api, runStub } from "../helpers";
 import { ALPHA, bearer, fetchWith, finishedJob, JSON_TYPE, mint } from "./helpers";
 
+/** A token minted between `before` and `after` expires `seconds` on from the second it was minted in. */
+function expectExpiry(expiresAt: string, before: number, after: number, seconds: number) {
+  const second = (ms: number) => Math.floor(ms / 1000) * 1000;
+  expect(Date.parse(expiresAt)).toBeGreaterThanOrEqual(second(before) + seconds * 1000);
+  expect(Date.parse(expiresAt)).toBeLessThanOrEqual(second(after) + seconds * 1000);
+}
+
 describe("minting", () => {
   it("answers 201 with the token and what it grants, with the contract's defaults", async () => {
     const before = Date.now();
     const minted = await mint({ scopes: ["read", "submit"], session_id: "s1" });
     expect(minted).toMatchObject({ scopes: ["read", "submit"], runs: null, session_id: "s1", tags: null, max_submits: 1, concurrency_key: null, priority: null, config: null, agent: null, metadata: null });
     expect(minted.token).toMatch(/^ert_[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/);
-    const after = Date.now();
-    // 15 minutes from the second it was minted in.
-    const second = (ms: number) => Math.floor(ms / 1000) * 1000;
-    expect(Date.parse(minted.expires_at)).toBeGreaterThanOrEqual(second(before) + 900_000);
-    expect(Date.parse(minted.expires_at)).toBeLessThanOrEqual(second(after) + 900_000);
+    // 15 minutes by default.
+    expectExpiry(minted.expires_at, before, Date.now(), 900);
     expect((await mint({ scopes: ["read"], tags: ["t1"] })).max_submits).toBeNull();
     expect((await mint({ scopes: ["submit"] })).runs).toBeNull();
   });
@@ -24,9 +28,7 @@ describe("minting", () => {
     for (const ttl_seconds of [60, 86_400]) {
       const before = Date.now();
       const minted = await mint({ scopes: ["read"], session_id: "s1", ttl_seconds });
-      const after = Date.now();
-      expect(Date.parse(minted.expires_at)).toBeGreaterThanOrEqual(Math.floor(before / 1000) * 1000 + ttl_seconds * 1000);
-      expect(Date.parse(minted.expires_at)).toBeLessThanOrEqual(Math.floor(after / 1000) * 1000 + ttl_seconds * 1000);
+      expectExpiry(minted.expires_at, before, Date.now(), ttl_seconds);
     }
   });
 
